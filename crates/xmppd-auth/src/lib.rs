@@ -1,0 +1,158 @@
+//! Authentication backends for xmppd behind one trait, [`AuthBackend`].
+//!
+//! [`InternalBackend`] keeps accounts in the storage crate's [`CredentialStore`] as SCRAM salted
+//! keys for SHA-1, SHA-256 and SHA-512 — never a password. An LDAP backend plugs in behind the
+//! same trait; backends that can only check a password (LDAP binds) say so through
+//! [`AuthBackend::supports_scram`], and the c2s layer then offers PLAIN only.
+//!
+//! Architecture invariant: no network protocol here, no XMPP; the SASL exchange itself is
+//! `xmppd-sasl`'s job.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use xmppd_sasl::{HashAlg, ScramKeys};
+use xmppd_storage::{CredentialStore, StorageError, StoredScram, UserRef};
+
+/// Default PBKDF2 iteration count for new credentials.
+pub const DEFAULT_ITERATIONS: u32 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The backend could not answer now (storage or directory down): `<temporary-auth-failure/>`.
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    #[error("no such user")]
+    NoSuchUser,
+    #[error("user already exists")]
+    AlreadyExists,
+    #[error("invalid password: {0}")]
+    InvalidPassword(String),
+    #[error("operation not supported by this backend")]
+    Unsupported,
+}
+
+impl From<StorageError> for AuthError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::AlreadyExists => AuthError::AlreadyExists,
+            StorageError::NoSuchUser => AuthError::NoSuchUser,
+            StorageError::Backend(m) => AuthError::Temporary(m),
+        }
+    }
+}
+
+/// Where accounts and their secrets live.
+#[async_trait]
+pub trait AuthBackend: Send + Sync {
+    /// A short name for logs ("internal", "ldap").
+    fn name(&self) -> &'static str;
+    /// Whether [`AuthBackend::scram_keys`] can answer (SCRAM mechanisms are offered only then).
+    fn supports_scram(&self) -> bool;
+    /// The SCRAM keys of `user` for `alg`; `Ok(None)` if the user is unknown.
+    async fn scram_keys(&self, user: &UserRef, alg: HashAlg) -> Result<Option<ScramKeys>, AuthError>;
+    /// Checks a plaintext password (SASL PLAIN). `Ok(false)` for unknown users and wrong passwords alike.
+    async fn check_password(&self, user: &UserRef, password: &str) -> Result<bool, AuthError>;
+    async fn user_exists(&self, user: &UserRef) -> Result<bool, AuthError>;
+    /// Creates an account. `Unsupported` for read-only backends.
+    async fn create_user(&self, user: &UserRef, password: &str) -> Result<(), AuthError>;
+    /// Changes a password. `Unsupported` for read-only backends.
+    async fn set_password(&self, user: &UserRef, password: &str) -> Result<(), AuthError>;
+    /// Removes an account. `Unsupported` for read-only backends.
+    async fn delete_user(&self, user: &UserRef) -> Result<(), AuthError>;
+}
+
+/// Accounts in xmppd's own store.
+pub struct InternalBackend {
+    store: Arc<dyn CredentialStore>,
+    iterations: u32,
+}
+
+impl InternalBackend {
+    pub fn new(store: Arc<dyn CredentialStore>) -> Self {
+        InternalBackend { store, iterations: DEFAULT_ITERATIONS }
+    }
+
+    pub fn with_iterations(store: Arc<dyn CredentialStore>, iterations: u32) -> Self {
+        InternalBackend { store, iterations }
+    }
+
+    fn derive_all(&self, password: &str) -> Result<Vec<StoredScram>, AuthError> {
+        if password.is_empty() {
+            return Err(AuthError::InvalidPassword("empty password".into()));
+        }
+        HashAlg::ALL
+            .iter()
+            .map(|alg| {
+                ScramKeys::generate(*alg, password, self.iterations)
+                    .map(|k| to_stored(&k))
+                    .map_err(|e| AuthError::InvalidPassword(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// Converts SASL keys to their stored form.
+pub fn to_stored(k: &ScramKeys) -> StoredScram {
+    StoredScram {
+        hash: k.alg.as_str().to_owned(),
+        salt: k.salt.clone(),
+        iterations: k.iterations,
+        stored_key: k.stored_key.clone(),
+        server_key: k.server_key.clone(),
+    }
+}
+
+/// Converts stored credentials back to SASL keys; `None` for an unknown hash name.
+pub fn from_stored(s: StoredScram) -> Option<ScramKeys> {
+    Some(ScramKeys {
+        alg: HashAlg::parse(&s.hash)?,
+        salt: s.salt,
+        iterations: s.iterations,
+        stored_key: s.stored_key,
+        server_key: s.server_key,
+    })
+}
+
+#[async_trait]
+impl AuthBackend for InternalBackend {
+    fn name(&self) -> &'static str {
+        "internal"
+    }
+
+    fn supports_scram(&self) -> bool {
+        true
+    }
+
+    async fn scram_keys(&self, user: &UserRef, alg: HashAlg) -> Result<Option<ScramKeys>, AuthError> {
+        Ok(self.store.credentials(user, alg.as_str()).await?.and_then(from_stored))
+    }
+
+    async fn check_password(&self, user: &UserRef, password: &str) -> Result<bool, AuthError> {
+        // SHA-256 entry is always written; fall back to any hash an import may have left.
+        for alg in [HashAlg::Sha256, HashAlg::Sha512, HashAlg::Sha1] {
+            if let Some(keys) = self.scram_keys(user, alg).await? {
+                return Ok(keys.verify_password(password));
+            }
+        }
+        Ok(false)
+    }
+
+    async fn user_exists(&self, user: &UserRef) -> Result<bool, AuthError> {
+        Ok(self.store.user_exists(user).await?)
+    }
+
+    async fn create_user(&self, user: &UserRef, password: &str) -> Result<(), AuthError> {
+        let creds = self.derive_all(password)?;
+        Ok(self.store.create_user(user, &creds).await?)
+    }
+
+    async fn set_password(&self, user: &UserRef, password: &str) -> Result<(), AuthError> {
+        let creds = self.derive_all(password)?;
+        Ok(self.store.set_credentials(user, &creds).await?)
+    }
+
+    async fn delete_user(&self, user: &UserRef) -> Result<(), AuthError> {
+        Ok(self.store.delete_user(user).await?)
+    }
+}

@@ -1,0 +1,3 @@
+//! Client-to-server connections for xmppd: listeners, TLS, and the per-connection driver.
+//!
+//! (being written)

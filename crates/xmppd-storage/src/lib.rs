@@ -1,0 +1,187 @@
+//! Storage for xmppd: one async trait per concern, and [`sqlite::SqliteStore`] implementing them all.
+//!
+//! The traits speak plain data (user names, domains, serialized XML as `String`), never XMPP
+//! rules: deciding *what* to store is the core's job, storing it durably is this crate's.
+//! Every write that returns `Ok` has been committed (the SQLite store acknowledges after the
+//! transaction that holds it is committed with `synchronous=FULL`), so a caller may acknowledge
+//! a stanza to its sender once the call returns.
+//!
+//! Architecture invariant: no XMPP types, no network, no tokio runtime requirement beyond
+//! `spawn_blocking`-free channels: the SQLite store runs its own writer thread.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+/// Errors of any storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The account to create already exists.
+    #[error("user already exists")]
+    AlreadyExists,
+    /// The account to change does not exist.
+    #[error("no such user")]
+    NoSuchUser,
+    /// The backend failed (I/O, SQL, corruption); the message is for logs.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// One account: its localpart and domain. Both are already normalised (nodeprep/nameprep) by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserRef {
+    pub user: String,
+    pub domain: String,
+}
+
+impl UserRef {
+    pub fn new(user: impl Into<String>, domain: impl Into<String>) -> Self {
+        UserRef { user: user.into(), domain: domain.into() }
+    }
+}
+
+/// SCRAM salted credentials for one hash function, as stored. Never a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredScram {
+    /// "SHA-1", "SHA-256" or "SHA-512".
+    pub hash: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Creates an account with its SCRAM credentials (one entry per hash). `AlreadyExists` if present.
+    async fn create_user(&self, user: &UserRef, creds: &[StoredScram]) -> Result<()>;
+    /// Replaces all SCRAM credentials of an existing account. `NoSuchUser` if absent.
+    async fn set_credentials(&self, user: &UserRef, creds: &[StoredScram]) -> Result<()>;
+    /// Removes the account and everything stored for it (roster, offline, private data). `NoSuchUser` if absent.
+    async fn delete_user(&self, user: &UserRef) -> Result<()>;
+    async fn user_exists(&self, user: &UserRef) -> Result<bool>;
+    /// The credentials for `hash` ("SHA-1", "SHA-256", "SHA-512"), if the user and entry exist.
+    async fn credentials(&self, user: &UserRef, hash: &str) -> Result<Option<StoredScram>>;
+    /// Users of `domain`, sorted by name.
+    async fn list_users(&self, domain: &str) -> Result<Vec<String>>;
+}
+
+/// A roster subscription state (RFC 6121 §2.1.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Subscription {
+    #[default]
+    None,
+    To,
+    From,
+    Both,
+}
+
+impl Subscription {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Subscription::None,
+            "to" => Subscription::To,
+            "from" => Subscription::From,
+            "both" => Subscription::Both,
+            _ => return None,
+        })
+    }
+}
+
+/// One roster entry of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RosterItem {
+    /// The contact's bare JID, normalised.
+    pub jid: String,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// Outbound subscription request pending (`ask='subscribe'`).
+    pub ask: bool,
+    /// The user pre-approved the contact's subscription (RFC 6121 §3.4).
+    pub approved: bool,
+    pub groups: Vec<String>,
+}
+
+#[async_trait]
+pub trait RosterStore: Send + Sync {
+    /// The roster version (a counter, bumped by every change) and all items.
+    async fn roster(&self, user: &UserRef) -> Result<(u64, Vec<RosterItem>)>;
+    async fn roster_item(&self, user: &UserRef, contact: &str) -> Result<Option<RosterItem>>;
+    /// Inserts or replaces the item; returns the new roster version.
+    async fn set_roster_item(&self, user: &UserRef, item: &RosterItem) -> Result<u64>;
+    /// Removes the item if present; returns the new roster version (unchanged if absent).
+    async fn remove_roster_item(&self, user: &UserRef, contact: &str) -> Result<u64>;
+
+    /// Stores an inbound subscription request (the `<presence type='subscribe'/>` XML) until the user answers.
+    async fn add_pending_subscription(&self, user: &UserRef, contact: &str, stanza_xml: &str) -> Result<()>;
+    async fn remove_pending_subscription(&self, user: &UserRef, contact: &str) -> Result<()>;
+    /// Pending inbound subscription requests: (contact, stanza XML).
+    async fn pending_subscriptions(&self, user: &UserRef) -> Result<Vec<(String, String)>>;
+}
+
+/// A stored offline message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineMessage {
+    pub id: i64,
+    /// Unix time in milliseconds when the server accepted it.
+    pub stamp_ms: i64,
+    /// The `<message/>` as XML.
+    pub xml: String,
+}
+
+#[async_trait]
+pub trait OfflineStore: Send + Sync {
+    /// Stores `xml` for `user` unless the user already has `max` messages; returns whether it was stored.
+    /// The message is durable when this returns `Ok(true)`.
+    async fn push_offline(&self, user: &UserRef, stamp_ms: i64, xml: &str, max: usize) -> Result<bool>;
+    /// All stored messages, oldest first (not removed).
+    async fn offline_messages(&self, user: &UserRef) -> Result<Vec<OfflineMessage>>;
+    /// Removes the messages with ids up to and including `up_to_id`, after they were delivered.
+    async fn remove_offline(&self, user: &UserRef, up_to_id: i64) -> Result<()>;
+    async fn offline_count(&self, user: &UserRef) -> Result<usize>;
+}
+
+/// Small per-user documents keyed by a namespace-like key: private XML storage (XEP-0049),
+/// vCards, last activity (XEP-0012) and what later modules need.
+#[async_trait]
+pub trait UserDataStore: Send + Sync {
+    async fn get_data(&self, user: &UserRef, key: &str) -> Result<Option<String>>;
+    async fn set_data(&self, user: &UserRef, key: &str, value: &str) -> Result<()>;
+    async fn remove_data(&self, user: &UserRef, key: &str) -> Result<()>;
+}
+
+/// Live sessions as seen by every process sharing the database, so the CLI (`xmppd sessions`)
+/// can list who is connected to a running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub jid: String,
+    /// Peer address as text; empty when the server hides IP addresses.
+    pub peer: String,
+    pub node: String,
+    pub started_ms: i64,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn session_opened(&self, rec: &SessionRecord) -> Result<()>;
+    async fn session_closed(&self, jid: &str) -> Result<()>;
+    /// Removes every record of `node` (at start-up, after a crash).
+    async fn clear_sessions(&self, node: &str) -> Result<()>;
+    async fn sessions(&self) -> Result<Vec<SessionRecord>>;
+}
+
+/// Everything the core needs, in one handle.
+pub trait Store: CredentialStore + RosterStore + OfflineStore + UserDataStore + SessionStore {}
+impl<T: CredentialStore + RosterStore + OfflineStore + UserDataStore + SessionStore> Store for T {}

@@ -1,0 +1,2 @@
+//! SQLite implementation (to be written)
+pub struct SqliteStore;
