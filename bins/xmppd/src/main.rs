@@ -1,1 +1,144 @@
-fn main() {}
+//! The `xmppd` executable: the server (`xmppd serve`, the default) and the administration
+//! commands that share its configuration and database (`register`, `users list`, `sessions`...).
+//!
+//! Exit codes: 0 success, 1 an error the operator can act on (one line on stderr, starting with
+//! `error:`), 2 a usage error reported by the argument parser.
+//!
+//! This binary only composes the crates: it holds no protocol logic, and the administration
+//! commands reach accounts through the same [`xmppd_auth::AuthBackend`] the server uses.
+
+mod admin;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use xmppd_config::{Source, ValidatedConfig, DEFAULT_FILE_NAME};
+
+#[derive(Debug, Parser)]
+#[command(name = "xmppd", version, about = "An XMPP server")]
+struct Cli {
+    /// Configuration file [default: ./xmppd.toml when present, else built-in defaults]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "XMPPD_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default)
+    Serve,
+    /// Validate the configuration and exit
+    CheckConfig,
+    /// Create an account (the password is read from stdin when omitted)
+    Register {
+        user: String,
+        domain: String,
+        password: Option<String>,
+    },
+    /// Delete an account and everything stored for it
+    Unregister { user: String, domain: String },
+    /// Change an account's password (read from stdin when omitted)
+    Passwd {
+        user: String,
+        domain: String,
+        password: Option<String>,
+    },
+    /// Account administration
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// List the sessions connected to running servers sharing this database
+    Sessions,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// List accounts, of one host or of all of them
+    List { domain: Option<String> },
+}
+
+/// An error for the operator: printed as `error: <message>`, exit code 1.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<T: std::fmt::Display> From<T> for Failure {
+    fn from(e: T) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let explicit = cli.config.is_some();
+    let config = load_config(cli.config)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve::run(config, explicit.then(|| config_arg(&config))),
+        Command::CheckConfig => {
+            println!("configuration OK");
+            Ok(())
+        }
+        Command::Register {
+            user,
+            domain,
+            password,
+        } => admin::block_on(admin::register(&config, &user, &domain, password)),
+        Command::Unregister { user, domain } => {
+            admin::block_on(admin::unregister(&config, &user, &domain))
+        }
+        Command::Passwd {
+            user,
+            domain,
+            password,
+        } => admin::block_on(admin::passwd(&config, &user, &domain, password)),
+        Command::Users(UsersCommand::List { domain }) => {
+            admin::block_on(admin::list_users(&config, domain.as_deref()))
+        }
+        Command::Sessions => admin::block_on(admin::sessions(&config)),
+    }
+}
+
+/// `--config` (or `XMPPD_CONFIG`), else `./xmppd.toml` if it exists, else the defaults.
+fn load_config(path: Option<PathBuf>) -> Result<ValidatedConfig, Failure> {
+    let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+    let source = match path {
+        Some(p) => Source::read(&p)?,
+        None if cwd.join(DEFAULT_FILE_NAME).is_file() => {
+            Source::read(std::path::Path::new(DEFAULT_FILE_NAME))?
+        }
+        None => Source::builtin(cwd),
+    };
+    // The error already reads `file:line: key: message`.
+    source.load().map_err(|e| Failure(e.to_string()))
+}
+
+/// How the banner's hints name the configuration file the operator chose.
+fn config_arg(config: &ValidatedConfig) -> String {
+    let file = &config.source;
+    if file
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        format!("--config {file} ")
+    } else {
+        format!("--config '{}' ", file.replace('\'', r"'\''"))
+    }
+}

@@ -1,3 +1,170 @@
 //! Client-to-server connections for xmppd: listeners, TLS, and the per-connection driver.
 //!
-//! (being written)
+//! [`C2s`] listens on STARTTLS ports (RFC 6120, usually 5222) and direct-TLS ports (XEP-0368,
+//! usually 5223). Each accepted connection is one tokio task that negotiates the stream —
+//! STARTTLS, SASL (SCRAM with channel binding, PLAIN under TLS), resource binding — and then
+//! shuttles stanzas between the socket and the core: incoming ones to
+//! [`xmppd_core::Server::handle_from_client`], outgoing ones from the session's queue.
+//! [`Tls`] holds the certificates (per host by SNI, a stored self-signed fallback, hot reload).
+//!
+//! Not here: XML parsing (`xmppd-stream`), SASL mechanics (`xmppd-sasl`), account lookup
+//! (`xmppd-auth`), and anything that happens to a stanza after it was read (`xmppd-core`).
+//! No stream management (XEP-0198), compression or WebSocket/BOSH.
+
+mod conn;
+mod features;
+mod throttle;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_XMPP_CLIENT};
+
+/// How long [`C2s::run`] waits, after telling open streams about the shutdown, for their
+/// tasks to finish writing and unbinding.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What a listening socket expects first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// Plain XMPP, upgraded with `<starttls/>`.
+    StartTls,
+    /// TLS from the first byte (XEP-0368).
+    DirectTls,
+}
+
+/// Settings of the c2s listeners.
+#[derive(Debug, Clone)]
+pub struct C2sSettings {
+    pub starttls_listen: Vec<SocketAddr>,
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Refuse authentication on STARTTLS ports until TLS is up.
+    pub require_starttls: bool,
+    /// Framer limits until SASL success.
+    pub pre_auth_limits: xmppd_stream::Limits,
+    /// Framer limits once authenticated.
+    pub limits: xmppd_stream::Limits,
+    /// Outbound queue length of each bound session.
+    pub queue_len: usize,
+    /// Keep client IP addresses out of logs and session records.
+    pub hide_ip: bool,
+    /// Time allowed for a TLS handshake. Stream negotiation as a whole (TLS, SASL, bind) must
+    /// finish within [`conn::negotiation_timeout`] of it.
+    pub handshake_timeout: Duration,
+    /// Failed SASL attempts tolerated in one stream before it is closed.
+    pub max_auth_failures: u32,
+}
+
+/// State every connection task reads.
+pub(crate) struct Shared {
+    settings: C2sSettings,
+    tls: Arc<Tls>,
+    server: Arc<xmppd_core::Server>,
+    auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
+    throttle: throttle::AuthThrottle,
+}
+
+/// The bound c2s listeners, ready to [`C2s::run`].
+pub struct C2s {
+    listeners: Vec<(ListenerKind, TcpListener)>,
+    shared: Arc<Shared>,
+}
+
+impl C2s {
+    /// Binds every configured address. `auth` maps each virtual host to its backend; a served
+    /// host without one is a configuration error.
+    pub async fn bind(
+        settings: C2sSettings,
+        tls: Arc<Tls>,
+        server: Arc<xmppd_core::Server>,
+        auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
+    ) -> std::io::Result<C2s> {
+        let auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>> =
+            auth.into_iter().map(|(host, backend)| (host.to_ascii_lowercase(), backend)).collect();
+        if let Some(missing) = server.hosts().iter().find(|h| !auth.contains_key(*h)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("no authentication backend for host {missing}"),
+            ));
+        }
+        let mut listeners = Vec::new();
+        let addrs = settings
+            .starttls_listen
+            .iter()
+            .map(|a| (ListenerKind::StartTls, *a))
+            .chain(settings.direct_tls_listen.iter().map(|a| (ListenerKind::DirectTls, *a)));
+        for (kind, addr) in addrs {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            listeners.push((kind, listener));
+        }
+        let shared = Shared { settings, tls, server, auth, throttle: Default::default() };
+        Ok(C2s { listeners, shared: Arc::new(shared) })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(ListenerKind, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(kind, l)| l.local_addr().ok().map(|a| (*kind, a)))
+            .collect()
+    }
+
+    /// Accepts until `shutdown` turns true; then sends `<system-shutdown/>` to open streams and
+    /// waits (a bounded time) for their tasks to finish.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let next_id = Arc::new(AtomicU64::new(1));
+        let mut loops = JoinSet::new();
+        for (kind, listener) in self.listeners {
+            let shared = Arc::clone(&self.shared);
+            let (shutdown, next_id) = (shutdown.clone(), Arc::clone(&next_id));
+            loops.spawn(accept_loop(kind, listener, shared, shutdown, next_id));
+        }
+        while loops.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_loop(
+    kind: ListenerKind,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    next_id: Arc<AtomicU64>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    let span = tracing::info_span!("c2s", conn = id);
+                    let task = conn::serve(Arc::clone(&shared), tcp, peer, kind, shutdown.clone());
+                    conns.spawn(task.instrument(span));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = conn::shutdown_requested(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!(left = conns.len(), "c2s connections still open after the grace period");
+        conns.abort_all();
+    }
+}

@@ -5,19 +5,25 @@
 //!   clustered implementation can keep one user's sessions on several nodes.
 //! - [`session::ClientSession`]: the state the core keeps for one bound c2s session.
 //! - [`module::Module`] / [`module::Component`]: the seams every service plugs into — IQ
-//!   handlers by namespace, hooks on the message/presence path, disco features, and whole
-//!   subdomains (`conference.example.org`).
-//! - RFC 6121 rules (roster, subscriptions, presence, message delivery), offline storage
-//!   (XEP-0160), disco (XEP-0030), ping, version, last activity, caps as built-in modules.
+//!   handlers by namespace, hooks on the message path and session lifecycle, disco features,
+//!   stream features, and whole subdomains (`conference.example.org`).
+//! - RFC 6121 rules (`im`: roster, subscriptions, presence, message delivery) and built-in
+//!   modules (`builtin`: disco + caps, ping, version, last activity, offline messages).
 //!
 //! Architecture invariant: no sockets, no TLS, no SQL. Stanzas come in as `minidom::Element`
 //! from a driver (c2s today; s2s, WebSocket, BOSH later), leave through the bounded queue of
 //! each target session, and storage is reached through `xmppd-storage` traits only.
 
+mod builtin;
+mod im;
+pub mod module;
+pub mod router;
 pub mod server;
 pub mod session;
+pub mod stanza;
 
+pub use builtin::CAPS_NODE;
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
-pub use server::{BindError, Server};
+pub use server::{user_ref, BindError, CoreConfig, Server, ServerBuilder};
 pub use session::{ClientSession, Outbound, SessionInfo};

@@ -1,12 +1,26 @@
 //! [`Server`]: the hosts, the registry of modules and components, and the routing of stanzas.
+//!
+//! A stanza from a client enters through [`Server::handle_from_client`], which stamps `from`
+//! and dispatches: presence and roster follow RFC 6121 (`crate::im`), IQs go to the module
+//! that claimed the payload namespace, everything else through [`Server::route`]. `route`
+//! decides by the `to` domain: a served host (accounts and the server itself), a component's
+//! subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use jid::BareJid;
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tokio::sync::mpsc;
+use xmppd_storage::{SessionRecord, Store, UserRef};
+use xmppd_stream::StreamErrorCondition;
 
+use crate::module::{Component, HookAction, IqKind, IqRequest, Module};
+use crate::router::{LocalRouter, Resource, Router, SendError};
 use crate::session::{ClientSession, Outbound, SessionInfo};
+use crate::stanza::{self, error_reply, iq_result, Condition, StanzaError, NS_CLIENT};
 
 /// Why a resource could not be bound (RFC 6120 §7.6.2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,26 +36,213 @@ pub enum BindError {
     NotAllowed,
 }
 
+/// Settings of the core (the binary maps the config file onto this).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Virtual hosts served (domain names).
+    pub hosts: Vec<String>,
+    /// Name of this node (for session records; one per process).
+    pub node_name: String,
+    /// Offline messages kept per user (XEP-0160); further ones bounce with `<service-unavailable/>`.
+    pub offline_max: usize,
+    /// Reveal the operating system in XEP-0092 software version answers.
+    pub show_os: bool,
+    /// Resources one account may bind at once.
+    pub max_resources_per_user: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            hosts: vec!["localhost".into()],
+            node_name: "xmppd".into(),
+            offline_max: 1000,
+            show_os: false,
+            max_resources_per_user: 16,
+        }
+    }
+}
+
+/// Assembles a [`Server`] from its config, store, modules and components.
+pub struct ServerBuilder {
+    config: CoreConfig,
+    store: Arc<dyn Store>,
+    router: Option<Arc<dyn Router>>,
+    modules: Vec<Arc<dyn Module>>,
+    components: HashMap<String, Arc<dyn Component>>,
+}
+
+impl ServerBuilder {
+    /// Adds a module after the built-in ones; hooks run in the order modules are added.
+    pub fn module(mut self, m: Arc<dyn Module>) -> Self {
+        self.modules.push(m);
+        self
+    }
+
+    /// Gives `domain` (e.g. `conference.example.org`) to a component.
+    pub fn component(mut self, domain: &str, c: Arc<dyn Component>) -> Self {
+        self.components.insert(domain.to_ascii_lowercase(), c);
+        self
+    }
+
+    /// Replaces the single-node session registry (e.g. with a clustered one).
+    pub fn router(mut self, r: Arc<dyn Router>) -> Self {
+        self.router = Some(r);
+        self
+    }
+
+    pub fn build(self) -> Arc<Server> {
+        let mut modules: Vec<Arc<dyn Module>> = crate::builtin::modules();
+        modules.extend(self.modules);
+        let mut server_iq = HashMap::new();
+        let mut account_iq = HashMap::new();
+        for m in &modules {
+            for ns in m.server_iq_namespaces() {
+                server_iq.entry(ns).or_insert_with(|| m.clone());
+            }
+            for ns in m.account_iq_namespaces() {
+                account_iq.entry(ns).or_insert_with(|| m.clone());
+            }
+        }
+        let mut server_features: Vec<String> =
+            modules.iter().flat_map(|m| m.server_features()).collect();
+        server_features.extend(
+            [
+                stanza::NS_DISCO_INFO,
+                stanza::NS_DISCO_ITEMS,
+                stanza::FEATURE_OFFLINE,
+            ]
+            .map(String::from),
+        );
+        server_features.sort();
+        server_features.dedup();
+        let mut account_features: Vec<String> =
+            modules.iter().flat_map(|m| m.account_features()).collect();
+        account_features.extend([stanza::NS_DISCO_INFO, stanza::NS_DISCO_ITEMS].map(String::from));
+        account_features.sort();
+        account_features.dedup();
+        let caps_ver = crate::builtin::caps_ver(&server_features);
+        let hosts = self
+            .config
+            .hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        Arc::new(Server {
+            hosts,
+            config: self.config,
+            store: self.store,
+            router: self.router.unwrap_or_else(|| Arc::new(LocalRouter::new())),
+            modules,
+            server_iq,
+            account_iq,
+            components: self.components,
+            server_features,
+            account_features,
+            caps_ver,
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+        })
+    }
+}
+
 /// The core of one xmppd process.
 pub struct Server {
-    _private: (),
+    config: CoreConfig,
+    hosts: Vec<String>,
+    store: Arc<dyn Store>,
+    router: Arc<dyn Router>,
+    modules: Vec<Arc<dyn Module>>,
+    server_iq: HashMap<&'static str, Arc<dyn Module>>,
+    account_iq: HashMap<&'static str, Arc<dyn Module>>,
+    components: HashMap<String, Arc<dyn Component>>,
+    server_features: Vec<String>,
+    account_features: Vec<String>,
+    caps_ver: String,
+    next_id: AtomicU64,
+    started: Instant,
 }
 
 impl Server {
+    pub fn builder(config: CoreConfig, store: Arc<dyn Store>) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            store,
+            router: None,
+            modules: Vec::new(),
+            components: HashMap::new(),
+        }
+    }
+
     /// The virtual hosts served, normalised.
     pub fn hosts(&self) -> &[String] {
-        todo!()
+        &self.hosts
     }
 
     pub fn is_local_host(&self, domain: &str) -> bool {
-        let _ = domain;
-        todo!()
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(domain))
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn router(&self) -> &Arc<dyn Router> {
+        &self.router
+    }
+
+    /// Seconds since the server started.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub(crate) fn server_features(&self) -> &[String] {
+        &self.server_features
+    }
+
+    pub(crate) fn account_features(&self) -> &[String] {
+        &self.account_features
+    }
+
+    pub(crate) fn component_domains(&self) -> impl Iterator<Item = (&String, &Arc<dyn Component>)> {
+        self.components.iter()
+    }
+
+    pub(crate) fn caps_ver(&self) -> &str {
+        &self.caps_ver
+    }
+
+    pub(crate) fn modules(&self) -> &[Arc<dyn Module>] {
+        &self.modules
     }
 
     /// Stream features the core and its modules add after authentication, besides `<bind/>`
     /// and `<session/>` that the driver writes (e.g. roster versioning `<ver/>`, caps `<c/>`).
     pub fn c2s_features(&self) -> Vec<Element> {
-        todo!()
+        let mut v = vec![
+            Element::bare("ver", stanza::NS_ROSTERVER),
+            Element::bare("sub", stanza::NS_PREAPPROVAL),
+            stanza::elem(
+                "c",
+                stanza::NS_CAPS,
+                &[
+                    ("hash", "sha-1"),
+                    ("node", crate::builtin::CAPS_NODE),
+                    ("ver", &self.caps_ver),
+                ],
+            ),
+        ];
+        v.extend(self.modules.iter().flat_map(|m| m.stream_features()));
+        v
+    }
+
+    /// A fresh id for server-generated stanzas and sessions.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Binds a resource for `user` (server-generated when `resource` is `None`). A session already
@@ -54,22 +255,359 @@ impl Server {
         info: SessionInfo,
         queue_len: usize,
     ) -> Result<(ClientSession, mpsc::Receiver<Outbound>), BindError> {
-        let _ = (user, resource, info, queue_len);
-        todo!()
+        let resource = match resource.map(str::trim) {
+            Some(r) if !r.is_empty() => r.to_owned(),
+            _ => format!("xmppd-{:016x}", rand::random::<u64>()),
+        };
+        let jid = user
+            .with_resource_str(&resource)
+            .map_err(|_| BindError::BadRequest)?;
+        let existing = self.router.resources(&user);
+        let replaces = existing.iter().any(|r| r.jid == jid);
+        if !replaces && existing.len() >= self.config.max_resources_per_user {
+            return Err(BindError::ResourceConstraint);
+        }
+        let id = self.next_id();
+        let (tx, rx) = mpsc::channel(queue_len.max(8));
+        let res = Resource {
+            jid: jid.clone(),
+            session_id: id,
+            tx,
+            available: false,
+            priority: 0,
+            presence: None,
+            interested: false,
+        };
+        if let Some(old) = self.router.insert(res) {
+            // RFC 6120 §7.7.2.2: the newest session wins; the old one is told why it ends.
+            let _ = old.tx.try_send(Outbound::Close(
+                StreamErrorCondition::Conflict,
+                Some("Replaced by new connection".into()),
+            ));
+        }
+        let rec = SessionRecord {
+            jid: jid.to_string(),
+            peer: info.peer.clone(),
+            node: self.config.node_name.clone(),
+            started_ms: stanza::now_ms(),
+        };
+        if let Err(e) = self.store.session_opened(&rec).await {
+            tracing::warn!(error = %e, "could not record session");
+        }
+        for m in &self.modules {
+            m.on_session_opened(self, &jid).await;
+        }
+        tracing::info!(jid = %jid, "session bound");
+        Ok((ClientSession::new(jid, id, info), rx))
     }
 
     /// Processes one stanza (`message`, `presence`, `iq` in `jabber:client`) from an established
     /// session: stamps `from`, applies hooks and RFC 6121 rules, routes it. Never fails: errors go
     /// back to the sender as stanza errors.
-    pub async fn handle_from_client(self: &Arc<Self>, session: &mut ClientSession, stanza: Element) {
-        let _ = (session, stanza);
-        todo!()
+    pub async fn handle_from_client(
+        self: &Arc<Self>,
+        session: &mut ClientSession,
+        mut stanza: Element,
+    ) {
+        // RFC 6120 §8.1.2.1: the server stamps the full JID, whatever the client wrote.
+        stanza::set_attr(&mut stanza, "from", session.jid.to_string());
+        if let Some(to) = stanza.attr("to") {
+            match Jid::new(to) {
+                Ok(j) => {
+                    let norm = j.to_string();
+                    if norm != to {
+                        stanza::set_attr(&mut stanza, "to", norm);
+                    }
+                }
+                Err(_) => {
+                    self.reply_error(session, &stanza, Condition::JidMalformed.into());
+                    return;
+                }
+            }
+        }
+        match stanza.name() {
+            "presence" => crate::im::presence_from_client(self, session, stanza).await,
+            "iq" => self.iq_from_client(session, stanza).await,
+            "message" => self.message_from_client(session, stanza).await,
+            _ => {}
+        }
     }
 
     /// Ends a session: unavailable presence to subscribers and directed-presence targets,
     /// unregisters the resource.
-    pub async fn unbind(self: &Arc<Self>, session: ClientSession) {
-        let _ = session;
-        todo!()
+    pub async fn unbind(self: &Arc<Self>, mut session: ClientSession) {
+        if session.available {
+            let mut unavailable = stanza::elem("presence", NS_CLIENT, &[("type", "unavailable")]);
+            stanza::set_attr(&mut unavailable, "from", session.jid.to_string());
+            crate::im::presence_from_client(self, &mut session, unavailable).await;
+        }
+        self.router.remove(&session.jid, session.id);
+        let bare = session.jid.to_bare();
+        if self.router.resource_count(&bare) == 0 {
+            crate::builtin::record_last_activity(self, &bare, "").await;
+        }
+        if let Err(e) = self.store.session_closed(session.jid.as_str()).await {
+            tracing::warn!(error = %e, "could not clear session record");
+        }
+        for m in &self.modules {
+            m.on_session_closed(self, &session.jid).await;
+        }
+        tracing::info!(jid = %session.jid, "session closed");
     }
+
+    /// Sends an error reply for `original` to its sender session.
+    pub(crate) fn reply_error(
+        &self,
+        session: &ClientSession,
+        original: &Element,
+        err: StanzaError,
+    ) {
+        if let Some(reply) = error_reply(original, &err) {
+            self.deliver_to(&session.jid, reply);
+        }
+    }
+
+    /// Queues `el` for one local session. Returns false if the session is gone or overflowed.
+    pub fn deliver_to(&self, jid: &FullJid, el: Element) -> bool {
+        self.router
+            .send(jid, Outbound::Stanza(Arc::new(el)))
+            .is_ok()
+    }
+
+    pub(crate) fn try_deliver(&self, jid: &FullJid, el: Arc<Element>) -> Result<(), SendError> {
+        self.router.send(jid, Outbound::Stanza(el))
+    }
+
+    /// Routes a stanza whose `from` and `to` are set. Used by modules and components to send.
+    pub async fn route(self: &Arc<Self>, stanza: Element) {
+        // Boxed once here: routing can recurse (an IQ answer or error is routed in turn).
+        Box::pin(self.route_inner(stanza)).await
+    }
+
+    async fn route_inner(self: &Arc<Self>, stanza: Element) {
+        let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
+            tracing::debug!("dropping stanza without valid 'to'");
+            return;
+        };
+        let domain = to.domain().as_str();
+        if self.is_local_host(domain) {
+            match to.node() {
+                None => self.to_server(stanza, to).await,
+                Some(_) => self.to_account(stanza, to).await,
+            }
+        } else if let Some(c) = self.components.get(domain) {
+            c.handle(self, stanza).await;
+        } else {
+            self.bounce(&stanza, StanzaError::new(Condition::RemoteServerNotFound))
+                .await;
+        }
+    }
+
+    /// Routes an error reply for `original` back to its sender.
+    pub async fn bounce(self: &Arc<Self>, original: &Element, err: StanzaError) {
+        if let Some(reply) = error_reply(original, &err) {
+            self.route(reply).await;
+        }
+    }
+
+    async fn message_from_client(self: &Arc<Self>, session: &ClientSession, mut msg: Element) {
+        for m in &self.modules {
+            if let HookAction::Stop(err) = m.on_message_out(self, &mut msg).await {
+                if let Some(err) = err {
+                    self.reply_error(session, &msg, err);
+                }
+                return;
+            }
+        }
+        if msg.attr("to").is_none() {
+            // RFC 6120 §10.3: no 'to' means the sender's own bare JID.
+            stanza::set_attr(&mut msg, "to", session.jid.to_bare().to_string());
+        }
+        self.route(msg).await;
+    }
+
+    async fn iq_from_client(self: &Arc<Self>, session: &mut ClientSession, iq: Element) {
+        let kind = match iq.attr("type") {
+            Some("get") => IqKind::Get,
+            Some("set") => IqKind::Set,
+            Some("result") | Some("error") => {
+                if iq.attr("to").is_some() {
+                    self.route(iq).await;
+                }
+                return;
+            }
+            _ => {
+                self.reply_error(session, &iq, Condition::BadRequest.into());
+                return;
+            }
+        };
+        let mut children = iq.children();
+        let (Some(payload), None, Some(_)) = (children.next(), children.next(), iq.attr("id"))
+        else {
+            self.reply_error(session, &iq, Condition::BadRequest.into());
+            return;
+        };
+        let own_bare = session.jid.to_bare();
+        let to = match iq.attr("to").map(Jid::new) {
+            None => Jid::from(own_bare.clone()),
+            Some(Ok(j)) => j,
+            Some(Err(_)) => {
+                self.reply_error(session, &iq, Condition::JidMalformed.into());
+                return;
+            }
+        };
+        if to.is_bare() && to.to_bare() == own_bare && payload.is("query", stanza::NS_ROSTER) {
+            let payload = payload.clone();
+            crate::im::roster_iq(self, session, &iq, kind, payload).await;
+            return;
+        }
+        let mut iq = iq;
+        if iq.attr("to").is_none() {
+            stanza::set_attr(&mut iq, "to", own_bare.to_string());
+        }
+        self.route(iq).await;
+    }
+
+    /// Stanzas to a served domain itself.
+    async fn to_server(self: &Arc<Self>, stanza: Element, to: Jid) {
+        if stanza.name() == "iq" {
+            self.local_iq(stanza, to, true).await;
+        }
+        // Messages and presence to the server itself have no consumer yet: dropped silently
+        // (RFC 6120 §10.3.1 leaves this to the server).
+    }
+
+    /// IQ get/set to a domain or a bare account JID: answered by the module owning the namespace.
+    async fn local_iq(self: &Arc<Self>, iq: Element, to: Jid, to_server: bool) {
+        let kind = match iq.attr("type") {
+            Some("get") => IqKind::Get,
+            Some("set") => IqKind::Set,
+            _ => return, // results and errors addressed to us end here
+        };
+        let Some(payload) = iq.children().next().cloned() else {
+            self.bounce(&iq, Condition::BadRequest.into()).await;
+            return;
+        };
+        let Some(from) = iq.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return;
+        };
+        let ns = payload.ns();
+        let table = if to_server {
+            &self.server_iq
+        } else {
+            &self.account_iq
+        };
+        let Some(module) = table.get(ns.as_str()).cloned() else {
+            self.bounce(&iq, Condition::ServiceUnavailable.into()).await;
+            return;
+        };
+        let req = IqRequest {
+            from,
+            to,
+            kind,
+            payload,
+        };
+        match module.handle_iq(self, req).await {
+            Ok(payload) => self.route(iq_result(&iq, payload)).await,
+            Err(e) => self.bounce(&iq, e).await,
+        }
+    }
+
+    /// Stanzas to an account (bare or full JID) on a served domain: RFC 6121 §8.5.
+    async fn to_account(self: &Arc<Self>, stanza: Element, to: Jid) {
+        match stanza.name() {
+            "message" => self.message_to_account(stanza, to).await,
+            "presence" => crate::im::presence_to_account(self, stanza, to).await,
+            "iq" => match to.try_as_full() {
+                Ok(full) => {
+                    if self.try_deliver(full, Arc::new(stanza.clone())).is_err() {
+                        self.bounce(&stanza, Condition::ServiceUnavailable.into())
+                            .await;
+                    }
+                }
+                Err(_) => self.local_iq(stanza, to, false).await,
+            },
+            _ => {}
+        }
+    }
+
+    async fn message_to_account(self: &Arc<Self>, mut msg: Element, to: Jid) {
+        let kind = msg.attr("type").unwrap_or("normal").to_owned();
+        for m in &self.modules {
+            if let HookAction::Stop(err) = m.on_message_in(self, &mut msg).await {
+                if let Some(err) = err {
+                    self.bounce(&msg, err).await;
+                }
+                return;
+            }
+        }
+        let msg = Arc::new(msg);
+        if let Ok(full) = to.try_as_full() {
+            if self.try_deliver(full, msg.clone()).is_ok() {
+                return;
+            }
+            // RFC 6121 §8.5.3.2.1: the resource is gone.
+            match kind.as_str() {
+                "chat" | "normal" => {}
+                "groupchat" => {
+                    self.bounce(&msg, Condition::ServiceUnavailable.into())
+                        .await;
+                    return;
+                }
+                _ => return,
+            }
+        }
+        let bare = to.to_bare();
+        let targets = crate::im::message_targets(&self.router.resources(&bare), &kind);
+        let mut delivered = false;
+        for t in &targets {
+            delivered |= self.try_deliver(t, msg.clone()).is_ok();
+        }
+        if delivered {
+            return;
+        }
+        match kind.as_str() {
+            "groupchat" => {
+                self.bounce(&msg, Condition::ServiceUnavailable.into())
+                    .await
+            }
+            "headline" | "error" => {}
+            _ => self.undeliverable(&msg, &bare).await,
+        }
+    }
+
+    async fn undeliverable(self: &Arc<Self>, msg: &Arc<Element>, bare: &BareJid) {
+        let user = user_ref(bare);
+        match self.store.user_exists(&user).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.bounce(msg, Condition::ServiceUnavailable.into()).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage error checking recipient");
+                self.bounce(msg, Condition::InternalServerError.into())
+                    .await;
+                return;
+            }
+        }
+        for m in &self.modules {
+            match m.on_undeliverable(self, msg).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    self.bounce(msg, e).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The storage key of an account.
+pub fn user_ref(bare: &BareJid) -> UserRef {
+    UserRef::new(
+        bare.node().map(|n| n.as_str()).unwrap_or(""),
+        bare.domain().as_str(),
+    )
 }

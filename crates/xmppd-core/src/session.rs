@@ -1,8 +1,9 @@
 //! What the core knows of one bound client session, and what it sends to it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use jid::FullJid;
+use jid::{FullJid, Jid};
 use minidom::Element;
 use xmppd_stream::StreamErrorCondition;
 
@@ -28,4 +29,30 @@ pub struct SessionInfo {
 pub struct ClientSession {
     pub jid: FullJid,
     pub id: u64,
+    pub info: SessionInfo,
+    /// Sent available presence and not unavailable since.
+    pub(crate) available: bool,
+    /// Entities this session sent directed available presence to (RFC 6121 §4.6), which get
+    /// unavailable presence when it goes offline.
+    pub(crate) directed: HashSet<Jid>,
+    /// Offline messages were already delivered to this session.
+    pub(crate) offline_done: bool,
+}
+
+impl ClientSession {
+    pub(crate) fn new(jid: FullJid, id: u64, info: SessionInfo) -> Self {
+        ClientSession {
+            jid,
+            id,
+            info,
+            available: false,
+            directed: HashSet::new(),
+            offline_done: false,
+        }
+    }
+
+    /// Whether the session has sent available presence.
+    pub fn is_available(&self) -> bool {
+        self.available
+    }
 }

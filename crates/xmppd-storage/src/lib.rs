@@ -1,4 +1,5 @@
-//! Storage for xmppd: one async trait per concern, and [`sqlite::SqliteStore`] implementing them all.
+//! Storage for xmppd: one async trait per concern, and [`sqlite::SqliteStore`] implementing them
+//! all.
 //!
 //! The traits speak plain data (user names, domains, serialized XML as `String`), never XMPP
 //! rules: deciding *what* to store is the core's job, storing it durably is this crate's.
@@ -6,8 +7,9 @@
 //! transaction that holds it is committed with `synchronous=FULL`), so a caller may acknowledge
 //! a stanza to its sender once the call returns.
 //!
-//! Architecture invariant: no XMPP types, no network, no tokio runtime requirement beyond
-//! `spawn_blocking`-free channels: the SQLite store runs its own writer thread.
+//! Architecture invariant: no XMPP types, no network, no tokio runtime requirement: the SQLite
+//! store runs its own writer and reader threads and answers through `tokio::sync::oneshot`
+//! channels, which any executor can await.
 
 pub mod sqlite;
 
@@ -31,7 +33,8 @@ pub enum StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// One account: its localpart and domain. Both are already normalised (nodeprep/nameprep) by the caller.
+/// One account: its localpart and domain. Both are already normalised (nodeprep/nameprep) by
+/// the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserRef {
     pub user: String,
@@ -40,7 +43,10 @@ pub struct UserRef {
 
 impl UserRef {
     pub fn new(user: impl Into<String>, domain: impl Into<String>) -> Self {
-        UserRef { user: user.into(), domain: domain.into() }
+        UserRef {
+            user: user.into(),
+            domain: domain.into(),
+        }
     }
 }
 
@@ -57,11 +63,13 @@ pub struct StoredScram {
 
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
-    /// Creates an account with its SCRAM credentials (one entry per hash). `AlreadyExists` if present.
+    /// Creates an account with its SCRAM credentials (one entry per hash). `AlreadyExists` if
+    /// present.
     async fn create_user(&self, user: &UserRef, creds: &[StoredScram]) -> Result<()>;
     /// Replaces all SCRAM credentials of an existing account. `NoSuchUser` if absent.
     async fn set_credentials(&self, user: &UserRef, creds: &[StoredScram]) -> Result<()>;
-    /// Removes the account and everything stored for it (roster, offline, private data). `NoSuchUser` if absent.
+    /// Removes the account and everything stored for it (roster, offline, private data).
+    /// `NoSuchUser` if absent.
     async fn delete_user(&self, user: &UserRef) -> Result<()>;
     async fn user_exists(&self, user: &UserRef) -> Result<bool>;
     /// The credentials for `hash` ("SHA-1", "SHA-256", "SHA-512"), if the user and entry exist.
@@ -124,8 +132,14 @@ pub trait RosterStore: Send + Sync {
     /// Removes the item if present; returns the new roster version (unchanged if absent).
     async fn remove_roster_item(&self, user: &UserRef, contact: &str) -> Result<u64>;
 
-    /// Stores an inbound subscription request (the `<presence type='subscribe'/>` XML) until the user answers.
-    async fn add_pending_subscription(&self, user: &UserRef, contact: &str, stanza_xml: &str) -> Result<()>;
+    /// Stores an inbound subscription request (the `<presence type='subscribe'/>` XML) until the
+    /// user answers; replaces an earlier request from the same contact.
+    async fn add_pending_subscription(
+        &self,
+        user: &UserRef,
+        contact: &str,
+        stanza_xml: &str,
+    ) -> Result<()>;
     async fn remove_pending_subscription(&self, user: &UserRef, contact: &str) -> Result<()>;
     /// Pending inbound subscription requests: (contact, stanza XML).
     async fn pending_subscriptions(&self, user: &UserRef) -> Result<Vec<(String, String)>>;
@@ -143,9 +157,16 @@ pub struct OfflineMessage {
 
 #[async_trait]
 pub trait OfflineStore: Send + Sync {
-    /// Stores `xml` for `user` unless the user already has `max` messages; returns whether it was stored.
+    /// Stores `xml` for `user` unless the user already has `max` messages; returns whether it was
+    /// stored.
     /// The message is durable when this returns `Ok(true)`.
-    async fn push_offline(&self, user: &UserRef, stamp_ms: i64, xml: &str, max: usize) -> Result<bool>;
+    async fn push_offline(
+        &self,
+        user: &UserRef,
+        stamp_ms: i64,
+        xml: &str,
+        max: usize,
+    ) -> Result<bool>;
     /// All stored messages, oldest first (not removed).
     async fn offline_messages(&self, user: &UserRef) -> Result<Vec<OfflineMessage>>;
     /// Removes the messages with ids up to and including `up_to_id`, after they were delivered.
@@ -183,5 +204,8 @@ pub trait SessionStore: Send + Sync {
 }
 
 /// Everything the core needs, in one handle.
-pub trait Store: CredentialStore + RosterStore + OfflineStore + UserDataStore + SessionStore {}
+pub trait Store:
+    CredentialStore + RosterStore + OfflineStore + UserDataStore + SessionStore
+{
+}
 impl<T: CredentialStore + RosterStore + OfflineStore + UserDataStore + SessionStore> Store for T {}

@@ -11,11 +11,24 @@
 //! [`stream_error`] builds `<stream:error/>`.
 //!
 //! Architecture invariant: no I/O, no tokio, no clock. This is the fuzzing surface.
+//!
+//! Deliberately not here: stanza semantics (addressing, types, routing), stream features and
+//! negotiation, and validation of the stream's content namespace: the header's default namespace
+//! is reported in [`StreamHeader::default_ns`] and the caller decides whether it accepts it.
+
+mod framer;
+mod ser;
+
+pub use framer::{Framer, MAX_HEADER_BYTES, MAX_TOKEN_BYTES};
+pub use ser::{serialize, stream_error, stream_header};
 
 /// RFC 6120 stream namespace.
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
+/// Content namespace of client-to-server streams.
 pub const NS_CLIENT: &str = "jabber:client";
+/// Content namespace of server-to-server streams.
 pub const NS_SERVER: &str = "jabber:server";
+/// Namespace of the defined conditions inside `<stream:error/>`.
 pub const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
 /// Caps on what one peer may make the framer hold.
@@ -33,8 +46,12 @@ pub struct Limits {
 
 impl Limits {
     /// Before authentication: a few KiB is all SASL and STARTTLS need.
-    pub const PRE_AUTH: Limits =
-        Limits { max_stanza_bytes: 8 * 1024, max_depth: 8, max_elements: 64, max_attributes: 16 };
+    pub const PRE_AUTH: Limits = Limits {
+        max_stanza_bytes: 8 * 1024,
+        max_depth: 8,
+        max_elements: 64,
+        max_attributes: 16,
+    };
     /// After authentication, the default (256 KiB stanzas).
     pub const DEFAULT: Limits = Limits {
         max_stanza_bytes: 256 * 1024,
@@ -104,7 +121,34 @@ pub enum StreamErrorCondition {
 impl StreamErrorCondition {
     /// The element name, e.g. `"not-well-formed"`.
     pub fn as_str(self) -> &'static str {
-        todo!()
+        use StreamErrorCondition::*;
+        match self {
+            BadFormat => "bad-format",
+            BadNamespacePrefix => "bad-namespace-prefix",
+            Conflict => "conflict",
+            ConnectionTimeout => "connection-timeout",
+            HostGone => "host-gone",
+            HostUnknown => "host-unknown",
+            ImproperAddressing => "improper-addressing",
+            InternalServerError => "internal-server-error",
+            InvalidFrom => "invalid-from",
+            InvalidNamespace => "invalid-namespace",
+            InvalidXml => "invalid-xml",
+            NotAuthorized => "not-authorized",
+            NotWellFormed => "not-well-formed",
+            PolicyViolation => "policy-violation",
+            RemoteConnectionFailed => "remote-connection-failed",
+            Reset => "reset",
+            ResourceConstraint => "resource-constraint",
+            RestrictedXml => "restricted-xml",
+            SeeOtherHost => "see-other-host",
+            SystemShutdown => "system-shutdown",
+            UndefinedCondition => "undefined-condition",
+            UnsupportedEncoding => "unsupported-encoding",
+            UnsupportedFeature => "unsupported-feature",
+            UnsupportedStanzaType => "unsupported-stanza-type",
+            UnsupportedVersion => "unsupported-version",
+        }
     }
 }
 
@@ -124,59 +168,17 @@ pub enum FramerError {
 }
 
 impl FramerError {
+    /// The stream error to send to the peer for this failure.
     pub fn condition(&self) -> StreamErrorCondition {
-        todo!()
+        match self {
+            FramerError::NotWellFormed(_) => StreamErrorCondition::NotWellFormed,
+            FramerError::RestrictedXml(_) => StreamErrorCondition::RestrictedXml,
+            FramerError::LimitExceeded(_) => StreamErrorCondition::PolicyViolation,
+            FramerError::InvalidNamespace(_) => StreamErrorCondition::InvalidNamespace,
+            FramerError::BadNamespacePrefix(_) => StreamErrorCondition::BadNamespacePrefix,
+        }
     }
 }
 
-/// Incremental framer of one XML stream.
-pub struct Framer {
-    _private: (),
-}
-
-impl Framer {
-    pub fn new(limits: Limits) -> Self {
-        let _ = limits;
-        todo!()
-    }
-    /// Changes the limits (e.g. after authentication); applies from the next top-level element.
-    pub fn set_limits(&mut self, limits: Limits) {
-        let _ = limits;
-        todo!()
-    }
-    /// Starts a new stream (after STARTTLS or SASL success): forgets all parser state and buffered input.
-    pub fn reset(&mut self) {
-        todo!()
-    }
-    /// Appends received bytes.
-    pub fn feed(&mut self, data: &[u8]) {
-        let _ = data;
-        todo!()
-    }
-    /// Bytes fed but not yet consumed into an event (STARTTLS requires 0 at `<proceed/>`).
-    pub fn buffered(&self) -> usize {
-        todo!()
-    }
-    /// The next complete event, `Ok(None)` when more input is needed. After an `Err` the stream is dead.
-    pub fn next_event(&mut self) -> Result<Option<Event>, FramerError> {
-        todo!()
-    }
-}
-
-/// Appends `el` as XML to `out`. Elements in `default_ns` are written without repeating it.
-pub fn serialize(el: &minidom::Element, default_ns: &str, out: &mut Vec<u8>) {
-    let _ = (el, default_ns, out);
-    todo!()
-}
-
-/// `<?xml version='1.0'?><stream:stream ...>` for the responding side.
-pub fn stream_header(default_ns: &str, from: &str, to: Option<&str>, id: &str, lang: &str) -> String {
-    let _ = (default_ns, from, to, id, lang);
-    todo!()
-}
-
-/// `<stream:error><condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>[<text/>]</stream:error>`.
-pub fn stream_error(cond: StreamErrorCondition, text: Option<&str>) -> String {
-    let _ = (cond, text);
-    todo!()
-}
+#[cfg(test)]
+mod tests;

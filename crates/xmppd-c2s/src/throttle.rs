@@ -1,0 +1,144 @@
+//! Slowing down password guessing: each failed authentication from an address makes the next
+//! `<not-authorized/>` from that address come later (0.5 s, 1 s, 2 s … capped at 8 s), and
+//! ten quiet minutes forgive it all.
+//!
+//! Keyed by IPv4 address or IPv6 /64 (one host usually owns a whole /64). Success does not
+//! reset the count: one valid account must not buy an attacker fresh guesses on another.
+//! The table is bounded; when it is full of recent entries, unknown addresses get the maximum
+//! delay rather than growing it. This slows guessing, it does not lock accounts.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+const BASE_DELAY: Duration = Duration::from_millis(500);
+const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Failures are forgotten after this long without a new one.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+const DEFAULT_MAX_ENTRIES: usize = 100_000;
+
+/// Failure counts per source address, shared by all connections.
+#[derive(Debug)]
+pub(crate) struct AuthThrottle {
+    entries: DashMap<IpAddr, Entry>,
+    max_entries: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    last: Instant,
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle::with_capacity(DEFAULT_MAX_ENTRIES)
+    }
+}
+
+impl AuthThrottle {
+    pub(crate) fn with_capacity(max_entries: usize) -> Self {
+        AuthThrottle { entries: DashMap::new(), max_entries }
+    }
+
+    /// Counts one failure from `ip` at `now`; returns how long to wait before answering it.
+    pub(crate) fn record_failure(&self, ip: IpAddr, now: Instant) -> Duration {
+        let key = throttle_key(ip);
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
+            self.entries.retain(|_, e| now.saturating_duration_since(e.last) < FORGET_AFTER);
+            if self.entries.len() >= self.max_entries {
+                return MAX_DELAY;
+            }
+        }
+        let mut entry = self.entries.entry(key).or_insert(Entry { failures: 0, last: now });
+        if now.saturating_duration_since(entry.last) >= FORGET_AFTER {
+            entry.failures = 0;
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last = now;
+        delay_for(entry.failures)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// The wait before answering the `failures`-th recent failure.
+pub(crate) fn delay_for(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        // 2^5 × 0.5 s already exceeds the cap; bounding the shift keeps it from overflowing.
+        n => (BASE_DELAY * (1u32 << (n - 1).min(5))).min(MAX_DELAY),
+    }
+}
+
+fn throttle_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn delay_doubles_up_to_the_cap() {
+        let ms = |n| delay_for(n).as_millis();
+        assert_eq!([ms(0), ms(1), ms(2), ms(3), ms(4), ms(5), ms(6)], [0, 500, 1000, 2000, 4000, 8000, 8000]);
+        assert_eq!(delay_for(u32::MAX), MAX_DELAY);
+    }
+
+    #[test]
+    fn failures_accumulate_per_address_and_are_forgotten_after_quiet() {
+        let t = AuthThrottle::default();
+        let start = Instant::now();
+        let a = ip("192.0.2.1");
+        assert_eq!(t.record_failure(a, start), Duration::from_millis(500));
+        assert_eq!(t.record_failure(a, start + Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(t.record_failure(ip("192.0.2.2"), start), Duration::from_millis(500), "other IP");
+        let later = start + Duration::from_secs(1) + FORGET_AFTER - Duration::from_secs(1);
+        assert_eq!(t.record_failure(a, later), Duration::from_secs(2), "not quiet long enough");
+        assert_eq!(t.record_failure(a, later + FORGET_AFTER), Duration::from_millis(500), "forgiven");
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_64_and_mapped_v4_by_address() {
+        let t = AuthThrottle::default();
+        let now = Instant::now();
+        t.record_failure(ip("2001:db8:1:2::1"), now);
+        assert_eq!(t.record_failure(ip("2001:db8:1:2:ffff::9"), now), Duration::from_secs(1));
+        assert_eq!(t.record_failure(ip("2001:db8:1:3::1"), now), Duration::from_millis(500));
+        t.record_failure(ip("::ffff:192.0.2.7"), now);
+        assert_eq!(t.record_failure(ip("192.0.2.7"), now), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let t = AuthThrottle::with_capacity(2);
+        let now = Instant::now();
+        t.record_failure(ip("192.0.2.1"), now);
+        t.record_failure(ip("192.0.2.2"), now);
+        assert_eq!(t.record_failure(ip("192.0.2.3"), now), MAX_DELAY, "full: maximum delay");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.record_failure(ip("192.0.2.1"), now), Duration::from_secs(1), "known address");
+        // Once the old entries are stale they make room.
+        let later = now + FORGET_AFTER;
+        assert_eq!(t.record_failure(ip("192.0.2.3"), later), Duration::from_millis(500));
+        assert_eq!(t.len(), 1);
+    }
+}

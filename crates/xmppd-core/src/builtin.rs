@@ -1,0 +1,404 @@
+//! Built-in modules: service discovery (XEP-0030) with entity capabilities (XEP-0115), ping
+//! (XEP-0199), software version (XEP-0092), last activity (XEP-0012) and offline messages
+//! (XEP-0160). They use the same [`Module`] seam as every external service.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use jid::{FullJid, Jid};
+use minidom::Element;
+use sha1::{Digest, Sha1};
+use xmppd_storage::{RosterItem, Subscription};
+
+use crate::module::{IqKind, IqRequest, IqResponse, Module};
+use crate::server::{user_ref, Server};
+use crate::stanza::{self, Condition, StanzaError, NS_CLIENT};
+
+/// The caps node of xmppd.
+pub const CAPS_NODE: &str = "https://xmppd.dev/caps";
+
+const LAST_KEY: &str = "jabber:iq:last";
+
+pub(crate) fn modules() -> Vec<Arc<dyn Module>> {
+    vec![
+        Arc::new(Disco),
+        Arc::new(Ping),
+        Arc::new(Version),
+        Arc::new(Last),
+        Arc::new(Offline),
+    ]
+}
+
+/// XEP-0115 verification string of the server's identity and features.
+pub(crate) fn caps_ver(features: &[String]) -> String {
+    let mut s = String::from("server/im//xmppd<");
+    for f in features {
+        s.push_str(f);
+        s.push('<');
+    }
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+}
+
+/// Remembers when the last resource of `user` went offline (for XEP-0012).
+pub(crate) async fn record_last_activity(server: &Server, user: &jid::BareJid, status: &str) {
+    let value = format!("{}\n{}", stanza::now_ms(), status);
+    if let Err(e) = server
+        .store()
+        .set_data(&user_ref(user), LAST_KEY, &value)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record last activity");
+    }
+}
+
+/// Whether `from` may see presence-like facts of the account `to` (self, or subscribed).
+async fn is_trusted(server: &Server, from: &Jid, to: &Jid) -> bool {
+    let to_bare = to.to_bare();
+    if from.to_bare() == to_bare {
+        return true;
+    }
+    matches!(
+        server
+            .store()
+            .roster_item(&user_ref(&to_bare), from.to_bare().as_str())
+            .await,
+        Ok(Some(RosterItem {
+            subscription: Subscription::From | Subscription::Both,
+            ..
+        }))
+    )
+}
+
+fn identity(category: &str, kind: &str, name: Option<&str>) -> Element {
+    let mut e = stanza::elem(
+        "identity",
+        stanza::NS_DISCO_INFO,
+        &[("category", category), ("type", kind)],
+    );
+    if let Some(n) = name {
+        stanza::set_attr(&mut e, "name", n);
+    }
+    e
+}
+
+fn features_query(node: Option<&str>, identity: Element, features: &[String]) -> Element {
+    let mut q = Element::bare("query", stanza::NS_DISCO_INFO);
+    if let Some(n) = node {
+        stanza::set_attr(&mut q, "node", n);
+    }
+    q.append_child(identity);
+    for f in features {
+        q.append_child(stanza::elem(
+            "feature",
+            stanza::NS_DISCO_INFO,
+            &[("var", f)],
+        ));
+    }
+    q
+}
+
+/// XEP-0030: server features on the domain, account features on bare JIDs.
+struct Disco;
+
+#[async_trait]
+impl Module for Disco {
+    fn name(&self) -> &'static str {
+        "disco"
+    }
+
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![stanza::NS_DISCO_INFO, stanza::NS_DISCO_ITEMS]
+    }
+
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![stanza::NS_DISCO_INFO, stanza::NS_DISCO_ITEMS]
+    }
+
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        if req.kind != IqKind::Get {
+            return Err(StanzaError::new(Condition::NotAllowed));
+        }
+        let node = req.payload.attr("node");
+        let info = req.payload.is("query", stanza::NS_DISCO_INFO);
+        if req.to.node().is_none() {
+            if info {
+                let caps_node = format!("{CAPS_NODE}#{}", server.caps_ver());
+                if node.is_some_and(|n| n != caps_node) {
+                    return Err(StanzaError::new(Condition::ItemNotFound));
+                }
+                let id = identity("server", "im", Some("xmppd"));
+                return Ok(Some(features_query(node, id, server.server_features())));
+            }
+            if node.is_some() {
+                return Err(StanzaError::new(Condition::ItemNotFound));
+            }
+            let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
+            let mut comps: Vec<_> = server.component_domains().collect();
+            comps.sort_by(|a, b| a.0.cmp(b.0));
+            for (domain, c) in comps {
+                q.append_child(stanza::elem(
+                    "item",
+                    stanza::NS_DISCO_ITEMS,
+                    &[("jid", domain), ("name", c.name())],
+                ));
+            }
+            return Ok(Some(q));
+        }
+        let user = user_ref(&req.to.to_bare());
+        if !server.store().user_exists(&user).await.unwrap_or(false) {
+            return Err(StanzaError::new(Condition::ServiceUnavailable));
+        }
+        if node.is_some() {
+            return Err(StanzaError::new(Condition::ItemNotFound));
+        }
+        if info {
+            let id = identity("account", "registered", None);
+            Ok(Some(features_query(None, id, server.account_features())))
+        } else {
+            Ok(Some(Element::bare("query", stanza::NS_DISCO_ITEMS)))
+        }
+    }
+}
+
+/// XEP-0199: the server answers pings to its domain (and to the sender's own account).
+struct Ping;
+
+#[async_trait]
+impl Module for Ping {
+    fn name(&self) -> &'static str {
+        "ping"
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![stanza::NS_PING.into()]
+    }
+
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![stanza::NS_PING]
+    }
+
+    async fn handle_iq(&self, _server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        match req.kind {
+            IqKind::Get => Ok(None),
+            IqKind::Set => Err(StanzaError::new(Condition::BadRequest)),
+        }
+    }
+}
+
+/// XEP-0092: name and version; the operating system only when the operator allows it.
+struct Version;
+
+#[async_trait]
+impl Module for Version {
+    fn name(&self) -> &'static str {
+        "version"
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![stanza::NS_VERSION.into()]
+    }
+
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![stanza::NS_VERSION]
+    }
+
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        if req.kind != IqKind::Get {
+            return Err(StanzaError::new(Condition::BadRequest));
+        }
+        let mut q = Element::bare("query", stanza::NS_VERSION);
+        q.append_child(stanza::text_elem("name", stanza::NS_VERSION, "xmppd"));
+        q.append_child(stanza::text_elem(
+            "version",
+            stanza::NS_VERSION,
+            env!("CARGO_PKG_VERSION"),
+        ));
+        if server.config().show_os {
+            q.append_child(stanza::text_elem(
+                "os",
+                stanza::NS_VERSION,
+                std::env::consts::OS,
+            ));
+        }
+        Ok(Some(q))
+    }
+}
+
+/// XEP-0012: server uptime on the domain; time since logout on an account, for those who may
+/// see the account's presence.
+struct Last;
+
+#[async_trait]
+impl Module for Last {
+    fn name(&self) -> &'static str {
+        "last"
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![stanza::NS_LAST.into()]
+    }
+
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![stanza::NS_LAST]
+    }
+
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![stanza::NS_LAST]
+    }
+
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        if req.kind != IqKind::Get {
+            return Err(StanzaError::new(Condition::BadRequest));
+        }
+        let query = |secs: u64, status: &str| {
+            let mut q = stanza::elem("query", stanza::NS_LAST, &[("seconds", &secs.to_string())]);
+            if !status.is_empty() {
+                q.append_text(status);
+            }
+            Ok(Some(q))
+        };
+        if req.to.node().is_none() {
+            return query(server.uptime_secs(), "");
+        }
+        if !is_trusted(server, &req.from, &req.to).await {
+            return Err(StanzaError::new(Condition::Forbidden));
+        }
+        let bare = req.to.to_bare();
+        if server.router().resources(&bare).iter().any(|r| r.available) {
+            return query(0, "");
+        }
+        match server.store().get_data(&user_ref(&bare), LAST_KEY).await {
+            Ok(Some(v)) => {
+                let (ms, status) = v.split_once('\n').unwrap_or((&v, ""));
+                let ms: i64 = ms.parse().unwrap_or(0);
+                let secs = ((stanza::now_ms() - ms).max(0) / 1000) as u64;
+                query(secs, status)
+            }
+            Ok(None) => Err(StanzaError::new(Condition::ServiceUnavailable)),
+            Err(_) => Err(StanzaError::new(Condition::InternalServerError)),
+        }
+    }
+}
+
+/// XEP-0160: messages for an account with no available session are stored durably (before the
+/// sender's stanza is considered accepted) and delivered, with `<delay/>`, on the next available
+/// presence of non-negative priority.
+struct Offline;
+
+impl Offline {
+    fn worth_storing(msg: &Element) -> bool {
+        if msg.has_child("no-store", stanza::NS_HINTS) {
+            return false;
+        }
+        msg.has_child("body", NS_CLIENT) || msg.has_child("store", stanza::NS_HINTS)
+    }
+}
+
+#[async_trait]
+impl Module for Offline {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    async fn on_undeliverable(
+        &self,
+        server: &Arc<Server>,
+        msg: &Element,
+    ) -> Result<bool, StanzaError> {
+        if !matches!(msg.attr("type").unwrap_or("normal"), "normal" | "chat")
+            || !Self::worth_storing(msg)
+        {
+            return Ok(false);
+        }
+        let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
+            return Ok(false);
+        };
+        let bare = to.to_bare();
+        let now = stanza::now_ms();
+        let mut stored = msg.clone();
+        stored.append_child(stanza::elem(
+            "delay",
+            stanza::NS_DELAY,
+            &[
+                ("from", bare.domain().as_str()),
+                ("stamp", &stanza::xep82_datetime(now)),
+            ],
+        ));
+        let mut xml = Vec::new();
+        xmppd_stream::serialize(&stored, "", &mut xml);
+        let xml = String::from_utf8_lossy(&xml);
+        match server
+            .store()
+            .push_offline(&user_ref(&bare), now, &xml, server.config().offline_max)
+            .await
+        {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(StanzaError::with_text(
+                Condition::ServiceUnavailable,
+                "offline storage full",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "offline store failed");
+                Err(StanzaError::new(Condition::InternalServerError))
+            }
+        }
+    }
+
+    async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
+        let user = user_ref(&jid.to_bare());
+        let msgs = match server.store().offline_messages(&user).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "offline read failed");
+                return;
+            }
+        };
+        let mut last = None;
+        for m in &msgs {
+            match m.xml.parse::<Element>() {
+                Ok(el) => {
+                    if !server.deliver_to(jid, el) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
+                }
+            }
+            last = Some(m.id);
+        }
+        if let Some(id) = last {
+            if let Err(e) = server.store().remove_offline(&user, id).await {
+                tracing::error!(error = %e, "offline cleanup failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_ver_matches_xep0115_construction() {
+        let f = vec![
+            "http://jabber.org/protocol/disco#info".to_string(),
+            "urn:xmpp:ping".to_string(),
+        ];
+        let s = "server/im//xmppd<http://jabber.org/protocol/disco#info<urn:xmpp:ping<";
+        let expect = base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()));
+        assert_eq!(caps_ver(&f), expect);
+        assert_ne!(caps_ver(&f[..1]), expect);
+    }
+
+    #[test]
+    fn offline_storage_policy_follows_hints() {
+        let mut m = Element::bare("message", NS_CLIENT);
+        assert!(!Offline::worth_storing(&m));
+        m.append_child(stanza::text_elem("body", NS_CLIENT, "hi"));
+        assert!(Offline::worth_storing(&m));
+        m.append_child(Element::bare("no-store", stanza::NS_HINTS));
+        assert!(!Offline::worth_storing(&m));
+    }
+}

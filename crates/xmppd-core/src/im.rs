@@ -1,0 +1,749 @@
+//! RFC 6121 instant messaging rules: roster management (§2), subscriptions with
+//! pre-approval (§3), presence broadcast, probes and directed presence (§4), and the choice of
+//! resources for a message to a bare JID (§8.5.2).
+
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use xmppd_storage::{RosterItem, Subscription, UserRef};
+
+use crate::module::IqKind;
+use crate::router::Resource;
+use crate::server::{user_ref, Server};
+use crate::session::ClientSession;
+use crate::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
+
+/// Resources that receive a message of `kind` sent to their bare JID (RFC 6121 §8.5.2.1).
+///
+/// `normal` and `chat` go to the available resources of highest non-negative priority — all of
+/// them when several share it; `headline` to every available resource with non-negative
+/// priority; `groupchat` and anything else to none.
+pub fn message_targets(resources: &[Resource], kind: &str) -> Vec<FullJid> {
+    let eligible = resources.iter().filter(|r| r.available && r.priority >= 0);
+    match kind {
+        "normal" | "chat" | "error" => {
+            let Some(top) = eligible.clone().map(|r| r.priority).max() else {
+                return Vec::new();
+            };
+            eligible
+                .filter(|r| r.priority == top)
+                .map(|r| r.jid.clone())
+                .collect()
+        }
+        "headline" => eligible.map(|r| r.jid.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn presence(kind: Option<&str>, from: &str, to: &str) -> Element {
+    let mut p = Element::bare("presence", NS_CLIENT);
+    if let Some(k) = kind {
+        stanza::set_attr(&mut p, "type", k);
+    }
+    stanza::set_attr(&mut p, "from", from);
+    stanza::set_attr(&mut p, "to", to);
+    p
+}
+
+fn with_to(p: &Element, to: &str) -> Element {
+    let mut c = p.clone();
+    stanza::set_attr(&mut c, "to", to);
+    c
+}
+
+fn priority_of(p: &Element) -> i8 {
+    p.get_child("priority", NS_CLIENT)
+        .and_then(|e| e.text().trim().parse::<i32>().ok())
+        .map(|v| v.clamp(-128, 127) as i8)
+        .unwrap_or(0)
+}
+
+async fn roster(server: &Arc<Server>, user: &UserRef) -> Vec<RosterItem> {
+    match server.store().roster(user).await {
+        Ok((_, items)) => items,
+        Err(e) => {
+            tracing::error!(error = %e, "roster read failed");
+            Vec::new()
+        }
+    }
+}
+
+/// Presence sent by a client session.
+pub(crate) async fn presence_from_client(
+    server: &Arc<Server>,
+    session: &mut ClientSession,
+    mut pres: Element,
+) {
+    let kind = pres.attr("type").map(str::to_owned);
+    let user = session.jid.to_bare();
+    if let Some(to) = pres.attr("to").and_then(|t| Jid::new(t).ok()) {
+        match kind.as_deref() {
+            Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
+                outbound_subscription(server, &user, k, &to.to_bare(), pres.clone()).await;
+            }
+            Some("probe") => {}
+            None => {
+                session.directed.insert(to);
+                server.route(pres).await;
+            }
+            Some("unavailable") => {
+                session.directed.remove(&to);
+                server.route(pres).await;
+            }
+            _ => server.route(pres).await,
+        }
+        return;
+    }
+    let from = session.jid.to_string();
+    let uref = user_ref(&user);
+    match kind.as_deref() {
+        None => {
+            let prio = priority_of(&pres);
+            let first = !session.available;
+            session.available = true;
+            stanza::remove_attr(&mut pres, "to");
+            let shared = Arc::new(pres.clone());
+            server.router().update(&session.jid, session.id, &mut |r| {
+                r.available = true;
+                r.priority = prio;
+                r.presence = Some(shared.clone());
+            });
+            let items = roster(server, &uref).await;
+            for it in items
+                .iter()
+                .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
+            {
+                server.route(with_to(&pres, &it.jid)).await;
+            }
+            let others = server.router().resources(&user);
+            for r in others
+                .iter()
+                .filter(|r| r.jid != session.jid && r.available)
+            {
+                server.deliver_to(&r.jid, with_to(&pres, r.jid.as_str()));
+            }
+            if first {
+                // RFC 6121 §4.2.2: probe the contacts we are subscribed to, and show this
+                // resource its siblings.
+                for it in items
+                    .iter()
+                    .filter(|i| matches!(i.subscription, Subscription::To | Subscription::Both))
+                {
+                    server
+                        .route(presence(Some("probe"), user.as_str(), &it.jid))
+                        .await;
+                }
+                for r in others
+                    .iter()
+                    .filter(|r| r.jid != session.jid && r.available)
+                {
+                    if let Some(p) = &r.presence {
+                        server.deliver_to(&session.jid, with_to(p, &from));
+                    }
+                }
+                match server.store().pending_subscriptions(&uref).await {
+                    Ok(pending) => {
+                        for (_, xml) in pending {
+                            if let Ok(p) = xml.parse::<Element>() {
+                                server.deliver_to(&session.jid, p);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "pending subscriptions read failed"),
+                }
+            }
+            if prio >= 0 && !session.offline_done {
+                session.offline_done = true;
+                for m in server.modules() {
+                    m.on_available(server, &session.jid).await;
+                }
+            }
+        }
+        Some("unavailable") => {
+            session.available = false;
+            stanza::remove_attr(&mut pres, "to");
+            server.router().update(&session.jid, session.id, &mut |r| {
+                r.available = false;
+                r.presence = None;
+            });
+            let items = roster(server, &uref).await;
+            let mut sent: Vec<Jid> = Vec::new();
+            for it in items
+                .iter()
+                .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
+            {
+                server.route(with_to(&pres, &it.jid)).await;
+                if let Ok(j) = Jid::new(&it.jid) {
+                    sent.push(j);
+                }
+            }
+            for target in std::mem::take(&mut session.directed) {
+                if !sent.contains(&target.to_bare().into()) {
+                    server.route(with_to(&pres, target.as_str())).await;
+                }
+            }
+            for r in server
+                .router()
+                .resources(&user)
+                .iter()
+                .filter(|r| r.jid != session.jid && r.available)
+            {
+                server.deliver_to(&r.jid, with_to(&pres, r.jid.as_str()));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Presence of every available resource of `user`, each addressed to `to`.
+fn available_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Element> {
+    server
+        .router()
+        .resources(user)
+        .iter()
+        .filter(|r| r.available)
+        .filter_map(|r| r.presence.as_ref().map(|p| with_to(p, to)))
+        .collect()
+}
+
+fn unavailable_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Element> {
+    server
+        .router()
+        .resources(user)
+        .iter()
+        .filter(|r| r.available)
+        .map(|r| presence(Some("unavailable"), r.jid.as_str(), to))
+        .collect()
+}
+
+async fn save_and_push(server: &Arc<Server>, user: &BareJid, item: &RosterItem) {
+    match server.store().set_roster_item(&user_ref(user), item).await {
+        Ok(ver) => push(server, user, item_element(item, false), ver),
+        Err(e) => tracing::error!(error = %e, "roster write failed"),
+    }
+}
+
+/// Roster push (RFC 6121 §2.1.6) to every resource that requested the roster.
+fn push(server: &Server, user: &BareJid, item: Element, ver: u64) {
+    let mut query = stanza::elem("query", NS_ROSTER, &[("ver", &ver.to_string())]);
+    query.append_child(item);
+    for r in server
+        .router()
+        .resources(user)
+        .iter()
+        .filter(|r| r.interested)
+    {
+        let mut iq = stanza::elem(
+            "iq",
+            NS_CLIENT,
+            &[
+                ("type", "set"),
+                ("id", &format!("push{}", server.next_id())),
+                ("to", r.jid.as_str()),
+            ],
+        );
+        iq.append_child(query.clone());
+        server.deliver_to(&r.jid, iq);
+    }
+}
+
+fn item_element(item: &RosterItem, removed: bool) -> Element {
+    let mut e = stanza::elem("item", NS_ROSTER, &[("jid", &item.jid)]);
+    if removed {
+        stanza::set_attr(&mut e, "subscription", "remove");
+        return e;
+    }
+    stanza::set_attr(&mut e, "subscription", item.subscription.as_str());
+    if let Some(n) = &item.name {
+        stanza::set_attr(&mut e, "name", n.as_str());
+    }
+    if item.ask {
+        stanza::set_attr(&mut e, "ask", "subscribe");
+    }
+    if item.approved {
+        stanza::set_attr(&mut e, "approved", "true");
+    }
+    for g in &item.groups {
+        e.append_child(stanza::text_elem("group", NS_ROSTER, g));
+    }
+    e
+}
+
+async fn item_or_new(server: &Arc<Server>, user: &BareJid, contact: &BareJid) -> RosterItem {
+    match server
+        .store()
+        .roster_item(&user_ref(user), contact.as_str())
+        .await
+    {
+        Ok(Some(it)) => it,
+        _ => RosterItem {
+            jid: contact.to_string(),
+            ..Default::default()
+        },
+    }
+}
+
+async fn has_pending(server: &Arc<Server>, user: &BareJid, contact: &BareJid) -> bool {
+    server
+        .store()
+        .pending_subscriptions(&user_ref(user))
+        .await
+        .map(|v| v.iter().any(|(c, _)| c == contact.as_str()))
+        .unwrap_or(false)
+}
+
+/// A subscription-related presence from local `user` to `contact` (RFC 6121 §3, outbound side).
+async fn outbound_subscription(
+    server: &Arc<Server>,
+    user: &BareJid,
+    kind: &str,
+    contact: &BareJid,
+    mut pres: Element,
+) {
+    // §3.1.2: outbound subscription stanzas carry the user's bare JID.
+    stanza::set_attr(&mut pres, "from", user.as_str());
+    stanza::set_attr(&mut pres, "to", contact.as_str());
+    let mut item = item_or_new(server, user, contact).await;
+    let uref = user_ref(user);
+    match kind {
+        "subscribe" => {
+            if !matches!(item.subscription, Subscription::To | Subscription::Both) && !item.ask {
+                item.ask = true;
+                save_and_push(server, user, &item).await;
+            }
+            server.route(pres).await;
+        }
+        "subscribed" => {
+            if has_pending(server, user, contact).await {
+                item.subscription = match item.subscription {
+                    Subscription::None | Subscription::From => Subscription::From,
+                    Subscription::To | Subscription::Both => Subscription::Both,
+                };
+                item.approved = false;
+                let _ = server
+                    .store()
+                    .remove_pending_subscription(&uref, contact.as_str())
+                    .await;
+                save_and_push(server, user, &item).await;
+                server.route(pres).await;
+                for p in available_presences(server, user, contact.as_str()) {
+                    server.route(p).await;
+                }
+            } else if matches!(item.subscription, Subscription::None | Subscription::To)
+                && !item.approved
+            {
+                // §3.4: pre-approval, remembered until the contact asks.
+                item.approved = true;
+                save_and_push(server, user, &item).await;
+            }
+        }
+        "unsubscribe" => {
+            let before = (item.subscription, item.ask);
+            item.subscription = match item.subscription {
+                Subscription::Both | Subscription::From => Subscription::From,
+                _ => Subscription::None,
+            };
+            item.ask = false;
+            if before != (item.subscription, item.ask) {
+                save_and_push(server, user, &item).await;
+            }
+            server.route(pres).await;
+        }
+        "unsubscribed" => {
+            let pending = has_pending(server, user, contact).await;
+            if pending {
+                let _ = server
+                    .store()
+                    .remove_pending_subscription(&uref, contact.as_str())
+                    .await;
+            }
+            let before = (item.subscription, item.approved);
+            item.subscription = match item.subscription {
+                Subscription::Both | Subscription::To => Subscription::To,
+                _ => Subscription::None,
+            };
+            item.approved = false;
+            let changed = before != (item.subscription, item.approved);
+            if changed {
+                save_and_push(server, user, &item).await;
+            }
+            if pending || changed {
+                server.route(pres).await;
+                if before.0 == Subscription::From || before.0 == Subscription::Both {
+                    for p in unavailable_presences(server, user, contact.as_str()) {
+                        server.route(p).await;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Delivers `p` to every available resource of `user`.
+fn to_available(server: &Server, user: &BareJid, p: &Element) {
+    let p = Arc::new(p.clone());
+    for r in server
+        .router()
+        .resources(user)
+        .iter()
+        .filter(|r| r.available)
+    {
+        let _ = server.try_deliver(&r.jid, p.clone());
+    }
+}
+
+/// Presence addressed to a local account (RFC 6121 §4 and §3, inbound side).
+pub(crate) async fn presence_to_account(server: &Arc<Server>, pres: Element, to: Jid) {
+    let kind = pres.attr("type").map(str::to_owned);
+    let user = to.to_bare();
+    let Some(from) = pres.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        return;
+    };
+    let contact = from.to_bare();
+    match kind.as_deref() {
+        None | Some("unavailable") | Some("error") => match to.try_as_full() {
+            Ok(full) => {
+                server.deliver_to(full, pres);
+            }
+            Err(_) => to_available(server, &user, &pres),
+        },
+        Some("probe") => {
+            let allowed = contact == user
+                || matches!(
+                    server
+                        .store()
+                        .roster_item(&user_ref(&user), contact.as_str())
+                        .await,
+                    Ok(Some(RosterItem {
+                        subscription: Subscription::From | Subscription::Both,
+                        ..
+                    }))
+                );
+            if !allowed {
+                return;
+            }
+            let answers = available_presences(server, &user, from.as_str());
+            if answers.is_empty() {
+                server
+                    .route(presence(Some("unavailable"), user.as_str(), from.as_str()))
+                    .await;
+            }
+            for p in answers {
+                server.route(p).await;
+            }
+        }
+        Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
+            inbound_subscription(server, &user, k, &contact, pres).await;
+        }
+        _ => {}
+    }
+}
+
+async fn inbound_subscription(
+    server: &Arc<Server>,
+    user: &BareJid,
+    kind: &str,
+    contact: &BareJid,
+    mut pres: Element,
+) {
+    let uref = user_ref(user);
+    stanza::set_attr(&mut pres, "to", user.as_str());
+    match kind {
+        "subscribe" => {
+            if !server.store().user_exists(&uref).await.unwrap_or(false) {
+                server
+                    .route(presence(
+                        Some("unsubscribed"),
+                        user.as_str(),
+                        contact.as_str(),
+                    ))
+                    .await;
+                return;
+            }
+            let mut item = item_or_new(server, user, contact).await;
+            if matches!(item.subscription, Subscription::From | Subscription::Both) {
+                server
+                    .route(presence(
+                        Some("subscribed"),
+                        user.as_str(),
+                        contact.as_str(),
+                    ))
+                    .await;
+            } else if item.approved {
+                item.approved = false;
+                item.subscription = match item.subscription {
+                    Subscription::To => Subscription::Both,
+                    _ => Subscription::From,
+                };
+                save_and_push(server, user, &item).await;
+                server
+                    .route(presence(
+                        Some("subscribed"),
+                        user.as_str(),
+                        contact.as_str(),
+                    ))
+                    .await;
+                for p in available_presences(server, user, contact.as_str()) {
+                    server.route(p).await;
+                }
+            } else {
+                let mut xml = Vec::new();
+                xmppd_stream::serialize(&pres, "", &mut xml);
+                let xml = String::from_utf8_lossy(&xml);
+                if let Err(e) = server
+                    .store()
+                    .add_pending_subscription(&uref, contact.as_str(), &xml)
+                    .await
+                {
+                    tracing::error!(error = %e, "storing subscription request failed");
+                }
+                to_available(server, user, &pres);
+            }
+        }
+        "subscribed" => {
+            let mut item = item_or_new(server, user, contact).await;
+            if item.ask && matches!(item.subscription, Subscription::None | Subscription::From) {
+                item.ask = false;
+                item.subscription = match item.subscription {
+                    Subscription::From => Subscription::Both,
+                    _ => Subscription::To,
+                };
+                save_and_push(server, user, &item).await;
+                to_available(server, user, &pres);
+            }
+        }
+        "unsubscribe" => {
+            let _ = server
+                .store()
+                .remove_pending_subscription(&uref, contact.as_str())
+                .await;
+            let mut item = item_or_new(server, user, contact).await;
+            if matches!(item.subscription, Subscription::From | Subscription::Both) {
+                item.subscription = match item.subscription {
+                    Subscription::Both => Subscription::To,
+                    _ => Subscription::None,
+                };
+                save_and_push(server, user, &item).await;
+                to_available(server, user, &pres);
+                for p in unavailable_presences(server, user, contact.as_str()) {
+                    server.route(p).await;
+                }
+            }
+        }
+        "unsubscribed" => {
+            let mut item = item_or_new(server, user, contact).await;
+            if item.ask || matches!(item.subscription, Subscription::To | Subscription::Both) {
+                item.ask = false;
+                item.subscription = match item.subscription {
+                    Subscription::Both => Subscription::From,
+                    Subscription::From => Subscription::From,
+                    _ => Subscription::None,
+                };
+                save_and_push(server, user, &item).await;
+                to_available(server, user, &pres);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `jabber:iq:roster` get/set from the account's own session (RFC 6121 §2).
+pub(crate) async fn roster_iq(
+    server: &Arc<Server>,
+    session: &ClientSession,
+    iq: &Element,
+    kind: IqKind,
+    query: Element,
+) {
+    let user = session.jid.to_bare();
+    let uref = user_ref(&user);
+    let reply = match kind {
+        IqKind::Get => {
+            server
+                .router()
+                .update(&session.jid, session.id, &mut |r| r.interested = true);
+            match server.store().roster(&uref).await {
+                Ok((ver, items)) => {
+                    let ver_s = ver.to_string();
+                    if query.attr("ver") == Some(ver_s.as_str()) {
+                        // §2.6.3: unchanged since the client's version: empty result, pushes follow.
+                        Ok(None)
+                    } else {
+                        let mut q = stanza::elem("query", NS_ROSTER, &[("ver", &ver_s)]);
+                        for it in &items {
+                            q.append_child(item_element(it, false));
+                        }
+                        Ok(Some(q))
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "roster read failed");
+                    Err(StanzaError::new(Condition::InternalServerError))
+                }
+            }
+        }
+        IqKind::Set => roster_set(server, &user, &query).await,
+    };
+    let mut iq = iq.clone();
+    stanza::remove_attr(&mut iq, "to");
+    let out = match reply {
+        Ok(payload) => iq_result(&iq, payload),
+        Err(e) => match stanza::error_reply(&iq, &e) {
+            Some(r) => r,
+            None => return,
+        },
+    };
+    let mut out = out;
+    stanza::set_attr(&mut out, "to", session.jid.to_string());
+    server.deliver_to(&session.jid, out);
+}
+
+async fn roster_set(
+    server: &Arc<Server>,
+    user: &BareJid,
+    query: &Element,
+) -> Result<Option<Element>, StanzaError> {
+    let mut items = query.children().filter(|c| c.is("item", NS_ROSTER));
+    let (Some(el), None) = (items.next(), items.next()) else {
+        return Err(StanzaError::with_text(
+            Condition::BadRequest,
+            "exactly one item expected",
+        ));
+    };
+    let contact = el
+        .attr("jid")
+        .and_then(|j| Jid::new(j).ok())
+        .ok_or_else(|| StanzaError::new(Condition::BadRequest))?
+        .to_bare();
+    let uref = user_ref(user);
+    let internal = |e: xmppd_storage::StorageError| {
+        tracing::error!(error = %e, "roster write failed");
+        StanzaError::new(Condition::InternalServerError)
+    };
+    if el.attr("subscription") == Some("remove") {
+        let Some(item) = server
+            .store()
+            .roster_item(&uref, contact.as_str())
+            .await
+            .map_err(internal)?
+        else {
+            return Err(StanzaError::new(Condition::ItemNotFound));
+        };
+        // §2.5.2: cancel both directions before forgetting the contact.
+        if item.ask || matches!(item.subscription, Subscription::To | Subscription::Both) {
+            server
+                .route(presence(
+                    Some("unsubscribe"),
+                    user.as_str(),
+                    contact.as_str(),
+                ))
+                .await;
+        }
+        if matches!(item.subscription, Subscription::From | Subscription::Both) {
+            server
+                .route(presence(
+                    Some("unsubscribed"),
+                    user.as_str(),
+                    contact.as_str(),
+                ))
+                .await;
+            for p in unavailable_presences(server, user, contact.as_str()) {
+                server.route(p).await;
+            }
+        }
+        let _ = server
+            .store()
+            .remove_pending_subscription(&uref, contact.as_str())
+            .await;
+        let ver = server
+            .store()
+            .remove_roster_item(&uref, contact.as_str())
+            .await
+            .map_err(internal)?;
+        push(server, user, item_element(&item, true), ver);
+        return Ok(None);
+    }
+    let mut groups: Vec<String> = Vec::new();
+    for g in el.children().filter(|c| c.is("group", NS_ROSTER)) {
+        let name = g.text();
+        if name.is_empty() || name.len() > 1023 {
+            return Err(StanzaError::with_text(
+                Condition::NotAcceptable,
+                "bad group name",
+            ));
+        }
+        if groups.contains(&name) {
+            return Err(StanzaError::with_text(
+                Condition::BadRequest,
+                "duplicate group",
+            ));
+        }
+        groups.push(name);
+    }
+    let name = el.attr("name").filter(|n| !n.is_empty()).map(str::to_owned);
+    if name.as_ref().is_some_and(|n| n.len() > 1023) {
+        return Err(StanzaError::with_text(
+            Condition::NotAcceptable,
+            "name too long",
+        ));
+    }
+    let mut item = item_or_new(server, user, &contact).await;
+    item.name = name;
+    item.groups = groups;
+    save_and_push(server, user, &item).await;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    fn res(jid: &str, available: bool, priority: i8) -> Resource {
+        let (tx, _rx) = mpsc::channel(1);
+        Resource {
+            jid: FullJid::new(jid).unwrap(),
+            session_id: 0,
+            tx,
+            available,
+            priority,
+            presence: None,
+            interested: false,
+        }
+    }
+
+    fn names(v: Vec<FullJid>) -> Vec<String> {
+        let mut v: Vec<String> = v.iter().map(|j| j.resource().as_str().to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn highest_priority_wins_ties_go_to_all_negative_gets_none() {
+        let rs = vec![
+            res("u@x/a", true, 5),
+            res("u@x/b", true, 5),
+            res("u@x/c", true, 1),
+            res("u@x/d", false, 9),
+            res("u@x/e", true, -1),
+        ];
+        assert_eq!(names(message_targets(&rs, "chat")), ["a", "b"]);
+        assert_eq!(names(message_targets(&rs, "normal")), ["a", "b"]);
+        assert_eq!(names(message_targets(&rs, "headline")), ["a", "b", "c"]);
+        assert!(message_targets(&rs, "groupchat").is_empty());
+        assert!(message_targets(&[res("u@x/e", true, -1)], "chat").is_empty());
+    }
+
+    #[test]
+    fn priority_parsing_clamps() {
+        let mut p = Element::bare("presence", NS_CLIENT);
+        p.append_child(stanza::text_elem("priority", NS_CLIENT, "300"));
+        assert_eq!(priority_of(&p), 127);
+        let mut p = Element::bare("presence", NS_CLIENT);
+        p.append_child(stanza::text_elem("priority", NS_CLIENT, "-5"));
+        assert_eq!(priority_of(&p), -5);
+        assert_eq!(priority_of(&Element::bare("presence", NS_CLIENT)), 0);
+    }
+}

@@ -1,0 +1,134 @@
+//! The seams services plug into, without editing the core.
+//!
+//! - A [`Module`] adds disco features, answers IQs by payload namespace (addressed to a served
+//!   domain or to an account's bare JID), and hooks the message path and session lifecycle.
+//!   Hooks run in registration order (e.g. blocking before archive before carbons).
+//! - A [`Component`] owns a whole subdomain (`conference.example.org`): every stanza addressed
+//!   to it goes to the component, the same contract an external XEP-0114 component would have.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jid::{FullJid, Jid};
+use minidom::Element;
+
+use crate::server::Server;
+use crate::stanza::{Condition, StanzaError};
+
+/// `get` or `set`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IqKind {
+    Get,
+    Set,
+}
+
+/// An IQ request addressed to a domain or an account and claimed by a module.
+#[derive(Debug, Clone)]
+pub struct IqRequest {
+    /// The requester (full JID of a local session, or a remote entity).
+    pub from: Jid,
+    /// The addressee: a served domain or an account's bare JID (the sender's own when the
+    /// request had no `to`).
+    pub to: Jid,
+    pub kind: IqKind,
+    /// The single child of the IQ.
+    pub payload: Element,
+}
+
+/// A module's answer: the result payload (or none), or a stanza error.
+pub type IqResponse = Result<Option<Element>, StanzaError>;
+
+/// What a hook decides about a stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookAction {
+    /// Carry on.
+    Continue,
+    /// Stop processing; answer the sender with this error (or nothing).
+    Stop(Option<StanzaError>),
+}
+
+/// A feature module. Every method has a neutral default, so a module implements only its part.
+#[async_trait]
+pub trait Module: Send + Sync {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// disco#info features of every served domain.
+    fn server_features(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// disco#info features of every account's bare JID.
+    fn account_features(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Stream features offered to clients after authentication.
+    fn stream_features(&self) -> Vec<Element> {
+        Vec::new()
+    }
+
+    /// Payload namespaces of IQs to a served domain that [`Module::handle_iq`] answers.
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Payload namespaces of IQs to an account's bare JID that [`Module::handle_iq`] answers.
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Answers a claimed IQ.
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        let _ = (server, req);
+        Err(StanzaError::new(Condition::ServiceUnavailable))
+    }
+
+    /// A message from a local session, `from` already stamped, before it is routed.
+    async fn on_message_out(&self, server: &Arc<Server>, msg: &mut Element) -> HookAction {
+        let _ = (server, msg);
+        HookAction::Continue
+    }
+
+    /// A message about to be delivered to local account(s) of `to`.
+    async fn on_message_in(&self, server: &Arc<Server>, msg: &mut Element) -> HookAction {
+        let _ = (server, msg);
+        HookAction::Continue
+    }
+
+    /// A message to a local account that no session could take. Returns true if it took it
+    /// (stored it); the first module that does ends the chain.
+    async fn on_undeliverable(
+        &self,
+        server: &Arc<Server>,
+        msg: &Element,
+    ) -> Result<bool, StanzaError> {
+        let _ = (server, msg);
+        Ok(false)
+    }
+
+    /// A session became available (first available presence with non-negative priority).
+    async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
+        let _ = (server, jid);
+    }
+
+    /// A session was bound.
+    async fn on_session_opened(&self, server: &Arc<Server>, jid: &FullJid) {
+        let _ = (server, jid);
+    }
+
+    /// A session ended.
+    async fn on_session_closed(&self, server: &Arc<Server>, jid: &FullJid) {
+        let _ = (server, jid);
+    }
+}
+
+/// The owner of a subdomain.
+#[async_trait]
+pub trait Component: Send + Sync {
+    /// A name for disco#items and logs (e.g. "Chatrooms").
+    fn name(&self) -> &str;
+    /// Handles any stanza addressed to the component's domain or its entities. Replies go out
+    /// through [`Server::route`].
+    async fn handle(&self, server: &Arc<Server>, stanza: Element);
+}

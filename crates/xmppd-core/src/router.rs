@@ -1,0 +1,211 @@
+//! The session registry: which resources of which account are bound here, with their priority,
+//! availability, last presence and outbound queue.
+//!
+//! [`Router`] is a trait so that a clustered implementation can keep one account's resources on
+//! several nodes; [`LocalRouter`] is the single-process one. It is a sharded map (no global lock
+//! on the hot path): a lookup locks only the shard of one bare JID, for the time of a clone.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use tokio::sync::mpsc;
+
+use crate::session::Outbound;
+
+/// One bound resource as the registry knows it.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub jid: FullJid,
+    /// Unique per bound session; distinguishes a replaced session from its successor.
+    pub session_id: u64,
+    pub tx: mpsc::Sender<Outbound>,
+    /// Has sent initial presence and not gone unavailable since.
+    pub available: bool,
+    pub priority: i8,
+    /// The last available presence broadcast (answers probes).
+    pub presence: Option<Arc<Element>>,
+    /// Requested the roster (receives roster pushes).
+    pub interested: bool,
+}
+
+/// Why a stanza could not be queued for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// No such resource is bound.
+    NotFound,
+    /// Its queue is full: it reads too slowly and has been disconnected.
+    Overflow,
+}
+
+/// The session registry.
+pub trait Router: Send + Sync {
+    /// Registers a resource; returns the one it replaces (same full JID), if any.
+    fn insert(&self, res: Resource) -> Option<Resource>;
+    /// Unregisters `jid` if it is still the session `session_id`.
+    fn remove(&self, jid: &FullJid, session_id: u64) -> Option<Resource>;
+    /// Applies `f` to the resource `jid` if it is the session `session_id`.
+    fn update(&self, jid: &FullJid, session_id: u64, f: &mut dyn FnMut(&mut Resource));
+    /// All resources of an account (empty when none).
+    fn resources(&self, bare: &BareJid) -> Vec<Resource>;
+    /// Number of resources bound for an account.
+    fn resource_count(&self, bare: &BareJid) -> usize;
+    /// Queues `out` for the resource `jid`. A full queue disconnects that session.
+    fn send(&self, jid: &FullJid, out: Outbound) -> Result<(), SendError>;
+    /// Every bound full JID.
+    fn all(&self) -> Vec<FullJid>;
+}
+
+/// The single-node registry.
+#[derive(Default)]
+pub struct LocalRouter {
+    map: DashMap<BareJid, Vec<Resource>>,
+}
+
+impl LocalRouter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drops a session whose queue overflowed: removing it drops the registry's senders, so the
+    /// session's driver sees its queue close once drained and ends the connection.
+    fn evict(&self, jid: &FullJid) {
+        let bare = jid.to_bare();
+        if let Some(mut entry) = self.map.get_mut(&bare) {
+            entry.retain(|r| &r.jid != jid);
+        }
+        self.map.remove_if(&bare, |_, v| v.is_empty());
+        tracing::warn!(jid = %jid, "session queue full: disconnecting slow reader");
+    }
+}
+
+impl Router for LocalRouter {
+    fn insert(&self, res: Resource) -> Option<Resource> {
+        let mut entry = self.map.entry(res.jid.to_bare()).or_default();
+        if let Some(slot) = entry.iter_mut().find(|r| r.jid == res.jid) {
+            return Some(std::mem::replace(slot, res));
+        }
+        entry.push(res);
+        None
+    }
+
+    fn remove(&self, jid: &FullJid, session_id: u64) -> Option<Resource> {
+        let bare = jid.to_bare();
+        let removed = {
+            let mut entry = self.map.get_mut(&bare)?;
+            let pos = entry
+                .iter()
+                .position(|r| &r.jid == jid && r.session_id == session_id)?;
+            entry.swap_remove(pos)
+        };
+        self.map.remove_if(&bare, |_, v| v.is_empty());
+        Some(removed)
+    }
+
+    fn update(&self, jid: &FullJid, session_id: u64, f: &mut dyn FnMut(&mut Resource)) {
+        if let Some(mut entry) = self.map.get_mut(&jid.to_bare()) {
+            if let Some(r) = entry
+                .iter_mut()
+                .find(|r| &r.jid == jid && r.session_id == session_id)
+            {
+                f(r);
+            }
+        }
+    }
+
+    fn resources(&self, bare: &BareJid) -> Vec<Resource> {
+        self.map.get(bare).map(|e| e.clone()).unwrap_or_default()
+    }
+
+    fn resource_count(&self, bare: &BareJid) -> usize {
+        self.map.get(bare).map(|e| e.len()).unwrap_or(0)
+    }
+
+    fn send(&self, jid: &FullJid, out: Outbound) -> Result<(), SendError> {
+        let tx = {
+            let entry = self.map.get(&jid.to_bare()).ok_or(SendError::NotFound)?;
+            let r = entry
+                .iter()
+                .find(|r| &r.jid == jid)
+                .ok_or(SendError::NotFound)?;
+            r.tx.clone()
+        };
+        match tx.try_send(out) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.evict(jid);
+                Err(SendError::Overflow)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotFound),
+        }
+    }
+
+    fn all(&self) -> Vec<FullJid> {
+        self.map
+            .iter()
+            .flat_map(|e| e.value().iter().map(|r| r.jid.clone()).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(jid: &str, id: u64, cap: usize) -> (Resource, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(cap);
+        let r = Resource {
+            jid: FullJid::new(jid).unwrap(),
+            session_id: id,
+            tx,
+            available: false,
+            priority: 0,
+            presence: None,
+            interested: false,
+        };
+        (r, rx)
+    }
+
+    #[test]
+    fn insert_replaces_same_full_jid_and_remove_checks_session() {
+        let r = LocalRouter::new();
+        let (a, _ra) = res("u@x/a", 1, 4);
+        let (a2, _ra2) = res("u@x/a", 2, 4);
+        let (b, _rb) = res("u@x/b", 3, 4);
+        assert!(r.insert(a).is_none());
+        assert!(r.insert(b).is_none());
+        assert_eq!(r.insert(a2).map(|o| o.session_id), Some(1));
+        let bare = BareJid::new("u@x").unwrap();
+        assert_eq!(r.resource_count(&bare), 2);
+        // The replaced session's late unbind must not remove its successor.
+        assert!(r.remove(&FullJid::new("u@x/a").unwrap(), 1).is_none());
+        assert!(r.remove(&FullJid::new("u@x/a").unwrap(), 2).is_some());
+        assert!(r.remove(&FullJid::new("u@x/b").unwrap(), 3).is_some());
+        assert_eq!(r.resource_count(&bare), 0);
+        assert!(r.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn full_queue_evicts_the_slow_session() {
+        let r = LocalRouter::new();
+        let (a, mut rx) = res("u@x/a", 1, 1);
+        r.insert(a);
+        let jid = FullJid::new("u@x/a").unwrap();
+        let msg = Arc::new(Element::bare("message", "jabber:client"));
+        assert_eq!(r.send(&jid, Outbound::Stanza(msg.clone())), Ok(()));
+        assert_eq!(
+            r.send(&jid, Outbound::Stanza(msg.clone())),
+            Err(SendError::Overflow)
+        );
+        assert_eq!(
+            r.send(&jid, Outbound::Stanza(msg)),
+            Err(SendError::NotFound)
+        );
+        assert!(rx.recv().await.is_some());
+        assert!(
+            rx.recv().await.is_none(),
+            "queue closes once the registry dropped its sender"
+        );
+    }
+}

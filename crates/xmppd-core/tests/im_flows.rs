@@ -1,0 +1,409 @@
+//! RFC 6121 flows through the core alone: sessions bound in memory, stanzas in through
+//! `handle_from_client`, stanzas out of each session's queue. A real SQLite store underneath.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::sync::mpsc;
+use xmppd_core::{BareJid, ClientSession, CoreConfig, Outbound, Server, SessionInfo};
+use xmppd_storage::{CredentialStore, SqliteStore, StoredScram, UserRef};
+
+struct Client {
+    session: ClientSession,
+    rx: mpsc::Receiver<Outbound>,
+}
+
+impl Client {
+    async fn send(&mut self, server: &Arc<Server>, xml: &str) {
+        let el: Element = xml.parse().expect("test stanza parses");
+        server.handle_from_client(&mut self.session, el).await;
+    }
+
+    /// Everything queued for this session right now.
+    fn drain(&mut self) -> Vec<Element> {
+        let mut v = Vec::new();
+        while let Ok(o) = self.rx.try_recv() {
+            match o {
+                Outbound::Stanza(s) => v.push((*s).clone()),
+                Outbound::Close(c, _) => v.push(Element::bare(c.as_str(), "close")),
+            }
+        }
+        v
+    }
+}
+
+async fn setup(users: &[&str], cfg: CoreConfig) -> Arc<Server> {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in users {
+        let creds = [StoredScram {
+            hash: "SHA-256".into(),
+            salt: vec![1],
+            iterations: 4096,
+            stored_key: vec![2],
+            server_key: vec![3],
+        }];
+        store
+            .create_user(&UserRef::new(*u, "localhost"), &creds)
+            .await
+            .unwrap();
+    }
+    Server::builder(cfg, store).build()
+}
+
+async fn login(server: &Arc<Server>, user: &str, res: &str) -> Client {
+    let bare = BareJid::new(&format!("{user}@localhost")).unwrap();
+    let (session, rx) = server
+        .bind(bare, Some(res), SessionInfo::default(), 64)
+        .await
+        .unwrap();
+    Client { session, rx }
+}
+
+fn ns() -> &'static str {
+    "xmlns='jabber:client'"
+}
+
+fn find<'a>(v: &'a [Element], name: &str, ty: Option<&str>) -> Option<&'a Element> {
+    v.iter().find(|e| e.name() == name && e.attr("type") == ty)
+}
+
+#[tokio::test]
+async fn subscription_handshake_then_presence_and_chat() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut b = login(&server, "bob", "phone").await;
+    for c in [&mut a, &mut b] {
+        c.send(
+            &server,
+            &format!(
+                "<iq {} type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
+                ns()
+            ),
+        )
+        .await;
+        c.send(&server, &format!("<presence {}/>", ns())).await;
+        c.drain();
+    }
+    a.send(
+        &server,
+        &format!("<presence {} to='bob@localhost' type='subscribe'/>", ns()),
+    )
+    .await;
+    let got_a = a.drain();
+    let push = find(&got_a, "iq", Some("set")).expect("roster push to alice");
+    let item = push.children().next().unwrap().children().next().unwrap();
+    assert_eq!(item.attr("ask"), Some("subscribe"));
+    let got_b = b.drain();
+    let sub = find(&got_b, "presence", Some("subscribe")).expect("bob sees the request");
+    assert_eq!(
+        sub.attr("from"),
+        Some("alice@localhost"),
+        "outbound subscription uses bare JID"
+    );
+
+    b.send(
+        &server,
+        &format!(
+            "<presence {} to='alice@localhost' type='subscribed'/>",
+            ns()
+        ),
+    )
+    .await;
+    let got_a = a.drain();
+    assert!(find(&got_a, "presence", Some("subscribed")).is_some());
+    let avail = find(&got_a, "presence", None).expect("alice receives bob's presence");
+    assert_eq!(avail.attr("from"), Some("bob@localhost/phone"));
+    let push = find(&got_a, "iq", Some("set")).expect("roster push: subscription to");
+    let item = push.children().next().unwrap().children().next().unwrap();
+    assert_eq!(item.attr("subscription"), Some("to"));
+    assert_eq!(item.attr("ask"), None);
+
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost' type='chat' id='m1'><body>hi</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    let got_b = b.drain();
+    let m = find(&got_b, "message", Some("chat")).expect("bob gets the chat");
+    assert_eq!(m.attr("from"), Some("alice@localhost/pc"));
+
+    // Bob goes offline: alice (subscribed to bob) sees unavailable.
+    let Client { session, .. } = b;
+    server.unbind(session).await;
+    let got_a = a.drain();
+    let un = find(&got_a, "presence", Some("unavailable")).expect("unavailable on disconnect");
+    assert_eq!(un.attr("from"), Some("bob@localhost/phone"));
+}
+
+#[tokio::test]
+async fn offline_messages_are_kept_capped_and_delivered_with_delay() {
+    let cfg = CoreConfig {
+        offline_max: 2,
+        ..CoreConfig::default()
+    };
+    let server = setup(&["alice", "bob"], cfg).await;
+    let mut a = login(&server, "alice", "pc").await;
+    for i in 0..3 {
+        a.send(
+            &server,
+            &format!(
+                "<message {} to='bob@localhost' id='o{i}'><body>m{i}</body></message>",
+                ns()
+            ),
+        )
+        .await;
+    }
+    let got_a = a.drain();
+    let errs: Vec<_> = got_a
+        .iter()
+        .filter(|e| e.attr("type") == Some("error"))
+        .collect();
+    assert_eq!(errs.len(), 1, "third message bounces: {got_a:?}");
+    assert_eq!(errs[0].attr("id"), Some("o2"));
+    assert!(errs[0]
+        .get_child("error", "jabber:client")
+        .unwrap()
+        .has_child("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+
+    let mut b = login(&server, "bob", "phone").await;
+    b.send(&server, &format!("<presence {}/>", ns())).await;
+    let got_b = b.drain();
+    let msgs: Vec<_> = got_b.iter().filter(|e| e.name() == "message").collect();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(
+        msgs[0].get_child("body", "jabber:client").unwrap().text(),
+        "m0"
+    );
+    assert!(msgs[0].has_child("delay", "urn:xmpp:delay"));
+    // Delivered once only.
+    let mut b2 = login(&server, "bob", "tablet").await;
+    b2.send(&server, &format!("<presence {}/>", ns())).await;
+    assert!(b2.drain().iter().all(|e| e.name() != "message"));
+}
+
+#[tokio::test]
+async fn unknown_recipient_gets_service_unavailable() {
+    let server = setup(&["alice"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='nobody@localhost'><body>x</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='x@remote.example'><body>x</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    let got = a.drain();
+    assert_eq!(got.len(), 2);
+    assert!(got[0]
+        .get_child("error", "jabber:client")
+        .unwrap()
+        .has_child("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    assert!(got[1]
+        .get_child("error", "jabber:client")
+        .unwrap()
+        .has_child(
+            "remote-server-not-found",
+            "urn:ietf:params:xml:ns:xmpp-stanzas"
+        ));
+}
+
+#[tokio::test]
+async fn priorities_choose_resources() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut b1 = login(&server, "bob", "one").await;
+    let mut b2 = login(&server, "bob", "two").await;
+    let mut b3 = login(&server, "bob", "neg").await;
+    b1.send(
+        &server,
+        &format!("<presence {}><priority>5</priority></presence>", ns()),
+    )
+    .await;
+    b2.send(
+        &server,
+        &format!("<presence {}><priority>1</priority></presence>", ns()),
+    )
+    .await;
+    b3.send(
+        &server,
+        &format!("<presence {}><priority>-1</priority></presence>", ns()),
+    )
+    .await;
+    for c in [&mut b1, &mut b2, &mut b3] {
+        c.drain();
+    }
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost' type='chat'><body>x</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    assert_eq!(b1.drain().len(), 1);
+    assert!(b2.drain().is_empty());
+    assert!(b3.drain().is_empty());
+    b2.send(
+        &server,
+        &format!("<presence {}><priority>5</priority></presence>", ns()),
+    )
+    .await;
+    b1.drain();
+    b3.drain();
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost' type='chat'><body>y</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    assert_eq!(b1.drain().len(), 1, "tie: both get it");
+    assert_eq!(b2.drain().len(), 1, "tie: both get it");
+    assert!(
+        b3.drain().is_empty(),
+        "negative priority never gets bare-JID messages"
+    );
+    // A full JID reaches even the negative-priority resource.
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost/neg' type='chat'><body>z</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    assert_eq!(b3.drain().len(), 1);
+}
+
+#[tokio::test]
+async fn newest_session_wins_a_resource_conflict() {
+    let server = setup(&["alice"], CoreConfig::default()).await;
+    let mut old = login(&server, "alice", "pc").await;
+    let _new = login(&server, "alice", "pc").await;
+    let got = old.drain();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name(), "conflict");
+    // The old session's late unbind must not remove the new one.
+    let Client { session, .. } = old;
+    server.unbind(session).await;
+    assert_eq!(
+        server
+            .router()
+            .resource_count(&BareJid::new("alice@localhost").unwrap()),
+        1
+    );
+}
+
+#[tokio::test]
+async fn roster_versioning_and_disco() {
+    let server = setup(&["alice"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    a.send(&server, &format!("<iq {} type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='Carol'><group>Friends</group></item></query></iq>", ns())).await;
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='g1'><query xmlns='jabber:iq:roster'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    let got = a.drain();
+    let res = got.iter().find(|e| e.attr("id") == Some("g1")).unwrap();
+    let q = res.children().next().unwrap();
+    let ver = q.attr("ver").unwrap().to_owned();
+    assert_eq!(q.children().count(), 1);
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='g2'><query xmlns='jabber:iq:roster' ver='{ver}'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    let got = a.drain();
+    let res = got.iter().find(|e| e.attr("id") == Some("g2")).unwrap();
+    assert_eq!(res.attr("type"), Some("result"));
+    assert_eq!(res.children().count(), 0, "unchanged roster: empty result");
+
+    a.send(&server, &format!("<iq {} type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", ns())).await;
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='v1' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='u1' to='localhost'><unknown xmlns='urn:example'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let got = a.drain();
+    let disco = got.iter().find(|e| e.attr("id") == Some("d1")).unwrap();
+    let features: Vec<_> = disco
+        .children()
+        .next()
+        .unwrap()
+        .children()
+        .filter_map(|c| c.attr("var"))
+        .collect();
+    for f in [
+        "urn:xmpp:ping",
+        "jabber:iq:version",
+        "jabber:iq:last",
+        "msgoffline",
+    ] {
+        assert!(features.contains(&f), "{f} missing from {features:?}");
+    }
+    let version = got.iter().find(|e| e.attr("id") == Some("v1")).unwrap();
+    let q = version.children().next().unwrap();
+    assert_eq!(
+        q.get_child("name", "jabber:iq:version").unwrap().text(),
+        "xmppd"
+    );
+    assert!(
+        q.get_child("os", "jabber:iq:version").is_none(),
+        "OS hidden by default"
+    );
+    assert_eq!(
+        got.iter()
+            .find(|e| e.attr("id") == Some("p1"))
+            .unwrap()
+            .attr("type"),
+        Some("result")
+    );
+    assert_eq!(
+        got.iter()
+            .find(|e| e.attr("id") == Some("u1"))
+            .unwrap()
+            .attr("type"),
+        Some("error")
+    );
+}

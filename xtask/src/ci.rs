@@ -1,0 +1,336 @@
+//! `cargo xtask ci`: the gate every change must pass, in the order CI runs it.
+//!
+//! Steps, failing fast: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo build -p xmppd`,
+//! `cargo test --workspace`, a Python virtualenv with the end-to-end test dependencies, and
+//! `pytest tests/e2e` against the freshly built debug binary. `--quick` skips fmt and clippy;
+//! arguments after `--` are handed to pytest (e.g. `cargo xtask ci --quick -- -k sasl`).
+//!
+//! It does not install Rust toolchains or system packages: a missing `python3` is reported,
+//! not fixed. The virtualenv is rebuilt only when `tests/e2e/requirements.txt` changes, so
+//! re-runs stay fast.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Runs the CI pipeline with the arguments that followed `ci` on the command line.
+pub fn run(args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    let root = workspace_root()?;
+    let steps = plan(&root, &options);
+    let mut timings = Vec::with_capacity(steps.len());
+    let total = steps.len();
+    for (index, step) in steps.into_iter().enumerate() {
+        println!("==> [{}/{total}] {}", index + 1, step.name);
+        let started = Instant::now();
+        let outcome = (step.action)();
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(()) => {
+                println!("<== {}: ok ({})", step.name, seconds(elapsed));
+                timings.push((step.name, elapsed));
+            }
+            Err(err) => {
+                print_summary(&timings);
+                bail!(
+                    "step `{}` failed after {}: {err:#}",
+                    step.name,
+                    seconds(elapsed)
+                );
+            }
+        }
+    }
+    print_summary(&timings);
+    println!("xtask ci: all {total} steps passed");
+    Ok(())
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+struct Options {
+    /// Skip the formatting and lint steps (for fast local iteration).
+    quick: bool,
+    /// Extra arguments for pytest, given after `--`.
+    pytest_args: Vec<String>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Options {
+            quick: false,
+            pytest_args: Vec::new(),
+        };
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            match arg.as_str() {
+                "--quick" => options.quick = true,
+                "--" => {
+                    options.pytest_args = iter.by_ref().cloned().collect();
+                }
+                other => bail!("unknown option `{other}` for `ci` (expected --quick or -- ARGS)"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// One named stage of the pipeline; the closure runs it and reports why it failed.
+struct Step {
+    name: &'static str,
+    action: Box<dyn FnOnce() -> Result<()>>,
+}
+
+fn plan(root: &Path, options: &Options) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if !options.quick {
+        steps.push(cargo_step(
+            root,
+            "cargo fmt --check",
+            &["fmt", "--all", "--", "--check"],
+        ));
+        steps.push(cargo_step(
+            root,
+            "cargo clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ));
+    }
+    steps.push(cargo_step(
+        root,
+        "cargo build -p xmppd",
+        &["build", "-p", "xmppd"],
+    ));
+    steps.push(cargo_step(
+        root,
+        "cargo test --workspace",
+        &["test", "--workspace"],
+    ));
+    let venv_root = root.to_path_buf();
+    steps.push(Step {
+        name: "python venv for e2e tests",
+        action: Box::new(move || ensure_venv(&venv_root)),
+    });
+    let e2e_root = root.to_path_buf();
+    let pytest_args = options.pytest_args.clone();
+    steps.push(Step {
+        name: "pytest tests/e2e",
+        action: Box::new(move || run_e2e(&e2e_root, &pytest_args)),
+    });
+    steps
+}
+
+fn cargo_step(root: &Path, name: &'static str, args: &'static [&'static str]) -> Step {
+    let root = root.to_path_buf();
+    Step {
+        name,
+        action: Box::new(move || {
+            let mut command = Command::new(cargo());
+            command.args(args).current_dir(&root);
+            run_command(&mut command)
+        }),
+    }
+}
+
+/// Creates `.venv` and installs `tests/e2e/requirements.txt` unless a stamp file shows the
+/// same requirements were already installed there.
+fn ensure_venv(root: &Path) -> Result<()> {
+    let venv = root.join(".venv");
+    let requirements_path = root.join("tests/e2e/requirements.txt");
+    let requirements = std::fs::read_to_string(&requirements_path)
+        .with_context(|| format!("reading {}", requirements_path.display()))?;
+    let stamp = venv.join(".xtask-requirements");
+    let python = venv_python(root);
+    let installed = std::fs::read_to_string(&stamp).ok();
+    if python.exists() && installed.as_deref() == Some(requirements.as_str()) {
+        println!("    {} is up to date", venv.display());
+        return Ok(());
+    }
+    if !python.exists() {
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv).current_dir(root);
+        run_command(&mut create).context(
+            "creating the virtualenv failed; is python3 (with the venv module) installed?",
+        )?;
+    }
+    let mut install = Command::new(&python);
+    install
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements_path)
+        .current_dir(root);
+    run_command(&mut install).context("installing the e2e test requirements failed")?;
+    std::fs::write(&stamp, requirements).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+fn run_e2e(root: &Path, extra: &[String]) -> Result<()> {
+    let binary = target_dir(root).join("debug").join("xmppd");
+    if !binary.exists() {
+        bail!(
+            "{} does not exist; the build step should have made it",
+            binary.display()
+        );
+    }
+    let mut command = Command::new(venv_python(root));
+    command
+        .args(["-m", "pytest", "-q", "tests/e2e"])
+        .args(extra)
+        .env("XMPPD_BIN", &binary)
+        .current_dir(root);
+    run_command(&mut command).map_err(|err| match err.downcast_ref::<CommandFailed>() {
+        // pytest's "no tests were collected": a gate that tested nothing must not pass quietly.
+        Some(failed) if failed.code == Some(5) => anyhow!("pytest collected no tests"),
+        _ => err,
+    })
+}
+
+/// Runs a command with inherited stdio; a non-zero exit becomes a [`CommandFailed`].
+fn run_command(command: &mut Command) -> Result<()> {
+    let shown = describe(command);
+    println!("    $ {shown}");
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(CommandFailed {
+        shown,
+        code: status.code(),
+    }
+    .into())
+}
+
+/// A command ran but did not succeed; `code` is `None` when a signal ended it.
+#[derive(Debug)]
+struct CommandFailed {
+    shown: String,
+    code: Option<i32>,
+}
+
+impl std::fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "`{}` exited with status {code}", self.shown),
+            None => write!(f, "`{}` was killed by a signal", self.shown),
+        }
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+fn describe(command: &Command) -> String {
+    let mut parts = vec![command.get_program().to_string_lossy().into_owned()];
+    parts.extend(
+        command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned()),
+    );
+    parts.join(" ")
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    // xtask lives one level below the workspace root; the manifest dir is fixed at build time,
+    // so this works from any current directory.
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask's manifest directory has no parent")
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+fn venv_python(root: &Path) -> PathBuf {
+    root.join(".venv").join("bin").join("python")
+}
+
+/// The cargo that launched us (so `cargo +toolchain xtask` stays on that toolchain).
+fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))
+}
+
+fn print_summary(timings: &[(&'static str, Duration)]) {
+    if timings.is_empty() {
+        return;
+    }
+    println!("---- step durations ----");
+    for (name, elapsed) in timings {
+        println!("{:>9}  {name}", seconds(*elapsed));
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.1}s", duration.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn quick_skips_fmt_and_clippy() {
+        let root = Path::new("/nonexistent");
+        let full = plan(root, &Options::parse(&[]).unwrap());
+        let quick = plan(root, &Options::parse(&args(&["--quick"])).unwrap());
+        let names = |steps: &[Step]| steps.iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(&full),
+            [
+                "cargo fmt --check",
+                "cargo clippy",
+                "cargo build -p xmppd",
+                "cargo test --workspace",
+                "python venv for e2e tests",
+                "pytest tests/e2e"
+            ]
+        );
+        assert_eq!(names(&quick), names(&full)[2..].to_vec());
+    }
+
+    #[test]
+    fn arguments_after_double_dash_go_to_pytest() {
+        let options = Options::parse(&args(&["--quick", "--", "-k", "sasl", "--quick"])).unwrap();
+        assert!(options.quick);
+        assert_eq!(options.pytest_args, ["-k", "sasl", "--quick"]);
+    }
+
+    #[test]
+    fn unknown_option_is_rejected() {
+        let err = Options::parse(&args(&["--fast"])).expect_err("must fail");
+        assert!(err.to_string().contains("--fast"), "{err}");
+    }
+
+    #[test]
+    fn failing_command_reports_its_status() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "exit 3"]);
+        let err = run_command(&mut command).expect_err("must fail");
+        assert!(err.to_string().contains("status 3"), "{err}");
+    }
+}
