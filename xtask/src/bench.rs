@@ -24,6 +24,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use minidom::Element;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -31,6 +32,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use xmppd_sasl::client::ScramClient;
+use xmppd_sasl::HashAlg;
 use xmppd_stream::{Event, Framer, Limits};
 
 /// The domain every benchmark user lives on.
@@ -49,6 +52,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Presence broadcasts after login settle within this before memory is sampled.
 const SETTLE_TIME: Duration = Duration::from_millis(500);
+const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 /// Start and end of the generated block in docs/BENCHMARKS.md.
 const MD_START: &str = "<!-- bench-results:start -->";
 const MD_END: &str = "<!-- bench-results:end -->";
@@ -176,10 +180,11 @@ impl Default for Options {
 
 impl Options {
     fn mode(&self) -> String {
-        match self.rate {
+        let load = match self.rate {
             Some(rate) => format!("open loop, {rate} msg/s per client"),
             None => format!("closed loop, {} in flight per client", self.in_flight),
-        }
+        };
+        format!("{load}; SASL {}", self.sasl.name())
     }
 }
 
@@ -583,7 +588,7 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
 
     eprintln!("bench: logging in {} clients", opts.clients);
     let login_started = Instant::now();
-    let sessions = login_all(addr, opts.clients).await?;
+    let sessions = login_all(addr, opts.clients, opts.sasl).await?;
     let login_secs = login_started.elapsed().as_secs_f64();
     eprintln!("bench: {} sessions up in {login_secs:.2}s", sessions.len());
     tokio::time::sleep(SETTLE_TIME).await;
@@ -687,7 +692,7 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
     })
 }
 
-async fn login_all(addr: SocketAddr, count: usize) -> Result<Vec<Session>> {
+async fn login_all(addr: SocketAddr, count: usize, sasl: Sasl) -> Result<Vec<Session>> {
     let connector = TlsConnector::from(Arc::new(tls_client_config()?));
     let gate = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
     let mut tasks = Vec::with_capacity(count);
@@ -696,7 +701,7 @@ async fn login_all(addr: SocketAddr, count: usize) -> Result<Vec<Session>> {
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            tokio::time::timeout(LOGIN_TIMEOUT, login(addr, &connector, &user_name(i)))
+            tokio::time::timeout(LOGIN_TIMEOUT, login(addr, &connector, &user_name(i), sasl))
                 .await
                 .map_err(|_| anyhow!("login timed out after {LOGIN_TIMEOUT:?}"))?
                 .with_context(|| format!("login of {}", user_name(i)))
@@ -710,7 +715,12 @@ async fn login_all(addr: SocketAddr, count: usize) -> Result<Vec<Session>> {
 }
 
 /// Direct TLS, SASL PLAIN, stream restart, resource binding, initial presence.
-async fn login(addr: SocketAddr, connector: &TlsConnector, user: &str) -> Result<Session> {
+async fn login(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    user: &str,
+    sasl: Sasl,
+) -> Result<Session> {
     let tcp = TcpStream::connect(addr).await.context("connecting")?;
     // Small stanzas each matter for latency; batching is done by the client itself.
     tcp.set_nodelay(true)?;
@@ -726,21 +736,48 @@ async fn login(addr: SocketAddr, connector: &TlsConnector, user: &str) -> Result
     tls.flush().await?;
     expect_header(&mut tls, &mut framer, &mut buf).await?;
     let features = next_element(&mut tls, &mut framer, &mut buf).await?;
-    if !offers_mechanism(&features, "PLAIN") {
-        bail!("server does not offer SASL PLAIN over TLS");
+    if !offers_mechanism(&features, sasl.name()) {
+        bail!("server does not offer SASL {} over TLS", sasl.name());
     }
+    let mut scram = match sasl {
+        Sasl::Plain => None,
+        Sasl::ScramSha256 => Some(ScramClient::new(HashAlg::Sha256, user, PASSWORD, None)),
+    };
+    let initial = match &mut scram {
+        Some(client) => B64.encode(client.client_first()),
+        None => plain_initial_response(user, PASSWORD),
+    };
     let auth = format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
-        plain_initial_response(user, PASSWORD)
+        "<auth xmlns='{NS_SASL}' mechanism='{}'>{initial}</auth>",
+        sasl.name()
     );
     tls.write_all(auth.as_bytes()).await?;
     tls.flush().await?;
-    let outcome = next_element(&mut tls, &mut framer, &mut buf).await?;
+    let mut outcome = next_element(&mut tls, &mut framer, &mut buf).await?;
+    if let (Some(client), "challenge") = (&mut scram, outcome.name()) {
+        let server_first = sasl_payload(&outcome)?;
+        let response = client
+            .client_final(&server_first)
+            .context("SCRAM server-first")?;
+        let response = format!(
+            "<response xmlns='{NS_SASL}'>{}</response>",
+            B64.encode(response)
+        );
+        tls.write_all(response.as_bytes()).await?;
+        tls.flush().await?;
+        outcome = next_element(&mut tls, &mut framer, &mut buf).await?;
+    }
     if outcome.name() != "success" {
         bail!(
             "authentication failed: <{}>",
             first_child_name(&outcome).unwrap_or("?")
         );
+    }
+    if let Some(client) = &scram {
+        // The server proves it knew the password too (RFC 5802 §3, server-final in success).
+        client
+            .verify_server_final(&sasl_payload(&outcome)?)
+            .context("SCRAM server-final")?;
     }
 
     // RFC 6120 §6.4.6: after success both sides start a fresh stream.
@@ -859,10 +896,21 @@ fn bound_jid(iq: &Element) -> Result<String> {
     Ok(jid)
 }
 
+/// Decoded base64 content of `<challenge/>` or `<success/>` (`=` is the empty payload).
+fn sasl_payload(el: &Element) -> Result<Vec<u8>> {
+    let text = el.text();
+    let text = text.trim();
+    if text == "=" {
+        return Ok(Vec::new());
+    }
+    B64.decode(text)
+        .map_err(|_| anyhow!("<{}> carries invalid base64", el.name()))
+}
+
 /// RFC 4616 message: empty authzid, authcid, password, base64 for the `<auth/>` element.
 fn plain_initial_response(user: &str, password: &str) -> String {
     let raw = format!("\0{user}\0{password}");
-    base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
+    B64.encode(raw.as_bytes())
 }
 
 /// Everything a connection task needs besides its session.
@@ -1490,6 +1538,10 @@ mod tests {
         assert!(opts.json && opts.markdown);
         assert_eq!(opts.payload, 100);
         assert!(parse_args(&args(&["--help"])).unwrap().is_none());
+        let opts = parse_args(&args(&["--sasl", "SCRAM-SHA-256"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opts.sasl, Sasl::ScramSha256);
     }
 
     #[test]
@@ -1505,6 +1557,7 @@ mod tests {
             &["--in-flight", "0"],
             &["--payload", "100000"],
             &["--frobnicate"],
+            &["--sasl", "digest-md5"],
             &["stray"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
@@ -1588,10 +1641,16 @@ mod tests {
     #[test]
     fn plain_response_is_rfc4616() {
         let encoded = plain_initial_response("bench3", "pw");
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .unwrap();
+        let raw = B64.decode(encoded).unwrap();
         assert_eq!(raw, b"\0bench3\0pw");
+    }
+
+    #[test]
+    fn sasl_payloads() {
+        let el = |text: &str| Element::builder("success", NS_SASL).append(text).build();
+        assert_eq!(sasl_payload(&el("=")).unwrap(), b"");
+        assert_eq!(sasl_payload(&el(&B64.encode("v=abc"))).unwrap(), b"v=abc");
+        assert!(sasl_payload(&el("not base64!")).is_err());
     }
 
     #[test]

@@ -91,7 +91,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let explicit = cli.config.is_some();
     let config = load_config(cli.config)?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve::run(config, explicit.then(|| config_arg(&config))),
+        Command::Serve => {
+            let hint = explicit.then(|| config_arg(&config));
+            serve::run(config, hint)
+        }
         Command::CheckConfig => {
             println!("configuration OK");
             Ok(())

@@ -5,10 +5,12 @@
 //! ports bound when the configuration says port 0); logs go to stderr.
 
 use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 use xmppd_auth::{AuthBackend, InternalBackend};
 use xmppd_c2s::{C2s, C2sSettings, CertificateSpec, ListenerKind, Tls, TlsSettings};
@@ -37,6 +39,7 @@ fn init_logging(config: &ValidatedConfig) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -109,39 +112,55 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         Err(e) => return Err(bind_failure(&config, e)),
     };
 
+    // Before the banner: whoever reads it may signal us right away.
+    let mut signals = Signals::install()?;
     print_banner(&config, &c2s.local_addrs(), &store, &config_arg).await;
     tracing::info!(node = %server_cfg.node_name, "xmppd started");
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut running = tokio::spawn(c2s.run(shutdown_rx));
-    tokio::select! {
-        signal = shutdown_signal() => {
-            signal?;
+    let outcome = tokio::select! {
+        _ = signals.next() => {
             tracing::info!("shutting down");
             let _ = shutdown_tx.send(true);
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await.is_err() {
                 tracing::warn!("sessions still open after {SHUTDOWN_GRACE:?}; exiting anyway");
                 running.abort();
             }
+            Ok(())
         }
-        _ = &mut running => {
-            tracing::error!("client listeners stopped unexpectedly");
-        }
-    }
+        _ = &mut running => Err(Failure("the client listeners stopped unexpectedly".into())),
+    };
     reloader.abort();
     // Whatever did not close in time must not appear connected to `xmppd sessions`.
     if let Err(e) = store.clear_sessions(&server_cfg.node_name).await {
         tracing::warn!("clearing session records: {e}");
     }
-    Ok(())
+    outcome
 }
 
-async fn shutdown_signal() -> Result<(), Failure> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(|e| Failure(format!("SIGINT handler: {e}"))),
-        _ = term.recv() => Ok(()),
+/// SIGINT and SIGTERM handlers.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Failure> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| Failure(format!("installing the {name} handler: {e}")))
+        };
+        Ok(Signals {
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
@@ -176,10 +195,10 @@ async fn print_banner(
             ListenerKind::StartTls => "starttls",
             ListenerKind::DirectTls => "direct-tls",
         };
-        println!("xmppd listening: {kind} {addr}");
+        say(format_args!("xmppd listening: {kind} {addr}"));
     }
     let hosts = &config.server.hosts;
-    println!("xmppd serving hosts: {}", hosts.join(", "));
+    say(format_args!("xmppd serving hosts: {}", hosts.join(", ")));
     let port = listeners
         .iter()
         .find(|(k, _)| matches!(k, ListenerKind::StartTls))
@@ -195,7 +214,9 @@ async fn print_banner(
         if !empty {
             continue;
         }
-        println!("register a first user: xmppd {config_arg}register alice {host}");
+        say(format_args!(
+            "register a first user: xmppd {config_arg}register alice {host}"
+        ));
         let self_signed = !config.tls.certificates.iter().any(|c| &c.domain == host);
         if let Some(port) = port {
             let note = if self_signed {
@@ -203,7 +224,14 @@ async fn print_banner(
             } else {
                 ""
             };
-            println!("connect a client to alice@{host} on port {port}{note}");
+            say(format_args!(
+                "connect a client to alice@{host} on port {port}{note}"
+            ));
         }
     }
+}
+
+/// One banner line. A closed stdout (the reader went away) must not take the server down.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

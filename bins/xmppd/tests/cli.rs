@@ -233,6 +233,42 @@ fn sessions_on_an_empty_database_lists_nothing() {
 }
 
 #[test]
+fn sessions_lists_what_a_server_recorded() {
+    use xmppd_storage::{SessionRecord, SessionStore, SqliteStore};
+
+    let s = Scratch::new("sessions-live", CONFIG);
+    let db = s.path().join("var/xmppd.sqlite");
+    let store = SqliteStore::open(&db).unwrap();
+    let records = [
+        ("bob@example.org/phone", "", 1_000),
+        ("alice@localhost/pc", "192.0.2.7:40000", 951_782_400_000),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (jid, peer, started_ms) in records {
+            let rec = SessionRecord {
+                jid: jid.into(),
+                peer: peer.into(),
+                node: "n1".into(),
+                started_ms,
+            };
+            store.session_opened(&rec).await.unwrap();
+        }
+    });
+    // The store stays open, as a running server's would.
+    let o = s.run(&["sessions"]);
+    assert_ok(&o);
+    assert_eq!(
+        stdout(&o),
+        "alice@localhost/pc\t192.0.2.7:40000\t2000-02-29T00:00:00Z\tn1\n\
+         bob@example.org/phone\t-\t1970-01-01T00:00:01Z\tn1\n"
+    );
+    drop(store);
+}
+
+#[test]
 fn builtin_defaults_apply_without_a_file() {
     let s = Scratch::new("nofile", CONFIG);
     std::fs::remove_file(s.path().join("xmppd.toml")).unwrap();

@@ -50,7 +50,11 @@ pub trait AuthBackend: Send + Sync {
     /// Whether [`AuthBackend::scram_keys`] can answer (SCRAM mechanisms are offered only then).
     fn supports_scram(&self) -> bool;
     /// The SCRAM keys of `user` for `alg`; `Ok(None)` if the user is unknown.
-    async fn scram_keys(&self, user: &UserRef, alg: HashAlg) -> Result<Option<ScramKeys>, AuthError>;
+    async fn scram_keys(
+        &self,
+        user: &UserRef,
+        alg: HashAlg,
+    ) -> Result<Option<ScramKeys>, AuthError>;
     /// Checks a plaintext password (SASL PLAIN). `Ok(false)` for unknown users and wrong passwords alike.
     async fn check_password(&self, user: &UserRef, password: &str) -> Result<bool, AuthError>;
     async fn user_exists(&self, user: &UserRef) -> Result<bool, AuthError>;
@@ -70,7 +74,10 @@ pub struct InternalBackend {
 
 impl InternalBackend {
     pub fn new(store: Arc<dyn CredentialStore>) -> Self {
-        InternalBackend { store, iterations: DEFAULT_ITERATIONS }
+        InternalBackend {
+            store,
+            iterations: DEFAULT_ITERATIONS,
+        }
     }
 
     pub fn with_iterations(store: Arc<dyn CredentialStore>, iterations: u32) -> Self {
@@ -124,8 +131,16 @@ impl AuthBackend for InternalBackend {
         true
     }
 
-    async fn scram_keys(&self, user: &UserRef, alg: HashAlg) -> Result<Option<ScramKeys>, AuthError> {
-        Ok(self.store.credentials(user, alg.as_str()).await?.and_then(from_stored))
+    async fn scram_keys(
+        &self,
+        user: &UserRef,
+        alg: HashAlg,
+    ) -> Result<Option<ScramKeys>, AuthError> {
+        Ok(self
+            .store
+            .credentials(user, alg.as_str())
+            .await?
+            .and_then(from_stored))
     }
 
     async fn check_password(&self, user: &UserRef, password: &str) -> Result<bool, AuthError> {

@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn mechanisms_with_channel_binding() {
-        let cb = ChannelBindings { tls_exporter: Some(vec![1; 32]), tls_server_end_point: None };
+        let cb = ChannelBindings {
+            tls_exporter: Some(vec![1; 32]),
+            tls_server_end_point: None,
+        };
         assert_eq!(
             names(&offered_mechanisms(true, &cb, true)),
             [
@@ -165,8 +168,15 @@ mod tests {
             ["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1"],
             "no PLAIN without TLS"
         );
-        let cb = ChannelBindings { tls_exporter: None, tls_server_end_point: Some(vec![2; 32]) };
-        assert_eq!(names(&offered_mechanisms(true, &cb, false)), ["PLAIN"], "password-only backend");
+        let cb = ChannelBindings {
+            tls_exporter: None,
+            tls_server_end_point: Some(vec![2; 32]),
+        };
+        assert_eq!(
+            names(&offered_mechanisms(true, &cb, false)),
+            ["PLAIN"],
+            "password-only backend"
+        );
         assert!(offered_mechanisms(false, &none, false).is_empty());
     }
 
@@ -174,22 +184,48 @@ mod tests {
     fn pre_tls_features() {
         let lim = Limits::PRE_AUTH;
         let required = text(|o| pre_tls(o, true, &[Mechanism::Plain], &lim));
-        assert!(required.contains(
-            "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
-        ));
+        assert!(required
+            .contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"));
         assert!(!required.contains("<mechanisms"), "{required}");
         let optional = text(|o| {
-            pre_tls(o, false, &[Mechanism::Scram { alg: HashAlg::Sha256, plus: false }], &lim)
+            pre_tls(
+                o,
+                false,
+                &[Mechanism::Scram {
+                    alg: HashAlg::Sha256,
+                    plus: false,
+                }],
+                &lim,
+            )
         });
         assert!(optional.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
-        assert!(optional.contains("<mechanism>SCRAM-SHA-256</mechanism>"), "{optional}");
+        assert!(
+            optional.contains("<mechanism>SCRAM-SHA-256</mechanism>"),
+            "{optional}"
+        );
     }
 
     #[test]
     fn pre_auth_features_carry_channel_binding_types_and_limits() {
-        let lim = Limits { max_stanza_bytes: 4321, ..Limits::PRE_AUTH };
-        let mechs = [Mechanism::Scram { alg: HashAlg::Sha256, plus: true }, Mechanism::Plain];
-        let f = text(|o| pre_auth(o, &mechs, &[CbType::TlsExporter, CbType::TlsServerEndPoint], &lim));
+        let lim = Limits {
+            max_stanza_bytes: 4321,
+            ..Limits::PRE_AUTH
+        };
+        let mechs = [
+            Mechanism::Scram {
+                alg: HashAlg::Sha256,
+                plus: true,
+            },
+            Mechanism::Plain,
+        ];
+        let f = text(|o| {
+            pre_auth(
+                o,
+                &mechs,
+                &[CbType::TlsExporter, CbType::TlsServerEndPoint],
+                &lim,
+            )
+        });
         assert_eq!(
             f,
             "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
@@ -208,13 +244,21 @@ mod tests {
         let ver = minidom::Element::bare("ver", "urn:xmpp:features:rosterver");
         let f = text(|o| post_auth(o, &[ver], &Limits::DEFAULT));
         assert!(f.starts_with("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"));
-        assert!(f.contains("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"));
+        assert!(f.contains(
+            "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
+        ));
         assert!(f.contains("urn:xmpp:features:rosterver"), "{f}");
-        assert!(f.contains(&format!("<max-bytes>{}</max-bytes>", Limits::DEFAULT.max_stanza_bytes)));
+        assert!(f.contains(&format!(
+            "<max-bytes>{}</max-bytes>",
+            Limits::DEFAULT.max_stanza_bytes
+        )));
     }
 
     #[test]
     fn escaping() {
-        assert_eq!(text(|o| escape_into(o, "a<b>&'\"c")), "a&lt;b&gt;&amp;&apos;&quot;c");
+        assert_eq!(
+            text(|o| escape_into(o, "a<b>&'\"c")),
+            "a&lt;b&gt;&amp;&apos;&quot;c"
+        );
     }
 }

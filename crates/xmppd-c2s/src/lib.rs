@@ -58,7 +58,7 @@ pub struct C2sSettings {
     /// Keep client IP addresses out of logs and session records.
     pub hide_ip: bool,
     /// Time allowed for a TLS handshake. Stream negotiation as a whole (TLS, SASL, bind) must
-    /// finish within [`conn::negotiation_timeout`] of it.
+    /// finish within this plus 60 seconds.
     pub handshake_timeout: Duration,
     /// Failed SASL attempts tolerated in one stream before it is closed.
     pub max_auth_failures: u32,
@@ -88,8 +88,10 @@ impl C2s {
         server: Arc<xmppd_core::Server>,
         auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
     ) -> std::io::Result<C2s> {
-        let auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>> =
-            auth.into_iter().map(|(host, backend)| (host.to_ascii_lowercase(), backend)).collect();
+        let auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>> = auth
+            .into_iter()
+            .map(|(host, backend)| (host.to_ascii_lowercase(), backend))
+            .collect();
         if let Some(missing) = server.hosts().iter().find(|h| !auth.contains_key(*h)) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -101,15 +103,29 @@ impl C2s {
             .starttls_listen
             .iter()
             .map(|a| (ListenerKind::StartTls, *a))
-            .chain(settings.direct_tls_listen.iter().map(|a| (ListenerKind::DirectTls, *a)));
+            .chain(
+                settings
+                    .direct_tls_listen
+                    .iter()
+                    .map(|a| (ListenerKind::DirectTls, *a)),
+            );
         for (kind, addr) in addrs {
             let listener = TcpListener::bind(addr).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
             listeners.push((kind, listener));
         }
-        let shared = Shared { settings, tls, server, auth, throttle: Default::default() };
-        Ok(C2s { listeners, shared: Arc::new(shared) })
+        let shared = Shared {
+            settings,
+            tls,
+            server,
+            auth,
+            throttle: Default::default(),
+        };
+        Ok(C2s {
+            listeners,
+            shared: Arc::new(shared),
+        })
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -147,7 +163,12 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let span = tracing::info_span!("c2s", conn = id);
+                    // With hide_ip the address is left out of the span, so of every line.
+                    let span = if shared.settings.hide_ip {
+                        tracing::info_span!("c2s", conn = id)
+                    } else {
+                        tracing::info_span!("c2s", conn = id, %peer)
+                    };
                     let task = conn::serve(Arc::clone(&shared), tcp, peer, kind, shutdown.clone());
                     conns.spawn(task.instrument(span));
                 }
@@ -164,7 +185,10 @@ async fn accept_loop(
     drop(listener);
     let drain = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        tracing::warn!(left = conns.len(), "c2s connections still open after the grace period");
+        tracing::warn!(
+            left = conns.len(),
+            "c2s connections still open after the grace period"
+        );
         conns.abort_all();
     }
 }

@@ -39,19 +39,26 @@ impl Default for AuthThrottle {
 
 impl AuthThrottle {
     pub(crate) fn with_capacity(max_entries: usize) -> Self {
-        AuthThrottle { entries: DashMap::new(), max_entries }
+        AuthThrottle {
+            entries: DashMap::new(),
+            max_entries,
+        }
     }
 
     /// Counts one failure from `ip` at `now`; returns how long to wait before answering it.
     pub(crate) fn record_failure(&self, ip: IpAddr, now: Instant) -> Duration {
         let key = throttle_key(ip);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
-            self.entries.retain(|_, e| now.saturating_duration_since(e.last) < FORGET_AFTER);
+            self.entries
+                .retain(|_, e| now.saturating_duration_since(e.last) < FORGET_AFTER);
             if self.entries.len() >= self.max_entries {
                 return MAX_DELAY;
             }
         }
-        let mut entry = self.entries.entry(key).or_insert(Entry { failures: 0, last: now });
+        let mut entry = self.entries.entry(key).or_insert(Entry {
+            failures: 0,
+            last: now,
+        });
         if now.saturating_duration_since(entry.last) >= FORGET_AFTER {
             entry.failures = 0;
         }
@@ -99,7 +106,10 @@ mod tests {
     #[test]
     fn delay_doubles_up_to_the_cap() {
         let ms = |n| delay_for(n).as_millis();
-        assert_eq!([ms(0), ms(1), ms(2), ms(3), ms(4), ms(5), ms(6)], [0, 500, 1000, 2000, 4000, 8000, 8000]);
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(3), ms(4), ms(5), ms(6)],
+            [0, 500, 1000, 2000, 4000, 8000, 8000]
+        );
         assert_eq!(delay_for(u32::MAX), MAX_DELAY);
     }
 
@@ -109,11 +119,26 @@ mod tests {
         let start = Instant::now();
         let a = ip("192.0.2.1");
         assert_eq!(t.record_failure(a, start), Duration::from_millis(500));
-        assert_eq!(t.record_failure(a, start + Duration::from_secs(1)), Duration::from_secs(1));
-        assert_eq!(t.record_failure(ip("192.0.2.2"), start), Duration::from_millis(500), "other IP");
+        assert_eq!(
+            t.record_failure(a, start + Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            t.record_failure(ip("192.0.2.2"), start),
+            Duration::from_millis(500),
+            "other IP"
+        );
         let later = start + Duration::from_secs(1) + FORGET_AFTER - Duration::from_secs(1);
-        assert_eq!(t.record_failure(a, later), Duration::from_secs(2), "not quiet long enough");
-        assert_eq!(t.record_failure(a, later + FORGET_AFTER), Duration::from_millis(500), "forgiven");
+        assert_eq!(
+            t.record_failure(a, later),
+            Duration::from_secs(2),
+            "not quiet long enough"
+        );
+        assert_eq!(
+            t.record_failure(a, later + FORGET_AFTER),
+            Duration::from_millis(500),
+            "forgiven"
+        );
     }
 
     #[test]
@@ -121,10 +146,19 @@ mod tests {
         let t = AuthThrottle::default();
         let now = Instant::now();
         t.record_failure(ip("2001:db8:1:2::1"), now);
-        assert_eq!(t.record_failure(ip("2001:db8:1:2:ffff::9"), now), Duration::from_secs(1));
-        assert_eq!(t.record_failure(ip("2001:db8:1:3::1"), now), Duration::from_millis(500));
+        assert_eq!(
+            t.record_failure(ip("2001:db8:1:2:ffff::9"), now),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            t.record_failure(ip("2001:db8:1:3::1"), now),
+            Duration::from_millis(500)
+        );
         t.record_failure(ip("::ffff:192.0.2.7"), now);
-        assert_eq!(t.record_failure(ip("192.0.2.7"), now), Duration::from_secs(1));
+        assert_eq!(
+            t.record_failure(ip("192.0.2.7"), now),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -133,12 +167,23 @@ mod tests {
         let now = Instant::now();
         t.record_failure(ip("192.0.2.1"), now);
         t.record_failure(ip("192.0.2.2"), now);
-        assert_eq!(t.record_failure(ip("192.0.2.3"), now), MAX_DELAY, "full: maximum delay");
+        assert_eq!(
+            t.record_failure(ip("192.0.2.3"), now),
+            MAX_DELAY,
+            "full: maximum delay"
+        );
         assert_eq!(t.len(), 2);
-        assert_eq!(t.record_failure(ip("192.0.2.1"), now), Duration::from_secs(1), "known address");
+        assert_eq!(
+            t.record_failure(ip("192.0.2.1"), now),
+            Duration::from_secs(1),
+            "known address"
+        );
         // Once the old entries are stale they make room.
         let later = now + FORGET_AFTER;
-        assert_eq!(t.record_failure(ip("192.0.2.3"), later), Duration::from_millis(500));
+        assert_eq!(
+            t.record_failure(ip("192.0.2.3"), later),
+            Duration::from_millis(500)
+        );
         assert_eq!(t.len(), 1);
     }
 }

@@ -49,11 +49,17 @@ pub struct TlsSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {msg}")]
     Pem { path: PathBuf, msg: String },
     #[error("certificate for {domain}: {source}")]
-    Key { domain: String, source: rustls::Error },
+    Key {
+        domain: String,
+        source: rustls::Error,
+    },
     #[error("generating the self-signed certificate: {0}")]
     Generate(String),
     #[error("TLS configuration: {0}")]
@@ -77,7 +83,9 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("hosts", &self.hosts).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +101,10 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut configured = Vec::with_capacity(settings.certificates.len());
         for spec in &settings.certificates {
-            let spec = CertificateSpec { domain: normalize_name(&spec.domain), ..spec.clone() };
+            let spec = CertificateSpec {
+                domain: normalize_name(&spec.domain),
+                ..spec.clone()
+            };
             let stamp = stamp_of(&spec);
             let cert = load_spec(&spec, &provider)?;
             configured.push(Loaded { spec, stamp, cert });
@@ -106,10 +117,16 @@ impl Tls {
         let self_signed = if uncovered.is_empty() {
             None
         } else {
-            Some(self_signed(&settings.data_dir.join("tls"), &uncovered, &provider)?)
+            Some(self_signed(
+                &settings.data_dir.join("tls"),
+                &uncovered,
+                &provider,
+            )?)
         };
         let table = build_table(&hosts, &configured, self_signed.as_ref());
-        let resolver = Arc::new(SniResolver { table: RwLock::new(Arc::new(table)) });
+        let resolver = Arc::new(SniResolver {
+            table: RwLock::new(Arc::new(table)),
+        });
         let starttls_config = server_config(&provider, &resolver, false)?;
         let direct_config = server_config(&provider, &resolver, true)?;
         Ok(Arc::new(Tls {
@@ -194,7 +211,8 @@ impl Tls {
     /// one connection, which the client then sees as an authentication failure.
     pub(crate) fn channel_bindings(&self, conn: &ServerConnection) -> ChannelBindings {
         let tls_exporter = if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
-            conn.export_keying_material(vec![0u8; 32], EXPORTER_LABEL, None).ok()
+            conn.export_keying_material(vec![0u8; 32], EXPORTER_LABEL, None)
+                .ok()
         } else {
             // RFC 9266 defines tls-exporter for TLS 1.3 only (1.2 lacks the needed guarantees
             // unless extended master secret is in force).
@@ -202,7 +220,10 @@ impl Tls {
         };
         let table = self.resolver.current();
         let tls_server_end_point = table.lookup(conn.server_name()).end_point.clone();
-        ChannelBindings { tls_exporter, tls_server_end_point }
+        ChannelBindings {
+            tls_exporter,
+            tls_server_end_point,
+        }
     }
 }
 
@@ -215,8 +236,14 @@ struct ServedCert {
 
 impl ServedCert {
     fn new(key: CertifiedKey) -> ServedCert {
-        let end_point = key.cert.first().and_then(|leaf| end_point_hash(leaf.as_ref()));
-        ServedCert { key: Arc::new(key), end_point }
+        let end_point = key
+            .cert
+            .first()
+            .and_then(|leaf| end_point_hash(leaf.as_ref()));
+        ServedCert {
+            key: Arc::new(key),
+            end_point,
+        }
     }
 }
 
@@ -250,12 +277,17 @@ impl CertTable {
     /// Exact name first, then the parent domain (a host's certificate usually covers its
     /// subdomains by wildcard), then the first host's certificate.
     fn lookup(&self, sni: Option<&str>) -> &Arc<ServedCert> {
-        let Some(sni) = sni else { return &self.fallback };
+        let Some(sni) = sni else {
+            return &self.fallback;
+        };
         let name = normalize_name(sni);
         if let Some(c) = self.by_name.get(&name) {
             return c;
         }
-        if let Some(c) = name.split_once('.').and_then(|(_, parent)| self.by_name.get(parent)) {
+        if let Some(c) = name
+            .split_once('.')
+            .and_then(|(_, parent)| self.by_name.get(parent))
+        {
             return c;
         }
         &self.fallback
@@ -315,7 +347,9 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.current().lookup(client_hello.server_name()).key))
+        Some(Arc::clone(
+            &self.current().lookup(client_hello.server_name()).key,
+        ))
     }
 }
 
@@ -335,13 +369,26 @@ fn server_config(
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
-fn load_spec(spec: &CertificateSpec, provider: &CryptoProvider) -> Result<Arc<ServedCert>, TlsError> {
+fn load_spec(
+    spec: &CertificateSpec,
+    provider: &CryptoProvider,
+) -> Result<Arc<ServedCert>, TlsError> {
     let cert_pem = read_file(&spec.cert)?;
     let key_pem = read_file(&spec.key)?;
-    load_pem(&spec.domain, &spec.cert, &cert_pem, &spec.key, &key_pem, provider)
+    load_pem(
+        &spec.domain,
+        &spec.cert,
+        &cert_pem,
+        &spec.key,
+        &key_pem,
+        provider,
+    )
 }
 
 fn load_pem(
@@ -354,15 +401,26 @@ fn load_pem(
 ) -> Result<Arc<ServedCert>, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: cert_path.to_owned(), msg: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.to_owned(),
+            msg: e.to_string(),
+        })?;
     if chain.is_empty() {
         let msg = "no CERTIFICATE section".to_owned();
-        return Err(TlsError::Pem { path: cert_path.to_owned(), msg });
+        return Err(TlsError::Pem {
+            path: cert_path.to_owned(),
+            msg,
+        });
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| TlsError::Pem { path: key_path.to_owned(), msg: e.to_string() })?;
-    let certified = CertifiedKey::from_der(chain, key, provider)
-        .map_err(|source| TlsError::Key { domain: domain.to_owned(), source })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem {
+        path: key_path.to_owned(),
+        msg: e.to_string(),
+    })?;
+    let certified =
+        CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Key {
+            domain: domain.to_owned(),
+            source,
+        })?;
     Ok(Arc::new(ServedCert::new(certified)))
 }
 
@@ -388,7 +446,9 @@ fn self_signed(
         });
         match reused {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(error = %e, "stored self-signed certificate unusable, replacing it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "stored self-signed certificate unusable, replacing it")
+            }
         }
     }
     let generated = rcgen::generate_simple_self_signed(hosts.to_vec())
@@ -409,7 +469,14 @@ fn self_signed(
         path = %cert_path.display(),
         "no certificate configured: serving a generated self-signed one"
     );
-    load_pem(&hosts[0], &cert_path, cert_pem.as_bytes(), &key_path, key_pem.as_bytes(), provider)
+    load_pem(
+        &hosts[0],
+        &cert_path,
+        cert_pem.as_bytes(),
+        &key_path,
+        key_pem.as_bytes(),
+        provider,
+    )
 }
 
 /// Writes a file only the owner can read (a private key).
@@ -449,15 +516,25 @@ const OID_ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04
 const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 const OID_ED448: &[u8] = &[0x2b, 0x65, 0x71];
 // With tag and length: RSASSA-PSS names its hash inside the parameters.
-const OID_SHA384_TLV: &[u8] = &[0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
-const OID_SHA512_TLV: &[u8] = &[0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
+const OID_SHA384_TLV: &[u8] = &[
+    0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+];
+const OID_SHA512_TLV: &[u8] = &[
+    0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+];
 
 /// Reads `Certificate.signatureAlgorithm` (RFC 5280 §4.1.1.2) from a DER certificate.
 fn signature_hash(cert_der: &[u8]) -> Option<EndPointHash> {
-    let (0x30, cert, _) = der_tlv(cert_der)? else { return Some(EndPointHash::Sha256) };
+    let Some((0x30, cert, _)) = der_tlv(cert_der) else {
+        return Some(EndPointHash::Sha256);
+    };
     let sig_alg = der_tlv(cert).and_then(|(_tbs_tag, _tbs, rest)| der_tlv(rest));
-    let Some((0x30, alg, _)) = sig_alg else { return Some(EndPointHash::Sha256) };
-    let Some((0x06, oid, params)) = der_tlv(alg) else { return Some(EndPointHash::Sha256) };
+    let Some((0x30, alg, _)) = sig_alg else {
+        return Some(EndPointHash::Sha256);
+    };
+    let Some((0x06, oid, params)) = der_tlv(alg) else {
+        return Some(EndPointHash::Sha256);
+    };
     let contains = |needle: &[u8]| params.windows(needle.len()).any(|w| w == needle);
     Some(match oid {
         OID_RSA_SHA384 | OID_ECDSA_SHA384 => EndPointHash::Sha384,
@@ -482,7 +559,9 @@ fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (len_bytes, after) = rest.split_at(n);
         rest = after;
-        len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        len_bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
     };
     if rest.len() < len {
         return None;
@@ -494,10 +573,6 @@ fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn provider() -> CryptoProvider {
-        rustls::crypto::ring::default_provider()
-    }
 
     fn generate(names: &[&str], alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
         let key = rcgen::KeyPair::generate_for(alg).unwrap();
@@ -513,7 +588,11 @@ mod tests {
         let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, &pem.0).unwrap();
         std::fs::write(&key, &pem.1).unwrap();
-        CertificateSpec { domain: stem.to_owned(), cert, key }
+        CertificateSpec {
+            domain: stem.to_owned(),
+            cert,
+            key,
+        }
     }
 
     fn settings(dir: &Path, hosts: &[&str], certificates: Vec<CertificateSpec>) -> TlsSettings {
@@ -531,7 +610,10 @@ mod tests {
 
     #[test]
     fn der_tlv_reads_short_and_long_lengths() {
-        assert_eq!(der_tlv(&[0x04, 0x02, 0xaa, 0xbb, 0xcc]), Some((4, &[0xaa, 0xbb][..], &[0xcc][..])));
+        assert_eq!(
+            der_tlv(&[0x04, 0x02, 0xaa, 0xbb, 0xcc]),
+            Some((4, &[0xaa, 0xbb][..], &[0xcc][..]))
+        );
         let mut long = vec![0x30, 0x81, 0x80];
         long.extend(std::iter::repeat_n(7u8, 0x80));
         let (tag, contents, rest) = der_tlv(&long).unwrap();
@@ -542,8 +624,10 @@ mod tests {
 
     #[test]
     fn end_point_hash_follows_the_signature_hash() {
-        for (alg, len) in [(&rcgen::PKCS_ECDSA_P256_SHA256, 32), (&rcgen::PKCS_ECDSA_P384_SHA384, 48)]
-        {
+        for (alg, len) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, 32),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, 48),
+        ] {
             let (pem, _) = generate(&["a.example"], alg);
             let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
             let hash = end_point_hash(der.as_ref()).unwrap();
@@ -557,7 +641,11 @@ mod tests {
         }
         let (pem, _) = generate(&["a.example"], &rcgen::PKCS_ED25519);
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-        assert_eq!(end_point_hash(der.as_ref()), None, "EdDSA has no defined end-point hash");
+        assert_eq!(
+            end_point_hash(der.as_ref()),
+            None,
+            "EdDSA has no defined end-point hash"
+        );
         // Garbage is hashed with the default rather than rejected.
         assert_eq!(end_point_hash(b"\x01\x02").map(|h| h.len()), Some(32));
     }
@@ -565,22 +653,55 @@ mod tests {
     #[test]
     fn sni_resolver_chooses_per_domain() {
         let dir = tempfile::tempdir().unwrap();
-        let a = write_pair(dir.path(), "a.example", &generate(&["a.example"], &rcgen::PKCS_ECDSA_P256_SHA256));
-        let b = write_pair(dir.path(), "b.example", &generate(&["b.example"], &rcgen::PKCS_ECDSA_P256_SHA256));
-        let tls = Tls::load(settings(dir.path(), &["b.example", "a.example", "c.example"], vec![a.clone(), b.clone()]))
-            .unwrap();
-        let a_der = CertificateDer::from_pem_file(&a.cert).unwrap().as_ref().to_vec();
-        let b_der = CertificateDer::from_pem_file(&b.cert).unwrap().as_ref().to_vec();
+        let a = write_pair(
+            dir.path(),
+            "a.example",
+            &generate(&["a.example"], &rcgen::PKCS_ECDSA_P256_SHA256),
+        );
+        let b = write_pair(
+            dir.path(),
+            "b.example",
+            &generate(&["b.example"], &rcgen::PKCS_ECDSA_P256_SHA256),
+        );
+        let tls = Tls::load(settings(
+            dir.path(),
+            &["b.example", "a.example", "c.example"],
+            vec![a.clone(), b.clone()],
+        ))
+        .unwrap();
+        let a_der = CertificateDer::from_pem_file(&a.cert)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let b_der = CertificateDer::from_pem_file(&b.cert)
+            .unwrap()
+            .as_ref()
+            .to_vec();
         assert_eq!(leaf(&tls, Some("a.example")), a_der);
-        assert_eq!(leaf(&tls, Some("A.Example.")), a_der, "SNI is case-insensitive");
+        assert_eq!(
+            leaf(&tls, Some("A.Example.")),
+            a_der,
+            "SNI is case-insensitive"
+        );
         assert_eq!(leaf(&tls, Some("b.example")), b_der);
-        assert_eq!(leaf(&tls, Some("upload.a.example")), a_der, "parent domain's certificate");
+        assert_eq!(
+            leaf(&tls, Some("upload.a.example")),
+            a_der,
+            "parent domain's certificate"
+        );
         assert_eq!(leaf(&tls, None), b_der, "no SNI: first host");
-        assert_eq!(leaf(&tls, Some("other.test")), b_der, "unknown name: first host");
+        assert_eq!(
+            leaf(&tls, Some("other.test")),
+            b_der,
+            "unknown name: first host"
+        );
         let c = leaf(&tls, Some("c.example"));
         assert_ne!(c, a_der);
         assert_ne!(c, b_der);
-        assert!(dir.path().join("data/tls").join(SELF_SIGNED_CERT).exists(), "c.example is self-signed");
+        assert!(
+            dir.path().join("data/tls").join(SELF_SIGNED_CERT).exists(),
+            "c.example is self-signed"
+        );
     }
 
     #[test]
@@ -588,10 +709,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = Tls::load(settings(dir.path(), &["x.example", "y.example"], vec![])).unwrap();
         let der = leaf(&first, Some("y.example"));
-        assert_eq!(der, leaf(&first, Some("x.example")), "one certificate for all uncovered hosts");
-        let key_meta = std::fs::metadata(dir.path().join("data/tls").join(SELF_SIGNED_KEY)).unwrap();
+        assert_eq!(
+            der,
+            leaf(&first, Some("x.example")),
+            "one certificate for all uncovered hosts"
+        );
+        let key_meta =
+            std::fs::metadata(dir.path().join("data/tls").join(SELF_SIGNED_KEY)).unwrap();
         #[cfg(unix)]
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_meta.permissions()) & 0o077, 0);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key_meta.permissions()) & 0o077,
+            0
+        );
         let _ = key_meta;
         let again = Tls::load(settings(dir.path(), &["x.example", "y.example"], vec![])).unwrap();
         assert_eq!(leaf(&again, None), der, "reused on the next start");
@@ -613,7 +742,13 @@ mod tests {
         assert_eq!(tls.reload_now(), 1);
         let new = leaf(&tls, None);
         assert_ne!(new, old);
-        assert_eq!(new, CertificateDer::from_pem_file(&spec.cert).unwrap().as_ref().to_vec());
+        assert_eq!(
+            new,
+            CertificateDer::from_pem_file(&spec.cert)
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        );
 
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&spec.cert, "not a certificate").unwrap();
@@ -639,7 +774,9 @@ mod tests {
         };
         let err = Tls::load(settings(dir.path(), &["a.example"], vec![spec])).unwrap_err();
         assert!(matches!(err, TlsError::Io { .. }), "{err}");
-        assert!(matches!(Tls::load(settings(dir.path(), &[], vec![])), Err(TlsError::NoHosts)));
-        let _ = provider();
+        assert!(matches!(
+            Tls::load(settings(dir.path(), &[], vec![])),
+            Err(TlsError::NoHosts)
+        ));
     }
 }

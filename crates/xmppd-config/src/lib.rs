@@ -874,6 +874,30 @@ mod tests {
     }
 
     #[test]
+    fn other_spellings_are_located_too() {
+        // Dotted keys and inline tables name the same paths as sections do.
+        let e = err("# x\nc2s.max_stanza_bytes = 1\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("c2s.max_stanza_bytes"))
+        );
+        let e = err("\nserver = { hosts = [\"a.org\"], colour = 1 }\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("server.colour")));
+        // A list element of the wrong type is named by its list, on the element's line.
+        let e = err("[server]\nhosts = [\n\"a.org\",\n1,\n]\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("server.hosts")));
+        // A section given as a scalar.
+        let e = err("\nserver = 5\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("server")));
+        // Overflowing the integer type.
+        let e = err("[c2s]\nmax_auth_failures = 99999999999\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("c2s.max_auth_failures"))
+        );
+    }
+
+    #[test]
     fn syntax_errors_are_one_line_with_a_line_number() {
         let e = err("[server]\nhosts = [\"a.org\"\n[c2s]\n");
         assert!(e.line.is_some());

@@ -120,6 +120,11 @@ impl ScramClient {
 
     /// Answers server-first-message with client-final-message.
     pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, SaslError> {
+        if self.client_first_bare.is_empty() {
+            return Err(SaslError::MalformedRequest(
+                "client_final before client_first".into(),
+            ));
+        }
         let message = as_message(server_first)?;
         let mut attrs = message.split(',');
         let attr = |a: Option<&str>, p: &str| a.and_then(|a| a.strip_prefix(p).map(str::to_owned));
@@ -262,8 +267,11 @@ mod tests {
     }
 
     #[test]
-    fn server_final_before_client_final_fails() {
-        let c = ScramClient::new(HashAlg::Sha1, "u", "p", None);
+    fn calls_out_of_order_fail() {
+        let mut c = ScramClient::new(HashAlg::Sha1, "u", "p", None).with_nonce("abc");
         assert!(c.verify_server_final(b"v=AAAA").is_err());
+        assert!(c
+            .client_final(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096")
+            .is_err());
     }
 }

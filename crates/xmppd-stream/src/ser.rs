@@ -47,7 +47,7 @@ pub fn stream_header(
     s
 }
 
-/// `<stream:error><condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>[<text/>]</stream:error>`.
+/// `<stream:error><COND xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>[<text/>]</stream:error>`.
 pub fn stream_error(cond: StreamErrorCondition, text: Option<&str>) -> String {
     let mut s = String::with_capacity(160 + text.map_or(0, str::len));
     s.push_str("<stream:error><");

@@ -17,7 +17,10 @@ fn sample_stream() -> String {
     s.push_str(
         "\n  <auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGp1bGlldA==</auth>",
     );
-    s.push_str("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>balcony</resource></bind></iq> ");
+    s.push_str(
+        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+         <resource>balcony</resource></bind></iq> ",
+    );
     for i in 0..20 {
         s.push_str(&format!(
             "<message to='romeo@example.net/{i}' type=\"chat\" id='m{i}' xml:lang='fr'>\
@@ -169,10 +172,10 @@ fn buffered_counts_unconsumed_bytes() {
     assert!(matches!(f.next_event(), Ok(Some(Event::Header(_)))));
     assert_eq!(f.buffered(), 0);
     let starttls = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
-    f.feed(starttls[..10].as_bytes());
+    f.feed(&starttls.as_bytes()[..10]);
     assert_eq!(f.next_event(), Ok(None));
     assert_eq!(f.buffered(), 10, "a partial start tag is still buffered");
-    f.feed(starttls[10..].as_bytes());
+    f.feed(&starttls.as_bytes()[10..]);
     f.feed(b"\n ");
     assert!(matches!(f.next_event(), Ok(Some(Event::Element(_)))));
     assert_eq!(f.next_event(), Ok(None));

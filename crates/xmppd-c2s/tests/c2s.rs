@@ -1,0 +1,665 @@
+//! End-to-end tests of the c2s listeners: a real core with a SQLite store, a real TLS client,
+//! SCRAM from `xmppd_sasl::client`, and the negative paths clients trip over.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use minidom::Element;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use xmppd_auth::{AuthBackend, InternalBackend};
+use xmppd_c2s::{C2s, C2sSettings, ListenerKind, Tls, TlsSettings};
+use xmppd_core::{CoreConfig, Server};
+use xmppd_sasl::client::ScramClient;
+use xmppd_sasl::{CbType, HashAlg, Mechanism};
+use xmppd_storage::{SqliteStore, UserRef};
+use xmppd_stream::{Event, Framer, Limits};
+
+const HOST: &str = "localhost";
+const USER: &str = "juliet";
+const PASSWORD: &str = "secret-pencil";
+const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+const WAIT: Duration = Duration::from_secs(15);
+
+struct TestServer {
+    starttls: std::net::SocketAddr,
+    direct: std::net::SocketAddr,
+    tls: Arc<Tls>,
+    shutdown: watch::Sender<bool>,
+    run: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(require_starttls: bool, max_auth_failures: u32) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("xmppd.sqlite")).unwrap());
+    let backend = Arc::new(InternalBackend::with_iterations(store.clone(), 4096));
+    backend
+        .create_user(&UserRef::new(USER, HOST), PASSWORD)
+        .await
+        .unwrap();
+    let config = CoreConfig {
+        hosts: vec![HOST.into()],
+        ..CoreConfig::default()
+    };
+    let server: Arc<Server> = Server::builder(config, store).build();
+    let tls = Tls::load(TlsSettings {
+        certificates: vec![],
+        data_dir: dir.path().to_owned(),
+        hosts: vec![HOST.into()],
+        reload_interval: Duration::from_secs(60),
+    })
+    .unwrap();
+    let settings = C2sSettings {
+        starttls_listen: vec!["127.0.0.1:0".parse().unwrap()],
+        direct_tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
+        require_starttls,
+        pre_auth_limits: Limits::PRE_AUTH,
+        limits: Limits::DEFAULT,
+        queue_len: 64,
+        hide_ip: false,
+        handshake_timeout: Duration::from_secs(5),
+        max_auth_failures,
+    };
+    let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();
+    auth.insert(HOST.into(), backend);
+    let c2s = C2s::bind(settings, Arc::clone(&tls), server, auth)
+        .await
+        .unwrap();
+    let addr = |kind| {
+        c2s.local_addrs()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .unwrap()
+            .1
+    };
+    let (starttls, direct) = (addr(ListenerKind::StartTls), addr(ListenerKind::DirectTls));
+    let (shutdown, rx) = watch::channel(false);
+    let run = tokio::spawn(c2s.run(rx));
+    TestServer {
+        starttls,
+        direct,
+        tls,
+        shutdown,
+        run,
+        _dir: dir,
+    }
+}
+
+/// A client over any transport, parsing the server's stream with xmppd's own framer.
+struct Client<S> {
+    io: S,
+    framer: Framer,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    fn new(io: S) -> Self {
+        Client {
+            io,
+            framer: Framer::new(Limits::DEFAULT),
+        }
+    }
+
+    async fn send(&mut self, xml: &str) {
+        self.io.write_all(xml.as_bytes()).await.unwrap();
+        self.io.flush().await.unwrap();
+    }
+
+    /// The next event; `None` on EOF.
+    async fn event(&mut self) -> Option<Event> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(ev) = self.framer.next_event().expect("server sent bad XML") {
+                return Some(ev);
+            }
+            let read = tokio::time::timeout(WAIT, self.io.read(&mut buf)).await;
+            match read.expect("server went silent") {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.framer.feed(&buf[..n]),
+            }
+        }
+    }
+
+    async fn element(&mut self) -> Element {
+        match self.event().await {
+            Some(Event::Element(el)) => el,
+            other => panic!("expected an element, got {other:?}"),
+        }
+    }
+
+    /// Opens a stream to `to` and returns the features.
+    async fn open(&mut self, to: &str) -> Element {
+        self.framer.reset();
+        self.send(&format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='{NS_STREAMS}' to='{to}' version='1.0'>"
+        ))
+        .await;
+        match self.event().await {
+            Some(Event::Header(h)) => assert_eq!(h.from.as_deref(), Some(HOST)),
+            other => panic!("expected the stream header, got {other:?}"),
+        }
+        let features = self.element().await;
+        assert!(features.is("features", NS_STREAMS), "{features:?}");
+        features
+    }
+
+    /// Expects `<stream:error><cond/></stream:error>` followed by the end of the stream.
+    async fn expect_stream_error(&mut self, cond: &str) {
+        let el = loop {
+            match self.event().await {
+                Some(Event::Header(_)) => continue,
+                Some(Event::Element(el)) if el.is("error", NS_STREAMS) => break el,
+                Some(Event::Element(el)) if el.is("features", NS_STREAMS) => continue,
+                other => panic!("expected a stream error, got {other:?}"),
+            }
+        };
+        assert!(
+            el.has_child(cond, NS_STREAM_ERRORS),
+            "expected {cond}, got {el:?}"
+        );
+        assert!(
+            matches!(self.event().await, Some(Event::Close)),
+            "stream close after the error"
+        );
+        assert!(self.event().await.is_none(), "connection closed");
+    }
+}
+
+fn client_tls_config(tls: &Tls) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls.served_chain(Some(HOST))[0].clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Connects to the STARTTLS port and upgrades; returns the client and the post-TLS features.
+async fn starttls(server: &TestServer) -> (TlsClient, Element) {
+    let mut plain = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    let features = plain.open(HOST).await;
+    let starttls = features
+        .get_child("starttls", NS_TLS)
+        .expect("starttls offered");
+    assert!(starttls.has_child("required", NS_TLS));
+    assert!(
+        !features.has_child("mechanisms", NS_SASL),
+        "no SASL before TLS when required"
+    );
+    plain.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
+    assert!(plain.element().await.is("proceed", NS_TLS));
+    upgrade(plain, server).await
+}
+
+async fn upgrade(plain: Client<TcpStream>, server: &TestServer) -> (TlsClient, Element) {
+    let connector = tokio_rustls::TlsConnector::from(client_tls_config(&server.tls));
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let stream = connector.connect(name, plain.io).await.unwrap();
+    let mut client = Client::new(stream);
+    let features = client.open(HOST).await;
+    (client, features)
+}
+
+fn mechanisms(features: &Element) -> Vec<String> {
+    let mechs = features
+        .get_child("mechanisms", NS_SASL)
+        .expect("mechanisms offered");
+    mechs.children().map(|m| m.text()).collect()
+}
+
+/// Runs SCRAM; returns the server's final `<success/>` or `<failure/>`.
+async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    features: &Element,
+    mut scram: ScramClient,
+) -> Element {
+    let offered: Vec<Mechanism> = mechanisms(features)
+        .iter()
+        .filter_map(|m| Mechanism::from_name(m))
+        .collect();
+    let cb: Vec<CbType> = features
+        .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+        .map(|c| {
+            c.children()
+                .filter_map(|t| t.attr("type").and_then(CbType::from_name))
+                .collect()
+        })
+        .unwrap_or_default();
+    scram = scram.expect_downgrade_protection(&offered, &cb);
+    let first = B64.encode(scram.client_first());
+    let mech = scram.mechanism().name();
+    client
+        .send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='{mech}'>{first}</auth>"
+        ))
+        .await;
+    let challenge = client.element().await;
+    assert!(challenge.is("challenge", NS_SASL), "{challenge:?}");
+    let server_first = B64.decode(challenge.text()).unwrap();
+    let fin = B64.encode(scram.client_final(&server_first).unwrap());
+    client
+        .send(&format!("<response xmlns='{NS_SASL}'>{fin}</response>"))
+        .await;
+    let outcome = client.element().await;
+    if outcome.is("success", NS_SASL) {
+        scram
+            .verify_server_final(&B64.decode(outcome.text()).unwrap())
+            .unwrap();
+    }
+    outcome
+}
+
+async fn bind<S: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<S>, resource: &str) -> String {
+    let features = client.open(HOST).await;
+    assert!(features.has_child("bind", NS_BIND), "{features:?}");
+    assert!(features.has_child("limits", "urn:xmpp:stream-limits:0"));
+    let bind = format!("<bind xmlns='{NS_BIND}'><resource>{resource}</resource></bind>");
+    client
+        .send(&format!("<iq type='set' id='b1'>{bind}</iq>"))
+        .await;
+    let result = client.element().await;
+    assert_eq!(result.attr("type"), Some("result"), "{result:?}");
+    assert_eq!(result.attr("id"), Some("b1"));
+    result
+        .get_child("bind", NS_BIND)
+        .and_then(|b| b.get_child("jid", NS_BIND))
+        .unwrap()
+        .text()
+}
+
+/// Sends `xml` and returns the next element.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    xml: String,
+) -> Element {
+    client.send(&xml).await;
+    client.element().await
+}
+
+#[tokio::test]
+async fn starttls_scram_bind_and_message_to_self() {
+    let server = start(true, 3).await;
+    let (mut client, features) = starttls(&server).await;
+    let mechs = mechanisms(&features);
+    for m in [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+    ] {
+        assert!(mechs.iter().any(|x| x == m), "{m} missing from {mechs:?}");
+    }
+    let cb = features
+        .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+        .unwrap();
+    assert!(
+        cb.children()
+            .any(|c| c.attr("type") == Some("tls-exporter")),
+        "TLS 1.3 exporter"
+    );
+    assert!(cb
+        .children()
+        .any(|c| c.attr("type") == Some("tls-server-end-point")));
+
+    let outcome = scram(
+        &mut client,
+        &features,
+        ScramClient::new(HashAlg::Sha256, USER, PASSWORD, None),
+    )
+    .await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+    let jid = bind(&mut client, "balcony").await;
+    assert_eq!(jid, format!("{USER}@{HOST}/balcony"));
+
+    client
+        .send(&format!(
+            "<message to='{jid}' type='chat' id='m1'><body>hello me</body></message>"
+        ))
+        .await;
+    let msg = loop {
+        let el = client.element().await;
+        if el.name() == "message" {
+            break el;
+        }
+    };
+    assert_eq!(msg.attr("from"), Some(jid.as_str()));
+    assert_eq!(
+        msg.get_child("body", "jabber:client")
+            .map(|b| b.text())
+            .as_deref(),
+        Some("hello me")
+    );
+
+    client.send("</stream:stream>").await;
+    assert!(matches!(client.event().await, Some(Event::Close)));
+}
+
+#[tokio::test]
+async fn scram_plus_with_tls_exporter() {
+    let server = start(true, 3).await;
+    let (mut client, features) = starttls(&server).await;
+    let mut exporter = vec![0u8; 32];
+    client
+        .io
+        .get_ref()
+        .1
+        .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
+        .unwrap();
+    let scram_client = ScramClient::new(
+        HashAlg::Sha512,
+        USER,
+        PASSWORD,
+        Some((CbType::TlsExporter, exporter)),
+    );
+    let outcome = scram(&mut client, &features, scram_client).await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+    assert_eq!(
+        bind(&mut client, "plus").await,
+        format!("{USER}@{HOST}/plus")
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_is_not_authorized_then_policy_violation() {
+    let server = start(true, 2).await;
+    let (mut client, features) = starttls(&server).await;
+    let started = std::time::Instant::now();
+    let wrong = ScramClient::new(HashAlg::Sha256, USER, "wrong", None);
+    let outcome = scram(&mut client, &features, wrong).await;
+    assert!(outcome.is("failure", NS_SASL), "{outcome:?}");
+    assert!(outcome.has_child("not-authorized", NS_SASL));
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "failure is delayed"
+    );
+    let unknown = ScramClient::new(HashAlg::Sha256, "nobody", PASSWORD, None);
+    let outcome = scram(&mut client, &features, unknown).await;
+    assert!(outcome.has_child("not-authorized", NS_SASL), "{outcome:?}");
+    client.expect_stream_error("policy-violation").await;
+}
+
+#[tokio::test]
+async fn plain_over_direct_tls_and_sasl_failures() {
+    let server = start(true, 5).await;
+    let connector = tokio_rustls::TlsConnector::from({
+        let mut config = (*client_tls_config(&server.tls)).clone();
+        config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+        Arc::new(config)
+    });
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let tcp = TcpStream::connect(server.direct).await.unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"xmpp-client"[..])
+    );
+    let mut client = Client::new(stream);
+    let features = client.open(HOST).await;
+    assert!(
+        !features.has_child("starttls", NS_TLS),
+        "no STARTTLS on a direct TLS stream"
+    );
+
+    let el = exchange(
+        &mut client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='X-UNKNOWN'>=</auth>"),
+    )
+    .await;
+    assert!(el.has_child("invalid-mechanism", NS_SASL), "{el:?}");
+    let el = exchange(
+        &mut client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'>!!!</auth>"),
+    )
+    .await;
+    assert!(el.has_child("incorrect-encoding", NS_SASL), "{el:?}");
+    let other = B64.encode(format!("romeo@{HOST}\0{USER}\0{PASSWORD}"));
+    let el = exchange(
+        &mut client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{other}</auth>"),
+    )
+    .await;
+    assert!(el.has_child("invalid-authzid", NS_SASL), "{el:?}");
+    // No initial response: an empty challenge, then abort.
+    let el = exchange(
+        &mut client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'/>"),
+    )
+    .await;
+    assert!(
+        el.is("challenge", NS_SASL) && el.text().is_empty(),
+        "{el:?}"
+    );
+    let el = exchange(&mut client, format!("<abort xmlns='{NS_SASL}'/>")).await;
+    assert!(el.has_child("aborted", NS_SASL), "{el:?}");
+
+    let creds = B64.encode(format!("\0{USER}\0{PASSWORD}"));
+    let el = exchange(
+        &mut client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{creds}</auth>"),
+    )
+    .await;
+    assert!(el.is("success", NS_SASL), "{el:?}");
+    assert_eq!(
+        bind(&mut client, "direct").await,
+        format!("{USER}@{HOST}/direct")
+    );
+}
+
+#[tokio::test]
+async fn stanza_before_auth_is_not_authorized() {
+    let server = start(true, 3).await;
+    let mut client = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    client.open(HOST).await;
+    client
+        .send("<message to='juliet@localhost'><body>x</body></message>")
+        .await;
+    client.expect_stream_error("not-authorized").await;
+
+    // Also after TLS, before SASL.
+    let (mut client, _) = starttls(&server).await;
+    client
+        .send("<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    client.expect_stream_error("not-authorized").await;
+}
+
+#[tokio::test]
+async fn auth_before_required_starttls_is_a_policy_violation() {
+    let server = start(true, 3).await;
+    let mut client = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    client.open(HOST).await;
+    let creds = B64.encode(format!("\0{USER}\0{PASSWORD}"));
+    client
+        .send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+    client.expect_stream_error("policy-violation").await;
+}
+
+#[tokio::test]
+async fn optional_starttls_offers_scram_but_never_plain_in_the_clear() {
+    let server = start(false, 3).await;
+    let mut client = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    let features = client.open(HOST).await;
+    let starttls = features.get_child("starttls", NS_TLS).unwrap();
+    assert!(!starttls.has_child("required", NS_TLS));
+    let mechs = mechanisms(&features);
+    assert!(mechs.iter().any(|m| m == "SCRAM-SHA-256"), "{mechs:?}");
+    assert!(
+        !mechs.iter().any(|m| m == "PLAIN" || m.ends_with("-PLUS")),
+        "{mechs:?}"
+    );
+    let creds = B64.encode(format!("\0{USER}\0{PASSWORD}"));
+    client
+        .send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+    let el = client.element().await;
+    assert!(el.has_child("encryption-required", NS_SASL), "{el:?}");
+    let outcome = scram(
+        &mut client,
+        &features,
+        ScramClient::new(HashAlg::Sha1, USER, PASSWORD, None),
+    )
+    .await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+    assert_eq!(
+        bind(&mut client, "clear").await,
+        format!("{USER}@{HOST}/clear")
+    );
+}
+
+#[tokio::test]
+async fn header_errors() {
+    let server = start(true, 3).await;
+    let cases = [
+        ("example.net", "jabber:client", "1.0", "host-unknown"),
+        (HOST, "jabber:server", "1.0", "invalid-namespace"),
+        (HOST, "jabber:client", "2.0", "unsupported-version"),
+    ];
+    for (to, ns, version, cond) in cases {
+        let mut client = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+        client
+            .send(&format!(
+                "<?xml version='1.0'?><stream:stream xmlns='{ns}' xmlns:stream='{NS_STREAMS}' \
+                 to='{to}' version='{version}'>"
+            ))
+            .await;
+        match client.event().await {
+            Some(Event::Header(h)) => assert_eq!(h.from.as_deref(), Some(HOST), "our header first"),
+            other => panic!("{other:?}"),
+        }
+        client.expect_stream_error(cond).await;
+    }
+    // A header without `to`.
+    let mut client = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    client
+        .send(&format!(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='{NS_STREAMS}' version='1.0'>"
+        ))
+        .await;
+    client.expect_stream_error("host-unknown").await;
+}
+
+#[tokio::test]
+async fn data_pipelined_after_starttls_is_discarded() {
+    let server = start(true, 3).await;
+    let mut plain = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    plain.open(HOST).await;
+    // If the injected stanza survived into the TLS stream it would precede the new header and
+    // break it; the features arriving normally show it was dropped.
+    plain
+        .send(&format!(
+            "<starttls xmlns='{NS_TLS}'/><message to='x@localhost'><body>i</body></message>"
+        ))
+        .await;
+    assert!(plain.element().await.is("proceed", NS_TLS));
+    let (_client, features) = upgrade(plain, &server).await;
+    assert!(features.has_child("mechanisms", NS_SASL));
+}
+
+#[tokio::test]
+async fn shutdown_sends_system_shutdown() {
+    let server = start(true, 3).await;
+    let (mut client, features) = starttls(&server).await;
+    let outcome = scram(
+        &mut client,
+        &features,
+        ScramClient::new(HashAlg::Sha256, USER, PASSWORD, None),
+    )
+    .await;
+    assert!(outcome.is("success", NS_SASL));
+    bind(&mut client, "bye").await;
+    server.shutdown.send(true).unwrap();
+    client.expect_stream_error("system-shutdown").await;
+    tokio::time::timeout(WAIT, server.run)
+        .await
+        .expect("run() returns after shutdown")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn scram_plus_with_server_end_point_over_tls12() {
+    let server = start(true, 3).await;
+    let mut plain = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    plain.open(HOST).await;
+    plain.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
+    assert!(plain.element().await.is("proceed", NS_TLS));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(server.tls.served_chain(Some(HOST))[0].clone())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let stream = connector.connect(name, plain.io).await.unwrap();
+    // The hash of the certificate the server presented on this very connection.
+    let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let mut client = Client::new(stream);
+    let features = client.open(HOST).await;
+    let cb = features
+        .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+        .unwrap();
+    let types: Vec<_> = cb.children().filter_map(|c| c.attr("type")).collect();
+    assert_eq!(
+        types,
+        ["tls-server-end-point"],
+        "no tls-exporter under TLS 1.2"
+    );
+    let end_point = <sha2::Sha256 as sha2::Digest>::digest(leaf.as_ref()).to_vec();
+    let scram_client = ScramClient::new(
+        HashAlg::Sha256,
+        USER,
+        PASSWORD,
+        Some((CbType::TlsServerEndPoint, end_point)),
+    );
+    let outcome = scram(&mut client, &features, scram_client).await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn oversized_element_before_auth_ends_the_stream() {
+    let server = start(true, 3).await;
+    let (mut client, _) = starttls(&server).await;
+    let big = "a".repeat(Limits::PRE_AUTH.max_stanza_bytes + 1);
+    client
+        .send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{big}</auth>"
+        ))
+        .await;
+    client.expect_stream_error("policy-violation").await;
+}
+
+#[tokio::test]
+async fn direct_tls_accepts_clients_without_alpn() {
+    let server = start(true, 3).await;
+    let connector = tokio_rustls::TlsConnector::from(client_tls_config(&server.tls));
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let tcp = TcpStream::connect(server.direct).await.unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let mut client = Client::new(stream);
+    let features = client.open(HOST).await;
+    assert!(mechanisms(&features).iter().any(|m| m == "PLAIN"));
+}

@@ -1,0 +1,139 @@
+"""Server information: service discovery (XEP-0030) on the server and on account JIDs,
+ping (XEP-0199), software version (XEP-0092, no OS unless configured), last activity
+(XEP-0012), entity capabilities (XEP-0115) and the roster-versioning stream feature."""
+
+import base64
+import hashlib
+
+from clients import async_test, login, q
+from conftest import PASSWORD
+from raw import STREAM_NS, RawClient
+
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+CAPS_NS = "http://jabber.org/protocol/caps"
+DATA_NS = "jabber:x:data"
+
+
+def features_of(reply) -> set[str]:
+    return {f.get("var") for f in reply.iter(q(DISCO_INFO, "feature"))}
+
+
+@async_test()
+async def test_server_disco_info_and_items(server):
+    alice = await login(server, "alice")
+    info = await alice.iq("get", f"<query xmlns='{DISCO_INFO}'/>", to="localhost")
+    assert info.get("type") == "result"
+    assert info.get("from") == "localhost"
+    features = features_of(info)
+    for expected in ("urn:xmpp:ping", "jabber:iq:version", "jabber:iq:last", DISCO_INFO):
+        assert expected in features, f"{expected} missing from {sorted(features)}"
+    identities = [(i.get("category"), i.get("type"))
+                  for i in info.iter(q(DISCO_INFO, "identity"))]
+    assert ("server", "im") in identities, identities
+
+    items = await alice.iq("get", f"<query xmlns='{DISCO_ITEMS}'/>", to="localhost")
+    assert items.get("type") == "result"
+    assert items.find(q(DISCO_ITEMS, "query")) is not None
+
+
+@async_test()
+async def test_account_disco_info(server):
+    alice = await login(server, "alice")
+    info = await alice.iq("get", f"<query xmlns='{DISCO_INFO}'/>", to="alice@localhost")
+    assert info.get("type") == "result"
+    identities = [(i.get("category"), i.get("type"))
+                  for i in info.iter(q(DISCO_INFO, "identity"))]
+    assert ("account", "registered") in identities, identities
+
+
+@async_test()
+async def test_disco_unknown_node_is_item_not_found(server):
+    alice = await login(server, "alice")
+    reply = await alice.iq("get", f"<query xmlns='{DISCO_INFO}' node='no-such-node'/>",
+                           to="localhost")
+    assert reply.get("type") == "error"
+
+
+@async_test()
+async def test_ping(server):
+    alice = await login(server, "alice")
+    reply = await alice.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to="localhost")
+    assert reply.get("type") == "result"
+    # Pinging the server without a 'to' (it is then addressed to the account) also answers.
+    reply = await alice.iq("get", "<ping xmlns='urn:xmpp:ping'/>")
+    assert reply.get("type") in ("result", "error")
+
+
+@async_test()
+async def test_version_hides_os_by_default(server):
+    alice = await login(server, "alice")
+    reply = await alice.iq("get", "<query xmlns='jabber:iq:version'/>", to="localhost")
+    assert reply.get("type") == "result"
+    query = reply.find(q("jabber:iq:version", "query"))
+    assert query.findtext(q("jabber:iq:version", "name"))
+    assert query.findtext(q("jabber:iq:version", "version"))
+    assert query.find(q("jabber:iq:version", "os")) is None, "OS disclosed without show_os"
+
+
+@async_test()
+async def test_version_shows_os_when_configured(make_server):
+    server = make_server(server={"show_os": True})
+    alice = await login(server, "alice")
+    reply = await alice.iq("get", "<query xmlns='jabber:iq:version'/>", to="localhost")
+    assert reply.find(q("jabber:iq:version", "query")).findtext(q("jabber:iq:version", "os"))
+
+
+@async_test()
+async def test_last_activity_of_server_is_uptime(server):
+    alice = await login(server, "alice")
+    reply = await alice.iq("get", "<query xmlns='jabber:iq:last'/>", to="localhost")
+    assert reply.get("type") == "result"
+    seconds = int(reply.find(q("jabber:iq:last", "query")).get("seconds"))
+    assert 0 <= seconds < 600, seconds
+
+
+def caps_ver(info) -> str:
+    """XEP-0115 §5.1 verification string from a disco#info result."""
+    query = info.find(q(DISCO_INFO, "query"))
+    identities = sorted(
+        (i.get("category") or "", i.get("type") or "",
+         i.get("{http://www.w3.org/XML/1998/namespace}lang") or "", i.get("name") or "")
+        for i in query.findall(q(DISCO_INFO, "identity")))
+    text = "".join("/".join(i) + "<" for i in identities)
+    text += "".join(f + "<" for f in sorted(features_of(query)))
+    forms = []
+    for form in query.findall(q(DATA_NS, "x")):
+        fields = {}
+        for field in form.findall(q(DATA_NS, "field")):
+            fields[field.get("var")] = sorted(v.text or "" for v in field.findall(q(DATA_NS, "value")))
+        form_type = fields.pop("FORM_TYPE", [""])[0]
+        part = form_type + "<"
+        for var in sorted(fields):
+            part += var + "<" + "".join(v + "<" for v in fields[var])
+        forms.append((form_type, part))
+    text += "".join(part for _, part in sorted(forms))
+    return base64.b64encode(hashlib.sha1(text.encode()).digest()).decode()
+
+
+@async_test()
+async def test_caps_and_rosterver_stream_features(server):
+    client = RawClient(server.starttls_port)
+    client.open(server.domain)
+    client.starttls()
+    pre_auth = client.open(server.domain)
+    assert client.auth_plain("alice", PASSWORD).tag.endswith("success")
+    post_auth = client.open(server.domain)
+    assert post_auth.tag == q(STREAM_NS, "features")
+    assert post_auth.find(q("urn:xmpp:features:rosterver", "ver")) is not None, \
+        "roster versioning not advertised"
+    caps = post_auth.find(q(CAPS_NS, "c"))
+    if caps is None:
+        caps = pre_auth.find(q(CAPS_NS, "c"))
+    assert caps is not None, "no entity capabilities in stream features"
+    assert caps.get("hash") == "sha-1" and caps.get("node"), caps.attrib
+    client.bind()
+    info = client.iq("get", f"<query xmlns='{DISCO_INFO}' node='{caps.get('node')}#"
+                            f"{caps.get('ver')}'/>", to="localhost")
+    assert info.get("type") == "result", "caps node#ver not answered"
+    assert caps_ver(info) == caps.get("ver"), "caps ver does not match the disco#info"
