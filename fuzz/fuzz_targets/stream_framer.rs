@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, input)) = data.split_first() else {
         return;
     };
-    let chunk = if first == 0 { usize::MAX } else { usize::from(first) };
+    let chunk = if first == 0 {
+        usize::MAX
+    } else {
+        usize::from(first)
+    };
     for limits in [Limits::PRE_AUTH, Limits::DEFAULT] {
         let whole = run(input, usize::MAX, limits);
         let chunked = run(input, chunk, limits);
@@ -31,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(whole.0, chunked.0, "chunk size {chunk} changed the events");
         } else {
             let n = whole.0.len().min(chunked.0.len());
-            assert_eq!(whole.0[..n], chunked.0[..n], "chunk size {chunk} changed the events");
+            assert_eq!(
+                whole.0[..n],
+                chunked.0[..n],
+                "chunk size {chunk} changed the events"
+            );
             if let (Some(a), Some(b)) = (whole.1, chunked.1) {
                 assert_eq!(a, b, "chunk size {chunk} changed the error");
             }
@@ -93,5 +101,9 @@ fn check_round_trip(el: &Element, default_ns: &str) {
         Err(FramerError::LimitExceeded(_)) => {}
         other => panic!("serialized element did not parse: {other:?} from {text}"),
     }
-    assert_eq!(framer.buffered(), 0, "serializer wrote more than one element: {text}");
+    assert_eq!(
+        framer.buffered(),
+        0,
+        "serializer wrote more than one element: {text}"
+    );
 }

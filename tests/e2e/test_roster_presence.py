@@ -27,7 +27,11 @@ async def subscribe(user, contact, user_jid: str, contact_jid: str) -> None:
     # RFC 6121 §3.1.2: the request is stamped with the user's bare JID.
     assert request.get("from") == user_jid, request.attrib
     contact.send_presence(pto=user_jid, ptype="subscribed")
+    item = await contact.expect_roster_push(user_jid)
+    assert item.get("subscription") in ("from", "both"), item.attrib
     await user.expect_presence(contact_jid, "subscribed")
+    item = await user.expect_roster_push(contact_jid)
+    assert item.get("subscription") in ("to", "both") and item.get("ask") is None, item.attrib
 
 
 async def mutual(alice, bob) -> None:
@@ -59,6 +63,8 @@ async def test_add_each_other_and_see_presence(server):
     await alice.expect_presence(str(bob.boundjid), full=True)
 
     bob.send_presence(pto=A, ptype="subscribe")
+    item = await bob.expect_roster_push(A)
+    assert (item.get("subscription"), item.get("ask")) == ("from", "subscribe")
     await alice.expect_presence(B, "subscribe")
     alice.send_presence(pto=B, ptype="subscribed")
     item = await alice.expect_roster_push(B)

@@ -27,18 +27,19 @@ def tls_pre_auth(server) -> RawClient:
     return client
 
 
-@pytest.mark.parametrize("bad", [
-    "<message><body>unclosed</bdy></message>",
-    "<message to='bob@localhost' type='chat' type='chat'/>",
-    "<a:message xmlns:b='x'/>",
-    "\x01<message/>",
-    "<message><body>a < b</body></message>",
+@pytest.mark.parametrize("bad, accepted", [
+    ("<message><body>unclosed</bdy></message>", ("not-well-formed",)),
+    ("<message to='bob@localhost' type='chat' type='chat'/>", ("not-well-formed",)),
+    # An undeclared prefix breaks XML namespaces; RFC 6120 §4.9.3.2 has a condition for it.
+    ("<a:message xmlns:b='x'/>", ("not-well-formed", "bad-namespace-prefix")),
+    ("\x01<message/>", ("not-well-formed",)),
+    ("<message><body>a < b</body></message>", ("not-well-formed",)),
 ])
 @async_test()
-async def test_not_well_formed(server, bad):
+async def test_not_well_formed(server, bad, accepted):
     client = tls_pre_auth(server)
     client.send(bad)
-    assert client.expect_stream_error() == "not-well-formed"
+    assert client.expect_stream_error() in accepted
     await assert_chat_works(server)
 
 

@@ -140,7 +140,10 @@ impl Framer {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        if let Some(free) = self.head.get_mut(self.fed as usize..) {
+        if let Some(free) = self
+            .head
+            .get_mut(usize::try_from(self.fed).unwrap_or(usize::MAX)..)
+        {
             let n = free.len().min(data.len());
             free[..n].copy_from_slice(&data[..n]);
         }
