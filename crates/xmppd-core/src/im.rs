@@ -196,6 +196,18 @@ pub(crate) async fn presence_from_client(
     }
 }
 
+async fn route_presence(server: &Arc<Server>, kind: &str, from: &BareJid, to: &BareJid) {
+    server
+        .route(presence(Some(kind), from.as_str(), to.as_str()))
+        .await;
+}
+
+async fn route_all(server: &Arc<Server>, stanzas: Vec<Element>) {
+    for s in stanzas {
+        server.route(s).await;
+    }
+}
+
 /// Presence of every available resource of `user`, each addressed to `to`.
 fn available_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Element> {
     server
@@ -327,9 +339,7 @@ async fn outbound_subscription(
                     .await;
                 save_and_push(server, user, &item).await;
                 server.route(pres).await;
-                for p in available_presences(server, user, contact.as_str()) {
-                    server.route(p).await;
-                }
+                route_all(server, available_presences(server, user, contact.as_str())).await;
             } else if matches!(item.subscription, Subscription::None | Subscription::To)
                 && !item.approved
             {
@@ -371,9 +381,11 @@ async fn outbound_subscription(
             if pending || changed {
                 server.route(pres).await;
                 if before.0 == Subscription::From || before.0 == Subscription::Both {
-                    for p in unavailable_presences(server, user, contact.as_str()) {
-                        server.route(p).await;
-                    }
+                    route_all(
+                        server,
+                        unavailable_presences(server, user, contact.as_str()),
+                    )
+                    .await;
                 }
             }
         }
@@ -453,24 +465,12 @@ async fn inbound_subscription(
     match kind {
         "subscribe" => {
             if !server.store().user_exists(&uref).await.unwrap_or(false) {
-                server
-                    .route(presence(
-                        Some("unsubscribed"),
-                        user.as_str(),
-                        contact.as_str(),
-                    ))
-                    .await;
+                route_presence(server, "unsubscribed", user, contact).await;
                 return;
             }
             let mut item = item_or_new(server, user, contact).await;
             if matches!(item.subscription, Subscription::From | Subscription::Both) {
-                server
-                    .route(presence(
-                        Some("subscribed"),
-                        user.as_str(),
-                        contact.as_str(),
-                    ))
-                    .await;
+                route_presence(server, "subscribed", user, contact).await;
             } else if item.approved {
                 item.approved = false;
                 item.subscription = match item.subscription {
@@ -478,16 +478,8 @@ async fn inbound_subscription(
                     _ => Subscription::From,
                 };
                 save_and_push(server, user, &item).await;
-                server
-                    .route(presence(
-                        Some("subscribed"),
-                        user.as_str(),
-                        contact.as_str(),
-                    ))
-                    .await;
-                for p in available_presences(server, user, contact.as_str()) {
-                    server.route(p).await;
-                }
+                route_presence(server, "subscribed", user, contact).await;
+                route_all(server, available_presences(server, user, contact.as_str())).await;
             } else {
                 let mut xml = Vec::new();
                 xmppd_stream::serialize(&pres, "", &mut xml);
@@ -527,9 +519,11 @@ async fn inbound_subscription(
                 };
                 save_and_push(server, user, &item).await;
                 to_available(server, user, &pres);
-                for p in unavailable_presences(server, user, contact.as_str()) {
-                    server.route(p).await;
-                }
+                route_all(
+                    server,
+                    unavailable_presences(server, user, contact.as_str()),
+                )
+                .await;
             }
         }
         "unsubscribed" => {
@@ -633,25 +627,15 @@ async fn roster_set(
         };
         // §2.5.2: cancel both directions before forgetting the contact.
         if item.ask || matches!(item.subscription, Subscription::To | Subscription::Both) {
-            server
-                .route(presence(
-                    Some("unsubscribe"),
-                    user.as_str(),
-                    contact.as_str(),
-                ))
-                .await;
+            route_presence(server, "unsubscribe", user, &contact).await;
         }
         if matches!(item.subscription, Subscription::From | Subscription::Both) {
-            server
-                .route(presence(
-                    Some("unsubscribed"),
-                    user.as_str(),
-                    contact.as_str(),
-                ))
-                .await;
-            for p in unavailable_presences(server, user, contact.as_str()) {
-                server.route(p).await;
-            }
+            route_presence(server, "unsubscribed", user, &contact).await;
+            route_all(
+                server,
+                unavailable_presences(server, user, contact.as_str()),
+            )
+            .await;
         }
         let _ = server
             .store()
@@ -704,13 +688,9 @@ mod tests {
     fn res(jid: &str, available: bool, priority: i8) -> Resource {
         let (tx, _rx) = mpsc::channel(1);
         Resource {
-            jid: FullJid::new(jid).unwrap(),
-            session_id: 0,
-            tx,
             available,
             priority,
-            presence: None,
-            interested: false,
+            ..Resource::new(FullJid::new(jid).unwrap(), 0, tx)
         }
     }
 

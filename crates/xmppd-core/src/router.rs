@@ -30,6 +30,21 @@ pub struct Resource {
     pub interested: bool,
 }
 
+impl Resource {
+    /// A freshly bound resource: not yet available, priority 0, no roster interest.
+    pub fn new(jid: FullJid, session_id: u64, tx: mpsc::Sender<Outbound>) -> Self {
+        Resource {
+            jid,
+            session_id,
+            tx,
+            available: false,
+            priority: 0,
+            presence: None,
+            interested: false,
+        }
+    }
+}
+
 /// Why a stanza could not be queued for a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
@@ -155,16 +170,7 @@ mod tests {
 
     fn res(jid: &str, id: u64, cap: usize) -> (Resource, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(cap);
-        let r = Resource {
-            jid: FullJid::new(jid).unwrap(),
-            session_id: id,
-            tx,
-            available: false,
-            priority: 0,
-            presence: None,
-            interested: false,
-        };
-        (r, rx)
+        (Resource::new(FullJid::new(jid).unwrap(), id, tx), rx)
     }
 
     #[test]

@@ -269,15 +269,7 @@ impl Server {
         }
         let id = self.next_id();
         let (tx, rx) = mpsc::channel(queue_len.max(8));
-        let res = Resource {
-            jid: jid.clone(),
-            session_id: id,
-            tx,
-            available: false,
-            priority: 0,
-            presence: None,
-            interested: false,
-        };
+        let res = Resource::new(jid.clone(), id, tx);
         if let Some(old) = self.router.insert(res) {
             // RFC 6120 §7.7.2.2: the newest session wins; the old one is told why it ends.
             let _ = old.tx.try_send(Outbound::Close(

@@ -240,11 +240,16 @@ pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
 
 /// UTC time as XEP-0082 `CCYY-MM-DDThh:mm:ss.sssZ` from Unix milliseconds.
 pub fn xep82_datetime(unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
+    let (y, m, d, hh, mm, ss) = utc_fields(unix_ms.div_euclid(1000));
     let ms = unix_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil-from-days (proleptic Gregorian), valid for any i64 day count in range.
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
+}
+
+/// (year, month, day, hour, minute, second) in UTC of a Unix time in seconds, in the proleptic
+/// Gregorian calendar (civil-from-days over 400-year eras).
+pub fn utc_fields(unix_secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = unix_secs.div_euclid(86_400);
+    let sod = unix_secs.rem_euclid(86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -254,12 +259,7 @@ pub fn xep82_datetime(unix_ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60)
 }
 
 /// Milliseconds since the Unix epoch.
