@@ -254,6 +254,11 @@ async def login(
         await asyncio.wait_for(client.get_roster(), STEP)
     if presence:
         client.send_presence(ppriority=priority)
+        # A server handles one stream's stanzas in order, so once this ping is answered the
+        # presence has been processed and the resource is available: tests that send to it
+        # right away then test routing, not a race with the login.
+        pong = await client.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to=client.boundjid.domain)
+        assert pong.get("type") == "result", ET.tostring(pong)
     return client
 
 

@@ -5,7 +5,7 @@ ping (XEP-0199), software version (XEP-0092, no OS unless configured), last acti
 import base64
 import hashlib
 
-from clients import async_test, login, q
+from clients import async_test, login, q, stanza_error
 from conftest import PASSWORD
 from raw import STREAM_NS, RawClient
 
@@ -60,9 +60,10 @@ async def test_ping(server):
     alice = await login(server, "alice")
     reply = await alice.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to="localhost")
     assert reply.get("type") == "result"
-    # Pinging the server without a 'to' (it is then addressed to the account) also answers.
-    reply = await alice.iq("get", "<ping xmlns='urn:xmpp:ping'/>")
-    assert reply.get("type") in ("result", "error")
+    # An unknown payload to the server is answered with an error, not silence or a result.
+    reply = await alice.iq("get", "<nonsense xmlns='urn:example:nonsense'/>", to="localhost")
+    assert reply.get("type") == "error"
+    assert stanza_error(reply) in ("service-unavailable", "feature-not-implemented")
 
 
 @async_test()

@@ -95,3 +95,22 @@ async def test_offline_messages_survive_kill_9(server):
     bob = await login(server, "bob")
     message = await bob.expect_message("written to disk?", "alice@localhost")
     delay_of(message)
+
+
+@async_test(timeout=150)
+async def test_message_racing_initial_presence_is_not_stranded(server):
+    # A message that reaches the server around the recipient's initial presence is either
+    # delivered live or stored and then flushed by that presence — never left in storage
+    # until some later login. Repeated because the window is narrow.
+    alice = await login(server, "alice")
+    stranded = []
+    for i in range(15):
+        bob = await login(server, "bob", presence=False, roster=False)
+        bob.send_presence()
+        alice.chat("bob@localhost", f"race {i}")
+        try:
+            await bob.expect_message(f"race {i}", timeout=3)
+        except AssertionError:
+            stranded.append(i)
+        await bob.close()
+    assert not stranded, f"messages not delivered to the session that came online: {stranded}"

@@ -95,7 +95,7 @@ def test_repeated_failures_slow_down_then_disconnect(make_server):
     durations = []
     for _ in range(3):
         started = time.monotonic()
-        failure = client.auth_plain("alice", "wrong", )
+        failure = client.auth_plain("alice", "wrong")
         durations.append(time.monotonic() - started)
         assert failure.tag == q(SASL_NS, "failure")
         assert conditions(failure) == ["not-authorized"]

@@ -82,6 +82,7 @@ async def test_slixmpp_over_direct_tls(server):
 
 
 @pytest.mark.parametrize("port_kind", ["starttls", "direct"])
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 def test_tls_1_1_is_refused(server, port_kind):
     if not hasattr(ssl, "TLSVersion"):
         pytest.skip("this Python cannot choose TLS versions")
