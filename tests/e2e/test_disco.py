@@ -107,7 +107,8 @@ def caps_ver(info) -> str:
     for form in query.findall(q(DATA_NS, "x")):
         fields = {}
         for field in form.findall(q(DATA_NS, "field")):
-            fields[field.get("var")] = sorted(v.text or "" for v in field.findall(q(DATA_NS, "value")))
+            values = field.findall(q(DATA_NS, "value"))
+            fields[field.get("var")] = sorted(v.text or "" for v in values)
         form_type = fields.pop("FORM_TYPE", [""])[0]
         part = form_type + "<"
         for var in sorted(fields):

@@ -5,7 +5,7 @@ interested resource (§2.1.6)."""
 
 import asyncio
 
-from clients import ROSTER_NS, async_test, is_message, login, q
+from clients import ROSTER_NS, async_test, login, q
 
 A, B, C = "alice@localhost", "bob@localhost", "carol@localhost"
 

@@ -83,7 +83,8 @@ async def test_doctype_before_stream_header_is_restricted(server):
 async def test_oversized_stanza_before_auth(make_server):
     server = make_server(**LIMITS)
     client = tls_pre_auth(server)
-    client.send(f"<message to='bob@localhost'><body>{'x' * (PRE_AUTH_LIMIT + 1024)}</body></message>")
+    body = "x" * (PRE_AUTH_LIMIT + 1024)
+    client.send(f"<message to='bob@localhost'><body>{body}</body></message>")
     assert client.expect_stream_error() == "policy-violation"
     await assert_chat_works(server)
 

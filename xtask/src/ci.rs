@@ -5,6 +5,9 @@
 //! `pytest tests/e2e` against the freshly built debug binary. `--quick` skips fmt and clippy;
 //! arguments after `--` are handed to pytest (e.g. `cargo xtask ci --quick -- -k sasl`).
 //!
+//! Each step prints its name and duration; the last line is `e2e: N passed, N failed, N skipped`
+//! from pytest's JUnit report (written to `target/e2e-junit.xml`).
+//!
 //! It does not install Rust toolchains or system packages: a missing `python3` is reported,
 //! not fixed. The virtualenv is rebuilt only when `tests/e2e/requirements.txt` changes, so
 //! re-runs stay fast.
@@ -35,6 +38,7 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             Err(err) => {
                 print_summary(&timings);
+                print_e2e_counts(&root);
                 bail!(
                     "step `{}` failed after {}: {err:#}",
                     step.name,
@@ -45,6 +49,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     print_summary(&timings);
     println!("xtask ci: all {total} steps passed");
+    // Last on purpose: one plain "N passed, N failed" line sums up the end-to-end run.
+    print_e2e_counts(&root);
     Ok(())
 }
 
@@ -186,9 +192,13 @@ fn run_e2e(root: &Path, extra: &[String]) -> Result<()> {
             binary.display()
         );
     }
+    let junit = junit_path(root);
+    // A report left by an earlier run must not be mistaken for this one's.
+    let _ = std::fs::remove_file(&junit);
     let mut command = Command::new(venv_python(root));
     command
         .args(["-m", "pytest", "-q", "tests/e2e"])
+        .arg(format!("--junitxml={}", junit.display()))
         .args(extra)
         .env("XMPPD_BIN", &binary)
         .current_dir(root);
@@ -262,6 +272,63 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
+fn junit_path(root: &Path) -> PathBuf {
+    target_dir(root).join("e2e-junit.xml")
+}
+
+/// Prints `e2e: N passed, N failed, N skipped` from pytest's JUnit report, if there is one.
+fn print_e2e_counts(root: &Path) {
+    let Ok(report) = std::fs::read_to_string(junit_path(root)) else {
+        return;
+    };
+    if let Some(counts) = E2eCounts::from_junit(&report) {
+        println!(
+            "e2e: {} passed, {} failed, {} skipped",
+            counts.passed, counts.failed, counts.skipped
+        );
+    }
+}
+
+/// Test outcomes summed over the `<testsuite>` elements of a JUnit XML report.
+#[derive(Debug, PartialEq, Eq)]
+struct E2eCounts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+impl E2eCounts {
+    fn from_junit(report: &str) -> Option<Self> {
+        let mut total = E2eCounts {
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+        };
+        let mut found = false;
+        for (index, _) in report.match_indices("<testsuite ") {
+            let tag = &report[index..];
+            let tag = &tag[..tag.find('>')?];
+            let number = |name: &str| attribute(tag, name).and_then(|v| v.parse::<u64>().ok());
+            let tests = number("tests")?;
+            let failed = number("failures").unwrap_or(0) + number("errors").unwrap_or(0);
+            let skipped = number("skipped").unwrap_or(0);
+            total.passed += tests.saturating_sub(failed + skipped);
+            total.failed += failed;
+            total.skipped += skipped;
+            found = true;
+        }
+        found.then_some(total)
+    }
+}
+
+/// The value of `name="…"` inside one start tag (JUnit reports use double quotes).
+fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let needle = format!(" {name}=\"");
+    let start = tag.find(&needle)? + needle.len();
+    let len = tag[start..].find('"')?;
+    Some(&tag[start..start + len])
+}
+
 fn venv_python(root: &Path) -> PathBuf {
     root.join(".venv").join("bin").join("python")
 }
@@ -324,6 +391,24 @@ mod tests {
     fn unknown_option_is_rejected() {
         let err = Options::parse(&args(&["--fast"])).expect_err("must fail");
         assert!(err.to_string().contains("--fast"), "{err}");
+    }
+
+    #[test]
+    fn junit_counts_are_summed_per_suite() {
+        let report = r#"<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">
+            <testsuite name="pytest" errors="1" failures="2" skipped="3" tests="10" time="1.0">
+            <testcase name="a"/></testsuite>
+            <testsuite name="more" failures="0" tests="4" errors="0"></testsuite></testsuites>"#;
+        assert_eq!(
+            E2eCounts::from_junit(report),
+            Some(E2eCounts {
+                passed: 8,
+                failed: 3,
+                skipped: 3
+            })
+        );
+        assert_eq!(E2eCounts::from_junit("<testsuites></testsuites>"), None);
+        assert_eq!(E2eCounts::from_junit(r#"<testsuite tests="x">"#), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) fn modules() -> Vec<Arc<dyn Module>> {
         Arc::new(Ping),
         Arc::new(Version),
         Arc::new(Last),
-        Arc::new(Offline),
+        Arc::new(Offline::new()),
     ]
 }
 
@@ -284,9 +284,68 @@ impl Module for Last {
 /// XEP-0160: messages for an account with no available session are stored durably (before the
 /// sender's stanza is considered accepted) and delivered, with `<delay/>`, on the next available
 /// presence of non-negative priority.
-struct Offline;
+///
+/// A message stored just as its recipient comes online must not wait for the next login: after
+/// storing, the sender's path checks for an available resource and flushes too. Flushes of one
+/// account are serialised (striped locks), and each removes what it delivered, so every stored
+/// message is delivered exactly once whichever path gets there first.
+struct Offline {
+    flush_locks: Vec<tokio::sync::Mutex<()>>,
+}
 
 impl Offline {
+    const STRIPES: usize = 64;
+
+    fn new() -> Self {
+        Offline {
+            flush_locks: (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// Delivers every stored message of `user` to `targets`, then removes what was delivered.
+    async fn flush(&self, server: &Arc<Server>, user: &jid::BareJid, targets: &[FullJid]) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        let _guard = self.flush_locks[(h.finish() as usize) % Self::STRIPES]
+            .lock()
+            .await;
+        let uref = user_ref(user);
+        let msgs = match server.store().offline_messages(&uref).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "offline read failed");
+                return;
+            }
+        };
+        let mut last = None;
+        'messages: for m in &msgs {
+            match m.xml.parse::<Element>() {
+                Ok(el) => {
+                    let el = Arc::new(el);
+                    let mut delivered = false;
+                    for t in targets {
+                        delivered |= server.try_deliver(t, el.clone()).is_ok();
+                    }
+                    if !delivered {
+                        break 'messages;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
+                }
+            }
+            last = Some(m.id);
+        }
+        if let Some(id) = last {
+            if let Err(e) = server.store().remove_offline(&uref, id).await {
+                tracing::error!(error = %e, "offline cleanup failed");
+            }
+        }
+    }
+
     fn worth_storing(msg: &Element) -> bool {
         if msg.has_child("no-store", stanza::NS_HINTS) {
             return false;
@@ -333,7 +392,14 @@ impl Module for Offline {
             .push_offline(&user_ref(&bare), now, &xml, server.config().offline_max)
             .await
         {
-            Ok(true) => Ok(true),
+            Ok(true) => {
+                // The recipient may have come online while this was being stored.
+                let targets = crate::im::message_targets(&server.router().resources(&bare), "chat");
+                if !targets.is_empty() {
+                    self.flush(server, &bare, &targets).await;
+                }
+                Ok(true)
+            }
             Ok(false) => Err(StanzaError::with_text(
                 Condition::ServiceUnavailable,
                 "offline storage full",
@@ -346,33 +412,8 @@ impl Module for Offline {
     }
 
     async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
-        let user = user_ref(&jid.to_bare());
-        let msgs = match server.store().offline_messages(&user).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "offline read failed");
-                return;
-            }
-        };
-        let mut last = None;
-        for m in &msgs {
-            match m.xml.parse::<Element>() {
-                Ok(el) => {
-                    if !server.deliver_to(jid, el) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
-                }
-            }
-            last = Some(m.id);
-        }
-        if let Some(id) = last {
-            if let Err(e) = server.store().remove_offline(&user, id).await {
-                tracing::error!(error = %e, "offline cleanup failed");
-            }
-        }
+        self.flush(server, &jid.to_bare(), std::slice::from_ref(jid))
+            .await;
     }
 }
 
