@@ -9,7 +9,6 @@ use base64::Engine as _;
 use jid::{FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
-use xmppd_storage::{RosterItem, Subscription};
 
 use crate::module::{IqKind, IqRequest, IqResponse, Module};
 use crate::server::{user_ref, Server};
@@ -52,22 +51,10 @@ pub(crate) async fn record_last_activity(server: &Server, user: &jid::BareJid, s
     }
 }
 
-/// Whether `from` may see presence-like facts of the account `to` (self, or subscribed).
-async fn is_trusted(server: &Server, from: &Jid, to: &Jid) -> bool {
-    let to_bare = to.to_bare();
-    if from.to_bare() == to_bare {
-        return true;
-    }
-    matches!(
-        server
-            .store()
-            .roster_item(&user_ref(&to_bare), from.to_bare().as_str())
-            .await,
-        Ok(Some(RosterItem {
-            subscription: Subscription::From | Subscription::Both,
-            ..
-        }))
-    )
+/// Whether `from` may see presence-like facts of the account `to` (self, subscribed, or a
+/// shared group member).
+async fn is_trusted(server: &Arc<Server>, from: &Jid, to: &Jid) -> bool {
+    crate::im::shares_presence(server, &to.to_bare(), &from.to_bare()).await
 }
 
 fn identity(category: &str, kind: &str, name: Option<&str>) -> Element {

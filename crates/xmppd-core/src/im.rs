@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use xmppd_storage::{RosterItem, Subscription, UserRef};
+use xmppd_storage::{RosterItem, Subscription};
 
 use crate::module::IqKind;
 use crate::router::Resource;
@@ -59,14 +59,51 @@ fn priority_of(p: &Element) -> i8 {
         .unwrap_or(0)
 }
 
-async fn roster(server: &Arc<Server>, user: &UserRef) -> Vec<RosterItem> {
-    match server.store().roster(user).await {
+/// The stored roster of `user` merged with the items modules contribute (shared groups).
+/// A contributed contact counts as a mutual subscription; a stored item for the same contact
+/// keeps its name and groups but is upgraded to `both`.
+pub(crate) async fn effective_roster(server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
+    let mut items = match server.store().roster(&user_ref(user)).await {
         Ok((_, items)) => items,
         Err(e) => {
             tracing::error!(error = %e, "roster read failed");
             Vec::new()
         }
+    };
+    for m in server.modules() {
+        for extra in m.roster_items(server, user).await {
+            if extra.jid == user.as_str() {
+                continue;
+            }
+            match items.iter_mut().find(|i| i.jid == extra.jid) {
+                Some(it) => {
+                    it.subscription = Subscription::Both;
+                    it.ask = false;
+                }
+                None => items.push(RosterItem {
+                    subscription: Subscription::Both,
+                    ..extra
+                }),
+            }
+        }
     }
+    items
+}
+
+/// Whether `contact` may receive `user`'s presence: `user` itself, a contact with a `from` or
+/// `both` subscription, or a member of a shared group.
+pub(crate) async fn shares_presence(
+    server: &Arc<Server>,
+    user: &BareJid,
+    contact: &BareJid,
+) -> bool {
+    if contact == user {
+        return true;
+    }
+    effective_roster(server, user).await.iter().any(|i| {
+        i.jid == contact.as_str()
+            && matches!(i.subscription, Subscription::From | Subscription::Both)
+    })
 }
 
 /// Presence sent by a client session.
@@ -109,7 +146,7 @@ pub(crate) async fn presence_from_client(
                 r.priority = prio;
                 r.presence = Some(shared.clone());
             });
-            let items = roster(server, &uref).await;
+            let items = effective_roster(server, &user).await;
             for it in items
                 .iter()
                 .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
@@ -167,7 +204,7 @@ pub(crate) async fn presence_from_client(
                 r.available = false;
                 r.presence = None;
             });
-            let items = roster(server, &uref).await;
+            let items = effective_roster(server, &user).await;
             let mut sent: Vec<Jid> = Vec::new();
             for it in items
                 .iter()
@@ -422,17 +459,7 @@ pub(crate) async fn presence_to_account(server: &Arc<Server>, pres: Element, to:
             Err(_) => to_available(server, &user, &pres),
         },
         Some("probe") => {
-            let allowed = contact == user
-                || matches!(
-                    server
-                        .store()
-                        .roster_item(&user_ref(&user), contact.as_str())
-                        .await,
-                    Ok(Some(RosterItem {
-                        subscription: Subscription::From | Subscription::Both,
-                        ..
-                    }))
-                );
+            let allowed = shares_presence(server, &user, &contact).await;
             if !allowed {
                 return;
             }
@@ -559,8 +586,20 @@ pub(crate) async fn roster_iq(
                 .router()
                 .update(&session.jid, session.id, &mut |r| r.interested = true);
             match server.store().roster(&uref).await {
-                Ok((ver, items)) => {
-                    let ver_s = ver.to_string();
+                Ok((ver, stored)) => {
+                    let items = effective_roster(server, &user).await;
+                    // Contributed (shared) items change without a stored version bump: fold
+                    // them into the version string so a client's cached copy is invalidated.
+                    let ver_s = if items == stored {
+                        ver.to_string()
+                    } else {
+                        use std::hash::{Hash, Hasher};
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        for it in &items {
+                            (&it.jid, &it.name, it.subscription.as_str(), &it.groups).hash(&mut h);
+                        }
+                        format!("{ver}-{:x}", h.finish())
+                    };
                     if query.attr("ver") == Some(ver_s.as_str()) {
                         // §2.6.3: unchanged since the client's version: empty result, pushes follow.
                         Ok(None)

@@ -9,8 +9,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use xmppd_storage::RosterItem;
 
 use crate::server::Server;
 use crate::stanza::{Condition, StanzaError};
@@ -105,6 +106,13 @@ pub trait Module: Send + Sync {
     ) -> Result<bool, StanzaError> {
         let _ = (server, msg);
         Ok(false)
+    }
+
+    /// Roster items this module adds to `user`'s roster (shared roster groups): shown in roster
+    /// results and treated as mutual subscriptions for presence, without being stored.
+    async fn roster_items(&self, server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
+        let _ = (server, user);
+        Vec::new()
     }
 
     /// A session became available (first available presence with non-negative priority).

@@ -6,9 +6,9 @@
 //! decides by the `to` domain: a served host (accounts and the server itself), a component's
 //! subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use jid::{BareJid, FullJid, Jid};
@@ -49,6 +49,8 @@ pub struct CoreConfig {
     pub show_os: bool,
     /// Resources one account may bind at once.
     pub max_resources_per_user: usize,
+    /// Administrators named in the configuration (bare JIDs).
+    pub admins: Vec<String>,
 }
 
 impl Default for CoreConfig {
@@ -59,6 +61,7 @@ impl Default for CoreConfig {
             offline_max: 1000,
             show_os: false,
             max_resources_per_user: 16,
+            admins: Vec::new(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl ServerBuilder {
             caps_ver,
             next_id: AtomicU64::new(1),
             started: Instant::now(),
+            dynamic_admins: RwLock::new(HashSet::new()),
         })
     }
 }
@@ -161,7 +165,12 @@ pub struct Server {
     caps_ver: String,
     next_id: AtomicU64,
     started: Instant,
+    /// Administrators from a directory (e.g. an LDAP group), refreshed by their provider.
+    dynamic_admins: RwLock<HashSet<BareJid>>,
 }
+
+/// The user-data key marking an account as disabled (XEP-0133 disable-user).
+pub const DISABLED_KEY: &str = "xmppd:disabled";
 
 impl Server {
     pub fn builder(config: CoreConfig, store: Arc<dyn Store>) -> ServerBuilder {
@@ -193,6 +202,88 @@ impl Server {
 
     pub fn router(&self) -> &Arc<dyn Router> {
         &self.router
+    }
+
+    /// Whether `jid` administers this server: listed in the configuration, or in the directory
+    /// set last given to [`Server::set_dynamic_admins`].
+    pub fn is_admin(&self, jid: &BareJid) -> bool {
+        self.config
+            .admins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(jid.as_str()))
+            || self
+                .dynamic_admins
+                .read()
+                .map(|s| s.contains(jid))
+                .unwrap_or(false)
+    }
+
+    /// Replaces the administrators that come from a directory (the configured ones stay).
+    pub fn set_dynamic_admins(&self, admins: HashSet<BareJid>) {
+        if let Ok(mut s) = self.dynamic_admins.write() {
+            *s = admins;
+        }
+    }
+
+    /// Whether the account is disabled (it may not bind a session).
+    pub async fn is_disabled(&self, user: &BareJid) -> bool {
+        matches!(
+            self.store.get_data(&user_ref(user), DISABLED_KEY).await,
+            Ok(Some(_))
+        )
+    }
+
+    /// Disables or re-enables an account; disabling also ends its sessions.
+    pub async fn set_disabled(
+        &self,
+        user: &BareJid,
+        disabled: bool,
+    ) -> Result<(), xmppd_storage::StorageError> {
+        let uref = user_ref(user);
+        if disabled {
+            self.store.set_data(&uref, DISABLED_KEY, "1").await?;
+            self.end_sessions(
+                user,
+                StreamErrorCondition::NotAuthorized,
+                Some("Account disabled"),
+            );
+        } else {
+            self.store.remove_data(&uref, DISABLED_KEY).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of `user` with a stream error; returns how many there were.
+    pub fn end_sessions(
+        &self,
+        user: &BareJid,
+        cond: StreamErrorCondition,
+        text: Option<&str>,
+    ) -> usize {
+        let resources = self.router.resources(user);
+        for r in &resources {
+            let _ =
+                r.tx.try_send(Outbound::Close(cond, text.map(str::to_owned)));
+        }
+        resources.len()
+    }
+
+    /// Full JIDs of every session bound on this server.
+    pub fn online(&self) -> Vec<FullJid> {
+        self.router.all()
+    }
+
+    /// Sends a copy of `stanza` to every bound session (addressed to each), e.g. an
+    /// administrator's announcement. Returns how many sessions took it.
+    pub fn broadcast(&self, stanza: &Element) -> usize {
+        self.online()
+            .into_iter()
+            .filter(|jid| {
+                let mut s = stanza.clone();
+                stanza::set_attr(&mut s, "to", jid.to_string());
+                self.deliver_to(jid, s)
+            })
+            .count()
     }
 
     /// Seconds since the server started.
@@ -262,6 +353,9 @@ impl Server {
         let jid = user
             .with_resource_str(&resource)
             .map_err(|_| BindError::BadRequest)?;
+        if self.is_disabled(&user).await {
+            return Err(BindError::NotAllowed);
+        }
         let existing = self.router.resources(&user);
         let replaces = existing.iter().any(|r| r.jid == jid);
         if !replaces && existing.len() >= self.config.max_resources_per_user {

@@ -407,3 +407,113 @@ async fn roster_versioning_and_disco() {
         Some("error")
     );
 }
+
+/// A module contributing a shared group: everyone sees everyone else.
+struct EveryoneShared(Vec<&'static str>);
+
+#[async_trait::async_trait]
+impl xmppd_core::module::Module for EveryoneShared {
+    fn name(&self) -> &'static str {
+        "test-shared"
+    }
+
+    async fn roster_items(
+        &self,
+        _server: &Arc<Server>,
+        _user: &BareJid,
+    ) -> Vec<xmppd_storage::RosterItem> {
+        self.0
+            .iter()
+            .map(|u| xmppd_storage::RosterItem {
+                jid: format!("{u}@localhost"),
+                groups: vec!["Staff".into()],
+                ..Default::default()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn shared_roster_items_carry_presence_without_subscription() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob"] {
+        store
+            .create_user(&UserRef::new(u, "localhost"), &[])
+            .await
+            .unwrap();
+    }
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(Arc::new(EveryoneShared(vec!["alice", "bob"])))
+        .build();
+    let mut b = login(&server, "bob", "phone").await;
+    b.send(&server, &format!("<presence {}/>", ns())).await;
+    b.drain();
+    let mut a = login(&server, "alice", "pc").await;
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    a.send(&server, &format!("<presence {}/>", ns())).await;
+    let got = a.drain();
+    let roster = got.iter().find(|e| e.attr("id") == Some("r")).unwrap();
+    let items: Vec<_> = roster.children().next().unwrap().children().collect();
+    assert_eq!(items.len(), 1, "own JID is not listed: {items:?}");
+    assert_eq!(items[0].attr("jid"), Some("bob@localhost"));
+    assert_eq!(items[0].attr("subscription"), Some("both"));
+    let p = find(&got, "presence", None).expect("bob's presence answers alice's probe");
+    assert_eq!(p.attr("from"), Some("bob@localhost/phone"));
+    let got_b = b.drain();
+    assert!(
+        find(&got_b, "presence", None).is_some(),
+        "alice's presence reaches bob"
+    );
+}
+
+#[tokio::test]
+async fn disabled_account_cannot_bind_and_loses_sessions() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let alice = BareJid::new("alice@localhost").unwrap();
+    server.set_disabled(&alice, true).await.unwrap();
+    let got = a.drain();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name(), "not-authorized");
+    let r = server
+        .bind(alice.clone(), Some("x"), SessionInfo::default(), 8)
+        .await;
+    assert_eq!(r.err(), Some(xmppd_core::BindError::NotAllowed));
+    server.set_disabled(&alice, false).await.unwrap();
+    assert!(server
+        .bind(alice, Some("x"), SessionInfo::default(), 8)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_session_and_admins_are_recognised() {
+    let cfg = CoreConfig {
+        admins: vec!["alice@localhost".into()],
+        ..CoreConfig::default()
+    };
+    let server = setup(&["alice", "bob"], cfg).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut b = login(&server, "bob", "phone").await;
+    let mut msg = Element::bare("message", "jabber:client");
+    msg.append_child(
+        Element::builder("body", "jabber:client")
+            .append("maintenance")
+            .build(),
+    );
+    assert_eq!(server.broadcast(&msg), 2);
+    assert_eq!(a.drain()[0].attr("to"), Some("alice@localhost/pc"));
+    assert_eq!(b.drain()[0].attr("to"), Some("bob@localhost/phone"));
+    let bob = BareJid::new("bob@localhost").unwrap();
+    assert!(server.is_admin(&BareJid::new("alice@localhost").unwrap()));
+    assert!(!server.is_admin(&bob));
+    server.set_dynamic_admins([bob.clone()].into_iter().collect());
+    assert!(server.is_admin(&bob));
+}
