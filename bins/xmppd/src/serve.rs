@@ -60,6 +60,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         offline_max: config.offline_max_per_user,
         show_os: server_cfg.show_os,
         max_resources_per_user: config.resources_max_per_user,
+        ..CoreConfig::default()
     };
     let server = Server::builder(core_config, store.clone()).build();
 
