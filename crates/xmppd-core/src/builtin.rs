@@ -111,16 +111,34 @@ impl Module for Disco {
         if req.to.node().is_none() {
             if info {
                 let caps_node = format!("{CAPS_NODE}#{}", server.caps_ver());
-                if node.is_some_and(|n| n != caps_node) {
-                    return Err(StanzaError::new(Condition::ItemNotFound));
+                match node {
+                    None => {}
+                    Some(n) if n == caps_node => {}
+                    Some(n) => {
+                        for m in server.modules() {
+                            if let Some(q) = m.disco_info(server, &req.from, n).await {
+                                return Ok(Some(q));
+                            }
+                        }
+                        return Err(StanzaError::new(Condition::ItemNotFound));
+                    }
                 }
                 let id = identity("server", "im", Some("xmppd"));
                 return Ok(Some(features_query(node, id, server.server_features())));
             }
-            if node.is_some() {
+            let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
+            if let Some(n) = node {
+                for m in server.modules() {
+                    if let Some(items) = m.disco_items(server, &req.from, Some(n)).await {
+                        stanza::set_attr(&mut q, "node", n);
+                        for it in items {
+                            q.append_child(it);
+                        }
+                        return Ok(Some(q));
+                    }
+                }
                 return Err(StanzaError::new(Condition::ItemNotFound));
             }
-            let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
             let mut comps: Vec<_> = server.component_domains().collect();
             comps.sort_by(|a, b| a.0.cmp(b.0));
             for (domain, c) in comps {
@@ -129,6 +147,15 @@ impl Module for Disco {
                     stanza::NS_DISCO_ITEMS,
                     &[("jid", domain), ("name", c.name())],
                 ));
+            }
+            for m in server.modules() {
+                for it in m
+                    .disco_items(server, &req.from, None)
+                    .await
+                    .unwrap_or_default()
+                {
+                    q.append_child(it);
+                }
             }
             return Ok(Some(q));
         }

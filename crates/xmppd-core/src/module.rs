@@ -108,6 +108,25 @@ pub trait Module: Send + Sync {
         Ok(false)
     }
 
+    /// disco#items of a served domain: for `node == None` the items this module adds to the
+    /// domain's list; for a node, `Some(items)` if this module owns the node (e.g. the ad-hoc
+    /// command list), `None` otherwise.
+    async fn disco_items(
+        &self,
+        server: &Arc<Server>,
+        from: &Jid,
+        node: Option<&str>,
+    ) -> Option<Vec<Element>> {
+        let _ = (server, from, node);
+        None
+    }
+
+    /// disco#info of a node of a served domain: the whole `<query/>` if this module owns it.
+    async fn disco_info(&self, server: &Arc<Server>, from: &Jid, node: &str) -> Option<Element> {
+        let _ = (server, from, node);
+        None
+    }
+
     /// Roster items this module adds to `user`'s roster (shared roster groups): shown in roster
     /// results and treated as mutual subscriptions for presence, without being stored.
     async fn roster_items(&self, server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
