@@ -70,6 +70,9 @@ usage: cargo xtask bench [options]
   --payload BYTES   extra filler bytes in each message body (default 0)
   --sasl MECH       plain or scram-sha-256 (default plain)
   --server PATH     use this xmppd binary instead of building target/release/xmppd
+  --muc             chat room fan-out: every client joins one room and sends groupchat
+                    messages (open loop, default --rate 1); each delivery is counted
+  --occupants N     with --muc: occupants of the room (default 100)
   --json            also print the results as one JSON object
   --markdown        write the results into docs/BENCHMARKS.md
   -h, --help        this text
@@ -149,6 +152,8 @@ struct Options {
     server: Option<PathBuf>,
     json: bool,
     markdown: bool,
+    /// Clients share one chat room instead of talking in pairs.
+    muc: bool,
 }
 
 /// How clients authenticate. PLAIN by default: the message phase is what is measured, and
@@ -180,6 +185,7 @@ impl Default for Options {
             server: None,
             json: false,
             markdown: false,
+            muc: false,
         }
     }
 }
@@ -190,6 +196,13 @@ impl Options {
             Some(rate) => format!("open loop, {rate} msg/s per client"),
             None => format!("closed loop, {} in flight per client", self.in_flight),
         };
+        if self.muc {
+            return format!(
+                "MUC fan-out: {} occupants in one room, {load}; SASL {}",
+                self.clients,
+                self.sasl.name()
+            );
+        }
         format!("{load}; SASL {}", self.sasl.name())
     }
 }
@@ -197,6 +210,7 @@ impl Options {
 /// `Ok(None)` when help was asked for.
 fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut opts = Options::default();
+    let mut occupants: Option<usize> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -231,10 +245,24 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--server" => opts.server = Some(PathBuf::from(value(flag)?)),
             "--json" => opts.json = true,
             "--markdown" => opts.markdown = true,
+            "--muc" => opts.muc = true,
+            "--occupants" => occupants = Some(parse_num(&value(flag)?, flag)?),
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
     }
-    if opts.clients < 2 || opts.clients % 2 != 0 {
+    if opts.muc {
+        opts.clients = occupants.unwrap_or(100);
+        // Closed loop would multiply: every occupant receives every message.
+        opts.rate.get_or_insert(1.0);
+        if opts.markdown {
+            bail!("--markdown writes the one-to-one results; copy the MUC table by hand");
+        }
+        if !(2..=10_000).contains(&opts.clients) {
+            bail!("--occupants must be between 2 and 10000");
+        }
+    } else if occupants.is_some() {
+        bail!("--occupants needs --muc");
+    } else if opts.clients < 2 || opts.clients % 2 != 0 {
         bail!("--clients must be an even number of at least 2 (clients talk in pairs)");
     }
     if opts.duration.is_zero() || opts.duration > Duration::from_secs(3600) {
@@ -340,7 +368,8 @@ fn write_config(dir: &Path) -> Result<PathBuf> {
 fn config_text(data_dir: &Path) -> String {
     format!(
         "[server]\nhosts = [\"{DOMAIN}\"]\ndata_dir = {}\n\n[c2s]\n\
-         starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n",
+         starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n\n\
+         [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n",
         toml_string(&data_dir.to_string_lossy())
     )
 }
@@ -613,7 +642,10 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
 
     eprintln!("bench: logging in {} clients", opts.clients);
     let login_started = Instant::now();
-    let sessions = login_all(addr, opts.clients, opts.sasl).await?;
+    let mut sessions = login_all(addr, opts.clients, opts.sasl).await?;
+    if opts.muc {
+        sessions = join_room(sessions).await?;
+    }
     let login_secs = login_started.elapsed().as_secs_f64();
     eprintln!("bench: {} sessions up in {login_secs:.2}s", sessions.len());
     tokio::time::sleep(SETTLE_TIME).await;
@@ -632,11 +664,16 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
     let run_started = Instant::now();
     let mut tasks = Vec::with_capacity(sessions.len());
     for (i, session) in sessions.into_iter().enumerate() {
-        let peer = jids[i ^ 1].clone();
+        let (peer, fan_out) = if opts.muc {
+            (BENCH_ROOM.to_owned(), jids.len() as u64)
+        } else {
+            (jids[i ^ 1].clone(), 1)
+        };
         let ctx = ConnCtx {
             shared: shared.clone(),
             phase: phase_rx.clone(),
             peer,
+            fan_out,
             rate: opts.rate,
             in_flight: opts.in_flight,
             padding: body_padding.clone(),
@@ -668,7 +705,10 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
         match tokio::time::timeout_at(close_deadline, task).await {
             Ok(Ok(Ok(stats))) => {
                 latencies.extend_from_slice(&stats.latencies);
-                reordered += stats.reordered;
+                // Several senders share a room: one sequence per connection means nothing there.
+                if !opts.muc {
+                    reordered += stats.reordered;
+                }
                 error_stanzas += stats.error_stanzas;
             }
             Ok(Ok(Err(err))) => {
@@ -737,6 +777,76 @@ async fn login_all(addr: SocketAddr, count: usize, sasl: Sasl) -> Result<Vec<Ses
         sessions.push(task.await.context("login task died")??);
     }
     Ok(sessions)
+}
+
+/// The room of the MUC mode.
+const BENCH_ROOM: &str = "bench@conference.localhost";
+
+/// MUC mode: the first session creates and configures the room (instant room, no message
+/// limit), then every other one joins; returns once each has seen its own presence.
+async fn join_room(sessions: Vec<Session>) -> Result<Vec<Session>> {
+    let mut it = sessions.into_iter().enumerate();
+    let Some((_, first)) = it.next() else {
+        return Ok(Vec::new());
+    };
+    let mut owner = enter_room(first, 0).await.context("creating the room")?;
+    let form = "<query xmlns='http://jabber.org/protocol/muc#owner'>\
+                <x xmlns='jabber:x:data' type='submit'/></query>";
+    owner
+        .tls
+        .write_all(format!("<iq type='set' id='cfg' to='{BENCH_ROOM}'>{form}</iq>").as_bytes())
+        .await?;
+    wait_for(&mut owner, |el| {
+        el.name() == "iq" && el.attr("id") == Some("cfg")
+    })
+    .await
+    .context("configuring the room")?;
+    let mut joined = vec![owner];
+    let gate = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
+    let mut tasks = Vec::new();
+    for (i, s) in it {
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            enter_room(s, i).await
+        }));
+    }
+    for t in tasks {
+        joined.push(t.await.context("join task died")??);
+    }
+    eprintln!("bench: {} occupants in {BENCH_ROOM}", joined.len());
+    Ok(joined)
+}
+
+async fn enter_room(mut s: Session, index: usize) -> Result<Session> {
+    let me = format!("{BENCH_ROOM}/u{index}");
+    let join = format!(
+        "<presence to='{me}'><x xmlns='http://jabber.org/protocol/muc'>\
+         <history maxstanzas='0'/></x></presence>"
+    );
+    s.tls.write_all(join.as_bytes()).await?;
+    tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        wait_for(&mut s, |el| {
+            el.name() == "presence" && el.attr("from") == Some(me.as_str())
+        }),
+    )
+    .await
+    .map_err(|_| anyhow!("joining {me} timed out"))??;
+    Ok(s)
+}
+
+/// Reads until an element matching `want` arrives (others are dropped); errors end the wait.
+async fn wait_for(s: &mut Session, want: impl Fn(&Element) -> bool) -> Result<Element> {
+    loop {
+        let el = next_element(&mut s.tls, &mut s.framer, &mut vec![0u8; 16 * 1024]).await?;
+        if el.attr("type") == Some("error") && el.name() != "message" {
+            bail!("<{}/> error from {:?}", el.name(), el.attr("from"));
+        }
+        if want(&el) {
+            return Ok(el);
+        }
+    }
 }
 
 /// Direct TLS, SASL PLAIN, stream restart, resource binding, initial presence.
@@ -942,7 +1052,10 @@ fn plain_initial_response(user: &str, password: &str) -> String {
 struct ConnCtx {
     shared: Arc<Shared>,
     phase: watch::Receiver<Phase>,
+    /// A peer's JID, or the room's in MUC mode.
     peer: String,
+    /// Deliveries one sent message makes: 1, or every occupant of the room.
+    fan_out: u64,
     rate: Option<f64>,
     in_flight: usize,
     padding: String,
@@ -1047,10 +1160,11 @@ async fn exchange(session: Session, mut ctx: ConnCtx) -> Result<ConnStats> {
 fn push_message(out: &mut Vec<u8>, to: &str, seq: &mut u64, ctx: &ConnCtx) {
     let body = encode_body(*seq, ctx.shared.now_ns(), &ctx.padding);
     *seq += 1;
-    ctx.shared.sent.fetch_add(1, Ordering::Relaxed);
+    ctx.shared.sent.fetch_add(ctx.fan_out, Ordering::Relaxed);
+    let kind = if ctx.fan_out > 1 { "groupchat" } else { "chat" };
     let _ = write!(
         VecWriter(out),
-        "<message to='{to}' type='chat'><body>{body}</body></message>"
+        "<message to='{to}' type='{kind}'><body>{body}</body></message>"
     );
 }
 
@@ -1567,6 +1681,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(opts.sasl, Sasl::ScramSha256);
+        // MUC mode: any occupant count, open loop by default.
+        let opts = parse_args(&args(&["--muc", "--occupants", "7"]))
+            .unwrap()
+            .unwrap();
+        assert!(opts.muc);
+        assert_eq!((opts.clients, opts.rate), (7, Some(1.0)));
     }
 
     #[test]
@@ -1584,6 +1704,9 @@ mod tests {
             &["--frobnicate"],
             &["--sasl", "digest-md5"],
             &["stray"],
+            &["--occupants", "10"],
+            &["--muc", "--occupants", "1"],
+            &["--muc", "--markdown"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }
@@ -1705,6 +1828,7 @@ mod tests {
             shared: shared.clone(),
             phase: rx,
             peer: "bench1@localhost/bench".into(),
+            fan_out: 1,
             rate: None,
             in_flight: 1,
             padding: String::new(),

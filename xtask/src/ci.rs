@@ -8,8 +8,9 @@
 //! Each step prints its name and duration; the last line is `e2e: N passed, N failed, N skipped`
 //! from pytest's JUnit report (written to `target/e2e-junit.xml`).
 //!
-//! It does not install Rust toolchains or system packages: a missing `python3` is reported,
-//! not fixed. The virtualenv is rebuilt only when `tests/e2e/requirements.txt` changes, so
+//! It does not install Rust toolchains or system packages, with one exception: the LDAP tests
+//! need a real `slapd`, installed from the Debian packages `slapd ldap-utils` when it is
+//! missing. A missing `python3` is reported, not fixed. The virtualenv is rebuilt only when `tests/e2e/requirements.txt` changes, so
 //! re-runs stay fast.
 
 use std::ffi::OsString;
@@ -120,6 +121,10 @@ fn plan(root: &Path, options: &Options) -> Vec<Step> {
         "cargo test --workspace",
         &["test", "--workspace"],
     ));
+    steps.push(Step {
+        name: "slapd for the LDAP e2e tests",
+        action: Box::new(ensure_slapd),
+    });
     let venv_root = root.to_path_buf();
     steps.push(Step {
         name: "python venv for e2e tests",
@@ -144,6 +149,30 @@ fn cargo_step(root: &Path, name: &'static str, args: &'static [&'static str]) ->
             run_command(&mut command)
         }),
     }
+}
+
+/// Installs `slapd` and `ldap-utils` with apt-get unless `slapd` and `ldapadd` are found: the
+/// LDAP end-to-end tests start a real directory server.
+fn ensure_slapd() -> Result<()> {
+    let found = |tool: &str| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+            .any(|dir| dir.join(tool).is_file())
+    };
+    if found("slapd") && found("ldapadd") {
+        println!("    slapd and ldap-utils are installed");
+        return Ok(());
+    }
+    let hint = "the LDAP tests need the Debian packages slapd and ldap-utils \
+                (as root: apt-get update && apt-get install -y slapd ldap-utils)";
+    run_command(Command::new("apt-get").arg("update")).with_context(|| hint)?;
+    run_command(
+        Command::new("apt-get")
+            .args(["install", "-y", "slapd", "ldap-utils"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| hint)
 }
 
 /// Creates `.venv` and installs `tests/e2e/requirements.txt` unless a stamp file shows the

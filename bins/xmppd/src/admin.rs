@@ -1,8 +1,11 @@
-//! Administration commands: accounts and the list of live sessions.
+//! Administration commands: accounts, live sessions, announcements and the message of the day.
 //!
-//! They open the server's SQLite file directly, which is safe while the server runs (WAL mode,
-//! one writer at a time with a busy timeout). They do not talk to the running server: a session
-//! of a deleted account stays connected until it ends.
+//! Account commands open the server's SQLite file directly, which is safe while the server runs
+//! (WAL mode, one writer at a time with a busy timeout); they do not talk to the running server,
+//! so a session of a deleted account stays connected until it ends. `broadcast`, `kick`, `motd`
+//! and `sessions` talk to the running server over its admin socket (`crate::admin_socket`);
+//! without a running server, `motd` changes the stored message and `sessions` reads the
+//! database.
 
 use std::future::Future;
 use std::io::BufRead;
@@ -10,9 +13,9 @@ use std::sync::Arc;
 
 use xmppd_auth::{AuthBackend, AuthError, InternalBackend};
 use xmppd_config::ValidatedConfig;
-use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserRef};
+use xmppd_storage::{CredentialStore, SessionRecord, SessionStore, SqliteStore, UserRef};
 
-use crate::Failure;
+use crate::{admin_socket, Failure};
 
 /// Runs one command on a small runtime of its own (the commands are short and sequential).
 pub fn block_on<F: Future<Output = Result<(), Failure>>>(f: F) -> Result<(), Failure> {
@@ -30,6 +33,7 @@ pub async fn register(
     password: Option<String>,
 ) -> Result<(), Failure> {
     let account = account(config, user, domain)?;
+    refuse_directory_host(config, &account.domain)?;
     let password = password_or_stdin(password)?;
     let backend = backend(config)?;
     backend
@@ -58,6 +62,7 @@ pub async fn passwd(
     password: Option<String>,
 ) -> Result<(), Failure> {
     let account = account(config, user, domain)?;
+    refuse_directory_host(config, &account.domain)?;
     let backend = backend(config)?;
     // Checked first so that nobody types a password for an account that does not exist.
     if !backend
@@ -92,10 +97,27 @@ pub async fn list_users(config: &ValidatedConfig, domain: Option<&str>) -> Resul
     Ok(())
 }
 
-/// One session per line: JID, peer address (`-` when hidden), start time (UTC), node.
+/// One session per line: JID, peer address (`-` when hidden), start time (UTC), node. Live from
+/// the running server when there is one, else as recorded in the database.
 pub async fn sessions(config: &ValidatedConfig) -> Result<(), Failure> {
-    let store = open_store(config)?;
-    let mut sessions = store.sessions().await.map_err(|e| e.to_string())?;
+    let mut sessions = match admin_socket::request(config, &["sessions"])? {
+        Some(rows) => rows
+            .into_iter()
+            .map(|r| {
+                let field = |i: usize| r.get(i).cloned().unwrap_or_default();
+                SessionRecord {
+                    jid: field(0),
+                    peer: field(1),
+                    started_ms: field(2).parse().unwrap_or(0),
+                    node: field(3),
+                }
+            })
+            .collect(),
+        None => {
+            let store = open_store(config)?;
+            store.sessions().await.map_err(|e| e.to_string())?
+        }
+    };
     sessions.sort_by(|a, b| a.jid.cmp(&b.jid));
     for s in sessions {
         let peer = if s.peer.is_empty() {
@@ -112,6 +134,87 @@ pub async fn sessions(config: &ValidatedConfig) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// `xmppd broadcast`: a message from the server to every online session (of one host).
+pub async fn broadcast(
+    config: &ValidatedConfig,
+    message: &str,
+    domain: Option<&str>,
+) -> Result<(), Failure> {
+    let domain = domain.map(|d| host(config, d)).transpose()?;
+    let rows = running(
+        config,
+        &["broadcast", domain.as_deref().unwrap_or(""), message],
+    )?;
+    println!("message sent to {} session(s)", first(&rows));
+    Ok(())
+}
+
+/// `xmppd kick`: ends the sessions of a bare JID, or one session of a full JID.
+pub async fn kick(config: &ValidatedConfig, jid: &str) -> Result<(), Failure> {
+    let parsed = jid::Jid::new(jid).map_err(|e| Failure(format!("invalid JID {jid:?}: {e}")))?;
+    if parsed.node().is_none() {
+        return Err(Failure(format!("{jid} is not a user's JID")));
+    }
+    let rows = running(config, &["kick", parsed.as_str()])?;
+    match first(&rows) {
+        "0" => Err(Failure(format!("{parsed} has no session"))),
+        n => {
+            println!("ended {n} session(s) of {parsed}");
+            Ok(())
+        }
+    }
+}
+
+/// `xmppd motd set|clear`: through the running server, or in the database when it is down.
+pub async fn motd(
+    config: &ValidatedConfig,
+    text: Option<&str>,
+    domain: Option<&str>,
+) -> Result<(), Failure> {
+    let domain = domain.map(|d| host(config, d)).transpose()?;
+    let request = match text {
+        Some(t) => vec!["motd-set", domain.as_deref().unwrap_or(""), t],
+        None => vec!["motd-clear", domain.as_deref().unwrap_or("")],
+    };
+    let hosts = match admin_socket::request(config, &request)? {
+        Some(rows) => rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect(),
+        None => {
+            let hosts = domain.map_or_else(|| config.server.hosts.clone(), |d| vec![d]);
+            let store = open_store(config)?;
+            for h in &hosts {
+                xmppd_adhoc::motd::store(store.as_ref(), h, text.map(|t| (None, t)))
+                    .await
+                    .map_err(|e| format!("storing the message: {e}"))?;
+            }
+            hosts
+        }
+    };
+    let what = if text.is_some() { "set" } else { "cleared" };
+    println!("message of the day {what} for {}", hosts.join(", "));
+    Ok(())
+}
+
+/// The answer of the running server; an error when none runs.
+fn running(config: &ValidatedConfig, request: &[&str]) -> Result<Vec<Vec<String>>, Failure> {
+    admin_socket::request(config, request)?.ok_or_else(|| {
+        Failure(format!(
+            "the server is not running (no admin socket at {})",
+            admin_socket::path(config).display()
+        ))
+    })
+}
+
+/// The first field of the first row (a count), or "0".
+fn first(rows: &[Vec<String>]) -> &str {
+    rows.first()
+        .and_then(|r| r.first())
+        .map(String::as_str)
+        .unwrap_or("0")
 }
 
 /// Opens the configured database (the server does the same at start-up).
@@ -145,6 +248,16 @@ fn host(config: &ValidatedConfig, domain: &str) -> Result<String, Failure> {
             hosts.join(", ")
         ))),
     }
+}
+
+/// Accounts of a host whose backend is LDAP are managed in the directory, not here.
+fn refuse_directory_host(config: &ValidatedConfig, host: &str) -> Result<(), Failure> {
+    if config.auth_backends.get(host) == Some(&xmppd_config::AuthBackendKind::Ldap) {
+        return Err(Failure(format!(
+            "{host} takes its accounts from LDAP: create them and change passwords there"
+        )));
+    }
+    Ok(())
 }
 
 /// The password argument, or one line of stdin (so it stays out of shell history and `ps`).

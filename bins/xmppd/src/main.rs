@@ -8,6 +8,7 @@
 //! commands reach accounts through the same [`xmppd_auth::AuthBackend`] the server uses.
 
 mod admin;
+mod admin_socket;
 mod serve;
 
 use std::path::PathBuf;
@@ -58,6 +59,32 @@ enum Command {
     Users(UsersCommand),
     /// List the sessions connected to running servers sharing this database
     Sessions,
+    /// Send a message to every online session (of one host) of the running server
+    Broadcast {
+        message: String,
+        #[arg(long = "host", value_name = "HOST")]
+        domain: Option<String>,
+    },
+    /// End the sessions of a user (bare JID) or one session (full JID) on the running server
+    Kick { jid: String },
+    /// The message of the day, shown once per change to each user at login
+    #[command(subcommand)]
+    Motd(MotdCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MotdCommand {
+    /// Set the message of the day (of every host, or of one)
+    Set {
+        text: String,
+        #[arg(long = "host", value_name = "HOST")]
+        domain: Option<String>,
+    },
+    /// Remove the message of the day (of every host, or of one)
+    Clear {
+        #[arg(long = "host", value_name = "HOST")]
+        domain: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +143,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             admin::block_on(admin::list_users(&config, domain.as_deref()))
         }
         Command::Sessions => admin::block_on(admin::sessions(&config)),
+        Command::Broadcast { message, domain } => {
+            admin::block_on(admin::broadcast(&config, &message, domain.as_deref()))
+        }
+        Command::Kick { jid } => admin::block_on(admin::kick(&config, &jid)),
+        Command::Motd(MotdCommand::Set { text, domain }) => {
+            admin::block_on(admin::motd(&config, Some(&text), domain.as_deref()))
+        }
+        Command::Motd(MotdCommand::Clear { domain }) => {
+            admin::block_on(admin::motd(&config, None, domain.as_deref()))
+        }
     }
 }
 

@@ -12,14 +12,20 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
+use xmppd_adhoc::motd::Motd;
 use xmppd_auth::{AuthBackend, InternalBackend};
 use xmppd_c2s::{C2s, C2sSettings, CertificateSpec, ListenerKind, Tls, TlsSettings};
-use xmppd_config::ValidatedConfig;
-use xmppd_core::{CoreConfig, Server};
-use xmppd_storage::{CredentialStore, SessionStore};
+use xmppd_config::{
+    AuthBackendKind, BindPassword, LdapTls, SharedGroupSettings, SharedGroupSource, ValidatedConfig,
+};
+use xmppd_core::{BareJid, CoreConfig, Server};
+use xmppd_ldap::{Directory, LdapBackend, LdapConfig, LdapGroup, TlsMode};
+use xmppd_register::{Register, RegistrationPolicy};
+use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
+use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
 use xmppd_stream::Limits;
 
-use crate::{admin, Failure};
+use crate::{admin, admin_socket, Failure};
 
 /// How long in-flight sessions get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -54,7 +60,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         .await
         .map_err(|e| format!("clearing stale sessions: {e}"))?;
 
-    let core_config = CoreConfig {
+    let mut core_config = CoreConfig {
         hosts: server_cfg.hosts.clone(),
         node_name: server_cfg.node_name.clone(),
         offline_max: config.offline_max_per_user,
@@ -62,15 +68,36 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         max_resources_per_user: config.resources_max_per_user,
         ..CoreConfig::default()
     };
-    let server = Server::builder(core_config, store.clone()).build();
+    core_config.admins = server_cfg.admins.clone();
 
     let credentials: Arc<dyn CredentialStore> = store.clone();
     let internal: Arc<dyn AuthBackend> = Arc::new(InternalBackend::new(credentials));
-    let auth: HashMap<String, Arc<dyn AuthBackend>> = server_cfg
-        .hosts
-        .iter()
-        .map(|h| (h.clone(), internal.clone()))
-        .collect();
+    let directory = open_directory(&config)?;
+    let auth = auth_backends(&config, internal, directory.as_ref(), &store);
+    let shared_roster = shared_roster(&config, directory.as_ref());
+
+    let registration = RegistrationPolicy {
+        hosts: config.registration.hosts.clone(),
+        max_per_ip_per_hour: config.registration.max_per_ip_per_hour,
+        min_password_length: config.registration.min_password_length,
+    };
+    let motd = Arc::new(Motd::new());
+    let builder = Server::builder(core_config, store.clone())
+        .module(shared_roster.clone())
+        .module(Arc::new(xmppd_adhoc::admin::module(
+            Arc::new(auth.clone()),
+            motd.clone(),
+        )))
+        .module(motd.clone())
+        .module(Arc::new(Register::new(auth.clone(), registration.clone())));
+    let server = muc_services(&config, &store)
+        .await?
+        .into_iter()
+        .fold(builder, |b, (domain, c)| b.component(&domain, c))
+        .build();
+    // Read the groups before serving, so the first logins already see them.
+    shared_roster.refresh().await;
+    let directory_tasks = spawn_directory_tasks(&config, directory, &server, &shared_roster);
 
     let tls = Tls::load(TlsSettings {
         certificates: config
@@ -107,7 +134,9 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         hide_ip: server_cfg.hide_ip_in_logs,
         handshake_timeout: c2s_cfg.handshake_timeout,
         max_auth_failures: c2s_cfg.max_auth_failures,
+        registration,
     };
+    let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
     let c2s = match C2s::bind(settings, tls, server, auth).await {
         Ok(c2s) => c2s,
         Err(e) => return Err(bind_failure(&config, e)),
@@ -133,11 +162,156 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         _ = &mut running => Err(Failure("the client listeners stopped unexpectedly".into())),
     };
     reloader.abort();
+    directory_tasks.iter().for_each(|t| t.abort());
+    drop(admin_socket);
     // Whatever did not close in time must not appear connected to `xmppd sessions`.
     if let Err(e) = store.clear_sessions(&server_cfg.node_name).await {
         tracing::warn!("clearing session records: {e}");
     }
     outcome
+}
+
+/// One multi-user chat service per host (`[muc]`), with its persistent rooms loaded.
+async fn muc_services(
+    config: &ValidatedConfig,
+    store: &Arc<xmppd_storage::SqliteStore>,
+) -> Result<Vec<(String, Arc<dyn xmppd_core::module::Component>)>, Failure> {
+    let m = &config.muc;
+    let mut out: Vec<(String, Arc<dyn xmppd_core::module::Component>)> = Vec::new();
+    for (_, domain) in &m.services {
+        let settings = xmppd_muc::MucSettings {
+            domain: domain.clone(),
+            creation: match m.creation {
+                xmppd_config::MucCreation::All => xmppd_muc::Creation::LocalUsers,
+                xmppd_config::MucCreation::Admins => xmppd_muc::Creation::Admins,
+            },
+            max_rooms_per_user: m.max_rooms_per_user,
+            limits: xmppd_muc::RoomLimits {
+                max_occupants: m.max_occupants,
+                max_history: m.max_history,
+                messages_per_second: m.messages_per_second,
+            },
+        };
+        let archive = Arc::new(xmppd_muc::MemoryArchive::default());
+        let service = xmppd_muc::MucService::load(settings, store.clone(), archive)
+            .await
+            .map_err(|e| format!("loading the rooms of {domain}: {e}"))?;
+        out.push((domain.clone(), service));
+    }
+    Ok(out)
+}
+
+/// The directory of the `[ldap]` section, if there is one (it connects when first used).
+fn open_directory(config: &ValidatedConfig) -> Result<Option<Arc<Directory>>, Failure> {
+    let Some(ldap) = &config.ldap else {
+        return Ok(None);
+    };
+    let bind_password = match &ldap.bind_password {
+        BindPassword::None => String::new(),
+        BindPassword::Inline(p) => p.clone(),
+        BindPassword::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("ldap.bind_password_file {}: {e}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+    };
+    let directory = Directory::new(LdapConfig {
+        uri: ldap.uri.clone(),
+        bind_dn: ldap.bind_dn.clone(),
+        bind_password,
+        base: ldap.base.clone(),
+        user_filter: ldap.user_filter.clone(),
+        uid_attribute: ldap.uid_attribute.clone(),
+        group_member_attribute: ldap.group_member_attribute.clone(),
+        tls: match ldap.tls {
+            LdapTls::None => TlsMode::None,
+            LdapTls::StartTls => TlsMode::StartTls,
+            LdapTls::Ldaps => TlsMode::Ldaps,
+        },
+        ca_file: ldap.ca_file.clone(),
+        pool_size: ldap.pool_size,
+        timeout: ldap.timeout,
+    })?;
+    Ok(Some(directory))
+}
+
+/// The backend of every host, as `[auth]` chose it.
+fn auth_backends(
+    config: &ValidatedConfig,
+    internal: Arc<dyn AuthBackend>,
+    directory: Option<&Arc<Directory>>,
+    store: &Arc<SqliteStore>,
+) -> HashMap<String, Arc<dyn AuthBackend>> {
+    let scram_cache = config.ldap.as_ref().is_some_and(|l| l.scram_cache);
+    let ldap = directory.map(|dir| -> Arc<dyn AuthBackend> {
+        if scram_cache {
+            let data: Arc<dyn UserDataStore> = store.clone();
+            Arc::new(LdapBackend::with_scram_cache(dir.clone(), data))
+        } else {
+            Arc::new(LdapBackend::new(dir.clone()))
+        }
+    });
+    let backends = config.auth_backends.iter();
+    backends
+        .map(|(host, kind)| match (kind, &ldap) {
+            (AuthBackendKind::Ldap, Some(ldap)) => (host.clone(), ldap.clone()),
+            _ => (host.clone(), internal.clone()),
+        })
+        .collect()
+}
+
+/// The shared roster module with a source per `[[shared_roster.group]]` (maybe none).
+fn shared_roster(
+    config: &ValidatedConfig,
+    directory: Option<&Arc<Directory>>,
+) -> Arc<SharedRoster> {
+    let mut sources: Vec<Arc<dyn GroupSource>> = Vec::new();
+    for group in &config.shared_groups {
+        let name = group.name.clone();
+        match (&group.source, directory) {
+            (SharedGroupSource::Members(members), _) => {
+                let jids = members.iter().filter_map(|m| BareJid::new(m).ok());
+                sources.push(Arc::new(StaticGroup::new(name, jids.collect())));
+            }
+            (SharedGroupSource::Ldap { dn, host }, Some(dir)) => {
+                let group = LdapGroup::new(dir.clone(), name, dn.clone(), host.clone());
+                sources.push(Arc::new(group));
+            }
+            // The configuration is validated: an LDAP group comes with a directory.
+            (SharedGroupSource::Ldap { .. }, None) => {}
+        }
+    }
+    Arc::new(SharedRoster::new(sources))
+}
+
+/// The LDAP refreshers: the administrators' group and the shared roster groups.
+fn spawn_directory_tasks(
+    config: &ValidatedConfig,
+    directory: Option<Arc<Directory>>,
+    server: &Arc<Server>,
+    shared_roster: &Arc<SharedRoster>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (Some(ldap), Some(directory)) = (&config.ldap, directory) else {
+        return Vec::new();
+    };
+    let mut tasks = Vec::new();
+    let from_ldap = |g: &SharedGroupSettings| matches!(g.source, SharedGroupSource::Ldap { .. });
+    if config.shared_groups.iter().any(from_ldap) {
+        tasks.push(shared_roster.spawn_refresher(ldap.refresh));
+    }
+    if let Some(group) = &ldap.admin_group {
+        let hosts = (config.auth_backends.iter())
+            .filter(|(_, kind)| **kind == AuthBackendKind::Ldap)
+            .map(|(host, _)| host.clone())
+            .collect();
+        let server = Arc::downgrade(server);
+        let apply = move |admins| {
+            if let Some(server) = server.upgrade() {
+                server.set_dynamic_admins(admins);
+            }
+        };
+        tasks.push(directory.spawn_group_watch(group.clone(), hosts, ldap.refresh, apply));
+    }
+    tasks
 }
 
 /// SIGINT and SIGTERM handlers.

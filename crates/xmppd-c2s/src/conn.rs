@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use xmppd_auth::{AuthBackend, AuthError};
+use xmppd_core::stanza::{error_reply, Condition, StanzaError};
 use xmppd_core::{ClientSession, Outbound, Server, SessionInfo};
+use xmppd_register::NS_REGISTER;
 use xmppd_sasl::{ChannelBindings, HashAlg, Mechanism, SaslError, ScramServer};
 use xmppd_storage::UserRef;
 use xmppd_stream::{Event, Framer, StreamErrorCondition as Cond, StreamHeader, NS_CLIENT};
@@ -326,7 +328,14 @@ impl Conn {
             features::offered_mechanisms(self.secure, &self.bindings, backend.supports_scram());
         if self.secure {
             let cb = self.bindings.available();
-            features::pre_auth(&mut self.out, &self.offered, &cb, &settings.pre_auth_limits);
+            let register = self.may_register();
+            features::pre_auth(
+                &mut self.out,
+                &self.offered,
+                &cb,
+                register,
+                &settings.pre_auth_limits,
+            );
         } else {
             let required = settings.require_starttls;
             if required {
@@ -404,7 +413,51 @@ impl Conn {
             }
             return self.authenticate(&el).await;
         }
+        if el.is("iq", NS_CLIENT) && el.get_child("query", NS_REGISTER).is_some() {
+            self.register(&el).await?;
+            return Ok(None);
+        }
         Err(unexpected(&el))
+    }
+
+    /// In-band registration is offered: under TLS, on a host that allows it.
+    fn may_register(&self) -> bool {
+        let policy = &self.shared.settings.registration;
+        self.secure && self.host.as_deref().is_some_and(|h| policy.enabled_for(h))
+    }
+
+    /// A `jabber:iq:register` IQ before authentication (XEP-0077 §3.1): answered, never fatal.
+    async fn register(&mut self, iq: &Element) -> Result<(), Stop> {
+        let reply = if self.may_register() {
+            let backend = self.backend()?;
+            let host = self.host.clone().unwrap_or_default();
+            let (shared, ip) = (Arc::clone(&self.shared), self.peer.ip());
+            let max = shared.settings.registration.max_per_ip_per_hour;
+            let mut admit = || {
+                shared
+                    .registrations
+                    .admit(ip, std::time::Instant::now(), max)
+            };
+            xmppd_register::pre_auth_iq(
+                &shared.settings.registration,
+                backend.as_ref(),
+                &host,
+                iq,
+                &mut admit,
+            )
+            .await
+        } else {
+            let err = StanzaError::with_text(
+                Condition::NotAllowed,
+                "In-band registration is not available on this stream",
+            );
+            match error_reply(iq, &err) {
+                Some(reply) => reply,
+                None => return Ok(()),
+            }
+        };
+        xmppd_stream::serialize(&reply, NS_CLIENT, &mut self.out);
+        self.flush().await
     }
 
     /// Moves the TCP stream under TLS and records the channel-binding data.
@@ -576,6 +629,10 @@ impl Conn {
         mech: &str,
         data: Option<&[u8]>,
     ) -> Result<Option<BareJid>, Stop> {
+        if self.shared.server.is_disabled(&user).await {
+            tracing::info!(jid = %user, "authentication refused: account disabled");
+            return self.sasl_failure("account-disabled").await;
+        }
         self.write_sasl("success", data.unwrap_or_default());
         self.flush().await?;
         tracing::info!(jid = %user, mech, "authenticated");

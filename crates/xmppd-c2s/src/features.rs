@@ -50,10 +50,22 @@ pub(crate) fn pre_tls(out: &mut Vec<u8>, required: bool, mechs: &[Mechanism], li
     out.extend_from_slice(b"</stream:features>");
 }
 
-/// `<stream:features>` once TLS is up (or optional and declined), before authentication.
-pub(crate) fn pre_auth(out: &mut Vec<u8>, mechs: &[Mechanism], cb: &[CbType], limits: &Limits) {
+/// `<stream:features>` once TLS is up (or optional and declined), before authentication;
+/// `register` advertises in-band registration (XEP-0077).
+pub(crate) fn pre_auth(
+    out: &mut Vec<u8>,
+    mechs: &[Mechanism],
+    cb: &[CbType],
+    register: bool,
+    limits: &Limits,
+) {
     out.extend_from_slice(b"<stream:features>");
     write_mechanisms(out, mechs);
+    if register {
+        out.extend_from_slice(b"<register xmlns='");
+        out.extend_from_slice(xmppd_register::NS_FEATURE_REGISTER.as_bytes());
+        out.extend_from_slice(b"'/>");
+    }
     if !cb.is_empty() {
         out.extend_from_slice(b"<sasl-channel-binding xmlns='");
         out.extend_from_slice(NS_SASL_CB.as_bytes());
@@ -223,6 +235,7 @@ mod tests {
                 o,
                 &mechs,
                 &[CbType::TlsExporter, CbType::TlsServerEndPoint],
+                false,
                 &lim,
             )
         });
@@ -235,8 +248,15 @@ mod tests {
              </sasl-channel-binding><limits xmlns='urn:xmpp:stream-limits:0'>\
              <max-bytes>4321</max-bytes></limits></stream:features>"
         );
-        let no_cb = text(|o| pre_auth(o, &mechs, &[], &lim));
+        let no_cb = text(|o| pre_auth(o, &mechs, &[], false, &lim));
         assert!(!no_cb.contains("sasl-channel-binding"));
+        let register = text(|o| pre_auth(o, &mechs, &[], true, &lim));
+        assert!(
+            register.contains(
+                "</mechanisms><register xmlns='http://jabber.org/features/iq-register'/>"
+            ),
+            "{register}"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! [`C2s`] listens on STARTTLS ports (RFC 6120, usually 5222) and direct-TLS ports (XEP-0368,
 //! usually 5223). Each accepted connection is one tokio task that negotiates the stream —
-//! STARTTLS, SASL (SCRAM with channel binding, PLAIN under TLS), resource binding — and then
+//! STARTTLS, in-band registration where a host allows it, SASL (SCRAM with channel binding,
+//! PLAIN under TLS), refusing disabled accounts, resource binding — and then
 //! shuttles stanzas between the socket and the core: incoming ones to
 //! [`xmppd_core::Server::handle_from_client`], outgoing ones from the session's queue.
 //! [`Tls`] holds the certificates (per host by SNI, a stored self-signed fallback, hot reload).
@@ -62,6 +63,8 @@ pub struct C2sSettings {
     pub handshake_timeout: Duration,
     /// Failed SASL attempts tolerated in one stream before it is closed.
     pub max_auth_failures: u32,
+    /// In-band registration before login (XEP-0077): which hosts, how many per address.
+    pub registration: xmppd_register::RegistrationPolicy,
 }
 
 /// State every connection task reads.
@@ -71,6 +74,7 @@ pub(crate) struct Shared {
     server: Arc<xmppd_core::Server>,
     auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
     throttle: throttle::AuthThrottle,
+    registrations: throttle::RegistrationLimit,
 }
 
 /// The bound c2s listeners, ready to [`C2s::run`].
@@ -121,6 +125,7 @@ impl C2s {
             server,
             auth,
             throttle: Default::default(),
+            registrations: Default::default(),
         };
         Ok(C2s {
             listeners,

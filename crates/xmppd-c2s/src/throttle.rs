@@ -1,6 +1,9 @@
-//! Slowing down password guessing: each failed authentication from an address makes the next
-//! `<not-authorized/>` from that address come later (0.5 s, 1 s, 2 s … capped at 8 s), and
-//! ten quiet minutes forgive it all.
+//! Per-address limits before login.
+//!
+//! [`AuthThrottle`] slows down password guessing: each failed authentication from an address
+//! makes the next `<not-authorized/>` from that address come later (0.5 s, 1 s, 2 s … capped
+//! at 8 s), and ten quiet minutes forgive it all. [`RegistrationLimit`] caps the accounts one
+//! address may create in-band per hour.
 //!
 //! Keyed by IPv4 address or IPv6 /64 (one host usually owns a whole /64). Success does not
 //! reset the count: one valid account must not buy an attacker fresh guesses on another.
@@ -70,6 +73,55 @@ impl AuthThrottle {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// Accounts created per address in the current hour-long window (a fixed window per address,
+/// starting at its first registration). Bounded like [`AuthThrottle`]: when the table is full
+/// of live windows, unknown addresses are refused rather than growing it.
+#[derive(Debug)]
+pub(crate) struct RegistrationLimit {
+    entries: DashMap<IpAddr, (u32, Instant)>,
+    max_entries: usize,
+}
+
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(3600);
+
+impl Default for RegistrationLimit {
+    fn default() -> Self {
+        RegistrationLimit::with_capacity(DEFAULT_MAX_ENTRIES)
+    }
+}
+
+impl RegistrationLimit {
+    pub(crate) fn with_capacity(max_entries: usize) -> Self {
+        RegistrationLimit {
+            entries: DashMap::new(),
+            max_entries,
+        }
+    }
+
+    /// Counts one account from `ip` at `now` if fewer than `max` were created in its window;
+    /// returns whether it may be created.
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant, max: u32) -> bool {
+        let key = throttle_key(ip);
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
+            self.entries.retain(|_, (_, start)| {
+                now.saturating_duration_since(*start) < REGISTRATION_WINDOW
+            });
+            if self.entries.len() >= self.max_entries {
+                return false;
+            }
+        }
+        let mut entry = self.entries.entry(key).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) >= REGISTRATION_WINDOW {
+            *entry = (0, now);
+        }
+        if entry.0 >= max {
+            return false;
+        }
+        entry.0 += 1;
+        true
     }
 }
 
@@ -159,6 +211,27 @@ mod tests {
             t.record_failure(ip("192.0.2.7"), now),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn registrations_are_capped_per_address_and_hour() {
+        let r = RegistrationLimit::default();
+        let now = Instant::now();
+        let a = ip("192.0.2.1");
+        assert!(r.admit(a, now, 2));
+        assert!(r.admit(a, now + Duration::from_secs(10), 2));
+        assert!(
+            !r.admit(a, now + Duration::from_secs(20), 2),
+            "third in the hour"
+        );
+        assert!(r.admit(ip("192.0.2.2"), now, 2), "other address");
+        assert!(r.admit(a, now + REGISTRATION_WINDOW, 2), "next window");
+        assert!(!r.admit(a, now, 0), "zero allows none");
+
+        let small = RegistrationLimit::with_capacity(1);
+        assert!(small.admit(a, now, 5));
+        assert!(!small.admit(ip("192.0.2.9"), now, 5), "full table refuses");
+        assert!(small.admit(ip("192.0.2.9"), now + REGISTRATION_WINDOW, 5));
     }
 
     #[test]

@@ -68,6 +68,7 @@ async fn start(require_starttls: bool, max_auth_failures: u32) -> TestServer {
         hide_ip: false,
         handshake_timeout: Duration::from_secs(5),
         max_auth_failures,
+        registration: Default::default(),
     };
     let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();
     auth.insert(HOST.into(), backend);

@@ -9,7 +9,7 @@
 //! This crate deliberately does not open sockets, read certificates or touch the database: it
 //! only resolves relative paths and checks that configured certificate files exist.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -18,6 +18,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
+
+mod directory;
+
+use directory::{auth_backends, normalise_bare_jid};
+pub use directory::{
+    AuthBackendKind, AuthSection, BindPassword, LdapSection, LdapSettings, LdapTls,
+    SharedGroupEntry, SharedGroupSettings, SharedGroupSource, SharedRosterSection,
+};
 
 /// The file looked for in the working directory when no `--config` is given.
 pub const DEFAULT_FILE_NAME: &str = "xmppd.toml";
@@ -133,6 +141,11 @@ pub struct Config {
     pub tls: TlsSection,
     pub offline: OfflineSection,
     pub resources: ResourcesSection,
+    pub auth: AuthSection,
+    pub ldap: Option<LdapSection>,
+    pub shared_roster: SharedRosterSection,
+    pub registration: RegistrationSection,
+    pub muc: MucSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +158,7 @@ pub struct ServerSection {
     pub log_level: LogLevel,
     pub hide_ip_in_logs: bool,
     pub show_os: bool,
+    pub admins: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -156,6 +170,7 @@ impl Default for ServerSection {
             log_level: LogLevel::Info,
             hide_ip_in_logs: false,
             show_os: false,
+            admins: Vec::new(),
         }
     }
 }
@@ -285,6 +300,78 @@ impl Default for ResourcesSection {
     }
 }
 
+/// `[muc]`: the multi-user chat service (XEP-0045), one per host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MucSection {
+    pub enabled: bool,
+    /// The service domain; `{host}` stands for each served host.
+    pub domain: String,
+    pub creation: MucCreation,
+    pub max_rooms_per_user: u64,
+    pub max_occupants: u64,
+    pub max_history: u64,
+    pub messages_per_second: u64,
+}
+
+impl Default for MucSection {
+    fn default() -> Self {
+        MucSection {
+            enabled: true,
+            domain: "conference.{host}".into(),
+            creation: MucCreation::All,
+            max_rooms_per_user: 100,
+            max_occupants: 500,
+            max_history: 50,
+            messages_per_second: 5,
+        }
+    }
+}
+
+/// Who may create chat rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MucCreation {
+    /// Every local user.
+    #[default]
+    All,
+    /// Server administrators only.
+    Admins,
+}
+
+/// The checked `[muc]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MucSettings {
+    /// (host, service domain) pairs; empty when the service is disabled.
+    pub services: Vec<(String, String)>,
+    pub creation: MucCreation,
+    /// 0: no limit.
+    pub max_rooms_per_user: usize,
+    pub max_occupants: usize,
+    pub max_history: usize,
+    /// 0: no limit.
+    pub messages_per_second: u32,
+}
+
+/// `[registration]`: in-band account creation (XEP-0077), off unless hosts are listed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationSection {
+    pub hosts: Vec<String>,
+    pub max_per_ip_per_hour: u64,
+    pub min_password_length: u64,
+}
+
+impl Default for RegistrationSection {
+    fn default() -> Self {
+        RegistrationSection {
+            hosts: Vec::new(),
+            max_per_ip_per_hour: 5,
+            min_password_length: 8,
+        }
+    }
+}
+
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedConfig {
@@ -297,6 +384,20 @@ pub struct ValidatedConfig {
     /// Offline messages kept per user; 0 disables offline storage.
     pub offline_max_per_user: usize,
     pub resources_max_per_user: usize,
+    /// The authentication backend of every host.
+    pub auth_backends: BTreeMap<String, AuthBackendKind>,
+    pub ldap: Option<LdapSettings>,
+    pub shared_groups: Vec<SharedGroupSettings>,
+    pub registration: RegistrationSettings,
+    pub muc: MucSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationSettings {
+    /// Hosts accepting in-band registration, each one of `server.hosts`; empty: none.
+    pub hosts: Vec<String>,
+    pub max_per_ip_per_hour: u32,
+    pub min_password_length: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +409,8 @@ pub struct ServerSettings {
     pub log_level: LogLevel,
     pub hide_ip_in_logs: bool,
     pub show_os: bool,
+    /// Bare JIDs, lowercased.
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -498,6 +601,43 @@ impl Config {
         let resources_max_per_user = in_range(self.resources.max_per_user, 1, 1024)
             .map_err(|why| fail("resources.max_per_user", why))?;
 
+        let mut admins = Vec::with_capacity(server.admins.len());
+        for (i, admin) in server.admins.iter().enumerate() {
+            let path = format!("server.admins[{i}]");
+            admins.push(normalise_bare_jid(admin).map_err(|why| fail(&path, why))?);
+        }
+        let auth_backends = auth_backends(&self.auth, &hosts, &fail)?;
+        let ldap = match self.ldap {
+            Some(section) => Some(section.validate(source, &auth_backends, &fail)?),
+            None => match auth_backends
+                .iter()
+                .find(|(_, k)| **k == AuthBackendKind::Ldap)
+            {
+                Some((host, _)) => {
+                    let why = format!("host {host:?} uses ldap but there is no [ldap] section");
+                    return Err(fail("auth", why));
+                }
+                None => None,
+            },
+        };
+        let shared_groups = self
+            .shared_roster
+            .validate(&hosts, &auth_backends, &ldap, &fail)?;
+
+        let mut registration_hosts = Vec::new();
+        for (i, host) in self.registration.hosts.iter().enumerate() {
+            let path = format!("registration.hosts[{i}]");
+            match normalise_domain(host) {
+                Ok(h) if hosts.contains(&h) => registration_hosts.push(h),
+                _ => return Err(fail(&path, format!("{host:?} is not one of server.hosts"))),
+            }
+        }
+        let max_per_ip_per_hour = in_range(self.registration.max_per_ip_per_hour, 0, 1_000_000)
+            .map_err(|why| fail("registration.max_per_ip_per_hour", why))?;
+        let min_password_length = in_range(self.registration.min_password_length, 1, 1024)
+            .map_err(|why| fail("registration.min_password_length", why))?;
+        let muc = validate_muc(&self.muc, &hosts, &fail)?;
+
         Ok(ValidatedConfig {
             source: source.name.clone(),
             server: ServerSettings {
@@ -507,6 +647,7 @@ impl Config {
                 log_level: server.log_level,
                 hide_ip_in_logs: server.hide_ip_in_logs,
                 show_os: server.show_os,
+                admins,
             },
             storage,
             c2s: C2sSettings {
@@ -525,8 +666,58 @@ impl Config {
             },
             offline_max_per_user,
             resources_max_per_user,
+            auth_backends,
+            ldap,
+            shared_groups,
+            registration: RegistrationSettings {
+                hosts: registration_hosts,
+                max_per_ip_per_hour: max_per_ip_per_hour as u32,
+                min_password_length,
+            },
+            muc,
         })
     }
+}
+
+/// Checks `[muc]`: one service domain per host, none of them a host itself.
+fn validate_muc(
+    m: &MucSection,
+    hosts: &[String],
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<MucSettings, ConfigError> {
+    let mut services = Vec::new();
+    if m.enabled {
+        if hosts.len() > 1 && !m.domain.contains("{host}") {
+            return Err(fail(
+                "muc.domain",
+                "with several hosts the domain must contain {host}".into(),
+            ));
+        }
+        for host in hosts {
+            let domain = normalise_domain(&m.domain.replace("{host}", host))
+                .map_err(|why| fail("muc.domain", format!("invalid domain: {why}")))?;
+            if hosts.contains(&domain) {
+                return Err(fail(
+                    "muc.domain",
+                    format!("{domain:?} is a host, not a subdomain"),
+                ));
+            }
+            services.push((host.clone(), domain));
+        }
+    }
+    Ok(MucSettings {
+        services,
+        creation: m.creation,
+        max_rooms_per_user: in_range(m.max_rooms_per_user, 0, 1 << 20)
+            .map_err(|why| fail("muc.max_rooms_per_user", why))?,
+        max_occupants: in_range(m.max_occupants, 1, 100_000)
+            .map_err(|why| fail("muc.max_occupants", why))?,
+        max_history: in_range(m.max_history, 0, 10_000)
+            .map_err(|why| fail("muc.max_history", why))?,
+        messages_per_second: in_range(m.messages_per_second, 0, 1_000_000)
+            .map_err(|why| fail("muc.messages_per_second", why))?
+            as u32,
+    })
 }
 
 /// Lowercases and checks a DNS name (ASCII labels; internationalised names in their `xn--` form).
@@ -701,6 +892,39 @@ mod tests {
 
     fn err(text: &str) -> ConfigError {
         load(text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn muc_section_gives_one_service_per_host() {
+        let c = load("[server]\nhosts = [\"a.org\", \"b.org\"]\n").unwrap();
+        let expected = [("a.org", "conference.a.org"), ("b.org", "conference.b.org")];
+        let got: Vec<(&str, &str)> = c
+            .muc
+            .services
+            .iter()
+            .map(|(h, d)| (h.as_str(), d.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(c.muc.creation, MucCreation::All);
+        let c = load("[muc]\ndomain = \"Chat.Example.org\"\ncreation = \"admins\"\n").unwrap();
+        assert_eq!(c.muc.services[0].1, "chat.example.org");
+        assert_eq!(c.muc.creation, MucCreation::Admins);
+        assert!(load("[muc]\nenabled = false\n")
+            .unwrap()
+            .muc
+            .services
+            .is_empty());
+        let e = err("[server]\nhosts = [\"a.org\", \"b.org\"]\n[muc]\ndomain = \"chat.org\"\n");
+        assert_eq!((e.key.as_deref(), e.line), (Some("muc.domain"), Some(4)));
+        let e = err("[muc]\nmax_occupants = 0\n");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("muc.max_occupants"), Some(2))
+        );
+        assert_eq!(
+            err("[muc]\ndomain = \"localhost\"\n").key.as_deref(),
+            Some("muc.domain")
+        );
     }
 
     #[test]
@@ -982,6 +1206,27 @@ mod tests {
         let e = err("[[tls.certificate]]\ndomain = \"localhost\"\ncert = \"c\"\n");
         assert!(e.message.contains("missing field `key`"), "{e}");
         assert_eq!(e.key.as_deref(), Some("tls.certificate[0]"));
+    }
+
+    #[test]
+    fn registration_is_off_by_default_and_hosts_must_be_served() {
+        let c = load("").unwrap();
+        assert!(c.registration.hosts.is_empty());
+        assert_eq!(c.registration.max_per_ip_per_hour, 5);
+        assert_eq!(c.registration.min_password_length, 8);
+        let c = load("[registration]\nhosts = [\"LocalHost\"]\nmax_per_ip_per_hour = 0\n").unwrap();
+        assert_eq!(c.registration.hosts, vec!["localhost"]);
+        assert_eq!(c.registration.max_per_ip_per_hour, 0);
+        let e = err("[registration]\nhosts = [\"other.org\"]\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("registration.hosts"))
+        );
+        let e = err("[registration]\nmin_password_length = 0\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("registration.min_password_length"))
+        );
     }
 
     #[test]

@@ -203,6 +203,45 @@ pub trait SessionStore: Send + Sync {
     async fn sessions(&self) -> Result<Vec<SessionRecord>>;
 }
 
+/// One affiliation of a multi-user chat room, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAffiliation {
+    /// The affiliated bare JID, normalised.
+    pub jid: String,
+    /// "owner", "admin", "member" or "outcast" (the room service defines the values).
+    pub affiliation: String,
+    /// A nickname reserved for this JID, if any.
+    pub nick: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// A persistent multi-user chat room: what must survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    /// The chat service's domain (`conference.example.org`).
+    pub domain: String,
+    /// The room's localpart, normalised.
+    pub name: String,
+    /// The room configuration, serialized by the room service (opaque here).
+    pub config: String,
+    /// The current subject, serialized by the room service (opaque here).
+    pub subject: String,
+    /// Sorted by JID when read back.
+    pub affiliations: Vec<RoomAffiliation>,
+}
+
+/// Persistent chat rooms (XEP-0045): configuration, subject and affiliations per room.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    /// Inserts or replaces the room with everything in it (its affiliation list included).
+    async fn save_room(&self, room: &StoredRoom) -> Result<()>;
+    /// Removes the room and its affiliations; absent rooms are not an error.
+    async fn delete_room(&self, domain: &str, name: &str) -> Result<()>;
+    async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>>;
+    /// Every stored room of the service `domain`, sorted by name.
+    async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>>;
+}
+
 /// Everything the core needs, in one handle.
 pub trait Store:
     CredentialStore + RosterStore + OfflineStore + UserDataStore + SessionStore

@@ -29,8 +29,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::{
-    CredentialStore, OfflineMessage, OfflineStore, Result, RosterItem, RosterStore, SessionRecord,
-    SessionStore, StorageError, StoredScram, Subscription, UserDataStore, UserRef,
+    CredentialStore, OfflineMessage, OfflineStore, Result, RoomAffiliation, RoomStore, RosterItem,
+    RosterStore, SessionRecord, SessionStore, StorageError, StoredRoom, StoredScram, Subscription,
+    UserDataStore, UserRef,
 };
 
 /// Upper bound of jobs committed together, so one huge burst does not delay its first callers
@@ -43,7 +44,8 @@ const READERS: usize = 3;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number already applied.
 /// Never edit an entry once released: append a new one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE users (
     domain TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -116,7 +118,27 @@ CREATE TABLE sessions (
     started_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX sessions_by_node ON sessions (node);
-"];
+",
+    r"
+CREATE TABLE muc_rooms (
+    domain TEXT NOT NULL,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    PRIMARY KEY (domain, name)
+) WITHOUT ROWID;
+CREATE TABLE muc_affiliations (
+    domain TEXT NOT NULL,
+    name TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    affiliation TEXT NOT NULL,
+    nick TEXT,
+    reason TEXT,
+    PRIMARY KEY (domain, name, jid),
+    FOREIGN KEY (domain, name) REFERENCES muc_rooms (domain, name) ON DELETE CASCADE
+) WITHOUT ROWID;
+",
+];
 
 /// A SQLite database file shared safely by the server and the CLI; see the module docs.
 pub struct SqliteStore {
@@ -915,6 +937,99 @@ impl SessionStore for SqliteStore {
     }
 }
 
+#[async_trait]
+impl RoomStore for SqliteStore {
+    async fn save_room(&self, room: &StoredRoom) -> Result<()> {
+        let room = room.clone();
+        self.write(move |c| {
+            // A plain REPLACE would delete the row first and cascade to the affiliations; they
+            // are rewritten below anyway, but an upsert keeps the intent obvious.
+            c.prepare_cached(
+                "INSERT INTO muc_rooms (domain, name, config, subject) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (domain, name) DO UPDATE SET config = ?3, subject = ?4",
+            )?
+            .execute(params![room.domain, room.name, room.config, room.subject])?;
+            c.prepare_cached("DELETE FROM muc_affiliations WHERE domain = ?1 AND name = ?2")?
+                .execute(params![room.domain, room.name])?;
+            let mut insert = c.prepare_cached(
+                "INSERT OR REPLACE INTO muc_affiliations
+                 (domain, name, jid, affiliation, nick, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for a in &room.affiliations {
+                insert.execute(params![
+                    room.domain,
+                    room.name,
+                    a.jid,
+                    a.affiliation,
+                    a.nick,
+                    a.reason
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_room(&self, domain: &str, name: &str) -> Result<()> {
+        let (domain, name) = (domain.to_owned(), name.to_owned());
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM muc_affiliations WHERE domain = ?1 AND name = ?2")?
+                .execute(params![domain, name])?;
+            c.prepare_cached("DELETE FROM muc_rooms WHERE domain = ?1 AND name = ?2")?
+                .execute(params![domain, name])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>> {
+        let (domain, name) = (domain.to_owned(), name.to_owned());
+        self.read(move |c| Ok(load_rooms(c, &domain, Some(&name))?.pop()))
+            .await
+    }
+
+    async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>> {
+        let domain = domain.to_owned();
+        self.read(move |c| load_rooms(c, &domain, None)).await
+    }
+}
+
+/// The rooms of `domain` (only `name` when given), sorted by name, with their affiliations.
+fn load_rooms(c: &Connection, domain: &str, name: Option<&str>) -> Result<Vec<StoredRoom>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT name, config, subject FROM muc_rooms
+         WHERE domain = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY name",
+    )?;
+    let mut rooms = stmt
+        .query_map(params![domain, name], |r| {
+            Ok(StoredRoom {
+                domain: domain.to_owned(),
+                name: r.get(0)?,
+                config: r.get(1)?,
+                subject: r.get(2)?,
+                affiliations: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut affs = c.prepare_cached(
+        "SELECT jid, affiliation, nick, reason FROM muc_affiliations
+         WHERE domain = ?1 AND name = ?2 ORDER BY jid",
+    )?;
+    for room in &mut rooms {
+        room.affiliations = affs
+            .query_map(params![domain, room.name], |r| {
+                Ok(RoomAffiliation {
+                    jid: r.get(0)?,
+                    affiliation: r.get(1)?,
+                    nick: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    Ok(rooms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1496,6 +1611,66 @@ mod tests {
             SqliteStore::open(&path),
             Err(StorageError::Backend(_))
         ));
+    }
+
+    fn room(name: &str, affs: &[(&str, &str)]) -> StoredRoom {
+        StoredRoom {
+            domain: "conference.example.org".into(),
+            name: name.into(),
+            config: format!("<x>{name}</x>"),
+            subject: "hello".into(),
+            affiliations: affs
+                .iter()
+                .map(|(jid, a)| RoomAffiliation {
+                    jid: (*jid).into(),
+                    affiliation: (*a).into(),
+                    nick: (*a == "member").then(|| "nick".into()),
+                    reason: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn rooms_save_replace_list_delete() {
+        let (_dir, store) = file_store();
+        let dom = "conference.example.org";
+        let a = room("a", &[("m@x", "member"), ("o@x", "owner")]);
+        store.save_room(&a).await.unwrap();
+        store.save_room(&room("b", &[])).await.unwrap();
+        assert_eq!(store.room(dom, "a").await.unwrap(), Some(a.clone()));
+        // Saving again replaces the affiliation list as a whole.
+        let mut a2 = room("a", &[("bad@x", "outcast"), ("o@x", "owner")]);
+        a2.subject = "changed".into();
+        store.save_room(&a2).await.unwrap();
+        assert_eq!(store.room(dom, "a").await.unwrap(), Some(a2.clone()));
+        let names: Vec<String> = store
+            .rooms(dom)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(store.rooms("other.example.org").await.unwrap().is_empty());
+        store.delete_room(dom, "a").await.unwrap();
+        store.delete_room(dom, "missing").await.unwrap();
+        assert_eq!(store.room(dom, "a").await.unwrap(), None);
+        assert_eq!(table_rows(&store, "muc_affiliations").await, 0);
+        assert_eq!(store.rooms(dom).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn rooms_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let r = room("persist", &[("o@x", "owner")]);
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.save_room(&r).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.rooms(&r.domain).await.unwrap(), vec![r]);
     }
 
     #[tokio::test]
