@@ -158,6 +158,9 @@ pub struct StanzaError {
     pub condition: Condition,
     pub kind: ErrorType,
     pub text: Option<String>,
+    /// An application-specific condition element (RFC 6120 §8.3.4), e.g. XEP-0050's
+    /// `<bad-sessionid/>`.
+    pub app: Option<Element>,
 }
 
 impl StanzaError {
@@ -166,6 +169,7 @@ impl StanzaError {
             condition,
             kind: condition.default_type(),
             text: None,
+            app: None,
         }
     }
 
@@ -174,7 +178,14 @@ impl StanzaError {
             condition,
             kind: condition.default_type(),
             text: Some(text.into()),
+            app: None,
         }
+    }
+
+    /// Adds an application-specific condition element.
+    pub fn with_app(mut self, app: Element) -> Self {
+        self.app = Some(app);
+        self
     }
 
     /// The `<error/>` element.
@@ -186,6 +197,9 @@ impl StanzaError {
         e.append_child(Element::bare(self.condition.as_str(), NS_STANZAS));
         if let Some(t) = &self.text {
             e.append_child(text_elem("text", NS_STANZAS, t));
+        }
+        if let Some(app) = &self.app {
+            e.append_child(app.clone());
         }
         e
     }

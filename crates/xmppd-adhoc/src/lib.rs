@@ -1,0 +1,452 @@
+//! Ad-hoc commands (XEP-0050) for xmppd, the service administration commands built on them
+//! (XEP-0133), and the message of the day.
+//!
+//! - [`AdHoc`] is a core [`Module`]: it answers `<command/>` IQs to a served domain, lists the
+//!   commands a requester may run under the `http://jabber.org/protocol/commands` disco node,
+//!   and keeps the sessions of multi-stage commands (`sessionid`, actions execute / next /
+//!   prev / complete / cancel).
+//! - A [`Command`] is one node. It is written as a function of the forms submitted so far:
+//!   stage *n* receives the *n* earlier forms and returns the next form or the final outcome.
+//!   Going back (`prev`) drops the last form and runs the earlier stage again, so commands
+//!   keep no state of their own between stages.
+//! - [`form`] builds and reads XEP-0004 data forms.
+//! - [`admin`] has the XEP-0133 commands; [`motd`] the message of the day, a module of its own
+//!   that delivers the current message once per change at a user's first available presence.
+//!
+//! Not here: commands addressed to accounts or components (only the server's own domain has
+//! commands) and `xml:lang` localisation.
+
+pub mod admin;
+pub mod form;
+pub mod motd;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jid::Jid;
+use minidom::Element;
+use xmppd_core::module::{IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::stanza::{self, elem, set_attr, text_elem, Condition, StanzaError};
+use xmppd_core::Server;
+
+pub use form::{Field, Form, FormKind};
+
+pub const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
+
+/// An unfinished command session is forgotten after this long without a request.
+const SESSION_TTL: Duration = Duration::from_secs(600);
+/// Sessions kept at once, over all requesters; beyond it the oldest go first.
+const MAX_SESSIONS: usize = 4096;
+/// Sessions one requester (full JID) may have open at once.
+const MAX_SESSIONS_PER_REQUESTER: usize = 16;
+
+/// What a command's stage sees.
+pub struct Context<'a> {
+    pub server: &'a Arc<Server>,
+    /// The requester's full JID.
+    pub requester: &'a Jid,
+    /// The served domain the command was addressed to.
+    pub host: &'a str,
+}
+
+/// The severity of a `<note/>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteKind {
+    Info,
+    Warn,
+    Error,
+}
+
+impl NoteKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            NoteKind::Info => "info",
+            NoteKind::Warn => "warn",
+            NoteKind::Error => "error",
+        }
+    }
+}
+
+/// What one stage of a command returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Show `form` and wait; `last` when submitting it completes the command.
+    Form { form: Form, last: bool },
+    /// The command is done: an optional result form and notes.
+    Done {
+        form: Option<Form>,
+        notes: Vec<(NoteKind, String)>,
+    },
+}
+
+impl Step {
+    /// Done, with one informational note.
+    pub fn info(text: impl Into<String>) -> Step {
+        Step::Done {
+            form: None,
+            notes: vec![(NoteKind::Info, text.into())],
+        }
+    }
+
+    /// Done, with an error note (the request was understood but could not be carried out).
+    pub fn error(text: impl Into<String>) -> Step {
+        Step::Done {
+            form: None,
+            notes: vec![(NoteKind::Error, text.into())],
+        }
+    }
+
+    /// Done, with a result form.
+    pub fn result(form: Form) -> Step {
+        Step::Done {
+            form: Some(form),
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// One ad-hoc command node.
+#[async_trait]
+pub trait Command: Send + Sync {
+    /// The node, e.g. `http://jabber.org/protocol/admin#announce`.
+    fn node(&self) -> &str;
+    /// The human-readable name listed in disco#items.
+    fn name(&self) -> &str;
+    /// Whether `ctx.requester` may see and run it. Administrators only unless overridden.
+    fn allowed(&self, server: &Server, requester: &Jid) -> bool {
+        server.is_admin(&requester.to_bare())
+    }
+    /// Stage `forms.len()`: `forms` are the forms submitted at the earlier stages, in order.
+    async fn step(&self, ctx: &Context<'_>, forms: &[Form]) -> Result<Step, StanzaError>;
+}
+
+/// A client's `action` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Execute,
+    Next,
+    Prev,
+    Complete,
+    Cancel,
+}
+
+impl Action {
+    fn parse(s: Option<&str>) -> Option<Action> {
+        Some(match s {
+            None | Some("execute") => Action::Execute,
+            Some("next") => Action::Next,
+            Some("prev") => Action::Prev,
+            Some("complete") => Action::Complete,
+            Some("cancel") => Action::Cancel,
+            Some(_) => return None,
+        })
+    }
+}
+
+/// An unfinished multi-stage command.
+struct Session {
+    owner: Jid,
+    node: String,
+    forms: Vec<Form>,
+    /// The form shown now completes the command.
+    last: bool,
+    touched: Instant,
+}
+
+/// The XEP-0050 module: a registry of [`Command`]s and their sessions.
+pub struct AdHoc {
+    commands: Vec<Arc<dyn Command>>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Default for AdHoc {
+    fn default() -> Self {
+        AdHoc::new()
+    }
+}
+
+impl AdHoc {
+    pub fn new() -> Self {
+        AdHoc {
+            commands: Vec::new(),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds a command; a node already present keeps its first command.
+    pub fn command(mut self, c: Arc<dyn Command>) -> Self {
+        if !self.commands.iter().any(|k| k.node() == c.node()) {
+            self.commands.push(c);
+        }
+        self
+    }
+
+    fn find(&self, node: &str) -> Option<&Arc<dyn Command>> {
+        self.commands.iter().find(|c| c.node() == node)
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // A panic elsewhere while holding the lock leaves only a session table behind.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn execute(
+        &self,
+        server: &Arc<Server>,
+        from: &Jid,
+        host: &str,
+        cmd: &Element,
+    ) -> IqResponse {
+        let node = cmd.attr("node").unwrap_or_default();
+        let Some(command) = self.find(node).cloned() else {
+            return Err(Condition::ItemNotFound.into());
+        };
+        if !command.allowed(server, from) {
+            return Err(Condition::Forbidden.into());
+        }
+        let Some(action) = Action::parse(cmd.attr("action")) else {
+            return Err(command_error("malformed-action"));
+        };
+        let submitted = cmd.children().find_map(Form::parse);
+        let ctx = Context {
+            server,
+            requester: from,
+            host,
+        };
+        let Some(sid) = cmd.attr("sessionid").filter(|s| !s.is_empty()) else {
+            if action != Action::Execute {
+                return Err(command_error("bad-action"));
+            }
+            let sid = format!("{:016x}", rand::random::<u64>());
+            let step = command.step(&ctx, &[]).await?;
+            return Ok(Some(self.answer(node, &sid, from, Vec::new(), step)));
+        };
+        let sid = sid.to_owned();
+        let Some(mut session) = self.take_session(&sid, from, node) else {
+            return Err(command_error("bad-sessionid"));
+        };
+        let advance = if session.last {
+            Action::Complete
+        } else {
+            Action::Next
+        };
+        let action = if action == Action::Execute {
+            advance
+        } else {
+            action
+        };
+        match action {
+            Action::Cancel => Ok(Some(command_reply(node, &sid, "canceled"))),
+            Action::Prev if !session.forms.is_empty() => {
+                session.forms.pop();
+                let step = command.step(&ctx, &session.forms).await?;
+                Ok(Some(self.answer(node, &sid, from, session.forms, step)))
+            }
+            a if a == advance => {
+                let Some(form) = submitted.filter(|f| f.kind == FormKind::Submit) else {
+                    self.put_session(sid.clone(), session);
+                    return Err(StanzaError::with_text(Condition::BadRequest, "bad-payload"));
+                };
+                session.forms.push(form);
+                let step = command.step(&ctx, &session.forms).await?;
+                Ok(Some(self.answer(node, &sid, from, session.forms, step)))
+            }
+            _ => {
+                self.put_session(sid.clone(), session);
+                Err(StanzaError::with_text(Condition::BadRequest, "bad-action"))
+            }
+        }
+    }
+
+    /// The `<command/>` answer for `step`; a form keeps (or starts) the session.
+    fn answer(&self, node: &str, sid: &str, from: &Jid, forms: Vec<Form>, step: Step) -> Element {
+        match step {
+            Step::Form { form, last } => {
+                let mut reply = command_reply(node, sid, "executing");
+                let advance = if last { "complete" } else { "next" };
+                let mut actions = elem("actions", NS_COMMANDS, &[("execute", advance)]);
+                if !forms.is_empty() {
+                    actions.append_child(Element::bare("prev", NS_COMMANDS));
+                }
+                actions.append_child(Element::bare(advance, NS_COMMANDS));
+                reply.append_child(actions);
+                reply.append_child(form.to_element());
+                let session = Session {
+                    owner: from.clone(),
+                    node: node.to_owned(),
+                    forms,
+                    last,
+                    touched: Instant::now(),
+                };
+                self.put_session(sid.to_owned(), session);
+                reply
+            }
+            Step::Done { form, notes } => {
+                let mut reply = command_reply(node, sid, "completed");
+                for (kind, text) in notes {
+                    let mut n = text_elem("note", NS_COMMANDS, &text);
+                    set_attr(&mut n, "type", kind.as_str());
+                    reply.append_child(n);
+                }
+                if let Some(f) = form {
+                    reply.append_child(f.to_element());
+                }
+                reply
+            }
+        }
+    }
+
+    /// Removes and returns the live session `sid` if `from` owns it for `node`.
+    fn take_session(&self, sid: &str, from: &Jid, node: &str) -> Option<Session> {
+        let mut sessions = self.sessions();
+        let s = sessions.get(sid)?;
+        if s.owner != *from || s.node != node {
+            return None;
+        }
+        let s = sessions.remove(sid)?;
+        (s.touched.elapsed() < SESSION_TTL).then_some(s)
+    }
+
+    fn put_session(&self, sid: String, session: Session) {
+        let mut sessions = self.sessions();
+        let now = Instant::now();
+        sessions.retain(|_, s| now.duration_since(s.touched) < SESSION_TTL);
+        let owned = sessions
+            .values()
+            .filter(|s| s.owner == session.owner)
+            .count();
+        if owned >= MAX_SESSIONS_PER_REQUESTER || sessions.len() >= MAX_SESSIONS {
+            let owner = (owned >= MAX_SESSIONS_PER_REQUESTER).then(|| session.owner.clone());
+            let oldest = sessions
+                .iter()
+                .filter(|(_, s)| owner.as_ref().is_none_or(|o| s.owner == *o))
+                .min_by_key(|(_, s)| s.touched)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                sessions.remove(&k);
+            }
+        }
+        sessions.insert(sid, session);
+    }
+
+    #[cfg(test)]
+    fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+}
+
+/// A `normal` message from the server `host` to the session `to` (announcements, the message of
+/// the day).
+pub(crate) fn notice(host: &str, to: &jid::FullJid, subject: Option<&str>, body: &str) -> Element {
+    let to = to.to_string();
+    let mut msg = elem(
+        "message",
+        stanza::NS_CLIENT,
+        &[("from", host), ("to", &to), ("type", "normal")],
+    );
+    if let Some(s) = subject.filter(|s| !s.is_empty()) {
+        msg.append_child(text_elem("subject", stanza::NS_CLIENT, s));
+    }
+    msg.append_child(text_elem("body", stanza::NS_CLIENT, body));
+    msg
+}
+
+fn command_reply(node: &str, sid: &str, status: &str) -> Element {
+    elem(
+        "command",
+        NS_COMMANDS,
+        &[("node", node), ("sessionid", sid), ("status", status)],
+    )
+}
+
+#[async_trait]
+impl Module for AdHoc {
+    fn name(&self) -> &'static str {
+        "adhoc"
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![NS_COMMANDS.into()]
+    }
+
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_COMMANDS]
+    }
+
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        if req.kind != IqKind::Set || !req.payload.is("command", NS_COMMANDS) {
+            return Err(Condition::BadRequest.into());
+        }
+        let host = req.to.domain().as_str().to_owned();
+        self.execute(server, &req.from, &host, &req.payload).await
+    }
+
+    async fn disco_items(
+        &self,
+        server: &Arc<Server>,
+        from: &Jid,
+        node: Option<&str>,
+    ) -> Option<Vec<Element>> {
+        if node != Some(NS_COMMANDS) {
+            return None;
+        }
+        // The requester's own domain answers for the service; the item JID is that domain.
+        let host = from.domain().as_str();
+        let host = if server.is_local_host(host) {
+            host.to_owned()
+        } else {
+            server.hosts().first().cloned().unwrap_or_default()
+        };
+        Some(
+            self.commands
+                .iter()
+                .filter(|c| c.allowed(server, from))
+                .map(|c| {
+                    elem(
+                        "item",
+                        stanza::NS_DISCO_ITEMS,
+                        &[("jid", &host), ("node", c.node()), ("name", c.name())],
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    async fn disco_info(&self, server: &Arc<Server>, from: &Jid, node: &str) -> Option<Element> {
+        let (category_type, name) = if node == NS_COMMANDS {
+            ("command-list", "Commands")
+        } else {
+            let c = self.find(node)?;
+            if !c.allowed(server, from) {
+                // Not visible to this requester: as if it did not exist.
+                return None;
+            }
+            ("command-node", c.name())
+        };
+        let mut q = elem("query", stanza::NS_DISCO_INFO, &[("node", node)]);
+        q.append_child(elem(
+            "identity",
+            stanza::NS_DISCO_INFO,
+            &[
+                ("category", "automation"),
+                ("type", category_type),
+                ("name", name),
+            ],
+        ));
+        for f in [NS_COMMANDS, form::NS_DATA] {
+            q.append_child(elem("feature", stanza::NS_DISCO_INFO, &[("var", f)]));
+        }
+        Some(q)
+    }
+}
+
+/// `<bad-request/>` with XEP-0050's specific condition (`malformed-action`, `bad-action`,
+/// `bad-sessionid`, …) as the application-specific child.
+fn command_error(specific: &str) -> StanzaError {
+    StanzaError::new(Condition::BadRequest).with_app(Element::bare(specific, NS_COMMANDS))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The message of the day: one per served host, shown to each user once per change, as a
+//! message from the host at the user's first available presence after the change.
+//!
+//! The message lives in the [`UserDataStore`] under the host's own entry (empty localpart), so
+//! it survives restarts and the CLI can set it while the server is down; each user's entry
+//! remembers the version last shown. Versions are Unix milliseconds of the change, strictly
+//! increasing per host. The current messages are cached in memory: everything that changes
+//! them in a running server goes through [`Motd`].
+//!
+//! Not here: per-language messages, or pushing a new message to sessions already online (they
+//! see it at their next login).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use jid::FullJid;
+use xmppd_core::module::Module;
+use xmppd_core::stanza;
+use xmppd_core::{user_ref, Server};
+use xmppd_storage::{StorageError, UserDataStore, UserRef};
+
+/// Key of the host's message, on the host's own entry.
+const MOTD_KEY: &str = "xmppd:motd";
+/// Key of the version a user last saw.
+const SEEN_KEY: &str = "xmppd:motd-seen";
+
+/// One host's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub version: i64,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+impl Message {
+    fn encode(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.version,
+            self.subject.as_deref().unwrap_or_default(),
+            self.body
+        )
+    }
+
+    fn decode(s: &str) -> Option<Message> {
+        let mut parts = s.splitn(3, '\n');
+        let version = parts.next()?.parse().ok()?;
+        let subject = parts.next()?;
+        Some(Message {
+            version,
+            subject: (!subject.is_empty()).then(|| subject.to_owned()),
+            body: parts.next()?.to_owned(),
+        })
+    }
+}
+
+fn host_ref(host: &str) -> UserRef {
+    UserRef::new("", host)
+}
+
+/// Reads the stored message of `host` (for tools working on the database directly).
+pub async fn load(store: &dyn UserDataStore, host: &str) -> Result<Option<Message>, StorageError> {
+    let raw = store.get_data(&host_ref(host), MOTD_KEY).await?;
+    Ok(raw.as_deref().and_then(Message::decode))
+}
+
+/// Stores a new message for `host` (or removes it with `None`); returns the stored message.
+pub async fn store(
+    store: &dyn UserDataStore,
+    host: &str,
+    text: Option<(Option<&str>, &str)>,
+) -> Result<Option<Message>, StorageError> {
+    let Some((subject, body)) = text else {
+        store.remove_data(&host_ref(host), MOTD_KEY).await?;
+        return Ok(None);
+    };
+    let previous = load(store, host).await?.map_or(0, |m| m.version);
+    let message = Message {
+        version: stanza::now_ms().max(previous + 1),
+        // The encoding keeps the subject on one line.
+        subject: subject
+            .map(|s| s.replace(['\r', '\n'], " ").trim().to_owned())
+            .filter(|s| !s.is_empty()),
+        body: body.to_owned(),
+    };
+    store
+        .set_data(&host_ref(host), MOTD_KEY, &message.encode())
+        .await?;
+    Ok(Some(message))
+}
+
+/// The message-of-the-day module; also the handle that changes the message.
+#[derive(Default)]
+pub struct Motd {
+    /// host → its message (`None`: known to have none); absent hosts are read on first use.
+    cache: RwLock<HashMap<String, Option<Arc<Message>>>>,
+}
+
+impl Motd {
+    pub fn new() -> Self {
+        Motd::default()
+    }
+
+    /// The current message of `host`.
+    pub async fn get(&self, server: &Server, host: &str) -> Option<Arc<Message>> {
+        if let Some(m) = self.cache.read().ok().and_then(|c| c.get(host).cloned()) {
+            return m;
+        }
+        match load(server.store().as_ref(), host).await {
+            Ok(m) => {
+                let m = m.map(Arc::new);
+                self.remember(host, m.clone());
+                m
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, host, "could not read the message of the day");
+                None
+            }
+        }
+    }
+
+    /// Sets (`Some`) or deletes (`None`) the message of `host`.
+    pub async fn set(
+        &self,
+        server: &Server,
+        host: &str,
+        text: Option<(Option<&str>, &str)>,
+    ) -> Result<(), StorageError> {
+        let m = store(server.store().as_ref(), host, text).await?;
+        self.remember(host, m.map(Arc::new));
+        Ok(())
+    }
+
+    fn remember(&self, host: &str, m: Option<Arc<Message>>) {
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(host.to_owned(), m);
+        }
+    }
+}
+
+#[async_trait]
+impl Module for Motd {
+    fn name(&self) -> &'static str {
+        "motd"
+    }
+
+    async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
+        let host = jid.domain().as_str();
+        let Some(m) = self.get(server, host).await else {
+            return;
+        };
+        let user = user_ref(&jid.to_bare());
+        let store = server.store();
+        let seen = store.get_data(&user, SEEN_KEY).await.ok().flatten();
+        if seen.and_then(|s| s.parse::<i64>().ok()) >= Some(m.version) {
+            return;
+        }
+        // Recorded first: a failed write must not show the message at every login.
+        if let Err(e) = store
+            .set_data(&user, SEEN_KEY, &m.version.to_string())
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the message of the day as seen");
+            return;
+        }
+        let msg = crate::notice(host, jid, m.subject.as_deref(), &m.body);
+        server.deliver_to(jid, msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_encoding_round_trips() {
+        let m = Message {
+            version: 42,
+            subject: Some("S".into()),
+            body: "line 1\nline 2\n".into(),
+        };
+        assert_eq!(Message::decode(&m.encode()), Some(m));
+        let m = Message {
+            version: 7,
+            subject: None,
+            body: String::new(),
+        };
+        assert_eq!(Message::decode(&m.encode()), Some(m));
+        assert_eq!(Message::decode("x\ny\nz"), None);
+        assert_eq!(Message::decode("1"), None);
+    }
+}

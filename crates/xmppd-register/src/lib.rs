@@ -1,0 +1,313 @@
+//! In-band registration (XEP-0077) for xmppd.
+//!
+//! - Before login: [`pre_auth_iq`] answers a `jabber:iq:register` get or set on a stream that
+//!   is not authenticated yet, creating the account in the host's backend. It is sans-socket:
+//!   the c2s driver decides whether the stream may register at all (TLS, the host's
+//!   [`RegistrationPolicy`]) and supplies the per-address rate limit as a callback.
+//! - After login: [`Register`] is a core module answering `jabber:iq:register` from a logged-in
+//!   user to their server: the registration form, a password change, and removal of the
+//!   account.
+//!
+//! Only accounts of the internal backend can be created, changed or removed here; accounts of
+//! a directory (LDAP) get `<not-allowed/>`. Not here: registration forms with extra fields
+//! (XEP-0077 data forms, CAPTCHAs), out-of-band registration, or registration with services
+//! other than the server itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jid::{BareJid, NodePart};
+use minidom::Element;
+use xmppd_auth::{AuthBackend, AuthError};
+use xmppd_core::module::{IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::stanza::{error_reply, iq_result, text_elem, Condition, StanzaError};
+use xmppd_core::{user_ref, Server};
+use xmppd_storage::UserRef;
+use xmppd_stream::StreamErrorCondition;
+
+pub const NS_REGISTER: &str = "jabber:iq:register";
+/// The stream feature advertising registration before login.
+pub const NS_FEATURE_REGISTER: &str = "http://jabber.org/features/iq-register";
+
+/// How long after answering an account removal its sessions are closed, so the answer is
+/// written before the stream error.
+const CLOSE_AFTER_REMOVAL: Duration = Duration::from_millis(200);
+
+/// Where and how accounts may be created before login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationPolicy {
+    /// Hosts (lowercase) that accept in-band registration; empty: none.
+    pub hosts: Vec<String>,
+    /// Accounts one address may create per hour.
+    pub max_per_ip_per_hour: u32,
+    /// Shortest password accepted, in characters (also for password changes).
+    pub min_password_length: usize,
+}
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        RegistrationPolicy {
+            hosts: Vec::new(),
+            max_per_ip_per_hour: 5,
+            min_password_length: 8,
+        }
+    }
+}
+
+impl RegistrationPolicy {
+    /// Whether `host` accepts registration before login.
+    pub fn enabled_for(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    fn check_password(&self, password: &str) -> Result<(), StanzaError> {
+        if password.chars().count() < self.min_password_length {
+            return Err(StanzaError::with_text(
+                Condition::NotAcceptable,
+                format!(
+                    "The password must have at least {} characters",
+                    self.min_password_length
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The empty registration form (XEP-0077 §3.1): username and password.
+fn form(instructions: &str) -> Element {
+    let mut q = Element::bare("query", NS_REGISTER);
+    q.append_child(text_elem("instructions", NS_REGISTER, instructions));
+    q.append_child(Element::bare("username", NS_REGISTER));
+    q.append_child(Element::bare("password", NS_REGISTER));
+    q
+}
+
+/// The text of child `name`, if present (not trimmed: passwords may have spaces).
+fn field(query: &Element, name: &str) -> Option<String> {
+    query.get_child(name, NS_REGISTER).map(Element::text)
+}
+
+/// Whether accounts of this backend may be changed through XMPP.
+fn is_internal(backend: &dyn AuthBackend) -> bool {
+    backend.name() == "internal"
+}
+
+fn auth_error(e: AuthError) -> StanzaError {
+    match e {
+        AuthError::AlreadyExists => Condition::Conflict.into(),
+        AuthError::NoSuchUser => Condition::ItemNotFound.into(),
+        AuthError::InvalidPassword(why) => StanzaError::with_text(Condition::NotAcceptable, why),
+        AuthError::Unsupported => Condition::NotAllowed.into(),
+        AuthError::Temporary(why) => {
+            tracing::warn!(error = %why, "registration: backend failed");
+            Condition::InternalServerError.into()
+        }
+    }
+}
+
+/// Answers a `jabber:iq:register` IQ received before authentication on a stream for `host`
+/// whose registration the caller has already allowed. `admit` is asked right before an account
+/// is created and may refuse (rate limit). Returns the reply to write (without addresses).
+pub async fn pre_auth_iq(
+    policy: &RegistrationPolicy,
+    backend: &dyn AuthBackend,
+    host: &str,
+    iq: &Element,
+    admit: &mut (dyn FnMut() -> bool + Send),
+) -> Element {
+    match pre_auth_answer(policy, backend, host, iq, admit).await {
+        Ok(payload) => iq_result(iq, payload),
+        // error_reply answers anything but an error; an error IQ has nothing to answer.
+        Err(e) => error_reply(iq, &e).unwrap_or_else(|| iq_result(iq, None)),
+    }
+}
+
+async fn pre_auth_answer(
+    policy: &RegistrationPolicy,
+    backend: &dyn AuthBackend,
+    host: &str,
+    iq: &Element,
+    admit: &mut (dyn FnMut() -> bool + Send),
+) -> Result<Option<Element>, StanzaError> {
+    let Some(query) = iq.get_child("query", NS_REGISTER) else {
+        return Err(Condition::BadRequest.into());
+    };
+    if !is_internal(backend) {
+        return Err(StanzaError::with_text(
+            Condition::NotAllowed,
+            "Accounts of this host are managed elsewhere",
+        ));
+    }
+    match iq.attr("type") {
+        Some("get") => {
+            return Ok(Some(form("Choose a user name and password")));
+        }
+        Some("set") => {}
+        _ => return Err(Condition::BadRequest.into()),
+    }
+    if query.has_child("remove", NS_REGISTER) {
+        // Only a logged-in user may remove their account.
+        return Err(Condition::NotAuthorized.into());
+    }
+    let (Some(username), Some(password)) = (field(query, "username"), field(query, "password"))
+    else {
+        return Err(StanzaError::with_text(
+            Condition::NotAcceptable,
+            "A user name and a password are required",
+        ));
+    };
+    let Ok(node) = NodePart::new(username.trim()) else {
+        return Err(StanzaError::with_text(
+            Condition::NotAcceptable,
+            "This user name is not allowed",
+        ));
+    };
+    if node.as_str().is_empty() {
+        return Err(Condition::NotAcceptable.into());
+    }
+    policy.check_password(&password)?;
+    let account = UserRef::new(node.as_str(), host);
+    if backend.user_exists(&account).await.map_err(auth_error)? {
+        return Err(Condition::Conflict.into());
+    }
+    if !admit() {
+        return Err(StanzaError::with_text(
+            Condition::ResourceConstraint,
+            "Too many accounts created from this address; try again later",
+        ));
+    }
+    backend
+        .create_user(&account, &password)
+        .await
+        .map_err(auth_error)?;
+    tracing::info!(user = %account.user, host, "account registered in-band");
+    Ok(None)
+}
+
+/// `jabber:iq:register` for logged-in users: form, password change, account removal.
+pub struct Register {
+    backends: HashMap<String, Arc<dyn AuthBackend>>,
+    policy: RegistrationPolicy,
+}
+
+impl Register {
+    /// `backends` maps each served host (lowercase) to its authentication backend.
+    pub fn new(
+        backends: HashMap<String, Arc<dyn AuthBackend>>,
+        policy: RegistrationPolicy,
+    ) -> Self {
+        Register { backends, policy }
+    }
+
+    async fn answer(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        let user = req.from.to_bare();
+        // Only to one's own server (or own bare JID, when the client left out 'to').
+        let to = &req.to;
+        let own = if to.node().is_none() {
+            to.is_bare() && to.domain() == user.domain()
+        } else {
+            to.to_bare() == user
+        };
+        if !own || !server.is_local_host(user.domain().as_str()) || user.node().is_none() {
+            return Err(Condition::NotAllowed.into());
+        }
+        let backend = self
+            .backends
+            .get(user.domain().as_str())
+            .ok_or(Condition::NotAllowed)?;
+        let query = &req.payload;
+        if req.kind == IqKind::Get {
+            let mut q = Element::bare("query", NS_REGISTER);
+            q.append_child(Element::bare("registered", NS_REGISTER));
+            let node = user.node().map(|n| n.as_str()).unwrap_or_default();
+            q.append_child(text_elem("username", NS_REGISTER, node));
+            q.append_child(Element::bare("password", NS_REGISTER));
+            return Ok(Some(q));
+        }
+        if !is_internal(backend.as_ref()) {
+            return Err(StanzaError::with_text(
+                Condition::NotAllowed,
+                "Accounts of this host are managed elsewhere",
+            ));
+        }
+        if query.has_child("remove", NS_REGISTER) {
+            return self.remove(server, backend.as_ref(), user).await;
+        }
+        let (Some(username), Some(password)) = (field(query, "username"), field(query, "password"))
+        else {
+            return Err(StanzaError::with_text(
+                Condition::BadRequest,
+                "A user name and a password are required",
+            ));
+        };
+        let same = NodePart::new(username.trim())
+            .is_ok_and(|n| user.node().is_some_and(|u| n.as_str() == u.as_str()));
+        if !same {
+            return Err(Condition::NotAuthorized.into());
+        }
+        self.policy.check_password(&password)?;
+        backend
+            .set_password(&user_ref(&user), &password)
+            .await
+            .map_err(auth_error)?;
+        tracing::info!(jid = %user, "password changed in-band");
+        Ok(None)
+    }
+
+    async fn remove(
+        &self,
+        server: &Arc<Server>,
+        backend: &dyn AuthBackend,
+        user: BareJid,
+    ) -> IqResponse {
+        backend
+            .delete_user(&user_ref(&user))
+            .await
+            .map_err(auth_error)?;
+        tracing::info!(jid = %user, "account removed in-band");
+        // XEP-0077 §3.2: the answer first, then the sessions end. The core queues the answer
+        // once this returns; closing now would put the stream error before it.
+        let server = Arc::clone(server);
+        tokio::spawn(async move {
+            tokio::time::sleep(CLOSE_AFTER_REMOVAL).await;
+            server.end_sessions(
+                &user,
+                StreamErrorCondition::NotAuthorized,
+                Some("Account removed"),
+            );
+        });
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl Module for Register {
+    fn name(&self) -> &'static str {
+        "register"
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![NS_REGISTER.into()]
+    }
+
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_REGISTER]
+    }
+
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_REGISTER]
+    }
+
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+        if !req.payload.is("query", NS_REGISTER) {
+            return Err(Condition::BadRequest.into());
+        }
+        self.answer(server, req).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
