@@ -160,7 +160,7 @@ pub struct StanzaError {
     pub text: Option<String>,
     /// An application-specific condition element (RFC 6120 §8.3.4), e.g. XEP-0050's
     /// `<bad-sessionid/>`.
-    pub app: Option<Element>,
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -184,7 +184,7 @@ impl StanzaError {
 
     /// Adds an application-specific condition element.
     pub fn with_app(mut self, app: Element) -> Self {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -199,7 +199,7 @@ impl StanzaError {
             e.append_child(text_elem("text", NS_STANZAS, t));
         }
         if let Some(app) = &self.app {
-            e.append_child(app.clone());
+            e.append_child((**app).clone());
         }
         e
     }
