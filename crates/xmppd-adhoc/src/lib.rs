@@ -387,18 +387,13 @@ impl Module for AdHoc {
         &self,
         server: &Arc<Server>,
         from: &Jid,
+        to: &Jid,
         node: Option<&str>,
     ) -> Option<Vec<Element>> {
         if node != Some(NS_COMMANDS) {
             return None;
         }
-        // The requester's own domain answers for the service; the item JID is that domain.
-        let host = from.domain().as_str();
-        let host = if server.is_local_host(host) {
-            host.to_owned()
-        } else {
-            server.hosts().first().cloned().unwrap_or_default()
-        };
+        let host = to.domain().as_str().to_owned();
         Some(
             self.commands
                 .iter()
@@ -414,7 +409,13 @@ impl Module for AdHoc {
         )
     }
 
-    async fn disco_info(&self, server: &Arc<Server>, from: &Jid, node: &str) -> Option<Element> {
+    async fn disco_info(
+        &self,
+        server: &Arc<Server>,
+        from: &Jid,
+        _to: &Jid,
+        node: &str,
+    ) -> Option<Element> {
         let (category_type, name) = if node == NS_COMMANDS {
             ("command-list", "Commands")
         } else {

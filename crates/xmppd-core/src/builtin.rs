@@ -116,7 +116,7 @@ impl Module for Disco {
                     Some(n) if n == caps_node => {}
                     Some(n) => {
                         for m in server.modules() {
-                            if let Some(q) = m.disco_info(server, &req.from, n).await {
+                            if let Some(q) = m.disco_info(server, &req.from, &req.to, n).await {
                                 return Ok(Some(q));
                             }
                         }
@@ -129,7 +129,7 @@ impl Module for Disco {
             let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
             if let Some(n) = node {
                 for m in server.modules() {
-                    if let Some(items) = m.disco_items(server, &req.from, Some(n)).await {
+                    if let Some(items) = m.disco_items(server, &req.from, &req.to, Some(n)).await {
                         stanza::set_attr(&mut q, "node", n);
                         for it in items {
                             q.append_child(it);
@@ -150,7 +150,7 @@ impl Module for Disco {
             }
             for m in server.modules() {
                 for it in m
-                    .disco_items(server, &req.from, None)
+                    .disco_items(server, &req.from, &req.to, None)
                     .await
                     .unwrap_or_default()
                 {

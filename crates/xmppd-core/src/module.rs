@@ -108,22 +108,29 @@ pub trait Module: Send + Sync {
         Ok(false)
     }
 
-    /// disco#items of a served domain: for `node == None` the items this module adds to the
+    /// disco#items of the served domain `to`: for `node == None` the items this module adds to the
     /// domain's list; for a node, `Some(items)` if this module owns the node (e.g. the ad-hoc
     /// command list), `None` otherwise.
     async fn disco_items(
         &self,
         server: &Arc<Server>,
         from: &Jid,
+        to: &Jid,
         node: Option<&str>,
     ) -> Option<Vec<Element>> {
-        let _ = (server, from, node);
+        let _ = (server, from, to, node);
         None
     }
 
     /// disco#info of a node of a served domain: the whole `<query/>` if this module owns it.
-    async fn disco_info(&self, server: &Arc<Server>, from: &Jid, node: &str) -> Option<Element> {
-        let _ = (server, from, node);
+    async fn disco_info(
+        &self,
+        server: &Arc<Server>,
+        from: &Jid,
+        to: &Jid,
+        node: &str,
+    ) -> Option<Element> {
+        let _ = (server, from, to, node);
         None
     }
 
