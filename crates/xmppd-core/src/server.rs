@@ -422,10 +422,18 @@ impl Server {
     /// Ends a session: unavailable presence to subscribers and directed-presence targets,
     /// unregisters the resource.
     pub async fn unbind(self: &Arc<Self>, mut session: ClientSession) {
+        let mut unavailable = stanza::elem("presence", NS_CLIENT, &[("type", "unavailable")]);
+        stanza::set_attr(&mut unavailable, "from", session.jid.to_string());
         if session.available {
-            let mut unavailable = stanza::elem("presence", NS_CLIENT, &[("type", "unavailable")]);
-            stanza::set_attr(&mut unavailable, "from", session.jid.to_string());
             crate::im::presence_from_client(self, &mut session, unavailable).await;
+        } else {
+            // Directed presence without a broadcast one (e.g. a chat room joined before initial
+            // presence): those entities still learn that the session is gone.
+            for target in std::mem::take(&mut session.directed) {
+                let mut p = unavailable.clone();
+                stanza::set_attr(&mut p, "to", target.to_string());
+                self.route(p).await;
+            }
         }
         self.router.remove(&session.jid, session.id);
         let bare = session.jid.to_bare();

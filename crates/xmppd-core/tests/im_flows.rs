@@ -517,3 +517,22 @@ async fn broadcast_reaches_every_session_and_admins_are_recognised() {
     server.set_dynamic_admins([bob.clone()].into_iter().collect());
     assert!(server.is_admin(&bob));
 }
+
+#[tokio::test]
+async fn directed_presence_without_initial_presence_ends_with_unavailable() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut b = login(&server, "bob", "phone").await;
+    let mut a = login(&server, "alice", "pc").await;
+    a.send(
+        &server,
+        &format!("<presence {} to='bob@localhost/phone'/>", ns()),
+    )
+    .await;
+    assert!(find(&b.drain(), "presence", None).is_some());
+    let Client { session, .. } = a;
+    server.unbind(session).await;
+    let got = b.drain();
+    let un =
+        find(&got, "presence", Some("unavailable")).expect("unavailable to the directed target");
+    assert_eq!(un.attr("from"), Some("alice@localhost/pc"));
+}

@@ -1,0 +1,298 @@
+//! Discussion history and the hook an archive service (XEP-0313) plugs into: [`RoomArchive`].
+//!
+//! Every groupchat message a room broadcasts is handed to [`RoomArchive::store`]; a new
+//! occupant's history comes from [`RoomArchive::history`]. The default, [`MemoryArchive`],
+//! keeps the last `history_length` messages of each room in memory (lost on restart). A MAM
+//! service implements the trait over durable storage and answers its own query namespace
+//! through [`RoomArchive::iq_namespaces`] / [`RoomArchive::handle_iq`]. Not done here: any
+//! durable storage, paging (RSM), full-text search.
+
+use std::collections::VecDeque;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use jid::{BareJid, Jid};
+use minidom::Element;
+use xmppd_core::stanza::{Condition, StanzaError};
+
+/// One message as the room broadcast it (`from` the occupant JID, no `to`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// Unix milliseconds when the room accepted it.
+    pub stamp_ms: i64,
+    /// The sender's real bare JID (for an archive's `with` filter; never shown to occupants).
+    pub sender: BareJid,
+    pub message: Element,
+}
+
+/// What a new occupant asked for (`<history/>` in its join presence, XEP-0045 §7.2.13).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub max_chars: Option<usize>,
+    pub max_stanzas: Option<usize>,
+    /// Only messages of the last `seconds`.
+    pub seconds: Option<u64>,
+    /// Only messages after this Unix millisecond.
+    pub since_ms: Option<i64>,
+}
+
+impl HistoryQuery {
+    /// Reads `<history maxchars maxstanzas seconds since/>`; unparsable values are ignored.
+    pub fn parse(history: Option<&Element>) -> HistoryQuery {
+        let Some(h) = history else {
+            return HistoryQuery::default();
+        };
+        let num = |a: &str| h.attr(a).and_then(|v| v.trim().parse::<u64>().ok());
+        HistoryQuery {
+            max_chars: num("maxchars").map(|v| v as usize),
+            max_stanzas: num("maxstanzas").map(|v| v as usize),
+            seconds: num("seconds"),
+            since_ms: h.attr("since").and_then(parse_datetime_ms),
+        }
+    }
+
+    /// Applies the limits to entries (oldest first) as of `now_ms`, keeping the newest ones.
+    pub fn select(&self, entries: &[HistoryEntry], now_ms: i64) -> Vec<HistoryEntry> {
+        let mut out: Vec<HistoryEntry> = Vec::new();
+        let mut chars = 0usize;
+        for e in entries.iter().rev() {
+            if self.max_stanzas.is_some_and(|m| out.len() >= m) {
+                break;
+            }
+            if let Some(s) = self.seconds {
+                if now_ms.saturating_sub(e.stamp_ms) > (s as i64).saturating_mul(1000) {
+                    break;
+                }
+            }
+            if self.since_ms.is_some_and(|since| e.stamp_ms <= since) {
+                break;
+            }
+            if let Some(max) = self.max_chars {
+                chars += crate::to_xml(&e.message).chars().count();
+                if chars > max {
+                    break;
+                }
+            }
+            out.push(e.clone());
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// Storage of room messages: history for new occupants, and the XEP-0313 archive.
+#[async_trait]
+pub trait RoomArchive: Send + Sync {
+    /// A groupchat message was broadcast in `room`. `keep` is the room's history length;
+    /// `archived` is the room's archiving setting (a durable archive stores only then).
+    async fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, archived: bool);
+
+    /// The discussion history for a new occupant, oldest first, at most `keep` messages.
+    async fn history(
+        &self,
+        room: &BareJid,
+        query: &HistoryQuery,
+        keep: usize,
+        now_ms: i64,
+    ) -> Vec<HistoryEntry>;
+
+    /// The room was destroyed: its history goes (a durable archive may keep its records).
+    async fn forget(&self, room: &BareJid);
+
+    /// Payload namespaces of IQs to a room that [`RoomArchive::handle_iq`] answers
+    /// (`urn:xmpp:mam:2` for a MAM service). Only occupants' and members' IQs reach it.
+    fn iq_namespaces(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Answers a claimed IQ to `room` from `from`; result messages go out through the server
+    /// the implementation holds. Returns the IQ result payload.
+    async fn handle_iq(
+        &self,
+        room: &BareJid,
+        from: &Jid,
+        iq: &Element,
+    ) -> Result<Option<Element>, StanzaError> {
+        let _ = (room, from, iq);
+        Err(StanzaError::new(Condition::FeatureNotImplemented))
+    }
+}
+
+/// The built-in history: the last messages of each room, in memory.
+#[derive(Default)]
+pub struct MemoryArchive {
+    rooms: DashMap<BareJid, VecDeque<HistoryEntry>>,
+}
+
+#[async_trait]
+impl RoomArchive for MemoryArchive {
+    async fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, _archived: bool) {
+        if keep == 0 {
+            self.rooms.remove(room);
+            return;
+        }
+        let mut q = self.rooms.entry(room.clone()).or_default();
+        q.push_back(entry);
+        while q.len() > keep {
+            q.pop_front();
+        }
+    }
+
+    async fn history(
+        &self,
+        room: &BareJid,
+        query: &HistoryQuery,
+        keep: usize,
+        now_ms: i64,
+    ) -> Vec<HistoryEntry> {
+        let Some(q) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let skip = q.len().saturating_sub(keep);
+        let entries: Vec<HistoryEntry> = q.iter().skip(skip).cloned().collect();
+        drop(q);
+        query.select(&entries, now_ms)
+    }
+
+    async fn forget(&self, room: &BareJid) {
+        self.rooms.remove(room);
+    }
+}
+
+/// Parses an XEP-0082 DateTime (`2024-05-01T12:00:00Z`, optional fraction and `±hh:mm`
+/// offset) into Unix milliseconds.
+pub fn parse_datetime_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (time, offset_min) = if let Some(t) = rest.strip_suffix('Z') {
+        (t, 0)
+    } else {
+        let pos = rest.rfind(['+', '-'])?;
+        let (t, off) = rest.split_at(pos);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off[1..].split_once(':')?;
+        (
+            t,
+            sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?),
+        )
+    };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (hh, mm, ss): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(3).collect();
+        let v: i64 = digits.parse().ok()?;
+        v * 10i64.pow(3 - digits.len() as u32)
+    };
+    // Days from civil (the inverse of the core's civil-from-days).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset_min * 60;
+    Some(secs * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(stamp_ms: i64, body: &str) -> HistoryEntry {
+        let mut m = Element::bare("message", "jabber:client");
+        m.append_text(body);
+        HistoryEntry {
+            stamp_ms,
+            sender: BareJid::new("a@x").unwrap(),
+            message: m,
+        }
+    }
+
+    fn bodies(v: &[HistoryEntry]) -> Vec<String> {
+        v.iter().map(|e| e.message.text()).collect()
+    }
+
+    #[test]
+    fn datetimes_parse_like_the_core_formats_them() {
+        for ms in [0, 1_700_000_000_123, 951_782_400_000] {
+            let s = xmppd_core::stanza::xep82_datetime(ms);
+            assert_eq!(parse_datetime_ms(&s), Some(ms), "{s}");
+        }
+        assert_eq!(
+            parse_datetime_ms("1970-01-01T01:00:00+01:00"),
+            Some(0),
+            "offsets are applied"
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+        ] {
+            assert_eq!(parse_datetime_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn history_limits_keep_the_newest() {
+        let all: Vec<_> = (1..=5).map(|i| entry(i * 1000, &format!("m{i}"))).collect();
+        let q = |s: &str| {
+            let el: Element = format!("<history xmlns='x' {s}/>").parse().unwrap();
+            HistoryQuery::parse(Some(&el))
+        };
+        assert_eq!(
+            bodies(&q("maxstanzas='2'").select(&all, 6000)),
+            ["m4", "m5"]
+        );
+        assert_eq!(bodies(&q("seconds='2'").select(&all, 6000)), ["m4", "m5"]);
+        let since = xmppd_core::stanza::xep82_datetime(3000);
+        assert_eq!(
+            bodies(&q(&format!("since='{since}'")).select(&all, 6000)),
+            ["m4", "m5"]
+        );
+        assert!(q("maxchars='0'").select(&all, 6000).is_empty());
+        assert_eq!(q("maxstanzas='x'").select(&all, 6000).len(), 5);
+        assert_eq!(HistoryQuery::parse(None).select(&all, 6000).len(), 5);
+    }
+
+    #[tokio::test]
+    async fn memory_archive_keeps_the_last_messages_per_room() {
+        let a = MemoryArchive::default();
+        let r1 = BareJid::new("r1@muc").unwrap();
+        let r2 = BareJid::new("r2@muc").unwrap();
+        for i in 0..5 {
+            a.store(&r1, entry(i, &format!("m{i}")), 3, false).await;
+        }
+        a.store(&r2, entry(0, "other"), 3, false).await;
+        let all = HistoryQuery::default();
+        assert_eq!(
+            bodies(&a.history(&r1, &all, 3, 10).await),
+            ["m2", "m3", "m4"]
+        );
+        // A room whose history length shrank shows only what it allows now.
+        assert_eq!(bodies(&a.history(&r1, &all, 1, 10).await), ["m4"]);
+        a.forget(&r1).await;
+        assert!(a.history(&r1, &all, 3, 10).await.is_empty());
+        assert_eq!(a.history(&r2, &all, 3, 10).await.len(), 1);
+    }
+}

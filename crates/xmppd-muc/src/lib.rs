@@ -1,0 +1,32 @@
+//! xmppd's multi-user chat service (XEP-0045), a [`xmppd_core::module::Component`] owning a
+//! subdomain such as `conference.example.org`.
+//!
+//! - [`room::Room`]: one room as a sans-I/O state machine (presence, messages, admin and owner
+//!   IQs in, stanzas out), tested without sockets.
+//! - [`form`]: the data forms it speaks, and [`form::RoomConfig`] with its `muc#roomconfig` form.
+//! - [`archive`]: discussion history and the [`archive::RoomArchive`] hook a XEP-0313 service
+//!   implements; [`archive::MemoryArchive`] is the built-in default.
+//! - [`service::MucService`]: the component: room registry, creation rules, persistence of
+//!   persistent rooms through [`xmppd_storage::RoomStore`], routing.
+//!
+//! Deliberately not here: sockets, SQL, the configuration file (the binary maps `[muc]` onto
+//! [`service::MucSettings`]), and message archiving itself (a later service plugs in).
+
+pub mod archive;
+pub mod form;
+pub mod room;
+pub mod service;
+
+pub use archive::{HistoryEntry, HistoryQuery, MemoryArchive, RoomArchive};
+pub use room::{Affiliation, Role, Room, RoomLimits};
+pub use service::{Creation, MucService, MucSettings};
+
+/// An element as XML text (for storage and size accounting).
+pub(crate) fn to_xml(el: &minidom::Element) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail for I/O reasons; an element that cannot be written is empty.
+    if el.write_to(&mut out).is_err() {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
