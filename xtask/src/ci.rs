@@ -25,6 +25,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     let root = workspace_root()?;
     let steps = plan(&root, &options);
+    // A report left by an earlier run must not be mistaken for this run's.
+    let _ = std::fs::remove_file(junit_path(&root));
     let mut timings = Vec::with_capacity(steps.len());
     let total = steps.len();
     for (index, step) in steps.into_iter().enumerate() {
@@ -402,6 +404,7 @@ mod tests {
                 "cargo clippy",
                 "cargo build -p xmppd",
                 "cargo test --workspace",
+                "slapd for the LDAP e2e tests",
                 "python venv for e2e tests",
                 "pytest tests/e2e"
             ]
