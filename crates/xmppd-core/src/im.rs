@@ -106,6 +106,74 @@ pub(crate) async fn shares_presence(
     })
 }
 
+/// The effective roster of `user` and its version string. Contributed (shared) items change
+/// without a stored version bump, so they are folded into the version: a client's cached copy
+/// is invalidated when they change.
+async fn roster_with_version(
+    server: &Arc<Server>,
+    user: &BareJid,
+) -> Result<(String, Vec<RosterItem>), xmppd_storage::StorageError> {
+    let (ver, stored) = server.store().roster(&user_ref(user)).await?;
+    let items = effective_roster(server, user).await;
+    if items == stored {
+        return Ok((ver.to_string(), items));
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for it in &items {
+        (&it.jid, &it.name, it.subscription.as_str(), &it.groups).hash(&mut h);
+    }
+    Ok((format!("{ver}-{:x}", h.finish()), items))
+}
+
+/// A contributed roster item of `user` appeared, changed or (`removed`) went away: roster push
+/// to `user`'s sessions, and presence between the two accounts' available resources follows
+/// the change (RFC 6121 §4 rules applied as if a mutual subscription began or ended).
+pub(crate) async fn shared_item_changed(
+    server: &Arc<Server>,
+    user: &BareJid,
+    item: &RosterItem,
+    removed: bool,
+) {
+    let Ok(contact) = BareJid::new(&item.jid) else {
+        return;
+    };
+    let ver = match roster_with_version(server, user).await {
+        Ok((ver, _)) => ver,
+        Err(e) => {
+            tracing::error!(error = %e, "roster read failed");
+            return;
+        }
+    };
+    let shown = RosterItem {
+        subscription: Subscription::Both,
+        ..item.clone()
+    };
+    push(server, user, item_element(&shown, removed), &ver);
+    if removed && shares_presence(server, &contact, user).await {
+        return; // still subscribed through the stored roster
+    }
+    for (from, to) in [(&contact, user), (user, &contact)] {
+        let targets: Vec<FullJid> = server
+            .router()
+            .resources(to)
+            .into_iter()
+            .filter(|r| r.available)
+            .map(|r| r.jid)
+            .collect();
+        for t in &targets {
+            let presences = if removed {
+                unavailable_presences(server, from, t.as_str())
+            } else {
+                available_presences(server, from, t.as_str())
+            };
+            for p in presences {
+                server.deliver_to(t, p);
+            }
+        }
+    }
+}
+
 /// Presence sent by a client session.
 pub(crate) async fn presence_from_client(
     server: &Arc<Server>,
@@ -268,14 +336,14 @@ fn unavailable_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Eleme
 
 async fn save_and_push(server: &Arc<Server>, user: &BareJid, item: &RosterItem) {
     match server.store().set_roster_item(&user_ref(user), item).await {
-        Ok(ver) => push(server, user, item_element(item, false), ver),
+        Ok(ver) => push(server, user, item_element(item, false), &ver.to_string()),
         Err(e) => tracing::error!(error = %e, "roster write failed"),
     }
 }
 
 /// Roster push (RFC 6121 §2.1.6) to every resource that requested the roster.
-fn push(server: &Server, user: &BareJid, item: Element, ver: u64) {
-    let mut query = stanza::elem("query", NS_ROSTER, &[("ver", &ver.to_string())]);
+fn push(server: &Server, user: &BareJid, item: Element, ver: &str) {
+    let mut query = stanza::elem("query", NS_ROSTER, &[("ver", ver)]);
     query.append_child(item);
     for r in server
         .router()
@@ -579,27 +647,13 @@ pub(crate) async fn roster_iq(
     query: Element,
 ) {
     let user = session.jid.to_bare();
-    let uref = user_ref(&user);
     let reply = match kind {
         IqKind::Get => {
             server
                 .router()
                 .update(&session.jid, session.id, &mut |r| r.interested = true);
-            match server.store().roster(&uref).await {
-                Ok((ver, stored)) => {
-                    let items = effective_roster(server, &user).await;
-                    // Contributed (shared) items change without a stored version bump: fold
-                    // them into the version string so a client's cached copy is invalidated.
-                    let ver_s = if items == stored {
-                        ver.to_string()
-                    } else {
-                        use std::hash::{Hash, Hasher};
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        for it in &items {
-                            (&it.jid, &it.name, it.subscription.as_str(), &it.groups).hash(&mut h);
-                        }
-                        format!("{ver}-{:x}", h.finish())
-                    };
+            match roster_with_version(server, &user).await {
+                Ok((ver_s, items)) => {
                     if query.attr("ver") == Some(ver_s.as_str()) {
                         // §2.6.3: unchanged since the client's version: empty result, pushes follow.
                         Ok(None)
@@ -685,7 +739,7 @@ async fn roster_set(
             .remove_roster_item(&uref, contact.as_str())
             .await
             .map_err(internal)?;
-        push(server, user, item_element(&item, true), ver);
+        push(server, user, item_element(&item, true), &ver.to_string());
         return Ok(None);
     }
     let mut groups: Vec<String> = Vec::new();

@@ -268,6 +268,18 @@ impl Server {
         resources.len()
     }
 
+    /// Tells `user`'s sessions that a roster item contributed by a module (a shared roster
+    /// group) appeared, changed or, with `removed`, went away: a roster push, and presence
+    /// between the two accounts' available resources.
+    pub async fn shared_roster_item_changed(
+        self: &Arc<Self>,
+        user: &BareJid,
+        item: &xmppd_storage::RosterItem,
+        removed: bool,
+    ) {
+        crate::im::shared_item_changed(self, user, item, removed).await;
+    }
+
     /// Full JIDs of every session bound on this server.
     pub fn online(&self) -> Vec<FullJid> {
         self.router.all()

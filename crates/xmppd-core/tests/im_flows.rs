@@ -536,3 +536,51 @@ async fn directed_presence_without_initial_presence_ends_with_unavailable() {
         find(&got, "presence", Some("unavailable")).expect("unavailable to the directed target");
     assert_eq!(un.attr("from"), Some("alice@localhost/pc"));
 }
+
+#[tokio::test]
+async fn shared_item_change_pushes_roster_and_presence() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut b = login(&server, "bob", "phone").await;
+    for c in [&mut a, &mut b] {
+        c.send(
+            &server,
+            &format!(
+                "<iq {} type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+                ns()
+            ),
+        )
+        .await;
+        c.send(&server, &format!("<presence {}/>", ns())).await;
+        c.drain();
+    }
+    let alice = BareJid::new("alice@localhost").unwrap();
+    let item = xmppd_storage::RosterItem {
+        jid: "bob@localhost".into(),
+        groups: vec!["Staff".into()],
+        ..Default::default()
+    };
+    server
+        .shared_roster_item_changed(&alice, &item, false)
+        .await;
+    let got = a.drain();
+    let push = find(&got, "iq", Some("set")).expect("roster push");
+    let pushed = push.children().next().unwrap().children().next().unwrap();
+    assert_eq!(pushed.attr("subscription"), Some("both"));
+    assert_eq!(
+        find(&got, "presence", None).unwrap().attr("from"),
+        Some("bob@localhost/phone")
+    );
+    assert_eq!(
+        find(&b.drain(), "presence", None).unwrap().attr("from"),
+        Some("alice@localhost/pc")
+    );
+
+    server.shared_roster_item_changed(&alice, &item, true).await;
+    let got = a.drain();
+    let push = find(&got, "iq", Some("set")).expect("roster push on removal");
+    let pushed = push.children().next().unwrap().children().next().unwrap();
+    assert_eq!(pushed.attr("subscription"), Some("remove"));
+    assert!(find(&got, "presence", Some("unavailable")).is_some());
+    assert!(find(&b.drain(), "presence", Some("unavailable")).is_some());
+}
