@@ -85,6 +85,13 @@ pub trait Module: Send + Sync {
         Err(StanzaError::new(Condition::ServiceUnavailable))
     }
 
+    /// Runs after the successful answer to an IQ this module handled has been routed, with the
+    /// original request: for effects that must follow the answer on the wire (e.g. ending the
+    /// sessions of an account that was just removed).
+    async fn after_reply(&self, server: &Arc<Server>, iq: &Element) {
+        let _ = (server, iq);
+    }
+
     /// A message from a local session, `from` already stamped, before it is routed.
     async fn on_message_out(&self, server: &Arc<Server>, msg: &mut Element) -> HookAction {
         let _ = (server, msg);

@@ -614,7 +614,10 @@ impl Server {
             payload,
         };
         match module.handle_iq(self, req).await {
-            Ok(payload) => self.route(iq_result(&iq, payload)).await,
+            Ok(payload) => {
+                self.route(iq_result(&iq, payload)).await;
+                module.after_reply(self, &iq).await;
+            }
             Err(e) => self.bounce(&iq, e).await,
         }
     }

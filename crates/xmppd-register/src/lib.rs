@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use jid::{BareJid, NodePart};
@@ -30,10 +29,6 @@ use xmppd_stream::StreamErrorCondition;
 pub const NS_REGISTER: &str = "jabber:iq:register";
 /// The stream feature advertising registration before login.
 pub const NS_FEATURE_REGISTER: &str = "http://jabber.org/features/iq-register";
-
-/// How long after answering an account removal its sessions are closed, so the answer is
-/// written before the stream error.
-const CLOSE_AFTER_REMOVAL: Duration = Duration::from_millis(200);
 
 /// Where and how accounts may be created before login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,7 +229,7 @@ impl Register {
             ));
         }
         if query.has_child("remove", NS_REGISTER) {
-            return self.remove(server, backend.as_ref(), user).await;
+            return self.remove(backend.as_ref(), user).await;
         }
         let (Some(username), Some(password)) = (field(query, "username"), field(query, "password"))
         else {
@@ -257,28 +252,13 @@ impl Register {
         Ok(None)
     }
 
-    async fn remove(
-        &self,
-        server: &Arc<Server>,
-        backend: &dyn AuthBackend,
-        user: BareJid,
-    ) -> IqResponse {
+    async fn remove(&self, backend: &dyn AuthBackend, user: BareJid) -> IqResponse {
         backend
             .delete_user(&user_ref(&user))
             .await
             .map_err(auth_error)?;
         tracing::info!(jid = %user, "account removed in-band");
-        // XEP-0077 §3.2: the answer first, then the sessions end. The core queues the answer
-        // once this returns; closing now would put the stream error before it.
-        let server = Arc::clone(server);
-        tokio::spawn(async move {
-            tokio::time::sleep(CLOSE_AFTER_REMOVAL).await;
-            server.end_sessions(
-                &user,
-                StreamErrorCondition::NotAuthorized,
-                Some("Account removed"),
-            );
-        });
+        // XEP-0077 §3.2: the answer first, then the sessions end (in `after_reply`).
         Ok(None)
     }
 }
@@ -306,6 +286,21 @@ impl Module for Register {
             return Err(Condition::BadRequest.into());
         }
         self.answer(server, req).await
+    }
+
+    async fn after_reply(&self, server: &Arc<Server>, iq: &Element) {
+        let removed = iq.attr("type") == Some("set")
+            && iq
+                .get_child("query", NS_REGISTER)
+                .is_some_and(|q| q.has_child("remove", NS_REGISTER));
+        let from = iq.attr("from").and_then(|f| xmppd_core::Jid::new(f).ok());
+        if let (true, Some(from)) = (removed, from) {
+            server.end_sessions(
+                &from.to_bare(),
+                StreamErrorCondition::NotAuthorized,
+                Some("Account removed"),
+            );
+        }
     }
 }
 
