@@ -60,7 +60,8 @@ impl HistoryQuery {
                 break;
             }
             if let Some(s) = self.seconds {
-                if now_ms.saturating_sub(e.stamp_ms) > (s as i64).saturating_mul(1000) {
+                let window = i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+                if now_ms.saturating_sub(e.stamp_ms) > window {
                     break;
                 }
             }
@@ -198,7 +199,10 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
     let ms = if frac.is_empty() {
         0
     } else {
-        let digits: String = frac.chars().take(3).collect();
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let digits = &frac[..frac.len().min(3)];
         let v: i64 = digits.parse().ok()?;
         v * 10i64.pow(3 - digits.len() as u32)
     };
@@ -248,6 +252,10 @@ mod tests {
             "yesterday",
             "2024-13-01T00:00:00Z",
             "2024-01-01T25:00:00Z",
+            "2024-01-01T00:00:00.éé9Z",
+            "2024-01-01T00:00:00.+1Z",
+            "2024-01-01T00:00:00+é:00",
+            "2024-01-01T00:00:00+",
         ] {
             assert_eq!(parse_datetime_ms(bad), None, "{bad}");
         }
@@ -271,7 +279,22 @@ mod tests {
             ["m4", "m5"]
         );
         assert!(q("maxchars='0'").select(&all, 6000).is_empty());
+        // maxchars counts whole stanzas: room for two and a half keeps the newest two.
+        let one = crate::to_xml(&all[0].message).chars().count();
+        let fit = format!("maxchars='{}'", one * 5 / 2);
+        assert_eq!(bodies(&q(&fit).select(&all, 6000)), ["m4", "m5"]);
+        // Limits combine: the strictest wins.
+        assert_eq!(
+            bodies(&q(&format!("seconds='3' {fit}")).select(&all, 6000)),
+            ["m4", "m5"]
+        );
+        assert_eq!(
+            bodies(&q("seconds='1' maxstanzas='5'").select(&all, 6000)),
+            ["m5"]
+        );
         assert_eq!(q("maxstanzas='x'").select(&all, 6000).len(), 5);
+        let forever = format!("seconds='{}'", u64::MAX);
+        assert_eq!(q(&forever).select(&all, 6000).len(), 5);
         assert_eq!(HistoryQuery::parse(None).select(&all, 6000).len(), 5);
     }
 

@@ -12,6 +12,9 @@ pub const NS_DATA: &str = "jabber:x:data";
 pub const FORM_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const FORM_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const FORM_REQUEST: &str = "http://jabber.org/protocol/muc#request";
+pub const FORM_REGISTER: &str = "http://jabber.org/protocol/muc#register";
+/// xmppd's own configuration field: non-members may register with a members-only room.
+pub const FIELD_OPEN_REGISTRATION: &str = "xmppd#roomconfig_openregistration";
 
 /// A parsed `<x xmlns='jabber:x:data'/>`: its type and field values in document order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,6 +175,9 @@ pub struct RoomConfig {
     pub change_subject: bool,
     /// Messages are archived (the XEP-0313 hook stores them durably).
     pub archived: bool,
+    /// Members-only rooms: anyone not banned may register (XEP-0045 §7.10) and so become a
+    /// member. Open rooms always accept registrations.
+    pub open_registration: bool,
 }
 
 impl RoomConfig {
@@ -191,6 +197,7 @@ impl RoomConfig {
             allow_invites: false,
             change_subject: true,
             archived: false,
+            open_registration: false,
         }
     }
 
@@ -292,6 +299,12 @@ impl RoomConfig {
             "Archive messages",
             &[flag(self.archived)],
         )
+        .field(
+            FIELD_OPEN_REGISTRATION,
+            "boolean",
+            "Members-only: anyone may register and so become a member",
+            &[flag(self.open_registration)],
+        )
         .build()
     }
 
@@ -329,6 +342,7 @@ impl RoomConfig {
         set(&mut c.change_subject, "muc#roomconfig_changesubject")?;
         set(&mut c.archived, "muc#roomconfig_enablelogging")?;
         set(&mut c.archived, "muc#roomconfig_enablearchiving")?;
+        set(&mut c.open_registration, FIELD_OPEN_REGISTRATION)?;
         let mut protected = c.password.is_some();
         set(&mut protected, "muc#roomconfig_passwordprotectedroom")?;
         let secret = form
@@ -353,7 +367,8 @@ impl RoomConfig {
                 n => n
                     .parse::<usize>()
                     .map_err(|_| bad("muc#roomconfig_maxusers", v))?
-                    .clamp(1, max_occupants),
+                    .min(max_occupants)
+                    .max(1),
             };
         }
         if let Some(v) = form.value("muc#roomconfig_whois") {
@@ -414,6 +429,7 @@ mod tests {
         c.max_occupants = 42;
         c.history_length = 5;
         c.archived = true;
+        c.open_registration = true;
         let text = c.serialize();
         assert_eq!(RoomConfig::deserialize(&text, 200, 20), Some(c));
         assert_eq!(RoomConfig::deserialize("<garbage", 200, 20), None);

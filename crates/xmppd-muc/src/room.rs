@@ -6,10 +6,15 @@
 //! the time in, and routes what comes out. Every stanza from a peer ends either in its effect
 //! or in a stanza error for that peer; nothing here panics on input.
 //!
-//! Not done here: nick registration (XEP-0045 §7.10), the affiliation-change messages to
-//! non-occupants (§9.x "101"), room-level privacy lists, presence broadcast filtering by role.
+//! Occupants joined from several sessions of one user are one occupant to the others
+//! (§7.2.9): messages to the occupant JID reach every session, an IQ request reaches the
+//! oldest session only (an IQ has exactly one answer), and the answer goes back to the very
+//! session that asked.
+//!
+//! Not done here: room-level privacy lists, presence broadcast filtering by role, admin
+//! approval of registrations (a registration is accepted or refused at once).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -19,13 +24,21 @@ use xmppd_core::stanza::{
 use xmppd_storage::{RoomAffiliation, StoredRoom};
 
 use crate::archive::{HistoryEntry, HistoryQuery};
-use crate::form::{Form, FormBuilder, RoomConfig, Whois, FORM_REQUEST, FORM_ROOMINFO};
+use crate::form::{
+    Form, FormBuilder, RoomConfig, Whois, FORM_REGISTER, FORM_REQUEST, FORM_ROOMINFO,
+};
 
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 pub const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 pub const FEATURE_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
+pub const NS_REGISTER: &str = "jabber:iq:register";
+/// The disco#info node that tells a user its reserved nick (XEP-0045 §7.12).
+pub const NODE_ROOMUSER: &str = "x-roomuser-item";
+/// IQ requests between occupants whose answer is still awaited, per room (the oldest are
+/// forgotten first: their answers then go to the asker's oldest session).
+const MAX_PENDING_IQS: usize = 256;
 const NS_DISCO_INFO: &str = stanza::NS_DISCO_INFO;
 const NS_DISCO_ITEMS: &str = stanza::NS_DISCO_ITEMS;
 
@@ -148,6 +161,17 @@ struct Extra<'a> {
     affiliation: Option<Affiliation>,
 }
 
+/// An IQ request forwarded from one occupant to another.
+#[derive(Debug, Clone, PartialEq)]
+struct PendingIq {
+    /// The nick that will answer.
+    responder: String,
+    /// The asking occupant's nick, and the session that asked.
+    asker: String,
+    session: FullJid,
+    id: String,
+}
+
 /// A chat room.
 pub struct Room {
     pub jid: BareJid,
@@ -159,6 +183,8 @@ pub struct Room {
     affiliations: HashMap<BareJid, AffItem>,
     occupants: BTreeMap<String, Occupant>,
     sessions: HashMap<FullJid, String>,
+    /// Forwarded IQ requests between occupants, to answer the session that asked.
+    pending_iqs: VecDeque<PendingIq>,
     limits: RoomLimits,
     /// Set once the room is gone, for whoever still holds a handle to it.
     pub gone: bool,
@@ -190,6 +216,7 @@ impl Room {
             affiliations: HashMap::new(),
             occupants: BTreeMap::new(),
             sessions: HashMap::new(),
+            pending_iqs: VecDeque::new(),
             limits,
             gone: false,
         }
@@ -252,9 +279,26 @@ impl Room {
             .unwrap_or(Affiliation::None)
     }
 
-    /// Whether `owner` created this room and still owns it (for the per-user room limit).
+    /// Whether `jid` owns this room (for the per-user room limit).
     pub fn is_owner(&self, jid: &BareJid) -> bool {
         self.affiliation(jid) == Affiliation::Owner
+    }
+
+    /// The room's owners, sorted.
+    pub fn owners(&self) -> Vec<BareJid> {
+        let mut v: Vec<BareJid> = self
+            .affiliations
+            .iter()
+            .filter(|(_, a)| a.affiliation == Affiliation::Owner)
+            .map(|(j, _)| j.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The nick `jid` reserved by registering (XEP-0045 §7.10), if any.
+    pub fn reserved_nick(&self, jid: &BareJid) -> Option<&str> {
+        self.affiliations.get(jid).and_then(|a| a.nick.as_deref())
     }
 
     /// Handles a stanza whose `to` is the room or an occupant, at `now_ms`.
@@ -425,9 +469,8 @@ impl Room {
         }
         let presence = presence_payload(p);
         let history = HistoryQuery::parse(muc.and_then(|x| x.get_child("history", NS_MUC)));
-        if same_user {
+        if let Some(occ) = self.occupants.get_mut(nick).filter(|_| same_user) {
             // Another session of an occupant joins under its nick: it sees the room as it is.
-            let occ = self.occupants.get_mut(nick).expect("checked above");
             occ.sessions.push(from.clone());
             occ.presence = presence;
             self.sessions.insert(from.clone(), nick.to_owned());
@@ -458,7 +501,9 @@ impl Room {
         if creating {
             codes.push(201);
         }
-        let occ = self.occupants[nick].clone();
+        let Some(occ) = self.occupants.get(nick).cloned() else {
+            return Ok(());
+        };
         self.broadcast(&occ, false, &Extra::default(), &[], &codes, o);
         o.history_for = Some((from.clone(), history));
         let mut subject = elem("message", NS_CLIENT, &[("type", "groupchat")]);
@@ -959,12 +1004,21 @@ impl Room {
         };
         let ns = payload.ns();
         let answer = match (ns.as_str(), kind) {
-            (NS_DISCO_INFO, "get") => Some(self.disco_info()),
+            (NS_DISCO_INFO, "get") => match payload.attr("node") {
+                None => Some(self.disco_info()),
+                Some(NODE_ROOMUSER) => Some(self.roomuser_item(&from.to_bare())),
+                Some(_) => return Err(Condition::ItemNotFound.into()),
+            },
             (NS_DISCO_ITEMS, "get") => Some(self.disco_items(from)),
             (stanza::NS_PING, "get") => None,
             (NS_MUC_ADMIN, "get") => Some(self.admin_get(from, payload)?),
             (NS_MUC_ADMIN, "set") => {
                 self.admin_set(from, payload, o)?;
+                None
+            }
+            (NS_REGISTER, "get") => Some(self.register_get(from)?),
+            (NS_REGISTER, "set") => {
+                self.register_set(from, payload, o)?;
                 None
             }
             (NS_MUC_OWNER, "get") => Some(self.owner_get(from)?),
@@ -988,9 +1042,20 @@ impl Room {
         let kind = iq.attr("type").unwrap_or("");
         let sender = self.sessions.get(from).cloned();
         if matches!(kind, "result" | "error") {
-            // An answer from an occupant to a request we forwarded on another occupant's behalf.
-            if let (Some(sender), Some(occ)) = (sender, self.occupants.get(target)) {
-                if let Some(s) = occ.sessions.first() {
+            // An answer from an occupant to a request we forwarded on another occupant's behalf:
+            // it goes to the session that asked, if it is still in the room.
+            let sessions = self.occupants.get(target).map(|x| x.sessions.clone());
+            if let (Some(sender), Some(sessions)) = (sender, sessions) {
+                let id = iq.attr("id").unwrap_or("");
+                let pending = self
+                    .pending_iqs
+                    .iter()
+                    .position(|p| p.responder == sender && p.asker == target && p.id == id);
+                let asked = pending
+                    .and_then(|i| self.pending_iqs.remove(i))
+                    .map(|p| p.session)
+                    .filter(|s| sessions.contains(s));
+                if let Some(s) = asked.as_ref().or(sessions.first()) {
                     let mut a = iq.clone();
                     set_attr(&mut a, "from", self.occupant_jid(&sender));
                     set_attr(&mut a, "to", s.to_string());
@@ -1014,11 +1079,21 @@ impl Room {
         let Some(occ) = self.occupants.get(target) else {
             return Err(StanzaError::new(Condition::ItemNotFound));
         };
+        // One request, one answer: the oldest session of the occupant gets it.
         if let Some(s) = occ.sessions.first() {
             let mut fwd = iq.clone();
             set_attr(&mut fwd, "from", self.occupant_jid(&sender));
             set_attr(&mut fwd, "to", s.to_string());
             o.out.push(fwd);
+            if self.pending_iqs.len() >= MAX_PENDING_IQS {
+                self.pending_iqs.pop_front();
+            }
+            self.pending_iqs.push_back(PendingIq {
+                responder: target.to_owned(),
+                asker: sender,
+                session: from.clone(),
+                id: iq.attr("id").unwrap_or("").to_owned(),
+            });
         }
         Ok(())
     }
@@ -1046,6 +1121,7 @@ impl Room {
             NS_MUC,
             NS_DISCO_INFO,
             NS_DISCO_ITEMS,
+            NS_REGISTER,
             stanza::NS_PING,
             FEATURE_SELF_PING,
             pick(c.persistent, "muc_persistent", "muc_temporary"),
@@ -1278,46 +1354,212 @@ impl Room {
                 "a room keeps at least one owner",
             ));
         }
+        let nick = nick.map(|n| self.free_nick(n, &target)).transpose()?;
+        let actor_nick = self.sessions.get(actor).cloned();
+        let present = self.apply_affiliation(&target, aff, nick, reason, actor_nick.as_deref(), o);
+        if !present && aff != current {
+            // XEP-0045 §9: a user who is not in the room learns of the change by message (101).
+            let mut msg = elem("message", NS_CLIENT, &[]);
+            set_attr(&mut msg, "from", self.jid.to_string());
+            set_attr(&mut msg, "to", target.to_string());
+            let mut x = Element::bare("x", NS_MUC_USER);
+            let mut item = elem(
+                "item",
+                NS_MUC_USER,
+                &[("affiliation", aff.as_str()), ("jid", target.as_str())],
+            );
+            if let Some(r) = reason {
+                item.append_child(text_elem("reason", NS_MUC_USER, r));
+            }
+            x.append_child(item);
+            x.append_child(status(101));
+            msg.append_child(x);
+            o.out.push(msg);
+        }
+        Ok(())
+    }
+
+    /// `nick` normalised as an occupant JID's resource, if no other user holds or reserved it.
+    fn free_nick(&self, nick: &str, real: &BareJid) -> Result<String, StanzaError> {
+        let nick = FullJid::new(&self.occupant_jid(nick))
+            .map_err(|_| Condition::JidMalformed)?
+            .resource()
+            .to_string();
+        let in_use = self.occupants.get(&nick).is_some_and(|x| &x.real != real);
+        if in_use || self.reserved_by_other(&nick, real) {
+            return Err(StanzaError::with_text(
+                Condition::Conflict,
+                "that nickname is reserved or in use",
+            ));
+        }
+        Ok(nick)
+    }
+
+    /// Records `target`'s affiliation (a reserved nick stays unless `nick` replaces it; it
+    /// goes with the membership) and applies it to the user's occupant in the room: new role,
+    /// or removal (301 banned, 321 no longer a member of a members-only room). Returns whether
+    /// the user was in the room.
+    fn apply_affiliation(
+        &mut self,
+        target: &BareJid,
+        aff: Affiliation,
+        nick: Option<String>,
+        reason: Option<&str>,
+        actor: Option<&str>,
+        o: &mut Outcome,
+    ) -> bool {
+        let nick = nick.or_else(|| self.affiliations.get(target).and_then(|a| a.nick.clone()));
         if aff == Affiliation::None {
-            self.affiliations.remove(&target);
+            self.affiliations.remove(target);
         } else {
             self.affiliations.insert(
                 target.clone(),
                 AffItem {
                     affiliation: aff,
-                    nick: nick.map(str::to_owned),
+                    nick: nick.filter(|_| aff >= Affiliation::Member),
                     reason: reason.map(str::to_owned),
                 },
             );
         }
         o.changed = true;
-        let actor_nick = self.sessions.get(actor).cloned();
         let present: Vec<String> = self
             .occupants
             .values()
-            .filter(|x| x.real == target)
+            .filter(|x| &x.real == target)
             .map(|x| x.nick.clone())
             .collect();
-        for n in present {
+        for n in &present {
             let extra = Extra {
-                actor: actor_nick.as_deref(),
+                actor,
                 reason,
                 ..Extra::default()
             };
             if aff == Affiliation::Outcast {
-                self.remove_occupant(&n, &extra, &[301], o);
+                self.remove_occupant(n, &extra, &[301], o);
             } else if aff < Affiliation::Member && self.config.members_only {
-                self.remove_occupant(&n, &extra, &[321], o);
+                self.remove_occupant(n, &extra, &[321], o);
             } else {
                 let role = self.default_role(aff);
-                if let Some(occ) = self.occupants.get_mut(&n) {
+                if let Some(occ) = self.occupants.get_mut(n) {
                     occ.role = role;
                     let occ = occ.clone();
                     self.broadcast(&occ, false, &extra, &[], &[], o);
                 }
             }
         }
+        !present.is_empty()
+    }
+
+    // --- registration (XEP-0045 §7.10, §7.12) -----------------------------------------------
+
+    /// Whether `real` may register; its current affiliation if so.
+    fn may_register(&self, real: &BareJid) -> Result<Affiliation, StanzaError> {
+        let aff = self.affiliation(real);
+        if aff == Affiliation::Outcast {
+            return Err(StanzaError::with_text(
+                Condition::Forbidden,
+                "you are banned from this room",
+            ));
+        }
+        if self.locked {
+            return Err(StanzaError::with_text(
+                Condition::ItemNotFound,
+                "this room is not configured yet",
+            ));
+        }
+        if aff < Affiliation::Member && self.config.members_only && !self.config.open_registration {
+            return Err(StanzaError::with_text(
+                Condition::NotAllowed,
+                "only members may register with this room",
+            ));
+        }
+        Ok(aff)
+    }
+
+    /// The registration form, or the user's registration (`<registered/>` and the nick).
+    fn register_get(&self, from: &FullJid) -> Result<Element, StanzaError> {
+        let real = from.to_bare();
+        self.may_register(&real)?;
+        let mut q = Element::bare("query", NS_REGISTER);
+        if let Some(n) = self.reserved_nick(&real) {
+            q.append_child(Element::bare("registered", NS_REGISTER));
+            q.append_child(text_elem("username", NS_REGISTER, n));
+            return Ok(q);
+        }
+        q.append_child(text_elem(
+            "instructions",
+            NS_REGISTER,
+            "Choose the nickname to reserve in this room.",
+        ));
+        let mut form = FormBuilder::new("form", FORM_REGISTER)
+            .title("Register with the room")
+            .field("muc#register_roomnick", "text-single", "Nickname", &[])
+            .build();
+        if let Some(f) = form
+            .children_mut()
+            .find(|f| f.attr("var") == Some("muc#register_roomnick"))
+        {
+            f.append_child(Element::bare("required", crate::form::NS_DATA));
+        }
+        q.append_child(form);
+        Ok(q)
+    }
+
+    /// A submitted registration makes the user a member (higher affiliations stay) with the
+    /// nick reserved; `<remove/>` cancels it (a member is no longer one).
+    fn register_set(
+        &mut self,
+        from: &FullJid,
+        q: &Element,
+        o: &mut Outcome,
+    ) -> Result<(), StanzaError> {
+        let real = from.to_bare();
+        let aff = self.may_register(&real)?;
+        if q.get_child("remove", NS_REGISTER).is_some() {
+            if aff == Affiliation::Member {
+                self.apply_affiliation(&real, Affiliation::None, None, None, None, o);
+            } else if let Some(a) = self.affiliations.get_mut(&real) {
+                a.nick = None;
+                o.changed = true;
+            }
+            return Ok(());
+        }
+        let form = data_form(q)?;
+        match form.kind.as_str() {
+            "cancel" => return Ok(()),
+            "submit" => {}
+            _ => return Err(Condition::BadRequest.into()),
+        }
+        if form.form_type().is_some_and(|t| t != FORM_REGISTER) {
+            return Err(Condition::BadRequest.into());
+        }
+        let nick = form
+            .value("muc#register_roomnick")
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                StanzaError::with_text(
+                    Condition::NotAcceptable,
+                    "muc#register_roomnick is required",
+                )
+            })?;
+        let nick = self.free_nick(nick, &real)?;
+        let aff = aff.max(Affiliation::Member);
+        self.apply_affiliation(&real, aff, Some(nick), None, None, o);
         Ok(())
+    }
+
+    /// XEP-0045 §7.12: the nick the asker reserved, as an identity (none: no identity).
+    fn roomuser_item(&self, real: &BareJid) -> Element {
+        let mut q = elem("query", NS_DISCO_INFO, &[("node", NODE_ROOMUSER)]);
+        if let Some(n) = self.reserved_nick(real) {
+            q.append_child(elem(
+                "identity",
+                NS_DISCO_INFO,
+                &[("category", "conference"), ("name", n), ("type", "text")],
+            ));
+        }
+        q
     }
 
     fn owner_get(&self, from: &FullJid) -> Result<Element, StanzaError> {
@@ -1342,10 +1584,7 @@ impl Room {
             self.destroy(d, o);
             return Ok(());
         }
-        let form = q
-            .get_child("x", crate::form::NS_DATA)
-            .and_then(Form::parse)
-            .ok_or(Condition::BadRequest)?;
+        let form = data_form(q)?;
         match form.kind.as_str() {
             "cancel" => {
                 if self.locked {
@@ -1440,6 +1679,13 @@ impl Room {
         o.changed = true;
         o.destroyed = true;
     }
+}
+
+/// The data form inside a query; `<bad-request/>` without one.
+fn data_form(q: &Element) -> Result<Form, StanzaError> {
+    q.get_child("x", crate::form::NS_DATA)
+        .and_then(Form::parse)
+        .ok_or_else(|| Condition::BadRequest.into())
 }
 
 /// The parts of an occupant's presence that are broadcast: everything but MUC payloads.

@@ -6,8 +6,11 @@
 //! every occupant sees one room's stanzas in the same order). Nothing global is held across
 //! an await, so a flooded or slow room never delays another one.
 //!
+//! `max_rooms_per_user` counts the rooms a user owns: the stored persistent rooms (read at
+//! load) and the rooms created since, kept current as owners change.
+//!
 //! Not done here: room name reservation without joining (XEP-0045 unique room names), s2s
-//! occupants' special cases, a registry of rooms per user beyond the creation counter.
+//! occupants' special cases.
 
 use std::sync::Arc;
 
@@ -42,7 +45,7 @@ pub struct MucSettings {
     /// The service's domain (`conference.example.org`).
     pub domain: String,
     pub creation: Creation,
-    /// Rooms one user may have created and that still exist; 0: no limit.
+    /// Rooms one user may own (persistent ones included); 0: no limit.
     pub max_rooms_per_user: usize,
     pub limits: RoomLimits,
 }
@@ -53,8 +56,8 @@ type RoomHandle = Arc<Mutex<Room>>;
 pub struct MucService {
     settings: MucSettings,
     rooms: DashMap<BareJid, RoomHandle>,
-    /// Who created each room still in memory, for `max_rooms_per_user`.
-    creators: DashMap<BareJid, BareJid>,
+    /// The owners of each room in memory, for `max_rooms_per_user`.
+    owners: DashMap<BareJid, Vec<BareJid>>,
     store: Arc<dyn RoomStore>,
     archive: Arc<dyn RoomArchive>,
 }
@@ -68,7 +71,7 @@ impl MucService {
     ) -> Result<Arc<MucService>, StorageError> {
         let service = MucService {
             rooms: DashMap::new(),
-            creators: DashMap::new(),
+            owners: DashMap::new(),
             store,
             archive,
             settings,
@@ -80,6 +83,7 @@ impl MucService {
             });
             match restored {
                 Some((j, room)) => {
+                    service.owners.insert(j.clone(), room.owners());
                     service.rooms.insert(j, Arc::new(Mutex::new(room)));
                 }
                 None => tracing::warn!(room = %jid, "skipping an unreadable stored room"),
@@ -91,6 +95,14 @@ impl MucService {
             "chat service ready"
         );
         Ok(Arc::new(service))
+    }
+
+    /// How many rooms in memory (persistent or occupied) `user` owns.
+    pub fn rooms_owned_by(&self, user: &BareJid) -> usize {
+        self.owners
+            .iter()
+            .filter(|e| e.value().contains(user))
+            .count()
     }
 
     pub fn domain(&self) -> &str {
@@ -203,17 +215,17 @@ impl MucService {
             ));
         }
         let max = self.settings.max_rooms_per_user;
-        if max > 0 && self.creators.iter().filter(|e| *e.value() == user).count() >= max {
+        if max > 0 && self.rooms_owned_by(&user) >= max {
             return Err(StanzaError::with_text(
                 Condition::ResourceConstraint,
-                "you have created too many rooms",
+                "you own too many rooms",
             ));
         }
         let handle = self
             .rooms
             .entry(jid.clone())
             .or_insert_with(|| {
-                self.creators.insert(jid.clone(), user.clone());
+                self.owners.insert(jid.clone(), vec![user.clone()]);
                 Arc::new(Mutex::new(Room::create(
                     jid.clone(),
                     user.clone(),
@@ -279,8 +291,11 @@ impl MucService {
             if outcome.destroyed {
                 self.rooms
                     .remove_if(&room_jid, |_, h| Arc::ptr_eq(h, &handle));
-                self.creators.remove(&room_jid);
+                self.owners.remove(&room_jid);
                 self.archive.forget(&room_jid).await;
+            }
+            if outcome.changed && !outcome.destroyed {
+                self.owners.insert(room_jid.clone(), room.owners());
             }
             if outcome.changed || outcome.destroyed {
                 self.save(&room).await;

@@ -345,3 +345,418 @@ fn malformed_stanzas_get_errors_not_panics() {
         .is_empty());
     assert_eq!(room.occupant_count(), 1);
 }
+
+fn iq(from: &str, kind: &str, payload: &str) -> Element {
+    st(&format!(
+        "<iq xmlns='jabber:client' type='{kind}' id='i' from='{from}' to='{ROOM}'>{payload}</iq>"
+    ))
+}
+
+fn ask(room: &mut Room, from: &str, kind: &str, payload: &str) -> Outcome {
+    room.handle(&iq(from, kind, payload), 0)
+}
+
+fn register(room: &mut Room, from: &str, nick: &str) -> Outcome {
+    ask(
+        room,
+        from,
+        "set",
+        &format!(
+            "<query xmlns='{NS_REGISTER}'><x xmlns='jabber:x:data' type='submit'>\
+                 {}{}</x></query>",
+            field("FORM_TYPE", crate::form::FORM_REGISTER),
+            field("muc#register_roomnick", nick)
+        ),
+    )
+}
+
+fn admin_item(from: &str, item: &str) -> Element {
+    iq(
+        from,
+        "set",
+        &format!("<query xmlns='{NS_MUC_ADMIN}'>{item}</query>"),
+    )
+}
+
+fn item_of(el: &Element) -> &Element {
+    el.get_child("x", NS_MUC_USER)
+        .and_then(|x| x.get_child("item", NS_MUC_USER))
+        .unwrap()
+}
+
+#[test]
+fn registration_reserves_a_nick_and_makes_a_member() {
+    let mut room = configured(&field("muc#roomconfig_persistentroom", "1"), 0);
+    let bob = BareJid::new("bob@example.org").unwrap();
+    // The form first, with the nick field required.
+    let o = ask(
+        &mut room,
+        "bob@example.org/b",
+        "get",
+        &format!("<query xmlns='{NS_REGISTER}'/>"),
+    );
+    let form = o.out[0]
+        .get_child("query", NS_REGISTER)
+        .and_then(|q| q.get_child("x", crate::form::NS_DATA))
+        .unwrap();
+    assert!(form
+        .children()
+        .any(|f| f.attr("var") == Some("muc#register_roomnick")
+            && f.get_child("required", crate::form::NS_DATA).is_some()));
+    let o = register(&mut room, "bob@example.org/b", "Bobby");
+    assert_eq!(o.out[0].attr("type"), Some("result"));
+    assert!(o.changed);
+    // Registering tells nobody else (bob is not in the room): no 101 for one's own act.
+    assert_eq!(o.out.len(), 1);
+    assert_eq!(room.affiliation(&bob), Affiliation::Member);
+    assert_eq!(room.reserved_nick(&bob), Some("Bobby"));
+    // Asking again shows the registration.
+    let o = ask(
+        &mut room,
+        "bob@example.org/b",
+        "get",
+        &format!("<query xmlns='{NS_REGISTER}'/>"),
+    );
+    let q = o.out[0].get_child("query", NS_REGISTER).unwrap();
+    assert!(q.get_child("registered", NS_REGISTER).is_some());
+    assert_eq!(
+        q.get_child("username", NS_REGISTER).map(|u| u.text()),
+        Some("Bobby".into())
+    );
+    // §7.12: bob discovers his nick; carol has none.
+    let mine = |room: &mut Room, from: &str| {
+        ask(
+            room,
+            from,
+            "get",
+            &format!("<query xmlns='{NS_DISCO_INFO}' node='{NODE_ROOMUSER}'/>"),
+        )
+    };
+    let o = mine(&mut room, "bob@example.org/b");
+    let q = o.out[0].get_child("query", NS_DISCO_INFO).unwrap();
+    assert_eq!(q.attr("node"), Some(NODE_ROOMUSER));
+    let id = q.get_child("identity", NS_DISCO_INFO).unwrap();
+    assert_eq!(
+        (id.attr("category"), id.attr("name")),
+        (Some("conference"), Some("Bobby"))
+    );
+    let o = mine(&mut room, "carol@example.org/c");
+    assert_eq!(
+        o.out[0]
+            .get_child("query", NS_DISCO_INFO)
+            .unwrap()
+            .children()
+            .count(),
+        0
+    );
+    // Carol may neither take nor register it; bob joins with it.
+    let o = join(&mut room, "carol@example.org/c", "Bobby");
+    assert_eq!(error_of(&o).as_deref(), Some("conflict"));
+    let o = register(&mut room, "carol@example.org/c", "Bobby");
+    assert_eq!(error_of(&o).as_deref(), Some("conflict"));
+    let o = join(&mut room, "bob@example.org/b", "Bobby");
+    assert_eq!(error_of(&o), None);
+    // The member list shows the nick, which survives a promotion and a restart.
+    room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='admin' jid='bob@example.org'/>",
+        ),
+        0,
+    );
+    let o = ask(
+        &mut room,
+        "alice@example.org/a",
+        "get",
+        &format!("<query xmlns='{NS_MUC_ADMIN}'><item affiliation='admin'/></query>"),
+    );
+    let item = o.out[0]
+        .get_child("query", NS_MUC_ADMIN)
+        .and_then(|q| q.get_child("item", NS_MUC_ADMIN))
+        .unwrap();
+    assert_eq!(item.attr("nick"), Some("Bobby"));
+    let back = Room::restore(room.jid.clone(), &room.snapshot(), limits(0)).unwrap();
+    assert_eq!(back.reserved_nick(&bob), Some("Bobby"));
+    // Cancelling the registration frees the nick; an admin stays an admin.
+    let o = ask(
+        &mut room,
+        "bob@example.org/b",
+        "set",
+        &format!("<query xmlns='{NS_REGISTER}'><remove/></query>"),
+    );
+    assert_eq!(o.out[0].attr("type"), Some("result"));
+    assert_eq!(room.reserved_nick(&bob), None);
+    assert_eq!(room.affiliation(&bob), Affiliation::Admin);
+    // No nick, a bad nick, a foreign form: errors.
+    for bad in ["", "  "] {
+        let o = register(&mut room, "carol@example.org/c", bad);
+        assert_eq!(error_of(&o).as_deref(), Some("not-acceptable"));
+    }
+    let o = ask(
+        &mut room,
+        "carol@example.org/c",
+        "set",
+        &format!("<query xmlns='{NS_REGISTER}'/>"),
+    );
+    assert_eq!(error_of(&o).as_deref(), Some("bad-request"));
+}
+
+#[test]
+fn members_only_rooms_register_members_only_when_configured() {
+    let mut room = configured(&field("muc#roomconfig_membersonly", "1"), 0);
+    let o = register(&mut room, "carol@example.org/c", "carol");
+    assert_eq!(error_of(&o).as_deref(), Some("not-allowed"));
+    // A member may reserve a nick.
+    room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='member' jid='bob@example.org'/>",
+        ),
+        0,
+    );
+    assert_eq!(
+        error_of(&register(&mut room, "bob@example.org/b", "bob")),
+        None
+    );
+    // Open registration lets anyone not banned become a member.
+    let mut room = configured(
+        &(field("muc#roomconfig_membersonly", "1")
+            + &field(crate::form::FIELD_OPEN_REGISTRATION, "1")),
+        0,
+    );
+    assert_eq!(
+        error_of(&register(&mut room, "carol@example.org/c", "cc")),
+        None
+    );
+    assert_eq!(
+        error_of(&join(&mut room, "carol@example.org/c", "cc")),
+        None
+    );
+    room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='outcast' jid='eve@example.org'/>",
+        ),
+        0,
+    );
+    let o = register(&mut room, "eve@example.org/e", "eve");
+    assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+}
+
+#[test]
+fn affiliation_changes_reach_absent_users_and_remove_non_members() {
+    let mut room = configured("", 0);
+    // Dave is not in the room: he gets a message with 101.
+    let o = room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='member' jid='dave@example.org'><reason>welcome</reason></item>",
+        ),
+        0,
+    );
+    let msg = to_of(&o, "dave@example.org");
+    assert_eq!(msg.len(), 1, "{:?}", o.out);
+    assert_eq!(msg[0].name(), "message");
+    assert_eq!(codes(&msg[0]), ["101"]);
+    let item = item_of(&msg[0]);
+    assert_eq!(
+        (item.attr("affiliation"), item.attr("jid")),
+        (Some("member"), Some("dave@example.org"))
+    );
+    // Setting the same affiliation again tells nobody anything new.
+    let o = room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='member' jid='dave@example.org'/>",
+        ),
+        0,
+    );
+    assert!(to_of(&o, "dave@example.org").is_empty());
+
+    // Revoking membership in a members-only room removes the occupant with 321.
+    let mut room = configured(&field("muc#roomconfig_membersonly", "1"), 0);
+    room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='member' jid='bob@example.org'/>",
+        ),
+        0,
+    );
+    join(&mut room, "bob@example.org/b", "bob");
+    let o = room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='none' jid='bob@example.org'/>",
+        ),
+        0,
+    );
+    assert_eq!(codes(&to_of(&o, "bob@example.org/b")[0]), ["321", "110"]);
+    let seen = to_of(&o, "alice@example.org/a");
+    let seen = seen.iter().find(|p| p.name() == "presence").unwrap();
+    assert_eq!(codes(seen), ["321"]);
+    assert!(
+        to_of(&o, "bob@example.org").is_empty(),
+        "no 101 to an occupant"
+    );
+    assert_eq!(room.occupant_count(), 1);
+
+    // Turning a room members-only removes the non-members with 322.
+    let mut room = configured("", 0);
+    join(&mut room, "bob@example.org/b", "bob");
+    let o = ask(
+        &mut room,
+        "alice@example.org/a",
+        "set",
+        &format!(
+            "<query xmlns='{NS_MUC_OWNER}'><x xmlns='jabber:x:data' type='submit'>{}</x>\
+                 </query>",
+            field("muc#roomconfig_membersonly", "1")
+        ),
+    );
+    let to_bob = to_of(&o, "bob@example.org/b");
+    let gone = to_bob.iter().find(|p| p.name() == "presence").unwrap();
+    assert_eq!(gone.attr("type"), Some("unavailable"));
+    assert_eq!(codes(gone), ["322", "110"]);
+    assert_eq!(room.occupant_count(), 1);
+}
+
+#[test]
+fn voice_requests_reach_moderators_and_approval_grants_voice() {
+    let mut room = configured(&field("muc#roomconfig_moderatedroom", "1"), 0);
+    join(&mut room, "bob@example.org/b", "bob");
+    let o = room.handle(
+        &st(&format!(
+            "<message xmlns='jabber:client' from='bob@example.org/b' to='{ROOM}'>\
+             <x xmlns='jabber:x:data' type='submit'>{}{}</x></message>",
+            field("FORM_TYPE", crate::form::FORM_REQUEST),
+            field("muc#role", "participant")
+        )),
+        0,
+    );
+    assert_eq!(o.out.len(), 1, "only the moderator hears it");
+    let req = &to_of(&o, "alice@example.org/a")[0];
+    let form = Form::parse(req.get_child("x", crate::form::NS_DATA).unwrap()).unwrap();
+    assert_eq!(form.value("muc#roomnick"), Some("bob"));
+    // Bob cannot approve himself.
+    let approve = |from: &str| {
+        st(&format!(
+            "<message xmlns='jabber:client' from='{from}' to='{ROOM}'>\
+             <x xmlns='jabber:x:data' type='submit'>{}{}{}</x></message>",
+            field("FORM_TYPE", crate::form::FORM_REQUEST),
+            field("muc#roomnick", "bob"),
+            field("muc#request_allow", "true")
+        ))
+    };
+    let o = room.handle(&approve("bob@example.org/b"), 0);
+    assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+    let o = room.handle(&approve("alice@example.org/a"), 0);
+    let p = &to_of(&o, "bob@example.org/b")[0];
+    assert_eq!(item_of(p).attr("role"), Some("participant"));
+}
+
+#[test]
+fn declines_are_relayed_to_the_inviter() {
+    let mut room = configured("", 0);
+    let o = room.handle(
+        &st(&format!(
+            "<message xmlns='jabber:client' from='carol@example.org/c' to='{ROOM}'>\
+             <x xmlns='{NS_MUC_USER}'><decline to='alice@example.org'><reason>busy</reason>\
+             </decline></x></message>"
+        )),
+        0,
+    );
+    let m = &to_of(&o, "alice@example.org")[0];
+    assert_eq!(m.attr("from"), Some(ROOM));
+    let d = m
+        .get_child("x", NS_MUC_USER)
+        .and_then(|x| x.get_child("decline", NS_MUC_USER))
+        .unwrap();
+    assert_eq!(d.attr("from"), Some("carol@example.org"));
+    assert_eq!(
+        d.get_child("reason", NS_MUC_USER).map(|r| r.text()),
+        Some("busy".into())
+    );
+}
+
+#[test]
+fn history_requests_are_read_from_the_join() {
+    let mut room = configured("", 0);
+    let since = xmppd_core::stanza::xep82_datetime(1_700_000_000_000);
+    let o = room.handle(
+        &st(&format!(
+            "<presence xmlns='jabber:client' from='bob@example.org/b' to='{ROOM}/bob'>\
+             <x xmlns='{NS_MUC}'><history maxchars='300' seconds='60' since='{since}'/></x>\
+             </presence>"
+        )),
+        0,
+    );
+    let (to, q) = o.history_for.unwrap();
+    assert_eq!(to.to_string(), "bob@example.org/b");
+    assert_eq!(
+        q,
+        HistoryQuery {
+            max_chars: Some(300),
+            max_stanzas: None,
+            seconds: Some(60),
+            since_ms: Some(1_700_000_000_000),
+        }
+    );
+}
+
+#[test]
+fn several_sessions_are_one_occupant_and_iq_answers_find_their_session() {
+    let mut room = configured("", 0);
+    join(&mut room, "bob@example.org/b", "bob");
+    let o = join(&mut room, "bob@example.org/phone", "bob");
+    // Alice sees bob (again) under one occupant JID, never a second occupant.
+    let to_al = to_of(&o, "alice@example.org/a");
+    assert!(to_al
+        .iter()
+        .all(|p| p.attr("from") == Some(&*format!("{ROOM}/bob"))));
+    assert_eq!(room.occupant_count(), 2);
+    // Bob's second session asks al; al's answer goes back to that session.
+    let o = room.handle(
+        &st(&format!(
+            "<iq xmlns='jabber:client' type='get' id='v1' from='bob@example.org/phone' \
+             to='{ROOM}/al'><query xmlns='jabber:iq:version'/></iq>"
+        )),
+        0,
+    );
+    assert_eq!(o.out[0].attr("to"), Some("alice@example.org/a"));
+    assert_eq!(o.out[0].attr("from"), Some(&*format!("{ROOM}/bob")));
+    let o = room.handle(
+        &st(&format!(
+            "<iq xmlns='jabber:client' type='result' id='v1' from='alice@example.org/a' \
+             to='{ROOM}/bob'/>"
+        )),
+        0,
+    );
+    assert_eq!(o.out[0].attr("to"), Some("bob@example.org/phone"));
+    // A request to bob goes to one session only: the oldest.
+    let o = room.handle(
+        &st(&format!(
+            "<iq xmlns='jabber:client' type='get' id='p' from='alice@example.org/a' \
+             to='{ROOM}/bob'><query xmlns='jabber:iq:version'/></iq>"
+        )),
+        0,
+    );
+    assert_eq!(o.out.len(), 1);
+    assert_eq!(o.out[0].attr("to"), Some("bob@example.org/b"));
+    // One session going away (e.g. its connection dropped) is invisible to the others; the
+    // last one leaving is the occupant leaving.
+    let gone = |res: &str| {
+        st(&format!(
+            "<presence xmlns='jabber:client' type='unavailable' from='bob@example.org/{res}' \
+             to='{ROOM}/bob'/>"
+        ))
+    };
+    let o = room.handle(&gone("b"), 0);
+    assert!(to_of(&o, "alice@example.org/a").is_empty());
+    assert_eq!(codes(&to_of(&o, "bob@example.org/b")[0]), ["110"]);
+    let o = room.handle(&gone("phone"), 0);
+    assert_eq!(
+        to_of(&o, "alice@example.org/a")[0].attr("type"),
+        Some("unavailable")
+    );
+    assert_eq!(room.occupant_count(), 1);
+}
