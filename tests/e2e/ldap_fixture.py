@@ -188,6 +188,12 @@ class Slapd:
             f"dn: uid={name},ou=people,{BASE}\nchangetype: modify\nreplace: userPassword\n"
             f"userPassword: {ssha(password)}\n"))
 
+    def change_group(self, cn: str, op: str, attribute: str, value: str) -> None:
+        """``op`` (``add`` or ``delete``) one value of ``attribute`` of ``cn=CN,ou=groups``."""
+        self._admin("ldapmodify", input=(
+            f"dn: cn={cn},ou=groups,{BASE}\nchangetype: modify\n{op}: {attribute}\n"
+            f"{attribute}: {value}\n"))
+
     def ldap_config(self, **overrides) -> dict:
         """The ``[ldap]`` section for xmppd pointing at this server."""
         return {

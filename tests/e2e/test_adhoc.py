@@ -57,20 +57,31 @@ def is_body(text):
     return lambda e: is_message(e) and e.findtext(q("jabber:client", "body")) == text
 
 
-@async_test()
-async def test_broadcast_reaches_every_online_client(make_server):
+async def admin_and_two_bobs(make_server):
+    """A server, its administrator alice (with ad-hoc support) and two sessions of bob."""
     server = admin_server(make_server)
     alice = with_adhoc(await login(server, "alice"))
     bob1 = await login(server, "bob", resource="one")
     bob2 = await login(server, "bob", resource="two")
+    return server, alice, bob1, bob2
+
+
+async def expect_notice(server, client, body: str, subject: str) -> None:
+    """A message from the server's domain with ``body`` and ``subject``."""
+    msg = await client.expect(is_body(body), what=f"notice {body!r}")
+    assert msg.get("from") == server.domain
+    assert msg.findtext(q("jabber:client", "subject")) == subject
+
+
+@async_test()
+async def test_broadcast_reaches_every_online_client(make_server):
+    server, alice, bob1, bob2 = await admin_and_two_bobs(make_server)
     carol = await login(server, "carol", presence=False)
     command = await run_command(alice, ADMIN + "announce", subject="Notice",
                                 announcement="Maintenance at five")
     assert command.get("status") == "completed", ET.tostring(command)
     for client in (alice, bob1, bob2, carol):
-        msg = await client.expect(is_body("Maintenance at five"), what="announcement")
-        assert msg.get("from") == server.domain
-        assert msg.findtext(q("jabber:client", "subject")) == "Notice"
+        await expect_notice(server, client, "Maintenance at five", "Notice")
 
 
 @async_test()
@@ -121,6 +132,25 @@ async def test_motd_is_delivered_once_per_change_at_login(make_server):
     carol = await login(server, "carol")
     await carol.expect_none(lambda e: is_message(e) and e.get("from") == server.domain,
                             within=1.0, what="deleted MOTD")
+
+
+@async_test()
+async def test_motd_reaches_online_users_when_set(make_server):
+    # XEP-0133 §4.24: users online when the message is set receive it then.
+    server, alice, bob1, bob2 = await admin_and_two_bobs(make_server)
+    command = await run_command(alice, ADMIN + "set-motd", subject="News",
+                                announcement="Set while you were here")
+    assert command.get("status") == "completed", ET.tostring(command)
+    for client in (alice, bob1, bob2):
+        await expect_notice(server, client, "Set while you were here", "News")
+    # Recorded as seen: neither a new session nor another change of presence repeats it.
+    bob3 = await login(server, "bob", resource="three")
+    bob1.send_presence(pstatus="back")
+    for client in (bob1, bob3):
+        await client.expect_none(is_body("Set while you were here"), within=1.0,
+                                 what="the message of the day again")
+    for client in (alice, bob1, bob2, bob3):
+        await client.close()
 
 
 @async_test()

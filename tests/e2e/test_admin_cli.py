@@ -68,6 +68,10 @@ async def test_motd_set_and_clear(server):
                           within=1.0, what="cleared MOTD")
     result = server.cli("motd", "set", "x", "--host", "elsewhere.org", check=False)
     assert result.returncode == 1
+    # A new message reaches the sessions already online at once.
+    server.cli("motd", "set", "Rules changed again")
+    await bob.expect(is_body("Rules changed again"), what="message of the day while online")
+    await alice.expect(is_body("Rules changed again"), what="message of the day while online")
 
 
 @async_test()

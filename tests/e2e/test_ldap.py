@@ -5,6 +5,7 @@ with CA verification; the optional SCRAM cache."""
 
 import asyncio
 import socket
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -18,6 +19,7 @@ LOCAL = "localhost"  # internal accounts
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 COMMANDS = "http://jabber.org/protocol/commands"
 ROSTER = "jabber:iq:roster"
+CLIENT = "jabber:client"
 
 
 def start(make_server, slapd, *, ldap=None, local_users=("alice",), **overrides):
@@ -99,6 +101,16 @@ async def admin_commands(client, domain: str) -> list[str]:
     return [n for n in nodes if "/admin#" in n]
 
 
+async def registered_users(client) -> list[str]:
+    """The value of get-registered-users-num on the client's host."""
+    payload = (f"<command xmlns='{COMMANDS}' action='execute' "
+               "node='http://jabber.org/protocol/admin#get-registered-users-num'/>")
+    reply = await client.iq("set", payload, to=client.boundjid.domain)
+    assert reply.get("type") == "result", ET.tostring(reply)
+    return [v.text for f in reply.iter("{jabber:x:data}field")
+            if f.get("var") == "registeredusersnum" for v in f.iter("{jabber:x:data}value")]
+
+
 @async_test()
 async def test_administrators_from_ldap_group_and_config(make_server, slapd):
     server = start(make_server, slapd, local_users=("root", "alice"),
@@ -114,10 +126,12 @@ async def test_administrators_from_ldap_group_and_config(make_server, slapd):
     # Group members are JIDs on the LDAP host only.
     assert not await admin_commands(local_alice, LOCAL)
 
+    # Accounts of the LDAP host are counted in the directory, the others in xmppd's store.
+    assert await registered_users(alice) == ["4"]
+    assert await registered_users(root) == ["2"]
+
     # The group is read again on schedule: bob joins and becomes an administrator.
-    slapd._admin("ldapmodify", input=(
-        f"dn: cn=jabberadmins,ou=groups,{BASE}\nchangetype: modify\nadd: member\n"
-        f"member: uid=bob,ou=people,{BASE}\n"))
+    slapd.change_group("jabberadmins", "add", "member", f"uid=bob,ou=people,{BASE}")
     for _ in range(50):
         if await admin_commands(bob, CORP):
             break
@@ -189,6 +203,74 @@ async def test_shared_roster_groups_visible_on_login(make_server, slapd):
     assert await roster(dave) == {}
     await dave.expect_none(lambda e: (e.get("from") or "").startswith(f"alice@{CORP}"))
     for c in (alice, bob, local, dave):
+        await c.close()
+
+
+# How long a group change may take to show: the groups are read every second.
+REFRESHED = 8.0
+
+
+async def expect_shared_change(client, contact: str, *, removed: bool, group: str = "") -> None:
+    """The roster push and the presence ``client`` gets when ``contact`` joins or leaves one
+    of its shared groups."""
+    item = await client.expect_roster_push(contact, timeout=REFRESHED)
+    if removed:
+        assert item.get("subscription") == "remove", ET.tostring(item)
+        await client.expect_presence(contact, "unavailable", timeout=REFRESHED)
+    else:
+        assert item.get("subscription") == "both", ET.tostring(item)
+        assert [g.text for g in item.iter(q(ROSTER, "group"))] == [group], ET.tostring(item)
+        await client.expect_presence(contact, timeout=REFRESHED)
+
+
+@async_test()
+async def test_shared_group_changes_reach_online_members_at_once(make_server, slapd):
+    groups = [{"name": "Staff", "ldap_group": f"cn=staff,ou=groups,{BASE}"}]
+    server = start(make_server, slapd, ldap={"refresh_secs": 1}, shared_roster={"group": groups})
+    alice = await login(server, "alice", password=USERS["alice"], domain=CORP)
+    carol = await login(server, "carol", password=USERS["carol"], domain=CORP)
+    assert await roster(alice) == {f"bob@{CORP}": ("both", ["Staff"])}
+    assert await roster(carol) == {}
+
+    slapd.change_group("staff", "add", "member", f"uid=carol,ou=people,{BASE}")
+    await expect_shared_change(alice, f"carol@{CORP}", removed=False, group="Staff")
+    await expect_shared_change(carol, f"alice@{CORP}", removed=False, group="Staff")
+    # bob is offline: carol sees him in her roster, without presence.
+    await carol.expect_roster_push(f"bob@{CORP}", timeout=REFRESHED)
+    assert await roster(carol) == {f"alice@{CORP}": ("both", ["Staff"]),
+                                   f"bob@{CORP}": ("both", ["Staff"])}
+
+    slapd.change_group("staff", "delete", "member", f"uid=carol,ou=people,{BASE}")
+    await expect_shared_change(alice, f"carol@{CORP}", removed=True)
+    await expect_shared_change(carol, f"alice@{CORP}", removed=True)
+    assert await roster(alice) == {f"bob@{CORP}": ("both", ["Staff"])}
+    # Once out of the group, carol's presence no longer reaches alice.
+    carol.send_presence(pstatus="still here")
+    await alice.expect_none(lambda e: e.findtext(f"{{{CLIENT}}}status") == "still here",
+                            within=1.0, what="presence from a former group member")
+    for c in (alice, carol):
+        await c.close()
+
+
+@async_test()
+async def test_posix_groups_list_members_by_user_name(make_server, slapd):
+    # cn=ops is a posixGroup: memberUid values are user names, not DNs.
+    ops = f"cn=ops,ou=groups,{BASE}"
+    groups = [{"name": "Ops", "ldap_group": ops}]
+    server = start(make_server, slapd, shared_roster={"group": groups},
+                   ldap={"group_member_attribute": "memberUid", "admin_group": ops,
+                         "refresh_secs": 1})
+    carol = await login(server, "carol", password=USERS["carol"], domain=CORP)
+    alice = await login(server, "alice", password=USERS["alice"], domain=CORP)
+    assert await roster(carol) == {f"dave@{CORP}": ("both", ["Ops"])}
+    assert await admin_commands(carol, CORP), "carol is a memberUid of the admin group"
+    assert not await admin_commands(alice, CORP)
+    assert await roster(alice) == {}
+
+    slapd.change_group("ops", "add", "memberUid", "alice")
+    await expect_shared_change(carol, f"alice@{CORP}", removed=False, group="Ops")
+    await expect_shared_change(alice, f"carol@{CORP}", removed=False, group="Ops")
+    for c in (alice, carol):
         await c.close()
 
 

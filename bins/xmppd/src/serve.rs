@@ -86,6 +86,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         .module(shared_roster.clone())
         .module(Arc::new(xmppd_adhoc::admin::module(
             Arc::new(auth.clone()),
+            Arc::new(account_counts(&config, directory.as_ref())),
             motd.clone(),
         )))
         .module(motd.clone())
@@ -259,6 +260,30 @@ fn auth_backends(
         .collect()
 }
 
+/// The directory counts the accounts of LDAP hosts; the others count xmppd's store.
+fn account_counts(
+    config: &ValidatedConfig,
+    directory: Option<&Arc<Directory>>,
+) -> xmppd_adhoc::admin::AccountCounts {
+    let Some(dir) = directory else {
+        return HashMap::new();
+    };
+    (config.auth_backends.iter())
+        .filter(|(_, kind)| **kind == AuthBackendKind::Ldap)
+        .map(|(host, _)| (host.clone(), Arc::new(LdapCount(dir.clone())) as _))
+        .collect()
+}
+
+/// The account count of an LDAP host, for the administration command.
+struct LdapCount(Arc<Directory>);
+
+#[async_trait::async_trait]
+impl xmppd_adhoc::admin::AccountCount for LdapCount {
+    async fn count_accounts(&self) -> Result<(usize, bool), String> {
+        (self.0.count_users(xmppd_ldap::COUNT_LIMIT).await).map_err(|e| e.to_string())
+    }
+}
+
 /// The shared roster module with a source per `[[shared_roster.group]]` (maybe none).
 fn shared_roster(
     config: &ValidatedConfig,
@@ -296,7 +321,7 @@ fn spawn_directory_tasks(
     let mut tasks = Vec::new();
     let from_ldap = |g: &SharedGroupSettings| matches!(g.source, SharedGroupSource::Ldap { .. });
     if config.shared_groups.iter().any(from_ldap) {
-        tasks.push(shared_roster.spawn_refresher(ldap.refresh));
+        tasks.push(shared_roster.spawn_refresher(Arc::downgrade(server), ldap.refresh));
     }
     if let Some(group) = &ldap.admin_group {
         let hosts = (config.auth_backends.iter())

@@ -6,6 +6,9 @@
 //! be on any served host. Problems with a form's content (an invalid JID, an unknown account)
 //! end the command with an error note; stanza errors are kept for protocol problems.
 //!
+//! Accounts are counted in xmppd's store, or for hosts whose accounts live in a directory by
+//! that host's [`AccountCount`].
+//!
 //! Not here: the XEP-0133 commands that would reveal passwords, edit rosters or shut the
 //! server down, and user statistics.
 
@@ -21,13 +24,23 @@ use xmppd_stream::StreamErrorCondition;
 
 use crate::form::{Field, Form, FormKind};
 use crate::motd::Motd;
-use crate::{AdHoc, Command, Context, Step};
+use crate::{AdHoc, Command, Context, NoteKind, Step};
 
 /// The XEP-0133 `FORM_TYPE` and node prefix.
 pub const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
 
 /// Authentication backends by served host (lowercase).
 pub type Backends = HashMap<String, Arc<dyn AuthBackend>>;
+
+/// Counts the accounts of a host whose accounts live outside xmppd's store (a directory).
+#[async_trait]
+pub trait AccountCount: Send + Sync {
+    /// The number of accounts, and whether counting stopped at a limit (there may be more).
+    async fn count_accounts(&self) -> Result<(usize, bool), String>;
+}
+
+/// [`AccountCount`]s by served host (lowercase); other hosts count xmppd's own accounts.
+pub type AccountCounts = HashMap<String, Arc<dyn AccountCount>>;
 
 /// Sends `body` (with an optional subject) as a message from each user's host to every session
 /// of `host`, or of every host when `None`. Returns how many sessions took it.
@@ -68,14 +81,18 @@ pub fn end_session(server: &Server, jid: &Jid) -> usize {
 }
 
 /// An [`AdHoc`] module offering every XEP-0133 command of [`commands`].
-pub fn module(backends: Arc<Backends>, motd: Arc<Motd>) -> AdHoc {
-    commands(backends, motd)
+pub fn module(backends: Arc<Backends>, counts: Arc<AccountCounts>, motd: Arc<Motd>) -> AdHoc {
+    commands(backends, counts, motd)
         .into_iter()
         .fold(AdHoc::new(), AdHoc::command)
 }
 
 /// The XEP-0133 commands xmppd offers, for [`crate::AdHoc::command`].
-pub fn commands(backends: Arc<Backends>, motd: Arc<Motd>) -> Vec<Arc<dyn Command>> {
+pub fn commands(
+    backends: Arc<Backends>,
+    counts: Arc<AccountCounts>,
+    motd: Arc<Motd>,
+) -> Vec<Arc<dyn Command>> {
     OPS.iter()
         .map(|&(op, node, name)| {
             Arc::new(Admin {
@@ -83,6 +100,7 @@ pub fn commands(backends: Arc<Backends>, motd: Arc<Motd>) -> Vec<Arc<dyn Command
                 node: format!("{NS_ADMIN}#{node}"),
                 name,
                 backends: backends.clone(),
+                counts: counts.clone(),
                 motd: motd.clone(),
             }) as Arc<dyn Command>
         })
@@ -148,6 +166,7 @@ struct Admin {
     node: String,
     name: &'static str,
     backends: Arc<Backends>,
+    counts: Arc<AccountCounts>,
     motd: Arc<Motd>,
 }
 
@@ -283,16 +302,7 @@ impl Admin {
                     .value(&n);
                 Step::result(result_form().field(field))
             }
-            (Op::RegisteredNum, _) => {
-                let n = match server.store().list_users(ctx.host).await {
-                    Ok(users) => users.len().to_string(),
-                    Err(e) => return Err(Step::error(format!("Could not count users: {e}"))),
-                };
-                let field = Field::new("registeredusersnum", "text-single")
-                    .label("Number of registered users")
-                    .value(&n);
-                Step::result(result_form().field(field))
-            }
+            (Op::RegisteredNum, _) => self.registered_num(server, ctx.host).await?,
             (Op::Disable, None) => accounts_form("Disabling a User"),
             (Op::Reenable, None) => accounts_form("Re-Enable a User"),
             (Op::EndSession, None) => accounts_form("End User Session"),
@@ -348,6 +358,32 @@ impl Admin {
         })
     }
 
+    /// The account count of `host`: from its [`AccountCount`] if it has one (a directory),
+    /// else from xmppd's store.
+    async fn registered_num(&self, server: &Server, host: &str) -> Result<Step, Step> {
+        let failed = |e: String| Step::error(format!("Could not count users: {e}"));
+        let (n, more) = match self.counts.get(host) {
+            Some(counter) => counter.count_accounts().await.map_err(failed)?,
+            None => match server.store().list_users(host).await {
+                Ok(users) => (users.len(), false),
+                Err(e) => return Err(failed(e.to_string())),
+            },
+        };
+        let field = Field::new("registeredusersnum", "text-single")
+            .label("Number of registered users")
+            .value(&n.to_string());
+        let notes = if more {
+            let text = format!("The directory stopped counting at {n}: there may be more");
+            vec![(NoteKind::Warn, text)]
+        } else {
+            Vec::new()
+        };
+        Ok(Step::Done {
+            form: Some(result_form().field(field)),
+            notes,
+        })
+    }
+
     async fn set_motd(
         &self,
         server: &Server,
@@ -356,8 +392,10 @@ impl Admin {
     ) -> Result<Step, Step> {
         let deleting = text.is_none();
         match self.motd.set(server, host, text).await {
-            Ok(()) if deleting => Ok(Step::info("Message of the day deleted")),
-            Ok(()) => Ok(Step::info("Message of the day set")),
+            Ok(_) if deleting => Ok(Step::info("Message of the day deleted")),
+            Ok(n) => Ok(Step::info(format!(
+                "Message of the day set and sent to {n} online sessions"
+            ))),
             Err(e) => Err(Step::error(format!("Could not store the message: {e}"))),
         }
     }

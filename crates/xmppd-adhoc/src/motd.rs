@@ -1,5 +1,6 @@
 //! The message of the day: one per served host, shown to each user once per change, as a
-//! message from the host at the user's first available presence after the change.
+//! message from the host: at once to users online at the change, else at the user's first
+//! available presence after it.
 //!
 //! The message lives in the [`UserDataStore`] under the host's own entry (empty localpart), so
 //! it survives restarts and the CLI can set it while the server is down; each user's entry
@@ -7,14 +8,17 @@
 //! increasing per host. The current messages are cached in memory: everything that changes
 //! them in a running server goes through [`Motd`].
 //!
-//! Not here: per-language messages, or pushing a new message to sessions already online (they
-//! see it at their next login).
+//! A message set or edited while users are online goes to their sessions at once, and counts as
+//! seen for them (XEP-0133 §4.24 says users online when the message is set receive it then).
+//! Deleting a message tells nobody.
+//!
+//! Not here: per-language messages.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use jid::FullJid;
+use jid::{BareJid, FullJid};
 use xmppd_core::module::Module;
 use xmppd_core::stanza;
 use xmppd_core::{user_ref, Server};
@@ -120,16 +124,23 @@ impl Motd {
         }
     }
 
-    /// Sets (`Some`) or deletes (`None`) the message of `host`.
+    /// Sets (`Some`) or deletes (`None`) the message of `host`. A new message also goes at
+    /// once to every session on `host` (XEP-0133 §4.24: users online when it is set receive it
+    /// then), and counts as seen for their users. Returns how many sessions took it.
     pub async fn set(
         &self,
         server: &Server,
         host: &str,
         text: Option<(Option<&str>, &str)>,
-    ) -> Result<(), StorageError> {
-        let m = store(server.store().as_ref(), host, text).await?;
-        self.remember(host, m.map(Arc::new));
-        Ok(())
+    ) -> Result<usize, StorageError> {
+        let m = store(server.store().as_ref(), host, text)
+            .await?
+            .map(Arc::new);
+        self.remember(host, m.clone());
+        Ok(match m {
+            Some(m) => send_to_online(server, host, &m).await,
+            None => 0,
+        })
     }
 
     fn remember(&self, host: &str, m: Option<Arc<Message>>) {
@@ -150,23 +161,50 @@ impl Module for Motd {
         let Some(m) = self.get(server, host).await else {
             return;
         };
-        let user = user_ref(&jid.to_bare());
-        let store = server.store();
-        let seen = store.get_data(&user, SEEN_KEY).await.ok().flatten();
-        if seen.and_then(|s| s.parse::<i64>().ok()) >= Some(m.version) {
-            return;
+        if first_sight(server, &jid.to_bare(), m.version).await {
+            let msg = crate::notice(host, jid, m.subject.as_deref(), &m.body);
+            server.deliver_to(jid, msg);
         }
-        // Recorded first: a failed write must not show the message at every login.
-        if let Err(e) = store
-            .set_data(&user, SEEN_KEY, &m.version.to_string())
-            .await
-        {
-            tracing::warn!(error = %e, "could not record the message of the day as seen");
-            return;
-        }
-        let msg = crate::notice(host, jid, m.subject.as_deref(), &m.body);
-        server.deliver_to(jid, msg);
     }
+}
+
+/// Sends `m` to every session on `host`, once per user who has not seen it; returns how many
+/// sessions took it.
+async fn send_to_online(server: &Server, host: &str, m: &Message) -> usize {
+    let mut users: BTreeMap<BareJid, Vec<FullJid>> = BTreeMap::new();
+    for jid in server.online() {
+        if jid.domain().as_str().eq_ignore_ascii_case(host) {
+            users.entry(jid.to_bare()).or_default().push(jid);
+        }
+    }
+    let mut sent = 0;
+    for (user, sessions) in users {
+        if !first_sight(server, &user, m.version).await {
+            continue;
+        }
+        for jid in sessions {
+            let domain = jid.domain().as_str();
+            let msg = crate::notice(domain, &jid, m.subject.as_deref(), &m.body);
+            sent += usize::from(server.deliver_to(&jid, msg));
+        }
+    }
+    sent
+}
+
+/// Whether `user` has yet to see message `version`; if so it is recorded as seen. Recorded
+/// before it is shown: a failed write must not show the message at every login.
+async fn first_sight(server: &Server, user: &BareJid, version: i64) -> bool {
+    let user = user_ref(user);
+    let store = server.store();
+    let seen = store.get_data(&user, SEEN_KEY).await.ok().flatten();
+    if seen.and_then(|s| s.parse::<i64>().ok()) >= Some(version) {
+        return false;
+    }
+    if let Err(e) = store.set_data(&user, SEEN_KEY, &version.to_string()).await {
+        tracing::warn!(error = %e, "could not record the message of the day as seen");
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -86,6 +86,12 @@ impl Command for TwoStage {
 }
 
 async fn setup_with_backend() -> (Arc<Server>, Arc<Motd>, Arc<dyn AuthBackend>) {
+    setup_with(admin::AccountCounts::new()).await
+}
+
+async fn setup_with(
+    counts: admin::AccountCounts,
+) -> (Arc<Server>, Arc<Motd>, Arc<dyn AuthBackend>) {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let creds: Arc<dyn CredentialStore> = store.clone();
     let backend: Arc<dyn AuthBackend> = Arc::new(InternalBackend::with_iterations(creds, 1));
@@ -99,7 +105,7 @@ async fn setup_with_backend() -> (Arc<Server>, Arc<Motd>, Arc<dyn AuthBackend>) 
         [("localhost".to_owned(), backend.clone())].into();
     let motd = Arc::new(Motd::new());
     let mut adhoc = AdHoc::new().command(Arc::new(TwoStage));
-    for c in admin::commands(Arc::new(backends), motd.clone()) {
+    for c in admin::commands(Arc::new(backends), Arc::new(counts), motd.clone()) {
         adhoc = adhoc.command(c);
     }
     let cfg = CoreConfig {
@@ -407,14 +413,69 @@ async fn motd_is_shown_once_per_change() {
     let extra = format!("sessionid='{}'", c.attr("sessionid").unwrap());
     let body = submit(&[("announcement", "changed")]);
     admin.command(&server, &cmd(&node, &extra, &body)).await;
+    // bob is online: the change reaches him at once, so his next login does not repeat it.
+    assert!(has_body(&bob.drain(), "changed"));
     let mut bob3 = login(&server, "bob", "c").await;
-    assert!(has_body(&available(&mut bob3, &server).await, "changed"));
+    assert!(!has_body(&available(&mut bob3, &server).await, "changed"));
+    // Someone offline at the change sees it at login.
+    let mut carol = login(&server, "carol", "c").await;
+    assert!(has_body(&available(&mut carol, &server).await, "changed"));
 
     let reply = admin
         .command(&server, &cmd(&admin_node("delete-motd"), "", ""))
         .await;
     assert_eq!(command_of(&reply).attr("status"), Some("completed"));
     assert!(motd.get(&server, "localhost").await.is_none());
+}
+
+#[tokio::test]
+async fn a_new_motd_reaches_online_sessions_at_once_and_only_once() {
+    let (server, _) = setup().await;
+    let mut admin = login(&server, "admin", "r").await;
+    let mut bob = login(&server, "bob", "a").await;
+    available(&mut bob, &server).await;
+    let mut bob_quiet = login(&server, "bob", "b").await; // bound, no presence yet
+    let node = admin_node("set-motd");
+    let reply = complete(&mut admin, &server, &node, &[("announcement", "now")]).await;
+    let note = command_of(&reply).get_child("note", NS_COMMANDS).unwrap();
+    assert!(note.text().contains("3 online sessions"), "{}", note.text());
+    assert!(has_body(&bob.drain(), "now"));
+    assert!(has_body(&bob_quiet.drain(), "now"));
+    // Seen: neither a later presence nor a new login shows it again.
+    assert!(!has_body(&available(&mut bob_quiet, &server).await, "now"));
+    let mut bob_later = login(&server, "bob", "c").await;
+    assert!(!has_body(&available(&mut bob_later, &server).await, "now"));
+
+    // Deleting tells nobody.
+    let delete = cmd(&admin_node("delete-motd"), "", "");
+    admin.command(&server, &delete).await;
+    assert!(bob.drain().iter().all(|e| e.name() != "message"));
+}
+
+/// A directory stand-in that stopped counting at a limit.
+struct Counted(usize, bool);
+
+#[async_trait]
+impl admin::AccountCount for Counted {
+    async fn count_accounts(&self) -> Result<(usize, bool), String> {
+        Ok((self.0, self.1))
+    }
+}
+
+#[tokio::test]
+async fn registered_users_of_a_directory_host_come_from_its_counter() {
+    let counts: admin::AccountCounts =
+        [("localhost".to_owned(), Arc::new(Counted(500, true)) as _)].into();
+    let (server, _, _) = setup_with(counts).await;
+    let mut admin = login(&server, "admin", "r").await;
+    let node = admin_node("get-registered-users-num");
+    let reply = admin.command(&server, &cmd(&node, "", "")).await;
+    let c = command_of(&reply);
+    let form = Form::parse(c.get_child("x", form::NS_DATA).unwrap()).unwrap();
+    assert_eq!(form.values("registeredusersnum"), ["500"]);
+    let note = c.get_child("note", NS_COMMANDS).unwrap();
+    assert_eq!(note.attr("type"), Some("warn"));
+    assert!(note.text().contains("may be more"), "{}", note.text());
 }
 
 #[tokio::test]

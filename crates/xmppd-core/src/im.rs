@@ -127,8 +127,8 @@ async fn roster_with_version(
 }
 
 /// A contributed roster item of `user` appeared, changed or (`removed`) went away: roster push
-/// to `user`'s sessions, and presence between the two accounts' available resources follows
-/// the change (RFC 6121 §4 rules applied as if a mutual subscription began or ended).
+/// to `user`'s sessions, and the contact's presence (or its end) to `user`'s available
+/// resources, as if a mutual subscription began or ended (RFC 6121 §4).
 pub(crate) async fn shared_item_changed(
     server: &Arc<Server>,
     user: &BareJid,
@@ -153,23 +153,21 @@ pub(crate) async fn shared_item_changed(
     if removed && shares_presence(server, &contact, user).await {
         return; // still subscribed through the stored roster
     }
-    for (from, to) in [(&contact, user), (user, &contact)] {
-        let targets: Vec<FullJid> = server
-            .router()
-            .resources(to)
-            .into_iter()
-            .filter(|r| r.available)
-            .map(|r| r.jid)
-            .collect();
-        for t in &targets {
-            let presences = if removed {
-                unavailable_presences(server, from, t.as_str())
-            } else {
-                available_presences(server, from, t.as_str())
-            };
-            for p in presences {
-                server.deliver_to(t, p);
-            }
+    // One direction only: the caller reports the change for each side whose user is online,
+    // so the contact's side gets this user's presence from its own call.
+    for r in server
+        .router()
+        .resources(user)
+        .into_iter()
+        .filter(|r| r.available)
+    {
+        let presences = if removed {
+            unavailable_presences(server, &contact, r.jid.as_str())
+        } else {
+            available_presences(server, &contact, r.jid.as_str())
+        };
+        for p in presences {
+            server.deliver_to(&r.jid, p);
         }
     }
 }

@@ -269,8 +269,8 @@ impl Server {
     }
 
     /// Tells `user`'s sessions that a roster item contributed by a module (a shared roster
-    /// group) appeared, changed or, with `removed`, went away: a roster push, and presence
-    /// between the two accounts' available resources.
+    /// group) appeared, changed or, with `removed`, went away: a roster push, and the contact's
+    /// presence (or unavailable) to `user`'s available resources. Call it for each side.
     pub async fn shared_roster_item_changed(
         self: &Arc<Self>,
         user: &BareJid,

@@ -560,9 +560,19 @@ async fn shared_item_change_pushes_roster_and_presence() {
         groups: vec!["Staff".into()],
         ..Default::default()
     };
+    let bob = BareJid::new("bob@localhost").unwrap();
+    let back = xmppd_storage::RosterItem {
+        jid: "alice@localhost".into(),
+        ..item.clone()
+    };
     server
         .shared_roster_item_changed(&alice, &item, false)
         .await;
+    assert!(
+        find(&b.drain(), "presence", None).is_none(),
+        "one direction per call"
+    );
+    server.shared_roster_item_changed(&bob, &back, false).await;
     let got = a.drain();
     let push = find(&got, "iq", Some("set")).expect("roster push");
     let pushed = push.children().next().unwrap().children().next().unwrap();
@@ -577,6 +587,7 @@ async fn shared_item_change_pushes_roster_and_presence() {
     );
 
     server.shared_roster_item_changed(&alice, &item, true).await;
+    server.shared_roster_item_changed(&bob, &back, true).await;
     let got = a.drain();
     let push = find(&got, "iq", Some("set")).expect("roster push on removal");
     let pushed = push.children().next().unwrap().children().next().unwrap();

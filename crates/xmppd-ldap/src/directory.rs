@@ -2,7 +2,12 @@
 //!
 //! Each operation leases a pooled connection and runs under the configured timeout. A reused
 //! connection that turns out dead (the server restarted since) is replaced once and the
-//! operation retried, so a directory that comes back is used again at once.
+//! operation retried, so a directory that comes back is used again at once. An operation that
+//! times out drops its lease: the pool slot is free again and the connection, in an unknown
+//! state, is closed (dropping the last handle ends ldap3's connection task).
+//!
+//! Entries are decoded here ([`parse_entry`]), never with a decoder that panics on malformed
+//! input: a directory's answer can skip an entry but cannot crash anything.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -12,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jid::BareJid;
-use ldap3::{ResultEntry, Scope, SearchEntry};
+use ldap3::asn1::{StructureTag, TagClass, PL};
+use ldap3::{ResultEntry, Scope, SearchOptions};
 use xmppd_shared_roster::GroupSource;
 
 use crate::pool::{Conn, Lease, Pool};
@@ -23,6 +29,8 @@ use crate::{LdapConfig, LdapError};
 const BIND_REJECTED: [u32; 4] = [48, 49, 50, 53];
 /// noSuchObject: a group that was deleted has no members.
 const NO_SUCH_OBJECT: u32 = 32;
+/// sizeLimitExceeded: the entries returned are only the first ones.
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
 /// The answer to a password check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +86,18 @@ impl Directory {
                 Err(e) => Err(e),
             };
             (lease, outcome)
+        })
+        .await
+    }
+
+    /// How many entries match the user filter (`%u` as `*`), counting at most `limit`. The
+    /// flag says the count stopped at a size limit, ours or the directory's, so the true
+    /// number may be higher.
+    pub async fn count_users(&self, limit: usize) -> Result<(usize, bool), LdapError> {
+        let cfg = self.cfg();
+        self.run(|mut lease| async move {
+            let counted = count_entries(&mut lease.conn, cfg, limit).await;
+            (lease, counted)
         })
         .await
     }
@@ -155,6 +175,10 @@ impl Directory {
         Ok(value)
     }
 }
+
+/// Entries counted at most for `get-registered-users-num`: enough for a count, small enough
+/// that the answer stays quick and light.
+pub const COUNT_LIMIT: usize = 10_000;
 
 /// A shared roster group whose members are those of an LDAP group.
 pub struct LdapGroup {
@@ -269,6 +293,29 @@ async fn search_user(
     }
 }
 
+async fn count_entries(
+    conn: &mut Conn,
+    cfg: &LdapConfig,
+    limit: usize,
+) -> Result<(usize, bool), ldap3::LdapError> {
+    service_bind(conn, cfg).await?;
+    let filter = cfg.user_filter.replace("%u", "*");
+    let sizelimit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let found = conn
+        .ldap
+        .with_search_options(SearchOptions::new().sizelimit(sizelimit))
+        .search(&cfg.base, Scope::Subtree, &filter, vec!["1.1"])
+        .await?;
+    let truncated = found.1.rc == SIZE_LIMIT_EXCEEDED;
+    let entries = if truncated {
+        found.0
+    } else {
+        found.success()?.0
+    };
+    let count = entries.into_iter().filter_map(parse_entry).count();
+    Ok((count.min(limit), truncated || count > limit))
+}
+
 async fn user_bind(conn: &mut Conn, dn: &str, password: &str) -> Result<Login, ldap3::LdapError> {
     conn.service_bound = false;
     let result = conn.ldap.simple_bind(dn, password).await?;
@@ -336,7 +383,7 @@ async fn read_group(
 }
 
 /// The values of `name` (attribute names are case-insensitive).
-fn attribute(entry: SearchEntry, name: &str) -> Vec<String> {
+fn attribute(entry: Entry, name: &str) -> Vec<String> {
     entry
         .attrs
         .into_iter()
@@ -345,17 +392,50 @@ fn attribute(entry: SearchEntry, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A search result entry, or `None` for referrals and malformed entries.
-fn parse_entry(entry: ResultEntry) -> Option<SearchEntry> {
-    if entry.is_ref() || entry.is_intermediate() {
+/// A search result entry: its DN and the attributes whose values are all UTF-8.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    dn: String,
+    attrs: Vec<(String, Vec<String>)>,
+}
+
+/// A search result entry, or `None` for referrals and for entries that are not well formed.
+///
+/// The entry is read here rather than with ldap3's `SearchEntry::construct`, which panics on
+/// a malformed entry: a directory's answer must never take a task down.
+fn parse_entry(entry: ResultEntry) -> Option<Entry> {
+    // SearchResultEntry is [APPLICATION 4] (RFC 4511 §4.5.2).
+    if entry.0.id != 4 || entry.0.class != TagClass::Application {
         return None;
     }
-    // `SearchEntry::construct` panics on a malformed entry; a bad server answer must not
-    // take a session task down with it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        SearchEntry::construct(entry)
-    }))
-    .ok()
+    let mut parts = constructed(entry.0)?.into_iter();
+    let dn = utf8(parts.next()?)?;
+    let mut attrs = Vec::new();
+    for attr in constructed(parts.next()?)? {
+        let mut attr = constructed(attr)?.into_iter();
+        let name = utf8(attr.next()?)?;
+        let values: Option<Vec<String>> =
+            constructed(attr.next()?)?.into_iter().map(utf8).collect();
+        // Binary values (a photo, a certificate) are never needed here: leave them out.
+        if let Some(values) = values {
+            attrs.push((name, values));
+        }
+    }
+    Some(Entry { dn, attrs })
+}
+
+fn constructed(tag: StructureTag) -> Option<Vec<StructureTag>> {
+    match tag.payload {
+        PL::C(children) => Some(children),
+        PL::P(_) => None,
+    }
+}
+
+fn utf8(tag: StructureTag) -> Option<String> {
+    match tag.payload {
+        PL::P(bytes) => String::from_utf8(bytes).ok(),
+        PL::C(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -435,5 +515,110 @@ mod tests {
             dir.check_password("alice", "").await.unwrap(),
             Login::WrongPassword
         );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_operation_gives_back_its_slot_and_closes_its_connection() {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A server that accepts and never answers: every bind hangs until our timeout.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("ldap://{}", silent.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (accepted.clone(), closed.clone());
+        std::thread::spawn(move || {
+            for conn in silent.incoming() {
+                let Ok(mut conn) = conn else { return };
+                a.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 512];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let mut cfg = config(&uri, TlsMode::None, "(uid=%u)");
+        cfg.timeout = Duration::from_millis(300);
+        let dir = Directory::new(cfg).unwrap();
+        for _ in 0..3 {
+            let outcome = dir.check_password("alice", "pw").await;
+            assert!(matches!(outcome, Err(LdapError::Timeout(_))), "{outcome:?}");
+        }
+        // With one slot, each attempt could only connect if the last one gave its slot back.
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        for _ in 0..50 {
+            if closed.load(Ordering::SeqCst) == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            closed.load(Ordering::SeqCst),
+            3,
+            "timed-out connections are closed"
+        );
+    }
+
+    fn octets(s: &[u8]) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(s.to_vec()),
+        }
+    }
+
+    fn seq(id: u64, class: TagClass, children: Vec<StructureTag>) -> StructureTag {
+        StructureTag {
+            class,
+            id,
+            payload: PL::C(children),
+        }
+    }
+
+    fn entry(dn: StructureTag, attrs: Vec<StructureTag>) -> ResultEntry {
+        let attrs = seq(16, TagClass::Universal, attrs);
+        ResultEntry::new(seq(4, TagClass::Application, vec![dn, attrs]))
+    }
+
+    fn attr(name: &[u8], values: &[&[u8]]) -> StructureTag {
+        let values = seq(
+            17,
+            TagClass::Universal,
+            values.iter().map(|v| octets(v)).collect(),
+        );
+        seq(16, TagClass::Universal, vec![octets(name), values])
+    }
+
+    #[test]
+    fn malformed_entries_are_skipped_without_panicking() {
+        let good = entry(
+            octets(b"uid=a,dc=x"),
+            vec![attr(b"uid", &[b"a"]), attr(b"jpegPhoto", &[b"\xff\xfe"])],
+        );
+        let parsed = parse_entry(good).unwrap();
+        assert_eq!(parsed.dn, "uid=a,dc=x");
+        assert_eq!(parsed.attrs, [("uid".to_owned(), vec!["a".to_owned()])]);
+
+        let bad_dn = entry(octets(b"\xff"), vec![]);
+        let no_attrs = ResultEntry::new(seq(4, TagClass::Application, vec![octets(b"dc=x")]));
+        let primitive = ResultEntry::new(octets(b"dc=x"));
+        let attr_not_a_sequence = entry(octets(b"dc=x"), vec![octets(b"uid")]);
+        let values_missing = entry(
+            octets(b"dc=x"),
+            vec![seq(16, TagClass::Universal, vec![octets(b"uid")])],
+        );
+        let referral = ResultEntry::new(seq(19, TagClass::Application, vec![octets(b"ldap://h")]));
+        for e in [
+            bad_dn,
+            no_attrs,
+            primitive,
+            attr_not_a_sequence,
+            values_missing,
+            referral,
+        ] {
+            assert_eq!(parse_entry(e), None);
+        }
     }
 }

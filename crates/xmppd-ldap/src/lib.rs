@@ -12,6 +12,8 @@
 //!   user's last successful PLAIN login (see `docs/LDAP.md` for the trade-off).
 //! - [`LdapGroup`]: a shared roster [`GroupSource`](xmppd_shared_roster::GroupSource), and
 //!   [`Directory::spawn_group_watch`] for the administrators' group.
+//! - [`Directory::count_users`] counts the entries matching the user filter, up to
+//!   [`COUNT_LIMIT`] (the administrators' user count of LDAP hosts).
 //!
 //! Deliberately not here: writing to the directory (accounts are created, changed and removed
 //! there, not through XMPP), SASL binds to the directory, and referral chasing.
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{LdapBackend, SCRAM_CACHE_KEY_PREFIX};
-pub use directory::{escape_filter_value, Directory, LdapGroup};
+pub use directory::{escape_filter_value, Directory, LdapGroup, COUNT_LIMIT};
 
 /// How the connection to the LDAP server is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

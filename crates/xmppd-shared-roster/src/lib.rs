@@ -11,12 +11,15 @@
 //! therefore never waits for a directory: it reads a snapshot. A source that fails to answer
 //! keeps its previous members, so a directory outage does not empty everybody's roster.
 //!
-//! Deliberately not here: pushing roster changes to online users when a membership changes
-//! (clients see the new members at their next roster fetch), and storing anything — the items
-//! are never written to the user's stored roster.
+//! When a refresh changes a group, [`SharedRoster::refresh_and_notify`] tells the online users
+//! whose shared contacts changed, through [`Server::shared_roster_item_changed`]: a roster push
+//! and presence between the two accounts, in both directions.
+//!
+//! Deliberately not here: storing anything — the items are never written to the user's stored
+//! roster — and telling offline users (they read the current groups at their next login).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,11 +63,14 @@ impl GroupSource for StaticGroup {
     }
 }
 
+/// One member set per source, in the order of the sources.
+type Snapshot = Arc<Vec<HashSet<BareJid>>>;
+
 /// The shared roster module: group sources and the last membership read from each.
 pub struct SharedRoster {
     sources: Vec<Arc<dyn GroupSource>>,
     /// One member set per source, same order as `sources`; swapped whole by `refresh`.
-    members: RwLock<Arc<Vec<HashSet<BareJid>>>>,
+    members: RwLock<Snapshot>,
 }
 
 impl SharedRoster {
@@ -78,7 +84,26 @@ impl SharedRoster {
     }
 
     /// Reads every source once; returns how many failed (those keep their previous members).
+    /// Nobody is told about changes: for the first read, before anyone is online.
     pub async fn refresh(&self) -> usize {
+        self.reload().await.0
+    }
+
+    /// [`SharedRoster::refresh`], then a roster push and presence for each online user whose
+    /// shared contacts changed.
+    pub async fn refresh_and_notify(&self, server: &Arc<Server>) -> usize {
+        let (failed, previous, next) = self.reload().await;
+        let online = |user: &BareJid| server.router().resource_count(user) > 0;
+        for change in changes(&self.sources, &previous, &next, online) {
+            server
+                .shared_roster_item_changed(&change.user, &change.item, change.removed)
+                .await;
+        }
+        failed
+    }
+
+    /// Reads every source and installs the result; returns the failures and both member sets.
+    async fn reload(&self) -> (usize, Snapshot, Snapshot) {
         let previous = self.snapshot();
         let mut next = Vec::with_capacity(self.sources.len());
         let mut failed = 0;
@@ -92,14 +117,20 @@ impl SharedRoster {
                 }
             }
         }
+        let next = Arc::new(next);
         if let Ok(mut slot) = self.members.write() {
-            *slot = Arc::new(next);
+            *slot = Arc::clone(&next);
         }
-        failed
+        (failed, previous, next)
     }
 
-    /// Calls [`SharedRoster::refresh`] every `period` (the first time after one period).
-    pub fn spawn_refresher(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+    /// Calls [`SharedRoster::refresh_and_notify`] every `period` (the first time after one
+    /// period), until `server` is gone.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        server: Weak<Server>,
+        period: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let roster = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -107,44 +138,21 @@ impl SharedRoster {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                roster.refresh().await;
+                // Held only for one refresh: the task must not keep a stopped server alive.
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                roster.refresh_and_notify(&server).await;
             }
         })
     }
 
     /// The contacts `user` shares a group with, each once with all the groups shared.
     pub fn items_for(&self, user: &BareJid) -> Vec<RosterItem> {
-        let snapshot = self.snapshot();
-        let mut contacts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (source, members) in self.sources.iter().zip(snapshot.iter()) {
-            if !members.contains(user) {
-                continue;
-            }
-            for member in members.iter().filter(|m| *m != user) {
-                contacts
-                    .entry(member.as_str())
-                    .or_default()
-                    .push(source.name().to_owned());
-            }
-        }
-        contacts
-            .into_iter()
-            .map(|(jid, mut groups)| {
-                groups.sort();
-                groups.dedup();
-                RosterItem {
-                    jid: jid.to_owned(),
-                    name: None,
-                    subscription: Subscription::Both,
-                    ask: false,
-                    approved: false,
-                    groups,
-                }
-            })
-            .collect()
+        items_in(&self.sources, &self.snapshot(), user)
     }
 
-    fn snapshot(&self) -> Arc<Vec<HashSet<BareJid>>> {
+    fn snapshot(&self) -> Snapshot {
         match self.members.read() {
             Ok(s) => Arc::clone(&s),
             // A writer never panics while holding the lock; an empty view is the safe answer.
@@ -162,6 +170,91 @@ impl Module for SharedRoster {
     async fn roster_items(&self, _server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
         self.items_for(user)
     }
+}
+
+/// One roster item of `user` that a membership change added, changed or removed.
+#[derive(Debug, Clone, PartialEq)]
+struct Change {
+    user: BareJid,
+    item: RosterItem,
+    removed: bool,
+}
+
+/// The contacts `user` shares a group with in `snapshot` (see [`SharedRoster::items_for`]).
+fn items_in(
+    sources: &[Arc<dyn GroupSource>],
+    snapshot: &[HashSet<BareJid>],
+    user: &BareJid,
+) -> Vec<RosterItem> {
+    let mut contacts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (source, members) in sources.iter().zip(snapshot.iter()) {
+        if !members.contains(user) {
+            continue;
+        }
+        for member in members.iter().filter(|m| *m != user) {
+            contacts
+                .entry(member.as_str())
+                .or_default()
+                .push(source.name().to_owned());
+        }
+    }
+    contacts
+        .into_iter()
+        .map(|(jid, mut groups)| {
+            groups.sort();
+            groups.dedup();
+            RosterItem {
+                jid: jid.to_owned(),
+                name: None,
+                subscription: Subscription::Both,
+                ask: false,
+                approved: false,
+                groups,
+            }
+        })
+        .collect()
+}
+
+/// What changed between two member sets, for the users `online` says to tell. Only members
+/// (old or new) of groups whose membership changed can see a difference, so only they are
+/// compared; each side of a pair is its own change, so both users get their push.
+fn changes(
+    sources: &[Arc<dyn GroupSource>],
+    previous: &[HashSet<BareJid>],
+    next: &[HashSet<BareJid>],
+    online: impl Fn(&BareJid) -> bool,
+) -> Vec<Change> {
+    let empty = HashSet::new();
+    let mut affected: Vec<&BareJid> = (0..next.len())
+        .map(|i| (previous.get(i).unwrap_or(&empty), &next[i]))
+        .filter(|(old, new)| old != new)
+        .flat_map(|(old, new)| old.iter().chain(new.iter()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .filter(|user| online(user))
+        .collect();
+    affected.sort();
+    let mut out = Vec::new();
+    for user in affected {
+        let before = items_in(sources, previous, user);
+        let after = items_in(sources, next, user);
+        let change = |item: &RosterItem, removed| Change {
+            user: user.clone(),
+            item: item.clone(),
+            removed,
+        };
+        for item in &after {
+            if !before.contains(item) {
+                out.push(change(item, false));
+            }
+        }
+        for item in &before {
+            if !after.iter().any(|i| i.jid == item.jid) {
+                out.push(change(item, true));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -244,5 +337,52 @@ mod tests {
         flaky.down.store(true, Ordering::SeqCst);
         assert_eq!(roster.refresh().await, 1);
         assert_eq!(jids(&roster.items_for(&jid("a@x.org"))), ["b@x.org"]);
+    }
+
+    #[test]
+    fn changes_reach_both_sides_and_only_online_users() {
+        let staff: Arc<dyn GroupSource> = Arc::new(StaticGroup::new("Staff", vec![]));
+        let ops: Arc<dyn GroupSource> = Arc::new(StaticGroup::new("Ops", vec![]));
+        let sources = [staff, ops];
+        let set = |v: &[&str]| v.iter().map(|s| jid(s)).collect::<HashSet<_>>();
+        let before = [set(&["a@x.org", "b@x.org"]), set(&["a@x.org", "c@x.org"])];
+        // d joins Staff, c leaves Ops, Ops gains b (a already sees b through Staff).
+        let after = [
+            set(&["a@x.org", "b@x.org", "d@x.org"]),
+            set(&["a@x.org", "b@x.org"]),
+        ];
+        let all = changes(&sources, &before, &after, |_| true);
+        let summary: Vec<(String, String, bool, Vec<String>)> = all
+            .iter()
+            .map(|c| {
+                let groups = c.item.groups.clone();
+                (c.user.to_string(), c.item.jid.clone(), c.removed, groups)
+            })
+            .collect();
+        let row = |u: &str, j: &str, removed, g: &[&str]| {
+            let groups = g.iter().map(|s| s.to_string()).collect();
+            (u.to_owned(), j.to_owned(), removed, groups)
+        };
+        assert_eq!(
+            summary,
+            [
+                row("a@x.org", "b@x.org", false, &["Ops", "Staff"]),
+                row("a@x.org", "d@x.org", false, &["Staff"]),
+                row("a@x.org", "c@x.org", true, &["Ops"]),
+                row("b@x.org", "a@x.org", false, &["Ops", "Staff"]),
+                row("b@x.org", "d@x.org", false, &["Staff"]),
+                row("c@x.org", "a@x.org", true, &["Ops"]),
+                row("d@x.org", "a@x.org", false, &["Staff"]),
+                row("d@x.org", "b@x.org", false, &["Staff"]),
+            ]
+        );
+        assert!(all
+            .iter()
+            .all(|c| c.item.subscription == Subscription::Both));
+
+        let only_a = changes(&sources, &before, &after, |u| u.as_str() == "a@x.org");
+        assert!(only_a.iter().all(|c| c.user.as_str() == "a@x.org"));
+        assert_eq!(only_a.len(), 3);
+        assert!(changes(&sources, &after, &after, |_| true).is_empty());
     }
 }
