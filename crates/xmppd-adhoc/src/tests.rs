@@ -7,38 +7,22 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jid::BareJid;
 use minidom::Element;
-use tokio::sync::mpsc;
 use xmppd_auth::{AuthBackend, InternalBackend};
 use xmppd_core::stanza::{StanzaError, NS_STANZAS};
-use xmppd_core::{ClientSession, CoreConfig, Outbound, Server, SessionInfo};
+use xmppd_core::testing::{TestClient as Client, CLOSE_NS};
+use xmppd_core::{CoreConfig, Server, SessionInfo};
 use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 use super::*;
 use crate::motd::Motd;
 
-struct Client {
-    session: ClientSession,
-    rx: mpsc::Receiver<Outbound>,
+/// Command helpers on the core's in-memory test session.
+trait CommandClient {
+    /// Sends a command IQ to the domain and returns the reply.
+    async fn command(&mut self, server: &Arc<Server>, inner: &str) -> Element;
 }
 
-impl Client {
-    async fn send(&mut self, server: &Arc<Server>, xml: &str) {
-        let el: Element = xml.parse().expect("test stanza parses");
-        server.handle_from_client(&mut self.session, el).await;
-    }
-
-    fn drain(&mut self) -> Vec<Element> {
-        let mut v = Vec::new();
-        while let Ok(o) = self.rx.try_recv() {
-            match o {
-                Outbound::Stanza(s) => v.push((*s).clone()),
-                Outbound::Close(c, _) => v.push(Element::bare(c.as_str(), "close")),
-            }
-        }
-        v
-    }
-
-    /// Sends a command IQ to the domain and returns the reply.
+impl CommandClient for Client {
     async fn command(&mut self, server: &Arc<Server>, inner: &str) -> Element {
         let xml =
             format!("<iq xmlns='jabber:client' type='set' id='c' to='localhost'>{inner}</iq>");
@@ -125,12 +109,7 @@ async fn setup() -> (Arc<Server>, Arc<Motd>) {
 }
 
 async fn login(server: &Arc<Server>, user: &str, res: &str) -> Client {
-    let bare = BareJid::new(&format!("{user}@localhost")).unwrap();
-    let (session, rx) = server
-        .bind(bare, Some(res), SessionInfo::default(), 64)
-        .await
-        .unwrap();
-    Client { session, rx }
+    Client::login(server, user, res).await
 }
 
 fn cmd(node: &str, extra: &str, body: &str) -> String {
@@ -508,7 +487,7 @@ async fn disable_end_session_and_counts() {
     complete(&mut admin, &server, &disable, &bob_field).await;
     let bob_jid = BareJid::new("bob@localhost").unwrap();
     assert!(server.is_disabled(&bob_jid).await);
-    let closed = bob.drain().iter().any(|e| e.ns() == "close");
+    let closed = bob.drain().iter().any(|e| e.ns() == CLOSE_NS);
     assert!(closed, "bob's session ends");
     let bind = server.bind(bob_jid.clone(), Some("x"), SessionInfo::default(), 8);
     assert!(bind.await.is_err());
@@ -531,7 +510,7 @@ async fn disable_end_session_and_counts() {
         &[("accountjids", "bob@localhost/again")],
     )
     .await;
-    assert!(bob.drain().iter().any(|e| e.ns() == "close"));
+    assert!(bob.drain().iter().any(|e| e.ns() == CLOSE_NS));
 }
 
 #[tokio::test]

@@ -21,6 +21,8 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stanza;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use builtin::CAPS_NODE;
 pub use jid::{BareJid, FullJid, Jid};

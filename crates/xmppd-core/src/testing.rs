@@ -1,0 +1,64 @@
+//! In-memory sessions for tests of the core and of modules built on it (feature `testing`).
+//!
+//! A [`TestClient`] is a bound session without a socket: stanzas go in through
+//! [`Server::handle_from_client`], and what the server queued for the session comes out of
+//! [`TestClient::drain`]. Stream closes show up as an element named after the stream error
+//! condition in the namespace [`CLOSE_NS`].
+
+use std::sync::Arc;
+
+use jid::BareJid;
+use minidom::Element;
+use tokio::sync::mpsc;
+
+use crate::{ClientSession, Outbound, Server, SessionInfo};
+
+/// Namespace of the pseudo-elements standing for `Outbound::Close`.
+pub const CLOSE_NS: &str = "urn:xmppd:test:close";
+
+/// A bound session driven by a test.
+pub struct TestClient {
+    pub session: ClientSession,
+    pub rx: mpsc::Receiver<Outbound>,
+}
+
+impl TestClient {
+    /// Binds `user@localhost/resource` (`user` may also be a full bare JID with a domain).
+    pub async fn login(server: &Arc<Server>, user: &str, resource: &str) -> TestClient {
+        let bare = if user.contains('@') {
+            BareJid::new(user)
+        } else {
+            BareJid::new(&format!("{user}@localhost"))
+        }
+        .expect("test JID is valid");
+        let (session, rx) = server
+            .bind(bare, Some(resource), SessionInfo::default(), 64)
+            .await
+            .expect("test session binds");
+        TestClient { session, rx }
+    }
+
+    /// Parses `xml` (which must declare `xmlns='jabber:client'`) and hands it to the server as
+    /// if this session had sent it.
+    pub async fn send(&mut self, server: &Arc<Server>, xml: &str) {
+        let el: Element = xml.parse().expect("test stanza parses");
+        server.handle_from_client(&mut self.session, el).await;
+    }
+
+    /// Everything queued for this session right now.
+    pub fn drain(&mut self) -> Vec<Element> {
+        let mut v = Vec::new();
+        while let Ok(o) = self.rx.try_recv() {
+            match o {
+                Outbound::Stanza(s) => v.push((*s).clone()),
+                Outbound::Close(c, _) => v.push(Element::bare(c.as_str(), CLOSE_NS)),
+            }
+        }
+        v
+    }
+
+    /// Ends the session as its driver would.
+    pub async fn logout(self, server: &Arc<Server>) {
+        server.unbind(self.session).await;
+    }
+}
