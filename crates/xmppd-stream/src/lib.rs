@@ -17,6 +17,8 @@
 //! is reported in [`StreamHeader::default_ns`] and the caller decides whether it accepts it.
 
 mod framer;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ser;
 
 pub use framer::{Framer, MAX_HEADER_BYTES, MAX_TOKEN_BYTES};
