@@ -209,3 +209,30 @@ async def test_many_bad_connections_do_not_hurt(server):
         client.send([b"<bad", b"<stream:stream xmlns:stream='x'>", b"\xff\xfe", b"</x>"][i % 4])
         client.close()
     await assert_chat_works(server)
+
+
+@async_test()
+async def test_idle_connections_before_login_are_capped_per_address(make_server):
+    server = make_server(c2s={"starttls_listen": ["127.0.0.1:0"],
+                              "direct_tls_listen": ["127.0.0.1:0"],
+                              "max_pending_per_ip": 3})
+    idle = [socket.create_connection(("127.0.0.1", server.starttls_port), timeout=5)
+            for _ in range(3)]
+    # A fourth connection from the same address is closed at once, before any byte.
+    extra = socket.create_connection(("127.0.0.1", server.starttls_port), timeout=5)
+    extra.settimeout(5)
+    assert extra.recv(1) == b"", "over the per-address limit: the connection is closed"
+    extra.close()
+    # Logged-in sessions do not count against the limit, so once the idle ones go, clients
+    # log in and chat again; more sessions than the limit may be open together.
+    for sock in idle:
+        sock.close()
+    time.sleep(0.2)
+    clients = []
+    for i in range(4):
+        c = RawClient(server.starttls_port)
+        c.login("alice", PASSWORD, resource=f"r{i}")
+        clients.append(c)
+    await assert_chat_works(server)
+    for c in clients:
+        c.close()

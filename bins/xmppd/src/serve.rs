@@ -135,6 +135,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         hide_ip: server_cfg.hide_ip_in_logs,
         handshake_timeout: c2s_cfg.handshake_timeout,
         max_auth_failures: c2s_cfg.max_auth_failures,
+        max_connections: c2s_cfg.max_connections,
+        max_pending_per_ip: c2s_cfg.max_pending_per_ip,
         registration,
     };
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;

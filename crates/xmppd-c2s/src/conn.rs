@@ -55,6 +55,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     kind: ListenerKind,
     shutdown: watch::Receiver<bool>,
+    pending: crate::throttle::PendingGuard,
 ) {
     // Stanzas are small and interactive: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
@@ -78,7 +79,10 @@ pub(crate) async fn serve(
         auth_failures: 0,
         deadline,
     };
-    let stop = match conn.negotiate().await {
+    let negotiated = conn.negotiate().await;
+    // Logged in (or failing): no longer counts against its address's pending connections.
+    drop(pending);
+    let stop = match negotiated {
         Ok((session, rx)) => {
             let mut bound = Bound {
                 server: Arc::clone(&conn.shared.server),
@@ -509,6 +513,11 @@ impl Conn {
             Some(m) if self.offered.contains(&m) => m,
             _ => return self.sasl_failure("invalid-mechanism").await,
         };
+        // After failures from this address, attempts wait their turn before any check.
+        let wait = (self.shared.throttle).reserve(self.peer.ip(), std::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let initial = match decode_sasl(&auth.text()) {
             Ok(Some(data)) => data,
             // No initial response: ask for it with an empty challenge.

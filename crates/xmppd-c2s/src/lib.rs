@@ -65,6 +65,10 @@ pub struct C2sSettings {
     pub max_auth_failures: u32,
     /// In-band registration before login (XEP-0077): which hosts, how many per address.
     pub registration: xmppd_register::RegistrationPolicy,
+    /// Connections open at once; further ones are closed on accept.
+    pub max_connections: usize,
+    /// Connections one address (IPv4, IPv6 /64) may have open before login.
+    pub max_pending_per_ip: usize,
 }
 
 /// State every connection task reads.
@@ -75,6 +79,8 @@ pub(crate) struct Shared {
     auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
     throttle: throttle::AuthThrottle,
     registrations: throttle::RegistrationLimit,
+    pending: Arc<throttle::PendingLimit>,
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// The bound c2s listeners, ready to [`C2s::run`].
@@ -120,6 +126,8 @@ impl C2s {
             listeners.push((kind, listener));
         }
         let shared = Shared {
+            pending: throttle::PendingLimit::new(settings.max_pending_per_ip),
+            connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
             settings,
             tls,
             server,
@@ -167,6 +175,14 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
+                        tracing::warn!("connection limit reached: closing a new connection");
+                        continue;
+                    };
+                    let Some(pending) = shared.pending.try_acquire(peer.ip()) else {
+                        tracing::warn!("too many connections before login from one address");
+                        continue;
+                    };
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     // With hide_ip the address is left out of the span, so of every line.
                     let span = if shared.settings.hide_ip {
@@ -174,8 +190,21 @@ async fn accept_loop(
                     } else {
                         tracing::info_span!("c2s", conn = id, %peer)
                     };
-                    let task = conn::serve(Arc::clone(&shared), tcp, peer, kind, shutdown.clone());
-                    conns.spawn(task.instrument(span));
+                    let task = conn::serve(
+                        Arc::clone(&shared),
+                        tcp,
+                        peer,
+                        kind,
+                        shutdown.clone(),
+                        pending,
+                    );
+                    conns.spawn(
+                        async move {
+                            let _permit = permit;
+                            task.await;
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.

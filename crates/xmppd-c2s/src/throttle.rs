@@ -2,7 +2,9 @@
 //!
 //! [`AuthThrottle`] slows down password guessing: each failed authentication from an address
 //! makes the next `<not-authorized/>` from that address come later (0.5 s, 1 s, 2 s … capped
-//! at 8 s), and ten quiet minutes forgive it all. [`RegistrationLimit`] caps the accounts one
+//! at 8 s), and ten quiet minutes forgive it all. Once an address has failed, its further
+//! attempts are also spaced out *before* the credentials are checked ([`AuthThrottle::reserve`]),
+//! so opening many connections and hanging up on the slow `<failure/>` buys no parallel guesses. [`RegistrationLimit`] caps the accounts one
 //! address may create in-band per hour.
 //!
 //! Keyed by IPv4 address or IPv6 /64 (one host usually owns a whole /64). Success does not
@@ -11,6 +13,7 @@
 //! delay rather than growing it. This slows guessing, it does not lock accounts.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -32,6 +35,8 @@ pub(crate) struct AuthThrottle {
 struct Entry {
     failures: u32,
     last: Instant,
+    /// The earliest time the next attempt from this address may be checked.
+    next: Instant,
 }
 
 impl Default for AuthThrottle {
@@ -61,6 +66,7 @@ impl AuthThrottle {
         let mut entry = self.entries.entry(key).or_insert(Entry {
             failures: 0,
             last: now,
+            next: now,
         });
         if now.saturating_duration_since(entry.last) >= FORGET_AFTER {
             entry.failures = 0;
@@ -70,9 +76,72 @@ impl AuthThrottle {
         delay_for(entry.failures)
     }
 
+    /// Reserves the next slot for an authentication attempt from `ip`; returns how long to wait
+    /// before checking its credentials. Addresses without recent failures never wait; after
+    /// failures, attempts from one address are checked one per `delay_for(failures)` at most,
+    /// however many connections carry them.
+    pub(crate) fn reserve(&self, ip: IpAddr, now: Instant) -> Duration {
+        let Some(mut entry) = self.entries.get_mut(&throttle_key(ip)) else {
+            return Duration::ZERO;
+        };
+        if entry.failures == 0 || now.saturating_duration_since(entry.last) >= FORGET_AFTER {
+            return Duration::ZERO;
+        }
+        let slot = entry.next.max(now);
+        entry.next = slot + delay_for(entry.failures);
+        slot - now
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// Connections per address that have not logged in yet. A [`PendingGuard`] stands for one and
+/// gives it back when dropped (at login, or when the connection ends).
+#[derive(Debug)]
+pub(crate) struct PendingLimit {
+    counts: DashMap<IpAddr, usize>,
+    max: usize,
+}
+
+impl PendingLimit {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(PendingLimit {
+            counts: DashMap::new(),
+            max,
+        })
+    }
+
+    /// Counts one more pending connection from `ip`, unless it already has `max`.
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<PendingGuard> {
+        let key = throttle_key(ip);
+        let mut n = self.counts.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PendingGuard {
+            limit: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+/// One pending connection, counted until dropped.
+#[derive(Debug)]
+pub(crate) struct PendingGuard {
+    limit: Arc<PendingLimit>,
+    key: IpAddr,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.limit.counts.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+        self.limit.counts.remove_if(&self.key, |_, n| *n == 0);
     }
 }
 
@@ -258,5 +327,49 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn attempts_after_failures_are_spaced_whatever_the_connection() {
+        let t = AuthThrottle::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let now = Instant::now();
+        assert_eq!(
+            t.reserve(ip, now),
+            Duration::ZERO,
+            "no failure yet: no wait"
+        );
+        t.record_failure(ip, now);
+        t.record_failure(ip, now);
+        // Three parallel attempts at the same instant get consecutive slots.
+        let waits: Vec<_> = (0..3).map(|_| t.reserve(ip, now)).collect();
+        assert_eq!(waits[0], Duration::ZERO);
+        assert_eq!(waits[1], delay_for(2));
+        assert_eq!(waits[2], delay_for(2) * 2);
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert_eq!(
+            t.reserve(other, now),
+            Duration::ZERO,
+            "other addresses are not slowed"
+        );
+        let later = now + FORGET_AFTER;
+        assert_eq!(t.reserve(ip, later), Duration::ZERO, "quiet time forgives");
+    }
+
+    #[test]
+    fn pending_connections_are_capped_per_address_and_given_back() {
+        let limit = PendingLimit::new(2);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let a = limit.try_acquire(ip).expect("first");
+        let b = limit.try_acquire(ip).expect("second");
+        assert!(
+            limit.try_acquire(ip).is_none(),
+            "third from one address is refused"
+        );
+        assert!(limit.try_acquire("198.51.100.2".parse().unwrap()).is_some());
+        drop(a);
+        let c = limit.try_acquire(ip).expect("a slot was given back");
+        drop((b, c));
+        assert!(limit.counts.is_empty(), "no entry left for idle addresses");
     }
 }

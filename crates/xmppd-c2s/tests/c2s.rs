@@ -68,6 +68,8 @@ async fn start(require_starttls: bool, max_auth_failures: u32) -> TestServer {
         hide_ip: false,
         handshake_timeout: Duration::from_secs(5),
         max_auth_failures,
+        max_connections: 1000,
+        max_pending_per_ip: 100,
         registration: Default::default(),
     };
     let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();

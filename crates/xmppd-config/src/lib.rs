@@ -233,6 +233,8 @@ pub struct C2sSection {
     pub session_queue: u64,
     pub handshake_timeout_secs: u64,
     pub max_auth_failures: u32,
+    pub max_connections: u64,
+    pub max_pending_per_ip: u64,
 }
 
 impl Default for C2sSection {
@@ -246,6 +248,8 @@ impl Default for C2sSection {
             session_queue: 512,
             handshake_timeout_secs: 30,
             max_auth_failures: 3,
+            max_connections: 100_000,
+            max_pending_per_ip: 32,
         }
     }
 }
@@ -430,6 +434,8 @@ pub struct C2sSettings {
     pub session_queue: usize,
     pub handshake_timeout: Duration,
     pub max_auth_failures: u32,
+    pub max_connections: usize,
+    pub max_pending_per_ip: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -558,6 +564,10 @@ impl Config {
         if c2s.max_auth_failures == 0 {
             return Err(fail("c2s.max_auth_failures", "must be at least 1".into()));
         }
+        let max_connections = in_range(c2s.max_connections, 1, 10_000_000)
+            .map_err(|why| fail("c2s.max_connections", why))?;
+        let max_pending_per_ip = in_range(c2s.max_pending_per_ip, 1, 1_000_000)
+            .map_err(|why| fail("c2s.max_pending_per_ip", why))?;
 
         let reload_secs = in_range(self.tls.reload_interval_secs, 1, 86_400)
             .map_err(|why| fail("tls.reload_interval_secs", why))?;
@@ -659,6 +669,8 @@ impl Config {
                 session_queue,
                 handshake_timeout: Duration::from_secs(handshake_secs as u64),
                 max_auth_failures: c2s.max_auth_failures,
+                max_connections,
+                max_pending_per_ip,
             },
             tls: TlsSettings {
                 reload_interval: Duration::from_secs(reload_secs as u64),
@@ -1037,6 +1049,8 @@ mod tests {
                 "c2s.handshake_timeout_secs",
             ),
             ("[c2s]\nmax_auth_failures = 0\n", "c2s.max_auth_failures"),
+            ("[c2s]\nmax_connections = 0\n", "c2s.max_connections"),
+            ("[c2s]\nmax_pending_per_ip = 0\n", "c2s.max_pending_per_ip"),
             (
                 "[tls]\nreload_interval_secs = 0\n",
                 "tls.reload_interval_secs",
