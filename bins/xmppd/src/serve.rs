@@ -66,6 +66,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         offline_max: config.offline_max_per_user,
         show_os: server_cfg.show_os,
         max_resources_per_user: config.resources_max_per_user,
+        max_roster_items: config.roster_max_items,
         ..CoreConfig::default()
     };
     core_config.admins = server_cfg.admins.clone();

@@ -141,6 +141,7 @@ pub struct Config {
     pub tls: TlsSection,
     pub offline: OfflineSection,
     pub resources: ResourcesSection,
+    pub roster: RosterSection,
     pub auth: AuthSection,
     pub ldap: Option<LdapSection>,
     pub shared_roster: SharedRosterSection,
@@ -304,6 +305,18 @@ impl Default for ResourcesSection {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RosterSection {
+    pub max_items: u64,
+}
+
+impl Default for RosterSection {
+    fn default() -> Self {
+        RosterSection { max_items: 5000 }
+    }
+}
+
 /// `[muc]`: the multi-user chat service (XEP-0045), one per host.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -388,6 +401,8 @@ pub struct ValidatedConfig {
     /// Offline messages kept per user; 0 disables offline storage.
     pub offline_max_per_user: usize,
     pub resources_max_per_user: usize,
+    /// Stored roster items per account.
+    pub roster_max_items: usize,
     /// The authentication backend of every host.
     pub auth_backends: BTreeMap<String, AuthBackendKind>,
     pub ldap: Option<LdapSettings>,
@@ -610,6 +625,8 @@ impl Config {
             .map_err(|why| fail("offline.max_per_user", why))?;
         let resources_max_per_user = in_range(self.resources.max_per_user, 1, 1024)
             .map_err(|why| fail("resources.max_per_user", why))?;
+        let roster_max_items = in_range(self.roster.max_items, 1, 1 << 20)
+            .map_err(|why| fail("roster.max_items", why))?;
 
         let mut admins = Vec::with_capacity(server.admins.len());
         for (i, admin) in server.admins.iter().enumerate() {
@@ -678,6 +695,7 @@ impl Config {
             },
             offline_max_per_user,
             resources_max_per_user,
+            roster_max_items,
             auth_backends,
             ldap,
             shared_groups,
@@ -969,6 +987,7 @@ mod tests {
         assert!(c.tls.certificates.is_empty());
         assert_eq!(c.offline_max_per_user, 1000);
         assert_eq!(c.resources_max_per_user, 16);
+        assert_eq!(c.roster_max_items, 5000);
     }
 
     #[test]

@@ -14,6 +14,36 @@ use crate::server::{user_ref, Server};
 use crate::session::ClientSession;
 use crate::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
 
+/// Entities one session may have sent directed presence to and still be tracking (RFC 6121
+/// §4.6); beyond this, further targets are not remembered for the unavailable at logout.
+const MAX_DIRECTED: usize = 1000;
+/// Groups one roster item may be in.
+const MAX_GROUPS: usize = 64;
+/// Inbound subscription requests kept per account until answered; more are dropped.
+const MAX_PENDING_SUBSCRIPTIONS: usize = 500;
+/// Longest `<status/>` kept in a stored subscription request.
+const MAX_REQUEST_STATUS: usize = 1024;
+const NS_NICK: &str = "http://jabber.org/protocol/nick";
+
+/// What is kept of an inbound subscription request: the addresses, a short `<status/>` and
+/// the requester's nickname (XEP-0172). The rest of what the sender wrote is not stored in the
+/// recipient's account nor delivered again at each login.
+fn subscription_request(pres: &Element) -> Element {
+    let mut kept = Element::bare("presence", NS_CLIENT);
+    for a in ["from", "to", "type", "id"] {
+        if let Some(v) = pres.attr(a) {
+            stanza::set_attr(&mut kept, a, v);
+        }
+    }
+    for child in pres.children() {
+        let short = child.text().len() <= MAX_REQUEST_STATUS && child.children().next().is_none();
+        if short && (child.is("status", NS_CLIENT) || child.is("nick", NS_NICK)) {
+            kept.append_child(child.clone());
+        }
+    }
+    kept
+}
+
 /// Resources that receive a message of `kind` sent to their bare JID (RFC 6121 §8.5.2.1).
 ///
 /// `normal` and `chat` go to the available resources of highest non-negative priority — all of
@@ -187,7 +217,10 @@ pub(crate) async fn presence_from_client(
             }
             Some("probe") => {}
             None => {
-                session.directed.insert(to);
+                // Bounded: a client cannot grow its session (and its logout) without limit.
+                if session.directed.len() < MAX_DIRECTED || session.directed.contains(&to) {
+                    session.directed.insert(to);
+                }
                 server.route(pres).await;
             }
             Some("unavailable") => {
@@ -333,10 +366,32 @@ fn unavailable_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Eleme
 }
 
 async fn save_and_push(server: &Arc<Server>, user: &BareJid, item: &RosterItem) {
+    if roster_full_for(server, user, &item.jid).await {
+        tracing::info!(user = %user, "roster full: item not stored");
+        return;
+    }
     match server.store().set_roster_item(&user_ref(user), item).await {
         Ok(ver) => push(server, user, item_element(item, false), &ver.to_string()),
         Err(e) => tracing::error!(error = %e, "roster write failed"),
     }
+}
+
+/// Whether storing an item for `contact` would take `user`'s roster past its limit (only a new
+/// contact can).
+async fn roster_full_for(server: &Arc<Server>, user: &BareJid, contact: &str) -> bool {
+    let uref = user_ref(user);
+    if matches!(
+        server.store().roster_item(&uref, contact).await,
+        Ok(Some(_))
+    ) {
+        return false;
+    }
+    let count = server
+        .store()
+        .roster(&uref)
+        .await
+        .map(|(_, items)| items.len());
+    count.is_ok_and(|n| n >= server.config().max_roster_items)
 }
 
 /// Roster push (RFC 6121 §2.1.6) to every resource that requested the roster.
@@ -574,6 +629,12 @@ async fn inbound_subscription(
                 route_presence(server, "subscribed", user, contact).await;
                 route_all(server, available_presences(server, user, contact.as_str())).await;
             } else {
+                let pres = subscription_request(&pres);
+                let pending = server.store().pending_subscriptions(&uref).await;
+                if pending.is_ok_and(|p| p.len() >= MAX_PENDING_SUBSCRIPTIONS) {
+                    tracing::info!(user = %user, "too many pending subscription requests: dropped");
+                    return;
+                }
                 let mut xml = Vec::new();
                 xmppd_stream::serialize(&pres, "", &mut xml);
                 let xml = String::from_utf8_lossy(&xml);
@@ -742,6 +803,12 @@ async fn roster_set(
     }
     let mut groups: Vec<String> = Vec::new();
     for g in el.children().filter(|c| c.is("group", NS_ROSTER)) {
+        if groups.len() == MAX_GROUPS {
+            return Err(StanzaError::with_text(
+                Condition::NotAcceptable,
+                "too many groups",
+            ));
+        }
         let name = g.text();
         if name.is_empty() || name.len() > 1023 {
             return Err(StanzaError::with_text(
@@ -762,6 +829,12 @@ async fn roster_set(
         return Err(StanzaError::with_text(
             Condition::NotAcceptable,
             "name too long",
+        ));
+    }
+    if roster_full_for(server, user, contact.as_str()).await {
+        return Err(StanzaError::with_text(
+            Condition::ResourceConstraint,
+            "roster full",
         ));
     }
     let mut item = item_or_new(server, user, &contact).await;
@@ -805,6 +878,21 @@ mod tests {
         assert_eq!(names(message_targets(&rs, "headline")), ["a", "b", "c"]);
         assert!(message_targets(&rs, "groupchat").is_empty());
         assert!(message_targets(&[res("u@x/e", true, -1)], "chat").is_empty());
+    }
+
+    #[test]
+    fn stored_subscription_requests_keep_only_status_and_nick() {
+        let xml = format!(
+            "<presence xmlns='jabber:client' from='a@x' to='b@x' type='subscribe'>\
+             <status>hi</status><nick xmlns='{NS_NICK}'>A</nick>\
+             <x xmlns='urn:example'>junk</x><status>{}</status></presence>",
+            "z".repeat(MAX_REQUEST_STATUS + 1)
+        );
+        let kept = subscription_request(&xml.parse().unwrap());
+        assert_eq!(kept.attr("type"), Some("subscribe"));
+        assert_eq!(kept.attr("from"), Some("a@x"));
+        let names: Vec<_> = kept.children().map(|c| c.name().to_owned()).collect();
+        assert_eq!(names, ["status", "nick"]);
     }
 
     #[test]

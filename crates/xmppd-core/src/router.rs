@@ -85,10 +85,11 @@ impl LocalRouter {
 
     /// Drops a session whose queue overflowed: removing it drops the registry's senders, so the
     /// session's driver sees its queue close once drained and ends the connection.
-    fn evict(&self, jid: &FullJid) {
+    fn evict(&self, jid: &FullJid, session_id: u64) {
         let bare = jid.to_bare();
         if let Some(mut entry) = self.map.get_mut(&bare) {
-            entry.retain(|r| &r.jid != jid);
+            // By session id: a successor that took the resource meanwhile stays.
+            entry.retain(|r| !(&r.jid == jid && r.session_id == session_id));
         }
         self.map.remove_if(&bare, |_, v| v.is_empty());
         tracing::warn!(jid = %jid, "session queue full: disconnecting slow reader");
@@ -138,18 +139,18 @@ impl Router for LocalRouter {
     }
 
     fn send(&self, jid: &FullJid, out: Outbound) -> Result<(), SendError> {
-        let tx = {
+        let (tx, session_id) = {
             let entry = self.map.get(&jid.to_bare()).ok_or(SendError::NotFound)?;
             let r = entry
                 .iter()
                 .find(|r| &r.jid == jid)
                 .ok_or(SendError::NotFound)?;
-            r.tx.clone()
+            (r.tx.clone(), r.session_id)
         };
         match tx.try_send(out) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.evict(jid);
+                self.evict(jid, session_id);
                 Err(SendError::Overflow)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotFound),

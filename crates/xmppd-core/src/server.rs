@@ -51,6 +51,8 @@ pub struct CoreConfig {
     pub max_resources_per_user: usize,
     /// Administrators named in the configuration (bare JIDs).
     pub admins: Vec<String>,
+    /// Stored roster items one account may have.
+    pub max_roster_items: usize,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +64,7 @@ impl Default for CoreConfig {
             show_os: false,
             max_resources_per_user: 16,
             admins: Vec::new(),
+            max_roster_items: 5000,
         }
     }
 }
@@ -436,6 +439,16 @@ impl Server {
     pub async fn unbind(self: &Arc<Self>, mut session: ClientSession) {
         let mut unavailable = stanza::elem("presence", NS_CLIENT, &[("type", "unavailable")]);
         stanza::set_attr(&mut unavailable, "from", session.jid.to_string());
+        let bare = session.jid.to_bare();
+        // A session replaced by a newer one for the same resource says nothing: its successor
+        // speaks for that full JID now (presence, session record, modules' view), and an
+        // unavailable from the old one could arrive after the new one's presence.
+        let replaced = (self.router.resources(&bare).iter())
+            .any(|r| r.jid == session.jid && r.session_id != session.id);
+        if replaced {
+            tracing::info!(jid = %session.jid, "replaced session closed");
+            return;
+        }
         if session.available {
             crate::im::presence_from_client(self, &mut session, unavailable).await;
         } else {
@@ -448,7 +461,6 @@ impl Server {
             }
         }
         self.router.remove(&session.jid, session.id);
-        let bare = session.jid.to_bare();
         if self.router.resource_count(&bare) == 0 {
             crate::builtin::record_last_activity(self, &bare, "").await;
         }

@@ -263,17 +263,34 @@ async fn priorities_choose_resources() {
 async fn newest_session_wins_a_resource_conflict() {
     let server = setup(&["alice"], CoreConfig::default()).await;
     let mut old = login(&server, "alice", "pc").await;
+    let mut other = login(&server, "alice", "phone").await;
+    old.send(&server, &format!("<presence {}/>", ns())).await;
+    other.send(&server, &format!("<presence {}/>", ns())).await;
+    other.drain();
+    old.drain();
     let _new = login(&server, "alice", "pc").await;
     let got = old.drain();
     assert_eq!(got.len(), 1);
     assert!(got[0].is("conflict", CLOSE_NS), "{got:?}");
-    // The old session's late unbind must not remove the new one.
+    // The old session's late unbind must not remove the new one, nor speak for it.
     old.logout(&server).await;
     assert_eq!(
         server
             .router()
             .resource_count(&BareJid::new("alice@localhost").unwrap()),
-        1
+        2
+    );
+    let seen = other.drain();
+    assert!(
+        find(&seen, "presence", Some("unavailable")).is_none(),
+        "no unavailable for a resource that lives on: {seen:?}"
+    );
+    let records = xmppd_storage::SessionStore::sessions(server.store().as_ref())
+        .await
+        .unwrap();
+    assert!(
+        records.iter().any(|r| r.jid == "alice@localhost/pc"),
+        "{records:?}"
     );
 }
 
@@ -562,4 +579,40 @@ async fn shared_item_change_pushes_roster_and_presence() {
     assert_eq!(pushed.attr("subscription"), Some("remove"));
     assert!(find(&got, "presence", Some("unavailable")).is_some());
     assert!(find(&b.drain(), "presence", Some("unavailable")).is_some());
+}
+
+#[tokio::test]
+async fn roster_size_is_capped() {
+    let cfg = CoreConfig {
+        max_roster_items: 2,
+        ..CoreConfig::default()
+    };
+    let server = setup(&["alice"], cfg).await;
+    let mut a = login(&server, "alice", "pc").await;
+    for (i, c) in ["c1", "c2", "c3", "c1"].iter().enumerate() {
+        a.send(
+            &server,
+            &format!(
+                "<iq {} type='set' id='s{i}'><query xmlns='jabber:iq:roster'>\
+                 <item jid='{c}@localhost' name='n{i}'/></query></iq>",
+                ns()
+            ),
+        )
+        .await;
+    }
+    let got = a.drain();
+    let kind = |id: &str| {
+        got.iter()
+            .find(|e| e.attr("id") == Some(id))
+            .unwrap()
+            .attr("type")
+    };
+    assert_eq!(kind("s0"), Some("result"));
+    assert_eq!(kind("s1"), Some("result"));
+    assert_eq!(kind("s2"), Some("error"), "a third contact does not fit");
+    assert_eq!(
+        kind("s3"),
+        Some("result"),
+        "changing a stored contact still works"
+    );
 }
