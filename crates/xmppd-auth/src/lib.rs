@@ -84,19 +84,49 @@ impl InternalBackend {
         InternalBackend { store, iterations }
     }
 
-    fn derive_all(&self, password: &str) -> Result<Vec<StoredScram>, AuthError> {
-        if password.is_empty() {
-            return Err(AuthError::InvalidPassword("empty password".into()));
-        }
-        HashAlg::ALL
-            .iter()
-            .map(|alg| {
-                ScramKeys::generate(*alg, password, self.iterations)
-                    .map(|k| to_stored(&k))
-                    .map_err(|e| AuthError::InvalidPassword(e.to_string()))
-            })
-            .collect()
+    async fn derive_all_blocking(&self, password: &str) -> Result<Vec<StoredScram>, AuthError> {
+        let (password, iterations) = (password.to_owned(), self.iterations);
+        blocking(move || derive_all(&password, iterations)).await?
     }
+}
+
+/// Runs CPU-heavy key derivation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuthError::Temporary(format!("key derivation failed: {e}")))
+}
+
+/// Keys no password matches in practice (random salt), for timing-equal failures.
+fn dummy_keys(iterations: u32) -> ScramKeys {
+    ScramKeys {
+        alg: HashAlg::Sha256,
+        salt: rand_salt(),
+        iterations,
+        stored_key: vec![0; 32],
+        server_key: vec![0; 32],
+    }
+}
+
+fn rand_salt() -> Vec<u8> {
+    (0..16).map(|_| rand::random::<u8>()).collect()
+}
+
+/// SCRAM keys for every hash, with fresh salts.
+fn derive_all(password: &str, iterations: u32) -> Result<Vec<StoredScram>, AuthError> {
+    if password.is_empty() {
+        return Err(AuthError::InvalidPassword("empty password".into()));
+    }
+    HashAlg::ALL
+        .iter()
+        .map(|alg| {
+            ScramKeys::generate(*alg, password, iterations)
+                .map(|k| to_stored(&k))
+                .map_err(|e| AuthError::InvalidPassword(e.to_string()))
+        })
+        .collect()
 }
 
 /// Converts SASL keys to their stored form.
@@ -145,12 +175,23 @@ impl AuthBackend for InternalBackend {
 
     async fn check_password(&self, user: &UserRef, password: &str) -> Result<bool, AuthError> {
         // SHA-256 entry is always written; fall back to any hash an import may have left.
+        let mut found = None;
         for alg in [HashAlg::Sha256, HashAlg::Sha512, HashAlg::Sha1] {
             if let Some(keys) = self.scram_keys(user, alg).await? {
-                return Ok(keys.verify_password(password));
+                found = Some(keys);
+                break;
             }
         }
-        Ok(false)
+        // An unknown user costs the same key derivation as a known one, so the answer's timing
+        // does not tell whether the account exists.
+        let (keys, known) = match found {
+            Some(k) => (k, true),
+            None => (dummy_keys(self.iterations), false),
+        };
+        let password = password.to_owned();
+        // PBKDF2 is deliberately slow: off the async workers, so routing never waits for it.
+        let ok = blocking(move || keys.verify_password(&password)).await?;
+        Ok(known && ok)
     }
 
     async fn user_exists(&self, user: &UserRef) -> Result<bool, AuthError> {
@@ -158,16 +199,66 @@ impl AuthBackend for InternalBackend {
     }
 
     async fn create_user(&self, user: &UserRef, password: &str) -> Result<(), AuthError> {
-        let creds = self.derive_all(password)?;
+        let creds = self.derive_all_blocking(password).await?;
         Ok(self.store.create_user(user, &creds).await?)
     }
 
     async fn set_password(&self, user: &UserRef, password: &str) -> Result<(), AuthError> {
-        let creds = self.derive_all(password)?;
+        let creds = self.derive_all_blocking(password).await?;
         Ok(self.store.set_credentials(user, &creds).await?)
     }
 
     async fn delete_user(&self, user: &UserRef) -> Result<(), AuthError> {
         Ok(self.store.delete_user(user).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xmppd_storage::SqliteStore;
+
+    fn backend() -> InternalBackend {
+        let store: Arc<dyn CredentialStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        InternalBackend::with_iterations(store, 64)
+    }
+
+    #[tokio::test]
+    async fn passwords_are_checked_against_stored_keys_only() {
+        let b = backend();
+        let alice = UserRef::new("alice", "localhost");
+        b.create_user(&alice, "s3cret").await.unwrap();
+        assert!(b.check_password(&alice, "s3cret").await.unwrap());
+        assert!(!b.check_password(&alice, "wrong").await.unwrap());
+        assert!(!b
+            .check_password(&UserRef::new("nobody", "localhost"), "s3cret")
+            .await
+            .unwrap());
+        for alg in HashAlg::ALL {
+            let keys = b
+                .scram_keys(&alice, alg)
+                .await
+                .unwrap()
+                .expect("keys for every hash");
+            assert_eq!(keys.iterations, 64);
+            assert!(keys.verify_password("s3cret"));
+        }
+        assert!(matches!(
+            b.create_user(&alice, "x").await,
+            Err(AuthError::AlreadyExists)
+        ));
+        b.set_password(&alice, "n3w").await.unwrap();
+        assert!(!b.check_password(&alice, "s3cret").await.unwrap());
+        assert!(b.check_password(&alice, "n3w").await.unwrap());
+        b.delete_user(&alice).await.unwrap();
+        assert!(!b.user_exists(&alice).await.unwrap());
+        assert!(matches!(
+            b.delete_user(&alice).await,
+            Err(AuthError::NoSuchUser)
+        ));
+        assert!(matches!(
+            b.create_user(&alice, "").await,
+            Err(AuthError::InvalidPassword(_))
+        ));
     }
 }

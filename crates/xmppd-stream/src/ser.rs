@@ -168,6 +168,8 @@ fn escape_into(s: &str, attribute: bool, out: &mut Vec<u8>) {
 ///
 /// CR (and, in attribute values, TAB and LF) are written as character references because a
 /// parser normalises the literal characters away; this keeps parse → serialize → parse exact.
+/// Control characters that XML 1.0 forbids outright (text that never went through the parser,
+/// e.g. an operator's announcement) become U+FFFD, so the output is always well-formed.
 #[inline]
 fn escape(s: &str, attribute: bool, mut push: impl FnMut(&str)) {
     let bytes = s.as_bytes();
@@ -182,6 +184,7 @@ fn escape(s: &str, attribute: bool, mut push: impl FnMut(&str)) {
             b'"' if attribute => "&quot;",
             b'\n' if attribute => "&#xA;",
             b'\t' if attribute => "&#x9;",
+            0..=0x08 | 0x0b | 0x0c | 0x0e..=0x1f => "\u{FFFD}",
             _ => continue,
         };
         // `i` is at an ASCII byte, hence on a char boundary.

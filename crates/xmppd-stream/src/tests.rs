@@ -687,3 +687,13 @@ fn stream_error_is_parseable() {
         "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
     );
 }
+
+#[test]
+fn serialize_replaces_characters_xml_forbids() {
+    let mut el = Element::builder("body", "urn:a").build();
+    el.append_text_node("bell\u{7} esc\u{1b}[0m tab\tok");
+    let xml = to_xml(&el);
+    assert!(!xml.bytes().any(|b| b < 0x20 && b != b'\t'), "{xml:?}");
+    let back = parse_elements(xml.as_bytes());
+    assert_eq!(back[0].text(), "bell\u{FFFD} esc\u{FFFD}[0m tab\tok");
+}
