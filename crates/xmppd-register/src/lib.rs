@@ -165,14 +165,16 @@ async fn pre_auth_answer(
     }
     policy.check_password(&password)?;
     let account = UserRef::new(node.as_str(), host);
-    if backend.user_exists(&account).await.map_err(auth_error)? {
-        return Err(Condition::Conflict.into());
-    }
+    // Counted before the existence check: every attempt, taken name or not, uses the address's
+    // quota, so registration cannot be used to find out which accounts exist.
     if !admit() {
         return Err(StanzaError::with_text(
             Condition::ResourceConstraint,
             "Too many accounts created from this address; try again later",
         ));
+    }
+    if backend.user_exists(&account).await.map_err(auth_error)? {
+        return Err(Condition::Conflict.into());
     }
     backend
         .create_user(&account, &password)
