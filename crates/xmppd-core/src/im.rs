@@ -93,13 +93,20 @@ fn priority_of(p: &Element) -> i8 {
 /// A contributed contact counts as a mutual subscription; a stored item for the same contact
 /// keeps its name and groups but is upgraded to `both`.
 pub(crate) async fn effective_roster(server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
-    let mut items = match server.store().roster(&user_ref(user)).await {
-        Ok((_, items)) => items,
+    match server.store().roster(&user_ref(user)).await {
+        Ok((_, items)) => merge_contributed(server, user, items).await,
         Err(e) => {
             tracing::error!(error = %e, "roster read failed");
-            Vec::new()
+            merge_contributed(server, user, Vec::new()).await
         }
-    };
+    }
+}
+
+async fn merge_contributed(
+    server: &Arc<Server>,
+    user: &BareJid,
+    mut items: Vec<RosterItem>,
+) -> Vec<RosterItem> {
     for m in server.modules() {
         for extra in m.roster_items(server, user).await {
             if extra.jid == user.as_str() {
@@ -144,14 +151,13 @@ async fn roster_with_version(
     user: &BareJid,
 ) -> Result<(String, Vec<RosterItem>), xmppd_storage::StorageError> {
     let (ver, stored) = server.store().roster(&user_ref(user)).await?;
-    let items = effective_roster(server, user).await;
-    if items == stored {
-        return Ok((ver.to_string(), items));
-    }
+    let items = merge_contributed(server, user, stored).await;
+    // The stored counter alone would miss changes of contributed items: the version names the
+    // content it stands for (RFC 6121 §2.6), so both go into it.
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for it in &items {
-        (&it.jid, &it.name, it.subscription.as_str(), &it.groups).hash(&mut h);
+        (&it.jid, &it.name, it.subscription.as_str(), it.ask, &it.groups).hash(&mut h);
     }
     Ok((format!("{ver}-{:x}", h.finish()), items))
 }
@@ -252,11 +258,10 @@ pub(crate) async fn presence_from_client(
             {
                 server.route(with_to(&pres, &it.jid)).await;
             }
+            // RFC 6121 §4.2.2/§4.4.2: to every available resource of the user, the sender
+            // included (its own presence coming back tells a client it is online).
             let others = server.router().resources(&user);
-            for r in others
-                .iter()
-                .filter(|r| r.jid != session.jid && r.available)
-            {
+            for r in others.iter().filter(|r| r.available) {
                 server.deliver_to(&r.jid, with_to(&pres, r.jid.as_str()));
             }
             if first {
@@ -366,13 +371,17 @@ fn unavailable_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Eleme
 }
 
 async fn save_and_push(server: &Arc<Server>, user: &BareJid, item: &RosterItem) {
-    if roster_full_for(server, user, &item.jid).await {
-        tracing::info!(user = %user, "roster full: item not stored");
+    if let Err(e) = server.store().set_roster_item(&user_ref(user), item).await {
+        tracing::error!(error = %e, "roster write failed");
         return;
     }
-    match server.store().set_roster_item(&user_ref(user), item).await {
-        Ok(ver) => push(server, user, item_element(item, false), &ver.to_string()),
-        Err(e) => tracing::error!(error = %e, "roster write failed"),
+    match roster_with_version(server, user).await {
+        Ok((ver, items)) => {
+            // What the client sees is the merged item (a shared contact shows as `both`).
+            let shown = items.iter().find(|i| i.jid == item.jid).unwrap_or(item);
+            push(server, user, item_element(shown, false), &ver);
+        }
+        Err(e) => tracing::error!(error = %e, "roster read failed"),
     }
 }
 
@@ -478,6 +487,11 @@ async fn outbound_subscription(
     let uref = user_ref(user);
     match kind {
         "subscribe" => {
+            if roster_full_for(server, user, contact.as_str()).await {
+                // A request the roster could not record would leave both sides out of step.
+                tracing::info!(user = %user, "roster full: subscription request not sent");
+                return;
+            }
             if !matches!(item.subscription, Subscription::To | Subscription::Both) && !item.ask {
                 item.ask = true;
                 save_and_push(server, user, &item).await;
@@ -580,8 +594,10 @@ pub(crate) async fn presence_to_account(server: &Arc<Server>, pres: Element, to:
             Err(_) => to_available(server, &user, &pres),
         },
         Some("probe") => {
-            let allowed = shares_presence(server, &user, &contact).await;
-            if !allowed {
+            if !shares_presence(server, &user, &contact).await {
+                // RFC 6121 §4.3.2: no subscription (or no such account): say so, which lets
+                // the prober's server repair a roster that went out of step.
+                route_presence(server, "unsubscribed", &user, &contact).await;
                 return;
             }
             let answers = available_presences(server, &user, from.as_str());
@@ -793,12 +809,13 @@ async fn roster_set(
             .store()
             .remove_pending_subscription(&uref, contact.as_str())
             .await;
-        let ver = server
-            .store()
-            .remove_roster_item(&uref, contact.as_str())
-            .await
-            .map_err(internal)?;
-        push(server, user, item_element(&item, true), &ver.to_string());
+        (server.store().remove_roster_item(&uref, contact.as_str()).await).map_err(internal)?;
+        let (ver, items) = roster_with_version(server, user).await.map_err(internal)?;
+        // A contact that a shared group still provides stays, as the merged item.
+        match items.iter().find(|i| i.jid == contact.as_str()) {
+            Some(left) => push(server, user, item_element(left, false), &ver),
+            None => push(server, user, item_element(&item, true), &ver),
+        }
         return Ok(None);
     }
     let mut groups: Vec<String> = Vec::new();

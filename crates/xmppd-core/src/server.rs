@@ -641,7 +641,10 @@ impl Server {
             "presence" => crate::im::presence_to_account(self, stanza, to).await,
             "iq" => match to.try_as_full() {
                 Ok(full) => {
-                    if self.try_deliver(full, Arc::new(stanza.clone())).is_err() {
+                    // Requests to a gone resource get an error; responses are never answered
+                    // (RFC 6120 §8.2.3), so a late result or error is dropped.
+                    let request = matches!(stanza.attr("type"), Some("get") | Some("set"));
+                    if self.try_deliver(full, Arc::new(stanza.clone())).is_err() && request {
                         self.bounce(&stanza, Condition::ServiceUnavailable.into())
                             .await;
                     }
@@ -653,7 +656,12 @@ impl Server {
     }
 
     async fn message_to_account(self: &Arc<Self>, mut msg: Element, to: Jid) {
-        let kind = msg.attr("type").unwrap_or("normal").to_owned();
+        // RFC 6121 §5.2.2: a type the server does not understand is treated as "normal".
+        let kind = match msg.attr("type") {
+            Some(t @ ("chat" | "groupchat" | "headline" | "error")) => t,
+            _ => "normal",
+        }
+        .to_owned();
         for m in &self.modules {
             if let HookAction::Stop(err) = m.on_message_in(self, &mut msg).await {
                 if let Some(err) = err {
@@ -667,7 +675,10 @@ impl Server {
             if self.try_deliver(full, msg.clone()).is_ok() {
                 return;
             }
-            // RFC 6121 §8.5.3.2.1: the resource is gone.
+            // RFC 6121 §8.5.3.2.1: the resource is gone. `chat` goes to the account as if sent
+            // to the bare JID; so does `normal` (untyped messages are common and must not be
+            // lost: they reach another resource or offline storage); `headline` and `error` are
+            // dropped; `groupchat` bounces.
             match kind.as_str() {
                 "chat" | "normal" => {}
                 "groupchat" => {

@@ -145,8 +145,8 @@ impl Condition {
             Forbidden | NotAuthorized | RegistrationRequired | SubscriptionRequired => {
                 ErrorType::Auth
             }
-            InternalServerError | RecipientUnavailable | RemoteServerTimeout
-            | ResourceConstraint | UnexpectedRequest => ErrorType::Wait,
+            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint
+            | UnexpectedRequest => ErrorType::Wait,
             _ => ErrorType::Cancel,
         }
     }

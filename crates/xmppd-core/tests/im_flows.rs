@@ -232,6 +232,7 @@ async fn priorities_choose_resources() {
     )
     .await;
     b1.drain();
+    b2.drain();
     b3.drain();
     a.send(
         &server,
@@ -450,8 +451,19 @@ async fn shared_roster_items_carry_presence_without_subscription() {
     assert_eq!(items.len(), 1, "own JID is not listed: {items:?}");
     assert_eq!(items[0].attr("jid"), Some("bob@localhost"));
     assert_eq!(items[0].attr("subscription"), Some("both"));
-    let p = find(&got, "presence", None).expect("bob's presence answers alice's probe");
-    assert_eq!(p.attr("from"), Some("bob@localhost/phone"));
+    let from = |who: &str| {
+        got.iter().any(|e| {
+            e.name() == "presence" && e.attr("type").is_none() && e.attr("from") == Some(who)
+        })
+    };
+    assert!(
+        from("bob@localhost/phone"),
+        "bob's presence answers alice's probe"
+    );
+    assert!(
+        from("alice@localhost/pc"),
+        "alice's own presence comes back (RFC 6121 §4.2.2)"
+    );
     let got_b = b.drain();
     assert!(
         find(&got_b, "presence", None).is_some(),
@@ -614,5 +626,84 @@ async fn roster_size_is_capped() {
         kind("s3"),
         Some("result"),
         "changing a stored contact still works"
+    );
+}
+
+#[tokio::test]
+async fn unknown_types_late_responses_and_unsubscribed_probes() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut b = login(&server, "bob", "phone").await;
+    b.send(&server, &format!("<presence {}/>", ns())).await;
+    b.drain();
+    // RFC 6121 §5.2.2: an unknown type is "normal", delivered to the online resource.
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost' type='bogus'><body>x</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    assert_eq!(
+        find(&b.drain(), "message", Some("bogus")).map(|m| m.attr("from")),
+        Some(Some("alice@localhost/pc"))
+    );
+    // A result for a resource that is gone is dropped, not answered with an error.
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='result' id='late' to='bob@localhost/gone'/>",
+            ns()
+        ),
+    )
+    .await;
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='req' to='bob@localhost/gone'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    let got = a.drain();
+    assert!(got.iter().all(|e| e.attr("id") != Some("late")), "{got:?}");
+    assert_eq!(
+        got.iter()
+            .find(|e| e.attr("id") == Some("req"))
+            .unwrap()
+            .attr("type"),
+        Some("error")
+    );
+    // A probe from someone without a subscription gets "unsubscribed" (RFC 6121 §4.3.2),
+    // which repairs the prober's roster when it went out of step.
+    let alice_ref = UserRef::new("alice", "localhost");
+    let out_of_step = xmppd_storage::RosterItem {
+        jid: "bob@localhost".into(),
+        subscription: xmppd_storage::Subscription::To,
+        ..Default::default()
+    };
+    let store = server.store();
+    xmppd_storage::RosterStore::set_roster_item(store.as_ref(), &alice_ref, &out_of_step)
+        .await
+        .unwrap();
+    server
+        .route(
+            format!(
+                "<presence {} type='probe' from='alice@localhost' to='bob@localhost'/>",
+                ns()
+            )
+            .parse()
+            .unwrap(),
+        )
+        .await;
+    let item = xmppd_storage::RosterStore::roster_item(store.as_ref(), &alice_ref, "bob@localhost")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.subscription, xmppd_storage::Subscription::None);
+    assert!(
+        find(&a.drain(), "presence", None).is_none(),
+        "no presence leaks"
     );
 }
