@@ -157,7 +157,14 @@ async fn roster_with_version(
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for it in &items {
-        (&it.jid, &it.name, it.subscription.as_str(), it.ask, &it.groups).hash(&mut h);
+        (
+            &it.jid,
+            &it.name,
+            it.subscription.as_str(),
+            it.ask,
+            &it.groups,
+        )
+            .hash(&mut h);
     }
     Ok((format!("{ver}-{:x}", h.finish()), items))
 }
@@ -809,7 +816,11 @@ async fn roster_set(
             .store()
             .remove_pending_subscription(&uref, contact.as_str())
             .await;
-        (server.store().remove_roster_item(&uref, contact.as_str()).await).map_err(internal)?;
+        (server
+            .store()
+            .remove_roster_item(&uref, contact.as_str())
+            .await)
+            .map_err(internal)?;
         let (ver, items) = roster_with_version(server, user).await.map_err(internal)?;
         // A contact that a shared group still provides stays, as the merged item.
         match items.iter().find(|i| i.jid == contact.as_str()) {

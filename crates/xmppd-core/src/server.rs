@@ -657,11 +657,10 @@ impl Server {
 
     async fn message_to_account(self: &Arc<Self>, mut msg: Element, to: Jid) {
         // RFC 6121 §5.2.2: a type the server does not understand is treated as "normal".
-        let kind = match msg.attr("type") {
-            Some(t @ ("chat" | "groupchat" | "headline" | "error")) => t,
-            _ => "normal",
-        }
-        .to_owned();
+        let kind = (msg.attr("type"))
+            .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
+            .unwrap_or("normal")
+            .to_owned();
         for m in &self.modules {
             if let HookAction::Stop(err) = m.on_message_in(self, &mut msg).await {
                 if let Some(err) = err {

@@ -145,8 +145,9 @@ impl Condition {
             Forbidden | NotAuthorized | RegistrationRequired | SubscriptionRequired => {
                 ErrorType::Auth
             }
-            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint
-            | UnexpectedRequest => ErrorType::Wait,
+            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint | UnexpectedRequest => {
+                ErrorType::Wait
+            }
             _ => ErrorType::Cancel,
         }
     }
