@@ -1,8 +1,9 @@
 """More group chat (XEP-0045) through slixmpp: reserved nicks (registration with a room,
 §7.10 and §7.12) kept across a restart, affiliation notices to absent users (101), voice
 requests, direct (XEP-0249) and declined mediated invitations, history since a time, several
-sessions under one nick, dropped connections leaving the room, and the per-user room limit
-counting the stored rooms.
+sessions under one nick, dropped connections leaving the room, the per-user room limit
+counting the stored rooms, members reading the lists of private non-anonymous rooms, and which
+client errors remove an occupant (333).
 """
 
 from __future__ import annotations
@@ -213,3 +214,41 @@ async def test_room_limit_counts_owned_rooms_after_a_restart(make_server):
     assert await join_error(alice, f"two@{MUC}", "al") == "resource-constraint"
     bob = await muc_login(server, "bob")
     await bob.plugin["xep_0045"].join_muc_wait(f"two@{MUC}", "bob", maxstanzas=0, timeout=10)
+
+
+@async_test(timeout=60)
+async def test_members_read_lists_of_private_rooms_and_only_lost_clients_are_removed(server):
+    alice, bob, carol = [await muc_login(server, u) for u in ("alice", "bob", "carol")]
+    await create_configured(alice, ROOM, "al", **{
+        "muc#roomconfig_membersonly": True, "muc#roomconfig_whois": "anyone"})
+    muc = alice.plugin["xep_0045"]
+    for user in ("bob", "carol"):
+        await muc.set_affiliation(ROOM, "member", jid=server.jid(user))
+    # A member of a members-only non-anonymous room reads who belongs (what OMEMO needs)...
+    lists = bob.plugin["xep_0045"]
+    members = await lists.get_affiliation_list(ROOM, "member", timeout=10)
+    assert {str(j) for j in members} == {server.jid("bob"), server.jid("carol")}
+    owners = await lists.get_affiliation_list(ROOM, "owner", timeout=10)
+    assert [str(j) for j in owners] == [server.jid("alice")]
+    # ...but not who is banned.
+    refused = await bob.iq(
+        "get", f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='outcast'/></query>", to=ROOM)
+    assert refused.get("type") == "error", ET.tostring(refused)
+
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+    await alice.expect(muc_presence(f"{ROOM}/bob"))
+
+    def error_to_al(condition: str) -> None:
+        err = bob.make_message(mto=f"{ROOM}/al", mtype="error")
+        err["error"]["type"] = "cancel"
+        err["error"]["condition"] = condition
+        err.send()
+
+    # A client refusing one message (it does not support it) stays in the room.
+    error_to_al("feature-not-implemented")
+    await alice.expect_none(muc_presence(f"{ROOM}/bob", "unavailable"), within=1.0)
+    bob.send_message(mto=ROOM, mbody="still here", mtype="groupchat")
+    await alice.expect_message("still here")
+    # An error saying the client is unreachable removes it (333).
+    error_to_al("service-unavailable")
+    await alice.expect(muc_presence(f"{ROOM}/bob", "unavailable", "333"))

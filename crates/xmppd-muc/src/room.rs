@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_core::stanza::{
-    self, elem, error_reply, iq_result, set_attr, text_elem, Condition, StanzaError, NS_CLIENT,
+    self, elem, error_reply, iq_result, set_attr, text_elem, Condition, ErrorType, StanzaError,
+    NS_CLIENT,
 };
 use xmppd_storage::{RoomAffiliation, StoredRoom};
 
@@ -373,16 +374,14 @@ impl Room {
         let current = self.sessions.get(from).cloned();
         match p.attr("type") {
             None => {}
-            Some("unavailable") | Some("error") => {
+            Some("unavailable") => {
                 if current.is_some() {
-                    let status = if p.attr("type") == Some("error") {
-                        // XEP-0045 §18.1: an occupant whose client errors is removed (333).
-                        &[333][..]
-                    } else {
-                        &[]
-                    };
-                    self.leave(from, p, status, o);
+                    self.leave(from, p, &[], o);
                 }
+                return Ok(());
+            }
+            Some("error") => {
+                self.on_error(from, p, o);
                 return Ok(());
             }
             Some(_) => return Ok(()),
@@ -452,10 +451,11 @@ impl Room {
             && self.occupants.len() >= self.config.max_occupants
             && aff < Affiliation::Admin
         {
-            return Err(StanzaError::with_text(
-                Condition::ServiceUnavailable,
-                "the room is full",
-            ));
+            // XEP-0045 §7.2.10: a full room is a temporary refusal; trying later may work.
+            let mut full =
+                StanzaError::with_text(Condition::ServiceUnavailable, "the room is full");
+            full.kind = ErrorType::Wait;
+            return Err(full);
         }
         let muc = p.get_child("x", NS_MUC);
         if let Some(secret) = &self.config.password {
@@ -584,6 +584,17 @@ impl Room {
         }
     }
 
+    /// An error stanza (message or presence) from an occupant's session. XEP-0045 §18.1 removes
+    /// the session with 333 when the error shows it can no longer be reached. Any other error
+    /// (a client refusing one message: blocking, an unsupported payload) is dropped, and the
+    /// session stays: the room cannot tell whether it answers a groupchat message or a private
+    /// one, so relaying it to "the sender" could reach the wrong occupant.
+    fn on_error(&mut self, from: &FullJid, st: &Element, o: &mut Outcome) {
+        if self.sessions.contains_key(from) && is_unreachable(st) {
+            self.leave(from, &Element::bare("presence", NS_CLIENT), &[333], o);
+        }
+    }
+
     /// Removes an occupant (every session) with the given codes: kick, ban, membership loss.
     fn remove_occupant(&mut self, nick: &str, extra: &Extra, codes: &[u16], o: &mut Outcome) {
         let Some(mut occ) = self.occupants.remove(nick) else {
@@ -689,10 +700,7 @@ impl Room {
     ) -> Result<(), StanzaError> {
         let kind = m.attr("type").unwrap_or("normal");
         if kind == "error" {
-            if self.sessions.contains_key(from) {
-                let p = Element::bare("presence", NS_CLIENT);
-                self.leave(from, &p, &[333], o);
-            }
+            self.on_error(from, m, o);
             return Ok(());
         }
         if let Some(target) = nick {
@@ -1184,7 +1192,7 @@ impl Room {
         let actor_aff = self.affiliation(&from.to_bare());
         if let Some(a) = item.attr("affiliation") {
             let wanted = Affiliation::parse(a).ok_or(Condition::BadRequest)?;
-            if actor_aff < Affiliation::Admin {
+            if !self.may_list(actor_aff, wanted) {
                 return Err(StanzaError::new(Condition::Forbidden));
             }
             let mut list: Vec<_> = self
@@ -1231,6 +1239,19 @@ impl Room {
             return Err(Condition::BadRequest.into());
         }
         Ok(out)
+    }
+
+    /// Whether a user of affiliation `actor` may read the list of `wanted`. Admins and owners
+    /// read every list. In a members-only room where everyone sees real JIDs, members read the
+    /// member, admin and owner lists too: the room hides no JID from them, and clients that
+    /// encrypt end-to-end (OMEMO) need every participant's JID, present or not. The outcast
+    /// list stays with the admins.
+    fn may_list(&self, actor: Affiliation, wanted: Affiliation) -> bool {
+        actor >= Affiliation::Admin
+            || (actor == Affiliation::Member
+                && wanted >= Affiliation::Member
+                && self.config.members_only
+                && self.config.whois == Whois::Anyone)
     }
 
     fn admin_set(
@@ -1293,6 +1314,20 @@ impl Room {
         // XEP-0045 §8.4, §9.7: nobody changes the role of an admin or owner, and only admins
         // and owners grant or revoke moderation.
         if target_aff >= Affiliation::Admin && target_aff >= actor_aff {
+            return Err(StanzaError::new(Condition::NotAllowed));
+        }
+        // §8.2: nobody kicks an occupant of higher affiliation than their own. §8.5: nobody
+        // revokes the voice of an admin or owner, nor of a member or above whose affiliation is
+        // at or above their own (a member who moderates cannot silence another member).
+        let protected = match role {
+            Role::None => target_aff > actor_aff,
+            Role::Visitor => {
+                target_aff >= Affiliation::Admin
+                    || (target_aff >= Affiliation::Member && target_aff >= actor_aff)
+            }
+            Role::Participant | Role::Moderator => false,
+        };
+        if protected {
             return Err(StanzaError::new(Condition::NotAllowed));
         }
         if (role == Role::Moderator || target.role == Role::Moderator)
@@ -1686,6 +1721,26 @@ fn data_form(q: &Element) -> Result<Form, StanzaError> {
     q.get_child("x", crate::form::NS_DATA)
         .and_then(Form::parse)
         .ok_or_else(|| Condition::BadRequest.into())
+}
+
+/// Whether an error stanza's condition shows its sender's session is gone or unreachable (the
+/// conditions XEP-0045 §18.1 lists as reasons to remove an occupant).
+fn is_unreachable(st: &Element) -> bool {
+    const GONE: [Condition; 9] = [
+        Condition::Gone,
+        Condition::ItemNotFound,
+        Condition::RecipientUnavailable,
+        Condition::Redirect,
+        Condition::RemoteServerNotFound,
+        Condition::RemoteServerTimeout,
+        Condition::ServiceUnavailable,
+        Condition::JidMalformed,
+        Condition::InternalServerError,
+    ];
+    st.get_child("error", NS_CLIENT)
+        .into_iter()
+        .flat_map(|e| e.children())
+        .any(|c| c.ns() == stanza::NS_STANZAS && GONE.iter().any(|g| c.name() == g.as_str()))
 }
 
 /// The parts of an occupant's presence that are broadcast: everything but MUC payloads.

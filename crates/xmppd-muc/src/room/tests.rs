@@ -760,3 +760,163 @@ fn several_sessions_are_one_occupant_and_iq_answers_find_their_session() {
     );
     assert_eq!(room.occupant_count(), 1);
 }
+
+/// The affiliations in a `muc#admin` list answer, or the error condition.
+fn list(room: &mut Room, from: &str, aff: &str) -> Result<Vec<String>, String> {
+    let o = ask(
+        room,
+        from,
+        "get",
+        &format!("<query xmlns='{NS_MUC_ADMIN}'><item affiliation='{aff}'/></query>"),
+    );
+    if let Some(e) = error_of(&o) {
+        return Err(e);
+    }
+    let q = o.out[0].get_child("query", NS_MUC_ADMIN).unwrap();
+    Ok(q.children()
+        .filter_map(|i| i.attr("jid").map(str::to_owned))
+        .collect())
+}
+
+#[test]
+fn members_of_private_non_anonymous_rooms_read_the_affiliation_lists() {
+    let private =
+        field("muc#roomconfig_membersonly", "1") + &field("muc#roomconfig_whois", "anyone");
+    for (fields, members_read) in [
+        (private.as_str(), true),
+        (&field("muc#roomconfig_membersonly", "1"), false),
+        (&field("muc#roomconfig_whois", "anyone"), false),
+    ] {
+        let mut room = configured(fields, 0);
+        for item in [
+            "<item affiliation='member' jid='bob@example.org'/>",
+            "<item affiliation='admin' jid='carol@example.org'/>",
+            "<item affiliation='outcast' jid='eve@example.org'/>",
+        ] {
+            room.handle(&admin_item("alice@example.org/a", item), 0);
+        }
+        let bob = "bob@example.org/b";
+        for aff in ["member", "admin", "owner"] {
+            let got = list(&mut room, bob, aff);
+            if members_read {
+                assert_eq!(got.map(|v| v.len()), Ok(1), "{fields} {aff}");
+            } else {
+                assert_eq!(got, Err("forbidden".into()), "{fields} {aff}");
+            }
+        }
+        assert_eq!(
+            list(&mut room, bob, "member"),
+            if members_read {
+                Ok(vec!["bob@example.org".into()])
+            } else {
+                Err("forbidden".into())
+            }
+        );
+        // The ban list stays with the admins; outsiders never read any list.
+        assert_eq!(list(&mut room, bob, "outcast"), Err("forbidden".into()));
+        assert_eq!(
+            list(&mut room, "carol@example.org/c", "outcast"),
+            Ok(vec!["eve@example.org".into()])
+        );
+        assert_eq!(
+            list(&mut room, "dave@example.org/d", "member"),
+            Err("forbidden".into())
+        );
+    }
+}
+
+#[test]
+fn only_errors_showing_an_unreachable_client_remove_the_occupant() {
+    let mut room = configured("", 0);
+    join(&mut room, "bob@example.org/b", "bob");
+    let error = |kind: &str, condition: &str| {
+        st(&format!(
+            "<{kind} xmlns='jabber:client' type='error' from='bob@example.org/b' \
+             to='{ROOM}/al'><error type='cancel'>\
+             <{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></{kind}>"
+        ))
+    };
+    // A client refusing one stanza (blocking, unsupported payload) stays; nothing is sent.
+    for kind in ["message", "presence"] {
+        for condition in ["feature-not-implemented", "forbidden", "not-acceptable"] {
+            let o = room.handle(&error(kind, condition), 0);
+            assert!(o.out.is_empty(), "{kind} {condition}: {:?}", o.out);
+            assert_eq!(room.occupant_count(), 2, "{kind} {condition}");
+        }
+    }
+    // An error without a condition says nothing about reachability either.
+    let bare = st(&format!(
+        "<message xmlns='jabber:client' type='error' from='bob@example.org/b' to='{ROOM}'/>"
+    ));
+    room.handle(&bare, 0);
+    assert_eq!(room.occupant_count(), 2);
+    for (kind, condition) in [
+        ("message", "recipient-unavailable"),
+        ("presence", "remote-server-not-found"),
+        ("message", "gone"),
+    ] {
+        let o = room.handle(&error(kind, condition), 0);
+        let gone = &to_of(&o, "alice@example.org/a")[0];
+        assert_eq!(gone.attr("type"), Some("unavailable"));
+        assert_eq!(codes(gone), ["333"], "{kind} {condition}");
+        assert!(gone.get_child("error", NS_CLIENT).is_none(), "not echoed");
+        assert_eq!(room.occupant_count(), 1);
+        join(&mut room, "bob@example.org/b", "bob");
+    }
+}
+
+#[test]
+fn voice_and_kicks_respect_affiliation_rank() {
+    let mut room = configured("", 0);
+    let alice = "alice@example.org/a";
+    for (jid, aff) in [("bob", "member"), ("carol", "member"), ("erin", "admin")] {
+        room.handle(
+            &admin_item(
+                alice,
+                &format!("<item affiliation='{aff}' jid='{jid}@example.org'/>"),
+            ),
+            0,
+        );
+        join(&mut room, &format!("{jid}@example.org/r"), jid);
+    }
+    join(&mut room, "dave@example.org/r", "dave");
+    join(&mut room, "eve@example.org/r", "eve");
+    // A member and an unaffiliated user made moderators by the owner.
+    for nick in ["bob", "dave"] {
+        let o = room.handle(
+            &admin_item(alice, &format!("<item nick='{nick}' role='moderator'/>")),
+            0,
+        );
+        assert_eq!(error_of(&o), None);
+    }
+    let set = |room: &mut Room, from: &str, nick: &str, role: &str| {
+        let item = format!("<item nick='{nick}' role='{role}'/>");
+        let resource = if from == "alice" { "a" } else { "r" };
+        let from = format!("{from}@example.org/{resource}");
+        error_of(&room.handle(&admin_item(&from, &item), 0))
+    };
+    let refused = Some("not-allowed".to_owned());
+    // §8.5: a member who moderates cannot silence another member; nobody silences an admin.
+    assert_eq!(set(&mut room, "bob", "carol", "visitor"), refused);
+    assert_eq!(set(&mut room, "dave", "carol", "visitor"), refused);
+    assert_eq!(set(&mut room, "alice", "erin", "visitor"), refused);
+    // §8.2: nobody kicks an occupant of higher affiliation.
+    assert_eq!(set(&mut room, "dave", "carol", "none"), refused);
+    assert_eq!(set(&mut room, "bob", "erin", "none"), refused);
+    assert_eq!(room.occupant_count(), 6);
+    // Lower affiliations are fair game; an owner silences a member.
+    assert_eq!(set(&mut room, "bob", "eve", "visitor"), None);
+    assert_eq!(set(&mut room, "dave", "eve", "none"), None);
+    assert_eq!(set(&mut room, "alice", "carol", "visitor"), None);
+    assert_eq!(set(&mut room, "bob", "carol", "none"), None);
+    assert_eq!(room.occupant_count(), 4);
+}
+
+#[test]
+fn a_full_room_says_wait() {
+    let mut room = configured(&field("muc#roomconfig_maxusers", "1"), 0);
+    let o = join(&mut room, "bob@example.org/b", "bob");
+    let err = o.out[0].get_child("error", NS_CLIENT).unwrap();
+    assert!(err.has_child("service-unavailable", xmppd_core::stanza::NS_STANZAS));
+    assert_eq!(err.attr("type"), Some("wait"));
+}
