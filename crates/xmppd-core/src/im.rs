@@ -137,10 +137,27 @@ pub(crate) async fn shares_presence(
     if contact == user {
         return true;
     }
-    effective_roster(server, user).await.iter().any(|i| {
-        i.jid == contact.as_str()
-            && matches!(i.subscription, Subscription::From | Subscription::Both)
-    })
+    // One stored item and one membership question per module: a probe costs the same however
+    // large the roster or the shared groups are.
+    let stored = server
+        .store()
+        .roster_item(&user_ref(user), contact.as_str())
+        .await;
+    if matches!(
+        stored,
+        Ok(Some(RosterItem {
+            subscription: Subscription::From | Subscription::Both,
+            ..
+        }))
+    ) {
+        return true;
+    }
+    for m in server.modules() {
+        if m.has_roster_item(server, user, contact).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// The effective roster of `user` and its version string. Contributed (shared) items change

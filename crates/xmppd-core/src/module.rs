@@ -148,6 +148,18 @@ pub trait Module: Send + Sync {
         Vec::new()
     }
 
+    /// Whether [`Module::roster_items`] of `user` include `contact`. Asked for every presence
+    /// probe, so a module with large groups should answer without building the whole list.
+    async fn has_roster_item(
+        &self,
+        server: &Arc<Server>,
+        user: &BareJid,
+        contact: &BareJid,
+    ) -> bool {
+        let items = self.roster_items(server, user).await;
+        items.iter().any(|i| i.jid == contact.as_str())
+    }
+
     /// A session became available (first available presence with non-negative priority).
     async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
         let _ = (server, jid);

@@ -170,6 +170,18 @@ impl Module for SharedRoster {
     async fn roster_items(&self, _server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
         self.items_for(user)
     }
+
+    async fn has_roster_item(
+        &self,
+        _server: &Arc<Server>,
+        user: &BareJid,
+        contact: &BareJid,
+    ) -> bool {
+        // O(groups): asked for every presence probe.
+        user != contact
+            && (self.snapshot().iter())
+                .any(|members| members.contains(user) && members.contains(contact))
+    }
 }
 
 /// One roster item of `user` that a membership change added, changed or removed.
@@ -288,6 +300,24 @@ mod tests {
                 return Err("directory down".into());
             }
             Ok(self.members.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn membership_answers_match_the_item_lists() {
+        let staff = StaticGroup::new("Staff", vec![jid("a@x.org"), jid("b@x.org")]);
+        let ops = StaticGroup::new("Ops", vec![jid("c@x.org"), jid("d@x.org")]);
+        let roster = SharedRoster::new(vec![Arc::new(staff), Arc::new(ops)]);
+        roster.refresh().await;
+        let server = xmppd_core::Server::builder(
+            xmppd_core::CoreConfig::default(),
+            Arc::new(xmppd_storage::SqliteStore::open_in_memory().unwrap()),
+        )
+        .build();
+        for (u, c) in [("a", "b"), ("a", "c"), ("c", "d"), ("a", "a"), ("e", "a")] {
+            let (u, c) = (jid(&format!("{u}@x.org")), jid(&format!("{c}@x.org")));
+            let listed = roster.items_for(&u).iter().any(|i| i.jid == c.as_str());
+            assert_eq!(roster.has_roster_item(&server, &u, &c).await, listed, "{u} / {c}");
         }
     }
 
