@@ -317,7 +317,11 @@ mod tests {
         for (u, c) in [("a", "b"), ("a", "c"), ("c", "d"), ("a", "a"), ("e", "a")] {
             let (u, c) = (jid(&format!("{u}@x.org")), jid(&format!("{c}@x.org")));
             let listed = roster.items_for(&u).iter().any(|i| i.jid == c.as_str());
-            assert_eq!(roster.has_roster_item(&server, &u, &c).await, listed, "{u} / {c}");
+            assert_eq!(
+                roster.has_roster_item(&server, &u, &c).await,
+                listed,
+                "{u} / {c}"
+            );
         }
     }
 
