@@ -43,6 +43,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
 const READ_BUFFER: usize = 8 * 1024;
+/// Idle time before the first TCP keepalive probe, then the time between probes.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How much queued output is batched into one write.
 const BATCH_BYTES: usize = 64 * 1024;
 /// The write buffer is shrunk back after a large stanza so idle sessions stay small.
@@ -59,6 +62,12 @@ pub(crate) async fn serve(
 ) {
     // Stanzas are small and interactive: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
+    // A peer that vanished without closing (a phone losing its network) is noticed by the
+    // kernel's keepalive probes, so its session ends instead of lingering "online".
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     tracing::info!(?kind, "connection opened");
     let deadline = Instant::now() + NEGOTIATION_TIMEOUT + shared.settings.handshake_timeout;
     let mut conn = Conn {
