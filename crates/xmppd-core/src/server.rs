@@ -379,7 +379,16 @@ impl Server {
         let id = self.next_id();
         let (tx, rx) = mpsc::channel(queue_len.max(8));
         let res = Resource::new(jid.clone(), id, tx);
-        if let Some(old) = self.router.insert(res) {
+        let replaced = self.router.insert(res);
+        // Checked again after inserting: binds racing each other past the first check cannot
+        // together exceed the limit (the one that finds too many withdraws).
+        if replaced.is_none()
+            && self.router.resource_count(&user) > self.config.max_resources_per_user
+        {
+            self.router.remove(&jid, id);
+            return Err(BindError::ResourceConstraint);
+        }
+        if let Some(old) = replaced {
             // RFC 6120 §7.7.2.2: the newest session wins; the old one is told why it ends.
             let _ = old.tx.try_send(Outbound::Close(
                 StreamErrorCondition::Conflict,

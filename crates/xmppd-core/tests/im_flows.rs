@@ -707,3 +707,31 @@ async fn unknown_types_late_responses_and_unsubscribed_probes() {
         "no presence leaks"
     );
 }
+
+#[tokio::test]
+async fn concurrent_binds_never_exceed_the_resource_limit() {
+    let cfg = CoreConfig {
+        max_resources_per_user: 3,
+        ..CoreConfig::default()
+    };
+    let server = setup(&["alice"], cfg).await;
+    let alice = BareJid::new("alice@localhost").unwrap();
+    let binds = (0..12).map(|i| {
+        let (server, alice) = (server.clone(), alice.clone());
+        tokio::spawn(async move {
+            let r = format!("r{i}");
+            server
+                .bind(alice, Some(&r), SessionInfo::default(), 8)
+                .await
+                .map(|(s, rx)| (s, rx))
+        })
+    });
+    let mut kept = Vec::new();
+    for b in binds {
+        if let Ok(ok) = b.await.unwrap() {
+            kept.push(ok);
+        }
+    }
+    assert!(kept.len() <= 3, "{} sessions bound", kept.len());
+    assert_eq!(server.router().resource_count(&alice), kept.len());
+}
