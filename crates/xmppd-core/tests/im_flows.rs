@@ -723,7 +723,6 @@ async fn concurrent_binds_never_exceed_the_resource_limit() {
             server
                 .bind(alice, Some(&r), SessionInfo::default(), 8)
                 .await
-                .map(|(s, rx)| (s, rx))
         })
     });
     let mut kept = Vec::new();
