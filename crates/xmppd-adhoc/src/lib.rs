@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use jid::Jid;
 use minidom::Element;
-use xmppd_core::module::{IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, elem, set_attr, text_elem, Condition, StanzaError};
 use xmppd_core::Server;
 
@@ -365,6 +365,10 @@ fn command_reply(node: &str, sid: &str, status: &str) -> Element {
 impl Module for AdHoc {
     fn name(&self) -> &'static str {
         "adhoc"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 
     fn server_features(&self) -> Vec<String> {

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid};
-use xmppd_core::module::Module;
+use xmppd_core::module::{Hooks, Module};
 use xmppd_core::stanza;
 use xmppd_core::{user_ref, Server};
 use xmppd_storage::{StorageError, UserDataStore, UserRef};
@@ -154,6 +154,10 @@ impl Motd {
 impl Module for Motd {
     fn name(&self) -> &'static str {
         "motd"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 
     async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {

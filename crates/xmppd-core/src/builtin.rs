@@ -10,7 +10,7 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
 
-use crate::module::{IqKind, IqRequest, IqResponse, Module};
+use crate::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use crate::server::{user_ref, Server};
 use crate::stanza::{self, Condition, StanzaError, NS_CLIENT};
 
@@ -92,6 +92,10 @@ struct Disco;
 impl Module for Disco {
     fn name(&self) -> &'static str {
         "disco"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 
     fn server_iq_namespaces(&self) -> Vec<&'static str> {
@@ -184,6 +188,10 @@ impl Module for Ping {
         "ping"
     }
 
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
+    }
+
     fn server_features(&self) -> Vec<String> {
         vec![stanza::NS_PING.into()]
     }
@@ -207,6 +215,10 @@ struct Version;
 impl Module for Version {
     fn name(&self) -> &'static str {
         "version"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 
     fn server_features(&self) -> Vec<String> {
@@ -247,6 +259,10 @@ struct Last;
 impl Module for Last {
     fn name(&self) -> &'static str {
         "last"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 
     fn server_features(&self) -> Vec<String> {
@@ -372,6 +388,13 @@ impl Offline {
 impl Module for Offline {
     fn name(&self) -> &'static str {
         "offline"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            undeliverable: true,
+            ..Hooks::NONE
+        }
     }
 
     async fn on_undeliverable(

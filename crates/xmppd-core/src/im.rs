@@ -107,7 +107,7 @@ async fn merge_contributed(
     user: &BareJid,
     mut items: Vec<RosterItem>,
 ) -> Vec<RosterItem> {
-    for m in server.modules() {
+    for m in server.roster_modules() {
         for extra in m.roster_items(server, user).await {
             if extra.jid == user.as_str() {
                 continue;
@@ -152,7 +152,7 @@ pub(crate) async fn shares_presence(
     ) {
         return true;
     }
-    for m in server.modules() {
+    for m in server.roster_modules() {
         if m.has_roster_item(server, user, contact).await {
             return true;
         }

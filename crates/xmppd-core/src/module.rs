@@ -48,11 +48,46 @@ pub enum HookAction {
     Stop(Option<StanzaError>),
 }
 
+/// The per-stanza hooks a module implements. The core calls a hook only on the modules that
+/// declare it, so the message path costs nothing for modules that do not look at messages. The
+/// default, [`Hooks::ALL`], is always correct; a module narrows it to what it overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hooks {
+    /// [`Module::on_message_out`]
+    pub message_out: bool,
+    /// [`Module::on_message_in`]
+    pub message_in: bool,
+    /// [`Module::on_undeliverable`]
+    pub undeliverable: bool,
+    /// [`Module::roster_items`] and [`Module::has_roster_item`]
+    pub roster: bool,
+}
+
+impl Hooks {
+    pub const ALL: Hooks = Hooks {
+        message_out: true,
+        message_in: true,
+        undeliverable: true,
+        roster: true,
+    };
+    pub const NONE: Hooks = Hooks {
+        message_out: false,
+        message_in: false,
+        undeliverable: false,
+        roster: false,
+    };
+}
+
 /// A feature module. Every method has a neutral default, so a module implements only its part.
 #[async_trait]
 pub trait Module: Send + Sync {
     /// A short name for logs.
     fn name(&self) -> &'static str;
+
+    /// Which per-stanza hooks this module overrides (see [`Hooks`]).
+    fn hooks(&self) -> Hooks {
+        Hooks::ALL
+    }
 
     /// disco#info features of every served domain.
     fn server_features(&self) -> Vec<String> {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use xmppd_storage::{SessionRecord, Store, UserRef};
 use xmppd_stream::StreamErrorCondition;
 
-use crate::module::{Component, HookAction, IqKind, IqRequest, Module};
+use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
 use crate::router::{LocalRouter, Resource, Router, SendError};
 use crate::session::{ClientSession, Outbound, SessionInfo};
 use crate::stanza::{self, error_reply, iq_result, Condition, StanzaError, NS_CLIENT};
@@ -134,7 +134,16 @@ impl ServerBuilder {
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        let with = |f: fn(Hooks) -> bool| -> Vec<Arc<dyn Module>> {
+            modules.iter().filter(|m| f(m.hooks())).cloned().collect()
+        };
+        let (message_out, message_in) = (with(|h| h.message_out), with(|h| h.message_in));
+        let (undeliverable, roster_modules) = (with(|h| h.undeliverable), with(|h| h.roster));
         Arc::new(Server {
+            message_out,
+            message_in,
+            undeliverable,
+            roster_modules,
             hosts,
             config: self.config,
             store: self.store,
@@ -160,6 +169,11 @@ pub struct Server {
     store: Arc<dyn Store>,
     router: Arc<dyn Router>,
     modules: Vec<Arc<dyn Module>>,
+    /// The modules declaring each per-stanza hook, in registration order.
+    message_out: Vec<Arc<dyn Module>>,
+    message_in: Vec<Arc<dyn Module>>,
+    undeliverable: Vec<Arc<dyn Module>>,
+    roster_modules: Vec<Arc<dyn Module>>,
     server_iq: HashMap<&'static str, Arc<dyn Module>>,
     account_iq: HashMap<&'static str, Arc<dyn Module>>,
     components: HashMap<String, Arc<dyn Component>>,
@@ -324,6 +338,11 @@ impl Server {
 
     pub(crate) fn modules(&self) -> &[Arc<dyn Module>] {
         &self.modules
+    }
+
+    /// The modules contributing roster items.
+    pub(crate) fn roster_modules(&self) -> &[Arc<dyn Module>] {
+        &self.roster_modules
     }
 
     /// Stream features the core and its modules add after authentication, besides `<bind/>`
@@ -538,7 +557,7 @@ impl Server {
     }
 
     async fn message_from_client(self: &Arc<Self>, session: &ClientSession, mut msg: Element) {
-        for m in &self.modules {
+        for m in &self.message_out {
             if let HookAction::Stop(err) = m.on_message_out(self, &mut msg).await {
                 if let Some(err) = err {
                     self.reply_error(session, &msg, err);
@@ -670,7 +689,7 @@ impl Server {
             .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
             .unwrap_or("normal")
             .to_owned();
-        for m in &self.modules {
+        for m in &self.message_in {
             if let HookAction::Stop(err) = m.on_message_in(self, &mut msg).await {
                 if let Some(err) = err {
                     self.bounce(&msg, err).await;
@@ -731,7 +750,7 @@ impl Server {
                 return;
             }
         }
-        for m in &self.modules {
+        for m in &self.undeliverable {
             match m.on_undeliverable(self, msg).await {
                 Ok(true) => return,
                 Ok(false) => {}

@@ -734,3 +734,69 @@ async fn concurrent_binds_never_exceed_the_resource_limit() {
     assert!(kept.len() <= 3, "{} sessions bound", kept.len());
     assert_eq!(server.router().resource_count(&alice), kept.len());
 }
+
+/// Counts the messages it sees; declares the message hook only when `declared`.
+struct Counter {
+    declared: bool,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl xmppd_core::module::Module for Counter {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+
+    fn hooks(&self) -> xmppd_core::module::Hooks {
+        use xmppd_core::module::Hooks;
+        Hooks {
+            message_in: self.declared,
+            ..Hooks::NONE
+        }
+    }
+
+    async fn on_message_in(
+        &self,
+        _server: &Arc<Server>,
+        _msg: &mut Element,
+    ) -> xmppd_core::module::HookAction {
+        self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        xmppd_core::module::HookAction::Continue
+    }
+}
+
+#[tokio::test]
+async fn message_hooks_run_only_on_modules_that_declare_them() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob"] {
+        store
+            .create_user(&UserRef::new(u, "localhost"), &[])
+            .await
+            .unwrap();
+    }
+    let on = Arc::new(Counter {
+        declared: true,
+        seen: Default::default(),
+    });
+    let off = Arc::new(Counter {
+        declared: false,
+        seen: Default::default(),
+    });
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(on.clone())
+        .module(off.clone())
+        .build();
+    let mut a = login(&server, "alice", "pc").await;
+    let _b = login(&server, "bob", "phone").await;
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost/phone'><body>x</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(on.seen.load(SeqCst), 1);
+    assert_eq!(off.seen.load(SeqCst), 0);
+}

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use jid::{BareJid, NodePart};
 use minidom::Element;
 use xmppd_auth::{AuthBackend, AuthError};
-use xmppd_core::module::{IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{error_reply, iq_result, text_elem, Condition, StanzaError};
 use xmppd_core::{user_ref, Server};
 use xmppd_storage::UserRef;
@@ -269,6 +269,10 @@ impl Register {
 impl Module for Register {
     fn name(&self) -> &'static str {
         "register"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 
     fn server_features(&self) -> Vec<String> {

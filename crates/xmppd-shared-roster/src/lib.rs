@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jid::BareJid;
-use xmppd_core::module::Module;
+use xmppd_core::module::{Hooks, Module};
 use xmppd_core::Server;
 use xmppd_storage::{RosterItem, Subscription};
 
@@ -165,6 +165,13 @@ impl SharedRoster {
 impl Module for SharedRoster {
     fn name(&self) -> &'static str {
         "shared-roster"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            roster: true,
+            ..Hooks::NONE
+        }
     }
 
     async fn roster_items(&self, _server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
