@@ -23,11 +23,11 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from conftest import PASSWORD
+from raw import stanza_error_condition
 
 CLIENT_NS = "jabber:client"
 ROSTER_NS = "jabber:iq:roster"
 DELAY_NS = "urn:xmpp:delay"
-STANZAS_ERR_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 STEP = 10.0  # seconds any single expected event may take before the test fails
 
 _live: list["Client"] = []
@@ -287,11 +287,5 @@ def is_message(e: ET.Element) -> bool:
     return e.tag == q(CLIENT_NS, "message")
 
 
-def stanza_error(e: ET.Element) -> str | None:
-    err = e.find(q(CLIENT_NS, "error"))
-    if err is None:
-        return None
-    for child in err:
-        if child.tag.startswith("{" + STANZAS_ERR_NS + "}") and not child.tag.endswith("}text"):
-            return child.tag.split("}", 1)[1]
-    return "(no condition)"
+# The defined condition of an error stanza, or None (one implementation for both clients).
+stanza_error = stanza_error_condition
