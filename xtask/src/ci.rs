@@ -124,8 +124,8 @@ fn plan(root: &Path, options: &Options) -> Vec<Step> {
         &["test", "--workspace"],
     ));
     steps.push(Step {
-        name: "slapd for the LDAP e2e tests",
-        action: Box::new(ensure_slapd),
+        name: "system packages for e2e tests",
+        action: Box::new(ensure_system_packages),
     });
     let venv_root = root.to_path_buf();
     steps.push(Step {
@@ -153,25 +153,42 @@ fn cargo_step(root: &Path, name: &'static str, args: &'static [&'static str]) ->
     }
 }
 
-/// Installs `slapd` and `ldap-utils` with apt-get unless `slapd` and `ldapadd` are found: the
-/// LDAP end-to-end tests start a real directory server.
-fn ensure_slapd() -> Result<()> {
+/// Debian packages the end-to-end tests run, as (program to look for, package): a real
+/// directory server for the LDAP tests, and a second client implementation (Go) beside slixmpp.
+const SYSTEM_PACKAGES: [(&str, &str); 3] = [
+    ("slapd", "slapd"),
+    ("ldapadd", "ldap-utils"),
+    ("go-sendxmpp", "go-sendxmpp"),
+];
+
+/// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.
+fn ensure_system_packages() -> Result<()> {
     let found = |tool: &str| {
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
             .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
             .any(|dir| dir.join(tool).is_file())
     };
-    if found("slapd") && found("ldapadd") {
-        println!("    slapd and ldap-utils are installed");
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .filter(|(tool, _)| !found(tool))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("    all installed");
         return Ok(());
     }
-    let hint = "the LDAP tests need the Debian packages slapd and ldap-utils \
-                (as root: apt-get update && apt-get install -y slapd ldap-utils)";
-    run_command(Command::new("apt-get").arg("update")).with_context(|| hint)?;
+    let hint = format!(
+        "the end-to-end tests need the Debian packages {} \
+         (as root: apt-get update && apt-get install -y {})",
+        missing.join(", "),
+        missing.join(" ")
+    );
+    run_command(Command::new("apt-get").arg("update")).with_context(|| hint.clone())?;
     run_command(
         Command::new("apt-get")
-            .args(["install", "-y", "slapd", "ldap-utils"])
+            .args(["install", "-y"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .with_context(|| hint)
@@ -404,7 +421,7 @@ mod tests {
                 "cargo clippy",
                 "cargo build -p xmppd",
                 "cargo test --workspace",
-                "slapd for the LDAP e2e tests",
+                "system packages for e2e tests",
                 "python venv for e2e tests",
                 "pytest tests/e2e"
             ]
