@@ -666,3 +666,75 @@ async fn direct_tls_accepts_clients_without_alpn() {
     let features = client.open(HOST).await;
     assert!(mechanisms(&features).iter().any(|m| m == "PLAIN"));
 }
+
+/// SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS (tls-exporter) through the `sasl` crate: a SCRAM
+/// client xmppd's authors did not write checks the server's channel binding, not only our own
+/// client. A client bound to another TLS session's exporter is refused.
+#[tokio::test]
+async fn scram_plus_through_an_independent_sasl_client() {
+    use sasl::client::mechanisms::Scram;
+    use sasl::common::scram::{Sha1, Sha256};
+    use sasl::common::ChannelBinding;
+
+    async fn run(
+        client: &mut Client<impl AsyncRead + AsyncWrite + Unpin>,
+        mut mech: Box<dyn sasl::client::Mechanism>,
+    ) -> Element {
+        let first = B64.encode(mech.initial());
+        let name = mech.name().to_owned();
+        let challenge = exchange(
+            client,
+            format!("<auth xmlns='{NS_SASL}' mechanism='{name}'>{first}</auth>"),
+        )
+        .await;
+        assert!(challenge.is("challenge", NS_SASL), "{challenge:?}");
+        let fin = mech
+            .response(&B64.decode(challenge.text()).unwrap())
+            .unwrap();
+        let fin = B64.encode(fin);
+        let outcome = exchange(
+            client,
+            format!("<response xmlns='{NS_SASL}'>{fin}</response>"),
+        )
+        .await;
+        if outcome.is("success", NS_SASL) {
+            mech.success(&B64.decode(outcome.text()).unwrap())
+                .expect("server signature");
+        }
+        outcome
+    }
+
+    let server = start(true, 3).await;
+    for (i, sha256) in [true, false].into_iter().enumerate() {
+        let (mut client, _) = starttls(&server).await;
+        let mut exporter = vec![0u8; 32];
+        (client.io.get_ref().1)
+            .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
+            .unwrap();
+        let cb = ChannelBinding::TlsExporter(exporter);
+        let mech: Box<dyn sasl::client::Mechanism> = if sha256 {
+            Box::new(Scram::<Sha256>::new(USER, PASSWORD, cb).unwrap())
+        } else {
+            Box::new(Scram::<Sha1>::new(USER, PASSWORD, cb).unwrap())
+        };
+        assert!(mech.name().ends_with("-PLUS"));
+        let outcome = run(&mut client, mech).await;
+        assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+        let resource = format!("indep{i}");
+        assert_eq!(
+            bind(&mut client, &resource).await,
+            format!("{USER}@{HOST}/{resource}")
+        );
+    }
+
+    // Binding data of another connection: the proof is right, the channel is not.
+    let (other, _) = starttls(&server).await;
+    let mut foreign = vec![0u8; 32];
+    (other.io.get_ref().1)
+        .export_keying_material(&mut foreign, b"EXPORTER-Channel-Binding", None)
+        .unwrap();
+    let (mut client, _) = starttls(&server).await;
+    let mech = Scram::<Sha256>::new(USER, PASSWORD, ChannelBinding::TlsExporter(foreign)).unwrap();
+    let outcome = run(&mut client, Box::new(mech)).await;
+    assert!(outcome.is("failure", NS_SASL), "{outcome:?}");
+}
