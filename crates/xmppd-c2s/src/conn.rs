@@ -42,14 +42,14 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the close: how long, and how much, unread client input is drained.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 /// Idle time before the first TCP keepalive probe, then the time between probes.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How much queued output is batched into one write.
 const BATCH_BYTES: usize = 64 * 1024;
 /// The write buffer is shrunk back after a large stanza so idle sessions stay small.
-const KEEP_CAPACITY: usize = 256 * 1024;
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(
@@ -913,7 +913,7 @@ impl Conn {
         .await;
         self.out.clear();
         if self.out.capacity() > KEEP_CAPACITY {
-            self.out.shrink_to(BATCH_BYTES);
+            self.out.shrink_to(KEEP_CAPACITY / 4);
         }
         match written {
             Ok(Ok(())) => Ok(()),
