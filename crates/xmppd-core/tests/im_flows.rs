@@ -7,24 +7,43 @@ use std::time::Duration;
 use minidom::Element;
 use xmppd_core::testing::{TestClient as Client, CLOSE_NS};
 use xmppd_core::{BareJid, CoreConfig, Server, SessionInfo};
-use xmppd_storage::{CredentialStore, SqliteStore, StoredScram, UserRef};
+use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 async fn setup(users: &[&str], cfg: CoreConfig) -> Arc<Server> {
+    setup_with(users, cfg, Vec::new()).await
+}
+
+/// A server on an in-memory store with `users` on localhost and extra `modules`.
+async fn setup_with(
+    users: &[&str],
+    cfg: CoreConfig,
+    modules: Vec<Arc<dyn xmppd_core::module::Module>>,
+) -> Arc<Server> {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     for u in users {
-        let creds = [StoredScram {
-            hash: "SHA-256".into(),
-            salt: vec![1],
-            iterations: 4096,
-            stored_key: vec![2],
-            server_key: vec![3],
-        }];
         store
-            .create_user(&UserRef::new(*u, "localhost"), &creds)
+            .create_user(&UserRef::new(*u, "localhost"), &[])
             .await
             .unwrap();
     }
-    Server::builder(cfg, store).build()
+    modules
+        .into_iter()
+        .fold(Server::builder(cfg, store), |b, m| b.module(m))
+        .build()
+}
+
+/// Fetches the roster (so roster pushes arrive) and sends initial presence; drops what came.
+async fn go_online(server: &Arc<Server>, c: &mut Client) {
+    c.send(
+        server,
+        &format!(
+            "<iq {} type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    c.send(server, &format!("<presence {}/>", ns())).await;
+    c.drain();
 }
 
 async fn login(server: &Arc<Server>, user: &str, res: &str) -> Client {
@@ -44,18 +63,8 @@ async fn subscription_handshake_then_presence_and_chat() {
     let server = setup(&["alice", "bob"], CoreConfig::default()).await;
     let mut a = login(&server, "alice", "pc").await;
     let mut b = login(&server, "bob", "phone").await;
-    for c in [&mut a, &mut b] {
-        c.send(
-            &server,
-            &format!(
-                "<iq {} type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
-                ns()
-            ),
-        )
-        .await;
-        c.send(&server, &format!("<presence {}/>", ns())).await;
-        c.drain();
-    }
+    go_online(&server, &mut a).await;
+    go_online(&server, &mut b).await;
     a.send(
         &server,
         &format!("<presence {} to='bob@localhost' type='subscribe'/>", ns()),
@@ -422,16 +431,8 @@ impl xmppd_core::module::Module for EveryoneShared {
 
 #[tokio::test]
 async fn shared_roster_items_carry_presence_without_subscription() {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
-    let server = Server::builder(CoreConfig::default(), store)
-        .module(Arc::new(EveryoneShared(vec!["alice", "bob"])))
-        .build();
+    let shared = Arc::new(EveryoneShared(vec!["alice", "bob"]));
+    let server = setup_with(&["alice", "bob"], CoreConfig::default(), vec![shared]).await;
     let mut b = login(&server, "bob", "phone").await;
     b.send(&server, &format!("<presence {}/>", ns())).await;
     b.drain();
@@ -539,18 +540,8 @@ async fn shared_item_change_pushes_roster_and_presence() {
     let server = setup(&["alice", "bob"], CoreConfig::default()).await;
     let mut a = login(&server, "alice", "pc").await;
     let mut b = login(&server, "bob", "phone").await;
-    for c in [&mut a, &mut b] {
-        c.send(
-            &server,
-            &format!(
-                "<iq {} type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
-                ns()
-            ),
-        )
-        .await;
-        c.send(&server, &format!("<presence {}/>", ns())).await;
-        c.drain();
-    }
+    go_online(&server, &mut a).await;
+    go_online(&server, &mut b).await;
     let alice = BareJid::new("alice@localhost").unwrap();
     let item = xmppd_storage::RosterItem {
         jid: "bob@localhost".into(),
@@ -767,13 +758,6 @@ impl xmppd_core::module::Module for Counter {
 
 #[tokio::test]
 async fn message_hooks_run_only_on_modules_that_declare_them() {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
     let on = Arc::new(Counter {
         declared: true,
         seen: Default::default(),
@@ -782,10 +766,8 @@ async fn message_hooks_run_only_on_modules_that_declare_them() {
         declared: false,
         seen: Default::default(),
     });
-    let server = Server::builder(CoreConfig::default(), store)
-        .module(on.clone())
-        .module(off.clone())
-        .build();
+    let modules: Vec<Arc<dyn xmppd_core::module::Module>> = vec![on.clone(), off.clone()];
+    let server = setup_with(&["alice", "bob"], CoreConfig::default(), modules).await;
     let mut a = login(&server, "alice", "pc").await;
     let _b = login(&server, "bob", "phone").await;
     a.send(
