@@ -23,10 +23,9 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::stanza::{error_reply, Condition, StanzaError};
-use xmppd_core::{ClientSession, Outbound, Server, SessionInfo};
+use xmppd_core::{user_ref, ClientSession, Outbound, Server, SessionInfo};
 use xmppd_register::NS_REGISTER;
 use xmppd_sasl::{ChannelBindings, HashAlg, Mechanism, SaslError, ScramServer};
-use xmppd_storage::UserRef;
 use xmppd_stream::{Event, Framer, StreamErrorCondition as Cond, StreamHeader, NS_CLIENT};
 
 use crate::features::{self, escape_into, NS_BIND, NS_SASL, NS_SESSION, NS_STANZAS, NS_TLS};
@@ -569,7 +568,7 @@ impl Conn {
             return self.sasl_failure("invalid-authzid").await;
         }
         match backend
-            .check_password(&user_ref(&user, host), &creds.password)
+            .check_password(&user_ref(&user), &creds.password)
             .await
         {
             Ok(true) => self.sasl_success(user, "PLAIN", None).await,
@@ -599,7 +598,7 @@ impl Conn {
         // An unknown or invalid user continues with fake keys and fails at the proof, so the
         // exchange does not reveal which accounts exist.
         let keys = match &user {
-            Some(u) => match backend.scram_keys(&user_ref(u, host), alg).await {
+            Some(u) => match backend.scram_keys(&user_ref(u), alg).await {
                 Ok(keys) => keys,
                 Err(AuthError::NoSuchUser) => None,
                 Err(e) => return self.backend_failure(e).await,
@@ -1027,10 +1026,6 @@ fn authzid_matches(authzid: Option<&str>, user: Option<&BareJid>) -> bool {
             _ => false,
         },
     }
-}
-
-fn user_ref(user: &BareJid, host: &str) -> UserRef {
-    UserRef::new(user.node().map(|n| n.as_str()).unwrap_or_default(), host)
 }
 
 fn write_bind_result(out: &mut Vec<u8>, id: &str, jid: &str) {
