@@ -44,7 +44,7 @@ const MAX_SESSIONS_PER_REQUESTER: usize = 16;
 
 /// What a command's stage sees.
 pub struct Context<'a> {
-    pub server: &'a Arc<Server>,
+    pub server: &'a Server,
     /// The requester's full JID.
     pub requester: &'a Jid,
     /// The served domain the command was addressed to.
@@ -194,7 +194,7 @@ impl AdHoc {
 
     async fn execute(
         &self,
-        server: &Arc<Server>,
+        server: &Server,
         from: &Jid,
         host: &str,
         cmd: &Element,
@@ -379,7 +379,8 @@ impl Module for AdHoc {
         vec![NS_COMMANDS]
     }
 
-    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+    async fn handle_iq(&self, cx: &mut xmppd_core::Context<'_>, req: IqRequest) -> IqResponse {
+        let server = cx.core();
         if req.kind != IqKind::Set || !req.payload.is("command", NS_COMMANDS) {
             return Err(Condition::BadRequest.into());
         }
@@ -389,11 +390,12 @@ impl Module for AdHoc {
 
     async fn disco_items(
         &self,
-        server: &Arc<Server>,
+        cx: &xmppd_core::Context<'_>,
         from: &Jid,
         to: &Jid,
         node: Option<&str>,
     ) -> Option<Vec<Element>> {
+        let server = cx.core();
         if node != Some(NS_COMMANDS) {
             return None;
         }
@@ -415,11 +417,12 @@ impl Module for AdHoc {
 
     async fn disco_info(
         &self,
-        server: &Arc<Server>,
+        cx: &xmppd_core::Context<'_>,
         from: &Jid,
         _to: &Jid,
         node: &str,
     ) -> Option<Element> {
+        let server = cx.core();
         let (category_type, name) = if node == NS_COMMANDS {
             ("command-list", "Commands")
         } else {

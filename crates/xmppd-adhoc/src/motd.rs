@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use jid::{BareJid, FullJid};
 use xmppd_core::module::{Hooks, Module};
 use xmppd_core::stanza;
-use xmppd_core::{user_ref, Server};
+use xmppd_core::{user_ref, Context, Server};
 use xmppd_storage::{StorageError, UserDataStore, UserRef};
 
 /// Key of the host's message, on the host's own entry.
@@ -160,7 +160,8 @@ impl Module for Motd {
         Hooks::NONE
     }
 
-    async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
+    async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
+        let server = cx.core();
         let host = jid.domain().as_str();
         let Some(m) = self.get(server, host).await else {
             return;

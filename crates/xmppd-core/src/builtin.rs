@@ -11,6 +11,7 @@ use minidom::Element;
 use sha1::{Digest, Sha1};
 
 use crate::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
+use crate::context::Context;
 use crate::server::{user_ref, Server};
 use crate::stanza::{self, Condition, StanzaError, NS_CLIENT};
 
@@ -53,8 +54,8 @@ pub(crate) async fn record_last_activity(server: &Server, user: &jid::BareJid, s
 
 /// Whether `from` may see presence-like facts of the account `to` (self, subscribed, or a
 /// shared group member).
-async fn is_trusted(server: &Arc<Server>, from: &Jid, to: &Jid) -> bool {
-    crate::im::shares_presence(server, &to.to_bare(), &from.to_bare()).await
+async fn is_trusted(cx: &Context<'_>, from: &Jid, to: &Jid) -> bool {
+    crate::im::shares_presence(cx, &to.to_bare(), &from.to_bare()).await
 }
 
 fn identity(category: &str, kind: &str, name: Option<&str>) -> Element {
@@ -106,7 +107,7 @@ impl Module for Disco {
         vec![stanza::NS_DISCO_INFO, stanza::NS_DISCO_ITEMS]
     }
 
-    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         if req.kind != IqKind::Get {
             return Err(StanzaError::new(Condition::NotAllowed));
         }
@@ -114,13 +115,13 @@ impl Module for Disco {
         let info = req.payload.is("query", stanza::NS_DISCO_INFO);
         if req.to.node().is_none() {
             if info {
-                let caps_node = format!("{CAPS_NODE}#{}", server.caps_ver());
+                let caps_node = format!("{CAPS_NODE}#{}", cx.server().caps_ver());
                 match node {
                     None => {}
                     Some(n) if n == caps_node => {}
                     Some(n) => {
-                        for m in server.modules() {
-                            if let Some(q) = m.disco_info(server, &req.from, &req.to, n).await {
+                        for m in cx.server().modules() {
+                            if let Some(q) = m.disco_info(cx, &req.from, &req.to, n).await {
                                 return Ok(Some(q));
                             }
                         }
@@ -128,12 +129,12 @@ impl Module for Disco {
                     }
                 }
                 let id = identity("server", "im", Some("xmppd"));
-                return Ok(Some(features_query(node, id, server.server_features())));
+                return Ok(Some(features_query(node, id, cx.server().server_features())));
             }
             let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
             if let Some(n) = node {
-                for m in server.modules() {
-                    if let Some(items) = m.disco_items(server, &req.from, &req.to, Some(n)).await {
+                for m in cx.server().modules() {
+                    if let Some(items) = m.disco_items(cx, &req.from, &req.to, Some(n)).await {
                         stanza::set_attr(&mut q, "node", n);
                         for it in items {
                             q.append_child(it);
@@ -143,7 +144,7 @@ impl Module for Disco {
                 }
                 return Err(StanzaError::new(Condition::ItemNotFound));
             }
-            let mut comps: Vec<_> = server.component_domains().collect();
+            let mut comps: Vec<_> = cx.server().component_domains().collect();
             comps.sort_by(|a, b| a.0.cmp(b.0));
             for (domain, c) in comps {
                 q.append_child(stanza::elem(
@@ -152,9 +153,9 @@ impl Module for Disco {
                     &[("jid", domain), ("name", c.name())],
                 ));
             }
-            for m in server.modules() {
+            for m in cx.server().modules() {
                 for it in m
-                    .disco_items(server, &req.from, &req.to, None)
+                    .disco_items(cx, &req.from, &req.to, None)
                     .await
                     .unwrap_or_default()
                 {
@@ -164,7 +165,7 @@ impl Module for Disco {
             return Ok(Some(q));
         }
         let user = user_ref(&req.to.to_bare());
-        if !server.store().user_exists(&user).await.unwrap_or(false) {
+        if !cx.store().user_exists(&user).await.unwrap_or(false) {
             return Err(StanzaError::new(Condition::ServiceUnavailable));
         }
         if node.is_some() {
@@ -172,7 +173,7 @@ impl Module for Disco {
         }
         if info {
             let id = identity("account", "registered", None);
-            Ok(Some(features_query(None, id, server.account_features())))
+            Ok(Some(features_query(None, id, cx.server().account_features())))
         } else {
             Ok(Some(Element::bare("query", stanza::NS_DISCO_ITEMS)))
         }
@@ -200,7 +201,7 @@ impl Module for Ping {
         vec![stanza::NS_PING]
     }
 
-    async fn handle_iq(&self, _server: &Arc<Server>, req: IqRequest) -> IqResponse {
+    async fn handle_iq(&self, _cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         match req.kind {
             IqKind::Get => Ok(None),
             IqKind::Set => Err(StanzaError::new(Condition::BadRequest)),
@@ -229,7 +230,7 @@ impl Module for Version {
         vec![stanza::NS_VERSION]
     }
 
-    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         if req.kind != IqKind::Get {
             return Err(StanzaError::new(Condition::BadRequest));
         }
@@ -240,7 +241,7 @@ impl Module for Version {
             stanza::NS_VERSION,
             env!("CARGO_PKG_VERSION"),
         ));
-        if server.config().show_os {
+        if cx.config().show_os {
             q.append_child(stanza::text_elem(
                 "os",
                 stanza::NS_VERSION,
@@ -277,7 +278,7 @@ impl Module for Last {
         vec![stanza::NS_LAST]
     }
 
-    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         if req.kind != IqKind::Get {
             return Err(StanzaError::new(Condition::BadRequest));
         }
@@ -289,16 +290,16 @@ impl Module for Last {
             Ok(Some(q))
         };
         if req.to.node().is_none() {
-            return query(server.uptime_secs(), "");
+            return query(cx.uptime_secs(), "");
         }
-        if !is_trusted(server, &req.from, &req.to).await {
+        if !is_trusted(cx, &req.from, &req.to).await {
             return Err(StanzaError::new(Condition::Forbidden));
         }
         let bare = req.to.to_bare();
-        if server.router().resources(&bare).iter().any(|r| r.available) {
+        if cx.sessions().resources(&bare).iter().any(|r| r.available) {
             return query(0, "");
         }
-        match server.store().get_data(&user_ref(&bare), LAST_KEY).await {
+        match cx.store().get_data(&user_ref(&bare), LAST_KEY).await {
             Ok(Some(v)) => {
                 let (ms, status) = v.split_once('\n').unwrap_or((&v, ""));
                 let ms: i64 = ms.parse().unwrap_or(0);
@@ -335,7 +336,7 @@ impl Offline {
     }
 
     /// Delivers every stored message of `user` to `targets`, then removes what was delivered.
-    async fn flush(&self, server: &Arc<Server>, user: &jid::BareJid, targets: &[FullJid]) {
+    async fn flush(&self, cx: &mut Context<'_>, user: &jid::BareJid, targets: &[FullJid]) {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         user.hash(&mut h);
@@ -343,7 +344,7 @@ impl Offline {
             .lock()
             .await;
         let uref = user_ref(user);
-        let msgs = match server.store().offline_messages(&uref).await {
+        let msgs = match cx.store().offline_messages(&uref).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "offline read failed");
@@ -357,7 +358,7 @@ impl Offline {
                     let el = Arc::new(el);
                     let mut delivered = false;
                     for t in targets {
-                        delivered |= server.try_deliver(t, el.clone()).is_ok();
+                        delivered |= cx.server().try_deliver(t, el.clone()).is_ok();
                     }
                     if !delivered {
                         break 'messages;
@@ -370,7 +371,7 @@ impl Offline {
             last = Some(m.id);
         }
         if let Some(id) = last {
-            if let Err(e) = server.store().remove_offline(&uref, id).await {
+            if let Err(e) = cx.store().remove_offline(&uref, id).await {
                 tracing::error!(error = %e, "offline cleanup failed");
             }
         }
@@ -399,7 +400,7 @@ impl Module for Offline {
 
     async fn on_undeliverable(
         &self,
-        server: &Arc<Server>,
+        cx: &mut Context<'_>,
         msg: &Element,
     ) -> Result<bool, StanzaError> {
         if !matches!(msg.attr("type").unwrap_or("normal"), "normal" | "chat")
@@ -424,16 +425,16 @@ impl Module for Offline {
         let mut xml = Vec::new();
         xmppd_stream::serialize(&stored, "", &mut xml);
         let xml = String::from_utf8_lossy(&xml);
-        match server
+        match cx
             .store()
-            .push_offline(&user_ref(&bare), now, &xml, server.config().offline_max)
+            .push_offline(&user_ref(&bare), now, &xml, cx.config().offline_max)
             .await
         {
             Ok(true) => {
                 // The recipient may have come online while this was being stored.
-                let targets = crate::im::message_targets(&server.router().resources(&bare), "chat");
+                let targets = crate::im::message_targets(&cx.sessions().resources(&bare), "chat");
                 if !targets.is_empty() {
-                    self.flush(server, &bare, &targets).await;
+                    self.flush(cx, &bare, &targets).await;
                 }
                 Ok(true)
             }
@@ -448,8 +449,8 @@ impl Module for Offline {
         }
     }
 
-    async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
-        self.flush(server, &jid.to_bare(), std::slice::from_ref(jid))
+    async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
+        self.flush(cx, &jid.to_bare(), std::slice::from_ref(jid))
             .await;
     }
 }

@@ -10,7 +10,8 @@ use xmppd_storage::{RosterItem, Subscription};
 
 use crate::module::IqKind;
 use crate::router::Resource;
-use crate::server::{user_ref, Server};
+use crate::context::Context;
+use crate::server::user_ref;
 use crate::session::ClientSession;
 use crate::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
 
@@ -92,23 +93,23 @@ fn priority_of(p: &Element) -> i8 {
 /// The stored roster of `user` merged with the items modules contribute (shared groups).
 /// A contributed contact counts as a mutual subscription; a stored item for the same contact
 /// keeps its name and groups but is upgraded to `both`.
-pub(crate) async fn effective_roster(server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
-    match server.store().roster(&user_ref(user)).await {
-        Ok((_, items)) => merge_contributed(server, user, items).await,
+pub(crate) async fn effective_roster(cx: &Context<'_>, user: &BareJid) -> Vec<RosterItem> {
+    match cx.store().roster(&user_ref(user)).await {
+        Ok((_, items)) => merge_contributed(cx, user, items).await,
         Err(e) => {
             tracing::error!(error = %e, "roster read failed");
-            merge_contributed(server, user, Vec::new()).await
+            merge_contributed(cx, user, Vec::new()).await
         }
     }
 }
 
 async fn merge_contributed(
-    server: &Arc<Server>,
+    cx: &Context<'_>,
     user: &BareJid,
     mut items: Vec<RosterItem>,
 ) -> Vec<RosterItem> {
-    for m in server.roster_modules() {
-        for extra in m.roster_items(server, user).await {
+    for m in cx.server().roster_modules() {
+        for extra in m.roster_items(cx, user).await {
             if extra.jid == user.as_str() {
                 continue;
             }
@@ -130,7 +131,7 @@ async fn merge_contributed(
 /// Whether `contact` may receive `user`'s presence: `user` itself, a contact with a `from` or
 /// `both` subscription, or a member of a shared group.
 pub(crate) async fn shares_presence(
-    server: &Arc<Server>,
+    cx: &Context<'_>,
     user: &BareJid,
     contact: &BareJid,
 ) -> bool {
@@ -139,7 +140,7 @@ pub(crate) async fn shares_presence(
     }
     // One stored item and one membership question per module: a probe costs the same however
     // large the roster or the shared groups are.
-    let stored = server
+    let stored = cx
         .store()
         .roster_item(&user_ref(user), contact.as_str())
         .await;
@@ -152,8 +153,8 @@ pub(crate) async fn shares_presence(
     ) {
         return true;
     }
-    for m in server.roster_modules() {
-        if m.has_roster_item(server, user, contact).await {
+    for m in cx.server().roster_modules() {
+        if m.has_roster_item(cx, user, contact).await {
             return true;
         }
     }
@@ -164,11 +165,11 @@ pub(crate) async fn shares_presence(
 /// without a stored version bump, so they are folded into the version: a client's cached copy
 /// is invalidated when they change.
 async fn roster_with_version(
-    server: &Arc<Server>,
+    cx: &Context<'_>,
     user: &BareJid,
 ) -> Result<(String, Vec<RosterItem>), xmppd_storage::StorageError> {
-    let (ver, stored) = server.store().roster(&user_ref(user)).await?;
-    let items = merge_contributed(server, user, stored).await;
+    let (ver, stored) = cx.store().roster(&user_ref(user)).await?;
+    let items = merge_contributed(cx, user, stored).await;
     // The stored counter alone would miss changes of contributed items: the version names the
     // content it stands for (RFC 6121 §2.6), so both go into it.
     use std::hash::{Hash, Hasher};
@@ -190,7 +191,7 @@ async fn roster_with_version(
 /// to `user`'s sessions, and the contact's presence (or its end) to `user`'s available
 /// resources, as if a mutual subscription began or ended (RFC 6121 §4).
 pub(crate) async fn shared_item_changed(
-    server: &Arc<Server>,
+    cx: &mut Context<'_>,
     user: &BareJid,
     item: &RosterItem,
     removed: bool,
@@ -198,7 +199,7 @@ pub(crate) async fn shared_item_changed(
     let Ok(contact) = BareJid::new(&item.jid) else {
         return;
     };
-    let ver = match roster_with_version(server, user).await {
+    let ver = match roster_with_version(cx, user).await {
         Ok((ver, _)) => ver,
         Err(e) => {
             tracing::error!(error = %e, "roster read failed");
@@ -209,32 +210,32 @@ pub(crate) async fn shared_item_changed(
         subscription: Subscription::Both,
         ..item.clone()
     };
-    push(server, user, item_element(&shown, removed), &ver);
-    if removed && shares_presence(server, &contact, user).await {
+    push(cx, user, item_element(&shown, removed), &ver);
+    if removed && shares_presence(cx, &contact, user).await {
         return; // still subscribed through the stored roster
     }
     // One direction only: the caller reports the change for each side whose user is online,
     // so the contact's side gets this user's presence from its own call.
-    for r in server
-        .router()
+    for r in cx
+        .sessions()
         .resources(user)
         .into_iter()
         .filter(|r| r.available)
     {
         let presences = if removed {
-            unavailable_presences(server, &contact, r.jid.as_str())
+            unavailable_presences(cx, &contact, r.jid.as_str())
         } else {
-            available_presences(server, &contact, r.jid.as_str())
+            available_presences(cx, &contact, r.jid.as_str())
         };
         for p in presences {
-            server.deliver_to(&r.jid, p);
+            cx.deliver(&r.jid, p);
         }
     }
 }
 
 /// Presence sent by a client session.
 pub(crate) async fn presence_from_client(
-    server: &Arc<Server>,
+    cx: &mut Context<'_>,
     session: &mut ClientSession,
     mut pres: Element,
 ) {
@@ -243,7 +244,7 @@ pub(crate) async fn presence_from_client(
     if let Some(to) = pres.attr("to").and_then(|t| Jid::new(t).ok()) {
         match kind.as_deref() {
             Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
-                outbound_subscription(server, &user, k, &to.to_bare(), pres.clone()).await;
+                outbound_subscription(cx, &user, k, &to.to_bare(), pres.clone()).await;
             }
             Some("probe") => {}
             None => {
@@ -251,13 +252,13 @@ pub(crate) async fn presence_from_client(
                 if session.directed.len() < MAX_DIRECTED || session.directed.contains(&to) {
                     session.directed.insert(to);
                 }
-                server.route(pres).await;
+                cx.send(pres);
             }
             Some("unavailable") => {
                 session.directed.remove(&to);
-                server.route(pres).await;
+                cx.send(pres);
             }
-            _ => server.route(pres).await,
+            _ => cx.send(pres),
         }
         return;
     }
@@ -270,23 +271,23 @@ pub(crate) async fn presence_from_client(
             session.available = true;
             stanza::remove_attr(&mut pres, "to");
             let shared = Arc::new(pres.clone());
-            server.router().update(&session.jid, session.id, &mut |r| {
+            cx.sessions().update(&session.jid, session.id, &mut |r| {
                 r.available = true;
                 r.priority = prio;
                 r.presence = Some(shared.clone());
             });
-            let items = effective_roster(server, &user).await;
+            let items = effective_roster(cx, &user).await;
             for it in items
                 .iter()
                 .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
             {
-                server.route(with_to(&pres, &it.jid)).await;
+                cx.send(with_to(&pres, &it.jid));
             }
             // RFC 6121 §4.2.2/§4.4.2: to every available resource of the user, the sender
             // included (its own presence coming back tells a client it is online).
-            let others = server.router().resources(&user);
+            let others = cx.sessions().resources(&user);
             for r in others.iter().filter(|r| r.available) {
-                server.deliver_to(&r.jid, with_to(&pres, r.jid.as_str()));
+                cx.deliver(&r.jid, with_to(&pres, r.jid.as_str()));
             }
             if first {
                 // RFC 6121 §4.2.2: probe the contacts we are subscribed to, and show this
@@ -295,23 +296,21 @@ pub(crate) async fn presence_from_client(
                     .iter()
                     .filter(|i| matches!(i.subscription, Subscription::To | Subscription::Both))
                 {
-                    server
-                        .route(presence(Some("probe"), user.as_str(), &it.jid))
-                        .await;
+                    cx.send(presence(Some("probe"), user.as_str(), &it.jid));
                 }
                 for r in others
                     .iter()
                     .filter(|r| r.jid != session.jid && r.available)
                 {
                     if let Some(p) = &r.presence {
-                        server.deliver_to(&session.jid, with_to(p, &from));
+                        cx.deliver(&session.jid, with_to(p, &from));
                     }
                 }
-                match server.store().pending_subscriptions(&uref).await {
+                match cx.store().pending_subscriptions(&uref).await {
                     Ok(pending) => {
                         for (_, xml) in pending {
                             if let Ok(p) = xml.parse::<Element>() {
-                                server.deliver_to(&session.jid, p);
+                                cx.deliver(&session.jid, p);
                             }
                         }
                     }
@@ -320,63 +319,56 @@ pub(crate) async fn presence_from_client(
             }
             if prio >= 0 && !session.offline_done {
                 session.offline_done = true;
+                let server = cx.server().clone();
                 for m in server.modules() {
-                    m.on_available(server, &session.jid).await;
+                    m.on_available(cx, &session.jid).await;
                 }
             }
         }
         Some("unavailable") => {
             session.available = false;
             stanza::remove_attr(&mut pres, "to");
-            server.router().update(&session.jid, session.id, &mut |r| {
+            cx.sessions().update(&session.jid, session.id, &mut |r| {
                 r.available = false;
                 r.presence = None;
             });
-            let items = effective_roster(server, &user).await;
+            let items = effective_roster(cx, &user).await;
             let mut sent: Vec<Jid> = Vec::new();
             for it in items
                 .iter()
                 .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
             {
-                server.route(with_to(&pres, &it.jid)).await;
+                cx.send(with_to(&pres, &it.jid));
                 if let Ok(j) = Jid::new(&it.jid) {
                     sent.push(j);
                 }
             }
             for target in std::mem::take(&mut session.directed) {
                 if !sent.contains(&target.to_bare().into()) {
-                    server.route(with_to(&pres, target.as_str())).await;
+                    cx.send(with_to(&pres, target.as_str()));
                 }
             }
-            for r in server
-                .router()
+            for r in cx
+                .sessions()
                 .resources(&user)
                 .iter()
                 .filter(|r| r.jid != session.jid && r.available)
             {
-                server.deliver_to(&r.jid, with_to(&pres, r.jid.as_str()));
+                cx.deliver(&r.jid, with_to(&pres, r.jid.as_str()));
             }
         }
         _ => {}
     }
 }
 
-async fn route_presence(server: &Arc<Server>, kind: &str, from: &BareJid, to: &BareJid) {
-    server
-        .route(presence(Some(kind), from.as_str(), to.as_str()))
-        .await;
-}
-
-async fn route_all(server: &Arc<Server>, stanzas: Vec<Element>) {
-    for s in stanzas {
-        server.route(s).await;
-    }
+fn route_presence(cx: &mut Context<'_>, kind: &str, from: &BareJid, to: &BareJid) {
+    cx.send(presence(Some(kind), from.as_str(), to.as_str()));
 }
 
 /// Presence of every available resource of `user`, each addressed to `to`.
-fn available_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Element> {
-    server
-        .router()
+fn available_presences(cx: &Context<'_>, user: &BareJid, to: &str) -> Vec<Element> {
+    cx
+        .sessions()
         .resources(user)
         .iter()
         .filter(|r| r.available)
@@ -384,9 +376,9 @@ fn available_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Element
         .collect()
 }
 
-fn unavailable_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Element> {
-    server
-        .router()
+fn unavailable_presences(cx: &Context<'_>, user: &BareJid, to: &str) -> Vec<Element> {
+    cx
+        .sessions()
         .resources(user)
         .iter()
         .filter(|r| r.available)
@@ -394,16 +386,16 @@ fn unavailable_presences(server: &Server, user: &BareJid, to: &str) -> Vec<Eleme
         .collect()
 }
 
-async fn save_and_push(server: &Arc<Server>, user: &BareJid, item: &RosterItem) {
-    if let Err(e) = server.store().set_roster_item(&user_ref(user), item).await {
+async fn save_and_push(cx: &mut Context<'_>, user: &BareJid, item: &RosterItem) {
+    if let Err(e) = cx.store().set_roster_item(&user_ref(user), item).await {
         tracing::error!(error = %e, "roster write failed");
         return;
     }
-    match roster_with_version(server, user).await {
+    match roster_with_version(cx, user).await {
         Ok((ver, items)) => {
             // What the client sees is the merged item (a shared contact shows as `both`).
             let shown = items.iter().find(|i| i.jid == item.jid).unwrap_or(item);
-            push(server, user, item_element(shown, false), &ver);
+            push(cx, user, item_element(shown, false), &ver);
         }
         Err(e) => tracing::error!(error = %e, "roster read failed"),
     }
@@ -411,28 +403,28 @@ async fn save_and_push(server: &Arc<Server>, user: &BareJid, item: &RosterItem) 
 
 /// Whether storing an item for `contact` would take `user`'s roster past its limit (only a new
 /// contact can).
-async fn roster_full_for(server: &Arc<Server>, user: &BareJid, contact: &str) -> bool {
+async fn roster_full_for(cx: &Context<'_>, user: &BareJid, contact: &str) -> bool {
     let uref = user_ref(user);
     if matches!(
-        server.store().roster_item(&uref, contact).await,
+        cx.store().roster_item(&uref, contact).await,
         Ok(Some(_))
     ) {
         return false;
     }
-    let count = server
+    let count = cx
         .store()
         .roster(&uref)
         .await
         .map(|(_, items)| items.len());
-    count.is_ok_and(|n| n >= server.config().max_roster_items)
+    count.is_ok_and(|n| n >= cx.config().max_roster_items)
 }
 
 /// Roster push (RFC 6121 §2.1.6) to every resource that requested the roster.
-fn push(server: &Server, user: &BareJid, item: Element, ver: &str) {
+fn push(cx: &mut Context<'_>, user: &BareJid, item: Element, ver: &str) {
     let mut query = stanza::elem("query", NS_ROSTER, &[("ver", ver)]);
     query.append_child(item);
-    for r in server
-        .router()
+    for r in cx
+        .sessions()
         .resources(user)
         .iter()
         .filter(|r| r.interested)
@@ -442,12 +434,12 @@ fn push(server: &Server, user: &BareJid, item: Element, ver: &str) {
             NS_CLIENT,
             &[
                 ("type", "set"),
-                ("id", &format!("push{}", server.next_id())),
+                ("id", &format!("push{}", cx.next_id())),
                 ("to", r.jid.as_str()),
             ],
         );
         iq.append_child(query.clone());
-        server.deliver_to(&r.jid, iq);
+        cx.deliver(&r.jid, iq);
     }
 }
 
@@ -473,8 +465,8 @@ fn item_element(item: &RosterItem, removed: bool) -> Element {
     e
 }
 
-async fn item_or_new(server: &Arc<Server>, user: &BareJid, contact: &BareJid) -> RosterItem {
-    match server
+async fn item_or_new(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> RosterItem {
+    match cx
         .store()
         .roster_item(&user_ref(user), contact.as_str())
         .await
@@ -487,8 +479,8 @@ async fn item_or_new(server: &Arc<Server>, user: &BareJid, contact: &BareJid) ->
     }
 }
 
-async fn has_pending(server: &Arc<Server>, user: &BareJid, contact: &BareJid) -> bool {
-    server
+async fn has_pending(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
+    cx
         .store()
         .pending_subscriptions(&user_ref(user))
         .await
@@ -498,7 +490,7 @@ async fn has_pending(server: &Arc<Server>, user: &BareJid, contact: &BareJid) ->
 
 /// A subscription-related presence from local `user` to `contact` (RFC 6121 §3, outbound side).
 async fn outbound_subscription(
-    server: &Arc<Server>,
+    cx: &mut Context<'_>,
     user: &BareJid,
     kind: &str,
     contact: &BareJid,
@@ -507,41 +499,41 @@ async fn outbound_subscription(
     // §3.1.2: outbound subscription stanzas carry the user's bare JID.
     stanza::set_attr(&mut pres, "from", user.as_str());
     stanza::set_attr(&mut pres, "to", contact.as_str());
-    let mut item = item_or_new(server, user, contact).await;
+    let mut item = item_or_new(cx, user, contact).await;
     let uref = user_ref(user);
     match kind {
         "subscribe" => {
-            if roster_full_for(server, user, contact.as_str()).await {
+            if roster_full_for(cx, user, contact.as_str()).await {
                 // A request the roster could not record would leave both sides out of step.
                 tracing::info!(user = %user, "roster full: subscription request not sent");
                 return;
             }
             if !matches!(item.subscription, Subscription::To | Subscription::Both) && !item.ask {
                 item.ask = true;
-                save_and_push(server, user, &item).await;
+                save_and_push(cx, user, &item).await;
             }
-            server.route(pres).await;
+            cx.send(pres);
         }
         "subscribed" => {
-            if has_pending(server, user, contact).await {
+            if has_pending(cx, user, contact).await {
                 item.subscription = match item.subscription {
                     Subscription::None | Subscription::From => Subscription::From,
                     Subscription::To | Subscription::Both => Subscription::Both,
                 };
                 item.approved = false;
-                let _ = server
+                let _ = cx
                     .store()
                     .remove_pending_subscription(&uref, contact.as_str())
                     .await;
-                save_and_push(server, user, &item).await;
-                server.route(pres).await;
-                route_all(server, available_presences(server, user, contact.as_str())).await;
+                save_and_push(cx, user, &item).await;
+                cx.send(pres);
+                cx.send_all(available_presences(cx, user, contact.as_str()));
             } else if matches!(item.subscription, Subscription::None | Subscription::To)
                 && !item.approved
             {
                 // §3.4: pre-approval, remembered until the contact asks.
                 item.approved = true;
-                save_and_push(server, user, &item).await;
+                save_and_push(cx, user, &item).await;
             }
         }
         "unsubscribe" => {
@@ -552,14 +544,14 @@ async fn outbound_subscription(
             };
             item.ask = false;
             if before != (item.subscription, item.ask) {
-                save_and_push(server, user, &item).await;
+                save_and_push(cx, user, &item).await;
             }
-            server.route(pres).await;
+            cx.send(pres);
         }
         "unsubscribed" => {
-            let pending = has_pending(server, user, contact).await;
+            let pending = has_pending(cx, user, contact).await;
             if pending {
-                let _ = server
+                let _ = cx
                     .store()
                     .remove_pending_subscription(&uref, contact.as_str())
                     .await;
@@ -572,16 +564,12 @@ async fn outbound_subscription(
             item.approved = false;
             let changed = before != (item.subscription, item.approved);
             if changed {
-                save_and_push(server, user, &item).await;
+                save_and_push(cx, user, &item).await;
             }
             if pending || changed {
-                server.route(pres).await;
+                cx.send(pres);
                 if before.0 == Subscription::From || before.0 == Subscription::Both {
-                    route_all(
-                        server,
-                        unavailable_presences(server, user, contact.as_str()),
-                    )
-                    .await;
+                    cx.send_all(unavailable_presences(cx, user, contact.as_str()));
                 }
             }
         }
@@ -590,20 +578,20 @@ async fn outbound_subscription(
 }
 
 /// Delivers `p` to every available resource of `user`.
-fn to_available(server: &Server, user: &BareJid, p: &Element) {
+fn to_available(cx: &mut Context<'_>, user: &BareJid, p: &Element) {
     let p = Arc::new(p.clone());
-    for r in server
-        .router()
+    for r in cx
+        .sessions()
         .resources(user)
         .iter()
         .filter(|r| r.available)
     {
-        let _ = server.try_deliver(&r.jid, p.clone());
+        let _ = cx.deliver_shared(&r.jid, p.clone());
     }
 }
 
 /// Presence addressed to a local account (RFC 6121 §4 and §3, inbound side).
-pub(crate) async fn presence_to_account(server: &Arc<Server>, pres: Element, to: Jid) {
+pub(crate) async fn presence_to_account(cx: &mut Context<'_>, pres: Element, to: Jid) {
     let kind = pres.attr("type").map(str::to_owned);
     let user = to.to_bare();
     let Some(from) = pres.attr("from").and_then(|f| Jid::new(f).ok()) else {
@@ -613,36 +601,34 @@ pub(crate) async fn presence_to_account(server: &Arc<Server>, pres: Element, to:
     match kind.as_deref() {
         None | Some("unavailable") | Some("error") => match to.try_as_full() {
             Ok(full) => {
-                server.deliver_to(full, pres);
+                cx.deliver(full, pres);
             }
-            Err(_) => to_available(server, &user, &pres),
+            Err(_) => to_available(cx, &user, &pres),
         },
         Some("probe") => {
-            if !shares_presence(server, &user, &contact).await {
+            if !shares_presence(cx, &user, &contact).await {
                 // RFC 6121 §4.3.2: no subscription (or no such account): say so, which lets
                 // the prober's server repair a roster that went out of step.
-                route_presence(server, "unsubscribed", &user, &contact).await;
+                route_presence(cx, "unsubscribed", &user, &contact);
                 return;
             }
-            let answers = available_presences(server, &user, from.as_str());
+            let answers = available_presences(cx, &user, from.as_str());
             if answers.is_empty() {
-                server
-                    .route(presence(Some("unavailable"), user.as_str(), from.as_str()))
-                    .await;
+                cx.send(presence(Some("unavailable"), user.as_str(), from.as_str()));
             }
             for p in answers {
-                server.route(p).await;
+                cx.send(p);
             }
         }
         Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
-            inbound_subscription(server, &user, k, &contact, pres).await;
+            inbound_subscription(cx, &user, k, &contact, pres).await;
         }
         _ => {}
     }
 }
 
 async fn inbound_subscription(
-    server: &Arc<Server>,
+    cx: &mut Context<'_>,
     user: &BareJid,
     kind: &str,
     contact: &BareJid,
@@ -652,25 +638,25 @@ async fn inbound_subscription(
     stanza::set_attr(&mut pres, "to", user.as_str());
     match kind {
         "subscribe" => {
-            if !server.store().user_exists(&uref).await.unwrap_or(false) {
-                route_presence(server, "unsubscribed", user, contact).await;
+            if !cx.store().user_exists(&uref).await.unwrap_or(false) {
+                route_presence(cx, "unsubscribed", user, contact);
                 return;
             }
-            let mut item = item_or_new(server, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await;
             if matches!(item.subscription, Subscription::From | Subscription::Both) {
-                route_presence(server, "subscribed", user, contact).await;
+                route_presence(cx, "subscribed", user, contact);
             } else if item.approved {
                 item.approved = false;
                 item.subscription = match item.subscription {
                     Subscription::To => Subscription::Both,
                     _ => Subscription::From,
                 };
-                save_and_push(server, user, &item).await;
-                route_presence(server, "subscribed", user, contact).await;
-                route_all(server, available_presences(server, user, contact.as_str())).await;
+                save_and_push(cx, user, &item).await;
+                route_presence(cx, "subscribed", user, contact);
+                cx.send_all(available_presences(cx, user, contact.as_str()));
             } else {
                 let pres = subscription_request(&pres);
-                let pending = server.store().pending_subscriptions(&uref).await;
+                let pending = cx.store().pending_subscriptions(&uref).await;
                 if pending.is_ok_and(|p| p.len() >= MAX_PENDING_SUBSCRIPTIONS) {
                     tracing::info!(user = %user, "too many pending subscription requests: dropped");
                     return;
@@ -678,50 +664,46 @@ async fn inbound_subscription(
                 let mut xml = Vec::new();
                 xmppd_stream::serialize(&pres, "", &mut xml);
                 let xml = String::from_utf8_lossy(&xml);
-                if let Err(e) = server
+                if let Err(e) = cx
                     .store()
                     .add_pending_subscription(&uref, contact.as_str(), &xml)
                     .await
                 {
                     tracing::error!(error = %e, "storing subscription request failed");
                 }
-                to_available(server, user, &pres);
+                to_available(cx, user, &pres);
             }
         }
         "subscribed" => {
-            let mut item = item_or_new(server, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await;
             if item.ask && matches!(item.subscription, Subscription::None | Subscription::From) {
                 item.ask = false;
                 item.subscription = match item.subscription {
                     Subscription::From => Subscription::Both,
                     _ => Subscription::To,
                 };
-                save_and_push(server, user, &item).await;
-                to_available(server, user, &pres);
+                save_and_push(cx, user, &item).await;
+                to_available(cx, user, &pres);
             }
         }
         "unsubscribe" => {
-            let _ = server
+            let _ = cx
                 .store()
                 .remove_pending_subscription(&uref, contact.as_str())
                 .await;
-            let mut item = item_or_new(server, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await;
             if matches!(item.subscription, Subscription::From | Subscription::Both) {
                 item.subscription = match item.subscription {
                     Subscription::Both => Subscription::To,
                     _ => Subscription::None,
                 };
-                save_and_push(server, user, &item).await;
-                to_available(server, user, &pres);
-                route_all(
-                    server,
-                    unavailable_presences(server, user, contact.as_str()),
-                )
-                .await;
+                save_and_push(cx, user, &item).await;
+                to_available(cx, user, &pres);
+                cx.send_all(unavailable_presences(cx, user, contact.as_str()));
             }
         }
         "unsubscribed" => {
-            let mut item = item_or_new(server, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await;
             if item.ask || matches!(item.subscription, Subscription::To | Subscription::Both) {
                 item.ask = false;
                 item.subscription = match item.subscription {
@@ -729,8 +711,8 @@ async fn inbound_subscription(
                     Subscription::From => Subscription::From,
                     _ => Subscription::None,
                 };
-                save_and_push(server, user, &item).await;
-                to_available(server, user, &pres);
+                save_and_push(cx, user, &item).await;
+                to_available(cx, user, &pres);
             }
         }
         _ => {}
@@ -739,7 +721,7 @@ async fn inbound_subscription(
 
 /// `jabber:iq:roster` get/set from the account's own session (RFC 6121 §2).
 pub(crate) async fn roster_iq(
-    server: &Arc<Server>,
+    cx: &mut Context<'_>,
     session: &ClientSession,
     iq: &Element,
     kind: IqKind,
@@ -748,10 +730,10 @@ pub(crate) async fn roster_iq(
     let user = session.jid.to_bare();
     let reply = match kind {
         IqKind::Get => {
-            server
-                .router()
+            cx
+                .sessions()
                 .update(&session.jid, session.id, &mut |r| r.interested = true);
-            match roster_with_version(server, &user).await {
+            match roster_with_version(cx, &user).await {
                 Ok((ver_s, items)) => {
                     if query.attr("ver") == Some(ver_s.as_str()) {
                         // §2.6.3: unchanged since the client's version: empty result, pushes follow.
@@ -770,7 +752,7 @@ pub(crate) async fn roster_iq(
                 }
             }
         }
-        IqKind::Set => roster_set(server, &user, &query).await,
+        IqKind::Set => roster_set(cx, &user, &query).await,
     };
     let mut iq = iq.clone();
     stanza::remove_attr(&mut iq, "to");
@@ -783,11 +765,11 @@ pub(crate) async fn roster_iq(
     };
     let mut out = out;
     stanza::set_attr(&mut out, "to", session.jid.to_string());
-    server.deliver_to(&session.jid, out);
+    cx.deliver(&session.jid, out);
 }
 
 async fn roster_set(
-    server: &Arc<Server>,
+    cx: &mut Context<'_>,
     user: &BareJid,
     query: &Element,
 ) -> Result<Option<Element>, StanzaError> {
@@ -809,7 +791,7 @@ async fn roster_set(
         StanzaError::new(Condition::InternalServerError)
     };
     if el.attr("subscription") == Some("remove") {
-        let Some(item) = server
+        let Some(item) = cx
             .store()
             .roster_item(&uref, contact.as_str())
             .await
@@ -819,30 +801,26 @@ async fn roster_set(
         };
         // §2.5.2: cancel both directions before forgetting the contact.
         if item.ask || matches!(item.subscription, Subscription::To | Subscription::Both) {
-            route_presence(server, "unsubscribe", user, &contact).await;
+            route_presence(cx, "unsubscribe", user, &contact);
         }
         if matches!(item.subscription, Subscription::From | Subscription::Both) {
-            route_presence(server, "unsubscribed", user, &contact).await;
-            route_all(
-                server,
-                unavailable_presences(server, user, contact.as_str()),
-            )
-            .await;
+            route_presence(cx, "unsubscribed", user, &contact);
+            cx.send_all(unavailable_presences(cx, user, contact.as_str()));
         }
-        let _ = server
+        let _ = cx
             .store()
             .remove_pending_subscription(&uref, contact.as_str())
             .await;
-        (server
+        (cx
             .store()
             .remove_roster_item(&uref, contact.as_str())
             .await)
             .map_err(internal)?;
-        let (ver, items) = roster_with_version(server, user).await.map_err(internal)?;
+        let (ver, items) = roster_with_version(cx, user).await.map_err(internal)?;
         // A contact that a shared group still provides stays, as the merged item.
         match items.iter().find(|i| i.jid == contact.as_str()) {
-            Some(left) => push(server, user, item_element(left, false), &ver),
-            None => push(server, user, item_element(&item, true), &ver),
+            Some(left) => push(cx, user, item_element(left, false), &ver),
+            None => push(cx, user, item_element(&item, true), &ver),
         }
         return Ok(None);
     }
@@ -876,16 +854,16 @@ async fn roster_set(
             "name too long",
         ));
     }
-    if roster_full_for(server, user, contact.as_str()).await {
+    if roster_full_for(cx, user, contact.as_str()).await {
         return Err(StanzaError::with_text(
             Condition::ResourceConstraint,
             "roster full",
         ));
     }
-    let mut item = item_or_new(server, user, &contact).await;
+    let mut item = item_or_new(cx, user, &contact).await;
     item.name = name;
     item.groups = groups;
-    save_and_push(server, user, &item).await;
+    save_and_push(cx, user, &item).await;
     Ok(None)
 }
 

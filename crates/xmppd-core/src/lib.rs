@@ -15,6 +15,7 @@
 //! each target session, and storage is reached through `xmppd-storage` traits only.
 
 mod builtin;
+pub mod context;
 mod im;
 pub mod module;
 pub mod router;
@@ -27,5 +28,6 @@ pub mod testing;
 pub use builtin::CAPS_NODE;
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
+pub use context::{Context, ServerHandle};
 pub use server::{user_ref, BindError, CoreConfig, Server, ServerBuilder};
 pub use session::{ClientSession, Outbound, SessionInfo};

@@ -3,17 +3,17 @@
 //! - A [`Module`] adds disco features, answers IQs by payload namespace (addressed to a served
 //!   domain or to an account's bare JID), and hooks the message path and session lifecycle.
 //!   Hooks run in registration order (e.g. blocking before archive before carbons).
+//! - Neither routes inline: both are handed a [`Context`] whose outbox the dispatcher drains
+//!   after they return (see `crate::context`).
 //! - A [`Component`] owns a whole subdomain (`conference.example.org`): every stanza addressed
 //!   to it goes to the component, the same contract an external XEP-0114 component would have.
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_storage::RosterItem;
 
-use crate::server::Server;
+use crate::context::Context;
 use crate::stanza::{Condition, StanzaError};
 
 /// `get` or `set`.
@@ -115,27 +115,27 @@ pub trait Module: Send + Sync {
     }
 
     /// Answers a claimed IQ.
-    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
-        let _ = (server, req);
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
+        let _ = (cx, req);
         Err(StanzaError::new(Condition::ServiceUnavailable))
     }
 
     /// Runs after the successful answer to an IQ this module handled has been routed, with the
     /// original request: for effects that must follow the answer on the wire (e.g. ending the
     /// sessions of an account that was just removed).
-    async fn after_reply(&self, server: &Arc<Server>, iq: &Element) {
-        let _ = (server, iq);
+    async fn after_reply(&self, cx: &mut Context<'_>, iq: &Element) {
+        let _ = (cx, iq);
     }
 
     /// A message from a local session, `from` already stamped, before it is routed.
-    async fn on_message_out(&self, server: &Arc<Server>, msg: &mut Element) -> HookAction {
-        let _ = (server, msg);
+    async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        let _ = (cx, msg);
         HookAction::Continue
     }
 
     /// A message about to be delivered to local account(s) of `to`.
-    async fn on_message_in(&self, server: &Arc<Server>, msg: &mut Element) -> HookAction {
-        let _ = (server, msg);
+    async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        let _ = (cx, msg);
         HookAction::Continue
     }
 
@@ -143,10 +143,10 @@ pub trait Module: Send + Sync {
     /// (stored it); the first module that does ends the chain.
     async fn on_undeliverable(
         &self,
-        server: &Arc<Server>,
+        cx: &mut Context<'_>,
         msg: &Element,
     ) -> Result<bool, StanzaError> {
-        let _ = (server, msg);
+        let _ = (cx, msg);
         Ok(false)
     }
 
@@ -155,31 +155,31 @@ pub trait Module: Send + Sync {
     /// command list), `None` otherwise.
     async fn disco_items(
         &self,
-        server: &Arc<Server>,
+        cx: &Context<'_>,
         from: &Jid,
         to: &Jid,
         node: Option<&str>,
     ) -> Option<Vec<Element>> {
-        let _ = (server, from, to, node);
+        let _ = (cx, from, to, node);
         None
     }
 
     /// disco#info of a node of a served domain: the whole `<query/>` if this module owns it.
     async fn disco_info(
         &self,
-        server: &Arc<Server>,
+        cx: &Context<'_>,
         from: &Jid,
         to: &Jid,
         node: &str,
     ) -> Option<Element> {
-        let _ = (server, from, to, node);
+        let _ = (cx, from, to, node);
         None
     }
 
     /// Roster items this module adds to `user`'s roster (shared roster groups): shown in roster
     /// results and treated as mutual subscriptions for presence, without being stored.
-    async fn roster_items(&self, server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
-        let _ = (server, user);
+    async fn roster_items(&self, cx: &Context<'_>, user: &BareJid) -> Vec<RosterItem> {
+        let _ = (cx, user);
         Vec::new()
     }
 
@@ -187,27 +187,27 @@ pub trait Module: Send + Sync {
     /// probe, so a module with large groups should answer without building the whole list.
     async fn has_roster_item(
         &self,
-        server: &Arc<Server>,
+        cx: &Context<'_>,
         user: &BareJid,
         contact: &BareJid,
     ) -> bool {
-        let items = self.roster_items(server, user).await;
+        let items = self.roster_items(cx, user).await;
         items.iter().any(|i| i.jid == contact.as_str())
     }
 
     /// A session became available (first available presence with non-negative priority).
-    async fn on_available(&self, server: &Arc<Server>, jid: &FullJid) {
-        let _ = (server, jid);
+    async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
+        let _ = (cx, jid);
     }
 
     /// A session was bound.
-    async fn on_session_opened(&self, server: &Arc<Server>, jid: &FullJid) {
-        let _ = (server, jid);
+    async fn on_session_opened(&self, cx: &mut Context<'_>, jid: &FullJid) {
+        let _ = (cx, jid);
     }
 
     /// A session ended.
-    async fn on_session_closed(&self, server: &Arc<Server>, jid: &FullJid) {
-        let _ = (server, jid);
+    async fn on_session_closed(&self, cx: &mut Context<'_>, jid: &FullJid) {
+        let _ = (cx, jid);
     }
 }
 
@@ -216,7 +216,8 @@ pub trait Module: Send + Sync {
 pub trait Component: Send + Sync {
     /// A name for disco#items and logs (e.g. "Chatrooms").
     fn name(&self) -> &str;
-    /// Handles any stanza addressed to the component's domain or its entities. Replies go out
-    /// through [`Server::route`].
-    async fn handle(&self, server: &Arc<Server>, stanza: Element);
+    /// Handles any stanza addressed to the component's domain or its entities. Replies and
+    /// everything else it sends go into `cx`'s outbox, routed after it returns: a component
+    /// never routes inline, so a stanza it produces that comes back to it cannot re-enter it.
+    async fn handle(&self, cx: &mut Context<'_>, stanza: Element);
 }

@@ -1,10 +1,11 @@
-//! [`Server`]: the hosts, the registry of modules and components, and the routing of stanzas.
+//! [`Server`]: the hosts, the registry of modules and components, and the dispatcher.
 //!
 //! A stanza from a client enters through [`Server::handle_from_client`], which stamps `from`
-//! and dispatches: presence and roster follow RFC 6121 (`crate::im`), IQs go to the module
-//! that claimed the payload namespace, everything else through [`Server::route`]. `route`
-//! decides by the `to` domain: a served host (accounts and the server itself), a component's
-//! subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
+//! and applies the RFC 6121 rules (`crate::im`) or the sender-side hooks. Whatever a handler
+//! wants sent goes into its [`Context`]'s outbox; [`Server::drain`] routes the outbox first in
+//! first out, each stanza through one decision (`route_one`): a served host (accounts and the
+//! server itself, whose IQs go to the module that claimed the payload namespace), a
+//! component's subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 use xmppd_storage::{SessionRecord, Store, UserRef};
 use xmppd_stream::StreamErrorCondition;
 
+use crate::context::{Context, Outbox, Outgoing};
 use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
 use crate::router::{LocalRouter, Resource, Router, SendError};
 use crate::session::{ClientSession, Outbound, SessionInfo};
@@ -294,7 +296,10 @@ impl Server {
         item: &xmppd_storage::RosterItem,
         removed: bool,
     ) {
-        crate::im::shared_item_changed(self, user, item, removed).await;
+        let mut outbox = Outbox::default();
+        crate::im::shared_item_changed(&mut Context::new(self, &mut outbox), user, item, removed)
+            .await;
+        self.drain(&mut outbox).await;
     }
 
     /// Full JIDs of every session bound on this server.
@@ -423,18 +428,33 @@ impl Server {
         if let Err(e) = self.store.session_opened(&rec).await {
             tracing::warn!(error = %e, "could not record session");
         }
+        let mut outbox = Outbox::default();
+        let cx = &mut Context::new(self, &mut outbox);
         for m in &self.modules {
-            m.on_session_opened(self, &jid).await;
+            m.on_session_opened(cx, &jid).await;
         }
+        self.drain(&mut outbox).await;
         tracing::info!(jid = %jid, "session bound");
         Ok((ClientSession::new(jid, id, info), rx))
     }
 
     /// Processes one stanza (`message`, `presence`, `iq` in `jabber:client`) from an established
-    /// session: stamps `from`, applies hooks and RFC 6121 rules, routes it. Never fails: errors go
-    /// back to the sender as stanza errors.
+    /// session: stamps `from`, applies hooks and RFC 6121 rules, and dispatches what results.
+    /// Never fails: errors go back to the sender as stanza errors.
     pub async fn handle_from_client(
         self: &Arc<Self>,
+        session: &mut ClientSession,
+        stanza: Element,
+    ) {
+        let mut outbox = Outbox::default();
+        self.from_client(&mut Context::new(self, &mut outbox), session, stanza)
+            .await;
+        self.drain(&mut outbox).await;
+    }
+
+    async fn from_client(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
         session: &mut ClientSession,
         mut stanza: Element,
     ) {
@@ -449,15 +469,15 @@ impl Server {
                     }
                 }
                 Err(_) => {
-                    self.reply_error(session, &stanza, Condition::JidMalformed.into());
+                    reply_error(cx, session, &stanza, Condition::JidMalformed.into());
                     return;
                 }
             }
         }
         match stanza.name() {
-            "presence" => crate::im::presence_from_client(self, session, stanza).await,
-            "iq" => self.iq_from_client(session, stanza).await,
-            "message" => self.message_from_client(session, stanza).await,
+            "presence" => crate::im::presence_from_client(cx, session, stanza).await,
+            "iq" => self.iq_from_client(cx, session, stanza).await,
+            "message" => self.message_from_client(cx, session, stanza).await,
             _ => {}
         }
     }
@@ -477,17 +497,20 @@ impl Server {
             tracing::info!(jid = %session.jid, "replaced session closed");
             return;
         }
+        let mut outbox = Outbox::default();
+        let cx = &mut Context::new(self, &mut outbox);
         if session.available {
-            crate::im::presence_from_client(self, &mut session, unavailable).await;
+            crate::im::presence_from_client(cx, &mut session, unavailable).await;
         } else {
             // Directed presence without a broadcast one (e.g. a chat room joined before initial
             // presence): those entities still learn that the session is gone.
             for target in std::mem::take(&mut session.directed) {
                 let mut p = unavailable.clone();
                 stanza::set_attr(&mut p, "to", target.to_string());
-                self.route(p).await;
+                cx.send(p);
             }
         }
+        self.drain(&mut outbox).await;
         self.router.remove(&session.jid, session.id);
         if self.router.resource_count(&bare) == 0 {
             crate::builtin::record_last_activity(self, &bare, "").await;
@@ -495,22 +518,13 @@ impl Server {
         if let Err(e) = self.store.session_closed(session.jid.as_str()).await {
             tracing::warn!(error = %e, "could not clear session record");
         }
+        let mut outbox = Outbox::default();
+        let cx = &mut Context::new(self, &mut outbox);
         for m in &self.modules {
-            m.on_session_closed(self, &session.jid).await;
+            m.on_session_closed(cx, &session.jid).await;
         }
+        self.drain(&mut outbox).await;
         tracing::info!(jid = %session.jid, "session closed");
-    }
-
-    /// Sends an error reply for `original` to its sender session.
-    pub(crate) fn reply_error(
-        &self,
-        session: &ClientSession,
-        original: &Element,
-        err: StanzaError,
-    ) {
-        if let Some(reply) = error_reply(original, &err) {
-            self.deliver_to(&session.jid, reply);
-        }
     }
 
     /// Queues `el` for one local session. Returns false if the session is gone or overflowed.
@@ -524,13 +538,59 @@ impl Server {
         self.router.send(jid, Outbound::Stanza(el))
     }
 
-    /// Routes a stanza whose `from` and `to` are set. Used by modules and components to send.
-    pub async fn route(self: &Arc<Self>, stanza: Element) {
-        // Boxed once here: routing can recurse (an IQ answer or error is routed in turn).
-        Box::pin(self.route_inner(stanza)).await
+    /// Routes a stanza whose `from` and `to` are set, and everything its handling produces,
+    /// before returning. The entry point for drivers and for services' own tasks; handlers
+    /// queue into their [`Context`] instead.
+    pub async fn dispatch(self: &Arc<Self>, stanza: Element) {
+        self.dispatch_all([stanza]).await
     }
 
-    async fn route_inner(self: &Arc<Self>, stanza: Element) {
+    /// [`Server::dispatch`] of several stanzas, in order.
+    pub async fn dispatch_all(self: &Arc<Self>, stanzas: impl IntoIterator<Item = Element>) {
+        let mut outbox = Outbox::default();
+        outbox
+            .queue
+            .extend(stanzas.into_iter().map(Outgoing::Route));
+        self.drain(&mut outbox).await;
+    }
+
+    /// The dispatcher: routes the outbox's stanzas first in first out, each one's consequences
+    /// queued behind it. Routing never recurses and holds no lock while a handler runs, so a
+    /// stanza coming back to the handler that produced it waits in the queue instead of
+    /// re-entering it; and one sender's stanzas to one recipient keep their order
+    /// (RFC 6120 §10.1).
+    pub(crate) async fn drain(self: &Arc<Self>, outbox: &mut Outbox) {
+        let mut routed = 0usize;
+        while let Some(next) = outbox.queue.pop_front() {
+            routed += 1;
+            if routed > MAX_DISPATCH {
+                tracing::warn!(
+                    dropped = outbox.queue.len() + 1,
+                    "one stanza caused more than {MAX_DISPATCH} others: dropping the rest"
+                );
+                outbox.queue.clear();
+                return;
+            }
+            match next {
+                Outgoing::Route(stanza) => {
+                    self.route_one(&mut Context::new(self, outbox), stanza)
+                        .await
+                }
+                Outgoing::Deliver(jid, stanza) => {
+                    let _ = self.try_deliver(&jid, stanza);
+                }
+                Outgoing::AfterReply(module, iq) => {
+                    module
+                        .after_reply(&mut Context::new(self, outbox), &iq)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// The one routing decision: a served host (its accounts and itself), a component's
+    /// subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
+    async fn route_one(self: &Arc<Self>, cx: &mut Context<'_>, stanza: Element) {
         let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
             tracing::debug!("dropping stanza without valid 'to'");
             return;
@@ -538,29 +598,26 @@ impl Server {
         let domain = to.domain().as_str();
         if self.is_local_host(domain) {
             match to.node() {
-                None => self.to_server(stanza, to).await,
-                Some(_) => self.to_account(stanza, to).await,
+                None => self.to_server(cx, stanza, to).await,
+                Some(_) => self.to_account(cx, stanza, to).await,
             }
         } else if let Some(c) = self.components.get(domain) {
-            c.handle(self, stanza).await;
+            c.handle(cx, stanza).await;
         } else {
-            self.bounce(&stanza, StanzaError::new(Condition::RemoteServerNotFound))
-                .await;
+            cx.bounce(&stanza, StanzaError::new(Condition::RemoteServerNotFound));
         }
     }
 
-    /// Routes an error reply for `original` back to its sender.
-    pub async fn bounce(self: &Arc<Self>, original: &Element, err: StanzaError) {
-        if let Some(reply) = error_reply(original, &err) {
-            self.route(reply).await;
-        }
-    }
-
-    async fn message_from_client(self: &Arc<Self>, session: &ClientSession, mut msg: Element) {
+    async fn message_from_client(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        mut msg: Element,
+    ) {
         for m in &self.message_out {
-            if let HookAction::Stop(err) = m.on_message_out(self, &mut msg).await {
+            if let HookAction::Stop(err) = m.on_message_out(cx, &mut msg).await {
                 if let Some(err) = err {
-                    self.reply_error(session, &msg, err);
+                    reply_error(cx, session, &msg, err);
                 }
                 return;
             }
@@ -569,28 +626,33 @@ impl Server {
             // RFC 6120 §10.3: no 'to' means the sender's own bare JID.
             stanza::set_attr(&mut msg, "to", session.jid.to_bare().to_string());
         }
-        self.route(msg).await;
+        cx.send(msg);
     }
 
-    async fn iq_from_client(self: &Arc<Self>, session: &mut ClientSession, iq: Element) {
+    async fn iq_from_client(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        session: &mut ClientSession,
+        iq: Element,
+    ) {
         let kind = match iq.attr("type") {
             Some("get") => IqKind::Get,
             Some("set") => IqKind::Set,
             Some("result") | Some("error") => {
                 if iq.attr("to").is_some() {
-                    self.route(iq).await;
+                    cx.send(iq);
                 }
                 return;
             }
             _ => {
-                self.reply_error(session, &iq, Condition::BadRequest.into());
+                reply_error(cx, session, &iq, Condition::BadRequest.into());
                 return;
             }
         };
         let mut children = iq.children();
         let (Some(payload), None, Some(_)) = (children.next(), children.next(), iq.attr("id"))
         else {
-            self.reply_error(session, &iq, Condition::BadRequest.into());
+            reply_error(cx, session, &iq, Condition::BadRequest.into());
             return;
         };
         let own_bare = session.jid.to_bare();
@@ -598,40 +660,40 @@ impl Server {
             None => Jid::from(own_bare.clone()),
             Some(Ok(j)) => j,
             Some(Err(_)) => {
-                self.reply_error(session, &iq, Condition::JidMalformed.into());
+                reply_error(cx, session, &iq, Condition::JidMalformed.into());
                 return;
             }
         };
         if to.is_bare() && to.to_bare() == own_bare && payload.is("query", stanza::NS_ROSTER) {
             let payload = payload.clone();
-            crate::im::roster_iq(self, session, &iq, kind, payload).await;
+            crate::im::roster_iq(cx, session, &iq, kind, payload).await;
             return;
         }
         let mut iq = iq;
         if iq.attr("to").is_none() {
             stanza::set_attr(&mut iq, "to", own_bare.to_string());
         }
-        self.route(iq).await;
+        cx.send(iq);
     }
 
     /// Stanzas to a served domain itself.
-    async fn to_server(self: &Arc<Self>, stanza: Element, to: Jid) {
+    async fn to_server(self: &Arc<Self>, cx: &mut Context<'_>, stanza: Element, to: Jid) {
         if stanza.name() == "iq" {
-            self.local_iq(stanza, to, true).await;
+            self.local_iq(cx, stanza, to, true).await;
         }
         // Messages and presence to the server itself have no consumer yet: dropped silently
         // (RFC 6120 §10.3.1 leaves this to the server).
     }
 
     /// IQ get/set to a domain or a bare account JID: answered by the module owning the namespace.
-    async fn local_iq(self: &Arc<Self>, iq: Element, to: Jid, to_server: bool) {
+    async fn local_iq(self: &Arc<Self>, cx: &mut Context<'_>, iq: Element, to: Jid, to_server: bool) {
         let kind = match iq.attr("type") {
             Some("get") => IqKind::Get,
             Some("set") => IqKind::Set,
             _ => return, // results and errors addressed to us end here
         };
         let Some(payload) = iq.children().next().cloned() else {
-            self.bounce(&iq, Condition::BadRequest.into()).await;
+            cx.bounce(&iq, Condition::BadRequest.into());
             return;
         };
         let Some(from) = iq.attr("from").and_then(|f| Jid::new(f).ok()) else {
@@ -644,7 +706,7 @@ impl Server {
             &self.account_iq
         };
         let Some(module) = table.get(ns.as_str()).cloned() else {
-            self.bounce(&iq, Condition::ServiceUnavailable.into()).await;
+            cx.bounce(&iq, Condition::ServiceUnavailable.into());
             return;
         };
         let req = IqRequest {
@@ -653,46 +715,49 @@ impl Server {
             kind,
             payload,
         };
-        match module.handle_iq(self, req).await {
+        match module.handle_iq(cx, req).await {
             Ok(payload) => {
-                self.route(iq_result(&iq, payload)).await;
-                module.after_reply(self, &iq).await;
+                cx.send(iq_result(&iq, payload));
+                // Behind the answer in the queue: it runs once the answer was routed.
+                cx.outbox_mut()
+                    .queue
+                    .push_back(Outgoing::AfterReply(module, iq));
             }
-            Err(e) => self.bounce(&iq, e).await,
+            Err(e) => cx.bounce(&iq, e),
         }
     }
 
     /// Stanzas to an account (bare or full JID) on a served domain: RFC 6121 §8.5.
-    async fn to_account(self: &Arc<Self>, stanza: Element, to: Jid) {
+    async fn to_account(self: &Arc<Self>, cx: &mut Context<'_>, stanza: Element, to: Jid) {
         match stanza.name() {
-            "message" => self.message_to_account(stanza, to).await,
-            "presence" => crate::im::presence_to_account(self, stanza, to).await,
+            "message" => self.message_to_account(cx, stanza, to).await,
+            "presence" => crate::im::presence_to_account(cx, stanza, to).await,
             "iq" => match to.try_as_full() {
                 Ok(full) => {
                     // Requests to a gone resource get an error; responses are never answered
                     // (RFC 6120 §8.2.3), so a late result or error is dropped.
                     let request = matches!(stanza.attr("type"), Some("get") | Some("set"));
-                    if self.try_deliver(full, Arc::new(stanza.clone())).is_err() && request {
-                        self.bounce(&stanza, Condition::ServiceUnavailable.into())
-                            .await;
+                    let stanza = Arc::new(stanza);
+                    if self.try_deliver(full, stanza.clone()).is_err() && request {
+                        cx.bounce(&stanza, Condition::ServiceUnavailable.into());
                     }
                 }
-                Err(_) => self.local_iq(stanza, to, false).await,
+                Err(_) => self.local_iq(cx, stanza, to, false).await,
             },
             _ => {}
         }
     }
 
-    async fn message_to_account(self: &Arc<Self>, mut msg: Element, to: Jid) {
+    async fn message_to_account(self: &Arc<Self>, cx: &mut Context<'_>, mut msg: Element, to: Jid) {
         // RFC 6121 §5.2.2: a type the server does not understand is treated as "normal".
         let kind = (msg.attr("type"))
             .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
             .unwrap_or("normal")
             .to_owned();
         for m in &self.message_in {
-            if let HookAction::Stop(err) = m.on_message_in(self, &mut msg).await {
+            if let HookAction::Stop(err) = m.on_message_in(cx, &mut msg).await {
                 if let Some(err) = err {
-                    self.bounce(&msg, err).await;
+                    cx.bounce(&msg, err);
                 }
                 return;
             }
@@ -709,8 +774,7 @@ impl Server {
             match kind.as_str() {
                 "chat" | "normal" => {}
                 "groupchat" => {
-                    self.bounce(&msg, Condition::ServiceUnavailable.into())
-                        .await;
+                    cx.bounce(&msg, Condition::ServiceUnavailable.into());
                     return;
                 }
                 _ => return,
@@ -726,40 +790,47 @@ impl Server {
             return;
         }
         match kind.as_str() {
-            "groupchat" => {
-                self.bounce(&msg, Condition::ServiceUnavailable.into())
-                    .await
-            }
+            "groupchat" => cx.bounce(&msg, Condition::ServiceUnavailable.into()),
             "headline" | "error" => {}
-            _ => self.undeliverable(&msg, &bare).await,
+            _ => self.undeliverable(cx, &msg, &bare).await,
         }
     }
 
-    async fn undeliverable(self: &Arc<Self>, msg: &Arc<Element>, bare: &BareJid) {
+    async fn undeliverable(self: &Arc<Self>, cx: &mut Context<'_>, msg: &Arc<Element>, bare: &BareJid) {
         let user = user_ref(bare);
         match self.store.user_exists(&user).await {
             Ok(true) => {}
             Ok(false) => {
-                self.bounce(msg, Condition::ServiceUnavailable.into()).await;
+                cx.bounce(msg, Condition::ServiceUnavailable.into());
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage error checking recipient");
-                self.bounce(msg, Condition::InternalServerError.into())
-                    .await;
+                cx.bounce(msg, Condition::InternalServerError.into());
                 return;
             }
         }
         for m in &self.undeliverable {
-            match m.on_undeliverable(self, msg).await {
+            match m.on_undeliverable(cx, msg).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
-                    self.bounce(msg, e).await;
+                    cx.bounce(msg, e);
                     return;
                 }
             }
         }
+    }
+}
+
+/// How many stanzas one dispatch may route, its own included: a bound on stanzas that keep
+/// causing others (a loop between services), far above any legitimate fan-out.
+const MAX_DISPATCH: usize = 1_000_000;
+
+/// Queues an error reply for `original` to its sender session.
+fn reply_error(cx: &mut Context<'_>, session: &ClientSession, original: &Element, err: StanzaError) {
+    if let Some(reply) = error_reply(original, &err) {
+        cx.deliver(&session.jid, reply);
     }
 }
 

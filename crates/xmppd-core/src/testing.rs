@@ -11,6 +11,7 @@ use jid::BareJid;
 use minidom::Element;
 use tokio::sync::mpsc;
 
+use crate::context::{Context, Outbox};
 use crate::{ClientSession, Outbound, Server, SessionInfo};
 
 /// Namespace of the pseudo-elements standing for `Outbound::Close`.
@@ -60,5 +61,26 @@ impl TestClient {
     /// Ends the session as its driver would.
     pub async fn logout(self, server: &Arc<Server>) {
         server.unbind(self.session).await;
+    }
+}
+
+/// An outbox for calling a module's hooks directly in a test: [`Scratch::context`] gives the
+/// [`Context`] a hook takes, [`Scratch::dispatch`] routes what the hook queued.
+#[derive(Default)]
+pub struct Scratch(Outbox);
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A context on `server` whose outbox is this one.
+    pub fn context<'a>(&'a mut self, server: &'a Arc<Server>) -> Context<'a> {
+        Context::new(server, &mut self.0)
+    }
+
+    /// Routes everything queued so far.
+    pub async fn dispatch(&mut self, server: &Arc<Server>) {
+        server.drain(&mut self.0).await;
     }
 }

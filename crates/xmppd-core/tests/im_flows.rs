@@ -415,7 +415,7 @@ impl xmppd_core::module::Module for EveryoneShared {
 
     async fn roster_items(
         &self,
-        _server: &Arc<Server>,
+        _cx: &xmppd_core::Context<'_>,
         _user: &BareJid,
     ) -> Vec<xmppd_storage::RosterItem> {
         self.0
@@ -679,7 +679,7 @@ async fn unknown_types_late_responses_and_unsubscribed_probes() {
         .await
         .unwrap();
     server
-        .route(
+        .dispatch(
             format!(
                 "<presence {} type='probe' from='alice@localhost' to='bob@localhost'/>",
                 ns()
@@ -748,7 +748,7 @@ impl xmppd_core::module::Module for Counter {
 
     async fn on_message_in(
         &self,
-        _server: &Arc<Server>,
+        _cx: &mut xmppd_core::Context<'_>,
         _msg: &mut Element,
     ) -> xmppd_core::module::HookAction {
         self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -1,10 +1,15 @@
 //! [`MucService`]: the component that owns `conference.DOMAIN`, creates rooms on first join,
-//! keeps each room behind its own lock, and routes what a room's state machine decides.
+//! runs each room as a task of its own, and routes what a room's state machine decides.
 //!
-//! Concurrency: the room registry is a sharded map of `Arc<Mutex<Room>>`; a stanza locks only
-//! its room, for the time the room takes to handle it and to queue the resulting stanzas (so
-//! every occupant sees one room's stanzas in the same order). Nothing global is held across
-//! an await, so a flooded or slow room never delays another one.
+//! Concurrency: the room registry is a sharded map from a room's address to its inbox. The
+//! component only pushes a stanza into the room's inbox and returns; the room's task takes
+//! stanzas one at a time, computes the outcome (`Room::handle`), saves what must be durable,
+//! then dispatches the outcome and only then takes the next stanza. The room is never locked
+//! and never waits on routing, so a stanza it sends that comes back to it (a bounce, a decline
+//! addressed to the room) simply waits in its inbox; and every occupant sees one room's stanzas
+//! in the order the room produced them. A room's task ends when the room is gone; stanzas still
+//! in its inbox are handed back to the service (a join creates the room anew). disco#items reads
+//! a summary each room keeps current, so listing rooms never waits on a busy room.
 //!
 //! `max_rooms_per_user` counts the rooms a user owns: the stored persistent rooms (read at
 //! load) and the rooms created since, kept current as owners change.
@@ -12,23 +17,28 @@
 //! Not done here: room name reservation without joining (XEP-0045 unique room names), s2s
 //! occupants' special cases.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::Mutex;
+use tokio::sync::mpsc;
 use xmppd_core::module::Component;
 use xmppd_core::stanza::{
     self, elem, error_reply, iq_result, set_attr, Condition, StanzaError, NS_DISCO_INFO,
     NS_DISCO_ITEMS,
 };
-use xmppd_core::Server;
+use xmppd_core::{Context, ServerHandle};
 use xmppd_storage::{RoomStore, StorageError};
 
 use crate::archive::RoomArchive;
 use crate::room::{Room, RoomLimits, NS_MUC};
+
+/// Stanzas one room may have waiting; past this, senders are told to wait (a room flooded
+/// faster than it can fan out must not grow the server's memory).
+const MAX_INBOX: usize = 4096;
 
 /// Who may create rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,16 +60,63 @@ pub struct MucSettings {
     pub limits: RoomLimits,
 }
 
-type RoomHandle = Arc<Mutex<Room>>;
+/// What the service keeps of a room: its inbox, and what disco#items shows of it.
+struct RoomEntry {
+    inbox: mpsc::UnboundedSender<Element>,
+    /// Stanzas in the inbox (bounded by [`MAX_INBOX`]).
+    queued: Arc<AtomicUsize>,
+    /// The room and its inbox's receiving end until its task starts (at the first stanza,
+    /// when a handle on the server is at hand).
+    parked: Mutex<Option<(Room, mpsc::UnboundedReceiver<Element>)>>,
+    started: AtomicBool,
+    summary: Arc<Mutex<Summary>>,
+}
+
+/// A room as disco#items lists it.
+#[derive(Debug, Clone, Default)]
+struct Summary {
+    /// Public, unlocked and not gone.
+    listed: bool,
+    name: String,
+}
+
+impl Summary {
+    fn of(room: &Room) -> Summary {
+        let name = if room.config.name.is_empty() {
+            room.jid.node().map(|n| n.to_string()).unwrap_or_default()
+        } else {
+            room.config.name.clone()
+        };
+        Summary {
+            listed: !room.gone && !room.locked && room.config.public,
+            name,
+        }
+    }
+}
+
+impl RoomEntry {
+    fn new(room: Room) -> Arc<RoomEntry> {
+        let (inbox, rx) = mpsc::unbounded_channel();
+        Arc::new(RoomEntry {
+            inbox,
+            queued: Arc::new(AtomicUsize::new(0)),
+            summary: Arc::new(Mutex::new(Summary::of(&room))),
+            parked: Mutex::new(Some((room, rx))),
+            started: AtomicBool::new(false),
+        })
+    }
+}
 
 /// A multi-user chat service (XEP-0045).
 pub struct MucService {
     settings: MucSettings,
-    rooms: DashMap<BareJid, RoomHandle>,
+    rooms: DashMap<BareJid, Arc<RoomEntry>>,
     /// The owners of each room in memory, for `max_rooms_per_user`.
     owners: DashMap<BareJid, Vec<BareJid>>,
     store: Arc<dyn RoomStore>,
     archive: Arc<dyn RoomArchive>,
+    /// Itself, for the room tasks it starts.
+    me: Weak<MucService>,
 }
 
 impl MucService {
@@ -69,14 +126,16 @@ impl MucService {
         store: Arc<dyn RoomStore>,
         archive: Arc<dyn RoomArchive>,
     ) -> Result<Arc<MucService>, StorageError> {
-        let service = MucService {
+        let stored_rooms = store.rooms(&settings.domain).await?;
+        let service = Arc::new_cyclic(|me| MucService {
             rooms: DashMap::new(),
             owners: DashMap::new(),
             store,
             archive,
             settings,
-        };
-        for stored in service.store.rooms(&service.settings.domain).await? {
+            me: me.clone(),
+        });
+        for stored in stored_rooms {
             let jid = format!("{}@{}", stored.name, stored.domain);
             let restored = BareJid::new(&jid).ok().and_then(|j| {
                 Room::restore(j.clone(), &stored, service.settings.limits).map(|r| (j, r))
@@ -84,7 +143,7 @@ impl MucService {
             match restored {
                 Some((j, room)) => {
                     service.owners.insert(j.clone(), room.owners());
-                    service.rooms.insert(j, Arc::new(Mutex::new(room)));
+                    service.rooms.insert(j, RoomEntry::new(room));
                 }
                 None => tracing::warn!(room = %jid, "skipping an unreadable stored room"),
             }
@@ -94,7 +153,7 @@ impl MucService {
             rooms = service.rooms.len(),
             "chat service ready"
         );
-        Ok(Arc::new(service))
+        Ok(service)
     }
 
     /// How many rooms in memory (persistent or occupied) `user` owns.
@@ -114,10 +173,10 @@ impl MucService {
         self.rooms.len()
     }
 
-    async fn handle_service(&self, server: &Arc<Server>, st: Element) {
+    fn handle_service(&self, cx: &mut Context<'_>, st: Element) {
         if st.name() != "iq" || !matches!(st.attr("type"), Some("get")) {
             if matches!(st.attr("type"), Some("set")) || st.name() == "message" {
-                bounce(server, &st, Condition::ServiceUnavailable.into()).await;
+                cx.bounce(&st, Condition::ServiceUnavailable.into());
             }
             return;
         }
@@ -139,36 +198,27 @@ impl MucService {
                 }
                 Some(q)
             }
-            Some(("query", NS_DISCO_ITEMS)) => Some(self.public_rooms().await),
+            Some(("query", NS_DISCO_ITEMS)) => Some(self.public_rooms()),
             Some(("ping", stanza::NS_PING)) => None,
             _ => {
-                bounce(server, &st, Condition::ServiceUnavailable.into()).await;
+                cx.bounce(&st, Condition::ServiceUnavailable.into());
                 return;
             }
         };
-        server.route(iq_result(&st, answer)).await;
+        cx.send(iq_result(&st, answer));
     }
 
-    /// disco#items of the service: the public, configured rooms.
-    async fn public_rooms(&self) -> Element {
-        let handles: Vec<(BareJid, RoomHandle)> = self
+    /// disco#items of the service: the public, configured rooms, from their summaries (a busy
+    /// room is not waited for).
+    fn public_rooms(&self) -> Element {
+        let mut listed: Vec<(BareJid, String)> = self
             .rooms
             .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
+            .filter_map(|e| {
+                let summary = e.value().summary.lock().ok()?.clone();
+                summary.listed.then(|| (e.key().clone(), summary.name))
+            })
             .collect();
-        let mut listed = Vec::new();
-        for (jid, h) in handles {
-            let room = h.lock().await;
-            if room.gone || room.locked || !room.config.public {
-                continue;
-            }
-            let name = if room.config.name.is_empty() {
-                jid.node().map(|n| n.to_string()).unwrap_or_default()
-            } else {
-                room.config.name.clone()
-            };
-            listed.push((jid, name));
-        }
         listed.sort();
         let mut q = Element::bare("query", NS_DISCO_ITEMS);
         for (jid, name) in listed {
@@ -182,12 +232,12 @@ impl MucService {
     }
 
     /// The room for `jid`, created (locked, owned by the sender) when a join presence asks.
-    async fn room_for(
+    fn room_for(
         &self,
-        server: &Arc<Server>,
+        cx: &Context<'_>,
         jid: &BareJid,
         st: &Element,
-    ) -> Result<Option<RoomHandle>, StanzaError> {
+    ) -> Result<Option<Arc<RoomEntry>>, StanzaError> {
         if let Some(h) = self.rooms.get(jid) {
             return Ok(Some(h.clone()));
         }
@@ -205,8 +255,8 @@ impl MucService {
         };
         let user = from.to_bare();
         let allowed = match self.settings.creation {
-            Creation::LocalUsers => server.is_local_host(user.domain().as_str()),
-            Creation::Admins => server.is_admin(&user),
+            Creation::LocalUsers => cx.is_local_host(user.domain().as_str()),
+            Creation::Admins => cx.is_admin(&user),
         };
         if !allowed {
             return Err(StanzaError::with_text(
@@ -221,88 +271,75 @@ impl MucService {
                 "you own too many rooms",
             ));
         }
-        let handle = self
+        let entry = self
             .rooms
             .entry(jid.clone())
             .or_insert_with(|| {
                 self.owners.insert(jid.clone(), vec![user.clone()]);
-                Arc::new(Mutex::new(Room::create(
+                RoomEntry::new(Room::create(
                     jid.clone(),
                     user.clone(),
                     self.settings.limits,
-                )))
+                ))
             })
             .clone();
-        Ok(Some(handle))
+        Ok(Some(entry))
     }
 
-    async fn handle_room(&self, server: &Arc<Server>, room_jid: BareJid, st: Element) {
-        // A room may be removed between the lookup and the lock: look it up again then.
+    /// Hands `st` to its room's inbox (starting the room's task if needed).
+    fn to_room(&self, cx: &mut Context<'_>, room_jid: BareJid, mut st: Element) {
+        // A room may end between the lookup and the push (its inbox closes): look it up again.
         for _ in 0..3 {
-            let handle = match self.room_for(server, &room_jid, &st).await {
-                Ok(Some(h)) => h,
+            let entry = match self.room_for(cx, &room_jid, &st) {
+                Ok(Some(e)) => e,
                 Ok(None) => {
                     if st.name() != "presence" {
-                        bounce(server, &st, Condition::ItemNotFound.into()).await;
+                        cx.bounce(&st, Condition::ItemNotFound.into());
                     }
                     return;
                 }
                 Err(e) => {
-                    bounce(server, &st, e).await;
+                    cx.bounce(&st, e);
                     return;
                 }
             };
-            let mut room = handle.lock().await;
-            if room.gone {
-                continue;
-            }
-            if let Some(answer) = self.archive_iq(&room, &st).await {
-                server.route(answer).await;
+            if entry.queued.load(Ordering::Relaxed) >= MAX_INBOX {
+                cx.bounce(
+                    &st,
+                    StanzaError::with_text(Condition::ResourceConstraint, "room busy, retry later"),
+                );
                 return;
             }
-            let now = stanza::now_ms();
-            let outcome = room.handle(&st, now);
-            for el in outcome.out {
-                server.route(el).await;
-            }
-            if let Some((to, query)) = outcome.history_for {
-                let keep = room.config.history_length;
-                for entry in self.archive.history(&room.jid, &query, keep, now).await {
-                    let mut m = entry.message;
-                    set_attr(&mut m, "to", to.to_string());
-                    m.append_child(elem(
-                        "delay",
-                        stanza::NS_DELAY,
-                        &[
-                            ("from", room.jid.as_str()),
-                            ("stamp", &stanza::xep82_datetime(entry.stamp_ms)),
-                        ],
-                    ));
-                    server.route(m).await;
+            entry.queued.fetch_add(1, Ordering::Relaxed);
+            match entry.inbox.send(st) {
+                Ok(()) => {
+                    self.start(cx, &room_jid, &entry);
+                    return;
+                }
+                Err(mpsc::error::SendError(back)) => {
+                    entry.queued.fetch_sub(1, Ordering::Relaxed);
+                    st = back;
                 }
             }
-            for el in outcome.after {
-                server.route(el).await;
-            }
-            if let Some(entry) = outcome.archive {
-                let (keep, archived) = (room.config.history_length, room.config.archived);
-                self.archive.store(&room.jid, entry, keep, archived).await;
-            }
-            if outcome.destroyed {
-                self.rooms
-                    .remove_if(&room_jid, |_, h| Arc::ptr_eq(h, &handle));
-                self.owners.remove(&room_jid);
-                self.archive.forget(&room_jid).await;
-            }
-            if outcome.changed && !outcome.destroyed {
-                self.owners.insert(room_jid.clone(), room.owners());
-            }
-            if outcome.changed || outcome.destroyed {
-                self.save(&room).await;
-            }
+        }
+        cx.bounce(&st, Condition::InternalServerError.into());
+    }
+
+    /// Starts the task of a room that has none yet.
+    fn start(&self, cx: &Context<'_>, jid: &BareJid, entry: &Arc<RoomEntry>) {
+        if entry.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        bounce(server, &st, Condition::InternalServerError.into()).await;
+        let parked = entry.parked.lock().ok().and_then(|mut p| p.take());
+        let (Some((room, rx)), Some(service)) = (parked, self.me.upgrade()) else {
+            return;
+        };
+        let task = RoomTask {
+            service,
+            entry: entry.clone(),
+            server: cx.handle(),
+        };
+        tokio::spawn(task.run(jid.clone(), room, rx));
     }
 
     /// IQs to the room in a namespace the archive answers (XEP-0313 queries).
@@ -352,9 +389,81 @@ impl MucService {
     }
 }
 
-async fn bounce(server: &Arc<Server>, st: &Element, err: StanzaError) {
-    if let Some(reply) = error_reply(st, &err) {
-        server.route(reply).await;
+/// One room's task: the only owner of its [`Room`].
+struct RoomTask {
+    service: Arc<MucService>,
+    entry: Arc<RoomEntry>,
+    server: ServerHandle,
+}
+
+impl RoomTask {
+    async fn run(self, jid: BareJid, mut room: Room, mut rx: mpsc::UnboundedReceiver<Element>) {
+        while let Some(st) = rx.recv().await {
+            self.entry.queued.fetch_sub(1, Ordering::Relaxed);
+            let (out, gone) = self.step(&mut room, st).await;
+            if let Ok(mut s) = self.entry.summary.lock() {
+                *s = Summary::of(&room);
+            }
+            // Outside any lock, after what had to be saved was saved: what the room sends
+            // may come back to it, and then waits in the inbox.
+            self.server.dispatch_all(out).await;
+            if gone {
+                break;
+            }
+        }
+        // Gone: leave the registry first, so that what is still queued (a join racing the
+        // last leave) reaches the service anew instead of this inbox.
+        let svc = &self.service;
+        svc.rooms
+            .remove_if(&jid, |_, e| Arc::ptr_eq(e, &self.entry));
+        rx.close();
+        let mut left = Vec::new();
+        while let Ok(st) = rx.try_recv() {
+            left.push(st);
+        }
+        self.server.dispatch_all(left).await;
+    }
+
+    /// Handles one stanza; returns what to send, in order, and whether the room is gone.
+    async fn step(&self, room: &mut Room, st: Element) -> (Vec<Element>, bool) {
+        let svc = &self.service;
+        if let Some(answer) = svc.archive_iq(room, &st).await {
+            return (vec![answer], false);
+        }
+        let now = stanza::now_ms();
+        let outcome = room.handle(&st, now);
+        let mut out = outcome.out;
+        if let Some((to, query)) = outcome.history_for {
+            let keep = room.config.history_length;
+            for entry in svc.archive.history(&room.jid, &query, keep, now).await {
+                let mut m = entry.message;
+                set_attr(&mut m, "to", to.to_string());
+                m.append_child(elem(
+                    "delay",
+                    stanza::NS_DELAY,
+                    &[
+                        ("from", room.jid.as_str()),
+                        ("stamp", &stanza::xep82_datetime(entry.stamp_ms)),
+                    ],
+                ));
+                out.push(m);
+            }
+        }
+        out.extend(outcome.after);
+        if let Some(entry) = outcome.archive {
+            let (keep, archived) = (room.config.history_length, room.config.archived);
+            svc.archive.store(&room.jid, entry, keep, archived).await;
+        }
+        if outcome.destroyed {
+            svc.owners.remove(&room.jid);
+            svc.archive.forget(&room.jid).await;
+        } else if outcome.changed {
+            svc.owners.insert(room.jid.clone(), room.owners());
+        }
+        if outcome.changed || outcome.destroyed {
+            svc.save(room).await;
+        }
+        (out, outcome.destroyed || room.gone)
     }
 }
 
@@ -364,14 +473,14 @@ impl Component for MucService {
         "Chatrooms"
     }
 
-    async fn handle(&self, server: &Arc<Server>, stanza: Element) {
+    async fn handle(&self, cx: &mut Context<'_>, stanza: Element) {
         let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
         if to.node().is_none() {
-            self.handle_service(server, stanza).await;
+            self.handle_service(cx, stanza);
         } else {
-            self.handle_room(server, to.to_bare(), stanza).await;
+            self.to_room(cx, to.to_bare(), stanza);
         }
     }
 }

@@ -22,7 +22,7 @@ use minidom::Element;
 use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{error_reply, iq_result, text_elem, Condition, StanzaError};
-use xmppd_core::{user_ref, Server};
+use xmppd_core::{user_ref, Context};
 use xmppd_storage::UserRef;
 use xmppd_stream::StreamErrorCondition;
 
@@ -199,7 +199,7 @@ impl Register {
         Register { backends, policy }
     }
 
-    async fn answer(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+    async fn answer(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         let user = req.from.to_bare();
         // Only to one's own server (or own bare JID, when the client left out 'to').
         let to = &req.to;
@@ -208,7 +208,7 @@ impl Register {
         } else {
             to.to_bare() == user
         };
-        if !own || !server.is_local_host(user.domain().as_str()) || user.node().is_none() {
+        if !own || !cx.is_local_host(user.domain().as_str()) || user.node().is_none() {
             return Err(Condition::NotAllowed.into());
         }
         let backend = self
@@ -287,21 +287,21 @@ impl Module for Register {
         vec![NS_REGISTER]
     }
 
-    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest) -> IqResponse {
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         if !req.payload.is("query", NS_REGISTER) {
             return Err(Condition::BadRequest.into());
         }
-        self.answer(server, req).await
+        self.answer(cx, req).await
     }
 
-    async fn after_reply(&self, server: &Arc<Server>, iq: &Element) {
+    async fn after_reply(&self, cx: &mut Context<'_>, iq: &Element) {
         let removed = iq.attr("type") == Some("set")
             && iq
                 .get_child("query", NS_REGISTER)
                 .is_some_and(|q| q.has_child("remove", NS_REGISTER));
         let from = iq.attr("from").and_then(|f| xmppd_core::Jid::new(f).ok());
         if let (true, Some(from)) = (removed, from) {
-            server.end_sessions(
+            cx.end_sessions(
                 &from.to_bare(),
                 StreamErrorCondition::NotAuthorized,
                 Some("Account removed"),

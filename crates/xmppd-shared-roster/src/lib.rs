@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jid::BareJid;
 use xmppd_core::module::{Hooks, Module};
-use xmppd_core::Server;
+use xmppd_core::{Context, Server};
 use xmppd_storage::{RosterItem, Subscription};
 
 /// Where the members of one shared group come from.
@@ -174,13 +174,13 @@ impl Module for SharedRoster {
         }
     }
 
-    async fn roster_items(&self, _server: &Arc<Server>, user: &BareJid) -> Vec<RosterItem> {
+    async fn roster_items(&self, _cx: &Context<'_>, user: &BareJid) -> Vec<RosterItem> {
         self.items_for(user)
     }
 
     async fn has_roster_item(
         &self,
-        _server: &Arc<Server>,
+        _cx: &Context<'_>,
         user: &BareJid,
         contact: &BareJid,
     ) -> bool {
@@ -321,11 +321,13 @@ mod tests {
             Arc::new(xmppd_storage::SqliteStore::open_in_memory().unwrap()),
         )
         .build();
+        let mut scratch = xmppd_core::testing::Scratch::new();
+        let cx = scratch.context(&server);
         for (u, c) in [("a", "b"), ("a", "c"), ("c", "d"), ("a", "a"), ("e", "a")] {
             let (u, c) = (jid(&format!("{u}@x.org")), jid(&format!("{c}@x.org")));
             let listed = roster.items_for(&u).iter().any(|i| i.jid == c.as_str());
             assert_eq!(
-                roster.has_roster_item(&server, &u, &c).await,
+                roster.has_roster_item(&cx, &u, &c).await,
                 listed,
                 "{u} / {c}"
             );

@@ -1,0 +1,199 @@
+//! What a handler is given: read access to the server's shared state, and an outbox.
+//!
+//! Handlers (modules, components, the IM rules) never route inline. They push what they want
+//! sent into the [`Context`]'s outbox; the dispatcher ([`crate::Server::dispatch`]) routes it
+//! after the handler returned, in the order it was pushed. A handler therefore cannot re-enter
+//! itself through routing, and nothing it holds (a room's state, a lock) is held while a stanza
+//! it produced is being routed. Work that outlives one call (a room task, a refresh timer)
+//! takes a [`ServerHandle`] and dispatches from there, never while holding a lock.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use xmppd_storage::{Store, StorageError};
+use xmppd_stream::StreamErrorCondition;
+
+use crate::module::Module;
+use crate::router::{Resource, Router};
+use crate::server::{CoreConfig, Server};
+use crate::stanza::{error_reply, StanzaError};
+
+/// One queued output of a handler.
+pub(crate) enum Outgoing {
+    /// A stanza with `to` set, routed like any other.
+    Route(Element),
+    /// A stanza for exactly this local session's queue (a roster push, a reply to the session
+    /// itself): no hooks, dropped if the session is gone.
+    Deliver(FullJid, Arc<Element>),
+    /// [`crate::module::Module::after_reply`] of the module that answered this IQ request,
+    /// queued behind the answer so that it runs once the answer was routed.
+    AfterReply(Arc<dyn Module>, Element),
+}
+
+/// The stanzas waiting to be routed, first in first out.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub(crate) queue: VecDeque<Outgoing>,
+}
+
+/// A handler's view of the server: configuration, storage, the session registry, and an
+/// outbox for what it sends.
+pub struct Context<'a> {
+    server: &'a Arc<Server>,
+    outbox: &'a mut Outbox,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(server: &'a Arc<Server>, outbox: &'a mut Outbox) -> Self {
+        Context { server, outbox }
+    }
+
+    pub(crate) fn server(&self) -> &Arc<Server> {
+        self.server
+    }
+
+    /// The server's state and operations that do not route: hosts, configuration, storage,
+    /// sessions, administrators, ending sessions. A `&Server` cannot dispatch (that takes an
+    /// `Arc`), so a handler cannot route inline through it either.
+    pub fn core(&self) -> &Server {
+        self.server
+    }
+
+    pub(crate) fn outbox_mut(&mut self) -> &mut Outbox {
+        self.outbox
+    }
+
+    /// Queues `stanza` (with `to` set) for routing once the handler has returned.
+    pub fn send(&mut self, stanza: Element) {
+        self.outbox.queue.push_back(Outgoing::Route(stanza));
+    }
+
+    /// Queues every stanza of `stanzas`, in order.
+    pub fn send_all(&mut self, stanzas: impl IntoIterator<Item = Element>) {
+        for s in stanzas {
+            self.send(s);
+        }
+    }
+
+    /// Queues `stanza` for the local session `jid` only, in order with everything else this
+    /// handler sends. Dropped if that session is gone by then.
+    pub fn deliver(&mut self, jid: &FullJid, stanza: Element) {
+        self.deliver_shared(jid, Arc::new(stanza));
+    }
+
+    /// [`Context::deliver`] of a stanza shared with other recipients (one copy for all).
+    pub fn deliver_shared(&mut self, jid: &FullJid, stanza: Arc<Element>) {
+        self.outbox
+            .queue
+            .push_back(Outgoing::Deliver(jid.clone(), stanza));
+    }
+
+    /// Queues the error reply to `original` (none for an error or a result).
+    pub fn bounce(&mut self, original: &Element, err: StanzaError) {
+        if let Some(reply) = error_reply(original, &err) {
+            self.send(reply);
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        self.server.config()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.server.store()
+    }
+
+    /// The session registry: who is bound, available, with which priority.
+    pub fn sessions(&self) -> &Arc<dyn Router> {
+        self.server.router()
+    }
+
+    /// The resources of `user` bound now.
+    pub fn resources(&self, user: &BareJid) -> Vec<Resource> {
+        self.server.router().resources(user)
+    }
+
+    /// Full JIDs of every session bound on this server.
+    pub fn online(&self) -> Vec<FullJid> {
+        self.server.online()
+    }
+
+    /// The virtual hosts served, normalised.
+    pub fn hosts(&self) -> &[String] {
+        self.server.hosts()
+    }
+
+    pub fn is_local_host(&self, domain: &str) -> bool {
+        self.server.is_local_host(domain)
+    }
+
+    pub fn is_admin(&self, jid: &BareJid) -> bool {
+        self.server.is_admin(jid)
+    }
+
+    /// A fresh id for server-generated stanzas.
+    pub fn next_id(&self) -> u64 {
+        self.server.next_id()
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        crate::stanza::now_ms()
+    }
+
+    /// Seconds since the server started.
+    pub fn uptime_secs(&self) -> u64 {
+        self.server.uptime_secs()
+    }
+
+    /// Ends every session of `user` with a stream error; returns how many there were.
+    pub fn end_sessions(
+        &self,
+        user: &BareJid,
+        cond: StreamErrorCondition,
+        text: Option<&str>,
+    ) -> usize {
+        self.server.end_sessions(user, cond, text)
+    }
+
+    /// Disables or re-enables an account; disabling also ends its sessions.
+    pub async fn set_disabled(&self, user: &BareJid, disabled: bool) -> Result<(), StorageError> {
+        self.server.set_disabled(user, disabled).await
+    }
+
+    /// Whether the account is disabled.
+    pub async fn is_disabled(&self, user: &BareJid) -> bool {
+        self.server.is_disabled(user).await
+    }
+
+    /// A handle for work that outlives this call (a task of its own).
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle(Arc::downgrade(self.server))
+    }
+}
+
+/// An owned, weak handle on the server for tasks of a service: it dispatches stanzas from
+/// outside any handler. It does not keep the server alive.
+#[derive(Clone)]
+pub struct ServerHandle(Weak<Server>);
+
+impl ServerHandle {
+    /// Routes `stanzas` in order, and everything they cause, before returning. Never call it
+    /// while holding a lock that a handler may need.
+    pub async fn dispatch_all(&self, stanzas: impl IntoIterator<Item = Element>) {
+        if let Some(server) = self.0.upgrade() {
+            server.dispatch_all(stanzas).await;
+        }
+    }
+
+    /// Runs `f` with a context, then dispatches what it queued.
+    pub async fn with_context<R>(&self, f: impl FnOnce(&mut Context<'_>) -> R) -> Option<R> {
+        let server = self.0.upgrade()?;
+        let mut outbox = Outbox::default();
+        let r = f(&mut Context::new(&server, &mut outbox));
+        server.drain(&mut outbox).await;
+        Some(r)
+    }
+}
