@@ -192,13 +192,7 @@ impl AdHoc {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn execute(
-        &self,
-        server: &Server,
-        from: &Jid,
-        host: &str,
-        cmd: &Element,
-    ) -> IqResponse {
+    async fn execute(&self, server: &Server, from: &Jid, host: &str, cmd: &Element) -> IqResponse {
         let node = cmd.attr("node").unwrap_or_default();
         let Some(command) = self.find(node).cloned() else {
             return Err(Condition::ItemNotFound.into());

@@ -10,8 +10,8 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
 
-use crate::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use crate::context::Context;
+use crate::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use crate::server::{user_ref, Server};
 use crate::stanza::{self, Condition, StanzaError, NS_CLIENT};
 
@@ -129,7 +129,11 @@ impl Module for Disco {
                     }
                 }
                 let id = identity("server", "im", Some("xmppd"));
-                return Ok(Some(features_query(node, id, cx.server().server_features())));
+                return Ok(Some(features_query(
+                    node,
+                    id,
+                    cx.server().server_features(),
+                )));
             }
             let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
             if let Some(n) = node {
@@ -173,7 +177,11 @@ impl Module for Disco {
         }
         if info {
             let id = identity("account", "registered", None);
-            Ok(Some(features_query(None, id, cx.server().account_features())))
+            Ok(Some(features_query(
+                None,
+                id,
+                cx.server().account_features(),
+            )))
         } else {
             Ok(Some(Element::bare("query", stanza::NS_DISCO_ITEMS)))
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
-use xmppd_storage::{Store, StorageError};
+use xmppd_storage::{StorageError, Store};
 use xmppd_stream::StreamErrorCondition;
 
 use crate::module::Module;

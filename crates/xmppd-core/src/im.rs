@@ -8,9 +8,9 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_storage::{RosterItem, Subscription};
 
+use crate::context::Context;
 use crate::module::IqKind;
 use crate::router::Resource;
-use crate::context::Context;
 use crate::server::user_ref;
 use crate::session::ClientSession;
 use crate::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
@@ -130,11 +130,7 @@ async fn merge_contributed(
 
 /// Whether `contact` may receive `user`'s presence: `user` itself, a contact with a `from` or
 /// `both` subscription, or a member of a shared group.
-pub(crate) async fn shares_presence(
-    cx: &Context<'_>,
-    user: &BareJid,
-    contact: &BareJid,
-) -> bool {
+pub(crate) async fn shares_presence(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
     if contact == user {
         return true;
     }
@@ -367,8 +363,7 @@ fn route_presence(cx: &mut Context<'_>, kind: &str, from: &BareJid, to: &BareJid
 
 /// Presence of every available resource of `user`, each addressed to `to`.
 fn available_presences(cx: &Context<'_>, user: &BareJid, to: &str) -> Vec<Element> {
-    cx
-        .sessions()
+    cx.sessions()
         .resources(user)
         .iter()
         .filter(|r| r.available)
@@ -377,8 +372,7 @@ fn available_presences(cx: &Context<'_>, user: &BareJid, to: &str) -> Vec<Elemen
 }
 
 fn unavailable_presences(cx: &Context<'_>, user: &BareJid, to: &str) -> Vec<Element> {
-    cx
-        .sessions()
+    cx.sessions()
         .resources(user)
         .iter()
         .filter(|r| r.available)
@@ -405,17 +399,10 @@ async fn save_and_push(cx: &mut Context<'_>, user: &BareJid, item: &RosterItem) 
 /// contact can).
 async fn roster_full_for(cx: &Context<'_>, user: &BareJid, contact: &str) -> bool {
     let uref = user_ref(user);
-    if matches!(
-        cx.store().roster_item(&uref, contact).await,
-        Ok(Some(_))
-    ) {
+    if matches!(cx.store().roster_item(&uref, contact).await, Ok(Some(_))) {
         return false;
     }
-    let count = cx
-        .store()
-        .roster(&uref)
-        .await
-        .map(|(_, items)| items.len());
+    let count = cx.store().roster(&uref).await.map(|(_, items)| items.len());
     count.is_ok_and(|n| n >= cx.config().max_roster_items)
 }
 
@@ -480,8 +467,7 @@ async fn item_or_new(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> Ros
 }
 
 async fn has_pending(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
-    cx
-        .store()
+    cx.store()
         .pending_subscriptions(&user_ref(user))
         .await
         .map(|v| v.iter().any(|(c, _)| c == contact.as_str()))
@@ -580,13 +566,8 @@ async fn outbound_subscription(
 /// Delivers `p` to every available resource of `user`.
 fn to_available(cx: &mut Context<'_>, user: &BareJid, p: &Element) {
     let p = Arc::new(p.clone());
-    for r in cx
-        .sessions()
-        .resources(user)
-        .iter()
-        .filter(|r| r.available)
-    {
-        let _ = cx.deliver_shared(&r.jid, p.clone());
+    for r in cx.sessions().resources(user).iter().filter(|r| r.available) {
+        cx.deliver_shared(&r.jid, p.clone());
     }
 }
 
@@ -730,8 +711,7 @@ pub(crate) async fn roster_iq(
     let user = session.jid.to_bare();
     let reply = match kind {
         IqKind::Get => {
-            cx
-                .sessions()
+            cx.sessions()
                 .update(&session.jid, session.id, &mut |r| r.interested = true);
             match roster_with_version(cx, &user).await {
                 Ok((ver_s, items)) => {
@@ -811,11 +791,7 @@ async fn roster_set(
             .store()
             .remove_pending_subscription(&uref, contact.as_str())
             .await;
-        (cx
-            .store()
-            .remove_roster_item(&uref, contact.as_str())
-            .await)
-            .map_err(internal)?;
+        (cx.store().remove_roster_item(&uref, contact.as_str()).await).map_err(internal)?;
         let (ver, items) = roster_with_version(cx, user).await.map_err(internal)?;
         // A contact that a shared group still provides stays, as the merged item.
         match items.iter().find(|i| i.jid == contact.as_str()) {

@@ -26,8 +26,8 @@ pub mod stanza;
 pub mod testing;
 
 pub use builtin::CAPS_NODE;
+pub use context::{Context, ServerHandle};
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
-pub use context::{Context, ServerHandle};
 pub use server::{user_ref, BindError, CoreConfig, Server, ServerBuilder};
 pub use session::{ClientSession, Outbound, SessionInfo};

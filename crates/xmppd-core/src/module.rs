@@ -185,12 +185,7 @@ pub trait Module: Send + Sync {
 
     /// Whether [`Module::roster_items`] of `user` include `contact`. Asked for every presence
     /// probe, so a module with large groups should answer without building the whole list.
-    async fn has_roster_item(
-        &self,
-        cx: &Context<'_>,
-        user: &BareJid,
-        contact: &BareJid,
-    ) -> bool {
+    async fn has_roster_item(&self, cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
         let items = self.roster_items(cx, user).await;
         items.iter().any(|i| i.jid == contact.as_str())
     }

@@ -686,7 +686,13 @@ impl Server {
     }
 
     /// IQ get/set to a domain or a bare account JID: answered by the module owning the namespace.
-    async fn local_iq(self: &Arc<Self>, cx: &mut Context<'_>, iq: Element, to: Jid, to_server: bool) {
+    async fn local_iq(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        iq: Element,
+        to: Jid,
+        to_server: bool,
+    ) {
         let kind = match iq.attr("type") {
             Some("get") => IqKind::Get,
             Some("set") => IqKind::Set,
@@ -796,7 +802,12 @@ impl Server {
         }
     }
 
-    async fn undeliverable(self: &Arc<Self>, cx: &mut Context<'_>, msg: &Arc<Element>, bare: &BareJid) {
+    async fn undeliverable(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        msg: &Arc<Element>,
+        bare: &BareJid,
+    ) {
         let user = user_ref(bare);
         match self.store.user_exists(&user).await {
             Ok(true) => {}
@@ -828,7 +839,12 @@ impl Server {
 const MAX_DISPATCH: usize = 1_000_000;
 
 /// Queues an error reply for `original` to its sender session.
-fn reply_error(cx: &mut Context<'_>, session: &ClientSession, original: &Element, err: StanzaError) {
+fn reply_error(
+    cx: &mut Context<'_>,
+    session: &ClientSession,
+    original: &Element,
+    err: StanzaError,
+) {
     if let Some(reply) = error_reply(original, &err) {
         cx.deliver(&session.jid, reply);
     }

@@ -25,9 +25,10 @@ async fn server_with(components: Vec<(&str, Arc<dyn Component>)>) -> Arc<Server>
     }
     components
         .into_iter()
-        .fold(Server::builder(CoreConfig::default(), store), |b, (d, c)| {
-            b.component(d, c)
-        })
+        .fold(
+            Server::builder(CoreConfig::default(), store),
+            |b, (d, c)| b.component(d, c),
+        )
         .build()
 }
 

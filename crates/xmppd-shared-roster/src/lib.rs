@@ -178,12 +178,7 @@ impl Module for SharedRoster {
         self.items_for(user)
     }
 
-    async fn has_roster_item(
-        &self,
-        _cx: &Context<'_>,
-        user: &BareJid,
-        contact: &BareJid,
-    ) -> bool {
+    async fn has_roster_item(&self, _cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
         // O(groups): asked for every presence probe.
         user != contact
             && (self.snapshot().iter())
