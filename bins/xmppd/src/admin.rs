@@ -1,11 +1,12 @@
 //! Administration commands: accounts, live sessions, announcements and the message of the day.
 //!
 //! Account commands open the server's SQLite file directly, which is safe while the server runs
-//! (WAL mode, one writer at a time with a busy timeout); they do not talk to the running server,
-//! so a session of a deleted account stays connected until it ends. `broadcast`, `kick`, `motd`
-//! and `sessions` talk to the running server over its admin socket (`crate::admin_socket`);
-//! without a running server, `motd` changes the stored message and `sessions` reads the
-//! database.
+//! (WAL mode, one writer at a time with a busy timeout). `unregister`, `broadcast`, `kick`,
+//! `motd` and `sessions` talk to the running server over its admin socket
+//! (`crate::admin_socket`), so that a removed account's sessions end and its contacts are told
+//! at once; without a running server, `unregister` removes the account and its footprint in the
+//! database (the same storage operation), `motd` changes the stored message and `sessions`
+//! reads the database.
 
 use std::future::Future;
 use std::io::BufRead;
@@ -13,7 +14,9 @@ use std::sync::Arc;
 
 use xmppd_auth::{AuthBackend, AuthError, InternalBackend};
 use xmppd_config::ValidatedConfig;
-use xmppd_storage::{CredentialStore, SessionRecord, SessionStore, SqliteStore, UserRef};
+use xmppd_storage::{
+    CredentialStore, SessionRecord, SessionStore, SqliteStore, StorageError, UserRef,
+};
 
 use crate::{admin_socket, Failure};
 
@@ -31,12 +34,20 @@ pub async fn register(
     user: &str,
     domain: &str,
     password: Option<String>,
+    ignore_tombstone: bool,
 ) -> Result<(), Failure> {
     let account = account(config, user, domain)?;
     refuse_directory_host(config, &account.domain)?;
+    let store = open_store(config)?;
+    let storage = |e: StorageError| explain(e.into(), &account);
+    // Checked first so that nobody types a password for a name that is not free.
+    if ignore_tombstone {
+        store.clear_tombstone(&account).await.map_err(storage)?;
+    } else if let Some(until_ms) = store.tombstone(&account).await.map_err(storage)? {
+        return Err(explain(AuthError::Tombstoned { until_ms }, &account));
+    }
     let password = password_or_stdin(password)?;
-    let backend = backend(config)?;
-    backend
+    InternalBackend::new(store)
         .create_user(&account, &password)
         .await
         .map_err(|e| explain(e, &account))?;
@@ -44,13 +55,16 @@ pub async fn register(
     Ok(())
 }
 
+/// `xmppd unregister`: through the running server when there is one (its sessions end and its
+/// contacts are told), else in the database alone.
 pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> Result<(), Failure> {
     let account = account(config, user, domain)?;
-    let backend = backend(config)?;
-    backend
-        .delete_user(&account)
-        .await
-        .map_err(|e| explain(e, &account))?;
+    if admin_socket::request(config, &["unregister", &jid(&account)])?.is_none() {
+        let store = open_store(config)?;
+        xmppd_core::remove_stored_account(store.as_ref(), &account, config.registration.tombstone)
+            .await
+            .map_err(|e| explain(e.into(), &account))?;
+    }
     println!("unregistered {}", jid(&account));
     Ok(())
 }
@@ -289,6 +303,12 @@ fn explain(e: AuthError, account: &UserRef) -> Failure {
         AuthError::NoSuchUser => format!("user {} does not exist", jid(account)),
         AuthError::InvalidPassword(why) => format!("invalid password: {why}"),
         AuthError::Unsupported => "the authentication backend does not allow this".into(),
+        AuthError::Tombstoned { until_ms } => format!(
+            "user {} was removed recently and its name is kept until {} \
+             (registration.tombstone_days; --ignore-tombstone registers it now)",
+            jid(account),
+            format_utc(until_ms)
+        ),
         AuthError::Temporary(why) => format!("storage: {why}"),
     })
 }

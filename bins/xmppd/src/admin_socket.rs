@@ -1,5 +1,5 @@
-//! The local admin socket: how `xmppd broadcast`, `kick`, `motd` and `sessions` reach a
-//! running server.
+//! The local admin socket: how `xmppd unregister`, `broadcast`, `kick`, `motd` and `sessions`
+//! reach a running server.
 //!
 //! `serve` listens on the Unix socket `admin.sock` in the data directory, created with mode
 //! 0600 and removed at exit; a connection is also refused unless its peer runs as the socket's
@@ -8,8 +8,8 @@
 //!
 //! The protocol is one request line and a reply of zero or more lines, closed by the server:
 //! fields are separated by TAB, and within a field `\\`, `\t` and `\n` stand for a backslash, a
-//! TAB and a newline. Requests: `broadcast HOST TEXT`, `kick JID`, `motd-set HOST TEXT`,
-//! `motd-clear HOST`, `sessions` (an empty HOST means every host). Replies: `data` lines with
+//! TAB and a newline. Requests: `unregister JID`, `broadcast HOST TEXT`, `kick JID`,
+//! `motd-set HOST TEXT`, `motd-clear HOST`, `sessions` (an empty HOST means every host). Replies: `data` lines with
 //! the result's fields, then `ok`, or `error MESSAGE`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -22,7 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use xmppd_adhoc::motd::Motd;
 use xmppd_config::ValidatedConfig;
-use xmppd_core::{Jid, Server};
+use xmppd_core::{BareJid, Jid, Server};
+use xmppd_storage::StorageError;
 
 use crate::Failure;
 
@@ -140,6 +141,20 @@ impl Handler {
                 let host = self.host(f(1))?;
                 let n = xmppd_adhoc::admin::announce(server, host, None, f(2));
                 Ok(vec![vec![n.to_string()]])
+            }
+            ("unregister", 2) => {
+                let jid = BareJid::new(f(1)).map_err(|e| format!("invalid JID {:?}: {e}", f(1)))?;
+                if !server.is_local_host(jid.domain().as_str()) || jid.node().is_none() {
+                    return Err(format!("{jid} is not an account of this server"));
+                }
+                match server.remove_account(&jid, None).await {
+                    Ok(removal) => Ok(vec![vec![
+                        removal.contacts.len().to_string(),
+                        removal.rooms.len().to_string(),
+                    ]]),
+                    Err(StorageError::NoSuchUser) => Err(format!("user {jid} does not exist")),
+                    Err(e) => Err(format!("storage: {e}")),
+                }
             }
             ("kick", 2) => {
                 let jid = Jid::new(f(1)).map_err(|e| format!("invalid JID {:?}: {e}", f(1)))?;

@@ -45,8 +45,14 @@ enum Command {
         user: String,
         domain: String,
         password: Option<String>,
+        /// Take the name even if it belonged to an account removed less than
+        /// `registration.tombstone_days` ago
+        #[arg(long)]
+        ignore_tombstone: bool,
     },
-    /// Delete an account and everything stored for it
+    /// Delete an account, everything stored for it and its place in others' rosters and rooms
+    /// (through the running server when there is one, so its sessions end and contacts are
+    /// told)
     Unregister { user: String, domain: String },
     /// Change an account's password (read from stdin when omitted)
     Passwd {
@@ -130,7 +136,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             user,
             domain,
             password,
-        } => admin::block_on(admin::register(&config, &user, &domain, password)),
+            ignore_tombstone,
+        } => admin::block_on(admin::register(
+            &config,
+            &user,
+            &domain,
+            password,
+            ignore_tombstone,
+        )),
         Command::Unregister { user, domain } => {
             admin::block_on(admin::unregister(&config, &user, &domain))
         }

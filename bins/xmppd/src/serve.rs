@@ -67,6 +67,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         show_os: server_cfg.show_os,
         max_resources_per_user: config.resources_max_per_user,
         max_roster_items: config.roster_max_items,
+        tombstone: config.registration.tombstone,
         ..CoreConfig::default()
     };
     core_config.admins = server_cfg.admins.clone();

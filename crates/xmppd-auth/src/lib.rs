@@ -30,6 +30,10 @@ pub enum AuthError {
     InvalidPassword(String),
     #[error("operation not supported by this backend")]
     Unsupported,
+    /// The name belonged to an account removed recently; it is kept until `until_ms` (Unix
+    /// milliseconds).
+    #[error("the name was in use until recently")]
+    Tombstoned { until_ms: i64 },
 }
 
 impl From<StorageError> for AuthError {
@@ -37,6 +41,7 @@ impl From<StorageError> for AuthError {
         match e {
             StorageError::AlreadyExists => AuthError::AlreadyExists,
             StorageError::NoSuchUser => AuthError::NoSuchUser,
+            StorageError::Tombstoned { until_ms } => AuthError::Tombstoned { until_ms },
             StorageError::Backend(m) => AuthError::Temporary(m),
         }
     }
@@ -62,8 +67,6 @@ pub trait AuthBackend: Send + Sync {
     async fn create_user(&self, user: &UserRef, password: &str) -> Result<(), AuthError>;
     /// Changes a password. `Unsupported` for read-only backends.
     async fn set_password(&self, user: &UserRef, password: &str) -> Result<(), AuthError>;
-    /// Removes an account. `Unsupported` for read-only backends.
-    async fn delete_user(&self, user: &UserRef) -> Result<(), AuthError>;
 }
 
 /// Accounts in xmppd's own store.
@@ -207,10 +210,6 @@ impl AuthBackend for InternalBackend {
         let creds = self.derive_all_blocking(password).await?;
         Ok(self.store.set_credentials(user, &creds).await?)
     }
-
-    async fn delete_user(&self, user: &UserRef) -> Result<(), AuthError> {
-        Ok(self.store.delete_user(user).await?)
-    }
 }
 
 #[cfg(test)]
@@ -250,12 +249,6 @@ mod tests {
         b.set_password(&alice, "n3w").await.unwrap();
         assert!(!b.check_password(&alice, "s3cret").await.unwrap());
         assert!(b.check_password(&alice, "n3w").await.unwrap());
-        b.delete_user(&alice).await.unwrap();
-        assert!(!b.user_exists(&alice).await.unwrap());
-        assert!(matches!(
-            b.delete_user(&alice).await,
-            Err(AuthError::NoSuchUser)
-        ));
         assert!(matches!(
             b.create_user(&alice, "").await,
             Err(AuthError::InvalidPassword(_))

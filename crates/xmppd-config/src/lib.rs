@@ -377,6 +377,7 @@ pub struct RegistrationSection {
     pub hosts: Vec<String>,
     pub max_per_ip_per_hour: u64,
     pub min_password_length: u64,
+    pub tombstone_days: u64,
 }
 
 impl Default for RegistrationSection {
@@ -385,6 +386,7 @@ impl Default for RegistrationSection {
             hosts: Vec::new(),
             max_per_ip_per_hour: 5,
             min_password_length: 8,
+            tombstone_days: 30,
         }
     }
 }
@@ -417,6 +419,9 @@ pub struct RegistrationSettings {
     pub hosts: Vec<String>,
     pub max_per_ip_per_hour: u32,
     pub min_password_length: usize,
+    /// How long the name of a removed account may not be registered again (any way); zero:
+    /// no wait.
+    pub tombstone: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -663,6 +668,8 @@ impl Config {
             .map_err(|why| fail("registration.max_per_ip_per_hour", why))?;
         let min_password_length = in_range(self.registration.min_password_length, 1, 1024)
             .map_err(|why| fail("registration.min_password_length", why))?;
+        let tombstone_days = in_range(self.registration.tombstone_days, 0, 36_500)
+            .map_err(|why| fail("registration.tombstone_days", why))?;
         let muc = validate_muc(&self.muc, &hosts, &fail)?;
 
         Ok(ValidatedConfig {
@@ -703,6 +710,7 @@ impl Config {
                 hosts: registration_hosts,
                 max_per_ip_per_hour: max_per_ip_per_hour as u32,
                 min_password_length,
+                tombstone: Duration::from_secs(tombstone_days as u64 * 24 * 3600),
             },
             muc,
         })
@@ -1247,9 +1255,16 @@ mod tests {
         assert!(c.registration.hosts.is_empty());
         assert_eq!(c.registration.max_per_ip_per_hour, 5);
         assert_eq!(c.registration.min_password_length, 8);
-        let c = load("[registration]\nhosts = [\"LocalHost\"]\nmax_per_ip_per_hour = 0\n").unwrap();
+        assert_eq!(c.registration.tombstone, Duration::from_secs(30 * 86_400));
+        let c = load("[registration]\nhosts = [\"LocalHost\"]\nmax_per_ip_per_hour = 0\ntombstone_days = 0\n").unwrap();
         assert_eq!(c.registration.hosts, vec!["localhost"]);
         assert_eq!(c.registration.max_per_ip_per_hour, 0);
+        assert_eq!(c.registration.tombstone, Duration::ZERO);
+        let e = err("[registration]\ntombstone_days = 100000\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("registration.tombstone_days"))
+        );
         let e = err("[registration]\nhosts = [\"other.org\"]\n");
         assert_eq!(
             (e.line, e.key.as_deref()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use xmppd_storage::{RosterItem, Subscription};
+use xmppd_storage::{AccountRemoval, RosterItem, Subscription, UserRef};
 
 use crate::context::Context;
 use crate::module::IqKind;
@@ -385,6 +385,11 @@ async fn save_and_push(cx: &mut Context<'_>, user: &BareJid, item: &RosterItem) 
         tracing::error!(error = %e, "roster write failed");
         return;
     }
+    push_stored(cx, user, item).await;
+}
+
+/// Roster push of `item`, just stored for `user`, with the version it belongs to.
+async fn push_stored(cx: &mut Context<'_>, user: &BareJid, item: &RosterItem) {
     match roster_with_version(cx, user).await {
         Ok((ver, items)) => {
             // What the client sees is the merged item (a shared contact shows as `both`).
@@ -560,6 +565,73 @@ async fn outbound_subscription(
             }
         }
         _ => {}
+    }
+}
+
+/// Tells the contacts of the removed account `user` what removing it changed in their data
+/// (`removal`): a roster push of the item that lost its subscription, then, as if `user` had
+/// cancelled both directions (RFC 6121 §3.2.2, §3.3.2), `unsubscribe` and `unsubscribed`, and
+/// the end of the presence of `user`'s resources that were `online` to those who received it.
+/// The accounts whose request from `user` was dropped get the two cancellations too.
+pub(crate) async fn account_removed(
+    cx: &mut Context<'_>,
+    user: &BareJid,
+    removal: &AccountRemoval,
+    online: &[FullJid],
+) {
+    let mut told: Vec<&UserRef> = Vec::new();
+    for (holder, before) in &removal.contacts {
+        let Ok(holder_jid) = BareJid::new(&holder.jid()) else {
+            continue;
+        };
+        let now = RosterItem {
+            subscription: Subscription::None,
+            ask: false,
+            approved: false,
+            ..before.clone()
+        };
+        push_stored(cx, &holder_jid, &now).await;
+        for kind in ["unsubscribe", "unsubscribed"] {
+            to_available(
+                cx,
+                &holder_jid,
+                &presence(Some(kind), user.as_str(), holder_jid.as_str()),
+            );
+        }
+        if matches!(before.subscription, Subscription::To | Subscription::Both) {
+            for r in online {
+                let gone = presence(Some("unavailable"), r.as_str(), holder_jid.as_str());
+                to_available(cx, &holder_jid, &gone);
+            }
+        }
+        told.push(holder);
+    }
+    for asked in removal
+        .requests_dropped
+        .iter()
+        .filter(|u| !told.contains(u))
+    {
+        let Ok(asked) = BareJid::new(&asked.jid()) else {
+            continue;
+        };
+        for kind in ["unsubscribe", "unsubscribed"] {
+            to_available(
+                cx,
+                &asked,
+                &presence(Some(kind), user.as_str(), asked.as_str()),
+            );
+        }
+    }
+    // Contacts on other servers are told the way the user would tell them.
+    for item in &removal.roster {
+        let Ok(contact) = BareJid::new(&item.jid) else {
+            continue;
+        };
+        if !cx.is_local_host(contact.domain().as_str()) {
+            for kind in ["unsubscribe", "unsubscribed"] {
+                route_presence(cx, kind, user, &contact);
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! from a driver (c2s today; s2s, WebSocket, BOSH later), leave through the bounded queue of
 //! each target session, and storage is reached through `xmppd-storage` traits only.
 
+mod account;
 mod builtin;
 pub mod context;
 mod im;
@@ -25,6 +26,7 @@ pub mod stanza;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use account::remove_stored_account;
 pub use builtin::CAPS_NODE;
 pub use context::{Context, ServerHandle};
 pub use jid::{BareJid, FullJid, Jid};

@@ -204,6 +204,12 @@ pub trait Module: Send + Sync {
     async fn on_session_closed(&self, cx: &mut Context<'_>, jid: &FullJid) {
         let _ = (cx, jid);
     }
+
+    /// The account `user` was removed ([`crate::Server::remove_account`]): what the store held
+    /// for it is gone; forget what this module keeps about it elsewhere.
+    async fn on_account_removed(&self, cx: &mut Context<'_>, user: &BareJid) {
+        let _ = (cx, user);
+    }
 }
 
 /// The owner of a subdomain.
@@ -215,4 +221,10 @@ pub trait Component: Send + Sync {
     /// everything else it sends go into `cx`'s outbox, routed after it returns: a component
     /// never routes inline, so a stanza it produces that comes back to it cannot re-enter it.
     async fn handle(&self, cx: &mut Context<'_>, stanza: Element);
+
+    /// The account `user` was removed ([`crate::Server::remove_account`]): forget it (e.g. its
+    /// chat room affiliations).
+    async fn on_account_removed(&self, cx: &mut Context<'_>, user: &BareJid) {
+        let _ = (cx, user);
+    }
 }

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -55,6 +55,8 @@ pub struct CoreConfig {
     pub admins: Vec<String>,
     /// Stored roster items one account may have.
     pub max_roster_items: usize,
+    /// How long the name of a removed account may not be registered again; zero: no wait.
+    pub tombstone: Duration,
 }
 
 impl Default for CoreConfig {
@@ -67,6 +69,7 @@ impl Default for CoreConfig {
             max_resources_per_user: 16,
             admins: Vec::new(),
             max_roster_items: 5000,
+            tombstone: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

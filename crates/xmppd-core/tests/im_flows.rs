@@ -782,3 +782,95 @@ async fn message_hooks_run_only_on_modules_that_declare_them() {
     assert_eq!(on.seen.load(SeqCst), 1);
     assert_eq!(off.seen.load(SeqCst), 0);
 }
+
+/// Records the accounts it is told were removed.
+#[derive(Default)]
+struct Forgetful {
+    removed: std::sync::Mutex<Vec<BareJid>>,
+}
+
+#[async_trait::async_trait]
+impl xmppd_core::module::Module for Forgetful {
+    fn name(&self) -> &'static str {
+        "forgetful"
+    }
+
+    async fn on_account_removed(&self, _cx: &mut xmppd_core::Context<'_>, user: &BareJid) {
+        self.removed.lock().unwrap().push(user.clone());
+    }
+}
+
+#[tokio::test]
+async fn removing_an_account_tells_contacts_and_ends_its_sessions() {
+    let forgetful = Arc::new(Forgetful::default());
+    let modules: Vec<Arc<dyn xmppd_core::module::Module>> = vec![forgetful.clone()];
+    let server = setup_with(&["alice", "bob"], CoreConfig::default(), modules).await;
+    let mut pc = login(&server, "alice", "pc").await;
+    let mut phone = login(&server, "alice", "phone").await;
+    let mut b = login(&server, "bob", "desk").await;
+    for c in [&mut pc, &mut phone, &mut b] {
+        go_online(&server, c).await;
+    }
+    for (from, to) in [(&mut pc, "bob"), (&mut b, "alice")] {
+        from.send(
+            &server,
+            &format!("<presence {} to='{to}@localhost' type='subscribe'/>", ns()),
+        )
+        .await;
+    }
+    for (from, to) in [(&mut b, "alice"), (&mut pc, "bob")] {
+        from.send(
+            &server,
+            &format!("<presence {} to='{to}@localhost' type='subscribed'/>", ns()),
+        )
+        .await;
+    }
+    for c in [&mut pc, &mut phone, &mut b] {
+        c.drain();
+    }
+
+    let alice = BareJid::new("alice@localhost").unwrap();
+    let removal = server
+        .remove_account(&alice, Some(&pc.session.jid))
+        .await
+        .unwrap();
+    assert_eq!(removal.contacts.len(), 1);
+
+    let got = b.drain();
+    let push = find(&got, "iq", Some("set")).expect("roster push to bob");
+    let item = push.children().next().unwrap().children().next().unwrap();
+    assert_eq!(item.attr("jid"), Some("alice@localhost"));
+    assert_eq!(item.attr("subscription"), Some("none"));
+    for kind in ["unsubscribe", "unsubscribed"] {
+        let p = find(&got, "presence", Some(kind)).expect(kind);
+        assert_eq!(p.attr("from"), Some("alice@localhost"));
+    }
+    let mut gone: Vec<&str> = (got.iter())
+        .filter(|e| e.name() == "presence" && e.attr("type") == Some("unavailable"))
+        .filter_map(|e| e.attr("from"))
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["alice@localhost/pc", "alice@localhost/phone"]);
+
+    // The other session ends at once; the requester's is left for its answer.
+    let closed = |v: &[Element]| v.iter().any(|e| e.is("not-authorized", CLOSE_NS));
+    assert!(closed(&phone.drain()));
+    assert!(!closed(&pc.drain()));
+    assert_eq!(
+        *forgetful.removed.lock().unwrap(),
+        std::slice::from_ref(&alice)
+    );
+
+    // The name is kept (30 days by default), and a second removal finds nothing.
+    let uref = UserRef::new("alice", "localhost");
+    assert!(server.store().tombstone(&uref).await.unwrap().is_some());
+    let again = server.store().create_user(&uref, &[]).await;
+    assert!(matches!(
+        again,
+        Err(xmppd_storage::StorageError::Tombstoned { .. })
+    ));
+    assert!(matches!(
+        server.remove_account(&alice, None).await,
+        Err(xmppd_storage::StorageError::NoSuchUser)
+    ));
+}

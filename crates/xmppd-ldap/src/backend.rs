@@ -132,10 +132,6 @@ impl AuthBackend for LdapBackend {
     async fn set_password(&self, _user: &UserRef, _password: &str) -> Result<(), AuthError> {
         Err(AuthError::Unsupported)
     }
-
-    async fn delete_user(&self, _user: &UserRef) -> Result<(), AuthError> {
-        Err(AuthError::Unsupported)
-    }
 }
 
 fn temporary(e: LdapError) -> AuthError {

@@ -297,6 +297,21 @@ impl Room {
         v
     }
 
+    /// Forgets the affiliation of a removed account, with the nick reserved with it; returns
+    /// whether there was one. The room may be left without owner (see [`Room::adopt`]).
+    pub fn forget_account(&mut self, jid: &BareJid) -> bool {
+        self.affiliations.remove(jid).is_some()
+    }
+
+    /// Makes `admin`, a server administrator, the owner of a room that has none (its last
+    /// owner's account was removed), so that the room can be managed again. Returns the
+    /// presence updates for `admin`'s occupants, if it is in the room.
+    pub fn adopt(&mut self, admin: &BareJid) -> Outcome {
+        let mut o = Outcome::default();
+        self.apply_affiliation(admin, Affiliation::Owner, None, None, None, &mut o);
+        o
+    }
+
     /// The nick `jid` reserved by registering (XEP-0045 §7.10), if any.
     pub fn reserved_nick(&self, jid: &BareJid) -> Option<&str> {
         self.affiliations.get(jid).and_then(|a| a.nick.as_deref())

@@ -60,14 +60,25 @@ pub struct MucSettings {
     pub limits: RoomLimits,
 }
 
+/// What a room's task takes from its inbox.
+enum Input {
+    /// A stanza addressed to the room or one of its occupants.
+    Stanza(Element),
+    /// An account was removed: forget its affiliation.
+    Forget(BareJid),
+    /// A server administrator addressed the room while it had no owner: make them its owner
+    /// (if it still has none), before their stanza is handled.
+    Adopt(BareJid),
+}
+
 /// What the service keeps of a room: its inbox, and what disco#items shows of it.
 struct RoomEntry {
-    inbox: mpsc::UnboundedSender<Element>,
+    inbox: mpsc::UnboundedSender<Input>,
     /// Stanzas in the inbox (bounded by [`MAX_INBOX`]).
     queued: Arc<AtomicUsize>,
     /// The room and its inbox's receiving end until its task starts (at the first stanza,
     /// when a handle on the server is at hand).
-    parked: Mutex<Option<(Room, mpsc::UnboundedReceiver<Element>)>>,
+    parked: Mutex<Option<(Room, mpsc::UnboundedReceiver<Input>)>>,
     started: AtomicBool,
     summary: Arc<Mutex<Summary>>,
 }
@@ -104,6 +115,17 @@ impl RoomEntry {
             parked: Mutex::new(Some((room, rx))),
             started: AtomicBool::new(false),
         })
+    }
+
+    /// Queues `input` for the room's task; gives it back if the room is gone.
+    fn push(&self, input: Input) -> Result<(), Input> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.inbox
+            .send(input)
+            .map_err(|mpsc::error::SendError(back)| {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                back
+            })
     }
 }
 
@@ -310,19 +332,29 @@ impl MucService {
                 );
                 return;
             }
-            entry.queued.fetch_add(1, Ordering::Relaxed);
-            match entry.inbox.send(st) {
+            if let Some(admin) = self.adopter(cx, &room_jid, &st) {
+                let _ = entry.push(Input::Adopt(admin));
+            }
+            match entry.push(Input::Stanza(st)) {
                 Ok(()) => {
                     self.start(cx, &room_jid, &entry);
                     return;
                 }
-                Err(mpsc::error::SendError(back)) => {
-                    entry.queued.fetch_sub(1, Ordering::Relaxed);
-                    st = back;
-                }
+                Err(Input::Stanza(back)) => st = back,
+                Err(_) => return,
             }
         }
         cx.bounce(&st, Condition::InternalServerError.into());
+    }
+
+    /// A server administrator addressing a room left without owner (its last owner's account
+    /// was removed) is to become its owner, so that the room can be managed again.
+    fn adopter(&self, cx: &Context<'_>, room: &BareJid, st: &Element) -> Option<BareJid> {
+        if !self.owners.get(room).is_some_and(|o| o.is_empty()) {
+            return None;
+        }
+        let from = st.attr("from").and_then(|f| Jid::new(f).ok())?.to_bare();
+        cx.is_admin(&from).then_some(from)
     }
 
     /// Starts the task of a room that has none yet.
@@ -397,10 +429,25 @@ struct RoomTask {
 }
 
 impl RoomTask {
-    async fn run(self, jid: BareJid, mut room: Room, mut rx: mpsc::UnboundedReceiver<Element>) {
-        while let Some(st) = rx.recv().await {
+    async fn run(self, jid: BareJid, mut room: Room, mut rx: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = rx.recv().await {
             self.entry.queued.fetch_sub(1, Ordering::Relaxed);
-            let (out, gone) = self.step(&mut room, st).await;
+            let (out, gone) = match input {
+                Input::Stanza(st) => self.step(&mut room, st).await,
+                Input::Forget(user) => {
+                    if room.forget_account(&user) {
+                        self.changed(&room).await;
+                    }
+                    (Vec::new(), false)
+                }
+                Input::Adopt(admin) if room.owners().is_empty() => {
+                    tracing::info!(room = %jid, owner = %admin, "administrator takes over a room without owner");
+                    let outcome = room.adopt(&admin);
+                    self.changed(&room).await;
+                    (outcome.out, false)
+                }
+                Input::Adopt(_) => (Vec::new(), false),
+            };
             if let Ok(mut s) = self.entry.summary.lock() {
                 *s = Summary::of(&room);
             }
@@ -418,10 +465,18 @@ impl RoomTask {
             .remove_if(&jid, |_, e| Arc::ptr_eq(e, &self.entry));
         rx.close();
         let mut left = Vec::new();
-        while let Ok(st) = rx.try_recv() {
-            left.push(st);
+        while let Ok(input) = rx.try_recv() {
+            if let Input::Stanza(st) = input {
+                left.push(st);
+            }
         }
         self.server.dispatch_all(left).await;
+    }
+
+    /// Keeps the owners count and the stored room in step with an affiliation change.
+    async fn changed(&self, room: &Room) {
+        self.service.owners.insert(room.jid.clone(), room.owners());
+        self.service.save(room).await;
     }
 
     /// Handles one stanza; returns what to send, in order, and whether the room is gone.
@@ -481,6 +536,31 @@ impl Component for MucService {
             self.handle_service(cx, stanza);
         } else {
             self.to_room(cx, to.to_bare(), stanza);
+        }
+    }
+
+    async fn on_account_removed(&self, _cx: &mut Context<'_>, user: &BareJid) {
+        let entries: Vec<Arc<RoomEntry>> = self.rooms.iter().map(|e| e.value().clone()).collect();
+        for entry in entries {
+            // A room whose task has not started yet is changed in place: its stored record,
+            // if persistent, has lost the affiliation already, with the account. A running
+            // room is told through its inbox, in order with the stanzas it handles.
+            let parked = entry.parked.lock().ok().and_then(|mut p| {
+                let (room, _) = p.as_mut()?;
+                Some(
+                    room.forget_account(user)
+                        .then(|| (room.jid.clone(), room.owners())),
+                )
+            });
+            match parked {
+                Some(Some((jid, owners))) => {
+                    self.owners.insert(jid, owners);
+                }
+                Some(None) => {}
+                None => {
+                    let _ = entry.push(Input::Forget(user.clone()));
+                }
+            }
         }
     }
 }

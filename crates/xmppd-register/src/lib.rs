@@ -96,6 +96,11 @@ fn auth_error(e: AuthError) -> StanzaError {
         AuthError::NoSuchUser => Condition::ItemNotFound.into(),
         AuthError::InvalidPassword(why) => StanzaError::with_text(Condition::NotAcceptable, why),
         AuthError::Unsupported => Condition::NotAllowed.into(),
+        // The name is taken for now, as far as the registrant is concerned.
+        AuthError::Tombstoned { .. } => StanzaError::with_text(
+            Condition::Conflict,
+            "This user name belonged to an account removed recently and is not free yet",
+        ),
         AuthError::Temporary(why) => {
             tracing::warn!(error = %why, "registration: backend failed");
             Condition::InternalServerError.into()
@@ -231,7 +236,7 @@ impl Register {
             ));
         }
         if query.has_child("remove", NS_REGISTER) {
-            return self.remove(backend.as_ref(), user).await;
+            return remove(cx, user, &req.from).await;
         }
         let (Some(username), Some(password)) = (field(query, "username"), field(query, "password"))
         else {
@@ -253,15 +258,18 @@ impl Register {
         tracing::info!(jid = %user, "password changed in-band");
         Ok(None)
     }
+}
 
-    async fn remove(&self, backend: &dyn AuthBackend, user: BareJid) -> IqResponse {
-        backend
-            .delete_user(&user_ref(&user))
-            .await
-            .map_err(auth_error)?;
-        tracing::info!(jid = %user, "account removed in-band");
-        // XEP-0077 §3.2: the answer first, then the sessions end (in `after_reply`).
-        Ok(None)
+/// Removes the account of the logged-in `user` at the request of its session `from`.
+async fn remove(cx: &mut Context<'_>, user: BareJid, from: &xmppd_core::Jid) -> IqResponse {
+    // XEP-0077 §3.2: the answer first, then the requesting session ends (in `after_reply`).
+    let requester = from.try_as_full().ok();
+    match cx.remove_account(&user, requester).await {
+        Ok(_) => {
+            tracing::info!(jid = %user, "account removed in-band");
+            Ok(None)
+        }
+        Err(e) => Err(auth_error(e.into())),
     }
 }
 

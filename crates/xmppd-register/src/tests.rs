@@ -222,6 +222,22 @@ async fn logged_in_password_change_and_removal() {
     })
     .await;
     assert!(closed.is_ok(), "session not closed after removal");
+
+    // The name is kept for a while: registering it again is a conflict, with the reason.
+    let again = iq(
+        "set",
+        "<username>alice</username><password>long enough</password>",
+    );
+    let reply = pre(internal.as_ref(), &again, true).await;
+    assert_eq!(condition(&reply).as_deref(), Some("conflict"), "{reply:?}");
+    let text = reply
+        .get_child("error", "jabber:client")
+        .and_then(|e| e.get_child("text", NS_STANZAS));
+    assert!(
+        text.is_some_and(|t| t.text().contains("removed")),
+        "{reply:?}"
+    );
+    assert!(!internal.user_exists(&alice_ref).await.unwrap());
 }
 
 /// A backend that is not the internal one (a directory).
@@ -252,9 +268,6 @@ impl AuthBackend for Directory {
         Err(AuthError::Unsupported)
     }
     async fn set_password(&self, _: &UserRef, _: &str) -> Result<(), AuthError> {
-        Err(AuthError::Unsupported)
-    }
-    async fn delete_user(&self, _: &UserRef) -> Result<(), AuthError> {
         Err(AuthError::Unsupported)
     }
 }

@@ -26,6 +26,10 @@ pub enum StorageError {
     /// The account to change does not exist.
     #[error("no such user")]
     NoSuchUser,
+    /// The account to create was removed recently and its name is kept until `until_ms`
+    /// (Unix milliseconds), so nobody takes over what its contacts knew it by.
+    #[error("the name was in use until recently")]
+    Tombstoned { until_ms: i64 },
     /// The backend failed (I/O, SQL, corruption); the message is for logs.
     #[error("storage backend: {0}")]
     Backend(String),
@@ -48,6 +52,12 @@ impl UserRef {
             domain: domain.into(),
         }
     }
+
+    /// The account's bare JID as text (`user@domain`), as roster items and room affiliations
+    /// of others name it.
+    pub fn jid(&self) -> String {
+        format!("{}@{}", self.user, self.domain)
+    }
 }
 
 /// SCRAM salted credentials for one hash function, as stored. Never a password.
@@ -64,18 +74,54 @@ pub struct StoredScram {
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     /// Creates an account with its SCRAM credentials (one entry per hash). `AlreadyExists` if
-    /// present.
+    /// present, `Tombstoned` while the name is kept after a removal. Anything a previous
+    /// account of that name left behind (written by its last sessions after the removal) is
+    /// cleared first: the new account starts empty.
     async fn create_user(&self, user: &UserRef, creds: &[StoredScram]) -> Result<()>;
     /// Replaces all SCRAM credentials of an existing account. `NoSuchUser` if absent.
     async fn set_credentials(&self, user: &UserRef, creds: &[StoredScram]) -> Result<()>;
-    /// Removes the account and everything stored for it (roster, offline, private data).
-    /// `NoSuchUser` if absent.
-    async fn delete_user(&self, user: &UserRef) -> Result<()>;
+    /// Removes the account, everything stored for it, and its footprint in other accounts'
+    /// data, in one transaction. `NoSuchUser` if absent.
+    ///
+    /// - Its credentials, roster, pending requests, offline messages and user data go. Its
+    ///   roster version counter stays (and is bumped), so a roster cached by a client of the
+    ///   old account never matches a version of a new account of the same name.
+    /// - Every other account's roster item for it is reset to subscription `none`, without
+    ///   `ask` or pre-approval (both directions of the subscription are cancelled), and that
+    ///   account's roster version is bumped.
+    /// - Subscription requests from it waiting for an answer are dropped.
+    /// - Its chat room affiliations (and nicks reserved with them) are removed.
+    /// - With `tombstone_until_ms`, the name cannot be created again before that time.
+    ///
+    /// Returns what changed for others, so that a running server can tell them.
+    async fn remove_account(
+        &self,
+        user: &UserRef,
+        tombstone_until_ms: Option<i64>,
+    ) -> Result<AccountRemoval>;
+    /// Until when (Unix milliseconds) the name of a removed account is kept, if it still is.
+    async fn tombstone(&self, user: &UserRef) -> Result<Option<i64>>;
+    /// Lets the name be registered again at once (an administrator's decision).
+    async fn clear_tombstone(&self, user: &UserRef) -> Result<()>;
     async fn user_exists(&self, user: &UserRef) -> Result<bool>;
     /// The credentials for `hash` ("SHA-1", "SHA-256", "SHA-512"), if the user and entry exist.
     async fn credentials(&self, user: &UserRef, hash: &str) -> Result<Option<StoredScram>>;
     /// Users of `domain`, sorted by name.
     async fn list_users(&self, domain: &str) -> Result<Vec<String>>;
+}
+
+/// What [`CredentialStore::remove_account`] changed besides the removed account's own data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountRemoval {
+    /// The removed account's roster as it was.
+    pub roster: Vec<RosterItem>,
+    /// The other accounts whose roster had an item for the removed one: each item as it was
+    /// (it is now `none`, without `ask` or pre-approval).
+    pub contacts: Vec<(UserRef, RosterItem)>,
+    /// The accounts whose pending subscription request from the removed one was dropped.
+    pub requests_dropped: Vec<UserRef>,
+    /// The chat rooms (service domain, room name) where it had an affiliation, sorted.
+    pub rooms: Vec<(String, String)>,
 }
 
 /// A roster subscription state (RFC 6121 §2.1.2.5).

@@ -14,7 +14,7 @@
 //!
 //! Not done here: no XMPP validation (the core decides what to store), no foreign key from
 //! roster/offline/data rows to `users` (writes for an unknown account are accepted;
-//! `delete_user` cleans every table explicitly), no retry when another process holds the write
+//! `remove_account` cleans every table explicitly), no retry when another process holds the write
 //! lock longer than the busy timeout (the jobs of that batch fail with `Backend`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -29,9 +29,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::{
-    CredentialStore, OfflineMessage, OfflineStore, Result, RoomAffiliation, RoomStore, RosterItem,
-    RosterStore, SessionRecord, SessionStore, StorageError, StoredRoom, StoredScram, Subscription,
-    UserDataStore, UserRef,
+    AccountRemoval, CredentialStore, OfflineMessage, OfflineStore, Result, RoomAffiliation,
+    RoomStore, RosterItem, RosterStore, SessionRecord, SessionStore, StorageError, StoredRoom,
+    StoredScram, Subscription, UserDataStore, UserRef,
 };
 
 /// Upper bound of jobs committed together, so one huge burst does not delay its first callers
@@ -137,6 +137,17 @@ CREATE TABLE muc_affiliations (
     PRIMARY KEY (domain, name, jid),
     FOREIGN KEY (domain, name) REFERENCES muc_rooms (domain, name) ON DELETE CASCADE
 ) WITHOUT ROWID;
+",
+    r"
+CREATE TABLE tombstones (
+    domain TEXT NOT NULL,
+    user TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (domain, user)
+) WITHOUT ROWID;
+CREATE INDEX roster_by_contact ON roster (contact);
+CREATE INDEX pending_by_contact ON pending_subscriptions (contact);
+CREATE INDEX muc_affiliations_by_jid ON muc_affiliations (jid);
 ",
 ];
 
@@ -548,6 +559,88 @@ fn load_roster(
     Ok(items)
 }
 
+/// The end of the tombstone of `user`'s name, if it is still in force.
+fn active_tombstone(conn: &Connection, user: &UserRef) -> Result<Option<i64>> {
+    let until: Option<i64> = conn
+        .prepare_cached("SELECT until_ms FROM tombstones WHERE domain = ?1 AND user = ?2")?
+        .query_row(params![user.domain, user.user], |r| r.get(0))
+        .optional()?;
+    Ok(until.filter(|u| *u > now_ms()))
+}
+
+/// Deletes what is stored for `user` itself (not its roster version counter).
+fn delete_account_rows(conn: &Connection, user: &UserRef) -> Result<()> {
+    for table in [
+        "roster_groups",
+        "roster",
+        "pending_subscriptions",
+        "offline",
+        "user_data",
+        "scram",
+        "users",
+    ] {
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE domain = ?1 AND user = ?2"
+        ))?
+        .execute(params![user.domain, user.user])?;
+    }
+    Ok(())
+}
+
+/// Resets every other account's roster item for `user` to no subscription; returns the items
+/// as they were.
+fn reset_contacts(conn: &Connection, user: &UserRef) -> Result<Vec<(UserRef, RosterItem)>> {
+    let jid = user.jid();
+    let holders = conn
+        .prepare_cached(
+            "SELECT domain, user FROM roster WHERE contact = ?1
+             AND NOT (domain = ?2 AND user = ?3) ORDER BY domain, user",
+        )?
+        .query_map(params![jid, user.domain, user.user], |r| {
+            Ok(UserRef::new(r.get::<_, String>(1)?, r.get::<_, String>(0)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut reset = Vec::with_capacity(holders.len());
+    for holder in holders {
+        let Some(before) = load_roster(conn, &holder, Some(&jid))?.pop() else {
+            continue;
+        };
+        conn.prepare_cached(
+            "UPDATE roster SET subscription = 'none', ask = 0, approved = 0
+             WHERE domain = ?1 AND user = ?2 AND contact = ?3",
+        )?
+        .execute(params![holder.domain, holder.user, jid])?;
+        bump_roster_version(conn, &holder)?;
+        reset.push((holder, before));
+    }
+    Ok(reset)
+}
+
+/// Drops the subscription requests `user` sent that still wait for an answer; returns whose.
+fn drop_requests_from(conn: &Connection, user: &UserRef) -> Result<Vec<UserRef>> {
+    let mut dropped = conn
+        .prepare_cached(
+            "DELETE FROM pending_subscriptions WHERE contact = ?1
+             AND NOT (domain = ?2 AND user = ?3) RETURNING domain, user",
+        )?
+        .query_map(params![user.jid(), user.domain, user.user], |r| {
+            Ok(UserRef::new(r.get::<_, String>(1)?, r.get::<_, String>(0)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    dropped.sort_by(|a, b| (&a.domain, &a.user).cmp(&(&b.domain, &b.user)));
+    Ok(dropped)
+}
+
+/// Removes `user`'s chat room affiliations; returns the rooms (service domain, name).
+fn drop_affiliations(conn: &Connection, user: &UserRef) -> Result<Vec<(String, String)>> {
+    let mut rooms = conn
+        .prepare_cached("DELETE FROM muc_affiliations WHERE jid = ?1 RETURNING domain, name")?
+        .query_map(params![user.jid()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rooms.sort();
+    Ok(rooms)
+}
+
 #[async_trait]
 impl CredentialStore for SqliteStore {
     async fn create_user(&self, user: &UserRef, creds: &[StoredScram]) -> Result<()> {
@@ -556,6 +649,12 @@ impl CredentialStore for SqliteStore {
             if user_exists(c, &user)? {
                 return Err(StorageError::AlreadyExists);
             }
+            if let Some(until_ms) = active_tombstone(c, &user)? {
+                return Err(StorageError::Tombstoned { until_ms });
+            }
+            c.prepare_cached("DELETE FROM tombstones WHERE domain = ?1 AND user = ?2")?
+                .execute(params![user.domain, user.user])?;
+            delete_account_rows(c, &user)?;
             c.prepare_cached("INSERT INTO users (domain, user, created_ms) VALUES (?1, ?2, ?3)")?
                 .execute(params![user.domain, user.user, now_ms()])?;
             insert_scram(c, &user, &creds)
@@ -576,27 +675,46 @@ impl CredentialStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, user: &UserRef) -> Result<()> {
+    async fn remove_account(
+        &self,
+        user: &UserRef,
+        tombstone_until_ms: Option<i64>,
+    ) -> Result<AccountRemoval> {
         let user = user.clone();
         self.write(move |c| {
             if !user_exists(c, &user)? {
                 return Err(StorageError::NoSuchUser);
             }
-            for table in [
-                "roster_groups",
-                "roster",
-                "roster_version",
-                "pending_subscriptions",
-                "offline",
-                "user_data",
-                "scram",
-                "users",
-            ] {
-                c.prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE domain = ?1 AND user = ?2"
-                ))?
-                .execute(params![user.domain, user.user])?;
+            let removed = AccountRemoval {
+                roster: load_roster(c, &user, None)?,
+                contacts: reset_contacts(c, &user)?,
+                requests_dropped: drop_requests_from(c, &user)?,
+                rooms: drop_affiliations(c, &user)?,
+            };
+            delete_account_rows(c, &user)?;
+            bump_roster_version(c, &user)?;
+            if let Some(until) = tombstone_until_ms {
+                c.prepare_cached(
+                    "INSERT INTO tombstones (domain, user, until_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (domain, user) DO UPDATE SET until_ms = excluded.until_ms",
+                )?
+                .execute(params![user.domain, user.user, until])?;
             }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn tombstone(&self, user: &UserRef) -> Result<Option<i64>> {
+        let user = user.clone();
+        self.read(move |c| active_tombstone(c, &user)).await
+    }
+
+    async fn clear_tombstone(&self, user: &UserRef) -> Result<()> {
+        let user = user.clone();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM tombstones WHERE domain = ?1 AND user = ?2")?
+                .execute(params![user.domain, user.user])?;
             Ok(())
         })
         .await
@@ -1044,6 +1162,10 @@ mod tests {
         UserRef::new("bob", "example.org")
     }
 
+    fn carol() -> UserRef {
+        UserRef::new("carol", "example.org")
+    }
+
     fn scram(hash: &str, seed: u8) -> StoredScram {
         StoredScram {
             hash: hash.into(),
@@ -1173,8 +1295,10 @@ mod tests {
         let (_dir, store) = file_store();
         let set = store.set_credentials(&alice(), &[scram("SHA-1", 1)]).await;
         assert!(matches!(set, Err(StorageError::NoSuchUser)), "{set:?}");
-        let del = store.delete_user(&alice()).await;
+        let del = store.remove_account(&alice(), Some(i64::MAX)).await;
         assert!(matches!(del, Err(StorageError::NoSuchUser)), "{del:?}");
+        // Only a removal keeps a name.
+        assert_eq!(store.tombstone(&alice()).await.unwrap(), None);
         // The failed set_credentials must not have left credentials behind.
         assert_eq!(table_rows(&store, "scram").await, 0);
     }
@@ -1201,7 +1325,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_user_removes_everything_of_that_user_only() {
+    async fn remove_account_removes_everything_of_that_user_only() {
         let (_dir, store) = file_store();
         for u in [alice(), bob()] {
             store.create_user(&u, &[scram("SHA-1", 1)]).await.unwrap();
@@ -1222,11 +1346,12 @@ mod tests {
                 .await
                 .unwrap();
         }
-        store.delete_user(&alice()).await.unwrap();
+        store.remove_account(&alice(), None).await.unwrap();
 
         assert!(!store.user_exists(&alice()).await.unwrap());
         assert_eq!(store.credentials(&alice(), "SHA-1").await.unwrap(), None);
-        assert_eq!(store.roster(&alice()).await.unwrap(), (0, vec![]));
+        // The version counter stays and moves on: a cached roster of the old account is stale.
+        assert_eq!(store.roster(&alice()).await.unwrap(), (2, vec![]));
         assert!(store
             .pending_subscriptions(&alice())
             .await
@@ -1237,19 +1362,13 @@ mod tests {
             store.get_data(&alice(), "jabber:iq:private").await.unwrap(),
             None
         );
-        for table in [
-            "scram",
-            "roster",
-            "roster_groups",
-            "roster_version",
-            "offline",
-            "users",
-        ] {
+        for table in ["scram", "roster", "roster_groups", "offline", "users"] {
             assert_eq!(
                 table_rows(&store, table).await,
                 if table == "roster_groups" { 2 } else { 1 }
             );
         }
+        assert_eq!(table_rows(&store, "tombstones").await, 0);
 
         // Bob is untouched.
         assert!(store.user_exists(&bob()).await.unwrap());
@@ -1261,7 +1380,187 @@ mod tests {
 
         // A re-created account starts empty.
         store.create_user(&alice(), &[]).await.unwrap();
-        assert_eq!(store.roster(&alice()).await.unwrap(), (0, vec![]));
+        assert_eq!(store.roster(&alice()).await.unwrap(), (2, vec![]));
+    }
+
+    /// alice@example.org's footprint in others' data: rosters (both directions, a request she
+    /// has not answered, a pre-approval), a request of hers waiting at erin, and rooms of two
+    /// chat services.
+    async fn alice_with_footprint(store: &SqliteStore) {
+        let dave = UserRef::new("dave", "other.org");
+        let named = |sub, ask, approved| RosterItem {
+            name: Some("Al".into()),
+            ask,
+            approved,
+            ..item("alice@example.org", sub, &["friends"])
+        };
+        for (user, it) in [
+            (bob(), named(Subscription::Both, false, false)),
+            (carol(), named(Subscription::None, true, true)),
+            (dave.clone(), named(Subscription::From, false, false)),
+        ] {
+            store.create_user(&user, &[]).await.unwrap();
+            store.set_roster_item(&user, &it).await.unwrap();
+        }
+        store.create_user(&alice(), &[]).await.unwrap();
+        for it in [
+            item("bob@example.org", Subscription::Both, &[]),
+            item("dave@other.org", Subscription::To, &[]),
+        ] {
+            store.set_roster_item(&alice(), &it).await.unwrap();
+        }
+        let erin = UserRef::new("erin", "example.org");
+        for from in ["alice@example.org", "bob@example.org"] {
+            store
+                .add_pending_subscription(&erin, from, "<presence/>")
+                .await
+                .unwrap();
+        }
+        store
+            .add_pending_subscription(&alice(), "erin@example.org", "<presence/>")
+            .await
+            .unwrap();
+        let owned = room(
+            "a",
+            &[
+                ("alice@example.org", "owner"),
+                ("bob@example.org", "member"),
+            ],
+        );
+        store.save_room(&owned).await.unwrap();
+        store
+            .save_room(&room("b", &[("bob@example.org", "owner")]))
+            .await
+            .unwrap();
+        let mut banned = room("c", &[("alice@example.org", "outcast")]);
+        banned.domain = "conference.other.org".into();
+        store.save_room(&banned).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn removing_an_account_cancels_its_subscriptions_requests_and_affiliations() {
+        let (_dir, store) = file_store();
+        alice_with_footprint(&store).await;
+        let own_roster = store.roster(&alice()).await.unwrap().1;
+        let before: Vec<RosterItem> = {
+            let mut v = Vec::new();
+            for u in [bob(), carol(), UserRef::new("dave", "other.org")] {
+                v.push(
+                    store
+                        .roster_item(&u, "alice@example.org")
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
+            }
+            v
+        };
+        let until = now_ms() + 3_600_000;
+        let removal = store.remove_account(&alice(), Some(until)).await.unwrap();
+
+        assert_eq!(removal.roster, own_roster);
+        let holders: Vec<UserRef> = removal.contacts.iter().map(|(u, _)| u.clone()).collect();
+        assert_eq!(holders, [bob(), carol(), UserRef::new("dave", "other.org")]);
+        let was: Vec<RosterItem> = removal.contacts.iter().map(|(_, i)| i.clone()).collect();
+        assert_eq!(was, before);
+        for holder in &holders {
+            let (version, items) = store.roster(holder).await.unwrap();
+            // RFC 6121 §3.2, §3.3: as if alice had sent unsubscribe and unsubscribed; the item
+            // itself (name, groups) is the contact's to keep or remove.
+            assert_eq!(version, 2, "{holder:?}");
+            assert_eq!(
+                items,
+                [RosterItem {
+                    name: Some("Al".into()),
+                    ask: false,
+                    approved: false,
+                    ..item("alice@example.org", Subscription::None, &["friends"])
+                }]
+            );
+        }
+        let erin = UserRef::new("erin", "example.org");
+        assert_eq!(removal.requests_dropped, std::slice::from_ref(&erin));
+        let left: Vec<String> = (store.pending_subscriptions(&erin).await.unwrap())
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(left, ["bob@example.org"]);
+
+        assert_eq!(
+            removal.rooms,
+            [
+                ("conference.example.org".to_owned(), "a".to_owned()),
+                ("conference.other.org".to_owned(), "c".to_owned())
+            ]
+        );
+        let dom = "conference.example.org";
+        let a = store.room(dom, "a").await.unwrap().unwrap();
+        assert_eq!(
+            a.affiliations,
+            room("a", &[("bob@example.org", "member")]).affiliations
+        );
+        let b = store.room(dom, "b").await.unwrap().unwrap();
+        assert_eq!(b, room("b", &[("bob@example.org", "owner")]));
+        let c = store.room("conference.other.org", "c").await.unwrap();
+        assert!(c.unwrap().affiliations.is_empty());
+
+        // The name is kept until the tombstone ends, unless an administrator lifts it.
+        assert_eq!(store.tombstone(&alice()).await.unwrap(), Some(until));
+        let again = store.create_user(&alice(), &[scram("SHA-1", 1)]).await;
+        assert!(
+            matches!(again, Err(StorageError::Tombstoned { until_ms }) if until_ms == until),
+            "{again:?}"
+        );
+        assert!(!store.user_exists(&alice()).await.unwrap());
+        store.clear_tombstone(&alice()).await.unwrap();
+        store
+            .create_user(&alice(), &[scram("SHA-1", 1)])
+            .await
+            .unwrap();
+        assert_eq!(store.tombstone(&alice()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_new_account_of_a_removed_name_starts_empty() {
+        let (_dir, store) = file_store();
+        alice_with_footprint(&store).await;
+        // A tombstone that has ended does not hold the name.
+        let removal = store.remove_account(&alice(), Some(now_ms() - 1)).await;
+        assert_eq!(removal.unwrap().contacts.len(), 3);
+        assert_eq!(store.tombstone(&alice()).await.unwrap(), None);
+        // What the last sessions of the old account wrote after its removal.
+        store
+            .set_roster_item(&alice(), &item("bob@example.org", Subscription::Both, &[]))
+            .await
+            .unwrap();
+        store
+            .set_data(&alice(), "urn:xmpp:last", "1")
+            .await
+            .unwrap();
+        store
+            .add_pending_subscription(&alice(), "bob@example.org", "<presence/>")
+            .await
+            .unwrap();
+
+        store
+            .create_user(&alice(), &[scram("SHA-1", 1)])
+            .await
+            .unwrap();
+        assert!(store.roster(&alice()).await.unwrap().1.is_empty());
+        assert_eq!(
+            store.get_data(&alice(), "urn:xmpp:last").await.unwrap(),
+            None
+        );
+        assert!(store
+            .pending_subscriptions(&alice())
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(table_rows(&store, "tombstones").await, 0);
+        assert_eq!(
+            store.credentials(&alice(), "SHA-1").await.unwrap(),
+            Some(scram("SHA-1", 1))
+        );
     }
 
     #[tokio::test]
@@ -1872,7 +2171,7 @@ mod tests {
             assert!(t.await.unwrap().unwrap());
         }
         assert_eq!(server.offline_count(&alice()).await.unwrap(), 100);
-        cli.delete_user(&alice()).await.unwrap();
+        cli.remove_account(&alice(), None).await.unwrap();
         assert!(!server.user_exists(&alice()).await.unwrap());
         assert_eq!(server.offline_count(&alice()).await.unwrap(), 0);
     }

@@ -920,3 +920,38 @@ fn a_full_room_says_wait() {
     assert!(err.has_child("service-unavailable", xmppd_core::stanza::NS_STANZAS));
     assert_eq!(err.attr("type"), Some("wait"));
 }
+
+#[test]
+fn a_removed_owner_is_forgotten_and_an_administrator_can_adopt_the_room() {
+    let mut room = configured(&field("muc#roomconfig_persistentroom", "1"), 0);
+    let alice = BareJid::new("alice@example.org").unwrap();
+    let carol = BareJid::new("carol@example.org").unwrap();
+    join(&mut room, "carol@example.org/c", "carol");
+    assert!(room.forget_account(&alice));
+    assert!(!room.forget_account(&alice));
+    assert!(room.owners().is_empty());
+    assert!(room.snapshot().affiliations.is_empty());
+    let config = format!(
+        "<iq xmlns='jabber:client' type='get' id='g' from='carol@example.org/c' to='{ROOM}'>\
+         <query xmlns='{NS_MUC_OWNER}'/></iq>"
+    );
+    assert_eq!(
+        error_of(&room.handle(&st(&config), 0)).as_deref(),
+        Some("forbidden")
+    );
+
+    // carol is in the room: every occupant sees her new affiliation.
+    let o = room.adopt(&carol);
+    assert!(o.changed);
+    let seen = to_of(&o, "carol@example.org/c");
+    let item = seen[0]
+        .get_child("x", NS_MUC_USER)
+        .and_then(|x| x.get_child("item", NS_MUC_USER))
+        .unwrap();
+    assert_eq!(item.attr("affiliation"), Some("owner"));
+    assert_eq!(room.owners(), [carol]);
+    assert_eq!(
+        room.handle(&st(&config), 0).out[0].attr("type"),
+        Some("result")
+    );
+}
