@@ -732,7 +732,7 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
     let delivered = shared.received.load(Ordering::Relaxed);
     let secs = |ticks: u64| ticks as f64 / clk_tck as f64;
     Ok(Report {
-        date: utc_date(SystemTime::now()),
+        date: utc_date(),
         nproc: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -1423,14 +1423,16 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// `YYYY-MM-DD` in UTC.
-fn utc_date(now: SystemTime) -> String {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, m, d, ..) = xmppd_core::stanza::utc_fields(secs as i64);
-    format!("{y:04}-{m:02}-{d:02}")
+/// Today's `YYYY-MM-DD` in UTC, from `date(1)`: xtask builds no server crate of its own.
+fn utc_date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1967,10 +1969,14 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        let day = |d: u64| utc_date(UNIX_EPOCH + Duration::from_secs(d * 86_400));
-        assert_eq!(day(0), "1970-01-01");
-        assert_eq!(day(11_016), "2000-02-29");
+    fn date_is_iso() {
+        let d = utc_date();
+        let parts: Vec<&str> = d.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [4, 2, 2],
+            "{d}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use xmppd_config::{
     AuthBackendKind, BindPassword, LdapTls, SharedGroupSettings, SharedGroupSource, ValidatedConfig,
 };
 use xmppd_core::{BareJid, CoreConfig, Server};
-use xmppd_ldap::{Directory, LdapBackend, LdapConfig, LdapGroup, TlsMode};
+use xmppd_ldap::{Directory, LdapBackend, LdapConfig, TlsMode};
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
@@ -83,6 +83,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         max_per_ip_per_hour: config.registration.max_per_ip_per_hour,
         min_password_length: config.registration.min_password_length,
     };
+    let register = Arc::new(Register::new(auth.clone(), registration));
     let motd = Arc::new(Motd::new());
     let builder = Server::builder(core_config, store.clone())
         .module(shared_roster.clone())
@@ -92,7 +93,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
             motd.clone(),
         )))
         .module(motd.clone())
-        .module(Arc::new(Register::new(auth.clone(), registration.clone())));
+        .module(register.clone());
     let server = muc_services(&config, &store)
         .await?
         .into_iter()
@@ -139,10 +140,9 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         max_auth_failures: c2s_cfg.max_auth_failures,
         max_connections: c2s_cfg.max_connections,
         max_pending_per_ip: c2s_cfg.max_pending_per_ip,
-        registration,
     };
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
-    let c2s = match C2s::bind(settings, tls, server, auth).await {
+    let c2s = match C2s::bind(settings, tls, server, auth, vec![register]).await {
         Ok(c2s) => c2s,
         Err(e) => return Err(bind_failure(&config, e)),
     };
@@ -288,6 +288,29 @@ impl xmppd_adhoc::admin::AccountCount for LdapCount {
     }
 }
 
+/// A shared roster group whose members are those of an LDAP group: the directory reads the
+/// group, the shared roster module shows it; neither crate knows the other.
+struct LdapGroup {
+    dir: Arc<Directory>,
+    name: String,
+    dn: String,
+    hosts: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl GroupSource for LdapGroup {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn members(&self) -> Result<Vec<BareJid>, String> {
+        self.dir
+            .group_members(&self.dn, &self.hosts)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The shared roster module with a source per `[[shared_roster.group]]` (maybe none).
 fn shared_roster(
     config: &ValidatedConfig,
@@ -302,8 +325,12 @@ fn shared_roster(
                 sources.push(Arc::new(StaticGroup::new(name, jids.collect())));
             }
             (SharedGroupSource::Ldap { dn, host }, Some(dir)) => {
-                let group = LdapGroup::new(dir.clone(), name, dn.clone(), host.clone());
-                sources.push(Arc::new(group));
+                sources.push(Arc::new(LdapGroup {
+                    dir: dir.clone(),
+                    name,
+                    dn: dn.clone(),
+                    hosts: vec![host.clone()],
+                }));
             }
             // The configuration is validated: an LDAP group comes with a directory.
             (SharedGroupSource::Ldap { .. }, None) => {}

@@ -22,9 +22,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use xmppd_auth::{AuthBackend, AuthError};
+use xmppd_core::module::PreAuthService;
 use xmppd_core::stanza::{error_reply, Condition, StanzaError};
 use xmppd_core::{user_ref, ClientSession, Outbound, Server, SessionInfo};
-use xmppd_register::NS_REGISTER;
 use xmppd_sasl::{ChannelBindings, HashAlg, Mechanism, SaslError, ScramServer};
 use xmppd_stream::{Event, Framer, StreamErrorCondition as Cond, StreamHeader, NS_CLIENT};
 
@@ -340,12 +340,14 @@ impl Conn {
             features::offered_mechanisms(self.secure, &self.bindings, backend.supports_scram());
         if self.secure {
             let cb = self.bindings.available();
-            let register = self.may_register();
+            let extra: Vec<Element> = (self.shared.pre_auth.iter())
+                .filter_map(|svc| self.pre_auth_service(svc.as_ref()))
+                .collect();
             features::pre_auth(
                 &mut self.out,
                 &self.offered,
                 &cb,
-                register,
+                &extra,
                 &settings.pre_auth_limits,
             );
         } else {
@@ -425,47 +427,49 @@ impl Conn {
             }
             return self.authenticate(&el).await;
         }
-        if el.is("iq", NS_CLIENT) && el.get_child("query", NS_REGISTER).is_some() {
-            self.register(&el).await?;
+        let ns = el.children().next().map(|c| c.ns()).unwrap_or_default();
+        let claimed = (self.shared.pre_auth.iter()).any(|svc| svc.namespace() == ns);
+        if el.is("iq", NS_CLIENT) && claimed {
+            self.pre_auth_iq(&el, &ns).await?;
             return Ok(None);
         }
         Err(unexpected(&el))
     }
 
-    /// In-band registration is offered: under TLS, on a host that allows it.
-    fn may_register(&self) -> bool {
-        let policy = &self.shared.settings.registration;
-        self.secure && self.host.as_deref().is_some_and(|h| policy.enabled_for(h))
+    /// The stream feature of a pre-authentication service, if this stream offers it: under
+    /// TLS, on a host the service serves.
+    fn pre_auth_service(&self, svc: &dyn PreAuthService) -> Option<Element> {
+        let host = self.host.as_deref().filter(|_| self.secure)?;
+        svc.feature(host)
     }
 
-    /// A `jabber:iq:register` IQ before authentication (XEP-0077 §3.1): answered, never fatal.
-    async fn register(&mut self, iq: &Element) -> Result<(), Stop> {
-        let reply = if self.may_register() {
-            let backend = self.backend()?;
-            let host = self.host.clone().unwrap_or_default();
-            let (shared, ip) = (Arc::clone(&self.shared), self.peer.ip());
-            let max = shared.settings.registration.max_per_ip_per_hour;
-            let mut admit = || {
-                shared
-                    .registrations
-                    .admit(ip, std::time::Instant::now(), max)
-            };
-            xmppd_register::pre_auth_iq(
-                &shared.settings.registration,
-                backend.as_ref(),
-                &host,
-                iq,
-                &mut admit,
-            )
-            .await
-        } else {
-            let err = StanzaError::with_text(
-                Condition::NotAllowed,
-                "In-band registration is not available on this stream",
-            );
-            match error_reply(iq, &err) {
-                Some(reply) => reply,
-                None => return Ok(()),
+    /// An IQ before authentication in the namespace of a pre-authentication service (in-band
+    /// registration, XEP-0077 §3.1): answered by it where this stream offers it, refused
+    /// otherwise; never fatal.
+    async fn pre_auth_iq(&mut self, iq: &Element, ns: &str) -> Result<(), Stop> {
+        let shared = Arc::clone(&self.shared);
+        let service = (shared.pre_auth.iter())
+            .find(|svc| svc.namespace() == ns && self.pre_auth_service(svc.as_ref()).is_some());
+        let reply = match service {
+            Some(svc) => {
+                let host = self.host.clone().unwrap_or_default();
+                let (ip, max) = (self.peer.ip(), svc.quota_per_hour());
+                let mut admit = || {
+                    shared
+                        .registrations
+                        .admit(ip, std::time::Instant::now(), max)
+                };
+                svc.answer(&host, iq, &mut admit).await
+            }
+            None => {
+                let err = StanzaError::with_text(
+                    Condition::NotAllowed,
+                    "Not available on this stream before authentication",
+                );
+                match error_reply(iq, &err) {
+                    Some(reply) => reply,
+                    None => return Ok(()),
+                }
             }
         };
         xmppd_stream::serialize(&reply, NS_CLIENT, &mut self.out);

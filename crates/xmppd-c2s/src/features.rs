@@ -51,20 +51,18 @@ pub(crate) fn pre_tls(out: &mut Vec<u8>, required: bool, mechs: &[Mechanism], li
 }
 
 /// `<stream:features>` once TLS is up (or optional and declined), before authentication;
-/// `register` advertises in-band registration (XEP-0077).
+/// `extra` are the features of pre-authentication services (in-band registration, XEP-0077).
 pub(crate) fn pre_auth(
     out: &mut Vec<u8>,
     mechs: &[Mechanism],
     cb: &[CbType],
-    register: bool,
+    extra: &[minidom::Element],
     limits: &Limits,
 ) {
     out.extend_from_slice(b"<stream:features>");
     write_mechanisms(out, mechs);
-    if register {
-        out.extend_from_slice(b"<register xmlns='");
-        out.extend_from_slice(xmppd_register::NS_FEATURE_REGISTER.as_bytes());
-        out.extend_from_slice(b"'/>");
+    for feature in extra {
+        xmppd_stream::serialize(feature, xmppd_stream::NS_CLIENT, out);
     }
     if !cb.is_empty() {
         out.extend_from_slice(b"<sasl-channel-binding xmlns='");
@@ -235,7 +233,7 @@ mod tests {
                 o,
                 &mechs,
                 &[CbType::TlsExporter, CbType::TlsServerEndPoint],
-                false,
+                &[],
                 &lim,
             )
         });
@@ -248,9 +246,10 @@ mod tests {
              </sasl-channel-binding><limits xmlns='urn:xmpp:stream-limits:0'>\
              <max-bytes>4321</max-bytes></limits></stream:features>"
         );
-        let no_cb = text(|o| pre_auth(o, &mechs, &[], false, &lim));
+        let no_cb = text(|o| pre_auth(o, &mechs, &[], &[], &lim));
         assert!(!no_cb.contains("sasl-channel-binding"));
-        let register = text(|o| pre_auth(o, &mechs, &[], true, &lim));
+        let feature = minidom::Element::bare("register", "http://jabber.org/features/iq-register");
+        let register = text(|o| pre_auth(o, &mechs, &[], &[feature], &lim));
         assert!(
             register.contains(
                 "</mechanisms><register xmlns='http://jabber.org/features/iq-register'/>"

@@ -63,8 +63,6 @@ pub struct C2sSettings {
     pub handshake_timeout: Duration,
     /// Failed SASL attempts tolerated in one stream before it is closed.
     pub max_auth_failures: u32,
-    /// In-band registration before login (XEP-0077): which hosts, how many per address.
-    pub registration: xmppd_register::RegistrationPolicy,
     /// Connections open at once; further ones are closed on accept.
     pub max_connections: usize,
     /// Connections one address (IPv4, IPv6 /64) may have open before login.
@@ -79,6 +77,8 @@ pub(crate) struct Shared {
     auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
     throttle: throttle::AuthThrottle,
     registrations: throttle::RegistrationLimit,
+    /// Services answering IQs before authentication (in-band registration).
+    pre_auth: Vec<Arc<dyn xmppd_core::module::PreAuthService>>,
     pending: Arc<throttle::PendingLimit>,
     connections: Arc<tokio::sync::Semaphore>,
 }
@@ -97,6 +97,7 @@ impl C2s {
         tls: Arc<Tls>,
         server: Arc<xmppd_core::Server>,
         auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
+        pre_auth: Vec<Arc<dyn xmppd_core::module::PreAuthService>>,
     ) -> std::io::Result<C2s> {
         let auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>> = auth
             .into_iter()
@@ -134,6 +135,7 @@ impl C2s {
             auth,
             throttle: Default::default(),
             registrations: Default::default(),
+            pre_auth,
         };
         Ok(C2s {
             listeners,

@@ -70,11 +70,10 @@ async fn start(require_starttls: bool, max_auth_failures: u32) -> TestServer {
         max_auth_failures,
         max_connections: 1000,
         max_pending_per_ip: 100,
-        registration: Default::default(),
     };
     let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();
     auth.insert(HOST.into(), backend);
-    let c2s = C2s::bind(settings, Arc::clone(&tls), server, auth)
+    let c2s = C2s::bind(settings, Arc::clone(&tls), server, auth, Vec::new())
         .await
         .unwrap();
     let addr = |kind| {

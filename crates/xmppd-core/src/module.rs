@@ -228,3 +228,28 @@ pub trait Component: Send + Sync {
         let _ = (cx, user);
     }
 }
+
+/// Answers IQs on a client stream that has not authenticated yet (XEP-0077 registration
+/// before login). The transport asks it and advertises its stream feature; the binary plugs
+/// it in, so the transport depends on no feature service.
+#[async_trait]
+pub trait PreAuthService: Send + Sync {
+    /// The payload namespace of the IQs it answers.
+    fn namespace(&self) -> &'static str;
+
+    /// The stream feature it offers on a TLS-protected stream for `host`, or `None` where it
+    /// is not offered (then its IQs are refused with `<not-allowed/>`).
+    fn feature(&self, host: &str) -> Option<Element>;
+
+    /// Requests from one address per hour that may create something (see `answer`'s `admit`).
+    fn quota_per_hour(&self) -> u32;
+
+    /// The reply, without addresses, to `iq` on a stream for `host` that offers the feature.
+    /// `admit` takes one unit of the peer address's quota and says whether one was left.
+    async fn answer(
+        &self,
+        host: &str,
+        iq: &Element,
+        admit: &mut (dyn FnMut() -> bool + Send),
+    ) -> Element;
+}

@@ -15,11 +15,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use jid::BareJid;
 use ldap3::asn1::{StructureTag, TagClass, PL};
 use ldap3::{ResultEntry, Scope, SearchOptions};
-use xmppd_shared_roster::GroupSource;
 
 use crate::pool::{Conn, Lease, Pool};
 use crate::{LdapConfig, LdapError};
@@ -179,40 +177,6 @@ impl Directory {
 /// Entries counted at most for `get-registered-users-num`: enough for a count, small enough
 /// that the answer stays quick and light.
 pub const COUNT_LIMIT: usize = 10_000;
-
-/// A shared roster group whose members are those of an LDAP group.
-pub struct LdapGroup {
-    dir: Arc<Directory>,
-    name: String,
-    dn: String,
-    hosts: Vec<String>,
-}
-
-impl LdapGroup {
-    /// The group `dn` shown as `name`, its members' JIDs on `host`.
-    pub fn new(dir: Arc<Directory>, name: String, dn: String, host: String) -> Self {
-        LdapGroup {
-            dir,
-            name,
-            dn,
-            hosts: vec![host],
-        }
-    }
-}
-
-#[async_trait]
-impl GroupSource for LdapGroup {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn members(&self) -> Result<Vec<BareJid>, String> {
-        self.dir
-            .group_members(&self.dn, &self.hosts)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// Escapes a value for use inside an LDAP search filter (RFC 4515 §3): `*`, `(`, `)`, `\` and
 /// NUL must be written as `\XX`; other control characters are escaped too, so that a user

@@ -10,8 +10,9 @@
 //!   a user removed from it can no longer log in. An LDAP bind can only check a password, so
 //!   only PLAIN works — unless the optional SCRAM cache keeps the salted keys derived at the
 //!   user's last successful PLAIN login (see `docs/LDAP.md` for the trade-off).
-//! - [`LdapGroup`]: a shared roster [`GroupSource`](xmppd_shared_roster::GroupSource), and
-//!   [`Directory::spawn_group_watch`] for the administrators' group.
+//! - [`Directory::group_members`] reads a group (the binary turns it into a shared roster
+//!   group source: this crate knows no feature module), and [`Directory::spawn_group_watch`]
+//!   keeps the administrators' group current.
 //! - [`Directory::count_users`] counts the entries matching the user filter, up to
 //!   [`COUNT_LIMIT`] (the administrators' user count of LDAP hosts).
 //!
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{LdapBackend, SCRAM_CACHE_KEY_PREFIX};
-pub use directory::{escape_filter_value, Directory, LdapGroup, COUNT_LIMIT};
+pub use directory::{escape_filter_value, Directory, COUNT_LIMIT};
 
 /// How the connection to the LDAP server is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,10 @@
 //! In-band registration (XEP-0077) for xmppd.
 //!
-//! - Before login: [`pre_auth_iq`] answers a `jabber:iq:register` get or set on a stream that
-//!   is not authenticated yet, creating the account in the host's backend. It is sans-socket:
-//!   the c2s driver decides whether the stream may register at all (TLS, the host's
-//!   [`RegistrationPolicy`]) and supplies the per-address rate limit as a callback.
+//! - Before login: [`Register`] is a [`PreAuthService`]: the c2s driver offers its stream
+//!   feature under TLS on the hosts the [`RegistrationPolicy`] names, and hands it
+//!   `jabber:iq:register` gets and sets ([`pre_auth_iq`]), which create the account in the
+//!   host's backend. It is sans-socket; the driver supplies the per-address rate limit as a
+//!   callback.
 //! - After login: [`Register`] is a core module answering `jabber:iq:register` from a logged-in
 //!   user to their server: the registration form, a password change, and removal of the
 //!   account.
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use jid::{BareJid, NodePart};
 use minidom::Element;
 use xmppd_auth::{AuthBackend, AuthError};
-use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module, PreAuthService};
 use xmppd_core::stanza::{error_reply, iq_result, text_elem, Condition, StanzaError};
 use xmppd_core::{user_ref, Context};
 use xmppd_storage::UserRef;
@@ -270,6 +271,37 @@ async fn remove(cx: &mut Context<'_>, user: BareJid, from: &xmppd_core::Jid) -> 
             Ok(None)
         }
         Err(e) => Err(auth_error(e.into())),
+    }
+}
+
+/// Registration before login, on the hosts the policy names.
+#[async_trait]
+impl PreAuthService for Register {
+    fn namespace(&self) -> &'static str {
+        NS_REGISTER
+    }
+
+    fn feature(&self, host: &str) -> Option<Element> {
+        self.policy
+            .enabled_for(host)
+            .then(|| Element::bare("register", NS_FEATURE_REGISTER))
+    }
+
+    fn quota_per_hour(&self) -> u32 {
+        self.policy.max_per_ip_per_hour
+    }
+
+    async fn answer(
+        &self,
+        host: &str,
+        iq: &Element,
+        admit: &mut (dyn FnMut() -> bool + Send),
+    ) -> Element {
+        let Some(backend) = self.backends.get(&host.to_ascii_lowercase()) else {
+            let err = StanzaError::new(Condition::NotAllowed);
+            return error_reply(iq, &err).unwrap_or_else(|| iq_result(iq, None));
+        };
+        pre_auth_iq(&self.policy, backend.as_ref(), host, iq, admit).await
     }
 }
 
