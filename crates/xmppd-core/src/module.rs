@@ -8,6 +8,8 @@
 //! - A [`Component`] owns a whole subdomain (`conference.example.org`): every stanza addressed
 //!   to it goes to the component, the same contract an external XEP-0114 component would have.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -61,6 +63,14 @@ pub struct Hooks {
     pub undeliverable: bool,
     /// [`Module::roster_items`] and [`Module::has_roster_item`]
     pub roster: bool,
+    /// [`Module::on_message_delivered`]
+    pub delivered: bool,
+    /// [`Module::on_presence_in`]
+    pub presence_in: bool,
+    /// [`Module::on_iq_in`]
+    pub iq_in: bool,
+    /// [`Module::filter_outbound`]
+    pub outbound: bool,
 }
 
 impl Hooks {
@@ -69,12 +79,20 @@ impl Hooks {
         message_in: true,
         undeliverable: true,
         roster: true,
+        delivered: true,
+        presence_in: true,
+        iq_in: true,
+        outbound: true,
     };
     pub const NONE: Hooks = Hooks {
         message_out: false,
         message_in: false,
         undeliverable: false,
         roster: false,
+        delivered: false,
+        presence_in: false,
+        iq_in: false,
+        outbound: false,
     };
 }
 
@@ -137,6 +155,36 @@ pub trait Module: Send + Sync {
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
         let _ = (cx, msg);
         HookAction::Continue
+    }
+
+    /// A message to a local account after it was queued for `targets`, the sessions chosen for
+    /// it (RFC 6121 §8.5): where archiving and carbon copies (XEP-0280) hook in. Not called
+    /// for a message no session took (see [`Module::on_undeliverable`]).
+    async fn on_message_delivered(&self, cx: &mut Context<'_>, msg: &Element, targets: &[FullJid]) {
+        let _ = (cx, msg, targets);
+    }
+
+    /// Presence addressed to a local account (its bare or a full JID), before the RFC 6121
+    /// rules act on it: blocking (XEP-0191) drops it here, PEP reads capabilities here.
+    async fn on_presence_in(&self, cx: &mut Context<'_>, pres: &mut Element) -> HookAction {
+        let _ = (cx, pres);
+        HookAction::Continue
+    }
+
+    /// An IQ addressed to a local account (its bare or a full JID), before it is delivered or
+    /// handed to the module owning its namespace: blocking answers blocked senders here.
+    async fn on_iq_in(&self, cx: &mut Context<'_>, iq: &mut Element) -> HookAction {
+        let _ = (cx, iq);
+        HookAction::Continue
+    }
+
+    /// Every stanza about to enter the queue of the local session `session`, whatever path
+    /// it took: returns `true` if this module took it instead (client state indication holds
+    /// back what an inactive client need not see at once, XEP-0352). On the hot path:
+    /// synchronous, and called only on modules declaring [`Hooks::outbound`].
+    fn filter_outbound(&self, session: &FullJid, stanza: &Arc<Element>) -> bool {
+        let _ = (session, stanza);
+        false
     }
 
     /// A message to a local account that no session could take. Returns true if it took it

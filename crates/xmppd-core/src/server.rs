@@ -144,11 +144,17 @@ impl ServerBuilder {
         };
         let (message_out, message_in) = (with(|h| h.message_out), with(|h| h.message_in));
         let (undeliverable, roster_modules) = (with(|h| h.undeliverable), with(|h| h.roster));
+        let (delivered, outbound) = (with(|h| h.delivered), with(|h| h.outbound));
+        let (presence_in, iq_in) = (with(|h| h.presence_in), with(|h| h.iq_in));
         Arc::new(Server {
             message_out,
             message_in,
             undeliverable,
             roster_modules,
+            delivered,
+            outbound,
+            presence_in,
+            iq_in,
             hosts,
             config: self.config,
             store: self.store,
@@ -179,6 +185,10 @@ pub struct Server {
     message_in: Vec<Arc<dyn Module>>,
     undeliverable: Vec<Arc<dyn Module>>,
     roster_modules: Vec<Arc<dyn Module>>,
+    delivered: Vec<Arc<dyn Module>>,
+    outbound: Vec<Arc<dyn Module>>,
+    presence_in: Vec<Arc<dyn Module>>,
+    iq_in: Vec<Arc<dyn Module>>,
     server_iq: HashMap<&'static str, Arc<dyn Module>>,
     account_iq: HashMap<&'static str, Arc<dyn Module>>,
     components: HashMap<String, Arc<dyn Component>>,
@@ -532,12 +542,15 @@ impl Server {
 
     /// Queues `el` for one local session. Returns false if the session is gone or overflowed.
     pub fn deliver_to(&self, jid: &FullJid, el: Element) -> bool {
-        self.router
-            .send(jid, Outbound::Stanza(Arc::new(el)))
-            .is_ok()
+        self.try_deliver(jid, Arc::new(el)).is_ok()
     }
 
+    /// Queues `el` for one local session, unless a module's outbound filter takes it (which
+    /// counts as delivered: the module answers for it now).
     pub(crate) fn try_deliver(&self, jid: &FullJid, el: Arc<Element>) -> Result<(), SendError> {
+        if self.outbound.iter().any(|m| m.filter_outbound(jid, &el)) {
+            return Ok(());
+        }
         self.router.send(jid, Outbound::Stanza(el))
     }
 
@@ -740,20 +753,60 @@ impl Server {
     async fn to_account(self: &Arc<Self>, cx: &mut Context<'_>, stanza: Element, to: Jid) {
         match stanza.name() {
             "message" => self.message_to_account(cx, stanza, to).await,
-            "presence" => crate::im::presence_to_account(cx, stanza, to).await,
-            "iq" => match to.try_as_full() {
-                Ok(full) => {
-                    // Requests to a gone resource get an error; responses are never answered
-                    // (RFC 6120 §8.2.3), so a late result or error is dropped.
-                    let request = matches!(stanza.attr("type"), Some("get") | Some("set"));
-                    let stanza = Arc::new(stanza);
-                    if self.try_deliver(full, stanza.clone()).is_err() && request {
-                        cx.bounce(&stanza, Condition::ServiceUnavailable.into());
-                    }
+            "presence" => {
+                let mut pres = stanza;
+                if self.intercepted(cx, &self.presence_in, &mut pres).await {
+                    return;
                 }
-                Err(_) => self.local_iq(cx, stanza, to, false).await,
-            },
+                crate::im::presence_to_account(cx, pres, to).await
+            }
+            "iq" => {
+                let mut iq = stanza;
+                if self.intercepted(cx, &self.iq_in, &mut iq).await {
+                    return;
+                }
+                self.iq_to_account(cx, iq, to).await
+            }
             _ => {}
+        }
+    }
+
+    /// Runs `hooks` (presence or IQ interception) on `stanza`; true if one stopped it (and
+    /// its error, if any, was queued for the sender).
+    async fn intercepted(
+        &self,
+        cx: &mut Context<'_>,
+        hooks: &[Arc<dyn Module>],
+        stanza: &mut Element,
+    ) -> bool {
+        for m in hooks {
+            let action = if stanza.name() == "iq" {
+                m.on_iq_in(cx, stanza).await
+            } else {
+                m.on_presence_in(cx, stanza).await
+            };
+            if let HookAction::Stop(err) = action {
+                if let Some(err) = err {
+                    cx.bounce(stanza, err);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn iq_to_account(self: &Arc<Self>, cx: &mut Context<'_>, stanza: Element, to: Jid) {
+        match to.try_as_full() {
+            Ok(full) => {
+                // Requests to a gone resource get an error; responses are never answered
+                // (RFC 6120 §8.2.3), so a late result or error is dropped.
+                let request = matches!(stanza.attr("type"), Some("get") | Some("set"));
+                let stanza = Arc::new(stanza);
+                if self.try_deliver(full, stanza.clone()).is_err() && request {
+                    cx.bounce(&stanza, Condition::ServiceUnavailable.into());
+                }
+            }
+            Err(_) => self.local_iq(cx, stanza, to, false).await,
         }
     }
 
@@ -774,6 +827,7 @@ impl Server {
         let msg = Arc::new(msg);
         if let Ok(full) = to.try_as_full() {
             if self.try_deliver(full, msg.clone()).is_ok() {
+                self.delivered(cx, &msg, std::slice::from_ref(full)).await;
                 return;
             }
             // RFC 6121 §8.5.3.2.1: the resource is gone. `chat` goes to the account as if sent
@@ -790,18 +844,22 @@ impl Server {
             }
         }
         let bare = to.to_bare();
-        let targets = crate::im::message_targets(&self.router.resources(&bare), &kind);
-        let mut delivered = false;
-        for t in &targets {
-            delivered |= self.try_deliver(t, msg.clone()).is_ok();
-        }
-        if delivered {
+        let mut targets = crate::im::message_targets(&self.router.resources(&bare), &kind);
+        targets.retain(|t| self.try_deliver(t, msg.clone()).is_ok());
+        if !targets.is_empty() {
+            self.delivered(cx, &msg, &targets).await;
             return;
         }
         match kind.as_str() {
             "groupchat" => cx.bounce(&msg, Condition::ServiceUnavailable.into()),
             "headline" | "error" => {}
             _ => self.undeliverable(cx, &msg, &bare).await,
+        }
+    }
+
+    async fn delivered(&self, cx: &mut Context<'_>, msg: &Element, targets: &[FullJid]) {
+        for m in &self.delivered {
+            m.on_message_delivered(cx, msg, targets).await;
         }
     }
 

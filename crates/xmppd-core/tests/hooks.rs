@@ -1,0 +1,251 @@
+//! The hooks later services build on, each through a small module standing in for them:
+//! after delivery targets are chosen (archive, carbons), presence and IQ interception
+//! (blocking, PEP), and the per-session outbound filter (client state indication).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use minidom::Element;
+use xmppd_core::module::{HookAction, Hooks, Module};
+use xmppd_core::stanza::{Condition, StanzaError};
+use xmppd_core::testing::TestClient;
+use xmppd_core::{Context, CoreConfig, FullJid, Server};
+use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
+
+async fn server_with(module: Arc<dyn Module>) -> Arc<Server> {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob", "mallory"] {
+        store
+            .create_user(&UserRef::new(u, "localhost"), &[])
+            .await
+            .unwrap();
+    }
+    Server::builder(CoreConfig::default(), store)
+        .module(module)
+        .build()
+}
+
+async fn online(server: &Arc<Server>, user: &str, resource: &str) -> TestClient {
+    let mut c = TestClient::login(server, user, resource).await;
+    c.send(server, "<presence xmlns='jabber:client'/>").await;
+    c.drain();
+    c
+}
+
+fn bodies(got: &[Element]) -> Vec<String> {
+    got.iter()
+        .filter(|e| e.name() == "message")
+        .filter_map(|e| e.get_child("body", "jabber:client").map(Element::text))
+        .collect()
+}
+
+/// Records which sessions each message was delivered to.
+#[derive(Default)]
+struct Deliveries(Mutex<Vec<(String, Vec<String>)>>);
+
+#[async_trait]
+impl Module for Deliveries {
+    fn name(&self) -> &'static str {
+        "deliveries"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            delivered: true,
+            ..Hooks::NONE
+        }
+    }
+
+    async fn on_message_delivered(
+        &self,
+        _cx: &mut Context<'_>,
+        msg: &Element,
+        targets: &[FullJid],
+    ) {
+        let body = msg.get_child("body", "jabber:client").map(Element::text);
+        let mut targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        targets.sort();
+        self.0
+            .lock()
+            .unwrap()
+            .push((body.unwrap_or_default(), targets));
+    }
+}
+
+#[tokio::test]
+async fn delivered_hook_sees_the_chosen_sessions_and_not_offline_messages() {
+    let hook = Arc::new(Deliveries::default());
+    let server = server_with(hook.clone()).await;
+    let mut alice = online(&server, "alice", "pc").await;
+    let _bob1 = online(&server, "bob", "a").await;
+    let _bob2 = online(&server, "bob", "b").await;
+    // Equal priorities: the bare JID reaches both (RFC 6121 §8.5.2.1.1).
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' type='chat' to='bob@localhost'><body>both</body></message>",
+        )
+        .await;
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' type='chat' to='bob@localhost/b'><body>one</body></message>",
+        )
+        .await;
+    // Nobody of mallory's is online: stored offline, not delivered.
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' type='chat' to='mallory@localhost'><body>later</body></message>",
+        )
+        .await;
+    let seen = hook.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            (
+                "both".to_owned(),
+                vec!["bob@localhost/a".to_owned(), "bob@localhost/b".to_owned()]
+            ),
+            ("one".to_owned(), vec!["bob@localhost/b".to_owned()]),
+        ]
+    );
+}
+
+/// Blocks everything mallory sends to bob: presence dropped silently, IQs answered with
+/// `<service-unavailable/>` (as XEP-0191 §3.5 has it).
+struct BlockMallory;
+
+#[async_trait]
+impl Module for BlockMallory {
+    fn name(&self) -> &'static str {
+        "block"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            presence_in: true,
+            iq_in: true,
+            ..Hooks::NONE
+        }
+    }
+
+    async fn on_presence_in(&self, _cx: &mut Context<'_>, pres: &mut Element) -> HookAction {
+        if pres.attr("from").is_some_and(|f| f.starts_with("mallory@")) {
+            return HookAction::Stop(None);
+        }
+        HookAction::Continue
+    }
+
+    async fn on_iq_in(&self, _cx: &mut Context<'_>, iq: &mut Element) -> HookAction {
+        if iq.attr("from").is_some_and(|f| f.starts_with("mallory@")) {
+            return HookAction::Stop(Some(StanzaError::new(Condition::ServiceUnavailable)));
+        }
+        HookAction::Continue
+    }
+}
+
+#[tokio::test]
+async fn presence_and_iq_interception_stop_what_a_module_blocks() {
+    let server = server_with(Arc::new(BlockMallory)).await;
+    let mut bob = online(&server, "bob", "phone").await;
+    let mut alice = online(&server, "alice", "pc").await;
+    let mut mallory = online(&server, "mallory", "pc").await;
+    for c in [&mut alice, &mut mallory] {
+        c.send(
+            &server,
+            "<presence xmlns='jabber:client' to='bob@localhost/phone'/>",
+        )
+        .await;
+        c.send(
+            &server,
+            "<iq xmlns='jabber:client' type='get' id='v1' to='bob@localhost/phone'>\
+             <query xmlns='jabber:iq:version'/></iq>",
+        )
+        .await;
+    }
+    let got = bob.drain();
+    let senders: HashSet<&str> = got.iter().filter_map(|e| e.attr("from")).collect();
+    assert!(senders.contains("alice@localhost/pc"), "{got:?}");
+    assert!(
+        !senders.iter().any(|s| s.starts_with("mallory@")),
+        "{got:?}"
+    );
+    // Alice's IQ went through (bob would answer it); mallory's came back as an error.
+    assert!(alice
+        .drain()
+        .iter()
+        .all(|e| e.attr("type") != Some("error")));
+    let refused = mallory.drain();
+    let err = refused
+        .iter()
+        .find(|e| e.name() == "iq" && e.attr("type") == Some("error"))
+        .expect("an error for mallory's IQ");
+    assert!(
+        err.get_child("error", "jabber:client")
+            .and_then(|e| e.get_child("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas"))
+            .is_some(),
+        "{err:?}"
+    );
+}
+
+/// Holds back headlines for sessions marked inactive, as client state indication would.
+#[derive(Default)]
+struct HoldHeadlines {
+    inactive: Mutex<HashSet<FullJid>>,
+    held: Mutex<Vec<Arc<Element>>>,
+}
+
+#[async_trait]
+impl Module for HoldHeadlines {
+    fn name(&self) -> &'static str {
+        "hold"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            outbound: true,
+            ..Hooks::NONE
+        }
+    }
+
+    fn filter_outbound(&self, session: &FullJid, stanza: &Arc<Element>) -> bool {
+        let hold = stanza.attr("type") == Some("headline")
+            && self.inactive.lock().unwrap().contains(session);
+        if hold {
+            self.held.lock().unwrap().push(stanza.clone());
+        }
+        hold
+    }
+}
+
+#[tokio::test]
+async fn outbound_filter_holds_back_per_session() {
+    let hold = Arc::new(HoldHeadlines::default());
+    let server = server_with(hold.clone()).await;
+    let mut alice = online(&server, "alice", "pc").await;
+    let mut quiet = online(&server, "bob", "quiet").await;
+    let mut busy = online(&server, "bob", "busy").await;
+    hold.inactive
+        .lock()
+        .unwrap()
+        .insert(FullJid::new("bob@localhost/quiet").unwrap());
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' type='headline' to='bob@localhost'><body>news</body></message>",
+        )
+        .await;
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' type='chat' to='bob@localhost/quiet'><body>hi</body></message>",
+        )
+        .await;
+    assert_eq!(bodies(&busy.drain()), ["news"]);
+    assert_eq!(bodies(&quiet.drain()), ["hi"], "the headline is held back");
+    let held = hold.held.lock().unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].attr("type"), Some("headline"));
+}
