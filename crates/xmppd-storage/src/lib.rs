@@ -7,14 +7,24 @@
 //! transaction that holds it is committed with `synchronous=FULL`), so a caller may acknowledge
 //! a stanza to its sender once the call returns.
 //!
+//! The SQLite engine is behind the `sqlite` feature: crates that only need the traits do not
+//! compile SQLite. A service crate adds tables of its own with a [`Schema`] and
+//! `SqliteStore::extend`, without editing this crate.
+//!
 //! Architecture invariant: no XMPP types, no network, no tokio runtime requirement: the SQLite
 //! store runs its own writer and reader threads and answers through `tokio::sync::oneshot`
 //! channels, which any executor can await.
 
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "sqlite")]
+mod extend;
+#[cfg(feature = "sqlite")]
+pub use extend::Schema;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// Errors of any storage backend.

@@ -243,7 +243,9 @@ impl SqliteStore {
     }
 
     /// Runs `f` in the writer's next batch, inside its own savepoint; answers once committed.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    /// Also the way for a service's own tables (see [`SqliteStore::extend`]): "Ok" means
+    /// durable, as for every write of this store.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -263,8 +265,8 @@ impl SqliteStore {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Runs `f` on one of the reader connections.
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on one of the reader connections (read-only).
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
