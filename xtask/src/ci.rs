@@ -1,21 +1,23 @@
 //! `cargo xtask ci`: the gate every change must pass, in the order CI runs it.
 //!
-//! Steps, failing fast: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo build -p xmppd`,
-//! `cargo test --workspace`, a Python virtualenv with the end-to-end test dependencies, and
-//! `pytest tests/e2e` against the freshly built debug binary. `--quick` skips fmt and clippy;
-//! arguments after `--` are handed to pytest (e.g. `cargo xtask ci --quick -- -k sasl`).
+//! Steps, failing fast: `cargo fmt --check`, `cargo clippy -D warnings`, cargo-deny's licence
+//! and duplicate-version checks (`deny.toml`), `cargo build -p xmppd`, `cargo test --workspace`,
+//! a Python virtualenv with the end-to-end test dependencies, and `pytest tests/e2e` against the
+//! freshly built debug binary. `--quick` skips fmt, clippy and cargo-deny; arguments after `--`
+//! are handed to pytest (e.g. `cargo xtask ci --quick -- -k sasl`).
 //!
 //! Each step prints its name and duration; the last line is `e2e: N passed, N failed, N skipped`
 //! from pytest's JUnit report (written to `target/e2e-junit.xml`).
 //!
-//! It does not install Rust toolchains or system packages, with one exception: the LDAP tests
-//! need a real `slapd`, installed from the Debian packages `slapd ldap-utils` when it is
-//! missing. A missing `python3` is reported, not fixed. The virtualenv is rebuilt only when `tests/e2e/requirements.txt` changes, so
+//! It does not install Rust toolchains or system packages, with two exceptions: cargo-deny is
+//! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
+//! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, `go-sendxmpp`) are installed
+//! with apt-get when they are missing. A missing `python3` is reported, not fixed. The virtualenv is rebuilt only when `tests/e2e/requirements.txt` changes, so
 //! re-runs stay fast.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -60,7 +62,7 @@ pub fn run(args: &[String]) -> Result<()> {
 /// What the command line asked for.
 #[derive(Debug)]
 struct Options {
-    /// Skip the formatting and lint steps (for fast local iteration).
+    /// Skip the formatting, lint and dependency-policy steps (for fast local iteration).
     quick: bool,
     /// Extra arguments for pytest, given after `--`.
     pytest_args: Vec<String>,
@@ -112,6 +114,11 @@ fn plan(root: &Path, options: &Options) -> Vec<Step> {
                 "warnings",
             ],
         ));
+        let deny_root = root.to_path_buf();
+        steps.push(Step {
+            name: "cargo deny",
+            action: Box::new(move || cargo_deny(&deny_root, &cargo())),
+        });
     }
     steps.push(cargo_step(
         root,
@@ -151,6 +158,29 @@ fn cargo_step(root: &Path, name: &'static str, args: &'static [&'static str]) ->
             run_command(&mut command)
         }),
     }
+}
+
+/// What `cargo deny` checks: licences and duplicate versions, as `deny.toml` allows them. The
+/// advisory database is not fetched (`--offline`); CI reaches no network beyond crates.io.
+const DENY_CHECK: [&str; 5] = ["deny", "--offline", "check", "licenses", "bans"];
+
+/// Runs [`DENY_CHECK`] with `cargo`, first installing cargo-deny when `cargo deny` is missing.
+fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
+    let installed = Command::new(cargo)
+        .args(["deny", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        println!("    cargo-deny is not installed: installing it (it compiles for a few minutes)");
+        run_command(Command::new(cargo).args(["install", "cargo-deny", "--locked"]))
+            .context("installing cargo-deny failed")?;
+    }
+    // cargo-deny reads the metadata of every dependency on every target; the builds before
+    // fetched only this host's, and `--offline` must not find one missing.
+    run_command(Command::new(cargo).arg("fetch").current_dir(root))?;
+    run_command(Command::new(cargo).args(DENY_CHECK).current_dir(root))
 }
 
 /// Debian packages the end-to-end tests run, as (program to look for, package): a real
@@ -409,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn quick_skips_fmt_and_clippy() {
+    fn quick_skips_fmt_clippy_and_deny() {
         let root = Path::new("/nonexistent");
         let full = plan(root, &Options::parse(&[]).unwrap());
         let quick = plan(root, &Options::parse(&args(&["--quick"])).unwrap());
@@ -419,6 +449,7 @@ mod tests {
             [
                 "cargo fmt --check",
                 "cargo clippy",
+                "cargo deny",
                 "cargo build -p xmppd",
                 "cargo test --workspace",
                 "system packages for e2e tests",
@@ -426,7 +457,7 @@ mod tests {
                 "pytest tests/e2e"
             ]
         );
-        assert_eq!(names(&quick), names(&full)[2..].to_vec());
+        assert_eq!(names(&quick), names(&full)[3..].to_vec());
     }
 
     #[test]
@@ -466,5 +497,47 @@ mod tests {
         command.args(["-c", "exit 3"]);
         let err = run_command(&mut command).expect_err("must fail");
         assert!(err.to_string().contains("status 3"), "{err}");
+    }
+
+    /// A stand-in for cargo that logs its arguments and knows no `deny` subcommand until
+    /// `install` ran, as on a fresh CI machine.
+    fn fake_cargo(dir: &Path) -> PathBuf {
+        let script = dir.join("cargo");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n\
+             echo \"$*\" >> \"$(dirname \"$0\")/log\"\n\
+             if [ \"$1 $2\" = \"deny --version\" ]; then test -e \"$(dirname \"$0\")/installed\"; exit $?; fi\n\
+             if [ \"$1\" = install ]; then touch \"$(dirname \"$0\")/installed\"; fi\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    #[test]
+    fn cargo_deny_installs_itself_once_then_checks_offline() {
+        let dir = std::env::temp_dir().join(format!("xtask-deny-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cargo = fake_cargo(&dir);
+        cargo_deny(&dir, cargo.as_os_str()).unwrap();
+        cargo_deny(&dir, cargo.as_os_str()).unwrap();
+        let log = std::fs::read_to_string(dir.join("log")).unwrap();
+        let check = "deny --offline check licenses bans";
+        assert_eq!(
+            log.lines().collect::<Vec<_>>(),
+            [
+                "deny --version",
+                "install cargo-deny --locked",
+                "fetch",
+                check,
+                "deny --version",
+                "fetch",
+                check,
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask`: developer and CI automation for the xmppd workspace.
 //!
 //! Subcommands:
-//! - `ci [--quick]`: the whole gate CI runs (see [`ci`]); `--quick` skips fmt and clippy.
+//! - `ci [--quick]`: the whole gate CI runs (see [`ci`]); `--quick` skips fmt, clippy and
+//!   cargo-deny.
 //! - `bench [ARGS…]`: benchmarks, implemented in [`bench`].
 //!
 //! It deliberately has no argument-parsing dependency: two subcommands do not need one,
@@ -39,6 +40,6 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci [--quick]   fmt, clippy, build, unit tests, then end-to-end tests (tests/e2e)
-                 --quick skips fmt and clippy
+  ci [--quick]   fmt, clippy, cargo deny, build, unit tests, then end-to-end tests
+                 (tests/e2e); --quick skips fmt, clippy and cargo deny
   bench [ARGS]   run the benchmarks";
