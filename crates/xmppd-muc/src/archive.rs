@@ -18,7 +18,8 @@ use xmppd_core::stanza::{Condition, StanzaError};
 /// One message as the room broadcast it (`from` the occupant JID, no `to`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryEntry {
-    /// Unix milliseconds when the room accepted it.
+    /// Unix milliseconds: the end of the millisecond in which the room accepted it, so that
+    /// it is later than every instant before the message (see `HistoryQuery::since_ms`).
     pub stamp_ms: i64,
     /// The sender's real bare JID (for an archive's `with` filter; never shown to occupants).
     pub sender: BareJid,
@@ -32,7 +33,7 @@ pub struct HistoryQuery {
     pub max_stanzas: Option<usize>,
     /// Only messages of the last `seconds`.
     pub seconds: Option<u64>,
-    /// Only messages after this Unix millisecond.
+    /// Only messages after this Unix millisecond (a finer `since` is cut to the millisecond).
     pub since_ms: Option<i64>,
 }
 

@@ -807,7 +807,12 @@ impl Room {
         set_attr(&mut msg, "from", self.occupant_jid(&nick));
         if subject.is_none() || has_body {
             o.archive = Some(HistoryEntry {
-                stamp_ms: now_ms,
+                // The clock reads whole milliseconds, rounded down, while a `since` (XEP-0045
+                // §7.2.13) may name any instant: a message accepted at 5.0007 s stamped 5.000
+                // would fall before a `since` of 5.0004 s its sender read before sending it.
+                // The end of the millisecond is after every instant that preceded the message,
+                // and a `since` copied from its delay stamp still leaves it out.
+                stamp_ms: now_ms.saturating_add(1),
                 sender: real,
                 message: msg.clone(),
             });

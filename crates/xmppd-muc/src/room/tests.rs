@@ -114,7 +114,8 @@ fn groupchat_reaches_every_session_and_outsiders_are_refused() {
         .out
         .iter()
         .all(|m| m.attr("from") == Some(&*format!("{ROOM}/al"))));
-    assert_eq!(o.archive.unwrap().stamp_ms, 5);
+    // Stamped with the end of the millisecond the room accepted it in.
+    assert_eq!(o.archive.unwrap().stamp_ms, 6);
     let o = room.handle(&msg("carol@example.org/c"), 5);
     assert_eq!(error_of(&o).as_deref(), Some("not-acceptable"));
     assert_eq!(o.out.len(), 1);
@@ -676,6 +677,32 @@ fn declines_are_relayed_to_the_inviter() {
         d.get_child("reason", NS_MUC_USER).map(|r| r.text()),
         Some("busy".into())
     );
+}
+
+#[test]
+fn history_since_keeps_a_message_accepted_later_in_the_same_millisecond() {
+    let mut room = configured("", 0);
+    let o = room.handle(
+        &st(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='alice@example.org/a' \
+             to='{ROOM}'><body>hi</body></message>"
+        )),
+        // The clock reads whole milliseconds: this is some instant in [5.000 s, 5.001 s).
+        5_000,
+    );
+    let entries = [o.archive.unwrap()];
+    let since = |s: &str| {
+        let h = st(&format!("<history xmlns='{NS_MUC}' since='{s}'/>"));
+        HistoryQuery::parse(Some(&h)).select(&entries, 6_000).len()
+    };
+    // A client read its clock at 5.0004 s, then sent the message: the message is after that
+    // instant, whichever part of the millisecond the room accepted it in.
+    assert_eq!(since("1970-01-01T00:00:05.0004Z"), 1);
+    assert_eq!(since("1970-01-01T00:00:04.999Z"), 1);
+    // A `since` copied from the message's own delay stamp leaves it out.
+    let stamp = xmppd_core::stanza::xep82_datetime(entries[0].stamp_ms);
+    assert_eq!(since(&stamp), 0);
+    assert_eq!(since("1970-01-01T00:00:05.002Z"), 0);
 }
 
 #[test]
