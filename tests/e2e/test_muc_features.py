@@ -1,6 +1,7 @@
 """More group chat (XEP-0045) through slixmpp: reserved nicks (registration with a room,
 §7.10 and §7.12) kept across a restart, affiliation notices to absent users (101), voice
-requests, direct (XEP-0249) and declined mediated invitations, history since a time, several
+requests, direct (XEP-0249) and mediated invitations (only from occupants, declines only to
+the inviter, never to the service itself), history since a time, several
 sessions under one nick, dropped connections leaving the room, the per-user room limit
 counting the stored rooms, members reading the lists of private non-anonymous rooms, and which
 client errors remove an occupant (333).
@@ -12,7 +13,7 @@ import asyncio
 import datetime as dt
 import xml.etree.ElementTree as ET
 
-from clients import CLIENT_NS, async_test, bare, login, q
+from clients import CLIENT_NS, async_test, bare, is_message, login, q, stanza_error
 from test_muc import MUC, NS_DISCO_INFO, NS_MUC_USER, ROOM, USERS, codes, create_configured, \
     join_error, muc_login, muc_presence
 
@@ -150,6 +151,65 @@ async def test_direct_invitation_arrives_intact_and_declines_reach_the_inviter(s
     d = declined.find(f"{q(NS_MUC_USER, 'x')}/{q(NS_MUC_USER, 'decline')}")
     assert declined.get("from") == ROOM
     assert d.get("from") == server.jid("carol") and d.findtext(q(NS_MUC_USER, "reason")) == "busy"
+
+
+def has_muc_user(child: str):
+    path = f"{q(NS_MUC_USER, 'x')}/{q(NS_MUC_USER, child)}"
+    return lambda e: is_message(e) and e.find(path) is not None
+
+
+async def refusal(client) -> str | None:
+    err = await client.expect(lambda e: is_message(e) and e.get("type") == "error",
+                              what="error message")
+    assert err.get("from") == ROOM, ET.tostring(err)
+    return stanza_error(err)
+
+
+@async_test(timeout=60)
+async def test_mediated_invitations_need_an_occupant_and_declines_reach_only_the_inviter(
+        server):
+    alice = await muc_login(server, "alice")
+    bob = await muc_login(server, "bob")
+    carol = await muc_login(server, "carol")
+    await create_configured(alice, ROOM, "al", **{"muc#roomconfig_allowinvites": True})
+    carol_muc = carol.plugin["xep_0045"]
+
+    # §7.8.2: only an occupant invites through the room.
+    carol_muc.invite(ROOM, server.jid("bob"), reason="from outside")
+    assert await refusal(carol) == "not-acceptable"
+    # A decline from someone never invited reaches nobody.
+    carol_muc.decline(ROOM, server.jid("alice"), reason="never asked")
+    assert await refusal(carol) == "not-acceptable"
+    # Neither an invitation nor a decline may point the room at this service.
+    carol_muc.decline(ROOM, ROOM)
+    assert await refusal(carol) == "bad-request"
+    alice.plugin["xep_0045"].invite(ROOM, ROOM)
+    assert await refusal(alice) == "bad-request"
+    alice.plugin["xep_0045"].invite(ROOM, f"other@{MUC}")
+    assert await refusal(alice) == "bad-request"
+
+    # bob enters and invites carol. Her decline names alice, yet it goes to bob, who invited
+    # her, and to nobody else.
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+    bob.plugin["xep_0045"].invite(ROOM, server.jid("carol"), reason="join us")
+    invitation = await carol.expect(has_muc_user("invite"), what="invitation")
+    assert invitation.find(f".//{q(NS_MUC_USER, 'invite')}").get("from") == server.jid("bob")
+    carol_muc.decline(ROOM, server.jid("alice"), reason="busy")
+    declined = await bob.expect(has_muc_user("decline"), what="decline")
+    d = declined.find(f".//{q(NS_MUC_USER, 'decline')}")
+    assert declined.get("from") == ROOM
+    assert d.get("from") == server.jid("carol") and d.findtext(q(NS_MUC_USER, "reason")) == "busy"
+    # One invitation, one decline.
+    carol_muc.decline(ROOM, server.jid("bob"), reason="still busy")
+    assert await refusal(carol) == "not-acceptable"
+    # The room handles stanzas in order: what it sent alice or bob before this line has arrived
+    # with it.
+    bob.send_message(mto=ROOM, mbody="done", mtype="groupchat")
+    await alice.expect_message("done")
+    await bob.expect_message("done")
+    assert not [e for e in alice.received if has_muc_user("decline")(e)], alice.received
+    assert not [e for e in bob.received if has_muc_user("invite")(e)
+                or has_muc_user("decline")(e)], bob.received
 
 
 @async_test(timeout=90)

@@ -40,6 +40,10 @@ pub const NODE_ROOMUSER: &str = "x-roomuser-item";
 /// IQ requests between occupants whose answer is still awaited, per room (the oldest are
 /// forgotten first: their answers then go to the asker's oldest session).
 const MAX_PENDING_IQS: usize = 256;
+/// Mediated invitations that a decline may still answer, per room (the oldest are forgotten
+/// first), and for how long: an invitation may wait in offline storage for days.
+const MAX_PENDING_INVITES: usize = 256;
+const INVITE_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 const NS_DISCO_INFO: &str = stanza::NS_DISCO_INFO;
 const NS_DISCO_ITEMS: &str = stanza::NS_DISCO_ITEMS;
 
@@ -173,6 +177,14 @@ struct PendingIq {
     id: String,
 }
 
+/// A mediated invitation not answered yet (XEP-0045 §7.8.2).
+#[derive(Debug, Clone, PartialEq)]
+struct PendingInvite {
+    invitee: BareJid,
+    inviter: BareJid,
+    at_ms: i64,
+}
+
 /// A chat room.
 pub struct Room {
     pub jid: BareJid,
@@ -186,6 +198,9 @@ pub struct Room {
     sessions: HashMap<FullJid, String>,
     /// Forwarded IQ requests between occupants, to answer the session that asked.
     pending_iqs: VecDeque<PendingIq>,
+    /// Invitations sent, oldest first: the invitee who declines is not an occupant, so only
+    /// these tell the room whom a decline may go to.
+    pending_invites: VecDeque<PendingInvite>,
     limits: RoomLimits,
     /// Set once the room is gone, for whoever still holds a handle to it.
     pub gone: bool,
@@ -218,6 +233,7 @@ impl Room {
             occupants: BTreeMap::new(),
             sessions: HashMap::new(),
             pending_iqs: VecDeque::new(),
+            pending_invites: VecDeque::new(),
             limits,
             gone: false,
         }
@@ -502,6 +518,8 @@ impl Room {
             self.occupants.insert(nick.to_owned(), occ);
             self.sessions.insert(from.clone(), nick.to_owned());
         }
+        // Entering answers the user's invitations: no decline may follow.
+        self.pending_invites.retain(|p| p.invitee != real);
         for other in self.occupants.values().filter(|x| x.nick != nick) {
             o.out
                 .push(self.presence_for(other, from, false, &Extra::default(), &[]));
@@ -723,10 +741,10 @@ impl Room {
         }
         if let Some(x) = m.get_child("x", NS_MUC_USER) {
             if x.get_child("invite", NS_MUC_USER).is_some() {
-                return self.invite(from, x, o);
+                return self.invite(from, x, o, now_ms);
             }
             if let Some(d) = x.get_child("decline", NS_MUC_USER) {
-                return self.decline(from, d, o);
+                return self.decline(from, d, o, now_ms);
             }
         }
         if let Some(form) = m
@@ -865,19 +883,35 @@ impl Room {
         Ok(())
     }
 
-    fn invite(&mut self, from: &FullJid, x: &Element, o: &mut Outcome) -> Result<(), StanzaError> {
+    /// A mediated invitation (XEP-0045 §7.8.2) from an occupant. In a members-only room it
+    /// adds the invitee to the member list, so there it takes an admin, or a member when the
+    /// room allows members to invite (`muc#roomconfig_allowinvites`); the XEP asks for
+    /// `<forbidden/>` otherwise. Elsewhere moderators invite, and everyone with that option.
+    fn invite(
+        &mut self,
+        from: &FullJid,
+        x: &Element,
+        o: &mut Outcome,
+        now_ms: i64,
+    ) -> Result<(), StanzaError> {
         let Some(nick) = self.sessions.get(from).cloned() else {
             return Err(StanzaError::with_text(
                 Condition::NotAcceptable,
                 "you are not in this room",
             ));
         };
-        let inviter_aff = self.affiliation(&from.to_bare());
-        let role = self.role_of(from);
-        if !self.config.allow_invites && role != Role::Moderator {
+        let inviter = from.to_bare();
+        let inviter_aff = self.affiliation(&inviter);
+        let may_invite = if self.config.members_only {
+            inviter_aff >= Affiliation::Admin
+                || (inviter_aff >= Affiliation::Member && self.config.allow_invites)
+        } else {
+            self.config.allow_invites || self.role_of(from) == Role::Moderator
+        };
+        if !may_invite {
             return Err(StanzaError::with_text(
                 Condition::Forbidden,
-                "only moderators may invite to this room",
+                "you may not invite to this room",
             ));
         }
         let mut invitees = Vec::new();
@@ -886,17 +920,21 @@ impl Room {
                 .attr("to")
                 .and_then(|t| Jid::new(t).ok())
                 .ok_or(Condition::JidMalformed)?;
+            self.user_outside_service(&to)?;
+            if self.affiliation(&to.to_bare()) == Affiliation::Outcast {
+                // Only the admins lift a ban, through the outcast list.
+                return Err(StanzaError::with_text(
+                    Condition::Forbidden,
+                    "that user is banned from this room",
+                ));
+            }
             invitees.push((to, inv.get_child("reason", NS_MUC_USER).map(|r| r.text())));
         }
         for (to, reason) in invitees {
             let bare = to.to_bare();
             if self.config.members_only && self.affiliation(&bare) < Affiliation::Member {
-                if inviter_aff < Affiliation::Admin && !self.config.allow_invites {
-                    return Err(StanzaError::new(Condition::Forbidden));
-                }
-                // XEP-0045 §7.8.2: inviting to a members-only room makes the invitee a member.
                 self.affiliations.insert(
-                    bare,
+                    bare.clone(),
                     AffItem {
                         affiliation: Affiliation::Member,
                         nick: None,
@@ -905,11 +943,12 @@ impl Room {
                 );
                 o.changed = true;
             }
+            self.remember_invite(bare, inviter.clone(), now_ms);
             let mut msg = elem("message", NS_CLIENT, &[]);
             set_attr(&mut msg, "from", self.jid.to_string());
             set_attr(&mut msg, "to", to.to_string());
             let mut ux = Element::bare("x", NS_MUC_USER);
-            let mut i = elem("invite", NS_MUC_USER, &[("from", from.to_bare().as_str())]);
+            let mut i = elem("invite", NS_MUC_USER, &[("from", inviter.as_str())]);
             if let Some(r) = &reason {
                 i.append_child(text_elem("reason", NS_MUC_USER, r));
             }
@@ -928,16 +967,78 @@ impl Room {
         Ok(())
     }
 
-    fn decline(&mut self, from: &FullJid, d: &Element, o: &mut Outcome) -> Result<(), StanzaError> {
-        let to = d
-            .attr("to")
-            .and_then(|t| Jid::new(t).ok())
-            .ok_or(Condition::JidMalformed)?;
+    /// Invitations and declines go to users. On this service's domain they would make the room
+    /// message itself, another room or an occupant JID in a user's name.
+    fn user_outside_service(&self, to: &Jid) -> Result<(), StanzaError> {
+        if to.domain() == self.jid.domain() {
+            return Err(StanzaError::with_text(
+                Condition::BadRequest,
+                "invitations and declines go to users, not to this chat service",
+            ));
+        }
+        Ok(())
+    }
+
+    fn remember_invite(&mut self, invitee: BareJid, inviter: BareJid, now_ms: i64) {
+        self.expire_invites(now_ms);
+        self.pending_invites
+            .retain(|p| !(p.invitee == invitee && p.inviter == inviter));
+        if self.pending_invites.len() >= MAX_PENDING_INVITES {
+            self.pending_invites.pop_front();
+        }
+        self.pending_invites.push_back(PendingInvite {
+            invitee,
+            inviter,
+            at_ms: now_ms,
+        });
+    }
+
+    fn expire_invites(&mut self, now_ms: i64) {
+        self.pending_invites
+            .retain(|p| now_ms.saturating_sub(p.at_ms) <= INVITE_TTL_MS);
+    }
+
+    /// XEP-0045 §7.8.2: the invitee declines through the room, which tells the inviter. The
+    /// invitee is not an occupant, so only an invitation the room sent lets a decline through,
+    /// and it goes to whoever sent that invitation: the one the decline names if that user
+    /// invited the decliner, else the latest inviter. One invitation, one decline.
+    fn decline(
+        &mut self,
+        from: &FullJid,
+        d: &Element,
+        o: &mut Outcome,
+        now_ms: i64,
+    ) -> Result<(), StanzaError> {
+        let named = match d.attr("to") {
+            Some(t) => Some(Jid::new(t).map_err(|_| Condition::JidMalformed)?),
+            None => None,
+        };
+        if let Some(to) = &named {
+            self.user_outside_service(to)?;
+        }
+        self.expire_invites(now_ms);
+        let invitee = from.to_bare();
+        let named = named.map(|j| j.to_bare());
+        let mine = |p: &PendingInvite| p.invitee == invitee;
+        let pending = self
+            .pending_invites
+            .iter()
+            .rposition(|p| mine(p) && Some(&p.inviter) == named.as_ref())
+            .or_else(|| self.pending_invites.iter().rposition(mine));
+        let Some(inviter) = pending
+            .and_then(|i| self.pending_invites.remove(i))
+            .map(|p| p.inviter)
+        else {
+            return Err(StanzaError::with_text(
+                Condition::NotAcceptable,
+                "no invitation of yours to this room is pending",
+            ));
+        };
         let mut msg = elem("message", NS_CLIENT, &[]);
         set_attr(&mut msg, "from", self.jid.to_string());
-        set_attr(&mut msg, "to", to.to_string());
+        set_attr(&mut msg, "to", inviter.to_string());
         let mut ux = Element::bare("x", NS_MUC_USER);
-        let mut dl = elem("decline", NS_MUC_USER, &[("from", from.to_bare().as_str())]);
+        let mut dl = elem("decline", NS_MUC_USER, &[("from", invitee.as_str())]);
         if let Some(r) = d.get_child("reason", NS_MUC_USER) {
             dl.append_child(text_elem("reason", NS_MUC_USER, &r.text()));
         }

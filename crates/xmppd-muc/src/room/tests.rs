@@ -379,6 +379,12 @@ fn admin_item(from: &str, item: &str) -> Element {
     )
 }
 
+/// An affiliation or role change by alice, the owner, that must succeed.
+fn admin_set(room: &mut Room, item: &str) {
+    let o = room.handle(&admin_item("alice@example.org/a", item), 0);
+    assert_eq!(error_of(&o), None, "{item}");
+}
+
 fn item_of(el: &Element) -> &Element {
     el.get_child("x", NS_MUC_USER)
         .and_then(|x| x.get_child("item", NS_MUC_USER))
@@ -655,17 +661,52 @@ fn voice_requests_reach_moderators_and_approval_grants_voice() {
     assert_eq!(item_of(p).attr("role"), Some("participant"));
 }
 
-#[test]
-fn declines_are_relayed_to_the_inviter() {
-    let mut room = configured("", 0);
-    let o = room.handle(
+fn invite(room: &mut Room, from: &str, to: &str, now_ms: i64) -> Outcome {
+    room.handle(
         &st(&format!(
-            "<message xmlns='jabber:client' from='carol@example.org/c' to='{ROOM}'>\
-             <x xmlns='{NS_MUC_USER}'><decline to='alice@example.org'><reason>busy</reason>\
-             </decline></x></message>"
+            "<message xmlns='jabber:client' from='{from}' to='{ROOM}'>\
+             <x xmlns='{NS_MUC_USER}'><invite to='{to}'><reason>join us</reason></invite></x>\
+             </message>"
         )),
-        0,
-    );
+        now_ms,
+    )
+}
+
+fn decline(room: &mut Room, from: &str, to: &str, now_ms: i64) -> Outcome {
+    room.handle(
+        &st(&format!(
+            "<message xmlns='jabber:client' from='{from}' to='{ROOM}'>\
+             <x xmlns='{NS_MUC_USER}'><decline to='{to}'><reason>busy</reason></decline></x>\
+             </message>"
+        )),
+        now_ms,
+    )
+}
+
+fn invitation_to(o: &Outcome, to: &str) -> Option<Element> {
+    to_of(o, to).into_iter().find(|m| {
+        m.get_child("x", NS_MUC_USER)
+            .and_then(|x| x.get_child("invite", NS_MUC_USER))
+            .is_some()
+    })
+}
+
+#[test]
+fn declines_go_to_the_inviter_of_a_pending_invitation_only() {
+    let mut room = configured("", 0);
+    join(&mut room, "bob@example.org/b", "bob");
+    // A decline from someone never invited goes nowhere: the room has no inviter to tell.
+    let o = decline(&mut room, "carol@example.org/c", "alice@example.org", 0);
+    assert_eq!(error_of(&o).as_deref(), Some("not-acceptable"));
+    assert_eq!(o.out.len(), 1, "only the error, to carol: {:?}", o.out);
+
+    let o = invite(&mut room, "alice@example.org/a", "carol@example.org", 0);
+    let inv = invitation_to(&o, "carol@example.org").unwrap();
+    assert_eq!(inv.attr("from"), Some(ROOM));
+    // Carol declines naming bob: the decline still goes to alice, who invited her, and to
+    // nobody else.
+    let o = decline(&mut room, "carol@example.org/c", "bob@example.org", 5);
+    assert_eq!(o.out.len(), 1, "{:?}", o.out);
     let m = &to_of(&o, "alice@example.org")[0];
     assert_eq!(m.attr("from"), Some(ROOM));
     let d = m
@@ -676,6 +717,139 @@ fn declines_are_relayed_to_the_inviter() {
     assert_eq!(
         d.get_child("reason", NS_MUC_USER).map(|r| r.text()),
         Some("busy".into())
+    );
+    // One invitation, one decline.
+    let o = decline(&mut room, "carol@example.org/c", "alice@example.org", 6);
+    assert_eq!(error_of(&o).as_deref(), Some("not-acceptable"));
+
+    // Two inviters: the decline goes to the one it names.
+    room.config.allow_invites = true;
+    invite(&mut room, "alice@example.org/a", "dave@example.org", 10);
+    invite(&mut room, "bob@example.org/b", "dave@example.org", 11);
+    let o = decline(&mut room, "dave@example.org/d", "alice@example.org", 12);
+    assert_eq!(to_of(&o, "alice@example.org").len(), 1);
+    let o = decline(&mut room, "dave@example.org/d", "alice@example.org", 13);
+    assert_eq!(
+        to_of(&o, "bob@example.org").len(),
+        1,
+        "the one left: {:?}",
+        o.out
+    );
+}
+
+#[test]
+fn pending_invitations_expire_are_bounded_and_end_on_entering() {
+    let mut room = configured("", 0);
+    invite(&mut room, "alice@example.org/a", "carol@example.org", 0);
+    let o = decline(
+        &mut room,
+        "carol@example.org/c",
+        "alice@example.org",
+        INVITE_TTL_MS + 1,
+    );
+    assert_eq!(error_of(&o).as_deref(), Some("not-acceptable"), "expired");
+
+    for i in 0..=MAX_PENDING_INVITES {
+        invite(
+            &mut room,
+            "alice@example.org/a",
+            &format!("u{i}@example.org"),
+            0,
+        );
+    }
+    let o = decline(&mut room, "u0@example.org/x", "alice@example.org", 1);
+    assert_eq!(
+        error_of(&o).as_deref(),
+        Some("not-acceptable"),
+        "the oldest was forgotten"
+    );
+    let o = decline(&mut room, "u1@example.org/x", "alice@example.org", 1);
+    assert_eq!(to_of(&o, "alice@example.org").len(), 1);
+
+    // Entering the room answers the invitation: no decline may follow.
+    join(&mut room, "u2@example.org/x", "u2");
+    let o = decline(&mut room, "u2@example.org/x", "alice@example.org", 1);
+    assert_eq!(error_of(&o).as_deref(), Some("not-acceptable"));
+}
+
+#[test]
+fn only_occupants_invite_and_never_to_this_service() {
+    let mut room = configured("", 0);
+    // Not in the room: refused, nothing sent to the invitee.
+    let o = invite(&mut room, "carol@example.org/c", "dave@example.org", 0);
+    assert_eq!(error_of(&o).as_deref(), Some("not-acceptable"));
+    assert_eq!(o.out.len(), 1);
+    // An occupant who is not a moderator, while the room does not allow invitations.
+    join(&mut room, "bob@example.org/b", "bob");
+    let o = invite(&mut room, "bob@example.org/b", "dave@example.org", 0);
+    assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+    // The room itself, another room, an occupant JID or the service: never.
+    for to in [
+        ROOM.to_owned(),
+        "other@conference.example.org".to_owned(),
+        format!("{ROOM}/bob"),
+        "conference.example.org".to_owned(),
+    ] {
+        let o = invite(&mut room, "alice@example.org/a", &to, 0);
+        assert_eq!(error_of(&o).as_deref(), Some("bad-request"), "{to}");
+        assert_eq!(o.out.len(), 1, "{to}");
+    }
+    invite(&mut room, "alice@example.org/a", "carol@example.org", 0);
+    for to in [ROOM, "conference.example.org"] {
+        let o = decline(&mut room, "carol@example.org/c", to, 0);
+        assert_eq!(error_of(&o).as_deref(), Some("bad-request"), "{to}");
+        assert_eq!(o.out.len(), 1, "{to}");
+    }
+    // A banned user is not invited (and so not made a member).
+    admin_set(
+        &mut room,
+        "<item jid='eve@example.org' affiliation='outcast'/>",
+    );
+    let o = invite(&mut room, "alice@example.org/a", "eve@example.org", 0);
+    assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+    assert_eq!(
+        room.affiliation(&BareJid::new("eve@example.org").unwrap()),
+        Affiliation::Outcast
+    );
+}
+
+#[test]
+fn members_only_invitations_add_members_when_the_inviter_may_edit_the_list() {
+    let mut room = configured(&field("muc#roomconfig_membersonly", "1"), 0);
+    for who in ["bob", "carol"] {
+        admin_set(
+            &mut room,
+            &format!("<item jid='{who}@example.org' affiliation='member'/>"),
+        );
+    }
+    admin_set(
+        &mut room,
+        "<item jid='ann@example.org' affiliation='admin'/>",
+    );
+    join(&mut room, "bob@example.org/b", "bob");
+    join(&mut room, "ann@example.org/a", "ann");
+    // A moderator who is only a member does not edit the member list.
+    admin_set(&mut room, "<item nick='bob' role='moderator'/>");
+    let dave = BareJid::new("dave@example.org").unwrap();
+    let o = invite(&mut room, "bob@example.org/b", "dave@example.org", 0);
+    assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+    assert_eq!(room.affiliation(&dave), Affiliation::None);
+    // An admin's invitation makes the invitee a member (§7.8.2).
+    let o = invite(&mut room, "ann@example.org/a", "dave@example.org", 0);
+    assert!(invitation_to(&o, "dave@example.org").is_some());
+    assert!(o.changed);
+    assert_eq!(room.affiliation(&dave), Affiliation::Member);
+    // With muc#roomconfig_allowinvites, members invite too, and add members.
+    room.config.allow_invites = true;
+    let erin = BareJid::new("erin@example.org").unwrap();
+    let o = invite(&mut room, "bob@example.org/b", "erin@example.org", 0);
+    assert!(invitation_to(&o, "erin@example.org").is_some());
+    assert_eq!(room.affiliation(&erin), Affiliation::Member);
+    // An invitation never lowers an affiliation.
+    invite(&mut room, "bob@example.org/b", "ann@example.org", 0);
+    assert_eq!(
+        room.affiliation(&BareJid::new("ann@example.org").unwrap()),
+        Affiliation::Admin
     );
 }
 
