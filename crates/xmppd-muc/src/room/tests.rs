@@ -845,6 +845,15 @@ fn members_only_invitations_add_members_when_the_inviter_may_edit_the_list() {
     let o = invite(&mut room, "bob@example.org/b", "erin@example.org", 0);
     assert!(invitation_to(&o, "erin@example.org").is_some());
     assert_eq!(room.affiliation(&erin), Affiliation::Member);
+    // Nor does it lift a ban: only the outcast list does.
+    admin_set(
+        &mut room,
+        "<item jid='eve@example.org' affiliation='outcast'/>",
+    );
+    let o = invite(&mut room, "ann@example.org/a", "eve@example.org", 0);
+    assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+    let eve = BareJid::new("eve@example.org").unwrap();
+    assert_eq!(room.affiliation(&eve), Affiliation::Outcast);
     // An invitation never lowers an affiliation.
     invite(&mut room, "bob@example.org/b", "ann@example.org", 0);
     assert_eq!(
