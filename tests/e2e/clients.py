@@ -254,12 +254,18 @@ async def login(
         await asyncio.wait_for(client.get_roster(), STEP)
     if presence:
         client.send_presence(ppriority=priority)
-        # A server handles one stream's stanzas in order, so once this ping is answered the
-        # presence has been processed and the resource is available: tests that send to it
-        # right away then test routing, not a race with the login.
-        pong = await client.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to=client.boundjid.domain)
-        assert pong.get("type") == "result", ET.tostring(pong)
+        # Once settled the resource is available: tests that send to it right away then test
+        # routing, not a race with the login.
+        await settled(client)
     return client
+
+
+async def settled(client) -> None:
+    """Returns once the server has handled everything ``client`` sent so far (messages
+    routed or stored, presence applied): it handles one stream's stanzas in order, so the
+    answer to a ping comes after theirs."""
+    pong = await client.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to=client.boundjid.domain)
+    assert pong.get("type") == "result", ET.tostring(pong)
 
 
 async def can_login(server, user: str, password: str = PASSWORD, **kw) -> bool:

@@ -2,10 +2,9 @@
 delivered with an XEP-0203 ``<delay/>`` at the next available presence, capped per user
 (excess bounced with ``<service-unavailable/>``), and durable across a crash of the server."""
 
-import asyncio
 import datetime
 
-from clients import DELAY_NS, async_test, is_message, login, q, stanza_error
+from clients import DELAY_NS, async_test, is_message, login, q, settled, stanza_error
 
 
 def delay_of(message):
@@ -20,7 +19,7 @@ async def test_offline_message_delivered_with_delay(server):
     alice = await login(server, "alice")
     alice.chat("bob@localhost", "while you were out")
     alice.chat("bob@localhost", "and another one")
-    await asyncio.sleep(0.5)
+    await settled(alice)
 
     # Logging in without presence is not "available": nothing yet (RFC 6121 §8.5.2.2).
     bob = await login(server, "bob", presence=False)
@@ -75,7 +74,7 @@ async def test_groupchat_and_error_messages_are_not_stored(server):
     alice.send_message(mto="bob@localhost", mbody="a groupchat line", mtype="groupchat")
     alice.send_message(mto="bob@localhost", mbody="an error", mtype="error")
     alice.send_message(mto="bob@localhost", mbody="a normal one", mtype="normal")
-    await asyncio.sleep(0.5)
+    await settled(alice)
     bob = await login(server, "bob")
     await bob.expect_message("a normal one")
     await bob.expect_none(is_message, 1.0, "groupchat/error message stored offline")
@@ -85,10 +84,8 @@ async def test_groupchat_and_error_messages_are_not_stored(server):
 async def test_offline_messages_survive_kill_9(server):
     alice = await login(server, "alice")
     alice.chat("bob@localhost", "written to disk?")
-    # An iq round trip after the message: the server has processed the message by then.
-    pong = await alice.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to="localhost")
-    assert pong.get("type") == "result"
-    await asyncio.sleep(0.5)
+    # Stored durably once settled: an answer to a stored message comes after its commit.
+    await settled(alice)
     alice.kill()
     server.kill9()
     server.start()

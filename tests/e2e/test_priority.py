@@ -2,9 +2,7 @@
 resource(s) with the highest non-negative priority — all of them on a tie — and never to a
 resource with negative priority; with only negative priorities it is stored offline."""
 
-import asyncio
-
-from clients import DELAY_NS, async_test, is_message, login, q
+from clients import DELAY_NS, async_test, is_message, login, q, settled
 
 MESSAGE_WAIT = 1.5
 
@@ -22,7 +20,7 @@ async def test_highest_priority_resources_get_bare_jid_messages(server):
 
     # Raising the low one's priority above the others moves the traffic there.
     low.send_presence(ppriority=10)
-    await asyncio.sleep(0.5)
+    await settled(low)
     alice.chat("bob@localhost", "now to the new favourite")
     await low.expect_message("now to the new favourite", "alice@localhost")
     await high1.expect_none(is_message, MESSAGE_WAIT, "message to a demoted resource")
@@ -47,6 +45,8 @@ async def test_only_negative_priority_means_offline(server):
     shy = await login(server, "bob", priority=-5)
     alice = await login(server, "alice")
     alice.chat("bob@localhost", "kept for later")
+    # Stored before the next resource comes (else it would get it live, without a delay).
+    await settled(alice)
     await shy.expect_none(is_message, MESSAGE_WAIT, "message to a negative-priority resource")
     # The next resource with non-negative priority receives it from offline storage.
     later = await login(server, "bob", priority=0)
