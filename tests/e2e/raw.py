@@ -124,9 +124,18 @@ class RawClient:
         direct_tls: bool = False,
         tls_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
+        rcvbuf: int | None = None,
     ) -> None:
+        """``rcvbuf`` shrinks the socket's receive buffer (set before connecting, so the TCP
+        window stays that small): a client on a slow link, for back-pressure tests."""
         self.timeout = timeout
-        sock = socket.create_connection((host, port), timeout=timeout)
+        if rcvbuf is None:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout)
+            sock.connect((host, port))
         self.tls = False
         if direct_tls:
             ctx = tls_context or trust_all_context(alpn=["xmpp-client"])

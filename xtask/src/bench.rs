@@ -365,12 +365,14 @@ fn write_config(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Both listeners on port 0: the server prints the ports it got, so runs never collide. Every
-/// bench client comes from 127.0.0.1, so the per-address limit before login is lifted.
+/// bench client comes from 127.0.0.1, so the per-address limit before login is lifted. The
+/// per-session shaper and room rate limits are off: the bench measures the server's capacity,
+/// not how it slows one fast client down.
 fn config_text(data_dir: &Path) -> String {
     format!(
         "[server]\nhosts = [\"{DOMAIN}\"]\ndata_dir = {}\n\n[c2s]\n\
          starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n\
-         max_pending_per_ip = 1000000\n\n\
+         max_pending_per_ip = 1000000\nshaper_bytes_per_sec = 0\n\n\
          [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n",
         toml_string(&data_dir.to_string_lossy())
     )

@@ -68,6 +68,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         max_resources_per_user: config.resources_max_per_user,
         max_roster_items: config.roster_max_items,
         tombstone: config.registration.tombstone,
+        max_presence_bytes: config.c2s.max_presence_bytes,
         ..CoreConfig::default()
     };
     core_config.admins = server_cfg.admins.clone();
@@ -134,7 +135,15 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
             max_stanza_bytes: c2s_cfg.max_stanza_bytes,
             ..Limits::DEFAULT
         },
-        queue_len: c2s_cfg.session_queue,
+        queue: xmppd_core::QueueLimits {
+            stanzas: c2s_cfg.session_queue,
+            bytes: c2s_cfg.session_queue_bytes,
+            reply_bytes: c2s_cfg.session_reply_bytes,
+        },
+        shaper: xmppd_c2s::ShaperSettings {
+            bytes_per_sec: c2s_cfg.shaper_bytes_per_sec as u64,
+            burst_bytes: c2s_cfg.shaper_burst_bytes as u64,
+        },
         hide_ip: server_cfg.hide_ip_in_logs,
         handshake_timeout: c2s_cfg.handshake_timeout,
         max_auth_failures: c2s_cfg.max_auth_failures,
@@ -197,7 +206,7 @@ async fn muc_services(
                 messages_per_second: m.messages_per_second,
             },
         };
-        let archive = Arc::new(xmppd_muc::MemoryArchive::default());
+        let archive = Arc::new(xmppd_muc::MemoryArchive::new(m.max_history_bytes));
         let service = xmppd_muc::MucService::load(settings, store.clone(), archive)
             .await
             .map_err(|e| format!("loading the rooms of {domain}: {e}"))?;

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use jid::{BareJid, Jid};
 use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::stanza::StanzaError;
-use xmppd_core::{user_ref, Outbound, Server};
+use xmppd_core::{user_ref, Server};
 use xmppd_stream::StreamErrorCondition;
 
 use crate::form::{Field, Form, FormKind};
@@ -62,16 +62,13 @@ pub fn announce(server: &Server, host: Option<&str>, subject: Option<&str>, body
 pub fn end_session(server: &Server, jid: &Jid) -> usize {
     const TEXT: &str = "Session ended by an administrator";
     match jid.try_as_full() {
-        Ok(full) => {
-            let close = Outbound::Close(StreamErrorCondition::PolicyViolation, Some(TEXT.into()));
-            server
-                .router()
-                .resources(&jid.to_bare())
-                .iter()
-                .filter(|r| &r.jid == full)
-                .filter(|r| r.tx.try_send(close.clone()).is_ok())
-                .count()
-        }
+        Ok(full) => server
+            .router()
+            .resources(&jid.to_bare())
+            .iter()
+            .filter(|r| &r.jid == full)
+            .filter(|r| (r.queue).close(StreamErrorCondition::PolicyViolation, Some(TEXT.into())))
+            .count(),
         Err(_) => server.end_sessions(
             &jid.to_bare(),
             StreamErrorCondition::PolicyViolation,

@@ -489,7 +489,12 @@ async fn disable_end_session_and_counts() {
     assert!(server.is_disabled(&bob_jid).await);
     let closed = bob.drain().iter().any(|e| e.ns() == CLOSE_NS);
     assert!(closed, "bob's session ends");
-    let bind = server.bind(bob_jid.clone(), Some("x"), SessionInfo::default(), 8);
+    let bind = server.bind(
+        bob_jid.clone(),
+        Some("x"),
+        SessionInfo::default(),
+        xmppd_core::QueueLimits::default(),
+    );
     assert!(bind.await.is_err());
 
     complete(

@@ -18,17 +18,18 @@ use jid::BareJid;
 use minidom::Element;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::module::PreAuthService;
 use xmppd_core::stanza::{error_reply, Condition, StanzaError};
-use xmppd_core::{user_ref, ClientSession, Outbound, Server, SessionInfo};
+use xmppd_core::{user_ref, Class, ClientSession, Outbound, QueueReceiver, Server, SessionInfo};
 use xmppd_sasl::{ChannelBindings, HashAlg, Mechanism, SaslError, ScramServer};
 use xmppd_stream::{Event, Framer, StreamErrorCondition as Cond, StreamHeader, NS_CLIENT};
 
 use crate::features::{self, escape_into, NS_BIND, NS_SASL, NS_SESSION, NS_STANZAS, NS_TLS};
+use crate::shaper::Shaper;
 use crate::{ListenerKind, Shared};
 
 /// Time for the whole negotiation (TLS, SASL, bind), on top of the TLS handshake timeout: a
@@ -38,6 +39,9 @@ const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writing the final stream error and close_notify to a dying connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Once a session is told to close, how long what was queued before may take to be written;
+/// what is not out by then is re-routed (a peer that does not read must not hold it).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// After the close: how long, and how much, unread client input is drained.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
@@ -238,8 +242,10 @@ enum SaslReply {
 
 /// What the established loop woke up for.
 enum Wake {
-    Outbound(Option<Outbound>),
+    Outbound((Outbound, Class)),
     Read(io::Result<usize>),
+    /// The shaper lets the connection read again.
+    Resume,
     Shutdown,
 }
 
@@ -270,7 +276,7 @@ struct Conn {
 
 impl Conn {
     /// Runs the stream to a bound resource.
-    async fn negotiate(&mut self) -> Result<(ClientSession, mpsc::Receiver<Outbound>), Stop> {
+    async fn negotiate(&mut self) -> Result<(ClientSession, QueueReceiver), Stop> {
         if self.kind == ListenerKind::DirectTls {
             let acceptor = self.shared.tls.direct_acceptor();
             self.start_tls(acceptor).await?;
@@ -714,7 +720,7 @@ impl Conn {
         &mut self,
         user: &BareJid,
         el: Element,
-    ) -> Result<Option<(ClientSession, mpsc::Receiver<Outbound>)>, Stop> {
+    ) -> Result<Option<(ClientSession, QueueReceiver)>, Stop> {
         if el.is("iq", NS_CLIENT) && el.attr("type") == Some("set") {
             let id = el.attr("id").unwrap_or_default();
             if let Some(bind) = el.get_child("bind", NS_BIND) {
@@ -728,9 +734,9 @@ impl Conn {
                     },
                     secure: self.secure,
                 };
-                let queue_len = self.shared.settings.queue_len;
+                let limits = self.shared.settings.queue;
                 let server = Arc::clone(&self.shared.server);
-                match server.bind(user.clone(), resource, info, queue_len).await {
+                match server.bind(user.clone(), resource, info, limits).await {
                     Ok((session, rx)) => {
                         tracing::info!(jid = %session.jid, "session bound");
                         write_bind_result(&mut self.out, id, &session.jid.to_string());
@@ -762,7 +768,7 @@ impl Conn {
     }
 
     /// The bound session: socket to core, queue to socket, until one side ends it.
-    async fn established(&mut self, bound: &mut Bound, mut rx: mpsc::Receiver<Outbound>) -> Stop {
+    async fn established(&mut self, bound: &mut Bound, rx: QueueReceiver) -> Stop {
         let Some(session) = bound.session.as_mut() else {
             return Stop::Gone;
         };
@@ -770,27 +776,31 @@ impl Conn {
             return stop;
         }
         let server = Arc::clone(&self.shared.server);
+        let mut shaper = Shaper::new(self.shared.settings.shaper, Instant::now());
+        // Set while the shaper holds reading back.
+        let mut read_at: Option<Instant> = None;
         loop {
             let wake = {
                 let Conn {
                     io, rbuf, shutdown, ..
                 } = self;
+                let resume = read_at.unwrap_or_else(Instant::now);
                 tokio::select! {
-                    msg = rx.recv() => Wake::Outbound(msg),
-                    read = io.read(rbuf) => Wake::Read(read),
+                    out = rx.recv() => Wake::Outbound(out),
+                    read = io.read(rbuf), if read_at.is_none() => Wake::Read(read),
+                    _ = tokio::time::sleep_until(resume), if read_at.is_some() => Wake::Resume,
                     _ = shutdown_requested(shutdown) => Wake::Shutdown,
                 }
             };
             match wake {
-                Wake::Outbound(Some(msg)) => {
-                    if let Err(stop) = self.deliver(msg, &mut rx).await {
+                Wake::Outbound(out) => {
+                    if let Err(stop) = self.deliver(out, &rx, &server, session).await {
                         return stop;
                     }
                 }
-                // The core dropped the queue without a Close: nothing will reach this session.
-                Wake::Outbound(None) => return Stop::err(Cond::InternalServerError),
                 Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Stop::Gone,
                 Wake::Read(Ok(n)) => {
+                    read_at = shaper.take(n, Instant::now());
                     self.framer.feed(&self.rbuf[..n]);
                     loop {
                         match self.framer.next_event() {
@@ -810,6 +820,7 @@ impl Conn {
                         }
                     }
                 }
+                Wake::Resume => read_at = None,
                 Wake::Shutdown => return Stop::err(Cond::SystemShutdown),
             }
         }
@@ -845,21 +856,89 @@ impl Conn {
     /// Writes `first` and whatever else is queued right now in one write.
     async fn deliver(
         &mut self,
-        first: Outbound,
-        rx: &mut mpsc::Receiver<Outbound>,
+        first: (Outbound, Class),
+        rx: &QueueReceiver,
+        server: &Arc<Server>,
+        session: &ClientSession,
     ) -> Result<(), Stop> {
+        // The stanzas in `out`, each with the offset where it ends: what a failed write did
+        // not get out goes back to the queue, to be re-routed when the session ends.
+        let mut batch: Vec<(Outbound, Class, usize)> = Vec::new();
         let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Outbound::Stanza(el) => xmppd_stream::serialize(&el, NS_CLIENT, &mut self.out),
-                // Stanzas queued before the close are still in `out`; finish() writes them.
-                Outbound::Close(cond, text) => return Err(Stop::Error(cond, text)),
+        while let Some((msg, class)) = next.take() {
+            match &msg {
+                Outbound::Stanza(el) => xmppd_stream::serialize(el, NS_CLIENT, &mut self.out),
+                Outbound::Addressed(el, to) => {
+                    xmppd_stream::serialize_addressed(el, NS_CLIENT, to.as_str(), &mut self.out)
+                }
+                Outbound::Written => {
+                    self.write_out(rx, &mut batch).await?;
+                    server.written(session).await;
+                }
+                Outbound::Close(cond, text) => {
+                    self.write_out(rx, &mut batch).await?;
+                    return Err(Stop::Error(*cond, text.clone()));
+                }
+            }
+            if matches!(msg, Outbound::Stanza(_) | Outbound::Addressed(..)) {
+                batch.push((msg, class, self.out.len()));
             }
             if self.out.len() < BATCH_BYTES {
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
         }
-        self.flush().await
+        self.write_out(rx, &mut batch).await
+    }
+
+    /// Writes out everything pending, like [`Conn::flush`], but gives up when the server shuts
+    /// down, or [`CLOSE_GRACE`] after the session was told to close: a peer that does not read
+    /// must not delay a disable, kick or replacement. What a failed or abandoned write did not
+    /// get out goes back to the queue.
+    async fn write_out(
+        &mut self,
+        rx: &QueueReceiver,
+        batch: &mut Vec<(Outbound, Class, usize)>,
+    ) -> Result<(), Stop> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let mut written = 0;
+        let result = loop {
+            let Conn {
+                io, out, shutdown, ..
+            } = self;
+            let done = written == out.len();
+            // Writes, then flushes once all is written (TLS may still hold some back).
+            let step = async {
+                if done {
+                    io.flush().await.map(|()| 0)
+                } else {
+                    io.write(&out[written..]).await
+                }
+            };
+            tokio::select! {
+                r = step => match r {
+                    Ok(0) if done => break Ok(()),
+                    Ok(n @ 1..) => written += n,
+                    _ => break Err(Stop::Gone),
+                },
+                _ = async { tokio::time::sleep_until(rx.closing_since().await + CLOSE_GRACE).await } => {
+                    break Err(match rx.take_close() {
+                        Some(Outbound::Close(cond, text)) => Stop::Error(cond, text),
+                        _ => Stop::Gone,
+                    });
+                }
+                _ = shutdown_requested(shutdown) => break Err(Stop::err(Cond::SystemShutdown)),
+                _ = tokio::time::sleep_until(deadline) => break Err(Stop::Gone),
+            }
+        };
+        match result {
+            Ok(()) => batch.clear(),
+            Err(_) => give_back(rx, batch, written),
+        }
+        self.clear_out();
+        result
     }
 
     /// The next top-level element during negotiation.
@@ -914,13 +993,17 @@ impl Conn {
             io.flush().await
         })
         .await;
-        self.out.clear();
-        if self.out.capacity() > KEEP_CAPACITY {
-            self.out.shrink_to(KEEP_CAPACITY / 4);
-        }
+        self.clear_out();
         match written {
             Ok(Ok(())) => Ok(()),
             _ => Err(Stop::Gone),
+        }
+    }
+
+    fn clear_out(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out.shrink_to(KEEP_CAPACITY / 4);
         }
     }
 
@@ -1040,6 +1123,17 @@ fn write_bind_result(out: &mut Vec<u8>, id: &str, jid: &str) {
     out.extend_from_slice(b"'><jid>");
     escape_into(out, jid);
     out.extend_from_slice(b"</jid></bind></iq>");
+}
+
+/// Returns to the queue the stanzas of `batch` that were not wholly written once `written`
+/// bytes of it were, in order: they are re-routed when the session ends. A stanza cut in the
+/// middle goes back too: a peer that stopped reading may never take its end.
+fn give_back(rx: &QueueReceiver, batch: &mut Vec<(Outbound, Class, usize)>, written: usize) {
+    let done = batch.partition_point(|(_, _, end)| *end <= written);
+    let unwritten = batch.split_off(done);
+    batch.clear();
+    let unwritten = unwritten.into_iter().map(|(o, c, _)| (o, c)).collect();
+    rx.queue().give_back(unwritten);
 }
 
 fn write_iq_result(out: &mut Vec<u8>, id: &str) {
@@ -1174,6 +1268,40 @@ mod tests {
             cond_of(Element::bare("foo", "urn:example")),
             Cond::UnsupportedStanzaType
         );
+    }
+
+    #[test]
+    fn unwritten_stanzas_of_a_batch_go_back_to_the_queue() {
+        use std::sync::Arc;
+        let msg = |id: &str| {
+            let mut el = Element::bare("message", NS_CLIENT);
+            xmppd_core::stanza::set_attr(&mut el, "id", id);
+            Outbound::Stanza(Arc::new(el))
+        };
+        let returned = |written| {
+            let (queue, rx) = xmppd_core::SessionQueue::new(Default::default());
+            let mut batch = vec![
+                (msg("a"), Class::Push, 10),
+                (msg("b"), Class::Stored, 20),
+                (msg("c"), Class::Push, 30),
+            ];
+            give_back(&rx, &mut batch, written);
+            assert!(batch.is_empty());
+            let back = queue.end().into_iter();
+            back.map(|(o, c)| (o.to_element().unwrap().attr("id").unwrap().to_owned(), c))
+                .collect::<Vec<_>>()
+        };
+        let ids = |v: &[(&str, Class)]| -> Vec<(String, Class)> {
+            v.iter().map(|(i, c)| (i.to_string(), *c)).collect()
+        };
+        // Cut inside "b": it goes back with "c", each with the budget it was queued under.
+        assert_eq!(
+            returned(15),
+            ids(&[("b", Class::Stored), ("c", Class::Push)])
+        );
+        assert_eq!(returned(20), ids(&[("c", Class::Push)]));
+        assert_eq!(returned(0).len(), 3);
+        assert!(returned(30).is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod conn;
 mod features;
+mod shaper;
 mod throttle;
 mod tls;
 
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+pub use shaper::ShaperSettings;
 pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_XMPP_CLIENT};
 
 /// How long [`C2s::run`] waits, after telling open streams about the shutdown, for their
@@ -54,8 +56,10 @@ pub struct C2sSettings {
     pub pre_auth_limits: xmppd_stream::Limits,
     /// Framer limits once authenticated.
     pub limits: xmppd_stream::Limits,
-    /// Outbound queue length of each bound session.
-    pub queue_len: usize,
+    /// Bounds of each bound session's outbound queue.
+    pub queue: xmppd_core::QueueLimits,
+    /// How fast a logged-in client may send.
+    pub shaper: ShaperSettings,
     /// Keep client IP addresses out of logs and session records.
     pub hide_ip: bool,
     /// Time allowed for a TLS handshake. Stream negotiation as a whole (TLS, SASL, bind) must

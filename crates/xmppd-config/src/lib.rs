@@ -232,6 +232,11 @@ pub struct C2sSection {
     pub max_stanza_bytes: u64,
     pub pre_auth_max_stanza_bytes: u64,
     pub session_queue: u64,
+    pub session_queue_bytes: u64,
+    pub session_reply_bytes: u64,
+    pub shaper_bytes_per_sec: u64,
+    pub shaper_burst_bytes: u64,
+    pub max_presence_bytes: u64,
     pub handshake_timeout_secs: u64,
     pub max_auth_failures: u32,
     pub max_connections: u64,
@@ -247,6 +252,11 @@ impl Default for C2sSection {
             max_stanza_bytes: 262_144,
             pre_auth_max_stanza_bytes: 8192,
             session_queue: 512,
+            session_queue_bytes: 1 << 20,
+            session_reply_bytes: 4 << 20,
+            shaper_bytes_per_sec: 64 * 1024,
+            shaper_burst_bytes: 512 * 1024,
+            max_presence_bytes: 16 * 1024,
             handshake_timeout_secs: 30,
             max_auth_failures: 3,
             max_connections: 100_000,
@@ -328,6 +338,7 @@ pub struct MucSection {
     pub max_rooms_per_user: u64,
     pub max_occupants: u64,
     pub max_history: u64,
+    pub max_history_bytes: u64,
     pub messages_per_second: u64,
 }
 
@@ -340,6 +351,7 @@ impl Default for MucSection {
             max_rooms_per_user: 100,
             max_occupants: 500,
             max_history: 50,
+            max_history_bytes: 256 * 1024,
             messages_per_second: 5,
         }
     }
@@ -366,6 +378,8 @@ pub struct MucSettings {
     pub max_rooms_per_user: usize,
     pub max_occupants: usize,
     pub max_history: usize,
+    /// Bytes of history a room keeps in memory.
+    pub max_history_bytes: usize,
     /// 0: no limit.
     pub messages_per_second: u32,
 }
@@ -452,6 +466,12 @@ pub struct C2sSettings {
     pub max_stanza_bytes: usize,
     pub pre_auth_max_stanza_bytes: usize,
     pub session_queue: usize,
+    pub session_queue_bytes: usize,
+    pub session_reply_bytes: usize,
+    /// 0: no shaping.
+    pub shaper_bytes_per_sec: usize,
+    pub shaper_burst_bytes: usize,
+    pub max_presence_bytes: usize,
     pub handshake_timeout: Duration,
     pub max_auth_failures: u32,
     pub max_connections: usize,
@@ -579,6 +599,27 @@ impl Config {
                 .map_err(|why| fail("c2s.pre_auth_max_stanza_bytes", why))?;
         let session_queue = in_range(c2s.session_queue, 1, 1 << 20)
             .map_err(|why| fail("c2s.session_queue", why))?;
+        // Others' stanzas for a session must fit its queue, the largest one included.
+        let session_queue_bytes = in_range(c2s.session_queue_bytes, max_stanza_bytes, 1 << 30)
+            .map_err(|why| {
+                let why = format!("{why}; it must hold one stanza of c2s.max_stanza_bytes");
+                fail("c2s.session_queue_bytes", why)
+            })?;
+        let session_reply_bytes = in_range(c2s.session_reply_bytes, 0, 1 << 30)
+            .map_err(|why| fail("c2s.session_reply_bytes", why))?;
+        let shaper_bytes_per_sec = match c2s.shaper_bytes_per_sec {
+            0 => 0,
+            rate => in_range(rate, 1024, 1 << 30).map_err(|why| {
+                fail(
+                    "c2s.shaper_bytes_per_sec",
+                    format!("{why}, or 0 for no shaping"),
+                )
+            })?,
+        };
+        let shaper_burst_bytes = in_range(c2s.shaper_burst_bytes, 0, 1 << 30)
+            .map_err(|why| fail("c2s.shaper_burst_bytes", why))?;
+        let max_presence_bytes = in_range(c2s.max_presence_bytes, 1024, max_stanza_bytes)
+            .map_err(|why| fail("c2s.max_presence_bytes", why))?;
         let handshake_secs = in_range(c2s.handshake_timeout_secs, 1, 3600)
             .map_err(|why| fail("c2s.handshake_timeout_secs", why))?;
         if c2s.max_auth_failures == 0 {
@@ -691,6 +732,11 @@ impl Config {
                 max_stanza_bytes,
                 pre_auth_max_stanza_bytes,
                 session_queue,
+                session_queue_bytes,
+                session_reply_bytes,
+                shaper_bytes_per_sec,
+                shaper_burst_bytes,
+                max_presence_bytes,
                 handshake_timeout: Duration::from_secs(handshake_secs as u64),
                 max_auth_failures: c2s.max_auth_failures,
                 max_connections,
@@ -752,6 +798,8 @@ fn validate_muc(
             .map_err(|why| fail("muc.max_occupants", why))?,
         max_history: in_range(m.max_history, 0, 10_000)
             .map_err(|why| fail("muc.max_history", why))?,
+        max_history_bytes: in_range(m.max_history_bytes, 0, 1 << 30)
+            .map_err(|why| fail("muc.max_history_bytes", why))?,
         messages_per_second: in_range(m.messages_per_second, 0, 1_000_000)
             .map_err(|why| fail("muc.messages_per_second", why))?
             as u32,
@@ -989,6 +1037,12 @@ mod tests {
         assert_eq!(c.c2s.max_stanza_bytes, 262_144);
         assert_eq!(c.c2s.pre_auth_max_stanza_bytes, 8192);
         assert_eq!(c.c2s.session_queue, 512);
+        assert_eq!(c.c2s.session_queue_bytes, 1 << 20);
+        assert_eq!(c.c2s.session_reply_bytes, 4 << 20);
+        assert_eq!(c.c2s.shaper_bytes_per_sec, 65_536);
+        assert_eq!(c.c2s.shaper_burst_bytes, 524_288);
+        assert_eq!(c.c2s.max_presence_bytes, 16_384);
+        assert_eq!(c.muc.max_history_bytes, 262_144);
         assert_eq!(c.c2s.handshake_timeout, Duration::from_secs(30));
         assert_eq!(c.c2s.max_auth_failures, 3);
         assert_eq!(c.tls.reload_interval, Duration::from_secs(60));
@@ -1072,6 +1126,30 @@ mod tests {
             ),
             ("[c2s]\nsession_queue = 0\n", "c2s.session_queue"),
             (
+                "[c2s]\nsession_queue_bytes = 100000\n",
+                "c2s.session_queue_bytes",
+            ),
+            (
+                "[c2s]\nsession_reply_bytes = 2000000000\n",
+                "c2s.session_reply_bytes",
+            ),
+            (
+                "[c2s]\nshaper_bytes_per_sec = 100\n",
+                "c2s.shaper_bytes_per_sec",
+            ),
+            (
+                "[c2s]\nshaper_burst_bytes = 2000000000\n",
+                "c2s.shaper_burst_bytes",
+            ),
+            (
+                "[c2s]\nmax_presence_bytes = 1000\n",
+                "c2s.max_presence_bytes",
+            ),
+            (
+                "[muc]\nmax_history_bytes = 2000000000\n",
+                "muc.max_history_bytes",
+            ),
+            (
                 "[c2s]\nhandshake_timeout_secs = 0\n",
                 "c2s.handshake_timeout_secs",
             ),
@@ -1093,6 +1171,15 @@ mod tests {
                 "{text}: {e}"
             );
         }
+        // The queue must hold the largest stanza; raising that alone names the queue.
+        let e = err("[c2s]\nmax_stanza_bytes = 2000000\n");
+        assert_eq!(e.key.as_deref(), Some("c2s.session_queue_bytes"), "{e}");
+        assert!(e.message.contains("c2s.max_stanza_bytes"), "{e}");
+        let c = load("[c2s]\nshaper_bytes_per_sec = 0\nsession_reply_bytes = 0\n").unwrap();
+        assert_eq!(
+            (c.c2s.shaper_bytes_per_sec, c.c2s.session_reply_bytes),
+            (0, 0)
+        );
         let c = load("[offline]\nmax_per_user = 0\n").unwrap();
         assert_eq!(c.offline_max_per_user, 0);
     }

@@ -10,7 +10,6 @@ use xmppd_stream::StreamErrorCondition;
 
 use crate::context::{Context, Outbox};
 use crate::server::{user_ref, Server};
-use crate::session::Outbound;
 use crate::stanza;
 
 impl Server {
@@ -58,10 +57,10 @@ impl Context<'_> {
         .await?;
         for r in self.resources(user) {
             if requester != Some(&r.jid) {
-                let _ = r.tx.try_send(Outbound::Close(
+                r.queue.close(
                     StreamErrorCondition::NotAuthorized,
                     Some("Account removed".into()),
-                ));
+                );
             }
         }
         crate::im::account_removed(self, user, &removal, &online).await;

@@ -2,17 +2,21 @@
 //! (XEP-0199), software version (XEP-0092), last activity (XEP-0012) and offline messages
 //! (XEP-0160). They use the same [`Module`] seam as every external service.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
 
 use crate::context::Context;
 use crate::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
+use crate::queue::Class;
+use crate::router::SendError;
 use crate::server::{user_ref, Server};
+use crate::session::{ClientSession, Outbound};
 use crate::stanza::{self, Condition, StanzaError, NS_CLIENT};
 
 /// The caps node of xmppd.
@@ -26,7 +30,7 @@ pub(crate) fn modules() -> Vec<Arc<dyn Module>> {
         Arc::new(Ping),
         Arc::new(Version),
         Arc::new(Last),
-        Arc::new(Offline::new()),
+        Arc::new(Offline),
     ]
 }
 
@@ -324,67 +328,14 @@ impl Module for Last {
 /// sender's stanza is considered accepted) and delivered, with `<delay/>`, on the next available
 /// presence of non-negative priority.
 ///
-/// A message stored just as its recipient comes online must not wait for the next login: after
-/// storing, the sender's path checks for an available resource and flushes too. Flushes of one
-/// account are serialised (striped locks), and each removes what it delivered, so every stored
-/// message is delivered exactly once whichever path gets there first.
-struct Offline {
-    flush_locks: Vec<tokio::sync::Mutex<()>>,
-}
+/// A backlog can be as large as the offline cap times the largest stanza, so it is never queued
+/// at once: one session of the account takes it page by page from its own task (see
+/// [`OfflineDrains`]), and a page is removed from storage only once the session's writer has
+/// written it. A message stored just as its recipient comes online does not wait for the next
+/// login: storing it asks an available session to take the backlog.
+struct Offline;
 
 impl Offline {
-    const STRIPES: usize = 64;
-
-    fn new() -> Self {
-        Offline {
-            flush_locks: (0..Self::STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        }
-    }
-
-    /// Delivers every stored message of `user` to `targets`, then removes what was delivered.
-    async fn flush(&self, cx: &mut Context<'_>, user: &jid::BareJid, targets: &[FullJid]) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        user.hash(&mut h);
-        let _guard = self.flush_locks[(h.finish() as usize) % Self::STRIPES]
-            .lock()
-            .await;
-        let uref = user_ref(user);
-        let msgs = match cx.store().offline_messages(&uref).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "offline read failed");
-                return;
-            }
-        };
-        let mut last = None;
-        'messages: for m in &msgs {
-            match m.xml.parse::<Element>() {
-                Ok(el) => {
-                    let el = Arc::new(el);
-                    let mut delivered = false;
-                    for t in targets {
-                        delivered |= cx.server().try_deliver(t, el.clone()).is_ok();
-                    }
-                    if !delivered {
-                        break 'messages;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
-                }
-            }
-            last = Some(m.id);
-        }
-        if let Some(id) = last {
-            if let Err(e) = cx.store().remove_offline(&uref, id).await {
-                tracing::error!(error = %e, "offline cleanup failed");
-            }
-        }
-    }
-
     fn worth_storing(msg: &Element) -> bool {
         if msg.has_child("no-store", stanza::NS_HINTS) {
             return false;
@@ -440,10 +391,7 @@ impl Module for Offline {
         {
             Ok(true) => {
                 // The recipient may have come online while this was being stored.
-                let targets = crate::im::message_targets(&cx.sessions().resources(&bare), "chat");
-                if !targets.is_empty() {
-                    self.flush(cx, &bare, &targets).await;
-                }
+                offline_wanted(cx.core(), &bare, None);
                 Ok(true)
             }
             Ok(false) => Err(StanzaError::with_text(
@@ -458,8 +406,166 @@ impl Module for Offline {
     }
 
     async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
-        self.flush(cx, &jid.to_bare(), std::slice::from_ref(jid))
-            .await;
+        offline_wanted(cx.core(), &jid.to_bare(), Some(jid));
+    }
+}
+
+/// Offline messages handed out in one page: few enough that a page costs little memory, many
+/// enough that the removal after each page (one storage commit) stays cheap.
+const PAGE_MESSAGES: usize = 100;
+const PAGE_BYTES: usize = 256 * 1024;
+
+/// Which session of each account is taking that account's offline messages, and how far it
+/// got. One session at a time, so that no message is handed out twice.
+#[derive(Default)]
+pub(crate) struct OfflineDrains(std::sync::Mutex<HashMap<BareJid, Drain>>);
+
+struct Drain {
+    /// The session taking the messages.
+    session: u64,
+    /// The last id handed to it (0: none yet); removed from storage once written.
+    after: i64,
+    /// More was stored since the session last found the store empty.
+    again: bool,
+}
+
+impl OfflineDrains {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, Drain>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Asks a session of `user` to take the stored backlog: `to` (just came online) or the first
+/// resource offline messages would go to now. A session already taking it takes the new
+/// messages too. The session is asked through its own queue ([`Outbound::Written`]), so the
+/// reading and removal happen on its task, paced by its writer.
+fn offline_wanted(server: &Server, user: &BareJid, to: Option<&FullJid>) {
+    let resources = server.router().resources(user);
+    let target = match to {
+        Some(jid) => resources.iter().find(|r| &r.jid == jid),
+        None => {
+            let jid = crate::im::message_targets(&resources, "chat")
+                .into_iter()
+                .next();
+            jid.and_then(|j| resources.iter().find(|r| r.jid == j))
+        }
+    };
+    let mut drains = server.offline.lock();
+    if let Some(d) = drains.get_mut(user) {
+        d.again = true;
+        return;
+    }
+    let Some(target) = target else {
+        return;
+    };
+    drains.insert(
+        user.clone(),
+        Drain {
+            session: target.session_id,
+            after: 0,
+            again: false,
+        },
+    );
+    drop(drains);
+    if target.queue.push(Outbound::Written, Class::Stored).is_err() {
+        release(server, user, target.session_id);
+    }
+}
+
+fn release(server: &Server, user: &BareJid, session: u64) {
+    let mut drains = server.offline.lock();
+    if drains.get(user).is_some_and(|d| d.session == session) {
+        drains.remove(user);
+    }
+}
+
+/// The session's writer wrote everything up to its last [`Outbound::Written`]: removes the
+/// page it had been handed and hands it the next one, followed by another `Written`.
+pub(crate) async fn offline_written(server: &Arc<Server>, session: &ClientSession) {
+    let user = session.jid.to_bare();
+    let after = match server.offline.lock().get(&user) {
+        Some(d) if d.session == session.id => d.after,
+        _ => return,
+    };
+    let uref = user_ref(&user);
+    if after > 0 {
+        if let Err(e) = server.store().remove_offline(&uref, after).await {
+            // They stay stored and come again at the next login: better twice than never.
+            tracing::error!(error = %e, "offline cleanup failed");
+        }
+    }
+    loop {
+        if !session.available {
+            release(server, &user, session.id);
+            return;
+        }
+        let page = match (server.store())
+            .offline_page(&uref, after, PAGE_MESSAGES, PAGE_BYTES)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "offline read failed");
+                release(server, &user, session.id);
+                return;
+            }
+        };
+        if page.is_empty() {
+            let mut drains = server.offline.lock();
+            match drains.get_mut(&user) {
+                Some(d) if d.session == session.id && d.again => {
+                    d.again = false;
+                    continue;
+                }
+                Some(d) if d.session == session.id => {
+                    drains.remove(&user);
+                }
+                _ => {}
+            }
+            return;
+        }
+        let mut queued = after;
+        for m in &page {
+            match m.xml.parse::<Element>() {
+                Ok(el) => match session
+                    .queue
+                    .push(Outbound::Stanza(Arc::new(el)), Class::Stored)
+                {
+                    Ok(()) => {}
+                    // No room left: the rest of the page comes next time.
+                    Err(SendError::Overflow) => break,
+                    // Closing: what was not written stays stored.
+                    Err(SendError::NotFound) => return,
+                },
+                Err(e) => {
+                    tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
+                }
+            }
+            queued = m.id;
+        }
+        if let Some(d) = server.offline.lock().get_mut(&user) {
+            if d.session == session.id {
+                d.after = queued;
+            }
+        }
+        let _ = session.queue.push(Outbound::Written, Class::Stored);
+        return;
+    }
+}
+
+/// `session` ended: if it was taking its account's backlog, another available session takes
+/// over what it had not written yet.
+pub(crate) fn offline_session_ended(server: &Server, session: &ClientSession) {
+    let user = session.jid.to_bare();
+    let was_taking = {
+        let mut drains = server.offline.lock();
+        match drains.get(&user) {
+            Some(d) if d.session == session.id => drains.remove(&user).is_some(),
+            _ => false,
+        }
+    };
+    if was_taking {
+        offline_wanted(server, &user, None);
     }
 }
 

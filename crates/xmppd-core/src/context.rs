@@ -24,6 +24,9 @@ use crate::stanza::{error_reply, StanzaError};
 pub(crate) enum Outgoing {
     /// A stanza with `to` set, routed like any other.
     Route(Element),
+    /// One element of a fan-out, routed like any other to this recipient, which it is
+    /// addressed to only as it is written (see [`Context::send_shared`]).
+    RouteShared(Arc<Element>, FullJid),
     /// A stanza for exactly this local session's queue (a roster push, a reply to the session
     /// itself): no hooks, dropped if the session is gone.
     Deliver(FullJid, Arc<Element>),
@@ -68,6 +71,15 @@ impl<'a> Context<'a> {
     /// Queues `stanza` (with `to` set) for routing once the handler has returned.
     pub fn send(&mut self, stanza: Element) {
         self.outbox.queue.push_back(Outgoing::Route(stanza));
+    }
+
+    /// Queues `stanza` for routing to `to`, sharing the element with the other recipients of
+    /// a fan-out: a local session's queue holds the shared element and writes it addressed to
+    /// that session, so sending a large stanza to many costs one copy. Routed as a copy with
+    /// its own `to` wherever it cannot be shared (another domain, message hooks, a gone
+    /// session's fallbacks).
+    pub fn send_shared(&mut self, to: &FullJid, stanza: Arc<Element>) {
+        (self.outbox.queue).push_back(Outgoing::RouteShared(stanza, to.clone()));
     }
 
     /// Queues every stanza of `stanzas`, in order.
@@ -148,7 +160,8 @@ impl<'a> Context<'a> {
         self.server.uptime_secs()
     }
 
-    /// Ends every session of `user` with a stream error; returns how many there were.
+    /// Ends every session of `user` with a stream error; returns how many were told to close
+    /// (see [`Server::end_sessions`]).
     pub fn end_sessions(
         &self,
         user: &BareJid,

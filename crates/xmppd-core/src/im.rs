@@ -235,6 +235,17 @@ pub(crate) async fn presence_from_client(
     session: &mut ClientSession,
     mut pres: Element,
 ) {
+    let max = cx.config().max_presence_bytes;
+    if crate::queue::element_size(&pres) > max {
+        // Presence is kept (the last one answers probes; rooms keep their occupants') and
+        // copied to every contact and occupant: a large one costs that many times over.
+        let text = format!("presence larger than {max} bytes");
+        let err = StanzaError::with_text(Condition::PolicyViolation, &text);
+        if let Some(reply) = stanza::error_reply(&pres, &err) {
+            cx.deliver(&session.jid, reply);
+        }
+        return;
+    }
     let kind = pres.attr("type").map(str::to_owned);
     let user = session.jid.to_bare();
     if let Some(to) = pres.attr("to").and_then(|t| Jid::new(t).ok()) {
@@ -918,14 +929,13 @@ async fn roster_set(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
 
     fn res(jid: &str, available: bool, priority: i8) -> Resource {
-        let (tx, _rx) = mpsc::channel(1);
+        let (queue, _rx) = crate::SessionQueue::new(crate::QueueLimits::default());
         Resource {
             available,
             priority,
-            ..Resource::new(FullJid::new(jid).unwrap(), 0, tx)
+            ..Resource::new(FullJid::new(jid).unwrap(), 0, queue)
         }
     }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid};
 use minidom::Element;
-use tokio::sync::mpsc;
+use xmppd_stream::StreamErrorCondition;
 
+use crate::queue::{Class, SessionQueue};
 use crate::session::Outbound;
 
 /// One bound resource as the registry knows it.
@@ -20,7 +21,8 @@ pub struct Resource {
     pub jid: FullJid,
     /// Unique per bound session; distinguishes a replaced session from its successor.
     pub session_id: u64,
-    pub tx: mpsc::Sender<Outbound>,
+    /// The session's outbound queue; [`SessionQueue::close`] ends the session.
+    pub queue: Arc<SessionQueue>,
     /// Has sent initial presence and not gone unavailable since.
     pub available: bool,
     pub priority: i8,
@@ -32,11 +34,11 @@ pub struct Resource {
 
 impl Resource {
     /// A freshly bound resource: not yet available, priority 0, no roster interest.
-    pub fn new(jid: FullJid, session_id: u64, tx: mpsc::Sender<Outbound>) -> Self {
+    pub fn new(jid: FullJid, session_id: u64, queue: Arc<SessionQueue>) -> Self {
         Resource {
             jid,
             session_id,
-            tx,
+            queue,
             available: false,
             priority: 0,
             presence: None,
@@ -50,7 +52,7 @@ impl Resource {
 pub enum SendError {
     /// No such resource is bound.
     NotFound,
-    /// Its queue is full: it reads too slowly and has been disconnected.
+    /// Its queue is full: it reads too slowly and is being disconnected.
     Overflow,
 }
 
@@ -66,8 +68,9 @@ pub trait Router: Send + Sync {
     fn resources(&self, bare: &BareJid) -> Vec<Resource>;
     /// Number of resources bound for an account.
     fn resource_count(&self, bare: &BareJid) -> usize;
-    /// Queues `out` for the resource `jid`. A full queue disconnects that session.
-    fn send(&self, jid: &FullJid, out: Outbound) -> Result<(), SendError>;
+    /// Queues `out` for the resource `jid`, charged to `class`'s budget. A full queue
+    /// disconnects that session. Never waits.
+    fn send(&self, jid: &FullJid, out: Outbound, class: Class) -> Result<(), SendError>;
     /// Every bound full JID.
     fn all(&self) -> Vec<FullJid>;
 }
@@ -82,16 +85,14 @@ impl LocalRouter {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    /// Drops a session whose queue overflowed: removing it drops the registry's senders, so the
-    /// session's driver sees its queue close once drained and ends the connection.
-    fn evict(&self, jid: &FullJid, session_id: u64) {
-        let bare = jid.to_bare();
-        if let Some(mut entry) = self.map.get_mut(&bare) {
-            // By session id: a successor that took the resource meanwhile stays.
-            entry.retain(|r| !(&r.jid == jid && r.session_id == session_id));
-        }
-        self.map.remove_if(&bare, |_, v| v.is_empty());
+/// Closes a session whose queue overflowed. It stays registered until its driver unbinds it,
+/// which re-routes what it still had queued; meanwhile its queue refuses stanzas, so senders
+/// treat it as gone.
+fn evict(jid: &FullJid, queue: &SessionQueue) {
+    let text = "Too much queued for this session: it reads too slowly";
+    if queue.close(StreamErrorCondition::PolicyViolation, Some(text.into())) {
         tracing::warn!(jid = %jid, "session queue full: disconnecting slow reader");
     }
 }
@@ -138,23 +139,20 @@ impl Router for LocalRouter {
         self.map.get(bare).map(|e| e.len()).unwrap_or(0)
     }
 
-    fn send(&self, jid: &FullJid, out: Outbound) -> Result<(), SendError> {
-        let (tx, session_id) = {
+    fn send(&self, jid: &FullJid, out: Outbound, class: Class) -> Result<(), SendError> {
+        let queue = {
             let entry = self.map.get(&jid.to_bare()).ok_or(SendError::NotFound)?;
             let r = entry
                 .iter()
                 .find(|r| &r.jid == jid)
                 .ok_or(SendError::NotFound)?;
-            (r.tx.clone(), r.session_id)
+            Arc::clone(&r.queue)
         };
-        match tx.try_send(out) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.evict(jid, session_id);
-                Err(SendError::Overflow)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotFound),
+        let sent = queue.push(out, class);
+        if sent == Err(SendError::Overflow) {
+            evict(jid, &queue);
         }
+        sent
     }
 
     fn all(&self) -> Vec<FullJid> {
@@ -168,10 +166,15 @@ impl Router for LocalRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{QueueLimits, QueueReceiver};
 
-    fn res(jid: &str, id: u64, cap: usize) -> (Resource, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(cap);
-        (Resource::new(FullJid::new(jid).unwrap(), id, tx), rx)
+    fn res(jid: &str, id: u64, cap: usize) -> (Resource, QueueReceiver) {
+        let limits = QueueLimits {
+            stanzas: cap,
+            ..QueueLimits::default()
+        };
+        let (queue, rx) = SessionQueue::new(limits);
+        (Resource::new(FullJid::new(jid).unwrap(), id, queue), rx)
     }
 
     #[test]
@@ -194,25 +197,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_queue_evicts_the_slow_session() {
+    async fn full_queue_closes_the_slow_session() {
         let r = LocalRouter::new();
-        let (a, mut rx) = res("u@x/a", 1, 1);
+        let (a, rx) = res("u@x/a", 1, 1);
         r.insert(a);
         let jid = FullJid::new("u@x/a").unwrap();
         let msg = Arc::new(Element::bare("message", "jabber:client"));
-        assert_eq!(r.send(&jid, Outbound::Stanza(msg.clone())), Ok(()));
-        assert_eq!(
-            r.send(&jid, Outbound::Stanza(msg.clone())),
-            Err(SendError::Overflow)
-        );
-        assert_eq!(
-            r.send(&jid, Outbound::Stanza(msg)),
-            Err(SendError::NotFound)
-        );
-        assert!(rx.recv().await.is_some());
-        assert!(
-            rx.recv().await.is_none(),
-            "queue closes once the registry dropped its sender"
-        );
+        let send = |m: &Arc<Element>| r.send(&jid, Outbound::Stanza(m.clone()), Class::Push);
+        assert_eq!(send(&msg), Ok(()));
+        assert_eq!(send(&msg), Err(SendError::Overflow));
+        // Closing: the session counts as gone for senders, before its driver unbinds it.
+        assert_eq!(send(&msg), Err(SendError::NotFound));
+        assert!(matches!(rx.recv().await.0, Outbound::Stanza(_)));
+        match rx.recv().await.0 {
+            Outbound::Close(StreamErrorCondition::PolicyViolation, Some(_)) => {}
+            other => panic!("expected the close, got {other:?}"),
+        }
+        assert!(rx.try_recv().is_none());
     }
 }

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::mpsc;
 use xmppd_storage::{SessionRecord, Store, UserRef};
 use xmppd_stream::StreamErrorCondition;
 
 use crate::context::{Context, Outbox, Outgoing};
 use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
+use crate::queue::{QueueLimits, QueueReceiver, SessionQueue};
 use crate::router::{LocalRouter, Resource, Router, SendError};
-use crate::session::{ClientSession, Outbound, SessionInfo};
+use crate::session::{class_for, ClientSession, Outbound, SessionInfo};
 use crate::stanza::{self, error_reply, iq_result, Condition, StanzaError, NS_CLIENT};
 
 /// Why a resource could not be bound (RFC 6120 §7.6.2).
@@ -57,6 +57,9 @@ pub struct CoreConfig {
     pub max_roster_items: usize,
     /// How long the name of a removed account may not be registered again; zero: no wait.
     pub tombstone: Duration,
+    /// Largest presence a client may send: its presence is kept (for probes, for rooms) and
+    /// sent to every contact and occupant.
+    pub max_presence_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -70,6 +73,7 @@ impl Default for CoreConfig {
             admins: Vec::new(),
             max_roster_items: 5000,
             tombstone: Duration::from_secs(30 * 24 * 3600),
+            max_presence_bytes: 16 * 1024,
         }
     }
 }
@@ -169,6 +173,7 @@ impl ServerBuilder {
             next_id: AtomicU64::new(1),
             started: Instant::now(),
             dynamic_admins: RwLock::new(HashSet::new()),
+            offline: Default::default(),
         })
     }
 }
@@ -199,6 +204,8 @@ pub struct Server {
     started: Instant,
     /// Administrators from a directory (e.g. an LDAP group), refreshed by their provider.
     dynamic_admins: RwLock<HashSet<BareJid>>,
+    /// Which session is being handed each account's offline messages.
+    pub(crate) offline: crate::builtin::OfflineDrains,
 }
 
 /// The user-data key marking an account as disabled (XEP-0133 disable-user).
@@ -285,19 +292,17 @@ impl Server {
         Ok(())
     }
 
-    /// Ends every session of `user` with a stream error; returns how many there were.
+    /// Ends every session of `user` with a stream error; returns how many were told to close
+    /// (sessions already ending are not counted). A close never waits for queue space.
     pub fn end_sessions(
         &self,
         user: &BareJid,
         cond: StreamErrorCondition,
         text: Option<&str>,
     ) -> usize {
-        let resources = self.router.resources(user);
-        for r in &resources {
-            let _ =
-                r.tx.try_send(Outbound::Close(cond, text.map(str::to_owned)));
-        }
-        resources.len()
+        (self.router.resources(user).iter())
+            .filter(|r| r.queue.close(cond, text.map(str::to_owned)))
+            .count()
     }
 
     /// Tells `user`'s sessions that a roster item contributed by a module (a shared roster
@@ -320,15 +325,15 @@ impl Server {
         self.router.all()
     }
 
-    /// Sends a copy of `stanza` to every bound session (addressed to each), e.g. an
-    /// administrator's announcement. Returns how many sessions took it.
+    /// Sends `stanza` to every bound session (addressed to each as it is written: one copy
+    /// for all), e.g. an administrator's announcement. Returns how many sessions took it.
     pub fn broadcast(&self, stanza: &Element) -> usize {
+        let shared = Arc::new(stanza.clone());
         self.online()
             .into_iter()
             .filter(|jid| {
-                let mut s = stanza.clone();
-                stanza::set_attr(&mut s, "to", jid.to_string());
-                self.deliver_to(jid, s)
+                let out = Outbound::Addressed(Arc::clone(&shared), jid.clone());
+                self.router.send(jid, out, class_for(jid)).is_ok()
             })
             .count()
     }
@@ -389,15 +394,15 @@ impl Server {
     }
 
     /// Binds a resource for `user` (server-generated when `resource` is `None`). A session already
-    /// holding that resource is replaced: it receives `Outbound::Close(Conflict)`. Returns the
-    /// session state and the receiving end of its outbound queue (bounded to `queue_len`).
+    /// holding that resource is replaced: it is closed with `<conflict/>`. Returns the session
+    /// state and the receiving end of its outbound queue (bounded by `limits`).
     pub async fn bind(
         self: &Arc<Self>,
         user: BareJid,
         resource: Option<&str>,
         info: SessionInfo,
-        queue_len: usize,
-    ) -> Result<(ClientSession, mpsc::Receiver<Outbound>), BindError> {
+        limits: QueueLimits,
+    ) -> Result<(ClientSession, QueueReceiver), BindError> {
         let resource = match resource.map(str::trim) {
             Some(r) if !r.is_empty() => r.to_owned(),
             _ => format!("xmppd-{:016x}", rand::random::<u64>()),
@@ -414,8 +419,8 @@ impl Server {
             return Err(BindError::ResourceConstraint);
         }
         let id = self.next_id();
-        let (tx, rx) = mpsc::channel(queue_len.max(8));
-        let res = Resource::new(jid.clone(), id, tx);
+        let (queue, rx) = SessionQueue::new(limits);
+        let res = Resource::new(jid.clone(), id, Arc::clone(&queue));
         let replaced = self.router.insert(res);
         // Checked again after inserting: binds racing each other past the first check cannot
         // together exceed the limit (the one that finds too many withdraws).
@@ -427,10 +432,10 @@ impl Server {
         }
         if let Some(old) = replaced {
             // RFC 6120 §7.7.2.2: the newest session wins; the old one is told why it ends.
-            let _ = old.tx.try_send(Outbound::Close(
+            old.queue.close(
                 StreamErrorCondition::Conflict,
                 Some("Replaced by new connection".into()),
-            ));
+            );
         }
         let rec = SessionRecord {
             jid: jid.to_string(),
@@ -448,7 +453,7 @@ impl Server {
         }
         self.drain(&mut outbox).await;
         tracing::info!(jid = %jid, "session bound");
-        Ok((ClientSession::new(jid, id, info), rx))
+        Ok((ClientSession::new(jid, id, info, queue), rx))
     }
 
     /// Processes one stanza (`message`, `presence`, `iq` in `jabber:client`) from an established
@@ -459,10 +464,15 @@ impl Server {
         session: &mut ClientSession,
         stanza: Element,
     ) {
+        // What this produces for the sender itself answers its request (queue budgets).
+        let jid = session.jid.clone();
         let mut outbox = Outbox::default();
-        self.from_client(&mut Context::new(self, &mut outbox), session, stanza)
-            .await;
-        self.drain(&mut outbox).await;
+        crate::session::handling(jid, async {
+            self.from_client(&mut Context::new(self, &mut outbox), session, stanza)
+                .await;
+            self.drain(&mut outbox).await;
+        })
+        .await
     }
 
     async fn from_client(
@@ -495,18 +505,29 @@ impl Server {
         }
     }
 
+    /// The writer of `session` reached an [`Outbound::Written`]: everything queued before it
+    /// is written. Hands out the next page of offline messages, if the session is taking them.
+    pub async fn written(self: &Arc<Self>, session: &ClientSession) {
+        crate::builtin::offline_written(self, session).await;
+    }
+
     /// Ends a session: unavailable presence to subscribers and directed-presence targets,
-    /// unregisters the resource.
+    /// unregisters the resource, re-routes what was still queued for it.
     pub async fn unbind(self: &Arc<Self>, mut session: ClientSession) {
         let mut unavailable = stanza::elem("presence", NS_CLIENT, &[("type", "unavailable")]);
         stanza::set_attr(&mut unavailable, "from", session.jid.to_string());
         let bare = session.jid.to_bare();
+        let resources = self.router.resources(&bare);
+        let priority = (resources.iter())
+            .find(|r| r.session_id == session.id)
+            .map_or(-1, |r| if r.available { r.priority } else { -1 });
         // A session replaced by a newer one for the same resource says nothing: its successor
         // speaks for that full JID now (presence, session record, modules' view), and an
         // unavailable from the old one could arrive after the new one's presence.
-        let replaced = (self.router.resources(&bare).iter())
-            .any(|r| r.jid == session.jid && r.session_id != session.id);
+        let replaced =
+            (resources.iter()).any(|r| r.jid == session.jid && r.session_id != session.id);
         if replaced {
+            crate::session::end_queue(self, &session, priority).await;
             tracing::info!(jid = %session.jid, "replaced session closed");
             return;
         }
@@ -525,6 +546,7 @@ impl Server {
         }
         self.drain(&mut outbox).await;
         self.router.remove(&session.jid, session.id);
+        crate::session::end_queue(self, &session, priority).await;
         if self.router.resource_count(&bare) == 0 {
             crate::builtin::record_last_activity(self, &bare, "").await;
         }
@@ -540,18 +562,33 @@ impl Server {
         tracing::info!(jid = %session.jid, "session closed");
     }
 
+    /// A shared message straight into a local session's queue, when routing it would do no
+    /// more than that: no module looks at incoming or delivered messages or filters what a
+    /// session is sent, and the session is there. False when it has to be routed as a copy
+    /// instead.
+    fn deliver_shared(&self, stanza: &Arc<Element>, to: &FullJid) -> bool {
+        let hooked =
+            !(self.message_in.is_empty() && self.delivered.is_empty() && self.outbound.is_empty());
+        if stanza.name() != "message" || hooked || !self.is_local_host(to.domain().as_str()) {
+            return false;
+        }
+        let out = Outbound::Addressed(Arc::clone(stanza), to.clone());
+        self.router.send(to, out, class_for(to)).is_ok()
+    }
+
     /// Queues `el` for one local session. Returns false if the session is gone or overflowed.
     pub fn deliver_to(&self, jid: &FullJid, el: Element) -> bool {
         self.try_deliver(jid, Arc::new(el)).is_ok()
     }
 
     /// Queues `el` for one local session, unless a module's outbound filter takes it (which
-    /// counts as delivered: the module answers for it now).
+    /// counts as delivered: the module answers for it now). Charged to the session's reply
+    /// budget when it answers the session's own stanza being handled on this task.
     pub(crate) fn try_deliver(&self, jid: &FullJid, el: Arc<Element>) -> Result<(), SendError> {
         if self.outbound.iter().any(|m| m.filter_outbound(jid, &el)) {
             return Ok(());
         }
-        self.router.send(jid, Outbound::Stanza(el))
+        self.router.send(jid, Outbound::Stanza(el), class_for(jid))
     }
 
     /// Routes a stanza whose `from` and `to` are set, and everything its handling produces,
@@ -591,6 +628,13 @@ impl Server {
                 Outgoing::Route(stanza) => {
                     self.route_one(&mut Context::new(self, outbox), stanza)
                         .await
+                }
+                Outgoing::RouteShared(stanza, to) => {
+                    if !self.deliver_shared(&stanza, &to) {
+                        let mut copy = (*stanza).clone();
+                        stanza::set_attr(&mut copy, "to", to.to_string());
+                        self.route_one(&mut Context::new(self, outbox), copy).await
+                    }
                 }
                 Outgoing::Deliver(jid, stanza) => {
                     let _ = self.try_deliver(&jid, stanza);
@@ -843,17 +887,28 @@ impl Server {
                 _ => return,
             }
         }
-        let bare = to.to_bare();
-        let mut targets = crate::im::message_targets(&self.router.resources(&bare), &kind);
+        self.message_to_bare(cx, msg, &to.to_bare(), &kind).await;
+    }
+
+    /// RFC 6121 §8.5.2: a message of type `kind` for the account `bare` goes to its resources
+    /// that take that type; with none, to offline storage (or back as an error).
+    pub(crate) async fn message_to_bare(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        msg: Arc<Element>,
+        bare: &BareJid,
+        kind: &str,
+    ) {
+        let mut targets = crate::im::message_targets(&self.router.resources(bare), kind);
         targets.retain(|t| self.try_deliver(t, msg.clone()).is_ok());
         if !targets.is_empty() {
             self.delivered(cx, &msg, &targets).await;
             return;
         }
-        match kind.as_str() {
+        match kind {
             "groupchat" => cx.bounce(&msg, Condition::ServiceUnavailable.into()),
             "headline" | "error" => {}
-            _ => self.undeliverable(cx, &msg, &bare).await,
+            _ => self.undeliverable(cx, &msg, bare).await,
         }
     }
 

@@ -3,16 +3,64 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_stream::StreamErrorCondition;
 
-/// Something for a session's writer: a stanza to serialise, or the end of the stream.
+use crate::context::{Context, Outbox};
+use crate::queue::{Class, SessionQueue};
+use crate::stanza::{Condition, StanzaError};
+use crate::Server;
+
+/// Something for a session's writer: a stanza to serialise, a request to report back, or the
+/// end of the stream.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     Stanza(Arc<Element>),
+    /// A stanza shared by several recipients (a room message, an announcement), written with
+    /// `to` set to this recipient: a fan-out holds one copy of the element, not one per
+    /// recipient.
+    Addressed(Arc<Element>, FullJid),
+    /// Everything queued before this has been written: the writer calls
+    /// [`crate::Server::written`] once it has handed it to the socket.
+    Written,
     /// Send `<stream:error/>` with this condition (and text) and close the stream.
     Close(StreamErrorCondition, Option<String>),
+}
+
+impl Outbound {
+    /// The stanza as its recipient receives it (`Addressed` with its `to` filled in).
+    pub fn to_element(&self) -> Option<Element> {
+        match self {
+            Outbound::Stanza(el) => Some((**el).clone()),
+            Outbound::Addressed(el, to) => {
+                let mut el = (**el).clone();
+                crate::stanza::set_attr(&mut el, "to", to.to_string());
+                Some(el)
+            }
+            Outbound::Written | Outbound::Close(..) => None,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The session whose own stanza this task is handling.
+    static HANDLING: FullJid;
+}
+
+/// Runs `f` as the handling of a stanza from the session `jid`: whatever is queued for that
+/// session meanwhile answers its own request ([`Class::Reply`]). A component that handles a
+/// session's stanza on a task of its own (a room with an inbox) wraps that handling in this.
+pub async fn handling<F: std::future::Future>(jid: FullJid, f: F) -> F::Output {
+    HANDLING.scope(jid, f).await
+}
+
+/// The budget a stanza for `to` queued now is charged to.
+pub(crate) fn class_for(to: &FullJid) -> Class {
+    match HANDLING.try_with(|h| h == to) {
+        Ok(true) => Class::Reply,
+        _ => Class::Push,
+    }
 }
 
 /// Facts about the connection, supplied by the driver when binding.
@@ -35,12 +83,14 @@ pub struct ClientSession {
     /// Entities this session sent directed available presence to (RFC 6121 §4.6), which get
     /// unavailable presence when it goes offline.
     pub(crate) directed: HashSet<Jid>,
-    /// Offline messages were already delivered to this session.
+    /// Offline messages were already asked for by this session.
     pub(crate) offline_done: bool,
+    /// The session's outbound queue (ended, and its remainder re-routed, at unbind).
+    pub(crate) queue: Arc<SessionQueue>,
 }
 
 impl ClientSession {
-    pub(crate) fn new(jid: FullJid, id: u64, info: SessionInfo) -> Self {
+    pub(crate) fn new(jid: FullJid, id: u64, info: SessionInfo, queue: Arc<SessionQueue>) -> Self {
         ClientSession {
             jid,
             id,
@@ -48,6 +98,7 @@ impl ClientSession {
             available: false,
             directed: HashSet::new(),
             offline_done: false,
+            queue,
         }
     }
 
@@ -55,4 +106,64 @@ impl ClientSession {
     pub fn is_available(&self) -> bool {
         self.available
     }
+}
+
+/// Ends `session`'s queue once it is unregistered, and gives what it still held a new
+/// destination, as RFC 6121 §8.5.3.2.1 treats stanzas for a resource that is gone: a message
+/// for the account goes to another of its resources, else to offline storage (if it has a
+/// body); groupchat, headline and error messages and presence are dropped; an IQ request is
+/// answered with `<service-unavailable/>`. `priority` is the session's last (negative when
+/// unavailable), which tells whether a message to the bare JID already reached the others.
+pub(crate) async fn end_queue(server: &Arc<Server>, session: &ClientSession, priority: i8) {
+    let left = session.queue.end();
+    crate::builtin::offline_session_ended(server, session);
+    if left.is_empty() {
+        return;
+    }
+    tracing::debug!(jid = %session.jid, count = left.len(), "re-routing what was queued");
+    let bare = session.jid.to_bare();
+    let mut outbox = Outbox::default();
+    let cx = &mut Context::new(server, &mut outbox);
+    for (out, class) in left {
+        // A stored offline message stays stored until written; its next session gets it.
+        if class == Class::Stored {
+            continue;
+        }
+        let Some(el) = out.to_element() else {
+            continue;
+        };
+        match el.name() {
+            "message" => {
+                let kind = match el.attr("type") {
+                    Some(k @ ("groupchat" | "headline" | "error")) => {
+                        tracing::debug!(kind = k, "dropping a message for an ended session");
+                        continue;
+                    }
+                    Some("chat") => "chat",
+                    _ => "normal",
+                };
+                if to_bare_reached_others(server, &el, &bare, priority) {
+                    continue;
+                }
+                server.message_to_bare(cx, Arc::new(el), &bare, kind).await;
+            }
+            "iq" if matches!(el.attr("type"), Some("get" | "set")) => {
+                cx.bounce(&el, StanzaError::new(Condition::ServiceUnavailable));
+            }
+            _ => {}
+        }
+    }
+    server.drain(&mut outbox).await;
+}
+
+/// Whether `msg`, addressed to the bare JID, was also delivered to another available resource:
+/// one with the same non-negative priority took it in the same delivery (RFC 6121 §8.5.2.1.1).
+fn to_bare_reached_others(server: &Server, msg: &Element, bare: &BareJid, priority: i8) -> bool {
+    let to_bare = msg
+        .attr("to")
+        .and_then(|t| Jid::new(t).ok())
+        .is_some_and(|t| t.resource().is_none());
+    to_bare
+        && priority >= 0
+        && (server.router().resources(bare).iter()).any(|r| r.available && r.priority == priority)
 }

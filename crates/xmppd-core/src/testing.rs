@@ -2,17 +2,17 @@
 //!
 //! A [`TestClient`] is a bound session without a socket: stanzas go in through
 //! [`Server::handle_from_client`], and what the server queued for the session comes out of
-//! [`TestClient::drain`]. Stream closes show up as an element named after the stream error
+//! [`TestClient::drain`] (or [`TestClient::pump`], which also reports writes back to the core
+//! as a socket writer does). Stream closes show up as an element named after the stream error
 //! condition in the namespace [`CLOSE_NS`].
 
 use std::sync::Arc;
 
 use jid::BareJid;
 use minidom::Element;
-use tokio::sync::mpsc;
 
 use crate::context::{Context, Outbox};
-use crate::{ClientSession, Outbound, Server, SessionInfo};
+use crate::{ClientSession, Outbound, QueueLimits, QueueReceiver, Server, SessionInfo};
 
 /// Namespace of the pseudo-elements standing for `Outbound::Close`.
 pub const CLOSE_NS: &str = "urn:xmppd:test:close";
@@ -20,7 +20,7 @@ pub const CLOSE_NS: &str = "urn:xmppd:test:close";
 /// A bound session driven by a test.
 pub struct TestClient {
     pub session: ClientSession,
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: QueueReceiver,
 }
 
 impl TestClient {
@@ -32,8 +32,18 @@ impl TestClient {
             BareJid::new(&format!("{user}@localhost"))
         }
         .expect("test JID is valid");
+        Self::login_with(server, bare, resource, QueueLimits::default()).await
+    }
+
+    /// Binds `bare/resource` with a queue bounded by `limits`.
+    pub async fn login_with(
+        server: &Arc<Server>,
+        bare: BareJid,
+        resource: &str,
+        limits: QueueLimits,
+    ) -> TestClient {
         let (session, rx) = server
-            .bind(bare, Some(resource), SessionInfo::default(), 64)
+            .bind(bare, Some(resource), SessionInfo::default(), limits)
             .await
             .expect("test session binds");
         TestClient { session, rx }
@@ -49,13 +59,31 @@ impl TestClient {
     /// Everything queued for this session right now.
     pub fn drain(&mut self) -> Vec<Element> {
         let mut v = Vec::new();
-        while let Ok(o) = self.rx.try_recv() {
-            match o {
-                Outbound::Stanza(s) => v.push((*s).clone()),
-                Outbound::Close(c, _) => v.push(Element::bare(c.as_str(), CLOSE_NS)),
-            }
+        while let Some((o, _)) = self.rx.try_recv() {
+            v.extend(Self::element(o));
         }
         v
+    }
+
+    /// Like [`TestClient::drain`], reporting each [`Outbound::Written`] to the core as the
+    /// socket writer does (which hands out further pages of offline messages), until nothing
+    /// more comes.
+    pub async fn pump(&mut self, server: &Arc<Server>) -> Vec<Element> {
+        let mut v = Vec::new();
+        while let Some((o, _)) = self.rx.try_recv() {
+            if let Outbound::Written = o {
+                server.written(&self.session).await;
+            }
+            v.extend(Self::element(o));
+        }
+        v
+    }
+
+    fn element(o: Outbound) -> Option<Element> {
+        match o {
+            Outbound::Close(c, _) => Some(Element::bare(c.as_str(), CLOSE_NS)),
+            other => other.to_element(),
+        }
     }
 
     /// Ends the session as its driver would.

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use xmppd_core::module::Component;
 use xmppd_core::stanza::set_attr;
 use xmppd_core::testing::TestClient;
-use xmppd_core::{Context, CoreConfig, Server};
+use xmppd_core::{Context, CoreConfig, FullJid, Outbound, Server};
 use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 async fn server_with(components: Vec<(&str, Arc<dyn Component>)>) -> Arc<Server> {
@@ -121,4 +121,54 @@ async fn one_senders_stanzas_to_one_recipient_keep_their_order_across_paths() {
         .map(|e| e.get_child("body", "jabber:client").unwrap().text())
         .collect();
     assert_eq!(got, sent);
+}
+
+/// Sends every message it gets to alice's and bob's sessions and to a session that does not
+/// exist, as one shared element.
+struct Fanout;
+
+#[async_trait]
+impl Component for Fanout {
+    fn name(&self) -> &str {
+        "fanout"
+    }
+
+    async fn handle(&self, cx: &mut Context<'_>, mut stanza: Element) {
+        set_attr(&mut stanza, "from", "fanout.localhost");
+        let stanza = Arc::new(stanza);
+        for to in [
+            "alice@localhost/pc",
+            "bob@localhost/phone",
+            "bob@localhost/gone",
+        ] {
+            cx.send_shared(&FullJid::new(to).unwrap(), Arc::clone(&stanza));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fan_out_queues_one_element_for_every_local_recipient() {
+    let server = server_with(vec![("fanout.localhost", Arc::new(Fanout))]).await;
+    let alice = TestClient::login(&server, "alice", "pc").await;
+    let bob = TestClient::login(&server, "bob", "phone").await;
+    let body = "z".repeat(256 * 1024);
+    let mut msg = message("carol@localhost/x", "fanout.localhost", &body);
+    set_attr(&mut msg, "type", "groupchat");
+    server.dispatch(msg).await;
+    let shared = |c: &TestClient| match c.rx.try_recv() {
+        Some((Outbound::Addressed(el, to), _)) => (el, to.to_string()),
+        other => panic!("{other:?}"),
+    };
+    let (a, a_to) = shared(&alice);
+    let (b, b_to) = shared(&bob);
+    assert!(Arc::ptr_eq(&a, &b), "one copy for both recipients");
+    assert_eq!(
+        (a_to.as_str(), b_to.as_str()),
+        ("alice@localhost/pc", "bob@localhost/phone")
+    );
+    // Written, each is addressed to its recipient.
+    let mut out = Vec::new();
+    xmppd_stream::serialize_addressed(&b, "", &b_to, &mut out);
+    let written: Element = String::from_utf8(out).unwrap().parse().unwrap();
+    assert_eq!(written.attr("to"), Some("bob@localhost/phone"));
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use minidom::Element;
 use xmppd_core::testing::{TestClient as Client, CLOSE_NS};
-use xmppd_core::{BareJid, CoreConfig, Server, SessionInfo};
+use xmppd_core::{BareJid, CoreConfig, QueueLimits, Server, SessionInfo};
 use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 async fn setup(users: &[&str], cfg: CoreConfig) -> Arc<Server> {
@@ -150,7 +150,7 @@ async fn offline_messages_are_kept_capped_and_delivered_with_delay() {
 
     let mut b = login(&server, "bob", "phone").await;
     b.send(&server, &format!("<presence {}/>", ns())).await;
-    let got_b = b.drain();
+    let got_b = b.pump(&server).await;
     let msgs: Vec<_> = got_b.iter().filter(|e| e.name() == "message").collect();
     assert_eq!(msgs.len(), 2);
     assert_eq!(
@@ -161,7 +161,58 @@ async fn offline_messages_are_kept_capped_and_delivered_with_delay() {
     // Delivered once only.
     let mut b2 = login(&server, "bob", "tablet").await;
     b2.send(&server, &format!("<presence {}/>", ns())).await;
-    assert!(b2.drain().iter().all(|e| e.name() != "message"));
+    assert!(b2.pump(&server).await.iter().all(|e| e.name() != "message"));
+}
+
+#[tokio::test]
+async fn an_offline_backlog_larger_than_the_queue_arrives_whole_and_in_order() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    const N: usize = 300;
+    for i in 0..N {
+        let body = format!("m{i:03} {}", "z".repeat(200));
+        let xml = format!(
+            "<message {} to='bob@localhost'><body>{body}</body></message>",
+            ns()
+        );
+        a.send(&server, &xml).await;
+    }
+    assert!(a.drain().is_empty(), "all stored");
+    // Far less room than the backlog needs, for others' stanzas and for replies alike.
+    let limits = QueueLimits {
+        stanzas: 8,
+        bytes: 4096,
+        reply_bytes: 16 * 1024,
+    };
+    let bob = BareJid::new("bob@localhost").unwrap();
+    let mut b = Client::login_with(&server, bob.clone(), "phone", limits).await;
+    b.send(&server, &format!("<presence {}/>", ns())).await;
+    let bodies = |got: &[Element]| -> Vec<String> {
+        got.iter()
+            .filter_map(|e| e.get_child("body", "jabber:client"))
+            .map(|b| b.text()[..4].to_owned())
+            .collect()
+    };
+    // Coming online queues only a request to report back once written; the writer's report
+    // brings the first page. Nothing leaves storage before the writer reports that written.
+    assert!(bodies(&b.drain()).is_empty());
+    server.written(&b.session).await;
+    let first = bodies(&b.drain());
+    assert!(!first.is_empty() && first.len() < N, "{}", first.len());
+    let uref = UserRef::new("bob", "localhost");
+    assert_eq!(server.store().offline_count(&uref).await.unwrap(), N);
+    server.written(&b.session).await;
+    assert_eq!(
+        server.store().offline_count(&uref).await.unwrap(),
+        N - first.len(),
+        "a written page is removed"
+    );
+    let mut all = first;
+    all.extend(bodies(&b.pump(&server).await));
+    let want: Vec<String> = (0..N).map(|i| format!("m{i:03}")).collect();
+    assert_eq!(all, want);
+    assert_eq!(server.store().offline_count(&uref).await.unwrap(), 0);
+    b.logout(&server).await;
 }
 
 #[tokio::test]
@@ -482,12 +533,22 @@ async fn disabled_account_cannot_bind_and_loses_sessions() {
     assert_eq!(got.len(), 1);
     assert!(got[0].is("not-authorized", CLOSE_NS), "{got:?}");
     let r = server
-        .bind(alice.clone(), Some("x"), SessionInfo::default(), 8)
+        .bind(
+            alice.clone(),
+            Some("x"),
+            SessionInfo::default(),
+            QueueLimits::default(),
+        )
         .await;
     assert_eq!(r.err(), Some(xmppd_core::BindError::NotAllowed));
     server.set_disabled(&alice, false).await.unwrap();
     assert!(server
-        .bind(alice, Some("x"), SessionInfo::default(), 8)
+        .bind(
+            alice,
+            Some("x"),
+            SessionInfo::default(),
+            QueueLimits::default()
+        )
         .await
         .is_ok());
 }
@@ -712,7 +773,12 @@ async fn concurrent_binds_never_exceed_the_resource_limit() {
         tokio::spawn(async move {
             let r = format!("r{i}");
             server
-                .bind(alice, Some(&r), SessionInfo::default(), 8)
+                .bind(
+                    alice,
+                    Some(&r),
+                    SessionInfo::default(),
+                    QueueLimits::default(),
+                )
                 .await
         })
     });
@@ -873,4 +939,183 @@ async fn removing_an_account_tells_contacts_and_ends_its_sessions() {
         server.remove_account(&alice, None).await,
         Err(xmppd_storage::StorageError::NoSuchUser)
     ));
+}
+
+fn body_of(e: &Element) -> Option<String> {
+    e.get_child("body", "jabber:client").map(|b| b.text())
+}
+
+#[tokio::test]
+async fn closing_needs_no_queue_space_and_is_reported_truthfully() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let bob = BareJid::new("bob@localhost").unwrap();
+    let limits = QueueLimits {
+        stanzas: 2,
+        ..QueueLimits::default()
+    };
+    let mut b = Client::login_with(&server, bob.clone(), "phone", limits).await;
+    // Bob reads nothing: his queue is full.
+    for i in 0..2 {
+        let xml = format!(
+            "<message {} to='bob@localhost/phone'><body>q{i}</body></message>",
+            ns()
+        );
+        a.send(&server, &xml).await;
+    }
+    assert!(a.drain().is_empty());
+    server.set_disabled(&bob, true).await.unwrap();
+    // Closing, bob takes nothing more: this one is stored for his next login.
+    let xml = format!(
+        "<message {} to='bob@localhost/phone'><body>q2</body></message>",
+        ns()
+    );
+    a.send(&server, &xml).await;
+    let uref = UserRef::new("bob", "localhost");
+    assert_eq!(server.store().offline_count(&uref).await.unwrap(), 1);
+    let got = b.drain();
+    let bodies: Vec<_> = got.iter().filter_map(body_of).collect();
+    assert_eq!(
+        bodies,
+        ["q0", "q1"],
+        "what was queued before the close: {got:?}"
+    );
+    assert!(
+        got.last().is_some_and(|e| e.is("not-authorized", CLOSE_NS)),
+        "then the close, though the queue was full: {got:?}"
+    );
+    // Told once; a session already closing is not counted again.
+    let cond = xmppd_stream::StreamErrorCondition::PolicyViolation;
+    assert_eq!(server.end_sessions(&bob, cond, None), 0);
+    b.logout(&server).await;
+    assert_eq!(server.end_sessions(&bob, cond, None), 0);
+}
+
+#[tokio::test]
+async fn what_an_ended_session_still_had_queued_goes_where_rfc6121_sends_it() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut phone = login(&server, "bob", "phone").await;
+    let mut pc = login(&server, "bob", "pc").await;
+    go_online(&server, &mut a).await;
+    phone
+        .send(
+            &server,
+            &format!("<presence {}><priority>5</priority></presence>", ns()),
+        )
+        .await;
+    go_online(&server, &mut pc).await;
+    phone.drain();
+    a.drain();
+    let sends = [
+        "<message {ns} to='bob@localhost/phone' type='chat'><body>full chat</body></message>",
+        "<message {ns} to='bob@localhost'><body>bare normal</body></message>",
+        "<message {ns} to='bob@localhost/phone' type='groupchat'><body>gc</body></message>",
+        "<message {ns} to='bob@localhost/phone' type='headline'><body>news</body></message>",
+        "<iq {ns} to='bob@localhost/phone' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>",
+    ];
+    for xml in sends {
+        a.send(&server, &xml.replace("{ns}", ns())).await;
+    }
+    assert!(a.drain().is_empty());
+    assert!(pc.drain().is_empty(), "priority 5 took everything");
+    // The phone vanishes with all of it unread.
+    phone.logout(&server).await;
+    let got = pc.drain();
+    let bodies: Vec<_> = got.iter().filter_map(body_of).collect();
+    assert_eq!(bodies, ["full chat", "bare normal"], "{got:?}");
+    let err = find(&a.drain(), "iq", Some("error"))
+        .cloned()
+        .expect("iq answered");
+    assert_eq!(err.attr("id"), Some("v1"));
+    assert!(err
+        .get_child("error", "jabber:client")
+        .unwrap()
+        .has_child("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+
+    // With no other resource, a message with a body is stored for the next login.
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost/pc' type='chat'><body>later</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    pc.logout(&server).await;
+    let mut back = login(&server, "bob", "tablet").await;
+    go_online(&server, &mut back).await;
+    server.written(&back.session).await;
+    let bodies: Vec<_> = back
+        .pump(&server)
+        .await
+        .iter()
+        .filter_map(body_of)
+        .collect();
+    assert_eq!(bodies, ["later"]);
+}
+
+#[tokio::test]
+async fn a_message_to_the_bare_jid_is_not_rerouted_to_a_resource_that_had_it() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut one = login(&server, "bob", "one").await;
+    let mut two = login(&server, "bob", "two").await;
+    go_online(&server, &mut one).await;
+    go_online(&server, &mut two).await;
+    one.drain();
+    let xml = format!(
+        "<message {} to='bob@localhost' type='chat'><body>tie</body></message>",
+        ns()
+    );
+    a.send(&server, &xml).await;
+    assert_eq!(
+        two.drain().iter().filter_map(body_of).collect::<Vec<_>>(),
+        ["tie"]
+    );
+    one.logout(&server).await;
+    assert!(
+        two.drain().iter().all(|e| body_of(e).is_none()),
+        "no duplicate"
+    );
+}
+
+#[tokio::test]
+async fn a_presence_over_the_size_limit_is_refused_and_not_kept() {
+    let cfg = CoreConfig {
+        max_presence_bytes: 2048,
+        ..CoreConfig::default()
+    };
+    let server = setup(&["alice"], cfg).await;
+    let mut a = login(&server, "alice", "pc").await;
+    go_online(&server, &mut a).await;
+    let big = format!(
+        "<presence {}><status>{}</status></presence>",
+        ns(),
+        "s".repeat(4000)
+    );
+    a.send(&server, &big).await;
+    let got = a.drain();
+    let err = find(&got, "presence", Some("error")).expect("refused");
+    assert!(err
+        .get_child("error", "jabber:client")
+        .unwrap()
+        .has_child("policy-violation", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    assert!(
+        find(&got, "presence", None).is_none(),
+        "not broadcast: {got:?}"
+    );
+    let alice = BareJid::new("alice@localhost").unwrap();
+    let kept = server.router().resources(&alice)[0]
+        .presence
+        .clone()
+        .unwrap();
+    assert!(
+        kept.get_child("status", "jabber:client").is_none(),
+        "the last one is kept"
+    );
+    // A directed one (a room join) is refused alike.
+    let join = big.replace("<presence ", "<presence to='room@conference.localhost/al' ");
+    a.send(&server, &join).await;
+    assert!(find(&a.drain(), "presence", Some("error")).is_some());
 }

@@ -2,7 +2,8 @@
 //!
 //! Every groupchat message a room broadcasts is handed to [`RoomArchive::store`]; a new
 //! occupant's history comes from [`RoomArchive::history`]. The default, [`MemoryArchive`],
-//! keeps the last `history_length` messages of each room in memory (lost on restart). A MAM
+//! keeps the last `history_length` messages of each room in memory (lost on restart), and no
+//! more than a number of bytes per room. A MAM
 //! service implements the trait over durable storage and answers its own query namespace
 //! through [`RoomArchive::iq_namespaces`] / [`RoomArchive::handle_iq`]. Not done here: any
 //! durable storage, paging (RSM), full-text search.
@@ -120,23 +121,63 @@ pub trait RoomArchive: Send + Sync {
     }
 }
 
-/// The built-in history: the last messages of each room, in memory.
-#[derive(Default)]
+/// The built-in history: the last messages of each room, in memory, bounded in bytes per room
+/// (every new occupant gets a copy of what it asks for, so a room's history costs memory once
+/// here and once more per join).
 pub struct MemoryArchive {
-    rooms: DashMap<BareJid, VecDeque<HistoryEntry>>,
+    rooms: DashMap<BareJid, History>,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct History {
+    entries: VecDeque<(HistoryEntry, usize)>,
+    bytes: usize,
+}
+
+impl History {
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+}
+
+impl MemoryArchive {
+    /// The default bound of one room's history.
+    pub const DEFAULT_MAX_BYTES: usize = 256 * 1024;
+
+    /// Keeps at most `max_bytes` of messages per room (their serialised size): the oldest go
+    /// first, and a message larger than that alone is not kept.
+    pub fn new(max_bytes: usize) -> Self {
+        MemoryArchive {
+            rooms: DashMap::new(),
+            max_bytes,
+        }
+    }
+}
+
+impl Default for MemoryArchive {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_MAX_BYTES)
+    }
 }
 
 #[async_trait]
 impl RoomArchive for MemoryArchive {
     async fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, _archived: bool) {
-        if keep == 0 {
-            self.rooms.remove(room);
+        let size = xmppd_core::queue::element_size(&entry.message);
+        if keep == 0 || size > self.max_bytes {
+            if keep == 0 {
+                self.rooms.remove(room);
+            }
             return;
         }
-        let mut q = self.rooms.entry(room.clone()).or_default();
-        q.push_back(entry);
-        while q.len() > keep {
-            q.pop_front();
+        let mut h = self.rooms.entry(room.clone()).or_default();
+        h.entries.push_back((entry, size));
+        h.bytes += size;
+        while h.entries.len() > keep || h.bytes > self.max_bytes {
+            h.pop_front();
         }
     }
 
@@ -147,12 +188,14 @@ impl RoomArchive for MemoryArchive {
         keep: usize,
         now_ms: i64,
     ) -> Vec<HistoryEntry> {
-        let Some(q) = self.rooms.get(room) else {
+        let Some(h) = self.rooms.get(room) else {
             return Vec::new();
         };
-        let skip = q.len().saturating_sub(keep);
-        let entries: Vec<HistoryEntry> = q.iter().skip(skip).cloned().collect();
-        drop(q);
+        let skip = h.entries.len().saturating_sub(keep);
+        let entries: Vec<HistoryEntry> = (h.entries.iter().skip(skip))
+            .map(|(e, _)| e.clone())
+            .collect();
+        drop(h);
         query.select(&entries, now_ms)
     }
 
@@ -318,5 +361,28 @@ mod tests {
         a.forget(&r1).await;
         assert!(a.history(&r1, &all, 3, 10).await.is_empty());
         assert_eq!(a.history(&r2, &all, 3, 10).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_archive_keeps_a_bounded_number_of_bytes_per_room() {
+        let r = BareJid::new("r@muc").unwrap();
+        let size = xmppd_core::queue::element_size(&entry(0, &"x".repeat(1000)).message);
+        let a = MemoryArchive::new(3 * size);
+        for i in 0..5 {
+            let body = format!("{i}{}", "x".repeat(999));
+            a.store(&r, entry(i, &body), 50, false).await;
+        }
+        let kept = bodies(&a.history(&r, &HistoryQuery::default(), 50, 10).await);
+        assert_eq!(
+            kept.iter().map(|b| &b[..1]).collect::<Vec<_>>(),
+            ["2", "3", "4"]
+        );
+        // Too large alone: not kept, and the rest stays.
+        a.store(&r, entry(5, &"y".repeat(4 * size)), 50, false)
+            .await;
+        assert_eq!(
+            a.history(&r, &HistoryQuery::default(), 50, 10).await.len(),
+            3
+        );
     }
 }

@@ -15,6 +15,7 @@
 //! approval of registrations (a registration is accepted or refused at once).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -124,6 +125,9 @@ pub struct RoomLimits {
 pub struct Outcome {
     /// Stanzas to route, in order.
     pub out: Vec<Element>,
+    /// Stanzas for every occupant session, each one element for all (a 256 KiB message to 500
+    /// occupants is one copy, not 500), interleaved with `out` as their `at` says.
+    pub broadcasts: Vec<Broadcast>,
     /// A new occupant's session and what history it asked for: sent after `out`.
     pub history_for: Option<(FullJid, HistoryQuery)>,
     /// Stanzas to route after the history (the subject on join).
@@ -134,6 +138,41 @@ pub struct Outcome {
     pub changed: bool,
     /// The room is gone (destroyed, or a temporary room emptied).
     pub destroyed: bool,
+}
+
+/// One stanza for many occupant sessions: a single element, addressed to each recipient only
+/// as it is written.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    /// Goes before `out[at]` of its [`Outcome`] (after all of it when `at` is its length).
+    pub at: usize,
+    pub stanza: Arc<Element>,
+    pub to: Vec<FullJid>,
+}
+
+/// One thing to send, in the order a room produced it.
+#[derive(Debug, Clone)]
+pub enum Send {
+    /// A stanza with its own `to`.
+    One(Element),
+    /// One element for several sessions.
+    Shared(Arc<Element>, Vec<FullJid>),
+}
+
+impl Outcome {
+    /// `out` with the broadcasts in their places.
+    pub fn take_sends(&mut self) -> Vec<Send> {
+        let mut broadcasts = std::mem::take(&mut self.broadcasts).into_iter().peekable();
+        let mut sends = Vec::with_capacity(self.out.len() + broadcasts.len());
+        for (i, el) in std::mem::take(&mut self.out).into_iter().enumerate() {
+            while let Some(b) = broadcasts.next_if(|b| b.at <= i) {
+                sends.push(Send::Shared(b.stanza, b.to));
+            }
+            sends.push(Send::One(el));
+        }
+        sends.extend(broadcasts.map(|b| Send::Shared(b.stanza, b.to)));
+        sends
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -835,16 +874,23 @@ impl Room {
                 message: msg.clone(),
             });
         }
-        self.to_all(&msg, o);
+        self.to_all(msg, o);
         Ok(())
     }
 
-    /// A copy of `msg` to every occupant session.
-    fn to_all(&self, msg: &Element, o: &mut Outcome) {
-        for s in self.occupants.values().flat_map(|x| &x.sessions) {
-            let mut copy = msg.clone();
-            set_attr(&mut copy, "to", s.to_string());
-            o.out.push(copy);
+    /// `msg` to every occupant session, as one shared element.
+    fn to_all(&self, msg: Element, o: &mut Outcome) {
+        let to: Vec<FullJid> = self
+            .occupants
+            .values()
+            .flat_map(|x| x.sessions.iter().cloned())
+            .collect();
+        if !to.is_empty() {
+            o.broadcasts.push(Broadcast {
+                at: o.out.len(),
+                stanza: Arc::new(msg),
+                to,
+            });
         }
     }
 
@@ -1785,7 +1831,7 @@ impl Room {
             x.append_child(status(c));
         }
         msg.append_child(x);
-        self.to_all(&msg, o);
+        self.to_all(msg, o);
         if self.config.members_only && !old.members_only {
             let outsiders: Vec<String> = self
                 .occupants

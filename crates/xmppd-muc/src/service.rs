@@ -34,7 +34,7 @@ use xmppd_core::{Context, ServerHandle};
 use xmppd_storage::{RoomStore, StorageError};
 
 use crate::archive::RoomArchive;
-use crate::room::{Room, RoomLimits, NS_MUC};
+use crate::room::{Room, RoomLimits, Send, NS_MUC};
 
 /// Stanzas one room may have waiting; past this, senders are told to wait (a room flooded
 /// faster than it can fan out must not grow the server's memory).
@@ -432,8 +432,12 @@ impl RoomTask {
     async fn run(self, jid: BareJid, mut room: Room, mut rx: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = rx.recv().await {
             self.entry.queued.fetch_sub(1, Ordering::Relaxed);
+            let mut sender = None;
             let (out, gone) = match input {
-                Input::Stanza(st) => self.step(&mut room, st).await,
+                Input::Stanza(st) => {
+                    sender = st.attr("from").and_then(|f| FullJid::new(f).ok());
+                    self.step(&mut room, st).await
+                }
                 Input::Forget(user) => {
                     if room.forget_account(&user) {
                         self.changed(&room).await;
@@ -442,9 +446,9 @@ impl RoomTask {
                 }
                 Input::Adopt(admin) if room.owners().is_empty() => {
                     tracing::info!(room = %jid, owner = %admin, "administrator takes over a room without owner");
-                    let outcome = room.adopt(&admin);
+                    let mut outcome = room.adopt(&admin);
                     self.changed(&room).await;
-                    (outcome.out, false)
+                    (outcome.take_sends(), false)
                 }
                 Input::Adopt(_) => (Vec::new(), false),
             };
@@ -452,8 +456,22 @@ impl RoomTask {
                 *s = Summary::of(&room);
             }
             // Outside any lock, after what had to be saved was saved: what the room sends
-            // may come back to it, and then waits in the inbox.
-            self.server.dispatch_all(out).await;
+            // may come back to it, and then waits in the inbox. What goes back to the sender
+            // (the occupant list on a join) answers its own request: the sender's reply budget.
+            let dispatch = self.server.with_context(|cx| {
+                for send in out {
+                    match send {
+                        Send::One(el) => cx.send(el),
+                        Send::Shared(el, to) => {
+                            to.iter().for_each(|t| cx.send_shared(t, el.clone()))
+                        }
+                    }
+                }
+            });
+            match sender {
+                Some(jid) => xmppd_core::handling(jid, dispatch).await,
+                None => dispatch.await,
+            };
             if gone {
                 break;
             }
@@ -480,14 +498,14 @@ impl RoomTask {
     }
 
     /// Handles one stanza; returns what to send, in order, and whether the room is gone.
-    async fn step(&self, room: &mut Room, st: Element) -> (Vec<Element>, bool) {
+    async fn step(&self, room: &mut Room, st: Element) -> (Vec<Send>, bool) {
         let svc = &self.service;
         if let Some(answer) = svc.archive_iq(room, &st).await {
-            return (vec![answer], false);
+            return (vec![Send::One(answer)], false);
         }
         let now = stanza::now_ms();
-        let outcome = room.handle(&st, now);
-        let mut out = outcome.out;
+        let mut outcome = room.handle(&st, now);
+        let mut out = outcome.take_sends();
         if let Some((to, query)) = outcome.history_for {
             let keep = room.config.history_length;
             for entry in svc.archive.history(&room.jid, &query, keep, now).await {
@@ -501,10 +519,10 @@ impl RoomTask {
                         ("stamp", &stanza::xep82_datetime(entry.stamp_ms)),
                     ],
                 ));
-                out.push(m);
+                out.push(Send::One(m));
             }
         }
-        out.extend(outcome.after);
+        out.extend(outcome.after.into_iter().map(Send::One));
         if let Some(entry) = outcome.archive {
             let (keep, archived) = (room.config.history_length, room.config.archived);
             svc.archive.store(&room.jid, entry, keep, archived).await;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use minidom::Element;
-use tokio::sync::mpsc;
 use xmppd_auth::{AuthBackend, InternalBackend};
 use xmppd_core::stanza::NS_STANZAS;
 use xmppd_core::{BareJid, ClientSession, CoreConfig, Outbound, Server, SessionInfo};
@@ -108,7 +107,7 @@ async fn pre_auth_rate_limit_refuses_without_creating() {
 
 struct Client {
     session: ClientSession,
-    rx: mpsc::Receiver<Outbound>,
+    rx: xmppd_core::QueueReceiver,
 }
 
 impl Client {
@@ -117,9 +116,9 @@ impl Client {
         server.handle_from_client(&mut self.session, el).await;
         loop {
             match self.rx.try_recv() {
-                Ok(Outbound::Stanza(s)) if s.name() == "iq" => return (*s).clone(),
-                Ok(_) => {}
-                Err(_) => panic!("no reply to {xml}"),
+                Some((Outbound::Stanza(s), _)) if s.name() == "iq" => return (*s).clone(),
+                Some(_) => {}
+                None => panic!("no reply to {xml}"),
             }
         }
     }
@@ -148,7 +147,7 @@ async fn server_with(
             BareJid::new("alice@localhost").unwrap(),
             Some("r"),
             SessionInfo::default(),
-            16,
+            xmppd_core::QueueLimits::default(),
         )
         .await
         .unwrap();
@@ -213,12 +212,7 @@ async fn logged_in_password_change_and_removal() {
     assert!(!server.store().user_exists(&alice_ref).await.unwrap());
     // The session is closed shortly after the answer.
     let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            match alice.rx.recv().await {
-                Some(Outbound::Close(..)) | None => return,
-                Some(_) => {}
-            }
-        }
+        while !matches!(alice.rx.recv().await.0, Outbound::Close(..)) {}
     })
     .await;
     assert!(closed.is_ok(), "session not closed after removal");

@@ -225,6 +225,15 @@ pub trait OfflineStore: Send + Sync {
     ) -> Result<bool>;
     /// All stored messages, oldest first (not removed).
     async fn offline_messages(&self, user: &UserRef) -> Result<Vec<OfflineMessage>>;
+    /// Stored messages with ids above `after_id`, oldest first (not removed): at most
+    /// `max_count`, and no more than `max_bytes` of XML unless the first alone is larger.
+    async fn offline_page(
+        &self,
+        user: &UserRef,
+        after_id: i64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>>;
     /// Removes the messages with ids up to and including `up_to_id`, after they were delivered.
     async fn remove_offline(&self, user: &UserRef, up_to_id: i64) -> Result<()>;
     async fn offline_count(&self, user: &UserRef) -> Result<usize>;

@@ -950,6 +950,39 @@ impl OfflineStore for SqliteStore {
         .await
     }
 
+    async fn offline_page(
+        &self,
+        user: &UserRef,
+        after_id: i64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>> {
+        let user = user.clone();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, stamp_ms, xml FROM offline
+                 WHERE domain = ?1 AND user = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+            )?;
+            let limit = i64::try_from(max_count).unwrap_or(i64::MAX);
+            let mut rows = stmt.query(params![user.domain, user.user, after_id, limit])?;
+            let (mut page, mut bytes) = (Vec::new(), 0usize);
+            while let Some(r) = rows.next()? {
+                let xml: String = r.get(2)?;
+                bytes += xml.len();
+                if bytes > max_bytes && !page.is_empty() {
+                    break;
+                }
+                page.push(OfflineMessage {
+                    id: r.get(0)?,
+                    stamp_ms: r.get(1)?,
+                    xml,
+                });
+            }
+            Ok(page)
+        })
+        .await
+    }
+
     async fn remove_offline(&self, user: &UserRef, up_to_id: i64) -> Result<()> {
         let user = user.clone();
         self.write(move |c| {
@@ -1738,6 +1771,34 @@ mod tests {
             .push_offline(&alice(), 300, "<again/>", 3)
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn offline_pages_follow_the_cursor_and_both_bounds() {
+        let (_dir, store) = file_store();
+        for i in 0..5 {
+            let xml = format!("<m{i}>{}</m{i}>", "x".repeat(100));
+            assert!(store.push_offline(&alice(), i, &xml, 10).await.unwrap());
+        }
+        store.push_offline(&bob(), 9, "<bob/>", 10).await.unwrap();
+        let page = store.offline_page(&alice(), 0, 2, 1 << 20).await.unwrap();
+        assert_eq!(page.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [0, 1]);
+        let next = store
+            .offline_page(&alice(), page[1].id, 10, 250)
+            .await
+            .unwrap();
+        assert_eq!(next.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [2, 3]);
+        // A message larger than the byte bound still comes, alone.
+        let big = store
+            .offline_page(&alice(), next[1].id, 10, 1)
+            .await
+            .unwrap();
+        assert_eq!(big.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [4]);
+        assert!(store
+            .offline_page(&alice(), big[0].id, 10, 1)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

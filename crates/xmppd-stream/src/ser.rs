@@ -17,7 +17,14 @@ use crate::{StreamErrorCondition, NS_STREAM, NS_STREAM_ERRORS};
 /// `xml:*` get a prefix declared on the same element. Apart from growing `out`, the only
 /// allocation is one copy of each namespace that has to be declared.
 pub fn serialize(el: &Element, default_ns: &str, out: &mut Vec<u8>) {
-    write_element(el, default_ns, out);
+    write_element(el, default_ns, None, out);
+}
+
+/// Like [`serialize`], with the `to` attribute of `el` itself written as `to` (added if `el`
+/// has none). One element fanned out to many recipients is stored once and addressed to each
+/// only here, as it is written.
+pub fn serialize_addressed(el: &Element, default_ns: &str, to: &str, out: &mut Vec<u8>) {
+    write_element(el, default_ns, Some(to), out);
 }
 
 /// `<?xml version='1.0'?><stream:stream ...>` for the responding side.
@@ -66,8 +73,9 @@ pub fn stream_error(cond: StreamErrorCondition, text: Option<&str>) -> String {
     s
 }
 
-/// Writes `el`; `scope_ns` is the default namespace in effect where it is written.
-fn write_element(el: &Element, scope_ns: &str, out: &mut Vec<u8>) {
+/// Writes `el`; `scope_ns` is the default namespace in effect where it is written; `to`
+/// replaces its `to` attribute.
+fn write_element(el: &Element, scope_ns: &str, to: Option<&str>, out: &mut Vec<u8>) {
     let name = el.name().as_bytes();
     let stream_prefixed = el.has_ns(NS_STREAM);
     // Only filled when the element changes the default namespace.
@@ -84,7 +92,7 @@ fn write_element(el: &Element, scope_ns: &str, out: &mut Vec<u8>) {
         escape_into(ns, true, out);
         out.push(b'\'');
     }
-    write_attributes(el, out);
+    write_attributes(el, to, out);
 
     let mut nodes = el.nodes().peekable();
     if nodes.peek().is_none() {
@@ -94,7 +102,7 @@ fn write_element(el: &Element, scope_ns: &str, out: &mut Vec<u8>) {
     out.push(b'>');
     for node in nodes {
         match node {
-            Node::Element(child) => write_element(child, inner_ns, out),
+            Node::Element(child) => write_element(child, inner_ns, None, out),
             Node::Text(text) => escape_into(text, false, out),
         }
     }
@@ -106,11 +114,21 @@ fn write_element(el: &Element, scope_ns: &str, out: &mut Vec<u8>) {
     out.push(b'>');
 }
 
-fn write_attributes(el: &Element, out: &mut Vec<u8>) {
+fn write_attributes(el: &Element, mut to: Option<&str>, out: &mut Vec<u8>) {
+    if let (Some(value), None) = (to, el.attr("to")) {
+        out.extend_from_slice(b" to='");
+        escape_into(value, true, out);
+        out.push(b'\'');
+        to = None;
+    }
     // The map iterates grouped by namespace, so one prefix per group suffices.
     let mut current: Option<&Namespace<'static>> = None;
     let mut prefixes = 0u32;
     for ((ns, name), value) in el.attrs().iter() {
+        let value = match to {
+            Some(to) if ns.is_none() && name.as_str() == "to" => to,
+            _ => value.as_str(),
+        };
         out.push(b' ');
         if ns.is_none() {
             // Namespace declarations are derived from element namespaces, never copied.

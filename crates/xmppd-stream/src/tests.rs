@@ -636,6 +636,32 @@ fn serialize_escapes_text_and_attributes() {
 }
 
 #[test]
+fn serialize_addressed_rewrites_only_the_top_level_to() {
+    let mut el: Element = "<message xmlns='jabber:client' from='room@muc/nick' to='a@x/1' \
+        type='groupchat'><body>hi</body><x xmlns='urn:x' to='keep'/></message>"
+        .parse()
+        .expect("parses");
+    let mut out = Vec::new();
+    serialize_addressed(&el, NS_CLIENT, "b&c@x/2", &mut out);
+    let got = parse_elements(&out);
+    assert_eq!(got[0].attr("to"), Some("b&c@x/2"));
+    assert_eq!(
+        got[0].get_child("x", "urn:x").and_then(|x| x.attr("to")),
+        Some("keep")
+    );
+    // Without a `to` of its own, the element gets one.
+    el.attrs_mut().remove(Namespace::none(), "to");
+    let mut out = Vec::new();
+    serialize_addressed(&el, NS_CLIENT, "c@x/3", &mut out);
+    assert_eq!(parse_elements(&out)[0].attr("to"), Some("c@x/3"));
+    assert_eq!(
+        el.attr("to"),
+        None,
+        "the shared element itself is unchanged"
+    );
+}
+
+#[test]
 fn serialize_skips_stray_xmlns_attributes() {
     let el = Element::builder("x", "urn:a")
         .attr(rxml::NcName::try_from("xmlns").expect("name"), "urn:b")

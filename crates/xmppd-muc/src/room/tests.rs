@@ -109,11 +109,22 @@ fn groupchat_reaches_every_session_and_outsiders_are_refused() {
         ))
     };
     let o = room.handle(&msg("alice@example.org/a"), 5);
-    assert_eq!(o.out.len(), 3, "al and both of bob's sessions");
-    assert!(o
-        .out
-        .iter()
-        .all(|m| m.attr("from") == Some(&*format!("{ROOM}/al"))));
+    assert!(o.out.is_empty(), "no copy per recipient");
+    let [b] = &o.broadcasts[..] else {
+        panic!("one broadcast: {:?}", o.broadcasts)
+    };
+    let mut to: Vec<_> = b.to.iter().map(|j| j.to_string()).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "alice@example.org/a",
+            "bob@example.org/b",
+            "bob@example.org/phone"
+        ],
+        "al and both of bob's sessions"
+    );
+    assert_eq!(b.stanza.attr("from"), Some(&*format!("{ROOM}/al")));
     // Stamped with the end of the millisecond the room accepted it in.
     assert_eq!(o.archive.unwrap().stamp_ms, 6);
     let o = room.handle(&msg("carol@example.org/c"), 5);
@@ -1164,4 +1175,56 @@ fn a_removed_owner_is_forgotten_and_an_administrator_can_adopt_the_room() {
         room.handle(&st(&config), 0).out[0].attr("type"),
         Some("result")
     );
+}
+
+#[test]
+fn a_large_groupchat_to_many_occupants_is_one_element() {
+    let mut room = configured("", 0);
+    for i in 0..49 {
+        join(
+            &mut room,
+            &format!("user{i}@example.org/r"),
+            &format!("n{i}"),
+        );
+    }
+    let body = "z".repeat(256 * 1024);
+    let mut o = room.handle(
+        &st(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='alice@example.org/a' \
+             to='{ROOM}'><body>{body}</body></message>"
+        )),
+        0,
+    );
+    let sends = o.take_sends();
+    let [Send::Shared(stanza, to)] = &sends[..] else {
+        panic!("one shared send, got {}", sends.len())
+    };
+    assert_eq!(to.len(), 50);
+    assert_eq!(
+        Arc::strong_count(stanza),
+        1,
+        "held once, for every recipient"
+    );
+}
+
+#[test]
+fn broadcasts_keep_their_place_among_the_other_stanzas() {
+    let el = |id: &str| st(&format!("<message xmlns='jabber:client' id='{id}'/>"));
+    let shared = |id: &str, at: usize| Broadcast {
+        at,
+        stanza: Arc::new(el(id)),
+        to: vec![FullJid::new("a@example.org/r").unwrap()],
+    };
+    let mut o = Outcome {
+        out: vec![el("1"), el("3")],
+        broadcasts: vec![shared("0", 0), shared("2", 1), shared("4", 2)],
+        ..Outcome::default()
+    };
+    let ids: Vec<_> = (o.take_sends().iter())
+        .map(|s| match s {
+            Send::One(e) => e.attr("id").unwrap().to_owned(),
+            Send::Shared(e, _) => e.attr("id").unwrap().to_owned(),
+        })
+        .collect();
+    assert_eq!(ids, ["0", "1", "2", "3", "4"]);
 }
