@@ -187,6 +187,12 @@ pub trait RosterStore: Send + Sync {
     async fn set_roster_item(&self, user: &UserRef, item: &RosterItem) -> Result<u64>;
     /// Removes the item if present; returns the new roster version (unchanged if absent).
     async fn remove_roster_item(&self, user: &UserRef, contact: &str) -> Result<u64>;
+    /// The number of items, without reading them (for the roster size limit).
+    async fn roster_len(&self, user: &UserRef) -> Result<usize>;
+    /// Moves the roster to its next version without changing a stored item: for changes of
+    /// items kept elsewhere (shared groups) that are pushed to clients (RFC 6121 §2.6), so each
+    /// push carries a version of its own. Returns the new version.
+    async fn bump_roster_version(&self, user: &UserRef) -> Result<u64>;
 
     /// Stores an inbound subscription request (the `<presence type='subscribe'/>` XML) until the
     /// user answers; replaces an earlier request from the same contact.

@@ -149,6 +149,15 @@ CREATE INDEX roster_by_contact ON roster (contact);
 CREATE INDEX pending_by_contact ON pending_subscriptions (contact);
 CREATE INDEX muc_affiliations_by_jid ON muc_affiliations (jid);
 ",
+    // The number of items kept next to the version, so that the roster limit is checked without
+    // counting the roster.
+    r"
+ALTER TABLE roster_version ADD COLUMN items INTEGER NOT NULL DEFAULT 0;
+UPDATE roster_version SET items = (
+    SELECT COUNT(*) FROM roster r
+    WHERE r.domain = roster_version.domain AND r.user = roster_version.user
+);
+",
 ];
 
 /// A SQLite database file shared safely by the server and the CLI; see the module docs.
@@ -505,14 +514,16 @@ fn roster_version(conn: &Connection, user: &UserRef) -> Result<u64> {
     u64::try_from(v.unwrap_or(0)).map_err(|_| corrupt("roster version"))
 }
 
-fn bump_roster_version(conn: &Connection, user: &UserRef) -> Result<u64> {
+/// Moves the roster of `user` to its next version; `added` is the change in its item count.
+fn bump_roster_version(conn: &Connection, user: &UserRef, added: i64) -> Result<u64> {
     let v: i64 = conn
         .prepare_cached(
-            "INSERT INTO roster_version (domain, user, version) VALUES (?1, ?2, 1)
-             ON CONFLICT (domain, user) DO UPDATE SET version = version + 1
+            "INSERT INTO roster_version (domain, user, version, items) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (domain, user) DO UPDATE
+                 SET version = version + 1, items = items + excluded.items
              RETURNING version",
         )?
-        .query_row(params![user.domain, user.user], |r| r.get(0))?;
+        .query_row(params![user.domain, user.user, added], |r| r.get(0))?;
     u64::try_from(v).map_err(|_| corrupt("roster version"))
 }
 
@@ -586,6 +597,9 @@ fn delete_account_rows(conn: &Connection, user: &UserRef) -> Result<()> {
         ))?
         .execute(params![user.domain, user.user])?;
     }
+    // The counter stays; the roster it counts is gone.
+    conn.prepare_cached("UPDATE roster_version SET items = 0 WHERE domain = ?1 AND user = ?2")?
+        .execute(params![user.domain, user.user])?;
     Ok(())
 }
 
@@ -612,7 +626,7 @@ fn reset_contacts(conn: &Connection, user: &UserRef) -> Result<Vec<(UserRef, Ros
              WHERE domain = ?1 AND user = ?2 AND contact = ?3",
         )?
         .execute(params![holder.domain, holder.user, jid])?;
-        bump_roster_version(conn, &holder)?;
+        bump_roster_version(conn, &holder, 0)?;
         reset.push((holder, before));
     }
     Ok(reset)
@@ -694,7 +708,7 @@ impl CredentialStore for SqliteStore {
                 rooms: drop_affiliations(c, &user)?,
             };
             delete_account_rows(c, &user)?;
-            bump_roster_version(c, &user)?;
+            bump_roster_version(c, &user, 0)?;
             if let Some(until) = tombstone_until_ms {
                 c.prepare_cached(
                     "INSERT INTO tombstones (domain, user, until_ms) VALUES (?1, ?2, ?3)
@@ -800,6 +814,13 @@ impl RosterStore for SqliteStore {
     async fn set_roster_item(&self, user: &UserRef, item: &RosterItem) -> Result<u64> {
         let (user, item) = (user.clone(), item.clone());
         self.write(move |c| {
+            let known = c
+                .prepare_cached(
+                    "SELECT 1 FROM roster WHERE domain = ?1 AND user = ?2 AND contact = ?3",
+                )?
+                .query_row(params![user.domain, user.user, item.jid], |_| Ok(()))
+                .optional()?
+                .is_some();
             c.prepare_cached(
                 "INSERT INTO roster (domain, user, contact, name, subscription, ask, approved)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -827,7 +848,7 @@ impl RosterStore for SqliteStore {
             for (pos, group) in item.groups.iter().enumerate() {
                 stmt.execute(params![user.domain, user.user, item.jid, pos as i64, group])?;
             }
-            bump_roster_version(c, &user)
+            bump_roster_version(c, &user, if known { 0 } else { 1 })
         })
         .await
     }
@@ -845,12 +866,29 @@ impl RosterStore for SqliteStore {
                 )?
                 .execute(params![user.domain, user.user, contact])?;
             if removed > 0 {
-                bump_roster_version(c, &user)
+                bump_roster_version(c, &user, -1)
             } else {
                 roster_version(c, &user)
             }
         })
         .await
+    }
+
+    async fn roster_len(&self, user: &UserRef) -> Result<usize> {
+        let user = user.clone();
+        self.read(move |c| {
+            let n: Option<i64> = c
+                .prepare_cached("SELECT items FROM roster_version WHERE domain = ?1 AND user = ?2")?
+                .query_row(params![user.domain, user.user], |r| r.get(0))
+                .optional()?;
+            usize::try_from(n.unwrap_or(0)).map_err(|_| corrupt("roster item count"))
+        })
+        .await
+    }
+
+    async fn bump_roster_version(&self, user: &UserRef) -> Result<u64> {
+        let user = user.clone();
+        self.write(move |c| bump_roster_version(c, &user, 0)).await
     }
 
     async fn add_pending_subscription(
@@ -1654,6 +1692,65 @@ mod tests {
         assert_eq!(table_rows(&store, "roster_groups").await, 0);
         // Another user's roster has its own counter.
         assert_eq!(store.roster(&bob()).await.unwrap(), (0, vec![]));
+    }
+
+    #[tokio::test]
+    async fn roster_length_and_bare_version_bumps() {
+        let (_dir, store) = file_store();
+        assert_eq!(store.roster_len(&alice()).await.unwrap(), 0);
+        assert_eq!(store.bump_roster_version(&alice()).await.unwrap(), 1);
+        assert_eq!(store.roster_len(&alice()).await.unwrap(), 0);
+        let a = item("a@x", Subscription::None, &["g"]);
+        let b = item("b@x", Subscription::Both, &[]);
+        store.set_roster_item(&alice(), &a).await.unwrap();
+        store.set_roster_item(&alice(), &b).await.unwrap();
+        // Replacing an item does not count it twice; removing an absent one changes nothing.
+        store.set_roster_item(&alice(), &a).await.unwrap();
+        store
+            .remove_roster_item(&alice(), "absent@x")
+            .await
+            .unwrap();
+        assert_eq!(store.roster_len(&alice()).await.unwrap(), 2);
+        assert_eq!(store.bump_roster_version(&alice()).await.unwrap(), 5);
+        store.remove_roster_item(&alice(), "a@x").await.unwrap();
+        assert_eq!(store.roster_len(&alice()).await.unwrap(), 1);
+        assert_eq!(store.roster(&alice()).await.unwrap(), (6, vec![b]));
+        assert_eq!(store.roster_len(&bob()).await.unwrap(), 0);
+        // A removed account's count goes with its roster; a new account of the name starts at 0.
+        store.create_user(&alice(), &[]).await.unwrap();
+        store.remove_account(&alice(), None).await.unwrap();
+        assert_eq!(store.roster_len(&alice()).await.unwrap(), 0);
+        store.create_user(&alice(), &[]).await.unwrap();
+        store.set_roster_item(&alice(), &a).await.unwrap();
+        assert_eq!(store.roster_len(&alice()).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn migrating_counts_the_rosters_already_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xmppd.db");
+        {
+            // A database as the release before the item count left it.
+            let mut raw = Connection::open(&path).unwrap();
+            let tx = raw.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute_batch(
+                "INSERT INTO roster VALUES ('example.org', 'alice', 'a@x', NULL, 'none', 0, 0);
+                 INSERT INTO roster VALUES ('example.org', 'alice', 'b@x', NULL, 'none', 0, 0);
+                 INSERT INTO roster VALUES ('example.org', 'bob', 'a@x', NULL, 'none', 0, 0);
+                 INSERT INTO roster_version VALUES ('example.org', 'alice', 7);
+                 INSERT INTO roster_version VALUES ('example.org', 'bob', 1);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.roster_len(&alice()).await.unwrap(), 2);
+        assert_eq!(store.roster_len(&bob()).await.unwrap(), 1);
+        assert_eq!(store.roster(&alice()).await.unwrap().0, 7);
     }
 
     #[tokio::test]
