@@ -1,11 +1,13 @@
 """Roster and presence (RFC 6121): the subscription handshake in both directions, presence
 broadcast and probes, unavailable presence on disconnect, directed presence, pre-approval
-(§3.4), unsubscribe and cancel, roster versioning (§2.6) and roster pushes to every
-interested resource (§2.1.6)."""
+(§3.4), unsubscribe and cancel, roster versioning (§2.6), roster pushes to every
+interested resource (§2.1.6), and roster changes refused when storage fails."""
 
 import asyncio
+import sqlite3
+import xml.etree.ElementTree as ET
 
-from clients import ROSTER_NS, async_test, login, q
+from clients import ROSTER_NS, async_test, login, q, stanza_error
 
 A, B, C = "alice@localhost", "bob@localhost", "carol@localhost"
 
@@ -246,3 +248,42 @@ async def test_roster_set_errors(server):
     reply = await alice.iq("set", f"<query xmlns='{ROSTER_NS}'><item jid='{B}'/></query>",
                            to=C)
     assert reply.get("type") == "error", "roster set on someone else's roster accepted"
+
+
+@async_test(timeout=120)
+async def test_a_roster_change_that_cannot_be_stored_is_refused(server):
+    """Storage that fails for real (another process holds SQLite's write lock past xmppd's
+    busy timeout): the change is refused with an error, and no push, subscription request or
+    presence goes out for it."""
+    alice = await login(server, "alice")
+    phone = await login(server, "alice")
+    bob = await login(server, "bob")
+    db = sqlite3.connect(server.data_dir / "xmppd.sqlite", timeout=30, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        reply = await alice.iq("set", f"<query xmlns='{ROSTER_NS}'><item jid='{C}'/></query>",
+                               timeout=30)
+        assert reply.get("type") == "error", ET.tostring(reply)
+        assert stanza_error(reply) == "internal-server-error", ET.tostring(reply)
+        alice.send_presence(pto=B, ptype="subscribe")
+        refused = await alice.expect(
+            lambda e: e.tag == q("jabber:client", "presence") and e.get("type") == "error",
+            timeout=30, what="presence error for the subscription request")
+        assert stanza_error(refused) == "internal-server-error", ET.tostring(refused)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+
+    # What comes next arrives after anything the refused changes could have sent.
+    reply = await alice.iq("set", f"<query xmlns='{ROSTER_NS}'><item jid='{B}'/></query>")
+    assert reply.get("type") == "result", ET.tostring(reply)
+    first = await phone.expect(
+        lambda e: e.find(q(ROSTER_NS, "query")) is not None, what="roster push")
+    assert first.find(f"{q(ROSTER_NS, 'query')}/{q(ROSTER_NS, 'item')}").get("jid") == B
+    alice.chat(B, "after the outage")
+    await bob.expect_message("after the outage")
+    assert not [e for e in bob.received if is_presence_from(A, "subscribe")(e)], \
+        "a subscription request that was not stored reached the contact"
+    roster = await alice.iq("get", f"<query xmlns='{ROSTER_NS}'/>")
+    items = [(i.get("jid"), i.get("ask")) for i in roster.iter(q(ROSTER_NS, "item"))]
+    assert items == [(B, None)], items

@@ -495,7 +495,7 @@ pub(crate) async fn offline_written(server: &Arc<Server>, session: &ClientSessio
         }
     }
     loop {
-        if !session.available {
+        if !session.is_available() {
             release(server, &user, session.id);
             return;
         }

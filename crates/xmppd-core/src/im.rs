@@ -8,11 +8,11 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_storage::{AccountRemoval, RosterItem, Subscription, UserRef};
 
-use crate::context::Context;
+use crate::context::{Context, Outbox};
 use crate::module::IqKind;
 use crate::router::Resource;
-use crate::server::user_ref;
-use crate::session::ClientSession;
+use crate::server::{reply_error, user_ref, Server};
+use crate::session::{ClientSession, PresenceState, SharedPresence};
 use crate::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
 
 /// Entities one session may have sent directed presence to and still be tracking (RFC 6121
@@ -157,30 +157,81 @@ pub(crate) async fn shares_presence(cx: &Context<'_>, user: &BareJid, contact: &
     false
 }
 
-/// The effective roster of `user` and its version string. Contributed (shared) items change
-/// without a stored version bump, so they are folded into the version: a client's cached copy
-/// is invalidated when they change.
+/// The effective roster of `user` and its version, for a roster get.
 async fn roster_with_version(
     cx: &Context<'_>,
     user: &BareJid,
 ) -> Result<(String, Vec<RosterItem>), xmppd_storage::StorageError> {
-    let (ver, stored) = cx.store().roster(&user_ref(user)).await?;
+    let (counter, stored) = cx.store().roster(&user_ref(user)).await?;
     let items = merge_contributed(cx, user, stored).await;
-    // The stored counter alone would miss changes of contributed items: the version names the
-    // content it stands for (RFC 6121 §2.6), so both go into it.
+    Ok((roster_version(cx, user, counter).await, items))
+}
+
+/// The version of `user`'s roster whose stored part is at `counter` (RFC 6121 §2.6), in time
+/// independent of the roster's size. The stored counter moves with every stored change and
+/// every pushed change of a contributed item, but contributed (shared) items also change
+/// while nobody is told (the user offline, the server down): each roster module's own version
+/// goes into the string too, so that it names the content it stands for.
+async fn roster_version(cx: &Context<'_>, user: &BareJid, counter: u64) -> String {
+    let modules = cx.server().roster_modules();
+    if modules.is_empty() {
+        return counter.to_string();
+    }
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for it in &items {
-        (
-            &it.jid,
-            &it.name,
-            it.subscription.as_str(),
-            it.ask,
-            &it.groups,
-        )
-            .hash(&mut h);
+    for m in modules {
+        m.roster_items_version(cx, user).await.hash(&mut h);
     }
-    Ok((format!("{ver}-{:x}", h.finish()), items))
+    format!("{counter}-{:x}", h.finish())
+}
+
+/// A stored item as the client sees it: a contact that a module also contributes counts as a
+/// mutual subscription (as in [`merge_contributed`]).
+async fn shown_item(cx: &Context<'_>, user: &BareJid, mut item: RosterItem) -> RosterItem {
+    let Ok(contact) = BareJid::new(&item.jid) else {
+        return item;
+    };
+    for m in cx.server().roster_modules() {
+        if m.has_roster_item(cx, user, &contact).await {
+            item.subscription = Subscription::Both;
+            item.ask = false;
+            break;
+        }
+    }
+    item
+}
+
+/// The item modules contribute to `user`'s roster for `contact`, if any. A module's list is
+/// built only when it has the contact.
+async fn contributed_item(
+    cx: &Context<'_>,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Option<RosterItem> {
+    for m in cx.server().roster_modules() {
+        if !m.has_roster_item(cx, user, contact).await {
+            continue;
+        }
+        let items = m.roster_items(cx, user).await;
+        if let Some(it) = items.into_iter().find(|i| i.jid == contact.as_str()) {
+            return Some(RosterItem {
+                subscription: Subscription::Both,
+                ask: false,
+                ..it
+            });
+        }
+    }
+    None
+}
+
+/// A storage failure as the client sees it: `<internal-server-error/>` of type `wait`, since
+/// the same request may well succeed later (RFC 6120 §8.3.2). The cause goes to the log only.
+fn storage_failed(e: xmppd_storage::StorageError) -> StanzaError {
+    tracing::error!(error = %e, "roster storage failed");
+    StanzaError {
+        kind: stanza::ErrorType::Wait,
+        ..StanzaError::with_text(Condition::InternalServerError, "storage failed")
+    }
 }
 
 /// A contributed roster item of `user` appeared, changed or (`removed`) went away: roster push
@@ -195,18 +246,45 @@ pub(crate) async fn shared_item_changed(
     let Ok(contact) = BareJid::new(&item.jid) else {
         return;
     };
-    let ver = match roster_with_version(cx, user).await {
-        Ok((ver, _)) => ver,
+    let uref = user_ref(user);
+    // What a roster get shows from now on: a stored item for the contact keeps its name and
+    // groups.
+    let stored = match cx.store().roster_item(&uref, contact.as_str()).await {
+        Ok(stored) => stored,
         Err(e) => {
             tracing::error!(error = %e, "roster read failed");
-            return;
+            None
         }
     };
-    let shown = RosterItem {
-        subscription: Subscription::Both,
-        ..item.clone()
+    let shown = match (stored, removed) {
+        (Some(s), false) => Some(RosterItem {
+            subscription: Subscription::Both,
+            ask: false,
+            ..s
+        }),
+        (Some(s), true) => Some(shown_item(cx, user, s).await),
+        (None, false) => Some(RosterItem {
+            subscription: Subscription::Both,
+            ask: false,
+            ..item.clone()
+        }),
+        (None, true) => None,
     };
-    push(cx, user, item_element(&shown, removed), &ver);
+    // Each push gets a version of its own: a client that kept only the first of several
+    // changes must not later be told its copy is current.
+    match cx.store().bump_roster_version(&uref).await {
+        Ok(counter) => {
+            let ver = roster_version(cx, user, counter).await;
+            let el = match &shown {
+                Some(it) => item_element(it, false),
+                None => item_element(item, true),
+            };
+            push(cx, user, el, &ver);
+        }
+        // Not pushed without a new version; the module's version still moved, so the client
+        // gets the whole roster at its next login.
+        Err(e) => tracing::error!(error = %e, "roster version not moved: no push"),
+    }
     if removed && shares_presence(cx, &contact, user).await {
         return; // still subscribed through the stored roster
     }
@@ -233,6 +311,30 @@ pub(crate) async fn shared_item_changed(
 pub(crate) async fn presence_from_client(
     cx: &mut Context<'_>,
     session: &mut ClientSession,
+    pres: Element,
+) {
+    // Held until this presence is handled and routed: a successor binding the same resource
+    // meanwhile waits, then ends all of it (see `end_presence`), so what this session sent is
+    // always routed before its end.
+    let state = Arc::clone(&session.presence);
+    let mut state = state.lock().await;
+    if state.ended {
+        // Replaced: what its connection still sends must not follow the unavailable that
+        // ended it, nor speak for the successor.
+        tracing::debug!(jid = %session.jid, "presence from a replaced session dropped");
+        return;
+    }
+    own_presence(cx, session, &mut state, pres).await;
+    // Routed here rather than once the handler returned, for the lock to cover it: this runs
+    // for a client's stanza, outside any dispatch, so nothing re-enters.
+    let server = Arc::clone(cx.server());
+    server.drain(cx.outbox_mut()).await;
+}
+
+async fn own_presence(
+    cx: &mut Context<'_>,
+    session: &mut ClientSession,
+    state: &mut PresenceState,
     mut pres: Element,
 ) {
     let max = cx.config().max_presence_bytes;
@@ -251,18 +353,21 @@ pub(crate) async fn presence_from_client(
     if let Some(to) = pres.attr("to").and_then(|t| Jid::new(t).ok()) {
         match kind.as_deref() {
             Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
-                outbound_subscription(cx, &user, k, &to.to_bare(), pres.clone()).await;
+                let contact = to.to_bare();
+                if let Err(e) = outbound_subscription(cx, &user, k, &contact, pres.clone()).await {
+                    reply_error(cx, session, &pres, e);
+                }
             }
             Some("probe") => {}
             None => {
                 // Bounded: a client cannot grow its session (and its logout) without limit.
-                if session.directed.len() < MAX_DIRECTED || session.directed.contains(&to) {
-                    session.directed.insert(to);
+                if state.directed.len() < MAX_DIRECTED || state.directed.contains(&to) {
+                    state.directed.insert(to);
                 }
                 cx.send(pres);
             }
             Some("unavailable") => {
-                session.directed.remove(&to);
+                state.directed.remove(&to);
                 cx.send(pres);
             }
             _ => cx.send(pres),
@@ -274,8 +379,8 @@ pub(crate) async fn presence_from_client(
     match kind.as_deref() {
         None => {
             let prio = priority_of(&pres);
-            let first = !session.available;
-            session.available = true;
+            let first = !state.available;
+            state.available = true;
             stanza::remove_attr(&mut pres, "to");
             let shared = Arc::new(pres.clone());
             cx.sessions().update(&session.jid, session.id, &mut |r| {
@@ -333,39 +438,91 @@ pub(crate) async fn presence_from_client(
             }
         }
         Some("unavailable") => {
-            session.available = false;
             stanza::remove_attr(&mut pres, "to");
-            cx.sessions().update(&session.jid, session.id, &mut |r| {
-                r.available = false;
-                r.presence = None;
-            });
-            let items = effective_roster(cx, &user).await;
-            let mut sent: Vec<Jid> = Vec::new();
-            for it in items
-                .iter()
-                .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
-            {
-                cx.send(with_to(&pres, &it.jid));
-                if let Ok(j) = Jid::new(&it.jid) {
-                    sent.push(j);
-                }
-            }
-            for target in std::mem::take(&mut session.directed) {
-                if !sent.contains(&target.to_bare().into()) {
-                    cx.send(with_to(&pres, target.as_str()));
-                }
-            }
-            for r in cx
-                .sessions()
-                .resources(&user)
-                .iter()
-                .filter(|r| r.jid != session.jid && r.available)
-            {
-                cx.deliver(&r.jid, with_to(&pres, r.jid.as_str()));
-            }
+            go_unavailable(cx, &session.jid, session.id, state, pres).await;
         }
         _ => {}
     }
+}
+
+/// Unavailable presence `pres` of session `jid` (`id`): to the subscribers, to the entities it
+/// sent directed presence to, and to the account's other available resources (RFC 6121
+/// §4.5.2).
+async fn go_unavailable(
+    cx: &mut Context<'_>,
+    jid: &FullJid,
+    id: u64,
+    state: &mut PresenceState,
+    pres: Element,
+) {
+    state.available = false;
+    cx.sessions().update(jid, id, &mut |r| {
+        r.available = false;
+        r.presence = None;
+    });
+    let user = jid.to_bare();
+    let items = effective_roster(cx, &user).await;
+    let mut sent: Vec<Jid> = Vec::new();
+    for it in items
+        .iter()
+        .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
+    {
+        cx.send(with_to(&pres, &it.jid));
+        if let Ok(j) = Jid::new(&it.jid) {
+            sent.push(j);
+        }
+    }
+    for target in std::mem::take(&mut state.directed) {
+        if !sent.contains(&target.to_bare().into()) {
+            cx.send(with_to(&pres, target.as_str()));
+        }
+    }
+    for r in cx
+        .sessions()
+        .resources(&user)
+        .iter()
+        .filter(|r| &r.jid != jid && r.available)
+    {
+        cx.deliver(&r.jid, with_to(&pres, r.jid.as_str()));
+    }
+}
+
+/// Ends, once, the presence that session `jid` (`id`) gave out, as RFC 6121 §4.5.2 has it for
+/// a session that ends without saying so: unavailable to the subscribers and the account's
+/// other resources if it was available, and to every entity it sent directed presence to (chat
+/// rooms included) in any case. From then on the session speaks no presence. Called when it
+/// unbinds, and by a successor binding the same resource, before that successor can send
+/// anything: the old session's unavailable then always comes before the new one's presence,
+/// and a room sees a leave before the new session joins (XEP-0045 §7.2, a full join).
+pub(crate) async fn end_presence(
+    server: &Arc<Server>,
+    jid: &FullJid,
+    id: u64,
+    state: &SharedPresence,
+) {
+    let mut state = state.lock().await;
+    if state.ended {
+        return;
+    }
+    state.ended = true;
+    let unavailable = stanza::elem(
+        "presence",
+        NS_CLIENT,
+        &[("type", "unavailable"), ("from", jid.as_str())],
+    );
+    let mut outbox = Outbox::default();
+    let cx = &mut Context::new(server, &mut outbox);
+    if state.available {
+        go_unavailable(cx, jid, id, &mut state, unavailable).await;
+    } else {
+        // Directed presence without a broadcast one (e.g. a chat room joined before initial
+        // presence): those entities still learn that the session is gone.
+        for target in std::mem::take(&mut state.directed) {
+            cx.send(with_to(&unavailable, target.as_str()));
+        }
+    }
+    // Routed before the lock is released, like the session's own presence.
+    server.drain(&mut outbox).await;
 }
 
 fn route_presence(cx: &mut Context<'_>, kind: &str, from: &BareJid, to: &BareJid) {
@@ -391,12 +548,19 @@ fn unavailable_presences(cx: &Context<'_>, user: &BareJid, to: &str) -> Vec<Elem
         .collect()
 }
 
-async fn save_and_push(cx: &mut Context<'_>, user: &BareJid, item: &RosterItem) {
-    if let Err(e) = cx.store().set_roster_item(&user_ref(user), item).await {
-        tracing::error!(error = %e, "roster write failed");
-        return;
-    }
-    push_stored(cx, user, item).await;
+/// Stores `item` and pushes it, as the client sees it, with the version the write produced:
+/// no read of the roster. A failed write pushes nothing, and its caller routes nothing either.
+async fn save_and_push(
+    cx: &mut Context<'_>,
+    user: &BareJid,
+    item: &RosterItem,
+) -> Result<(), StanzaError> {
+    let counter =
+        (cx.store().set_roster_item(&user_ref(user), item).await).map_err(storage_failed)?;
+    let ver = roster_version(cx, user, counter).await;
+    let shown = shown_item(cx, user, item.clone()).await;
+    push(cx, user, item_element(&shown, false), &ver);
+    Ok(())
 }
 
 /// Roster push of `item`, just stored for `user`, with the version it belongs to.
@@ -413,13 +577,23 @@ async fn push_stored(cx: &mut Context<'_>, user: &BareJid, item: &RosterItem) {
 
 /// Whether storing an item for `contact` would take `user`'s roster past its limit (only a new
 /// contact can).
-async fn roster_full_for(cx: &Context<'_>, user: &BareJid, contact: &str) -> bool {
+async fn roster_full_for(
+    cx: &Context<'_>,
+    user: &BareJid,
+    contact: &str,
+) -> Result<bool, StanzaError> {
     let uref = user_ref(user);
-    if matches!(cx.store().roster_item(&uref, contact).await, Ok(Some(_))) {
-        return false;
+    let store = cx.store();
+    if store
+        .roster_item(&uref, contact)
+        .await
+        .map_err(storage_failed)?
+        .is_some()
+    {
+        return Ok(false);
     }
-    let count = cx.store().roster(&uref).await.map(|(_, items)| items.len());
-    count.is_ok_and(|n| n >= cx.config().max_roster_items)
+    let len = store.roster_len(&uref).await.map_err(storage_failed)?;
+    Ok(len >= cx.config().max_roster_items)
 }
 
 /// Roster push (RFC 6121 §2.1.6) to every resource that requested the roster.
@@ -468,66 +642,85 @@ fn item_element(item: &RosterItem, removed: bool) -> Element {
     e
 }
 
-async fn item_or_new(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> RosterItem {
-    match cx
+async fn item_or_new(
+    cx: &Context<'_>,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<RosterItem, StanzaError> {
+    let stored = cx
         .store()
         .roster_item(&user_ref(user), contact.as_str())
         .await
-    {
-        Ok(Some(it)) => it,
-        _ => RosterItem {
-            jid: contact.to_string(),
-            ..Default::default()
-        },
-    }
+        .map_err(storage_failed)?;
+    Ok(stored.unwrap_or_else(|| RosterItem {
+        jid: contact.to_string(),
+        ..Default::default()
+    }))
 }
 
-async fn has_pending(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
-    cx.store()
+async fn has_pending(
+    cx: &Context<'_>,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<bool, StanzaError> {
+    let pending = cx
+        .store()
         .pending_subscriptions(&user_ref(user))
         .await
-        .map(|v| v.iter().any(|(c, _)| c == contact.as_str()))
-        .unwrap_or(false)
+        .map_err(storage_failed)?;
+    Ok(pending.iter().any(|(c, _)| c == contact.as_str()))
+}
+
+async fn remove_pending(
+    cx: &Context<'_>,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<(), StanzaError> {
+    (cx.store())
+        .remove_pending_subscription(&user_ref(user), contact.as_str())
+        .await
+        .map_err(storage_failed)
 }
 
 /// A subscription-related presence from local `user` to `contact` (RFC 6121 §3, outbound side).
+/// The roster change is stored before anything is routed; when it cannot be, the error is the
+/// sender's and nothing goes out.
 async fn outbound_subscription(
     cx: &mut Context<'_>,
     user: &BareJid,
     kind: &str,
     contact: &BareJid,
     mut pres: Element,
-) {
+) -> Result<(), StanzaError> {
     // §3.1.2: outbound subscription stanzas carry the user's bare JID.
     stanza::set_attr(&mut pres, "from", user.as_str());
     stanza::set_attr(&mut pres, "to", contact.as_str());
-    let mut item = item_or_new(cx, user, contact).await;
-    let uref = user_ref(user);
+    let mut item = item_or_new(cx, user, contact).await?;
     match kind {
         "subscribe" => {
-            if roster_full_for(cx, user, contact.as_str()).await {
+            if roster_full_for(cx, user, contact.as_str()).await? {
                 // A request the roster could not record would leave both sides out of step.
                 tracing::info!(user = %user, "roster full: subscription request not sent");
-                return;
+                return Err(StanzaError::with_text(
+                    Condition::ResourceConstraint,
+                    "roster full",
+                ));
             }
             if !matches!(item.subscription, Subscription::To | Subscription::Both) && !item.ask {
                 item.ask = true;
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
             }
             cx.send(pres);
         }
         "subscribed" => {
-            if has_pending(cx, user, contact).await {
+            if has_pending(cx, user, contact).await? {
                 item.subscription = match item.subscription {
                     Subscription::None | Subscription::From => Subscription::From,
                     Subscription::To | Subscription::Both => Subscription::Both,
                 };
                 item.approved = false;
-                let _ = cx
-                    .store()
-                    .remove_pending_subscription(&uref, contact.as_str())
-                    .await;
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
+                forget_request(cx, user, contact).await;
                 cx.send(pres);
                 cx.send_all(available_presences(cx, user, contact.as_str()));
             } else if matches!(item.subscription, Subscription::None | Subscription::To)
@@ -535,7 +728,7 @@ async fn outbound_subscription(
             {
                 // §3.4: pre-approval, remembered until the contact asks.
                 item.approved = true;
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
             }
         }
         "unsubscribe" => {
@@ -546,18 +739,12 @@ async fn outbound_subscription(
             };
             item.ask = false;
             if before != (item.subscription, item.ask) {
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
             }
             cx.send(pres);
         }
         "unsubscribed" => {
-            let pending = has_pending(cx, user, contact).await;
-            if pending {
-                let _ = cx
-                    .store()
-                    .remove_pending_subscription(&uref, contact.as_str())
-                    .await;
-            }
+            let pending = has_pending(cx, user, contact).await?;
             let before = (item.subscription, item.approved);
             item.subscription = match item.subscription {
                 Subscription::Both | Subscription::To => Subscription::To,
@@ -566,7 +753,13 @@ async fn outbound_subscription(
             item.approved = false;
             let changed = before != (item.subscription, item.approved);
             if changed {
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
+                if pending {
+                    forget_request(cx, user, contact).await;
+                }
+            } else if pending {
+                // Declining the request is the whole change here.
+                remove_pending(cx, user, contact).await?;
             }
             if pending || changed {
                 cx.send(pres);
@@ -577,6 +770,14 @@ async fn outbound_subscription(
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Drops `contact`'s answered subscription request after the roster change that answers it was
+/// stored. That change goes out whatever happens here; a request left behind by a failure is
+/// only shown again at the next login.
+async fn forget_request(cx: &mut Context<'_>, user: &BareJid, contact: &BareJid) {
+    let _ = remove_pending(cx, user, contact).await;
 }
 
 /// Tells the contacts of the removed account `user` what removing it changed in their data
@@ -685,28 +886,33 @@ pub(crate) async fn presence_to_account(cx: &mut Context<'_>, pres: Element, to:
             }
         }
         Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
-            inbound_subscription(cx, &user, k, &contact, pres).await;
+            if let Err(e) = inbound_subscription(cx, &user, k, &contact, pres.clone()).await {
+                cx.bounce(&pres, e);
+            }
         }
         _ => {}
     }
 }
 
+/// A subscription-related presence from `contact` to local `user` (RFC 6121 §3, inbound side).
+/// What it changes is stored before the user is shown anything; when it cannot be, the error
+/// goes back to the contact.
 async fn inbound_subscription(
     cx: &mut Context<'_>,
     user: &BareJid,
     kind: &str,
     contact: &BareJid,
     mut pres: Element,
-) {
+) -> Result<(), StanzaError> {
     let uref = user_ref(user);
     stanza::set_attr(&mut pres, "to", user.as_str());
     match kind {
         "subscribe" => {
             if !cx.store().user_exists(&uref).await.unwrap_or(false) {
                 route_presence(cx, "unsubscribed", user, contact);
-                return;
+                return Ok(());
             }
-            let mut item = item_or_new(cx, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await?;
             if matches!(item.subscription, Subscription::From | Subscription::Both) {
                 route_presence(cx, "subscribed", user, contact);
             } else if item.approved {
@@ -715,7 +921,7 @@ async fn inbound_subscription(
                     Subscription::To => Subscription::Both,
                     _ => Subscription::From,
                 };
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
                 route_presence(cx, "subscribed", user, contact);
                 cx.send_all(available_presences(cx, user, contact.as_str()));
             } else {
@@ -723,51 +929,48 @@ async fn inbound_subscription(
                 let pending = cx.store().pending_subscriptions(&uref).await;
                 if pending.is_ok_and(|p| p.len() >= MAX_PENDING_SUBSCRIPTIONS) {
                     tracing::info!(user = %user, "too many pending subscription requests: dropped");
-                    return;
+                    return Ok(());
                 }
                 let mut xml = Vec::new();
                 xmppd_stream::serialize(&pres, "", &mut xml);
                 let xml = String::from_utf8_lossy(&xml);
-                if let Err(e) = cx
-                    .store()
+                (cx.store())
                     .add_pending_subscription(&uref, contact.as_str(), &xml)
                     .await
-                {
-                    tracing::error!(error = %e, "storing subscription request failed");
-                }
+                    .map_err(storage_failed)?;
                 to_available(cx, user, &pres);
             }
         }
         "subscribed" => {
-            let mut item = item_or_new(cx, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await?;
             if item.ask && matches!(item.subscription, Subscription::None | Subscription::From) {
                 item.ask = false;
                 item.subscription = match item.subscription {
                     Subscription::From => Subscription::Both,
                     _ => Subscription::To,
                 };
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
                 to_available(cx, user, &pres);
             }
         }
         "unsubscribe" => {
-            let _ = cx
-                .store()
-                .remove_pending_subscription(&uref, contact.as_str())
-                .await;
-            let mut item = item_or_new(cx, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await?;
             if matches!(item.subscription, Subscription::From | Subscription::Both) {
                 item.subscription = match item.subscription {
                     Subscription::Both => Subscription::To,
                     _ => Subscription::None,
                 };
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
+                forget_request(cx, user, contact).await;
                 to_available(cx, user, &pres);
                 cx.send_all(unavailable_presences(cx, user, contact.as_str()));
+            } else {
+                // A request withdrawn before it was answered.
+                remove_pending(cx, user, contact).await?;
             }
         }
         "unsubscribed" => {
-            let mut item = item_or_new(cx, user, contact).await;
+            let mut item = item_or_new(cx, user, contact).await?;
             if item.ask || matches!(item.subscription, Subscription::To | Subscription::Both) {
                 item.ask = false;
                 item.subscription = match item.subscription {
@@ -775,12 +978,13 @@ async fn inbound_subscription(
                     Subscription::From => Subscription::From,
                     _ => Subscription::None,
                 };
-                save_and_push(cx, user, &item).await;
+                save_and_push(cx, user, &item).await?;
                 to_available(cx, user, &pres);
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// `jabber:iq:roster` get/set from the account's own session (RFC 6121 §2).
@@ -809,10 +1013,7 @@ pub(crate) async fn roster_iq(
                         Ok(Some(q))
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "roster read failed");
-                    Err(StanzaError::new(Condition::InternalServerError))
-                }
+                Err(e) => Err(storage_failed(e)),
             }
         }
         IqKind::Set => roster_set(cx, &user, &query).await,
@@ -849,20 +1050,19 @@ async fn roster_set(
         .ok_or_else(|| StanzaError::new(Condition::BadRequest))?
         .to_bare();
     let uref = user_ref(user);
-    let internal = |e: xmppd_storage::StorageError| {
-        tracing::error!(error = %e, "roster write failed");
-        StanzaError::new(Condition::InternalServerError)
-    };
     if el.attr("subscription") == Some("remove") {
-        let Some(item) = cx
-            .store()
-            .roster_item(&uref, contact.as_str())
-            .await
-            .map_err(internal)?
+        let Some(item) =
+            (cx.store().roster_item(&uref, contact.as_str()).await).map_err(storage_failed)?
         else {
             return Err(StanzaError::new(Condition::ItemNotFound));
         };
-        // §2.5.2: cancel both directions before forgetting the contact.
+        // Forgotten first: if that fails, the contact is told nothing.
+        let counter = (cx.store())
+            .remove_roster_item(&uref, contact.as_str())
+            .await
+            .map_err(storage_failed)?;
+        forget_request(cx, user, &contact).await;
+        // §2.5.2: cancel both directions.
         if item.ask || matches!(item.subscription, Subscription::To | Subscription::Both) {
             route_presence(cx, "unsubscribe", user, &contact);
         }
@@ -870,15 +1070,10 @@ async fn roster_set(
             route_presence(cx, "unsubscribed", user, &contact);
             cx.send_all(unavailable_presences(cx, user, contact.as_str()));
         }
-        let _ = cx
-            .store()
-            .remove_pending_subscription(&uref, contact.as_str())
-            .await;
-        (cx.store().remove_roster_item(&uref, contact.as_str()).await).map_err(internal)?;
-        let (ver, items) = roster_with_version(cx, user).await.map_err(internal)?;
+        let ver = roster_version(cx, user, counter).await;
         // A contact that a shared group still provides stays, as the merged item.
-        match items.iter().find(|i| i.jid == contact.as_str()) {
-            Some(left) => push(cx, user, item_element(left, false), &ver),
+        match contributed_item(cx, user, &contact).await {
+            Some(left) => push(cx, user, item_element(&left, false), &ver),
             None => push(cx, user, item_element(&item, true), &ver),
         }
         return Ok(None);
@@ -913,16 +1108,16 @@ async fn roster_set(
             "name too long",
         ));
     }
-    if roster_full_for(cx, user, contact.as_str()).await {
+    if roster_full_for(cx, user, contact.as_str()).await? {
         return Err(StanzaError::with_text(
             Condition::ResourceConstraint,
             "roster full",
         ));
     }
-    let mut item = item_or_new(cx, user, &contact).await;
+    let mut item = item_or_new(cx, user, &contact).await?;
     item.name = name;
     item.groups = groups;
-    save_and_push(cx, user, &item).await;
+    save_and_push(cx, user, &item).await?;
     Ok(None)
 }
 

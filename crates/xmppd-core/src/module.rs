@@ -61,7 +61,8 @@ pub struct Hooks {
     pub message_in: bool,
     /// [`Module::on_undeliverable`]
     pub undeliverable: bool,
-    /// [`Module::roster_items`] and [`Module::has_roster_item`]
+    /// [`Module::roster_items`], [`Module::has_roster_item`] and
+    /// [`Module::roster_items_version`]
     pub roster: bool,
     /// [`Module::on_message_delivered`]
     pub delivered: bool,
@@ -236,6 +237,21 @@ pub trait Module: Send + Sync {
     async fn has_roster_item(&self, cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
         let items = self.roster_items(cx, user).await;
         items.iter().any(|i| i.jid == contact.as_str())
+    }
+
+    /// A value that changes whenever [`Module::roster_items`] of `user` change. It is part of
+    /// the roster version (RFC 6121 §2.6), so a client's cached roster is not taken as current
+    /// after contributed items changed, also when nobody was told (the user was offline, or
+    /// the server down). Asked for every roster push, so a module with large groups should
+    /// answer without building the list; the default hashes it.
+    async fn roster_items_version(&self, cx: &Context<'_>, user: &BareJid) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for it in self.roster_items(cx, user).await {
+            let fields = (it.jid, it.name, it.subscription.as_str(), it.ask, it.groups);
+            fields.hash(&mut h);
+        }
+        h.finish()
     }
 
     /// A session became available (first available presence with non-negative priority).

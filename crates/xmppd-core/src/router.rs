@@ -13,7 +13,7 @@ use minidom::Element;
 use xmppd_stream::StreamErrorCondition;
 
 use crate::queue::{Class, SessionQueue};
-use crate::session::Outbound;
+use crate::session::{Outbound, SharedPresence};
 
 /// One bound resource as the registry knows it.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct Resource {
     pub presence: Option<Arc<Element>>,
     /// Requested the roster (receives roster pushes).
     pub interested: bool,
+    /// The session's presence state, which a successor for the same resource ends.
+    pub(crate) presence_state: SharedPresence,
 }
 
 impl Resource {
@@ -43,6 +45,7 @@ impl Resource {
             priority: 0,
             presence: None,
             interested: false,
+            presence_state: SharedPresence::default(),
         }
     }
 }

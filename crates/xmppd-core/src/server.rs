@@ -22,7 +22,7 @@ use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
 use crate::queue::{QueueLimits, QueueReceiver, SessionQueue};
 use crate::router::{LocalRouter, Resource, Router, SendError};
 use crate::session::{class_for, ClientSession, Outbound, SessionInfo};
-use crate::stanza::{self, error_reply, iq_result, Condition, StanzaError, NS_CLIENT};
+use crate::stanza::{self, error_reply, iq_result, Condition, StanzaError};
 
 /// Why a resource could not be bound (RFC 6120 §7.6.2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -414,13 +414,20 @@ impl Server {
             return Err(BindError::NotAllowed);
         }
         let existing = self.router.resources(&user);
-        let replaces = existing.iter().any(|r| r.jid == jid);
-        if !replaces && existing.len() >= self.config.max_resources_per_user {
+        let count = existing.len();
+        let previous = existing.into_iter().find(|r| r.jid == jid);
+        if previous.is_none() && count >= self.config.max_resources_per_user {
             return Err(BindError::ResourceConstraint);
+        }
+        // RFC 6120 §7.7.2.2: the newest session wins. The one it replaces has its presence
+        // ended first, while the new one cannot send any yet.
+        if let Some(old) = &previous {
+            crate::im::end_presence(self, &old.jid, old.session_id, &old.presence_state).await;
         }
         let id = self.next_id();
         let (queue, rx) = SessionQueue::new(limits);
         let res = Resource::new(jid.clone(), id, Arc::clone(&queue));
+        let presence = Arc::clone(&res.presence_state);
         let replaced = self.router.insert(res);
         // Checked again after inserting: binds racing each other past the first check cannot
         // together exceed the limit (the one that finds too many withdraws).
@@ -431,7 +438,8 @@ impl Server {
             return Err(BindError::ResourceConstraint);
         }
         if let Some(old) = replaced {
-            // RFC 6120 §7.7.2.2: the newest session wins; the old one is told why it ends.
+            // Usually `previous`, already ended; a bind racing this one may have come between.
+            crate::im::end_presence(self, &old.jid, old.session_id, &old.presence_state).await;
             old.queue.close(
                 StreamErrorCondition::Conflict,
                 Some("Replaced by new connection".into()),
@@ -453,7 +461,7 @@ impl Server {
         }
         self.drain(&mut outbox).await;
         tracing::info!(jid = %jid, "session bound");
-        Ok((ClientSession::new(jid, id, info, queue), rx))
+        Ok((ClientSession::new(jid, id, info, queue, presence), rx))
     }
 
     /// Processes one stanza (`message`, `presence`, `iq` in `jabber:client`) from an established
@@ -513,17 +521,15 @@ impl Server {
 
     /// Ends a session: unavailable presence to subscribers and directed-presence targets,
     /// unregisters the resource, re-routes what was still queued for it.
-    pub async fn unbind(self: &Arc<Self>, mut session: ClientSession) {
-        let mut unavailable = stanza::elem("presence", NS_CLIENT, &[("type", "unavailable")]);
-        stanza::set_attr(&mut unavailable, "from", session.jid.to_string());
+    pub async fn unbind(self: &Arc<Self>, session: ClientSession) {
         let bare = session.jid.to_bare();
         let resources = self.router.resources(&bare);
         let priority = (resources.iter())
             .find(|r| r.session_id == session.id)
             .map_or(-1, |r| if r.available { r.priority } else { -1 });
-        // A session replaced by a newer one for the same resource says nothing: its successor
-        // speaks for that full JID now (presence, session record, modules' view), and an
-        // unavailable from the old one could arrive after the new one's presence.
+        // A session replaced by a newer one for the same resource had its presence ended by its
+        // successor, which speaks for that full JID now (presence, session record, modules'
+        // view): an unavailable from here could arrive after the successor's presence.
         let replaced =
             (resources.iter()).any(|r| r.jid == session.jid && r.session_id != session.id);
         if replaced {
@@ -531,20 +537,7 @@ impl Server {
             tracing::info!(jid = %session.jid, "replaced session closed");
             return;
         }
-        let mut outbox = Outbox::default();
-        let cx = &mut Context::new(self, &mut outbox);
-        if session.available {
-            crate::im::presence_from_client(cx, &mut session, unavailable).await;
-        } else {
-            // Directed presence without a broadcast one (e.g. a chat room joined before initial
-            // presence): those entities still learn that the session is gone.
-            for target in std::mem::take(&mut session.directed) {
-                let mut p = unavailable.clone();
-                stanza::set_attr(&mut p, "to", target.to_string());
-                cx.send(p);
-            }
-        }
-        self.drain(&mut outbox).await;
+        crate::im::end_presence(self, &session.jid, session.id, &session.presence).await;
         self.router.remove(&session.jid, session.id);
         crate::session::end_queue(self, &session, priority).await;
         if self.router.resource_count(&bare) == 0 {
@@ -955,7 +948,7 @@ impl Server {
 const MAX_DISPATCH: usize = 1_000_000;
 
 /// Queues an error reply for `original` to its sender session.
-fn reply_error(
+pub(crate) fn reply_error(
     cx: &mut Context<'_>,
     session: &ClientSession,
     original: &Element,

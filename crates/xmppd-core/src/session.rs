@@ -72,17 +72,30 @@ pub struct SessionInfo {
     pub secure: bool,
 }
 
+/// The presence a session has given out (RFC 6121 §4), shared with the session registry so
+/// that a successor binding the same resource can end it. Locked while the session's own
+/// presence is handled, so that ending it waits for, and never interleaves with, what the
+/// session is sending.
+#[derive(Debug, Default)]
+pub(crate) struct PresenceState {
+    /// Sent available presence and not unavailable since.
+    pub(crate) available: bool,
+    /// Entities this session sent directed available presence to (RFC 6121 §4.6), which get
+    /// unavailable presence when it goes offline.
+    pub(crate) directed: HashSet<Jid>,
+    /// Its presence was ended (the session was replaced, or is unbinding): it speaks no more.
+    pub(crate) ended: bool,
+}
+
+pub(crate) type SharedPresence = Arc<tokio::sync::Mutex<PresenceState>>;
+
 /// The core's state for one bound c2s session, owned by the session's driver task.
 #[derive(Debug)]
 pub struct ClientSession {
     pub jid: FullJid,
     pub id: u64,
     pub info: SessionInfo,
-    /// Sent available presence and not unavailable since.
-    pub(crate) available: bool,
-    /// Entities this session sent directed available presence to (RFC 6121 §4.6), which get
-    /// unavailable presence when it goes offline.
-    pub(crate) directed: HashSet<Jid>,
+    pub(crate) presence: SharedPresence,
     /// Offline messages were already asked for by this session.
     pub(crate) offline_done: bool,
     /// The session's outbound queue (ended, and its remainder re-routed, at unbind).
@@ -90,21 +103,26 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    pub(crate) fn new(jid: FullJid, id: u64, info: SessionInfo, queue: Arc<SessionQueue>) -> Self {
+    pub(crate) fn new(
+        jid: FullJid,
+        id: u64,
+        info: SessionInfo,
+        queue: Arc<SessionQueue>,
+        presence: SharedPresence,
+    ) -> Self {
         ClientSession {
             jid,
             id,
             info,
-            available: false,
-            directed: HashSet::new(),
+            presence,
             offline_done: false,
             queue,
         }
     }
 
-    /// Whether the session has sent available presence.
+    /// Whether the session has sent available presence (false while a successor is ending it).
     pub fn is_available(&self) -> bool {
-        self.available
+        self.presence.try_lock().is_ok_and(|p| p.available)
     }
 }
 

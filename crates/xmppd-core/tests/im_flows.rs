@@ -320,31 +320,95 @@ async fn priorities_choose_resources() {
     assert_eq!(b3.drain().len(), 1);
 }
 
+/// Elements of `got` that are presence of `ty` from `from`.
+fn presence_from<'a>(got: &'a [Element], from: &str, ty: Option<&str>) -> Vec<&'a Element> {
+    got.iter()
+        .filter(|e| e.name() == "presence" && e.attr("type") == ty && e.attr("from") == Some(from))
+        .collect()
+}
+
 #[tokio::test]
-async fn newest_session_wins_a_resource_conflict() {
-    let server = setup(&["alice"], CoreConfig::default()).await;
+async fn a_replaced_session_ends_its_presence_before_its_successor_speaks() {
+    let server = setup(&["alice", "bob", "carol"], CoreConfig::default()).await;
+    let store = server.store();
+    let item = |jid: &str, subscription| xmppd_storage::RosterItem {
+        jid: jid.into(),
+        subscription,
+        ..Default::default()
+    };
+    let (alice_ref, bob_ref) = (
+        UserRef::new("alice", "localhost"),
+        UserRef::new("bob", "localhost"),
+    );
+    use xmppd_storage::Subscription;
+    store
+        .set_roster_item(&alice_ref, &item("bob@localhost", Subscription::From))
+        .await
+        .unwrap();
+    store
+        .set_roster_item(&bob_ref, &item("alice@localhost", Subscription::To))
+        .await
+        .unwrap();
+    let mut bob = login(&server, "bob", "phone").await;
+    let mut carol = login(&server, "carol", "desk").await;
+    go_online(&server, &mut bob).await;
+    go_online(&server, &mut carol).await;
     let mut old = login(&server, "alice", "pc").await;
     let mut other = login(&server, "alice", "phone").await;
-    old.send(&server, &format!("<presence {}/>", ns())).await;
-    other.send(&server, &format!("<presence {}/>", ns())).await;
-    other.drain();
-    old.drain();
-    let _new = login(&server, "alice", "pc").await;
+    go_online(&server, &mut old).await;
+    go_online(&server, &mut other).await;
+    // Directed presence, as a chat room join is.
+    old.send(
+        &server,
+        &format!("<presence {} to='carol@localhost/desk'/>", ns()),
+    )
+    .await;
+    for c in [&mut bob, &mut carol, &mut old, &mut other] {
+        c.drain();
+    }
+
+    let mut new = login(&server, "alice", "pc").await;
     let got = old.drain();
     assert_eq!(got.len(), 1);
     assert!(got[0].is("conflict", CLOSE_NS), "{got:?}");
-    // The old session's late unbind must not remove the new one, nor speak for it.
+    // Before the new session has said anything, everyone who had the old one's presence was
+    // told it ended: the subscriber, the directed-presence target, the account's other
+    // resource.
+    for (who, c) in [
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+        ("phone", &mut other),
+    ] {
+        let seen = c.drain();
+        assert_eq!(
+            presence_from(&seen, "alice@localhost/pc", Some("unavailable")).len(),
+            1,
+            "{who}: {seen:?}"
+        );
+    }
+
+    // What the old connection still sends (read before it saw the close) speaks no presence,
+    // and its late unbind neither removes the new session nor speaks for it.
+    old.send(&server, &format!("<presence {}/>", ns())).await;
+    old.send(
+        &server,
+        &format!("<presence {} to='carol@localhost/desk'/>", ns()),
+    )
+    .await;
     old.logout(&server).await;
+    for c in [&mut bob, &mut carol, &mut other] {
+        let seen = c.drain();
+        assert!(
+            presence_from(&seen, "alice@localhost/pc", None).is_empty()
+                && presence_from(&seen, "alice@localhost/pc", Some("unavailable")).is_empty(),
+            "{seen:?}"
+        );
+    }
     assert_eq!(
         server
             .router()
             .resource_count(&BareJid::new("alice@localhost").unwrap()),
         2
-    );
-    let seen = other.drain();
-    assert!(
-        find(&seen, "presence", Some("unavailable")).is_none(),
-        "no unavailable for a resource that lives on: {seen:?}"
     );
     let records = xmppd_storage::SessionStore::sessions(server.store().as_ref())
         .await
@@ -352,6 +416,17 @@ async fn newest_session_wins_a_resource_conflict() {
     assert!(
         records.iter().any(|r| r.jid == "alice@localhost/pc"),
         "{records:?}"
+    );
+
+    // The successor's presence then comes after the unavailable, as a new arrival.
+    go_online(&server, &mut new).await;
+    assert_eq!(
+        presence_from(&bob.drain(), "alice@localhost/pc", None).len(),
+        1
+    );
+    assert_eq!(
+        presence_from(&other.drain(), "alice@localhost/pc", None).len(),
+        1
     );
 }
 

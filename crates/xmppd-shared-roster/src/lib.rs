@@ -15,10 +15,17 @@
 //! whose shared contacts changed, through [`Server::shared_roster_item_changed`]: a roster push
 //! and presence between the two accounts, in both directions.
 //!
+//! A user's shared items are also part of their roster version (RFC 6121 §2.6):
+//! [`Module::roster_items_version`] fingerprints the groups the user is in, so a client's cached
+//! roster is sent again after a change that nobody was told about (an offline user, a change
+//! made while xmppd was down).
+//!
 //! Deliberately not here: storing anything — the items are never written to the user's stored
 //! roster — and telling offline users (they read the current groups at their next login).
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -64,22 +71,54 @@ impl GroupSource for StaticGroup {
 }
 
 /// One member set per source, in the order of the sources.
-type Snapshot = Arc<Vec<HashSet<BareJid>>>;
+type Snapshot = Arc<Groups>;
+
+/// The members read from each source, and a fingerprint of each member set.
+#[derive(Default)]
+struct Groups {
+    members: Vec<HashSet<BareJid>>,
+    /// Same order as `members`; see [`fingerprint`].
+    fingerprints: Vec<u64>,
+}
+
+impl Groups {
+    fn new(members: Vec<HashSet<BareJid>>) -> Self {
+        let fingerprints = members.iter().map(fingerprint).collect();
+        Groups {
+            members,
+            fingerprints,
+        }
+    }
+}
+
+/// A value that changes when the member set does, whatever order the set is walked in: the
+/// same for the same members across restarts (the hasher has fixed keys).
+fn fingerprint(members: &HashSet<BareJid>) -> u64 {
+    let hash = |j: &BareJid| {
+        let mut h = DefaultHasher::new();
+        j.as_str().hash(&mut h);
+        h.finish()
+    };
+    let sum = members.iter().map(hash).fold(0u64, u64::wrapping_add);
+    let mut h = DefaultHasher::new();
+    (sum, members.len()).hash(&mut h);
+    h.finish()
+}
 
 /// The shared roster module: group sources and the last membership read from each.
 pub struct SharedRoster {
     sources: Vec<Arc<dyn GroupSource>>,
     /// One member set per source, same order as `sources`; swapped whole by `refresh`.
-    members: RwLock<Snapshot>,
+    groups: RwLock<Snapshot>,
 }
 
 impl SharedRoster {
     /// A module with no members read yet: call [`SharedRoster::refresh`] before serving.
     pub fn new(sources: Vec<Arc<dyn GroupSource>>) -> Self {
-        let empty = vec![HashSet::new(); sources.len()];
+        let empty = Groups::new(vec![HashSet::new(); sources.len()]);
         SharedRoster {
             sources,
-            members: RwLock::new(Arc::new(empty)),
+            groups: RwLock::new(Arc::new(empty)),
         }
     }
 
@@ -94,7 +133,7 @@ impl SharedRoster {
     pub async fn refresh_and_notify(&self, server: &Arc<Server>) -> usize {
         let (failed, previous, next) = self.reload().await;
         let online = |user: &BareJid| server.router().resource_count(user) > 0;
-        for change in changes(&self.sources, &previous, &next, online) {
+        for change in changes(&self.sources, &previous.members, &next.members, online) {
             server
                 .shared_roster_item_changed(&change.user, &change.item, change.removed)
                 .await;
@@ -113,12 +152,12 @@ impl SharedRoster {
                 Err(e) => {
                     tracing::warn!(group = source.name(), error = %e, "shared group not refreshed");
                     failed += 1;
-                    next.push(previous.get(i).cloned().unwrap_or_default());
+                    next.push(previous.members.get(i).cloned().unwrap_or_default());
                 }
             }
         }
-        let next = Arc::new(next);
-        if let Ok(mut slot) = self.members.write() {
+        let next = Arc::new(Groups::new(next));
+        if let Ok(mut slot) = self.groups.write() {
             *slot = Arc::clone(&next);
         }
         (failed, previous, next)
@@ -149,14 +188,14 @@ impl SharedRoster {
 
     /// The contacts `user` shares a group with, each once with all the groups shared.
     pub fn items_for(&self, user: &BareJid) -> Vec<RosterItem> {
-        items_in(&self.sources, &self.snapshot(), user)
+        items_in(&self.sources, &self.snapshot().members, user)
     }
 
     fn snapshot(&self) -> Snapshot {
-        match self.members.read() {
+        match self.groups.read() {
             Ok(s) => Arc::clone(&s),
             // A writer never panics while holding the lock; an empty view is the safe answer.
-            Err(_) => Arc::new(Vec::new()),
+            Err(_) => Arc::default(),
         }
     }
 }
@@ -181,8 +220,26 @@ impl Module for SharedRoster {
     async fn has_roster_item(&self, _cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
         // O(groups): asked for every presence probe.
         user != contact
-            && (self.snapshot().iter())
+            && (self.snapshot().members.iter())
                 .any(|members| members.contains(user) && members.contains(contact))
+    }
+
+    async fn roster_items_version(&self, _cx: &Context<'_>, user: &BareJid) -> u64 {
+        // O(groups), asked for every roster push: `user`'s shared items follow from the name
+        // and the members of each group `user` is in, so their fingerprints stand for them.
+        let snapshot = self.snapshot();
+        let mut h = DefaultHasher::new();
+        let groups = self
+            .sources
+            .iter()
+            .zip(&snapshot.members)
+            .zip(&snapshot.fingerprints);
+        for ((source, members), fingerprint) in groups {
+            if members.contains(user) {
+                (source.name(), fingerprint).hash(&mut h);
+            }
+        }
+        h.finish()
     }
 }
 
@@ -375,6 +432,52 @@ mod tests {
         flaky.down.store(true, Ordering::SeqCst);
         assert_eq!(roster.refresh().await, 1);
         assert_eq!(jids(&roster.items_for(&jid("a@x.org"))), ["b@x.org"]);
+    }
+
+    #[tokio::test]
+    async fn the_items_version_follows_the_groups_the_user_is_in() {
+        let server = xmppd_core::Server::builder(
+            xmppd_core::CoreConfig::default(),
+            Arc::new(xmppd_storage::SqliteStore::open_in_memory().unwrap()),
+        )
+        .build();
+        let group = |name: &str, members: &[&str]| -> Arc<dyn GroupSource> {
+            Arc::new(StaticGroup::new(
+                name,
+                members.iter().map(|m| jid(m)).collect(),
+            ))
+        };
+        let (staff, ops) = (
+            group("Staff", &["a@x.org", "b@x.org"]),
+            group("Ops", &["c@x.org", "d@x.org"]),
+        );
+        let roster = SharedRoster::new(vec![staff, ops]);
+        roster.refresh().await;
+        let mut scratch = xmppd_core::testing::Scratch::new();
+        let cx = scratch.context(&server);
+        let a = roster.roster_items_version(&cx, &jid("a@x.org")).await;
+        let c = roster.roster_items_version(&cx, &jid("c@x.org")).await;
+        let outsider = roster.roster_items_version(&cx, &jid("x@x.org")).await;
+        assert_ne!(a, c);
+        assert_ne!(a, outsider);
+
+        // The same groups read again (in whatever order): the same versions, also in another
+        // process.
+        let again = SharedRoster::new(vec![
+            group("Staff", &["b@x.org", "a@x.org"]),
+            group("Ops", &["d@x.org", "c@x.org"]),
+        ]);
+        again.refresh().await;
+        assert_eq!(again.roster_items_version(&cx, &jid("a@x.org")).await, a);
+
+        // A member joins Ops: only its members' versions move.
+        let grown = SharedRoster::new(vec![
+            group("Staff", &["a@x.org", "b@x.org"]),
+            group("Ops", &["c@x.org", "d@x.org", "e@x.org"]),
+        ]);
+        grown.refresh().await;
+        assert_eq!(grown.roster_items_version(&cx, &jid("a@x.org")).await, a);
+        assert_ne!(grown.roster_items_version(&cx, &jid("c@x.org")).await, c);
     }
 
     #[test]
