@@ -56,6 +56,19 @@ impl TestClient {
         server.handle_from_client(&mut self.session, el).await;
     }
 
+    /// Fetches the roster (so roster pushes arrive) and sends initial presence; drops what
+    /// came back.
+    pub async fn go_online(&mut self, server: &Arc<Server>) {
+        let ns = "xmlns='jabber:client'";
+        self.send(
+            server,
+            &format!("<iq {ns} type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>"),
+        )
+        .await;
+        self.send(server, &format!("<presence {ns}/>")).await;
+        self.drain();
+    }
+
     /// Everything queued for this session right now.
     pub fn drain(&mut self) -> Vec<Element> {
         let mut v = Vec::new();

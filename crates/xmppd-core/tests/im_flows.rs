@@ -32,18 +32,8 @@ async fn setup_with(
         .build()
 }
 
-/// Fetches the roster (so roster pushes arrive) and sends initial presence; drops what came.
 async fn go_online(server: &Arc<Server>, c: &mut Client) {
-    c.send(
-        server,
-        &format!(
-            "<iq {} type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
-            ns()
-        ),
-    )
-    .await;
-    c.send(server, &format!("<presence {}/>", ns())).await;
-    c.drain();
+    c.go_online(server).await;
 }
 
 async fn login(server: &Arc<Server>, user: &str, res: &str) -> Client {

@@ -219,18 +219,12 @@ fn ns() -> &'static str {
     "xmlns='jabber:client'"
 }
 
-/// Fetches the roster (so roster pushes arrive) and sends initial presence; drops what came.
-async fn go_online(server: &Arc<Server>, c: &mut Client) {
-    c.send(
-        server,
-        &format!(
-            "<iq {} type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
-            ns()
-        ),
+/// Subscription presence of `kind` to `to`, with `id`.
+fn subscription(to: &str, kind: &str, id: &str) -> String {
+    format!(
+        "<presence {} to='{to}@localhost' type='{kind}' id='{id}'/>",
+        ns()
     )
-    .await;
-    c.send(server, &format!("<presence {}/>", ns())).await;
-    c.drain();
 }
 
 fn roster_set(id: &str, item: &str) -> String {
@@ -266,34 +260,19 @@ async fn a_failed_roster_write_is_reported_and_nothing_follows_it() {
     let mut phone = Client::login(&server, "alice", "phone").await;
     let mut bob = Client::login(&server, "bob", "desk").await;
     for c in [&mut pc, &mut phone, &mut bob] {
-        go_online(&server, c).await;
+        c.go_online(&server).await;
     }
     // A contact in both directions, stored while storage works.
     pc.send(&server, &roster_set("s0", "<item jid='bob@localhost'/>"))
         .await;
-    pc.send(
-        &server,
-        &format!("<presence {} to='bob@localhost' type='subscribe'/>", ns()),
-    )
-    .await;
-    bob.send(
-        &server,
-        &format!(
-            "<presence {} to='alice@localhost' type='subscribed'/>",
-            ns()
-        ),
-    )
-    .await;
-    bob.send(
-        &server,
-        &format!("<presence {} to='alice@localhost' type='subscribe'/>", ns()),
-    )
-    .await;
-    pc.send(
-        &server,
-        &format!("<presence {} to='bob@localhost' type='subscribed'/>", ns()),
-    )
-    .await;
+    pc.send(&server, &subscription("bob", "subscribe", "subscribe"))
+        .await;
+    bob.send(&server, &subscription("alice", "subscribed", "subscribed"))
+        .await;
+    bob.send(&server, &subscription("alice", "subscribe", "subscribe"))
+        .await;
+    pc.send(&server, &subscription("bob", "subscribed", "subscribed"))
+        .await;
     for c in [&mut pc, &mut phone, &mut bob] {
         c.drain();
     }
@@ -338,22 +317,10 @@ async fn a_failed_roster_write_is_reported_and_nothing_follows_it() {
 
     // Subscription presence whose roster change cannot be stored: the sender is told, the
     // contact hears nothing.
-    pc.send(
-        &server,
-        &format!(
-            "<presence {} to='carol@localhost' type='subscribe' id='sub'/>",
-            ns()
-        ),
-    )
-    .await;
-    pc.send(
-        &server,
-        &format!(
-            "<presence {} to='bob@localhost' type='unsubscribed' id='uns'/>",
-            ns()
-        ),
-    )
-    .await;
+    pc.send(&server, &subscription("carol", "subscribe", "sub"))
+        .await;
+    pc.send(&server, &subscription("bob", "unsubscribed", "uns"))
+        .await;
     let got = pc.drain();
     for id in ["sub", "uns"] {
         let r = reply(&got, id);
@@ -364,14 +331,8 @@ async fn a_failed_roster_write_is_reported_and_nothing_follows_it() {
     assert!(bob.drain().is_empty(), "nothing reaches the contact");
 
     // An inbound change that cannot be stored is refused to its sender rather than shown.
-    bob.send(
-        &server,
-        &format!(
-            "<presence {} to='alice@localhost' type='unsubscribe' id='in'/>",
-            ns()
-        ),
-    )
-    .await;
+    bob.send(&server, &subscription("alice", "unsubscribe", "in"))
+        .await;
     let got_b = bob.drain();
     assert_eq!(reply(&got_b, "in").attr("type"), Some("error"), "{got_b:?}");
     assert!(pc.drain().is_empty());
@@ -440,8 +401,8 @@ async fn a_roster_change_does_not_read_the_whole_roster() {
     }
     let mut pc = Client::login(&server, "alice", "pc").await;
     let mut phone = Client::login(&server, "alice", "phone").await;
-    go_online(&server, &mut pc).await;
-    go_online(&server, &mut phone).await;
+    pc.go_online(&server).await;
+    phone.go_online(&server).await;
 
     let before = store.roster_reads.load(SeqCst);
     // Adding, naming a shared contact (the 200th item), refusing one past the limit, asking for
@@ -458,11 +419,8 @@ async fn a_roster_change_does_not_read_the_whole_roster() {
     .await;
     pc.send(&server, &roster_set("full", "<item jid='zed@localhost'/>"))
         .await;
-    pc.send(
-        &server,
-        &format!("<presence {} to='bob@localhost' type='subscribe'/>", ns()),
-    )
-    .await;
+    pc.send(&server, &subscription("bob", "subscribe", "subscribe"))
+        .await;
     pc.send(
         &server,
         &roster_set("remove", "<item jid='c2@localhost' subscription='remove'/>"),
@@ -530,16 +488,18 @@ async fn a_roster_change_does_not_read_the_whole_roster() {
     );
 }
 
+/// alice and bob on a server with a shared group of `members`.
+async fn with_shared(members: &[&'static str]) -> (Arc<Server>, Arc<Shared>) {
+    let shared = Arc::new(Shared::default());
+    *shared.members.lock().unwrap() = members.to_vec();
+    let modules: Vec<Arc<dyn xmppd_core::module::Module>> = vec![shared.clone()];
+    let (server, _store) = setup(&["alice", "bob"], CoreConfig::default(), modules).await;
+    (server, shared)
+}
+
 #[tokio::test]
 async fn the_roster_version_changes_when_shared_items_do() {
-    let shared = Arc::new(Shared::default());
-    *shared.members.lock().unwrap() = vec!["alice", "bob"];
-    let (server, _store) = setup(
-        &["alice", "bob"],
-        CoreConfig::default(),
-        vec![shared.clone()],
-    )
-    .await;
+    let (server, shared) = with_shared(&["alice", "bob"]).await;
     let mut pc = Client::login(&server, "alice", "pc").await;
     let get = |id: &str, ver: &str| {
         format!(
@@ -572,16 +532,9 @@ async fn the_roster_version_changes_when_shared_items_do() {
 
 #[tokio::test]
 async fn a_shared_item_change_gets_its_own_version() {
-    let shared = Arc::new(Shared::default());
-    *shared.members.lock().unwrap() = vec!["alice", "bob", "carol"];
-    let (server, _store) = setup(
-        &["alice", "bob"],
-        CoreConfig::default(),
-        vec![shared.clone()],
-    )
-    .await;
+    let (server, shared) = with_shared(&["alice", "bob", "carol"]).await;
     let mut pc = Client::login(&server, "alice", "pc").await;
-    go_online(&server, &mut pc).await;
+    pc.go_online(&server).await;
     let alice = BareJid::new("alice@localhost").unwrap();
     // Two items leave in one refresh: each push has its own version, so a client that kept
     // only the first cannot be told later that its copy is current.
