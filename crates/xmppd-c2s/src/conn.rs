@@ -6,6 +6,7 @@
 //! stanza path. Errors from the peer end the stream with the matching stream error; they never
 //! panic. Not here: what stanzas mean (the core), how SASL works (`xmppd-sasl`).
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,16 +26,13 @@ use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::module::PreAuthService;
 use xmppd_core::stanza::{error_reply, Condition, StanzaError};
 use xmppd_core::{user_ref, Class, ClientSession, Outbound, QueueReceiver, Server, SessionInfo};
-use xmppd_sasl::{ChannelBindings, HashAlg, Mechanism, SaslError, ScramServer};
+use xmppd_sasl::{Attempts, ChannelBindings, HashAlg, Mechanism, SaslError, ScramServer, Stage};
 use xmppd_stream::{Event, Framer, StreamErrorCondition as Cond, StreamHeader, NS_CLIENT};
 
 use crate::features::{self, escape_into, NS_BIND, NS_SASL, NS_SESSION, NS_STANZAS, NS_TLS};
 use crate::shaper::Shaper;
 use crate::{ListenerKind, Shared};
 
-/// Time for the whole negotiation (TLS, SASL, bind), on top of the TLS handshake timeout: a
-/// client that trickles bytes must not hold a connection slot forever without logging in.
-const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// A peer that does not read what we write for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writing the final stream error and close_notify to a dying connection.
@@ -72,7 +70,10 @@ pub(crate) async fn serve(
         .with_interval(KEEPALIVE_INTERVAL);
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     tracing::info!(?kind, "connection opened");
-    let deadline = Instant::now() + NEGOTIATION_TIMEOUT + shared.settings.handshake_timeout;
+    // One deadline from accept to bound session: TLS, SASL (throttle waits included) and
+    // binding, so a client trickling bytes holds its slot no longer than configured.
+    let deadline = Instant::now() + shared.settings.handshake_timeout;
+    let shared_max_failures = shared.settings.max_auth_failures;
     let mut conn = Conn {
         framer: Framer::new(shared.settings.pre_auth_limits),
         shared,
@@ -88,10 +89,12 @@ pub(crate) async fn serve(
         secure: false,
         bindings: ChannelBindings::default(),
         offered: Vec::new(),
-        auth_failures: 0,
+        attempts: Attempts::new(shared_max_failures),
         deadline,
+        negotiating: true,
     };
     let negotiated = conn.negotiate().await;
+    conn.negotiating = false;
     // Logged in (or failing): no longer counts against its address's pending connections.
     drop(pending);
     let stop = match negotiated {
@@ -240,6 +243,54 @@ enum SaslReply {
     BadEncoding,
 }
 
+impl SaslReply {
+    /// The failure for a reply that carries no usable data.
+    fn failure(self) -> Failure {
+        match self {
+            SaslReply::Abort => Failure::before_proof("aborted", "aborted by the client"),
+            SaslReply::BadEncoding => Failure::before_proof("incorrect-encoding", "invalid base64"),
+            SaslReply::Data(_) => Failure::before_proof("malformed-request", "unexpected data"),
+        }
+    }
+}
+
+/// One failed SASL attempt, as it is answered, logged and counted.
+struct Failure {
+    /// The RFC 6120 §6.5 condition.
+    condition: &'static str,
+    /// Why, for the log and (before any proof) the client.
+    reason: Cow<'static, str>,
+    stage: Stage,
+    /// The SASL layer's error, when it gave one: it tells a refused binding type apart.
+    error: Option<SaslError>,
+}
+
+impl Failure {
+    fn before_proof(condition: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+        Failure {
+            condition,
+            reason: reason.into(),
+            stage: Stage::BeforeProof,
+            error: None,
+        }
+    }
+
+    fn proof(condition: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+        Failure {
+            stage: Stage::Proof,
+            ..Failure::before_proof(condition, reason)
+        }
+    }
+
+    /// A failure the SASL layer reported before any proof was checked.
+    fn from_sasl(e: &SaslError) -> Self {
+        Failure {
+            error: Some(e.clone()),
+            ..Failure::before_proof(e.condition(), e.to_string())
+        }
+    }
+}
+
 /// What the established loop woke up for.
 enum Wake {
     Outbound((Outbound, Class)),
@@ -269,9 +320,12 @@ struct Conn {
     bindings: ChannelBindings,
     /// Mechanisms advertised on the current stream.
     offered: Vec<Mechanism>,
-    auth_failures: u32,
-    /// End of the negotiation phase.
+    /// SASL attempts on this connection: the failure limit and the `y` flag rule.
+    attempts: Attempts,
+    /// When the connection must have a bound session (`handshake_timeout`, from accept).
     deadline: Instant,
+    /// Before the session is bound, every wait ends at `deadline`.
+    negotiating: bool,
 }
 
 impl Conn {
@@ -491,8 +545,7 @@ impl Conn {
                 return Err(Stop::err(Cond::PolicyViolation));
             }
         };
-        let timeout = self.shared.settings.handshake_timeout;
-        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let conn = stream.get_ref().1;
                 self.bindings = self.shared.tls.channel_bindings(conn);
@@ -523,19 +576,19 @@ impl Conn {
         let Some(host) = self.host.clone() else {
             return Err(Stop::err(Cond::InternalServerError));
         };
-        let mech = auth.attr("mechanism").and_then(Mechanism::from_name);
-        let mech = match mech {
+        let name = auth.attr("mechanism").unwrap_or_default();
+        let mech = match Mechanism::from_name(name) {
             Some(Mechanism::Plain) if !self.secure => {
-                return self.sasl_failure("encryption-required").await
+                let failure = Failure::before_proof("encryption-required", "PLAIN needs TLS");
+                return self.sasl_failure(Some(Mechanism::Plain), failure).await;
             }
             Some(m) if self.offered.contains(&m) => m,
-            _ => return self.sasl_failure("invalid-mechanism").await,
+            _ => {
+                let reason = format!("mechanism {name:?} is not offered on this stream");
+                let failure = Failure::before_proof("invalid-mechanism", reason);
+                return self.sasl_failure(None, failure).await;
+            }
         };
-        // After failures from this address, attempts wait their turn before any check.
-        let wait = (self.shared.throttle).reserve(self.peer.ip(), std::time::Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
         let initial = match decode_sasl(&auth.text()) {
             Ok(Some(data)) => data,
             // No initial response: ask for it with an empty challenge.
@@ -544,11 +597,13 @@ impl Conn {
                 self.flush().await?;
                 match self.sasl_response().await? {
                     SaslReply::Data(data) => data,
-                    SaslReply::Abort => return self.sasl_failure("aborted").await,
-                    SaslReply::BadEncoding => return self.sasl_failure("incorrect-encoding").await,
+                    reply => return self.sasl_failure(Some(mech), reply.failure()).await,
                 }
             }
-            Err(()) => return self.sasl_failure("incorrect-encoding").await,
+            Err(()) => {
+                return self.sasl_failure(Some(mech), SaslReply::BadEncoding.failure())
+                    .await
+            }
         };
         let backend = self.backend()?;
         match mech {
@@ -557,7 +612,10 @@ impl Conn {
                 self.auth_scram(&host, backend.as_ref(), mech, alg, &initial)
                     .await
             }
-            Mechanism::External => self.sasl_failure("invalid-mechanism").await,
+            Mechanism::External => {
+                let failure = Failure::before_proof("invalid-mechanism", "EXTERNAL is not offered");
+                self.sasl_failure(Some(mech), failure).await
+            }
         }
     }
 
@@ -567,23 +625,27 @@ impl Conn {
         backend: &dyn AuthBackend,
         msg: &[u8],
     ) -> Result<Option<BareJid>, Stop> {
+        let mech = Some(Mechanism::Plain);
         let creds = match xmppd_sasl::parse_plain(msg) {
             Ok(c) => c,
-            Err(e) => return self.sasl_failure(e.condition()).await,
+            Err(e) => return self.sasl_failure(mech, Failure::from_sasl(&e)).await,
         };
+        let account = throttle_account(&creds.authcid, host);
+        self.throttle_wait(&account).await?;
         let Some(user) = user_jid(&creds.authcid, host) else {
-            return self.wrong_credentials(&creds.authcid).await;
+            return self.wrong_credentials(Mechanism::Plain, &account).await;
         };
         if !authzid_matches(creds.authzid.as_deref(), Some(&user)) {
-            return self.sasl_failure("invalid-authzid").await;
+            let failure = Failure::before_proof("invalid-authzid", "authzid names another account");
+            return self.sasl_failure(mech, failure).await;
         }
         match backend
             .check_password(&user_ref(&user), &creds.password)
             .await
         {
-            Ok(true) => self.sasl_success(user, "PLAIN", None).await,
-            Ok(false) => self.wrong_credentials(user.as_str()).await,
-            Err(e) => self.backend_failure(e).await,
+            Ok(true) => self.sasl_success(user, Mechanism::Plain, None).await,
+            Ok(false) => self.wrong_credentials(Mechanism::Plain, &account).await,
+            Err(e) => self.backend_failure(Mechanism::Plain, e).await,
         }
     }
 
@@ -597,13 +659,19 @@ impl Conn {
     ) -> Result<Option<BareJid>, Stop> {
         let cb_offered = self.bindings.available();
         let mut scram = ScramServer::new(mech, self.bindings.clone(), &self.offered, &cb_offered);
+        if self.attempts.y_flag_explained() {
+            scram = scram.accept_y_flag();
+        }
         let first = match scram.client_first(msg) {
             Ok(first) => first,
-            Err(e) => return self.sasl_failure(e.condition()).await,
+            Err(e) => return self.sasl_failure(Some(mech), Failure::from_sasl(&e)).await,
         };
+        let account = throttle_account(&first.authcid, host);
+        self.throttle_wait(&account).await?;
         let user = user_jid(&first.authcid, host);
         if !authzid_matches(first.authzid.as_deref(), user.as_ref()) {
-            return self.sasl_failure("invalid-authzid").await;
+            let failure = Failure::before_proof("invalid-authzid", "authzid names another account");
+            return self.sasl_failure(Some(mech), failure).await;
         }
         // An unknown or invalid user continues with fake keys and fails at the proof, so the
         // exchange does not reveal which accounts exist.
@@ -611,7 +679,7 @@ impl Conn {
             Some(u) => match backend.scram_keys(&user_ref(u), alg).await {
                 Ok(keys) => keys,
                 Err(AuthError::NoSuchUser) => None,
-                Err(e) => return self.backend_failure(e).await,
+                Err(e) => return self.backend_failure(mech, e).await,
             },
             None => None,
         };
@@ -620,18 +688,46 @@ impl Conn {
         self.flush().await?;
         let client_final = match self.sasl_response().await? {
             SaslReply::Data(data) => data,
-            SaslReply::Abort => return self.sasl_failure("aborted").await,
-            SaslReply::BadEncoding => return self.sasl_failure("incorrect-encoding").await,
+            reply => return self.sasl_failure(Some(mech), reply.failure()).await,
         };
         match (scram.client_final(&client_final), user) {
             (Ok(server_final), Some(user)) if keys.is_some() => {
-                self.sasl_success(user, mech.name(), Some(&server_final))
-                    .await
+                self.sasl_success(user, mech, Some(&server_final)).await
             }
             (Ok(_), _) | (Err(SaslError::NotAuthorized), _) => {
-                self.wrong_credentials(&first.authcid).await
+                self.wrong_credentials(mech, &account).await
             }
-            (Err(e), _) => self.sasl_failure(e.condition()).await,
+            (Err(e), _) => {
+                let failure = Failure {
+                    stage: Stage::Proof,
+                    ..Failure::from_sasl(&e)
+                };
+                self.sasl_failure(Some(mech), failure).await
+            }
+        }
+    }
+
+    /// After failures for this account from this address (or very many from the address),
+    /// an attempt waits its turn before its credentials are checked. The wait ends early,
+    /// with the stream, at the negotiation deadline or a shutdown.
+    async fn throttle_wait(&mut self, account: &str) -> Result<(), Stop> {
+        let now = std::time::Instant::now();
+        let wait = self.shared.throttle.reserve(self.peer.ip(), account, now);
+        self.pause(wait).await
+    }
+
+    /// Sleeps for `wait` unless the negotiation deadline or a shutdown comes first.
+    async fn pause(&mut self, wait: Duration) -> Result<(), Stop> {
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let Conn {
+            shutdown, deadline, ..
+        } = self;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(()),
+            _ = tokio::time::sleep_until(*deadline) => Err(Stop::err(Cond::ConnectionTimeout)),
+            _ = shutdown_requested(shutdown) => Err(Stop::err(Cond::SystemShutdown)),
         }
     }
 
@@ -653,44 +749,70 @@ impl Conn {
     async fn sasl_success(
         &mut self,
         user: BareJid,
-        mech: &str,
+        mech: Mechanism,
         data: Option<&[u8]>,
     ) -> Result<Option<BareJid>, Stop> {
         if self.shared.server.is_disabled(&user).await {
-            tracing::info!(jid = %user, "authentication refused: account disabled");
-            return self.sasl_failure("account-disabled").await;
+            let failure = Failure::proof("account-disabled", "account disabled");
+            return self.sasl_failure(Some(mech), failure).await;
         }
+        self.shared.throttle.record_success(self.peer.ip(), user.as_str());
         self.write_sasl("success", data.unwrap_or_default());
         self.flush().await?;
-        tracing::info!(jid = %user, mech, "authenticated");
+        tracing::info!(jid = %user, mech = mech.name(), "authenticated");
         Ok(Some(user))
     }
 
-    async fn wrong_credentials(&mut self, attempted: &str) -> Result<Option<BareJid>, Stop> {
-        tracing::info!(user = ?attempted, "authentication failed");
-        let delay = self
-            .shared
-            .throttle
-            .record_failure(self.peer.ip(), std::time::Instant::now());
-        tokio::time::sleep(delay).await;
-        self.sasl_failure("not-authorized").await
+    async fn wrong_credentials(
+        &mut self,
+        mech: Mechanism,
+        account: &str,
+    ) -> Result<Option<BareJid>, Stop> {
+        let now = std::time::Instant::now();
+        let delay = self.shared.throttle.record_failure(self.peer.ip(), account, now);
+        self.pause(delay).await?;
+        let failure = Failure::proof("not-authorized", format!("wrong credentials for {account:?}"));
+        self.sasl_failure(Some(mech), failure).await
     }
 
-    async fn backend_failure(&mut self, e: AuthError) -> Result<Option<BareJid>, Stop> {
+    async fn backend_failure(
+        &mut self,
+        mech: Mechanism,
+        e: AuthError,
+    ) -> Result<Option<BareJid>, Stop> {
         tracing::warn!(error = %e, "authentication backend failed");
-        self.sasl_failure("temporary-auth-failure").await
+        let failure = Failure::proof("temporary-auth-failure", "authentication backend failed");
+        self.sasl_failure(Some(mech), failure).await
     }
 
-    /// `<failure><cond/></failure>`; too many in one stream end it.
-    async fn sasl_failure(&mut self, cond: &str) -> Result<Option<BareJid>, Stop> {
+    /// Answers and logs one failed attempt (RFC 6120 §6.4.5); too many counted failures on
+    /// one stream end it. A failure before any proof names its reason in `<text/>`, so that
+    /// the client can choose differently; after a proof it says no more than the condition.
+    async fn sasl_failure(
+        &mut self,
+        mech: Option<Mechanism>,
+        failure: Failure,
+    ) -> Result<Option<BareJid>, Stop> {
+        let mech_name = mech.map_or("(none)", Mechanism::name);
+        tracing::info!(
+            mech = mech_name,
+            reason = %failure.reason,
+            condition = failure.condition,
+            "authentication failed"
+        );
         self.out.extend_from_slice(b"<failure xmlns='");
         self.out.extend_from_slice(NS_SASL.as_bytes());
         self.out.extend_from_slice(b"'><");
-        self.out.extend_from_slice(cond.as_bytes());
-        self.out.extend_from_slice(b"/></failure>");
+        self.out.extend_from_slice(failure.condition.as_bytes());
+        self.out.extend_from_slice(b"/>");
+        if failure.stage == Stage::BeforeProof {
+            self.out.extend_from_slice(b"<text xml:lang='en'>");
+            escape_into(&mut self.out, &failure.reason);
+            self.out.extend_from_slice(b"</text>");
+        }
+        self.out.extend_from_slice(b"</failure>");
         self.flush().await?;
-        self.auth_failures += 1;
-        if self.auth_failures >= self.shared.settings.max_auth_failures.max(1) {
+        if self.attempts.fail(mech, failure.stage, failure.error.as_ref()) {
             let text = Some("too many authentication failures".to_owned());
             return Err(Stop::Error(Cond::PolicyViolation, text));
         }
@@ -987,8 +1109,12 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
+        let mut until = Instant::now() + WRITE_TIMEOUT;
+        if self.negotiating {
+            until = until.min(self.deadline);
+        }
         let (io, out) = (&mut self.io, &self.out);
-        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let written = tokio::time::timeout_at(until, async {
             io.write_all(out).await?;
             io.flush().await
         })
@@ -1102,6 +1228,12 @@ fn user_jid(authcid: &str, host: &str) -> Option<BareJid> {
     }
     let jid = BareJid::new(&format!("{authcid}@{host}")).ok()?;
     (jid.node().is_some() && jid.domain().as_str() == host).then_some(jid)
+}
+
+/// The account an attempt is throttled under: the normalised JID when the authcid is a valid
+/// localpart, else the authcid itself (so invalid names are throttled too).
+fn throttle_account(authcid: &str, host: &str) -> String {
+    user_jid(authcid, host).map_or_else(|| authcid.to_owned(), |jid| jid.to_string())
 }
 
 /// An authzid is accepted only when absent or naming the authenticated account itself.

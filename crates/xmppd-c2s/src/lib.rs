@@ -62,10 +62,13 @@ pub struct C2sSettings {
     pub shaper: ShaperSettings,
     /// Keep client IP addresses out of logs and session records.
     pub hide_ip: bool,
-    /// Time allowed for a TLS handshake. Stream negotiation as a whole (TLS, SASL, bind) must
-    /// finish within this plus 60 seconds.
+    /// Time from accept to a bound session: TLS, SASL (throttling waits included) and
+    /// resource binding must all be done by then, or the stream ends with
+    /// `<connection-timeout/>`.
     pub handshake_timeout: Duration,
-    /// Failed SASL attempts tolerated in one stream before it is closed.
+    /// Counted SASL failures tolerated in one stream before it is closed. Failures before any
+    /// proof (an unsupported channel-binding type, a malformed first message) do not count,
+    /// up to [`xmppd_sasl::UNCOUNTED_BEFORE_PROOF`] of them.
     pub max_auth_failures: u32,
     /// Connections open at once; further ones are closed on accept.
     pub max_connections: usize,

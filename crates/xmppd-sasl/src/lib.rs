@@ -14,11 +14,13 @@
 //! here, so that PLAIN against stored SCRAM keys and SCRAM itself accept exactly the same
 //! password strings. Authzids are returned undecorated for the caller's JID validation.
 
+mod attempts;
 pub mod client;
 mod crypto;
 mod plain;
 mod scram;
 
+pub use attempts::{Attempts, Stage, UNCOUNTED_BEFORE_PROOF};
 pub use plain::{parse_plain, PlainCredentials, MAX_PLAIN_FIELD_LEN};
 pub use scram::{
     downgrade_protection_hash, ClientFirst, ScramServer, FAKE_ITERATIONS, MAX_MESSAGE_LEN,
@@ -284,6 +286,10 @@ pub enum SaslError {
     EncryptionRequired,
     #[error("channel binding: {0}")]
     ChannelBinding(String),
+    /// A `-PLUS` attempt asked for a channel-binding type this connection does not have, such
+    /// as `tls-unique`, which TLS 1.3 does not define (RFC 9266 §3).
+    #[error("unsupported channel-binding type {0}")]
+    UnsupportedChannelBinding(String),
 }
 
 impl SaslError {
@@ -292,12 +298,14 @@ impl SaslError {
     /// Channel-binding failures (wrong type, missing data, `c=` mismatch, `y` downgrade) map to
     /// "not-authorized": RFC 6120 has no dedicated condition, and RFC 5802 treats them as the
     /// authentication failing (its `e=channel-bindings-dont-match` and friends), which is what
-    /// not-authorized means. Reporting them as malformed would also tell an active attacker
-    /// which part of the exchange tripped.
+    /// not-authorized means. An unsupported type is refused before any proof, and the caller
+    /// names it in the failure's text so that the client can pick another mechanism.
     pub fn condition(&self) -> &'static str {
         match self {
             SaslError::MalformedRequest(_) => "malformed-request",
-            SaslError::NotAuthorized | SaslError::ChannelBinding(_) => "not-authorized",
+            SaslError::NotAuthorized
+            | SaslError::ChannelBinding(_)
+            | SaslError::UnsupportedChannelBinding(_) => "not-authorized",
             SaslError::InvalidMechanism => "invalid-mechanism",
             SaslError::InvalidAuthzid => "invalid-authzid",
             SaslError::EncryptionRequired => "encryption-required",

@@ -66,6 +66,9 @@ pub struct ScramServer {
     bindings: ChannelBindings,
     /// Whether any `-PLUS` mechanism was advertised: a `y` flag then signals a downgrade.
     plus_offered: bool,
+    /// The client showed on this stream that it cannot bind with a type we offer, so its `y`
+    /// flag is the truth rather than a sign of a stripped mechanism list.
+    y_flag_explained: bool,
     /// `h=` value for server-first-message; `None` when nothing was advertised.
     ssdp: Option<String>,
     /// Test hook: a fixed server part of the nonce.
@@ -141,6 +144,7 @@ impl ScramServer {
             plus_offered: offered
                 .iter()
                 .any(|m| matches!(m, Mechanism::Scram { plus: true, .. })),
+            y_flag_explained: false,
             ssdp,
             fixed_server_nonce: None,
             state: State::Start,
@@ -154,6 +158,17 @@ impl ScramServer {
         if is_valid_nonce(server_nonce) {
             self.fixed_server_nonce = Some(server_nonce.to_owned());
         }
+        self
+    }
+
+    /// Accepts a `y` GS2 flag although `-PLUS` mechanisms were offered: for a stream on which
+    /// a `-PLUS` attempt was already refused for its channel-binding type
+    /// ([`SaslError::UnsupportedChannelBinding`]). Such a client can bind, but not with a type
+    /// this server has (`tls-unique` under TLS 1.3, RFC 9266 §3), so by RFC 5802 §6 it must
+    /// say `y` on its next attempt. A stripped mechanism list alone never gets here: the `y`
+    /// stays a downgrade unless the stream itself carried the refused attempt.
+    pub fn accept_y_flag(mut self) -> Self {
+        self.y_flag_explained = true;
         self
     }
 
@@ -248,11 +263,7 @@ impl ScramServer {
                 }
                 let data = CbType::from_name(name)
                     .and_then(|t| self.bindings.get(t))
-                    .ok_or_else(|| {
-                        SaslError::ChannelBinding(format!(
-                            "unsupported channel-binding type {name}"
-                        ))
-                    })?;
+                    .ok_or_else(|| SaslError::UnsupportedChannelBinding(name.to_owned()))?;
                 data.to_vec()
             }
             Gs2Cb::No | Gs2Cb::Yes if plus => {
@@ -260,7 +271,7 @@ impl ScramServer {
                     "PLUS mechanism without binding".into(),
                 ));
             }
-            Gs2Cb::Yes if self.plus_offered => {
+            Gs2Cb::Yes if self.plus_offered && !self.y_flag_explained => {
                 // RFC 5802 §6: the client can bind and so can we, yet it thinks we cannot.
                 return Err(SaslError::ChannelBinding(
                     "downgrade detected ('y' flag)".into(),

@@ -305,7 +305,12 @@ fn plus_requires_available_binding_type() {
         b"p=tls-unique,,n=user,r=abc",
     ] {
         let mut server = ScramServer::new(mech, only_endpoint.clone(), &all_offered(), &[]);
-        assert_cb_error(server.client_first(msg), "unavailable type");
+        match server.client_first(msg) {
+            Err(e @ SaslError::UnsupportedChannelBinding(_)) => {
+                assert_eq!(e.condition(), "not-authorized")
+            }
+            other => panic!("unavailable type: {other:?}"),
+        }
     }
     let mut server = ScramServer::new(mech, only_endpoint, &all_offered(), &[]);
     server
@@ -335,6 +340,73 @@ fn y_flag_is_a_downgrade_only_when_plus_was_offered() {
     let server = ScramServer::new(mech, ChannelBindings::default(), &non_plus_offered(), &[]);
     let client = ScramClient::new(HashAlg::Sha256, "user", "pencil", None).claim_cb_support();
     assert_eq!(run(server, client, Some(&k)), Ok(true));
+}
+
+#[test]
+fn y_flag_is_accepted_after_a_refused_binding_type_and_still_verified() {
+    let k = keys(HashAlg::Sha256, "pencil");
+    let mech = scram(HashAlg::Sha256, false);
+    // A stream where a -PLUS attempt was refused for tls-unique: the fallback with `y` works.
+    let mut attempts = Attempts::new(3);
+    let mut plus = ScramServer::new(
+        scram(HashAlg::Sha256, true),
+        bindings(),
+        &all_offered(),
+        &[],
+    );
+    let refused = plus
+        .client_first(b"p=tls-unique,,n=user,r=abc")
+        .expect_err("tls-unique is not offered");
+    assert_eq!(
+        refused,
+        SaslError::UnsupportedChannelBinding("tls-unique".into())
+    );
+    assert!(!attempts.fail(
+        Some(scram(HashAlg::Sha256, true)),
+        Stage::BeforeProof,
+        Some(&refused)
+    ));
+    assert!(attempts.y_flag_explained());
+    let server = ScramServer::new(mech, bindings(), &all_offered(), &CbType::ALL).accept_y_flag();
+    let client = ScramClient::new(HashAlg::Sha256, "user", "pencil", None).claim_cb_support();
+    assert_eq!(run(server, client, Some(&k)), Ok(true));
+
+    // The `y` header is still bound into c=: a client-final that drops it fails.
+    let mut server =
+        ScramServer::new(mech, bindings(), &all_offered(), &CbType::ALL).accept_y_flag();
+    server.client_first(b"y,,n=user,r=abc").expect("first");
+    let sf = String::from_utf8(server.server_first(Some(&k))).unwrap();
+    let nonce = sf.split(',').next().unwrap();
+    let forged = format!(
+        "c={},{nonce},p={}",
+        B64.encode(b"n,,"),
+        B64.encode([0u8; 32])
+    );
+    assert_cb_error(
+        server.client_final(forged.as_bytes()),
+        "c= without the y header",
+    );
+    // Wrong password with `y` accepted is still not-authorized.
+    let server = ScramServer::new(mech, bindings(), &all_offered(), &CbType::ALL).accept_y_flag();
+    let client = ScramClient::new(HashAlg::Sha256, "user", "wrong", None).claim_cb_support();
+    assert_eq!(run(server, client, Some(&k)), Err(SaslError::NotAuthorized));
+}
+
+#[test]
+fn y_flag_with_a_stripped_mechanism_list_stays_a_downgrade() {
+    // An attacker removed the -PLUS mechanisms from what the client saw; the client says `y`
+    // on its first attempt. Nothing on the stream explains it, so it is refused.
+    let k = keys(HashAlg::Sha256, "pencil");
+    let attempts = Attempts::new(3);
+    assert!(!attempts.y_flag_explained());
+    let server = ScramServer::new(
+        scram(HashAlg::Sha256, false),
+        bindings(),
+        &all_offered(),
+        &[],
+    );
+    let client = ScramClient::new(HashAlg::Sha256, "user", "pencil", None).claim_cb_support();
+    assert_cb_error(run(server, client, Some(&k)), "y on a fresh stream");
 }
 
 #[test]
