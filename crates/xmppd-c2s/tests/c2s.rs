@@ -39,6 +39,15 @@ struct TestServer {
 }
 
 async fn start(require_starttls: bool, max_auth_failures: u32) -> TestServer {
+    start_with(|s| {
+        s.require_starttls = require_starttls;
+        s.max_auth_failures = max_auth_failures;
+    })
+    .await
+}
+
+/// A server whose c2s settings `adjust` changed from the tests' defaults.
+async fn start_with(adjust: impl FnOnce(&mut C2sSettings)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("xmppd.sqlite")).unwrap());
     let backend = Arc::new(InternalBackend::with_iterations(store.clone(), 4096));
@@ -58,20 +67,21 @@ async fn start(require_starttls: bool, max_auth_failures: u32) -> TestServer {
         reload_interval: Duration::from_secs(60),
     })
     .unwrap();
-    let settings = C2sSettings {
+    let mut settings = C2sSettings {
         starttls_listen: vec!["127.0.0.1:0".parse().unwrap()],
         direct_tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
-        require_starttls,
+        require_starttls: true,
         pre_auth_limits: Limits::PRE_AUTH,
         limits: Limits::DEFAULT,
         queue: xmppd_core::QueueLimits::default(),
         shaper: xmppd_c2s::ShaperSettings::OFF,
         hide_ip: false,
         handshake_timeout: Duration::from_secs(5),
-        max_auth_failures,
+        max_auth_failures: 3,
         max_connections: 1000,
         max_pending_per_ip: 100,
     };
+    adjust(&mut settings);
     let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();
     auth.insert(HOST.into(), backend);
     let c2s = C2s::bind(settings, Arc::clone(&tls), server, auth, Vec::new())
@@ -737,4 +747,182 @@ async fn scram_plus_through_an_independent_sasl_client() {
     let mech = Scram::<Sha256>::new(USER, PASSWORD, ChannelBinding::TlsExporter(foreign)).unwrap();
     let outcome = run(&mut client, Box::new(mech)).await;
     assert!(outcome.is("failure", NS_SASL), "{outcome:?}");
+}
+
+/// The `<text/>` of a SASL `<failure/>`, if any.
+fn failure_text(failure: &Element) -> Option<String> {
+    failure.get_child("text", NS_SASL).map(Element::text)
+}
+
+/// Sends a PLAIN `<auth/>` for `user` with `password` and returns the answer.
+async fn plain_auth<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    user: &str,
+    password: &str,
+) -> Element {
+    let creds = B64.encode(format!("\0{user}\0{password}"));
+    exchange(
+        client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{creds}</auth>"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn tls_unique_plus_attempts_then_y_flag_log_in_on_one_stream() {
+    // What a client that binds only with tls-unique does under TLS 1.3 (RFC 9266 §3): every
+    // advertised -PLUS mechanism is refused for its binding type, then it falls back to plain
+    // SCRAM with the `y` flag (RFC 5802 §6). The default failure limit (3) must not end it.
+    let server = start(true, 3).await;
+    let (mut client, features) = starttls(&server).await;
+    for mech in ["SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] {
+        let first = B64.encode(format!("p=tls-unique,,n={USER},r=abcdefgh"));
+        let failure = exchange(
+            &mut client,
+            format!("<auth xmlns='{NS_SASL}' mechanism='{mech}'>{first}</auth>"),
+        )
+        .await;
+        assert!(failure.is("failure", NS_SASL), "{failure:?}");
+        assert!(failure.has_child("not-authorized", NS_SASL), "{failure:?}");
+        let text = failure_text(&failure).expect("the reason is named");
+        assert!(text.contains("tls-unique"), "{text}");
+    }
+    let outcome = scram(
+        &mut client,
+        &features,
+        ScramClient::new(HashAlg::Sha512, USER, PASSWORD, None).claim_cb_support(),
+    )
+    .await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+    bind(&mut client, "old-client").await;
+}
+
+#[tokio::test]
+async fn y_flag_with_a_stripped_mechanism_list_is_still_refused() {
+    // A client that saw no -PLUS mechanism (an attacker removed them) says `y` at once: the
+    // server did offer -PLUS and nothing on this stream explains the flag, so it is a
+    // downgrade. A failure before any proof of another kind does not unlock it either.
+    let server = start(true, 3).await;
+    let (mut client, features) = starttls(&server).await;
+    let bad_first = B64.encode("n,,n=juliet");
+    let malformed = exchange(
+        &mut client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256-PLUS'>{bad_first}</auth>"),
+    )
+    .await;
+    assert!(malformed.is("failure", NS_SASL), "{malformed:?}");
+    let first = B64.encode(format!("y,,n={USER},r=abcdefgh"));
+    let failure = exchange(
+        &mut client,
+        format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{first}</auth>"),
+    )
+    .await;
+    assert!(failure.is("failure", NS_SASL), "{failure:?}");
+    assert!(failure.has_child("not-authorized", NS_SASL), "{failure:?}");
+    assert!(failure_text(&failure).unwrap().contains("downgrade"));
+    // The stream is still usable with a proper exchange.
+    let outcome = scram(
+        &mut client,
+        &features,
+        ScramClient::new(HashAlg::Sha256, USER, PASSWORD, None),
+    )
+    .await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn failures_before_proof_are_capped() {
+    // Free failures are bounded: a stream cannot try malformed messages forever.
+    let server = start(true, 2).await;
+    let (mut client, _) = starttls(&server).await;
+    let bad = B64.encode("z,,garbage");
+    for _ in 0..xmppd_sasl::UNCOUNTED_BEFORE_PROOF + 1 {
+        let failure = exchange(
+            &mut client,
+            format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{bad}</auth>"),
+        )
+        .await;
+        assert!(failure.has_child("malformed-request", NS_SASL), "{failure:?}");
+        assert!(failure_text(&failure).is_some(), "{failure:?}");
+    }
+    client
+        .send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{bad}</auth>"
+        ))
+        .await;
+    assert!(client.element().await.is("failure", NS_SASL));
+    client.expect_stream_error("policy-violation").await;
+}
+
+#[tokio::test]
+async fn a_trickling_client_is_closed_at_the_handshake_deadline() {
+    // One deadline from accept to bound session: a client that sends a byte now and then,
+    // never finishing its stream header, is closed once `handshake_timeout` has passed.
+    let server = start_with(|s| s.handshake_timeout = Duration::from_secs(2)).await;
+    let mut tcp = TcpStream::connect(server.starttls).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let header = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' ";
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut sent = 0;
+    let closed = loop {
+        if sent < header.len() {
+            let _ = tcp.write_all(&header[sent..sent + 1]).await;
+            sent += 1;
+        }
+        match tokio::time::timeout(Duration::from_millis(250), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+    };
+    assert!(closed, "still open after 30 s with a 2 s handshake timeout");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("connection-timeout"), "{text}");
+}
+
+#[tokio::test]
+async fn the_deadline_ends_a_throttle_wait() {
+    // Two wrong passwords cost 0.5 s and 1 s; the third would be answered after 2 s, past the
+    // 2 s handshake deadline: the stream ends with connection-timeout instead.
+    let server = start_with(|s| {
+        s.handshake_timeout = Duration::from_secs(2);
+        s.max_auth_failures = 10;
+    })
+    .await;
+    let (mut client, _) = starttls(&server).await;
+    for _ in 0..2 {
+        let failure = plain_auth(&mut client, USER, "wrong").await;
+        assert!(failure.has_child("not-authorized", NS_SASL), "{failure:?}");
+    }
+    client
+        .send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{}</auth>",
+            B64.encode(format!("\0{USER}\0wrong"))
+        ))
+        .await;
+    client.expect_stream_error("connection-timeout").await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_throttle_wait() {
+    let server = start_with(|s| s.max_auth_failures = 10).await;
+    let (mut client, _) = starttls(&server).await;
+    // The first failure is answered after 0.5 s, the second after 1 s.
+    let failure = plain_auth(&mut client, USER, "wrong").await;
+    assert!(failure.is("failure", NS_SASL));
+    client
+        .send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{}</auth>",
+            B64.encode(format!("\0{USER}\0wrong"))
+        ))
+        .await;
+    // Give the server time to be inside the 1 s wait; if it is not yet, the shutdown is seen
+    // before the attempt and the outcome is the same.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.shutdown.send(true).unwrap();
+    client.expect_stream_error("system-shutdown").await;
 }
