@@ -11,9 +11,10 @@
 //!
 //! It does not install Rust toolchains or system packages, with two exceptions: cargo-deny is
 //! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
-//! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, `go-sendxmpp`) are installed
-//! with apt-get when they are missing. A missing `python3` is reported, not fixed. The virtualenv is rebuilt only when `tests/e2e/requirements.txt` changes, so
-//! re-runs stay fast.
+//! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, `go-sendxmpp`, `poezio`,
+//! `tmux`) are installed with apt-get when they are missing. A missing `python3` is reported,
+//! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
+//! are rebuilt only when their requirements files change, so re-runs stay fast.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -137,7 +138,7 @@ fn plan(root: &Path, options: &Options) -> Vec<Step> {
     let venv_root = root.to_path_buf();
     steps.push(Step {
         name: "python venv for e2e tests",
-        action: Box::new(move || ensure_venv(&venv_root)),
+        action: Box::new(move || ensure_venvs(&venv_root)),
     });
     let e2e_root = root.to_path_buf();
     let pytest_args = options.pytest_args.clone();
@@ -184,11 +185,14 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 }
 
 /// Debian packages the end-to-end tests run, as (program to look for, package): a real
-/// directory server for the LDAP tests, and a second client implementation (Go) beside slixmpp.
-const SYSTEM_PACKAGES: [(&str, &str); 3] = [
+/// directory server for the LDAP tests, a second client implementation (Go) beside slixmpp,
+/// and poezio, whose dependency python3-slixmpp is the distribution's own slixmpp that
+/// `test_old_clients.py` logs in with.
+const SYSTEM_PACKAGES: [(&str, &str); 4] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("go-sendxmpp", "go-sendxmpp"),
+    ("poezio", "poezio"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.
@@ -224,15 +228,31 @@ fn ensure_system_packages() -> Result<()> {
     .with_context(|| hint)
 }
 
-/// Creates `.venv` and installs `tests/e2e/requirements.txt` unless a stamp file shows the
+/// The virtualenvs of the end-to-end tests, as (directory under the root, requirements file):
+/// the suite's own, and slixmpp as Debian 12 ships it, which `test_old_clients.py` runs.
+const VENVS: [(&str, &str); 2] = [
+    (".venv", "tests/e2e/requirements.txt"),
+    (
+        ".venv-slixmpp-1.8",
+        "tests/e2e/requirements-slixmpp-1.8.txt",
+    ),
+];
+
+/// Creates each of [`VENVS`] and installs its requirements, unless a stamp file shows the
 /// same requirements were already installed there.
-fn ensure_venv(root: &Path) -> Result<()> {
-    let venv = root.join(".venv");
-    let requirements_path = root.join("tests/e2e/requirements.txt");
+fn ensure_venvs(root: &Path) -> Result<()> {
+    VENVS
+        .iter()
+        .try_for_each(|(dir, requirements)| ensure_venv(root, dir, requirements))
+}
+
+fn ensure_venv(root: &Path, dir: &str, requirements: &str) -> Result<()> {
+    let venv = root.join(dir);
+    let requirements_path = root.join(requirements);
     let requirements = std::fs::read_to_string(&requirements_path)
         .with_context(|| format!("reading {}", requirements_path.display()))?;
     let stamp = venv.join(".xtask-requirements");
-    let python = venv_python(root);
+    let python = venv.join("bin").join("python");
     let installed = std::fs::read_to_string(&stamp).ok();
     if python.exists() && installed.as_deref() == Some(requirements.as_str()) {
         println!("    {} is up to date", venv.display());
@@ -408,7 +428,7 @@ fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn venv_python(root: &Path) -> PathBuf {
-    root.join(".venv").join("bin").join("python")
+    root.join(VENVS[0].0).join("bin").join("python")
 }
 
 /// The cargo that launched us (so `cargo +toolchain xtask` stays on that toolchain).

@@ -601,7 +601,8 @@ impl Conn {
                 }
             }
             Err(()) => {
-                return self.sasl_failure(Some(mech), SaslReply::BadEncoding.failure())
+                return self
+                    .sasl_failure(Some(mech), SaslReply::BadEncoding.failure())
                     .await
             }
         };
@@ -756,7 +757,9 @@ impl Conn {
             let failure = Failure::proof("account-disabled", "account disabled");
             return self.sasl_failure(Some(mech), failure).await;
         }
-        self.shared.throttle.record_success(self.peer.ip(), user.as_str());
+        self.shared
+            .throttle
+            .record_success(self.peer.ip(), user.as_str());
         self.write_sasl("success", data.unwrap_or_default());
         self.flush().await?;
         tracing::info!(jid = %user, mech = mech.name(), "authenticated");
@@ -769,9 +772,15 @@ impl Conn {
         account: &str,
     ) -> Result<Option<BareJid>, Stop> {
         let now = std::time::Instant::now();
-        let delay = self.shared.throttle.record_failure(self.peer.ip(), account, now);
+        let delay = self
+            .shared
+            .throttle
+            .record_failure(self.peer.ip(), account, now);
         self.pause(delay).await?;
-        let failure = Failure::proof("not-authorized", format!("wrong credentials for {account:?}"));
+        let failure = Failure::proof(
+            "not-authorized",
+            format!("wrong credentials for {account:?}"),
+        );
         self.sasl_failure(Some(mech), failure).await
     }
 
@@ -812,7 +821,10 @@ impl Conn {
         }
         self.out.extend_from_slice(b"</failure>");
         self.flush().await?;
-        if self.attempts.fail(mech, failure.stage, failure.error.as_ref()) {
+        if self
+            .attempts
+            .fail(mech, failure.stage, failure.error.as_ref())
+        {
             let text = Some("too many authentication failures".to_owned());
             return Err(Stop::Error(Cond::PolicyViolation, text));
         }

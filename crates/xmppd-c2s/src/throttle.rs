@@ -152,9 +152,7 @@ impl AuthThrottle {
     /// A successful login for `account` from `ip`: that pair's failures are forgiven (the
     /// address's count is not, so one known password buys no guesses on other accounts).
     pub(crate) fn record_success(&self, ip: IpAddr, account: &str) {
-        self.accounts
-            .entries
-            .remove(&self.account_key(ip, account));
+        self.accounts.entries.remove(&self.account_key(ip, account));
     }
 
     /// Reserves the next slot for an attempt on `account` from `ip`; returns how long to wait
@@ -316,7 +314,10 @@ mod tests {
         let t = AuthThrottle::default();
         let start = Instant::now();
         let a = ip("192.0.2.1");
-        assert_eq!(t.record_failure(a, "alice", start), Duration::from_millis(500));
+        assert_eq!(
+            t.record_failure(a, "alice", start),
+            Duration::from_millis(500)
+        );
         assert_eq!(
             t.record_failure(a, "alice", start + Duration::from_secs(1)),
             Duration::from_secs(1)
@@ -453,10 +454,18 @@ mod tests {
                 Duration::from_millis(500)
             );
         }
-        assert_eq!(t.reserve(a, "fresh", now), Duration::ZERO, "below the threshold");
+        assert_eq!(
+            t.reserve(a, "fresh", now),
+            Duration::ZERO,
+            "below the threshold"
+        );
         let last = format!("user{}", ADDRESS_QUEUE_AFTER - 1);
         t.record_failure(a, &last, now);
-        assert_eq!(t.reserve(a, "fresh", now), Duration::ZERO, "first slot is now");
+        assert_eq!(
+            t.reserve(a, "fresh", now),
+            Duration::ZERO,
+            "first slot is now"
+        );
         assert_eq!(
             t.reserve(a, "another", now),
             delay_for(1),

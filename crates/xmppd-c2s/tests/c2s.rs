@@ -775,7 +775,11 @@ async fn tls_unique_plus_attempts_then_y_flag_log_in_on_one_stream() {
     // SCRAM with the `y` flag (RFC 5802 §6). The default failure limit (3) must not end it.
     let server = start(true, 3).await;
     let (mut client, features) = starttls(&server).await;
-    for mech in ["SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] {
+    for mech in [
+        "SCRAM-SHA-512-PLUS",
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+    ] {
         let first = B64.encode(format!("p=tls-unique,,n={USER},r=abcdefgh"));
         let failure = exchange(
             &mut client,
@@ -842,7 +846,10 @@ async fn failures_before_proof_are_capped() {
             format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{bad}</auth>"),
         )
         .await;
-        assert!(failure.has_child("malformed-request", NS_SASL), "{failure:?}");
+        assert!(
+            failure.has_child("malformed-request", NS_SASL),
+            "{failure:?}"
+        );
         assert!(failure_text(&failure).is_some(), "{failure:?}");
     }
     client
