@@ -225,10 +225,11 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
         let (t, off) = rest.split_at(pos);
         let sign = if off.starts_with('-') { -1 } else { 1 };
         let (oh, om) = off[1..].split_once(':')?;
-        (
-            t,
-            sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?),
-        )
+        let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+        if !(0..=23).contains(&oh) || !(0..=59).contains(&om) {
+            return None;
+        }
+        (t, sign * (oh * 60 + om))
     };
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut t = hms.splitn(3, ':');
@@ -237,7 +238,7 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
         t.next()?.parse().ok()?,
         t.next()?.parse().ok()?,
     );
-    if hh > 23 || mm > 59 || ss > 60 {
+    if !(0..=23).contains(&hh) || !(0..=59).contains(&mm) || !(0..=60).contains(&ss) {
         return None;
     }
     let ms = if frac.is_empty() {
@@ -250,16 +251,19 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
         let v: i64 = digits.parse().ok()?;
         v * 10i64.pow(3 - digits.len() as u32)
     };
-    // Days from civil (the inverse of the core's civil-from-days).
-    let y2 = if m <= 2 { y - 1 } else { y };
+    // Days from civil (the inverse of the core's civil-from-days). The year is the peer's
+    // and unbounded, so the steps that scale it are checked: an absurd year is no date.
+    let y2 = if m <= 2 { y.checked_sub(1)? } else { y };
     let era = y2.div_euclid(400);
     let yoe = y2.rem_euclid(400);
     let mp = (m + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset_min * 60;
-    Some(secs * 1000 + ms)
+    let days = era.checked_mul(146_097)?.checked_add(doe - 719_468)?;
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss - offset_min * 60)?;
+    secs.checked_mul(1000)?.checked_add(ms)
 }
 
 #[cfg(test)]
@@ -303,6 +307,24 @@ mod tests {
         ] {
             assert_eq!(parse_datetime_ms(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn extreme_dates_are_no_dates() {
+        for bad in [
+            "9223372036854775807-01-01T00:00:00Z",
+            "-9223372036854775808-01-01T00:00:00Z",
+            "-9223372036854775808-03-01T00:00:00Z",
+            "292278994-08-17T07:12:56Z",
+            "2000-01-01T00:00:00+9223372036854775807:00",
+            "2000-01-01T00:00:00+00:9223372036854775807",
+            "2000-01-01T-1:00:00Z",
+        ] {
+            assert_eq!(parse_datetime_ms(bad), None, "{bad}");
+        }
+        // Far but representable years still parse.
+        assert!(parse_datetime_ms("99999-12-31T23:59:59Z").is_some());
+        assert!(parse_datetime_ms("0001-01-01T00:00:00Z").is_some());
     }
 
     #[test]
