@@ -4,6 +4,8 @@ its removal at exit, and what the commands do when no server runs."""
 
 import stat
 
+import pytest
+
 from clients import async_test, is_message, login, q
 
 
@@ -25,6 +27,16 @@ def test_socket_is_private_and_removed_at_exit(server):
     result = server.cli("broadcast", "anyone?", check=False)
     assert result.returncode == 1
     assert "not running" in result.stderr
+
+
+@pytest.mark.parametrize("users", [(), ("alice",)], ids=["serve-first", "register-first"])
+def test_data_directory_and_database_are_private(make_server, users):
+    # The database holds SCRAM keys: whichever command creates them, only the owner may read.
+    server = make_server(users=users)
+    assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+    database = server.data_dir / "xmppd.sqlite"
+    for path in (database, database.with_name("xmppd.sqlite-wal")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
 
 
 @async_test()

@@ -51,7 +51,8 @@ fn init_logging(config: &ValidatedConfig) {
 
 async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failure> {
     let server_cfg = &config.server;
-    std::fs::create_dir_all(&server_cfg.data_dir)
+    // Owner only: it holds the database (SCRAM keys), private keys and the admin socket.
+    xmppd_storage::create_private_dir_all(&server_cfg.data_dir)
         .map_err(|e| format!("creating {}: {e}", server_cfg.data_dir.display()))?;
     let store = admin::open_store(&config)?;
     // A previous run of this node may have crashed with sessions recorded as live.

@@ -170,17 +170,47 @@ pub struct SqliteStore {
     submitted: AtomicU64,
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (owner only); an existing directory is
+/// left as it is.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates `path` empty with mode 0600 unless it exists (SQLite takes an empty file as a new
+/// database).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating the file and its parent directory if missing) and migrates the database.
     ///
     /// Blocks while migrating or while another process holds the write lock (up to
     /// [`BUSY_TIMEOUT`]); call it at start-up, not on a latency-sensitive path.
+    ///
+    /// The database holds SCRAM keys, so what this creates is private to the owner: missing
+    /// directories get mode 0700 and a new database file 0600 (SQLite gives its `-wal` and
+    /// `-shm` files the database file's mode). Existing files and directories keep theirs.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            create_private_dir_all(parent).map_err(|e| {
                 StorageError::Backend(format!("creating {}: {e}", parent.display()))
             })?;
         }
+        create_private_file(path)
+            .map_err(|e| StorageError::Backend(format!("creating {}: {e}", path.display())))?;
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
         let mode: String =
@@ -1977,6 +2007,32 @@ mod tests {
             store.credentials(&alice(), "SHA-256").await.unwrap(),
             Some(creds)
         );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_and_its_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/db/xmppd.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .create_user(&alice(), &[scram("SHA-256", 1)])
+            .await
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+        assert_eq!(mode(&dir.path().join("data/db")), 0o700);
+        for file in ["xmppd.db", "xmppd.db-wal", "xmppd.db-shm"] {
+            assert_eq!(mode(&dir.path().join("data/db").join(file)), 0o600, "{file}");
+        }
+        // An existing directory keeps the mode its owner chose.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        drop(SqliteStore::open(&shared.join("xmppd.db")).unwrap());
+        assert_eq!(mode(&shared), 0o750);
+        assert_eq!(mode(&shared.join("xmppd.db")), 0o600);
     }
 
     #[tokio::test]
