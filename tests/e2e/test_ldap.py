@@ -82,6 +82,10 @@ async def test_ldap_login_right_and_wrong_password(make_server, slapd):
     # Accounts of the LDAP host are made in the directory: the CLI refuses, naming why.
     refused = server.cli("register", "eve", CORP, "some password", check=False)
     assert refused.returncode != 0 and "LDAP" in refused.stderr, refused
+    # So the start-up hint does not suggest that command for the LDAP host.
+    banner = server.output()
+    assert f"register alice {CORP}" not in banner, banner
+    assert f"accounts of {CORP} come from the LDAP directory" in banner, banner
 
 
 @async_test()

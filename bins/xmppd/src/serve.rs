@@ -446,6 +446,13 @@ async fn print_banner(
         .or_else(|| listeners.first())
         .map(|(_, a)| a.port());
     for host in hosts {
+        if config.auth_backends.get(host) == Some(&AuthBackendKind::Ldap) {
+            // `xmppd register` cannot create these accounts: they are made in the directory.
+            say(format_args!(
+                "accounts of {host} come from the LDAP directory ([ldap] in the configuration)"
+            ));
+            continue;
+        }
         // A failed lookup only loses a hint; the server itself is up.
         let empty = store
             .list_users(host)

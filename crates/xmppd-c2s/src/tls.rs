@@ -451,10 +451,15 @@ fn self_signed(
             }
         }
     }
-    let generated = rcgen::generate_simple_self_signed(hosts.to_vec())
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
-    let cert_pem = generated.cert.pem();
-    let key_pem = generated.signing_key.serialize_pem();
+    let generate = || -> Result<(String, String), rcgen::Error> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(hosts.to_vec())?;
+        // Clients that show the subject (and older ones matching on it) see the host.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        (params.distinguished_name).push(rcgen::DnType::CommonName, hosts[0].as_str());
+        Ok((params.self_signed(&key)?.pem(), key.serialize_pem()))
+    };
+    let (cert_pem, key_pem) = generate().map_err(|e| TlsError::Generate(e.to_string()))?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| TlsError::Io { path, source }
@@ -701,6 +706,42 @@ mod tests {
         assert!(
             dir.path().join("data/tls").join(SELF_SIGNED_CERT).exists(),
             "c.example is self-signed"
+        );
+    }
+
+    /// The commonName values of a DER certificate's subject (RFC 5280 §4.1.2.6).
+    fn subject_common_names(cert_der: &[u8]) -> Vec<String> {
+        const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
+        let (_, cert, _) = der_tlv(cert_der).unwrap();
+        let (_, mut tbs, _) = der_tlv(cert).unwrap();
+        if tbs[0] == 0xa0 {
+            tbs = der_tlv(tbs).unwrap().2; // version
+        }
+        // serial, signature, issuer, validity; then the subject.
+        for _ in 0..4 {
+            tbs = der_tlv(tbs).unwrap().2;
+        }
+        let (_, mut rdns, _) = der_tlv(tbs).unwrap();
+        let mut names = Vec::new();
+        while let Some((_, set, rest)) = der_tlv(rdns) {
+            let (_, attr, _) = der_tlv(set).unwrap();
+            let (_, oid, value) = der_tlv(attr).unwrap();
+            if oid == OID_CN {
+                let text = der_tlv(value).unwrap().1;
+                names.push(String::from_utf8(text.to_vec()).unwrap());
+            }
+            rdns = rest;
+        }
+        names
+    }
+
+    #[test]
+    fn self_signed_subject_names_the_first_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Tls::load(settings(dir.path(), &["x.example", "y.example"], vec![])).unwrap();
+        assert_eq!(
+            subject_common_names(&leaf(&tls, Some("y.example"))),
+            ["x.example"]
         );
     }
 
