@@ -93,8 +93,9 @@ impl InternalBackend {
     }
 }
 
-/// Runs CPU-heavy key derivation on the blocking pool.
-async fn blocking<T: Send + 'static>(
+/// Runs CPU-heavy key derivation (PBKDF2) on the blocking pool, so that it never stalls the
+/// async workers that carry every other connection. Other backends use it too.
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AuthError> {
     tokio::task::spawn_blocking(f)

@@ -44,25 +44,42 @@ impl LdapBackend {
             scram_cache: Some(store),
         }
     }
+}
 
-    /// Replaces the cached keys unless the cached SHA-256 keys already match `password`
-    /// (deriving three key sets on every login would cost more than checking one).
-    async fn refresh_cache(&self, store: &dyn UserDataStore, user: &UserRef, password: &str) {
-        if let Ok(Some(keys)) = cached(store, user, HashAlg::Sha256).await {
-            if keys.verify_password(password) {
-                return;
-            }
+/// Replaces the cached keys unless the cached SHA-256 keys already match `password`
+/// (deriving three key sets on every login would cost more than checking one).
+async fn refresh_cache(store: &dyn UserDataStore, user: &UserRef, password: &str) {
+    let current = cached(store, user, HashAlg::Sha256).await.ok().flatten();
+    let password = password.to_owned();
+    let derived = match xmppd_auth::blocking(move || keys_to_cache(current, &password)).await {
+        Ok(Some(derived)) => derived,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not derive SCRAM keys to cache");
+            return;
         }
-        for alg in HashAlg::ALL {
-            let Ok(keys) = ScramKeys::generate(alg, password, DEFAULT_ITERATIONS) else {
-                continue;
-            };
-            if let Err(e) = store.set_data(user, &cache_key(alg), &encode(&keys)).await {
-                // The login itself succeeded; only the next SCRAM attempt will fail.
-                tracing::warn!(error = %e, "could not cache SCRAM keys");
-            }
+    };
+    for keys in derived {
+        if let Err(e) = store
+            .set_data(user, &cache_key(keys.alg), &encode(&keys))
+            .await
+        {
+            // The login itself succeeded; only the next SCRAM attempt will fail.
+            tracing::warn!(error = %e, "could not cache SCRAM keys");
         }
     }
+}
+
+/// The PBKDF2 work of [`refresh_cache`], for the blocking pool: `None` when `current` already
+/// matches `password`, else fresh keys for every hash.
+fn keys_to_cache(current: Option<ScramKeys>, password: &str) -> Option<Vec<ScramKeys>> {
+    #[cfg(test)]
+    tests::note_derivation_thread();
+    if current.is_some_and(|keys| keys.verify_password(password)) {
+        return None;
+    }
+    let generate = |alg| ScramKeys::generate(alg, password, DEFAULT_ITERATIONS).ok();
+    Some(HashAlg::ALL.into_iter().filter_map(generate).collect())
 }
 
 #[async_trait]
@@ -106,7 +123,7 @@ impl AuthBackend for LdapBackend {
         {
             Login::Accepted => {
                 if let Some(store) = &self.scram_cache {
-                    self.refresh_cache(store.as_ref(), user, password).await;
+                    refresh_cache(store.as_ref(), user, password).await;
                 }
                 Ok(true)
             }
@@ -188,6 +205,37 @@ fn decode(alg: HashAlg, value: &str) -> Option<ScramKeys> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+    use xmppd_storage::SqliteStore;
+
+    static DERIVATION_THREADS: Mutex<Vec<ThreadId>> = Mutex::new(Vec::new());
+
+    pub(super) fn note_derivation_thread() {
+        DERIVATION_THREADS
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+    }
+
+    #[tokio::test]
+    async fn cache_keys_are_derived_off_the_async_worker() {
+        // A current-thread runtime: its only worker is this thread, which carries every
+        // connection; PBKDF2 must run elsewhere.
+        let store = SqliteStore::open_in_memory().unwrap();
+        let user = UserRef::new("alice", "corp.example");
+        refresh_cache(&store, &user, "pencil").await;
+        let keys = cached(&store, &user, HashAlg::Sha512).await.unwrap();
+        assert!(keys.expect("cached").verify_password("pencil"));
+        refresh_cache(&store, &user, "pencil").await; // only checks the cached keys
+        let threads = DERIVATION_THREADS.lock().unwrap().clone();
+        assert_eq!(threads.len(), 2);
+        let worker = std::thread::current().id();
+        assert!(
+            threads.iter().all(|t| *t != worker),
+            "PBKDF2 ran on the worker"
+        );
+    }
 
     #[test]
     fn cached_keys_round_trip_and_garbage_is_ignored() {

@@ -2024,7 +2024,11 @@ mod tests {
         assert_eq!(mode(&dir.path().join("data")), 0o700);
         assert_eq!(mode(&dir.path().join("data/db")), 0o700);
         for file in ["xmppd.db", "xmppd.db-wal", "xmppd.db-shm"] {
-            assert_eq!(mode(&dir.path().join("data/db").join(file)), 0o600, "{file}");
+            assert_eq!(
+                mode(&dir.path().join("data/db").join(file)),
+                0o600,
+                "{file}"
+            );
         }
         // An existing directory keeps the mode its owner chose.
         let shared = dir.path().join("shared");
