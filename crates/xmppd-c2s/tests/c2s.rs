@@ -754,18 +754,28 @@ fn failure_text(failure: &Element) -> Option<String> {
     failure.get_child("text", NS_SASL).map(Element::text)
 }
 
+/// Sends `<auth/>` for `mech` with `payload` (base64-encoded here) and returns the answer.
+async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    mech: &str,
+    payload: &str,
+) -> Element {
+    client.send(&auth_xml(mech, payload)).await;
+    client.element().await
+}
+
+fn auth_xml(mech: &str, payload: &str) -> String {
+    let payload = B64.encode(payload);
+    format!("<auth xmlns='{NS_SASL}' mechanism='{mech}'>{payload}</auth>")
+}
+
 /// Sends a PLAIN `<auth/>` for `user` with `password` and returns the answer.
 async fn plain_auth<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<S>,
     user: &str,
     password: &str,
 ) -> Element {
-    let creds = B64.encode(format!("\0{user}\0{password}"));
-    exchange(
-        client,
-        format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{creds}</auth>"),
-    )
-    .await
+    auth(client, "PLAIN", &format!("\0{user}\0{password}")).await
 }
 
 #[tokio::test]
@@ -780,10 +790,10 @@ async fn tls_unique_plus_attempts_then_y_flag_log_in_on_one_stream() {
         "SCRAM-SHA-256-PLUS",
         "SCRAM-SHA-1-PLUS",
     ] {
-        let first = B64.encode(format!("p=tls-unique,,n={USER},r=abcdefgh"));
-        let failure = exchange(
+        let failure = auth(
             &mut client,
-            format!("<auth xmlns='{NS_SASL}' mechanism='{mech}'>{first}</auth>"),
+            mech,
+            &format!("p=tls-unique,,n={USER},r=abcdefgh"),
         )
         .await;
         assert!(failure.is("failure", NS_SASL), "{failure:?}");
@@ -808,17 +818,12 @@ async fn y_flag_with_a_stripped_mechanism_list_is_still_refused() {
     // downgrade. A failure before any proof of another kind does not unlock it either.
     let server = start(true, 3).await;
     let (mut client, features) = starttls(&server).await;
-    let bad_first = B64.encode("n,,n=juliet");
-    let malformed = exchange(
-        &mut client,
-        format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256-PLUS'>{bad_first}</auth>"),
-    )
-    .await;
+    let malformed = auth(&mut client, "SCRAM-SHA-256-PLUS", "n,,n=juliet").await;
     assert!(malformed.is("failure", NS_SASL), "{malformed:?}");
-    let first = B64.encode(format!("y,,n={USER},r=abcdefgh"));
-    let failure = exchange(
+    let failure = auth(
         &mut client,
-        format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{first}</auth>"),
+        "SCRAM-SHA-256",
+        &format!("y,,n={USER},r=abcdefgh"),
     )
     .await;
     assert!(failure.is("failure", NS_SASL), "{failure:?}");
@@ -839,25 +844,16 @@ async fn failures_before_proof_are_capped() {
     // Free failures are bounded: a stream cannot try malformed messages forever.
     let server = start(true, 2).await;
     let (mut client, _) = starttls(&server).await;
-    let bad = B64.encode("z,,garbage");
     for _ in 0..xmppd_sasl::UNCOUNTED_BEFORE_PROOF + 1 {
-        let failure = exchange(
-            &mut client,
-            format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{bad}</auth>"),
-        )
-        .await;
+        let failure = auth(&mut client, "SCRAM-SHA-256", "z,,garbage").await;
         assert!(
             failure.has_child("malformed-request", NS_SASL),
             "{failure:?}"
         );
         assert!(failure_text(&failure).is_some(), "{failure:?}");
     }
-    client
-        .send(&format!(
-            "<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{bad}</auth>"
-        ))
-        .await;
-    assert!(client.element().await.is("failure", NS_SASL));
+    let failure = auth(&mut client, "SCRAM-SHA-256", "z,,garbage").await;
+    assert!(failure.is("failure", NS_SASL));
     client.expect_stream_error("policy-violation").await;
 }
 
@@ -906,10 +902,7 @@ async fn the_deadline_ends_a_throttle_wait() {
         assert!(failure.has_child("not-authorized", NS_SASL), "{failure:?}");
     }
     client
-        .send(&format!(
-            "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{}</auth>",
-            B64.encode(format!("\0{USER}\0wrong"))
-        ))
+        .send(&auth_xml("PLAIN", &format!("\0{USER}\0wrong")))
         .await;
     client.expect_stream_error("connection-timeout").await;
 }
@@ -922,10 +915,7 @@ async fn shutdown_ends_a_throttle_wait() {
     let failure = plain_auth(&mut client, USER, "wrong").await;
     assert!(failure.is("failure", NS_SASL));
     client
-        .send(&format!(
-            "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{}</auth>",
-            B64.encode(format!("\0{USER}\0wrong"))
-        ))
+        .send(&auth_xml("PLAIN", &format!("\0{USER}\0wrong")))
         .await;
     // Give the server time to be inside the 1 s wait; if it is not yet, the shutdown is seen
     // before the attempt and the outcome is the same.
