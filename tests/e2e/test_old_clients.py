@@ -11,13 +11,18 @@ mechanism and reason. A ``y`` on a stream without such a refusal stays a downgra
 The clients run in their own interpreters: a virtualenv with slixmpp 1.8.3 that
 ``cargo xtask ci`` builds (``.venv-slixmpp-1.8``), and Debian's ``/usr/bin/python3`` when its
 ``python3-slixmpp`` is installed (a dependency of the ``poezio`` package that xtask installs).
+poezio itself logs in too, in a tmux terminal, as the unprivileged user ``nobody`` (it refuses
+to run as root).
 """
 
 import base64
 import json
 import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -81,6 +86,64 @@ def test_old_slixmpp_logs_in_on_its_first_connection(make_server, python, expect
         assert "127.0.0.1" not in output, [l for l in output.splitlines() if "127.0.0.1" in l]
     elif failures:
         assert all("127.0.0.1" in line for line in failures), failures
+
+
+NOBODY = "65534"
+
+
+def poezio_runnable() -> str | None:
+    """Why poezio cannot run here, or None."""
+    for tool in ("poezio", "tmux", "setpriv"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def test_poezio_logs_in_on_its_first_connection(server):
+    missing = poezio_runnable()
+    if missing:
+        pytest.skip(missing)
+    # poezio reads its configuration and the CA as nobody: keep them outside pytest's private
+    # temporary directory, in a directory nobody can read but not write (poezio rewrites a
+    # configuration file it can write).
+    config_dir = pathlib.Path(tempfile.mkdtemp(prefix="xmppd-poezio-cfg-"))
+    home = pathlib.Path(tempfile.mkdtemp(prefix="xmppd-poezio-home-"))
+    session = f"xmppd-poezio-{os.getpid()}"
+    try:
+        config_dir.chmod(0o755)
+        home.chmod(0o777)
+        ca = config_dir / "ca.crt"
+        shutil.copy(server.data_dir / "tls" / "self-signed.crt", ca)
+        ca.chmod(0o644)
+        config = config_dir / "poezio.cfg"
+        config.write_text(
+            "[Poezio]\n"
+            f"jid = {server.jid('alice')}\n"
+            f"password = {PASSWORD}\n"
+            "custom_host = 127.0.0.1\n"
+            f"custom_port = {server.starttls_port}\n"
+            f"ca_cert_path = {ca}\n")
+        config.chmod(0o644)
+        start = server.line_count()
+        env = " ".join(f"{name}={home}" for name in
+                       ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"))
+        command = (f"setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups "
+                   f"env {env} poezio -f {config}")
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
+                        command], check=True, timeout=30)
+        deadline = time.monotonic() + 90
+        while "session bound jid=alice@localhost/" not in server.output(start):
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True, check=False).stdout
+            assert time.monotonic() < deadline, f"poezio did not log in:\n{screen}"
+            time.sleep(0.2)
+        output = server.output(start)
+        assert output.count("connection opened") == 1, output
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True,
+                       check=False, timeout=30)
+        shutil.rmtree(config_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def scram_first(flag: str) -> str:

@@ -186,13 +186,14 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 
 /// Debian packages the end-to-end tests run, as (program to look for, package): a real
 /// directory server for the LDAP tests, a second client implementation (Go) beside slixmpp,
-/// and poezio, whose dependency python3-slixmpp is the distribution's own slixmpp that
-/// `test_old_clients.py` logs in with.
-const SYSTEM_PACKAGES: [(&str, &str); 4] = [
+/// and poezio (in a tmux terminal), whose dependency python3-slixmpp is the distribution's own
+/// slixmpp that `test_old_clients.py` also logs in with directly.
+const SYSTEM_PACKAGES: [(&str, &str); 5] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("go-sendxmpp", "go-sendxmpp"),
     ("poezio", "poezio"),
+    ("tmux", "tmux"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.
