@@ -73,7 +73,7 @@ pub(crate) async fn serve(
     // One deadline from accept to bound session: TLS, SASL (throttle waits included) and
     // binding, so a client trickling bytes holds its slot no longer than configured.
     let deadline = Instant::now() + shared.settings.handshake_timeout;
-    let shared_max_failures = shared.settings.max_auth_failures;
+    let max_auth_failures = shared.settings.max_auth_failures;
     let mut conn = Conn {
         framer: Framer::new(shared.settings.pre_auth_limits),
         shared,
@@ -89,7 +89,7 @@ pub(crate) async fn serve(
         secure: false,
         bindings: ChannelBindings::default(),
         offered: Vec::new(),
-        attempts: Attempts::new(shared_max_failures),
+        attempts: Attempts::new(max_auth_failures),
         deadline,
         negotiating: true,
     };
