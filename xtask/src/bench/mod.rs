@@ -1,0 +1,532 @@
+//! `cargo xtask bench`: a load benchmark of the xmppd binary over loopback.
+//!
+//! It builds (or reuses) the release binary, registers N users in a throwaway data directory,
+//! starts the server, logs N clients in over direct TLS (XEP-0368) with SASL PLAIN or
+//! SCRAM-SHA-256, binds a resource and sends initial presence on each, then lets pairs of
+//! clients exchange chat messages for a fixed time. Each message body carries its send time, so
+//! the receiver measures delivery latency. The report gives throughput, latency percentiles,
+//! lost messages, server memory per session (VmRSS) and server CPU time, as a table, as JSON
+//! (`--json`) or into `docs/BENCHMARKS.md` (`--markdown`). The client always runs optimized: a
+//! debug build re-runs itself with `--release`.
+//!
+//! Deliberately not: a conformance test (the client speaks only the happy path of login), a test
+//! of certificate checking (the client trusts any certificate, which is safe only because all
+//! traffic stays on 127.0.0.1), or a distributed load generator. Linux only: memory and CPU are
+//! read from `/proc`.
+
+mod client;
+mod muc;
+mod report;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use tokio::sync::watch;
+
+use client::{exchange, login_all, ConnCtx, Phase, Shared};
+use muc::{join_room, BENCH_ROOM};
+use report::{percentiles, update_results_block, Report};
+use server::{
+    clock_ticks_per_second, cpu_model, read_cpu_ticks, read_cpu_ticks_self, read_rss_kib,
+    register_users, utc_date, write_config, ServerProcess, TempDir,
+};
+
+/// The domain every benchmark user lives on.
+const DOMAIN: &str = "localhost";
+/// All benchmark users share one password: logins are not what is being measured.
+const PASSWORD: &str = "bench-password";
+/// Logins in progress at once; more only fills the server's accept queue.
+const LOGIN_CONCURRENCY: usize = 64;
+/// One login (TCP + TLS + SASL + bind + presence) must finish within this.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the run, how long to wait for messages still in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Closing all streams at the end must finish within this.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Presence broadcasts after login settle within this before memory is sampled.
+const SETTLE_TIME: Duration = Duration::from_millis(500);
+/// Set on the optimized re-run, so that it never re-runs itself again.
+const REEXEC_ENV: &str = "XMPPD_BENCH_OPTIMIZED";
+
+const USAGE: &str = "\
+usage: cargo xtask bench [options]
+
+  --clients N       concurrent client sessions, even (default 200)
+  --duration SECS   length of the message phase (default 10)
+  --rate R          open loop: each client sends R messages/s (default: closed loop)
+  --in-flight K     closed loop: messages each client keeps in flight (default 4)
+  --payload BYTES   extra filler bytes in each message body (default 0)
+  --sasl MECH       plain or scram-sha-256 (default plain)
+  --server PATH     use this xmppd binary instead of building target/release/xmppd
+  --muc             chat room fan-out: every client joins one room and sends groupchat
+                    messages (open loop, default --rate 1); each delivery is counted
+  --occupants N     with --muc: occupants of the room (default 100)
+  --json            also print the results as one JSON object
+  --markdown        write the results into docs/BENCHMARKS.md
+  -h, --help        this text
+";
+
+/// Runs the benchmark with the arguments that follow `bench` on the command line.
+pub fn run(args: &[String]) -> Result<()> {
+    let Some(opts) = parse_args(args)? else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    let root = workspace_root();
+    if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() {
+        return rerun_optimized(&root, args);
+    }
+    let binary = match &opts.server {
+        Some(path) => path.clone(),
+        None => build_release(&root)?,
+    };
+    let work = TempDir::create()?;
+    let config = write_config(&work.0)?;
+    register_users(&binary, &config, opts.clients)?;
+    let mut server = ServerProcess::start(&binary, &config)?;
+    eprintln!(
+        "bench: server pid {} on {}",
+        server.pid(),
+        server.direct_tls
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let pid = server.pid();
+    let addr = server.direct_tls;
+    let outcome = runtime.block_on(drive(&opts, pid, addr));
+    let server_log = server.stop();
+    let report = match outcome {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("bench: last server output:\n{server_log}");
+            return Err(err);
+        }
+    };
+
+    print!("{}", report.table());
+    if opts.json {
+        println!("{}", report.json());
+    }
+    if opts.markdown {
+        let path = root.join("docs/BENCHMARKS.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let new = update_results_block(&old, &report.markdown());
+        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: results written to {}", path.display());
+    }
+    if report.lost != 0 || report.connection_errors != 0 {
+        bail!(
+            "{} message(s) lost, {} connection error(s)",
+            report.lost,
+            report.connection_errors
+        );
+    }
+    Ok(())
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq)]
+struct Options {
+    clients: usize,
+    duration: Duration,
+    /// Messages per second per client (open loop); `None` is closed loop.
+    rate: Option<f64>,
+    in_flight: usize,
+    payload: usize,
+    sasl: Sasl,
+    server: Option<PathBuf>,
+    json: bool,
+    markdown: bool,
+    /// Clients share one chat room instead of talking in pairs.
+    muc: bool,
+}
+
+/// How clients authenticate. PLAIN by default: the message phase is what is measured, and
+/// SCRAM's key derivation would make logging in the bench client's own bottleneck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sasl {
+    Plain,
+    ScramSha256,
+}
+
+impl Sasl {
+    fn name(self) -> &'static str {
+        match self {
+            Sasl::Plain => "PLAIN",
+            Sasl::ScramSha256 => "SCRAM-SHA-256",
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clients: 200,
+            duration: Duration::from_secs(10),
+            rate: None,
+            in_flight: 4,
+            payload: 0,
+            sasl: Sasl::Plain,
+            server: None,
+            json: false,
+            markdown: false,
+            muc: false,
+        }
+    }
+}
+
+impl Options {
+    fn mode(&self) -> String {
+        let load = match self.rate {
+            Some(rate) => format!("open loop, {rate} msg/s per client"),
+            None => format!("closed loop, {} in flight per client", self.in_flight),
+        };
+        if self.muc {
+            return format!(
+                "MUC fan-out: {} occupants in one room, {load}; SASL {}",
+                self.clients,
+                self.sasl.name()
+            );
+        }
+        format!("{load}; SASL {}", self.sasl.name())
+    }
+}
+
+/// `Ok(None)` when help was asked for.
+fn parse_args(args: &[String]) -> Result<Option<Options>> {
+    let mut opts = Options::default();
+    let mut occupants: Option<usize> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{name} needs a value")),
+            }
+        };
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--clients" => opts.clients = parse_num(&value(flag)?, flag)?,
+            "--duration" => {
+                opts.duration = Duration::from_secs(parse_num::<u64>(&value(flag)?, flag)?)
+            }
+            "--rate" => opts.rate = Some(parse_num(&value(flag)?, flag)?),
+            "--in-flight" => opts.in_flight = parse_num(&value(flag)?, flag)?,
+            "--payload" => opts.payload = parse_num(&value(flag)?, flag)?,
+            "--sasl" => {
+                opts.sasl = match value(flag)?.to_ascii_lowercase().as_str() {
+                    "plain" => Sasl::Plain,
+                    "scram-sha-256" | "scram" => Sasl::ScramSha256,
+                    other => bail!("--sasl: unknown mechanism {other:?}"),
+                }
+            }
+            "--server" => opts.server = Some(PathBuf::from(value(flag)?)),
+            "--json" => opts.json = true,
+            "--markdown" => opts.markdown = true,
+            "--muc" => opts.muc = true,
+            "--occupants" => occupants = Some(parse_num(&value(flag)?, flag)?),
+            _ => bail!("unknown argument {arg:?}\n{USAGE}"),
+        }
+    }
+    if opts.muc {
+        opts.clients = occupants.unwrap_or(100);
+        // Closed loop would multiply: every occupant receives every message.
+        opts.rate.get_or_insert(1.0);
+        if opts.markdown {
+            bail!("--markdown writes the one-to-one results; copy the MUC table by hand");
+        }
+        if !(2..=10_000).contains(&opts.clients) {
+            bail!("--occupants must be between 2 and 10000");
+        }
+    } else if occupants.is_some() {
+        bail!("--occupants needs --muc");
+    } else if opts.clients < 2 || opts.clients % 2 != 0 {
+        bail!("--clients must be an even number of at least 2 (clients talk in pairs)");
+    }
+    if opts.duration.is_zero() || opts.duration > Duration::from_secs(3600) {
+        bail!("--duration must be between 1 and 3600 seconds");
+    }
+    if let Some(rate) = opts.rate {
+        if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+            bail!("--rate must be a number above 0 and at most 100000");
+        }
+    }
+    if opts.in_flight == 0 || opts.in_flight > 1000 {
+        bail!("--in-flight must be between 1 and 1000");
+    }
+    if opts.payload > 64 * 1024 {
+        bail!("--payload must be at most 65536 bytes");
+    }
+    Ok(Some(opts))
+}
+
+fn parse_num<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
+    s.trim()
+        .parse()
+        .map_err(|_| anyhow!("{flag}: {s:?} is not a valid number"))
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Runs this same benchmark from an optimized xtask build. An unoptimized client spends about
+/// three times the CPU per message and, sharing the machine with the server, would cap the
+/// measured throughput at its own speed.
+fn rerun_optimized(root: &Path, args: &[String]) -> Result<()> {
+    eprintln!("bench: this xtask is unoptimized; re-running as cargo run --release -p xtask");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["run", "--quiet", "--release", "-p", "xtask", "--", "bench"])
+        .args(args)
+        .env(REEXEC_ENV, "1")
+        .current_dir(root)
+        .status()
+        .context("running cargo run --release -p xtask")?;
+    if !status.success() {
+        bail!("the optimized bench run failed ({status})");
+    }
+    Ok(())
+}
+
+fn build_release(root: &Path) -> Result<PathBuf> {
+    eprintln!("bench: cargo build --release -p xmppd");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "xmppd"])
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p xmppd failed ({status})");
+    }
+    // CARGO_TARGET_DIR moves the binary; honour it as cargo does.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root.join(target)
+    };
+    Ok(target.join("release/xmppd"))
+}
+
+async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    });
+    let clk_tck = clock_ticks_per_second();
+    tokio::time::sleep(SETTLE_TIME).await;
+    let rss_idle_kib = read_rss_kib(pid)?;
+    let cpu_start = read_cpu_ticks(pid)?;
+
+    eprintln!("bench: logging in {} clients", opts.clients);
+    let login_started = Instant::now();
+    let mut sessions = login_all(addr, opts.clients, opts.sasl).await?;
+    if opts.muc {
+        sessions = join_room(sessions).await?;
+    }
+    let login_secs = login_started.elapsed().as_secs_f64();
+    eprintln!("bench: {} sessions up in {login_secs:.2}s", sessions.len());
+    tokio::time::sleep(SETTLE_TIME).await;
+    let rss_sessions_kib = read_rss_kib(pid)?;
+    let cpu_login = read_cpu_ticks(pid)?;
+    let client_cpu_start = read_cpu_ticks_self()?;
+
+    let jids: Vec<String> = sessions.iter().map(|s| s.jid.clone()).collect();
+    let (phase_tx, phase_rx) = watch::channel(Phase::Run);
+    let body_padding = "x".repeat(opts.payload);
+    eprintln!(
+        "bench: exchanging messages for {}s ({})",
+        opts.duration.as_secs(),
+        opts.mode()
+    );
+    let run_started = Instant::now();
+    let mut tasks = Vec::with_capacity(sessions.len());
+    for (i, session) in sessions.into_iter().enumerate() {
+        let (peer, fan_out) = if opts.muc {
+            (BENCH_ROOM.to_owned(), jids.len() as u64)
+        } else {
+            (jids[i ^ 1].clone(), 1)
+        };
+        let ctx = ConnCtx {
+            shared: shared.clone(),
+            phase: phase_rx.clone(),
+            peer,
+            fan_out,
+            rate: opts.rate,
+            in_flight: opts.in_flight,
+            padding: body_padding.clone(),
+        };
+        tasks.push(tokio::spawn(exchange(session, ctx)));
+    }
+    tokio::time::sleep(opts.duration).await;
+    let _ = phase_tx.send(Phase::Drain);
+    let run_secs = run_started.elapsed().as_secs_f64();
+    let delivered_in_run = shared.received.load(Ordering::Relaxed);
+    let cpu_run = read_cpu_ticks(pid)?;
+    let client_cpu_run = read_cpu_ticks_self()?;
+
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    while shared.received.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed)
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rss_end_kib = read_rss_kib(pid)?;
+    let _ = phase_tx.send(Phase::Finish);
+
+    let mut latencies = Vec::new();
+    let mut reordered = 0;
+    let mut error_stanzas = 0;
+    let mut connection_errors = 0u64;
+    let close_deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+    for task in tasks {
+        match tokio::time::timeout_at(close_deadline, task).await {
+            Ok(Ok(Ok(stats))) => {
+                latencies.extend_from_slice(&stats.latencies);
+                // Several senders share a room: one sequence per connection means nothing there.
+                if !opts.muc {
+                    reordered += stats.reordered;
+                }
+                error_stanzas += stats.error_stanzas;
+            }
+            Ok(Ok(Err(err))) => {
+                if connection_errors == 0 {
+                    eprintln!("bench: connection failed: {err:#}");
+                }
+                connection_errors += 1;
+            }
+            Ok(Err(join)) => {
+                eprintln!("bench: connection task died: {join}");
+                connection_errors += 1;
+            }
+            Err(_) => connection_errors += 1,
+        }
+    }
+    latencies.sort_unstable();
+
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let delivered = shared.received.load(Ordering::Relaxed);
+    let secs = |ticks: u64| ticks as f64 / clk_tck as f64;
+    Ok(Report {
+        date: utc_date(),
+        nproc: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu_model: cpu_model(),
+        clients: opts.clients,
+        mode: opts.mode(),
+        payload: opts.payload,
+        login_secs,
+        run_secs,
+        sent,
+        delivered,
+        delivered_in_run,
+        lost: sent.saturating_sub(delivered),
+        reordered,
+        error_stanzas,
+        connection_errors,
+        latency: percentiles(&latencies),
+        rss_idle_kib,
+        rss_sessions_kib,
+        rss_end_kib,
+        server_cpu_login_secs: secs(cpu_login.saturating_sub(cpu_start)),
+        server_cpu_run_secs: secs(cpu_run.saturating_sub(cpu_login)),
+        client_cpu_run_secs: secs(client_cpu_run.saturating_sub(client_cpu_start)),
+    })
+}
+
+fn user_name(index: usize) -> String {
+    format!("bench{index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn args_default_and_overrides() {
+        let opts = parse_args(&[]).unwrap().unwrap();
+        assert_eq!(opts, Options::default());
+        let opts = parse_args(&args(&[
+            "--clients",
+            "10",
+            "--duration=3",
+            "--rate",
+            "2.5",
+            "--server",
+            "/x/xmppd",
+            "--json",
+            "--markdown",
+            "--payload",
+            "100",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(opts.clients, 10);
+        assert_eq!(opts.duration, Duration::from_secs(3));
+        assert_eq!(opts.rate, Some(2.5));
+        assert_eq!(opts.server.as_deref(), Some(Path::new("/x/xmppd")));
+        assert!(opts.json && opts.markdown);
+        assert_eq!(opts.payload, 100);
+        assert!(parse_args(&args(&["--help"])).unwrap().is_none());
+        let opts = parse_args(&args(&["--sasl", "SCRAM-SHA-256"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opts.sasl, Sasl::ScramSha256);
+        // MUC mode: any occupant count, open loop by default.
+        let opts = parse_args(&args(&["--muc", "--occupants", "7"]))
+            .unwrap()
+            .unwrap();
+        assert!(opts.muc);
+        assert_eq!((opts.clients, opts.rate), (7, Some(1.0)));
+    }
+
+    #[test]
+    fn args_rejected() {
+        for bad in [
+            &["--clients", "3"][..],
+            &["--clients", "0"],
+            &["--clients"],
+            &["--clients", "many"],
+            &["--duration", "0"],
+            &["--rate", "-1"],
+            &["--rate", "NaN"],
+            &["--in-flight", "0"],
+            &["--payload", "100000"],
+            &["--frobnicate"],
+            &["--sasl", "digest-md5"],
+            &["stray"],
+            &["--occupants", "10"],
+            &["--muc", "--occupants", "1"],
+            &["--muc", "--markdown"],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+}

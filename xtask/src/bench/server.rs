@@ -1,0 +1,355 @@
+//! The server process and the machine: a throwaway data directory and configuration, user
+//! registration, starting and stopping `xmppd serve`, and memory and CPU time from `/proc`.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use super::{user_name, DOMAIN, PASSWORD};
+
+/// How long the server may take to print its listening addresses.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A directory under the system temp dir, removed with everything in it on drop.
+pub(super) struct TempDir(pub(super) PathBuf);
+
+impl TempDir {
+    pub(super) fn create() -> Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let path = std::env::temp_dir().join(format!("xmppd-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(path.join("data"))
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(super) fn write_config(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("xmppd.toml");
+    std::fs::write(&path, config_text(&dir.join("data")))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Both listeners on port 0: the server prints the ports it got, so runs never collide. Every
+/// bench client comes from 127.0.0.1, so the per-address limit before login is lifted. The
+/// per-session shaper and room rate limits are off: the bench measures the server's capacity,
+/// not how it slows one fast client down.
+fn config_text(data_dir: &Path) -> String {
+    format!(
+        "[server]\nhosts = [\"{DOMAIN}\"]\ndata_dir = {}\n\n[c2s]\n\
+         starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n\
+         max_pending_per_ip = 1000000\nshaper_bytes_per_sec = 0\n\n\
+         [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n",
+        toml_string(&data_dir.to_string_lossy())
+    )
+}
+
+/// A TOML basic string; temp paths are ASCII in practice, but quote anyway.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub(super) fn register_users(binary: &Path, config: &Path, count: usize) -> Result<()> {
+    eprintln!("bench: registering {count} users");
+    let started = Instant::now();
+    for i in 0..count {
+        // One process at a time: concurrent writers to one database would only contend.
+        let out = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .args(["register", &user_name(i), DOMAIN, PASSWORD])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", binary.display()))?;
+        if !out.status.success() {
+            bail!(
+                "xmppd register {} failed ({}): {}",
+                user_name(i),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    eprintln!(
+        "bench: registered in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The running server; killed on drop so an aborted bench leaves nothing behind.
+pub(super) struct ServerProcess {
+    child: Child,
+    pub(super) direct_tls: SocketAddr,
+    /// The last lines the server printed, for diagnosing a failed run.
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl ServerProcess {
+    pub(super) fn start(binary: &Path, config: &Path) -> Result<Self> {
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = mpsc::channel();
+        // Both pipes are drained for the whole run: a full pipe would stall the server.
+        if let Some(out) = child.stdout.take() {
+            spawn_line_reader(out, tx.clone(), log.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            spawn_line_reader(err, tx, log.clone());
+        }
+        let mut server = ServerProcess {
+            child,
+            direct_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listening(&line, "direct-tls") {
+                        server.direct_tls = addr;
+                        return Ok(server);
+                    }
+                }
+                Err(_) => {
+                    let status = server.child.try_wait().ok().flatten();
+                    bail!(
+                        "server did not report a direct-tls listener (exit status: {status:?}); \
+                         output:\n{}",
+                        server.stop()
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server and returns its last output lines.
+    pub(super) fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = self
+            .log
+            .lock()
+            .map(|l| l.iter().cloned().collect::<Vec<_>>());
+        log.unwrap_or_default().join("\n")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_line_reader(
+    pipe: impl std::io::Read + Send + 'static,
+    tx: mpsc::Sender<String>,
+    log: Arc<Mutex<VecDeque<String>>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("xmppd listening:") {
+                let _ = tx.send(line.clone());
+            }
+            if let Ok(mut log) = log.lock() {
+                if log.len() >= 40 {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        }
+    });
+}
+
+/// Parses `xmppd listening: <kind> <addr>`.
+fn parse_listening(line: &str, kind: &str) -> Option<SocketAddr> {
+    let rest = line.split_once("xmppd listening:")?.1.trim();
+    let (k, addr) = rest.split_once(char::is_whitespace)?;
+    if k != kind {
+        return None;
+    }
+    addr.trim().parse().ok()
+}
+
+pub(super) fn read_rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_rss_kib(&status).ok_or_else(|| anyhow!("no VmRSS in {path}"))
+}
+
+pub(super) fn read_cpu_ticks(pid: u32) -> Result<u64> {
+    read_stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+pub(super) fn read_cpu_ticks_self() -> Result<u64> {
+    read_stat_ticks("/proc/self/stat")
+}
+
+fn read_stat_ticks(path: &str) -> Result<u64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_ticks(&stat).ok_or_else(|| anyhow!("cannot parse {path}"))
+}
+
+/// `VmRSS:   12345 kB` from /proc/PID/status.
+fn parse_vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => Some(value),
+        Some(_) => None,
+    }
+}
+
+/// utime + stime (fields 14 and 15 of proc(5) stat), in clock ticks.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+pub(super) fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        // The Linux userspace value on every common architecture.
+        .unwrap_or(100)
+}
+
+pub(super) fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Today's `YYYY-MM-DD` in UTC, from `date(1)`: xtask builds no server crate of its own.
+pub(super) fn utc_date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_parsed() {
+        let status = "Name:\txmppd\nVmPeak:\t  99999 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss_kib(status), Some(12345));
+        assert_eq!(parse_vm_rss_kib("Name:\tx\n"), None);
+        assert_eq!(parse_vm_rss_kib("VmRSS:\t12 MB\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(parse_vm_rss_kib(&own).unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_ticks_parsed_past_odd_command_names() {
+        let stat = "4242 (we ird) (x) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 15";
+        assert_eq!(parse_cpu_ticks(stat), Some(333));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1 2"), None);
+        assert_eq!(parse_cpu_ticks("no parens"), None);
+        assert!(parse_cpu_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap()).is_some());
+    }
+
+    #[test]
+    fn listening_lines() {
+        let line = "xmppd listening: direct-tls 127.0.0.1:45678";
+        assert_eq!(
+            parse_listening(line, "direct-tls"),
+            Some("127.0.0.1:45678".parse().unwrap())
+        );
+        assert_eq!(parse_listening(line, "starttls"), None);
+        assert_eq!(
+            parse_listening("xmppd listening: direct-tls nonsense", "direct-tls"),
+            None
+        );
+        assert_eq!(parse_listening("something else", "direct-tls"), None);
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(toml_string("/tmp/a\"b"), "\"/tmp/a\\\"b\"");
+    }
+
+    #[test]
+    fn config_names_both_listeners() {
+        let text = config_text(Path::new("/tmp/bench/data"));
+        assert!(text.contains("data_dir = \"/tmp/bench/data\""));
+        assert!(text.contains("direct_tls_listen = [\"127.0.0.1:0\"]"));
+        assert!(text.contains("hosts = [\"localhost\"]"));
+    }
+
+    #[test]
+    fn date_is_iso() {
+        let d = utc_date();
+        let parts: Vec<&str> = d.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [4, 2, 2],
+            "{d}"
+        );
+    }
+}
