@@ -198,23 +198,32 @@ const SYSTEM_PACKAGES: [(&str, &str); 5] = [
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.
 fn ensure_system_packages() -> Result<()> {
+    if install_missing(&SYSTEM_PACKAGES, "the end-to-end tests need")? {
+        println!("    all installed");
+    }
+    Ok(())
+}
+
+/// Installs with apt-get the Debian packages of `packages` (program to look for, package)
+/// whose program is not found; `Ok(true)` when nothing was missing. `needed_by` starts the
+/// hint given when that fails ("the end-to-end tests need").
+pub(crate) fn install_missing(packages: &[(&str, &str)], needed_by: &str) -> Result<bool> {
     let found = |tool: &str| {
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
             .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
             .any(|dir| dir.join(tool).is_file())
     };
-    let missing: Vec<&str> = SYSTEM_PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(tool, _)| !found(tool))
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
-        println!("    all installed");
-        return Ok(());
+        return Ok(true);
     }
     let hint = format!(
-        "the end-to-end tests need the Debian packages {} \
+        "{needed_by} the Debian packages {} \
          (as root: apt-get update && apt-get install -y {})",
         missing.join(", "),
         missing.join(" ")
@@ -226,7 +235,8 @@ fn ensure_system_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-    .with_context(|| hint)
+    .with_context(|| hint)?;
+    Ok(false)
 }
 
 /// The virtualenvs of the end-to-end tests, as (directory under the root, requirements file):

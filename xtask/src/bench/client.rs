@@ -99,7 +99,7 @@ pub(super) async fn wait_for(s: &mut Session, want: impl Fn(&Element) -> bool) -
 }
 
 /// Direct TLS, SASL PLAIN, stream restart, resource binding, initial presence.
-async fn login(
+pub(super) async fn login(
     addr: SocketAddr,
     connector: &TlsConnector,
     user: &str,
@@ -223,7 +223,7 @@ async fn next_element<S: AsyncRead + Unpin>(
     }
 }
 
-async fn next_event<S: AsyncRead + Unpin>(
+pub(super) async fn next_event<S: AsyncRead + Unpin>(
     io: &mut S,
     framer: &mut Framer,
     buf: &mut [u8],
@@ -513,7 +513,7 @@ fn decode_body(text: &str) -> Option<(u64, u64)> {
 }
 
 /// Escapes for both text and single- or double-quoted attribute values.
-fn xml_escape(s: &str) -> String {
+pub(super) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -528,7 +528,7 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-fn tls_client_config() -> Result<rustls::ClientConfig> {
+pub(super) fn tls_client_config() -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -13,7 +13,12 @@
 //! of certificate checking (the client trusts any certificate, which is safe only because all
 //! traffic stays on 127.0.0.1), or a distributed load generator. Linux only: memory and CPU are
 //! read from `/proc`.
+//!
+//! `--callgrind` measures something else: the instructions the server executes per login and
+//! per message, counted under valgrind (see [`callgrind`]). Unlike times, these counts repeat
+//! from run to run on a shared machine, so they can tell a small regression from noise.
 
+mod callgrind;
 mod client;
 mod muc;
 mod report;
@@ -69,6 +74,10 @@ usage: cargo xtask bench [options]
   --occupants N     with --muc: occupants of the room (default 100)
   --json            also print the results as one JSON object
   --markdown        write the results into docs/BENCHMARKS.md
+  --callgrind       count the server's instructions per login and per message under
+                    valgrind instead (a fixed, sequential workload; see docs/BENCHMARKS.md)
+  --messages M      with --callgrind: chat messages of the message phase (default 2000)
+  --repeat N        with --callgrind: measure N times and report the spread (default 1)
   -h, --help        this text
 ";
 
@@ -86,6 +95,9 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(path) => path.clone(),
         None => build_release(&root)?,
     };
+    if opts.callgrind {
+        return callgrind::run(&opts, &binary, &target_dir(&root).join("callgrind"));
+    }
     let work = TempDir::create()?;
     let config = write_config(&work.0)?;
     register_users(&binary, &config, opts.clients)?;
@@ -148,6 +160,12 @@ struct Options {
     markdown: bool,
     /// Clients share one chat room instead of talking in pairs.
     muc: bool,
+    /// Count instructions under callgrind instead of measuring times.
+    callgrind: bool,
+    /// With `callgrind`: messages of the message phase.
+    messages: usize,
+    /// With `callgrind`: how many times to measure.
+    repeat: usize,
 }
 
 /// How clients authenticate. PLAIN by default: the message phase is what is measured, and
@@ -180,6 +198,9 @@ impl Default for Options {
             json: false,
             markdown: false,
             muc: false,
+            callgrind: false,
+            messages: callgrind::DEFAULT_MESSAGES,
+            repeat: 1,
         }
     }
 }
@@ -205,6 +226,10 @@ impl Options {
 fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut opts = Options::default();
     let mut occupants: Option<usize> = None;
+    let mut clients: Option<usize> = None;
+    // Flags of the timed load run, and of the instruction count: neither applies to the other.
+    let mut load_flags: Vec<&str> = Vec::new();
+    let mut callgrind_flags: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -221,8 +246,14 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             }
         };
         match flag {
+            "--duration" | "--rate" | "--in-flight" | "--payload" | "--markdown" | "--muc"
+            | "--occupants" => load_flags.push(flag),
+            "--messages" | "--repeat" => callgrind_flags.push(flag),
+            _ => {}
+        }
+        match flag {
             "-h" | "--help" => return Ok(None),
-            "--clients" => opts.clients = parse_num(&value(flag)?, flag)?,
+            "--clients" => clients = Some(parse_num(&value(flag)?, flag)?),
             "--duration" => {
                 opts.duration = Duration::from_secs(parse_num::<u64>(&value(flag)?, flag)?)
             }
@@ -241,8 +272,33 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--markdown" => opts.markdown = true,
             "--muc" => opts.muc = true,
             "--occupants" => occupants = Some(parse_num(&value(flag)?, flag)?),
+            "--callgrind" => opts.callgrind = true,
+            "--messages" => opts.messages = parse_num(&value(flag)?, flag)?,
+            "--repeat" => opts.repeat = parse_num(&value(flag)?, flag)?,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
+    }
+    if opts.callgrind {
+        if let Some(flag) = load_flags.first() {
+            bail!("{flag} belongs to the timed run; --callgrind runs a fixed workload");
+        }
+        opts.clients = clients.unwrap_or(callgrind::DEFAULT_LOGINS);
+        if opts.clients < 2 || opts.clients % 2 != 0 {
+            bail!("--clients must be an even number of at least 2 (clients talk in pairs)");
+        }
+        if !(1..=1_000_000).contains(&opts.messages) {
+            bail!("--messages must be between 1 and 1000000");
+        }
+        if !(1..=10).contains(&opts.repeat) {
+            bail!("--repeat must be between 1 and 10");
+        }
+        return Ok(Some(opts));
+    }
+    if let Some(flag) = callgrind_flags.first() {
+        bail!("{flag} needs --callgrind");
+    }
+    if let Some(n) = clients {
+        opts.clients = n;
     }
     if opts.muc {
         opts.clients = occupants.unwrap_or(100);
@@ -317,16 +373,19 @@ fn build_release(root: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build --release -p xmppd failed ({status})");
     }
-    // CARGO_TARGET_DIR moves the binary; honour it as cargo does.
+    Ok(target_dir(root).join("release/xmppd"))
+}
+
+/// Cargo's target directory; CARGO_TARGET_DIR moves it, so honour it as cargo does.
+fn target_dir(root: &Path) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let target = if target.is_absolute() {
+    if target.is_absolute() {
         target
     } else {
         root.join(target)
-    };
-    Ok(target.join("release/xmppd"))
+    }
 }
 
 async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
@@ -505,6 +564,27 @@ mod tests {
             .unwrap();
         assert!(opts.muc);
         assert_eq!((opts.clients, opts.rate), (7, Some(1.0)));
+        // Instruction counts: a small fixed workload unless told otherwise.
+        let opts = parse_args(&args(&["--callgrind"])).unwrap().unwrap();
+        assert!(opts.callgrind);
+        assert_eq!(
+            (opts.clients, opts.messages, opts.repeat),
+            (callgrind::DEFAULT_LOGINS, callgrind::DEFAULT_MESSAGES, 1)
+        );
+        let opts = parse_args(&args(&[
+            "--callgrind",
+            "--clients=10",
+            "--messages",
+            "30",
+            "--repeat",
+            "2",
+            "--sasl",
+            "scram",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((opts.clients, opts.messages, opts.repeat), (10, 30, 2));
+        assert_eq!(opts.sasl, Sasl::ScramSha256);
     }
 
     #[test]
@@ -525,6 +605,14 @@ mod tests {
             &["--occupants", "10"],
             &["--muc", "--occupants", "1"],
             &["--muc", "--markdown"],
+            &["--messages", "10"],
+            &["--repeat", "2"],
+            &["--callgrind", "--clients", "3"],
+            &["--callgrind", "--messages", "0"],
+            &["--callgrind", "--repeat", "11"],
+            &["--callgrind", "--duration", "5"],
+            &["--callgrind", "--muc"],
+            &["--callgrind", "--markdown"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }

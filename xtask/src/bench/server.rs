@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -116,7 +116,13 @@ pub(super) struct ServerProcess {
 
 impl ServerProcess {
     pub(super) fn start(binary: &Path, config: &Path) -> Result<Self> {
-        let mut child = Command::new(binary)
+        Self::spawn(Command::new(binary), config, SERVER_START_TIMEOUT)
+    }
+
+    /// Runs `command serve` with `config`, where `command` is the xmppd binary or a tool that
+    /// runs it (valgrind), and waits up to `timeout` for the direct-TLS listener.
+    pub(super) fn spawn(mut command: Command, config: &Path, timeout: Duration) -> Result<Self> {
+        let mut child = command
             .arg("--config")
             .arg(config)
             .arg("serve")
@@ -124,7 +130,7 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {}", Path::new(command.get_program()).display()))?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = mpsc::channel();
         // Both pipes are drained for the whole run: a full pipe would stall the server.
@@ -139,7 +145,7 @@ impl ServerProcess {
             direct_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
         };
-        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -165,15 +171,45 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Kills the server and returns its last output lines.
-    pub(super) fn stop(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Asks the server to shut down as an operator would (SIGTERM) and waits up to `timeout`
+    /// for it to exit; a server that does not is killed.
+    pub(super) fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed ({status})");
+        }
+        let deadline = Instant::now() + timeout;
+        // No portable wait with a timeout on a child: poll, it is one process exiting.
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().context("waiting for the server")? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "the server did not exit within {timeout:?} of SIGTERM; output:\n{}",
+            self.stop()
+        )
+    }
+
+    /// The server's last output lines.
+    pub(super) fn last_output(&self) -> String {
         let log = self
             .log
             .lock()
             .map(|l| l.iter().cloned().collect::<Vec<_>>());
         log.unwrap_or_default().join("\n")
+    }
+
+    /// Kills the server and returns its last output lines.
+    pub(super) fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.last_output()
     }
 }
 
