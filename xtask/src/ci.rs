@@ -118,16 +118,7 @@ fn plan(root: &Path, options: &Options) -> Vec<Step> {
         let deny_root = root.to_path_buf();
         steps.push(Step {
             name: "cargo deny",
-            // Reported, not yet enforced: deny.toml has not passed a run of cargo-deny on a CI
-            // machine. `XMPPD_DENY_STRICT=1` makes findings fail the gate; make that the default
-            // once a run is clean.
-            action: Box::new(move || match cargo_deny(&deny_root, &cargo()) {
-                Err(e) if std::env::var_os("XMPPD_DENY_STRICT").is_none() => {
-                    println!("    cargo deny found problems (not enforced yet): {e:#}");
-                    Ok(())
-                }
-                other => other,
-            }),
+            action: Box::new(move || cargo_deny(&deny_root, &cargo())),
         });
     }
     steps.push(cargo_step(
