@@ -15,8 +15,10 @@
 //! each target session, and storage is reached through `xmppd-storage` traits only.
 
 mod account;
+pub mod address;
 mod builtin;
 pub mod context;
+pub mod fuzzing;
 mod im;
 pub mod module;
 pub mod queue;

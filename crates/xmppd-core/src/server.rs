@@ -403,13 +403,7 @@ impl Server {
         info: SessionInfo,
         limits: QueueLimits,
     ) -> Result<(ClientSession, QueueReceiver), BindError> {
-        let resource = match resource.map(str::trim) {
-            Some(r) if !r.is_empty() => r.to_owned(),
-            _ => format!("xmppd-{:016x}", rand::random::<u64>()),
-        };
-        let jid = user
-            .with_resource_str(&resource)
-            .map_err(|_| BindError::BadRequest)?;
+        let jid = crate::address::bound_jid(&user, resource).ok_or(BindError::BadRequest)?;
         if self.is_disabled(&user).await {
             return Err(BindError::NotAllowed);
         }
@@ -492,7 +486,7 @@ impl Server {
         // RFC 6120 §8.1.2.1: the server stamps the full JID, whatever the client wrote.
         stanza::set_attr(&mut stanza, "from", session.jid.to_string());
         if let Some(to) = stanza.attr("to") {
-            match Jid::new(to) {
+            match crate::address::parse_jid(to) {
                 Ok(j) => {
                     let norm = j.to_string();
                     if norm != to {

@@ -240,6 +240,32 @@ async fn unknown_recipient_gets_service_unavailable() {
         ));
 }
 
+/// RFC 7622 §3.2: a final dot on the domain is stripped before routing, so the address names
+/// the same resource as without it.
+#[tokio::test]
+async fn a_final_dot_on_the_domain_reaches_the_same_resource() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let mut phone = login(&server, "bob", "phone").await;
+    let mut pc = login(&server, "bob", "pc").await;
+    go_online(&server, &mut phone).await;
+    go_online(&server, &mut pc).await;
+    phone.drain();
+    a.send(
+        &server,
+        &format!(
+            "<message {} to='bob@localhost./phone' type='chat'><body>x</body></message>",
+            ns()
+        ),
+    )
+    .await;
+    let got = phone.drain();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].attr("to"), Some("bob@localhost/phone"));
+    assert!(pc.drain().is_empty(), "another resource got it");
+    assert!(a.drain().is_empty(), "the sender got an error");
+}
+
 #[tokio::test]
 async fn priorities_choose_resources() {
     let server = setup(&["alice", "bob"], CoreConfig::default()).await;

@@ -1,0 +1,161 @@
+//! Addresses a peer wrote (RFC 7622): how xmppd turns a `to`, a SASL authcid or a requested
+//! resource into the canonical JID it routes and compares with.
+//!
+//! Everything that takes a JID from the network goes through here, so that one address has one
+//! form everywhere (routing, rosters, storage keys). `crate::fuzzing::check_address` states the
+//! invariants and the `address` fuzz target checks them.
+
+use jid::{BareJid, DomainPart, FullJid, Jid, NodePart, ResourcePart};
+
+/// Parses a JID from the network into its canonical form: nodeprep'd localpart, nameprep'd
+/// domainpart, resourceprep'd resourcepart (RFC 7622 §3), and a domainpart without the final
+/// dot of a fully qualified name, which "MUST be stripped ... before the JID ... is used for the
+/// purpose of routing an XML stanza, comparing against another JID" (RFC 7622 §3.2).
+///
+/// The parts are prepared one by one and the JID is assembled from them, so that its string and
+/// its parts always agree, whatever dot the preparation leaves at the end of the domain.
+pub fn parse_jid(input: &str) -> Result<Jid, jid::Error> {
+    // The localpart and domainpart end at the first '/', the resourcepart may contain anything.
+    let (head, resource) = match input.split_once('/') {
+        Some((head, resource)) => (head, Some(resource)),
+        None => (input, None),
+    };
+    let (node, domain) = match head.split_once('@') {
+        Some((_, domain)) if domain.contains('@') => return Err(jid::Error::TooManyAts),
+        Some((node, domain)) => (Some(node), domain),
+        None => (None, head),
+    };
+    let node = node.map(NodePart::new).transpose()?;
+    let domain = prepare_domain(domain)?;
+    let resource = resource.map(ResourcePart::new).transpose()?;
+    Ok(Jid::from_parts(
+        node.as_deref(),
+        &domain,
+        resource.as_deref(),
+    ))
+}
+
+/// A domainpart without its final label separator. Preparation can expose a final dot (nameprep
+/// maps U+1806 MONGOLIAN TODO SOFT HYPHEN to nothing), so the dot is looked for after preparing
+/// too; only one is stripped, since a second one would end an empty label.
+fn prepare_domain(domain: &str) -> Result<DomainPart, jid::Error> {
+    let (domain, stripped) = match domain.strip_suffix('.') {
+        Some(d) => (d, true),
+        None => (domain, false),
+    };
+    if domain.ends_with('.') {
+        return Err(jid::Error::Idna);
+    }
+    let prepared = DomainPart::new(domain)?;
+    match prepared.as_str().strip_suffix('.') {
+        None => Ok(prepared.into_owned()),
+        Some(without) if !stripped => Ok(DomainPart::new(without)?.into_owned()),
+        Some(_) => Err(jid::Error::Idna),
+    }
+}
+
+/// The account a SASL authcid names on `host` (a served host, already normalised): the
+/// authcid is the localpart, nodeprep'd (RFC 6120 §6.3.8 leaves the mapping to the server).
+/// `None` if it is not a valid localpart.
+pub fn account_jid(authcid: &str, host: &str) -> Option<BareJid> {
+    if authcid.is_empty() || authcid.contains(['@', '/']) {
+        return None;
+    }
+    let jid = BareJid::new(&format!("{authcid}@{host}")).ok()?;
+    (jid.node().is_some() && jid.domain().as_str() == host).then_some(jid)
+}
+
+/// The full JID a bind request yields for `user` (RFC 6120 §7.6): the requested resource,
+/// trimmed and resourceprep'd, or a server-generated one when none or only whitespace was
+/// requested. `None` if the requested resource is not a valid resourcepart.
+pub fn bound_jid(user: &BareJid, requested: Option<&str>) -> Option<FullJid> {
+    let resource = match requested.map(str::trim) {
+        Some(r) if !r.is_empty() => r.to_owned(),
+        _ => format!("xmppd-{:016x}", rand::random::<u64>()),
+    };
+    user.with_resource_str(&resource).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(input: &str) -> Option<String> {
+        parse_jid(input).ok().map(|j| j.to_string())
+    }
+
+    #[test]
+    fn parse_jid_prepares_every_part() {
+        assert_eq!(
+            canonical("Juliet@Example.ORG/Balcony").as_deref(),
+            Some("juliet@example.org/Balcony")
+        );
+        assert_eq!(canonical("example.org").as_deref(), Some("example.org"));
+        assert_eq!(
+            canonical("example.org/a/b@c").as_deref(),
+            Some("example.org/a/b@c")
+        );
+        for bad in [
+            "",
+            "@example.org",
+            "a@b@example.org",
+            "a@example.org/",
+            "a b@example.org",
+        ] {
+            assert!(parse_jid(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parse_jid_strips_the_final_dot_of_the_domain() {
+        // RFC 7622 §3.2: the same address with and without the final dot.
+        for (input, expect) in [
+            ("juliet@example.org.", "juliet@example.org"),
+            ("juliet@example.org./balcony", "juliet@example.org/balcony"),
+            ("example.org./r", "example.org/r"),
+            ("example.org.", "example.org"),
+            ("juliet@example.org.\u{1806}/r", "juliet@example.org/r"),
+        ] {
+            let jid = parse_jid(input).expect(input);
+            assert_eq!(jid.to_string(), expect, "{input:?}");
+            assert_eq!(jid.domain().as_str(), "example.org", "{input:?}");
+            assert_eq!(jid, parse_jid(expect).expect(expect));
+        }
+        let full = parse_jid("juliet@example.org./balcony").expect("valid");
+        assert_eq!(full.resource().map(|r| r.as_str()), Some("balcony"));
+        for bad in [
+            "juliet@example.org..",
+            ".",
+            "juliet@.",
+            "example.org../r",
+            "example.org.\u{1806}.",
+        ] {
+            assert!(parse_jid(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn account_jid_is_normalised_and_validated() {
+        assert_eq!(
+            account_jid("Juliet", "example.org").unwrap().as_str(),
+            "juliet@example.org"
+        );
+        assert!(account_jid("", "example.org").is_none());
+        assert!(account_jid("a@b", "example.org").is_none());
+        assert!(account_jid("a/b", "example.org").is_none());
+        assert!(account_jid("bad\"quote", "example.org").is_none());
+    }
+
+    #[test]
+    fn bound_jid_trims_or_generates_the_resource() {
+        let user = BareJid::new("juliet@example.org").unwrap();
+        let jid = bound_jid(&user, Some(" balcony\t")).expect("valid");
+        assert_eq!(jid.as_str(), "juliet@example.org/balcony");
+        for none in [None, Some(""), Some("  ")] {
+            let jid = bound_jid(&user, none).expect("generated");
+            assert_eq!(jid.to_bare(), user);
+            assert!(jid.resource().as_str().starts_with("xmppd-"));
+        }
+        assert!(bound_jid(&user, Some("a\u{7}b")).is_none());
+    }
+}
