@@ -17,6 +17,7 @@
 mod attempts;
 pub mod client;
 mod crypto;
+pub mod fuzzing;
 mod plain;
 mod scram;
 
