@@ -144,7 +144,7 @@ pub struct SharedGroupSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SharedGroupSource {
-    /// Bare JIDs, lowercased.
+    /// Bare JIDs: localpart nodeprep'd, domain lowercased.
     Members(Vec<String>),
     /// An LDAP group's DN; its members' JIDs are on `host`.
     Ldap { dn: String, host: String },
@@ -326,18 +326,19 @@ impl SharedRosterSection {
     }
 }
 
-/// Lowercases and checks a bare JID `user@domain` (no resource).
+/// Checks a bare JID `user@domain` (no resource) and writes it the way the server compares
+/// JIDs: the localpart nodeprep'd (RFC 7622 §3.3, as accounts are named at login), the domain
+/// lowercased. Lowercasing alone would keep `Straße@…` from ever matching the account
+/// `strasse@…`.
 pub(crate) fn normalise_bare_jid(input: &str) -> Result<String, String> {
     let bad = |why: &str| format!("{input:?} is not a bare JID (user@domain): {why}");
     let (user, domain) = input.trim().split_once('@').ok_or_else(|| bad("no '@'"))?;
-    if user.is_empty() || user.contains(['@', '/', ' ', '"', '\'', '<', '>', '&', ':']) {
-        return Err(bad("invalid user part"));
-    }
     if domain.contains('/') {
         return Err(bad("a resource is not allowed"));
     }
+    let user = jid::NodePart::new(user).map_err(|_| bad("invalid user part"))?;
     let domain = normalise_domain(domain).map_err(bad)?;
-    Ok(format!("{}@{domain}", user.to_lowercase()))
+    Ok(format!("{user}@{domain}"))
 }
 
 #[cfg(test)]
@@ -448,6 +449,11 @@ mod tests {
             ]
         );
 
+        // As accounts are named at login: nodeprep folds ß to "ss" (RFC 3454 B.2).
+        let c = load("[server]\nadmins = [\"Stra\u{df}e@localhost\"]\n").unwrap();
+        assert_eq!(c.server.admins, ["strasse@localhost"]);
+        let e = load("[server]\nadmins = [\"a\u{2028}b@localhost\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.admins"));
         let e = load("[server]\nadmins = [\"root\"]\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("server.admins")));
         let e = load("[server]\nadmins = [\"a@b.org/res\"]\n").unwrap_err();

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
 mod directory;
+pub mod fuzzing;
 
 use directory::{auth_backends, normalise_bare_jid};
 pub use directory::{
@@ -53,7 +54,9 @@ impl fmt::Display for ConfigError {
         }
         write!(f, ": ")?;
         if let Some(key) = &self.key {
-            write!(f, "{key}: ")?;
+            // A quoted TOML key may hold any character, a line break included.
+            write_one_line(f, key)?;
+            write!(f, ": ")?;
         }
         // Messages from the TOML parser may span lines; the contract is one line.
         let mut first = true;
@@ -66,11 +69,24 @@ impl fmt::Display for ConfigError {
             if !first {
                 write!(f, "; ")?;
             }
-            write!(f, "{part}")?;
+            write_one_line(f, part)?;
             first = false;
         }
         Ok(())
     }
+}
+
+/// Writes `s` with control characters and Unicode line and paragraph separators escaped, so
+/// that nothing quoted from the document can start a new line in a terminal or a journal.
+fn write_one_line(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    Ok(())
 }
 
 /// A configuration document and the directory its relative paths are resolved against.
@@ -447,7 +463,7 @@ pub struct ServerSettings {
     pub log_level: LogLevel,
     pub hide_ip_in_logs: bool,
     pub show_os: bool,
-    /// Bare JIDs, lowercased.
+    /// Bare JIDs: localpart nodeprep'd, domain lowercased.
     pub admins: Vec<String>,
 }
 
@@ -1256,6 +1272,25 @@ mod tests {
         let shown = e.to_string();
         assert!(!shown.contains('\n'), "{shown}");
         assert!(shown.starts_with("t.toml:"), "{shown}");
+    }
+
+    #[test]
+    fn line_breaks_quoted_from_the_document_are_escaped() {
+        for (text, expect) in [
+            (
+                "[auth.hosts]\n\"a\\nb\" = \"ldap\"\n",
+                "t.toml:2: auth.hosts.a\\nb: ",
+            ),
+            ("[server]\n\"x\\ry\" = 1\n", "t.toml:2: server.x\\ry: "),
+            (
+                "[server]\n\"x\\u2028y\" = 1\n",
+                "t.toml:2: server.x\\u{2028}y: ",
+            ),
+        ] {
+            let shown = err(text).to_string();
+            assert!(shown.starts_with(expect), "{shown}");
+            assert!(!shown.contains(['\n', '\r', '\u{2028}']), "{shown:?}");
+        }
     }
 
     #[test]

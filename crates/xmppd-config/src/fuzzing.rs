@@ -1,0 +1,316 @@
+//! The configuration fuzzing oracle, shared by the cargo-fuzz target `config` (`fuzz/`) and by
+//! a stable test that replays the committed corpus (`fuzz/corpus/config/`) in CI.
+//!
+//! [`check`] loads its input as the text of `xmppd.toml` (invalid UTF-8 replaced), with
+//! relative paths resolved against this crate's directory, so that a document can name files
+//! that exist (`Cargo.toml`, `src/lib.rs`). It panics unless:
+//! - loading does not panic, and loading the same text again gives the same result;
+//! - an error is one line: no line break of any kind, the file name first, then the line
+//!   (within the document) and the key when they are known, and at least one of them is;
+//! - every JID it accepts (administrators, shared roster members) is a bare JID in the form
+//!   the server compares with, the one `jid::BareJid` gives;
+//! - a configuration that loads re-validates identically: its settings written back as TOML
+//!   load to the same settings (so normalising a host, a JID or a path is idempotent, and
+//!   nothing the validator accepts depends on how it was written).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use toml::{Table, Value};
+
+use crate::{
+    AuthBackendKind, BindPassword, LdapSettings, LdapTls, MucCreation, MucSettings,
+    SharedGroupSource, Source, ValidatedConfig,
+};
+
+const FILE: &str = "fuzz.toml";
+
+/// Characters that end a line on some terminal or in some log viewer.
+const LINE_BREAKS: [char; 7] = [
+    '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}',
+];
+
+/// How far an input got, so that tests can tell that the corpus reaches both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Refused,
+    Loaded,
+}
+
+/// Runs the oracle on one input; panics on a violation.
+pub fn check(data: &[u8]) -> Outcome {
+    let text = String::from_utf8_lossy(data);
+    let source = Source::new(FILE, text.as_ref(), base_dir().to_path_buf());
+    let loaded = source.load();
+    assert_eq!(loaded, source.load(), "loading is not deterministic");
+    match loaded {
+        Err(e) => {
+            check_error(&e, &text);
+            Outcome::Refused
+        }
+        Ok(config) => {
+            let members = config.shared_groups.iter().flat_map(|g| match &g.source {
+                SharedGroupSource::Members(m) => m.as_slice(),
+                SharedGroupSource::Ldap { .. } => &[],
+            });
+            for jid in config.server.admins.iter().chain(members) {
+                let canonical = jid::BareJid::new(jid).map(|b| b.to_string());
+                assert_eq!(canonical.as_ref(), Ok(jid), "configured JID {jid:?}");
+            }
+            let written = render(&config);
+            let again = Source::new(FILE, written.as_str(), base_dir().to_path_buf()).load();
+            match again {
+                Ok(again) => assert_eq!(again, config, "settings changed when written back"),
+                Err(e) => panic!("settings written back are refused: {e}\n{written}"),
+            }
+            Outcome::Loaded
+        }
+    }
+}
+
+fn base_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+fn check_error(e: &crate::ConfigError, text: &str) {
+    let shown = e.to_string();
+    assert!(
+        !shown.contains(LINE_BREAKS),
+        "error is not one line: {shown:?}"
+    );
+    assert!(shown.starts_with(&format!("{FILE}:")), "{shown:?}");
+    assert!(
+        e.line.is_some() || e.key.is_some(),
+        "error names neither a line nor a key: {shown:?}"
+    );
+    if let Some(line) = e.line {
+        let lines = text.split('\n').count();
+        assert!(
+            (1..=lines).contains(&line),
+            "line {line} of a {lines}-line document: {shown:?}"
+        );
+        assert!(shown.starts_with(&format!("{FILE}:{line}: ")), "{shown:?}");
+    }
+}
+
+/// The settings as a document that should load to them again.
+fn render(c: &ValidatedConfig) -> String {
+    let mut doc = Table::new();
+    let server = table([
+        ("hosts", strings(&c.server.hosts)),
+        ("data_dir", path(&c.server.data_dir)),
+        ("node_name", c.server.node_name.clone().into()),
+        ("log_level", c.server.log_level.as_str().into()),
+        ("hide_ip_in_logs", c.server.hide_ip_in_logs.into()),
+        ("show_os", c.server.show_os.into()),
+        ("admins", strings(&c.server.admins)),
+    ]);
+    doc.insert("server".into(), server);
+    doc.insert(
+        "storage".into(),
+        table([
+            ("backend", "sqlite".into()),
+            ("sqlite_path", path(&c.storage.sqlite_path)),
+        ]),
+    );
+    let addrs = |list: &[std::net::SocketAddr]| {
+        Value::Array(list.iter().map(|a| a.to_string().into()).collect())
+    };
+    let c2s = &c.c2s;
+    doc.insert(
+        "c2s".into(),
+        table([
+            ("starttls_listen", addrs(&c2s.starttls_listen)),
+            ("direct_tls_listen", addrs(&c2s.direct_tls_listen)),
+            ("require_starttls", c2s.require_starttls.into()),
+            ("max_stanza_bytes", int(c2s.max_stanza_bytes)),
+            (
+                "pre_auth_max_stanza_bytes",
+                int(c2s.pre_auth_max_stanza_bytes),
+            ),
+            ("session_queue", int(c2s.session_queue)),
+            (
+                "handshake_timeout_secs",
+                int(c2s.handshake_timeout.as_secs()),
+            ),
+            ("max_auth_failures", int(c2s.max_auth_failures)),
+            ("max_connections", int(c2s.max_connections)),
+            ("max_pending_per_ip", int(c2s.max_pending_per_ip)),
+        ]),
+    );
+    let certificates = (c.tls.certificates.iter())
+        .map(|cert| {
+            table([
+                ("domain", cert.domain.clone().into()),
+                ("cert", path(&cert.cert)),
+                ("key", path(&cert.key)),
+            ])
+        })
+        .collect();
+    doc.insert(
+        "tls".into(),
+        table([
+            ("reload_interval_secs", int(c.tls.reload_interval.as_secs())),
+            ("certificate", Value::Array(certificates)),
+        ]),
+    );
+    for (section, key, value) in [
+        ("offline", "max_per_user", c.offline_max_per_user),
+        ("resources", "max_per_user", c.resources_max_per_user),
+        ("roster", "max_items", c.roster_max_items),
+    ] {
+        doc.insert(section.into(), table([(key, int(value))]));
+    }
+    let backends = (c.auth_backends.iter())
+        .map(|(host, kind)| (host.clone(), backend(*kind).into()))
+        .collect();
+    doc.insert(
+        "auth".into(),
+        table([
+            ("default", backend(AuthBackendKind::Internal).into()),
+            ("hosts", Value::Table(backends)),
+        ]),
+    );
+    if let Some(ldap) = &c.ldap {
+        doc.insert("ldap".into(), render_ldap(ldap));
+    }
+    let groups = (c.shared_groups.iter())
+        .map(|g| match &g.source {
+            SharedGroupSource::Members(members) => table([
+                ("name", g.name.clone().into()),
+                ("members", strings(members)),
+            ]),
+            SharedGroupSource::Ldap { dn, host } => table([
+                ("name", g.name.clone().into()),
+                ("ldap_group", dn.clone().into()),
+                ("host", host.clone().into()),
+            ]),
+        })
+        .collect();
+    doc.insert(
+        "shared_roster".into(),
+        table([("group", Value::Array(groups))]),
+    );
+    let r = &c.registration;
+    doc.insert(
+        "registration".into(),
+        table([
+            ("hosts", strings(&r.hosts)),
+            ("max_per_ip_per_hour", int(r.max_per_ip_per_hour)),
+            ("min_password_length", int(r.min_password_length)),
+        ]),
+    );
+    doc.insert("muc".into(), render_muc(&c.muc));
+    doc.to_string()
+}
+
+fn render_ldap(l: &LdapSettings) -> Value {
+    let tls = match l.tls {
+        LdapTls::None => "none",
+        LdapTls::StartTls => "starttls",
+        LdapTls::Ldaps => "ldaps",
+    };
+    let mut t = table([
+        ("uri", l.uri.clone().into()),
+        ("bind_dn", l.bind_dn.clone().into()),
+        ("base", l.base.clone().into()),
+        ("user_filter", l.user_filter.clone().into()),
+        ("uid_attribute", l.uid_attribute.clone().into()),
+        ("tls", tls.into()),
+        ("pool_size", int(l.pool_size)),
+        ("timeout_secs", int(l.timeout.as_secs())),
+        (
+            "group_member_attribute",
+            l.group_member_attribute.clone().into(),
+        ),
+        ("refresh_secs", int(l.refresh.as_secs())),
+        ("scram_cache", l.scram_cache.into()),
+    ]);
+    let Value::Table(entries) = &mut t else {
+        unreachable!("table() builds a table")
+    };
+    match &l.bind_password {
+        BindPassword::None => {}
+        BindPassword::Inline(p) => {
+            entries.insert("bind_password".into(), p.clone().into());
+        }
+        BindPassword::File(f) => {
+            entries.insert("bind_password_file".into(), path(f));
+        }
+    }
+    if let Some(ca) = &l.ca_file {
+        entries.insert("ca_file".into(), path(ca));
+    }
+    if let Some(group) = &l.admin_group {
+        entries.insert("admin_group".into(), group.clone().into());
+    }
+    t
+}
+
+/// `[muc]` from the service of each host: the domain template is recovered by putting `{host}`
+/// back where the host appears in the first service's domain.
+fn render_muc(m: &MucSettings) -> Value {
+    let creation = match m.creation {
+        MucCreation::All => "all",
+        MucCreation::Admins => "admins",
+    };
+    let mut t = table([
+        ("enabled", (!m.services.is_empty()).into()),
+        ("creation", creation.into()),
+        ("max_rooms_per_user", int(m.max_rooms_per_user)),
+        ("max_occupants", int(m.max_occupants)),
+        ("max_history", int(m.max_history)),
+        ("messages_per_second", int(m.messages_per_second)),
+    ]);
+    if let Some((host, domain)) = m.services.first() {
+        let fits = |template: &String| {
+            (m.services.iter()).all(|(h, d)| template.replace("{host}", h) == *d)
+        };
+        let every = domain.replace(host.as_str(), "{host}");
+        let each = domain
+            .match_indices(host.as_str())
+            .map(|(i, _)| format!("{}{{host}}{}", &domain[..i], &domain[i + host.len()..]));
+        let template = std::iter::once(every)
+            .chain(each)
+            .find(fits)
+            .unwrap_or_else(|| domain.clone());
+        if let Value::Table(entries) = &mut t {
+            entries.insert("domain".into(), template.into());
+        }
+    }
+    t
+}
+
+fn backend(kind: AuthBackendKind) -> &'static str {
+    match kind {
+        AuthBackendKind::Internal => "internal",
+        AuthBackendKind::Ldap => "ldap",
+    }
+}
+
+fn table<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Table(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
+fn strings(list: &[String]) -> Value {
+    Value::Array(list.iter().map(|s| s.clone().into()).collect())
+}
+
+fn path(p: &Path) -> Value {
+    // Validated paths are absolute (resolved against an absolute base), so they resolve to
+    // themselves; they came from TOML strings, so they are UTF-8.
+    p.to_str().expect("a path from TOML is UTF-8").into()
+}
+
+fn int(n: impl TryInto<i64>) -> Value {
+    Value::Integer(
+        n.try_into()
+            .unwrap_or_else(|_| panic!("setting beyond i64")),
+    )
+}
