@@ -18,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jid::{BareJid, Jid};
 use xmppd_auth::{AuthBackend, AuthError};
+use xmppd_core::address::parse_jid;
 use xmppd_core::stanza::StanzaError;
 use xmppd_core::{user_ref, Server};
 use xmppd_stream::StreamErrorCondition;
@@ -218,7 +219,7 @@ fn local_jids(server: &Server, f: &Form, var: &str) -> Result<Vec<Jid>, Step> {
     }
     values
         .into_iter()
-        .map(|v| match Jid::new(v) {
+        .map(|v| match parse_jid(v) {
             Ok(j) if j.node().is_some() && server.is_local_host(j.domain().as_str()) => Ok(j),
             _ => Err(Step::error(format!("Not an account of this server: {v}"))),
         })

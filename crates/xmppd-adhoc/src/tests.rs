@@ -483,7 +483,8 @@ async fn disable_end_session_and_counts() {
     let note = command_of(&reply).get_child("note", NS_COMMANDS).unwrap();
     assert_eq!(note.attr("type"), Some("error"));
 
-    let bob_field = [("accountjids", "bob@localhost")];
+    // A final dot on the domain names the same account (RFC 7622 §3.2).
+    let bob_field = [("accountjids", "bob@localhost.")];
     complete(&mut admin, &server, &disable, &bob_field).await;
     let bob_jid = BareJid::new("bob@localhost").unwrap();
     assert!(server.is_disabled(&bob_jid).await);

@@ -1046,7 +1046,7 @@ async fn roster_set(
     };
     let contact = el
         .attr("jid")
-        .and_then(|j| Jid::new(j).ok())
+        .and_then(|j| crate::address::parse_jid(j).ok())
         .ok_or_else(|| StanzaError::new(Condition::BadRequest))?
         .to_bare();
     let uref = user_ref(user);

@@ -266,6 +266,44 @@ async fn a_final_dot_on_the_domain_reaches_the_same_resource() {
     assert!(a.drain().is_empty(), "the sender got an error");
 }
 
+/// A roster item written with a final dot on the contact's domain is the same contact.
+#[tokio::test]
+async fn roster_items_take_the_canonical_jid() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    go_online(&server, &mut a).await;
+    for (id, jid) in [("s1", "bob@localhost"), ("s2", "bob@localhost.")] {
+        a.send(
+            &server,
+            &format!(
+                "<iq {} type='set' id='{id}'><query xmlns='jabber:iq:roster'>\
+                 <item jid='{jid}' name='Bob'/></query></iq>",
+                ns()
+            ),
+        )
+        .await;
+    }
+    a.send(
+        &server,
+        &format!(
+            "<iq {} type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>",
+            ns()
+        ),
+    )
+    .await;
+    let got = a.drain();
+    let roster = got
+        .iter()
+        .find(|e| e.attr("id") == Some("g"))
+        .expect("roster result");
+    let jids: Vec<_> = roster
+        .children()
+        .flat_map(|q| q.children())
+        .filter_map(|item| item.attr("jid"))
+        .collect();
+    assert_eq!(jids, ["bob@localhost"]);
+}
+
 #[tokio::test]
 async fn priorities_choose_resources() {
     let server = setup(&["alice", "bob"], CoreConfig::default()).await;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use xmppd_core::address::parse_jid;
 use xmppd_core::stanza::{
     self, elem, error_reply, iq_result, set_attr, text_elem, Condition, ErrorType, StanzaError,
     NS_CLIENT,
@@ -964,7 +965,7 @@ impl Room {
         for inv in x.children().filter(|c| c.is("invite", NS_MUC_USER)) {
             let to = inv
                 .attr("to")
-                .and_then(|t| Jid::new(t).ok())
+                .and_then(|t| parse_jid(t).ok())
                 .ok_or(Condition::JidMalformed)?;
             self.user_outside_service(&to)?;
             if self.affiliation(&to.to_bare()) == Affiliation::Outcast {
@@ -1056,7 +1057,7 @@ impl Room {
         now_ms: i64,
     ) -> Result<(), StanzaError> {
         let named = match d.attr("to") {
-            Some(t) => Some(Jid::new(t).map_err(|_| Condition::JidMalformed)?),
+            Some(t) => Some(parse_jid(t).map_err(|_| Condition::JidMalformed)?),
             None => None,
         };
         if let Some(to) = &named {
@@ -1439,8 +1440,8 @@ impl Room {
             if let Some(a) = item.attr("affiliation") {
                 let aff = Affiliation::parse(a).ok_or(Condition::BadRequest)?;
                 let target = match (item.attr("jid"), item.attr("nick")) {
-                    (Some(j), _) => BareJid::new(j)
-                        .or_else(|_| Jid::new(j).map(|j| j.to_bare()))
+                    (Some(j), _) => parse_jid(j)
+                        .map(|j| j.to_bare())
                         .map_err(|_| Condition::JidMalformed)?,
                     (None, Some(n)) => self
                         .occupants

@@ -1228,3 +1228,31 @@ fn broadcasts_keep_their_place_among_the_other_stanzas() {
         .collect();
     assert_eq!(ids, ["0", "1", "2", "3", "4"]);
 }
+
+/// RFC 7622 §3.2: a JID written with a final dot on its domain names the same entity, in an
+/// affiliation change, an invitation and a decline alike.
+#[test]
+fn jids_in_payloads_lose_the_final_dot() {
+    let mut room = configured("", 0);
+    let o = room.handle(
+        &admin_item(
+            "alice@example.org/a",
+            "<item affiliation='member' jid='dave@example.org.'/>",
+        ),
+        0,
+    );
+    assert_eq!(to_of(&o, "dave@example.org").len(), 1, "{:?}", o.out);
+    let dave = BareJid::new("dave@example.org").unwrap();
+    assert_eq!(room.affiliation(&dave), Affiliation::Member);
+
+    let o = invite(&mut room, "alice@example.org/a", "carol@example.org.", 0);
+    assert!(invitation_to(&o, "carol@example.org").is_some(), "{:?}", o.out);
+
+    // Two inviters: the decline goes to the one it names, final dot or not.
+    join(&mut room, "bob@example.org/b", "bob");
+    room.config.allow_invites = true;
+    invite(&mut room, "alice@example.org/a", "erin@example.org", 1);
+    invite(&mut room, "bob@example.org/b", "erin@example.org", 2);
+    let o = decline(&mut room, "erin@example.org/e", "alice@example.org.", 3);
+    assert_eq!(to_of(&o, "alice@example.org").len(), 1, "{:?}", o.out);
+}
