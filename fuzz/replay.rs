@@ -12,9 +12,7 @@ use std::path::PathBuf;
 /// The files of `fuzz/corpus/<target>/`, sorted by name. Fewer than `min` means the seeds are
 /// missing, which must not pass as a clean run.
 pub fn corpus(target: &str, min: usize) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
+    let dir = corpus_dir(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.expect("directory entry").path())
@@ -31,6 +29,19 @@ pub fn corpus(target: &str, min: usize) -> Vec<(String, Vec<u8>)> {
         dir.display()
     );
     files
+}
+
+/// `fuzz/corpus/<target>/`, from the crate whose test includes this file.
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target)
+}
+
+/// The seed `fuzz/corpus/<target>/<name>`.
+pub fn seed(target: &str, name: &str) -> Vec<u8> {
+    let path = corpus_dir(target).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("seed {}: {e}", path.display()))
 }
 
 /// Runs `check` on `input`; on a violation, fails naming the input and showing it.

@@ -40,6 +40,19 @@ async fn login(server: &Arc<Server>, user: &str, res: &str) -> Client {
     Client::login(server, user, res).await
 }
 
+/// A roster set (RFC 6121 §2.3) of one item.
+async fn set_roster_item(server: &Arc<Server>, c: &mut Client, id: &str, jid: &str, name: &str) {
+    c.send(
+        server,
+        &format!(
+            "<iq {} type='set' id='{id}'><query xmlns='jabber:iq:roster'>\
+             <item jid='{jid}' name='{name}'/></query></iq>",
+            ns()
+        ),
+    )
+    .await;
+}
+
 fn ns() -> &'static str {
     "xmlns='jabber:client'"
 }
@@ -273,15 +286,7 @@ async fn roster_items_take_the_canonical_jid() {
     let mut a = login(&server, "alice", "pc").await;
     go_online(&server, &mut a).await;
     for (id, jid) in [("s1", "bob@localhost"), ("s2", "bob@localhost.")] {
-        a.send(
-            &server,
-            &format!(
-                "<iq {} type='set' id='{id}'><query xmlns='jabber:iq:roster'>\
-                 <item jid='{jid}' name='Bob'/></query></iq>",
-                ns()
-            ),
-        )
-        .await;
+        set_roster_item(&server, &mut a, id, jid, "Bob").await;
     }
     a.send(
         &server,
@@ -783,15 +788,8 @@ async fn roster_size_is_capped() {
     let server = setup(&["alice"], cfg).await;
     let mut a = login(&server, "alice", "pc").await;
     for (i, c) in ["c1", "c2", "c3", "c1"].iter().enumerate() {
-        a.send(
-            &server,
-            &format!(
-                "<iq {} type='set' id='s{i}'><query xmlns='jabber:iq:roster'>\
-                 <item jid='{c}@localhost' name='n{i}'/></query></iq>",
-                ns()
-            ),
-        )
-        .await;
+        let (id, jid, name) = (format!("s{i}"), format!("{c}@localhost"), format!("n{i}"));
+        set_roster_item(&server, &mut a, &id, &jid, &name).await;
     }
     let got = a.drain();
     let kind = |id: &str| {
