@@ -38,6 +38,11 @@ pub fn parse_jid(input: &str) -> Result<Jid, jid::Error> {
 /// A domainpart without its final label separator. Preparation can expose a final dot (nameprep
 /// maps U+1806 MONGOLIAN TODO SOFT HYPHEN to nothing), so the dot is looked for after preparing
 /// too; only one is stripped, since a second one would end an empty label.
+///
+/// The IDNA checks apply to the domain as written, before nameprep; what preparing leaves must
+/// pass them as well (and prepare to itself), or the canonical JID would not parse again: "᠆"
+/// prepares to an empty domain (RFC 7622 §3.2.1 asks for one byte at least), "a᠆b--c" to a label
+/// with hyphens in the third and fourth places.
 fn prepare_domain(domain: &str) -> Result<DomainPart, jid::Error> {
     let (domain, stripped) = match domain.strip_suffix('.') {
         Some(d) => (d, true),
@@ -47,10 +52,14 @@ fn prepare_domain(domain: &str) -> Result<DomainPart, jid::Error> {
         return Err(jid::Error::Idna);
     }
     let prepared = DomainPart::new(domain)?;
-    match prepared.as_str().strip_suffix('.') {
-        None => Ok(prepared.into_owned()),
-        Some(without) if !stripped => Ok(DomainPart::new(without)?.into_owned()),
-        Some(_) => Err(jid::Error::Idna),
+    let prepared = match prepared.as_str().strip_suffix('.') {
+        None => prepared.into_owned(),
+        Some(without) if !stripped => DomainPart::new(without)?.into_owned(),
+        Some(_) => return Err(jid::Error::Idna),
+    };
+    match DomainPart::new(prepared.as_str()) {
+        Ok(again) if again.as_str() == prepared.as_str() => Ok(prepared),
+        _ => Err(jid::Error::Idna),
     }
 }
 
@@ -129,6 +138,12 @@ mod tests {
             "juliet@.",
             "example.org../r",
             "example.org.\u{1806}.",
+            // Nameprep maps the whole domain to nothing.
+            "\u{1806}/r",
+            // What nameprep leaves breaks the IDNA hyphen rule.
+            "j\u{1806}x--bccrr",
+            "juliet@\u{1806}",
+            "\u{1806}.",
         ] {
             assert!(parse_jid(bad).is_err(), "{bad:?}");
         }
