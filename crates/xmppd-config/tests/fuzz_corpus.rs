@@ -46,7 +46,7 @@ const TOKENS: &[&[u8]] = &[
 
 #[test]
 fn config_corpus_and_mutations_pass_the_oracle() {
-    replay::replay_corpus("config", 20, 100, TOKENS, |data| {
+    replay::replay_corpus("config", 20, 30, TOKENS, |data| {
         check(data);
     });
 }

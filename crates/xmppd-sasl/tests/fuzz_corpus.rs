@@ -34,7 +34,7 @@ const TOKENS: &[&[u8]] = &[
 
 #[test]
 fn sasl_corpus_and_mutations_pass_the_oracle() {
-    replay::replay_corpus("sasl", 20, 200, TOKENS, |data| {
+    replay::replay_corpus("sasl", 20, 40, TOKENS, |data| {
         xmppd_sasl::fuzzing::check(data);
     });
 }
