@@ -130,6 +130,11 @@ fn render(c: &ValidatedConfig) -> String {
                 int(c2s.pre_auth_max_stanza_bytes),
             ),
             ("session_queue", int(c2s.session_queue)),
+            ("session_queue_bytes", int(c2s.session_queue_bytes)),
+            ("session_reply_bytes", int(c2s.session_reply_bytes)),
+            ("shaper_bytes_per_sec", int(c2s.shaper_bytes_per_sec)),
+            ("shaper_burst_bytes", int(c2s.shaper_burst_bytes)),
+            ("max_presence_bytes", int(c2s.max_presence_bytes)),
             (
                 "handshake_timeout_secs",
                 int(c2s.handshake_timeout.as_secs()),
@@ -199,6 +204,7 @@ fn render(c: &ValidatedConfig) -> String {
             ("hosts", strings(&r.hosts)),
             ("max_per_ip_per_hour", int(r.max_per_ip_per_hour)),
             ("min_password_length", int(r.min_password_length)),
+            ("tombstone_days", int(r.tombstone.as_secs() / 86_400)),
         ]),
     );
     doc.insert("muc".into(), render_muc(&c.muc));
@@ -261,6 +267,7 @@ fn render_muc(m: &MucSettings) -> Value {
         ("max_rooms_per_user", int(m.max_rooms_per_user)),
         ("max_occupants", int(m.max_occupants)),
         ("max_history", int(m.max_history)),
+        ("max_history_bytes", int(m.max_history_bytes)),
         ("messages_per_second", int(m.messages_per_second)),
     ]);
     if let Some((host, domain)) = m.services.first() {

@@ -1,13 +1,18 @@
 //! The SASL fuzzing oracle, shared by the cargo-fuzz target `sasl` (`fuzz/`) and by a stable
 //! test that replays the committed corpus (`fuzz/corpus/sasl/`) in CI.
 //!
-//! [`check`] reads its input as `FLAGS MESSAGE [LF FINAL]`. The FLAGS byte sets the scene:
+//! [`check`] reads its input as `FLAGS STREAM MESSAGE [LF FINAL]`. The FLAGS byte sets the
+//! scene:
 //! - bits 0–1: SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-512, or (3) PLAIN;
 //! - bit 2: the `-PLUS` variant;
 //! - bits 3–4: what the server advertised: nothing, SCRAM without `-PLUS` and PLAIN, every
 //!   mechanism, or every mechanism and its channel-binding types (XEP-0440);
 //! - bits 5, 6: the connection has `tls-exporter`, `tls-server-end-point` data;
 //! - bit 7: the account exists (its password is `pencil`).
+//!
+//! The STREAM byte says what happened earlier on the stream: bit 0, the client asked for a
+//! channel-binding type the server lacks, which explains a `y` flag (`accept_y_flag`); the
+//! other bits are ignored.
 //!
 //! For PLAIN the rest of the input is the message. For SCRAM, MESSAGE is client-first-message
 //! and FINAL a template of client-final-message: `{c}` and `{r}` stand for the right channel
@@ -18,9 +23,9 @@
 //! parser, and panics unless:
 //! - client-first-message is accepted exactly when the model accepts it, with the same authcid
 //!   and authzid; a malformed GS2 header or message is malformed-request; a channel-binding flag
-//!   that does not fit the mechanism (`p=` without `-PLUS`, `n` or `y` with it, a type without
-//!   data) or a `y` while `-PLUS` was advertised (RFC 5802 §6, a downgrade) is a
-//!   channel-binding failure;
+//!   that does not fit the mechanism (`p=` without `-PLUS`, `n` or `y` with it) or a `y` while
+//!   `-PLUS` was advertised (RFC 5802 §6, a downgrade) unless the stream explained it, is a
+//!   channel-binding failure; a `p=` type without data is an unsupported binding type;
 //! - server-first-message extends the client's nonce, carries the account's salt and count
 //!   (the fake ones for an unknown account), and the XEP-0474 hash exactly when something was
 //!   advertised;
@@ -64,10 +69,10 @@ pub enum Outcome {
 
 /// Runs the oracle on one input; panics on a violation.
 pub fn check(data: &[u8]) -> Outcome {
-    let Some((&flags, rest)) = data.split_first() else {
+    let [flags, stream, rest @ ..] = data else {
         return Outcome::Empty;
     };
-    let scene = Scene::new(flags);
+    let scene = Scene::new(*flags, *stream);
     match scene.mech {
         Mechanism::Scram { alg, plus } => check_scram(&scene, alg, plus, rest),
         _ => check_plain(&scene, rest),
@@ -80,10 +85,11 @@ struct Scene {
     cb_offered: Vec<CbType>,
     bindings: ChannelBindings,
     account: bool,
+    y_flag_explained: bool,
 }
 
 impl Scene {
-    fn new(flags: u8) -> Self {
+    fn new(flags: u8, stream: u8) -> Self {
         let plus = flags & 0b100 != 0;
         let mech = match flags & 0b11 {
             0 => Mechanism::Scram {
@@ -119,6 +125,7 @@ impl Scene {
             cb_offered,
             bindings,
             account: flags & 0b1000_0000 != 0,
+            y_flag_explained: stream & 1 != 0,
         }
     }
 
@@ -127,13 +134,17 @@ impl Scene {
     }
 
     fn server(&self) -> ScramServer {
-        ScramServer::new(
+        let server = ScramServer::new(
             self.mech,
             self.bindings.clone(),
             &self.offered,
             &self.cb_offered,
         )
-        .with_nonce(SERVER_NONCE)
+        .with_nonce(SERVER_NONCE);
+        match self.y_flag_explained {
+            true => server.accept_y_flag(),
+            false => server,
+        }
     }
 }
 
@@ -176,6 +187,8 @@ struct First {
 enum Refusal {
     Malformed,
     ChannelBinding,
+    /// `p=` names a type this connection has no data for: the client may retry with `y`.
+    UnsupportedType,
 }
 
 fn check_scram(scene: &Scene, alg: HashAlg, plus: bool, rest: &[u8]) -> Outcome {
@@ -194,7 +207,8 @@ fn check_scram(scene: &Scene, alg: HashAlg, plus: bool, rest: &[u8]) -> Outcome 
             model
         }
         (Err(Refusal::Malformed), Err(SaslError::MalformedRequest(_)))
-        | (Err(Refusal::ChannelBinding), Err(SaslError::ChannelBinding(_))) => {
+        | (Err(Refusal::ChannelBinding), Err(SaslError::ChannelBinding(_)))
+        | (Err(Refusal::UnsupportedType), Err(SaslError::UnsupportedChannelBinding(_))) => {
             // A refused exchange stays refused.
             assert!(server.server_first(None).is_empty());
             assert!(server.client_final(b"c=biws,r=x,p=eA==").is_err());
@@ -283,7 +297,7 @@ fn check_server_first(
 
 /// RFC 5802 §7 `client-first-message`, with the server's channel-binding rules (§6).
 fn model_first(msg: &[u8], scene: &Scene, plus: bool) -> Result<First, Refusal> {
-    use Refusal::{ChannelBinding, Malformed};
+    use Refusal::{ChannelBinding, Malformed, UnsupportedType};
     let text = std::str::from_utf8(msg).map_err(|_| Malformed)?;
     if text.len() > MAX_MESSAGE_LEN {
         return Err(Malformed);
@@ -313,10 +327,12 @@ fn model_first(msg: &[u8], scene: &Scene, plus: bool) -> Result<First, Refusal> 
                 .into_iter()
                 .find(|t| t.name() == name)
                 .and_then(|t| scene.bindings.get(t));
-            data.ok_or(ChannelBinding)?.to_vec()
+            data.ok_or(UnsupportedType)?.to_vec()
         }
         None if plus => return Err(ChannelBinding),
-        None if flag == "y" && scene.plus_offered() => return Err(ChannelBinding),
+        None if flag == "y" && scene.plus_offered() && !scene.y_flag_explained => {
+            return Err(ChannelBinding)
+        }
         None => Vec::new(),
     };
     // client-first-message-bare = username "," nonce ["," extensions]; a reserved `m=` in

@@ -59,6 +59,8 @@ fn seeds_reach_every_outcome() {
         ("nonce_mismatch", FinalRefused),
         ("bad_proof_base64", FinalRefused),
         ("y_flag_downgrade", FirstRefused),
+        ("y_flag_explained", Authenticated),
+        ("y_flag_explained_plus_still_needs_binding", FirstRefused),
         ("p_flag_without_plus", FirstRefused),
         ("plus_with_n_flag", FirstRefused),
         ("plus_unsupported_type", FirstRefused),

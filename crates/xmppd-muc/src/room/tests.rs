@@ -1246,7 +1246,11 @@ fn jids_in_payloads_lose_the_final_dot() {
     assert_eq!(room.affiliation(&dave), Affiliation::Member);
 
     let o = invite(&mut room, "alice@example.org/a", "carol@example.org.", 0);
-    assert!(invitation_to(&o, "carol@example.org").is_some(), "{:?}", o.out);
+    assert!(
+        invitation_to(&o, "carol@example.org").is_some(),
+        "{:?}",
+        o.out
+    );
 
     // Two inviters: the decline goes to the one it names, final dot or not.
     join(&mut room, "bob@example.org/b", "bob");
