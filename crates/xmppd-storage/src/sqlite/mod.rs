@@ -1,0 +1,258 @@
+//! SQLite implementation of every storage trait: [`SqliteStore`].
+//!
+//! Design: one *writer thread* owns the only write connection. Write methods send a job over a
+//! channel and await a oneshot answer. The writer takes the first queued job, drains everything
+//! else already queued (up to [`MAX_BATCH`]) and runs the lot in ONE `BEGIN IMMEDIATE`
+//! transaction, each job inside its own SAVEPOINT so a failing job is rolled back alone. Only
+//! after `COMMIT` returns are the callers answered: with `synchronous=FULL` in WAL mode the
+//! commit has been fsynced, so `Ok` from a write method means the data survives a crash or power
+//! loss. Many concurrent writers thus share one fsync (group commit) instead of paying one each.
+//! Reads run on a few reader threads with their own connections; WAL lets them proceed while a
+//! write transaction is open, so reads never queue behind writes. `busy_timeout` lets another
+//! process (the CLI) use the same file. Dropping the store closes the channels and joins the
+//! threads, after every queued job has run.
+//!
+//! Not done here: no XMPP validation (the core decides what to store), no foreign key from
+//! roster/offline/data rows to `users` (writes for an unknown account are accepted;
+//! `remove_account` cleans every table explicitly), no retry when another process holds the write
+//! lock longer than the busy timeout (the jobs of that batch fail with `Backend`).
+//!
+//! Layout: this module opens the database and runs jobs; `writer` is the group-commit writer
+//! and the reader threads, `migrations` the shared schema; each storage trait is implemented in
+//! the module of its tables (`accounts`, `roster`, `offline`, `user_data`, `sessions`, `rooms`).
+
+mod accounts;
+mod migrations;
+mod offline;
+mod rooms;
+mod roster;
+mod sessions;
+#[cfg(test)]
+mod tests;
+mod user_data;
+mod writer;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::{Result, StorageError};
+use migrations::migrate;
+use writer::{reader_loop, writer_loop, Job, ReadJob, WriteJob};
+
+/// Upper bound of jobs committed together, so one huge burst does not delay its first callers
+/// for too long.
+pub const MAX_BATCH: usize = 512;
+/// How long a connection waits for a lock held by another connection or process.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reader threads (and connections) of a file-backed store.
+const READERS: usize = 3;
+
+/// A SQLite database file shared safely by the server and the CLI; see the module docs.
+pub struct SqliteStore {
+    writer_tx: Option<mpsc::Sender<Box<dyn WriteJob>>>,
+    read_tx: Option<mpsc::Sender<ReadJob>>,
+    threads: Vec<JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
+    /// Write jobs handed to the writer; lets tests know when a burst is fully queued.
+    submitted: AtomicU64,
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (owner only); an existing directory is
+/// left as it is.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates `path` empty with mode 0600 unless it exists (SQLite takes an empty file as a new
+/// database).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its parent directory if missing) and migrates the database.
+    ///
+    /// Blocks while migrating or while another process holds the write lock (up to
+    /// [`BUSY_TIMEOUT`]); call it at start-up, not on a latency-sensitive path.
+    ///
+    /// The database holds SCRAM keys, so what this creates is private to the owner: missing
+    /// directories get mode 0700 and a new database file 0600 (SQLite gives its `-wal` and
+    /// `-shm` files the database file's mode). Existing files and directories keep theirs.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir_all(parent).map_err(|e| {
+                StorageError::Backend(format!("creating {}: {e}", parent.display()))
+            })?;
+        }
+        create_private_file(path)
+            .map_err(|e| StorageError::Backend(format!("creating {}: {e}", path.display())))?;
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Backend(format!(
+                "{}: cannot enable WAL (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        migrate(&mut writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path)?;
+            configure(&reader)?;
+            // Read-write open (a read-only one cannot always map the WAL index), but guarded.
+            reader.pragma_update(None, "query_only", "ON")?;
+            readers.push(Arc::new(Mutex::new(reader)));
+        }
+        Self::start(Arc::new(Mutex::new(writer)), readers)
+    }
+
+    /// A private, empty in-memory database, for tests.
+    ///
+    /// An in-memory database lives in one connection, so the writer thread and the single reader
+    /// thread share it (behind a mutex); reads then wait for a running batch.
+    pub fn open_in_memory() -> Result<SqliteStore> {
+        let mut conn = Connection::open_in_memory()?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        Self::start(conn.clone(), vec![conn])
+    }
+
+    /// Number of write transactions committed by this store's writer so far.
+    #[doc(hidden)]
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    fn start(writer: Arc<Mutex<Connection>>, readers: Vec<Arc<Mutex<Connection>>>) -> Result<Self> {
+        let commits = Arc::new(AtomicU64::new(0));
+        let (writer_tx, writer_rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        let mut store = SqliteStore {
+            writer_tx: Some(writer_tx),
+            read_tx: Some(read_tx),
+            threads: Vec::with_capacity(readers.len() + 1),
+            commits: commits.clone(),
+            submitted: AtomicU64::new(0),
+        };
+        // On a spawn failure `store` is dropped, which closes the channels and joins the threads
+        // already started.
+        let handle = std::thread::Builder::new()
+            .name("xmppd-sqlite-writer".into())
+            .spawn(move || writer_loop(&writer, &writer_rx, &commits))
+            .map_err(|e| StorageError::Backend(format!("spawning writer thread: {e}")))?;
+        store.threads.push(handle);
+        for (i, conn) in readers.into_iter().enumerate() {
+            let rx = read_rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("xmppd-sqlite-reader-{i}"))
+                .spawn(move || reader_loop(&conn, &rx))
+                .map_err(|e| StorageError::Backend(format!("spawning reader thread: {e}")))?;
+            store.threads.push(handle);
+        }
+        Ok(store)
+    }
+
+    /// Runs `f` in the writer's next batch, inside its own savepoint; answers once committed.
+    /// Also the way for a service's own tables (see [`SqliteStore::extend`]): "Ok" means
+    /// durable, as for every write of this store.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Box::new(Job::new(f, tx));
+        self.writer_tx
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on one of the reader connections (read-only).
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = tx.send(f(conn));
+        });
+        self.read_tx
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channels ends the loops once the jobs already queued have run.
+        self.writer_tx.take();
+        self.read_tx.take();
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("an SQLite storage thread panicked");
+            }
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+fn stopped() -> StorageError {
+    StorageError::Backend("storage threads stopped".into())
+}
+
+/// Per-connection settings (none of them persist in the file except WAL, set by `open`).
+fn configure(conn: &Connection) -> Result<()> {
+    // Every statement of this store fits, so none is re-prepared on the hot path.
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Backend(format!("corrupt value in database: {what}"))
+}

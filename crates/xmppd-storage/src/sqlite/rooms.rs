@@ -1,0 +1,113 @@
+//! Persistent chat rooms (XEP-0045) and their affiliations.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection};
+
+use super::SqliteStore;
+use crate::{Result, RoomAffiliation, RoomStore, StoredRoom, UserRef};
+
+/// Removes `user`'s chat room affiliations; returns the rooms (service domain, name).
+pub(super) fn drop_affiliations(
+    conn: &Connection,
+    user: &UserRef,
+) -> Result<Vec<(String, String)>> {
+    let mut rooms = conn
+        .prepare_cached("DELETE FROM muc_affiliations WHERE jid = ?1 RETURNING domain, name")?
+        .query_map(params![user.jid()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rooms.sort();
+    Ok(rooms)
+}
+
+#[async_trait]
+impl RoomStore for SqliteStore {
+    async fn save_room(&self, room: &StoredRoom) -> Result<()> {
+        let room = room.clone();
+        self.write(move |c| {
+            // A plain REPLACE would delete the row first and cascade to the affiliations; they
+            // are rewritten below anyway, but an upsert keeps the intent obvious.
+            c.prepare_cached(
+                "INSERT INTO muc_rooms (domain, name, config, subject) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (domain, name) DO UPDATE SET config = ?3, subject = ?4",
+            )?
+            .execute(params![room.domain, room.name, room.config, room.subject])?;
+            c.prepare_cached("DELETE FROM muc_affiliations WHERE domain = ?1 AND name = ?2")?
+                .execute(params![room.domain, room.name])?;
+            let mut insert = c.prepare_cached(
+                "INSERT OR REPLACE INTO muc_affiliations
+                 (domain, name, jid, affiliation, nick, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for a in &room.affiliations {
+                insert.execute(params![
+                    room.domain,
+                    room.name,
+                    a.jid,
+                    a.affiliation,
+                    a.nick,
+                    a.reason
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_room(&self, domain: &str, name: &str) -> Result<()> {
+        let (domain, name) = (domain.to_owned(), name.to_owned());
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM muc_affiliations WHERE domain = ?1 AND name = ?2")?
+                .execute(params![domain, name])?;
+            c.prepare_cached("DELETE FROM muc_rooms WHERE domain = ?1 AND name = ?2")?
+                .execute(params![domain, name])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>> {
+        let (domain, name) = (domain.to_owned(), name.to_owned());
+        self.read(move |c| Ok(load_rooms(c, &domain, Some(&name))?.pop()))
+            .await
+    }
+
+    async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>> {
+        let domain = domain.to_owned();
+        self.read(move |c| load_rooms(c, &domain, None)).await
+    }
+}
+
+/// The rooms of `domain` (only `name` when given), sorted by name, with their affiliations.
+fn load_rooms(c: &Connection, domain: &str, name: Option<&str>) -> Result<Vec<StoredRoom>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT name, config, subject FROM muc_rooms
+         WHERE domain = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY name",
+    )?;
+    let mut rooms = stmt
+        .query_map(params![domain, name], |r| {
+            Ok(StoredRoom {
+                domain: domain.to_owned(),
+                name: r.get(0)?,
+                config: r.get(1)?,
+                subject: r.get(2)?,
+                affiliations: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut affs = c.prepare_cached(
+        "SELECT jid, affiliation, nick, reason FROM muc_affiliations
+         WHERE domain = ?1 AND name = ?2 ORDER BY jid",
+    )?;
+    for room in &mut rooms {
+        room.affiliations = affs
+            .query_map(params![domain, room.name], |r| {
+                Ok(RoomAffiliation {
+                    jid: r.get(0)?,
+                    affiliation: r.get(1)?,
+                    nick: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    Ok(rooms)
+}

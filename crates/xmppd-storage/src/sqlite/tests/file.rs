@@ -1,0 +1,145 @@
+use super::*;
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_and_its_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/db/xmppd.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .create_user(&alice(), &[scram("SHA-256", 1)])
+        .await
+        .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    assert_eq!(mode(&dir.path().join("data/db")), 0o700);
+    for file in ["xmppd.db", "xmppd.db-wal", "xmppd.db-shm"] {
+        assert_eq!(
+            mode(&dir.path().join("data/db").join(file)),
+            0o600,
+            "{file}"
+        );
+    }
+    // An existing directory keeps the mode its owner chose.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+    drop(SqliteStore::open(&shared.join("xmppd.db")).unwrap());
+    assert_eq!(mode(&shared), 0o750);
+    assert_eq!(mode(&shared.join("xmppd.db")), 0o600);
+}
+
+#[tokio::test]
+async fn writes_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dirs/xmppd.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .create_user(&alice(), &[scram("SHA-1", 1)])
+            .await
+            .unwrap();
+        store
+            .set_roster_item(&alice(), &item("c@x", Subscription::Both, &["g"]))
+            .await
+            .unwrap();
+        store
+            .push_offline(&alice(), 5, "<message/>", 10)
+            .await
+            .unwrap();
+        store.set_data(&alice(), "k", "v").await.unwrap();
+        assert!(store.commit_count() >= 4);
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.credentials(&alice(), "SHA-1").await.unwrap(),
+        Some(scram("SHA-1", 1))
+    );
+    let (version, items) = store.roster(&alice()).await.unwrap();
+    assert_eq!(
+        (version, items),
+        (1, vec![item("c@x", Subscription::Both, &["g"])])
+    );
+    assert_eq!(
+        store.offline_messages(&alice()).await.unwrap()[0].xml,
+        "<message/>"
+    );
+    assert_eq!(
+        store.get_data(&alice(), "k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(store.commit_count(), 0, "the counter is per instance");
+}
+
+#[tokio::test]
+async fn pragmas_are_applied() {
+    let (_dir, store) = file_store();
+    let (mode, sync, fk, version): (String, i64, i64, i64) = store
+        .write(|c| {
+            let get = |p: &str| c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));
+            Ok((
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                get("synchronous")?,
+                get("foreign_keys")?,
+                get("user_version")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(sync, 2, "synchronous=FULL");
+    assert_eq!(fk, 1);
+    assert_eq!(version, MIGRATIONS.len() as i64);
+    // Reader connections refuse writes.
+    let write_on_reader = store
+        .read(|c| Ok(c.execute("DELETE FROM users", [])?))
+        .await;
+    assert!(matches!(write_on_reader, Err(StorageError::Backend(_))));
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xmppd.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let raw = Connection::open(&path).unwrap();
+    raw.pragma_update(None, "user_version", 99).unwrap();
+    drop(raw);
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("newer schema must be refused");
+    assert!(err.to_string().contains("99"), "{err}");
+}
+
+#[tokio::test]
+async fn garbage_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xmppd.db");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StorageError::Backend(_))
+    ));
+}
+
+#[tokio::test]
+async fn in_memory_store_works() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store
+        .create_user(&alice(), &[scram("SHA-1", 1)])
+        .await
+        .unwrap();
+    assert!(store.user_exists(&alice()).await.unwrap());
+    assert_eq!(
+        store
+            .set_roster_item(&alice(), &item("c@x", Subscription::To, &[]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.roster(&alice()).await.unwrap().1.len(), 1);
+    // Two in-memory stores are independent databases.
+    let other = SqliteStore::open_in_memory().unwrap();
+    assert!(!other.user_exists(&alice()).await.unwrap());
+}

@@ -1,0 +1,83 @@
+use super::*;
+
+#[tokio::test]
+async fn offline_cap_order_and_removal() {
+    let (_dir, store) = file_store();
+    for i in 0..3 {
+        assert!(store
+            .push_offline(&alice(), 100 + i, &format!("<m{i}/>"), 3)
+            .await
+            .unwrap());
+    }
+    assert!(!store
+        .push_offline(&alice(), 200, "<over/>", 3)
+        .await
+        .unwrap());
+    assert!(!store.push_offline(&bob(), 200, "<zero/>", 0).await.unwrap());
+    assert!(store.push_offline(&bob(), 200, "<bob/>", 3).await.unwrap());
+    assert_eq!(store.offline_count(&alice()).await.unwrap(), 3);
+
+    let msgs = store.offline_messages(&alice()).await.unwrap();
+    let xml: Vec<_> = msgs.iter().map(|m| m.xml.as_str()).collect();
+    assert_eq!(xml, ["<m0/>", "<m1/>", "<m2/>"]);
+    assert_eq!(
+        msgs.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(),
+        [100, 101, 102]
+    );
+    assert!(msgs.windows(2).all(|w| w[0].id < w[1].id));
+
+    store.remove_offline(&alice(), msgs[1].id).await.unwrap();
+    assert_eq!(
+        store.offline_messages(&alice()).await.unwrap(),
+        [msgs[2].clone()]
+    );
+    // Removal is per user even when ids overlap the range.
+    assert_eq!(store.offline_count(&bob()).await.unwrap(), 1);
+    // Room again after removal.
+    assert!(store
+        .push_offline(&alice(), 300, "<again/>", 3)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn offline_pages_follow_the_cursor_and_both_bounds() {
+    let (_dir, store) = file_store();
+    for i in 0..5 {
+        let xml = format!("<m{i}>{}</m{i}>", "x".repeat(100));
+        assert!(store.push_offline(&alice(), i, &xml, 10).await.unwrap());
+    }
+    store.push_offline(&bob(), 9, "<bob/>", 10).await.unwrap();
+    let page = store.offline_page(&alice(), 0, 2, 1 << 20).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [0, 1]);
+    let next = store
+        .offline_page(&alice(), page[1].id, 10, 250)
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [2, 3]);
+    // A message larger than the byte bound still comes, alone.
+    let big = store
+        .offline_page(&alice(), next[1].id, 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(big.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [4]);
+    assert!(store
+        .offline_page(&alice(), big[0].id, 10, 1)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn offline_ids_are_not_reused_after_removal() {
+    let (_dir, store) = file_store();
+    store.push_offline(&alice(), 1, "<a/>", 10).await.unwrap();
+    let first = store.offline_messages(&alice()).await.unwrap()[0].id;
+    store.remove_offline(&alice(), first).await.unwrap();
+    store.push_offline(&alice(), 2, "<b/>", 10).await.unwrap();
+    let second = store.offline_messages(&alice()).await.unwrap()[0].id;
+    assert!(
+        second > first,
+        "an id acknowledged as delivered must not come back"
+    );
+}

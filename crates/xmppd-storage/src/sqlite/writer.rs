@@ -1,0 +1,136 @@
+//! The group-commit writer thread and the reader threads (see the module docs of `sqlite`).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::MAX_BATCH;
+use crate::{Result, StorageError};
+
+pub(super) fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic while holding the lock happens between statements; SQLite's own state is intact.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A queued write: `run` inside a savepoint, then `finish` with the batch's commit outcome.
+pub(super) trait WriteJob: Send {
+    /// Runs the job; `false` means it failed and its savepoint must be rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller; `batch` is the outcome of the transaction that held the job.
+    fn finish(self: Box<Self>, batch: &std::result::Result<(), String>);
+}
+
+pub(super) struct Job<T, F> {
+    f: Option<F>,
+    out: Option<Result<T>>,
+    answer: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job<T, F> {
+    /// A job that runs `f` and sends its outcome, once the batch is committed, to `answer`.
+    pub(super) fn new(f: F, answer: oneshot::Sender<Result<T>>) -> Self {
+        Job {
+            f: Some(f),
+            out: None,
+            answer,
+        }
+    }
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        let out = catch_unwind(AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|_| Err(StorageError::Backend("storage job panicked".into())));
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn finish(self: Box<Self>, batch: &std::result::Result<(), String>) {
+        let answer = match (self.out, batch) {
+            // The job's own failure is more useful to its caller than the batch's.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(msg)) => Err(StorageError::Backend(msg.clone())),
+            (None, Ok(())) => Err(StorageError::Backend("write job was not run".into())),
+        };
+        let _ = self.answer.send(answer);
+    }
+}
+
+pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+pub(super) fn writer_loop(
+    conn: &Mutex<Connection>,
+    rx: &mpsc::Receiver<Box<dyn WriteJob>>,
+    commits: &AtomicU64,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = {
+            let mut conn = lock(conn);
+            run_batch(&mut conn, &mut batch)
+        };
+        match &outcome {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => tracing::error!(jobs = batch.len(), error = %e, "storage batch failed"),
+        }
+        for job in batch {
+            job.finish(&outcome);
+        }
+    }
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut [Box<dyn WriteJob>],
+) -> std::result::Result<(), String> {
+    let mut tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| format!("begin: {e}"))?;
+    for job in batch.iter_mut() {
+        let sp = tx.savepoint().map_err(|e| format!("savepoint: {e}"))?;
+        if job.run(&sp) {
+            sp.commit().map_err(|e| format!("release savepoint: {e}"))?;
+        } else {
+            drop(sp);
+        }
+        // Some errors (I/O, full disk) make SQLite abort the whole transaction; later jobs
+        // must then not run in autocommit mode as if they were part of this batch.
+        if tx.is_autocommit() {
+            return Err("transaction aborted by SQLite".into());
+        }
+    }
+    tx.commit().map_err(|e| format!("commit: {e}"))
+}
+
+pub(super) fn reader_loop(conn: &Mutex<Connection>, rx: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        let job = {
+            let rx = rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            rx.recv()
+        };
+        let Ok(job) = job else { break };
+        let mut conn = lock(conn);
+        // A panicking job drops its answer sender, so its caller gets an error; keep serving.
+        if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+            tracing::error!("storage read job panicked");
+        }
+    }
+}
