@@ -1,0 +1,24 @@
+//! The message archive of xmppd: XEP-0313 (`urn:xmpp:mam:2` and `#extended`) on accounts' bare
+//! JIDs, with XEP-0059 result set management, XEP-0359 stanza ids, XEP-0334 hints, XEP-0441
+//! preferences, XEP-0431 full-text search, and retention by age and total size.
+//!
+//! - [`module`]: [`module::MamModule`], the core module: archiving on the message path, the IQs.
+//! - [`store`]: what is kept and how it is asked, behind [`ArchiveStore`].
+//! - [`sqlite`]: [`SqliteArchive`], the tables in the server's SQLite file (FTS5 for text).
+//! - [`query`]: the query, result, `<fin/>`, metadata and preferences elements.
+//! - [`policy`]: which messages are archived.
+//! - [`retention`]: the purge job.
+//!
+//! Not done here: room archives (MUC history from the archive), XEP-0424/0425 tombstones, a
+//! purge command line.
+
+pub mod module;
+pub mod policy;
+pub mod query;
+pub mod retention;
+pub mod sqlite;
+pub mod store;
+
+pub use retention::Retention;
+pub use sqlite::SqliteArchive;
+pub use store::{ArchiveError, ArchiveStore, DefaultPolicy, Prefs};

@@ -1,0 +1,305 @@
+//! [`MamModule`]: user archives on the message path and the `urn:xmpp:mam:2` IQs on each
+//! account's bare JID.
+//!
+//! - A message a local session sends is archived in the sender's archive (`on_message_out`);
+//!   a message to a local account in the recipient's (`on_message_in`), before any session or
+//!   offline storage takes it, so both sides of a local conversation are archived, a message
+//!   to an offline user once, and the copy delivered (or stored offline) carries the
+//!   recipient's `<stanza-id by=OWNER id=ARCHIVE-ID/>` (XEP-0359). The archive row is
+//!   committed before the message is passed on.
+//! - A `<stanza-id/>` a sender wrote claiming an archive of this server is removed (XEP-0359
+//!   §4: only the archive may set it). `<origin-id/>` is kept.
+//! - What is archived: [`crate::policy`]; then the owner's preferences (XEP-0441), with the
+//!   configured default for those who set none.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use jid::{BareJid, Jid};
+use minidom::Element;
+use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::stanza::{self, Condition, StanzaError};
+use xmppd_core::{user_ref, Context};
+
+use crate::policy::{self, Verdict};
+use crate::query::{self, PageLimits, NS_FULLTEXT, NS_MAM, NS_MAM_EXTENDED, NS_SID};
+use crate::store::{
+    encode_id, ArchiveError, ArchiveStore, DefaultPolicy, Direction, NewMessage, Prefs,
+};
+
+/// Settings of the user archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MamSettings {
+    /// Preferences of an owner who set none.
+    pub default_policy: DefaultPolicy,
+    /// Archive chat markers (XEP-0333) without a body too.
+    pub markers: bool,
+    pub limits: PageLimits,
+}
+
+impl Default for MamSettings {
+    fn default() -> Self {
+        MamSettings {
+            default_policy: DefaultPolicy::Always,
+            markers: false,
+            limits: PageLimits::default(),
+        }
+    }
+}
+
+/// The message archive module.
+pub struct MamModule {
+    store: Arc<dyn ArchiveStore>,
+    settings: MamSettings,
+    /// Owners' preferences, read once: consulted for every archived message.
+    prefs: DashMap<String, Prefs>,
+}
+
+fn storage_error(e: impl std::fmt::Display) -> StanzaError {
+    tracing::error!(error = %e, "message archive storage error");
+    StanzaError::new(Condition::InternalServerError)
+}
+
+fn serialize(el: &Element) -> String {
+    let mut xml = Vec::new();
+    xmppd_stream::serialize(el, "", &mut xml);
+    String::from_utf8_lossy(&xml).into_owned()
+}
+
+/// Removes the `<stanza-id/>`s of `msg` whose `by` `claimed` says belongs to this server.
+fn strip_stanza_ids(msg: &mut Element, claimed: impl Fn(&Jid) -> bool) {
+    let theirs = |c: &Element| {
+        c.is("stanza-id", NS_SID)
+            && c.attr("by")
+                .and_then(|b| Jid::new(b).ok())
+                .is_some_and(|by| claimed(&by))
+    };
+    if msg.children().any(theirs) {
+        for node in msg.take_nodes() {
+            if !matches!(&node, minidom::Node::Element(c) if theirs(c)) {
+                msg.append_node(node);
+            }
+        }
+    }
+}
+
+/// Whether `domain` is a served host or a subdomain of one (a component's: rooms).
+fn ours(cx: &Context<'_>, domain: &str) -> bool {
+    cx.hosts().iter().any(|h| {
+        domain.eq_ignore_ascii_case(h)
+            || (domain.len() > h.len()
+                && domain.as_bytes()[domain.len() - h.len() - 1] == b'.'
+                && domain[domain.len() - h.len()..].eq_ignore_ascii_case(h))
+    })
+}
+
+impl MamModule {
+    pub fn new(store: Arc<dyn ArchiveStore>, settings: MamSettings) -> MamModule {
+        MamModule {
+            store,
+            settings,
+            prefs: DashMap::new(),
+        }
+    }
+
+    async fn prefs_of(&self, owner: &str) -> Result<Prefs, StanzaError> {
+        if let Some(p) = self.prefs.get(owner) {
+            return Ok(p.clone());
+        }
+        let p = (self.store.prefs(owner).await.map_err(storage_error)?)
+            .unwrap_or_else(|| Prefs::with_default(self.settings.default_policy));
+        self.prefs.insert(owner.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    /// Whether `owner`'s preferences let a message with `with` in.
+    async fn wanted(&self, cx: &Context<'_>, owner: &BareJid, with: &BareJid) -> bool {
+        let prefs = match self.prefs_of(owner.as_str()).await {
+            Ok(p) => p,
+            Err(_) => return true,
+        };
+        match policy::verdict(&prefs, with.as_str()) {
+            Verdict::Archive => true,
+            Verdict::Skip => false,
+            Verdict::IfInRoster => matches!(
+                cx.store()
+                    .roster_item(&user_ref(owner), with.as_str())
+                    .await,
+                Ok(Some(_))
+            ),
+        }
+    }
+
+    /// Archives `msg` for `owner` if policy and preferences say so; its archive id.
+    async fn archive(
+        &self,
+        cx: &Context<'_>,
+        owner: &BareJid,
+        with: &Jid,
+        direction: Direction,
+        msg: &Element,
+    ) -> Option<i64> {
+        if !policy::archivable(msg, self.settings.markers)
+            || !self.wanted(cx, owner, &with.to_bare()).await
+        {
+            return None;
+        }
+        let entry = NewMessage {
+            owner: owner.to_string(),
+            with_bare: with.to_bare().to_string(),
+            with_resource: with.resource().map(|r| r.to_string()).unwrap_or_default(),
+            direction,
+            stanza: serialize(msg),
+            text: policy::body(msg),
+        };
+        match self.store.append(entry).await {
+            Ok((id, _)) => Some(id),
+            Err(e) => {
+                // The message still goes on: losing it would be worse than not archiving it.
+                tracing::error!(error = %e, owner = %owner, "could not archive a message");
+                None
+            }
+        }
+    }
+
+    async fn account_exists(&self, cx: &Context<'_>, user: &BareJid) -> bool {
+        !cx.resources(user).is_empty()
+            || matches!(cx.store().user_exists(&user_ref(user)).await, Ok(true))
+    }
+
+    async fn run_query(
+        &self,
+        cx: &mut Context<'_>,
+        owner: &BareJid,
+        req: &IqRequest,
+    ) -> IqResponse {
+        let q = query::parse_query(&req.payload, self.settings.limits)?;
+        let page = match self.store.query(owner.as_str(), q.request).await {
+            Ok(p) => p,
+            Err(ArchiveError::UnknownId) => {
+                return Err(StanzaError::with_text(
+                    Condition::ItemNotFound,
+                    "No such archive id",
+                ))
+            }
+            Err(ArchiveError::Storage(e)) => return Err(storage_error(e)),
+        };
+        let to = req.from.to_string();
+        let mut items: Vec<_> = page.items.iter().collect();
+        if q.flip {
+            items.reverse();
+        }
+        // XEP-0313 §4.2: every result before the IQ answer; both go through the outbox in
+        // order, the answer queued by the core once this returns.
+        for item in items {
+            let Some(m) = query::result_message(owner.as_str(), &to, q.queryid.as_deref(), item)
+            else {
+                tracing::warn!(id = item.id, "an archived stanza does not parse; skipped");
+                continue;
+            };
+            match req.from.try_as_full() {
+                Ok(full) => cx.deliver(full, m),
+                Err(_) => cx.send(m),
+            }
+        }
+        Ok(Some(query::fin(&page)))
+    }
+}
+
+#[async_trait]
+impl Module for MamModule {
+    fn name(&self) -> &'static str {
+        "mam"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            message_out: true,
+            message_in: true,
+            ..Hooks::NONE
+        }
+    }
+
+    fn account_features(&self) -> Vec<String> {
+        vec![NS_MAM.into(), NS_MAM_EXTENDED.into(), NS_FULLTEXT.into()]
+    }
+
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_MAM]
+    }
+
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
+        let owner = req.to.to_bare();
+        // XEP-0313 §3.3 / §4: an account's archive is its owner's alone.
+        if req.from.to_bare() != owner {
+            return Err(StanzaError::new(Condition::Forbidden));
+        }
+        match (req.payload.name(), req.kind) {
+            ("query", IqKind::Get) => Ok(Some(query::query_form())),
+            ("query", IqKind::Set) => self.run_query(cx, &owner, &req).await,
+            ("metadata", IqKind::Get) => {
+                let bounds = self.store.bounds(owner.as_str()).await;
+                Ok(Some(query::metadata(bounds.map_err(storage_error)?)))
+            }
+            ("prefs", IqKind::Get) => Ok(Some(query::prefs_element(
+                &self.prefs_of(owner.as_str()).await?,
+            ))),
+            ("prefs", IqKind::Set) => {
+                let prefs = query::parse_prefs(&req.payload)?;
+                (self.store.set_prefs(owner.as_str(), &prefs).await).map_err(storage_error)?;
+                self.prefs.insert(owner.to_string(), prefs.clone());
+                Ok(Some(query::prefs_element(&prefs)))
+            }
+            _ => Err(StanzaError::new(Condition::FeatureNotImplemented)),
+        }
+    }
+
+    async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        strip_stanza_ids(msg, |by| ours(cx, by.domain().as_str()));
+        let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return HookAction::Continue;
+        };
+        let owner = from.to_bare();
+        let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
+            // To the sender's own account: archived once, as it arrives there.
+            return HookAction::Continue;
+        };
+        if to.to_bare() != owner {
+            self.archive(cx, &owner, &to, Direction::Outgoing, msg)
+                .await;
+        }
+        HookAction::Continue
+    }
+
+    async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        let Some(owner) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
+            return HookAction::Continue;
+        };
+        let owner = owner.to_bare();
+        strip_stanza_ids(msg, |by| by.to_bare() == owner);
+        let Some(with) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return HookAction::Continue;
+        };
+        if !policy::archivable(msg, self.settings.markers) || !self.account_exists(cx, &owner).await
+        {
+            return HookAction::Continue;
+        }
+        if let Some(id) = self
+            .archive(cx, &owner, &with, Direction::Incoming, msg)
+            .await
+        {
+            let id = encode_id(id);
+            let sid = stanza::elem("stanza-id", NS_SID, &[("by", owner.as_str()), ("id", &id)]);
+            msg.append_child(sid);
+        }
+        HookAction::Continue
+    }
+
+    async fn on_account_removed(&self, _cx: &mut Context<'_>, user: &BareJid) {
+        self.prefs.remove(user.as_str());
+        if let Err(e) = self.store.remove_owner(user.as_str()).await {
+            tracing::error!(error = %e, user = %user, "could not delete a removed account's archive");
+        }
+    }
+}

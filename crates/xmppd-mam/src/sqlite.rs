@@ -1,0 +1,789 @@
+//! [`SqliteArchive`]: the archive's tables in the server's SQLite database, written through the
+//! store's group-commit writer ([`SqliteStore::write`]), so an archived message is durable
+//! when `append` returns and many messages share one fsync.
+//!
+//! One row per archived message and owner; its `INTEGER PRIMARY KEY AUTOINCREMENT` is the
+//! archive id, so ids only grow and are never reused after a purge. The full-text index is a
+//! contentless FTS5 table keyed by the same id, and a one-row table counts the stanza bytes;
+//! both are kept by triggers, in the transaction that changes the messages.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use xmppd_storage::{Schema, SqliteStore, StorageError};
+
+use crate::store::{
+    ArchiveError, ArchiveStore, Archived, DefaultPolicy, Direction, NewMessage, Page, PageRequest,
+    Paging, Prefs,
+};
+
+/// Migrations of the archive's tables (see [`Schema`]): append, never edit.
+pub const SCHEMA: Schema = Schema {
+    name: "mam",
+    migrations: &[r"
+CREATE TABLE mam_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    stamp_ms INTEGER NOT NULL,
+    with_bare TEXT NOT NULL,
+    with_resource TEXT NOT NULL,
+    direction INTEGER NOT NULL,
+    stanza TEXT NOT NULL
+);
+CREATE INDEX mam_messages_owner ON mam_messages (owner, id);
+CREATE INDEX mam_messages_with ON mam_messages (owner, with_bare, id);
+CREATE INDEX mam_messages_stamp ON mam_messages (stamp_ms);
+CREATE VIRTUAL TABLE mam_fts USING fts5 (body, content = '', contentless_delete = 1);
+CREATE TABLE mam_size (only INTEGER PRIMARY KEY CHECK (only = 0), bytes INTEGER NOT NULL);
+INSERT INTO mam_size (only, bytes) VALUES (0, 0);
+CREATE TRIGGER mam_messages_added AFTER INSERT ON mam_messages BEGIN
+    UPDATE mam_size SET bytes = bytes + octet_length(new.stanza);
+END;
+CREATE TRIGGER mam_messages_removed AFTER DELETE ON mam_messages BEGIN
+    UPDATE mam_size SET bytes = bytes - octet_length(old.stanza);
+    DELETE FROM mam_fts WHERE rowid = old.id;
+END;
+CREATE TABLE mam_prefs (
+    owner TEXT PRIMARY KEY,
+    default_policy TEXT NOT NULL,
+    always TEXT NOT NULL,
+    never TEXT NOT NULL
+) WITHOUT ROWID;
+"],
+};
+
+/// Most ids one `ids` filter may name.
+pub const MAX_IDS: usize = 256;
+
+/// The archive over a [`SqliteStore`].
+pub struct SqliteArchive {
+    store: Arc<SqliteStore>,
+    /// The latest stamp given, so stamps never decrease along ids when the clock steps back.
+    last_stamp: Arc<AtomicI64>,
+}
+
+impl SqliteArchive {
+    /// Creates or migrates the archive's tables in `store`.
+    pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteArchive, StorageError> {
+        store.extend(SCHEMA).await?;
+        let last: i64 = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT COALESCE(MAX(stamp_ms), 0) FROM mam_messages",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        Ok(SqliteArchive {
+            store,
+            last_stamp: Arc::new(AtomicI64::new(last)),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An FTS5 query matching every whitespace-separated term of `text` as a string (so nothing
+/// a user types is read as FTS5 syntax); `None` when there is no term.
+fn fts_terms(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split_whitespace()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+fn exists(c: &Connection, owner: &str, id: i64) -> rusqlite::Result<bool> {
+    Ok(c.query_row(
+        "SELECT 1 FROM mam_messages WHERE id = ?1 AND owner = ?2",
+        params![id, owner],
+        |_| Ok(()),
+    )
+    .optional()?
+    .is_some())
+}
+
+fn run_query(c: &Connection, owner: &str, req: &PageRequest) -> Result<Page, ArchiveError> {
+    let f = &req.filter;
+    let mut named = Vec::new();
+    named.extend(f.after_id);
+    named.extend(f.before_id);
+    named.extend(f.ids.iter().flatten().copied());
+    match req.paging {
+        Paging::Forward { after: Some(id) } | Paging::Backward { before: Some(id) } => {
+            named.push(id)
+        }
+        _ => {}
+    }
+    for id in named {
+        if !exists(c, owner, id).map_err(StorageError::from)? {
+            return Err(ArchiveError::UnknownId);
+        }
+    }
+    let mut sql =
+        String::from("SELECT id, stamp_ms, direction, stanza FROM mam_messages WHERE owner = ?");
+    let mut args: Vec<Value> = vec![Value::Text(owner.to_owned())];
+    let mut cond = |clause: &str, v: Value| {
+        sql.push_str(clause);
+        args.push(v);
+    };
+    if let Some(w) = &f.with {
+        cond(" AND with_bare = ?", Value::Text(w.bare.clone()));
+        if let Some(r) = &w.resource {
+            cond(" AND with_resource = ?", Value::Text(r.clone()));
+        }
+    }
+    if let Some(v) = f.start_ms {
+        cond(" AND stamp_ms >= ?", Value::Integer(v));
+    }
+    if let Some(v) = f.end_ms {
+        cond(" AND stamp_ms <= ?", Value::Integer(v));
+    }
+    if let Some(v) = f.after_id {
+        cond(" AND id > ?", Value::Integer(v));
+    }
+    if let Some(v) = f.before_id {
+        cond(" AND id < ?", Value::Integer(v));
+    }
+    if let Some(m) = f.fulltext.as_deref().and_then(fts_terms) {
+        cond(
+            " AND id IN (SELECT rowid FROM mam_fts WHERE mam_fts MATCH ?)",
+            Value::Text(m),
+        );
+    }
+    match req.paging {
+        Paging::Forward { after: Some(v) } => cond(" AND id > ?", Value::Integer(v)),
+        Paging::Backward { before: Some(v) } => cond(" AND id < ?", Value::Integer(v)),
+        _ => {}
+    }
+    if let Some(ids) = &f.ids {
+        sql.push_str(" AND id IN (");
+        for (i, id) in ids.iter().enumerate() {
+            sql.push_str(if i == 0 { "?" } else { ", ?" });
+            args.push(Value::Integer(*id));
+        }
+        sql.push(')');
+    }
+    let backward = matches!(req.paging, Paging::Backward { .. });
+    sql.push_str(if backward {
+        " ORDER BY id DESC LIMIT ?"
+    } else {
+        " ORDER BY id ASC LIMIT ?"
+    });
+    // One more than asked: whether it exists tells whether the page completes the set.
+    args.push(Value::Integer(
+        req.max.saturating_add(1).min(i64::MAX as usize) as i64,
+    ));
+    let mut stmt = c.prepare(&sql).map_err(StorageError::from)?;
+    let mut items = stmt
+        .query_map(params_from_iter(args), |r| {
+            Ok(Archived {
+                id: r.get(0)?,
+                stamp_ms: r.get(1)?,
+                direction: Direction::from_i64(r.get(2)?),
+                stanza: r.get(3)?,
+            })
+        })
+        .map_err(StorageError::from)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(StorageError::from)?;
+    let complete = items.len() <= req.max;
+    items.truncate(req.max);
+    if backward {
+        items.reverse();
+    }
+    Ok(Page { items, complete })
+}
+
+fn join(jids: &[String]) -> String {
+    jids.join("\n")
+}
+
+fn split(s: String) -> Vec<String> {
+    s.split('\n')
+        .filter(|j| !j.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[async_trait]
+impl ArchiveStore for SqliteArchive {
+    async fn append(&self, msg: NewMessage) -> Result<(i64, i64), StorageError> {
+        let last = self.last_stamp.clone();
+        self.store
+            .write(move |c| {
+                // Runs on the single writer thread, in id order: the stamp follows the ids.
+                let stamp = now_ms().max(last.load(Ordering::SeqCst));
+                c.execute(
+                    "INSERT INTO mam_messages
+                         (owner, stamp_ms, with_bare, with_resource, direction, stanza)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        msg.owner,
+                        stamp,
+                        msg.with_bare,
+                        msg.with_resource,
+                        msg.direction.as_i64(),
+                        msg.stanza
+                    ],
+                )?;
+                let id = c.last_insert_rowid();
+                if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
+                    c.execute(
+                        "INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)",
+                        params![id, text],
+                    )?;
+                }
+                last.store(stamp, Ordering::SeqCst);
+                Ok((id, stamp))
+            })
+            .await
+    }
+
+    async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError> {
+        let owner = owner.to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store
+            .read(move |c| {
+                let _ = tx.send(run_query(c, &owner, &req));
+                Ok(())
+            })
+            .await?;
+        rx.await
+            .map_err(|_| StorageError::Backend("archive query dropped".into()))?
+    }
+
+    async fn bounds(&self, owner: &str) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .read(move |c| {
+                let one = |order: &str| -> rusqlite::Result<Option<(i64, i64)>> {
+                    c.query_row(
+                        &format!(
+                            "SELECT id, stamp_ms FROM mam_messages WHERE owner = ?1
+                             ORDER BY id {order} LIMIT 1"
+                        ),
+                        params![owner],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                };
+                Ok(one("ASC")?.zip(one("DESC")?))
+            })
+            .await
+    }
+
+    async fn prefs(&self, owner: &str) -> Result<Option<Prefs>, StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .read(move |c| {
+                let row = c
+                    .query_row(
+                        "SELECT default_policy, always, never FROM mam_prefs WHERE owner = ?1",
+                        params![owner],
+                        |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                Ok(row.map(|(d, always, never)| Prefs {
+                    default: DefaultPolicy::parse(&d).unwrap_or(DefaultPolicy::Always),
+                    always: split(always),
+                    never: split(never),
+                }))
+            })
+            .await
+    }
+
+    async fn set_prefs(&self, owner: &str, prefs: &Prefs) -> Result<(), StorageError> {
+        let owner = owner.to_owned();
+        let prefs = prefs.clone();
+        self.store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO mam_prefs (owner, default_policy, always, never)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (owner) DO UPDATE SET default_policy = excluded.default_policy,
+                         always = excluded.always, never = excluded.never",
+                    params![
+                        owner,
+                        prefs.default.as_str(),
+                        join(&prefs.always),
+                        join(&prefs.never)
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove_owner(&self, owner: &str) -> Result<u64, StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .write(move |c| {
+                let n = c.execute("DELETE FROM mam_messages WHERE owner = ?1", params![owner])?;
+                c.execute("DELETE FROM mam_prefs WHERE owner = ?1", params![owner])?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    async fn purge_older(&self, before_ms: i64, limit: usize) -> Result<usize, StorageError> {
+        self.store
+            .write(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM mam_messages WHERE id IN (
+                         SELECT id FROM mam_messages WHERE stamp_ms < ?1
+                         ORDER BY stamp_ms LIMIT ?2)",
+                    params![before_ms, limit as i64],
+                )?)
+            })
+            .await
+    }
+
+    async fn trim_to_bytes(&self, max_bytes: u64, limit: usize) -> Result<usize, StorageError> {
+        self.store
+            .write(move |c| {
+                let bytes: i64 = c.query_row("SELECT bytes FROM mam_size", [], |r| r.get(0))?;
+                let excess = u64::try_from(bytes).unwrap_or(0).saturating_sub(max_bytes);
+                if excess == 0 {
+                    return Ok(0);
+                }
+                // The oldest messages, just enough of them to free `excess` bytes.
+                let mut stmt = c.prepare(
+                    "SELECT id, octet_length(stanza) FROM mam_messages ORDER BY id LIMIT ?1",
+                )?;
+                let mut rows = stmt.query(params![limit as i64])?;
+                let (mut freed, mut upto) = (0u64, None);
+                while let Some(r) = rows.next()? {
+                    upto = Some(r.get::<_, i64>(0)?);
+                    freed += u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+                    if freed >= excess {
+                        break;
+                    }
+                }
+                drop(rows);
+                let Some(upto) = upto else { return Ok(0) };
+                Ok(c.execute("DELETE FROM mam_messages WHERE id <= ?1", params![upto])?)
+            })
+            .await
+    }
+
+    async fn total_bytes(&self) -> Result<u64, StorageError> {
+        self.store
+            .read(|c| {
+                let b: i64 = c.query_row("SELECT bytes FROM mam_size", [], |r| r.get(0))?;
+                Ok(u64::try_from(b).unwrap_or(0))
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retention::{purge_once, Retention};
+    use crate::store::{Filter, With};
+    use std::time::Duration;
+
+    async fn archive() -> (Arc<SqliteStore>, SqliteArchive) {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let a = SqliteArchive::open(store.clone()).await.unwrap();
+        (store, a)
+    }
+
+    fn msg(owner: &str, with: &str, body: &str) -> NewMessage {
+        let (bare, res) = with.split_once('/').unwrap_or((with, ""));
+        NewMessage {
+            owner: owner.into(),
+            with_bare: bare.into(),
+            with_resource: res.into(),
+            direction: Direction::Incoming,
+            stanza: format!(
+                "<message xmlns='jabber:client' from='{with}' to='{owner}' type='chat'>\
+                 <body>{body}</body></message>"
+            ),
+            text: Some(body.into()),
+        }
+    }
+
+    /// Sets the stamp of `id` (tests of the time filters need stamps apart).
+    async fn restamp(store: &SqliteStore, id: i64, stamp: i64) {
+        store
+            .write(move |c| {
+                c.execute(
+                    "UPDATE mam_messages SET stamp_ms = ?1 WHERE id = ?2",
+                    params![stamp, id],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    fn page(paging: Paging, max: usize) -> PageRequest {
+        PageRequest {
+            filter: Filter::default(),
+            paging,
+            max,
+        }
+    }
+
+    fn ids(p: &Page) -> Vec<i64> {
+        p.items.iter().map(|i| i.id).collect()
+    }
+
+    async fn ten(a: &SqliteArchive) -> Vec<i64> {
+        let mut v = Vec::new();
+        for i in 0..10 {
+            let (id, _) = a
+                .append(msg("b@x", "a@x/r", &format!("m{i}")))
+                .await
+                .unwrap();
+            v.push(id);
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn ids_grow_and_stamps_never_go_back() {
+        let (_, a) = archive().await;
+        let mut last = (0, 0);
+        for i in 0..20 {
+            let got = a.append(msg("b@x", "a@x", &format!("n{i}"))).await.unwrap();
+            assert!(got.0 > last.0 && got.1 >= last.1, "{got:?} after {last:?}");
+            last = got;
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_forward_and_backward_to_the_end() {
+        let (_, a) = archive().await;
+        let all = ten(&a).await;
+        // Forward, four at a time.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let p = a
+                .query("b@x", page(Paging::Forward { after }, 4))
+                .await
+                .unwrap();
+            seen.extend(ids(&p));
+            after = p.items.last().map(|i| i.id);
+            if p.complete {
+                break;
+            }
+        }
+        assert_eq!(seen, all);
+        // Backward from the latest page (empty <before/>).
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let p = a
+                .query("b@x", page(Paging::Backward { before }, 4))
+                .await
+                .unwrap();
+            let mut got = ids(&p);
+            got.extend(seen);
+            seen = got;
+            before = p.items.first().map(|i| i.id);
+            if p.complete {
+                break;
+            }
+        }
+        assert_eq!(seen, all);
+        let latest = a
+            .query("b@x", page(Paging::Backward { before: None }, 3))
+            .await
+            .unwrap();
+        assert_eq!(ids(&latest), all[7..]);
+        assert!(!latest.complete);
+        // An exact fit is complete; max 0 only tells whether anything is there.
+        let p = a
+            .query("b@x", page(Paging::Forward { after: None }, 10))
+            .await
+            .unwrap();
+        assert!(p.complete);
+        let p = a
+            .query("b@x", page(Paging::Forward { after: None }, 0))
+            .await
+            .unwrap();
+        assert!(p.items.is_empty() && !p.complete);
+        // Another owner's archive is empty.
+        let p = a
+            .query("c@x", page(Paging::Forward { after: None }, 5))
+            .await
+            .unwrap();
+        assert!(p.items.is_empty() && p.complete);
+    }
+
+    #[tokio::test]
+    async fn filters_combine() {
+        let (store, a) = archive().await;
+        let (x1, _) = a
+            .append(msg("b@x", "a@x/phone", "hello there"))
+            .await
+            .unwrap();
+        let (x2, _) = a
+            .append(msg("b@x", "a@x/laptop", "general kenobi"))
+            .await
+            .unwrap();
+        let (x3, _) = a.append(msg("b@x", "c@x", "hello again")).await.unwrap();
+        let (other, _) = a
+            .append(msg("c@x", "a@x", "hello from elsewhere"))
+            .await
+            .unwrap();
+        for (id, stamp) in [(x1, 1_000), (x2, 2_000), (x3, 3_000)] {
+            restamp(&store, id, stamp).await;
+        }
+        let q = |filter: Filter| PageRequest {
+            filter,
+            paging: Paging::Forward { after: None },
+            max: 50,
+        };
+        let run = |f: Filter| {
+            let a = &a;
+            async move { ids(&a.query("b@x", q(f)).await.unwrap()) }
+        };
+        let with = |bare: &str, resource: Option<&str>| With {
+            bare: bare.into(),
+            resource: resource.map(Into::into),
+        };
+        assert_eq!(
+            run(Filter {
+                with: Some(with("a@x", None)),
+                ..Default::default()
+            })
+            .await,
+            [x1, x2]
+        );
+        assert_eq!(
+            run(Filter {
+                with: Some(with("a@x", Some("laptop"))),
+                ..Default::default()
+            })
+            .await,
+            [x2]
+        );
+        assert_eq!(
+            run(Filter {
+                start_ms: Some(2_000),
+                ..Default::default()
+            })
+            .await,
+            [x2, x3]
+        );
+        assert_eq!(
+            run(Filter {
+                end_ms: Some(2_000),
+                ..Default::default()
+            })
+            .await,
+            [x1, x2]
+        );
+        assert_eq!(
+            run(Filter {
+                after_id: Some(x1),
+                before_id: Some(x3),
+                ..Default::default()
+            })
+            .await,
+            [x2]
+        );
+        assert_eq!(
+            run(Filter {
+                ids: Some(vec![x3, x1]),
+                ..Default::default()
+            })
+            .await,
+            [x1, x3]
+        );
+        assert_eq!(
+            run(Filter {
+                fulltext: Some("HELLO".into()),
+                ..Default::default()
+            })
+            .await,
+            [x1, x3],
+            "case-insensitive, and scoped to the owner"
+        );
+        assert_eq!(
+            run(Filter {
+                fulltext: Some("hello again".into()),
+                ..Default::default()
+            })
+            .await,
+            [x3],
+            "every term"
+        );
+        assert_eq!(
+            run(Filter {
+                fulltext: Some("\"unbalanced OR (".into()),
+                ..Default::default()
+            })
+            .await,
+            Vec::<i64>::new(),
+            "FTS5 syntax in the input is taken as text"
+        );
+        assert_eq!(
+            run(Filter {
+                with: Some(with("a@x", None)),
+                fulltext: Some("kenobi".into()),
+                ..Default::default()
+            })
+            .await,
+            [x2]
+        );
+        // Ids of another archive, and ids that never were, are unknown.
+        for bad in [other, 9_999] {
+            let f = Filter {
+                after_id: Some(bad),
+                ..Default::default()
+            };
+            assert!(matches!(
+                a.query("b@x", q(f)).await,
+                Err(ArchiveError::UnknownId)
+            ));
+            let r = a
+                .query("b@x", page(Paging::Forward { after: Some(bad) }, 5))
+                .await;
+            assert!(matches!(r, Err(ArchiveError::UnknownId)));
+            let r = a
+                .query("b@x", page(Paging::Backward { before: Some(bad) }, 5))
+                .await;
+            assert!(matches!(r, Err(ArchiveError::UnknownId)));
+            let f = Filter {
+                ids: Some(vec![x1, bad]),
+                ..Default::default()
+            };
+            assert!(matches!(
+                a.query("b@x", q(f)).await,
+                Err(ArchiveError::UnknownId)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn bounds_prefs_and_removal() {
+        let (_, a) = archive().await;
+        assert_eq!(a.bounds("b@x").await.unwrap(), None);
+        let all = ten(&a).await;
+        a.append(msg("keep@x", "a@x", "kept words")).await.unwrap();
+        let ((first, _), (last, _)) = a.bounds("b@x").await.unwrap().unwrap();
+        assert_eq!((first, last), (all[0], all[9]));
+
+        assert_eq!(a.prefs("b@x").await.unwrap(), None);
+        let p = Prefs {
+            default: DefaultPolicy::Roster,
+            always: vec!["a@x".into()],
+            never: vec!["n@x".into(), "m@x".into()],
+        };
+        a.set_prefs("b@x", &p).await.unwrap();
+        assert_eq!(a.prefs("b@x").await.unwrap(), Some(p));
+
+        let before = a.total_bytes().await.unwrap();
+        assert_eq!(a.remove_owner("b@x").await.unwrap(), 10);
+        assert_eq!(a.bounds("b@x").await.unwrap(), None);
+        assert_eq!(a.prefs("b@x").await.unwrap(), None);
+        let after = a.total_bytes().await.unwrap();
+        assert!(after < before && after > 0, "{before} -> {after}");
+        // The other owner's message, and its index entry, stay.
+        let f = Filter {
+            fulltext: Some("kept".into()),
+            ..Default::default()
+        };
+        let p = a
+            .query(
+                "keep@x",
+                PageRequest {
+                    filter: f,
+                    paging: Paging::Forward { after: None },
+                    max: 5,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(p.items.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_purges_by_age_and_size_in_batches() {
+        let (store, a) = archive().await;
+        let all = ten(&a).await;
+        for (i, id) in all.iter().enumerate() {
+            restamp(&store, *id, 1_000 * (i as i64 + 1)).await;
+        }
+        let r = Retention {
+            max_age: Some(Duration::from_millis(5_500)),
+            max_bytes: None,
+            interval: Duration::from_secs(1),
+            batch: 2,
+        };
+        // At 10 s, what is older than 4.5 s goes: stamps 1..=4 s.
+        let commits = store.commit_count();
+        assert_eq!(purge_once(&a, &r, 10_000).await.unwrap(), 4);
+        assert!(
+            store.commit_count() - commits >= 3,
+            "one transaction per batch"
+        );
+        let p = a
+            .query("b@x", page(Paging::Forward { after: None }, 50))
+            .await
+            .unwrap();
+        assert_eq!(ids(&p), all[4..]);
+        // The full-text rows of purged messages went with them.
+        let fts: i64 = store
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM mam_fts", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(fts, 6);
+
+        // A size cap: only the newest that fit stay.
+        let one = a.total_bytes().await.unwrap() / 6;
+        let r = Retention {
+            max_age: None,
+            max_bytes: Some(one * 2),
+            ..r
+        };
+        purge_once(&a, &r, 10_000).await.unwrap();
+        let p = a
+            .query("b@x", page(Paging::Forward { after: None }, 50))
+            .await
+            .unwrap();
+        assert_eq!(ids(&p), all[8..]);
+        assert!(a.total_bytes().await.unwrap() <= one * 2);
+    }
+
+    #[tokio::test]
+    async fn the_archive_survives_a_restart_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let last = {
+            let store = Arc::new(SqliteStore::open(&path).unwrap());
+            let a = SqliteArchive::open(store).await.unwrap();
+            let all = ten(&a).await;
+            a.remove_owner("b@x").await.unwrap();
+            a.append(msg("b@x", "a@x", "after removal"))
+                .await
+                .unwrap()
+                .0
+                .max(all[9])
+        };
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let a = SqliteArchive::open(store).await.unwrap();
+        let p = a
+            .query("b@x", page(Paging::Forward { after: None }, 50))
+            .await
+            .unwrap();
+        assert_eq!(ids(&p), [last]);
+        let (next, _) = a.append(msg("b@x", "a@x", "new")).await.unwrap();
+        assert!(next > last);
+    }
+}

@@ -1,0 +1,222 @@
+//! The archive module on a server with in-memory sessions: what is archived where, the stanza
+//! id on delivered and offline copies, results before the `<fin/>`, account removal.
+
+use std::sync::Arc;
+
+use minidom::Element;
+use xmppd_core::testing::TestClient;
+use xmppd_core::{BareJid, CoreConfig, Server};
+use xmppd_mam::module::{MamModule, MamSettings};
+use xmppd_mam::store::{Filter, PageRequest, Paging};
+use xmppd_mam::{ArchiveStore, SqliteArchive};
+use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
+
+const SID: &str = "urn:xmpp:sid:0";
+const MAM: &str = "urn:xmpp:mam:2";
+
+async fn setup() -> (Arc<Server>, Arc<SqliteArchive>) {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob", "carol"] {
+        store
+            .create_user(&UserRef::new(u, "localhost"), &[])
+            .await
+            .unwrap();
+    }
+    let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
+    let module = MamModule::new(archive.clone(), MamSettings::default());
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(Arc::new(module))
+        .build();
+    (server, archive)
+}
+
+async fn online(server: &Arc<Server>, user: &str) -> TestClient {
+    let mut c = TestClient::login(server, user, "r").await;
+    c.send(server, "<presence xmlns='jabber:client'/>").await;
+    c.drain();
+    c
+}
+
+async fn all(archive: &SqliteArchive, owner: &str) -> Vec<(i64, String)> {
+    let req = PageRequest {
+        filter: Filter::default(),
+        paging: Paging::Forward { after: None },
+        max: 100,
+    };
+    let page = archive.query(owner, req).await.unwrap();
+    page.items
+        .into_iter()
+        .map(|i| {
+            let el: Element = i.stanza.parse().unwrap();
+            (
+                i.id,
+                el.get_child("body", "jabber:client")
+                    .map(Element::text)
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn message(got: &[Element], body: &str) -> Element {
+    got.iter()
+        .find(|e| {
+            e.name() == "message"
+                && e.get_child("body", "jabber:client")
+                    .map(Element::text)
+                    .as_deref()
+                    == Some(body)
+        })
+        .unwrap_or_else(|| panic!("no message {body:?} in {got:?}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn both_sides_are_archived_and_the_delivered_copy_carries_the_recipients_id() {
+    let (server, archive) = setup().await;
+    let mut alice = online(&server, "alice").await;
+    let mut bob = online(&server, "bob").await;
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='bob@localhost' type='chat'><body>hi</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='bob@localhost' id='forged'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='other.example' id='theirs'/>\
+             <origin-id xmlns='urn:xmpp:sid:0' id='o1'/></message>",
+        )
+        .await;
+    let got = message(&bob.drain(), "hi");
+    let ids: Vec<_> = got.children().filter(|c| c.is("stanza-id", SID)).collect();
+    assert_eq!(ids.len(), 2, "{got:?}");
+    assert_eq!(
+        ids[0].attr("by"),
+        Some("other.example"),
+        "a foreign archive's id stays"
+    );
+    assert_eq!(ids[1].attr("by"), Some("bob@localhost"));
+    assert!(got.get_child("origin-id", SID).is_some());
+    let bobs = all(&archive, "bob@localhost").await;
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(ids[1].attr("id"), Some(bobs[0].0.to_string().as_str()));
+    assert_eq!(all(&archive, "alice@localhost").await[0].1, "hi");
+    assert!(alice.drain().iter().all(|e| e.name() != "message"));
+}
+
+#[tokio::test]
+async fn a_message_to_an_offline_user_is_archived_once_and_stored_with_its_id() {
+    let (server, archive) = setup().await;
+    let mut alice = online(&server, "alice").await;
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='carol@localhost' type='chat'>\
+             <body>later</body></message>",
+        )
+        .await;
+    let carols = all(&archive, "carol@localhost").await;
+    assert_eq!(carols.len(), 1);
+    let mut carol = TestClient::login(&server, "carol", "r").await;
+    carol
+        .send(&server, "<presence xmlns='jabber:client'/>")
+        .await;
+    let got = message(&carol.pump(&server).await, "later");
+    let sid = got
+        .get_child("stanza-id", SID)
+        .expect("offline copy has the id");
+    assert_eq!(sid.attr("id"), Some(carols[0].0.to_string().as_str()));
+    assert_eq!(all(&archive, "carol@localhost").await.len(), 1);
+}
+
+#[tokio::test]
+async fn nobody_archives_for_an_unknown_account_and_self_messages_once() {
+    let (server, archive) = setup().await;
+    let mut alice = online(&server, "alice").await;
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='nobody@localhost' type='chat'>\
+             <body>hello?</body></message>",
+        )
+        .await;
+    assert!(all(&archive, "nobody@localhost").await.is_empty());
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='alice@localhost' type='chat'>\
+             <body>note to self</body></message>",
+        )
+        .await;
+    let mine = all(&archive, "alice@localhost").await;
+    let notes = mine.iter().filter(|(_, b)| b == "note to self").count();
+    assert_eq!(notes, 1, "{mine:?}");
+}
+
+#[tokio::test]
+async fn results_come_before_the_fin_and_only_the_owner_may_ask() {
+    let (server, _archive) = setup().await;
+    let mut alice = online(&server, "alice").await;
+    let mut bob = online(&server, "bob").await;
+    for i in 0..3 {
+        alice
+            .send(
+                &server,
+                &format!(
+                    "<message xmlns='jabber:client' to='bob@localhost' type='chat'>\
+                     <body>n{i}</body></message>"
+                ),
+            )
+            .await;
+    }
+    bob.drain();
+    bob.send(
+        &server,
+        "<iq xmlns='jabber:client' type='set' id='q'><query xmlns='urn:xmpp:mam:2' queryid='x'>\
+         <set xmlns='http://jabber.org/protocol/rsm'><max>2</max></set></query></iq>",
+    )
+    .await;
+    let got = bob.drain();
+    let names: Vec<&str> = got.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["message", "message", "iq"]);
+    let fin = got[2].get_child("fin", MAM).unwrap();
+    assert_ne!(fin.attr("complete"), Some("true"), "more follows");
+    for m in &got[..2] {
+        let r = m.get_child("result", MAM).unwrap();
+        assert_eq!(r.attr("queryid"), Some("x"));
+    }
+    alice
+        .send(
+            &server,
+            "<iq xmlns='jabber:client' type='set' id='q2' to='bob@localhost'>\
+             <query xmlns='urn:xmpp:mam:2'/></iq>",
+        )
+        .await;
+    let got = alice.drain();
+    let err = got.iter().find(|e| e.name() == "iq").unwrap();
+    assert_eq!(err.attr("type"), Some("error"));
+    assert!(err
+        .get_child("error", "jabber:client")
+        .unwrap()
+        .get_child("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas")
+        .is_some());
+}
+
+#[tokio::test]
+async fn removing_the_account_deletes_its_archive() {
+    let (server, archive) = setup().await;
+    let mut alice = online(&server, "alice").await;
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='bob@localhost' type='chat'><body>x</body></message>",
+        )
+        .await;
+    assert_eq!(all(&archive, "bob@localhost").await.len(), 1);
+    let bob = BareJid::new("bob@localhost").unwrap();
+    server.remove_account(&bob, None).await.unwrap();
+    assert!(all(&archive, "bob@localhost").await.is_empty());
+    assert_eq!(
+        all(&archive, "alice@localhost").await.len(),
+        1,
+        "the other side keeps its own"
+    );
+}
