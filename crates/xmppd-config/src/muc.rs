@@ -1,0 +1,105 @@
+//! `[muc]`: the section, its checked form, and its checks.
+
+use serde::Deserialize;
+
+use crate::{in_range, normalise_domain, ConfigError};
+
+/// `[muc]`: the multi-user chat service (XEP-0045), one per host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MucSection {
+    pub enabled: bool,
+    /// The service domain; `{host}` stands for each served host.
+    pub domain: String,
+    pub creation: MucCreation,
+    pub max_rooms_per_user: u64,
+    pub max_occupants: u64,
+    pub max_history: u64,
+    pub max_history_bytes: u64,
+    pub messages_per_second: u64,
+}
+
+impl Default for MucSection {
+    fn default() -> Self {
+        MucSection {
+            enabled: true,
+            domain: "conference.{host}".into(),
+            creation: MucCreation::All,
+            max_rooms_per_user: 100,
+            max_occupants: 500,
+            max_history: 50,
+            max_history_bytes: 256 * 1024,
+            messages_per_second: 5,
+        }
+    }
+}
+
+/// Who may create chat rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MucCreation {
+    /// Every local user.
+    #[default]
+    All,
+    /// Server administrators only.
+    Admins,
+}
+
+/// The checked `[muc]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MucSettings {
+    /// (host, service domain) pairs; empty when the service is disabled.
+    pub services: Vec<(String, String)>,
+    pub creation: MucCreation,
+    /// 0: no limit.
+    pub max_rooms_per_user: usize,
+    pub max_occupants: usize,
+    pub max_history: usize,
+    /// Bytes of history a room keeps in memory.
+    pub max_history_bytes: usize,
+    /// 0: no limit.
+    pub messages_per_second: u32,
+}
+
+/// Checks `[muc]`: one service domain per host, none of them a host itself.
+pub(crate) fn validate_muc(
+    m: &MucSection,
+    hosts: &[String],
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<MucSettings, ConfigError> {
+    let mut services = Vec::new();
+    if m.enabled {
+        if hosts.len() > 1 && !m.domain.contains("{host}") {
+            return Err(fail(
+                "muc.domain",
+                "with several hosts the domain must contain {host}".into(),
+            ));
+        }
+        for host in hosts {
+            let domain = normalise_domain(&m.domain.replace("{host}", host))
+                .map_err(|why| fail("muc.domain", format!("invalid domain: {why}")))?;
+            if hosts.contains(&domain) {
+                return Err(fail(
+                    "muc.domain",
+                    format!("{domain:?} is a host, not a subdomain"),
+                ));
+            }
+            services.push((host.clone(), domain));
+        }
+    }
+    Ok(MucSettings {
+        services,
+        creation: m.creation,
+        max_rooms_per_user: in_range(m.max_rooms_per_user, 0, 1 << 20)
+            .map_err(|why| fail("muc.max_rooms_per_user", why))?,
+        max_occupants: in_range(m.max_occupants, 1, 100_000)
+            .map_err(|why| fail("muc.max_occupants", why))?,
+        max_history: in_range(m.max_history, 0, 10_000)
+            .map_err(|why| fail("muc.max_history", why))?,
+        max_history_bytes: in_range(m.max_history_bytes, 0, 1 << 30)
+            .map_err(|why| fail("muc.max_history_bytes", why))?,
+        messages_per_second: in_range(m.messages_per_second, 0, 1_000_000)
+            .map_err(|why| fail("muc.messages_per_second", why))?
+            as u32,
+    })
+}

@@ -1,0 +1,433 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+fn load(text: &str) -> Result<ValidatedConfig, ConfigError> {
+    Source::new("t.toml", text, PathBuf::from("/etc/xmppd")).load()
+}
+
+fn err(text: &str) -> ConfigError {
+    load(text).expect_err("config should be rejected")
+}
+
+#[test]
+fn muc_section_gives_one_service_per_host() {
+    let c = load("[server]\nhosts = [\"a.org\", \"b.org\"]\n").unwrap();
+    let expected = [("a.org", "conference.a.org"), ("b.org", "conference.b.org")];
+    let got: Vec<(&str, &str)> = c
+        .muc
+        .services
+        .iter()
+        .map(|(h, d)| (h.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(c.muc.creation, MucCreation::All);
+    let c = load("[muc]\ndomain = \"Chat.Example.org\"\ncreation = \"admins\"\n").unwrap();
+    assert_eq!(c.muc.services[0].1, "chat.example.org");
+    assert_eq!(c.muc.creation, MucCreation::Admins);
+    assert!(load("[muc]\nenabled = false\n")
+        .unwrap()
+        .muc
+        .services
+        .is_empty());
+    let e = err("[server]\nhosts = [\"a.org\", \"b.org\"]\n[muc]\ndomain = \"chat.org\"\n");
+    assert_eq!((e.key.as_deref(), e.line), (Some("muc.domain"), Some(4)));
+    let e = err("[muc]\nmax_occupants = 0\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("muc.max_occupants"), Some(2))
+    );
+    assert_eq!(
+        err("[muc]\ndomain = \"localhost\"\n").key.as_deref(),
+        Some("muc.domain")
+    );
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = load("").unwrap();
+    assert_eq!(c.server.hosts, vec!["localhost".to_string()]);
+    assert_eq!(c.server.data_dir, PathBuf::from("/etc/xmppd/data"));
+    assert_eq!(
+        c.storage.sqlite_path,
+        PathBuf::from("/etc/xmppd/data/xmppd.sqlite")
+    );
+    assert_eq!(c.server.log_level, LogLevel::Info);
+    assert!(!c.server.hide_ip_in_logs && !c.server.show_os);
+    assert!(!c.server.node_name.is_empty());
+    assert_eq!(
+        c.c2s.starttls_listen,
+        vec!["0.0.0.0:5222".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(
+        c.c2s.direct_tls_listen,
+        vec!["0.0.0.0:5223".parse::<SocketAddr>().unwrap()]
+    );
+    assert!(c.c2s.require_starttls);
+    assert_eq!(c.c2s.max_stanza_bytes, 262_144);
+    assert_eq!(c.c2s.pre_auth_max_stanza_bytes, 8192);
+    assert_eq!(c.c2s.session_queue, 512);
+    assert_eq!(c.c2s.session_queue_bytes, 1 << 20);
+    assert_eq!(c.c2s.session_reply_bytes, 4 << 20);
+    assert_eq!(c.c2s.shaper_bytes_per_sec, 65_536);
+    assert_eq!(c.c2s.shaper_burst_bytes, 524_288);
+    assert_eq!(c.c2s.max_presence_bytes, 16_384);
+    assert_eq!(c.muc.max_history_bytes, 262_144);
+    assert_eq!(c.c2s.handshake_timeout, Duration::from_secs(30));
+    assert_eq!(c.c2s.max_auth_failures, 3);
+    assert_eq!(c.tls.reload_interval, Duration::from_secs(60));
+    assert!(c.tls.certificates.is_empty());
+    assert_eq!(c.offline_max_per_user, 1000);
+    assert_eq!(c.resources_max_per_user, 16);
+    assert_eq!(c.roster_max_items, 5000);
+}
+
+#[test]
+fn builtin_resolves_against_cwd() {
+    let c = Source::builtin(PathBuf::from("/srv/x")).load().unwrap();
+    assert_eq!(c.server.data_dir, PathBuf::from("/srv/x/data"));
+    assert_eq!(c.source, BUILTIN_NAME);
+}
+
+#[test]
+fn hosts_are_lowercased_and_checked() {
+    let c = load("[server]\nhosts = [\"Example.ORG\", \"chat.example.org.\"]\n").unwrap();
+    assert_eq!(c.server.hosts, vec!["example.org", "chat.example.org"]);
+
+    let e = err("[server]\nhosts = [\n  \"a.org\",\n  \"A.org\",\n]\n");
+    assert_eq!(e.line, Some(4));
+    assert_eq!(e.key.as_deref(), Some("server.hosts"));
+    assert!(e.message.contains("duplicate"), "{e}");
+
+    let e = err("\n[server]\nhosts = [\"bad domain\"]\n");
+    assert_eq!(
+        e.to_string(),
+        format!("t.toml:3: server.hosts: {}", e.message)
+    );
+    assert!(e.message.contains("bad domain"));
+
+    let e = err("[server]\nhosts = []\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("server.hosts")));
+
+    for bad in ["-a.org", "a..org", "ä.org", ""] {
+        assert!(normalise_domain(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn bad_listen_address_names_key_and_line() {
+    let text = "# c\n[c2s]\nrequire_starttls = false\nstarttls_listen = [\"0.0.0.0:99999\"]\n";
+    let e = err(text);
+    assert_eq!(
+        e.to_string(),
+        "t.toml:4: c2s.starttls_listen: invalid socket address \"0.0.0.0:99999\" \
+         (expected IP:PORT)"
+    );
+}
+
+#[test]
+fn listen_addresses_parse_and_clash() {
+    let c = load("[c2s]\nstarttls_listen = [\"[::]:5222\", \"127.0.0.1:0\"]\n").unwrap();
+    assert_eq!(
+        c.c2s.starttls_listen[0],
+        "[::]:5222".parse::<SocketAddr>().unwrap()
+    );
+
+    let e = err("[c2s]\nstarttls_listen = [\"0.0.0.0:5223\"]\n");
+    assert_eq!(e.key.as_deref(), Some("c2s.direct_tls_listen"));
+    assert!(e.message.contains("listed twice"), "{e}");
+    // The clashing default has no line of its own: the error points at its section.
+    assert_eq!(e.line, Some(1));
+
+    let e = err("[c2s]\nstarttls_listen = []\ndirect_tls_listen = []\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("c2s.starttls_listen"))
+    );
+}
+
+#[test]
+fn numeric_limits_name_their_key() {
+    let cases = [
+        ("[c2s]\nmax_stanza_bytes = 9999\n", "c2s.max_stanza_bytes"),
+        (
+            "[c2s]\npre_auth_max_stanza_bytes = 100\n",
+            "c2s.pre_auth_max_stanza_bytes",
+        ),
+        ("[c2s]\nsession_queue = 0\n", "c2s.session_queue"),
+        (
+            "[c2s]\nsession_queue_bytes = 100000\n",
+            "c2s.session_queue_bytes",
+        ),
+        (
+            "[c2s]\nsession_reply_bytes = 2000000000\n",
+            "c2s.session_reply_bytes",
+        ),
+        (
+            "[c2s]\nshaper_bytes_per_sec = 100\n",
+            "c2s.shaper_bytes_per_sec",
+        ),
+        (
+            "[c2s]\nshaper_burst_bytes = 2000000000\n",
+            "c2s.shaper_burst_bytes",
+        ),
+        (
+            "[c2s]\nmax_presence_bytes = 1000\n",
+            "c2s.max_presence_bytes",
+        ),
+        (
+            "[muc]\nmax_history_bytes = 2000000000\n",
+            "muc.max_history_bytes",
+        ),
+        (
+            "[c2s]\nhandshake_timeout_secs = 0\n",
+            "c2s.handshake_timeout_secs",
+        ),
+        ("[c2s]\nmax_auth_failures = 0\n", "c2s.max_auth_failures"),
+        ("[c2s]\nmax_connections = 0\n", "c2s.max_connections"),
+        ("[c2s]\nmax_pending_per_ip = 0\n", "c2s.max_pending_per_ip"),
+        (
+            "[tls]\nreload_interval_secs = 0\n",
+            "tls.reload_interval_secs",
+        ),
+        ("[resources]\nmax_per_user = 0\n", "resources.max_per_user"),
+        ("[offline]\nmax_per_user = -1\n", "offline.max_per_user"),
+    ];
+    for (text, key) in cases {
+        let e = err(text);
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some(key)),
+            "{text}: {e}"
+        );
+    }
+    // The queue must hold the largest stanza; raising that alone names the queue.
+    let e = err("[c2s]\nmax_stanza_bytes = 2000000\n");
+    assert_eq!(e.key.as_deref(), Some("c2s.session_queue_bytes"), "{e}");
+    assert!(e.message.contains("c2s.max_stanza_bytes"), "{e}");
+    let c = load("[c2s]\nshaper_bytes_per_sec = 0\nsession_reply_bytes = 0\n").unwrap();
+    assert_eq!(
+        (c.c2s.shaper_bytes_per_sec, c.c2s.session_reply_bytes),
+        (0, 0)
+    );
+    let c = load("[offline]\nmax_per_user = 0\n").unwrap();
+    assert_eq!(c.offline_max_per_user, 0);
+}
+
+#[test]
+fn pre_auth_limit_may_not_exceed_the_post_auth_one() {
+    let e = err("[c2s]\nmax_stanza_bytes = 10000\npre_auth_max_stanza_bytes = 20000\n");
+    assert_eq!(e.line, Some(3));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_line() {
+    let e = err("[server]\nhosts = [\"a.org\"]\n\n[c2s]\nrequire_startls = false\n");
+    assert_eq!(e.line, Some(5));
+    assert_eq!(e.key.as_deref(), Some("c2s.require_startls"));
+    assert!(e.message.contains("unknown key"), "{e}");
+
+    let e = err("[server]\nhosts = [\"a.org\"]\n[serverr]\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("serverr")));
+
+    let e = err("[[tls.certificate]]\ndomain = \"localhost\"\ncert = \"c\"\nkey = \"k\"\npw = 1\n");
+    assert_eq!(e.line, Some(5));
+    assert_eq!(e.key.as_deref(), Some("tls.certificate[0].pw"));
+}
+
+#[test]
+fn wrong_types_and_enums_are_rejected_with_their_line() {
+    let e = err("[server]\n\nlog_level = \"loud\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(3), Some("server.log_level"))
+    );
+    let e = err("[c2s]\nrequire_starttls = \"yes\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("c2s.require_starttls"))
+    );
+    let e = err("[storage]\nbackend = \"postgres\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("storage.backend"))
+    );
+}
+
+#[test]
+fn other_spellings_are_located_too() {
+    // Dotted keys and inline tables name the same paths as sections do.
+    let e = err("# x\nc2s.max_stanza_bytes = 1\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("c2s.max_stanza_bytes"))
+    );
+    let e = err("\nserver = { hosts = [\"a.org\"], colour = 1 }\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("server.colour")));
+    // A list element of the wrong type is named by its list, on the element's line.
+    let e = err("[server]\nhosts = [\n\"a.org\",\n1,\n]\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("server.hosts")));
+    // A section given as a scalar.
+    let e = err("\nserver = 5\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("server")));
+    // Overflowing the integer type.
+    let e = err("[c2s]\nmax_auth_failures = 99999999999\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("c2s.max_auth_failures"))
+    );
+}
+
+#[test]
+fn syntax_errors_are_one_line_with_a_line_number() {
+    let e = err("[server]\nhosts = [\"a.org\"\n[c2s]\n");
+    assert!(e.line.is_some());
+    let shown = e.to_string();
+    assert!(!shown.contains('\n'), "{shown}");
+    assert!(shown.starts_with("t.toml:"), "{shown}");
+}
+
+#[test]
+fn line_breaks_quoted_from_the_document_are_escaped() {
+    for (text, expect) in [
+        (
+            "[auth.hosts]\n\"a\\nb\" = \"ldap\"\n",
+            "t.toml:2: auth.hosts.a\\nb: ",
+        ),
+        ("[server]\n\"x\\ry\" = 1\n", "t.toml:2: server.x\\ry: "),
+        (
+            "[server]\n\"x\\u2028y\" = 1\n",
+            "t.toml:2: server.x\\u{2028}y: ",
+        ),
+    ] {
+        let shown = err(text).to_string();
+        assert!(shown.starts_with(expect), "{shown}");
+        assert!(!shown.contains(['\n', '\r', '\u{2028}']), "{shown:?}");
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file_directory() {
+    let c = load("[server]\ndata_dir = \"var\"\n[storage]\nsqlite_path = \"db/x.db\"\n").unwrap();
+    assert_eq!(c.server.data_dir, PathBuf::from("/etc/xmppd/var"));
+    assert_eq!(
+        c.storage.sqlite_path,
+        PathBuf::from("/etc/xmppd/var/db/x.db")
+    );
+    let c =
+        load("[server]\ndata_dir = \"/abs\"\n[storage]\nsqlite_path = \"/db.sqlite\"\n").unwrap();
+    assert_eq!(c.server.data_dir, PathBuf::from("/abs"));
+    assert_eq!(c.storage.sqlite_path, PathBuf::from("/db.sqlite"));
+}
+
+#[test]
+fn read_resolves_against_the_file_and_names_it() {
+    let dir = scratch_dir("read");
+    let file = dir.join("conf.toml");
+    std::fs::write(&file, "[server]\ndata_dir = \"d\"\n").unwrap();
+    let c = Source::read(&file).unwrap().load().unwrap();
+    assert_eq!(c.server.data_dir, dir.join("d"));
+    assert_eq!(c.source, file.display().to_string());
+
+    let missing = Source::read(&dir.join("nope.toml")).unwrap_err();
+    assert!(missing.to_string().contains("nope.toml"), "{missing}");
+}
+
+#[test]
+fn certificates_resolve_and_must_exist_and_match_a_host() {
+    let dir = scratch_dir("certs");
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    std::fs::write(dir.join("tls/a.pem"), "x").unwrap();
+    std::fs::write(dir.join("tls/a.key"), "x").unwrap();
+    let src = |extra: &str| {
+        let text = format!(
+            "[server]\nhosts = [\"a.org\"]\n[[tls.certificate]]\ndomain = \"A.org\"\n\
+             cert = \"tls/a.pem\"\nkey = \"tls/a.key\"\n{extra}"
+        );
+        Source::new("t.toml", text, dir.clone())
+    };
+    let c = src("").load().unwrap();
+    assert_eq!(
+        c.tls.certificates,
+        vec![CertificateSettings {
+            domain: "a.org".into(),
+            cert: dir.join("tls/a.pem"),
+            key: dir.join("tls/a.key"),
+        }]
+    );
+
+    let e = src("[[tls.certificate]]\ndomain = \"b.org\"\ncert = \"x\"\nkey = \"y\"\n")
+        .load()
+        .unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(8), Some("tls.certificate[1].domain"))
+    );
+
+    let e = src("[[tls.certificate]]\ndomain = \"a.org\"\ncert = \"x\"\nkey = \"y\"\n")
+        .load()
+        .unwrap_err();
+    assert!(e.message.contains("second certificate"), "{e}");
+
+    let text = "[[tls.certificate]]\ndomain = \"localhost\"\ncert = \"tls/a.pem\"\n\
+                key = \"tls/missing.key\"\n";
+    let e = Source::new("t.toml", text, dir.clone()).load().unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(4), Some("tls.certificate[0].key"))
+    );
+    assert!(e.message.contains("file not found"), "{e}");
+
+    let e = err("[[tls.certificate]]\ndomain = \"localhost\"\ncert = \"c\"\n");
+    assert!(e.message.contains("missing field `key`"), "{e}");
+    assert_eq!(e.key.as_deref(), Some("tls.certificate[0]"));
+}
+
+#[test]
+fn registration_is_off_by_default_and_hosts_must_be_served() {
+    let c = load("").unwrap();
+    assert!(c.registration.hosts.is_empty());
+    assert_eq!(c.registration.max_per_ip_per_hour, 5);
+    assert_eq!(c.registration.min_password_length, 8);
+    assert_eq!(c.registration.tombstone, Duration::from_secs(30 * 86_400));
+    let c = load(
+        "[registration]\nhosts = [\"LocalHost\"]\nmax_per_ip_per_hour = 0\ntombstone_days = 0\n",
+    )
+    .unwrap();
+    assert_eq!(c.registration.hosts, vec!["localhost"]);
+    assert_eq!(c.registration.max_per_ip_per_hour, 0);
+    assert_eq!(c.registration.tombstone, Duration::ZERO);
+    let e = err("[registration]\ntombstone_days = 100000\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("registration.tombstone_days"))
+    );
+    let e = err("[registration]\nhosts = [\"other.org\"]\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("registration.hosts"))
+    );
+    let e = err("[registration]\nmin_password_length = 0\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("registration.min_password_length"))
+    );
+}
+
+#[test]
+fn example_file_is_valid() {
+    let text = include_str!("../../../examples/xmppd.toml");
+    let c = Source::new("examples/xmppd.toml", text, PathBuf::from("/x")).load();
+    let c = c.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.source, "examples/xmppd.toml");
+}
+
+/// A fresh directory under the system temp dir (removed first if a previous run left it).
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xmppd-config-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
