@@ -25,9 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsConnector;
-use xmppd_stream::Event;
 
-use super::client::{login, next_event, tls_client_config, wait_for, xml_escape, Session};
+use super::client::{close, login_with_roster, tls_client_config, wait_for, xml_escape, Session};
 use super::server::{register_users, write_config, ServerProcess, TempDir};
 use super::{user_name, Options};
 
@@ -162,22 +161,9 @@ async fn drive(opts: &Options, workload: Workload, addr: std::net::SocketAddr) -
     let mut sessions = Vec::with_capacity(opts.clients);
     for i in 0..opts.clients {
         let user = user_name(i);
-        let session = step(async {
-            let mut s = login(addr, &connector, &user, opts.sasl).await?;
-            // RFC 6121 §2.1.3: what a client does next. Its answer also shows that the presence
-            // sent before it was handled: a session handles its stanzas in order.
-            s.tls
-                .write_all(b"<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>")
-                .await?;
-            s.tls.flush().await?;
-            wait_for(&mut s, |el| {
-                el.name() == "iq" && el.attr("id") == Some("roster1")
-            })
-            .await?;
-            Ok(s)
-        })
-        .await
-        .with_context(|| format!("login of {user}"))?;
+        let session = step(login_with_roster(addr, &connector, &user, opts.sasl))
+            .await
+            .with_context(|| format!("login of {user}"))?;
         sessions.push(session);
     }
     if workload == Workload::Messages {
@@ -196,7 +182,7 @@ async fn drive(opts: &Options, workload: Workload, addr: std::net::SocketAddr) -
     Ok(())
 }
 
-async fn step<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(super) async fn step<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(STEP_TIMEOUT, work)
         .await
         .map_err(|_| anyhow!("no answer within {STEP_TIMEOUT:?}"))?
@@ -230,20 +216,6 @@ async fn send_one(sessions: &mut [Session], from: usize, to: usize, seq: usize) 
     Ok(())
 }
 
-/// RFC 6120 §4.4: closes the stream and waits for the server's close.
-async fn close(mut s: Session) -> Result<()> {
-    s.tls.write_all(b"</stream:stream>").await?;
-    s.tls.flush().await?;
-    let mut buf = vec![0u8; 4096];
-    while !matches!(
-        next_event(&mut s.tls, &mut s.framer, &mut buf).await?,
-        Event::Close
-    ) {}
-    // The server may already have closed the connection; nothing is left to learn then.
-    let _ = s.tls.shutdown().await;
-    Ok(())
-}
-
 /// The total of the first event (callgrind's default is `Ir` alone): the `totals:` line that
 /// ends the profile, or the `summary:` line of its header.
 fn total_instructions(profile: &str) -> Option<u64> {
@@ -264,7 +236,7 @@ fn total_instructions(profile: &str) -> Option<u64> {
 }
 
 /// `1234567` as `1 234 567`.
-fn grouped(n: u64) -> String {
+pub(super) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -277,7 +249,7 @@ fn grouped(n: u64) -> String {
 }
 
 /// (max − min) / min of `values`, in percent.
-fn spread(values: &[f64]) -> f64 {
+pub(super) fn spread(values: &[f64]) -> f64 {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if min > 0.0 {

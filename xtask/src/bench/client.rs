@@ -98,6 +98,41 @@ pub(super) async fn wait_for(s: &mut Session, want: impl Fn(&Element) -> bool) -
     }
 }
 
+/// A login as a client does it, then the roster (RFC 6121 §2.1.3), what a client asks next.
+/// Its answer also shows that the presence sent before it was handled: a session handles its
+/// stanzas in order.
+pub(super) async fn login_with_roster(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    user: &str,
+    sasl: Sasl,
+) -> Result<Session> {
+    let mut s = login(addr, connector, user, sasl).await?;
+    s.tls
+        .write_all(b"<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>")
+        .await?;
+    s.tls.flush().await?;
+    wait_for(&mut s, |el| {
+        el.name() == "iq" && el.attr("id") == Some("roster1")
+    })
+    .await?;
+    Ok(s)
+}
+
+/// RFC 6120 §4.4: closes the stream and waits for the server's close.
+pub(super) async fn close(mut s: Session) -> Result<()> {
+    s.tls.write_all(b"</stream:stream>").await?;
+    s.tls.flush().await?;
+    let mut buf = vec![0u8; 4096];
+    while !matches!(
+        next_event(&mut s.tls, &mut s.framer, &mut buf).await?,
+        Event::Close
+    ) {}
+    // The server may already have closed the connection; nothing is left to learn then.
+    let _ = s.tls.shutdown().await;
+    Ok(())
+}
+
 /// Direct TLS, SASL PLAIN, stream restart, resource binding, initial presence.
 pub(super) async fn login(
     addr: SocketAddr,

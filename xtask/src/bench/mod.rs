@@ -17,9 +17,11 @@
 //! `--callgrind` measures something else: the instructions the server executes per login and
 //! per message, counted under valgrind (see [`callgrind`]). Unlike times, these counts repeat
 //! from run to run on a shared machine, so they can tell a small regression from noise.
+//! `--memory` measures the server's memory per idle TLS session (see [`memory`]).
 
 mod callgrind;
 mod client;
+mod memory;
 mod muc;
 mod report;
 mod server;
@@ -77,7 +79,10 @@ usage: cargo xtask bench [options]
   --callgrind       count the server's instructions per login and per message under
                     valgrind instead (a fixed, sequential workload; see docs/BENCHMARKS.md)
   --messages M      with --callgrind: chat messages of the message phase (default 2000)
-  --repeat N        with --callgrind: measure N times and report the spread (default 1)
+  --memory          measure the server's memory per idle TLS session instead: sessions log
+                    in one at a time (default --clients 1000; see docs/BENCHMARKS.md)
+  --repeat N        with --callgrind or --memory: measure N times, report the spread
+                    (default 1)
   -h, --help        this text
 ";
 
@@ -97,6 +102,9 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     if opts.callgrind {
         return callgrind::run(&opts, &binary, &target_dir(&root).join("callgrind"));
+    }
+    if opts.memory {
+        return memory::run(&opts, &binary);
     }
     let work = TempDir::create()?;
     let config = write_config(&work.0)?;
@@ -164,8 +172,10 @@ struct Options {
     callgrind: bool,
     /// With `callgrind`: messages of the message phase.
     messages: usize,
-    /// With `callgrind`: how many times to measure.
+    /// With `callgrind` or `memory`: how many times to measure.
     repeat: usize,
+    /// Measure memory per idle session instead of times.
+    memory: bool,
 }
 
 /// How clients authenticate. PLAIN by default: the message phase is what is measured, and
@@ -201,6 +211,7 @@ impl Default for Options {
             callgrind: false,
             messages: callgrind::DEFAULT_MESSAGES,
             repeat: 1,
+            memory: false,
         }
     }
 }
@@ -248,7 +259,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         match flag {
             "--duration" | "--rate" | "--in-flight" | "--payload" | "--markdown" | "--muc"
             | "--occupants" => load_flags.push(flag),
-            "--messages" | "--repeat" => callgrind_flags.push(flag),
+            "--messages" => callgrind_flags.push(flag),
             _ => {}
         }
         match flag {
@@ -275,8 +286,28 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--callgrind" => opts.callgrind = true,
             "--messages" => opts.messages = parse_num(&value(flag)?, flag)?,
             "--repeat" => opts.repeat = parse_num(&value(flag)?, flag)?,
+            "--memory" => opts.memory = true,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
+    }
+    if !(1..=10).contains(&opts.repeat) {
+        bail!("--repeat must be between 1 and 10");
+    }
+    if opts.memory {
+        if opts.callgrind {
+            bail!("--memory and --callgrind are separate measurements; run them one at a time");
+        }
+        if let Some(flag) = load_flags.first().or(callgrind_flags.first()) {
+            bail!("{flag} does not apply to --memory (idle sessions, no messages)");
+        }
+        opts.clients = clients.unwrap_or(memory::DEFAULT_SESSIONS);
+        if !(2..=100_000).contains(&opts.clients) {
+            bail!("--clients must be between 2 and 100000");
+        }
+        return Ok(Some(opts));
+    }
+    if opts.repeat != 1 && !opts.callgrind {
+        bail!("--repeat needs --callgrind or --memory");
     }
     if opts.callgrind {
         if let Some(flag) = load_flags.first() {
@@ -288,9 +319,6 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         }
         if !(1..=1_000_000).contains(&opts.messages) {
             bail!("--messages must be between 1 and 1000000");
-        }
-        if !(1..=10).contains(&opts.repeat) {
-            bail!("--repeat must be between 1 and 10");
         }
         return Ok(Some(opts));
     }
@@ -585,6 +613,14 @@ mod tests {
         .unwrap();
         assert_eq!((opts.clients, opts.messages, opts.repeat), (10, 30, 2));
         assert_eq!(opts.sasl, Sasl::ScramSha256);
+        // Memory per idle session: many sessions by default, any count of at least two.
+        let opts = parse_args(&args(&["--memory"])).unwrap().unwrap();
+        assert!(opts.memory && !opts.callgrind);
+        assert_eq!((opts.clients, opts.repeat), (memory::DEFAULT_SESSIONS, 1));
+        let opts = parse_args(&args(&["--memory", "--clients", "301", "--repeat", "3"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((opts.clients, opts.repeat), (301, 3));
     }
 
     #[test]
@@ -613,6 +649,12 @@ mod tests {
             &["--callgrind", "--duration", "5"],
             &["--callgrind", "--muc"],
             &["--callgrind", "--markdown"],
+            &["--memory", "--callgrind"],
+            &["--memory", "--messages", "10"],
+            &["--memory", "--duration", "5"],
+            &["--memory", "--muc"],
+            &["--memory", "--clients", "1"],
+            &["--memory", "--repeat", "0"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }
