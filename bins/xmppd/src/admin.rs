@@ -64,6 +64,13 @@ pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> R
         xmppd_core::remove_stored_account(store.as_ref(), &account, config.registration.tombstone)
             .await
             .map_err(|e| explain(e.into(), &account))?;
+        // A running server deletes the archive through the module's account-removal hook.
+        let archive = xmppd_mam::SqliteArchive::open(store).await;
+        let removed = match archive {
+            Ok(a) => xmppd_mam::ArchiveStore::remove_owner(&a, &jid(&account)).await,
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| explain(e.into(), &account))?;
     }
     println!("unregistered {}", jid(&account));
     Ok(())

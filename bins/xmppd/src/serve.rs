@@ -20,6 +20,8 @@ use xmppd_config::{
 };
 use xmppd_core::{BareJid, CoreConfig, Server};
 use xmppd_ldap::{Directory, LdapBackend, LdapConfig, TlsMode};
+use xmppd_mam::module::{MamModule, MamSettings};
+use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, SqliteArchive};
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
@@ -96,6 +98,10 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         )))
         .module(motd.clone())
         .module(register.clone());
+    let (builder, retention) = match mam_module(&config, &store).await? {
+        Some((module, retention)) => (builder.module(module), Some(retention)),
+        None => (builder, None),
+    };
     let server = muc_services(&config, &store)
         .await?
         .into_iter()
@@ -177,6 +183,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         _ = &mut running => Err(Failure("the client listeners stopped unexpectedly".into())),
     };
     reloader.abort();
+    retention.iter().for_each(|t| t.abort());
     directory_tasks.iter().for_each(|t| t.abort());
     drop(admin_socket);
     // Whatever did not close in time must not appear connected to `xmppd sessions`.
@@ -184,6 +191,44 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         tracing::warn!("clearing session records: {e}");
     }
     outcome
+}
+
+/// The message archive (`[mam]`): its module and its retention job, none when disabled.
+async fn mam_module(
+    config: &ValidatedConfig,
+    store: &Arc<SqliteStore>,
+) -> Result<Option<(Arc<MamModule>, tokio::task::JoinHandle<()>)>, Failure> {
+    let m = &config.mam;
+    if !m.enabled {
+        return Ok(None);
+    }
+    let archive: Arc<dyn ArchiveStore> = Arc::new(
+        SqliteArchive::open(store.clone())
+            .await
+            .map_err(|e| format!("opening the message archive: {e}"))?,
+    );
+    let settings = MamSettings {
+        default_policy: match m.default {
+            xmppd_config::MamDefault::Always => DefaultPolicy::Always,
+            xmppd_config::MamDefault::Roster => DefaultPolicy::Roster,
+            xmppd_config::MamDefault::Never => DefaultPolicy::Never,
+        },
+        markers: m.archive_markers,
+        ..MamSettings::default()
+    };
+    let retention = xmppd_mam::retention::spawn(
+        archive.clone(),
+        Retention {
+            max_age: m.retention,
+            max_bytes: m.max_bytes,
+            interval: m.purge_interval,
+            batch: m.purge_batch,
+        },
+    );
+    Ok(Some((
+        Arc::new(MamModule::new(archive, settings)),
+        retention,
+    )))
 }
 
 /// One multi-user chat service per host (`[muc]`), with its persistent rooms loaded.

@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use toml::{Table, Value};
 
 use crate::{
-    AuthBackendKind, BindPassword, LdapSettings, LdapTls, MucCreation, MucSettings,
-    SharedGroupSource, Source, ValidatedConfig,
+    AuthBackendKind, BindPassword, LdapSettings, LdapTls, MamDefault, MamSettings, MucCreation,
+    MucSettings, SharedGroupSource, Source, ValidatedConfig,
 };
 
 const FILE: &str = "fuzz.toml";
@@ -208,6 +208,7 @@ fn render(c: &ValidatedConfig) -> String {
         ]),
     );
     doc.insert("muc".into(), render_muc(&c.muc));
+    doc.insert("mam".into(), render_mam(&c.mam));
     doc.to_string()
 }
 
@@ -287,6 +288,24 @@ fn render_muc(m: &MucSettings) -> Value {
         }
     }
     t
+}
+
+fn render_mam(m: &MamSettings) -> Value {
+    let default = match m.default {
+        MamDefault::Always => "always",
+        MamDefault::Roster => "roster",
+        MamDefault::Never => "never",
+    };
+    let days = m.retention.map_or(0.0, |r| r.as_secs() as f64 / 86_400.0);
+    table([
+        ("enabled", m.enabled.into()),
+        ("retention_days", Value::Float(days)),
+        ("max_bytes", int(m.max_bytes.unwrap_or(0))),
+        ("default", default.into()),
+        ("archive_markers", m.archive_markers.into()),
+        ("purge_interval_secs", int(m.purge_interval.as_secs())),
+        ("purge_batch", int(m.purge_batch)),
+    ])
 }
 
 fn backend(kind: AuthBackendKind) -> &'static str {

@@ -13,6 +13,7 @@ mod directory;
 mod error;
 pub mod fuzzing;
 mod locate;
+mod mam;
 mod muc;
 mod sections;
 mod settings;
@@ -26,6 +27,7 @@ pub use directory::{
     SharedGroupEntry, SharedGroupSettings, SharedGroupSource, SharedRosterSection,
 };
 pub use error::ConfigError;
+pub use mam::{MamDefault, MamSection, MamSettings, DEFAULT_RETENTION_DAYS};
 pub use muc::{MucCreation, MucSection, MucSettings};
 pub use sections::*;
 pub use settings::*;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{AuthSection, LdapSection, MucSection, SharedRosterSection};
+use crate::{AuthSection, LdapSection, MamSection, MucSection, SharedRosterSection};
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,6 +22,7 @@ pub struct Config {
     pub shared_roster: SharedRosterSection,
     pub registration: RegistrationSection,
     pub muc: MucSection,
+    pub mam: MamSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

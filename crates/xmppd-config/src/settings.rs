@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AuthBackendKind, LdapSettings, LogLevel, MucSettings, SharedGroupSettings, StorageBackend,
+    AuthBackendKind, LdapSettings, LogLevel, MamSettings, MucSettings, SharedGroupSettings,
+    StorageBackend,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -29,6 +30,7 @@ pub struct ValidatedConfig {
     pub shared_groups: Vec<SharedGroupSettings>,
     pub registration: RegistrationSettings,
     pub muc: MucSettings,
+    pub mam: MamSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,33 @@ fn err(text: &str) -> ConfigError {
 }
 
 #[test]
+fn mam_section_defaults_and_limits() {
+    let c = load("").unwrap();
+    assert!(c.mam.enabled);
+    assert_eq!(c.mam.retention, Some(Duration::from_secs(365 * 86_400)));
+    assert_eq!((c.mam.max_bytes, c.mam.default), (None, MamDefault::Always));
+    let c = load("[mam]\nretention_days = 0.5\nmax_bytes = 1000\ndefault = \"roster\"\n").unwrap();
+    assert_eq!(c.mam.retention, Some(Duration::from_secs(43_200)));
+    assert_eq!(
+        (c.mam.max_bytes, c.mam.default),
+        (Some(1000), MamDefault::Roster)
+    );
+    assert_eq!(
+        load("[mam]\nretention_days = 0\n").unwrap().mam.retention,
+        None
+    );
+    let e = err("[mam]\nretention_days = -1\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("mam.retention_days"), Some(2))
+    );
+    assert_eq!(
+        err("[mam]\ndefault = \"sometimes\"\n").key.as_deref(),
+        Some("mam.default")
+    );
+}
+
+#[test]
 fn muc_section_gives_one_service_per_host() {
     let c = load("[server]\nhosts = [\"a.org\", \"b.org\"]\n").unwrap();
     let expected = [("a.org", "conference.a.org"), ("b.org", "conference.b.org")];

@@ -230,6 +230,7 @@ impl Config {
         let tombstone_days = in_range(self.registration.tombstone_days, 0, 36_500)
             .map_err(|why| fail("registration.tombstone_days", why))?;
         let muc = validate_muc(&self.muc, &hosts, &fail)?;
+        let mam = self.mam.validate(&fail)?;
 
         Ok(ValidatedConfig {
             source: source.name.clone(),
@@ -277,6 +278,7 @@ impl Config {
                 tombstone: Duration::from_secs(tombstone_days as u64 * 24 * 3600),
             },
             muc,
+            mam,
         })
     }
 }

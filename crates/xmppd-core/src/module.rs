@@ -152,7 +152,10 @@ pub trait Module: Send + Sync {
         HookAction::Continue
     }
 
-    /// A message about to be delivered to local account(s) of `to`.
+    /// A message about to be delivered to local account(s) of `to`, before the core chooses
+    /// its sessions or offline storage takes it: what the hook changes in `msg` is what every
+    /// session and the offline copy receive (the archive adds its XEP-0359 `<stanza-id/>`
+    /// here, after committing the message).
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
         let _ = (cx, msg);
         HookAction::Continue
