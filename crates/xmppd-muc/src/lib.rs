@@ -7,7 +7,8 @@
 //! - [`archive`]: discussion history and the [`archive::RoomArchive`] hook a XEP-0313 service
 //!   implements; [`archive::MemoryArchive`] is the built-in default.
 //! - [`service::MucService`]: the component: room registry, creation rules, persistence of
-//!   persistent rooms through [`xmppd_storage::RoomStore`], routing.
+//!   persistent rooms through [`xmppd_storage::RoomStore`] (SQLite keeps them as its own `muc`
+//!   schema, versioned in `xmppd_schemas`), routing.
 //!
 //! Deliberately not here: sockets, SQL, the configuration file (the binary maps `[muc]` onto
 //! [`service::MucSettings`]), and message archiving itself (a later service plugs in).

@@ -5,7 +5,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::{Result, StorageError};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number already applied.
-/// Never edit an entry once released: append a new one.
+/// Never edit an entry once released: append a new one. (The second and third entries lost the
+/// chat room tables and their index to the `muc` schema before any release.)
 pub(super) const MIGRATIONS: &[&str] = &[
     r"
 CREATE TABLE users (
@@ -81,25 +82,9 @@ CREATE TABLE sessions (
 ) WITHOUT ROWID;
 CREATE INDEX sessions_by_node ON sessions (node);
 ",
-    r"
-CREATE TABLE muc_rooms (
-    domain TEXT NOT NULL,
-    name TEXT NOT NULL,
-    config TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    PRIMARY KEY (domain, name)
-) WITHOUT ROWID;
-CREATE TABLE muc_affiliations (
-    domain TEXT NOT NULL,
-    name TEXT NOT NULL,
-    jid TEXT NOT NULL,
-    affiliation TEXT NOT NULL,
-    nick TEXT,
-    reason TEXT,
-    PRIMARY KEY (domain, name, jid),
-    FOREIGN KEY (domain, name) REFERENCES muc_rooms (domain, name) ON DELETE CASCADE
-) WITHOUT ROWID;
-",
+    // The chat room tables were created here; they are now the `muc` schema
+    // (`rooms::ROOMS_SCHEMA`), which the databases that ran this entry already satisfy.
+    "",
     r"
 CREATE TABLE tombstones (
     domain TEXT NOT NULL,
@@ -109,7 +94,6 @@ CREATE TABLE tombstones (
 ) WITHOUT ROWID;
 CREATE INDEX roster_by_contact ON roster (contact);
 CREATE INDEX pending_by_contact ON pending_subscriptions (contact);
-CREATE INDEX muc_affiliations_by_jid ON muc_affiliations (jid);
 ",
     // The number of items kept next to the version, so that the roster limit is checked without
     // counting the roster.

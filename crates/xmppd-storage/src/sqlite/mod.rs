@@ -33,7 +33,7 @@ mod user_data;
 mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +43,7 @@ use tokio::sync::oneshot;
 
 use crate::{Result, StorageError};
 use migrations::migrate;
+pub use rooms::ROOMS_SCHEMA;
 use writer::{reader_loop, writer_loop, Job, ReadJob, WriteJob};
 
 /// Upper bound of jobs committed together, so one huge burst does not delay its first callers
@@ -61,6 +62,8 @@ pub struct SqliteStore {
     commits: Arc<AtomicU64>,
     /// Write jobs handed to the writer; lets tests know when a burst is fully queued.
     submitted: AtomicU64,
+    /// Whether the `muc` schema is known to be applied (see `rooms.rs`).
+    rooms_ready: AtomicBool,
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (owner only); an existing directory is
@@ -155,6 +158,7 @@ impl SqliteStore {
             threads: Vec::with_capacity(readers.len() + 1),
             commits: commits.clone(),
             submitted: AtomicU64::new(0),
+            rooms_ready: AtomicBool::new(false),
         };
         // On a spawn failure `store` is dropped, which closes the channels and joins the threads
         // already started.

@@ -1,16 +1,72 @@
 //! Persistent chat rooms (XEP-0045) and their affiliations.
+//!
+//! Their tables are a schema of their own, [`ROOMS_SCHEMA`], applied through
+//! [`SqliteStore::extend`] the first time the store serves rooms: a server without chat rooms
+//! has none of them, and they migrate apart from the shared schema.
+
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::SqliteStore;
-use crate::{Result, RoomAffiliation, RoomStore, StoredRoom, UserRef};
+use crate::{Result, RoomAffiliation, RoomStore, Schema, StoredRoom, UserRef};
+
+/// The tables of the multi-user chat service (`muc` in `xmppd_schemas`). Until this schema
+/// existed they were made by the shared migrations, so a database from then already has them
+/// (and `user_version` 4): version 1 creates only what is missing, and there records them.
+pub const ROOMS_SCHEMA: Schema = Schema {
+    name: "muc",
+    migrations: &[r"
+CREATE TABLE IF NOT EXISTS muc_rooms (
+    domain TEXT NOT NULL,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    PRIMARY KEY (domain, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS muc_affiliations (
+    domain TEXT NOT NULL,
+    name TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    affiliation TEXT NOT NULL,
+    nick TEXT,
+    reason TEXT,
+    PRIMARY KEY (domain, name, jid),
+    FOREIGN KEY (domain, name) REFERENCES muc_rooms (domain, name) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS muc_affiliations_by_jid ON muc_affiliations (jid);
+"],
+};
+
+impl SqliteStore {
+    /// Applies [`ROOMS_SCHEMA`] once per store, before its first room query.
+    async fn rooms_schema(&self) -> Result<()> {
+        if !self.rooms_ready.load(Ordering::Acquire) {
+            // Idempotent, so two first queries at once may both run it.
+            self.extend(ROOMS_SCHEMA).await?;
+            self.rooms_ready.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
 
 /// Removes `user`'s chat room affiliations; returns the rooms (service domain, name).
 pub(super) fn drop_affiliations(
     conn: &Connection,
     user: &UserRef,
 ) -> Result<Vec<(String, String)>> {
+    // A database whose server never served rooms has no room tables, hence no affiliations.
+    let has_rooms = conn
+        .prepare_cached(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'muc_affiliations'",
+        )?
+        .query_row([], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !has_rooms {
+        return Ok(Vec::new());
+    }
     let mut rooms = conn
         .prepare_cached("DELETE FROM muc_affiliations WHERE jid = ?1 RETURNING domain, name")?
         .query_map(params![user.jid()], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -22,6 +78,7 @@ pub(super) fn drop_affiliations(
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn save_room(&self, room: &StoredRoom) -> Result<()> {
+        self.rooms_schema().await?;
         let room = room.clone();
         self.write(move |c| {
             // A plain REPLACE would delete the row first and cascade to the affiliations; they
@@ -53,6 +110,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn delete_room(&self, domain: &str, name: &str) -> Result<()> {
+        self.rooms_schema().await?;
         let (domain, name) = (domain.to_owned(), name.to_owned());
         self.write(move |c| {
             c.prepare_cached("DELETE FROM muc_affiliations WHERE domain = ?1 AND name = ?2")?
@@ -65,12 +123,14 @@ impl RoomStore for SqliteStore {
     }
 
     async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>> {
+        self.rooms_schema().await?;
         let (domain, name) = (domain.to_owned(), name.to_owned());
         self.read(move |c| Ok(load_rooms(c, &domain, Some(&name))?.pop()))
             .await
     }
 
     async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>> {
+        self.rooms_schema().await?;
         let domain = domain.to_owned();
         self.read(move |c| load_rooms(c, &domain, None)).await
     }
