@@ -8,15 +8,18 @@
 //! [`xmppd_core::Server::handle_from_client`], outgoing ones from the session's queue.
 //! [`Tls`] holds the certificates (per host by SNI, a stored self-signed fallback, hot reload).
 //!
-//! Not here: XML parsing (`xmppd-stream`), SASL mechanics (`xmppd-sasl`), account lookup
+//! Not here: XML parsing (`xmppd-stream`), the negotiation's protocol decisions
+//! (`xmppd-negotiation`, which this crate drives over TCP), SASL mechanics (`xmppd-sasl`), account lookup
 //! (`xmppd-auth`), and anything that happens to a stanza after it was read (`xmppd-core`).
 //! No stream management (XEP-0198), compression or WebSocket/BOSH.
 
 mod conn;
-mod features;
+mod negotiate;
+mod session;
 mod shaper;
 mod throttle;
 mod tls;
+mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -88,6 +91,10 @@ pub(crate) struct Shared {
     pre_auth: Vec<Arc<dyn xmppd_core::module::PreAuthService>>,
     pending: Arc<throttle::PendingLimit>,
     connections: Arc<tokio::sync::Semaphore>,
+    /// What negotiation knows of the hosts, their backends and pre-authentication services.
+    negotiation: Arc<xmppd_negotiation::Settings>,
+    /// The core's stream features after authentication.
+    client_features: Arc<[minidom::Element]>,
 }
 
 /// The bound c2s listeners, ready to [`C2s::run`].
@@ -133,7 +140,10 @@ impl C2s {
             })?;
             listeners.push((kind, listener));
         }
+        let negotiation = Arc::new(negotiation_settings(&settings, &server, &auth, &pre_auth));
         let shared = Shared {
+            client_features: server.c2s_features().into(),
+            negotiation,
             pending: throttle::PendingLimit::new(settings.max_pending_per_ip),
             connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
             settings,
@@ -169,6 +179,32 @@ impl C2s {
             loops.spawn(accept_loop(kind, listener, shared, shutdown, next_id));
         }
         while loops.join_next().await.is_some() {}
+    }
+}
+
+/// The served hosts as negotiation sees them: the first host names streams that name none.
+fn negotiation_settings(
+    settings: &C2sSettings,
+    server: &xmppd_core::Server,
+    auth: &HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
+    pre_auth: &[Arc<dyn xmppd_core::module::PreAuthService>],
+) -> xmppd_negotiation::Settings {
+    let hosts = (server.hosts().iter())
+        .map(|host| xmppd_negotiation::HostPolicy {
+            name: host.clone(),
+            scram: auth.get(host).is_some_and(|b| b.supports_scram()),
+            pre_auth: (pre_auth.iter())
+                .filter_map(|svc| Some((svc.namespace().to_owned(), svc.feature(host)?)))
+                .collect(),
+        })
+        .collect();
+    xmppd_negotiation::Settings {
+        hosts,
+        require_tls: settings.require_starttls,
+        pre_auth_limits: settings.pre_auth_limits,
+        limits: settings.limits,
+        max_auth_failures: settings.max_auth_failures,
+        pre_auth_namespaces: pre_auth.iter().map(|s| s.namespace().to_owned()).collect(),
     }
 }
 

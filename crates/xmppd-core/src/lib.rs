@@ -15,7 +15,9 @@
 //! each target session, and storage is reached through `xmppd-storage` traits only.
 
 mod account;
-pub mod address;
+/// Addresses a peer wrote, in their canonical form (its own crate, so that negotiation can use
+/// it without the core).
+pub use xmppd_address as address;
 mod builtin;
 pub mod context;
 pub mod fuzzing;

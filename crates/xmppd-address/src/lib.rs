@@ -2,7 +2,7 @@
 //! resource into the canonical JID it routes and compares with.
 //!
 //! Everything that takes a JID from the network goes through here, so that one address has one
-//! form everywhere (routing, rosters, storage keys). `crate::fuzzing::check_address` states the
+//! form everywhere (routing, rosters, storage keys). `xmppd_core::fuzzing::check_address` states the
 //! invariants and the `address` fuzz target checks them.
 
 use jid::{BareJid, DomainPart, FullJid, Jid, NodePart, ResourcePart};

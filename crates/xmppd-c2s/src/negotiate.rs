@@ -1,0 +1,263 @@
+//! The TCP driver of `xmppd_negotiation::Negotiation` for client streams: it turns framer
+//! events into the machine's events, and does what the machine asks (write, TLS, the account
+//! backend, the throttle, pre-authentication services, resource binding) until a session is
+//! bound or the stream ends. The protocol decisions are the machine's.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+use xmppd_auth::AuthError;
+use xmppd_core::{user_ref, ClientSession, QueueReceiver, SessionInfo};
+use xmppd_negotiation::{
+    Action, BackendFailure, BindRefusal, BindRequest, ClientRole, Event, Negotiation, Request,
+    TlsStep,
+};
+use xmppd_stream::{Event as Framed, StreamErrorCondition as Cond, NS_CLIENT};
+
+use crate::conn::{shutdown_requested, Conn, Stop};
+use crate::{ListenerKind, Shared};
+
+type Machine = Negotiation<ClientRole>;
+
+/// One connection's negotiation.
+struct Driver<'a> {
+    conn: &'a mut Conn,
+    shared: &'a Arc<Shared>,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    /// When the connection must have a bound session (`handshake_timeout`, from accept).
+    deadline: Instant,
+    /// The session bound for the machine's bind request, until the machine is ready.
+    bound: Option<(ClientSession, QueueReceiver)>,
+}
+
+/// Runs the stream to a bound resource. The bind result is left in `conn.out`, to be written
+/// by the session loop, which owns the unbind if that fails.
+pub(crate) async fn run(
+    conn: &mut Conn,
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    deadline: Instant,
+) -> Result<(ClientSession, QueueReceiver), Stop> {
+    let tls = match kind {
+        ListenerKind::StartTls => TlsStep::StartTls,
+        ListenerKind::DirectTls => TlsStep::Direct,
+    };
+    let role = ClientRole::new(Arc::clone(&shared.client_features));
+    let mut machine = Machine::new(role, Arc::clone(&shared.negotiation), tls);
+    let mut driver = Driver {
+        conn,
+        shared,
+        peer,
+        kind,
+        deadline,
+        bound: None,
+    };
+    let mut actions: VecDeque<_> = machine.start().into();
+    loop {
+        let event = match actions.pop_front() {
+            Some(action) => match driver.act(action).await? {
+                Step::Next => continue,
+                Step::Answer(event) => event,
+                // The bind result is the last thing the machine sent.
+                Step::Ready => {
+                    return driver
+                        .bound
+                        .take()
+                        .ok_or(Stop::err(Cond::InternalServerError))
+                }
+            },
+            None => driver.next_event().await?,
+        };
+        actions.extend(machine.handle(event));
+    }
+}
+
+/// What the driver does after an action.
+enum Step {
+    Next,
+    /// Feed this to the machine.
+    Answer(Event<ClientRole>),
+    /// The session is bound.
+    Ready,
+}
+
+impl Driver<'_> {
+    /// Does one action; returns the event that answers it, if any.
+    async fn act(&mut self, action: Action<ClientRole>) -> Result<Step, Stop> {
+        match action {
+            Action::OpenStream(open) => {
+                let header = xmppd_stream::stream_header(
+                    open.ns,
+                    &open.from,
+                    open.to.as_deref(),
+                    &open.id,
+                    open.lang,
+                );
+                self.conn.out.extend_from_slice(header.as_bytes());
+            }
+            Action::Send(el) => xmppd_stream::serialize(&el, NS_CLIENT, &mut self.conn.out),
+            Action::UpgradeTls => return self.upgrade_tls().await.map(Step::Answer),
+            Action::RestartStream { limits } => {
+                self.conn.framer.reset();
+                self.conn.framer.set_limits(limits);
+            }
+            Action::Ask(request) => {
+                self.conn.flush(Some(self.deadline)).await?;
+                return self.perform(request).await.map(Step::Answer);
+            }
+            Action::Authenticated { user, .. } => {
+                (self.shared.throttle).record_success(self.peer.ip(), user.as_str())
+            }
+            Action::Ready(_) => return Ok(Step::Ready),
+            Action::StreamError(cond, text) => return Err(Stop::Error(cond, text)),
+            Action::EndStream => return Err(Stop::End),
+            Action::Close => return Err(Stop::Close),
+        }
+        Ok(Step::Next)
+    }
+
+    /// STARTTLS or direct TLS: whatever the client pipelined before the handshake was sent in
+    /// the clear and must not be taken as part of the encrypted stream.
+    async fn upgrade_tls(&mut self) -> Result<Event<ClientRole>, Stop> {
+        self.conn.flush(Some(self.deadline)).await?;
+        self.conn.framer.reset();
+        let tls = &self.shared.tls;
+        let acceptor = match self.kind {
+            ListenerKind::StartTls => tls.starttls_acceptor(),
+            ListenerKind::DirectTls => tls.direct_acceptor(),
+        };
+        let io = &mut self.conn.io;
+        let bindings = io.start_tls(tls, acceptor, self.deadline).await;
+        self.conn.framer.reset();
+        bindings.map(Event::TlsEstablished).ok_or(Stop::Gone)
+    }
+
+    /// The next framer event as the machine's event, reading as needed.
+    async fn next_event(&mut self) -> Result<Event<ClientRole>, Stop> {
+        self.conn.flush(Some(self.deadline)).await?;
+        loop {
+            match self.conn.framer.next_event() {
+                Ok(Some(Framed::Header(header))) => return Ok(Event::StreamOpened(header)),
+                Ok(Some(Framed::Element(el))) => return Ok(Event::Element(el)),
+                Ok(Some(Framed::Close)) => return Ok(Event::StreamClosed),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "framing error");
+                    return Ok(Event::BadInput(e.condition()));
+                }
+            }
+            let Conn {
+                io, rbuf, shutdown, ..
+            } = &mut *self.conn;
+            let n = tokio::select! {
+                read = io.read(rbuf) => match read {
+                    Ok(0) | Err(_) => return Err(Stop::Gone),
+                    Ok(n) => n,
+                },
+                _ = tokio::time::sleep_until(self.deadline) => return Ok(Event::DeadlinePassed),
+                _ = shutdown_requested(shutdown) => return Ok(Event::ShuttingDown),
+            };
+            self.conn.framer.feed(&self.conn.rbuf[..n]);
+        }
+    }
+
+    async fn perform(&mut self, request: Request<ClientRole>) -> Result<Event<ClientRole>, Stop> {
+        let shared = self.shared;
+        let backend = |user: &jid::BareJid| {
+            let backend = shared.auth.get(user.domain().as_str()).cloned();
+            backend.ok_or(Stop::err(Cond::InternalServerError))
+        };
+        Ok(match request {
+            Request::Turn { account } => {
+                let now = std::time::Instant::now();
+                let wait = shared.throttle.reserve(self.peer.ip(), &account, now);
+                self.pause(wait).await
+            }
+            Request::Backoff { account } => {
+                let now = std::time::Instant::now();
+                let delay = (shared.throttle).record_failure(self.peer.ip(), &account, now);
+                self.pause(delay).await
+            }
+            Request::CheckPassword { user, password } => {
+                let checked = backend(&user)?
+                    .check_password(&user_ref(&user), &password)
+                    .await;
+                Event::PasswordChecked(checked.map_err(|e| BackendFailure(e.to_string())))
+            }
+            Request::ScramKeys { user, alg } => {
+                let keys = match backend(&user)?.scram_keys(&user_ref(&user), alg).await {
+                    Ok(keys) => Ok(keys),
+                    Err(AuthError::NoSuchUser) => Ok(None),
+                    Err(e) => Err(BackendFailure(e.to_string())),
+                };
+                Event::ScramKeys(keys)
+            }
+            Request::CheckAccount { user } => Event::AccountChecked {
+                enabled: !shared.server.is_disabled(&user).await,
+            },
+            Request::PreAuthIq {
+                host,
+                namespace,
+                iq,
+            } => {
+                let service = (shared.pre_auth.iter()).find(|svc| svc.namespace() == namespace);
+                let Some(svc) = service else {
+                    return Err(Stop::err(Cond::InternalServerError));
+                };
+                let (ip, max) = (self.peer.ip(), svc.quota_per_hour());
+                let mut admit = || (shared.registrations).admit(ip, std::time::Instant::now(), max);
+                Event::PreAuthReply(svc.answer(&host, &iq, &mut admit).await)
+            }
+            Request::Role(bind) => Event::Role(self.bind(bind).await),
+        })
+    }
+
+    /// Sleeps for `wait` unless the negotiation deadline or a shutdown comes first; the
+    /// machine is told which.
+    async fn pause(&mut self, wait: std::time::Duration) -> Event<ClientRole> {
+        if wait.is_zero() {
+            return Event::Waited;
+        }
+        let shutdown = &mut self.conn.shutdown;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Event::Waited,
+            _ = tokio::time::sleep_until(self.deadline) => Event::DeadlinePassed,
+            _ = shutdown_requested(shutdown) => Event::ShuttingDown,
+        }
+    }
+
+    async fn bind(&mut self, request: BindRequest) -> Result<jid::FullJid, BindRefusal> {
+        let info = SessionInfo {
+            peer: if self.shared.settings.hide_ip {
+                String::new()
+            } else {
+                self.peer.to_string()
+            },
+            secure: matches!(self.conn.io, crate::transport::Transport::Tls(_)),
+        };
+        let server = Arc::clone(&self.shared.server);
+        let limits = self.shared.settings.queue;
+        let resource = request.resource.as_deref();
+        match server.bind(request.user, resource, info, limits).await {
+            Ok((session, rx)) => {
+                tracing::info!(jid = %session.jid, "session bound");
+                let jid = session.jid.clone();
+                self.bound = Some((session, rx));
+                Ok(jid)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "bind refused");
+                Err(match e {
+                    xmppd_core::BindError::BadRequest => BindRefusal::BadRequest,
+                    xmppd_core::BindError::ResourceConstraint => BindRefusal::ResourceConstraint,
+                    xmppd_core::BindError::NotAllowed => BindRefusal::NotAllowed,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The byte stream under an XML stream: TCP until STARTTLS, TLS after, and the move from one
+//! to the other with its channel-binding data.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use xmppd_sasl::ChannelBindings;
+
+use crate::tls::Tls;
+
+pub(crate) enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the TCP stream is moved into the TLS handshake.
+    Detached,
+}
+
+impl Transport {
+    /// Moves the TCP stream under TLS, by `deadline`; returns the channel-binding data.
+    /// `None`: the handshake failed or timed out, or TLS was already up; the transport is then
+    /// unusable.
+    pub(crate) async fn start_tls(
+        &mut self,
+        tls: &Tls,
+        acceptor: tokio_rustls::TlsAcceptor,
+        deadline: Instant,
+    ) -> Option<ChannelBindings> {
+        let Transport::Plain(tcp) = std::mem::replace(self, Transport::Detached) else {
+            return None;
+        };
+        match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let conn = stream.get_ref().1;
+                let bindings = tls.channel_bindings(conn);
+                tracing::debug!(
+                    version = ?conn.protocol_version(),
+                    sni = ?conn.server_name(),
+                    alpn = ?conn.alpn_protocol().map(String::from_utf8_lossy),
+                    "TLS established"
+                );
+                *self = Transport::Tls(Box::new(stream));
+                Some(bindings)
+            }
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!("TLS handshake timed out");
+                None
+            }
+        }
+    }
+}
+
+fn detached() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "transport detached")
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+}
