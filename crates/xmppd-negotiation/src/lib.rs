@@ -17,6 +17,7 @@
 
 mod client;
 mod features;
+pub mod fuzzing;
 mod machine;
 mod role;
 mod sasl;
