@@ -119,6 +119,9 @@ struct Oracle {
 
 impl Oracle {
     fn feed(&mut self, event: &Event<ClientRole>) {
+        // Whatever comes now either answers the request (a scripted event may be the right
+        // answer too) or ends the stream.
+        self.pending = None;
         self.enabled_now = matches!(event, Event::AccountChecked { enabled: true })
             && std::mem::take(&mut self.account_asked);
         if matches!(event, Event::TlsEstablished(_)) && std::mem::take(&mut self.upgrade_asked) {
