@@ -90,6 +90,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let register = Arc::new(Register::new(auth.clone(), registration));
     let motd = Arc::new(Motd::new());
     let builder = Server::builder(core_config, store.clone())
+        .modules(xmppd_im::modules())
         .module(shared_roster.clone())
         .module(Arc::new(xmppd_adhoc::admin::module(
             Arc::new(auth.clone()),

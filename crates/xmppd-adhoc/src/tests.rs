@@ -97,6 +97,7 @@ async fn setup_with(
         ..CoreConfig::default()
     };
     let server = Server::builder(cfg, store)
+        .modules(xmppd_im::modules())
         .module(Arc::new(adhoc))
         .module(motd.clone())
         .build();

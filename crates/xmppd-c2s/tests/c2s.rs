@@ -59,7 +59,9 @@ async fn start_with(adjust: impl FnOnce(&mut C2sSettings)) -> TestServer {
         hosts: vec![HOST.into()],
         ..CoreConfig::default()
     };
-    let server: Arc<Server> = Server::builder(config, store).build();
+    let server: Arc<Server> = Server::builder(config, store)
+        .modules(xmppd_im::modules())
+        .build();
     let tls = Tls::load(TlsSettings {
         certificates: vec![],
         data_dir: dir.path().to_owned(),

@@ -63,8 +63,10 @@ impl Context<'_> {
                 );
             }
         }
-        crate::im::account_removed(self, user, &removal, &online).await;
         let server = self.server().clone();
+        for m in server.modules() {
+            m.on_account_removal(self, user, &removal, &online).await;
+        }
         for m in server.modules() {
             m.on_account_removed(self, user).await;
         }

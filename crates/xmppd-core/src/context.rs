@@ -35,9 +35,11 @@ pub(crate) enum Outgoing {
     AfterReply(Arc<dyn Module>, Element),
 }
 
-/// The stanzas waiting to be routed, first in first out.
+/// The stanzas waiting to be routed, first in first out. A caller outside any handler that
+/// needs a [`Context`] (a service's own task, a test) makes one with [`Context::new`] and
+/// routes what it queued with [`Server::drain`].
 #[derive(Default)]
-pub(crate) struct Outbox {
+pub struct Outbox {
     pub(crate) queue: VecDeque<Outgoing>,
 }
 
@@ -49,7 +51,9 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(server: &'a Arc<Server>, outbox: &'a mut Outbox) -> Self {
+    /// A context on `server` queueing into `outbox`, for code outside any handler: nothing is
+    /// routed until [`Server::drain`] of that outbox.
+    pub fn new(server: &'a Arc<Server>, outbox: &'a mut Outbox) -> Self {
         Context { server, outbox }
     }
 
@@ -60,7 +64,7 @@ impl<'a> Context<'a> {
     /// The server's state and operations that do not route: hosts, configuration, storage,
     /// sessions, administrators, ending sessions. A `&Server` cannot dispatch (that takes an
     /// `Arc`), so a handler cannot route inline through it either.
-    pub fn core(&self) -> &Server {
+    pub fn core(&self) -> &'a Server {
         self.server
     }
 

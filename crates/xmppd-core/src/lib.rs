@@ -7,8 +7,9 @@
 //! - [`module::Module`] / [`module::Component`]: the seams every service plugs into — IQ
 //!   handlers by namespace, hooks on the message path and session lifecycle, disco features,
 //!   stream features, and whole subdomains (`conference.example.org`).
-//! - RFC 6121 rules (`im`: roster, subscriptions, presence, message delivery) and built-in
-//!   modules (`builtin`: disco + caps, ping, version, last activity, offline messages).
+//! - The choice of resources for a message to a bare JID (RFC 6121 §8.5.2,
+//!   [`router::message_targets`]). Roster, presence, offline messages, disco and the other IM
+//!   services are modules of their own (`xmppd-im`), on the same seams as every service.
 //!
 //! Architecture invariant: no sockets, no TLS, no SQL. Stanzas come in as `minidom::Element`
 //! from a driver (c2s today; s2s, WebSocket, BOSH later), leave through the bounded queue of
@@ -18,10 +19,8 @@ mod account;
 /// Addresses a peer wrote, in their canonical form (its own crate, so that negotiation can use
 /// it without the core).
 pub use xmppd_address as address;
-mod builtin;
 pub mod context;
 pub mod fuzzing;
-mod im;
 pub mod module;
 pub mod queue;
 pub mod router;
@@ -32,10 +31,9 @@ pub mod stanza;
 pub mod testing;
 
 pub use account::remove_stored_account;
-pub use builtin::CAPS_NODE;
-pub use context::{Context, ServerHandle};
+pub use context::{Context, Outbox, ServerHandle};
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
 pub use queue::{Class, QueueLimits, QueueReceiver, SessionQueue};
 pub use server::{user_ref, BindError, CoreConfig, Server, ServerBuilder};
-pub use session::{handling, ClientSession, Outbound, SessionInfo};
+pub use session::{handling, ClientSession, Outbound, PresenceState, SessionInfo};

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use xmppd_storage::RosterItem;
+use xmppd_storage::{AccountRemoval, RosterItem};
 
 use crate::context::Context;
+use crate::session::{ClientSession, PresenceState};
 use crate::stanza::{Condition, StanzaError};
+use crate::Server;
 
 /// `get` or `set`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,12 @@ pub struct Hooks {
     pub iq_in: bool,
     /// [`Module::filter_outbound`]
     pub outbound: bool,
+    /// [`Module::on_presence_out`]
+    pub presence_out: bool,
+    /// [`Module::on_iq_out`]
+    pub iq_out: bool,
+    /// [`Module::on_presence_to_account`]
+    pub presence_to_account: bool,
 }
 
 impl Hooks {
@@ -84,6 +92,9 @@ impl Hooks {
         presence_in: true,
         iq_in: true,
         outbound: true,
+        presence_out: true,
+        iq_out: true,
+        presence_to_account: true,
     };
     pub const NONE: Hooks = Hooks {
         message_out: false,
@@ -94,6 +105,9 @@ impl Hooks {
         presence_in: false,
         iq_in: false,
         outbound: false,
+        presence_out: false,
+        iq_out: false,
+        presence_to_account: false,
     };
 }
 
@@ -106,6 +120,12 @@ pub trait Module: Send + Sync {
     /// Which per-stanza hooks this module overrides (see [`Hooks`]).
     fn hooks(&self) -> Hooks {
         Hooks::ALL
+    }
+
+    /// The server was built with this module: `core` has every module's features, hosts and
+    /// components in place (e.g. for the entity capabilities hash of its features, XEP-0115).
+    fn on_started(&self, core: &Server) {
+        let _ = core;
     }
 
     /// disco#info features of every served domain.
@@ -159,6 +179,79 @@ pub trait Module: Send + Sync {
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
         let _ = (cx, msg);
         HookAction::Continue
+    }
+
+    /// Presence sent by the local session `session` (`from` stamped, `to` normalised). It runs
+    /// under the session's presence lock, and what it queues is routed before the lock is
+    /// released: a successor binding the same resource waits for it, so the presence a session
+    /// sent always goes out before its end ([`Module::on_presence_end`]). `state` is what the
+    /// session has given out, kept for that end. A module returning `Stop` took the presence
+    /// (RFC 6121 §4: broadcast, directed presence, subscriptions); if none does, presence with
+    /// a `to` is routed as it is and presence without is dropped.
+    async fn on_presence_out(
+        &self,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        state: &mut PresenceState,
+        pres: &mut Element,
+    ) -> HookAction {
+        let _ = (cx, session, state, pres);
+        HookAction::Continue
+    }
+
+    /// An IQ request (`get` or `set`, with one payload and an id) from the local session
+    /// `session`, before it is routed; `from` stamped, `to` set (the sender's bare JID when the
+    /// client left it out). A module returning `Stop` answered it (the roster, RFC 6121 §2).
+    async fn on_iq_out(
+        &self,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        iq: &mut Element,
+    ) -> HookAction {
+        let _ = (cx, session, iq);
+        HookAction::Continue
+    }
+
+    /// Presence addressed to the local account `to` (bare or full JID) that no
+    /// [`Module::on_presence_in`] hook stopped. A module returning `Stop` took it (RFC 6121
+    /// §4 and §3, inbound side); if none does, presence to a full JID is delivered to that
+    /// session and presence to the bare JID is dropped.
+    async fn on_presence_to_account(
+        &self,
+        cx: &mut Context<'_>,
+        pres: &mut Element,
+        to: &Jid,
+    ) -> HookAction {
+        let _ = (cx, pres, to);
+        HookAction::Continue
+    }
+
+    /// The presence of session `jid` (`session_id`) ends, once: it unbinds, or a new session
+    /// binds the same resource (RFC 6120 §7.7.2.2). Runs under the session's presence lock,
+    /// before the successor can send anything, and what it queues is routed before the lock is
+    /// released: the old session's unavailable (RFC 6121 §4.5.2) comes before anything the
+    /// new one sends. From then on the session's presence reaches no module.
+    async fn on_presence_end(
+        &self,
+        cx: &mut Context<'_>,
+        jid: &FullJid,
+        session_id: u64,
+        state: &mut PresenceState,
+    ) {
+        let _ = (cx, jid, session_id, state);
+    }
+
+    /// The writer of `session` wrote everything queued before an
+    /// [`crate::Outbound::Written`] marker ([`crate::Server::written`]): for work paced by
+    /// what the session has really written (offline messages handed out page by page).
+    async fn on_written(&self, cx: &mut Context<'_>, session: &ClientSession) {
+        let _ = (cx, session);
+    }
+
+    /// The queue of `session` ended: it unbinds, or was replaced by a session for the same
+    /// resource. Nothing more is written to it; what it still held is re-routed after this.
+    async fn on_queue_ended(&self, cx: &mut Context<'_>, session: &ClientSession) {
+        let _ = (cx, session);
     }
 
     /// A message to a local account after it was queued for `targets`, the sessions chosen for
@@ -270,6 +363,20 @@ pub trait Module: Send + Sync {
     /// A session ended.
     async fn on_session_closed(&self, cx: &mut Context<'_>, jid: &FullJid) {
         let _ = (cx, jid);
+    }
+
+    /// The account `user` was removed from storage, and with it its footprint in other
+    /// accounts' data (`removal`); `online` are its resources that were available just before
+    /// its sessions were ended. Runs before every [`Module::on_account_removed`]: for telling
+    /// the contacts what changed in their rosters (RFC 6121 §3.2.2, §3.3.2).
+    async fn on_account_removal(
+        &self,
+        cx: &mut Context<'_>,
+        user: &BareJid,
+        removal: &AccountRemoval,
+        online: &[FullJid],
+    ) {
+        let _ = (cx, user, removal, online);
     }
 
     /// The account `user` was removed ([`crate::Server::remove_account`]): what the store held

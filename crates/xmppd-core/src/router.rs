@@ -50,6 +50,28 @@ impl Resource {
     }
 }
 
+/// Resources that receive a message of `kind` sent to their bare JID (RFC 6121 §8.5.2.1).
+///
+/// `normal` and `chat` go to the available resources of highest non-negative priority — all of
+/// them when several share it; `headline` to every available resource with non-negative
+/// priority; `groupchat` and anything else to none.
+pub fn message_targets(resources: &[Resource], kind: &str) -> Vec<FullJid> {
+    let eligible = resources.iter().filter(|r| r.available && r.priority >= 0);
+    match kind {
+        "normal" | "chat" | "error" => {
+            let Some(top) = eligible.clone().map(|r| r.priority).max() else {
+                return Vec::new();
+            };
+            eligible
+                .filter(|r| r.priority == top)
+                .map(|r| r.jid.clone())
+                .collect()
+        }
+        "headline" => eligible.map(|r| r.jid.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Why a stanza could not be queued for a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
@@ -197,6 +219,37 @@ mod tests {
         assert!(r.remove(&FullJid::new("u@x/b").unwrap(), 3).is_some());
         assert_eq!(r.resource_count(&bare), 0);
         assert!(r.all().is_empty());
+    }
+
+    fn available(jid: &str, available: bool, priority: i8) -> Resource {
+        let (queue, _rx) = SessionQueue::new(QueueLimits::default());
+        Resource {
+            available,
+            priority,
+            ..Resource::new(FullJid::new(jid).unwrap(), 0, queue)
+        }
+    }
+
+    fn names(v: Vec<FullJid>) -> Vec<String> {
+        let mut v: Vec<String> = v.iter().map(|j| j.resource().as_str().to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn highest_priority_wins_ties_go_to_all_negative_gets_none() {
+        let rs = vec![
+            available("u@x/a", true, 5),
+            available("u@x/b", true, 5),
+            available("u@x/c", true, 1),
+            available("u@x/d", false, 9),
+            available("u@x/e", true, -1),
+        ];
+        assert_eq!(names(message_targets(&rs, "chat")), ["a", "b"]);
+        assert_eq!(names(message_targets(&rs, "normal")), ["a", "b"]);
+        assert_eq!(names(message_targets(&rs, "headline")), ["a", "b", "c"]);
+        assert!(message_targets(&rs, "groupchat").is_empty());
+        assert!(message_targets(&[available("u@x/e", true, -1)], "chat").is_empty());
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! [`Server`]: the hosts, the registry of modules and components, and the dispatcher.
 //!
 //! A stanza from a client enters through [`Server::handle_from_client`], which stamps `from`
-//! and applies the RFC 6121 rules (`crate::im`) or the sender-side hooks. Whatever a handler
+//! and hands it to the sender-side hooks of the modules (presence, IQs, messages). Whatever a handler
 //! wants sent goes into its [`Context`]'s outbox; [`Server::drain`] routes the outbox first in
 //! first out, each stanza through one decision (`route_one`): a served host (accounts and the
 //! server itself, whose IQs go to the module that claimed the payload namespace), a
@@ -21,7 +21,7 @@ use crate::context::{Context, Outbox, Outgoing};
 use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
 use crate::queue::{QueueLimits, QueueReceiver, SessionQueue};
 use crate::router::{LocalRouter, Resource, Router, SendError};
-use crate::session::{class_for, ClientSession, Outbound, SessionInfo};
+use crate::session::{class_for, ClientSession, Outbound, SessionInfo, SharedPresence};
 use crate::stanza::{self, error_reply, iq_result, Condition, StanzaError};
 
 /// Why a resource could not be bound (RFC 6120 §7.6.2).
@@ -88,9 +88,15 @@ pub struct ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// Adds a module after the built-in ones; hooks run in the order modules are added.
+    /// Adds a module; hooks run in the order modules are added.
     pub fn module(mut self, m: Arc<dyn Module>) -> Self {
         self.modules.push(m);
+        self
+    }
+
+    /// Adds several modules, in order.
+    pub fn modules(mut self, ms: impl IntoIterator<Item = Arc<dyn Module>>) -> Self {
+        self.modules.extend(ms);
         self
     }
 
@@ -107,8 +113,7 @@ impl ServerBuilder {
     }
 
     pub fn build(self) -> Arc<Server> {
-        let mut modules: Vec<Arc<dyn Module>> = crate::builtin::modules();
-        modules.extend(self.modules);
+        let modules = self.modules;
         let mut server_iq = HashMap::new();
         let mut account_iq = HashMap::new();
         for m in &modules {
@@ -121,22 +126,12 @@ impl ServerBuilder {
         }
         let mut server_features: Vec<String> =
             modules.iter().flat_map(|m| m.server_features()).collect();
-        server_features.extend(
-            [
-                stanza::NS_DISCO_INFO,
-                stanza::NS_DISCO_ITEMS,
-                stanza::FEATURE_OFFLINE,
-            ]
-            .map(String::from),
-        );
         server_features.sort();
         server_features.dedup();
         let mut account_features: Vec<String> =
             modules.iter().flat_map(|m| m.account_features()).collect();
-        account_features.extend([stanza::NS_DISCO_INFO, stanza::NS_DISCO_ITEMS].map(String::from));
         account_features.sort();
         account_features.dedup();
-        let caps_ver = crate::builtin::caps_ver(&server_features);
         let hosts = self
             .config
             .hosts
@@ -150,7 +145,12 @@ impl ServerBuilder {
         let (undeliverable, roster_modules) = (with(|h| h.undeliverable), with(|h| h.roster));
         let (delivered, outbound) = (with(|h| h.delivered), with(|h| h.outbound));
         let (presence_in, iq_in) = (with(|h| h.presence_in), with(|h| h.iq_in));
-        Arc::new(Server {
+        let (presence_out, iq_out) = (with(|h| h.presence_out), with(|h| h.iq_out));
+        let presence_to_account = with(|h| h.presence_to_account);
+        let server = Arc::new(Server {
+            presence_out,
+            iq_out,
+            presence_to_account,
             message_out,
             message_in,
             undeliverable,
@@ -169,12 +169,14 @@ impl ServerBuilder {
             components: self.components,
             server_features,
             account_features,
-            caps_ver,
             next_id: AtomicU64::new(1),
             started: Instant::now(),
             dynamic_admins: RwLock::new(HashSet::new()),
-            offline: Default::default(),
-        })
+        });
+        for m in &server.modules {
+            m.on_started(&server);
+        }
+        server
     }
 }
 
@@ -194,18 +196,18 @@ pub struct Server {
     outbound: Vec<Arc<dyn Module>>,
     presence_in: Vec<Arc<dyn Module>>,
     iq_in: Vec<Arc<dyn Module>>,
+    presence_out: Vec<Arc<dyn Module>>,
+    iq_out: Vec<Arc<dyn Module>>,
+    presence_to_account: Vec<Arc<dyn Module>>,
     server_iq: HashMap<&'static str, Arc<dyn Module>>,
     account_iq: HashMap<&'static str, Arc<dyn Module>>,
     components: HashMap<String, Arc<dyn Component>>,
     server_features: Vec<String>,
     account_features: Vec<String>,
-    caps_ver: String,
     next_id: AtomicU64,
     started: Instant,
     /// Administrators from a directory (e.g. an LDAP group), refreshed by their provider.
     dynamic_admins: RwLock<HashSet<BareJid>>,
-    /// Which session is being handed each account's offline messages.
-    pub(crate) offline: crate::builtin::OfflineDrains,
 }
 
 /// The user-data key marking an account as disabled (XEP-0133 disable-user).
@@ -305,21 +307,6 @@ impl Server {
             .count()
     }
 
-    /// Tells `user`'s sessions that a roster item contributed by a module (a shared roster
-    /// group) appeared, changed or, with `removed`, went away: a roster push, and the contact's
-    /// presence (or unavailable) to `user`'s available resources. Call it for each side.
-    pub async fn shared_roster_item_changed(
-        self: &Arc<Self>,
-        user: &BareJid,
-        item: &xmppd_storage::RosterItem,
-        removed: bool,
-    ) {
-        let mut outbox = Outbox::default();
-        crate::im::shared_item_changed(&mut Context::new(self, &mut outbox), user, item, removed)
-            .await;
-        self.drain(&mut outbox).await;
-    }
-
     /// Full JIDs of every session bound on this server.
     pub fn online(&self) -> Vec<FullJid> {
         self.router.all()
@@ -343,49 +330,38 @@ impl Server {
         self.started.elapsed().as_secs()
     }
 
-    pub(crate) fn server_features(&self) -> &[String] {
+    /// disco#info features of the served domains: every module's, sorted, without repeats.
+    pub fn server_features(&self) -> &[String] {
         &self.server_features
     }
 
-    pub(crate) fn account_features(&self) -> &[String] {
+    /// disco#info features of an account's bare JID: every module's, sorted, without repeats.
+    pub fn account_features(&self) -> &[String] {
         &self.account_features
     }
 
-    pub(crate) fn component_domains(&self) -> impl Iterator<Item = (&String, &Arc<dyn Component>)> {
+    /// The components and the subdomains they own.
+    pub fn component_domains(&self) -> impl Iterator<Item = (&String, &Arc<dyn Component>)> {
         self.components.iter()
     }
 
-    pub(crate) fn caps_ver(&self) -> &str {
-        &self.caps_ver
-    }
-
-    pub(crate) fn modules(&self) -> &[Arc<dyn Module>] {
+    /// Every module, in registration order.
+    pub fn modules(&self) -> &[Arc<dyn Module>] {
         &self.modules
     }
 
-    /// The modules contributing roster items.
-    pub(crate) fn roster_modules(&self) -> &[Arc<dyn Module>] {
+    /// The modules contributing roster items ([`Hooks::roster`]), in registration order.
+    pub fn roster_modules(&self) -> &[Arc<dyn Module>] {
         &self.roster_modules
     }
 
-    /// Stream features the core and its modules add after authentication, besides `<bind/>`
-    /// and `<session/>` that the driver writes (e.g. roster versioning `<ver/>`, caps `<c/>`).
+    /// Stream features the modules add after authentication, besides `<bind/>` and
+    /// `<session/>` that the driver writes (e.g. roster versioning `<ver/>`, caps `<c/>`).
     pub fn c2s_features(&self) -> Vec<Element> {
-        let mut v = vec![
-            Element::bare("ver", stanza::NS_ROSTERVER),
-            Element::bare("sub", stanza::NS_PREAPPROVAL),
-            stanza::elem(
-                "c",
-                stanza::NS_CAPS,
-                &[
-                    ("hash", "sha-1"),
-                    ("node", crate::builtin::CAPS_NODE),
-                    ("ver", &self.caps_ver),
-                ],
-            ),
-        ];
-        v.extend(self.modules.iter().flat_map(|m| m.stream_features()));
-        v
+        self.modules
+            .iter()
+            .flat_map(|m| m.stream_features())
+            .collect()
     }
 
     /// A fresh id for server-generated stanzas and sessions.
@@ -416,7 +392,8 @@ impl Server {
         // RFC 6120 §7.7.2.2: the newest session wins. The one it replaces has its presence
         // ended first, while the new one cannot send any yet.
         if let Some(old) = &previous {
-            crate::im::end_presence(self, &old.jid, old.session_id, &old.presence_state).await;
+            self.end_presence(&old.jid, old.session_id, &old.presence_state)
+                .await;
         }
         let id = self.next_id();
         let (queue, rx) = SessionQueue::new(limits);
@@ -433,7 +410,8 @@ impl Server {
         }
         if let Some(old) = replaced {
             // Usually `previous`, already ended; a bind racing this one may have come between.
-            crate::im::end_presence(self, &old.jid, old.session_id, &old.presence_state).await;
+            self.end_presence(&old.jid, old.session_id, &old.presence_state)
+                .await;
             old.queue.close(
                 StreamErrorCondition::Conflict,
                 Some("Replaced by new connection".into()),
@@ -500,17 +478,81 @@ impl Server {
             }
         }
         match stanza.name() {
-            "presence" => crate::im::presence_from_client(cx, session, stanza).await,
+            "presence" => self.presence_from_client(cx, session, stanza).await,
             "iq" => self.iq_from_client(cx, session, stanza).await,
             "message" => self.message_from_client(cx, session, stanza).await,
             _ => {}
         }
     }
 
+    /// Presence from a client, under its session's presence lock (see
+    /// [`Module::on_presence_out`]): what it causes is routed before the lock is released, so a
+    /// successor binding the same resource, which takes that lock to end this session's
+    /// presence, never ends it before, or in the middle of, what the session sent.
+    async fn presence_from_client(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        mut pres: Element,
+    ) {
+        let shared = Arc::clone(&session.presence);
+        let mut state = shared.lock().await;
+        if state.ended {
+            // Replaced: what its connection still sends must not follow the unavailable that
+            // ended it, nor speak for the successor.
+            tracing::debug!(jid = %session.jid, "presence from a replaced session dropped");
+            return;
+        }
+        let mut taken = false;
+        for m in &self.presence_out {
+            if let HookAction::Stop(err) =
+                m.on_presence_out(cx, session, &mut state, &mut pres).await
+            {
+                if let Some(err) = err {
+                    reply_error(cx, session, &pres, err);
+                }
+                taken = true;
+                break;
+            }
+        }
+        if !taken && pres.attr("to").is_some() {
+            cx.send(pres);
+        }
+        // Routed here rather than once the handler returned, for the lock to cover it: this
+        // runs for a client's stanza, outside any dispatch, so nothing re-enters.
+        self.drain(cx.outbox_mut()).await;
+    }
+
+    /// Ends, once, the presence that session `jid` (`id`) gave out: the modules'
+    /// [`Module::on_presence_end`], under its presence lock, routed before the lock is
+    /// released. Called when it unbinds, and by a successor binding the same resource before
+    /// that successor can send anything: the old session's unavailable always comes before the
+    /// new one's presence, and a room sees a leave before the new session joins (XEP-0045
+    /// §7.2).
+    async fn end_presence(self: &Arc<Self>, jid: &FullJid, id: u64, state: &SharedPresence) {
+        let mut state = state.lock().await;
+        if state.ended {
+            return;
+        }
+        state.ended = true;
+        let mut outbox = Outbox::default();
+        let cx = &mut Context::new(self, &mut outbox);
+        for m in &self.modules {
+            m.on_presence_end(cx, jid, id, &mut state).await;
+        }
+        self.drain(&mut outbox).await;
+    }
+
     /// The writer of `session` reached an [`Outbound::Written`]: everything queued before it
-    /// is written. Hands out the next page of offline messages, if the session is taking them.
+    /// is written. The modules' [`Module::on_written`] run (the next page of offline
+    /// messages, if the session is taking them).
     pub async fn written(self: &Arc<Self>, session: &ClientSession) {
-        crate::builtin::offline_written(self, session).await;
+        let mut outbox = Outbox::default();
+        let cx = &mut Context::new(self, &mut outbox);
+        for m in &self.modules {
+            m.on_written(cx, session).await;
+        }
+        self.drain(&mut outbox).await;
     }
 
     /// Ends a session: unavailable presence to subscribers and directed-presence targets,
@@ -531,12 +573,10 @@ impl Server {
             tracing::info!(jid = %session.jid, "replaced session closed");
             return;
         }
-        crate::im::end_presence(self, &session.jid, session.id, &session.presence).await;
+        self.end_presence(&session.jid, session.id, &session.presence)
+            .await;
         self.router.remove(&session.jid, session.id);
         crate::session::end_queue(self, &session, priority).await;
-        if self.router.resource_count(&bare) == 0 {
-            crate::builtin::record_last_activity(self, &bare, "").await;
-        }
         if let Err(e) = self.store.session_closed(session.jid.as_str()).await {
             tracing::warn!(error = %e, "could not clear session record");
         }
@@ -598,8 +638,9 @@ impl Server {
     /// queued behind it. Routing never recurses and holds no lock while a handler runs, so a
     /// stanza coming back to the handler that produced it waits in the queue instead of
     /// re-entering it; and one sender's stanzas to one recipient keep their order
-    /// (RFC 6120 §10.1).
-    pub(crate) async fn drain(self: &Arc<Self>, outbox: &mut Outbox) {
+    /// (RFC 6120 §10.1). Like [`Server::dispatch`], for drivers and services' own tasks,
+    /// never from inside a handler.
+    pub async fn drain(self: &Arc<Self>, outbox: &mut Outbox) {
         let mut routed = 0usize;
         while let Some(next) = outbox.queue.pop_front() {
             routed += 1;
@@ -682,10 +723,9 @@ impl Server {
         session: &mut ClientSession,
         iq: Element,
     ) {
-        let kind = match iq.attr("type") {
-            Some("get") => IqKind::Get,
-            Some("set") => IqKind::Set,
-            Some("result") | Some("error") => {
+        match iq.attr("type") {
+            Some("get" | "set") => {}
+            Some("result" | "error") => {
                 if iq.attr("to").is_some() {
                     cx.send(iq);
                 }
@@ -695,30 +735,24 @@ impl Server {
                 reply_error(cx, session, &iq, Condition::BadRequest.into());
                 return;
             }
-        };
+        }
         let mut children = iq.children();
-        let (Some(payload), None, Some(_)) = (children.next(), children.next(), iq.attr("id"))
-        else {
+        let (Some(_), None, Some(_)) = (children.next(), children.next(), iq.attr("id")) else {
             reply_error(cx, session, &iq, Condition::BadRequest.into());
             return;
         };
-        let own_bare = session.jid.to_bare();
-        let to = match iq.attr("to").map(Jid::new) {
-            None => Jid::from(own_bare.clone()),
-            Some(Ok(j)) => j,
-            Some(Err(_)) => {
-                reply_error(cx, session, &iq, Condition::JidMalformed.into());
-                return;
-            }
-        };
-        if to.is_bare() && to.to_bare() == own_bare && payload.is("query", stanza::NS_ROSTER) {
-            let payload = payload.clone();
-            crate::im::roster_iq(cx, session, &iq, kind, payload).await;
-            return;
-        }
         let mut iq = iq;
         if iq.attr("to").is_none() {
-            stanza::set_attr(&mut iq, "to", own_bare.to_string());
+            // RFC 6120 §10.3.3: no 'to' means the sender's own bare JID.
+            stanza::set_attr(&mut iq, "to", session.jid.to_bare().to_string());
+        }
+        for m in &self.iq_out {
+            if let HookAction::Stop(err) = m.on_iq_out(cx, session, &mut iq).await {
+                if let Some(err) = err {
+                    reply_error(cx, session, &iq, err);
+                }
+                return;
+            }
         }
         cx.send(iq);
     }
@@ -789,7 +823,19 @@ impl Server {
                 if self.intercepted(cx, &self.presence_in, &mut pres).await {
                     return;
                 }
-                crate::im::presence_to_account(cx, pres, to).await
+                for m in &self.presence_to_account {
+                    if let HookAction::Stop(err) =
+                        m.on_presence_to_account(cx, &mut pres, &to).await
+                    {
+                        if let Some(err) = err {
+                            cx.bounce(&pres, err);
+                        }
+                        return;
+                    }
+                }
+                if let Ok(full) = to.try_as_full() {
+                    cx.deliver(full, pres);
+                }
             }
             "iq" => {
                 let mut iq = stanza;
@@ -886,7 +932,7 @@ impl Server {
         bare: &BareJid,
         kind: &str,
     ) {
-        let mut targets = crate::im::message_targets(&self.router.resources(bare), kind);
+        let mut targets = crate::router::message_targets(&self.router.resources(bare), kind);
         targets.retain(|t| self.try_deliver(t, msg.clone()).is_ok());
         if !targets.is_empty() {
             self.delivered(cx, &msg, &targets).await;

@@ -74,15 +74,20 @@ pub struct SessionInfo {
 
 /// The presence a session has given out (RFC 6121 §4), shared with the session registry so
 /// that a successor binding the same resource can end it. Locked while the session's own
-/// presence is handled, so that ending it waits for, and never interleaves with, what the
-/// session is sending.
+/// presence is handled ([`crate::module::Module::on_presence_out`]) and while it is ended
+/// ([`crate::module::Module::on_presence_end`]), so that ending it waits for, and never
+/// interleaves with, what the session is sending. The core keeps it; the module handling
+/// presence fills it in.
 #[derive(Debug, Default)]
-pub(crate) struct PresenceState {
+pub struct PresenceState {
     /// Sent available presence and not unavailable since.
-    pub(crate) available: bool,
+    pub available: bool,
     /// Entities this session sent directed available presence to (RFC 6121 §4.6), which get
     /// unavailable presence when it goes offline.
-    pub(crate) directed: HashSet<Jid>,
+    pub directed: HashSet<Jid>,
+    /// The `on_available` hooks ran for this session (its first available presence of
+    /// non-negative priority).
+    pub announced: bool,
     /// Its presence was ended (the session was replaced, or is unbinding): it speaks no more.
     pub(crate) ended: bool,
 }
@@ -96,8 +101,6 @@ pub struct ClientSession {
     pub id: u64,
     pub info: SessionInfo,
     pub(crate) presence: SharedPresence,
-    /// Offline messages were already asked for by this session.
-    pub(crate) offline_done: bool,
     /// The session's outbound queue (ended, and its remainder re-routed, at unbind).
     pub(crate) queue: Arc<SessionQueue>,
 }
@@ -115,9 +118,14 @@ impl ClientSession {
             id,
             info,
             presence,
-            offline_done: false,
             queue,
         }
+    }
+
+    /// The session's outbound queue, for what is queued from its own task (a page of offline
+    /// messages, [`Class::Stored`]).
+    pub fn queue(&self) -> &Arc<SessionQueue> {
+        &self.queue
     }
 
     /// Whether the session has sent available presence (false while a successor is ending it).
@@ -134,14 +142,15 @@ impl ClientSession {
 /// unavailable), which tells whether a message to the bare JID already reached the others.
 pub(crate) async fn end_queue(server: &Arc<Server>, session: &ClientSession, priority: i8) {
     let left = session.queue.end();
-    crate::builtin::offline_session_ended(server, session);
-    if left.is_empty() {
-        return;
-    }
-    tracing::debug!(jid = %session.jid, count = left.len(), "re-routing what was queued");
-    let bare = session.jid.to_bare();
     let mut outbox = Outbox::default();
     let cx = &mut Context::new(server, &mut outbox);
+    for m in server.modules() {
+        m.on_queue_ended(cx, session).await;
+    }
+    if !left.is_empty() {
+        tracing::debug!(jid = %session.jid, count = left.len(), "re-routing what was queued");
+    }
+    let bare = session.jid.to_bare();
     for (out, class) in left {
         // A stored offline message stays stored until written; its next session gets it.
         if class == Class::Stored {

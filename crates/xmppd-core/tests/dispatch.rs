@@ -26,7 +26,7 @@ async fn server_with(components: Vec<(&str, Arc<dyn Component>)>) -> Arc<Server>
     components
         .into_iter()
         .fold(
-            Server::builder(CoreConfig::default(), store),
+            Server::builder(CoreConfig::default(), store).modules(xmppd_im::modules()),
             |b, (d, c)| b.component(d, c),
         )
         .build()

@@ -1,6 +1,8 @@
 //! The hooks later services build on, each through a small module standing in for them:
 //! after delivery targets are chosen (archive, carbons), presence and IQ interception
-//! (blocking, PEP), and the per-session outbound filter (client state indication).
+//! (blocking, PEP), the per-session outbound filter (client state indication), and the session
+//! hooks the IM rules are built on (presence and IQs from a session, presence to an account,
+//! the end of a session's presence).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use minidom::Element;
 use xmppd_core::module::{HookAction, Hooks, Module};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::testing::TestClient;
-use xmppd_core::{Context, CoreConfig, FullJid, Server};
+use xmppd_core::{ClientSession, Context, CoreConfig, FullJid, PresenceState, Server};
 use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 async fn server_with(module: Arc<dyn Module>) -> Arc<Server> {
@@ -22,6 +24,7 @@ async fn server_with(module: Arc<dyn Module>) -> Arc<Server> {
             .unwrap();
     }
     Server::builder(CoreConfig::default(), store)
+        .modules(xmppd_im::modules())
         .module(module)
         .build()
 }
@@ -248,4 +251,138 @@ async fn outbound_filter_holds_back_per_session() {
     let held = hold.held.lock().unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].attr("type"), Some("headline"));
+}
+
+/// Records the session hooks the IM rules are built on, and takes nothing: the core's own
+/// behaviour shows behind it.
+#[derive(Default)]
+struct SessionLog(Mutex<Vec<String>>);
+
+impl SessionLog {
+    fn push(&self, event: String) {
+        self.0.lock().unwrap().push(event);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Module for SessionLog {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            presence_out: true,
+            iq_out: true,
+            presence_to_account: true,
+            ..Hooks::NONE
+        }
+    }
+
+    async fn on_presence_out(
+        &self,
+        _cx: &mut Context<'_>,
+        session: &ClientSession,
+        state: &mut PresenceState,
+        pres: &mut Element,
+    ) -> HookAction {
+        // What a presence handler keeps for the session's end.
+        if pres.attr("to").is_none() {
+            state.available = true;
+        }
+        let to = pres.attr("to").unwrap_or("-");
+        self.push(format!("out {} {to}", session.jid));
+        HookAction::Continue
+    }
+
+    async fn on_iq_out(
+        &self,
+        _cx: &mut Context<'_>,
+        session: &ClientSession,
+        iq: &mut Element,
+    ) -> HookAction {
+        let to = iq.attr("to").unwrap_or("-");
+        self.push(format!("iq {} {to}", session.jid));
+        HookAction::Continue
+    }
+
+    async fn on_presence_to_account(
+        &self,
+        _cx: &mut Context<'_>,
+        pres: &mut Element,
+        to: &xmppd_core::Jid,
+    ) -> HookAction {
+        self.push(format!("in {} {to}", pres.attr("from").unwrap_or("-")));
+        HookAction::Continue
+    }
+
+    async fn on_presence_end(
+        &self,
+        _cx: &mut Context<'_>,
+        jid: &FullJid,
+        _session_id: u64,
+        state: &mut PresenceState,
+    ) {
+        self.push(format!("end {jid} available={}", state.available));
+    }
+}
+
+#[tokio::test]
+async fn session_hooks_see_presence_iqs_and_the_end_of_a_replaced_session() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob"] {
+        (store.create_user(&UserRef::new(u, "localhost"), &[]).await).unwrap();
+    }
+    let log = Arc::new(SessionLog::default());
+    // No IM modules: the core alone, with the recorder.
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(log.clone())
+        .build();
+    let mut alice = TestClient::login(&server, "alice", "pc").await;
+    let mut bob = TestClient::login(&server, "bob", "phone").await;
+    alice
+        .send(&server, "<presence xmlns='jabber:client'/>")
+        .await;
+    alice
+        .send(
+            &server,
+            "<presence xmlns='jabber:client' to='bob@localhost/phone'/>",
+        )
+        .await;
+    alice
+        .send(
+            &server,
+            "<iq xmlns='jabber:client' type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
+        )
+        .await;
+    assert_eq!(
+        log.take(),
+        [
+            "out alice@localhost/pc -",
+            "out alice@localhost/pc bob@localhost/phone",
+            "in alice@localhost/pc bob@localhost/phone",
+            "iq alice@localhost/pc alice@localhost",
+        ]
+    );
+    // Untaken: broadcast presence is dropped, directed presence delivered, and the roster IQ,
+    // which no module claims here, refused.
+    let got = bob.drain();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attr("from"), Some("alice@localhost/pc"));
+    let got = alice.drain();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attr("type"), Some("error"));
+
+    // A new session for the same resource ends the old one's presence before its bind returns,
+    // once: the old session's own unbind does not end it again.
+    let successor = TestClient::login(&server, "alice", "pc").await;
+    assert_eq!(log.take(), ["end alice@localhost/pc available=true"]);
+    alice.logout(&server).await;
+    assert!(log.take().is_empty());
+    successor.logout(&server).await;
+    assert_eq!(log.take(), ["end alice@localhost/pc available=false"]);
 }

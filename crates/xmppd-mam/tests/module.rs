@@ -25,6 +25,7 @@ async fn setup() -> (Arc<Server>, Arc<SqliteArchive>) {
     let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
     let module = MamModule::new(archive.clone(), MamSettings::default());
     let server = Server::builder(CoreConfig::default(), store)
+        .modules(xmppd_im::modules())
         .module(Arc::new(module))
         .build();
     (server, archive)

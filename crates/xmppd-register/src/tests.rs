@@ -140,6 +140,7 @@ async fn server_with(
     let backends: HashMap<String, Arc<dyn AuthBackend>> =
         [("localhost".to_owned(), backend)].into();
     let server = Server::builder(CoreConfig::default(), store)
+        .modules(xmppd_im::modules())
         .module(Arc::new(Register::new(backends, policy())))
         .build();
     let (session, rx) = server

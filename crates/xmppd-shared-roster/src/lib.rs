@@ -12,7 +12,7 @@
 //! keeps its previous members, so a directory outage does not empty everybody's roster.
 //!
 //! When a refresh changes a group, [`SharedRoster::refresh_and_notify`] tells the online users
-//! whose shared contacts changed, through [`Server::shared_roster_item_changed`]: a roster push
+//! whose shared contacts changed, through [`xmppd_im::shared_roster_item_changed`]: a roster push
 //! and presence between the two accounts, in both directions.
 //!
 //! A user's shared items are also part of their roster version (RFC 6121 §2.6):
@@ -134,9 +134,13 @@ impl SharedRoster {
         let (failed, previous, next) = self.reload().await;
         let online = |user: &BareJid| server.router().resource_count(user) > 0;
         for change in changes(&self.sources, &previous.members, &next.members, online) {
-            server
-                .shared_roster_item_changed(&change.user, &change.item, change.removed)
-                .await;
+            xmppd_im::shared_roster_item_changed(
+                server,
+                &change.user,
+                &change.item,
+                change.removed,
+            )
+            .await;
         }
         failed
     }

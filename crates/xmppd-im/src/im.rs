@@ -1,19 +1,16 @@
 //! RFC 6121 instant messaging rules: roster management (§2), subscriptions with
-//! pre-approval (§3), presence broadcast, probes and directed presence (§4), and the choice of
-//! resources for a message to a bare JID (§8.5.2).
+//! pre-approval (§3), presence broadcast, probes and directed presence (§4), and [`Im`], the
+//! module that applies them through the core's hooks.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use xmppd_core::module::{HookAction, Hooks, IqKind, Module};
+use xmppd_core::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
+use xmppd_core::{user_ref, ClientSession, Context, PresenceState};
 use xmppd_storage::{AccountRemoval, RosterItem, Subscription, UserRef};
-
-use crate::context::{Context, Outbox};
-use crate::module::IqKind;
-use crate::router::Resource;
-use crate::server::{reply_error, user_ref, Server};
-use crate::session::{ClientSession, PresenceState, SharedPresence};
-use crate::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
 
 /// Entities one session may have sent directed presence to and still be tracking (RFC 6121
 /// §4.6); beyond this, further targets are not remembered for the unavailable at logout.
@@ -43,28 +40,6 @@ fn subscription_request(pres: &Element) -> Element {
         }
     }
     kept
-}
-
-/// Resources that receive a message of `kind` sent to their bare JID (RFC 6121 §8.5.2.1).
-///
-/// `normal` and `chat` go to the available resources of highest non-negative priority — all of
-/// them when several share it; `headline` to every available resource with non-negative
-/// priority; `groupchat` and anything else to none.
-pub fn message_targets(resources: &[Resource], kind: &str) -> Vec<FullJid> {
-    let eligible = resources.iter().filter(|r| r.available && r.priority >= 0);
-    match kind {
-        "normal" | "chat" | "error" => {
-            let Some(top) = eligible.clone().map(|r| r.priority).max() else {
-                return Vec::new();
-            };
-            eligible
-                .filter(|r| r.priority == top)
-                .map(|r| r.jid.clone())
-                .collect()
-        }
-        "headline" => eligible.map(|r| r.jid.clone()).collect(),
-        _ => Vec::new(),
-    }
 }
 
 fn presence(kind: Option<&str>, from: &str, to: &str) -> Element {
@@ -108,7 +83,7 @@ async fn merge_contributed(
     user: &BareJid,
     mut items: Vec<RosterItem>,
 ) -> Vec<RosterItem> {
-    for m in cx.server().roster_modules() {
+    for m in cx.core().roster_modules() {
         for extra in m.roster_items(cx, user).await {
             if extra.jid == user.as_str() {
                 continue;
@@ -149,7 +124,7 @@ pub(crate) async fn shares_presence(cx: &Context<'_>, user: &BareJid, contact: &
     ) {
         return true;
     }
-    for m in cx.server().roster_modules() {
+    for m in cx.core().roster_modules() {
         if m.has_roster_item(cx, user, contact).await {
             return true;
         }
@@ -173,7 +148,7 @@ async fn roster_with_version(
 /// while nobody is told (the user offline, the server down): each roster module's own version
 /// goes into the string too, so that it names the content it stands for.
 async fn roster_version(cx: &Context<'_>, user: &BareJid, counter: u64) -> String {
-    let modules = cx.server().roster_modules();
+    let modules = cx.core().roster_modules();
     if modules.is_empty() {
         return counter.to_string();
     }
@@ -191,7 +166,7 @@ async fn shown_item(cx: &Context<'_>, user: &BareJid, mut item: RosterItem) -> R
     let Ok(contact) = BareJid::new(&item.jid) else {
         return item;
     };
-    for m in cx.server().roster_modules() {
+    for m in cx.core().roster_modules() {
         if m.has_roster_item(cx, user, &contact).await {
             item.subscription = Subscription::Both;
             item.ask = false;
@@ -208,7 +183,7 @@ async fn contributed_item(
     user: &BareJid,
     contact: &BareJid,
 ) -> Option<RosterItem> {
-    for m in cx.server().roster_modules() {
+    for m in cx.core().roster_modules() {
         if !m.has_roster_item(cx, user, contact).await {
             continue;
         }
@@ -307,38 +282,110 @@ pub(crate) async fn shared_item_changed(
     }
 }
 
-/// Presence sent by a client session.
-pub(crate) async fn presence_from_client(
-    cx: &mut Context<'_>,
-    session: &mut ClientSession,
-    pres: Element,
-) {
-    // Held until this presence is handled and routed: a successor binding the same resource
-    // meanwhile waits, then ends all of it (see `end_presence`), so what this session sent is
-    // always routed before its end.
-    let state = Arc::clone(&session.presence);
-    let mut state = state.lock().await;
-    if state.ended {
-        // Replaced: what its connection still sends must not follow the unavailable that
-        // ended it, nor speak for the successor.
-        tracing::debug!(jid = %session.jid, "presence from a replaced session dropped");
-        return;
+/// The RFC 6121 rules as a module: presence from and to the accounts, subscriptions, the
+/// roster IQs of a session, and what an account's removal changes for its contacts.
+pub(crate) struct Im;
+
+/// Takes the element a hook was handed by `&mut` (the hook consumes it: nothing follows it).
+fn take(el: &mut Element) -> Element {
+    std::mem::replace(el, Element::bare("presence", NS_CLIENT))
+}
+
+#[async_trait]
+impl Module for Im {
+    fn name(&self) -> &'static str {
+        "im"
     }
-    own_presence(cx, session, &mut state, pres).await;
-    // Routed here rather than once the handler returned, for the lock to cover it: this runs
-    // for a client's stanza, outside any dispatch, so nothing re-enters.
-    let server = Arc::clone(cx.server());
-    server.drain(cx.outbox_mut()).await;
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            presence_out: true,
+            iq_out: true,
+            presence_to_account: true,
+            ..Hooks::NONE
+        }
+    }
+
+    /// Roster versioning (RFC 6121 §2.6) and subscription pre-approval (§3.4).
+    fn stream_features(&self) -> Vec<Element> {
+        vec![
+            Element::bare("ver", stanza::NS_ROSTERVER),
+            Element::bare("sub", stanza::NS_PREAPPROVAL),
+        ]
+    }
+
+    async fn on_presence_out(
+        &self,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        state: &mut PresenceState,
+        pres: &mut Element,
+    ) -> HookAction {
+        own_presence(cx, session, state, take(pres)).await;
+        HookAction::Stop(None)
+    }
+
+    async fn on_iq_out(
+        &self,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        iq: &mut Element,
+    ) -> HookAction {
+        let own = iq.attr("to").and_then(|t| BareJid::new(t).ok());
+        let Some(query) = iq.get_child("query", NS_ROSTER) else {
+            return HookAction::Continue;
+        };
+        if own.as_ref() != Some(&session.jid.to_bare()) {
+            return HookAction::Continue;
+        }
+        let kind = match iq.attr("type") {
+            Some("set") => IqKind::Set,
+            _ => IqKind::Get,
+        };
+        let query = query.clone();
+        roster_iq(cx, session, iq, kind, query).await;
+        HookAction::Stop(None)
+    }
+
+    async fn on_presence_to_account(
+        &self,
+        cx: &mut Context<'_>,
+        pres: &mut Element,
+        to: &Jid,
+    ) -> HookAction {
+        presence_to_account(cx, take(pres), to).await;
+        HookAction::Stop(None)
+    }
+
+    async fn on_presence_end(
+        &self,
+        cx: &mut Context<'_>,
+        jid: &FullJid,
+        session_id: u64,
+        state: &mut PresenceState,
+    ) {
+        end_presence(cx, jid, session_id, state).await;
+    }
+
+    async fn on_account_removal(
+        &self,
+        cx: &mut Context<'_>,
+        user: &BareJid,
+        removal: &AccountRemoval,
+        online: &[FullJid],
+    ) {
+        account_removed(cx, user, removal, online).await;
+    }
 }
 
 async fn own_presence(
     cx: &mut Context<'_>,
-    session: &mut ClientSession,
+    session: &ClientSession,
     state: &mut PresenceState,
     mut pres: Element,
 ) {
     let max = cx.config().max_presence_bytes;
-    if crate::queue::element_size(&pres) > max {
+    if xmppd_core::queue::element_size(&pres) > max {
         // Presence is kept (the last one answers probes; rooms keep their occupants') and
         // copied to every contact and occupant: a large one costs that many times over.
         let text = format!("presence larger than {max} bytes");
@@ -355,7 +402,9 @@ async fn own_presence(
             Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
                 let contact = to.to_bare();
                 if let Err(e) = outbound_subscription(cx, &user, k, &contact, pres.clone()).await {
-                    reply_error(cx, session, &pres, e);
+                    if let Some(reply) = stanza::error_reply(&pres, &e) {
+                        cx.deliver(&session.jid, reply);
+                    }
                 }
             }
             Some("probe") => {}
@@ -429,9 +478,9 @@ async fn own_presence(
                     Err(e) => tracing::error!(error = %e, "pending subscriptions read failed"),
                 }
             }
-            if prio >= 0 && !session.offline_done {
-                session.offline_done = true;
-                let server = cx.server().clone();
+            if prio >= 0 && !state.announced {
+                state.announced = true;
+                let server = cx.core();
                 for m in server.modules() {
                     m.on_available(cx, &session.jid).await;
                 }
@@ -487,33 +536,19 @@ async fn go_unavailable(
     }
 }
 
-/// Ends, once, the presence that session `jid` (`id`) gave out, as RFC 6121 §4.5.2 has it for
-/// a session that ends without saying so: unavailable to the subscribers and the account's
-/// other resources if it was available, and to every entity it sent directed presence to (chat
-/// rooms included) in any case. From then on the session speaks no presence. Called when it
-/// unbinds, and by a successor binding the same resource, before that successor can send
-/// anything: the old session's unavailable then always comes before the new one's presence,
-/// and a room sees a leave before the new session joins (XEP-0045 §7.2, a full join).
-pub(crate) async fn end_presence(
-    server: &Arc<Server>,
-    jid: &FullJid,
-    id: u64,
-    state: &SharedPresence,
-) {
-    let mut state = state.lock().await;
-    if state.ended {
-        return;
-    }
-    state.ended = true;
+/// Ends the presence that session `jid` (`id`) gave out, as RFC 6121 §4.5.2 has it for a
+/// session that ends without saying so: unavailable to the subscribers and the account's other
+/// resources if it was available, and to every entity it sent directed presence to (chat rooms
+/// included) in any case. The core calls it once, under the session's presence lock, when the
+/// session unbinds or a successor binds the same resource (see `Module::on_presence_end`).
+async fn end_presence(cx: &mut Context<'_>, jid: &FullJid, id: u64, state: &mut PresenceState) {
     let unavailable = stanza::elem(
         "presence",
         NS_CLIENT,
         &[("type", "unavailable"), ("from", jid.as_str())],
     );
-    let mut outbox = Outbox::default();
-    let cx = &mut Context::new(server, &mut outbox);
     if state.available {
-        go_unavailable(cx, jid, id, &mut state, unavailable).await;
+        go_unavailable(cx, jid, id, state, unavailable).await;
     } else {
         // Directed presence without a broadcast one (e.g. a chat room joined before initial
         // presence): those entities still learn that the session is gone.
@@ -521,8 +556,6 @@ pub(crate) async fn end_presence(
             cx.send(with_to(&unavailable, target.as_str()));
         }
     }
-    // Routed before the lock is released, like the session's own presence.
-    server.drain(&mut outbox).await;
 }
 
 fn route_presence(cx: &mut Context<'_>, kind: &str, from: &BareJid, to: &BareJid) {
@@ -785,7 +818,7 @@ async fn forget_request(cx: &mut Context<'_>, user: &BareJid, contact: &BareJid)
 /// cancelled both directions (RFC 6121 §3.2.2, §3.3.2), `unsubscribe` and `unsubscribed`, and
 /// the end of the presence of `user`'s resources that were `online` to those who received it.
 /// The accounts whose request from `user` was dropped get the two cancellations too.
-pub(crate) async fn account_removed(
+async fn account_removed(
     cx: &mut Context<'_>,
     user: &BareJid,
     removal: &AccountRemoval,
@@ -856,7 +889,7 @@ fn to_available(cx: &mut Context<'_>, user: &BareJid, p: &Element) {
 }
 
 /// Presence addressed to a local account (RFC 6121 §4 and §3, inbound side).
-pub(crate) async fn presence_to_account(cx: &mut Context<'_>, pres: Element, to: Jid) {
+async fn presence_to_account(cx: &mut Context<'_>, pres: Element, to: &Jid) {
     let kind = pres.attr("type").map(str::to_owned);
     let user = to.to_bare();
     let Some(from) = pres.attr("from").and_then(|f| Jid::new(f).ok()) else {
@@ -988,7 +1021,7 @@ async fn inbound_subscription(
 }
 
 /// `jabber:iq:roster` get/set from the account's own session (RFC 6121 §2).
-pub(crate) async fn roster_iq(
+async fn roster_iq(
     cx: &mut Context<'_>,
     session: &ClientSession,
     iq: &Element,
@@ -1046,7 +1079,7 @@ async fn roster_set(
     };
     let contact = el
         .attr("jid")
-        .and_then(|j| crate::address::parse_jid(j).ok())
+        .and_then(|j| xmppd_core::address::parse_jid(j).ok())
         .ok_or_else(|| StanzaError::new(Condition::BadRequest))?
         .to_bare();
     let uref = user_ref(user);
@@ -1124,37 +1157,6 @@ async fn roster_set(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn res(jid: &str, available: bool, priority: i8) -> Resource {
-        let (queue, _rx) = crate::SessionQueue::new(crate::QueueLimits::default());
-        Resource {
-            available,
-            priority,
-            ..Resource::new(FullJid::new(jid).unwrap(), 0, queue)
-        }
-    }
-
-    fn names(v: Vec<FullJid>) -> Vec<String> {
-        let mut v: Vec<String> = v.iter().map(|j| j.resource().as_str().to_owned()).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn highest_priority_wins_ties_go_to_all_negative_gets_none() {
-        let rs = vec![
-            res("u@x/a", true, 5),
-            res("u@x/b", true, 5),
-            res("u@x/c", true, 1),
-            res("u@x/d", false, 9),
-            res("u@x/e", true, -1),
-        ];
-        assert_eq!(names(message_targets(&rs, "chat")), ["a", "b"]);
-        assert_eq!(names(message_targets(&rs, "normal")), ["a", "b"]);
-        assert_eq!(names(message_targets(&rs, "headline")), ["a", "b", "c"]);
-        assert!(message_targets(&rs, "groupchat").is_empty());
-        assert!(message_targets(&[res("u@x/e", true, -1)], "chat").is_empty());
-    }
 
     #[test]
     fn stored_subscription_requests_keep_only_status_and_nick() {

@@ -3,21 +3,17 @@
 //! (XEP-0160). They use the same [`Module`] seam as every external service.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
-
-use crate::context::Context;
-use crate::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
-use crate::queue::Class;
-use crate::router::SendError;
-use crate::server::{user_ref, Server};
-use crate::session::{ClientSession, Outbound};
-use crate::stanza::{self, Condition, StanzaError, NS_CLIENT};
+use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::router::{message_targets, SendError};
+use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
+use xmppd_core::{user_ref, Class, ClientSession, Context, Outbound, Server};
 
 /// The caps node of xmppd.
 pub const CAPS_NODE: &str = "https://xmppd.dev/caps";
@@ -26,34 +22,22 @@ const LAST_KEY: &str = "jabber:iq:last";
 
 pub(crate) fn modules() -> Vec<Arc<dyn Module>> {
     vec![
-        Arc::new(Disco),
+        Arc::new(Disco::default()),
         Arc::new(Ping),
         Arc::new(Version),
         Arc::new(Last),
-        Arc::new(Offline),
+        Arc::new(Offline::default()),
     ]
 }
 
 /// XEP-0115 verification string of the server's identity and features.
-pub(crate) fn caps_ver(features: &[String]) -> String {
+fn caps_ver(features: &[String]) -> String {
     let mut s = String::from("server/im//xmppd<");
     for f in features {
         s.push_str(f);
         s.push('<');
     }
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
-}
-
-/// Remembers when the last resource of `user` went offline (for XEP-0012).
-pub(crate) async fn record_last_activity(server: &Server, user: &jid::BareJid, status: &str) {
-    let value = format!("{}\n{}", stanza::now_ms(), status);
-    if let Err(e) = server
-        .store()
-        .set_data(&user_ref(user), LAST_KEY, &value)
-        .await
-    {
-        tracing::warn!(error = %e, "could not record last activity");
-    }
 }
 
 /// Whether `from` may see presence-like facts of the account `to` (self, subscribed, or a
@@ -90,8 +74,19 @@ fn features_query(node: Option<&str>, identity: Element, features: &[String]) ->
     q
 }
 
-/// XEP-0030: server features on the domain, account features on bare JIDs.
-struct Disco;
+/// XEP-0030: server features on the domain, account features on bare JIDs; and the
+/// server's entity capabilities (XEP-0115), offered as a stream feature.
+#[derive(Default)]
+struct Disco {
+    /// The verification string of the server's features, known once the server is built.
+    caps_ver: OnceLock<String>,
+}
+
+impl Disco {
+    fn caps_ver(&self) -> &str {
+        self.caps_ver.get().map_or("", String::as_str)
+    }
+}
 
 #[async_trait]
 impl Module for Disco {
@@ -101,6 +96,27 @@ impl Module for Disco {
 
     fn hooks(&self) -> Hooks {
         Hooks::NONE
+    }
+
+    fn on_started(&self, core: &Server) {
+        let _ = self.caps_ver.set(caps_ver(core.server_features()));
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![stanza::NS_DISCO_INFO.into(), stanza::NS_DISCO_ITEMS.into()]
+    }
+
+    fn account_features(&self) -> Vec<String> {
+        vec![stanza::NS_DISCO_INFO.into(), stanza::NS_DISCO_ITEMS.into()]
+    }
+
+    fn stream_features(&self) -> Vec<Element> {
+        let attrs = [
+            ("hash", "sha-1"),
+            ("node", CAPS_NODE),
+            ("ver", self.caps_ver()),
+        ];
+        vec![stanza::elem("c", stanza::NS_CAPS, &attrs)]
     }
 
     fn server_iq_namespaces(&self) -> Vec<&'static str> {
@@ -119,12 +135,12 @@ impl Module for Disco {
         let info = req.payload.is("query", stanza::NS_DISCO_INFO);
         if req.to.node().is_none() {
             if info {
-                let caps_node = format!("{CAPS_NODE}#{}", cx.server().caps_ver());
+                let caps_node = format!("{CAPS_NODE}#{}", self.caps_ver());
                 match node {
                     None => {}
                     Some(n) if n == caps_node => {}
                     Some(n) => {
-                        for m in cx.server().modules() {
+                        for m in cx.core().modules() {
                             if let Some(q) = m.disco_info(cx, &req.from, &req.to, n).await {
                                 return Ok(Some(q));
                             }
@@ -133,15 +149,11 @@ impl Module for Disco {
                     }
                 }
                 let id = identity("server", "im", Some("xmppd"));
-                return Ok(Some(features_query(
-                    node,
-                    id,
-                    cx.server().server_features(),
-                )));
+                return Ok(Some(features_query(node, id, cx.core().server_features())));
             }
             let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
             if let Some(n) = node {
-                for m in cx.server().modules() {
+                for m in cx.core().modules() {
                     if let Some(items) = m.disco_items(cx, &req.from, &req.to, Some(n)).await {
                         stanza::set_attr(&mut q, "node", n);
                         for it in items {
@@ -152,7 +164,7 @@ impl Module for Disco {
                 }
                 return Err(StanzaError::new(Condition::ItemNotFound));
             }
-            let mut comps: Vec<_> = cx.server().component_domains().collect();
+            let mut comps: Vec<_> = cx.core().component_domains().collect();
             comps.sort_by(|a, b| a.0.cmp(b.0));
             for (domain, c) in comps {
                 q.append_child(stanza::elem(
@@ -161,7 +173,7 @@ impl Module for Disco {
                     &[("jid", domain), ("name", c.name())],
                 ));
             }
-            for m in cx.server().modules() {
+            for m in cx.core().modules() {
                 for it in m
                     .disco_items(cx, &req.from, &req.to, None)
                     .await
@@ -181,11 +193,7 @@ impl Module for Disco {
         }
         if info {
             let id = identity("account", "registered", None);
-            Ok(Some(features_query(
-                None,
-                id,
-                cx.server().account_features(),
-            )))
+            Ok(Some(features_query(None, id, cx.core().account_features())))
         } else {
             Ok(Some(Element::bare("query", stanza::NS_DISCO_ITEMS)))
         }
@@ -290,6 +298,22 @@ impl Module for Last {
         vec![stanza::NS_LAST]
     }
 
+    /// Remembers when the last resource of the account went offline.
+    async fn on_session_closed(&self, cx: &mut Context<'_>, jid: &FullJid) {
+        let user = jid.to_bare();
+        if cx.sessions().resource_count(&user) > 0 {
+            return;
+        }
+        let value = format!("{}\n", stanza::now_ms());
+        if let Err(e) = cx
+            .store()
+            .set_data(&user_ref(&user), LAST_KEY, &value)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record last activity");
+        }
+    }
+
     async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         if req.kind != IqKind::Get {
             return Err(StanzaError::new(Condition::BadRequest));
@@ -333,7 +357,11 @@ impl Module for Last {
 /// [`OfflineDrains`]), and a page is removed from storage only once the session's writer has
 /// written it. A message stored just as its recipient comes online does not wait for the next
 /// login: storing it asks an available session to take the backlog.
-struct Offline;
+#[derive(Default)]
+struct Offline {
+    /// Which session is being handed each account's offline messages.
+    drains: OfflineDrains,
+}
 
 impl Offline {
     fn worth_storing(msg: &Element) -> bool {
@@ -355,6 +383,10 @@ impl Module for Offline {
             undeliverable: true,
             ..Hooks::NONE
         }
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![stanza::FEATURE_OFFLINE.into()]
     }
 
     async fn on_undeliverable(
@@ -391,7 +423,7 @@ impl Module for Offline {
         {
             Ok(true) => {
                 // The recipient may have come online while this was being stored.
-                offline_wanted(cx.core(), &bare, None);
+                self.wanted(cx.core(), &bare, None);
                 Ok(true)
             }
             Ok(false) => Err(StanzaError::with_text(
@@ -406,7 +438,27 @@ impl Module for Offline {
     }
 
     async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
-        offline_wanted(cx.core(), &jid.to_bare(), Some(jid));
+        self.wanted(cx.core(), &jid.to_bare(), Some(jid));
+    }
+
+    async fn on_written(&self, cx: &mut Context<'_>, session: &ClientSession) {
+        self.written(cx, session).await;
+    }
+
+    /// If `session` was taking its account's backlog, another available session takes over
+    /// what it had not written yet.
+    async fn on_queue_ended(&self, cx: &mut Context<'_>, session: &ClientSession) {
+        let user = session.jid.to_bare();
+        let was_taking = {
+            let mut drains = self.drains.lock();
+            match drains.get(&user) {
+                Some(d) if d.session == session.id => drains.remove(&user).is_some(),
+                _ => false,
+            }
+        };
+        if was_taking {
+            self.wanted(cx.core(), &user, None);
+        }
     }
 }
 
@@ -418,7 +470,7 @@ const PAGE_BYTES: usize = 256 * 1024;
 /// Which session of each account is taking that account's offline messages, and how far it
 /// got. One session at a time, so that no message is handed out twice.
 #[derive(Default)]
-pub(crate) struct OfflineDrains(std::sync::Mutex<HashMap<BareJid, Drain>>);
+struct OfflineDrains(std::sync::Mutex<HashMap<BareJid, Drain>>);
 
 struct Drain {
     /// The session taking the messages.
@@ -435,137 +487,121 @@ impl OfflineDrains {
     }
 }
 
-/// Asks a session of `user` to take the stored backlog: `to` (just came online) or the first
-/// resource offline messages would go to now. A session already taking it takes the new
-/// messages too. The session is asked through its own queue ([`Outbound::Written`]), so the
-/// reading and removal happen on its task, paced by its writer.
-fn offline_wanted(server: &Server, user: &BareJid, to: Option<&FullJid>) {
-    let resources = server.router().resources(user);
-    let target = match to {
-        Some(jid) => resources.iter().find(|r| &r.jid == jid),
-        None => {
-            let jid = crate::im::message_targets(&resources, "chat")
-                .into_iter()
-                .next();
-            jid.and_then(|j| resources.iter().find(|r| r.jid == j))
-        }
-    };
-    let mut drains = server.offline.lock();
-    if let Some(d) = drains.get_mut(user) {
-        d.again = true;
-        return;
-    }
-    let Some(target) = target else {
-        return;
-    };
-    drains.insert(
-        user.clone(),
-        Drain {
-            session: target.session_id,
-            after: 0,
-            again: false,
-        },
-    );
-    drop(drains);
-    if target.queue.push(Outbound::Written, Class::Stored).is_err() {
-        release(server, user, target.session_id);
-    }
-}
-
-fn release(server: &Server, user: &BareJid, session: u64) {
-    let mut drains = server.offline.lock();
-    if drains.get(user).is_some_and(|d| d.session == session) {
-        drains.remove(user);
-    }
-}
-
-/// The session's writer wrote everything up to its last [`Outbound::Written`]: removes the
-/// page it had been handed and hands it the next one, followed by another `Written`.
-pub(crate) async fn offline_written(server: &Arc<Server>, session: &ClientSession) {
-    let user = session.jid.to_bare();
-    let after = match server.offline.lock().get(&user) {
-        Some(d) if d.session == session.id => d.after,
-        _ => return,
-    };
-    let uref = user_ref(&user);
-    if after > 0 {
-        if let Err(e) = server.store().remove_offline(&uref, after).await {
-            // They stay stored and come again at the next login: better twice than never.
-            tracing::error!(error = %e, "offline cleanup failed");
-        }
-    }
-    loop {
-        if !session.is_available() {
-            release(server, &user, session.id);
-            return;
-        }
-        let page = match (server.store())
-            .offline_page(&uref, after, PAGE_MESSAGES, PAGE_BYTES)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::error!(error = %e, "offline read failed");
-                release(server, &user, session.id);
-                return;
+impl Offline {
+    /// Asks a session of `user` to take the stored backlog: `to` (just came online) or the first
+    /// resource offline messages would go to now. A session already taking it takes the new
+    /// messages too. The session is asked through its own queue ([`Outbound::Written`]), so the
+    /// reading and removal happen on its task, paced by its writer.
+    fn wanted(&self, server: &Server, user: &BareJid, to: Option<&FullJid>) {
+        let resources = server.router().resources(user);
+        let target = match to {
+            Some(jid) => resources.iter().find(|r| &r.jid == jid),
+            None => {
+                let jid = message_targets(&resources, "chat").into_iter().next();
+                jid.and_then(|j| resources.iter().find(|r| r.jid == j))
             }
         };
-        if page.is_empty() {
-            let mut drains = server.offline.lock();
-            match drains.get_mut(&user) {
-                Some(d) if d.session == session.id && d.again => {
-                    d.again = false;
-                    continue;
-                }
-                Some(d) if d.session == session.id => {
-                    drains.remove(&user);
-                }
-                _ => {}
-            }
+        let mut drains = self.drains.lock();
+        if let Some(d) = drains.get_mut(user) {
+            d.again = true;
             return;
         }
-        let mut queued = after;
-        for m in &page {
-            match m.xml.parse::<Element>() {
-                Ok(el) => match session
-                    .queue
-                    .push(Outbound::Stanza(Arc::new(el)), Class::Stored)
-                {
-                    Ok(()) => {}
-                    // No room left: the rest of the page comes next time.
-                    Err(SendError::Overflow) => break,
-                    // Closing: what was not written stays stored.
-                    Err(SendError::NotFound) => return,
-                },
+        let Some(target) = target else {
+            return;
+        };
+        drains.insert(
+            user.clone(),
+            Drain {
+                session: target.session_id,
+                after: 0,
+                again: false,
+            },
+        );
+        drop(drains);
+        if target.queue.push(Outbound::Written, Class::Stored).is_err() {
+            self.release(user, target.session_id);
+        }
+    }
+
+    fn release(&self, user: &BareJid, session: u64) {
+        let mut drains = self.drains.lock();
+        if drains.get(user).is_some_and(|d| d.session == session) {
+            drains.remove(user);
+        }
+    }
+
+    /// The session's writer wrote everything up to its last [`Outbound::Written`]: removes the
+    /// page it had been handed and hands it the next one, followed by another `Written`.
+    async fn written(&self, cx: &Context<'_>, session: &ClientSession) {
+        let user = session.jid.to_bare();
+        let after = match self.drains.lock().get(&user) {
+            Some(d) if d.session == session.id => d.after,
+            _ => return,
+        };
+        let uref = user_ref(&user);
+        if after > 0 {
+            if let Err(e) = cx.store().remove_offline(&uref, after).await {
+                // They stay stored and come again at the next login: better twice than never.
+                tracing::error!(error = %e, "offline cleanup failed");
+            }
+        }
+        loop {
+            if !session.is_available() {
+                self.release(&user, session.id);
+                return;
+            }
+            let page = match (cx.store())
+                .offline_page(&uref, after, PAGE_MESSAGES, PAGE_BYTES)
+                .await
+            {
+                Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
+                    tracing::error!(error = %e, "offline read failed");
+                    self.release(&user, session.id);
+                    return;
+                }
+            };
+            if page.is_empty() {
+                let mut drains = self.drains.lock();
+                match drains.get_mut(&user) {
+                    Some(d) if d.session == session.id && d.again => {
+                        d.again = false;
+                        continue;
+                    }
+                    Some(d) if d.session == session.id => {
+                        drains.remove(&user);
+                    }
+                    _ => {}
+                }
+                return;
+            }
+            let mut queued = after;
+            for m in &page {
+                match m.xml.parse::<Element>() {
+                    Ok(el) => match session
+                        .queue()
+                        .push(Outbound::Stanza(Arc::new(el)), Class::Stored)
+                    {
+                        Ok(()) => {}
+                        // No room left: the rest of the page comes next time.
+                        Err(SendError::Overflow) => break,
+                        // Closing: what was not written stays stored.
+                        Err(SendError::NotFound) => return,
+                    },
+                    Err(e) => {
+                        tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
+                    }
+                }
+                queued = m.id;
+            }
+            if let Some(d) = self.drains.lock().get_mut(&user) {
+                if d.session == session.id {
+                    d.after = queued;
                 }
             }
-            queued = m.id;
+            let _ = session.queue().push(Outbound::Written, Class::Stored);
+            return;
         }
-        if let Some(d) = server.offline.lock().get_mut(&user) {
-            if d.session == session.id {
-                d.after = queued;
-            }
-        }
-        let _ = session.queue.push(Outbound::Written, Class::Stored);
-        return;
-    }
-}
-
-/// `session` ended: if it was taking its account's backlog, another available session takes
-/// over what it had not written yet.
-pub(crate) fn offline_session_ended(server: &Server, session: &ClientSession) {
-    let user = session.jid.to_bare();
-    let was_taking = {
-        let mut drains = server.offline.lock();
-        match drains.get(&user) {
-            Some(d) if d.session == session.id => drains.remove(&user).is_some(),
-            _ => false,
-        }
-    };
-    if was_taking {
-        offline_wanted(server, &user, None);
     }
 }
 

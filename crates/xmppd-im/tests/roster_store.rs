@@ -210,7 +210,10 @@ async fn setup(
     }
     let server = modules
         .into_iter()
-        .fold(Server::builder(cfg, store.clone()), |b, m| b.module(m))
+        .fold(
+            Server::builder(cfg, store.clone()).modules(xmppd_im::modules()),
+            |b, m| b.module(m),
+        )
         .build();
     (server, store)
 }
@@ -545,7 +548,7 @@ async fn a_shared_item_change_gets_its_own_version() {
             groups: vec!["Staff".into()],
             ..Default::default()
         };
-        server.shared_roster_item_changed(&alice, &item, true).await;
+        xmppd_im::shared_roster_item_changed(&server, &alice, &item, true).await;
     }
     let got = pc.drain();
     let versions: Vec<&str> = pushes(&got)

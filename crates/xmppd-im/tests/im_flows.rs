@@ -28,7 +28,10 @@ async fn setup_with(
     }
     modules
         .into_iter()
-        .fold(Server::builder(cfg, store), |b, m| b.module(m))
+        .fold(
+            Server::builder(cfg, store).modules(xmppd_im::modules()),
+            |b, m| b.module(m),
+        )
         .build()
 }
 
@@ -748,14 +751,12 @@ async fn shared_item_change_pushes_roster_and_presence() {
         jid: "alice@localhost".into(),
         ..item.clone()
     };
-    server
-        .shared_roster_item_changed(&alice, &item, false)
-        .await;
+    xmppd_im::shared_roster_item_changed(&server, &alice, &item, false).await;
     assert!(
         find(&b.drain(), "presence", None).is_none(),
         "one direction per call"
     );
-    server.shared_roster_item_changed(&bob, &back, false).await;
+    xmppd_im::shared_roster_item_changed(&server, &bob, &back, false).await;
     let got = a.drain();
     let push = find(&got, "iq", Some("set")).expect("roster push");
     let pushed = push.children().next().unwrap().children().next().unwrap();
@@ -769,8 +770,8 @@ async fn shared_item_change_pushes_roster_and_presence() {
         Some("alice@localhost/pc")
     );
 
-    server.shared_roster_item_changed(&alice, &item, true).await;
-    server.shared_roster_item_changed(&bob, &back, true).await;
+    xmppd_im::shared_roster_item_changed(&server, &alice, &item, true).await;
+    xmppd_im::shared_roster_item_changed(&server, &bob, &back, true).await;
     let got = a.drain();
     let push = find(&got, "iq", Some("set")).expect("roster push on removal");
     let pushed = push.children().next().unwrap().children().next().unwrap();
