@@ -68,7 +68,10 @@ pub fn end_session(server: &Server, jid: &Jid) -> usize {
             .resources(&jid.to_bare())
             .iter()
             .filter(|r| &r.jid == full)
-            .filter(|r| (r.queue).close(StreamErrorCondition::PolicyViolation, Some(TEXT.into())))
+            .filter(|r| {
+                let cond = StreamErrorCondition::PolicyViolation;
+                server.router().close(r.session, cond, Some(TEXT))
+            })
             .count(),
         Err(_) => server.end_sessions(
             &jid.to_bare(),

@@ -57,10 +57,8 @@ impl Context<'_> {
         .await?;
         for r in self.resources(user) {
             if requester != Some(&r.jid) {
-                r.queue.close(
-                    StreamErrorCondition::NotAuthorized,
-                    Some("Account removed".into()),
-                );
+                let text = Some("Account removed");
+                (self.sessions()).close(r.session, StreamErrorCondition::NotAuthorized, text);
             }
         }
         let server = self.server().clone();

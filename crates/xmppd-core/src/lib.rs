@@ -35,5 +35,6 @@ pub use context::{Context, Outbox, ServerHandle};
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
 pub use queue::{Class, QueueLimits, QueueReceiver, SessionQueue};
+pub use router::{NodeId, SessionId};
 pub use server::{user_ref, BindError, CoreConfig, Server, ServerBuilder};
 pub use session::{handling, ClientSession, Outbound, PresenceState, SessionInfo};

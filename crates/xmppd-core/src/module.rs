@@ -16,6 +16,7 @@ use minidom::Element;
 use xmppd_storage::{AccountRemoval, RosterItem};
 
 use crate::context::Context;
+use crate::router::SessionId;
 use crate::session::{ClientSession, PresenceState};
 use crate::stanza::{Condition, StanzaError};
 use crate::Server;
@@ -235,7 +236,7 @@ pub trait Module: Send + Sync {
         &self,
         cx: &mut Context<'_>,
         jid: &FullJid,
-        session_id: u64,
+        session_id: SessionId,
         state: &mut PresenceState,
     ) {
         let _ = (cx, jid, session_id, state);

@@ -20,7 +20,7 @@ use xmppd_stream::StreamErrorCondition;
 use crate::context::{Context, Outbox, Outgoing};
 use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
 use crate::queue::{QueueLimits, QueueReceiver, SessionQueue};
-use crate::router::{LocalRouter, Resource, Router, SendError};
+use crate::router::{LocalRouter, LocalSession, NodeId, Resource, Router, SendError, SessionId};
 use crate::session::{class_for, ClientSession, Outbound, SessionInfo, SharedPresence};
 use crate::stanza::{self, error_reply, iq_result, Condition, StanzaError};
 
@@ -170,6 +170,7 @@ impl ServerBuilder {
             server_features,
             account_features,
             next_id: AtomicU64::new(1),
+            node: NodeId::SINGLE,
             started: Instant::now(),
             dynamic_admins: RwLock::new(HashSet::new()),
         });
@@ -205,6 +206,8 @@ pub struct Server {
     server_features: Vec<String>,
     account_features: Vec<String>,
     next_id: AtomicU64,
+    /// The node this server is in a cluster's session ids; the single node for now.
+    node: NodeId,
     started: Instant,
     /// Administrators from a directory (e.g. an LDAP group), refreshed by their provider.
     dynamic_admins: RwLock<HashSet<BareJid>>,
@@ -303,7 +306,7 @@ impl Server {
         text: Option<&str>,
     ) -> usize {
         (self.router.resources(user).iter())
-            .filter(|r| r.queue.close(cond, text.map(str::to_owned)))
+            .filter(|r| self.router.close(r.session, cond, text))
             .count()
     }
 
@@ -391,15 +394,19 @@ impl Server {
         }
         // RFC 6120 §7.7.2.2: the newest session wins. The one it replaces has its presence
         // ended first, while the new one cannot send any yet.
-        if let Some(old) = &previous {
-            self.end_presence(&old.jid, old.session_id, &old.presence_state)
-                .await;
+        if let Some(old) = previous {
+            if let Some(local) = self.router.local(old.session) {
+                self.end_presence(&jid, old.session, &local.presence).await;
+            }
         }
-        let id = self.next_id();
+        let id = SessionId {
+            node: self.node,
+            seq: self.next_id(),
+        };
         let (queue, rx) = SessionQueue::new(limits);
-        let res = Resource::new(jid.clone(), id, Arc::clone(&queue));
-        let presence = Arc::clone(&res.presence_state);
-        let replaced = self.router.insert(res);
+        let local = LocalSession::new(Arc::clone(&queue));
+        let presence = Arc::clone(&local.presence);
+        let replaced = self.router.insert(Resource::new(jid.clone(), id), local);
         // Checked again after inserting: binds racing each other past the first check cannot
         // together exceed the limit (the one that finds too many withdraws).
         if replaced.is_none()
@@ -408,11 +415,10 @@ impl Server {
             self.router.remove(&jid, id);
             return Err(BindError::ResourceConstraint);
         }
-        if let Some(old) = replaced {
+        if let Some((old, Some(local))) = replaced {
             // Usually `previous`, already ended; a bind racing this one may have come between.
-            self.end_presence(&old.jid, old.session_id, &old.presence_state)
-                .await;
-            old.queue.close(
+            self.end_presence(&jid, old.session, &local.presence).await;
+            local.queue.close(
                 StreamErrorCondition::Conflict,
                 Some("Replaced by new connection".into()),
             );
@@ -529,7 +535,7 @@ impl Server {
     /// that successor can send anything: the old session's unavailable always comes before the
     /// new one's presence, and a room sees a leave before the new session joins (XEP-0045
     /// §7.2).
-    async fn end_presence(self: &Arc<Self>, jid: &FullJid, id: u64, state: &SharedPresence) {
+    async fn end_presence(self: &Arc<Self>, jid: &FullJid, id: SessionId, state: &SharedPresence) {
         let mut state = state.lock().await;
         if state.ended {
             return;
@@ -561,13 +567,12 @@ impl Server {
         let bare = session.jid.to_bare();
         let resources = self.router.resources(&bare);
         let priority = (resources.iter())
-            .find(|r| r.session_id == session.id)
+            .find(|r| r.session == session.id)
             .map_or(-1, |r| if r.available { r.priority } else { -1 });
         // A session replaced by a newer one for the same resource had its presence ended by its
         // successor, which speaks for that full JID now (presence, session record, modules'
         // view): an unavailable from here could arrive after the successor's presence.
-        let replaced =
-            (resources.iter()).any(|r| r.jid == session.jid && r.session_id != session.id);
+        let replaced = (resources.iter()).any(|r| r.jid == session.jid && r.session != session.id);
         if replaced {
             crate::session::end_queue(self, &session, priority).await;
             tracing::info!(jid = %session.jid, "replaced session closed");

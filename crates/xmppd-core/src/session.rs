@@ -9,6 +9,7 @@ use xmppd_stream::StreamErrorCondition;
 
 use crate::context::{Context, Outbox};
 use crate::queue::{Class, SessionQueue};
+use crate::router::SessionId;
 use crate::stanza::{Condition, StanzaError};
 use crate::Server;
 
@@ -98,7 +99,7 @@ pub(crate) type SharedPresence = Arc<tokio::sync::Mutex<PresenceState>>;
 #[derive(Debug)]
 pub struct ClientSession {
     pub jid: FullJid,
-    pub id: u64,
+    pub id: SessionId,
     pub info: SessionInfo,
     pub(crate) presence: SharedPresence,
     /// The session's outbound queue (ended, and its remainder re-routed, at unbind).
@@ -108,7 +109,7 @@ pub struct ClientSession {
 impl ClientSession {
     pub(crate) fn new(
         jid: FullJid,
-        id: u64,
+        id: SessionId,
         info: SessionInfo,
         queue: Arc<SessionQueue>,
         presence: SharedPresence,

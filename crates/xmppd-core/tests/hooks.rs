@@ -324,7 +324,7 @@ impl Module for SessionLog {
         &self,
         _cx: &mut Context<'_>,
         jid: &FullJid,
-        _session_id: u64,
+        _session_id: xmppd_core::SessionId,
         state: &mut PresenceState,
     ) {
         self.push(format!("end {jid} available={}", state.available));

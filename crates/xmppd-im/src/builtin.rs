@@ -11,7 +11,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
-use xmppd_core::router::{message_targets, SendError};
+use xmppd_core::router::{message_targets, SendError, SessionId};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
 use xmppd_core::{user_ref, Class, ClientSession, Context, Outbound, Server};
 
@@ -474,7 +474,7 @@ struct OfflineDrains(std::sync::Mutex<HashMap<BareJid, Drain>>);
 
 struct Drain {
     /// The session taking the messages.
-    session: u64,
+    session: SessionId,
     /// The last id handed to it (0: none yet); removed from storage once written.
     after: i64,
     /// More was stored since the session last found the store empty.
@@ -512,18 +512,20 @@ impl Offline {
         drains.insert(
             user.clone(),
             Drain {
-                session: target.session_id,
+                session: target.session,
                 after: 0,
                 again: false,
             },
         );
         drop(drains);
-        if target.queue.push(Outbound::Written, Class::Stored).is_err() {
-            self.release(user, target.session_id);
+        let pushed = (server.router().local(target.session))
+            .is_some_and(|l| l.queue.push(Outbound::Written, Class::Stored).is_ok());
+        if !pushed {
+            self.release(user, target.session);
         }
     }
 
-    fn release(&self, user: &BareJid, session: u64) {
+    fn release(&self, user: &BareJid, session: SessionId) {
         let mut drains = self.drains.lock();
         if drains.get(user).is_some_and(|d| d.session == session) {
             drains.remove(user);

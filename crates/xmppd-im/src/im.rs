@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_core::module::{HookAction, Hooks, IqKind, Module};
+use xmppd_core::router::SessionId;
 use xmppd_core::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};
 use xmppd_core::{user_ref, ClientSession, Context, PresenceState};
 use xmppd_storage::{AccountRemoval, RosterItem, Subscription, UserRef};
@@ -361,7 +362,7 @@ impl Module for Im {
         &self,
         cx: &mut Context<'_>,
         jid: &FullJid,
-        session_id: u64,
+        session_id: SessionId,
         state: &mut PresenceState,
     ) {
         end_presence(cx, jid, session_id, state).await;
@@ -500,7 +501,7 @@ async fn own_presence(
 async fn go_unavailable(
     cx: &mut Context<'_>,
     jid: &FullJid,
-    id: u64,
+    id: SessionId,
     state: &mut PresenceState,
     pres: Element,
 ) {
@@ -541,7 +542,12 @@ async fn go_unavailable(
 /// resources if it was available, and to every entity it sent directed presence to (chat rooms
 /// included) in any case. The core calls it once, under the session's presence lock, when the
 /// session unbinds or a successor binds the same resource (see `Module::on_presence_end`).
-async fn end_presence(cx: &mut Context<'_>, jid: &FullJid, id: u64, state: &mut PresenceState) {
+async fn end_presence(
+    cx: &mut Context<'_>,
+    jid: &FullJid,
+    id: SessionId,
+    state: &mut PresenceState,
+) {
     let unavailable = stanza::elem(
         "presence",
         NS_CLIENT,
