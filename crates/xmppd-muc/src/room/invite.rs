@@ -33,12 +33,7 @@ impl Room {
         o: &mut Outcome,
         now_ms: i64,
     ) -> Result<(), StanzaError> {
-        let Some(nick) = self.sessions.get(from).cloned() else {
-            return Err(StanzaError::with_text(
-                Condition::NotAcceptable,
-                "you are not in this room",
-            ));
-        };
+        let nick = self.occupant_nick(from)?.to_owned();
         let inviter = from.to_bare();
         let inviter_aff = self.affiliation(&inviter);
         let may_invite = if self.config.members_only {

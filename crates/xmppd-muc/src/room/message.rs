@@ -64,12 +64,7 @@ impl Room {
         o: &mut Outcome,
         now_ms: i64,
     ) -> Result<(), StanzaError> {
-        let Some(nick) = self.sessions.get(from).cloned() else {
-            return Err(StanzaError::with_text(
-                Condition::NotAcceptable,
-                "you are not in this room",
-            ));
-        };
+        let nick = self.occupant_nick(from)?.to_owned();
         let rate = f64::from(self.limits.messages_per_second);
         let burst = self.burst();
         let occ = self
@@ -152,12 +147,7 @@ impl Room {
         m: &Element,
         o: &mut Outcome,
     ) -> Result<(), StanzaError> {
-        let Some(nick) = self.sessions.get(from) else {
-            return Err(StanzaError::with_text(
-                Condition::NotAcceptable,
-                "you are not in this room",
-            ));
-        };
+        let nick = self.occupant_nick(from)?;
         if m.attr("type") == Some("groupchat") {
             return Err(StanzaError::with_text(
                 Condition::BadRequest,

@@ -246,6 +246,14 @@ pub struct Room {
 }
 
 impl Room {
+    /// The nick of the occupant session `from`; `<not-acceptable/>` for a session that is not
+    /// in the room (XEP-0045 §7.4, §7.5, §7.8.2).
+    fn occupant_nick(&self, from: &FullJid) -> Result<&str, StanzaError> {
+        self.sessions.get(from).map(String::as_str).ok_or_else(|| {
+            StanzaError::with_text(Condition::NotAcceptable, "you are not in this room")
+        })
+    }
+
     /// A new, locked room owned by `owner`.
     pub fn create(jid: BareJid, owner: BareJid, limits: RoomLimits) -> Room {
         let mut room = Room::empty(jid, limits);
