@@ -1,4 +1,5 @@
-//! Administration commands: accounts, live sessions, announcements and the message of the day.
+//! Administration commands: accounts, live sessions, announcements, the message of the day and
+//! the message archive.
 //!
 //! Account commands open the server's SQLite file directly, which is safe while the server runs
 //! (WAL mode, one writer at a time with a busy timeout). `unregister`, `broadcast`, `kick`,
@@ -218,6 +219,48 @@ pub async fn motd(
     let what = if text.is_some() { "set" } else { "cleared" };
     println!("message of the day {what} for {}", hosts.join(", "));
     Ok(())
+}
+
+/// `xmppd mam purge`: deletes archived messages in the database, a user's or everyone's, all
+/// or those older than `older_than_days`. A running server shares the file (WAL): the deletion
+/// goes in batches of `mam.purge_batch`, each its own transaction, so the server's writes wait
+/// at most one batch (and the busy timeout covers that wait). The server keeps no archived
+/// message in memory, so it needs not be told.
+pub async fn mam_purge(
+    config: &ValidatedConfig,
+    user: Option<&str>,
+    older_than_days: Option<f64>,
+) -> Result<(), Failure> {
+    let owner = user.map(|u| bare_account(config, u)).transpose()?;
+    let before_ms = match older_than_days {
+        Some(days) => xmppd_mam::retention::cutoff(
+            xmppd_core::stanza::now_ms(),
+            std::time::Duration::from_secs_f64(days * 86_400.0),
+        ),
+        None => i64::MAX,
+    };
+    let archive = xmppd_mam::SqliteArchive::open(open_store(config)?)
+        .await
+        .map_err(|e| format!("opening the message archive: {e}"))?;
+    let batch = config.mam.purge_batch;
+    let deleted = xmppd_mam::retention::purge(&archive, owner.as_deref(), before_ms, batch)
+        .await
+        .map_err(|e| format!("purging the message archive: {e}"))?;
+    println!("deleted {deleted} archived message(s)");
+    Ok(())
+}
+
+/// A user's bare JID on a served host, normalised as the archive names its owner.
+fn bare_account(config: &ValidatedConfig, text: &str) -> Result<String, Failure> {
+    let parsed = jid::Jid::new(text).map_err(|e| Failure(format!("invalid JID {text:?}: {e}")))?;
+    match (parsed.node(), parsed.resource()) {
+        (Some(node), None) => Ok(jid(&account(
+            config,
+            node.as_str(),
+            parsed.domain().as_str(),
+        )?)),
+        _ => Err(Failure(format!("{text} is not a user's bare JID"))),
+    }
 }
 
 /// The answer of the running server; an error when none runs.

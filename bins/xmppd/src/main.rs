@@ -76,6 +76,31 @@ enum Command {
     /// The message of the day, shown once per change to each user at login
     #[command(subcommand)]
     Motd(MotdCommand),
+    /// The message archive (XEP-0313)
+    #[command(subcommand)]
+    Mam(MamCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MamCommand {
+    /// Delete archived messages: a user's (all, or those older than DAYS), or those older than
+    /// DAYS in every archive. Safe while the server runs.
+    Purge {
+        /// Only this user's archive (a bare JID)
+        #[arg(long, value_name = "JID")]
+        user: Option<String>,
+        /// Only messages archived more than DAYS days ago (fractions allowed)
+        #[arg(long, value_name = "DAYS", value_parser = parse_days)]
+        older_than: Option<f64>,
+    },
+}
+
+/// A number of days for `--older-than`: finite, 0 to 36500 (as `mam.retention_days`).
+fn parse_days(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && (0.0..=36_500.0).contains(&d) => Ok(d),
+        _ => Err("expected a number of days from 0 to 36500".into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +136,18 @@ impl<T: std::fmt::Display> From<T> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Mam(MamCommand::Purge {
+        user: None,
+        older_than: None,
+    })) = cli.command
+    {
+        // A usage error (exit 2) in one line: deleting every archive is not a default.
+        clap::Error::raw(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "mam purge needs --user JID, --older-than DAYS, or both\n",
+        )
+        .exit();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(message)) => {
@@ -165,6 +202,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Motd(MotdCommand::Clear { domain }) => {
             admin::block_on(admin::motd(&config, None, domain.as_deref()))
+        }
+        Command::Mam(MamCommand::Purge { user, older_than }) => {
+            admin::block_on(admin::mam_purge(&config, user.as_deref(), older_than))
         }
     }
 }

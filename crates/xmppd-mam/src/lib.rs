@@ -9,8 +9,7 @@
 //! - [`policy`]: which messages are archived.
 //! - [`retention`]: the purge job.
 //!
-//! Not done here: room archives (MUC history from the archive), XEP-0424/0425 tombstones, a
-//! purge command line.
+//! Not done here: room archives (MUC history from the archive), XEP-0424/0425 tombstones.
 
 pub mod module;
 pub mod policy;

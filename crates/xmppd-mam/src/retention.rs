@@ -44,15 +44,7 @@ pub async fn purge_once(
     let batch = r.batch.max(1);
     let mut total = 0;
     if let Some(age) = r.max_age {
-        let cutoff = now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
-        loop {
-            let n = store.purge_older(cutoff, batch).await?;
-            total += n;
-            if n < batch {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        total += purge(store, None, cutoff(now_ms, age), batch).await?;
     }
     if let Some(max) = r.max_bytes {
         loop {
@@ -65,6 +57,35 @@ pub async fn purge_once(
         }
     }
     Ok(total)
+}
+
+/// The Unix millisecond `age` before `now_ms`.
+pub fn cutoff(now_ms: i64, age: Duration) -> i64 {
+    now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Deletes every message archived before `before_ms`, of `owner`'s archive only when given,
+/// `batch` per transaction (the operator's `xmppd mam purge` too: a running server sharing the
+/// database commits its messages between two batches). Returns how many went.
+pub async fn purge(
+    store: &dyn ArchiveStore,
+    owner: Option<&str>,
+    before_ms: i64,
+    batch: usize,
+) -> Result<usize, StorageError> {
+    let batch = batch.max(1);
+    let mut total = 0;
+    loop {
+        let n = match owner {
+            Some(owner) => store.purge_owner(owner, before_ms, batch).await?,
+            None => store.purge_older(before_ms, batch).await?,
+        };
+        total += n;
+        if n < batch {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Runs [`purge_once`] now and then every `interval`, on its own task, until the runtime
@@ -85,4 +106,68 @@ pub fn spawn(store: Arc<dyn ArchiveStore>, r: Retention) -> tokio::task::JoinHan
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Direction, Filter, NewMessage, PageRequest, Paging};
+    use crate::SqliteArchive;
+    use xmppd_storage::SqliteStore;
+
+    async fn bodies(a: &SqliteArchive, owner: &str) -> Vec<String> {
+        let req = PageRequest {
+            filter: Filter::default(),
+            paging: Paging::Forward { after: None },
+            max: 100,
+        };
+        let page = a.query(owner, req).await.unwrap();
+        page.items.into_iter().map(|i| i.stanza).collect()
+    }
+
+    #[tokio::test]
+    async fn purging_one_owner_in_batches_leaves_the_others() {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let a = SqliteArchive::open(store.clone()).await.unwrap();
+        for owner in ["a@x", "b@x"] {
+            for i in 0..5 {
+                let msg = NewMessage {
+                    owner: owner.into(),
+                    with_bare: "c@x".into(),
+                    with_resource: String::new(),
+                    direction: Direction::Incoming,
+                    stanza: format!("{owner} {i}"),
+                    text: Some(format!("word{i}")),
+                };
+                a.append(msg).await.unwrap();
+            }
+        }
+        // The first three of each archive are older than the cut.
+        store
+            .write(|c| {
+                c.execute(
+                    "UPDATE mam_messages SET stamp_ms = 1000 WHERE substr(stanza, -1) < '3'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let commits = store.commit_count();
+        assert_eq!(purge(&a, Some("a@x"), 2_000, 2).await.unwrap(), 3);
+        assert!(
+            store.commit_count() - commits >= 2,
+            "one transaction per batch"
+        );
+        assert_eq!(bodies(&a, "a@x").await, ["a@x 3", "a@x 4"]);
+        assert_eq!(bodies(&a, "b@x").await.len(), 5);
+        // Everything of one owner, whatever its age.
+        assert_eq!(purge(&a, Some("a@x"), i64::MAX, 2).await.unwrap(), 2);
+        assert!(bodies(&a, "a@x").await.is_empty());
+        assert_eq!(bodies(&a, "b@x").await.len(), 5);
+        // Every owner, by age.
+        assert_eq!(purge(&a, None, 2_000, 500).await.unwrap(), 3);
+        assert_eq!(bodies(&a, "b@x").await, ["b@x 3", "b@x 4"]);
+        assert_eq!(cutoff(10_000, Duration::from_secs(4)), 6_000);
+    }
 }

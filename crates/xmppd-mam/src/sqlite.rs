@@ -348,6 +348,25 @@ impl ArchiveStore for SqliteArchive {
             .await
     }
 
+    async fn purge_owner(
+        &self,
+        owner: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .write(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM mam_messages WHERE id IN (
+                         SELECT id FROM mam_messages WHERE owner = ?1 AND stamp_ms < ?2
+                         ORDER BY id LIMIT ?3)",
+                    params![owner, before_ms, limit as i64],
+                )?)
+            })
+            .await
+    }
+
     async fn trim_to_bytes(&self, max_bytes: u64, limit: usize) -> Result<usize, StorageError> {
         self.store
             .write(move |c| {

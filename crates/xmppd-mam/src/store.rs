@@ -190,6 +190,15 @@ pub trait ArchiveStore: Send + Sync {
     /// transaction; returns how many went.
     async fn purge_older(&self, before_ms: i64, limit: usize) -> Result<usize, StorageError>;
 
+    /// Deletes at most `limit` of the oldest messages of `owner`'s archive archived before
+    /// `before_ms`, in one transaction; returns how many went. Preferences stay.
+    async fn purge_owner(
+        &self,
+        owner: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StorageError>;
+
     /// While the archive holds more than `max_bytes` of stanzas, deletes at most `limit` of the
     /// oldest messages (of any owner), in one transaction; returns how many went.
     async fn trim_to_bytes(&self, max_bytes: u64, limit: usize) -> Result<usize, StorageError>;
