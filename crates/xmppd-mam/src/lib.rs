@@ -8,13 +8,15 @@
 //! - [`query`]: the query, result, `<fin/>`, metadata and preferences elements.
 //! - [`policy`]: which messages are archived.
 //! - [`retention`]: the purge job.
+//! - [`retract`]: message retraction (XEP-0424): what a retraction names, its tombstone.
 //!
-//! Not done here: room archives (MUC history from the archive), XEP-0424/0425 tombstones.
+//! Not done here: room archives (MUC history from the archive), XEP-0425 moderation.
 
 pub mod module;
 pub mod policy;
 pub mod query;
 pub mod retention;
+pub mod retract;
 pub mod sqlite;
 pub mod store;
 

@@ -11,6 +11,9 @@
 //!   §4: only the archive may set it). `<origin-id/>` is kept.
 //! - What is archived: [`crate::policy`]; then the owner's preferences (XEP-0441), with the
 //!   configured default for those who set none.
+//! - A retraction (XEP-0424) replaces the message it names with a tombstone in the sender's
+//!   archive and in a local recipient's, when the sender sent it in that conversation
+//!   ([`crate::retract`]), before the retraction itself is archived and passed on.
 
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ use xmppd_core::{user_ref, Context};
 
 use crate::policy::{self, Verdict};
 use crate::query::{self, PageLimits, NS_FULLTEXT, NS_MAM, NS_MAM_EXTENDED, NS_SID};
+use crate::retract::{self, NS_RETRACT, NS_RETRACT_TOMBSTONE};
 use crate::store::{
     encode_id, ArchiveError, ArchiveStore, DefaultPolicy, Direction, NewMessage, Prefs,
 };
@@ -163,6 +167,49 @@ impl MamModule {
         }
     }
 
+    /// Applies the retraction `msg` may carry to `owner`'s archive: the newest message it names
+    /// among those exchanged with `with` in `direction`, which `sender` sent, becomes a
+    /// tombstone (XEP-0424 §4). Anything else is left alone.
+    async fn retract(
+        &self,
+        owner: &BareJid,
+        with: &BareJid,
+        direction: Direction,
+        sender: &BareJid,
+        msg: &Element,
+    ) {
+        let Some(r) = retract::parse(msg) else {
+            return;
+        };
+        let needle = retract::needle(&r.target).to_owned();
+        let names = {
+            let r = r.clone();
+            Box::new(move |stored: &str| retract::names(&r, stored))
+        };
+        let found = self
+            .store
+            .find_latest(owner.as_str(), with.as_str(), direction, &needle, names)
+            .await;
+        let outcome = match found {
+            Ok(Some((id, stored))) => {
+                match retract::tombstone(&stored, &r, sender.as_str(), stanza::now_ms()) {
+                    Some(t) => {
+                        self.store
+                            .replace_stanza(owner.as_str(), id, serialize(&t))
+                            .await
+                    }
+                    None => Ok(false),
+                }
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            // The retraction still goes on, as any message does when archiving fails.
+            tracing::error!(error = %e, owner = %owner, "could not apply a retraction to the archive");
+        }
+    }
+
     async fn account_exists(&self, cx: &Context<'_>, user: &BareJid) -> bool {
         !cx.resources(user).is_empty()
             || matches!(cx.store().user_exists(&user_ref(user)).await, Ok(true))
@@ -222,7 +269,13 @@ impl Module for MamModule {
     }
 
     fn account_features(&self) -> Vec<String> {
-        vec![NS_MAM.into(), NS_MAM_EXTENDED.into(), NS_FULLTEXT.into()]
+        vec![
+            NS_MAM.into(),
+            NS_MAM_EXTENDED.into(),
+            NS_FULLTEXT.into(),
+            NS_RETRACT.into(),
+            NS_RETRACT_TOMBSTONE.into(),
+        ]
     }
 
     fn account_iq_namespaces(&self) -> Vec<&'static str> {
@@ -266,6 +319,9 @@ impl Module for MamModule {
             return HookAction::Continue;
         };
         if to.to_bare() != owner {
+            // The tombstone first: the retraction, archived next, may not name itself.
+            self.retract(&owner, &to.to_bare(), Direction::Outgoing, &owner, msg)
+                .await;
             self.archive(cx, &owner, &to, Direction::Outgoing, msg)
                 .await;
         }
@@ -281,6 +337,9 @@ impl Module for MamModule {
         let Some(with) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return HookAction::Continue;
         };
+        let sender = with.to_bare();
+        self.retract(&owner, &sender, Direction::Incoming, &sender, msg)
+            .await;
         if !policy::archivable(msg, self.settings.markers) || !self.account_exists(cx, &owner).await
         {
             return HookAction::Continue;

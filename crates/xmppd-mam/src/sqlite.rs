@@ -16,8 +16,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use xmppd_storage::{Schema, SqliteStore, StorageError};
 
 use crate::store::{
-    ArchiveError, ArchiveStore, Archived, DefaultPolicy, Direction, NewMessage, Page, PageRequest,
-    Paging, Prefs,
+    ArchiveError, ArchiveStore, Archived, DefaultPolicy, Direction, Matcher, NewMessage, Page,
+    PageRequest, Paging, Prefs,
 };
 
 /// Migrations of the archive's tables (see [`Schema`]): append, never edit.
@@ -363,6 +363,70 @@ impl ArchiveStore for SqliteArchive {
                          ORDER BY id LIMIT ?3)",
                     params![owner, before_ms, limit as i64],
                 )?)
+            })
+            .await
+    }
+
+    async fn find_latest(
+        &self,
+        owner: &str,
+        with_bare: &str,
+        direction: Direction,
+        needle: &str,
+        names: Matcher,
+    ) -> Result<Option<(i64, String)>, StorageError> {
+        let (owner, with_bare, needle) =
+            (owner.to_owned(), with_bare.to_owned(), needle.to_owned());
+        self.store
+            .read(move |c| {
+                // Newest first along the conversation's index; `instr` spares parsing the rows
+                // that cannot match.
+                let mut stmt = c.prepare(
+                    "SELECT id, stanza FROM mam_messages
+                     WHERE owner = ?1 AND with_bare = ?2 AND direction = ?3
+                       AND instr(stanza, ?4) > 0
+                     ORDER BY id DESC",
+                )?;
+                let mut rows = stmt.query(params![owner, with_bare, direction.as_i64(), needle])?;
+                while let Some(r) = rows.next()? {
+                    let stanza: String = r.get(1)?;
+                    if names(&stanza) {
+                        return Ok(Some((r.get(0)?, stanza)));
+                    }
+                }
+                Ok(None)
+            })
+            .await
+    }
+
+    async fn replace_stanza(
+        &self,
+        owner: &str,
+        id: i64,
+        stanza: String,
+    ) -> Result<bool, StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .write(move |c| {
+                let old: Option<i64> = c
+                    .query_row(
+                        "SELECT octet_length(stanza) FROM mam_messages WHERE id = ?1 AND owner = ?2",
+                        params![id, owner],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(old) = old else { return Ok(false) };
+                c.execute(
+                    "UPDATE mam_messages SET stanza = ?1 WHERE id = ?2",
+                    params![stanza, id],
+                )?;
+                // The triggers count inserts and deletes only.
+                c.execute(
+                    "UPDATE mam_size SET bytes = bytes - ?1 + octet_length(?2)",
+                    params![old, stanza],
+                )?;
+                c.execute("DELETE FROM mam_fts WHERE rowid = ?1", params![id])?;
+                Ok(true)
             })
             .await
     }

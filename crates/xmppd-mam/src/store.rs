@@ -166,6 +166,9 @@ pub enum ArchiveError {
     Storage(#[from] StorageError),
 }
 
+/// A test on an archived stanza's XML, run where the rows are read.
+pub type Matcher = Box<dyn Fn(&str) -> bool + Send>;
+
 /// The archive's storage.
 #[async_trait]
 pub trait ArchiveStore: Send + Sync {
@@ -198,6 +201,28 @@ pub trait ArchiveStore: Send + Sync {
         before_ms: i64,
         limit: usize,
     ) -> Result<usize, StorageError>;
+
+    /// The newest message of `owner`'s archive exchanged with `with_bare` in `direction` whose
+    /// stanza contains `needle` and satisfies `names` (id and stanza); none when there is none.
+    /// What a retraction names (XEP-0424) is looked for this way.
+    async fn find_latest(
+        &self,
+        owner: &str,
+        with_bare: &str,
+        direction: Direction,
+        needle: &str,
+        names: Matcher,
+    ) -> Result<Option<(i64, String)>, StorageError>;
+
+    /// Replaces the stanza of message `id` of `owner`'s archive, keeping its id and stamp, and
+    /// takes it out of the full-text index (a tombstone has no body to find); whether it was
+    /// there.
+    async fn replace_stanza(
+        &self,
+        owner: &str,
+        id: i64,
+        stanza: String,
+    ) -> Result<bool, StorageError>;
 
     /// While the archive holds more than `max_bytes` of stanzas, deletes at most `limit` of the
     /// oldest messages (of any owner), in one transaction; returns how many went.

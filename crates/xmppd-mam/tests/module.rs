@@ -221,3 +221,121 @@ async fn removing_the_account_deletes_its_archive() {
         "the other side keeps its own"
     );
 }
+
+const RETRACT: &str = "urn:xmpp:message-retract:1";
+
+/// `owner`'s archived stanzas, oldest first, with their ids.
+async fn stanzas(
+    archive: &SqliteArchive,
+    owner: &str,
+    fulltext: Option<&str>,
+) -> Vec<(i64, Element)> {
+    let req = PageRequest {
+        filter: Filter {
+            fulltext: fulltext.map(str::to_owned),
+            ..Filter::default()
+        },
+        paging: Paging::Forward { after: None },
+        max: 100,
+    };
+    let page = archive.query(owner, req).await.unwrap();
+    page.items
+        .into_iter()
+        .map(|i| (i.id, i.stanza.parse().unwrap()))
+        .collect()
+}
+
+fn retraction(to: &str, id: &str, target: &str) -> String {
+    format!(
+        "<message xmlns='jabber:client' to='{to}' type='chat' id='{id}'>\
+         <retract xmlns='{RETRACT}' id='{target}'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='{RETRACT}'/>\
+         <body>/me retracted a previous message</body><store xmlns='urn:xmpp:hints'/></message>"
+    )
+}
+
+#[tokio::test]
+async fn a_retraction_leaves_tombstones_in_both_archives_only_for_its_sender() {
+    let (server, archive) = setup().await;
+    let mut alice = online(&server, "alice").await;
+    let mut bob = online(&server, "bob").await;
+    let mut carol = online(&server, "carol").await;
+    for (n, text) in [(1, "secret plans"), (2, "keep this")] {
+        let xml = format!(
+            "<message xmlns='jabber:client' to='bob@localhost' type='chat' id='m{n}'>\
+             <body>{text}</body><origin-id xmlns='urn:xmpp:sid:0' id='o{n}'/></message>"
+        );
+        alice.send(&server, &xml).await;
+    }
+    let before_alice = stanzas(&archive, "alice@localhost", None).await;
+    let before_bob = stanzas(&archive, "bob@localhost", None).await;
+
+    // Retractions of a message their senders did not send change nothing.
+    carol
+        .send(&server, &retraction("bob@localhost", "c1", "m1"))
+        .await;
+    bob.send(&server, &retraction("alice@localhost", "b1", "m1"))
+        .await;
+    bob.send(&server, &retraction("alice@localhost", "b2", "o1"))
+        .await;
+    let unchanged = |now: &[(i64, Element)], before: &[(i64, Element)]| {
+        assert_eq!(now[..before.len()], *before);
+    };
+    unchanged(
+        &stanzas(&archive, "alice@localhost", None).await,
+        &before_alice,
+    );
+    unchanged(&stanzas(&archive, "bob@localhost", None).await, &before_bob);
+
+    alice
+        .send(&server, &retraction("bob@localhost", "r1", "m1"))
+        .await;
+    let delivered = bob.drain();
+    assert!(
+        delivered.iter().any(|m| m.has_child("retract", RETRACT)),
+        "the retraction is delivered as usual: {delivered:?}"
+    );
+    for owner in ["alice@localhost", "bob@localhost"] {
+        let now = stanzas(&archive, owner, None).await;
+        let before = if owner == "bob@localhost" {
+            &before_bob
+        } else {
+            &before_alice
+        };
+        assert_eq!(now[0].0, before[0].0, "the row and its id stay");
+        let t = &now[0].1;
+        assert_eq!(t.attr("id"), Some("m1"));
+        assert!(t.get_child("body", "jabber:client").is_none(), "{t:?}");
+        let gone = t.get_child("retracted", RETRACT).expect("a tombstone");
+        assert_eq!(gone.attr("id"), Some("r1"));
+        assert_eq!(gone.attr("by"), Some("alice@localhost"));
+        assert!(gone.attr("stamp").is_some());
+        assert_eq!(now[1], before[1], "the other message stays");
+        let last = &now.last().unwrap().1;
+        assert!(
+            last.has_child("retract", RETRACT),
+            "the retraction is archived"
+        );
+        assert!(stanzas(&archive, owner, Some("secret")).await.is_empty());
+        assert_eq!(stanzas(&archive, owner, Some("keep")).await.len(), 1);
+    }
+
+    // The first revision's form, by origin id.
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='bob@localhost' type='chat' id='r2'>\
+             <apply-to xmlns='urn:xmpp:fasten:0' id='o2'>\
+             <retract xmlns='urn:xmpp:message-retract:0'/></apply-to></message>",
+        )
+        .await;
+    let now = stanzas(&archive, "bob@localhost", None).await;
+    let t = &now[1].1;
+    assert!(t.get_child("body", "jabber:client").is_none(), "{t:?}");
+    assert!(t
+        .get_child("retracted", "urn:xmpp:message-retract:0")
+        .is_some_and(|r| r.has_child("origin-id", SID)));
+    assert!(stanzas(&archive, "bob@localhost", Some("keep"))
+        .await
+        .is_empty());
+}
