@@ -21,7 +21,8 @@ use xmppd_config::{
 use xmppd_core::{BareJid, CoreConfig, Server};
 use xmppd_ldap::{Directory, LdapBackend, LdapConfig, TlsMode};
 use xmppd_mam::module::{MamModule, MamSettings};
-use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, SqliteArchive};
+use xmppd_mam::query::PageLimits;
+use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
@@ -99,11 +100,13 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         )))
         .module(motd.clone())
         .module(register.clone());
-    let (builder, retention) = match mam_module(&config, &store).await? {
-        Some((module, retention)) => (builder.module(module), Some(retention)),
-        None => (builder, None),
+    let (builder, retention, archive) = match mam_module(&config, &store).await? {
+        Some((module, retention, archive)) => {
+            (builder.module(module), Some(retention), Some(archive))
+        }
+        None => (builder, None, None),
     };
-    let server = muc_services(&config, &store)
+    let server = muc_services(&config, &store, archive)
         .await?
         .into_iter()
         .fold(builder, |b, (domain, c)| b.component(&domain, c))
@@ -194,11 +197,12 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     outcome
 }
 
-/// The message archive (`[mam]`): its module and its retention job, none when disabled.
+/// The message archive (`[mam]`): its module, its retention job (accounts' and rooms'
+/// archives alike) and its store, none when disabled.
 async fn mam_module(
     config: &ValidatedConfig,
     store: &Arc<SqliteStore>,
-) -> Result<Option<(Arc<MamModule>, tokio::task::JoinHandle<()>)>, Failure> {
+) -> Result<Option<MamParts>, Failure> {
     let m = &config.mam;
     if !m.enabled {
         return Ok(None);
@@ -227,15 +231,25 @@ async fn mam_module(
         },
     );
     Ok(Some((
-        Arc::new(MamModule::new(archive, settings)),
+        Arc::new(MamModule::new(archive.clone(), settings)),
         retention,
+        archive,
     )))
 }
 
-/// One multi-user chat service per host (`[muc]`), with its persistent rooms loaded.
+type MamParts = (
+    Arc<MamModule>,
+    tokio::task::JoinHandle<()>,
+    Arc<dyn ArchiveStore>,
+);
+
+/// One multi-user chat service per host (`[muc]`), with its persistent rooms loaded. With the
+/// message archive, rooms whose archiving is on keep their messages there (and their history
+/// with them); the others, and every room without it, keep their history in memory.
 async fn muc_services(
     config: &ValidatedConfig,
     store: &Arc<xmppd_storage::SqliteStore>,
+    archive: Option<Arc<dyn ArchiveStore>>,
 ) -> Result<Vec<(String, Arc<dyn xmppd_core::module::Component>)>, Failure> {
     let m = &config.muc;
     let mut out: Vec<(String, Arc<dyn xmppd_core::module::Component>)> = Vec::new();
@@ -253,7 +267,15 @@ async fn muc_services(
                 messages_per_second: m.messages_per_second,
             },
         };
-        let archive = Arc::new(xmppd_muc::MemoryArchive::new(m.max_history_bytes));
+        let memory = xmppd_muc::MemoryArchive::new(m.max_history_bytes);
+        let archive: Arc<dyn xmppd_muc::RoomArchive> = match &archive {
+            Some(store) => Arc::new(RoomArchives::new(
+                store.clone(),
+                memory,
+                PageLimits::default(),
+            )),
+            None => Arc::new(memory),
+        };
         let service = xmppd_muc::MucService::load(settings, store.clone(), archive)
             .await
             .map_err(|e| format!("loading the rooms of {domain}: {e}"))?;

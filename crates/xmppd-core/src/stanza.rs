@@ -36,6 +36,20 @@ pub fn remove_attr(el: &mut Element, name: &str) {
     el.attrs_mut().remove(Namespace::none(), name);
 }
 
+/// Removes the child elements of `el` that `unwanted` picks, keeping every other node in
+/// its place; returns whether any went. An element with none is not touched.
+pub fn remove_children(el: &mut Element, unwanted: impl Fn(&Element) -> bool) -> bool {
+    if !el.children().any(&unwanted) {
+        return false;
+    }
+    for node in el.take_nodes() {
+        if !matches!(&node, minidom::Node::Element(c) if unwanted(c)) {
+            el.append_node(node);
+        }
+    }
+    true
+}
+
 /// Builds `<name xmlns=ns attr=value…/>`.
 pub fn elem(name: &str, ns: &str, attrs: &[(&str, &str)]) -> Element {
     let mut e = Element::bare(name, ns);
@@ -296,6 +310,22 @@ mod tests {
         assert_eq!(
             xep82_datetime(1_798_761_599_000),
             "2026-12-31T23:59:59.000Z"
+        );
+    }
+
+    #[test]
+    fn remove_children_keeps_the_rest_in_order() {
+        let mut m: Element = "<message xmlns='jabber:client'>a<x xmlns='u'/>b<body>hi</body>\
+                              <x xmlns='u'/></message>"
+            .parse()
+            .unwrap();
+        assert!(!remove_children(&mut m, |c| c.name() == "y"));
+        assert!(remove_children(&mut m, |c| c.is("x", "u")));
+        let mut out = Vec::new();
+        m.write_to(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<message xmlns='jabber:client'>ab<body>hi</body></message>"
         );
     }
 

@@ -3,6 +3,9 @@
 //! preferences, XEP-0431 full-text search, and retention by age and total size.
 //!
 //! - [`module`]: [`module::MamModule`], the core module: archiving on the message path, the IQs.
+//! - [`room`]: [`room::RoomArchives`], the chat rooms' archives and history, for the chat
+//!   service (XEP-0313 §5.2).
+//! - [`answer`]: queries and metadata answered alike for accounts and rooms.
 //! - [`store`]: what is kept and how it is asked, behind [`ArchiveStore`].
 //! - [`sqlite`]: [`SqliteArchive`], the tables in the server's SQLite file (FTS5 for text).
 //! - [`query`]: the query, result, `<fin/>`, metadata and preferences elements.
@@ -10,16 +13,19 @@
 //! - [`retention`]: the purge job.
 //! - [`retract`]: message retraction (XEP-0424): what a retraction names, its tombstone.
 //!
-//! Not done here: room archives (MUC history from the archive), XEP-0425 moderation.
+//! Not done here: XEP-0425 moderation.
 
+pub mod answer;
 pub mod module;
 pub mod policy;
 pub mod query;
 pub mod retention;
 pub mod retract;
+pub mod room;
 pub mod sqlite;
 pub mod store;
 
 pub use retention::Retention;
+pub use room::RoomArchives;
 pub use sqlite::SqliteArchive;
 pub use store::{ArchiveError, ArchiveStore, DefaultPolicy, Prefs};

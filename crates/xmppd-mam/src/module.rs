@@ -25,12 +25,11 @@ use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Modul
 use xmppd_core::stanza::{self, Condition, StanzaError};
 use xmppd_core::{user_ref, Context};
 
+use crate::answer::{self, storage_error};
 use crate::policy::{self, Verdict};
 use crate::query::{self, PageLimits, NS_FULLTEXT, NS_MAM, NS_MAM_EXTENDED, NS_SID};
 use crate::retract::{self, NS_RETRACT, NS_RETRACT_TOMBSTONE};
-use crate::store::{
-    encode_id, ArchiveError, ArchiveStore, DefaultPolicy, Direction, NewMessage, Prefs,
-};
+use crate::store::{encode_id, ArchiveStore, DefaultPolicy, Direction, NewMessage, Prefs};
 
 /// Settings of the user archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +59,7 @@ pub struct MamModule {
     prefs: DashMap<String, Prefs>,
 }
 
-fn storage_error(e: impl std::fmt::Display) -> StanzaError {
-    tracing::error!(error = %e, "message archive storage error");
-    StanzaError::new(Condition::InternalServerError)
-}
-
-fn serialize(el: &Element) -> String {
+pub(crate) fn serialize(el: &Element) -> String {
     let mut xml = Vec::new();
     xmppd_stream::serialize(el, "", &mut xml);
     String::from_utf8_lossy(&xml).into_owned()
@@ -73,19 +67,12 @@ fn serialize(el: &Element) -> String {
 
 /// Removes the `<stanza-id/>`s of `msg` whose `by` `claimed` says belongs to this server.
 fn strip_stanza_ids(msg: &mut Element, claimed: impl Fn(&Jid) -> bool) {
-    let theirs = |c: &Element| {
+    stanza::remove_children(msg, |c| {
         c.is("stanza-id", NS_SID)
             && c.attr("by")
                 .and_then(|b| Jid::new(b).ok())
                 .is_some_and(|by| claimed(&by))
-    };
-    if msg.children().any(theirs) {
-        for node in msg.take_nodes() {
-            if !matches!(&node, minidom::Node::Element(c) if theirs(c)) {
-                msg.append_node(node);
-            }
-        }
-    }
+    });
 }
 
 /// Whether `domain` is a served host or a subdomain of one (a component's: rooms).
@@ -214,44 +201,6 @@ impl MamModule {
         !cx.resources(user).is_empty()
             || matches!(cx.store().user_exists(&user_ref(user)).await, Ok(true))
     }
-
-    async fn run_query(
-        &self,
-        cx: &mut Context<'_>,
-        owner: &BareJid,
-        req: &IqRequest,
-    ) -> IqResponse {
-        let q = query::parse_query(&req.payload, self.settings.limits)?;
-        let page = match self.store.query(owner.as_str(), q.request).await {
-            Ok(p) => p,
-            Err(ArchiveError::UnknownId) => {
-                return Err(StanzaError::with_text(
-                    Condition::ItemNotFound,
-                    "No such archive id",
-                ))
-            }
-            Err(ArchiveError::Storage(e)) => return Err(storage_error(e)),
-        };
-        let to = req.from.to_string();
-        let mut items: Vec<_> = page.items.iter().collect();
-        if q.flip {
-            items.reverse();
-        }
-        // XEP-0313 §4.2: every result before the IQ answer; both go through the outbox in
-        // order, the answer queued by the core once this returns.
-        for item in items {
-            let Some(m) = query::result_message(owner.as_str(), &to, q.queryid.as_deref(), item)
-            else {
-                tracing::warn!(id = item.id, "an archived stanza does not parse; skipped");
-                continue;
-            };
-            match req.from.try_as_full() {
-                Ok(full) => cx.deliver(full, m),
-                Err(_) => cx.send(m),
-            }
-        }
-        Ok(Some(query::fin(&page)))
-    }
 }
 
 #[async_trait]
@@ -289,12 +238,6 @@ impl Module for MamModule {
             return Err(StanzaError::new(Condition::Forbidden));
         }
         match (req.payload.name(), req.kind) {
-            ("query", IqKind::Get) => Ok(Some(query::query_form())),
-            ("query", IqKind::Set) => self.run_query(cx, &owner, &req).await,
-            ("metadata", IqKind::Get) => {
-                let bounds = self.store.bounds(owner.as_str()).await;
-                Ok(Some(query::metadata(bounds.map_err(storage_error)?)))
-            }
             ("prefs", IqKind::Get) => Ok(Some(query::prefs_element(
                 &self.prefs_of(owner.as_str()).await?,
             ))),
@@ -304,7 +247,30 @@ impl Module for MamModule {
                 self.prefs.insert(owner.to_string(), prefs.clone());
                 Ok(Some(query::prefs_element(&prefs)))
             }
-            _ => Err(StanzaError::new(Condition::FeatureNotImplemented)),
+            _ => {
+                let to = req.from.to_string();
+                let limits = self.settings.limits;
+                let kind = req.kind;
+                let a = answer::answer(
+                    &*self.store,
+                    limits,
+                    owner.as_str(),
+                    &to,
+                    &req.payload,
+                    kind,
+                    |m| m,
+                )
+                .await?;
+                // XEP-0313 §4.2: every result before the IQ answer; both go through the
+                // outbox in order, the answer queued by the core once this returns.
+                for m in a.results {
+                    match req.from.try_as_full() {
+                        Ok(full) => cx.deliver(full, m),
+                        Err(_) => cx.send(m),
+                    }
+                }
+                Ok(a.payload)
+            }
         }
     }
 

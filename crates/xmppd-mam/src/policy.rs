@@ -35,6 +35,14 @@ pub fn archivable(msg: &Element, markers: bool) -> bool {
     {
         return false;
     }
+    worth_keeping(msg, markers)
+}
+
+/// Whether a message's content belongs in an archive, whatever its type (a room's archive
+/// asks this of its groupchat messages): a body or a synced payload (markers too when
+/// `markers`), or a `<store/>` hint, unless hinted `<no-store/>` or `<no-permanent-store/>`
+/// (XEP-0334 §4); chat states alone never.
+pub fn worth_keeping(msg: &Element, markers: bool) -> bool {
     let hint = |name: &str| msg.get_child(name, stanza::NS_HINTS).is_some();
     if hint("no-store") || hint("no-permanent-store") {
         return false;

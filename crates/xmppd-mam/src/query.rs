@@ -177,6 +177,17 @@ pub fn result_message(
     item: &Archived,
 ) -> Option<Element> {
     let stored: Element = item.stanza.parse().ok()?;
+    Some(forwarded_result(archive, to, queryid, item, stored))
+}
+
+/// [`result_message`] of `stored`, the message of `item` as the asker is to see it.
+pub fn forwarded_result(
+    archive: &str,
+    to: &str,
+    queryid: Option<&str>,
+    item: &Archived,
+    stored: Element,
+) -> Element {
     let delay = stanza::elem(
         "delay",
         stanza::NS_DELAY,
@@ -198,7 +209,7 @@ pub fn result_message(
         &[("from", archive), ("to", to), ("id", &id)],
     );
     message.append_child(result);
-    Some(message)
+    message
 }
 
 /// The `<fin/>` ending a query (XEP-0313 §4.3): the page's first and last ids, oldest to

@@ -1,20 +1,24 @@
 //! Discussion history and the hook an archive service (XEP-0313) plugs into: [`RoomArchive`].
 //!
-//! Every groupchat message a room broadcasts is handed to [`RoomArchive::store`]; a new
-//! occupant's history comes from [`RoomArchive::history`]. The default, [`MemoryArchive`],
-//! keeps the last `history_length` messages of each room in memory (lost on restart), and no
-//! more than a number of bytes per room. A MAM
-//! service implements the trait over durable storage and answers its own query namespace
-//! through [`RoomArchive::iq_namespaces`] / [`RoomArchive::handle_iq`]. Not done here: any
-//! durable storage, paging (RSM), full-text search.
+//! Every groupchat message a room broadcasts is handed to [`RoomArchive::store`] before the
+//! broadcast; a new occupant's history comes from [`RoomArchive::history`]. The default,
+//! [`MemoryArchive`], keeps the last `history_length` messages of each room in memory (lost on
+//! restart), and no more than a number of bytes per room. A MAM service implements the trait
+//! over durable storage for the rooms whose archiving is on: it gives each stored message an
+//! archive id, which the room stamps on the broadcast as `<stanza-id/>` (XEP-0359), serves
+//! their history, and answers their queries through [`RoomArchive::iq_namespaces`] /
+//! [`RoomArchive::handle_iq`].
 
 use std::collections::VecDeque;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use jid::{BareJid, Jid};
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use xmppd_core::stanza::{Condition, StanzaError};
+
+/// XEP-0359 unique and stable stanza ids.
+pub const NS_SID: &str = "urn:xmpp:sid:0";
 
 /// One message as the room broadcast it (`from` the occupant JID, no `to`).
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +26,8 @@ pub struct HistoryEntry {
     /// Unix milliseconds: the end of the millisecond in which the room accepted it, so that
     /// it is later than every instant before the message (see `HistoryQuery::since_ms`).
     pub stamp_ms: i64,
-    /// The sender's real bare JID (for an archive's `with` filter; never shown to occupants).
+    /// The sender's real bare JID (what an archive shows to those who may see real JIDs;
+    /// never shown to occupants with the history).
     pub sender: BareJid,
     pub message: Element,
 }
@@ -53,21 +58,27 @@ impl HistoryQuery {
         }
     }
 
+    /// The earliest stamp `seconds` and `since` let through as of `now_ms`, if they limit at
+    /// all (for an archive that narrows its read before [`HistoryQuery::select`]).
+    pub fn earliest_ms(&self, now_ms: i64) -> Option<i64> {
+        let by_age = self.seconds.map(|s| {
+            let window = i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+            now_ms.saturating_sub(window)
+        });
+        let by_since = self.since_ms.map(|since| since.saturating_add(1));
+        by_age.into_iter().chain(by_since).max()
+    }
+
     /// Applies the limits to entries (oldest first) as of `now_ms`, keeping the newest ones.
     pub fn select(&self, entries: &[HistoryEntry], now_ms: i64) -> Vec<HistoryEntry> {
         let mut out: Vec<HistoryEntry> = Vec::new();
         let mut chars = 0usize;
+        let earliest = self.earliest_ms(now_ms);
         for e in entries.iter().rev() {
             if self.max_stanzas.is_some_and(|m| out.len() >= m) {
                 break;
             }
-            if let Some(s) = self.seconds {
-                let window = i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
-                if now_ms.saturating_sub(e.stamp_ms) > window {
-                    break;
-                }
-            }
-            if self.since_ms.is_some_and(|since| e.stamp_ms <= since) {
+            if earliest.is_some_and(|t| e.stamp_ms < t) {
                 break;
             }
             if let Some(max) = self.max_chars {
@@ -83,12 +94,28 @@ impl HistoryQuery {
     }
 }
 
+/// What answering an archive IQ gives: the result messages (XEP-0313 §4.2), each addressed
+/// to the asker, sent in order before the IQ result with `payload`.
+#[derive(Debug, Default)]
+pub struct IqAnswer {
+    pub results: Vec<Element>,
+    pub payload: Option<Element>,
+}
+
 /// Storage of room messages: history for new occupants, and the XEP-0313 archive.
 #[async_trait]
 pub trait RoomArchive: Send + Sync {
-    /// A groupchat message was broadcast in `room`. `keep` is the room's history length;
-    /// `archived` is the room's archiving setting (a durable archive stores only then).
-    async fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, archived: bool);
+    /// A groupchat message is about to be broadcast in `room`. `keep` is the room's history
+    /// length; `archived` is the room's archiving setting. Returns the message's archive id
+    /// once it is stored durably (the room then stamps it on the broadcast), none when it is
+    /// not archived.
+    async fn store(
+        &self,
+        room: &BareJid,
+        entry: HistoryEntry,
+        keep: usize,
+        archived: bool,
+    ) -> Option<String>;
 
     /// The discussion history for a new occupant, oldest first, at most `keep` messages.
     async fn history(
@@ -96,27 +123,35 @@ pub trait RoomArchive: Send + Sync {
         room: &BareJid,
         query: &HistoryQuery,
         keep: usize,
+        archived: bool,
         now_ms: i64,
     ) -> Vec<HistoryEntry>;
 
-    /// The room was destroyed: its history goes (a durable archive may keep its records).
+    /// The room is gone (destroyed or emptied), or a new room of that name was created: its
+    /// history and archive go.
     async fn forget(&self, room: &BareJid);
 
-    /// Payload namespaces of IQs to a room that [`RoomArchive::handle_iq`] answers
-    /// (`urn:xmpp:mam:2` for a MAM service). Only occupants' and members' IQs reach it.
-    fn iq_namespaces(&self) -> Vec<&'static str> {
-        Vec::new()
+    /// Payload namespaces of IQs to an archived room that [`RoomArchive::handle_iq`] answers
+    /// (`urn:xmpp:mam:2` for a MAM service).
+    fn iq_namespaces(&self) -> &'static [&'static str] {
+        &[]
     }
 
-    /// Answers a claimed IQ to `room` from `from`; result messages go out through the server
-    /// the implementation holds. Returns the IQ result payload.
+    /// The disco#info features of a room whose archiving is on (`urn:xmpp:mam:2`, …).
+    fn features(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Answers a claimed IQ to archived `room` from `from`, whom the room allowed to read its
+    /// archive; `real_jids` says whether they see the senders' real JIDs.
     async fn handle_iq(
         &self,
         room: &BareJid,
-        from: &Jid,
+        from: &FullJid,
         iq: &Element,
-    ) -> Result<Option<Element>, StanzaError> {
-        let _ = (room, from, iq);
+        real_jids: bool,
+    ) -> Result<IqAnswer, StanzaError> {
+        let _ = (room, from, iq, real_jids);
         Err(StanzaError::new(Condition::FeatureNotImplemented))
     }
 }
@@ -165,13 +200,19 @@ impl Default for MemoryArchive {
 
 #[async_trait]
 impl RoomArchive for MemoryArchive {
-    async fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, _archived: bool) {
+    async fn store(
+        &self,
+        room: &BareJid,
+        entry: HistoryEntry,
+        keep: usize,
+        _archived: bool,
+    ) -> Option<String> {
         let size = xmppd_core::queue::element_size(&entry.message);
         if keep == 0 || size > self.max_bytes {
             if keep == 0 {
                 self.rooms.remove(room);
             }
-            return;
+            return None;
         }
         let mut h = self.rooms.entry(room.clone()).or_default();
         h.entries.push_back((entry, size));
@@ -179,6 +220,7 @@ impl RoomArchive for MemoryArchive {
         while h.entries.len() > keep || h.bytes > self.max_bytes {
             h.pop_front();
         }
+        None
     }
 
     async fn history(
@@ -186,6 +228,7 @@ impl RoomArchive for MemoryArchive {
         room: &BareJid,
         query: &HistoryQuery,
         keep: usize,
+        _archived: bool,
         now_ms: i64,
     ) -> Vec<HistoryEntry> {
         let Some(h) = self.rooms.get(room) else {
@@ -375,14 +418,14 @@ mod tests {
         a.store(&r2, entry(0, "other"), 3, false).await;
         let all = HistoryQuery::default();
         assert_eq!(
-            bodies(&a.history(&r1, &all, 3, 10).await),
+            bodies(&a.history(&r1, &all, 3, false, 10).await),
             ["m2", "m3", "m4"]
         );
         // A room whose history length shrank shows only what it allows now.
-        assert_eq!(bodies(&a.history(&r1, &all, 1, 10).await), ["m4"]);
+        assert_eq!(bodies(&a.history(&r1, &all, 1, false, 10).await), ["m4"]);
         a.forget(&r1).await;
-        assert!(a.history(&r1, &all, 3, 10).await.is_empty());
-        assert_eq!(a.history(&r2, &all, 3, 10).await.len(), 1);
+        assert!(a.history(&r1, &all, 3, false, 10).await.is_empty());
+        assert_eq!(a.history(&r2, &all, 3, false, 10).await.len(), 1);
     }
 
     #[tokio::test]
@@ -394,7 +437,7 @@ mod tests {
             let body = format!("{i}{}", "x".repeat(999));
             a.store(&r, entry(i, &body), 50, false).await;
         }
-        let kept = bodies(&a.history(&r, &HistoryQuery::default(), 50, 10).await);
+        let kept = bodies(&a.history(&r, &HistoryQuery::default(), 50, false, 10).await);
         assert_eq!(
             kept.iter().map(|b| &b[..1]).collect::<Vec<_>>(),
             ["2", "3", "4"]
@@ -403,7 +446,9 @@ mod tests {
         a.store(&r, entry(5, &"y".repeat(4 * size)), 50, false)
             .await;
         assert_eq!(
-            a.history(&r, &HistoryQuery::default(), 50, 10).await.len(),
+            a.history(&r, &HistoryQuery::default(), 50, false, 10)
+                .await
+                .len(),
             3
         );
     }

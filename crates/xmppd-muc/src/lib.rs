@@ -5,20 +5,21 @@
 //!   IQs in, stanzas out), tested without sockets.
 //! - [`form`]: the data forms it speaks, and [`form::RoomConfig`] with its `muc#roomconfig` form.
 //! - [`archive`]: discussion history and the [`archive::RoomArchive`] hook a XEP-0313 service
-//!   implements; [`archive::MemoryArchive`] is the built-in default.
+//!   implements (`xmppd_mam::RoomArchives`); [`archive::MemoryArchive`] is the built-in
+//!   default.
 //! - [`service::MucService`]: the component: room registry, creation rules, persistence of
 //!   persistent rooms through [`xmppd_storage::RoomStore`] (SQLite keeps them as its own `muc`
 //!   schema, versioned in `xmppd_schemas`), routing.
 //!
 //! Deliberately not here: sockets, SQL, the configuration file (the binary maps `[muc]` onto
-//! [`service::MucSettings`]), and message archiving itself (a later service plugs in).
+//! [`service::MucSettings`]), and durable archiving itself (the archive service plugs in).
 
 pub mod archive;
 pub mod form;
 pub mod room;
 pub mod service;
 
-pub use archive::{HistoryEntry, HistoryQuery, MemoryArchive, RoomArchive};
+pub use archive::{HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RoomArchive};
 pub use room::{Affiliation, Role, Room, RoomLimits};
 pub use service::{Creation, MucService, MucSettings};
 

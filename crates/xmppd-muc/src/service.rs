@@ -33,7 +33,7 @@ use xmppd_core::stanza::{
 use xmppd_core::{Context, ServerHandle};
 use xmppd_storage::{RoomStore, StorageError};
 
-use crate::archive::RoomArchive;
+use crate::archive::{RoomArchive, NS_SID};
 use crate::room::{Room, RoomLimits, Send, NS_MUC};
 
 /// Stanzas one room may have waiting; past this, senders are told to wait (a room flooded
@@ -80,6 +80,9 @@ struct RoomEntry {
     /// when a handle on the server is at hand).
     parked: Mutex<Option<(Room, mpsc::UnboundedReceiver<Input>)>>,
     started: AtomicBool,
+    /// Created here rather than restored: whatever an archive kept under its name belongs to
+    /// a room of the same name that is gone, and goes before this one's first stanza.
+    fresh: bool,
     summary: Arc<Mutex<Summary>>,
 }
 
@@ -106,7 +109,7 @@ impl Summary {
 }
 
 impl RoomEntry {
-    fn new(room: Room) -> Arc<RoomEntry> {
+    fn new(room: Room, fresh: bool) -> Arc<RoomEntry> {
         let (inbox, rx) = mpsc::unbounded_channel();
         Arc::new(RoomEntry {
             inbox,
@@ -114,6 +117,7 @@ impl RoomEntry {
             summary: Arc::new(Mutex::new(Summary::of(&room))),
             parked: Mutex::new(Some((room, rx))),
             started: AtomicBool::new(false),
+            fresh,
         })
     }
 
@@ -163,9 +167,10 @@ impl MucService {
                 Room::restore(j.clone(), &stored, service.settings.limits).map(|r| (j, r))
             });
             match restored {
-                Some((j, room)) => {
+                Some((j, mut room)) => {
+                    room.archive_features = service.archive.features();
                     service.owners.insert(j.clone(), room.owners());
-                    service.rooms.insert(j, RoomEntry::new(room));
+                    service.rooms.insert(j, RoomEntry::new(room, false));
                 }
                 None => tracing::warn!(room = %jid, "skipping an unreadable stored room"),
             }
@@ -298,11 +303,9 @@ impl MucService {
             .entry(jid.clone())
             .or_insert_with(|| {
                 self.owners.insert(jid.clone(), vec![user.clone()]);
-                RoomEntry::new(Room::create(
-                    jid.clone(),
-                    user.clone(),
-                    self.settings.limits,
-                ))
+                let mut room = Room::create(jid.clone(), user.clone(), self.settings.limits);
+                room.archive_features = self.archive.features();
+                RoomEntry::new(room, true)
             })
             .clone();
         Ok(Some(entry))
@@ -374,16 +377,22 @@ impl MucService {
         tokio::spawn(task.run(jid.clone(), room, rx));
     }
 
-    /// IQs to the room in a namespace the archive answers (XEP-0313 queries).
-    async fn archive_iq(&self, room: &Room, st: &Element) -> Option<Element> {
-        if st.name() != "iq" || !matches!(st.attr("type"), Some("get" | "set")) {
+    /// IQs to an archived room in a namespace the archive answers (XEP-0313 queries): the
+    /// result messages, then the answer. Those the room does not let read its archive get
+    /// `<forbidden/>` (XEP-0313 §5.2). A room whose archiving is off answers them itself
+    /// (`<service-unavailable/>`, as it advertises no archive).
+    async fn archive_iq(&self, room: &Room, st: &Element) -> Option<Vec<Send>> {
+        if !room.config.archived
+            || st.name() != "iq"
+            || !matches!(st.attr("type"), Some("get" | "set"))
+        {
             return None;
         }
         let ns = st.children().next()?.ns();
         if !self.archive.iq_namespaces().contains(&ns.as_str()) {
             return None;
         }
-        let from = st.attr("from").and_then(|f| Jid::new(f).ok())?;
+        let from = st.attr("from").and_then(|f| FullJid::new(f).ok())?;
         let to_room = st
             .attr("to")
             .and_then(|t| Jid::new(t).ok())?
@@ -392,17 +401,22 @@ impl MucService {
         if !to_room {
             return None;
         }
-        let allowed = !room.config.members_only
-            || room.affiliation(&from.to_bare()) >= crate::room::Affiliation::Member;
-        let result = if allowed {
-            self.archive.handle_iq(&room.jid, &from, st).await
-        } else {
-            Err(StanzaError::new(Condition::Forbidden))
+        let answer = match room.archive_reader(&from) {
+            Ok(real_jids) => {
+                (self.archive)
+                    .handle_iq(&room.jid, &from, st, real_jids)
+                    .await
+            }
+            Err(e) => Err(e),
         };
-        match result {
-            Ok(payload) => Some(iq_result(st, payload)),
-            Err(e) => error_reply(st, &e),
-        }
+        Some(match answer {
+            Ok(a) => {
+                let mut out: Vec<Send> = a.results.into_iter().map(Send::One).collect();
+                out.push(Send::One(iq_result(st, a.payload)));
+                out
+            }
+            Err(e) => error_reply(st, &e).map(Send::One).into_iter().collect(),
+        })
     }
 
     /// Saves a persistent room, or deletes the record of one that is not (any more).
@@ -430,6 +444,9 @@ struct RoomTask {
 
 impl RoomTask {
     async fn run(self, jid: BareJid, mut room: Room, mut rx: mpsc::UnboundedReceiver<Input>) {
+        if self.entry.fresh {
+            self.service.archive.forget(&jid).await;
+        }
         while let Some(input) = rx.recv().await {
             self.entry.queued.fetch_sub(1, Ordering::Relaxed);
             let mut sender = None;
@@ -501,14 +518,28 @@ impl RoomTask {
     async fn step(&self, room: &mut Room, st: Element) -> (Vec<Send>, bool) {
         let svc = &self.service;
         if let Some(answer) = svc.archive_iq(room, &st).await {
-            return (vec![Send::One(answer)], false);
+            return (answer, false);
         }
         let now = stanza::now_ms();
         let mut outcome = room.handle(&st, now);
+        let (keep, archived) = (room.config.history_length, room.config.archived);
+        if let Some(entry) = outcome.archive.take() {
+            // Stored before it is broadcast, so that the id every copy carries is already in
+            // the archive (XEP-0359 §3) and a client may query from it at once.
+            if let Some(id) = svc.archive.store(&room.jid, entry, keep, archived).await {
+                outcome.add_to_archived(elem(
+                    "stanza-id",
+                    NS_SID,
+                    &[("by", room.jid.as_str()), ("id", &id)],
+                ));
+            }
+        }
         let mut out = outcome.take_sends();
         if let Some((to, query)) = outcome.history_for {
-            let keep = room.config.history_length;
-            for entry in svc.archive.history(&room.jid, &query, keep, now).await {
+            let history = (svc.archive)
+                .history(&room.jid, &query, keep, archived, now)
+                .await;
+            for entry in history {
                 let mut m = entry.message;
                 set_attr(&mut m, "to", to.to_string());
                 m.append_child(elem(
@@ -523,10 +554,6 @@ impl RoomTask {
             }
         }
         out.extend(outcome.after.into_iter().map(Send::One));
-        if let Some(entry) = outcome.archive {
-            let (keep, archived) = (room.config.history_length, room.config.archived);
-            svc.archive.store(&room.jid, entry, keep, archived).await;
-        }
         if outcome.destroyed {
             svc.owners.remove(&room.jid);
             svc.archive.forget(&room.jid).await;

@@ -182,7 +182,12 @@ impl Room {
                 "muc_semianonymous",
             ),
         ];
-        for f in features {
+        let archive = if c.archived {
+            self.archive_features
+        } else {
+            &[]
+        };
+        for f in features.iter().chain(archive) {
             q.append_child(elem("feature", NS_DISCO_INFO, &[("var", f)]));
         }
         let count = self.occupants.len().to_string();

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use jid::FullJid;
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use xmppd_core::stanza::{self, set_attr, Condition, StanzaError, NS_CLIENT};
 
 use super::{Broadcast, Outcome, Role, Room, NS_MUC_USER};
-use crate::archive::HistoryEntry;
+use crate::archive::{HistoryEntry, NS_SID};
 use crate::form::{Form, FORM_REQUEST};
 
 impl Room {
@@ -108,7 +108,18 @@ impl Room {
         let mut msg = m.clone();
         stanza::remove_attr(&mut msg, "to");
         set_attr(&mut msg, "from", self.occupant_jid(&nick));
-        if subject.is_none() || has_body {
+        if self.config.archived {
+            // XEP-0359 §3: only the room names its own archive ids. A room that does not
+            // archive announces no ids, so clients trust none in its name (§4): nothing to do.
+            stanza::remove_children(&mut msg, |c| {
+                c.is("stanza-id", NS_SID)
+                    && c.attr("by")
+                        .and_then(|b| BareJid::new(b).ok())
+                        .is_some_and(|by| by == self.jid)
+            });
+        }
+        let to_archive = subject.is_none() || has_body;
+        if to_archive {
             o.archive = Some(HistoryEntry {
                 // The clock reads whole milliseconds, rounded down, while a `since` (XEP-0045
                 // §7.2.13) may name any instant: a message accepted at 5.0007 s stamped 5.000
@@ -121,6 +132,9 @@ impl Room {
             });
         }
         self.to_all(msg, o);
+        if to_archive {
+            o.archived_broadcast = o.broadcasts.len().checked_sub(1);
+        }
         Ok(())
     }
 
@@ -178,6 +192,7 @@ mod tests {
     use crate::room::fixtures::*;
     use crate::room::Send;
     use crate::room::NS_MUC;
+    use xmppd_core::stanza::elem;
 
     #[test]
     fn groupchat_reaches_every_session_and_outsiders_are_refused() {
@@ -262,6 +277,57 @@ mod tests {
         let stamp = xmppd_core::stanza::xep82_datetime(entries[0].stamp_ms);
         assert_eq!(since(&stamp), 0);
         assert_eq!(since("1970-01-01T00:00:05.002Z"), 0);
+    }
+
+    fn forged(body: &str) -> Element {
+        st(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='alice@example.org/a' \
+             to='{ROOM}'><body>{body}</body>\
+             <stanza-id xmlns='{NS_SID}' by='{ROOM}' id='forged'/>\
+             <stanza-id xmlns='{NS_SID}' by='alice@example.org' id='hers'/></message>"
+        ))
+    }
+
+    fn stanza_ids(m: &Element) -> Vec<(String, String)> {
+        m.children()
+            .filter(|c| c.is("stanza-id", NS_SID))
+            .map(|c| (c.attr("by").unwrap().into(), c.attr("id").unwrap().into()))
+            .collect()
+    }
+
+    #[test]
+    fn an_archived_room_removes_ids_in_its_name_and_stamps_its_own_in_place() {
+        let mut room = configured(&field("muc#roomconfig_enablearchiving", "1"), 0);
+        join(&mut room, "bob@example.org/b", "bob");
+        let mut o = room.handle(&forged("hi"), 0);
+        let kept = vec![("alice@example.org".to_owned(), "hers".to_owned())];
+        assert_eq!(stanza_ids(&o.archive.as_ref().unwrap().message), kept);
+        let before = Arc::as_ptr(&o.broadcasts[0].stanza);
+        o.add_to_archived(elem("stanza-id", NS_SID, &[("by", ROOM), ("id", "7")]));
+        let [Send::Shared(sent, to)] = &o.take_sends()[..] else {
+            panic!("one broadcast")
+        };
+        assert_eq!(Arc::as_ptr(sent), before, "stamped in place, not copied");
+        assert_eq!(to.len(), 2);
+        let mut want = kept.clone();
+        want.push((ROOM.to_owned(), "7".to_owned()));
+        assert_eq!(stanza_ids(sent), want);
+
+        // A room that does not archive leaves the message as it is (no per-message work).
+        let mut room = configured("", 0);
+        let o = room.handle(&forged("hi"), 0);
+        assert_eq!(stanza_ids(&o.broadcasts[0].stanza).len(), 2);
+        // A subject change is not archived, so nothing is stamped.
+        let mut o = room.handle(
+            &st(&format!(
+                "<message xmlns='jabber:client' type='groupchat' from='alice@example.org/a' \
+                 to='{ROOM}'><subject>s</subject></message>"
+            )),
+            0,
+        );
+        assert!(o.archive.is_none());
+        o.add_to_archived(elem("stanza-id", NS_SID, &[("by", ROOM), ("id", "8")]));
+        assert!(stanza_ids(&o.broadcasts[0].stanza).is_empty());
     }
 
     #[test]

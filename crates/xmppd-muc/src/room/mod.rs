@@ -153,6 +153,8 @@ pub struct Outcome {
     pub after: Vec<Element>,
     /// A message to hand to the archive.
     pub archive: Option<HistoryEntry>,
+    /// Which of `broadcasts` carries the message in `archive`.
+    archived_broadcast: Option<usize>,
     /// Configuration, affiliations or subject changed: save (or delete if not persistent).
     pub changed: bool,
     /// The room is gone (destroyed, or a temporary room emptied).
@@ -179,6 +181,16 @@ pub enum Send {
 }
 
 impl Outcome {
+    /// Adds `child` to the broadcast of the archived message (its `<stanza-id/>`, XEP-0359
+    /// §3). Called before the outcome is routed, while the broadcast is the only holder of its
+    /// element, so nothing is copied.
+    pub fn add_to_archived(&mut self, child: Element) {
+        let Some(b) = (self.archived_broadcast).and_then(|i| self.broadcasts.get_mut(i)) else {
+            return;
+        };
+        Arc::make_mut(&mut b.stanza).append_child(child);
+    }
+
     /// `out` with the broadcasts in their places.
     pub fn take_sends(&mut self) -> Vec<Send> {
         let mut broadcasts = std::mem::take(&mut self.broadcasts).into_iter().peekable();
@@ -241,6 +253,9 @@ pub struct Room {
     /// these tell the room whom a decline may go to.
     pending_invites: VecDeque<PendingInvite>,
     limits: RoomLimits,
+    /// The disco#info features the archive adds while the room's archiving is on (XEP-0313
+    /// §7, XEP-0359 §5); none when the service keeps no durable archive.
+    pub archive_features: &'static [&'static str],
     /// Set once the room is gone, for whoever still holds a handle to it.
     pub gone: bool,
 }
@@ -282,6 +297,7 @@ impl Room {
             pending_iqs: VecDeque::new(),
             pending_invites: VecDeque::new(),
             limits,
+            archive_features: &[],
             gone: false,
         }
     }
@@ -378,6 +394,37 @@ impl Room {
     /// The nick `jid` reserved by registering (XEP-0045 §7.10), if any.
     pub fn reserved_nick(&self, jid: &BareJid) -> Option<&str> {
         self.affiliations.get(jid).and_then(|a| a.nick.as_deref())
+    }
+
+    /// Whether `from` may read the room's archive, and if so whether it sees the senders' real
+    /// JIDs. XEP-0313 §5.2 / XEP-0045 §7.2: whoever may enter may read: nobody banned; only
+    /// members (admins, owners) in a members-only room, and only owners while it is locked;
+    /// in a password-protected room, occupants and affiliated users (the password is not
+    /// part of a query). Real JIDs (XEP-0045 §7.2.3, §7.2.4): to everyone in a non-anonymous
+    /// room, else to moderators only (occupants with that role, and admins and owners, who
+    /// have it whenever they are in).
+    pub fn archive_reader(&self, from: &FullJid) -> Result<bool, StanzaError> {
+        let user = from.to_bare();
+        let aff = self.affiliation(&user);
+        let occupant = self.occupants.values().find(|o| o.real == user);
+        let may = match aff {
+            Affiliation::Outcast => false,
+            Affiliation::Owner => true,
+            _ if self.locked => false,
+            Affiliation::Admin | Affiliation::Member => true,
+            Affiliation::None => {
+                occupant.is_some() || !(self.config.members_only || self.config.password.is_some())
+            }
+        };
+        if !may {
+            return Err(StanzaError::with_text(
+                Condition::Forbidden,
+                "you may not read this room's archive",
+            ));
+        }
+        let moderator =
+            aff >= Affiliation::Admin || occupant.is_some_and(|o| o.role == Role::Moderator);
+        Ok(self.config.whois == crate::form::Whois::Anyone || moderator)
     }
 
     /// Handles a stanza whose `to` is the room or an occupant, at `now_ms`.
@@ -499,6 +546,98 @@ mod tests {
         assert!(back.is_owner(&BareJid::new("alice@example.org").unwrap()));
         let o = join(&mut back, "eve@example.org/e", "eve");
         assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+    }
+
+    #[test]
+    fn who_reads_the_archive_and_who_sees_real_jids() {
+        let reader = |room: &Room, who: &str| {
+            room.archive_reader(&FullJid::new(who).unwrap())
+                .map_err(|e| e.condition)
+        };
+        let forbidden = Err(Condition::Forbidden);
+        // An open, semi-anonymous room: anyone not banned reads; only moderators see real JIDs.
+        let mut room = configured("", 0);
+        join(&mut room, "bob@example.org/b", "bob");
+        admin_set(
+            &mut room,
+            "<item affiliation='outcast' jid='eve@example.org'/>",
+        );
+        assert_eq!(reader(&room, "alice@example.org/other"), Ok(true), "owner");
+        assert_eq!(reader(&room, "bob@example.org/b"), Ok(false), "participant");
+        assert_eq!(reader(&room, "carol@example.org/c"), Ok(false), "may join");
+        assert_eq!(reader(&room, "eve@example.org/e"), forbidden, "banned");
+        admin_set(&mut room, "<item role='moderator' nick='bob'/>");
+        assert_eq!(
+            reader(&room, "bob@example.org/phone"),
+            Ok(true),
+            "moderator"
+        );
+
+        // Members-only: members and occupants; outsiders are refused.
+        let mut room = configured(
+            &(field("muc#roomconfig_membersonly", "1") + &field("muc#roomconfig_whois", "anyone")),
+            0,
+        );
+        admin_set(
+            &mut room,
+            "<item affiliation='member' jid='bob@example.org'/>",
+        );
+        assert_eq!(
+            reader(&room, "bob@example.org/b"),
+            Ok(true),
+            "non-anonymous"
+        );
+        assert_eq!(reader(&room, "carol@example.org/c"), forbidden);
+
+        // Password-protected: the password is not part of a query, so occupants only.
+        let mut room = configured(
+            &(field("muc#roomconfig_passwordprotectedroom", "1")
+                + &field("muc#roomconfig_roomsecret", "pw")),
+            0,
+        );
+        assert_eq!(reader(&room, "carol@example.org/c"), forbidden);
+        room.handle(
+            &st(&format!(
+                "<presence xmlns='jabber:client' from='carol@example.org/c' to='{ROOM}/carol'>\
+                 <x xmlns='{NS_MUC}'><password>pw</password></x></presence>"
+            )),
+            0,
+        );
+        assert_eq!(reader(&room, "carol@example.org/c"), Ok(false));
+
+        // Locked: its owner only.
+        let room = Room::create(
+            BareJid::new(ROOM).unwrap(),
+            BareJid::new("alice@example.org").unwrap(),
+            limits(0),
+        );
+        assert_eq!(reader(&room, "alice@example.org/a"), Ok(true));
+        assert_eq!(reader(&room, "bob@example.org/b"), forbidden);
+    }
+
+    #[test]
+    fn an_archived_room_advertises_its_archive() {
+        const FEATURES: &[&str] = &["urn:xmpp:mam:2", "urn:xmpp:sid:0"];
+        let features = |room: &Room| -> Vec<String> {
+            let q = room.disco_info();
+            (q.children().filter(|c| c.is("feature", NS_DISCO_INFO)))
+                .filter_map(|c| c.attr("var").map(str::to_owned))
+                .collect()
+        };
+        let mut room = configured(&field("muc#roomconfig_enablearchiving", "1"), 0);
+        assert!(
+            !features(&room).contains(&"urn:xmpp:mam:2".to_owned()),
+            "memory only"
+        );
+        room.archive_features = FEATURES;
+        let f = features(&room);
+        assert!(FEATURES.iter().all(|x| f.contains(&x.to_string())), "{f:?}");
+        let mut room = configured("", 0);
+        room.archive_features = FEATURES;
+        assert!(
+            !features(&room).contains(&"urn:xmpp:mam:2".to_owned()),
+            "not archived"
+        );
     }
 
     #[test]

@@ -1,0 +1,217 @@
+//! [`RoomArchives`]: the archives of chat rooms (XEP-0313 §5.2 on XEP-0045 rooms), the
+//! durable [`RoomArchive`] the chat service is given when the message archive is on.
+//!
+//! A room whose archiving is on (`muc#roomconfig_enablearchiving`) keeps its groupchat
+//! messages worth keeping ([`policy::worth_keeping`]) in the accounts' archive tables, under
+//! the room's bare JID as owner. Each is stored as the room broadcasts it, `from` the occupant
+//! JID, and the occupant JID is its `with`, so a `with` filter picks a nick, never a real JID.
+//! The sender's real JID is stored inside it as `<x xmlns='…muc#user'><item jid=…/></x>`, after
+//! whatever such element the sender wrote is removed, so the one there is the room's; it is
+//! shown only to those the room lets see real JIDs (XEP-0045 §7.2.3, §7.2.4). The history a
+//! new occupant gets comes from the archive, so it survives a restart; rooms without archiving
+//! keep the in-memory history ([`MemoryArchive`]). Queries are answered by the code that
+//! answers accounts' ([`crate::answer`]); retention covers room archives like the others.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use xmppd_core::module::IqKind;
+use xmppd_core::stanza::{self, elem, Condition, StanzaError};
+use xmppd_muc::room::NS_MUC_USER;
+use xmppd_muc::{HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RoomArchive};
+
+use crate::answer;
+use crate::module::serialize;
+use crate::policy;
+use crate::query::{PageLimits, NS_FULLTEXT, NS_MAM, NS_MAM_EXTENDED, NS_SID};
+use crate::store::{encode_id, ArchiveStore, Direction, Filter, NewMessage, PageRequest, Paging};
+
+/// The rooms' archives over an [`ArchiveStore`], and the in-memory history of the rooms that
+/// do not archive.
+pub struct RoomArchives {
+    store: Arc<dyn ArchiveStore>,
+    memory: MemoryArchive,
+    limits: PageLimits,
+}
+
+impl RoomArchives {
+    pub fn new(store: Arc<dyn ArchiveStore>, memory: MemoryArchive, limits: PageLimits) -> Self {
+        RoomArchives {
+            store,
+            memory,
+            limits,
+        }
+    }
+}
+
+/// Removes the `<x xmlns='…muc#user'/>` elements of a room message: a sender's own, before
+/// storing, or the room's real-JID one, before showing it to those who may not see it.
+fn remove_user_x(msg: &mut Element) -> bool {
+    stanza::remove_children(msg, |c| c.is("x", NS_MUC_USER))
+}
+
+/// The real JID the room stored in `msg` (see the module's documentation).
+fn real_jid(msg: &Element) -> Option<BareJid> {
+    let item = msg
+        .get_child("x", NS_MUC_USER)?
+        .get_child("item", NS_MUC_USER)?;
+    BareJid::new(item.attr("jid")?).ok()
+}
+
+#[async_trait]
+impl RoomArchive for RoomArchives {
+    async fn store(
+        &self,
+        room: &BareJid,
+        entry: HistoryEntry,
+        keep: usize,
+        archived: bool,
+    ) -> Option<String> {
+        if !archived {
+            return self.memory.store(room, entry, keep, archived).await;
+        }
+        let HistoryEntry {
+            sender,
+            mut message,
+            ..
+        } = entry;
+        if !policy::worth_keeping(&message, false) {
+            return None;
+        }
+        let nick = (message.attr("from").and_then(|f| Jid::new(f).ok()))
+            .and_then(|j| j.resource().map(|r| r.to_string()))
+            .unwrap_or_default();
+        remove_user_x(&mut message);
+        let mut x = Element::bare("x", NS_MUC_USER);
+        x.append_child(elem("item", NS_MUC_USER, &[("jid", sender.as_str())]));
+        message.append_child(x);
+        let new = NewMessage {
+            owner: room.to_string(),
+            with_bare: room.to_string(),
+            with_resource: nick,
+            direction: Direction::Incoming,
+            stanza: serialize(&message),
+            text: policy::body(&message),
+        };
+        match self.store.append(new).await {
+            Ok((id, _)) => Some(encode_id(id)),
+            Err(e) => {
+                // The message is still broadcast (without an id): losing it would be worse.
+                tracing::error!(error = %e, room = %room, "could not archive a room message");
+                None
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        room: &BareJid,
+        query: &HistoryQuery,
+        keep: usize,
+        archived: bool,
+        now_ms: i64,
+    ) -> Vec<HistoryEntry> {
+        if !archived {
+            return self
+                .memory
+                .history(room, query, keep, archived, now_ms)
+                .await;
+        }
+        let max = query.max_stanzas.map_or(keep, |m| m.min(keep));
+        if max == 0 {
+            return Vec::new();
+        }
+        // The archive stamps a message with the millisecond it was written in, after the room
+        // accepted it; the history stamps the end of that millisecond, which is after every
+        // instant before the message, as `HistoryQuery::since_ms` expects. Hence the one
+        // millisecond between the two.
+        let filter = Filter {
+            start_ms: query.earliest_ms(now_ms).map(|t| t.saturating_sub(1)),
+            ..Filter::default()
+        };
+        let request = PageRequest {
+            filter,
+            paging: Paging::Backward { before: None },
+            max,
+        };
+        let page = match self.store.query(room.as_str(), request).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, room = %room, "could not read a room's history");
+                return Vec::new();
+            }
+        };
+        let entries: Vec<HistoryEntry> = (page.items.into_iter())
+            .filter_map(|item| {
+                let mut message: Element = item.stanza.parse().ok()?;
+                let sender = real_jid(&message).unwrap_or_else(|| room.clone());
+                remove_user_x(&mut message);
+                let id = encode_id(item.id);
+                message.append_child(elem(
+                    "stanza-id",
+                    NS_SID,
+                    &[("by", room.as_str()), ("id", &id)],
+                ));
+                Some(HistoryEntry {
+                    stamp_ms: item.stamp_ms.saturating_add(1),
+                    sender,
+                    message,
+                })
+            })
+            .collect();
+        query.select(&entries, now_ms)
+    }
+
+    async fn forget(&self, room: &BareJid) {
+        self.memory.forget(room).await;
+        if let Err(e) = self.store.remove_owner(room.as_str()).await {
+            tracing::error!(error = %e, room = %room, "could not delete a room's archive");
+        }
+    }
+
+    fn iq_namespaces(&self) -> &'static [&'static str] {
+        &[NS_MAM]
+    }
+
+    fn features(&self) -> &'static [&'static str] {
+        &[NS_MAM, NS_MAM_EXTENDED, NS_FULLTEXT, NS_SID]
+    }
+
+    async fn handle_iq(
+        &self,
+        room: &BareJid,
+        from: &FullJid,
+        iq: &Element,
+        real_jids: bool,
+    ) -> Result<IqAnswer, StanzaError> {
+        let payload = iq.children().next().ok_or(Condition::BadRequest)?;
+        let kind = match iq.attr("type") {
+            Some("get") => IqKind::Get,
+            Some("set") => IqKind::Set,
+            _ => return Err(Condition::BadRequest.into()),
+        };
+        let show = |mut m: Element| {
+            if !real_jids {
+                remove_user_x(&mut m);
+            }
+            m
+        };
+        let asker = from.to_string();
+        let a = answer::answer(
+            &*self.store,
+            self.limits,
+            room.as_str(),
+            &asker,
+            payload,
+            kind,
+            show,
+        )
+        .await?;
+        Ok(IqAnswer {
+            results: a.results,
+            payload: a.payload,
+        })
+    }
+}

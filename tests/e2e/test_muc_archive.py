@@ -1,0 +1,157 @@
+"""Room archives (XEP-0313 on XEP-0045 rooms, XEP-0359 stanza ids) through slixmpp's xep_0045
+and xep_0313 plugins: every copy of a room message carries the room's archive id; the history a
+new occupant gets comes from the archive and survives a restart; the room answers MAM queries,
+paging both ways, only to those who may enter, with real JIDs for moderators only in a
+semi-anonymous room; a destroyed room's archive is gone."""
+
+from __future__ import annotations
+
+import sqlite3
+import xml.etree.ElementTree as ET
+
+from clients import async_test, q, stanza_error
+from test_mam import MAM, SID, bodies, fin, query
+from test_muc import MUC, NS_DISCO_INFO, NS_MUC_USER, USERS, create_configured, muc_login
+
+ROOM = f"archived@{MUC}"
+ARCHIVED = {"muc#roomconfig_enablearchiving": True, "muc#roomconfig_persistentroom": True}
+
+
+def room_ids(msg: ET.Element) -> list[str]:
+    """The ids the room stamped on a message (its stanza-ids by the room)."""
+    return [s.get("id") for s in msg.findall(q(SID, "stanza-id")) if s.get("by") == ROOM]
+
+
+def real_jids(msg: ET.Element) -> list[str | None]:
+    return [i.get("jid") for i in msg.iter(q(NS_MUC_USER, "item"))]
+
+
+async def mam_muc_login(server, user: str):
+    client = await muc_login(server, user)
+    client.register_plugin("xep_0313")
+    return client
+
+
+async def say(sender, listener, text: str) -> ET.Element:
+    """Sends a groupchat message to the room; returns the copy ``listener`` got."""
+    sender.send_message(mto=ROOM, mbody=text, mtype="groupchat")
+    return await listener.expect_message(text)
+
+
+async def iterate_room(client, *, reverse: bool = False) -> list[tuple[str, str]]:
+    """(archive id, body) of the whole room archive through slixmpp's MAM iterator."""
+    out = []
+    async for msg in client.plugin["xep_0313"].iterate(
+            jid=ROOM, rsm={"max": 3}, reverse=reverse):
+        out.append((msg["mam_result"]["id"], msg["mam_result"]["forwarded"]["stanza"]["body"]))
+    return out
+
+
+@async_test(timeout=180)
+async def test_history_and_archive_survive_a_restart_with_the_live_ids(make_server):
+    server = make_server(users=USERS)
+    alice = await mam_muc_login(server, "alice")
+    bob = await mam_muc_login(server, "bob")
+    await create_configured(alice, ROOM, "al", **ARCHIVED)
+    info = await bob.iq("get", f"<query xmlns='{NS_DISCO_INFO}'/>", to=ROOM)
+    features = {f.get("var") for f in info.iter(q(NS_DISCO_INFO, "feature"))}
+    assert {MAM, SID} <= features, features
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+
+    # A stanza-id claiming the room's archive is the sender's forgery: replaced by the room's.
+    bob.send_raw(f"<message to='{ROOM}' type='groupchat'><body>m0</body>"
+                 f"<stanza-id xmlns='{SID}' by='{ROOM}' id='forged'/></message>")
+    live = [await alice.expect_message("m0")]
+    for i in range(1, 7):
+        live.append(await say(bob, alice, f"m{i}"))
+    ids = []
+    for msg in live:
+        [sid] = room_ids(msg)
+        assert sid != "forged", ET.tostring(msg, "unicode")
+        ids.append(sid)
+    assert len(set(ids)) == 7
+    texts = [f"m{i}" for i in range(7)]
+    for c in (alice, bob):
+        await c.close()
+
+    server.restart()
+    carol = await mam_muc_login(server, "carol")
+    _, _, _, history = await carol.plugin["xep_0045"].join_muc_wait(
+        ROOM, "carol", maxstanzas=3, timeout=10)
+    assert [m["body"] for m in history] == texts[-3:]
+    assert [room_ids(m.xml)[0] for m in history] == ids[-3:], "the ids of the live copies"
+
+    # MAM on the room, three at a time, forward and backward through slixmpp's RSM iterator.
+    assert await iterate_room(carol) == list(zip(ids, texts))
+    assert await iterate_room(carol, reverse=True) == list(reversed(list(zip(ids, texts))))
+    # Full text and the occupant JID as 'with', reused from the accounts' archive.
+    reply, results = await query(carol, to=ROOM, fields={"fulltext": "m3"})
+    assert reply.get("type") == "result" and bodies(results) == ["m3"]
+    reply, results = await query(carol, to=ROOM, fields={"with": f"{ROOM}/bob"},
+                                 rsm="<max>2</max><before/>")
+    assert [i for i, _ in results] == ids[-2:]
+    assert fin(reply).get("complete") in (None, "false")
+
+
+@async_test(timeout=120)
+async def test_members_only_archive_is_forbidden_to_outsiders(make_server):
+    server = make_server(users=USERS)
+    alice = await mam_muc_login(server, "alice")
+    bob = await mam_muc_login(server, "bob")
+    dave = await mam_muc_login(server, "dave")
+    await create_configured(alice, ROOM, "al", **ARCHIVED,
+                            **{"muc#roomconfig_membersonly": True})
+    await alice.plugin["xep_0045"].set_affiliation(ROOM, "member", jid=server.jid("bob"))
+    await say(alice, alice, "members only")
+
+    reply, results = await query(dave, to=ROOM)
+    assert stanza_error(reply) == "forbidden" and results == [], ET.tostring(reply, "unicode")
+    reply, results = await query(bob, to=ROOM)
+    assert reply.get("type") == "result" and bodies(results) == ["members only"]
+
+
+@async_test(timeout=120)
+async def test_real_jids_only_to_moderators_in_a_semi_anonymous_room(make_server):
+    server = make_server(users=USERS)
+    alice = await mam_muc_login(server, "alice")
+    bob = await mam_muc_login(server, "bob")
+    carol = await mam_muc_login(server, "carol")
+    await create_configured(alice, ROOM, "al", **ARCHIVED)
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+    await carol.plugin["xep_0045"].join_muc_wait(ROOM, "carol", maxstanzas=0, timeout=10)
+    # What the sender writes about itself is not what the archive shows.
+    bob.send_raw(f"<message to='{ROOM}' type='groupchat'><body>who am i</body>"
+                 f"<x xmlns='{NS_MUC_USER}'><item jid='ceo@localhost'/></x></message>")
+    await carol.expect_message("who am i")
+
+    _, results = await query(alice, to=ROOM)
+    [(_, msg)] = results
+    assert msg.get("from") == f"{ROOM}/bob"
+    assert real_jids(msg) == [server.jid("bob")], ET.tostring(msg, "unicode")
+    _, results = await query(carol, to=ROOM)
+    [(_, msg)] = results
+    assert msg.get("from") == f"{ROOM}/bob"
+    assert real_jids(msg) == [], ET.tostring(msg, "unicode")
+
+
+@async_test(timeout=120)
+async def test_a_destroyed_rooms_archive_is_gone(make_server):
+    server = make_server(users=USERS)
+    alice = await mam_muc_login(server, "alice")
+    await create_configured(alice, ROOM, "al", **ARCHIVED)
+    await say(alice, alice, "soon gone")
+    db = server.config["storage"]["sqlite_path"]
+
+    def stored() -> int:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            return c.execute("SELECT COUNT(*) FROM mam_messages WHERE owner = ?",
+                             (ROOM,)).fetchone()[0]
+
+    assert stored() == 1
+    await alice.plugin["xep_0045"].destroy(ROOM, reason="done")
+    assert stored() == 0
+    # A new room of the same name starts with an empty archive.
+    await create_configured(alice, ROOM, "al", **ARCHIVED)
+    reply, results = await query(alice, to=ROOM)
+    assert reply.get("type") == "result" and results == []
+    assert fin(reply).get("complete") == "true"
