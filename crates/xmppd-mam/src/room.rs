@@ -215,3 +215,113 @@ impl RoomArchive for RoomArchives {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use xmppd_storage::SqliteStore;
+
+    use super::*;
+    use crate::retention::{purge_once, Retention};
+
+    const ROOM: &str = "lounge@conference.localhost";
+
+    async fn rooms() -> RoomArchives {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let archive = Arc::new(crate::SqliteArchive::open(store).await.unwrap());
+        RoomArchives::new(archive, MemoryArchive::default(), PageLimits::default())
+    }
+
+    fn entry(body: &str) -> HistoryEntry {
+        let message = format!(
+            "<message xmlns='jabber:client' type='groupchat' from='{ROOM}/al'><body>{body}</body>\
+             </message>"
+        );
+        HistoryEntry {
+            stamp_ms: 0,
+            sender: BareJid::new("alice@localhost").unwrap(),
+            message: message.parse().unwrap(),
+        }
+    }
+
+    fn bodies(h: &[HistoryEntry]) -> Vec<String> {
+        h.iter()
+            .map(|e| policy::body(&e.message).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn history_comes_from_the_archive_with_ids_and_without_real_jids() {
+        let a = rooms().await;
+        let room = BareJid::new(ROOM).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(
+                a.store(&room, entry(&format!("m{i}")), 20, true)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Chat states alone are not kept.
+        let mut typing = entry("");
+        typing.message = format!(
+            "<message xmlns='jabber:client' type='groupchat' from='{ROOM}/al'>\
+             <composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(a.store(&room, typing, 20, true).await, None);
+
+        let now = stanza::now_ms();
+        let all = HistoryQuery::default();
+        let h = a.history(&room, &all, 3, true, now).await;
+        assert_eq!(bodies(&h), ["m1", "m2", "m3"], "the room's history length");
+        for (e, id) in h.iter().zip(&ids[1..]) {
+            let sid = e.message.get_child("stanza-id", NS_SID).unwrap();
+            assert_eq!((sid.attr("by"), sid.attr("id")), (Some(ROOM), Some(&**id)));
+            assert_eq!(real_jid(&e.message), None);
+            assert_eq!(e.sender.as_str(), "alice@localhost");
+        }
+        // A `since` copied from a history message's delay stamp leaves that message out.
+        let since = HistoryQuery {
+            since_ms: Some(h[2].stamp_ms),
+            ..HistoryQuery::default()
+        };
+        assert!(a.history(&room, &since, 3, true, now).await.is_empty());
+        let since = HistoryQuery {
+            since_ms: Some(h[2].stamp_ms - 1),
+            ..HistoryQuery::default()
+        };
+        let kept = bodies(&a.history(&room, &since, 3, true, now).await);
+        assert_eq!(kept.last().map(String::as_str), Some("m3"), "{kept:?}");
+        // A room that does not archive keeps its history in memory only.
+        let other = BareJid::new("other@conference.localhost").unwrap();
+        assert_eq!(a.store(&other, entry("mem"), 20, false).await, None);
+        assert_eq!(
+            bodies(&a.history(&other, &all, 20, false, now).await),
+            ["mem"]
+        );
+        assert!(a.history(&other, &all, 20, true, now).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn retention_and_forget_reach_room_archives() {
+        let a = rooms().await;
+        let room = BareJid::new(ROOM).unwrap();
+        a.store(&room, entry("old"), 20, true).await.unwrap();
+        let now = stanza::now_ms();
+        let r = Retention {
+            max_age: Some(Duration::from_millis(1)),
+            max_bytes: None,
+            interval: Duration::from_secs(1),
+            batch: 10,
+        };
+        assert_eq!(purge_once(&*a.store, &r, now + 1_000).await.unwrap(), 1);
+        let all = HistoryQuery::default();
+        assert!(a.history(&room, &all, 20, true, now).await.is_empty());
+        a.store(&room, entry("new"), 20, true).await.unwrap();
+        a.forget(&room).await;
+        assert!(a.history(&room, &all, 20, true, now + 1).await.is_empty());
+    }
+}
