@@ -15,6 +15,17 @@ use jid::{BareJid, DomainPart, FullJid, Jid, NodePart, ResourcePart};
 /// The parts are prepared one by one and the JID is assembled from them, so that its string and
 /// its parts always agree, whatever dot the preparation leaves at the end of the domain.
 pub fn parse_jid(input: &str) -> Result<Jid, jid::Error> {
+    if is_canonical_ascii(input) {
+        // Preparing changes nothing here (see `is_canonical_ascii`): one pass of the `jid`
+        // crate's own checks gives the same JID as preparing part by part below.
+        return Jid::new(input);
+    }
+    prepare_jid(input)
+}
+
+/// [`parse_jid`] without its shortcut for input already canonical: every part prepared. The
+/// `address` fuzz target checks that the two always agree.
+pub fn prepare_jid(input: &str) -> Result<Jid, jid::Error> {
     // The localpart and domainpart end at the first '/', the resourcepart may contain anything.
     let (head, resource) = match input.split_once('/') {
         Some((head, resource)) => (head, Some(resource)),
@@ -33,6 +44,65 @@ pub fn parse_jid(input: &str) -> Result<Jid, jid::Error> {
         &domain,
         resource.as_deref(),
     ))
+}
+
+/// Whether `input` is a JID that every preparation leaves as it is, judged on its bytes alone:
+/// the common case (ASCII, lower case, a host name), for which [`parse_jid`] skips preparing
+/// part by part. Conservative: anything it is unsure of (upper case, non-ASCII, a final dot, an
+/// IP address, an `xn--` or other `??--` label) is left to the full path.
+///
+/// - localpart: 1 to 1023 bytes of printable ASCII other than upper case and the eight
+///   characters nodeprep prohibits (RFC 7622 §3.3.1, RFC 3920 appendix A.5);
+/// - domainpart: 1 to 253 bytes of labels of 1 to 63 letters (lower case), digits and hyphens,
+///   no hyphen first, last, or in the third and fourth places, the last label with a letter
+///   (RFC 5890 §2.3.1 LDH labels; what UTS #46 and nameprep map to themselves);
+/// - resourcepart: 1 to 1023 bytes of printable ASCII or space (resourceprep maps none of them).
+fn is_canonical_ascii(input: &str) -> bool {
+    let (head, resource) = match input.split_once('/') {
+        Some((head, resource)) => (head, Some(resource)),
+        None => (input, None),
+    };
+    let (node, domain) = match head.split_once('@') {
+        Some((node, domain)) => (Some(node), domain),
+        None => (None, head),
+    };
+    let node_ok = node.is_none_or(|n| {
+        (1..=1023).contains(&n.len())
+            && n.bytes().all(|b| {
+                matches!(b, 0x21..=0x7e)
+                    && !b.is_ascii_uppercase()
+                    && !matches!(b, b'"' | b'&' | b'\'' | b'/' | b':' | b'<' | b'>' | b'@')
+            })
+    });
+    let resource_ok = resource.is_none_or(|r| {
+        (1..=1023).contains(&r.len()) && r.bytes().all(|b| matches!(b, 0x20..=0x7e))
+    });
+    node_ok && resource_ok && is_ldh_host(domain)
+}
+
+/// A host name of lower-case LDH labels whose last label has a letter (so never an IPv4
+/// address), without a final dot: see [`is_canonical_ascii`].
+fn is_ldh_host(domain: &str) -> bool {
+    if domain.is_empty() || domain.len() > 253 {
+        return false;
+    }
+    let mut last_has_letter = false;
+    for label in domain.split('.') {
+        let b = label.as_bytes();
+        if b.is_empty()
+            || b.len() > 63
+            || b[0] == b'-'
+            || b[b.len() - 1] == b'-'
+            || (b.len() >= 4 && b[2] == b'-' && b[3] == b'-')
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        {
+            return false;
+        }
+        last_has_letter = b.iter().any(u8::is_ascii_lowercase);
+    }
+    last_has_letter
 }
 
 /// A domainpart without its final label separator. Preparation can expose a final dot (nameprep
@@ -146,6 +216,67 @@ mod tests {
             "\u{1806}.",
         ] {
             assert!(parse_jid(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn prepared(input: &str) -> Option<String> {
+        prepare_jid(input).ok().map(|j| j.to_string())
+    }
+
+    #[test]
+    fn canonical_ascii_shortcut_agrees_with_preparing() {
+        let long_label = "a".repeat(63);
+        let too_long_label = "a".repeat(64);
+        let long_node = "n".repeat(1023);
+        let cases = [
+            "juliet@example.org/balcony".to_owned(),
+            "juliet@example.org/Balcony Two".to_owned(),
+            "j.u-l_i+e~t!#$%(){}*=?^`|@ex-ample.org".to_owned(),
+            "example.org".to_owned(),
+            "localhost/r".to_owned(),
+            "a@b.c.d.e.f/x/y@z".to_owned(),
+            "conference.example.org/nick".to_owned(),
+            format!("{long_node}@{long_label}.org"),
+            format!("x@{too_long_label}.org"),
+            format!("{long_node}n@example.org"),
+            "ab--c@example.org".to_owned(),
+            "x@ab--cd.org".to_owned(),
+            "x@xn--nxasmq6b.org".to_owned(),
+            "x@-a.org".to_owned(),
+            "x@a-.org".to_owned(),
+            "x@a..org".to_owned(),
+            "x@127.0.0.1".to_owned(),
+            "x@1.2".to_owned(),
+            "x@a.1".to_owned(),
+            "x@[::1]".to_owned(),
+            "x@a_b.org".to_owned(),
+            "Juliet@example.org".to_owned(),
+            "juliet@Example.org".to_owned(),
+            "juliet@example.org.".to_owned(),
+            "ju liet@example.org".to_owned(),
+            "ju'liet@example.org".to_owned(),
+            "juliet@example.org/".to_owned(),
+            "juliet@example.org/a\tb".to_owned(),
+            "juliet@example.org/a\u{7f}".to_owned(),
+            "@example.org".to_owned(),
+            "a@@example.org".to_owned(),
+            "".to_owned(),
+        ];
+        for case in &cases {
+            let fast = is_canonical_ascii(case);
+            let full = prepared(case);
+            if fast {
+                assert_eq!(full.as_deref(), Some(case.as_str()), "{case:?}");
+            }
+            assert_eq!(canonical(case), full, "{case:?}");
+        }
+        // The shortcut is taken where it matters.
+        for common in [
+            "juliet@example.org/balcony",
+            "example.org",
+            "room@conference.example.org/nick",
+        ] {
+            assert!(is_canonical_ascii(common), "{common:?}");
         }
     }
 

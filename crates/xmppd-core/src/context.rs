@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
-use jid::{BareJid, FullJid};
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_storage::{StorageError, Store};
 use xmppd_stream::StreamErrorCondition;
@@ -22,8 +22,9 @@ use crate::stanza::{error_reply, StanzaError};
 
 /// One queued output of a handler.
 pub(crate) enum Outgoing {
-    /// A stanza with `to` set, routed like any other.
-    Route(Element),
+    /// A stanza with `to` set, routed like any other; with that `to` already parsed when the
+    /// sender had it (used only while the attribute still reads the same).
+    Route(Element, Option<Jid>),
     /// One element of a fan-out, routed like any other to this recipient, which it is
     /// addressed to only as it is written (see [`Context::send_shared`]).
     RouteShared(Arc<Element>, FullJid),
@@ -74,7 +75,13 @@ impl<'a> Context<'a> {
 
     /// Queues `stanza` (with `to` set) for routing once the handler has returned.
     pub fn send(&mut self, stanza: Element) {
-        self.outbox.queue.push_back(Outgoing::Route(stanza));
+        self.outbox.queue.push_back(Outgoing::Route(stanza, None));
+    }
+
+    /// [`Context::send`] of a stanza whose `to` the caller has parsed into `to` already, so
+    /// that routing does not parse it again.
+    pub(crate) fn send_to(&mut self, stanza: Element, to: Jid) {
+        (self.outbox.queue).push_back(Outgoing::Route(stanza, Some(to)));
     }
 
     /// Queues `stanza` for routing to `to`, sharing the element with the other recipients of

@@ -39,7 +39,14 @@ pub fn check_jid(data: &[u8]) {
 }
 
 fn check_parse(input: &str) {
-    let Ok(jid) = parse_jid(input) else {
+    // The shortcut for canonical input agrees with preparing every part.
+    let full = crate::address::prepare_jid(input);
+    assert_eq!(
+        parse_jid(input).as_ref().ok(),
+        full.as_ref().ok(),
+        "{input:?}: the shortcut and the full preparation disagree"
+    );
+    let Ok(jid) = full else {
         return;
     };
     let canonical = jid.to_string();

@@ -332,8 +332,16 @@ fn outbound_size(out: &Outbound) -> usize {
 /// serialising it: the cost of escaping is left out.
 pub fn element_size(el: &Element) -> usize {
     let name = el.name().len();
-    // `<name` `>` `</name>`, or `<name/>`; a namespace declaration when it has one.
-    let mut n = 2 * name + 5 + el.ns().len() + 9;
+    // `<name` `>` `</name>`, or `<name/>`; a namespace declaration when it has one. Reading an
+    // element's namespace copies it, so only the usual one is measured; any other counts as
+    // `NS_ESTIMATE` bytes.
+    const NS_ESTIMATE: usize = 32;
+    let ns = if el.has_ns(crate::stanza::NS_CLIENT) {
+        crate::stanza::NS_CLIENT.len()
+    } else {
+        NS_ESTIMATE
+    };
+    let mut n = 2 * name + 5 + ns + 9;
     for ((_, k), v) in el.attrs().iter() {
         n += k.len() + v.len() + 4;
     }

@@ -172,8 +172,26 @@ pub trait Router: Send + Sync {
 /// The single-node registry: the routing table, and the channels of the sessions in it.
 #[derive(Default)]
 pub struct LocalRouter {
-    table: DashMap<BareJid, Vec<Resource>>,
+    table: DashMap<Account, Vec<Resource>>,
     locals: DashMap<SessionId, LocalSession>,
+}
+
+/// A key of the routing table: an account, looked up by its bare JID's string, so that a full
+/// JID finds its account without a bare JID being built (and allocated) for each stanza.
+#[derive(PartialEq, Eq, Hash)]
+struct Account(BareJid);
+
+// `Hash` and `Eq` of a `BareJid` are those of its string, as `Borrow<str>` requires.
+impl std::borrow::Borrow<str> for Account {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// The bare JID part of `jid`'s string.
+fn bare_str(jid: &FullJid) -> &str {
+    let full = jid.as_str();
+    &full[..full.len() - jid.resource().as_str().len() - 1]
 }
 
 impl LocalRouter {
@@ -182,7 +200,7 @@ impl LocalRouter {
     }
 
     fn session_of(&self, jid: &FullJid) -> Option<SessionId> {
-        let entry = self.table.get(&jid.to_bare())?;
+        let entry = self.table.get(bare_str(jid))?;
         entry.iter().find(|r| &r.jid == jid).map(|r| r.session)
     }
 }
@@ -201,7 +219,7 @@ impl Router for LocalRouter {
     fn insert(&self, res: Resource, local: LocalSession) -> Option<Replaced> {
         self.locals.insert(res.session, local);
         let replaced = {
-            let mut entry = self.table.entry(res.jid.to_bare()).or_default();
+            let mut entry = self.table.entry(Account(res.jid.to_bare())).or_default();
             match entry.iter_mut().find(|r| r.jid == res.jid) {
                 Some(slot) => Some(std::mem::replace(slot, res)),
                 None => {
@@ -217,21 +235,21 @@ impl Router for LocalRouter {
     }
 
     fn remove(&self, jid: &FullJid, session: SessionId) -> Option<Resource> {
-        let bare = jid.to_bare();
+        let bare = bare_str(jid);
         let removed = {
-            let mut entry = self.table.get_mut(&bare)?;
+            let mut entry = self.table.get_mut(bare)?;
             let pos = entry
                 .iter()
                 .position(|r| &r.jid == jid && r.session == session)?;
             entry.swap_remove(pos)
         };
-        self.table.remove_if(&bare, |_, v| v.is_empty());
+        self.table.remove_if(bare, |_, v| v.is_empty());
         self.locals.remove(&session);
         Some(removed)
     }
 
     fn update(&self, jid: &FullJid, session: SessionId, f: &mut dyn FnMut(&mut Resource)) {
-        if let Some(mut entry) = self.table.get_mut(&jid.to_bare()) {
+        if let Some(mut entry) = self.table.get_mut(bare_str(jid)) {
             if let Some(r) = entry
                 .iter_mut()
                 .find(|r| &r.jid == jid && r.session == session)
@@ -242,7 +260,7 @@ impl Router for LocalRouter {
     }
 
     fn with_resources(&self, bare: &BareJid, f: &mut dyn FnMut(&[Resource])) {
-        match self.table.get(bare) {
+        match self.table.get(bare.as_str()) {
             Some(entry) => f(&entry),
             None => f(&[]),
         }

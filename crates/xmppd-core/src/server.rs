@@ -468,25 +468,28 @@ impl Server {
         mut stanza: Element,
     ) {
         // RFC 6120 §8.1.2.1: the server stamps the full JID, whatever the client wrote.
-        stanza::set_attr(&mut stanza, "from", session.jid.to_string());
-        if let Some(to) = stanza.attr("to") {
-            match crate::address::parse_jid(to) {
-                Ok(j) => {
-                    let norm = j.to_string();
-                    if norm != to {
-                        stanza::set_attr(&mut stanza, "to", norm);
-                    }
+        stanza::set_attr(&mut stanza, "from", session.jid.as_str());
+        // Parsed once here; routing takes this parse along instead of parsing `to` again.
+        let to = match stanza
+            .attr("to")
+            .map(|to| (crate::address::parse_jid(to), to))
+        {
+            None => None,
+            Some((Ok(j), written)) => {
+                if j.as_str() != written {
+                    stanza::set_attr(&mut stanza, "to", j.as_str());
                 }
-                Err(_) => {
-                    reply_error(cx, session, &stanza, Condition::JidMalformed.into());
-                    return;
-                }
+                Some(j)
             }
-        }
+            Some((Err(_), _)) => {
+                reply_error(cx, session, &stanza, Condition::JidMalformed.into());
+                return;
+            }
+        };
         match stanza.name() {
             "presence" => self.presence_from_client(cx, session, stanza).await,
-            "iq" => self.iq_from_client(cx, session, stanza).await,
-            "message" => self.message_from_client(cx, session, stanza).await,
+            "iq" => self.iq_from_client(cx, session, stanza, to).await,
+            "message" => self.message_from_client(cx, session, stanza, to).await,
             _ => {}
         }
     }
@@ -635,7 +638,7 @@ impl Server {
         let mut outbox = Outbox::default();
         outbox
             .queue
-            .extend(stanzas.into_iter().map(Outgoing::Route));
+            .extend(stanzas.into_iter().map(|s| Outgoing::Route(s, None)));
         self.drain(&mut outbox).await;
     }
 
@@ -658,15 +661,17 @@ impl Server {
                 return;
             }
             match next {
-                Outgoing::Route(stanza) => {
-                    self.route_one(&mut Context::new(self, outbox), stanza)
+                Outgoing::Route(stanza, to) => {
+                    self.route_one(&mut Context::new(self, outbox), stanza, to)
                         .await
                 }
                 Outgoing::RouteShared(stanza, to) => {
                     if !self.deliver_shared(&stanza, &to) {
                         let mut copy = (*stanza).clone();
-                        stanza::set_attr(&mut copy, "to", to.to_string());
-                        self.route_one(&mut Context::new(self, outbox), copy).await
+                        stanza::set_attr(&mut copy, "to", to.as_str());
+                        let to = Jid::from(to);
+                        self.route_one(&mut Context::new(self, outbox), copy, Some(to))
+                            .await
                     }
                 }
                 Outgoing::Deliver(jid, stanza) => {
@@ -683,10 +688,24 @@ impl Server {
 
     /// The one routing decision: a served host (its accounts and itself), a component's
     /// subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
-    async fn route_one(self: &Arc<Self>, cx: &mut Context<'_>, stanza: Element) {
-        let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
-            tracing::debug!("dropping stanza without valid 'to'");
-            return;
+    /// `parsed` is `to` as the sender parsed it, if it did.
+    async fn route_one(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        stanza: Element,
+        parsed: Option<Jid>,
+    ) {
+        let written = stanza.attr("to");
+        let to = match parsed {
+            // A hook may have readdressed the stanza since: the attribute decides.
+            Some(to) if written == Some(to.as_str()) => to,
+            _ => match written.map(crate::address::parse_jid) {
+                Some(Ok(to)) => to,
+                _ => {
+                    tracing::debug!("dropping stanza without valid 'to'");
+                    return;
+                }
+            },
         };
         let domain = to.domain().as_str();
         if self.is_local_host(domain) {
@@ -706,6 +725,7 @@ impl Server {
         cx: &mut Context<'_>,
         session: &ClientSession,
         mut msg: Element,
+        to: Option<Jid>,
     ) {
         for m in &self.message_out {
             if let HookAction::Stop(err) = m.on_message_out(cx, &mut msg).await {
@@ -715,11 +735,9 @@ impl Server {
                 return;
             }
         }
-        if msg.attr("to").is_none() {
-            // RFC 6120 §10.3: no 'to' means the sender's own bare JID.
-            stanza::set_attr(&mut msg, "to", session.jid.to_bare().to_string());
-        }
-        cx.send(msg);
+        // RFC 6120 §10.3: no 'to' means the sender's own bare JID.
+        let to = to.unwrap_or_else(|| own_bare(&mut msg, session));
+        cx.send_to(msg, to);
     }
 
     async fn iq_from_client(
@@ -727,12 +745,13 @@ impl Server {
         cx: &mut Context<'_>,
         session: &mut ClientSession,
         iq: Element,
+        to: Option<Jid>,
     ) {
         match iq.attr("type") {
             Some("get" | "set") => {}
             Some("result" | "error") => {
-                if iq.attr("to").is_some() {
-                    cx.send(iq);
+                if let Some(to) = to {
+                    cx.send_to(iq, to);
                 }
                 return;
             }
@@ -747,10 +766,8 @@ impl Server {
             return;
         };
         let mut iq = iq;
-        if iq.attr("to").is_none() {
-            // RFC 6120 §10.3.3: no 'to' means the sender's own bare JID.
-            stanza::set_attr(&mut iq, "to", session.jid.to_bare().to_string());
-        }
+        // RFC 6120 §10.3.3: no 'to' means the sender's own bare JID.
+        let to = to.unwrap_or_else(|| own_bare(&mut iq, session));
         for m in &self.iq_out {
             if let HookAction::Stop(err) = m.on_iq_out(cx, session, &mut iq).await {
                 if let Some(err) = err {
@@ -759,7 +776,7 @@ impl Server {
                 return;
             }
         }
-        cx.send(iq);
+        cx.send_to(iq, to);
     }
 
     /// Stanzas to a served domain itself.
@@ -894,10 +911,13 @@ impl Server {
 
     async fn message_to_account(self: &Arc<Self>, cx: &mut Context<'_>, mut msg: Element, to: Jid) {
         // RFC 6121 §5.2.2: a type the server does not understand is treated as "normal".
-        let kind = (msg.attr("type"))
-            .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
-            .unwrap_or("normal")
-            .to_owned();
+        let kind = match msg.attr("type") {
+            Some("chat") => "chat",
+            Some("groupchat") => "groupchat",
+            Some("headline") => "headline",
+            Some("error") => "error",
+            _ => "normal",
+        };
         for m in &self.message_in {
             if let HookAction::Stop(err) = m.on_message_in(cx, &mut msg).await {
                 if let Some(err) = err {
@@ -916,7 +936,7 @@ impl Server {
             // to the bare JID; so does `normal` (untyped messages are common and must not be
             // lost: they reach another resource or offline storage); `headline` and `error` are
             // dropped; `groupchat` bounces.
-            match kind.as_str() {
+            match kind {
                 "chat" | "normal" => {}
                 "groupchat" => {
                     cx.bounce(&msg, Condition::ServiceUnavailable.into());
@@ -925,7 +945,7 @@ impl Server {
                 _ => return,
             }
         }
-        self.message_to_bare(cx, msg, &to.to_bare(), &kind).await;
+        self.message_to_bare(cx, msg, &to.to_bare(), kind).await;
     }
 
     /// RFC 6121 §8.5.2: a message of type `kind` for the account `bare` goes to its resources
@@ -937,7 +957,10 @@ impl Server {
         bare: &BareJid,
         kind: &str,
     ) {
-        let mut targets = crate::router::message_targets(&self.router.resources(bare), kind);
+        let mut targets = Vec::new();
+        (self.router).with_resources(bare, &mut |rs| {
+            targets = crate::router::message_targets(rs, kind)
+        });
         targets.retain(|t| self.try_deliver(t, msg.clone()).is_ok());
         if !targets.is_empty() {
             self.delivered(cx, &msg, &targets).await;
@@ -991,6 +1014,14 @@ impl Server {
 /// How many stanzas one dispatch may route, its own included: a bound on stanzas that keep
 /// causing others (a loop between services), far above any legitimate fan-out.
 const MAX_DISPATCH: usize = 1_000_000;
+
+/// Addresses `stanza` to the sender's own bare JID (RFC 6120 §10.3), for a client stanza
+/// without `to`.
+fn own_bare(stanza: &mut Element, session: &ClientSession) -> Jid {
+    let bare = session.jid.to_bare();
+    stanza::set_attr(stanza, "to", bare.as_str());
+    Jid::from(bare)
+}
 
 /// Queues an error reply for `original` to its sender session.
 pub(crate) fn reply_error(
