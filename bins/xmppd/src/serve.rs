@@ -162,6 +162,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         max_pending_per_ip: c2s_cfg.max_pending_per_ip,
     };
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
+    let core = server.clone();
     let c2s = match C2s::bind(settings, tls, server, auth, vec![register]).await {
         Ok(c2s) => c2s,
         Err(e) => return Err(bind_failure(&config, e)),
@@ -186,6 +187,13 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         }
         _ = &mut running => Err(Failure("the client listeners stopped unexpectedly".into())),
     };
+    // Sessions kept for resumption end like the connected ones: what they hold is re-routed.
+    if tokio::time::timeout(SHUTDOWN_GRACE, core.end_detached())
+        .await
+        .is_err()
+    {
+        tracing::warn!("detached sessions still ending after {SHUTDOWN_GRACE:?}");
+    }
     reloader.abort();
     retention.iter().for_each(|t| t.abort());
     directory_tasks.iter().for_each(|t| t.abort());

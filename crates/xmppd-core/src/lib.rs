@@ -20,6 +20,7 @@ mod account;
 /// it without the core).
 pub use xmppd_address as address;
 pub mod context;
+pub mod detached;
 pub mod fuzzing;
 pub mod module;
 pub mod queue;

@@ -201,6 +201,17 @@ impl SessionQueue {
         true
     }
 
+    /// Resolves once a close is requested or the queue ended: for the one task that watches
+    /// a queue no writer reads (a parked session, see [`crate::detached`]). Cancel-safe.
+    pub(crate) async fn closing(&self) {
+        loop {
+            if self.is_closing() {
+                return;
+            }
+            self.wake.notified().await;
+        }
+    }
+
     /// Whether a close was requested or the session ended.
     pub fn is_closing(&self) -> bool {
         let s = self.lock();

@@ -173,6 +173,7 @@ impl ServerBuilder {
             node: NodeId::SINGLE,
             started: Instant::now(),
             dynamic_admins: RwLock::new(HashSet::new()),
+            detached: Default::default(),
         });
         for m in &server.modules {
             m.on_started(&server);
@@ -211,6 +212,8 @@ pub struct Server {
     started: Instant,
     /// Administrators from a directory (e.g. an LDAP group), refreshed by their provider.
     dynamic_admins: RwLock<HashSet<BareJid>>,
+    /// Sessions kept bound while no connection serves them.
+    pub(crate) detached: crate::detached::Detached,
 }
 
 /// The user-data key marking an account as disabled (XEP-0133 disable-user).
