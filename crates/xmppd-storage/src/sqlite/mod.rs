@@ -38,6 +38,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
@@ -244,6 +245,11 @@ fn stopped() -> StorageError {
 fn configure(conn: &Connection) -> Result<()> {
     // Every statement of this store fits, so none is re-prepared on the hot path.
     conn.set_prepared_statement_cache_capacity(64);
+    // The bundled SQLite plans with STAT4, under which a cached statement whose bound values
+    // changed is compiled again on its next step (as after a schema change): every query for
+    // another account would be. The query planner stability guarantee keeps one plan per
+    // statement; ours are index lookups whose best plan does not depend on the values.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

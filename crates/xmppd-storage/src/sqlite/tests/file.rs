@@ -143,3 +143,24 @@ async fn in_memory_store_works() {
     let other = SqliteStore::open_in_memory().unwrap();
     assert!(!other.user_exists(&alice()).await.unwrap());
 }
+
+/// A cached statement run for one account after another keeps its compiled plan: SQLite's
+/// STAT4 would otherwise compile it again whenever its bound values change.
+#[test]
+fn cached_statements_are_not_compiled_again_for_other_values() {
+    use rusqlite::StatementStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xmppd.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    configure(&conn).unwrap();
+    let sql = "SELECT id, stamp_ms, xml FROM offline WHERE domain = ?1 AND user = ?2 ORDER BY id";
+    for user in ["alice", "bob", "carol", "dave"] {
+        let mut stmt = conn.prepare_cached(sql).unwrap();
+        let rows: Vec<i64> = (stmt.query_map(["example.org", user], |r| r.get(0)).unwrap())
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(rows.is_empty());
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{user}");
+    }
+}
