@@ -5,8 +5,11 @@
 //!   a message to a local account in the recipient's (`on_message_in`), before any session or
 //!   offline storage takes it, so both sides of a local conversation are archived, a message
 //!   to an offline user once, and the copy delivered (or stored offline) carries the
-//!   recipient's `<stanza-id by=OWNER id=ARCHIVE-ID/>` (XEP-0359). The archive row is
-//!   committed before the message is passed on.
+//!   recipient's `<stanza-id by=OWNER id=ARCHIVE-ID/>` (XEP-0359). The archive rows are
+//!   committed before the message is passed on. Between two local accounts, both rows are
+//!   written together as the message reaches the recipient: one job of the store's
+//!   group-commit writer, so the message waits for one commit, shared with whatever else is
+//!   being written, and not for two.
 //! - A `<stanza-id/>` a sender wrote claiming an archive of this server is removed (XEP-0359
 //!   §4: only the archive may set it). `<origin-id/>` is kept.
 //! - What is archived: [`crate::policy`]; then the owner's preferences (XEP-0441), with the
@@ -57,6 +60,11 @@ pub struct MamModule {
     settings: MamSettings,
     /// Owners' preferences, read once: consulted for every archived message.
     prefs: DashMap<String, Prefs>,
+    /// Senders' rows that wait for the recipient's: (sender's full JID, `to`) of a message that
+    /// `on_message_out` found archivable for its sender and that the core routes to a local
+    /// account next, which runs `on_message_in` on the same task. A count, since two sessions
+    /// of one full JID (one replacing the other) may each have such a message under way.
+    pending: DashMap<(String, String), u32>,
 }
 
 pub(crate) fn serialize(el: &Element) -> String {
@@ -91,6 +99,7 @@ impl MamModule {
             store,
             settings,
             prefs: DashMap::new(),
+            pending: DashMap::new(),
         }
     }
 
@@ -122,33 +131,32 @@ impl MamModule {
         }
     }
 
-    /// Archives `msg` for `owner` if policy and preferences say so; its archive id.
+    /// Stores `msg` as the rows `copies` name (owner, the other party, direction), in one
+    /// write; their archive ids, none when it failed. The stanza is serialised once for all.
     async fn archive(
         &self,
-        cx: &Context<'_>,
-        owner: &BareJid,
-        with: &Jid,
-        direction: Direction,
+        copies: &[(&BareJid, &Jid, Direction)],
         msg: &Element,
-    ) -> Option<i64> {
-        if !policy::archivable(msg, self.settings.markers)
-            || !self.wanted(cx, owner, &with.to_bare()).await
-        {
-            return None;
-        }
-        let entry = NewMessage {
-            owner: owner.to_string(),
-            with_bare: with.to_bare().to_string(),
-            with_resource: with.resource().map(|r| r.to_string()).unwrap_or_default(),
-            direction,
-            stanza: serialize(msg),
-            text: policy::body(msg),
-        };
-        match self.store.append(entry).await {
-            Ok((id, _)) => Some(id),
+    ) -> Option<Vec<i64>> {
+        let stanza = serialize(msg);
+        let text = policy::body(msg);
+        let rows = copies
+            .iter()
+            .map(|&(owner, with, direction)| NewMessage {
+                owner: owner.to_string(),
+                with_bare: with.to_bare().to_string(),
+                with_resource: with.resource().map(|r| r.to_string()).unwrap_or_default(),
+                direction,
+                stanza: stanza.clone(),
+                text: text.clone(),
+            })
+            .collect();
+        match self.store.append_all(rows).await {
+            Ok(got) => Some(got.into_iter().map(|(id, _)| id).collect()),
             Err(e) => {
                 // The message still goes on: losing it would be worse than not archiving it.
-                tracing::error!(error = %e, owner = %owner, "could not archive a message");
+                tracing::error!(error = %e, from = ?msg.attr("from"), to = ?msg.attr("to"),
+                    "could not archive a message");
                 None
             }
         }
@@ -194,6 +202,22 @@ impl MamModule {
         if let Err(e) = outcome {
             // The retraction still goes on, as any message does when archiving fails.
             tracing::error!(error = %e, owner = %owner, "could not apply a retraction to the archive");
+        }
+    }
+
+    /// Takes one sender's row left waiting by `on_message_out` for this (from, to).
+    fn take_pending(&self, from: &str, to: &str) -> bool {
+        let key = (from.to_owned(), to.to_owned());
+        match self.pending.entry(key) {
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                if *e.get() > 1 {
+                    *e.get_mut() -= 1;
+                } else {
+                    e.remove();
+                }
+                true
+            }
+            dashmap::mapref::entry::Entry::Vacant(_) => false,
         }
     }
 
@@ -284,35 +308,66 @@ impl Module for MamModule {
             // To the sender's own account: archived once, as it arrives there.
             return HookAction::Continue;
         };
-        if to.to_bare() != owner {
-            // The tombstone first: the retraction, archived next, may not name itself.
-            self.retract(&owner, &to.to_bare(), Direction::Outgoing, &owner, msg)
-                .await;
-            self.archive(cx, &owner, &to, Direction::Outgoing, msg)
-                .await;
+        if to.to_bare() == owner {
+            return HookAction::Continue;
         }
+        // The tombstone first: the retraction, archived next, may not name itself.
+        self.retract(&owner, &to.to_bare(), Direction::Outgoing, &owner, msg)
+            .await;
+        if !policy::archivable(msg, self.settings.markers)
+            || !self.wanted(cx, &owner, &to.to_bare()).await
+        {
+            return HookAction::Continue;
+        }
+        if to.node().is_some() && cx.is_local_host(to.domain().as_str()) {
+            // The core routes it to that account next (`on_message_in`, on this task), which
+            // writes this row with the recipient's in one job.
+            let key = (
+                msg.attr("from").unwrap_or_default().to_owned(),
+                msg.attr("to").unwrap_or_default().to_owned(),
+            );
+            *self.pending.entry(key).or_insert(0) += 1;
+            return HookAction::Continue;
+        }
+        self.archive(&[(&owner, &to, Direction::Outgoing)], msg)
+            .await;
         HookAction::Continue
     }
 
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        let Some(owner) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
+        let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return HookAction::Continue;
         };
-        let owner = owner.to_bare();
+        let owner = to.to_bare();
         strip_stanza_ids(msg, |by| by.to_bare() == owner);
-        let Some(with) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        let (Some(from_attr), Some(to_attr)) = (msg.attr("from"), msg.attr("to")) else {
             return HookAction::Continue;
         };
+        let Ok(with) = Jid::new(from_attr) else {
+            return HookAction::Continue;
+        };
+        let senders = self.take_pending(from_attr, to_attr);
         let sender = with.to_bare();
         self.retract(&owner, &sender, Direction::Incoming, &sender, msg)
             .await;
-        if !policy::archivable(msg, self.settings.markers) || !self.account_exists(cx, &owner).await
-        {
+        let recipients = policy::archivable(msg, self.settings.markers)
+            && self.account_exists(cx, &owner).await
+            && self.wanted(cx, &owner, &sender).await;
+        let mut copies = Vec::with_capacity(2);
+        if senders {
+            copies.push((&sender, &to, Direction::Outgoing));
+        }
+        if recipients {
+            copies.push((&owner, &with, Direction::Incoming));
+        }
+        if copies.is_empty() {
             return HookAction::Continue;
         }
-        if let Some(id) = self
-            .archive(cx, &owner, &with, Direction::Incoming, msg)
-            .await
+        let ids = self.archive(&copies, msg).await;
+        if let Some(&id) = ids
+            .as_deref()
+            .and_then(<[i64]>::last)
+            .filter(|_| recipients)
         {
             let id = encode_id(id);
             let sid = stanza::elem("stanza-id", NS_SID, &[("by", owner.as_str()), ("id", &id)]);

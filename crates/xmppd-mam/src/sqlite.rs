@@ -217,34 +217,37 @@ fn split(s: String) -> Vec<String> {
 
 #[async_trait]
 impl ArchiveStore for SqliteArchive {
-    async fn append(&self, msg: NewMessage) -> Result<(i64, i64), StorageError> {
+    async fn append_all(&self, msgs: Vec<NewMessage>) -> Result<Vec<(i64, i64)>, StorageError> {
         let last = self.last_stamp.clone();
         self.store
             .write(move |c| {
                 // Runs on the single writer thread, in id order: the stamp follows the ids.
                 let stamp = now_ms().max(last.load(Ordering::SeqCst));
-                c.execute(
+                let mut insert = c.prepare_cached(
                     "INSERT INTO mam_messages
                          (owner, stamp_ms, with_bare, with_resource, direction, stanza)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
+                )?;
+                let mut index =
+                    c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?;
+                let mut got = Vec::with_capacity(msgs.len());
+                for msg in &msgs {
+                    insert.execute(params![
                         msg.owner,
                         stamp,
                         msg.with_bare,
                         msg.with_resource,
                         msg.direction.as_i64(),
                         msg.stanza
-                    ],
-                )?;
-                let id = c.last_insert_rowid();
-                if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
-                    c.execute(
-                        "INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)",
-                        params![id, text],
-                    )?;
+                    ])?;
+                    let id = c.last_insert_rowid();
+                    if let Some(text) = msg.text.as_deref().filter(|t| !t.trim().is_empty()) {
+                        index.execute(params![id, text])?;
+                    }
+                    got.push((id, stamp));
                 }
                 last.store(stamp, Ordering::SeqCst);
-                Ok((id, stamp))
+                Ok(got)
             })
             .await
     }

@@ -172,8 +172,17 @@ pub type Matcher = Box<dyn Fn(&str) -> bool + Send>;
 /// The archive's storage.
 #[async_trait]
 pub trait ArchiveStore: Send + Sync {
+    /// Stores `msgs` durably, all or none, in one transaction (the sender's and the recipient's
+    /// copy of one message); returns their ids and stamps, in order. The ids grow in that
+    /// order and the stamps are equal.
+    async fn append_all(&self, msgs: Vec<NewMessage>) -> Result<Vec<(i64, i64)>, StorageError>;
+
     /// Stores `msg` durably; returns its id and stamp.
-    async fn append(&self, msg: NewMessage) -> Result<(i64, i64), StorageError>;
+    async fn append(&self, msg: NewMessage) -> Result<(i64, i64), StorageError> {
+        let mut got = self.append_all(vec![msg]).await?;
+        got.pop()
+            .ok_or_else(|| StorageError::Backend("archive append returned no id".into()))
+    }
 
     /// A page of `owner`'s archive.
     async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError>;

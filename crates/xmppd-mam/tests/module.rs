@@ -3,18 +3,28 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use minidom::Element;
 use xmppd_core::testing::TestClient;
 use xmppd_core::{BareJid, CoreConfig, Server};
 use xmppd_mam::module::{MamModule, MamSettings};
-use xmppd_mam::store::{Filter, PageRequest, Paging};
-use xmppd_mam::{ArchiveStore, SqliteArchive};
-use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
+use xmppd_mam::store::{Direction, Filter, Matcher, NewMessage, Page, PageRequest, Paging};
+use xmppd_mam::{ArchiveError, ArchiveStore, Prefs, SqliteArchive};
+use xmppd_storage::{CredentialStore, SqliteStore, StorageError, UserRef};
 
 const SID: &str = "urn:xmpp:sid:0";
 const MAM: &str = "urn:xmpp:mam:2";
 
 async fn setup() -> (Arc<Server>, Arc<SqliteArchive>) {
+    let (server, _, archive) = setup_with(|a| a).await;
+    (server, archive)
+}
+
+/// A server whose archive module uses `wrap` of the SQLite archive; also the store, for its
+/// commit count.
+async fn setup_with(
+    wrap: impl FnOnce(Arc<SqliteArchive>) -> Arc<dyn ArchiveStore>,
+) -> (Arc<Server>, Arc<SqliteStore>, Arc<SqliteArchive>) {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     for u in ["alice", "bob", "carol"] {
         store
@@ -23,12 +33,12 @@ async fn setup() -> (Arc<Server>, Arc<SqliteArchive>) {
             .unwrap();
     }
     let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
-    let module = MamModule::new(archive.clone(), MamSettings::default());
-    let server = Server::builder(CoreConfig::default(), store)
+    let module = MamModule::new(wrap(archive.clone()), MamSettings::default());
+    let server = Server::builder(CoreConfig::default(), store.clone())
         .modules(xmppd_im::modules())
         .module(Arc::new(module))
         .build();
-    (server, archive)
+    (server, store, archive)
 }
 
 async fn online(server: &Arc<Server>, user: &str) -> TestClient {
@@ -140,6 +150,19 @@ async fn nobody_archives_for_an_unknown_account_and_self_messages_once() {
         )
         .await;
     assert!(all(&archive, "nobody@localhost").await.is_empty());
+    assert_eq!(
+        all(&archive, "alice@localhost").await[0].1,
+        "hello?",
+        "the sender's copy"
+    );
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='someone@far.example' type='chat'>\
+             <body>far away</body></message>",
+        )
+        .await;
+    assert_eq!(all(&archive, "alice@localhost").await[1].1, "far away");
     alice
         .send(
             &server,
@@ -338,4 +361,143 @@ async fn a_retraction_leaves_tombstones_in_both_archives_only_for_its_sender() {
     assert!(stanzas(&archive, "bob@localhost", Some("keep"))
         .await
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_local_message_waits_for_one_commit_holding_both_sides() {
+    let (server, store, archive) = setup_with(|a| a).await;
+    let mut alice = online(&server, "alice").await;
+    let mut bob = online(&server, "bob").await;
+    let commits = store.commit_count();
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='bob@localhost/r' type='chat'><body>once</body></message>",
+        )
+        .await;
+    assert_eq!(
+        store.commit_count() - commits,
+        1,
+        "both rows in one transaction"
+    );
+    let got = message(&bob.drain(), "once");
+    let (alices, bobs) = (
+        all(&archive, "alice@localhost").await,
+        all(&archive, "bob@localhost").await,
+    );
+    assert_eq!((alices.len(), bobs.len()), (1, 1));
+    assert!(alices[0].0 < bobs[0].0, "the sender's row first");
+    let sid = got.get_child("stanza-id", SID).unwrap();
+    assert_eq!(sid.attr("id"), Some(bobs[0].0.to_string().as_str()));
+    // The next message of the pair is archived the same way, nothing left over from this one.
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='bob@localhost/r' type='chat'><body>twice</body></message>",
+        )
+        .await;
+    assert_eq!(store.commit_count() - commits, 2);
+    assert_eq!(all(&archive, "alice@localhost").await.len(), 2);
+}
+
+/// The SQLite archive, except that every append fails (a full disk).
+struct FailingAppends(Arc<SqliteArchive>);
+
+#[async_trait]
+impl ArchiveStore for FailingAppends {
+    async fn append_all(&self, _: Vec<NewMessage>) -> Result<Vec<(i64, i64)>, StorageError> {
+        Err(StorageError::Backend("database or disk is full".into()))
+    }
+    async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError> {
+        self.0.query(owner, req).await
+    }
+    async fn bounds(&self, owner: &str) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
+        self.0.bounds(owner).await
+    }
+    async fn prefs(&self, owner: &str) -> Result<Option<Prefs>, StorageError> {
+        self.0.prefs(owner).await
+    }
+    async fn set_prefs(&self, owner: &str, prefs: &Prefs) -> Result<(), StorageError> {
+        self.0.set_prefs(owner, prefs).await
+    }
+    async fn remove_owner(&self, owner: &str) -> Result<u64, StorageError> {
+        self.0.remove_owner(owner).await
+    }
+    async fn purge_older(&self, before_ms: i64, limit: usize) -> Result<usize, StorageError> {
+        self.0.purge_older(before_ms, limit).await
+    }
+    async fn purge_owner(
+        &self,
+        owner: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StorageError> {
+        self.0.purge_owner(owner, before_ms, limit).await
+    }
+    async fn find_latest(
+        &self,
+        owner: &str,
+        with_bare: &str,
+        direction: Direction,
+        needle: &str,
+        names: Matcher,
+    ) -> Result<Option<(i64, String)>, StorageError> {
+        self.0
+            .find_latest(owner, with_bare, direction, needle, names)
+            .await
+    }
+    async fn replace_stanza(
+        &self,
+        owner: &str,
+        id: i64,
+        stanza: String,
+    ) -> Result<bool, StorageError> {
+        self.0.replace_stanza(owner, id, stanza).await
+    }
+    async fn trim_to_bytes(&self, max_bytes: u64, limit: usize) -> Result<usize, StorageError> {
+        self.0.trim_to_bytes(max_bytes, limit).await
+    }
+    async fn total_bytes(&self) -> Result<u64, StorageError> {
+        self.0.total_bytes().await
+    }
+}
+
+#[tokio::test]
+async fn a_failing_archive_bounces_nothing_and_delivers_everything() {
+    let (server, _, archive) = setup_with(|a| Arc::new(FailingAppends(a))).await;
+    let mut alice = online(&server, "alice").await;
+    let mut bob = online(&server, "bob").await;
+    for body in ["one", "two"] {
+        alice
+            .send(
+                &server,
+                &format!(
+                    "<message xmlns='jabber:client' to='bob@localhost' type='chat'>\
+                     <body>{body}</body></message>"
+                ),
+            )
+            .await;
+    }
+    let got = bob.drain();
+    for body in ["one", "two"] {
+        let m = message(&got, body);
+        assert!(
+            m.get_child("stanza-id", SID).is_none(),
+            "no id of a row not stored"
+        );
+    }
+    // To an account with no session: offline storage still takes it.
+    alice
+        .send(
+            &server,
+            "<message xmlns='jabber:client' to='carol@localhost' type='chat'><body>three</body></message>",
+        )
+        .await;
+    assert!(alice.drain().is_empty(), "no error for the sender");
+    assert!(all(&archive, "alice@localhost").await.is_empty());
+    let mut carol = TestClient::login(&server, "carol", "r").await;
+    carol
+        .send(&server, "<presence xmlns='jabber:client'/>")
+        .await;
+    message(&carol.pump(&server).await, "three");
 }

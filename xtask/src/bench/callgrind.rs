@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsConnector;
 
 use super::client::{close, login_with_roster, tls_client_config, wait_for, xml_escape, Session};
-use super::server::{register_users, write_config, ServerProcess, TempDir};
+use super::server::{database_bytes, register_users, write_config, ServerProcess, TempDir};
 use super::{user_name, Options};
 
 /// Sessions logged in by default: enough that a login's cost stands out from start-up's.
@@ -61,12 +61,15 @@ impl Workload {
     }
 }
 
-/// Instructions (callgrind's `Ir`) of the three phases of one measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Instructions (callgrind's `Ir`) of the three phases of one measurement, and the bytes of
+/// the database files each phase left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Counts {
     idle: u64,
     logins: u64,
     messages: u64,
+    logins_db: u64,
+    messages_db: u64,
 }
 
 impl Counts {
@@ -76,6 +79,11 @@ impl Counts {
 
     fn per_message(&self, messages: usize) -> f64 {
         self.messages.saturating_sub(self.logins) as f64 / messages as f64
+    }
+
+    /// Database growth per message: what the message phase left beyond the logins phase.
+    fn db_per_message(&self, messages: usize) -> f64 {
+        self.messages_db.saturating_sub(self.logins_db) as f64 / messages as f64
     }
 }
 
@@ -88,7 +96,7 @@ pub(super) fn run(opts: &Options, binary: &Path, out_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut runs = Vec::with_capacity(opts.repeat);
     for run in 1..=opts.repeat {
-        let mut counts = [0u64; 3];
+        let mut counts = [(0u64, 0u64); 3];
         for (slot, workload) in counts.iter_mut().zip(Workload::ALL) {
             let out = out_dir.join(format!("{}.{run}.out", workload.name()));
             let started = Instant::now();
@@ -97,16 +105,18 @@ pub(super) fn run(opts: &Options, binary: &Path, out_dir: &Path) -> Result<()> {
             eprintln!(
                 "bench: run {run}, {}: {} instructions ({:.0} s under valgrind) in {}",
                 workload.name(),
-                grouped(*slot),
+                grouped(slot.0),
                 started.elapsed().as_secs_f64(),
                 out.display()
             );
         }
-        let [idle, logins, messages] = counts;
+        let [(idle, _), (logins, logins_db), (messages, messages_db)] = counts;
         runs.push(Counts {
             idle,
             logins,
             messages,
+            logins_db,
+            messages_db,
         });
     }
     print!("{}", table(opts, &runs));
@@ -117,9 +127,10 @@ pub(super) fn run(opts: &Options, binary: &Path, out_dir: &Path) -> Result<()> {
 }
 
 /// One phase: a fresh data directory, the server under callgrind, the workload, SIGTERM.
-fn measure(opts: &Options, binary: &Path, workload: Workload, out: &Path) -> Result<u64> {
+/// Returns the instructions and the bytes of the database files after the shutdown.
+fn measure(opts: &Options, binary: &Path, workload: Workload, out: &Path) -> Result<(u64, u64)> {
     let work = TempDir::create()?;
-    let config = write_config(&work.0)?;
+    let config = write_config(&work.0, opts.archive)?;
     // Every phase starts from the same accounts, the idle one included.
     register_users(binary, &config, opts.clients)?;
     let _ = std::fs::remove_file(out);
@@ -149,7 +160,9 @@ fn measure(opts: &Options, binary: &Path, workload: Workload, out: &Path) -> Res
     }
     let profile =
         std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
-    total_instructions(&profile).ok_or_else(|| anyhow!("no instruction total in {}", out.display()))
+    let instructions = total_instructions(&profile)
+        .ok_or_else(|| anyhow!("no instruction total in {}", out.display()))?;
+    Ok((instructions, database_bytes(&work.0)?))
 }
 
 /// The client's side of a phase; every step waits for its answer.
@@ -263,7 +276,7 @@ pub(super) fn spread(values: &[f64]) -> f64 {
 fn rows(opts: &Options, runs: &[Counts]) -> Vec<(String, Vec<f64>)> {
     let (l, m) = (opts.clients, opts.messages);
     let col = |f: &dyn Fn(&Counts) -> f64| runs.iter().map(f).collect::<Vec<_>>();
-    vec![
+    let mut rows = vec![
         ("idle: start + shutdown".into(), col(&|c| c.idle as f64)),
         (format!("logins: + {l} logins"), col(&|c| c.logins as f64)),
         (
@@ -272,15 +285,23 @@ fn rows(opts: &Options, runs: &[Counts]) -> Vec<(String, Vec<f64>)> {
         ),
         ("per login".into(), col(&|c| c.per_login(l))),
         ("per message".into(), col(&|c| c.per_message(m))),
-    ]
+    ];
+    if opts.archive {
+        rows.push((
+            "database bytes per message".into(),
+            col(&|c| c.db_per_message(m)),
+        ));
+    }
+    rows
 }
 
 fn table(opts: &Options, runs: &[Counts]) -> String {
     let mut out = format!(
-        "instructions (callgrind Ir), {} logins with SASL {}, {} messages\n",
+        "instructions (callgrind Ir), {} logins with SASL {}, {} messages, archive {}\n",
         opts.clients,
         opts.sasl.name(),
-        opts.messages
+        opts.messages,
+        if opts.archive { "on" } else { "off" }
     );
     let rows = rows(opts, runs);
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -303,20 +324,22 @@ fn json(opts: &Options, runs: &[Counts]) -> String {
         .iter()
         .map(|c| {
             format!(
-                "{{\"idle\":{},\"logins\":{},\"messages\":{},\"per_login\":{:.0},\"per_message\":{:.0}}}",
+                "{{\"idle\":{},\"logins\":{},\"messages\":{},\"per_login\":{:.0},\"per_message\":{:.0},\"db_bytes_per_message\":{:.0}}}",
                 c.idle,
                 c.logins,
                 c.messages,
                 c.per_login(opts.clients),
-                c.per_message(opts.messages)
+                c.per_message(opts.messages),
+                c.db_per_message(opts.messages)
             )
         })
         .collect();
     format!(
-        "{{\"logins\":{},\"messages\":{},\"sasl\":\"{}\",\"runs\":[{}]}}",
+        "{{\"logins\":{},\"messages\":{},\"sasl\":\"{}\",\"archive\":{},\"runs\":[{}]}}",
         opts.clients,
         opts.messages,
         opts.sasl.name(),
+        opts.archive,
         runs.join(",")
     )
 }
@@ -369,9 +392,12 @@ mod tests {
             idle: 1_000,
             logins: 11_000,
             messages: 31_000,
+            logins_db: 4_096,
+            messages_db: 45_056,
         };
         assert_eq!(c.per_login(10), 1_000.0);
         assert_eq!(c.per_message(40), 500.0);
+        assert_eq!(c.db_per_message(40), 1_024.0);
         assert_eq!(spread(&[100.0, 101.0, 100.5]), 1.0);
         assert_eq!(spread(&[7.0]), 0.0);
         assert_eq!(grouped(0), "0");

@@ -84,7 +84,7 @@ pub(super) fn run(opts: &Options, binary: &Path) -> Result<()> {
 
 fn measure(opts: &Options, binary: &Path) -> Result<Sample> {
     let work = TempDir::create()?;
-    let config = write_config(&work.0)?;
+    let config = write_config(&work.0, opts.archive)?;
     register_users(binary, &config, opts.clients)?;
     let mut command = Command::new(binary);
     // One worker: one allocator arena for the sessions' tasks, the same on every run.

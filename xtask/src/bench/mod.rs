@@ -40,8 +40,8 @@ use client::{exchange, login_all, ConnCtx, Phase, Shared};
 use muc::{join_room, BENCH_ROOM};
 use report::{percentiles, update_results_block, Report};
 use server::{
-    clock_ticks_per_second, cpu_model, read_cpu_ticks, read_cpu_ticks_self, read_rss_kib,
-    register_users, utc_date, write_config, ServerProcess, TempDir,
+    clock_ticks_per_second, cpu_model, database_bytes, read_cpu_ticks, read_cpu_ticks_self,
+    read_rss_kib, register_users, utc_date, write_config, ServerProcess, TempDir,
 };
 
 /// The domain every benchmark user lives on.
@@ -71,6 +71,8 @@ usage: cargo xtask bench [options]
   --payload BYTES   extra filler bytes in each message body (default 0)
   --sasl MECH       plain or scram-sha-256 (default plain)
   --server PATH     use this xmppd binary instead of building target/release/xmppd
+  --archive         with the message archive on (XEP-0313; off by default, so that figures
+                    compare with those from before it); reports bytes on disk per message
   --muc             chat room fan-out: every client joins one room and sends groupchat
                     messages (open loop, default --rate 1); each delivery is counted
   --occupants N     with --muc: occupants of the room (default 100)
@@ -107,8 +109,9 @@ pub fn run(args: &[String]) -> Result<()> {
         return memory::run(&opts, &binary);
     }
     let work = TempDir::create()?;
-    let config = write_config(&work.0)?;
+    let config = write_config(&work.0, opts.archive)?;
     register_users(&binary, &config, opts.clients)?;
+    let db_before = database_bytes(&work.0)?;
     let mut server = ServerProcess::start(&binary, &config)?;
     eprintln!(
         "bench: server pid {} on {}",
@@ -125,7 +128,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let outcome = runtime.block_on(drive(&opts, pid, addr));
     let server_log = server.stop();
     let report = match outcome {
-        Ok(report) => report,
+        Ok(mut report) => {
+            if opts.archive {
+                let grown = database_bytes(&work.0)?.saturating_sub(db_before);
+                report.archive_bytes_per_message =
+                    Some(grown as f64 / report.delivered.max(1) as f64);
+            }
+            report
+        }
         Err(err) => {
             eprintln!("bench: last server output:\n{server_log}");
             return Err(err);
@@ -176,6 +186,8 @@ struct Options {
     repeat: usize,
     /// Measure memory per idle session instead of times.
     memory: bool,
+    /// Run the server with the message archive on (`[mam] enabled`).
+    archive: bool,
 }
 
 /// How clients authenticate. PLAIN by default: the message phase is what is measured, and
@@ -212,6 +224,7 @@ impl Default for Options {
             messages: callgrind::DEFAULT_MESSAGES,
             repeat: 1,
             memory: false,
+            archive: false,
         }
     }
 }
@@ -222,14 +235,15 @@ impl Options {
             Some(rate) => format!("open loop, {rate} msg/s per client"),
             None => format!("closed loop, {} in flight per client", self.in_flight),
         };
+        let archive = if self.archive { "; archive on" } else { "" };
         if self.muc {
             return format!(
-                "MUC fan-out: {} occupants in one room, {load}; SASL {}",
+                "MUC fan-out: {} occupants in one room, {load}; SASL {}{archive}",
                 self.clients,
                 self.sasl.name()
             );
         }
-        format!("{load}; SASL {}", self.sasl.name())
+        format!("{load}; SASL {}{archive}", self.sasl.name())
     }
 }
 
@@ -287,6 +301,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--messages" => opts.messages = parse_num(&value(flag)?, flag)?,
             "--repeat" => opts.repeat = parse_num(&value(flag)?, flag)?,
             "--memory" => opts.memory = true,
+            "--archive" => opts.archive = true,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
     }
@@ -541,6 +556,7 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
         server_cpu_login_secs: secs(cpu_login.saturating_sub(cpu_start)),
         server_cpu_run_secs: secs(cpu_run.saturating_sub(cpu_login)),
         client_cpu_run_secs: secs(client_cpu_run.saturating_sub(client_cpu_start)),
+        archive_bytes_per_message: None,
     })
 }
 
@@ -592,6 +608,19 @@ mod tests {
             .unwrap();
         assert!(opts.muc);
         assert_eq!((opts.clients, opts.rate), (7, Some(1.0)));
+        // The archive is off unless asked for, in every mode.
+        assert!(!opts.archive);
+        for mode in [
+            &["--archive"][..],
+            &["--archive", "--callgrind"],
+            &["--archive", "--rate", "3"],
+        ] {
+            let opts = parse_args(&args(mode)).unwrap().unwrap();
+            assert!(
+                opts.archive && opts.mode().ends_with("; archive on"),
+                "{mode:?}"
+            );
+        }
         // Instruction counts: a small fixed workload unless told otherwise.
         let opts = parse_args(&args(&["--callgrind"])).unwrap().unwrap();
         assert!(opts.callgrind);

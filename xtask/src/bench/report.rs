@@ -31,6 +31,9 @@ pub(super) struct Report {
     pub(super) server_cpu_login_secs: f64,
     pub(super) server_cpu_run_secs: f64,
     pub(super) client_cpu_run_secs: f64,
+    /// With the archive on: growth of the database files over the run, per message delivered
+    /// (each one-to-one message is archived twice, once per side).
+    pub(super) archive_bytes_per_message: Option<f64>,
 }
 
 /// Delivery latencies in nanoseconds.
@@ -127,6 +130,9 @@ impl Report {
             ("error stanzas", self.error_stanzas.to_string()),
             ("connection errors", self.connection_errors.to_string()),
         ]);
+        if let Some(b) = self.archive_bytes_per_message {
+            rows.push(("database bytes per message", format!("{b:.0}")));
+        }
         rows
     }
 
@@ -188,6 +194,9 @@ impl Report {
             ("error_stanzas", self.error_stanzas.to_string()),
             ("connection_errors", self.connection_errors.to_string()),
         ]);
+        if let Some(b) = self.archive_bytes_per_message {
+            fields.push(("database_bytes_per_message", json_f64(b)));
+        }
         let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         format!("{{{}}}", body.join(","))
     }
@@ -319,6 +328,7 @@ mod tests {
             server_cpu_login_secs: 0.1,
             server_cpu_run_secs: 1.5,
             client_cpu_run_secs: 1.0,
+            archive_bytes_per_message: Some(512.0),
         };
         assert_eq!(report.msgs_per_sec(), 450.0);
         assert_eq!(report.rss_per_session_kib(), 100.0);
@@ -329,6 +339,10 @@ mod tests {
         assert!(json.starts_with('{') && json.ends_with('}'));
         assert!(json.contains("\"lost\":2") && json.contains("\"latency_p99_ns\":3000000"));
         assert!(json.contains("\"cpu_model\":\"Test \\\"CPU\\\"\""));
+        assert!(json.contains("\"database_bytes_per_message\":512.000000"));
+        assert!(table
+            .lines()
+            .any(|l| l.starts_with("database bytes per message") && l.ends_with(" 512")));
         assert_eq!(report.markdown().lines().count(), report.rows().len() + 2);
     }
 }

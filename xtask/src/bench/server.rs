@@ -39,9 +39,11 @@ impl Drop for TempDir {
     }
 }
 
-pub(super) fn write_config(dir: &Path) -> Result<PathBuf> {
+/// The configuration of a run in `dir` (its data directory is `dir/data`); the message archive
+/// is on only when `archive` is set.
+pub(super) fn write_config(dir: &Path, archive: bool) -> Result<PathBuf> {
     let path = dir.join("xmppd.toml");
-    std::fs::write(&path, config_text(&dir.join("data")))
+    std::fs::write(&path, config_text(&dir.join("data"), archive))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
@@ -49,15 +51,31 @@ pub(super) fn write_config(dir: &Path) -> Result<PathBuf> {
 /// Both listeners on port 0: the server prints the ports it got, so runs never collide. Every
 /// bench client comes from 127.0.0.1, so the per-address limit before login is lifted. The
 /// per-session shaper and room rate limits are off: the bench measures the server's capacity,
-/// not how it slows one fast client down.
-fn config_text(data_dir: &Path) -> String {
+/// not how it slows one fast client down. The archive is off unless asked for, so that figures
+/// stay comparable with those measured before it existed.
+fn config_text(data_dir: &Path, archive: bool) -> String {
     format!(
         "[server]\nhosts = [\"{DOMAIN}\"]\ndata_dir = {}\n\n[c2s]\n\
          starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n\
          max_pending_per_ip = 1000000\nshaper_bytes_per_sec = 0\n\n\
-         [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n",
+         [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n\n[mam]\nenabled = {archive}\n",
         toml_string(&data_dir.to_string_lossy())
     )
+}
+
+/// Bytes on disk of the database (the default `storage.sqlite_path` in the data directory of
+/// `dir`) and of its write-ahead log, which holds the latest commits until a checkpoint.
+pub(super) fn database_bytes(dir: &Path) -> Result<u64> {
+    let data = dir.join("data");
+    let mut total = 0;
+    for name in ["xmppd.sqlite", "xmppd.sqlite-wal"] {
+        match std::fs::metadata(data.join(name)) {
+            Ok(m) => total += m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", data.display())),
+        }
+    }
+    Ok(total)
 }
 
 /// A TOML basic string; temp paths are ASCII in practice, but quote anyway.
@@ -372,8 +390,10 @@ mod tests {
 
     #[test]
     fn config_names_both_listeners() {
-        let text = config_text(Path::new("/tmp/bench/data"));
+        let text = config_text(Path::new("/tmp/bench/data"), false);
         assert!(text.contains("data_dir = \"/tmp/bench/data\""));
+        assert!(text.contains("[mam]\nenabled = false\n"));
+        assert!(config_text(Path::new("/d"), true).contains("[mam]\nenabled = true\n"));
         assert!(text.contains("direct_tls_listen = [\"127.0.0.1:0\"]"));
         assert!(text.contains("hosts = [\"localhost\"]"));
     }
