@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
-use xmppd_storage::{Schema, SqliteStore, StorageError};
+use xmppd_storage::{Deferred, Schema, SqliteStore, StorageError};
 
 use crate::store::{
     ArchiveError, ArchiveStore, Archived, DefaultPolicy, Direction, Matcher, NewMessage, Page,
@@ -220,7 +220,7 @@ impl ArchiveStore for SqliteArchive {
     async fn append_all(&self, msgs: Vec<NewMessage>) -> Result<Vec<(i64, i64)>, StorageError> {
         let last = self.last_stamp.clone();
         self.store
-            .write(move |c| {
+            .write_deferring(move |c| {
                 // Runs on the single writer thread, in id order: the stamp follows the ids.
                 let stamp = now_ms().max(last.load(Ordering::SeqCst));
                 let mut insert = c.prepare_cached(
@@ -228,10 +228,9 @@ impl ArchiveStore for SqliteArchive {
                          (owner, stamp_ms, with_bare, with_resource, direction, stanza)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
-                let mut index =
-                    c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?;
                 let mut got = Vec::with_capacity(msgs.len());
-                for msg in &msgs {
+                let mut texts = Vec::new();
+                for msg in msgs {
                     insert.execute(params![
                         msg.owner,
                         stamp,
@@ -241,13 +240,25 @@ impl ArchiveStore for SqliteArchive {
                         msg.stanza
                     ])?;
                     let id = c.last_insert_rowid();
-                    if let Some(text) = msg.text.as_deref().filter(|t| !t.trim().is_empty()) {
-                        index.execute(params![id, text])?;
+                    if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
+                        texts.push((id, text));
                     }
                     got.push((id, stamp));
                 }
                 last.store(stamp, Ordering::SeqCst);
-                Ok(got)
+                // Indexed at the end of the batch, in its transaction: one new FTS5 segment
+                // per batch instead of one per job (see `SqliteStore::write_deferring`).
+                let index = (!texts.is_empty()).then(|| -> Deferred {
+                    Box::new(move |c: &Connection| {
+                        let mut index =
+                            c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?;
+                        for (id, text) in texts {
+                            index.execute(params![id, text])?;
+                        }
+                        Ok(())
+                    })
+                });
+                Ok((got, index))
             })
             .await
     }

@@ -25,7 +25,7 @@ mod extend;
 #[cfg(feature = "sqlite")]
 pub use extend::Schema;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{create_private_dir_all, SqliteStore, ROOMS_SCHEMA};
+pub use sqlite::{create_private_dir_all, Deferred, SqliteStore, ROOMS_SCHEMA};
 
 /// Errors of any storage backend.
 #[derive(Debug, thiserror::Error)]

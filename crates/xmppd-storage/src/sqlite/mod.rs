@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 use crate::{Result, StorageError};
 use migrations::migrate;
 pub use rooms::ROOMS_SCHEMA;
+pub use writer::Deferred;
 use writer::{reader_loop, writer_loop, Job, ReadJob, WriteJob};
 
 /// Upper bound of jobs committed together, so one huge burst does not delay its first callers
@@ -186,6 +187,22 @@ impl SqliteStore {
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.write_deferring(move |c| Ok((f(c)?, None))).await
+    }
+
+    /// [`SqliteStore::write`] of a job in two parts: `f` runs in its savepoint and may return
+    /// a second part, which runs once every job of the batch has run, in the same transaction
+    /// but outside any savepoint; the second parts of a batch run one after the other. A
+    /// failing second part fails the whole batch (every job of it gets the error and nothing
+    /// is committed), so it should be one that does not fail short of an I/O error. For an
+    /// FTS5 index: FTS5 writes the terms it holds as a new segment of its index at every
+    /// savepoint, so rows indexed in each job cost one segment per job; indexed at the end,
+    /// one per batch.
+    pub async fn write_deferring<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Option<Deferred>)> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job = Box::new(Job::new(f, tx));

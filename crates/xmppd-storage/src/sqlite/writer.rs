@@ -15,10 +15,17 @@ pub(super) fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connec
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a job leaves to the end of its batch (see [`super::SqliteStore::write_deferring`]).
+pub type Deferred = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
+
 /// A queued write: `run` inside a savepoint, then `finish` with the batch's commit outcome.
 pub(super) trait WriteJob: Send {
     /// Runs the job; `false` means it failed and its savepoint must be rolled back.
     fn run(&mut self, conn: &Connection) -> bool;
+    /// What the job, having run, leaves to the end of the batch.
+    fn deferred(&mut self) -> Option<Deferred> {
+        None
+    }
     /// Answers the caller; `batch` is the outcome of the transaction that held the job.
     fn finish(self: Box<Self>, batch: &std::result::Result<(), String>);
 }
@@ -26,15 +33,18 @@ pub(super) trait WriteJob: Send {
 pub(super) struct Job<T, F> {
     f: Option<F>,
     out: Option<Result<T>>,
+    deferred: Option<Deferred>,
     answer: oneshot::Sender<Result<T>>,
 }
 
 impl<T, F> Job<T, F> {
     /// A job that runs `f` and sends its outcome, once the batch is committed, to `answer`.
+    /// `f` answers with what it leaves to the end of the batch, if anything.
     pub(super) fn new(f: F, answer: oneshot::Sender<Result<T>>) -> Self {
         Job {
             f: Some(f),
             out: None,
+            deferred: None,
             answer,
         }
     }
@@ -43,15 +53,23 @@ impl<T, F> Job<T, F> {
 impl<T, F> WriteJob for Job<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T> + Send,
+    F: FnOnce(&Connection) -> Result<(T, Option<Deferred>)> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(f) = self.f.take() else { return false };
         let out = catch_unwind(AssertUnwindSafe(|| f(conn)))
             .unwrap_or_else(|_| Err(StorageError::Backend("storage job panicked".into())));
+        let out = out.map(|(v, deferred)| {
+            self.deferred = deferred;
+            v
+        });
         let ok = out.is_ok();
         self.out = Some(out);
         ok
+    }
+
+    fn deferred(&mut self) -> Option<Deferred> {
+        self.deferred.take()
     }
 
     fn finish(self: Box<Self>, batch: &std::result::Result<(), String>) {
@@ -115,6 +133,18 @@ fn run_batch(
         // must then not run in autocommit mode as if they were part of this batch.
         if tx.is_autocommit() {
             return Err("transaction aborted by SQLite".into());
+        }
+    }
+    // What the jobs left to the end runs together, with no savepoint in between: a failure
+    // there cannot be undone for one job alone, so it fails the batch.
+    for job in batch.iter_mut() {
+        if let Some(deferred) = job.deferred() {
+            catch_unwind(AssertUnwindSafe(|| deferred(&tx)))
+                .unwrap_or_else(|_| Err(StorageError::Backend("deferred write panicked".into())))
+                .map_err(|e| format!("end of batch: {e}"))?;
+            if tx.is_autocommit() {
+                return Err("transaction aborted by SQLite".into());
+            }
         }
     }
     tx.commit().map_err(|e| format!("commit: {e}"))

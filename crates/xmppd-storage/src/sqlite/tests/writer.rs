@@ -202,3 +202,100 @@ async fn dropping_the_store_runs_queued_jobs() {
         Some("queued")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deferred_parts_run_after_the_batch_and_fail_it_whole() {
+    let (_dir, store) = file_store();
+    let store = Arc::new(store);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = |order: &Arc<std::sync::Mutex<Vec<&'static str>>>, what| {
+        order.lock().unwrap().push(what);
+    };
+    let deferring = |what: &'static str, fail: bool| {
+        let order = order.clone();
+        move |c: &Connection| -> Result<((), Option<Deferred>)> {
+            log(&order, what);
+            c.execute(
+                "INSERT INTO user_data VALUES ('example.org', 'bob', ?1, 'job')",
+                [what],
+            )?;
+            let then: Deferred = Box::new(move |c: &Connection| {
+                log(&order, "end");
+                c.execute(
+                    "INSERT INTO user_data VALUES ('example.org', 'bob', ?1, 'end')",
+                    [format!("{what}-end")],
+                )?;
+                if fail {
+                    return Err(StorageError::Backend("index full".into()));
+                }
+                Ok(())
+            });
+            Ok(((), Some(then)))
+        }
+    };
+    let plain = |what: &'static str| {
+        let order = order.clone();
+        move |c: &Connection| -> Result<()> {
+            log(&order, what);
+            c.execute(
+                "INSERT INTO user_data VALUES ('example.org', 'bob', ?1, 'job')",
+                [what],
+            )?;
+            Ok(())
+        }
+    };
+
+    for fail in [false, true] {
+        order.lock().unwrap().clear();
+        let (release, gate) = hold_writer(&store).await;
+        let commits_before = store.commit_count();
+        let base = store.submitted.load(Ordering::SeqCst);
+        let (a, b) = if fail { ("c", "d") } else { ("a", "b") };
+        let s = store.clone();
+        let first = tokio::spawn({
+            let f = deferring(a, fail);
+            async move { s.write_deferring(f).await }
+        });
+        wait_submitted(&store, base + 1).await;
+        let s = store.clone();
+        let second = tokio::spawn({
+            let f = plain(b);
+            async move { s.write(f).await }
+        });
+        wait_submitted(&store, base + 2).await;
+        release.send(()).unwrap();
+        gate.await.unwrap().unwrap();
+        let (first, second) = (first.await.unwrap(), second.await.unwrap());
+        assert_eq!(
+            *order.lock().unwrap(),
+            [a, b, "end"],
+            "the end part after every job"
+        );
+        let stored = |key: String| {
+            let store = store.clone();
+            async move { store.get_data(&bob(), &key).await.unwrap() }
+        };
+        if fail {
+            assert!(first.is_err() && second.is_err(), "the whole batch fails");
+            assert_eq!(
+                store.commit_count() - commits_before,
+                1,
+                "the held batch only"
+            );
+            for key in ["c", "c-end", "d"] {
+                assert_eq!(stored(key.into()).await, None, "{key} rolled back");
+            }
+        } else {
+            first.unwrap();
+            second.unwrap();
+            assert_eq!(
+                store.commit_count() - commits_before,
+                2,
+                "the held batch, then one"
+            );
+            for key in ["a", "a-end", "b"] {
+                assert!(stored(key.into()).await.is_some(), "{key} committed");
+            }
+        }
+    }
+}
