@@ -4,8 +4,9 @@
 //!
 //! One row per archived message and owner; its `INTEGER PRIMARY KEY AUTOINCREMENT` is the
 //! archive id, so ids only grow and are never reused after a purge. The full-text index is a
-//! contentless FTS5 table keyed by the same id, and a one-row table counts the stanza bytes;
-//! both are kept by triggers, in the transaction that changes the messages.
+//! contentless FTS5 table keyed by the same id, and a one-row table counts the stanza bytes.
+//! Appends index the bodies at the end of the writer's batch, in its transaction (one FTS5
+//! segment per batch); deletions take the index entries and the byte count along by trigger.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -250,10 +251,16 @@ impl ArchiveStore for SqliteArchive {
                 // per batch instead of one per job (see `SqliteStore::write_deferring`).
                 let index = (!texts.is_empty()).then(|| -> Deferred {
                     Box::new(move |c: &Connection| {
+                        // A later job of the batch may have deleted the row (the owner's
+                        // account removed): its body is not indexed then.
+                        let mut kept =
+                            c.prepare_cached("SELECT 1 FROM mam_messages WHERE id = ?1")?;
                         let mut index =
                             c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?;
                         for (id, text) in texts {
-                            index.execute(params![id, text])?;
+                            if kept.exists(params![id])? {
+                                index.execute(params![id, text])?;
+                            }
                         }
                         Ok(())
                     })
@@ -882,5 +889,70 @@ mod tests {
         assert_eq!(ids(&p), [last]);
         let (next, _) = a.append(msg("b@x", "a@x", "new")).await.unwrap();
         assert!(next > last);
+    }
+
+    /// Polls `f` once: enough for a write to be queued to the writer thread.
+    async fn queue<F: std::future::Future + Unpin>(f: &mut F) {
+        std::future::poll_fn(|cx| {
+            let _ = std::pin::Pin::new(&mut *f).poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn one_batch_indexes_its_appends_once_and_not_what_it_deleted() {
+        let (store, a) = archive().await;
+        // Hold the writer so that what follows is queued behind it and forms one batch.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, in_writer) = tokio::sync::oneshot::channel();
+        let writer = store.clone();
+        let hold = tokio::spawn(async move {
+            writer
+                .write(move |_| {
+                    let _ = entered.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        });
+        in_writer.await.unwrap();
+        let commits = store.commit_count();
+        let mut both = Box::pin(a.append_all(vec![
+            msg("a@x", "b@x", "shared words"),
+            msg("b@x", "a@x", "shared words"),
+        ]));
+        queue(&mut both).await;
+        let mut gone = Box::pin(a.append(msg("c@x", "a@x", "shared but removed")));
+        queue(&mut gone).await;
+        let mut removal = Box::pin(a.remove_owner("c@x"));
+        queue(&mut removal).await;
+        release.send(()).unwrap();
+        hold.await.unwrap().unwrap();
+        let both = both.await.unwrap();
+        gone.await.unwrap();
+        assert_eq!(removal.await.unwrap(), 1);
+        assert_eq!(
+            store.commit_count() - commits,
+            2,
+            "the held batch, then one"
+        );
+        assert!(both[0].0 < both[1].0 && both[0].1 == both[1].1, "{both:?}");
+        for (owner, id) in [("a@x", both[0].0), ("b@x", both[1].0)] {
+            let req = PageRequest {
+                filter: Filter {
+                    fulltext: Some("words".into()),
+                    ..Default::default()
+                },
+                paging: Paging::Forward { after: None },
+                max: 5,
+            };
+            assert_eq!(ids(&a.query(owner, req).await.unwrap()), [id]);
+        }
+        let indexed: i64 = store
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM mam_fts", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(indexed, 2, "the removed row's body is not indexed");
     }
 }

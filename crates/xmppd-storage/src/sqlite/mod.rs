@@ -7,6 +7,9 @@
 //! after `COMMIT` returns are the callers answered: with `synchronous=FULL` in WAL mode the
 //! commit has been fsynced, so `Ok` from a write method means the data survives a crash or power
 //! loss. Many concurrent writers thus share one fsync (group commit) instead of paying one each.
+//! A job may leave a second part to the end of its batch ([`SqliteStore::write_deferring`]):
+//! those run after every job, in the same transaction, with no savepoint between them (an FTS5
+//! index writes a segment at each savepoint; its inserts are cheaper together at the end).
 //! Reads run on a few reader threads with their own connections; WAL lets them proceed while a
 //! write transaction is open, so reads never queue behind writes. `busy_timeout` lets another
 //! process (the CLI) use the same file. Dropping the store closes the channels and joins the
