@@ -162,7 +162,7 @@ fn measure(opts: &Options, binary: &Path, workload: Workload, out: &Path) -> Res
         std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
     let instructions = total_instructions(&profile)
         .ok_or_else(|| anyhow!("no instruction total in {}", out.display()))?;
-    Ok((instructions, database_bytes(&work.0)?))
+    Ok((instructions, database_bytes(binary, &config, &work.0)?))
 }
 
 /// The client's side of a phase; every step waits for its answer.

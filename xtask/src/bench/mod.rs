@@ -111,7 +111,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let work = TempDir::create()?;
     let config = write_config(&work.0, opts.archive)?;
     register_users(&binary, &config, opts.clients)?;
-    let db_before = database_bytes(&work.0)?;
+    let db_before = database_bytes(&binary, &config, &work.0)?;
     let mut server = ServerProcess::start(&binary, &config)?;
     eprintln!(
         "bench: server pid {} on {}",
@@ -130,7 +130,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let report = match outcome {
         Ok(mut report) => {
             if opts.archive {
-                let grown = database_bytes(&work.0)?.saturating_sub(db_before);
+                let grown = database_bytes(&binary, &config, &work.0)?.saturating_sub(db_before);
                 report.archive_bytes_per_message =
                     Some(grown as f64 / report.delivered.max(1) as f64);
             }

@@ -64,8 +64,25 @@ fn config_text(data_dir: &Path, archive: bool) -> String {
 }
 
 /// Bytes on disk of the database (the default `storage.sqlite_path` in the data directory of
-/// `dir`) and of its write-ahead log, which holds the latest commits until a checkpoint.
-pub(super) fn database_bytes(dir: &Path) -> Result<u64> {
+/// `dir`) once the server has stopped. Its write-ahead log still holds the latest commits if
+/// the server was killed, or up to a checkpoint's worth of pages anyway, so the log is folded
+/// in first: `xmppd users list` opens the file and, the last connection to close it,
+/// checkpoints the log into it and deletes it. What remains of the log is counted too.
+pub(super) fn database_bytes(binary: &Path, config: &Path, dir: &Path) -> Result<u64> {
+    let out = Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .args(["users", "list"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "xmppd users list failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let data = dir.join("data");
     let mut total = 0;
     for name in ["xmppd.sqlite", "xmppd.sqlite-wal"] {
