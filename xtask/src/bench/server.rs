@@ -69,20 +69,7 @@ fn config_text(data_dir: &Path, archive: bool) -> String {
 /// in first: `xmppd users list` opens the file and, the last connection to close it,
 /// checkpoints the log into it and deletes it. What remains of the log is counted too.
 pub(super) fn database_bytes(binary: &Path, config: &Path, dir: &Path) -> Result<u64> {
-    let out = Command::new(binary)
-        .arg("--config")
-        .arg(config)
-        .args(["users", "list"])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", binary.display()))?;
-    if !out.status.success() {
-        bail!(
-            "xmppd users list failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    run_cli(binary, config, &["users", "list"])?;
     let data = dir.join("data");
     let mut total = 0;
     for name in ["xmppd.sqlite", "xmppd.sqlite-wal"] {
@@ -93,6 +80,26 @@ pub(super) fn database_bytes(binary: &Path, config: &Path, dir: &Path) -> Result
         }
     }
     Ok(total)
+}
+
+/// Runs one `xmppd` command on `config`; its error output when it fails.
+fn run_cli(binary: &Path, config: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "xmppd {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// A TOML basic string; temp paths are ASCII in practice, but quote anyway.
@@ -118,21 +125,11 @@ pub(super) fn register_users(binary: &Path, config: &Path, count: usize) -> Resu
     let started = Instant::now();
     for i in 0..count {
         // One process at a time: concurrent writers to one database would only contend.
-        let out = Command::new(binary)
-            .arg("--config")
-            .arg(config)
-            .args(["register", &user_name(i), DOMAIN, PASSWORD])
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", binary.display()))?;
-        if !out.status.success() {
-            bail!(
-                "xmppd register {} failed ({}): {}",
-                user_name(i),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        run_cli(
+            binary,
+            config,
+            &["register", &user_name(i), DOMAIN, PASSWORD],
+        )?;
     }
     eprintln!(
         "bench: registered in {:.1}s",
