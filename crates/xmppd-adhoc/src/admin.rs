@@ -23,7 +23,7 @@ use xmppd_core::stanza::StanzaError;
 use xmppd_core::{user_ref, Server};
 use xmppd_stream::StreamErrorCondition;
 
-use crate::form::{Field, Form, FormKind};
+use crate::form::{self, DataForm, DataFormType, Field, FieldExt, FieldType, FormExt};
 use crate::motd::Motd;
 use crate::{AdHoc, Command, Context, NoteKind, Step};
 
@@ -171,23 +171,21 @@ struct Admin {
     motd: Arc<Motd>,
 }
 
-fn form(title: &str) -> Form {
-    Form::new(FormKind::Form)
-        .title(title)
-        .field(Field::form_type(NS_ADMIN))
+fn form(title: &str) -> DataForm {
+    form::new(DataFormType::Form, NS_ADMIN).title(title)
 }
 
-fn result_form() -> Form {
-    Form::new(FormKind::Result).field(Field::form_type(NS_ADMIN))
+fn result_form() -> DataForm {
+    form::new(DataFormType::Result_, NS_ADMIN)
 }
 
 /// The subject/announcement form of announce, set-motd and edit-motd.
 fn message_form(title: &str, subject: Option<&str>, body: Option<&str>) -> Step {
-    let mut s = Field::new("subject", "text-single").label("Subject");
+    let mut s = Field::new("subject", FieldType::TextSingle).label("Subject");
     if let Some(v) = subject {
-        s = s.value(v);
+        s = s.with_value(v);
     }
-    let mut b = Field::new("announcement", "text-multi")
+    let mut b = Field::new("announcement", FieldType::TextMulti)
         .label("Message")
         .required();
     if let Some(v) = body {
@@ -200,7 +198,7 @@ fn message_form(title: &str, subject: Option<&str>, body: Option<&str>) -> Step 
 }
 
 fn accounts_form(title: &str) -> Step {
-    let f = Field::new("accountjids", "jid-multi")
+    let f = Field::new("accountjids", FieldType::JidMulti)
         .label("The Jabber ID(s)")
         .required();
     Step::Form {
@@ -210,7 +208,7 @@ fn accounts_form(title: &str) -> Step {
 }
 
 /// The local JIDs of field `var`, or an error step naming the first bad one.
-fn local_jids(server: &Server, f: &Form, var: &str) -> Result<Vec<Jid>, Step> {
+fn local_jids(server: &Server, f: &DataForm, var: &str) -> Result<Vec<Jid>, Step> {
     let values: Vec<&str> = f
         .values(var)
         .iter()
@@ -246,7 +244,7 @@ impl Admin {
         }
     }
 
-    async fn run(&self, ctx: &Context<'_>, forms: &[Form]) -> Result<Step, Step> {
+    async fn run(&self, ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, Step> {
         let server = ctx.server;
         let submitted = forms.last();
         Ok(match (self.op, submitted) {
@@ -275,7 +273,8 @@ impl Admin {
             }
             (Op::DeleteMotd, _) => self.set_motd(server, ctx.host, None).await?,
             (Op::OnlineList, None) => {
-                let mut max = Field::new("max_items", "list-single").label("Maximum number");
+                let mut max =
+                    Field::new("max_items", FieldType::ListSingle).label("Maximum number");
                 for n in ["25", "50", "75", "100", "150", "200"] {
                     max = max.option(n, n);
                 }
@@ -290,17 +289,18 @@ impl Admin {
                     .value("max_items")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(usize::MAX);
-                let mut field = Field::new("onlineuserjids", "jid-multi").label("Online users");
+                let mut field =
+                    Field::new("onlineuserjids", FieldType::JidMulti).label("Online users");
                 for jid in online_users(server, ctx.host).iter().take(max) {
-                    field = field.value(jid);
+                    field = field.with_value(jid);
                 }
                 Step::result(result_form().field(field))
             }
             (Op::OnlineNum, _) => {
                 let n = online_users(server, ctx.host).len().to_string();
-                let field = Field::new("onlineusersnum", "text-single")
+                let field = Field::new("onlineusersnum", FieldType::TextSingle)
                     .label("Number of online users")
-                    .value(&n);
+                    .with_value(&n);
                 Step::result(result_form().field(field))
             }
             (Op::RegisteredNum, _) => self.registered_num(server, ctx.host).await?,
@@ -326,10 +326,10 @@ impl Admin {
                 Step::info(format!("{n} session(s) ended"))
             }
             (Op::ChangePassword, None) => {
-                let jid = Field::new("accountjid", "jid-single")
+                let jid = Field::new("accountjid", FieldType::JidSingle)
                     .label("The Jabber ID")
                     .required();
-                let pw = Field::new("password", "text-private")
+                let pw = Field::new("password", FieldType::TextPrivate)
                     .label("The password for this account")
                     .required();
                 Step::Form {
@@ -370,9 +370,9 @@ impl Admin {
                 Err(e) => return Err(failed(e.to_string())),
             },
         };
-        let field = Field::new("registeredusersnum", "text-single")
+        let field = Field::new("registeredusersnum", FieldType::TextSingle)
             .label("Number of registered users")
-            .value(&n.to_string());
+            .with_value(&n.to_string());
         let notes = if more {
             let text = format!("The directory stopped counting at {n}: there may be more");
             vec![(NoteKind::Warn, text)]
@@ -423,7 +423,7 @@ impl Command for Admin {
         self.name
     }
 
-    async fn step(&self, ctx: &Context<'_>, forms: &[Form]) -> Result<Step, StanzaError> {
+    async fn step(&self, ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, StanzaError> {
         Ok(self.run(ctx, forms).await.unwrap_or_else(|step| step))
     }
 }

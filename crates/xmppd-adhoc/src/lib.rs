@@ -9,7 +9,10 @@
 //!   stage *n* receives the *n* earlier forms and returns the next form or the final outcome.
 //!   Going back (`prev`) drops the last form and runs the earlier stage again, so commands
 //!   keep no state of their own between stages.
-//! - [`form`] builds and reads XEP-0004 data forms.
+//! - Payloads are typed: XEP-0004 forms are xmpp-parsers' [`DataForm`]s ([`form`] has the
+//!   builders and readers commands use), the `<command/>` element is [`CommandPayload`]
+//!   ([`payload`], xso derives, since xmpp-parsers has no XEP-0050). A malformed one gets
+//!   `<bad-request/>` with `<bad-payload/>` (XEP-0050 §4.6).
 //! - [`admin`] has the XEP-0133 commands; [`motd`] the message of the day, a module of its own
 //!   that delivers the current message once per change at a user's first available presence.
 //!
@@ -19,19 +22,23 @@
 pub mod admin;
 pub mod form;
 pub mod motd;
+pub mod payload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use jid::BareJid;
 use jid::Jid;
 use minidom::Element;
+use xmpp_parsers::disco::{DiscoInfoResult, Identity, Item};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
-use xmppd_core::stanza::{self, elem, set_attr, text_elem, Condition, StanzaError};
+use xmppd_core::stanza::{self, elem, text_elem, Condition, StanzaError};
 use xmppd_core::Server;
 
-pub use form::{Field, Form, FormKind};
+pub use form::{DataForm, DataFormType, Field, FieldExt, FieldType, FormExt};
+pub use payload::{Actions, CommandPayload, Note, NoteKind, Status};
 
 pub const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
 
@@ -51,32 +58,14 @@ pub struct Context<'a> {
     pub host: &'a str,
 }
 
-/// The severity of a `<note/>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoteKind {
-    Info,
-    Warn,
-    Error,
-}
-
-impl NoteKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            NoteKind::Info => "info",
-            NoteKind::Warn => "warn",
-            NoteKind::Error => "error",
-        }
-    }
-}
-
 /// What one stage of a command returns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Show `form` and wait; `last` when submitting it completes the command.
-    Form { form: Form, last: bool },
+    Form { form: DataForm, last: bool },
     /// The command is done: an optional result form and notes.
     Done {
-        form: Option<Form>,
+        form: Option<DataForm>,
         notes: Vec<(NoteKind, String)>,
     },
 }
@@ -99,7 +88,7 @@ impl Step {
     }
 
     /// Done, with a result form.
-    pub fn result(form: Form) -> Step {
+    pub fn result(form: DataForm) -> Step {
         Step::Done {
             form: Some(form),
             notes: Vec::new(),
@@ -119,7 +108,7 @@ pub trait Command: Send + Sync {
         server.is_admin(&requester.to_bare())
     }
     /// Stage `forms.len()`: `forms` are the forms submitted at the earlier stages, in order.
-    async fn step(&self, ctx: &Context<'_>, forms: &[Form]) -> Result<Step, StanzaError>;
+    async fn step(&self, ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, StanzaError>;
 }
 
 /// A client's `action` attribute.
@@ -149,7 +138,7 @@ impl Action {
 struct Session {
     owner: Jid,
     node: String,
-    forms: Vec<Form>,
+    forms: Vec<DataForm>,
     /// The form shown now completes the command.
     last: bool,
     touched: Instant,
@@ -192,24 +181,30 @@ impl AdHoc {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn execute(&self, server: &Server, from: &Jid, host: &str, cmd: &Element) -> IqResponse {
-        let node = cmd.attr("node").unwrap_or_default();
+    async fn execute(
+        &self,
+        server: &Server,
+        from: &Jid,
+        host: &str,
+        cmd: CommandPayload,
+    ) -> IqResponse {
+        let node = cmd.node.as_str();
         let Some(command) = self.find(node).cloned() else {
             return Err(Condition::ItemNotFound.into());
         };
         if !command.allowed(server, from) {
             return Err(Condition::Forbidden.into());
         }
-        let Some(action) = Action::parse(cmd.attr("action")) else {
+        let Some(action) = Action::parse(cmd.action.as_deref()) else {
             return Err(command_error("malformed-action"));
         };
-        let submitted = cmd.children().find_map(Form::parse);
+        let submitted = cmd.form;
         let ctx = Context {
             server,
             requester: from,
             host,
         };
-        let Some(sid) = cmd.attr("sessionid").filter(|s| !s.is_empty()) else {
+        let Some(sid) = cmd.sessionid.as_deref().filter(|s| !s.is_empty()) else {
             if action != Action::Execute {
                 return Err(command_error("bad-action"));
             }
@@ -232,16 +227,18 @@ impl AdHoc {
             action
         };
         match action {
-            Action::Cancel => Ok(Some(command_reply(node, &sid, "canceled"))),
+            Action::Cancel => Ok(Some(
+                CommandPayload::answer(node, &sid, Status::Canceled).into(),
+            )),
             Action::Prev if !session.forms.is_empty() => {
                 session.forms.pop();
                 let step = command.step(&ctx, &session.forms).await?;
                 Ok(Some(self.answer(node, &sid, from, session.forms, step)))
             }
             a if a == advance => {
-                let Some(form) = submitted.filter(|f| f.kind == FormKind::Submit) else {
+                let Some(form) = submitted.filter(|f| f.type_ == DataFormType::Submit) else {
                     self.put_session(sid.clone(), session);
-                    return Err(StanzaError::with_text(Condition::BadRequest, "bad-payload"));
+                    return Err(command_error("bad-payload"));
                 };
                 session.forms.push(form);
                 let step = command.step(&ctx, &session.forms).await?;
@@ -255,18 +252,24 @@ impl AdHoc {
     }
 
     /// The `<command/>` answer for `step`; a form keeps (or starts) the session.
-    fn answer(&self, node: &str, sid: &str, from: &Jid, forms: Vec<Form>, step: Step) -> Element {
+    fn answer(
+        &self,
+        node: &str,
+        sid: &str,
+        from: &Jid,
+        forms: Vec<DataForm>,
+        step: Step,
+    ) -> Element {
         match step {
             Step::Form { form, last } => {
-                let mut reply = command_reply(node, sid, "executing");
-                let advance = if last { "complete" } else { "next" };
-                let mut actions = elem("actions", NS_COMMANDS, &[("execute", advance)]);
-                if !forms.is_empty() {
-                    actions.append_child(Element::bare("prev", NS_COMMANDS));
-                }
-                actions.append_child(Element::bare(advance, NS_COMMANDS));
-                reply.append_child(actions);
-                reply.append_child(form.to_element());
+                let mut reply = CommandPayload::answer(node, sid, Status::Executing);
+                reply.actions = Some(Actions {
+                    execute: Some(if last { "complete" } else { "next" }.into()),
+                    prev: !forms.is_empty(),
+                    next: !last,
+                    complete: last,
+                });
+                let shown = form::to_element(&form);
                 let session = Session {
                     owner: from.clone(),
                     node: node.to_owned(),
@@ -275,17 +278,19 @@ impl AdHoc {
                     touched: Instant::now(),
                 };
                 self.put_session(sid.to_owned(), session);
+                let mut reply = Element::from(reply);
+                reply.append_child(shown);
                 reply
             }
             Step::Done { form, notes } => {
-                let mut reply = command_reply(node, sid, "completed");
-                for (kind, text) in notes {
-                    let mut n = text_elem("note", NS_COMMANDS, &text);
-                    set_attr(&mut n, "type", kind.as_str());
-                    reply.append_child(n);
-                }
+                let mut reply = CommandPayload::answer(node, sid, Status::Completed);
+                reply.notes = notes
+                    .into_iter()
+                    .map(|(kind, text)| Note { kind, text })
+                    .collect();
+                let mut reply = Element::from(reply);
                 if let Some(f) = form {
-                    reply.append_child(f.to_element());
+                    reply.append_child(form::to_element(&f));
                 }
                 reply
             }
@@ -347,14 +352,6 @@ pub(crate) fn notice(host: &str, to: &jid::FullJid, subject: Option<&str>, body:
     msg
 }
 
-fn command_reply(node: &str, sid: &str, status: &str) -> Element {
-    elem(
-        "command",
-        NS_COMMANDS,
-        &[("node", node), ("sessionid", sid), ("status", status)],
-    )
-}
-
 #[async_trait]
 impl Module for AdHoc {
     fn name(&self) -> &'static str {
@@ -375,11 +372,13 @@ impl Module for AdHoc {
 
     async fn handle_iq(&self, cx: &mut xmppd_core::Context<'_>, req: IqRequest) -> IqResponse {
         let server = cx.core();
-        if req.kind != IqKind::Set || !req.payload.is("command", NS_COMMANDS) {
+        if req.kind != IqKind::Set {
             return Err(Condition::BadRequest.into());
         }
+        let cmd = CommandPayload::try_from(req.payload.clone())
+            .map_err(|e| malformed(&req.payload, e))?;
         let host = req.to.domain().as_str().to_owned();
-        self.execute(server, &req.from, &host, &req.payload).await
+        self.execute(server, &req.from, &host, cmd).await
     }
 
     async fn disco_items(
@@ -393,17 +392,18 @@ impl Module for AdHoc {
         if node != Some(NS_COMMANDS) {
             return None;
         }
-        let host = to.domain().as_str().to_owned();
+        let host = Jid::from(BareJid::from_parts(None, to.domain()));
         Some(
             self.commands
                 .iter()
                 .filter(|c| c.allowed(server, from))
                 .map(|c| {
-                    elem(
-                        "item",
-                        stanza::NS_DISCO_ITEMS,
-                        &[("jid", &host), ("node", c.node()), ("name", c.name())],
-                    )
+                    Item {
+                        jid: host.clone(),
+                        node: Some(c.node().into()),
+                        name: Some(c.name().into()),
+                    }
+                    .into()
                 })
                 .collect(),
         )
@@ -427,20 +427,33 @@ impl Module for AdHoc {
             }
             ("command-node", c.name())
         };
-        let mut q = elem("query", stanza::NS_DISCO_INFO, &[("node", node)]);
-        q.append_child(elem(
-            "identity",
-            stanza::NS_DISCO_INFO,
-            &[
-                ("category", "automation"),
-                ("type", category_type),
-                ("name", name),
-            ],
-        ));
-        for f in [NS_COMMANDS, form::NS_DATA] {
-            q.append_child(elem("feature", stanza::NS_DISCO_INFO, &[("var", f)]));
-        }
-        Some(q)
+        let info = DiscoInfoResult {
+            node: Some(node.into()),
+            identities: vec![Identity {
+                category: "automation".into(),
+                type_: category_type.into(),
+                lang: None,
+                name: Some(name.into()),
+            }],
+            features: [NS_COMMANDS, form::NS_DATA].map(String::from).into(),
+            extensions: Vec::new(),
+        };
+        Some(info.into())
+    }
+}
+
+/// The error for a `<command/>` that does not parse: `<bad-payload/>` when its data form is
+/// what is malformed (XEP-0050 §4.6), a plain `<bad-request/>` otherwise (no `node`, a bad
+/// `status`, …).
+fn malformed(cmd: &Element, e: xso::error::FromElementError) -> StanzaError {
+    let bad_form = cmd
+        .get_child("x", form::NS_DATA)
+        .is_some_and(|x| DataForm::try_from(x.clone()).is_err());
+    let error = StanzaError::with_text(Condition::BadRequest, format!("Malformed command: {e}"));
+    if bad_form {
+        error.with_app(Element::bare("bad-payload", NS_COMMANDS))
+    } else {
+        error
     }
 }
 

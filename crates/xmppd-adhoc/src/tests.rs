@@ -48,9 +48,13 @@ impl Command for TwoStage {
     fn name(&self) -> &str {
         "Two stages"
     }
-    async fn step(&self, _ctx: &Context<'_>, forms: &[Form]) -> Result<Step, StanzaError> {
-        let field =
-            |n: usize| Form::new(FormKind::Form).field(Field::new(&format!("f{n}"), "text-single"));
+    async fn step(&self, _ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, StanzaError> {
+        let field = |n: usize| DataForm {
+            type_: DataFormType::Form,
+            title: None,
+            instructions: None,
+            fields: vec![Field::new(&format!("f{n}"), FieldType::TextSingle)],
+        };
         Ok(match forms.len() {
             0 => Step::Form {
                 form: field(0),
@@ -227,6 +231,40 @@ async fn unknown_node_and_bad_action_and_session() {
 }
 
 #[tokio::test]
+async fn a_malformed_payload_is_a_bad_request_and_keeps_the_session() {
+    let (server, _) = setup().await;
+    let mut admin = login(&server, "admin", "r").await;
+    let reply = admin.command(&server, &cmd("test#two", "", "")).await;
+    let sid = command_of(&reply).attr("sessionid").unwrap().to_owned();
+    let extra = format!("sessionid='{sid}'");
+    let conditions = |reply: &Element| {
+        let err = reply.get_child("error", "jabber:client").expect("an error");
+        (
+            err.has_child("bad-request", NS_STANZAS),
+            err.has_child("bad-payload", NS_COMMANDS),
+        )
+    };
+    // XEP-0050 §4.6: a form that is not a valid XEP-0004 form is a bad payload.
+    for form in [
+        "<x xmlns='jabber:x:data' type='bogus'/>",
+        "<x xmlns='jabber:x:data' type='submit'><field><value>a</value></field></x>",
+    ] {
+        let reply = admin.command(&server, &cmd("test#two", &extra, form)).await;
+        assert_eq!(conditions(&reply), (true, true), "{form}: {reply:?}");
+    }
+    // A command without its required node is malformed, but not its payload.
+    let reply = admin
+        .command(&server, &format!("<command xmlns='{NS_COMMANDS}'/>"))
+        .await;
+    assert_eq!(conditions(&reply), (true, false), "{reply:?}");
+    // Nothing was lost: the session goes on.
+    let reply = admin
+        .command(&server, &cmd("test#two", &extra, &submit(&[("f0", "a")])))
+        .await;
+    assert_eq!(command_of(&reply).attr("status"), Some("executing"));
+}
+
+#[tokio::test]
 async fn multi_stage_next_prev_complete_and_cancel() {
     let (server, _) = setup().await;
     let mut admin = login(&server, "admin", "r").await;
@@ -270,8 +308,10 @@ async fn multi_stage_next_prev_complete_and_cancel() {
     let reply = admin.command(&server, &cmd("test#two", &extra, "")).await;
     let x = command_of(&reply).get_child("x", form::NS_DATA).unwrap();
     assert_eq!(
-        Form::parse(x).unwrap().fields[0].var,
-        "f0",
+        DataForm::try_from(x.clone()).unwrap().fields[0]
+            .var
+            .as_deref(),
+        Some("f0"),
         "back at stage one"
     );
 
@@ -388,7 +428,7 @@ async fn motd_is_shown_once_per_change() {
     let node = admin_node("edit-motd");
     let reply = admin.command(&server, &cmd(&node, "", "")).await;
     let c = command_of(&reply);
-    let form = Form::parse(c.get_child("x", form::NS_DATA).unwrap()).unwrap();
+    let form = DataForm::try_from(c.get_child("x", form::NS_DATA).unwrap().clone()).unwrap();
     assert_eq!(form.text("announcement").as_deref(), Some("welcome"));
     let extra = format!("sessionid='{}'", c.attr("sessionid").unwrap());
     let body = submit(&[("announcement", "changed")]);
@@ -451,7 +491,7 @@ async fn registered_users_of_a_directory_host_come_from_its_counter() {
     let node = admin_node("get-registered-users-num");
     let reply = admin.command(&server, &cmd(&node, "", "")).await;
     let c = command_of(&reply);
-    let form = Form::parse(c.get_child("x", form::NS_DATA).unwrap()).unwrap();
+    let form = DataForm::try_from(c.get_child("x", form::NS_DATA).unwrap().clone()).unwrap();
     assert_eq!(form.values("registeredusersnum"), ["500"]);
     let note = c.get_child("note", NS_COMMANDS).unwrap();
     assert_eq!(note.attr("type"), Some("warn"));
@@ -465,7 +505,7 @@ async fn disable_end_session_and_counts() {
     let mut bob = login(&server, "bob", "r").await;
     let result_value = |reply: &Element, var: &str| {
         let x = command_of(reply).get_child("x", form::NS_DATA).unwrap();
-        Form::parse(x).unwrap().values(var).to_vec()
+        DataForm::try_from(x.clone()).unwrap().values(var).to_vec()
     };
 
     let node = admin_node("get-online-users-num");
