@@ -1,6 +1,10 @@
 //! Built-in modules: service discovery (XEP-0030) with entity capabilities (XEP-0115), ping
 //! (XEP-0199), software version (XEP-0092), last activity (XEP-0012) and offline messages
 //! (XEP-0160). They use the same [`Module`] seam as every external service.
+//!
+//! Payloads are typed: xmpp-parsers' disco, ping and version types, and for XEP-0012, which
+//! xmpp-parsers lacks, [`LastQuery`] and [`LastResult`] written with its xso derives. A request
+//! whose payload does not parse gets `<bad-request/>`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -10,10 +14,16 @@ use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
+use xmpp_parsers::disco::{
+    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item,
+};
+use xmpp_parsers::ping::Ping as PingQuery;
+use xmpp_parsers::version::{VersionQuery, VersionResult};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::router::{message_targets, SendError, SessionId};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
 use xmppd_core::{user_ref, Class, ClientSession, Context, Outbound, Server};
+use xso::{AsXml, FromXml};
 
 /// The caps node of xmppd.
 pub const CAPS_NODE: &str = "https://xmppd.dev/caps";
@@ -46,32 +56,45 @@ async fn is_trusted(cx: &Context<'_>, from: &Jid, to: &Jid) -> bool {
     crate::im::shares_presence(cx, &to.to_bare(), &from.to_bare()).await
 }
 
-fn identity(category: &str, kind: &str, name: Option<&str>) -> Element {
-    let mut e = stanza::elem(
-        "identity",
-        stanza::NS_DISCO_INFO,
-        &[("category", category), ("type", kind)],
-    );
-    if let Some(n) = name {
-        stanza::set_attr(&mut e, "name", n);
-    }
-    e
+/// The typed form of a request's payload, or `<bad-request/>` (the core hands over only
+/// payloads of the namespace claimed, so what fails here is malformed).
+fn parse<T>(payload: Element) -> Result<T, StanzaError>
+where
+    T: TryFrom<Element, Error = xso::error::FromElementError>,
+{
+    T::try_from(payload).map_err(|e| {
+        StanzaError::with_text(Condition::BadRequest, format!("Malformed request: {e}"))
+    })
 }
 
-fn features_query(node: Option<&str>, identity: Element, features: &[String]) -> Element {
-    let mut q = Element::bare("query", stanza::NS_DISCO_INFO);
-    if let Some(n) = node {
-        stanza::set_attr(&mut q, "node", n);
+/// A disco#info result with one identity.
+fn features_query(
+    node: Option<String>,
+    (category, kind, name): (&str, &str, Option<&str>),
+    features: &[String],
+) -> Element {
+    DiscoInfoResult {
+        node,
+        identities: vec![Identity {
+            category: category.into(),
+            type_: kind.into(),
+            lang: None,
+            name: name.map(String::from),
+        }],
+        features: features.iter().cloned().collect(),
+        extensions: Vec::new(),
     }
-    q.append_child(identity);
-    for f in features {
-        q.append_child(stanza::elem(
-            "feature",
-            stanza::NS_DISCO_INFO,
-            &[("var", f)],
-        ));
+    .into()
+}
+
+/// A disco#items result.
+fn items_query(node: Option<String>, items: Vec<Item>) -> Element {
+    DiscoItemsResult {
+        node,
+        items,
+        rsm: None,
     }
-    q
+    .into()
 }
 
 /// XEP-0030: server features on the domain, account features on bare JIDs; and the
@@ -131,12 +154,18 @@ impl Module for Disco {
         if req.kind != IqKind::Get {
             return Err(StanzaError::new(Condition::NotAllowed));
         }
-        let node = req.payload.attr("node");
-        let info = req.payload.is("query", stanza::NS_DISCO_INFO);
+        let info = req.payload.ns() == stanza::NS_DISCO_INFO;
+        // XEP-0059 paging of items is not offered; a request for it is still read, so that
+        // a malformed one is refused.
+        let node = if info {
+            parse::<DiscoInfoQuery>(req.payload)?.node
+        } else {
+            parse::<DiscoItemsQuery>(req.payload)?.node
+        };
         if req.to.node().is_none() {
             if info {
                 let caps_node = format!("{CAPS_NODE}#{}", self.caps_ver());
-                match node {
+                match node.as_deref() {
                     None => {}
                     Some(n) if n == caps_node => {}
                     Some(n) => {
@@ -148,41 +177,34 @@ impl Module for Disco {
                         return Err(StanzaError::new(Condition::ItemNotFound));
                     }
                 }
-                let id = identity("server", "im", Some("xmppd"));
+                let id = ("server", "im", Some("xmppd"));
                 return Ok(Some(features_query(node, id, cx.core().server_features())));
             }
-            let mut q = Element::bare("query", stanza::NS_DISCO_ITEMS);
             if let Some(n) = node {
                 for m in cx.core().modules() {
-                    if let Some(items) = m.disco_items(cx, &req.from, &req.to, Some(n)).await {
-                        stanza::set_attr(&mut q, "node", n);
-                        for it in items {
-                            q.append_child(it);
-                        }
-                        return Ok(Some(q));
+                    if let Some(items) = m.disco_items(cx, &req.from, &req.to, Some(&n)).await {
+                        return Ok(Some(items_query(Some(n), module_items(items).collect())));
                     }
                 }
                 return Err(StanzaError::new(Condition::ItemNotFound));
             }
             let mut comps: Vec<_> = cx.core().component_domains().collect();
             comps.sort_by(|a, b| a.0.cmp(b.0));
-            for (domain, c) in comps {
-                q.append_child(stanza::elem(
-                    "item",
-                    stanza::NS_DISCO_ITEMS,
-                    &[("jid", domain), ("name", c.name())],
-                ));
-            }
+            let mut items: Vec<Item> = comps
+                .into_iter()
+                .filter_map(|(domain, c)| {
+                    Some(Item {
+                        jid: Jid::new(domain).ok()?,
+                        node: None,
+                        name: Some(c.name().into()),
+                    })
+                })
+                .collect();
             for m in cx.core().modules() {
-                for it in m
-                    .disco_items(cx, &req.from, &req.to, None)
-                    .await
-                    .unwrap_or_default()
-                {
-                    q.append_child(it);
-                }
+                let theirs = m.disco_items(cx, &req.from, &req.to, None).await;
+                items.extend(module_items(theirs.unwrap_or_default()));
             }
-            return Ok(Some(q));
+            return Ok(Some(items_query(None, items)));
         }
         let user = user_ref(&req.to.to_bare());
         if !cx.store().user_exists(&user).await.unwrap_or(false) {
@@ -192,12 +214,24 @@ impl Module for Disco {
             return Err(StanzaError::new(Condition::ItemNotFound));
         }
         if info {
-            let id = identity("account", "registered", None);
+            let id = ("account", "registered", None);
             Ok(Some(features_query(None, id, cx.core().account_features())))
         } else {
-            Ok(Some(Element::bare("query", stanza::NS_DISCO_ITEMS)))
+            Ok(Some(items_query(None, Vec::new())))
         }
     }
+}
+
+/// The items modules contribute (`Module::disco_items` hands elements over the seam); one
+/// that is not a valid XEP-0030 item is left out rather than sent.
+fn module_items(items: Vec<Element>) -> impl Iterator<Item = Item> {
+    items.into_iter().filter_map(|el| match Item::try_from(el) {
+        Ok(item) => Some(item),
+        Err(e) => {
+            tracing::warn!(error = %e, "disco: a module's item is not valid; left out");
+            None
+        }
+    })
 }
 
 /// XEP-0199: the server answers pings to its domain (and to the sender's own account).
@@ -223,7 +257,7 @@ impl Module for Ping {
 
     async fn handle_iq(&self, _cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         match req.kind {
-            IqKind::Get => Ok(None),
+            IqKind::Get => parse::<PingQuery>(req.payload).map(|_| None),
             IqKind::Set => Err(StanzaError::new(Condition::BadRequest)),
         }
     }
@@ -254,22 +288,31 @@ impl Module for Version {
         if req.kind != IqKind::Get {
             return Err(StanzaError::new(Condition::BadRequest));
         }
-        let mut q = Element::bare("query", stanza::NS_VERSION);
-        q.append_child(stanza::text_elem("name", stanza::NS_VERSION, "xmppd"));
-        q.append_child(stanza::text_elem(
-            "version",
-            stanza::NS_VERSION,
-            env!("CARGO_PKG_VERSION"),
-        ));
-        if cx.config().show_os {
-            q.append_child(stanza::text_elem(
-                "os",
-                stanza::NS_VERSION,
-                std::env::consts::OS,
-            ));
-        }
-        Ok(Some(q))
+        parse::<VersionQuery>(req.payload)?;
+        let result = VersionResult {
+            name: "xmppd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            os: cx.config().show_os.then(|| std::env::consts::OS.into()),
+        };
+        Ok(Some(result.into()))
     }
+}
+
+/// A XEP-0012 request (xmpp-parsers has no XEP-0012).
+#[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
+#[xml(namespace = stanza::NS_LAST, name = "query")]
+pub struct LastQuery;
+
+/// A XEP-0012 answer: seconds since the last activity (or since start, for a server), with the
+/// status of the last unavailable presence as text (§3).
+#[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
+#[xml(namespace = stanza::NS_LAST, name = "query")]
+pub struct LastResult {
+    #[xml(attribute)]
+    pub seconds: u64,
+
+    #[xml(text)]
+    pub status: String,
 }
 
 /// XEP-0012: server uptime on the domain; time since logout on an account, for those who may
@@ -318,12 +361,10 @@ impl Module for Last {
         if req.kind != IqKind::Get {
             return Err(StanzaError::new(Condition::BadRequest));
         }
-        let query = |secs: u64, status: &str| {
-            let mut q = stanza::elem("query", stanza::NS_LAST, &[("seconds", &secs.to_string())]);
-            if !status.is_empty() {
-                q.append_text(status);
-            }
-            Ok(Some(q))
+        parse::<LastQuery>(req.payload.clone())?;
+        let query = |seconds: u64, status: &str| {
+            let status = status.into();
+            Ok(Some(LastResult { seconds, status }.into()))
         };
         if req.to.node().is_none() {
             return query(cx.uptime_secs(), "");

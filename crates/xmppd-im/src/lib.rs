@@ -21,7 +21,7 @@ use xmppd_storage::RosterItem;
 mod builtin;
 mod im;
 
-pub use builtin::CAPS_NODE;
+pub use builtin::{LastQuery, LastResult, CAPS_NODE};
 
 /// The IM modules, in the order they are to be registered (first of all modules).
 pub fn modules() -> Vec<Arc<dyn Module>> {

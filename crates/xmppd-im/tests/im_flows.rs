@@ -592,6 +592,54 @@ async fn roster_versioning_and_disco() {
     );
 }
 
+/// A payload of the right namespace that is not what XEP-0030, XEP-0199, XEP-0092 or XEP-0012
+/// define is refused with `<bad-request/>`, not answered as if it were a query.
+#[tokio::test]
+async fn malformed_disco_ping_version_and_last_requests_are_bad_requests() {
+    let server = setup(&["alice"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    let requests = [
+        (
+            "d1",
+            "<info xmlns='http://jabber.org/protocol/disco#info'/>",
+        ),
+        // XEP-0059: `max` is a number.
+        (
+            "d2",
+            "<query xmlns='http://jabber.org/protocol/disco#items'>\
+             <set xmlns='http://jabber.org/protocol/rsm'><max>many</max></set></query>",
+        ),
+        ("p1", "<pong xmlns='urn:xmpp:ping'/>"),
+        ("v1", "<version xmlns='jabber:iq:version'/>"),
+        ("l1", "<last xmlns='jabber:iq:last'/>"),
+    ];
+    for (id, payload) in requests {
+        let xml = format!(
+            "<iq {} type='get' id='{id}' to='localhost'>{payload}</iq>",
+            ns()
+        );
+        a.send(&server, &xml).await;
+    }
+    let got = a.drain();
+    for (id, payload) in requests {
+        let reply = got.iter().find(|e| e.attr("id") == Some(id));
+        let error = reply.and_then(|r| r.get_child("error", "jabber:client"));
+        let condition = error.and_then(|e| e.children().next()).map(|c| c.name());
+        assert_eq!(condition, Some("bad-request"), "{payload}: {reply:?}");
+    }
+    // The session is still served.
+    let xml = format!(
+        "<iq {} type='get' id='v2' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
+        ns()
+    );
+    a.send(&server, &xml).await;
+    let got = a.drain();
+    assert_eq!(
+        find(&got, "iq", Some("result")).and_then(|e| e.attr("id")),
+        Some("v2")
+    );
+}
+
 /// A module contributing a shared group: everyone sees everyone else.
 struct EveryoneShared(Vec<&'static str>);
 
