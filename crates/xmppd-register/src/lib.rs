@@ -9,6 +9,10 @@
 //!   user to their server: the registration form, a password change, and removal of the
 //!   account.
 //!
+//! Payloads are xmpp-parsers' XEP-0077 types: [`LegacyQuery`] for the fields, [`RemoveQuery`]
+//! for `<remove/>`. A query that does not parse (a field given twice) gets `<bad-request/>`
+//! (XEP-0077 §3.1); one missing a required field, `<not-acceptable/>`.
+//!
 //! Only accounts of the internal backend can be created, changed or removed here; accounts of
 //! a directory (LDAP) get `<not-allowed/>`. Not here: registration forms with extra fields
 //! (XEP-0077 data forms, CAPTCHAs), out-of-band registration, or registration with services
@@ -20,9 +24,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jid::{BareJid, NodePart};
 use minidom::Element;
+use xmpp_parsers::ibr::{LegacyQuery, RemoveQuery};
 use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module, PreAuthService};
-use xmppd_core::stanza::{error_reply, iq_result, text_elem, Condition, StanzaError};
+use xmppd_core::stanza::{error_reply, iq_result, Condition, StanzaError};
 use xmppd_core::{user_ref, Context};
 use xmppd_storage::UserRef;
 use xmppd_stream::StreamErrorCondition;
@@ -74,16 +79,27 @@ impl RegistrationPolicy {
 
 /// The empty registration form (XEP-0077 §3.1): username and password.
 fn form(instructions: &str) -> Element {
-    let mut q = Element::bare("query", NS_REGISTER);
-    q.append_child(text_elem("instructions", NS_REGISTER, instructions));
-    q.append_child(Element::bare("username", NS_REGISTER));
-    q.append_child(Element::bare("password", NS_REGISTER));
-    q
+    LegacyQuery {
+        instructions: Some(instructions.into()),
+        username: Some(String::new()),
+        password: Some(String::new()),
+        ..LegacyQuery::default()
+    }
+    .into()
 }
 
-/// The text of child `name`, if present (not trimmed: passwords may have spaces).
-fn field(query: &Element, name: &str) -> Option<String> {
-    query.get_child(name, NS_REGISTER).map(Element::text)
+/// A set's query: whether it asks for removal, and the fields (not trimmed: passwords may have
+/// spaces). `<bad-request/>` when it does not parse (XEP-0077 §3.1).
+fn parse_set(query: &Element) -> Result<(bool, LegacyQuery), StanzaError> {
+    let malformed =
+        |e| StanzaError::with_text(Condition::BadRequest, format!("Malformed query: {e}"));
+    let remove = RemoveQuery::try_from(query.clone())
+        .map_err(malformed)?
+        .remove;
+    Ok((
+        remove,
+        LegacyQuery::try_from(query.clone()).map_err(malformed)?,
+    ))
 }
 
 /// Whether accounts of this backend may be changed through XMPP.
@@ -149,12 +165,12 @@ async fn pre_auth_answer(
         Some("set") => {}
         _ => return Err(Condition::BadRequest.into()),
     }
-    if query.has_child("remove", NS_REGISTER) {
+    let (remove, fields) = parse_set(query)?;
+    if remove {
         // Only a logged-in user may remove their account.
         return Err(Condition::NotAuthorized.into());
     }
-    let (Some(username), Some(password)) = (field(query, "username"), field(query, "password"))
-    else {
+    let (Some(username), Some(password)) = (fields.username, fields.password) else {
         return Err(StanzaError::with_text(
             Condition::NotAcceptable,
             "A user name and a password are required",
@@ -223,12 +239,14 @@ impl Register {
             .ok_or(Condition::NotAllowed)?;
         let query = &req.payload;
         if req.kind == IqKind::Get {
-            let mut q = Element::bare("query", NS_REGISTER);
-            q.append_child(Element::bare("registered", NS_REGISTER));
             let node = user.node().map(|n| n.as_str()).unwrap_or_default();
-            q.append_child(text_elem("username", NS_REGISTER, node));
-            q.append_child(Element::bare("password", NS_REGISTER));
-            return Ok(Some(q));
+            let q = LegacyQuery {
+                registered: true,
+                username: Some(node.into()),
+                password: Some(String::new()),
+                ..LegacyQuery::default()
+            };
+            return Ok(Some(q.into()));
         }
         if !is_internal(backend.as_ref()) {
             return Err(StanzaError::with_text(
@@ -236,11 +254,11 @@ impl Register {
                 "Accounts of this host are managed elsewhere",
             ));
         }
-        if query.has_child("remove", NS_REGISTER) {
+        let (removal, fields) = parse_set(query)?;
+        if removal {
             return remove(cx, user, &req.from).await;
         }
-        let (Some(username), Some(password)) = (field(query, "username"), field(query, "password"))
-        else {
+        let (Some(username), Some(password)) = (fields.username, fields.password) else {
             return Err(StanzaError::with_text(
                 Condition::BadRequest,
                 "A user name and a password are required",
@@ -335,10 +353,12 @@ impl Module for Register {
     }
 
     async fn after_reply(&self, cx: &mut Context<'_>, iq: &Element) {
+        // Only a removal that was carried out gets here with a parsable query.
         let removed = iq.attr("type") == Some("set")
             && iq
                 .get_child("query", NS_REGISTER)
-                .is_some_and(|q| q.has_child("remove", NS_REGISTER));
+                .and_then(|q| RemoveQuery::try_from(q.clone()).ok())
+                .is_some_and(|q| q.remove);
         let from = iq.attr("from").and_then(|f| xmppd_core::Jid::new(f).ok());
         if let (true, Some(from)) = (removed, from) {
             cx.end_sessions(

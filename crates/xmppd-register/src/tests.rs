@@ -162,6 +162,45 @@ fn set(to: &str, query: &str) -> String {
     )
 }
 
+/// XEP-0077 §3.1: a query that is not well-formed is a `<bad-request/>`; nothing is created or
+/// changed for it.
+#[tokio::test]
+async fn a_malformed_query_is_a_bad_request_and_changes_nothing() {
+    let b = backend();
+    let twice = iq(
+        "set",
+        "<username>first</username><username>second</username>\
+         <password>long enough</password>",
+    );
+    let reply = pre(b.as_ref(), &twice, true).await;
+    assert_eq!(
+        condition(&reply).as_deref(),
+        Some("bad-request"),
+        "{reply:?}"
+    );
+    for name in ["first", "second"] {
+        let user = UserRef::new(name, "localhost");
+        assert!(!b.user_exists(&user).await.unwrap(), "{name} created");
+    }
+
+    let (server, mut alice, internal) = server_with(None).await;
+    let change = set(
+        "to='localhost'",
+        "<username>alice</username><password>new password</password>\
+         <password>other password</password>",
+    );
+    let reply = alice.iq(&server, &change).await;
+    assert_eq!(
+        condition(&reply).as_deref(),
+        Some("bad-request"),
+        "{reply:?}"
+    );
+    let alice_ref = UserRef::new("alice", "localhost");
+    for pw in ["new password", "other password"] {
+        assert!(!internal.check_password(&alice_ref, pw).await.unwrap());
+    }
+}
+
 #[tokio::test]
 async fn logged_in_password_change_and_removal() {
     let (server, mut alice, internal) = server_with(None).await;
