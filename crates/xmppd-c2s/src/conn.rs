@@ -61,7 +61,12 @@ pub(crate) async fn serve(
         rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
         out: Vec::with_capacity(1024),
     };
-    let negotiated = crate::negotiate::run(&mut conn, &shared, peer, kind, deadline).await;
+    // On the heap, and gone once the session is bound: an idle session keeps only what the
+    // established loop needs, not the state of the handshake, SASL and binding.
+    let negotiated = Box::pin(crate::negotiate::run(
+        &mut conn, &shared, peer, kind, deadline,
+    ))
+    .await;
     // Logged in (or failing): no longer counts against its address's pending connections.
     drop(pending);
     let stop = match negotiated {
@@ -70,7 +75,7 @@ pub(crate) async fn serve(
             let stop = crate::session::run(&mut conn, &shared, &mut bound, rx).await;
             // Unbind before the final write: a slow close must not leave a dead session
             // routable.
-            bound.unbind().await;
+            Box::pin(bound.unbind()).await;
             stop
         }
         Err(stop) => stop,
@@ -181,10 +186,9 @@ impl Conn {
         if matches!(closed, Ok(Ok(()))) {
             // Closing a socket with unread input makes the kernel send a reset, which can
             // destroy the stream error before the client reads it: drain a little first.
-            let mut sink = [0u8; 1024];
-            let mut budget = LINGER_BYTES;
+            let (sink, mut budget) = (&mut self.rbuf, LINGER_BYTES);
             let _ = tokio::time::timeout(LINGER, async {
-                while let Ok(n @ 1..) = io.read(&mut sink).await {
+                while let Ok(n @ 1..) = io.read(sink).await {
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         break;

@@ -235,21 +235,14 @@ async fn accept_loop(
                     } else {
                         tracing::info_span!("c2s", conn = id, %peer)
                     };
-                    let task = conn::serve(
-                        Arc::clone(&shared),
-                        tcp,
-                        peer,
-                        kind,
-                        shutdown.clone(),
-                        pending,
-                    );
-                    conns.spawn(
-                        async move {
-                            let _permit = permit;
-                            task.await;
-                        }
-                        .instrument(span),
-                    );
+                    let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+                    // The connection's future is made inside the task's: one made outside and
+                    // awaited inside would be held twice for the life of the connection.
+                    let task = async move {
+                        let _permit = permit;
+                        conn::serve(shared, tcp, peer, kind, shutdown, pending).await;
+                    };
+                    conns.spawn(task.instrument(span));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.

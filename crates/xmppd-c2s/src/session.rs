@@ -2,12 +2,15 @@
 //! what the core queues for the session is written in batches; a session told to close gets
 //! what was queued before, then its stream error.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use xmppd_core::{Class, ClientSession, Outbound, QueueReceiver, Server};
 use xmppd_stream::{Event, StreamErrorCondition as Cond, NS_CLIENT};
 
@@ -85,23 +88,34 @@ impl Conn {
         }
         let server = Arc::clone(&shared.server);
         let mut shaper = Shaper::new(shared.settings.shaper, Instant::now());
-        // Set while the shaper holds reading back.
+        // The waits that outlive one pass of the loop are set up once: set up anew on each
+        // pass, each registers and deregisters its waiter for every stanza.
+        let mut shutdown_rx = self.shutdown.clone();
+        let shutdown = shutdown_requested(&mut shutdown_rx);
+        tokio::pin!(shutdown);
+        let recv = rx.recv();
+        tokio::pin!(recv);
+        // When the shaper lets the connection read again, while it holds reading back. The
+        // timer is made the first time it does (most sessions never get there) and then reset.
         let mut read_at: Option<Instant> = None;
+        let mut resume: Option<Pin<Box<Sleep>>> = None;
         loop {
             let wake = {
-                let Conn {
-                    io, rbuf, shutdown, ..
-                } = self;
-                let resume = read_at.unwrap_or_else(Instant::now);
+                let Conn { io, rbuf, .. } = self;
+                let resumed = std::future::poll_fn(|cx| match resume.as_mut() {
+                    Some(sleep) => sleep.as_mut().poll(cx),
+                    None => Poll::Pending,
+                });
                 tokio::select! {
-                    out = rx.recv() => Wake::Outbound(out),
+                    out = &mut recv => Wake::Outbound(out),
                     read = io.read(rbuf), if read_at.is_none() => Wake::Read(read),
-                    _ = tokio::time::sleep_until(resume), if read_at.is_some() => Wake::Resume,
-                    _ = shutdown_requested(shutdown) => Wake::Shutdown,
+                    () = resumed, if read_at.is_some() => Wake::Resume,
+                    () = &mut shutdown => Wake::Shutdown,
                 }
             };
             match wake {
                 Wake::Outbound(out) => {
+                    recv.set(rx.recv());
                     if let Err(stop) = self.deliver(out, &rx, &server, session).await {
                         return stop;
                     }
@@ -109,6 +123,13 @@ impl Conn {
                 Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Stop::Gone,
                 Wake::Read(Ok(n)) => {
                     read_at = shaper.take(n, Instant::now());
+                    if let Some(at) = read_at {
+                        match resume.as_mut() {
+                            Some(sleep) if sleep.deadline() == at => {}
+                            Some(sleep) => sleep.as_mut().reset(at),
+                            None => resume = Some(Box::pin(tokio::time::sleep_until(at))),
+                        }
+                    }
                     self.framer.feed(&self.rbuf[..n]);
                     loop {
                         match self.framer.next_event() {
@@ -204,34 +225,37 @@ impl Conn {
         }
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut written = 0;
-        let result = loop {
-            let Conn {
-                io, out, shutdown, ..
-            } = self;
-            let done = written == out.len();
-            // Writes, then flushes once all is written (TLS may still hold some back).
-            let step = async {
-                if done {
-                    io.flush().await.map(|()| 0)
-                } else {
-                    io.write(&out[written..]).await
-                }
-            };
-            tokio::select! {
-                r = step => match r {
-                    Ok(0) if done => break Ok(()),
+        let Conn {
+            io, out, shutdown, ..
+        } = self;
+        // Writes, then flushes once all is written (TLS may still hold some back).
+        let write = async {
+            while written < out.len() {
+                match io.write(&out[written..]).await {
                     Ok(n @ 1..) => written += n,
-                    _ => break Err(Stop::Gone),
-                },
+                    _ => return Err(Stop::Gone),
+                }
+            }
+            io.flush().await.map_err(|_| Stop::Gone)
+        };
+        // What ends a write that does not finish. Polled only once the write waits, so a
+        // write that goes out at once sets up no timer and no waiter.
+        let give_up = async {
+            tokio::select! {
                 _ = async { tokio::time::sleep_until(rx.closing_since().await + CLOSE_GRACE).await } => {
-                    break Err(match rx.take_close() {
+                    match rx.take_close() {
                         Some(Outbound::Close(cond, text)) => Stop::Error(cond, text),
                         _ => Stop::Gone,
-                    });
+                    }
                 }
-                _ = shutdown_requested(shutdown) => break Err(Stop::err(Cond::SystemShutdown)),
-                _ = tokio::time::sleep_until(deadline) => break Err(Stop::Gone),
+                _ = shutdown_requested(shutdown) => Stop::err(Cond::SystemShutdown),
+                _ = tokio::time::sleep_until(deadline) => Stop::Gone,
             }
+        };
+        let result = tokio::select! {
+            biased;
+            r = write => r,
+            stop = give_up => Err(stop),
         };
         match result {
             Ok(()) => batch.clear(),

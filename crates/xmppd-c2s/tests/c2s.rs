@@ -939,3 +939,74 @@ async fn shutdown_ends_a_throttle_wait() {
     server.shutdown.send(true).unwrap();
     client.expect_stream_error("system-shutdown").await;
 }
+
+/// Logs `resource` in over STARTTLS with SCRAM-SHA-256; returns the client and its full JID.
+async fn logged_in(server: &TestServer, resource: &str) -> (TlsClient, String) {
+    let (mut client, features) = starttls(server).await;
+    let scram_client = ScramClient::new(HashAlg::Sha256, USER, PASSWORD, None);
+    let outcome = scram(&mut client, &features, scram_client).await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+    let jid = bind(&mut client, resource).await;
+    (client, jid)
+}
+
+/// Sends a chat message to `jid` (the client's own) and returns it as it comes back.
+async fn message_to_self(client: &mut TlsClient, jid: &str, id: &str) -> Element {
+    client
+        .send(&format!(
+            "<message to='{jid}' type='chat' id='{id}'><body>note {id}</body></message>"
+        ))
+        .await;
+    loop {
+        let el = client.element().await;
+        if el.name() == "message" {
+            return el;
+        }
+    }
+}
+
+/// While the shaper holds reading back, what is queued for the session is still written, and
+/// a shutdown still ends the stream at once, not when the shaper would let it read again.
+#[tokio::test]
+async fn a_session_the_shaper_holds_back_gets_its_stanzas_and_the_shutdown() {
+    let server = start_with(|s| {
+        // One byte of burst and one byte a second: the first stanza after binding puts the
+        // session a hundred seconds in debt.
+        s.shaper = xmppd_c2s::ShaperSettings {
+            bytes_per_sec: 1,
+            burst_bytes: 1,
+        }
+    })
+    .await;
+    let (mut client, jid) = logged_in(&server, "slow").await;
+    let echo = message_to_self(&mut client, &jid, "m1").await;
+    assert_eq!(echo.attr("id"), Some("m1"));
+    server.shutdown.send(true).unwrap();
+    client.expect_stream_error("system-shutdown").await;
+    tokio::time::timeout(WAIT, server.run)
+        .await
+        .expect("run() returns after shutdown")
+        .unwrap();
+}
+
+/// Each time the shaper's wait is over the session reads again, however often it is held
+/// back; a session that went through many turns of its loop still ends at a shutdown.
+#[tokio::test]
+async fn a_shaped_session_reads_again_after_each_wait() {
+    let server = start_with(|s| {
+        // Each message of about 120 bytes waits some 30 ms.
+        s.shaper = xmppd_c2s::ShaperSettings {
+            bytes_per_sec: 4000,
+            burst_bytes: 1,
+        }
+    })
+    .await;
+    let (mut client, jid) = logged_in(&server, "paced").await;
+    for i in 0..6 {
+        let id = format!("m{i}");
+        let echo = message_to_self(&mut client, &jid, &id).await;
+        assert_eq!(echo.attr("id"), Some(id.as_str()));
+    }
+    server.shutdown.send(true).unwrap();
+    client.expect_stream_error("system-shutdown").await;
+}
