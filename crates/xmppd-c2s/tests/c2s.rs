@@ -594,21 +594,8 @@ async fn data_pipelined_after_starttls_is_discarded() {
 #[tokio::test]
 async fn shutdown_sends_system_shutdown() {
     let server = start(true, 3).await;
-    let (mut client, features) = starttls(&server).await;
-    let outcome = scram(
-        &mut client,
-        &features,
-        ScramClient::new(HashAlg::Sha256, USER, PASSWORD, None),
-    )
-    .await;
-    assert!(outcome.is("success", NS_SASL));
-    bind(&mut client, "bye").await;
-    server.shutdown.send(true).unwrap();
-    client.expect_stream_error("system-shutdown").await;
-    tokio::time::timeout(WAIT, server.run)
-        .await
-        .expect("run() returns after shutdown")
-        .unwrap();
+    let (mut client, _) = logged_in(&server, "bye").await;
+    shut_down(server, &mut client).await;
 }
 
 #[tokio::test]
@@ -965,22 +952,19 @@ async fn message_to_self(client: &mut TlsClient, jid: &str, id: &str) -> Element
     }
 }
 
-/// While the shaper holds reading back, what is queued for the session is still written, and
-/// a shutdown still ends the stream at once, not when the shaper would let it read again.
-#[tokio::test]
-async fn a_session_the_shaper_holds_back_gets_its_stanzas_and_the_shutdown() {
-    let server = start_with(|s| {
-        // One byte of burst and one byte a second: the first stanza after binding puts the
-        // session a hundred seconds in debt.
+/// A server whose logged-in sessions are shaped to `bytes_per_sec`, with `burst_bytes`.
+async fn start_shaped(bytes_per_sec: u64, burst_bytes: u64) -> TestServer {
+    start_with(|s| {
         s.shaper = xmppd_c2s::ShaperSettings {
-            bytes_per_sec: 1,
-            burst_bytes: 1,
+            bytes_per_sec,
+            burst_bytes,
         }
     })
-    .await;
-    let (mut client, jid) = logged_in(&server, "slow").await;
-    let echo = message_to_self(&mut client, &jid, "m1").await;
-    assert_eq!(echo.attr("id"), Some("m1"));
+    .await
+}
+
+/// Shuts the server down: the client gets `<system-shutdown/>`, and `run()` returns.
+async fn shut_down(server: TestServer, client: &mut TlsClient) {
     server.shutdown.send(true).unwrap();
     client.expect_stream_error("system-shutdown").await;
     tokio::time::timeout(WAIT, server.run)
@@ -989,24 +973,30 @@ async fn a_session_the_shaper_holds_back_gets_its_stanzas_and_the_shutdown() {
         .unwrap();
 }
 
+/// While the shaper holds reading back, what is queued for the session is still written, and
+/// a shutdown still ends the stream at once, not when the shaper would let it read again.
+#[tokio::test]
+async fn a_session_the_shaper_holds_back_gets_its_stanzas_and_the_shutdown() {
+    // One byte of burst and one byte a second: the first stanza after binding puts the
+    // session a hundred seconds in debt.
+    let server = start_shaped(1, 1).await;
+    let (mut client, jid) = logged_in(&server, "slow").await;
+    let echo = message_to_self(&mut client, &jid, "m1").await;
+    assert_eq!(echo.attr("id"), Some("m1"));
+    shut_down(server, &mut client).await;
+}
+
 /// Each time the shaper's wait is over the session reads again, however often it is held
 /// back; a session that went through many turns of its loop still ends at a shutdown.
 #[tokio::test]
 async fn a_shaped_session_reads_again_after_each_wait() {
-    let server = start_with(|s| {
-        // Each message of about 120 bytes waits some 30 ms.
-        s.shaper = xmppd_c2s::ShaperSettings {
-            bytes_per_sec: 4000,
-            burst_bytes: 1,
-        }
-    })
-    .await;
+    // Each message of about 120 bytes waits some 30 ms.
+    let server = start_shaped(4000, 1).await;
     let (mut client, jid) = logged_in(&server, "paced").await;
     for i in 0..6 {
         let id = format!("m{i}");
         let echo = message_to_self(&mut client, &jid, &id).await;
         assert_eq!(echo.attr("id"), Some(id.as_str()));
     }
-    server.shutdown.send(true).unwrap();
-    client.expect_stream_error("system-shutdown").await;
+    shut_down(server, &mut client).await;
 }
