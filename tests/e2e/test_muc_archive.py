@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import xml.etree.ElementTree as ET
 
-from clients import async_test, q, stanza_error
+from clients import CLIENT_NS, async_test, q, stanza_error
 from test_mam import MAM, SID, bodies, fin, query
 from test_muc import MUC, NS_DISCO_INFO, NS_MUC_USER, USERS, create_configured, muc_login
 
@@ -32,6 +32,18 @@ async def mam_muc_login(server, user: str):
     return client
 
 
+async def archived_room(server):
+    """Alice creates the archived room (its owner), bob joins it; returns both and the room's
+    disco#info features."""
+    alice = await mam_muc_login(server, "alice")
+    bob = await mam_muc_login(server, "bob")
+    await create_configured(alice, ROOM, "al", **ARCHIVED)
+    info = await bob.iq("get", f"<query xmlns='{NS_DISCO_INFO}'/>", to=ROOM)
+    features = {f.get("var") for f in info.iter(q(NS_DISCO_INFO, "feature"))}
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+    return alice, bob, features
+
+
 async def say(sender, listener, text: str) -> ET.Element:
     """Sends a groupchat message to the room; returns the copy ``listener`` got."""
     sender.send_message(mto=ROOM, mbody=text, mtype="groupchat")
@@ -50,13 +62,8 @@ async def iterate_room(client, *, reverse: bool = False) -> list[tuple[str, str]
 @async_test(timeout=180)
 async def test_history_and_archive_survive_a_restart_with_the_live_ids(make_server):
     server = make_server(users=USERS)
-    alice = await mam_muc_login(server, "alice")
-    bob = await mam_muc_login(server, "bob")
-    await create_configured(alice, ROOM, "al", **ARCHIVED)
-    info = await bob.iq("get", f"<query xmlns='{NS_DISCO_INFO}'/>", to=ROOM)
-    features = {f.get("var") for f in info.iter(q(NS_DISCO_INFO, "feature"))}
+    alice, bob, features = await archived_room(server)
     assert {MAM, SID} <= features, features
-    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
 
     # A stanza-id claiming the room's archive is the sender's forgery: replaced by the room's.
     bob.send_raw(f"<message to='{ROOM}' type='groupchat'><body>m0</body>"
@@ -155,3 +162,49 @@ async def test_a_destroyed_rooms_archive_is_gone(make_server):
     reply, results = await query(alice, to=ROOM)
     assert reply.get("type") == "result" and results == []
     assert fin(reply).get("complete") == "true"
+
+
+RETRACT = "urn:xmpp:message-retract:1"
+
+
+def has_retract(e: ET.Element, msg_id: str) -> bool:
+    return (e.tag == q(CLIENT_NS, "message") and e.get("id") == msg_id
+            and e.find(q(RETRACT, "retract")) is not None)
+
+
+def retract(client, archive_id: str, msg_id: str) -> None:
+    """A groupchat retraction (XEP-0424) of the room message with ``archive_id``."""
+    client.send_raw(f"<message to='{ROOM}' type='groupchat' id='{msg_id}'>"
+                    f"<retract xmlns='{RETRACT}' id='{archive_id}'/></message>")
+
+
+@async_test(timeout=120)
+async def test_only_the_author_retracts_a_room_message_into_a_tombstone(make_server):
+    server = make_server(users=USERS)
+    alice, bob, features = await archived_room(server)
+    assert {RETRACT, RETRACT + "#tombstone"} <= features, features
+    [wrong] = room_ids(await say(bob, alice, "wrong room"))
+    await say(bob, alice, "right room")
+
+    # Not hers: refused to alice, and neither broadcast nor applied.
+    retract(alice, wrong, "by-alice")
+    refused = await alice.expect(
+        lambda e: e.get("id") == "by-alice" and e.get("type") == "error", what="the refusal")
+    assert stanza_error(refused) == "forbidden", ET.tostring(refused, "unicode")
+    retract(bob, wrong, "by-bob")
+    await alice.expect(lambda e: has_retract(e, "by-bob"), what="bob's retraction")
+    # The room sends in order: alice's refused retraction would have come before bob's.
+    assert not [e for e in alice.received + bob.received if has_retract(e, "by-alice")]
+
+    reply, results = await query(alice, to=ROOM)
+    assert reply.get("type") == "result", ET.tostring(reply, "unicode")
+    (first, tomb), (_, kept), (_, retraction) = results
+    assert first == wrong, "the tombstone keeps the archive id"
+    assert tomb.find(q(CLIENT_NS, "body")) is None, ET.tostring(tomb, "unicode")
+    gone = tomb.find(q(RETRACT, "retracted"))
+    assert gone is not None, ET.tostring(tomb, "unicode")
+    assert gone.get("id") == "by-bob" and gone.get("by") == f"{ROOM}/bob"
+    assert kept.findtext(q(CLIENT_NS, "body")) == "right room"
+    assert retraction.find(q(RETRACT, "retract")).get("id") == wrong
+    _, found = await query(alice, to=ROOM, fields={"fulltext": "wrong"})
+    assert found == [], "full text no longer finds the retracted body"

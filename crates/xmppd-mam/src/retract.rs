@@ -71,12 +71,17 @@ fn origin_id(msg: &Element) -> Option<&Element> {
     msg.get_child("origin-id", NS_SID)
 }
 
+/// Whether the archived `msg` is already a tombstone.
+pub fn is_tombstone(msg: &Element) -> bool {
+    msg.has_child("retracted", NS_RETRACT) || msg.has_child("retracted", NS_RETRACT_0)
+}
+
 /// Whether the archived `stored` stanza is the message `r` names and not yet a tombstone.
 pub fn names(r: &Retraction, stored: &str) -> bool {
     let Ok(msg) = stored.parse::<Element>() else {
         return false;
     };
-    if msg.has_child("retracted", NS_RETRACT) || msg.has_child("retracted", NS_RETRACT_0) {
+    if is_tombstone(&msg) {
         return false;
     }
     let by_origin = origin_id(&msg).and_then(|o| o.attr("id")) == Some(r.target.as_str());

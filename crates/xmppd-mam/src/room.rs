@@ -20,13 +20,17 @@ use minidom::Element;
 use xmppd_core::module::IqKind;
 use xmppd_core::stanza::{self, elem, Condition, StanzaError};
 use xmppd_muc::room::NS_MUC_USER;
-use xmppd_muc::{HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RoomArchive};
+use xmppd_muc::{HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RetractRequest, RoomArchive};
 
 use crate::answer;
 use crate::module::serialize;
 use crate::policy;
 use crate::query::{PageLimits, NS_FULLTEXT, NS_MAM, NS_MAM_EXTENDED, NS_SID};
-use crate::store::{encode_id, ArchiveStore, Direction, Filter, NewMessage, PageRequest, Paging};
+use crate::retract::{self, Retraction, NS_RETRACT, NS_RETRACT_TOMBSTONE};
+use crate::store::{
+    decode_id, encode_id, ArchiveError, ArchiveStore, Direction, Filter, NewMessage, PageRequest,
+    Paging,
+};
 
 /// The rooms' archives over an [`ArchiveStore`], and the in-memory history of the rooms that
 /// do not archive.
@@ -164,6 +168,67 @@ impl RoomArchive for RoomArchives {
         query.select(&entries, now_ms)
     }
 
+    async fn retract(&self, room: &BareJid, request: &RetractRequest) -> Result<(), StanzaError> {
+        let Some(id) = decode_id(&request.target) else {
+            return Ok(());
+        };
+        let request_page = PageRequest {
+            filter: Filter {
+                ids: Some(vec![id]),
+                ..Filter::default()
+            },
+            paging: Paging::Forward { after: None },
+            max: 1,
+        };
+        let stored = match self.store.query(room.as_str(), request_page).await {
+            Ok(page) => page.items.into_iter().next().map(|item| item.stanza),
+            Err(ArchiveError::UnknownId) => None,
+            Err(e) => {
+                tracing::error!(error = %e, room = %room, "could not read a retracted message");
+                None
+            }
+        };
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        let Ok(msg) = stored.parse::<Element>() else {
+            return Ok(());
+        };
+        if real_jid(&msg).as_ref() != Some(&request.sender) {
+            // XEP-0424 §6: only the author retracts (moderators moderate, XEP-0425).
+            return Err(StanzaError::with_text(
+                Condition::Forbidden,
+                "only its sender may retract a message",
+            ));
+        }
+        if retract::is_tombstone(&msg) {
+            return Ok(());
+        }
+        let r = Retraction {
+            target: request.target.clone(),
+            ns: NS_RETRACT,
+            id: request.id.clone(),
+        };
+        // `by` is the occupant JID, as the message showed it: a real JID is not for everyone.
+        let by = msg.attr("from").unwrap_or(room.as_str());
+        let Some(mut tomb) = retract::tombstone(&stored, &r, by, stanza::now_ms()) else {
+            return Ok(());
+        };
+        // The sender's real JID stays, so its tombstone is still known to be its own.
+        if let Some(x) = msg.get_child("x", NS_MUC_USER) {
+            tomb.append_child(x.clone());
+        }
+        let replaced = self
+            .store
+            .replace_stanza(room.as_str(), id, serialize(&tomb))
+            .await;
+        if let Err(e) = replaced {
+            // The retraction still goes out, as any message does when archiving fails.
+            tracing::error!(error = %e, room = %room, "could not apply a retraction to a room's archive");
+        }
+        Ok(())
+    }
+
     async fn forget(&self, room: &BareJid) {
         self.memory.forget(room).await;
         if let Err(e) = self.store.remove_owner(room.as_str()).await {
@@ -176,7 +241,14 @@ impl RoomArchive for RoomArchives {
     }
 
     fn features(&self) -> &'static [&'static str] {
-        &[NS_MAM, NS_MAM_EXTENDED, NS_FULLTEXT, NS_SID]
+        &[
+            NS_MAM,
+            NS_MAM_EXTENDED,
+            NS_FULLTEXT,
+            NS_SID,
+            NS_RETRACT,
+            NS_RETRACT_TOMBSTONE,
+        ]
     }
 
     async fn handle_iq(
@@ -303,6 +375,65 @@ mod tests {
             ["mem"]
         );
         assert!(a.history(&other, &all, 20, true, now).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_the_author_retracts_and_leaves_a_tombstone() {
+        let a = rooms().await;
+        let room = BareJid::new(ROOM).unwrap();
+        let id = a.store(&room, entry("secret"), 20, true).await.unwrap();
+        let stored = |a: &RoomArchives| {
+            let store = a.store.clone();
+            async move {
+                let page = store
+                    .query(
+                        ROOM,
+                        PageRequest {
+                            filter: Filter::default(),
+                            paging: Paging::Forward { after: None },
+                            max: 10,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                page.items[0].stanza.parse::<Element>().unwrap()
+            }
+        };
+        let req = |sender: &str, target: &str| RetractRequest {
+            target: target.into(),
+            sender: BareJid::new(sender).unwrap(),
+            id: Some("r1".into()),
+        };
+        let e = a
+            .retract(&room, &req("bob@localhost", &id))
+            .await
+            .unwrap_err();
+        assert_eq!(e.condition, Condition::Forbidden);
+        assert_eq!(policy::body(&stored(&a).await).as_deref(), Some("secret"));
+        // Unknown ids change nothing and refuse nothing.
+        for unknown in ["999", "x", ""] {
+            a.retract(&room, &req("alice@localhost", unknown))
+                .await
+                .unwrap();
+        }
+        a.retract(&room, &req("alice@localhost", &id))
+            .await
+            .unwrap();
+        let t = stored(&a).await;
+        assert_eq!(policy::body(&t), None);
+        let gone = t.get_child("retracted", NS_RETRACT).unwrap();
+        assert_eq!(gone.attr("id"), Some("r1"));
+        assert_eq!(gone.attr("by"), Some(&*format!("{ROOM}/al")));
+        assert_eq!(real_jid(&t).unwrap().as_str(), "alice@localhost");
+        // Still the author's: another's retraction of the tombstone is refused too.
+        let e = a
+            .retract(&room, &req("bob@localhost", &id))
+            .await
+            .unwrap_err();
+        assert_eq!(e.condition, Condition::Forbidden);
+        a.retract(&room, &req("alice@localhost", &id))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

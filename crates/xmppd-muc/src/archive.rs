@@ -19,6 +19,20 @@ use xmppd_core::stanza::{Condition, StanzaError};
 
 /// XEP-0359 unique and stable stanza ids.
 pub const NS_SID: &str = "urn:xmpp:sid:0";
+/// XEP-0424 message retraction.
+pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
+
+/// A retraction (XEP-0424) an occupant sent to an archived room: in a room, `<retract id=…/>`
+/// names the archive id the room gave the message (XEP-0424 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetractRequest {
+    /// The archive id of the message to retract.
+    pub target: String,
+    /// The real bare JID of the occupant retracting it: only its own messages.
+    pub sender: BareJid,
+    /// The retraction's own `id`, which the tombstone carries.
+    pub id: Option<String>,
+}
 
 /// One message as the room broadcast it (`from` the occupant JID, no `to`).
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +144,15 @@ pub trait RoomArchive: Send + Sync {
     /// The room is gone (destroyed or emptied), or a new room of that name was created: its
     /// history and archive go.
     async fn forget(&self, room: &BareJid);
+
+    /// Applies `request` to archived `room` before the retraction is broadcast and archived:
+    /// the message it names becomes a tombstone (XEP-0424 §4). `<forbidden/>` when that message
+    /// was sent by someone else: the retraction is then refused, not broadcast. An id the
+    /// archive does not know, or a message already retracted, changes nothing.
+    async fn retract(&self, room: &BareJid, request: &RetractRequest) -> Result<(), StanzaError> {
+        let _ = (room, request);
+        Ok(())
+    }
 
     /// Payload namespaces of IQs to an archived room that [`RoomArchive::handle_iq`] answers
     /// (`urn:xmpp:mam:2` for a MAM service).

@@ -19,7 +19,9 @@ pub mod form;
 pub mod room;
 pub mod service;
 
-pub use archive::{HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RoomArchive};
+pub use archive::{
+    HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RetractRequest, RoomArchive,
+};
 pub use room::{Affiliation, Role, Room, RoomLimits};
 pub use service::{Creation, MucService, MucSettings};
 

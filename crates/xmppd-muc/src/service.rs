@@ -523,6 +523,15 @@ impl RoomTask {
         let now = stanza::now_ms();
         let mut outcome = room.handle(&st, now);
         let (keep, archived) = (room.config.history_length, room.config.archived);
+        if let Some(r) = outcome.retract.take() {
+            // The tombstone first: the retraction, archived next, must not be what it names.
+            if let Err(e) = svc.archive.retract(&room.jid, &r).await {
+                return (
+                    error_reply(&st, &e).map(Send::One).into_iter().collect(),
+                    false,
+                );
+            }
+        }
         if let Some(entry) = outcome.archive.take() {
             // Stored before it is broadcast, so that the id every copy carries is already in
             // the archive (XEP-0359 §3) and a client may query from it at once.

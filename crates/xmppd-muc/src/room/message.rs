@@ -9,7 +9,7 @@ use minidom::Element;
 use xmppd_core::stanza::{self, set_attr, Condition, StanzaError, NS_CLIENT};
 
 use super::{Broadcast, Outcome, Role, Room, NS_MUC_USER};
-use crate::archive::{HistoryEntry, NS_SID};
+use crate::archive::{HistoryEntry, RetractRequest, NS_RETRACT, NS_SID};
 use crate::form::{Form, FORM_REQUEST};
 
 impl Room {
@@ -119,6 +119,16 @@ impl Room {
             });
         }
         let to_archive = subject.is_none() || has_body;
+        if self.config.archived {
+            o.retract = (msg.get_child("retract", NS_RETRACT))
+                .and_then(|r| r.attr("id"))
+                .filter(|id| !id.is_empty())
+                .map(|target| RetractRequest {
+                    target: target.to_owned(),
+                    sender: real.clone(),
+                    id: msg.attr("id").map(str::to_owned),
+                });
+        }
         if to_archive {
             o.archive = Some(HistoryEntry {
                 // The clock reads whole milliseconds, rounded down, while a `since` (XEP-0045
@@ -328,6 +338,28 @@ mod tests {
         assert!(o.archive.is_none());
         o.add_to_archived(elem("stanza-id", NS_SID, &[("by", ROOM), ("id", "8")]));
         assert!(stanza_ids(&o.broadcasts[0].stanza).is_empty());
+    }
+
+    #[test]
+    fn an_archived_room_hands_retractions_to_its_archive() {
+        let retraction = st(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='alice@example.org/a' \
+             to='{ROOM}' id='r1'><retract xmlns='{NS_RETRACT}' id='7'/></message>"
+        ));
+        let mut room = configured(&field("muc#roomconfig_enablearchiving", "1"), 0);
+        let o = room.handle(&retraction, 0);
+        assert_eq!(
+            o.retract,
+            Some(RetractRequest {
+                target: "7".into(),
+                sender: BareJid::new("alice@example.org").unwrap(),
+                id: Some("r1".into()),
+            })
+        );
+        assert!(o.archive.is_some(), "the retraction itself is archived");
+        // Without an archive there is nothing to apply it to.
+        let mut room = configured("", 0);
+        assert_eq!(room.handle(&retraction, 0).retract, None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use minidom::Element;
 use xmppd_core::stanza::{self, elem, error_reply, Condition, StanzaError};
 use xmppd_storage::{RoomAffiliation, StoredRoom};
 
-use crate::archive::{HistoryEntry, HistoryQuery};
+use crate::archive::{HistoryEntry, HistoryQuery, RetractRequest};
 use crate::form::{Form, RoomConfig};
 
 mod admin;
@@ -155,6 +155,8 @@ pub struct Outcome {
     pub archive: Option<HistoryEntry>,
     /// Which of `broadcasts` carries the message in `archive`.
     archived_broadcast: Option<usize>,
+    /// A retraction the archive must apply (and may refuse) before the message goes out.
+    pub retract: Option<RetractRequest>,
     /// Configuration, affiliations or subject changed: save (or delete if not persistent).
     pub changed: bool,
     /// The room is gone (destroyed, or a temporary room emptied).
