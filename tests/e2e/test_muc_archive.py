@@ -208,3 +208,46 @@ async def test_only_the_author_retracts_a_room_message_into_a_tombstone(make_ser
     assert retraction.find(q(RETRACT, "retract")).get("id") == wrong
     _, found = await query(alice, to=ROOM, fields={"fulltext": "wrong"})
     assert found == [], "full text no longer finds the retracted body"
+
+
+MODERATE = "urn:xmpp:message-moderate:1"
+
+
+async def moderate(client, archive_id: str, reason: str) -> ET.Element:
+    """A moderation request (XEP-0425) for the room message with ``archive_id``; the reply."""
+    return await client.iq("set", f"<moderate xmlns='{MODERATE}' id='{archive_id}'>"
+                                  f"<retract xmlns='{RETRACT}'/><reason>{reason}</reason>"
+                                  "</moderate>", to=ROOM)
+
+
+@async_test(timeout=120)
+async def test_a_moderator_retracts_any_message_and_a_participant_may_not(make_server):
+    server = make_server(users=USERS)
+    alice, bob, features = await archived_room(server)
+    assert MODERATE in features, features
+    [spam] = room_ids(await say(bob, alice, "buy now"))
+
+    reply = await moderate(bob, spam, "mine")
+    assert stanza_error(reply) == "forbidden", ET.tostring(reply, "unicode")
+    reply = await moderate(alice, "424242", "gone")
+    assert stanza_error(reply) == "item-not-found", ET.tostring(reply, "unicode")
+    reply = await moderate(alice, spam, "spam")
+    assert reply.get("type") == "result", ET.tostring(reply, "unicode")
+    for client in (alice, bob):
+        got = await client.expect(
+            lambda e: e.get("from") == ROOM and e.find(q(RETRACT, "retract")) is not None,
+            what="the moderation")
+        retract_el = got.find(q(RETRACT, "retract"))
+        assert retract_el.get("id") == spam
+        assert retract_el.find(q(MODERATE, "moderated")).get("by") == f"{ROOM}/al"
+        assert retract_el.findtext(q(RETRACT, "reason")) == "spam"
+        # Only the accepted request was announced.
+        assert not [e for e in client.received if e.find(q(RETRACT, "retract")) is not None]
+
+    _, results = await query(bob, to=ROOM)
+    (first, tomb), (_, announced) = results
+    assert first == spam and tomb.find(q(CLIENT_NS, "body")) is None, ET.tostring(tomb, "unicode")
+    gone = tomb.find(q(RETRACT, "retracted"))
+    assert gone.find(q(MODERATE, "moderated")).get("by") == f"{ROOM}/al"
+    assert gone.findtext(q(RETRACT, "reason")) == "spam"
+    assert announced.find(q(RETRACT, "retract")).get("id") == spam

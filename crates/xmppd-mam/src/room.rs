@@ -19,6 +19,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_core::module::IqKind;
 use xmppd_core::stanza::{self, elem, Condition, StanzaError};
+use xmppd_muc::archive::NS_MODERATE;
 use xmppd_muc::room::NS_MUC_USER;
 use xmppd_muc::{HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RetractRequest, RoomArchive};
 
@@ -169,8 +170,14 @@ impl RoomArchive for RoomArchives {
     }
 
     async fn retract(&self, room: &BareJid, request: &RetractRequest) -> Result<(), StanzaError> {
+        // An id this archive cannot hold: nothing to retract. A moderator asked for that
+        // message and learns it is not there (XEP-0425); an author's retraction goes out.
+        let unknown = || match request.moderation {
+            Some(_) => Err(StanzaError::new(Condition::ItemNotFound)),
+            None => Ok(()),
+        };
         let Some(id) = decode_id(&request.target) else {
-            return Ok(());
+            return unknown();
         };
         let request_page = PageRequest {
             filter: Filter {
@@ -189,12 +196,12 @@ impl RoomArchive for RoomArchives {
             }
         };
         let Some(stored) = stored else {
-            return Ok(());
+            return unknown();
         };
         let Ok(msg) = stored.parse::<Element>() else {
             return Ok(());
         };
-        if real_jid(&msg).as_ref() != Some(&request.sender) {
+        if request.moderation.is_none() && real_jid(&msg).as_ref() != Some(&request.sender) {
             // XEP-0424 §6: only the author retracts (moderators moderate, XEP-0425).
             return Err(StanzaError::with_text(
                 Condition::Forbidden,
@@ -209,11 +216,26 @@ impl RoomArchive for RoomArchives {
             ns: NS_RETRACT,
             id: request.id.clone(),
         };
-        // `by` is the occupant JID, as the message showed it: a real JID is not for everyone.
-        let by = msg.attr("from").unwrap_or(room.as_str());
+        // `by` is an occupant JID, as the message showed it: a real JID is not for everyone.
+        let by = match &request.moderation {
+            Some(m) => m.by.as_str(),
+            None => msg.attr("from").unwrap_or(room.as_str()),
+        };
         let Some(mut tomb) = retract::tombstone(&stored, &r, by, stanza::now_ms()) else {
             return Ok(());
         };
+        if let (Some(m), Some(gone)) = (
+            &request.moderation,
+            tomb.get_child_mut("retracted", NS_RETRACT),
+        ) {
+            // XEP-0425 §4: the tombstone says who moderated it and why.
+            gone.append_child(elem("moderated", NS_MODERATE, &[("by", &m.by)]));
+            if let Some(reason) = &m.reason {
+                let mut el = Element::bare("reason", NS_RETRACT);
+                el.append_text(reason.as_str());
+                gone.append_child(el);
+            }
+        }
         // The sender's real JID stays, so its tombstone is still known to be its own.
         if let Some(x) = msg.get_child("x", NS_MUC_USER) {
             tomb.append_child(x.clone());
@@ -248,6 +270,7 @@ impl RoomArchive for RoomArchives {
             NS_SID,
             NS_RETRACT,
             NS_RETRACT_TOMBSTONE,
+            NS_MODERATE,
         ]
     }
 
@@ -403,6 +426,7 @@ mod tests {
             target: target.into(),
             sender: BareJid::new(sender).unwrap(),
             id: Some("r1".into()),
+            moderation: None,
         };
         let e = a
             .retract(&room, &req("bob@localhost", &id))
@@ -434,6 +458,40 @@ mod tests {
         a.retract(&room, &req("alice@localhost", &id))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_moderator_retracts_any_message_and_says_so_in_the_tombstone() {
+        let a = rooms().await;
+        let room = BareJid::new(ROOM).unwrap();
+        let id = a.store(&room, entry("spam"), 20, true).await.unwrap();
+        let req = |target: &str| RetractRequest {
+            target: target.into(),
+            sender: BareJid::new("mod@localhost").unwrap(),
+            id: None,
+            moderation: Some(xmppd_muc::Moderation {
+                by: format!("{ROOM}/mod"),
+                reason: Some("spam".into()),
+            }),
+        };
+        for unknown in ["999", "x"] {
+            let e = a.retract(&room, &req(unknown)).await.unwrap_err();
+            assert_eq!(e.condition, Condition::ItemNotFound, "{unknown}");
+        }
+        a.retract(&room, &req(&id)).await.unwrap();
+        let h = a
+            .history(&room, &HistoryQuery::default(), 20, true, stanza::now_ms())
+            .await;
+        let t = &h[0].message;
+        assert_eq!(policy::body(t), None);
+        let gone = t.get_child("retracted", NS_RETRACT).unwrap();
+        let by = format!("{ROOM}/mod");
+        assert_eq!(gone.attr("by"), Some(&*by));
+        let moderated = gone.get_child("moderated", NS_MODERATE).unwrap();
+        assert_eq!(moderated.attr("by"), Some(&*by));
+        assert_eq!(gone.get_child("reason", NS_RETRACT).unwrap().text(), "spam");
+        // Already a tombstone: left as it is.
+        a.retract(&room, &req(&id)).await.unwrap();
     }
 
     #[tokio::test]

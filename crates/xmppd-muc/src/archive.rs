@@ -22,16 +22,31 @@ pub const NS_SID: &str = "urn:xmpp:sid:0";
 /// XEP-0424 message retraction.
 pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
 
-/// A retraction (XEP-0424) an occupant sent to an archived room: in a room, `<retract id=…/>`
-/// names the archive id the room gave the message (XEP-0424 §6.1).
+/// XEP-0425 moderated message retraction.
+pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
+
+/// A retraction (XEP-0424) an occupant sent to an archived room, or one a moderator asked for
+/// (XEP-0425): in a room, the id names the archive id the room gave the message (XEP-0424
+/// §6.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetractRequest {
     /// The archive id of the message to retract.
     pub target: String,
-    /// The real bare JID of the occupant retracting it: only its own messages.
+    /// The real bare JID of the occupant retracting it: without `moderation`, only its own
+    /// messages.
     pub sender: BareJid,
     /// The retraction's own `id`, which the tombstone carries.
     pub id: Option<String>,
+    /// Set when a moderator retracts (any message, XEP-0425).
+    pub moderation: Option<Moderation>,
+}
+
+/// Who moderated a message and why (XEP-0425 `<moderated by=…/>` and `<reason/>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moderation {
+    /// The moderator's occupant JID.
+    pub by: String,
+    pub reason: Option<String>,
 }
 
 /// One message as the room broadcast it (`from` the occupant JID, no `to`).
@@ -147,11 +162,15 @@ pub trait RoomArchive: Send + Sync {
 
     /// Applies `request` to archived `room` before the retraction is broadcast and archived:
     /// the message it names becomes a tombstone (XEP-0424 §4). `<forbidden/>` when that message
-    /// was sent by someone else: the retraction is then refused, not broadcast. An id the
-    /// archive does not know, or a message already retracted, changes nothing.
+    /// was sent by someone else and no moderator asks: the retraction is then refused, not
+    /// broadcast. An id the archive does not know changes nothing, refused to a moderator with
+    /// `<item-not-found/>` (XEP-0425); a message already retracted stays as it is.
     async fn retract(&self, room: &BareJid, request: &RetractRequest) -> Result<(), StanzaError> {
-        let _ = (room, request);
-        Ok(())
+        let _ = room;
+        match request.moderation {
+            Some(_) => Err(Condition::ServiceUnavailable.into()),
+            None => Ok(()),
+        }
     }
 
     /// Payload namespaces of IQs to an archived room that [`RoomArchive::handle_iq`] answers

@@ -20,7 +20,7 @@ pub mod room;
 pub mod service;
 
 pub use archive::{
-    HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RetractRequest, RoomArchive,
+    HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, Moderation, RetractRequest, RoomArchive,
 };
 pub use room::{Affiliation, Role, Room, RoomLimits};
 pub use service::{Creation, MucService, MucSettings};

@@ -10,6 +10,7 @@ use super::{
     Outcome, Room, FEATURE_SELF_PING, NODE_ROOMUSER, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC,
     NS_MUC_ADMIN, NS_MUC_OWNER, NS_REGISTER,
 };
+use crate::archive::NS_MODERATE;
 use crate::form::{FormBuilder, Whois, FORM_ROOMINFO};
 
 /// IQ requests between occupants whose answer is still awaited, per room (the oldest are
@@ -34,6 +35,7 @@ impl Room {
         nick: Option<String>,
         iq: &Element,
         o: &mut Outcome,
+        now_ms: i64,
     ) -> Result<(), StanzaError> {
         let kind = iq.attr("type").unwrap_or("");
         if let Some(target) = nick {
@@ -67,6 +69,12 @@ impl Room {
             (NS_MUC_OWNER, "get") => Some(self.owner_get(from)?),
             (NS_MUC_OWNER, "set") => {
                 self.owner_set(from, payload, o)?;
+                None
+            }
+            (NS_MODERATE, "set")
+                if self.config.archived && self.archive_features.contains(&NS_MODERATE) =>
+            {
+                self.moderate(from, payload, o, now_ms)?;
                 None
             }
             _ => return Err(Condition::ServiceUnavailable.into()),

@@ -127,25 +127,38 @@ impl Room {
                     target: target.to_owned(),
                     sender: real.clone(),
                     id: msg.attr("id").map(str::to_owned),
+                    moderation: None,
                 });
         }
         if to_archive {
-            o.archive = Some(HistoryEntry {
-                // The clock reads whole milliseconds, rounded down, while a `since` (XEP-0045
-                // §7.2.13) may name any instant: a message accepted at 5.0007 s stamped 5.000
-                // would fall before a `since` of 5.0004 s its sender read before sending it.
-                // The end of the millisecond is after every instant that preceded the message,
-                // and a `since` copied from its delay stamp still leaves it out.
-                stamp_ms: now_ms.saturating_add(1),
-                sender: real,
-                message: msg.clone(),
-            });
-        }
-        self.to_all(msg, o);
-        if to_archive {
-            o.archived_broadcast = o.broadcasts.len().checked_sub(1);
+            self.archive_and_broadcast(msg, real, o, now_ms);
+        } else {
+            self.to_all(msg, o);
         }
         Ok(())
+    }
+
+    /// `msg` to every occupant, handed to the archive first (the room's task stamps the
+    /// broadcast with its archive id).
+    pub(super) fn archive_and_broadcast(
+        &self,
+        msg: Element,
+        sender: BareJid,
+        o: &mut Outcome,
+        now_ms: i64,
+    ) {
+        o.archive = Some(HistoryEntry {
+            // The clock reads whole milliseconds, rounded down, while a `since` (XEP-0045
+            // §7.2.13) may name any instant: a message accepted at 5.0007 s stamped 5.000
+            // would fall before a `since` of 5.0004 s its sender read before sending it.
+            // The end of the millisecond is after every instant that preceded the message,
+            // and a `since` copied from its delay stamp still leaves it out.
+            stamp_ms: now_ms.saturating_add(1),
+            sender,
+            message: msg.clone(),
+        });
+        self.to_all(msg, o);
+        o.archived_broadcast = o.broadcasts.len().checked_sub(1);
     }
 
     /// `msg` to every occupant session, as one shared element.
@@ -354,6 +367,7 @@ mod tests {
                 target: "7".into(),
                 sender: BareJid::new("alice@example.org").unwrap(),
                 id: Some("r1".into()),
+                moderation: None,
             })
         );
         assert!(o.archive.is_some(), "the retraction itself is archived");

@@ -444,7 +444,7 @@ impl Room {
         let result = match st.name() {
             "presence" => self.on_presence(&from, nick, st, &mut o, now_ms),
             "message" => self.on_message(&from, nick, st, &mut o, now_ms),
-            "iq" => self.on_iq(&from, nick, st, &mut o),
+            "iq" => self.on_iq(&from, nick, st, &mut o, now_ms),
             _ => Ok(()),
         };
         if let Err(e) = result {

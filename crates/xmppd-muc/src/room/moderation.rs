@@ -3,12 +3,65 @@
 //! (§9.6–9.7).
 
 use jid::FullJid;
+use minidom::Element;
 use xmppd_core::stanza::{elem, set_attr, Condition, StanzaError, NS_CLIENT};
 
 use super::{Affiliation, Extra, Outcome, Role, Room};
+use crate::archive::{Moderation, RetractRequest, NS_MODERATE, NS_RETRACT};
 use crate::form::{Form, FormBuilder, FORM_REQUEST};
 
 impl Room {
+    /// XEP-0425: a moderator retracts any message of the archive, `<moderate id=ARCHIVE-ID>
+    /// <retract/><reason/></moderate>`. The room broadcasts (and archives) the retraction in
+    /// its own name, `<retract id=…><moderated by=MODERATOR/><reason/></retract>`, once the
+    /// archive has made the message a tombstone; the archive refuses an id it does not hold.
+    pub(super) fn moderate(
+        &mut self,
+        from: &FullJid,
+        m: &Element,
+        o: &mut Outcome,
+        now_ms: i64,
+    ) -> Result<(), StanzaError> {
+        let nick = self.occupant_nick(from)?.to_owned();
+        if self.role_of(from) != Role::Moderator {
+            return Err(StanzaError::with_text(
+                Condition::Forbidden,
+                "only moderators moderate messages",
+            ));
+        }
+        let target = (m.attr("id").filter(|id| !id.is_empty()))
+            .ok_or_else(|| StanzaError::with_text(Condition::BadRequest, "which message?"))?;
+        if !m.has_child("retract", NS_RETRACT) {
+            // Retraction is the only moderation action defined (XEP-0425 §1).
+            return Err(StanzaError::new(Condition::FeatureNotImplemented));
+        }
+        let reason =
+            (m.get_child("reason", NS_MODERATE).map(Element::text)).filter(|r| !r.is_empty());
+        let by = self.occupant_jid(&nick);
+        let mut retract = elem("retract", NS_RETRACT, &[("id", target)]);
+        retract.append_child(elem("moderated", NS_MODERATE, &[("by", &by)]));
+        if let Some(r) = &reason {
+            let mut el = Element::bare("reason", NS_RETRACT);
+            el.append_text(r.as_str());
+            retract.append_child(el);
+        }
+        let mut msg = elem(
+            "message",
+            NS_CLIENT,
+            &[("type", "groupchat"), ("from", self.jid.as_str())],
+        );
+        msg.append_child(retract);
+        let sender = from.to_bare();
+        o.retract = Some(RetractRequest {
+            target: target.to_owned(),
+            sender: sender.clone(),
+            id: None,
+            moderation: Some(Moderation { by, reason }),
+        });
+        self.archive_and_broadcast(msg, sender, o, now_ms);
+        Ok(())
+    }
+
     /// A visitor's voice request goes to the moderators; a moderator's approval grants voice.
     pub(super) fn voice_request(
         &mut self,
@@ -137,7 +190,59 @@ impl Room {
 mod tests {
     use super::*;
     use crate::room::fixtures::*;
-    use crate::room::NS_MUC_ADMIN;
+    use crate::room::{Send, NS_MUC_ADMIN};
+
+    #[test]
+    fn only_moderators_moderate_and_the_room_announces_it() {
+        let moderate = |from: &str| {
+            st(&format!(
+                "<iq xmlns='jabber:client' type='set' id='m1' from='{from}' to='{ROOM}'>\
+                 <moderate xmlns='{NS_MODERATE}' id='7'><retract xmlns='{NS_RETRACT}'/>\
+                 <reason>spam</reason></moderate></iq>"
+            ))
+        };
+        let archived = field("muc#roomconfig_enablearchiving", "1");
+        let mut room = configured(&archived, 0);
+        room.archive_features = &[NS_MODERATE];
+        join(&mut room, "bob@example.org/b", "bob");
+        let o = room.handle(&moderate("bob@example.org/b"), 0);
+        assert_eq!(error_of(&o).as_deref(), Some("forbidden"));
+        assert!(o.retract.is_none() && o.broadcasts.is_empty());
+
+        let mut o = room.handle(&moderate("alice@example.org/a"), 0);
+        let r = o.retract.clone().unwrap();
+        assert_eq!(r.target, "7");
+        let by = format!("{ROOM}/al");
+        assert_eq!(
+            r.moderation,
+            Some(Moderation {
+                by: by.clone(),
+                reason: Some("spam".into())
+            })
+        );
+        assert!(o.archive.is_some(), "the announcement is archived");
+        let sends = o.take_sends();
+        let [Send::Shared(msg, to), Send::One(result)] = &sends[..] else {
+            panic!("{sends:?}")
+        };
+        assert_eq!(to.len(), 2);
+        assert_eq!(result.attr("type"), Some("result"));
+        assert_eq!(msg.attr("from"), Some(ROOM));
+        let retract = msg.get_child("retract", NS_RETRACT).unwrap();
+        assert_eq!(retract.attr("id"), Some("7"));
+        let moderated = retract.get_child("moderated", NS_MODERATE).unwrap();
+        assert_eq!(moderated.attr("by"), Some(&*by));
+        assert_eq!(
+            retract.get_child("reason", NS_RETRACT).unwrap().text(),
+            "spam"
+        );
+
+        // Without an archive to moderate, the room does not claim the namespace.
+        let mut room = configured("", 0);
+        room.archive_features = &[NS_MODERATE];
+        let o = room.handle(&moderate("alice@example.org/a"), 0);
+        assert_eq!(error_of(&o).as_deref(), Some("service-unavailable"));
+    }
 
     #[test]
     fn kick_ban_and_members_only() {
