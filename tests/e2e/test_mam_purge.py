@@ -38,8 +38,9 @@ async def test_purge_by_age_and_by_user_while_the_server_runs(server):
         alice.chat("bob@localhost", text)
     await bob.expect_message("old two")
     alice.chat("bob@localhost", "recent")
-    carol.chat("bob@localhost", "from carol")
+    # Carol writes once "recent" arrived, so that bob's archive has the two in this order.
     await bob.expect_message("recent")
+    carol.chat("bob@localhost", "from carol")
     await bob.expect_message("from carol")
     await settled(alice)
     await settled(carol)
