@@ -30,7 +30,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 pub use shaper::ShaperSettings;
 pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_XMPP_CLIENT};
@@ -240,9 +239,9 @@ async fn accept_loop(
                     // awaited inside would be held twice for the life of the connection.
                     let task = async move {
                         let _permit = permit;
-                        conn::serve(shared, tcp, peer, kind, shutdown, pending).await;
+                        conn::serve(shared, tcp, peer, kind, shutdown, pending, span).await;
                     };
-                    conns.spawn(task.instrument(span));
+                    conns.spawn(task);
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.

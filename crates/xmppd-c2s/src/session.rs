@@ -143,7 +143,7 @@ impl Conn {
                             Ok(Some(Event::Header(_))) => return Stop::err(Cond::NotWellFormed),
                             Ok(None) => break,
                             Err(e) => {
-                                tracing::debug!(error = %e, "framing error");
+                                tracing::debug!(jid = %session.jid, error = %e, "framing error");
                                 return Stop::err(e.condition());
                             }
                         }
