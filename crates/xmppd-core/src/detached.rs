@@ -93,10 +93,8 @@ impl Server {
         let mine = id.clone();
         let mut parked = self.detached.lock();
         let expiry = tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(keep) => {}
-                _ = queue.closing() => {}
-            }
+            // Whichever comes first: the time is up, or the queue was closed.
+            let _ = tokio::time::timeout(keep, queue.closing()).await;
             if let Some(p) = server.detached.take(&mine) {
                 tracing::info!(jid = %p.session.jid, "detached session not resumed: ending it");
                 server.unbind(p.session).await;
