@@ -36,7 +36,7 @@ pub fn prepare_jid(input: &str) -> Result<Jid, jid::Error> {
         Some((node, domain)) => (Some(node), domain),
         None => (None, head),
     };
-    let node = node.map(NodePart::new).transpose()?;
+    let node = node.map(prepare_node).transpose()?;
     let domain = prepare_domain(domain)?;
     let resource = resource.map(ResourcePart::new).transpose()?;
     Ok(Jid::from_parts(
@@ -133,6 +133,19 @@ fn prepare_domain(domain: &str) -> Result<DomainPart, jid::Error> {
     }
 }
 
+/// A prepared localpart that preparing again leaves as it is. Nodeprep (RFC 3920 appendix A)
+/// is defined on Unicode 3.2, whose unassigned code points it must refuse; the `stringprep`
+/// crate normalises with today's Unicode before it checks, so a character newer than 3.2 can
+/// come out as letters that fold again: U+33DF SQUARE A OVER M gives "A∕m", which prepares to
+/// "a∕m". Two spellings would then name two accounts; such a localpart is refused.
+fn prepare_node(node: &str) -> Result<std::borrow::Cow<'_, jid::NodeRef>, jid::Error> {
+    let prepared = NodePart::new(node)?;
+    match NodePart::new(prepared.as_str()) {
+        Ok(again) if again.as_str() == prepared.as_str() => Ok(prepared),
+        _ => Err(jid::Error::NodePrep),
+    }
+}
+
 /// The account a SASL authcid names on `host` (a served host, already normalised): the
 /// authcid is the localpart, nodeprep'd (RFC 6120 §6.3.8 leaves the mapping to the server).
 /// `None` if it is not a valid localpart.
@@ -140,7 +153,8 @@ pub fn account_jid(authcid: &str, host: &str) -> Option<BareJid> {
     if authcid.is_empty() || authcid.contains(['@', '/']) {
         return None;
     }
-    let jid = BareJid::new(&format!("{authcid}@{host}")).ok()?;
+    let node = prepare_node(authcid).ok()?;
+    let jid = BareJid::new(&format!("{}@{host}", node.as_str())).ok()?;
     (jid.node().is_some() && jid.domain().as_str() == host).then_some(jid)
 }
 
@@ -278,6 +292,24 @@ mod tests {
         ] {
             assert!(is_canonical_ascii(common), "{common:?}");
         }
+    }
+
+    #[test]
+    fn a_localpart_that_prepares_differently_twice_is_refused() {
+        // U+33DF SQUARE A OVER M, unassigned in Unicode 3.2: it prepares to "A∕m", which
+        // prepares to "a∕m".
+        assert!(parse_jid("\u{33df}@example.org").is_err());
+        assert!(parse_jid("\u{33df}@example.org/r").is_err());
+        assert!(account_jid("\u{33df}", "example.org").is_none());
+        // What it would have become stays an account of its own, reached one way.
+        assert_eq!(
+            canonical("A\u{2215}m@example.org").as_deref(),
+            Some("a\u{2215}m@example.org")
+        );
+        assert_eq!(
+            account_jid("A\u{2215}m", "example.org").unwrap().as_str(),
+            "a\u{2215}m@example.org"
+        );
     }
 
     #[test]
