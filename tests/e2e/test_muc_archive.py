@@ -40,7 +40,7 @@ async def archived_room(server):
     await create_configured(alice, ROOM, "al", **ARCHIVED)
     info = await bob.iq("get", f"<query xmlns='{NS_DISCO_INFO}'/>", to=ROOM)
     features = {f.get("var") for f in info.iter(q(NS_DISCO_INFO, "feature"))}
-    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=30)
     return alice, bob, features
 
 
@@ -84,7 +84,7 @@ async def test_history_and_archive_survive_a_restart_with_the_live_ids(make_serv
     server.restart()
     carol = await mam_muc_login(server, "carol")
     _, _, _, history = await carol.plugin["xep_0045"].join_muc_wait(
-        ROOM, "carol", maxstanzas=3, timeout=10)
+        ROOM, "carol", maxstanzas=3, timeout=30)
     assert [m["body"] for m in history] == texts[-3:]
     assert [room_ids(m.xml)[0] for m in history] == ids[-3:], "the ids of the live copies"
 
@@ -124,8 +124,8 @@ async def test_real_jids_only_to_moderators_in_a_semi_anonymous_room(make_server
     bob = await mam_muc_login(server, "bob")
     carol = await mam_muc_login(server, "carol")
     await create_configured(alice, ROOM, "al", **ARCHIVED)
-    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
-    await carol.plugin["xep_0045"].join_muc_wait(ROOM, "carol", maxstanzas=0, timeout=10)
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=30)
+    await carol.plugin["xep_0045"].join_muc_wait(ROOM, "carol", maxstanzas=0, timeout=30)
     # What the sender writes about itself is not what the archive shows.
     bob.send_raw(f"<message to='{ROOM}' type='groupchat'><body>who am i</body>"
                  f"<x xmlns='{NS_MUC_USER}'><item jid='ceo@localhost'/></x></message>")
