@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use xmppd_adhoc::motd::Motd;
 use xmppd_config::ValidatedConfig;
-use xmppd_core::{BareJid, Jid, Server};
+use xmppd_core::{BareJid, Context, Jid, Outbox, Server};
 use xmppd_storage::StorageError;
 
 use crate::Failure;
@@ -139,7 +139,10 @@ impl Handler {
         match (f(0), fields.len()) {
             ("broadcast", 3) => {
                 let host = self.host(f(1))?;
-                let n = xmppd_adhoc::admin::announce(server, host, None, f(2));
+                let mut outbox = Outbox::default();
+                let mut cx = Context::new(server, &mut outbox);
+                let n = xmppd_adhoc::admin::announce(&mut cx, host, None, f(2));
+                server.drain(&mut outbox).await;
                 Ok(vec![vec![n.to_string()]])
             }
             ("unregister", 2) => {
@@ -158,7 +161,8 @@ impl Handler {
             }
             ("kick", 2) => {
                 let jid = Jid::new(f(1)).map_err(|e| format!("invalid JID {:?}: {e}", f(1)))?;
-                let n = xmppd_adhoc::admin::end_session(server, &jid);
+                let mut outbox = Outbox::default();
+                let n = xmppd_adhoc::admin::end_session(&Context::new(server, &mut outbox), &jid);
                 Ok(vec![vec![n.to_string()]])
             }
             ("motd-set", 3) | ("motd-clear", 2) => {
@@ -167,12 +171,18 @@ impl Handler {
                     Some(h) => vec![h.to_owned()],
                     None => server.hosts().to_vec(),
                 };
+                let mut outbox = Outbox::default();
+                let mut stored = Ok(());
                 for h in &hosts {
-                    self.motd
-                        .set(server, h, text)
-                        .await
-                        .map_err(|e| format!("storing the message: {e}"))?;
+                    let mut cx = Context::new(server, &mut outbox);
+                    stored = self.motd.set(&mut cx, h, text).await.map(drop);
+                    if stored.is_err() {
+                        break;
+                    }
                 }
+                // What the hosts stored so far was queued for their online users: sent anyway.
+                server.drain(&mut outbox).await;
+                stored.map_err(|e| format!("storing the message: {e}"))?;
                 Ok(hosts.into_iter().map(|h| vec![h]).collect())
             }
             ("sessions", 1) => {

@@ -20,12 +20,12 @@ use jid::{BareJid, Jid};
 use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::address::parse_jid;
 use xmppd_core::stanza::StanzaError;
-use xmppd_core::{user_ref, Server};
+use xmppd_core::{user_ref, Context};
 use xmppd_stream::StreamErrorCondition;
 
 use crate::form::{self, DataForm, DataFormType, Field, FieldExt, FieldType, FormExt};
 use crate::motd::Motd;
-use crate::{AdHoc, Command, Context, NoteKind, Step};
+use crate::{AdHoc, Command, Context as AdhocContext, NoteKind, Step};
 
 /// The XEP-0133 `FORM_TYPE` and node prefix.
 pub const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
@@ -45,35 +45,41 @@ pub type AccountCounts = HashMap<String, Arc<dyn AccountCount>>;
 
 /// Sends `body` (with an optional subject) as a message from each user's host to every session
 /// of `host`, or of every host when `None`. Returns how many sessions took it.
-pub fn announce(server: &Server, host: Option<&str>, subject: Option<&str>, body: &str) -> usize {
+pub fn announce(
+    cx: &mut Context<'_>,
+    host: Option<&str>,
+    subject: Option<&str>,
+    body: &str,
+) -> usize {
     let mut sent = 0;
-    for jid in server.online() {
+    for jid in cx.online() {
         let domain = jid.domain().as_str();
         if host.is_some_and(|h| !h.eq_ignore_ascii_case(domain)) {
             continue;
         }
         let msg = crate::notice(domain, &jid, subject, body);
-        sent += usize::from(server.deliver_to(&jid, msg));
+        cx.deliver(&jid, msg);
+        sent += 1;
     }
     sent
 }
 
 /// Ends the sessions of `jid`: every session of a bare JID, the one session of a full JID.
 /// Returns how many were told to close.
-pub fn end_session(server: &Server, jid: &Jid) -> usize {
+pub fn end_session(cx: &Context<'_>, jid: &Jid) -> usize {
     const TEXT: &str = "Session ended by an administrator";
     match jid.try_as_full() {
-        Ok(full) => server
-            .router()
+        Ok(full) => cx
+            .sessions()
             .resources(&jid.to_bare())
             .iter()
             .filter(|r| &r.jid == full)
             .filter(|r| {
                 let cond = StreamErrorCondition::PolicyViolation;
-                server.router().close(r.session, cond, Some(TEXT))
+                cx.sessions().close(r.session, cond, Some(TEXT))
             })
             .count(),
-        Err(_) => server.end_sessions(
+        Err(_) => cx.end_sessions(
             &jid.to_bare(),
             StreamErrorCondition::PolicyViolation,
             Some(TEXT),
@@ -208,7 +214,7 @@ fn accounts_form(title: &str) -> Step {
 }
 
 /// The local JIDs of field `var`, or an error step naming the first bad one.
-fn local_jids(server: &Server, f: &DataForm, var: &str) -> Result<Vec<Jid>, Step> {
+fn local_jids(cx: &Context<'_>, f: &DataForm, var: &str) -> Result<Vec<Jid>, Step> {
     let values: Vec<&str> = f
         .values(var)
         .iter()
@@ -221,7 +227,7 @@ fn local_jids(server: &Server, f: &DataForm, var: &str) -> Result<Vec<Jid>, Step
     values
         .into_iter()
         .map(|v| match parse_jid(v) {
-            Ok(j) if j.node().is_some() && server.is_local_host(j.domain().as_str()) => Ok(j),
+            Ok(j) if j.node().is_some() && cx.is_local_host(j.domain().as_str()) => Ok(j),
             _ => Err(Step::error(format!("Not an account of this server: {v}"))),
         })
         .collect()
@@ -244,14 +250,15 @@ impl Admin {
         }
     }
 
-    async fn run(&self, ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, Step> {
-        let server = ctx.server;
+    async fn run(&self, ctx: &mut AdhocContext<'_, '_>, forms: &[DataForm]) -> Result<Step, Step> {
+        let host = ctx.host;
+        let cx = &mut *ctx.cx;
         let submitted = forms.last();
         Ok(match (self.op, submitted) {
             (Op::Announce, None) => message_form("Make an Announcement", None, None),
             (Op::SetMotd, None) => message_form("Set Message of the Day", None, None),
             (Op::EditMotd, None) => {
-                let m = self.motd.get(server, ctx.host).await;
+                let m = self.motd.get(cx.store(), host).await;
                 let (subject, body) = match &m {
                     Some(m) => (m.subject.as_deref(), Some(m.body.as_str())),
                     None => (None, None),
@@ -264,14 +271,13 @@ impl Admin {
                 };
                 let subject = f.value("subject");
                 if self.op == Op::Announce {
-                    let n = announce(server, Some(ctx.host), subject, &body);
+                    let n = announce(cx, Some(host), subject, &body);
                     Step::info(format!("Announcement sent to {n} sessions"))
                 } else {
-                    self.set_motd(server, ctx.host, Some((subject, &body)))
-                        .await?
+                    self.set_motd(cx, host, Some((subject, &body))).await?
                 }
             }
-            (Op::DeleteMotd, _) => self.set_motd(server, ctx.host, None).await?,
+            (Op::DeleteMotd, _) => self.set_motd(cx, host, None).await?,
             (Op::OnlineList, None) => {
                 let mut max =
                     Field::new("max_items", FieldType::ListSingle).label("Maximum number");
@@ -291,29 +297,29 @@ impl Admin {
                     .unwrap_or(usize::MAX);
                 let mut field =
                     Field::new("onlineuserjids", FieldType::JidMulti).label("Online users");
-                for jid in online_users(server, ctx.host).iter().take(max) {
+                for jid in online_users(cx, host).iter().take(max) {
                     field = field.with_value(jid);
                 }
                 Step::result(result_form().field(field))
             }
             (Op::OnlineNum, _) => {
-                let n = online_users(server, ctx.host).len().to_string();
+                let n = online_users(cx, host).len().to_string();
                 let field = Field::new("onlineusersnum", FieldType::TextSingle)
                     .label("Number of online users")
                     .with_value(&n);
                 Step::result(result_form().field(field))
             }
-            (Op::RegisteredNum, _) => self.registered_num(server, ctx.host).await?,
+            (Op::RegisteredNum, _) => self.registered_num(cx, host).await?,
             (Op::Disable, None) => accounts_form("Disabling a User"),
             (Op::Reenable, None) => accounts_form("Re-Enable a User"),
             (Op::EndSession, None) => accounts_form("End User Session"),
             (Op::Disable | Op::Reenable, Some(f)) => {
-                let jids = local_jids(server, f, "accountjids")?;
+                let jids = local_jids(cx, f, "accountjids")?;
                 let disable = self.op == Op::Disable;
                 for jid in &jids {
                     let user = jid.to_bare();
                     self.existing(&user).await?;
-                    if let Err(e) = server.set_disabled(&user, disable).await {
+                    if let Err(e) = cx.set_disabled(&user, disable).await {
                         return Err(Step::error(format!("Could not change {user}: {e}")));
                     }
                 }
@@ -321,8 +327,8 @@ impl Admin {
                 Step::info(format!("{} account(s) {what}", jids.len()))
             }
             (Op::EndSession, Some(f)) => {
-                let jids = local_jids(server, f, "accountjids")?;
-                let n: usize = jids.iter().map(|j| end_session(server, j)).sum();
+                let jids = local_jids(cx, f, "accountjids")?;
+                let n: usize = jids.iter().map(|j| end_session(cx, j)).sum();
                 Step::info(format!("{n} session(s) ended"))
             }
             (Op::ChangePassword, None) => {
@@ -338,7 +344,7 @@ impl Admin {
                 }
             }
             (Op::ChangePassword, Some(f)) => {
-                let jid = local_jids(server, f, "accountjid")?.remove(0).to_bare();
+                let jid = local_jids(cx, f, "accountjid")?.remove(0).to_bare();
                 // Not trimmed: spaces may be part of a password.
                 let password = f.values("password").first().cloned().unwrap_or_default();
                 if password.is_empty() {
@@ -361,11 +367,11 @@ impl Admin {
 
     /// The account count of `host`: from its [`AccountCount`] if it has one (a directory),
     /// else from xmppd's store.
-    async fn registered_num(&self, server: &Server, host: &str) -> Result<Step, Step> {
+    async fn registered_num(&self, cx: &Context<'_>, host: &str) -> Result<Step, Step> {
         let failed = |e: String| Step::error(format!("Could not count users: {e}"));
         let (n, more) = match self.counts.get(host) {
             Some(counter) => counter.count_accounts().await.map_err(failed)?,
-            None => match server.store().list_users(host).await {
+            None => match cx.store().list_users(host).await {
                 Ok(users) => (users.len(), false),
                 Err(e) => return Err(failed(e.to_string())),
             },
@@ -387,12 +393,12 @@ impl Admin {
 
     async fn set_motd(
         &self,
-        server: &Server,
+        cx: &mut Context<'_>,
         host: &str,
         text: Option<(Option<&str>, &str)>,
     ) -> Result<Step, Step> {
         let deleting = text.is_none();
-        match self.motd.set(server, host, text).await {
+        match self.motd.set(cx, host, text).await {
             Ok(_) if deleting => Ok(Step::info("Message of the day deleted")),
             Ok(n) => Ok(Step::info(format!(
                 "Message of the day set and sent to {n} online sessions"
@@ -403,8 +409,8 @@ impl Admin {
 }
 
 /// Bare JIDs with a session on `host`, sorted.
-fn online_users(server: &Server, host: &str) -> Vec<String> {
-    let set: BTreeSet<String> = server
+fn online_users(cx: &Context<'_>, host: &str) -> Vec<String> {
+    let set: BTreeSet<String> = cx
         .online()
         .into_iter()
         .filter(|j| j.domain().as_str() == host)
@@ -423,7 +429,11 @@ impl Command for Admin {
         self.name
     }
 
-    async fn step(&self, ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, StanzaError> {
+    async fn step(
+        &self,
+        ctx: &mut AdhocContext<'_, '_>,
+        forms: &[DataForm],
+    ) -> Result<Step, StanzaError> {
         Ok(self.run(ctx, forms).await.unwrap_or_else(|step| step))
     }
 }

@@ -35,7 +35,6 @@ use minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, Identity, Item};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, elem, text_elem, Condition, StanzaError};
-use xmppd_core::Server;
 
 pub use form::{DataForm, DataFormType, Field, FieldExt, FieldType, FormExt};
 pub use payload::{Actions, CommandPayload, Note, NoteKind, Status};
@@ -49,9 +48,9 @@ const MAX_SESSIONS: usize = 4096;
 /// Sessions one requester (full JID) may have open at once.
 const MAX_SESSIONS_PER_REQUESTER: usize = 16;
 
-/// What a command's stage sees.
-pub struct Context<'a> {
-    pub server: &'a Server,
+/// What a command's stage sees: the handler's context (reads and the outbox) and the request.
+pub struct Context<'a, 'b> {
+    pub cx: &'a mut xmppd_core::Context<'b>,
     /// The requester's full JID.
     pub requester: &'a Jid,
     /// The served domain the command was addressed to.
@@ -104,11 +103,15 @@ pub trait Command: Send + Sync {
     /// The human-readable name listed in disco#items.
     fn name(&self) -> &str;
     /// Whether `ctx.requester` may see and run it. Administrators only unless overridden.
-    fn allowed(&self, server: &Server, requester: &Jid) -> bool {
-        server.is_admin(&requester.to_bare())
+    fn allowed(&self, cx: &xmppd_core::Context<'_>, requester: &Jid) -> bool {
+        cx.is_admin(&requester.to_bare())
     }
     /// Stage `forms.len()`: `forms` are the forms submitted at the earlier stages, in order.
-    async fn step(&self, ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, StanzaError>;
+    async fn step(
+        &self,
+        ctx: &mut Context<'_, '_>,
+        forms: &[DataForm],
+    ) -> Result<Step, StanzaError>;
 }
 
 /// A client's `action` attribute.
@@ -183,7 +186,7 @@ impl AdHoc {
 
     async fn execute(
         &self,
-        server: &Server,
+        cx: &mut xmppd_core::Context<'_>,
         from: &Jid,
         host: &str,
         cmd: CommandPayload,
@@ -192,15 +195,15 @@ impl AdHoc {
         let Some(command) = self.find(node).cloned() else {
             return Err(Condition::ItemNotFound.into());
         };
-        if !command.allowed(server, from) {
+        if !command.allowed(cx, from) {
             return Err(Condition::Forbidden.into());
         }
         let Some(action) = Action::parse(cmd.action.as_deref()) else {
             return Err(command_error("malformed-action"));
         };
         let submitted = cmd.form;
-        let ctx = Context {
-            server,
+        let mut ctx = Context {
+            cx,
             requester: from,
             host,
         };
@@ -209,7 +212,7 @@ impl AdHoc {
                 return Err(command_error("bad-action"));
             }
             let sid = format!("{:016x}", rand::random::<u64>());
-            let step = command.step(&ctx, &[]).await?;
+            let step = command.step(&mut ctx, &[]).await?;
             return Ok(Some(self.answer(node, &sid, from, Vec::new(), step)));
         };
         let sid = sid.to_owned();
@@ -232,7 +235,7 @@ impl AdHoc {
             )),
             Action::Prev if !session.forms.is_empty() => {
                 session.forms.pop();
-                let step = command.step(&ctx, &session.forms).await?;
+                let step = command.step(&mut ctx, &session.forms).await?;
                 Ok(Some(self.answer(node, &sid, from, session.forms, step)))
             }
             a if a == advance => {
@@ -241,7 +244,7 @@ impl AdHoc {
                     return Err(command_error("bad-payload"));
                 };
                 session.forms.push(form);
-                let step = command.step(&ctx, &session.forms).await?;
+                let step = command.step(&mut ctx, &session.forms).await?;
                 Ok(Some(self.answer(node, &sid, from, session.forms, step)))
             }
             _ => {
@@ -371,14 +374,13 @@ impl Module for AdHoc {
     }
 
     async fn handle_iq(&self, cx: &mut xmppd_core::Context<'_>, req: IqRequest) -> IqResponse {
-        let server = cx.core();
         if req.kind != IqKind::Set {
             return Err(Condition::BadRequest.into());
         }
         let cmd = CommandPayload::try_from(req.payload.clone())
             .map_err(|e| malformed(&req.payload, e))?;
         let host = req.to.domain().as_str().to_owned();
-        self.execute(server, &req.from, &host, cmd).await
+        self.execute(cx, &req.from, &host, cmd).await
     }
 
     async fn disco_items(
@@ -388,7 +390,6 @@ impl Module for AdHoc {
         to: &Jid,
         node: Option<&str>,
     ) -> Option<Vec<Element>> {
-        let server = cx.core();
         if node != Some(NS_COMMANDS) {
             return None;
         }
@@ -396,7 +397,7 @@ impl Module for AdHoc {
         Some(
             self.commands
                 .iter()
-                .filter(|c| c.allowed(server, from))
+                .filter(|c| c.allowed(cx, from))
                 .map(|c| {
                     Item {
                         jid: host.clone(),
@@ -416,12 +417,11 @@ impl Module for AdHoc {
         _to: &Jid,
         node: &str,
     ) -> Option<Element> {
-        let server = cx.core();
         let (category_type, name) = if node == NS_COMMANDS {
             ("command-list", "Commands")
         } else {
             let c = self.find(node)?;
-            if !c.allowed(server, from) {
+            if !c.allowed(cx, from) {
                 // Not visible to this requester: as if it did not exist.
                 return None;
             }

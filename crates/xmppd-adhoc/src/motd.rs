@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use jid::{BareJid, FullJid};
 use xmppd_core::module::{Hooks, Module};
 use xmppd_core::stanza;
-use xmppd_core::{user_ref, Context, Server};
-use xmppd_storage::{StorageError, UserDataStore, UserRef};
+use xmppd_core::{user_ref, Context};
+use xmppd_storage::{StorageError, Store, UserDataStore, UserRef};
 
 /// Key of the host's message, on the host's own entry.
 const MOTD_KEY: &str = "xmppd:motd";
@@ -107,11 +107,11 @@ impl Motd {
     }
 
     /// The current message of `host`.
-    pub async fn get(&self, server: &Server, host: &str) -> Option<Arc<Message>> {
+    pub async fn get(&self, store: &Arc<dyn Store>, host: &str) -> Option<Arc<Message>> {
         if let Some(m) = self.cache.read().ok().and_then(|c| c.get(host).cloned()) {
             return m;
         }
-        match load(server.store().as_ref(), host).await {
+        match load(store.as_ref(), host).await {
             Ok(m) => {
                 let m = m.map(Arc::new);
                 self.remember(host, m.clone());
@@ -129,16 +129,14 @@ impl Motd {
     /// then), and counts as seen for their users. Returns how many sessions took it.
     pub async fn set(
         &self,
-        server: &Server,
+        cx: &mut Context<'_>,
         host: &str,
         text: Option<(Option<&str>, &str)>,
     ) -> Result<usize, StorageError> {
-        let m = store(server.store().as_ref(), host, text)
-            .await?
-            .map(Arc::new);
+        let m = store(cx.store().as_ref(), host, text).await?.map(Arc::new);
         self.remember(host, m.clone());
         Ok(match m {
-            Some(m) => send_to_online(server, host, &m).await,
+            Some(m) => send_to_online(cx, host, &m).await,
             None => 0,
         })
     }
@@ -161,36 +159,36 @@ impl Module for Motd {
     }
 
     async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
-        let server = cx.core();
         let host = jid.domain().as_str();
-        let Some(m) = self.get(server, host).await else {
+        let Some(m) = self.get(cx.store(), host).await else {
             return;
         };
-        if first_sight(server, &jid.to_bare(), m.version).await {
+        if first_sight(cx.store(), &jid.to_bare(), m.version).await {
             let msg = crate::notice(host, jid, m.subject.as_deref(), &m.body);
-            server.deliver_to(jid, msg);
+            cx.deliver(jid, msg);
         }
     }
 }
 
 /// Sends `m` to every session on `host`, once per user who has not seen it; returns how many
 /// sessions took it.
-async fn send_to_online(server: &Server, host: &str, m: &Message) -> usize {
+async fn send_to_online(cx: &mut Context<'_>, host: &str, m: &Message) -> usize {
     let mut users: BTreeMap<BareJid, Vec<FullJid>> = BTreeMap::new();
-    for jid in server.online() {
+    for jid in cx.online() {
         if jid.domain().as_str().eq_ignore_ascii_case(host) {
             users.entry(jid.to_bare()).or_default().push(jid);
         }
     }
     let mut sent = 0;
     for (user, sessions) in users {
-        if !first_sight(server, &user, m.version).await {
+        if !first_sight(cx.store(), &user, m.version).await {
             continue;
         }
         for jid in sessions {
             let domain = jid.domain().as_str();
             let msg = crate::notice(domain, &jid, m.subject.as_deref(), &m.body);
-            sent += usize::from(server.deliver_to(&jid, msg));
+            cx.deliver(&jid, msg);
+            sent += 1;
         }
     }
     sent
@@ -198,9 +196,8 @@ async fn send_to_online(server: &Server, host: &str, m: &Message) -> usize {
 
 /// Whether `user` has yet to see message `version`; if so it is recorded as seen. Recorded
 /// before it is shown: a failed write must not show the message at every login.
-async fn first_sight(server: &Server, user: &BareJid, version: i64) -> bool {
+async fn first_sight(store: &Arc<dyn Store>, user: &BareJid, version: i64) -> bool {
     let user = user_ref(user);
-    let store = server.store();
     let seen = store.get_data(&user, SEEN_KEY).await.ok().flatten();
     if seen.and_then(|s| s.parse::<i64>().ok()) >= Some(version) {
         return false;

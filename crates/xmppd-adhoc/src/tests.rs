@@ -48,7 +48,11 @@ impl Command for TwoStage {
     fn name(&self) -> &str {
         "Two stages"
     }
-    async fn step(&self, _ctx: &Context<'_>, forms: &[DataForm]) -> Result<Step, StanzaError> {
+    async fn step(
+        &self,
+        _ctx: &mut Context<'_, '_>,
+        forms: &[DataForm],
+    ) -> Result<Step, StanzaError> {
         let field = |n: usize| DataForm {
             type_: DataFormType::Form,
             title: None,
@@ -445,7 +449,7 @@ async fn motd_is_shown_once_per_change() {
         .command(&server, &cmd(&admin_node("delete-motd"), "", ""))
         .await;
     assert_eq!(command_of(&reply).attr("status"), Some("completed"));
-    assert!(motd.get(&server, "localhost").await.is_none());
+    assert!(motd.get(server.store(), "localhost").await.is_none());
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //! after the handler returned, in the order it was pushed. A handler therefore cannot re-enter
 //! itself through routing, and nothing it holds (a room's state, a lock) is held while a stanza
 //! it produced is being routed. Work that outlives one call (a room task, a refresh timer)
-//! takes a [`ServerHandle`] and dispatches from there, never while holding a lock.
+//! runs in a task started with [`Context::spawn`], which alone hands out a [`ServerHandle`] to
+//! dispatch from, never while holding a lock.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -59,13 +60,6 @@ impl<'a> Context<'a> {
     }
 
     pub(crate) fn server(&self) -> &Arc<Server> {
-        self.server
-    }
-
-    /// The server's state and operations that do not route: hosts, configuration, storage,
-    /// sessions, administrators, ending sessions. A `&Server` cannot dispatch (that takes an
-    /// `Arc`), so a handler cannot route inline through it either.
-    pub fn core(&self) -> &'a Server {
         self.server
     }
 
@@ -192,9 +186,51 @@ impl<'a> Context<'a> {
         self.server.is_disabled(user).await
     }
 
-    /// A handle for work that outlives this call (a task of its own).
-    pub fn handle(&self) -> ServerHandle {
-        ServerHandle(Arc::downgrade(self.server))
+    /// Every module, in registration order: what the IM rules consult for disco and run
+    /// hooks of (e.g. [`Module::on_available`]) on the handler's own context.
+    pub fn modules(&self) -> &'a [Arc<dyn Module>] {
+        let server: &'a Server = self.server;
+        server.modules()
+    }
+
+    /// The modules that contribute roster items ([`crate::Hooks::roster`]).
+    pub fn roster_modules(&self) -> &'a [Arc<dyn Module>] {
+        let server: &'a Server = self.server;
+        server.roster_modules()
+    }
+
+    /// The features the server's disco#info lists, sorted.
+    pub fn server_features(&self) -> &'a [String] {
+        let server: &'a Server = self.server;
+        server.server_features()
+    }
+
+    /// The features an account's disco#info lists, sorted.
+    pub fn account_features(&self) -> &'a [String] {
+        let server: &'a Server = self.server;
+        server.account_features()
+    }
+
+    /// The domains of the components served here, with each one's name, sorted by domain.
+    pub fn components(&self) -> Vec<(&'a str, &'a str)> {
+        let server: &'a Server = self.server;
+        let mut all: Vec<_> = server
+            .component_domains()
+            .map(|(d, c)| (d.as_str(), c.name()))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// Spawns the task that `task` makes, for work that outlives this call (a room's task, a
+    /// timer). The task gets a [`ServerHandle`] to dispatch from; the handler gets neither the
+    /// handle nor the task's join handle, so it cannot route inline by waiting on either.
+    pub fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(ServerHandle) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(task(ServerHandle(Arc::downgrade(self.server))));
     }
 }
 

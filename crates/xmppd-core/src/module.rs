@@ -19,7 +19,6 @@ use crate::context::Context;
 use crate::router::SessionId;
 use crate::session::{ClientSession, PresenceState};
 use crate::stanza::{Condition, StanzaError};
-use crate::Server;
 
 /// `get` or `set`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,10 +122,11 @@ pub trait Module: Send + Sync {
         Hooks::ALL
     }
 
-    /// The server was built with this module: `core` has every module's features, hosts and
-    /// components in place (e.g. for the entity capabilities hash of its features, XEP-0115).
-    fn on_started(&self, core: &Server) {
-        let _ = core;
+    /// The server was built with this module: `cx` reads every module's features, the hosts
+    /// and the components (e.g. for the entity capabilities hash of the features, XEP-0115).
+    /// Nothing can be sent yet: the context is read-only.
+    fn on_started(&self, cx: &Context<'_>) {
+        let _ = cx;
     }
 
     /// disco#info features of every served domain.

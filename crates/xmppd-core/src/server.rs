@@ -175,8 +175,10 @@ impl ServerBuilder {
             dynamic_admins: RwLock::new(HashSet::new()),
             detached: Default::default(),
         });
+        let mut outbox = Outbox::default();
+        let cx = Context::new(&server, &mut outbox);
         for m in &server.modules {
-            m.on_started(&server);
+            m.on_started(&cx);
         }
         server
     }
@@ -316,19 +318,6 @@ impl Server {
     /// Full JIDs of every session bound on this server.
     pub fn online(&self) -> Vec<FullJid> {
         self.router.all()
-    }
-
-    /// Sends `stanza` to every bound session (addressed to each as it is written: one copy
-    /// for all), e.g. an administrator's announcement. Returns how many sessions took it.
-    pub fn broadcast(&self, stanza: &Element) -> usize {
-        let shared = Arc::new(stanza.clone());
-        self.online()
-            .into_iter()
-            .filter(|jid| {
-                let out = Outbound::Addressed(Arc::clone(&shared), jid.clone());
-                self.router.send(jid, out, class_for(jid)).is_ok()
-            })
-            .count()
     }
 
     /// Seconds since the server started.
@@ -612,11 +601,6 @@ impl Server {
         }
         let out = Outbound::Addressed(Arc::clone(stanza), to.clone());
         self.router.send(to, out, class_for(to)).is_ok()
-    }
-
-    /// Queues `el` for one local session. Returns false if the session is gone or overflowed.
-    pub fn deliver_to(&self, jid: &FullJid, el: Element) -> bool {
-        self.try_deliver(jid, Arc::new(el)).is_ok()
     }
 
     /// Queues `el` for one local session, unless a module's outbound filter takes it (which

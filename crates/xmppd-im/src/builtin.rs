@@ -20,9 +20,9 @@ use xmpp_parsers::disco::{
 use xmpp_parsers::ping::Ping as PingQuery;
 use xmpp_parsers::version::{VersionQuery, VersionResult};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
-use xmppd_core::router::{message_targets, SendError, SessionId};
+use xmppd_core::router::{message_targets, Router, SendError, SessionId};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
-use xmppd_core::{user_ref, Class, ClientSession, Context, Outbound, Server};
+use xmppd_core::{user_ref, Class, ClientSession, Context, Outbound};
 use xso::{AsXml, FromXml};
 
 /// The caps node of xmppd.
@@ -121,8 +121,8 @@ impl Module for Disco {
         Hooks::NONE
     }
 
-    fn on_started(&self, core: &Server) {
-        let _ = self.caps_ver.set(caps_ver(core.server_features()));
+    fn on_started(&self, cx: &Context<'_>) {
+        let _ = self.caps_ver.set(caps_ver(cx.server_features()));
     }
 
     fn server_features(&self) -> Vec<String> {
@@ -169,7 +169,7 @@ impl Module for Disco {
                     None => {}
                     Some(n) if n == caps_node => {}
                     Some(n) => {
-                        for m in cx.core().modules() {
+                        for m in cx.modules() {
                             if let Some(q) = m.disco_info(cx, &req.from, &req.to, n).await {
                                 return Ok(Some(q));
                             }
@@ -178,29 +178,28 @@ impl Module for Disco {
                     }
                 }
                 let id = ("server", "im", Some("xmppd"));
-                return Ok(Some(features_query(node, id, cx.core().server_features())));
+                return Ok(Some(features_query(node, id, cx.server_features())));
             }
             if let Some(n) = node {
-                for m in cx.core().modules() {
+                for m in cx.modules() {
                     if let Some(items) = m.disco_items(cx, &req.from, &req.to, Some(&n)).await {
                         return Ok(Some(items_query(Some(n), module_items(items).collect())));
                     }
                 }
                 return Err(StanzaError::new(Condition::ItemNotFound));
             }
-            let mut comps: Vec<_> = cx.core().component_domains().collect();
-            comps.sort_by(|a, b| a.0.cmp(b.0));
-            let mut items: Vec<Item> = comps
+            let mut items: Vec<Item> = cx
+                .components()
                 .into_iter()
-                .filter_map(|(domain, c)| {
+                .filter_map(|(domain, name)| {
                     Some(Item {
                         jid: Jid::new(domain).ok()?,
                         node: None,
-                        name: Some(c.name().into()),
+                        name: Some(name.into()),
                     })
                 })
                 .collect();
-            for m in cx.core().modules() {
+            for m in cx.modules() {
                 let theirs = m.disco_items(cx, &req.from, &req.to, None).await;
                 items.extend(module_items(theirs.unwrap_or_default()));
             }
@@ -215,7 +214,7 @@ impl Module for Disco {
         }
         if info {
             let id = ("account", "registered", None);
-            Ok(Some(features_query(None, id, cx.core().account_features())))
+            Ok(Some(features_query(None, id, cx.account_features())))
         } else {
             Ok(Some(items_query(None, Vec::new())))
         }
@@ -464,7 +463,7 @@ impl Module for Offline {
         {
             Ok(true) => {
                 // The recipient may have come online while this was being stored.
-                self.wanted(cx.core(), &bare, None);
+                self.wanted(cx.sessions(), &bare, None);
                 Ok(true)
             }
             Ok(false) => Err(StanzaError::with_text(
@@ -479,7 +478,7 @@ impl Module for Offline {
     }
 
     async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
-        self.wanted(cx.core(), &jid.to_bare(), Some(jid));
+        self.wanted(cx.sessions(), &jid.to_bare(), Some(jid));
     }
 
     async fn on_written(&self, cx: &mut Context<'_>, session: &ClientSession) {
@@ -498,7 +497,7 @@ impl Module for Offline {
             }
         };
         if was_taking {
-            self.wanted(cx.core(), &user, None);
+            self.wanted(cx.sessions(), &user, None);
         }
     }
 }
@@ -533,8 +532,8 @@ impl Offline {
     /// resource offline messages would go to now. A session already taking it takes the new
     /// messages too. The session is asked through its own queue ([`Outbound::Written`]), so the
     /// reading and removal happen on its task, paced by its writer.
-    fn wanted(&self, server: &Server, user: &BareJid, to: Option<&FullJid>) {
-        let resources = server.router().resources(user);
+    fn wanted(&self, sessions: &Arc<dyn Router>, user: &BareJid, to: Option<&FullJid>) {
+        let resources = sessions.resources(user);
         let target = match to {
             Some(jid) => resources.iter().find(|r| &r.jid == jid),
             None => {
@@ -559,7 +558,7 @@ impl Offline {
             },
         );
         drop(drains);
-        let pushed = (server.router().local(target.session))
+        let pushed = (sessions.local(target.session))
             .is_some_and(|l| l.queue.push(Outbound::Written, Class::Stored).is_ok());
         if !pushed {
             self.release(user, target.session);

@@ -84,7 +84,7 @@ async fn merge_contributed(
     user: &BareJid,
     mut items: Vec<RosterItem>,
 ) -> Vec<RosterItem> {
-    for m in cx.core().roster_modules() {
+    for m in cx.roster_modules() {
         for extra in m.roster_items(cx, user).await {
             if extra.jid == user.as_str() {
                 continue;
@@ -125,7 +125,7 @@ pub(crate) async fn shares_presence(cx: &Context<'_>, user: &BareJid, contact: &
     ) {
         return true;
     }
-    for m in cx.core().roster_modules() {
+    for m in cx.roster_modules() {
         if m.has_roster_item(cx, user, contact).await {
             return true;
         }
@@ -149,7 +149,7 @@ async fn roster_with_version(
 /// while nobody is told (the user offline, the server down): each roster module's own version
 /// goes into the string too, so that it names the content it stands for.
 async fn roster_version(cx: &Context<'_>, user: &BareJid, counter: u64) -> String {
-    let modules = cx.core().roster_modules();
+    let modules = cx.roster_modules();
     if modules.is_empty() {
         return counter.to_string();
     }
@@ -167,7 +167,7 @@ async fn shown_item(cx: &Context<'_>, user: &BareJid, mut item: RosterItem) -> R
     let Ok(contact) = BareJid::new(&item.jid) else {
         return item;
     };
-    for m in cx.core().roster_modules() {
+    for m in cx.roster_modules() {
         if m.has_roster_item(cx, user, &contact).await {
             item.subscription = Subscription::Both;
             item.ask = false;
@@ -184,7 +184,7 @@ async fn contributed_item(
     user: &BareJid,
     contact: &BareJid,
 ) -> Option<RosterItem> {
-    for m in cx.core().roster_modules() {
+    for m in cx.roster_modules() {
         if !m.has_roster_item(cx, user, contact).await {
             continue;
         }
@@ -481,8 +481,7 @@ async fn own_presence(
             }
             if prio >= 0 && !state.announced {
                 state.announced = true;
-                let server = cx.core();
-                for m in server.modules() {
+                for m in cx.modules() {
                     m.on_available(cx, &session.jid).await;
                 }
             }

@@ -369,12 +369,15 @@ impl MucService {
         let (Some((room, rx)), Some(service)) = (parked, self.me.upgrade()) else {
             return;
         };
-        let task = RoomTask {
-            service,
-            entry: entry.clone(),
-            server: cx.handle(),
-        };
-        tokio::spawn(task.run(jid.clone(), room, rx));
+        let (entry, jid) = (entry.clone(), jid.clone());
+        cx.spawn(move |server| {
+            let task = RoomTask {
+                service,
+                entry,
+                server,
+            };
+            task.run(jid, room, rx)
+        });
     }
 
     /// IQs to an archived room in a namespace the archive answers (XEP-0313 queries): the
