@@ -21,7 +21,9 @@ use xmppd_core::module::IqKind;
 use xmppd_core::stanza::{self, elem, Condition, StanzaError};
 use xmppd_muc::archive::NS_MODERATE;
 use xmppd_muc::room::NS_MUC_USER;
-use xmppd_muc::{HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RetractRequest, RoomArchive};
+use xmppd_muc::{
+    HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, RetractRequest, RoomArchive, Stored,
+};
 
 use crate::answer;
 use crate::module::serialize;
@@ -67,15 +69,9 @@ fn real_jid(msg: &Element) -> Option<BareJid> {
 
 #[async_trait]
 impl RoomArchive for RoomArchives {
-    async fn store(
-        &self,
-        room: &BareJid,
-        entry: HistoryEntry,
-        keep: usize,
-        archived: bool,
-    ) -> Option<String> {
+    fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, archived: bool) -> Stored {
         if !archived {
-            return self.memory.store(room, entry, keep, archived).await;
+            return self.memory.store(room, entry, keep, archived);
         }
         let HistoryEntry {
             sender,
@@ -83,7 +79,7 @@ impl RoomArchive for RoomArchives {
             ..
         } = entry;
         if !policy::worth_keeping(&message, false) {
-            return None;
+            return Box::pin(std::future::ready(None));
         }
         let nick = (message.attr("from").and_then(|f| Jid::new(f).ok()))
             .and_then(|j| j.resource().map(|r| r.to_string()))
@@ -100,14 +96,18 @@ impl RoomArchive for RoomArchives {
             stanza: serialize(&message),
             text: policy::body(&message),
         };
-        match self.store.append(new).await {
-            Ok((id, _)) => Some(encode_id(id)),
-            Err(e) => {
-                // The message is still broadcast (without an id): losing it would be worse.
-                tracing::error!(error = %e, room = %room, "could not archive a room message");
-                None
+        let queued = self.store.append_all(vec![new]);
+        let room = room.clone();
+        Box::pin(async move {
+            match queued.await {
+                Ok(ids) => ids.first().map(|(id, _)| encode_id(*id)),
+                Err(e) => {
+                    // The message is still broadcast (without an id): losing it would be worse.
+                    tracing::error!(error = %e, room = %room, "could not archive a room message");
+                    None
+                }
             }
-        }
+        })
     }
 
     async fn history(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
-use xmppd_storage::{Deferred, Schema, SqliteStore, StorageError};
+use xmppd_storage::{Deferred, Queued, Schema, SqliteStore, StorageError};
 
 use crate::store::{
     ArchiveError, ArchiveStore, Archived, DefaultPolicy, Direction, Matcher, NewMessage, Page,
@@ -218,56 +218,53 @@ fn split(s: String) -> Vec<String> {
 
 #[async_trait]
 impl ArchiveStore for SqliteArchive {
-    async fn append_all(&self, msgs: Vec<NewMessage>) -> Result<Vec<(i64, i64)>, StorageError> {
+    fn append_all(&self, msgs: Vec<NewMessage>) -> Queued<Vec<(i64, i64)>> {
         let last = self.last_stamp.clone();
-        self.store
-            .write_deferring(move |c| {
-                // Runs on the single writer thread, in id order: the stamp follows the ids.
-                let stamp = now_ms().max(last.load(Ordering::SeqCst));
-                let mut insert = c.prepare_cached(
-                    "INSERT INTO mam_messages
+        self.store.queue_deferring(move |c| {
+            // Runs on the single writer thread, in id order: the stamp follows the ids.
+            let stamp = now_ms().max(last.load(Ordering::SeqCst));
+            let mut insert = c.prepare_cached(
+                "INSERT INTO mam_messages
                          (owner, stamp_ms, with_bare, with_resource, direction, stanza)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                let mut got = Vec::with_capacity(msgs.len());
-                let mut texts = Vec::new();
-                for msg in msgs {
-                    insert.execute(params![
-                        msg.owner,
-                        stamp,
-                        msg.with_bare,
-                        msg.with_resource,
-                        msg.direction.as_i64(),
-                        msg.stanza
-                    ])?;
-                    let id = c.last_insert_rowid();
-                    if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
-                        texts.push((id, text));
-                    }
-                    got.push((id, stamp));
+            )?;
+            let mut got = Vec::with_capacity(msgs.len());
+            let mut texts = Vec::new();
+            for msg in msgs {
+                insert.execute(params![
+                    msg.owner,
+                    stamp,
+                    msg.with_bare,
+                    msg.with_resource,
+                    msg.direction.as_i64(),
+                    msg.stanza
+                ])?;
+                let id = c.last_insert_rowid();
+                if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
+                    texts.push((id, text));
                 }
-                last.store(stamp, Ordering::SeqCst);
-                // Indexed at the end of the batch, in its transaction: one new FTS5 segment
-                // per batch instead of one per job (see `SqliteStore::write_deferring`).
-                let index = (!texts.is_empty()).then(|| -> Deferred {
-                    Box::new(move |c: &Connection| {
-                        // A later job of the batch may have deleted the row (the owner's
-                        // account removed): its body is not indexed then.
-                        let mut kept =
-                            c.prepare_cached("SELECT 1 FROM mam_messages WHERE id = ?1")?;
-                        let mut index =
-                            c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?;
-                        for (id, text) in texts {
-                            if kept.exists(params![id])? {
-                                index.execute(params![id, text])?;
-                            }
+                got.push((id, stamp));
+            }
+            last.store(stamp, Ordering::SeqCst);
+            // Indexed at the end of the batch, in its transaction: one new FTS5 segment
+            // per batch instead of one per job (see `SqliteStore::write_deferring`).
+            let index = (!texts.is_empty()).then(|| -> Deferred {
+                Box::new(move |c: &Connection| {
+                    // A later job of the batch may have deleted the row (the owner's
+                    // account removed): its body is not indexed then.
+                    let mut kept = c.prepare_cached("SELECT 1 FROM mam_messages WHERE id = ?1")?;
+                    let mut index =
+                        c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?;
+                    for (id, text) in texts {
+                        if kept.exists(params![id])? {
+                            index.execute(params![id, text])?;
                         }
-                        Ok(())
-                    })
-                });
-                Ok((got, index))
-            })
-            .await
+                    }
+                    Ok(())
+                })
+            });
+            Ok((got, index))
+        })
     }
 
     async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError> {

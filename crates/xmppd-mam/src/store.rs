@@ -3,7 +3,7 @@
 //! only this trait, so a server-class SQL backend implements the same calls.
 
 use async_trait::async_trait;
-use xmppd_storage::StorageError;
+use xmppd_storage::{Queued, StorageError};
 
 /// Whether the archive's owner received or sent a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,9 +173,11 @@ pub type Matcher = Box<dyn Fn(&str) -> bool + Send>;
 #[async_trait]
 pub trait ArchiveStore: Send + Sync {
     /// Stores `msgs` durably, all or none, in one transaction (the sender's and the recipient's
-    /// copy of one message); returns their ids and stamps, in order. The ids grow in that
-    /// order and the stamps are equal.
-    async fn append_all(&self, msgs: Vec<NewMessage>) -> Result<Vec<(i64, i64)>, StorageError>;
+    /// copy of one message); resolves to their ids and stamps, in order. The ids grow in that
+    /// order and the stamps are equal. The write is queued before this returns, in order with
+    /// every other write to the store, so a caller (a room's task) may go on and await the
+    /// commit later.
+    fn append_all(&self, msgs: Vec<NewMessage>) -> Queued<Vec<(i64, i64)>>;
 
     /// Stores `msg` durably; returns its id and stamp.
     async fn append(&self, msg: NewMessage) -> Result<(i64, i64), StorageError> {

@@ -10,7 +10,7 @@ use xmppd_core::{BareJid, CoreConfig, Server};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::store::{Direction, Filter, Matcher, NewMessage, Page, PageRequest, Paging};
 use xmppd_mam::{ArchiveError, ArchiveStore, Prefs, SqliteArchive};
-use xmppd_storage::{CredentialStore, SqliteStore, StorageError, UserRef};
+use xmppd_storage::{CredentialStore, Queued, SqliteStore, StorageError, UserRef};
 
 const SID: &str = "urn:xmpp:sid:0";
 const MAM: &str = "urn:xmpp:mam:2";
@@ -405,8 +405,9 @@ struct FailingAppends(Arc<SqliteArchive>);
 
 #[async_trait]
 impl ArchiveStore for FailingAppends {
-    async fn append_all(&self, _: Vec<NewMessage>) -> Result<Vec<(i64, i64)>, StorageError> {
-        Err(StorageError::Backend("database or disk is full".into()))
+    fn append_all(&self, _: Vec<NewMessage>) -> Queued<Vec<(i64, i64)>> {
+        let full = StorageError::Backend("database or disk is full".into());
+        Box::pin(std::future::ready(Err(full)))
     }
     async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError> {
         self.0.query(owner, req).await

@@ -22,7 +22,7 @@ const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 const FORWARD: &str = "urn:xmpp:forward:0";
 
-async fn server(path: &std::path::Path) -> (Arc<Server>, Arc<SqliteArchive>) {
+async fn server(path: &std::path::Path) -> (Arc<Server>, Arc<SqliteArchive>, Arc<SqliteStore>) {
     let store = Arc::new(SqliteStore::open(path).unwrap());
     for u in ["alice", "bob", "carol"] {
         let _ = store.create_user(&UserRef::new(u, "localhost"), &[]).await;
@@ -46,10 +46,10 @@ async fn server(path: &std::path::Path) -> (Arc<Server>, Arc<SqliteArchive>) {
     let muc = MucService::load(settings, store.clone(), Arc::new(rooms))
         .await
         .unwrap();
-    let server = Server::builder(CoreConfig::default(), store)
+    let server = Server::builder(CoreConfig::default(), store.clone())
         .component("conference.localhost", muc)
         .build();
-    (server, archive)
+    (server, archive, store)
 }
 
 /// The next stanza queued for `c` that `pred` accepts (a room answers from its own task).
@@ -158,7 +158,7 @@ fn real_jid(m: &Element) -> Option<String> {
 async fn an_archived_room_ids_serves_history_after_a_restart_and_forgets_when_destroyed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.db");
-    let (srv, archive) = server(&path).await;
+    let (srv, archive, _) = server(&path).await;
     let mut alice = TestClient::login(&srv, "alice", "a").await;
     let mut bob = TestClient::login(&srv, "bob", "b").await;
     join(&srv, &mut alice, "al", "").await;
@@ -218,7 +218,7 @@ async fn an_archived_room_ids_serves_history_after_a_restart_and_forgets_when_de
     drop((alice, bob, srv, archive));
 
     // Another server on the same file: the newcomer's history comes from the archive.
-    let (srv, archive) = server(&path).await;
+    let (srv, archive, _) = server(&path).await;
     let mut carol = TestClient::login(&srv, "carol", "c").await;
     carol
         .send(
@@ -253,4 +253,105 @@ async fn an_archived_room_ids_serves_history_after_a_restart_and_forgets_when_de
     .await;
     assert_eq!(r.attr("type"), Some("result"));
     assert!(archived(&archive).await.is_empty());
+}
+
+/// RFC 6120 §10.1 through a room task and group commit: one occupant's messages and presence
+/// changes reach another in the order sent, each message with an id that is durable when it
+/// arrives. And the room does not hold its stanzas across the disk's sync: while the storage
+/// writer cannot commit, the room still takes every message and queues its write; nothing it
+/// decided is sent before those writes commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_keeps_order_through_group_commit_and_does_not_wait_for_each_commit() {
+    const N: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, archive, store) = server(&dir.path().join("x.db")).await;
+    let mut alice = TestClient::login(&srv, "alice", "a").await;
+    let mut bob = TestClient::login(&srv, "bob", "b").await;
+    join(&srv, &mut alice, "al", "").await;
+    let form = "<x xmlns='jabber:x:data' type='submit'>\
+        <field var='muc#roomconfig_enablearchiving'><value>1</value></field></x>";
+    let r = iq(
+        &srv,
+        &mut alice,
+        "cfg",
+        &format!("<query xmlns='{MUC_OWNER}'>{form}</query>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    join(&srv, &mut bob, "bob", "").await;
+    expect(&mut alice, "bob's join", |e| {
+        e.name() == "presence" && e.attr("from") == Some(&*format!("{ROOM}/bob"))
+    })
+    .await;
+
+    // The writer is held: nothing commits until `open`.
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    let held = store.queue(move |_| {
+        let _ = gate.recv();
+        Ok(())
+    });
+    let base = store.submitted_count();
+    let mut sent = Vec::new();
+    for i in 0..N {
+        bob.send(
+            &srv,
+            &format!(
+                "<message xmlns='jabber:client' type='groupchat' to='{ROOM}'><body>m{i}</body>\
+                 </message>"
+            ),
+        )
+        .await;
+        sent.push(format!("m{i}"));
+        if i % 10 == 9 {
+            bob.send(
+                &srv,
+                &format!(
+                    "<presence xmlns='jabber:client' to='{ROOM}/bob'><status>s{i}</status>\
+                     </presence>"
+                ),
+            )
+            .await;
+            sent.push(format!("s{i}"));
+        }
+    }
+    let queued = async {
+        while store.submitted_count() < base + N as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), queued)
+        .await
+        .expect("the room queued every message's write while none could commit");
+    let early = alice.drain();
+    assert!(
+        early
+            .iter()
+            .all(|e| e.attr("from") != Some(&*format!("{ROOM}/bob"))),
+        "nothing bob sent went out before its write committed: {early:?}"
+    );
+    open.send(()).unwrap();
+    held.await.unwrap();
+
+    let mut got = Vec::new();
+    let mut ids = Vec::new();
+    while got.len() < sent.len() {
+        let e = expect(&mut alice, "bob's stanzas", |e| {
+            e.attr("from") == Some(&*format!("{ROOM}/bob"))
+                && (e.name() == "message" || e.get_child("status", "jabber:client").is_some())
+        })
+        .await;
+        if e.name() == "message" {
+            got.push(body(&e));
+            ids.extend(room_ids(&e));
+        } else {
+            got.push(e.get_child("status", "jabber:client").unwrap().text());
+        }
+    }
+    assert_eq!(got, sent, "in the order sent");
+    assert_eq!(ids.len(), N, "every message carries its archive id");
+    assert_eq!(
+        archived(&archive).await,
+        ids,
+        "ids in archive order, all durable"
+    );
 }

@@ -131,20 +131,19 @@ pub struct IqAnswer {
     pub payload: Option<Element>,
 }
 
+/// What [`RoomArchive::store`] resolves to: the archive id, once durable.
+pub type Stored = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
 /// Storage of room messages: history for new occupants, and the XEP-0313 archive.
 #[async_trait]
 pub trait RoomArchive: Send + Sync {
     /// A groupchat message is about to be broadcast in `room`. `keep` is the room's history
-    /// length; `archived` is the room's archiving setting. Returns the message's archive id
-    /// once it is stored durably (the room then stamps it on the broadcast), none when it is
-    /// not archived.
-    async fn store(
-        &self,
-        room: &BareJid,
-        entry: HistoryEntry,
-        keep: usize,
-        archived: bool,
-    ) -> Option<String>;
+    /// length; `archived` is the room's archiving setting. Resolves to the message's archive
+    /// id once it is stored durably (the room then stamps it on the broadcast), none when it
+    /// is not archived. The write is queued before this returns, in order with the room's
+    /// other writes, and history already includes the message: the room goes on with its
+    /// next stanza while the write commits.
+    fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, archived: bool) -> Stored;
 
     /// The discussion history for a new occupant, oldest first, at most `keep` messages.
     async fn history(
@@ -242,19 +241,13 @@ impl Default for MemoryArchive {
 
 #[async_trait]
 impl RoomArchive for MemoryArchive {
-    async fn store(
-        &self,
-        room: &BareJid,
-        entry: HistoryEntry,
-        keep: usize,
-        _archived: bool,
-    ) -> Option<String> {
+    fn store(&self, room: &BareJid, entry: HistoryEntry, keep: usize, _archived: bool) -> Stored {
         let size = xmppd_core::queue::element_size(&entry.message);
         if keep == 0 || size > self.max_bytes {
             if keep == 0 {
                 self.rooms.remove(room);
             }
-            return None;
+            return Box::pin(std::future::ready(None));
         }
         let mut h = self.rooms.entry(room.clone()).or_default();
         h.entries.push_back((entry, size));
@@ -262,7 +255,7 @@ impl RoomArchive for MemoryArchive {
         while h.entries.len() > keep || h.bytes > self.max_bytes {
             h.pop_front();
         }
-        None
+        Box::pin(std::future::ready(None))
     }
 
     async fn history(

@@ -21,6 +21,7 @@ pub mod service;
 
 pub use archive::{
     HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, Moderation, RetractRequest, RoomArchive,
+    Stored,
 };
 pub use room::{Affiliation, Role, Room, RoomLimits};
 pub use service::{Creation, MucService, MucSettings};

@@ -3,11 +3,13 @@
 //!
 //! Concurrency: the room registry is a sharded map from a room's address to its inbox. The
 //! component only pushes a stanza into the room's inbox and returns; the room's task takes
-//! stanzas one at a time, computes the outcome (`Room::handle`), saves what must be durable,
-//! then dispatches the outcome and only then takes the next stanza. The room is never locked
-//! and never waits on routing, so a stanza it sends that comes back to it (a bounce, a decline
-//! addressed to the room) simply waits in its inbox; and every occupant sees one room's stanzas
-//! in the order the room produced them. A room's task ends when the room is gone; stanzas still
+//! stanzas one at a time, computes the outcome (`Room::handle`), queues what must be durable
+//! (its state, an archived message) for storage, hands the outcome to the room's courier and
+//! takes the next stanza. The courier sends each outcome once its writes are committed, in
+//! order. The room is never locked, never waits on routing and never holds anything across a
+//! commit, so a stanza it sends that comes back to it (a bounce, a decline addressed to the
+//! room) simply waits in its inbox; and every occupant sees one room's stanzas in the order the
+//! room produced them. A room's task ends when the room is gone; stanzas still
 //! in its inbox are handed back to the service (a join creates the room anew). disco#items reads
 //! a summary each room keeps current, so listing rooms never waits on a busy room.
 //!
@@ -17,6 +19,8 @@
 //! Not done here: room name reservation without joining (XEP-0045 unique room names), s2s
 //! occupants' special cases.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -24,14 +28,14 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use xmppd_core::module::Component;
 use xmppd_core::stanza::{
     self, elem, error_reply, iq_result, set_attr, Condition, StanzaError, NS_DISCO_INFO,
     NS_DISCO_ITEMS,
 };
 use xmppd_core::{Context, ServerHandle};
-use xmppd_storage::{RoomStore, StorageError};
+use xmppd_storage::{Queued, RoomStore, StorageError};
 
 use crate::archive::{RoomArchive, NS_SID};
 use crate::room::{Room, RoomLimits, Send, NS_MUC};
@@ -380,30 +384,26 @@ impl MucService {
         });
     }
 
-    /// IQs to an archived room in a namespace the archive answers (XEP-0313 queries): the
-    /// result messages, then the answer. Those the room does not let read its archive get
-    /// `<forbidden/>` (XEP-0313 §5.2). A room whose archiving is off answers them itself
-    /// (`<service-unavailable/>`, as it advertises no archive).
+    /// Whether `st` is an IQ to archived `room` in a namespace the archive answers (XEP-0313
+    /// queries), for [`MucService::archive_iq`]. A room whose archiving is off answers them
+    /// itself (`<service-unavailable/>`, as it advertises no archive).
+    fn archive_claims(&self, room: &Room, st: &Element) -> bool {
+        let to_room = || {
+            (st.attr("to").and_then(|t| Jid::new(t).ok())).is_some_and(|t| t.resource().is_none())
+        };
+        room.config.archived
+            && st.name() == "iq"
+            && matches!(st.attr("type"), Some("get" | "set"))
+            && (st.children().next())
+                .is_some_and(|q| self.archive.iq_namespaces().contains(&q.ns().as_str()))
+            && to_room()
+    }
+
+    /// The answer to an IQ [`MucService::archive_claims`]: the result messages, then the
+    /// answer. Those the room does not let read its archive get `<forbidden/>` (XEP-0313
+    /// §5.2).
     async fn archive_iq(&self, room: &Room, st: &Element) -> Option<Vec<Send>> {
-        if !room.config.archived
-            || st.name() != "iq"
-            || !matches!(st.attr("type"), Some("get" | "set"))
-        {
-            return None;
-        }
-        let ns = st.children().next()?.ns();
-        if !self.archive.iq_namespaces().contains(&ns.as_str()) {
-            return None;
-        }
         let from = st.attr("from").and_then(|f| FullJid::new(f).ok())?;
-        let to_room = st
-            .attr("to")
-            .and_then(|t| Jid::new(t).ok())?
-            .resource()
-            .is_none();
-        if !to_room {
-            return None;
-        }
         let answer = match room.archive_reader(&from) {
             Ok(real_jids) => {
                 (self.archive)
@@ -422,21 +422,46 @@ impl MucService {
         })
     }
 
-    /// Saves a persistent room, or deletes the record of one that is not (any more).
-    async fn save(&self, room: &Room) {
+    /// Saves a persistent room, or deletes the record of one that is not (any more): queued
+    /// now, in order with the room's other writes; resolves once committed.
+    fn save(&self, room: &Room) -> Queued<()> {
         let snapshot = room.snapshot();
-        let result = if room.config.persistent && !room.gone {
-            self.store.save_room(&snapshot).await
+        if room.config.persistent && !room.gone {
+            self.store.save_room(&snapshot)
         } else {
-            self.store
-                .delete_room(&snapshot.domain, &snapshot.name)
-                .await
-        };
-        if let Err(e) = result {
-            tracing::error!(room = %room.jid, error = %e, "saving the room failed");
+            self.store.delete_room(&snapshot.domain, &snapshot.name)
         }
     }
 }
+
+/// What one input leaves to send, once the writes it queued are committed.
+type Pending = Pin<Box<dyn Future<Output = Vec<Send>> + std::marker::Send>>;
+
+/// `out`, to send as it is (nothing to wait for).
+fn now(out: Vec<Send>) -> Pending {
+    Box::pin(std::future::ready(out))
+}
+
+/// `out`, to send once `saved` (the room's state) is committed.
+fn once_saved(saved: Queued<()>, room: BareJid, out: Vec<Send>) -> Pending {
+    Box::pin(async move {
+        if let Err(e) = saved.await {
+            tracing::error!(room = %room, error = %e, "saving the room failed");
+        }
+        out
+    })
+}
+
+/// What a room's task hands its courier, in order.
+enum Courier {
+    /// Send what this resolves to, as answering `sender`'s stanza when there is one.
+    Send(Pending, Option<FullJid>),
+    /// Answer once everything handed over before was sent.
+    Settle(oneshot::Sender<()>),
+}
+
+/// Outcomes a room may have waiting on commits; past this its task waits for the disk.
+const COURIER_DEPTH: usize = 256;
 
 /// One room's task: the only owner of its [`Room`].
 struct RoomTask {
@@ -446,56 +471,46 @@ struct RoomTask {
 }
 
 impl RoomTask {
+    /// Takes the room's inputs one at a time. What an input must make durable (the room's
+    /// state, an archived message) is queued for storage and its outcome handed to the room's
+    /// courier, which sends each outcome once its writes committed, in order: the room goes on
+    /// with its next stanza while the disk syncs (the storage engine commits everything queued
+    /// meanwhile together), and never holds anything across the fsync.
     async fn run(self, jid: BareJid, mut room: Room, mut rx: mpsc::UnboundedReceiver<Input>) {
         if self.entry.fresh {
             self.service.archive.forget(&jid).await;
         }
+        let (courier, to_send) = mpsc::channel(COURIER_DEPTH);
+        let sending = tokio::spawn(deliver(self.server.clone(), to_send));
         while let Some(input) = rx.recv().await {
             self.entry.queued.fetch_sub(1, Ordering::Relaxed);
             let mut sender = None;
-            let (out, gone) = match input {
+            let (pending, gone) = match input {
                 Input::Stanza(st) => {
                     sender = st.attr("from").and_then(|f| FullJid::new(f).ok());
-                    self.step(&mut room, st).await
+                    self.step(&mut room, st, &courier).await
                 }
-                Input::Forget(user) => {
-                    if room.forget_account(&user) {
-                        self.changed(&room).await;
-                    }
-                    (Vec::new(), false)
+                Input::Forget(user) if room.forget_account(&user) => {
+                    (self.changed(&room, Vec::new()), false)
                 }
+                Input::Forget(_) => (now(Vec::new()), false),
                 Input::Adopt(admin) if room.owners().is_empty() => {
                     tracing::info!(room = %jid, owner = %admin, "administrator takes over a room without owner");
                     let mut outcome = room.adopt(&admin);
-                    self.changed(&room).await;
-                    (outcome.take_sends(), false)
+                    (self.changed(&room, outcome.take_sends()), false)
                 }
-                Input::Adopt(_) => (Vec::new(), false),
+                Input::Adopt(_) => (now(Vec::new()), false),
             };
             if let Ok(mut s) = self.entry.summary.lock() {
                 *s = Summary::of(&room);
             }
-            // Outside any lock, after what had to be saved was saved: what the room sends
-            // may come back to it, and then waits in the inbox. What goes back to the sender
-            // (the occupant list on a join) answers its own request: the sender's reply budget.
-            let dispatch = self.server.with_context(|cx| {
-                for send in out {
-                    match send {
-                        Send::One(el) => cx.send(el),
-                        Send::Shared(el, to) => {
-                            to.iter().for_each(|t| cx.send_shared(t, el.clone()))
-                        }
-                    }
-                }
-            });
-            match sender {
-                Some(jid) => xmppd_core::handling(jid, dispatch).await,
-                None => dispatch.await,
-            };
-            if gone {
+            if courier.send(Courier::Send(pending, sender)).await.is_err() || gone {
                 break;
             }
         }
+        // Everything the room decided goes out before it leaves the registry.
+        drop(courier);
+        let _ = sending.await;
         // Gone: leave the registry first, so that what is still queued (a join racing the
         // last leave) reaches the service anew instead of this inbox.
         let svc = &self.service;
@@ -511,47 +526,52 @@ impl RoomTask {
         self.server.dispatch_all(left).await;
     }
 
-    /// Keeps the owners count and the stored room in step with an affiliation change.
-    async fn changed(&self, room: &Room) {
+    /// Keeps the owners count and the stored room in step with an affiliation change; `out`
+    /// is sent once the room is saved.
+    fn changed(&self, room: &Room, out: Vec<Send>) -> Pending {
         self.service.owners.insert(room.jid.clone(), room.owners());
-        self.service.save(room).await;
+        once_saved(self.service.save(room), room.jid.clone(), out)
     }
 
-    /// Handles one stanza; returns what to send, in order, and whether the room is gone.
-    async fn step(&self, room: &mut Room, st: Element) -> (Vec<Send>, bool) {
+    /// Handles one stanza; returns what to send, in order, once what it queued is durable,
+    /// and whether the room is gone. Reading the archive (history, queries, a retraction's
+    /// target) first waits until the courier sent everything before: what was sent is then
+    /// stored, and nothing is read that a later commit could still contradict.
+    async fn step(
+        &self,
+        room: &mut Room,
+        st: Element,
+        courier: &mpsc::Sender<Courier>,
+    ) -> (Pending, bool) {
         let svc = &self.service;
-        if let Some(answer) = svc.archive_iq(room, &st).await {
-            return (answer, false);
+        if svc.archive_claims(room, &st) {
+            settle(courier).await;
+            if let Some(answer) = svc.archive_iq(room, &st).await {
+                return (now(answer), false);
+            }
         }
-        let now = stanza::now_ms();
-        let mut outcome = room.handle(&st, now);
+        let now_ms = stanza::now_ms();
+        let mut outcome = room.handle(&st, now_ms);
         let (keep, archived) = (room.config.history_length, room.config.archived);
         if let Some(r) = outcome.retract.take() {
             // The tombstone first: the retraction, archived next, must not be what it names.
+            settle(courier).await;
             if let Err(e) = svc.archive.retract(&room.jid, &r).await {
-                return (
-                    error_reply(&st, &e).map(Send::One).into_iter().collect(),
-                    false,
-                );
+                let refused = error_reply(&st, &e).map(Send::One).into_iter().collect();
+                return (now(refused), false);
             }
         }
-        if let Some(entry) = outcome.archive.take() {
-            // Stored before it is broadcast, so that the id every copy carries is already in
-            // the archive (XEP-0359 §3) and a client may query from it at once.
-            if let Some(id) = svc.archive.store(&room.jid, entry, keep, archived).await {
-                outcome.add_to_archived(elem(
-                    "stanza-id",
-                    NS_SID,
-                    &[("by", room.jid.as_str()), ("id", &id)],
-                ));
-            }
-        }
-        let mut out = outcome.take_sends();
-        if let Some((to, query)) = outcome.history_for {
-            let history = (svc.archive)
-                .history(&room.jid, &query, keep, archived, now)
+        // Queued now; its id is stamped on the broadcast once it is durable (XEP-0359 §3), so
+        // that a client may query from it at once.
+        let stored = (outcome.archive.take())
+            .map(|entry| svc.archive.store(&room.jid, entry, keep, archived));
+        let mut history = Vec::new();
+        if let Some((to, query)) = outcome.history_for.take() {
+            settle(courier).await;
+            let entries = (svc.archive)
+                .history(&room.jid, &query, keep, archived, now_ms)
                 .await;
-            for entry in history {
+            for entry in entries {
                 let mut m = entry.message;
                 set_attr(&mut m, "to", to.to_string());
                 m.append_child(elem(
@@ -562,20 +582,77 @@ impl RoomTask {
                         ("stamp", &stanza::xep82_datetime(entry.stamp_ms)),
                     ],
                 ));
-                out.push(Send::One(m));
+                history.push(Send::One(m));
             }
         }
-        out.extend(outcome.after.into_iter().map(Send::One));
         if outcome.destroyed {
             svc.owners.remove(&room.jid);
             svc.archive.forget(&room.jid).await;
         } else if outcome.changed {
             svc.owners.insert(room.jid.clone(), room.owners());
         }
-        if outcome.changed || outcome.destroyed {
-            svc.save(room).await;
+        let saved = (outcome.changed || outcome.destroyed).then(|| svc.save(room));
+        let gone = outcome.destroyed || room.gone;
+        let jid = room.jid.clone();
+        let pending = Box::pin(async move {
+            if let Some(id) = match stored {
+                Some(stored) => stored.await,
+                None => None,
+            } {
+                let sid = [("by", jid.as_str()), ("id", id.as_str())];
+                outcome.add_to_archived(elem("stanza-id", NS_SID, &sid));
+            }
+            let mut out = outcome.take_sends();
+            out.extend(history);
+            out.extend(outcome.after.drain(..).map(Send::One));
+            if let Some(saved) = saved {
+                if let Err(e) = saved.await {
+                    tracing::error!(room = %jid, error = %e, "saving the room failed");
+                }
+            }
+            out
+        });
+        (pending, gone)
+    }
+}
+
+/// Waits until the courier sent everything handed to it before.
+async fn settle(courier: &mpsc::Sender<Courier>) {
+    let (done, settled) = oneshot::channel();
+    if courier.send(Courier::Settle(done)).await.is_ok() {
+        let _ = settled.await;
+    }
+}
+
+/// A room's courier: sends each outcome once its writes are durable, in the order the room
+/// decided them, outside any lock: what the room sends may come back to it, and then waits in
+/// its inbox. What goes back to the sender (the occupant list on a join) answers its own
+/// request: the sender's reply budget.
+async fn deliver(server: ServerHandle, mut inbox: mpsc::Receiver<Courier>) {
+    while let Some(next) = inbox.recv().await {
+        let (pending, sender) = match next {
+            Courier::Send(pending, sender) => (pending, sender),
+            Courier::Settle(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let out = pending.await;
+        if out.is_empty() {
+            continue;
         }
-        (out, outcome.destroyed || room.gone)
+        let dispatch = server.with_context(|cx| {
+            for send in out {
+                match send {
+                    Send::One(el) => cx.send(el),
+                    Send::Shared(el, to) => to.iter().for_each(|t| cx.send_shared(t, el.clone())),
+                }
+            }
+        });
+        match sender {
+            Some(jid) => xmppd_core::handling(jid, dispatch).await,
+            None => dispatch.await,
+        };
     }
 }
 

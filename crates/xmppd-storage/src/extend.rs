@@ -25,51 +25,54 @@ impl SqliteStore {
     /// none of it applied); returns the version it was at before. A database whose version of
     /// the schema is newer than this build knows is an error, never a downgrade.
     pub async fn extend(&self, schema: Schema) -> Result<usize> {
-        self.write(move |conn| {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS xmppd_schemas (
-                     name TEXT PRIMARY KEY,
-                     version INTEGER NOT NULL
-                 ) WITHOUT ROWID;",
-            )?;
-            let current: i64 = conn
-                .query_row(
-                    "SELECT version FROM xmppd_schemas WHERE name = ?1",
-                    params![schema.name],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            let known = schema.migrations.len();
-            let current = usize::try_from(current)
-                .ok()
-                .filter(|v| *v <= known)
-                .ok_or_else(|| {
-                    StorageError::Backend(format!(
-                        "schema {} is at version {current}, newer than this xmppd knows ({known})",
-                        schema.name
-                    ))
-                })?;
-            for sql in &schema.migrations[current..] {
-                conn.execute_batch(sql)?;
-            }
-            if current < known {
-                conn.execute(
-                    "INSERT INTO xmppd_schemas (name, version) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET version = excluded.version",
-                    params![schema.name, known as i64],
-                )?;
-                tracing::info!(
-                    schema = schema.name,
-                    from = current,
-                    to = known,
-                    "schema migrated"
-                );
-            }
-            Ok(current)
-        })
-        .await
+        self.write(move |conn| apply_schema(conn, schema)).await
     }
+}
+
+/// [`SqliteStore::extend`]'s work, on the writer's connection inside a job: for a write that
+/// must find its tables in place even when it is the first use of them.
+pub(crate) fn apply_schema(conn: &rusqlite::Connection, schema: Schema) -> Result<usize> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS xmppd_schemas (
+             name TEXT PRIMARY KEY,
+             version INTEGER NOT NULL
+         ) WITHOUT ROWID;",
+    )?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT version FROM xmppd_schemas WHERE name = ?1",
+            params![schema.name],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let known = schema.migrations.len();
+    let current = usize::try_from(current)
+        .ok()
+        .filter(|v| *v <= known)
+        .ok_or_else(|| {
+            StorageError::Backend(format!(
+                "schema {} is at version {current}, newer than this xmppd knows ({known})",
+                schema.name
+            ))
+        })?;
+    for sql in &schema.migrations[current..] {
+        conn.execute_batch(sql)?;
+    }
+    if current < known {
+        conn.execute(
+            "INSERT INTO xmppd_schemas (name, version) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+            params![schema.name, known as i64],
+        )?;
+        tracing::info!(
+            schema = schema.name,
+            from = current,
+            to = known,
+            "schema migrated"
+        );
+    }
+    Ok(current)
 }
 
 #[cfg(test)]

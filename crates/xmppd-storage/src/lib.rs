@@ -47,6 +47,10 @@ pub enum StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// A write already queued for the storage engine, in order with every write queued before it;
+/// it resolves once the write is committed (durable) or failed. See [`RoomStore::save_room`].
+pub type Queued<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>;
+
 /// One account: its localpart and domain. Both are already normalised (nodeprep/nameprep) by
 /// the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -305,9 +309,13 @@ pub struct StoredRoom {
 #[async_trait]
 pub trait RoomStore: Send + Sync {
     /// Inserts or replaces the room with everything in it (its affiliation list included).
-    async fn save_room(&self, room: &StoredRoom) -> Result<()>;
-    /// Removes the room and its affiliations; absent rooms are not an error.
-    async fn delete_room(&self, domain: &str, name: &str) -> Result<()>;
+    /// Queued before it returns, in order with the writes queued before and after it (a room's
+    /// archived messages, say): a room's task queues its state and goes on with its next
+    /// stanza, and awaits the commit only before it sends what depends on it.
+    fn save_room(&self, room: &StoredRoom) -> Queued<()>;
+    /// Removes the room and its affiliations; absent rooms are not an error. Queued before it
+    /// returns, like [`RoomStore::save_room`].
+    fn delete_room(&self, domain: &str, name: &str) -> Queued<()>;
     async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>>;
     /// Every stored room of the service `domain`, sorted by name.
     async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>>;

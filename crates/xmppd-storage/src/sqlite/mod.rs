@@ -45,7 +45,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::{Result, StorageError};
+use crate::{Queued, Result, StorageError};
 use migrations::migrate;
 pub use rooms::ROOMS_SCHEMA;
 pub use writer::Deferred;
@@ -68,7 +68,7 @@ pub struct SqliteStore {
     /// Write jobs handed to the writer; lets tests know when a burst is fully queued.
     submitted: AtomicU64,
     /// Whether the `muc` schema is known to be applied (see `rooms.rs`).
-    rooms_ready: AtomicBool,
+    rooms_ready: Arc<AtomicBool>,
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (owner only); an existing directory is
@@ -146,6 +146,12 @@ impl SqliteStore {
         Self::start(conn.clone(), vec![conn])
     }
 
+    /// Number of write jobs queued for this store's writer so far.
+    #[doc(hidden)]
+    pub fn submitted_count(&self) -> u64 {
+        self.submitted.load(Ordering::SeqCst)
+    }
+
     /// Number of write transactions committed by this store's writer so far.
     #[doc(hidden)]
     pub fn commit_count(&self) -> u64 {
@@ -163,7 +169,7 @@ impl SqliteStore {
             threads: Vec::with_capacity(readers.len() + 1),
             commits: commits.clone(),
             submitted: AtomicU64::new(0),
-            rooms_ready: AtomicBool::new(false),
+            rooms_ready: Arc::new(AtomicBool::new(false)),
         };
         // On a spawn failure `store` is dropped, which closes the channels and joins the threads
         // already started.
@@ -207,15 +213,36 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<(T, Option<Deferred>)> + Send + 'static,
     {
+        self.queue_deferring(f).await
+    }
+
+    /// [`SqliteStore::write`], queued for the writer before this returns: jobs queued one
+    /// after the other run (and commit) in that order, so a caller may queue several writes
+    /// and await their commits later, without holding anything across the fsync in between.
+    pub fn queue<T, F>(&self, f: F) -> Queued<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.queue_deferring(move |c| Ok((f(c)?, None)))
+    }
+
+    /// [`SqliteStore::write_deferring`], queued before this returns (see [`SqliteStore::queue`]).
+    pub fn queue_deferring<T, F>(&self, f: F) -> Queued<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Option<Deferred>)> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job = Box::new(Job::new(f, tx));
-        self.writer_tx
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
+        let sent = (self.writer_tx.as_ref())
+            .ok_or_else(stopped)
+            .and_then(|w| w.send(job).map_err(|_| stopped()));
+        if let Err(e) = sent {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         self.submitted.fetch_add(1, Ordering::SeqCst);
-        rx.await.map_err(|_| stopped())?
+        Box::pin(async move { rx.await.map_err(|_| stopped())? })
     }
 
     /// Runs `f` on one of the reader connections (read-only).

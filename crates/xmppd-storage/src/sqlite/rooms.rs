@@ -4,13 +4,15 @@
 //! [`SqliteStore::extend`] the first time the store serves rooms: a server without chat rooms
 //! has none of them, and they migrate apart from the shared schema.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::SqliteStore;
-use crate::{Result, RoomAffiliation, RoomStore, Schema, StoredRoom, UserRef};
+use crate::extend::apply_schema;
+use crate::{Queued, Result, RoomAffiliation, RoomStore, Schema, StoredRoom, UserRef};
 
 /// The tables of the multi-user chat service (`muc` in `xmppd_schemas`). Until this schema
 /// existed they were made by the shared migrations, so a database from then already has them
@@ -38,6 +40,25 @@ CREATE TABLE IF NOT EXISTS muc_affiliations (
 CREATE INDEX IF NOT EXISTS muc_affiliations_by_jid ON muc_affiliations (jid);
 "],
 };
+
+/// Applies [`ROOMS_SCHEMA`] inside a write job, unless the store knows it is in place: the
+/// first write of rooms may come before any room query. (Idempotent: two first writes may
+/// both apply it.)
+fn ensure_rooms_schema(c: &Connection, ready: &AtomicBool) -> Result<()> {
+    if !ready.load(Ordering::Acquire) {
+        apply_schema(c, ROOMS_SCHEMA)?;
+    }
+    Ok(())
+}
+
+/// `queued`, remembering once it committed that the room tables exist.
+fn noting_schema(queued: Queued<()>, ready: Arc<AtomicBool>) -> Queued<()> {
+    Box::pin(async move {
+        queued.await?;
+        ready.store(true, Ordering::Release);
+        Ok(())
+    })
+}
 
 impl SqliteStore {
     /// Applies [`ROOMS_SCHEMA`] once per store, before its first room query.
@@ -77,10 +98,11 @@ pub(super) fn drop_affiliations(
 
 #[async_trait]
 impl RoomStore for SqliteStore {
-    async fn save_room(&self, room: &StoredRoom) -> Result<()> {
-        self.rooms_schema().await?;
+    fn save_room(&self, room: &StoredRoom) -> Queued<()> {
         let room = room.clone();
-        self.write(move |c| {
+        let (ready, ready2) = (self.rooms_ready.clone(), self.rooms_ready.clone());
+        let queued = self.queue(move |c| {
+            ensure_rooms_schema(c, &ready)?;
             // A plain REPLACE would delete the row first and cascade to the affiliations; they
             // are rewritten below anyway, but an upsert keeps the intent obvious.
             c.prepare_cached(
@@ -105,21 +127,22 @@ impl RoomStore for SqliteStore {
                 ])?;
             }
             Ok(())
-        })
-        .await
+        });
+        noting_schema(queued, ready2)
     }
 
-    async fn delete_room(&self, domain: &str, name: &str) -> Result<()> {
-        self.rooms_schema().await?;
+    fn delete_room(&self, domain: &str, name: &str) -> Queued<()> {
         let (domain, name) = (domain.to_owned(), name.to_owned());
-        self.write(move |c| {
+        let (ready, ready2) = (self.rooms_ready.clone(), self.rooms_ready.clone());
+        let queued = self.queue(move |c| {
+            ensure_rooms_schema(c, &ready)?;
             c.prepare_cached("DELETE FROM muc_affiliations WHERE domain = ?1 AND name = ?2")?
                 .execute(params![domain, name])?;
             c.prepare_cached("DELETE FROM muc_rooms WHERE domain = ?1 AND name = ?2")?
                 .execute(params![domain, name])?;
             Ok(())
-        })
-        .await
+        });
+        noting_schema(queued, ready2)
     }
 
     async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>> {
