@@ -45,18 +45,31 @@ pub struct Outbox {
     pub(crate) queue: VecDeque<Outgoing>,
 }
 
+/// The addresses of a stanza, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressing {
+    pub from: Jid,
+    pub to: Jid,
+}
+
 /// A handler's view of the server: configuration, storage, the session registry, and an
 /// outbox for what it sends.
 pub struct Context<'a> {
     server: &'a Arc<Server>,
     outbox: &'a mut Outbox,
+    /// The addresses of the message whose hooks are running, as the core parsed them.
+    addressing: Option<Addressing>,
 }
 
 impl<'a> Context<'a> {
     /// A context on `server` queueing into `outbox`, for code outside any handler: nothing is
     /// routed until [`Server::drain`] of that outbox.
     pub fn new(server: &'a Arc<Server>, outbox: &'a mut Outbox) -> Self {
-        Context { server, outbox }
+        Context {
+            server,
+            outbox,
+            addressing: None,
+        }
     }
 
     pub(crate) fn server(&self) -> &Arc<Server> {
@@ -65,6 +78,26 @@ impl<'a> Context<'a> {
 
     pub(crate) fn outbox_mut(&mut self) -> &mut Outbox {
         self.outbox
+    }
+
+    /// `stanza`'s `from` and `to`, parsed: in a message hook, the core's own parse of the
+    /// message (no second parse) as long as its attributes still read the same; otherwise
+    /// parsed here. None when either is missing or malformed.
+    pub fn addressing(&self, stanza: &Element) -> Option<Addressing> {
+        let (from, to) = (stanza.attr("from")?, stanza.attr("to")?);
+        match &self.addressing {
+            Some(a) if a.from.as_str() == from && a.to.as_str() == to => Some(a.clone()),
+            _ => Some(Addressing {
+                from: crate::address::parse_jid(from).ok()?,
+                to: crate::address::parse_jid(to).ok()?,
+            }),
+        }
+    }
+
+    /// Sets what [`Context::addressing`] answers from without parsing, while the hooks of one
+    /// message run.
+    pub(crate) fn set_addressing(&mut self, addressing: Option<Addressing>) {
+        self.addressing = addressing;
     }
 
     /// Queues `stanza` (with `to` set) for routing once the handler has returned.

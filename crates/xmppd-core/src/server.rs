@@ -17,7 +17,7 @@ use minidom::Element;
 use xmppd_storage::{SessionRecord, Store, UserRef};
 use xmppd_stream::StreamErrorCondition;
 
-use crate::context::{Context, Outbox, Outgoing};
+use crate::context::{Addressing, Context, Outbox, Outgoing};
 use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
 use crate::queue::{QueueLimits, QueueReceiver, SessionQueue};
 use crate::router::{LocalRouter, LocalSession, NodeId, Resource, Router, SendError, SessionId};
@@ -714,14 +714,23 @@ impl Server {
         mut msg: Element,
         to: Option<Jid>,
     ) {
+        if let (false, Some(to)) = (self.message_out.is_empty(), &to) {
+            let from = Jid::from(session.jid.clone());
+            cx.set_addressing(Some(Addressing {
+                from,
+                to: to.clone(),
+            }));
+        }
         for m in &self.message_out {
             if let HookAction::Stop(err) = m.on_message_out(cx, &mut msg).await {
+                cx.set_addressing(None);
                 if let Some(err) = err {
                     reply_error(cx, session, &msg, err);
                 }
                 return;
             }
         }
+        cx.set_addressing(None);
         // RFC 6120 §10.3: no 'to' means the sender's own bare JID.
         let to = to.unwrap_or_else(|| own_bare(&mut msg, session));
         cx.send_to(msg, to);
@@ -905,14 +914,25 @@ impl Server {
             Some("error") => "error",
             _ => "normal",
         };
+        if !self.message_in.is_empty() {
+            // Stamped by the server (a session's full JID, a room occupant, a domain): in
+            // canonical form, so the parse is one check.
+            let from = msg.attr("from").map(crate::address::parse_jid);
+            if let Some(Ok(from)) = from {
+                let to = to.clone();
+                cx.set_addressing(Some(Addressing { from, to }));
+            }
+        }
         for m in &self.message_in {
             if let HookAction::Stop(err) = m.on_message_in(cx, &mut msg).await {
+                cx.set_addressing(None);
                 if let Some(err) = err {
                     cx.bounce(&msg, err);
                 }
                 return;
             }
         }
+        cx.set_addressing(None);
         let msg = Arc::new(msg);
         if let Ok(full) = to.try_as_full() {
             if self.try_deliver(full, msg.clone()).is_ok() {

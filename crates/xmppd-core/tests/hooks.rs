@@ -386,3 +386,79 @@ async fn session_hooks_see_presence_iqs_and_the_end_of_a_replaced_session() {
     successor.logout(&server).await;
     assert_eq!(log.take(), ["end alice@localhost/pc available=false"]);
 }
+
+/// Records the addresses message hooks are given, and readdresses a message saying so.
+#[derive(Default)]
+struct Addresses {
+    seen: Mutex<Vec<(&'static str, String, String)>>,
+    readdress: bool,
+}
+
+impl Addresses {
+    fn note(&self, hook: &'static str, cx: &Context<'_>, msg: &Element) {
+        let a = cx.addressing(msg).expect("both addresses");
+        let seen = (hook, a.from.to_string(), a.to.to_string());
+        self.seen.lock().unwrap().push(seen);
+    }
+}
+
+#[async_trait]
+impl Module for Addresses {
+    fn name(&self) -> &'static str {
+        "addresses"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            message_out: true,
+            message_in: true,
+            ..Hooks::NONE
+        }
+    }
+
+    async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        let redirect = msg.get_child("body", "jabber:client").map(Element::text);
+        if self.readdress && redirect.as_deref() == Some("to mallory") {
+            xmppd_core::stanza::set_attr(msg, "to", "mallory@localhost");
+        }
+        self.note("out", cx, msg);
+        HookAction::Continue
+    }
+
+    async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        self.note("in", cx, msg);
+        HookAction::Continue
+    }
+}
+
+#[tokio::test]
+async fn message_hooks_get_the_addresses_as_they_read_after_earlier_hooks() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob", "mallory"] {
+        (store.create_user(&UserRef::new(u, "localhost"), &[]).await).unwrap();
+    }
+    let first = Arc::new(Addresses {
+        readdress: true,
+        ..Addresses::default()
+    });
+    let second = Arc::new(Addresses::default());
+    let server = Server::builder(CoreConfig::default(), store)
+        .modules(xmppd_im::modules())
+        .module(first.clone())
+        .module(second.clone())
+        .build();
+    let mut alice = online(&server, "alice", "pc").await;
+    let mut mallory = online(&server, "mallory", "m").await;
+    for body in ["hello", "to mallory"] {
+        let msg = format!(
+            "<message xmlns='jabber:client' to='Bob@LOCALHOST'><body>{body}</body></message>"
+        );
+        alice.send(&server, &msg).await;
+    }
+    assert_eq!(bodies(&mallory.drain()), ["to mallory"]);
+    let (a, b, m) = ("alice@localhost/pc", "bob@localhost", "mallory@localhost");
+    let expected = [("out", a, b), ("in", a, b), ("out", a, m), ("in", a, m)]
+        .map(|(h, f, t)| (h, f.to_owned(), t.to_owned()));
+    assert_eq!(*second.seen.lock().unwrap(), expected);
+    assert_eq!(first.seen.lock().unwrap()[0], expected[0], "prepared once");
+}

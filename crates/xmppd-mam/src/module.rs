@@ -26,7 +26,7 @@ use jid::{BareJid, Jid};
 use minidom::Element;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, Condition, StanzaError};
-use xmppd_core::{user_ref, Context};
+use xmppd_core::{user_ref, Addressing, Context};
 
 use crate::answer::{self, storage_error};
 use crate::policy::{self, Verdict};
@@ -300,14 +300,11 @@ impl Module for MamModule {
 
     async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
         strip_stanza_ids(msg, |by| ours(cx, by.domain().as_str()));
-        let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+            // No `to`: to the sender's own account, archived once, as it arrives there.
             return HookAction::Continue;
         };
         let owner = from.to_bare();
-        let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
-            // To the sender's own account: archived once, as it arrives there.
-            return HookAction::Continue;
-        };
         if to.to_bare() == owner {
             return HookAction::Continue;
         }
@@ -335,15 +332,12 @@ impl Module for MamModule {
     }
 
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
+        let Some(Addressing { from: with, to }) = cx.addressing(msg) else {
             return HookAction::Continue;
         };
         let owner = to.to_bare();
         strip_stanza_ids(msg, |by| by.to_bare() == owner);
         let (Some(from_attr), Some(to_attr)) = (msg.attr("from"), msg.attr("to")) else {
-            return HookAction::Continue;
-        };
-        let Ok(with) = Jid::new(from_attr) else {
             return HookAction::Continue;
         };
         let senders = self.take_pending(from_attr, to_attr);
