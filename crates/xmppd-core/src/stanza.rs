@@ -248,6 +248,15 @@ pub fn error_reply(original: &Element, err: &StanzaError) -> Option<Element> {
     Some(e)
 }
 
+/// A server-generated `<iq type='set'/>` to the session `to` carrying `payload`: a push to
+/// the resources that asked for a list (a roster, RFC 6121 §2.1.6; a block list, XEP-0191
+/// §3.3). It has no `from`, which a client reads as its own account.
+pub fn iq_push(to: &str, id: &str, payload: Element) -> Element {
+    let mut iq = elem("iq", NS_CLIENT, &[("type", "set"), ("id", id), ("to", to)]);
+    iq.append_child(payload);
+    iq
+}
+
 /// `<iq type='result'/>` answering `iq`, with an optional payload.
 pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
     let mut e = Element::bare("iq", NS_CLIENT);

@@ -644,16 +644,11 @@ fn push(cx: &mut Context<'_>, user: &BareJid, item: Element, ver: &str) {
         .iter()
         .filter(|r| r.interested)
     {
-        let mut iq = stanza::elem(
-            "iq",
-            NS_CLIENT,
-            &[
-                ("type", "set"),
-                ("id", &format!("push{}", cx.next_id())),
-                ("to", r.jid.as_str()),
-            ],
+        let iq = stanza::iq_push(
+            r.jid.as_str(),
+            &format!("push{}", cx.next_id()),
+            query.clone(),
         );
-        iq.append_child(query.clone());
         cx.deliver(&r.jid, iq);
     }
 }
