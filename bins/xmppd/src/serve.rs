@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 use xmppd_adhoc::motd::Motd;
 use xmppd_auth::{AuthBackend, InternalBackend};
+use xmppd_blocking::{Blocking, SqliteBlocks};
 use xmppd_c2s::{C2s, C2sSettings, CertificateSpec, ListenerKind, Tls, TlsSettings};
 use xmppd_config::{
     AuthBackendKind, BindPassword, LdapTls, SharedGroupSettings, SharedGroupSource, ValidatedConfig,
@@ -90,7 +91,13 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     };
     let register = Arc::new(Register::new(auth.clone(), registration));
     let motd = Arc::new(Motd::new());
+    let blocks = SqliteBlocks::open(store.clone())
+        .await
+        .map_err(|e| format!("opening the block lists: {e}"))?;
+    // First: what a user blocks must reach neither the presence rules nor the archive.
+    let blocking = Blocking::new(Arc::new(blocks), xmppd_blocking::Settings::default());
     let builder = Server::builder(core_config, store.clone())
+        .module(Arc::new(blocking))
         .modules(xmppd_im::modules())
         .module(shared_roster.clone())
         .module(Arc::new(xmppd_adhoc::admin::module(

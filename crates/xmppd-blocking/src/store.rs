@@ -1,0 +1,133 @@
+//! Where block lists are kept: [`BlockStore`], and [`SqliteBlocks`], its tables in the server's
+//! SQLite database (schema `blocking`, through [`SqliteStore::extend`]), written through the
+//! store's group-commit writer, so a change is durable when its call returns.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::params;
+use xmppd_storage::{Schema, SqliteStore, StorageError};
+
+/// Block lists by owner (an account's bare JID), each item a normalised JID string.
+#[async_trait]
+pub trait BlockStore: Send + Sync {
+    /// `owner`'s items in the order they were blocked.
+    async fn items(&self, owner: &str) -> Result<Vec<String>, StorageError>;
+    /// Adds `items` (those already there stay where they are).
+    async fn add(&self, owner: &str, items: Vec<String>) -> Result<(), StorageError>;
+    /// Removes `items`; all of them when `None`.
+    async fn remove(&self, owner: &str, items: Option<Vec<String>>) -> Result<(), StorageError>;
+}
+
+/// Migrations of the blocking tables: append, never edit.
+pub const SCHEMA: Schema = Schema {
+    name: "blocking",
+    migrations: &[r"
+CREATE TABLE blocking_items (
+    owner TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    UNIQUE (owner, jid)
+);
+"],
+};
+
+/// [`BlockStore`] over a [`SqliteStore`].
+pub struct SqliteBlocks {
+    store: Arc<SqliteStore>,
+}
+
+impl SqliteBlocks {
+    /// Creates or migrates the blocking tables in `store`.
+    pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteBlocks, StorageError> {
+        store.extend(SCHEMA).await?;
+        Ok(SqliteBlocks { store })
+    }
+}
+
+#[async_trait]
+impl BlockStore for SqliteBlocks {
+    async fn items(&self, owner: &str) -> Result<Vec<String>, StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .read(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT jid FROM blocking_items WHERE owner = ?1 ORDER BY rowid")?;
+                let rows = stmt.query_map(params![owner], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+            })
+            .await
+    }
+
+    async fn add(&self, owner: &str, items: Vec<String>) -> Result<(), StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .write(move |c| {
+                let mut stmt =
+                    c.prepare("INSERT OR IGNORE INTO blocking_items (owner, jid) VALUES (?1, ?2)")?;
+                for jid in &items {
+                    stmt.execute(params![owner, jid])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove(&self, owner: &str, items: Option<Vec<String>>) -> Result<(), StorageError> {
+        let owner = owner.to_owned();
+        self.store
+            .write(move |c| {
+                match items {
+                    None => {
+                        c.execute(
+                            "DELETE FROM blocking_items WHERE owner = ?1",
+                            params![owner],
+                        )?;
+                    }
+                    Some(items) => {
+                        let mut stmt =
+                            c.prepare("DELETE FROM blocking_items WHERE owner = ?1 AND jid = ?2")?;
+                        for jid in &items {
+                            stmt.execute(params![owner, jid])?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn items_keep_their_order_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sqlite");
+        {
+            let store = Arc::new(SqliteStore::open(&path).unwrap());
+            let blocks = SqliteBlocks::open(store).await.unwrap();
+            blocks
+                .add("a@x", vec!["c@x".into(), "b@x".into(), "c@x".into()])
+                .await
+                .unwrap();
+            blocks.add("z@x", vec!["a@x".into()]).await.unwrap();
+            blocks
+                .remove("a@x", Some(vec!["zz@x".into()]))
+                .await
+                .unwrap();
+        }
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let blocks = SqliteBlocks::open(store).await.unwrap();
+        assert_eq!(blocks.items("a@x").await.unwrap(), ["c@x", "b@x"]);
+        blocks
+            .remove("a@x", Some(vec!["c@x".into()]))
+            .await
+            .unwrap();
+        assert_eq!(blocks.items("a@x").await.unwrap(), ["b@x"]);
+        blocks.remove("a@x", None).await.unwrap();
+        assert!(blocks.items("a@x").await.unwrap().is_empty());
+        assert_eq!(blocks.items("z@x").await.unwrap(), ["a@x"]);
+    }
+}
