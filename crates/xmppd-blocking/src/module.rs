@@ -345,10 +345,9 @@ fn own(user: &BareJid, other: &Jid) -> bool {
     }
 }
 
-fn addresses(stanza: &Element) -> Option<(Jid, Jid)> {
-    let from = Jid::new(stanza.attr("from")?).ok()?;
-    let to = Jid::new(stanza.attr("to")?).ok()?;
-    Some((from, to))
+/// `stanza`'s sender and addressee (for a message, as the core parsed them).
+fn addresses(cx: &Context<'_>, stanza: &Element) -> Option<(Jid, Jid)> {
+    cx.addressing(stanza).map(|a| (a.from, a.to))
 }
 
 /// The account whose list an IQ of the blocking namespace is about: the sender's, when it
@@ -416,7 +415,7 @@ impl Module for Blocking {
 
     /// The push follows the answer (§3.3), with the items as the request named them.
     async fn after_reply(&self, cx: &mut Context<'_>, iq: &Element) {
-        let Some((from, _)) = addresses(iq) else {
+        let Some((from, _)) = addresses(cx, iq) else {
             return;
         };
         let Some(payload) = iq.children().next() else {
@@ -433,7 +432,7 @@ impl Module for Blocking {
     }
 
     async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        match addresses(msg) {
+        match addresses(cx, msg) {
             Some((from, to)) if self.blocks(cx, &from.to_bare(), &to).await => {
                 HookAction::Stop(Some(payload::blocked_error()))
             }
@@ -442,7 +441,7 @@ impl Module for Blocking {
     }
 
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        match addresses(msg) {
+        match addresses(cx, msg) {
             Some((from, to)) if self.blocks(cx, &to.to_bare(), &from).await => {
                 if msg.attr("type") == Some("groupchat") {
                     HookAction::Stop(None)
@@ -491,7 +490,7 @@ impl Module for Blocking {
     }
 
     async fn on_presence_in(&self, cx: &mut Context<'_>, pres: &mut Element) -> HookAction {
-        let Some((from, to)) = addresses(pres) else {
+        let Some((from, to)) = addresses(cx, pres) else {
             return HookAction::Continue;
         };
         if self.blocks(cx, &to.to_bare(), &from).await {
@@ -521,7 +520,7 @@ impl Module for Blocking {
     }
 
     async fn on_iq_in(&self, cx: &mut Context<'_>, iq: &mut Element) -> HookAction {
-        let Some((from, to)) = addresses(iq) else {
+        let Some((from, to)) = addresses(cx, iq) else {
             return HookAction::Continue;
         };
         let request = matches!(iq.attr("type"), Some("get" | "set"));
