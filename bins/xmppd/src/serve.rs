@@ -17,10 +17,11 @@ use xmppd_auth::{AuthBackend, InternalBackend};
 use xmppd_blocking::{Blocking, SqliteBlocks};
 use xmppd_c2s::{C2s, C2sSettings, CertificateSpec, ListenerKind, Tls, TlsSettings};
 use xmppd_config::{
-    AuthBackendKind, BindPassword, LdapTls, SharedGroupSettings, SharedGroupSource, ValidatedConfig,
+    AuthBackendKind, BindPassword, LdapTls, NestedGroups, SharedGroupSettings, SharedGroupSource,
+    ValidatedConfig,
 };
 use xmppd_core::{BareJid, CoreConfig, Server};
-use xmppd_ldap::{Directory, LdapBackend, LdapConfig, TlsMode};
+use xmppd_ldap::{Directory, LdapBackend, LdapConfig, Nesting, TlsMode};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::query::PageLimits;
 use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
@@ -328,6 +329,13 @@ fn open_directory(config: &ValidatedConfig) -> Result<Option<Arc<Directory>>, Fa
         ca_file: ldap.ca_file.clone(),
         pool_size: ldap.pool_size,
         timeout: ldap.timeout,
+        page_size: ldap.page_size,
+        range_size: ldap.range_size,
+        nesting: match ldap.nested_groups {
+            NestedGroups::Auto => Nesting::Auto,
+            NestedGroups::InChain => Nesting::InChain,
+            NestedGroups::Recursive => Nesting::Recursive,
+        },
     })?;
     Ok(Some(directory))
 }

@@ -51,6 +51,23 @@ pub struct LdapSection {
     pub group_member_attribute: String,
     pub refresh_secs: u64,
     pub scram_cache: bool,
+    pub page_size: u64,
+    /// 0: ask for the whole member attribute (and follow the ranges the directory sends).
+    pub range_size: u64,
+    pub nested_groups: NestedGroups,
+}
+
+/// How groups within groups are resolved (`ldap.nested_groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NestedGroups {
+    /// The in-chain rule on Active Directory (detected from the root DSE), else recursive.
+    #[default]
+    Auto,
+    /// The matching rule 1.2.840.113556.1.4.1941 (Active Directory, Samba).
+    InChain,
+    /// Group entries read one by one (any directory).
+    Recursive,
 }
 
 impl Default for LdapSection {
@@ -71,6 +88,9 @@ impl Default for LdapSection {
             group_member_attribute: "member".into(),
             refresh_secs: 300,
             scram_cache: false,
+            page_size: 500,
+            range_size: 0,
+            nested_groups: NestedGroups::Auto,
         }
     }
 }
@@ -103,6 +123,11 @@ pub struct LdapSettings {
     pub group_member_attribute: String,
     pub refresh: Duration,
     pub scram_cache: bool,
+    /// Entries per page of the searches that can return many (RFC 2696).
+    pub page_size: u32,
+    /// Values per ranged read of the member attribute; `None`: the directory chooses.
+    pub range_size: Option<u32>,
+    pub nested_groups: NestedGroups,
 }
 
 /// The service account's password, given inline or in a file read at start.
@@ -239,6 +264,12 @@ impl LdapSection {
             in_range(self.timeout_secs, 1, 300).map_err(|why| fail("ldap.timeout_secs", why))?;
         let refresh_secs =
             in_range(self.refresh_secs, 1, 86_400).map_err(|why| fail("ldap.refresh_secs", why))?;
+        let page_size =
+            in_range(self.page_size, 1, 100_000).map_err(|why| fail("ldap.page_size", why))?;
+        let range_size = match self.range_size {
+            0 => None,
+            n => Some(in_range(n, 1, 100_000).map_err(|why| fail("ldap.range_size", why))?),
+        };
         let ldap_host = backends.values().any(|k| *k == AuthBackendKind::Ldap);
         if self.admin_group.is_some() && !ldap_host {
             let why = "administrators from LDAP need a host whose auth backend is ldap".into();
@@ -259,6 +290,9 @@ impl LdapSection {
             group_member_attribute: self.group_member_attribute,
             refresh: Duration::from_secs(refresh_secs as u64),
             scram_cache: self.scram_cache,
+            page_size: page_size as u32,
+            range_size: range_size.map(|n| n as u32),
+            nested_groups: self.nested_groups,
         })
     }
 }
@@ -400,6 +434,9 @@ mod tests {
             ("timeout_secs = 0\n", "ldap.timeout_secs"),
             ("ca_file = \"missing.pem\"\n", "ldap.ca_file"),
             ("uid_attribute = \"a b\"\n", "ldap.uid_attribute"),
+            ("page_size = 0\n", "ldap.page_size"),
+            ("range_size = 100001\n", "ldap.range_size"),
+            ("nested_groups = \"deep\"\n", "ldap.nested_groups"),
             (
                 "bind_password_file = \"f\"\nbind_password = \"x\"\n",
                 "ldap.bind_password_file",
@@ -416,7 +453,18 @@ mod tests {
         let e = load(&base.replace("ldap://", "http://")).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(6), Some("ldap.uri")));
         let c = load(&base.replace("ldap://", "ldaps://")).unwrap();
-        assert_eq!(c.ldap.unwrap().tls, LdapTls::Ldaps);
+        let ldap = c.ldap.unwrap();
+        assert_eq!(ldap.tls, LdapTls::Ldaps);
+        assert_eq!(
+            (ldap.page_size, ldap.range_size, ldap.nested_groups),
+            (500, None, NestedGroups::Auto)
+        );
+        let extra = "page_size = 100\nrange_size = 10\nnested_groups = \"in_chain\"\n";
+        let ldap = load(&format!("{base}{extra}")).unwrap().ldap.unwrap();
+        assert_eq!(
+            (ldap.page_size, ldap.range_size, ldap.nested_groups),
+            (100, Some(10), NestedGroups::InChain)
+        );
         // An LDAP admin group with no LDAP host could never map anyone to a JID.
         let e = load(&format!("{HOSTS}{LDAP}admin_group = \"cn=admins\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("ldap.admin_group"));

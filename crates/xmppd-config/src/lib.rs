@@ -23,7 +23,7 @@ mod tests;
 mod validate;
 
 pub use directory::{
-    AuthBackendKind, AuthSection, BindPassword, LdapSection, LdapSettings, LdapTls,
+    AuthBackendKind, AuthSection, BindPassword, LdapSection, LdapSettings, LdapTls, NestedGroups,
     SharedGroupEntry, SharedGroupSettings, SharedGroupSource, SharedRosterSection,
 };
 pub use error::ConfigError;

@@ -15,6 +15,11 @@
 //!   keeps the administrators' group current.
 //! - [`Directory::count_users`] counts the entries matching the user filter, up to
 //!   [`COUNT_LIMIT`] (the administrators' user count of LDAP hosts).
+//! - Active Directory's ways are followed: searches that can return many entries are paged
+//!   (RFC 2696), a large `member` attribute is read in ranges, groups within groups are
+//!   resolved (in-chain matching rule or recursive reads), a group that is a user's primary
+//!   group (`primaryGroupID`) counts that user as a member, and a refused bind's reason
+//!   (AD's `data 52e`, `533`, `775`…) is logged.
 //!
 //! Deliberately not here: writing to the directory (accounts are created, changed and removed
 //! there, not through XMPP), SASL binds to the directory, and referral chasing.
@@ -27,7 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{LdapBackend, SCRAM_CACHE_KEY_PREFIX};
-pub use directory::{escape_filter_value, Directory, COUNT_LIMIT};
+pub use directory::{escape_filter_value, Directory, COUNT_LIMIT, MAX_NESTING_DEPTH};
 
 /// How the connection to the LDAP server is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +57,8 @@ pub struct LdapConfig {
     pub base: String,
     /// A filter in which `%u` stands for the escaped user name.
     pub user_filter: String,
-    /// The attribute holding the user name (the JID's local part), e.g. `uid`.
+    /// The attribute holding the user name (the JID's local part), e.g. `uid`; a value with
+    /// an `@` (a `userPrincipalName`) counts up to the `@`.
     pub uid_attribute: String,
     /// The attribute of a group entry listing its members: member DNs (`member`,
     /// `uniqueMember`) or user names (`memberUid`).
@@ -64,6 +70,26 @@ pub struct LdapConfig {
     pub pool_size: usize,
     /// Bound on connecting, on each operation, and on waiting for a free connection.
     pub timeout: Duration,
+    /// Entries asked for per page of a search that can return many (RFC 2696).
+    pub page_size: u32,
+    /// Values of the member attribute asked for per request (`member;range=0-N`); `None`:
+    /// ask for the whole attribute and follow the ranges the directory chooses to send.
+    pub range_size: Option<u32>,
+    /// How groups within groups are resolved.
+    pub nesting: Nesting,
+}
+
+/// How members that are groups themselves are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nesting {
+    /// The in-chain rule where the directory is Active Directory (its root DSE says so) and
+    /// members are DNs, recursive expansion elsewhere.
+    Auto,
+    /// One search with the in-chain matching rule (`1.2.840.113556.1.4.1941`), which Active
+    /// Directory and Samba evaluate on the server.
+    InChain,
+    /// Group entries are read one by one, with cycle detection and a depth limit.
+    Recursive,
 }
 
 /// Why the directory could not answer. Wrong passwords and unknown users are not errors.
