@@ -11,8 +11,9 @@
 //!
 //! It does not install Rust toolchains or system packages, with two exceptions: cargo-deny is
 //! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
-//! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, `go-sendxmpp`, `poezio`,
-//! `tmux`) are installed with apt-get when they are missing. A missing `python3` is reported,
+//! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, a Samba AD domain controller
+//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`) are installed with apt-get when they are
+//! missing. A missing `python3` is reported,
 //! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
 //! are rebuilt only when their requirements files change, so re-runs stay fast.
 
@@ -184,13 +185,17 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
     run_command(Command::new(cargo).args(DENY_CHECK).current_dir(root))
 }
 
-/// Debian packages the end-to-end tests run, as (program to look for, package): a real
-/// directory server for the LDAP tests, a second client implementation (Go) beside slixmpp,
-/// and poezio (in a tmux terminal), whose dependency python3-slixmpp is the distribution's own
+/// Debian packages the end-to-end tests run, as (program to look for, packages): real
+/// directory servers for the LDAP tests (OpenLDAP, and Samba as an Active Directory domain
+/// controller with the modules and data its provisioning needs, even where recommended
+/// packages are not installed), a second client implementation (Go) beside slixmpp, and
+/// poezio (in a tmux terminal), whose dependency python3-slixmpp is the distribution's own
 /// slixmpp that `test_old_clients.py` also logs in with directly.
-const SYSTEM_PACKAGES: [(&str, &str); 5] = [
+const SYSTEM_PACKAGES: [(&str, &str); 7] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
+    ("samba", "samba samba-dsdb-modules samba-ad-provision"),
+    ("ldbadd", "ldb-tools"),
     ("go-sendxmpp", "go-sendxmpp"),
     ("poezio", "poezio"),
     ("tmux", "tmux"),
@@ -204,8 +209,8 @@ fn ensure_system_packages() -> Result<()> {
     Ok(())
 }
 
-/// Installs with apt-get the Debian packages of `packages` (program to look for, package)
-/// whose program is not found; `Ok(true)` when nothing was missing. `needed_by` starts the
+/// Installs with apt-get the Debian packages of `packages` (program to look for, packages
+/// separated by spaces) whose program is not found; `Ok(true)` when nothing was missing. `needed_by` starts the
 /// hint given when that fails ("the end-to-end tests need").
 pub(crate) fn install_missing(packages: &[(&str, &str)], needed_by: &str) -> Result<bool> {
     let found = |tool: &str| {
@@ -217,7 +222,7 @@ pub(crate) fn install_missing(packages: &[(&str, &str)], needed_by: &str) -> Res
     let missing: Vec<&str> = packages
         .iter()
         .filter(|(tool, _)| !found(tool))
-        .map(|(_, package)| *package)
+        .flat_map(|(_, packages)| packages.split_whitespace())
         .collect();
     if missing.is_empty() {
         return Ok(true);
@@ -310,6 +315,8 @@ fn run_e2e(root: &Path, extra: &[String]) -> Result<()> {
         .arg(format!("--junitxml={}", junit.display()))
         .args(extra)
         .env("XMPPD_BIN", &binary)
+        // The system packages step installed every tool: a test must not skip for want of one.
+        .env("XMPPD_E2E_CI", "1")
         .current_dir(root);
     run_command(&mut command).map_err(|err| match err.downcast_ref::<CommandFailed>() {
         // pytest's "no tests were collected": a gate that tested nothing must not pass quietly.
