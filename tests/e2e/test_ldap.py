@@ -315,3 +315,22 @@ async def test_scram_cache_keeps_keys_from_the_last_plain_login(make_server, sla
     # The cache never outlives the directory entry.
     slapd.delete_user("carol")
     assert not await corp_login(server, "carol", "new password", mech="SCRAM-SHA-256")
+
+
+@async_test()
+async def test_nested_groups_are_read_recursively(make_server, slapd):
+    # cn=staff (alice, bob) becomes a member of cn=jabberadmins (alice), and jabberadmins of
+    # staff: a cycle, which must end without reading a group twice.
+    slapd.change_group("jabberadmins", "add", "member", f"cn=staff,ou=groups,{BASE}")
+    slapd.change_group("staff", "add", "member", f"cn=jabberadmins,ou=groups,{BASE}")
+    admins = f"cn=jabberadmins,ou=groups,{BASE}"
+    server = start(make_server, slapd, ldap={"admin_group": admins},
+                   shared_roster={"group": [{"name": "Admins", "ldap_group": admins}]})
+    bob = await login(server, "bob", password=USERS["bob"], domain=CORP)
+    assert await admin_commands(bob, CORP), "bob is in staff, nested in jabberadmins"
+    assert await roster(bob) == {f"alice@{CORP}": ("both", ["Admins"])}
+    carol = await login(server, "carol", password=USERS["carol"], domain=CORP)
+    assert not await admin_commands(carol, CORP)
+    assert "nested groups resolved recursively" in server.output()
+    for c in (bob, carol):
+        await c.close()
