@@ -12,6 +12,10 @@ from samba_fixture import (  # noqa: F401
     BULK_USERS, ENABLED, GROUPS, LOCKOUT_THRESHOLD, PASSWORDS, USERS, samba_dc)
 from test_ldap import CORP, admin_commands, plain_failure, registered_users, roster, start
 
+# The first test also waits for the domain controller: provisioning and 2000 accounts take
+# about 20 s on an idle machine, several times that on a loaded one. A safety net only.
+pytestmark = pytest.mark.timeout(600)
+
 ADMINS = f"CN=jabberadmins,{GROUPS}"
 STAFF = [{"name": "Staff", "ldap_group": f"CN=staff,{GROUPS}"}]
 # The Staff group as alice sees it: carol and ad-dave through devs (nested), gina through
