@@ -516,21 +516,22 @@ async fn is_active_directory(conn: &mut Conn) -> Result<bool, ldap3::LdapError> 
     Ok(capabilities.into_iter().any(|c| c == AD_CAPABILITY))
 }
 
-/// The entries matching the user filter that are `primaryGroupID` members of the groups
-/// whose tokens are given: Active Directory does not list a user's primary group (Domain
-/// Users by default) among the group's `member` values.
-async fn primary_group_members(
+/// `(primaryGroupID=…)` for each token: Active Directory does not list a user's primary
+/// group (Domain Users by default) among the group's `member` values, only the group's RID in
+/// the user's `primaryGroupID`.
+fn primary_group_clauses(tokens: &[String]) -> String {
+    (tokens.iter())
+        .map(|t| format!("(primaryGroupID={})", escape_filter_value(t)))
+        .collect()
+}
+
+/// The names of the users (entries matching the user filter) matching any of `clauses`.
+async fn users_matching(
     conn: &mut Conn,
     cfg: &LdapConfig,
-    tokens: &[String],
+    clauses: &str,
 ) -> Result<Vec<String>, ldap3::LdapError> {
-    if tokens.is_empty() {
-        return Ok(Vec::new());
-    }
-    let any: String = (tokens.iter())
-        .map(|t| format!("(primaryGroupID={})", escape_filter_value(t)))
-        .collect();
-    let filter = format!("(&{}(|{any}))", cfg.user_filter.replace("%u", "*"));
+    let filter = format!("(&{}(|{clauses}))", cfg.user_filter.replace("%u", "*"));
     let attrs = [cfg.uid_attribute.as_str()];
     let (users, _) = paged_search(conn, cfg, &filter, &attrs, usize::MAX).await?;
     Ok(users
@@ -573,17 +574,7 @@ async fn in_chain_members(
             .into_iter()
             .flat_map(|g| attribute(g, PRIMARY_GROUP_TOKEN)),
     );
-    let primary: String = (tokens.iter())
-        .map(|t| format!("(primaryGroupID={})", escape_filter_value(t)))
-        .collect();
-    let users = cfg.user_filter.replace("%u", "*");
-    let filter = format!("(&{users}(|{in_chain}{primary}))");
-    let attrs = [cfg.uid_attribute.as_str()];
-    let (users, _) = paged_search(conn, cfg, &filter, &attrs, usize::MAX).await?;
-    Ok(users
-        .iter()
-        .flat_map(|e| user_names(e, &cfg.uid_attribute).into_iter().take(1))
-        .collect())
+    users_matching(conn, cfg, &(in_chain + &primary_group_clauses(&tokens))).await
 }
 
 /// A group entry's members (all of them, read range by range when the directory splits the
@@ -733,7 +724,9 @@ async fn recursive_members(
             queue.push_back((value, depth + 1));
         }
     }
-    names.extend(primary_group_members(conn, cfg, &tokens).await?);
+    if !tokens.is_empty() {
+        names.extend(users_matching(conn, cfg, &primary_group_clauses(&tokens)).await?);
+    }
     Ok(names)
 }
 
