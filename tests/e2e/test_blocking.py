@@ -301,3 +301,20 @@ async def test_a_report_reaches_the_administrator_within_a_quota(make_server):
     # A report without a known reason is refused, and blocks nothing.
     reply = await alice.iq("set", report_iq("x@localhost", "nonsense", "?"))
     assert stanza_error(reply) == "bad-request", ET.tostring(reply)
+
+
+@async_test()
+async def test_a_blocked_contacts_waiting_subscription_request_is_not_shown_again(server):
+    bob = await login(server, "bob")
+    carol = await login(server, "carol")
+    bob.send_presence(pto=A, ptype="subscribe")
+    await settled(bob)
+    # Kept while alice is offline (RFC 6121 §3.1.3), shown at her login.
+    alice = await blocker(server, "alice")
+    await alice.expect(is_presence(B, "subscribe"), what="bob's request")
+    await alice.plugin["xep_0191"].block(B)
+    await alice.close()
+
+    alice = await login(server, "alice")
+    await marker(carol, alice, "marker")
+    assert not [e for e in alice.received if any_presence_from(B)(e)], alice.received

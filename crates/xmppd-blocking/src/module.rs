@@ -5,8 +5,9 @@
 //!   answered; each change is then pushed to the account's resources that asked for the list
 //!   (§3.3–§3.5), after the answer.
 //! - On block, the user's available resources send unavailable presence to the newly blocked
-//!   contacts that had their presence: subscribers and those sent directed presence (§3.3);
-//!   on unblock, their current presence to the subscribers now unblocked (§3.4).
+//!   contacts that had their presence: subscribers and those sent directed presence (§3.3),
+//!   and those contacts' subscription requests kept for the user's login are dropped; on
+//!   unblock, their current presence goes to the subscribers now unblocked (§3.4).
 //! - What the user sends to a blocked JID is refused with `<not-acceptable/>` and
 //!   `<blocked xmlns='urn:xmpp:blocking:errors'/>` (§3.3): messages, presence and IQ requests
 //!   as the session sends them; presence the server sends on the user's behalf (broadcast,
@@ -186,7 +187,37 @@ impl Blocking {
             .await?;
         self.forward_reports(cx, user, &reports);
         self.unavailable_to(cx, user, &added).await;
+        self.forget_requests(cx, user, &added).await;
         Ok(())
+    }
+
+    /// Subscription requests from contacts `added` blocks, kept for the user's next login
+    /// (RFC 6121 §3.1.3), are dropped: a blocked contact's presence never reaches the user.
+    async fn forget_requests(&self, cx: &Context<'_>, user: &BareJid, added: &[Jid]) {
+        if added.is_empty() {
+            return;
+        }
+        let added = BlockList::new(added.iter().cloned());
+        let uref = user_ref(user);
+        let pending = match cx.store().pending_subscriptions(&uref).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::error!(error = %e, user = %user, "could not read subscription requests");
+                return;
+            }
+        };
+        for (contact, _) in pending {
+            let blocked = Jid::new(&contact).is_ok_and(|c| added.blocks(&c) && !own(user, &c));
+            if blocked {
+                if let Err(e) = cx
+                    .store()
+                    .remove_pending_subscription(&uref, &contact)
+                    .await
+                {
+                    tracing::error!(error = %e, user = %user, "could not drop a subscription request");
+                }
+            }
+        }
     }
 
     async fn unblock(
