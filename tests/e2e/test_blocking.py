@@ -8,6 +8,7 @@ the earlier one would have come first."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -238,6 +239,15 @@ async def test_the_block_list_survives_a_restart(server):
     assert stanza_error(bounce) == "service-unavailable", ET.tostring(bounce)
 
 
+async def session_closed(server, since: int, user: str, timeout: float = 20.0) -> None:
+    """Waits until the server logged the end of a session of ``user`` after line ``since``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while f"session closed jid={user}/" not in server.output(since):
+        assert loop.time() < deadline, f"no end of {user}'s session logged"
+        await asyncio.sleep(0.05)
+
+
 @async_test()
 async def test_a_blocked_go_sendxmpp_user_does_not_reach_the_blocker(server):
     program = shutil.which("go-sendxmpp")
@@ -245,12 +255,15 @@ async def test_a_blocked_go_sendxmpp_user_does_not_reach_the_blocker(server):
     alice = await blocker(server, "alice")
     carol = await login(server, "carol")
     await alice.plugin["xep_0191"].block(B)
+    since = server.line_count()
     result = subprocess.run(
         [program, "-u", B, "-p", PASSWORD, "-j", f"127.0.0.1:{server.starttls_port}", "-n", A],
         input="from another client", capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    # go-sendxmpp has ended its session, so its message was handled before carol's marker.
+    # The server ends a session after handling what it read from it: once bob's is closed,
+    # his message was handled, before carol's marker.
+    await session_closed(server, since, B)
     await marker(carol, alice, "marker")
     bodies = [e.findtext(q(CLIENT_NS, "body")) for e in alice.received]
     assert "from another client" not in bodies, bodies
