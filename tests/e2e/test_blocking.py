@@ -331,3 +331,15 @@ async def test_a_blocked_contacts_waiting_subscription_request_is_not_shown_agai
     alice = await login(server, "alice")
     await marker(carol, alice, "marker")
     assert not [e for e in alice.received if any_presence_from(B)(e)], alice.received
+
+
+@async_test()
+async def test_a_shared_group_contact_gets_unavailable_when_blocked(make_server):
+    server = make_server(shared_roster={"group": [{"name": "Team", "members": [A, B]}]})
+    bob = await login(server, "bob")
+    alice = await blocker(server, "alice")
+    await bob.expect(is_presence(A), what="alice's presence through the shared group")
+    await alice.plugin["xep_0191"].block(B)
+    # From her session (the answer to bob's earlier probe came from her bare JID).
+    await bob.expect(lambda e: is_presence(A, "unavailable")(e)
+                     and e.get("from") == str(alice.boundjid), what="alice's unavailable")

@@ -258,24 +258,33 @@ impl Blocking {
         }
     }
 
-    /// Subscribers (from the stored roster) whose address one of `items` matches.
+    /// Subscribers whose address one of `items` matches: from the stored roster, and the
+    /// items modules contribute (shared groups), which count as mutual subscriptions.
     async fn subscribers_matching(
         &self,
         cx: &Context<'_>,
         user: &BareJid,
         items: &BlockList,
     ) -> Vec<Jid> {
-        match cx.store().roster(&user_ref(user)).await {
+        let mut subscribers: Vec<String> = match cx.store().roster(&user_ref(user)).await {
             Ok((_, roster)) => (roster.into_iter())
                 .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
-                .filter_map(|i| Jid::new(&i.jid).ok())
-                .filter(|j| items.blocks(j) && !own(user, j))
+                .map(|i| i.jid)
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, user = %user, "could not read the roster");
                 Vec::new()
             }
+        };
+        for m in cx.roster_modules() {
+            subscribers.extend(m.roster_items(cx, user).await.into_iter().map(|i| i.jid));
         }
+        subscribers.sort();
+        subscribers.dedup();
+        (subscribers.iter())
+            .filter_map(|s| Jid::new(s).ok())
+            .filter(|j| items.blocks(j) && !own(user, j))
+            .collect()
     }
 
     /// §3.3: unavailable presence from each available resource of `user` to the contacts
