@@ -160,6 +160,10 @@ impl OfflineStore for Watched {
         self.write(user)?;
         self.db().remove_offline(user, up_to_id).await
     }
+    async fn replace_offline(&self, user: &UserRef, id: i64, xml: &str) -> Result<bool> {
+        self.write(user)?;
+        self.db().replace_offline(user, id, xml).await
+    }
     async fn offline_count(&self, user: &UserRef) -> Result<usize> {
         self.db().offline_count(user).await
     }

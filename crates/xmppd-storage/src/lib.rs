@@ -246,6 +246,9 @@ pub trait OfflineStore: Send + Sync {
     ) -> Result<Vec<OfflineMessage>>;
     /// Removes the messages with ids up to and including `up_to_id`, after they were delivered.
     async fn remove_offline(&self, user: &UserRef, up_to_id: i64) -> Result<()>;
+    /// Replaces the XML of stored message `id`, keeping its place and stamp (a retraction
+    /// turning the copy into a tombstone); whether it was still stored.
+    async fn replace_offline(&self, user: &UserRef, id: i64, xml: &str) -> Result<bool>;
     async fn offline_count(&self, user: &UserRef) -> Result<usize>;
 }
 

@@ -99,6 +99,19 @@ impl OfflineStore for SqliteStore {
         .await
     }
 
+    async fn replace_offline(&self, user: &UserRef, id: i64, xml: &str) -> Result<bool> {
+        let (user, xml) = (user.clone(), xml.to_owned());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE offline SET xml = ?4 WHERE domain = ?1 AND user = ?2 AND id = ?3",
+                )?
+                .execute(params![user.domain, user.user, id, xml])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn offline_count(&self, user: &UserRef) -> Result<usize> {
         let user = user.clone();
         self.read(move |c| count_offline(c, &user)).await

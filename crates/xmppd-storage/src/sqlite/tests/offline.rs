@@ -26,6 +26,21 @@ async fn offline_cap_order_and_removal() {
     );
     assert!(msgs.windows(2).all(|w| w[0].id < w[1].id));
 
+    // A replaced message keeps its place and stamp; another user's id is not reached.
+    let bobs = store.offline_messages(&bob()).await.unwrap();
+    assert!(store
+        .replace_offline(&alice(), msgs[2].id, "<m2-gone/>")
+        .await
+        .unwrap());
+    assert!(!store
+        .replace_offline(&alice(), bobs[0].id, "<not-hers/>")
+        .await
+        .unwrap());
+    let msgs = store.offline_messages(&alice()).await.unwrap();
+    assert_eq!(msgs[2].xml, "<m2-gone/>");
+    assert_eq!(msgs[2].stamp_ms, 102);
+    assert_eq!(store.offline_messages(&bob()).await.unwrap(), bobs);
+
     store.remove_offline(&alice(), msgs[1].id).await.unwrap();
     assert_eq!(
         store.offline_messages(&alice()).await.unwrap(),
