@@ -67,3 +67,27 @@ async def test_a_retracted_message_becomes_a_tombstone_in_both_archives(server):
     info = await alice.iq("get", f"<query xmlns='{DISCO_INFO}'/>", to="alice@localhost")
     features = {f.get("var") for f in info.iter(q(DISCO_INFO, "feature"))}
     assert {RETRACT, RETRACT + "#tombstone"} <= features, features
+
+
+@async_test(timeout=120.0)
+async def test_a_message_retracted_while_its_recipient_was_offline_arrives_as_a_tombstone(server):
+    alice = await login(server, "alice")
+    alice.register_plugin("xep_0424")
+    send(alice, "bob@localhost", "the password is hunter2", "oops-1")
+    send(alice, "bob@localhost", "ignore that", "fine-1")
+    sent = alice.plugin["xep_0424"].send_retraction("bob@localhost", "oops-1")
+    await settled(alice)
+
+    bob = await mam_client(server, "bob")
+    tomb = await bob.expect(lambda e: e.get("id") == "oops-1", what="the retracted message")
+    assert body(tomb) is None, ET.tostring(tomb, "unicode")
+    gone = tomb.find(q(RETRACT, "retracted"))
+    assert gone is not None, ET.tostring(tomb, "unicode")
+    assert gone.get("id") == sent["id"] and gone.get("by") == "alice@localhost"
+    await bob.expect_message("ignore that")
+    await bob.expect(has_retract, what="the retraction")
+    # What came from offline storage is what the archive holds under that id.
+    _, results = await query(bob)
+    archive_id, archived = results[0]
+    assert tomb.find(q(SID, "stanza-id")).get("id") == archive_id
+    assert archived.find(q(RETRACT, "retracted")).get("id") == sent["id"]

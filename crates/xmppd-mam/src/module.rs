@@ -205,6 +205,60 @@ impl MamModule {
         }
     }
 
+    /// XEP-0424: a copy of the retracted message still in `owner`'s offline storage becomes the
+    /// tombstone the archive holds, so what the recipient's client gets from there agrees with
+    /// its archive (and a retraction without a body, which offline storage does not keep, is
+    /// not lost). The newest message `sender` sent that `msg` names; its delay stamp and the
+    /// recipient's archive id stay.
+    async fn retract_offline(
+        &self,
+        cx: &Context<'_>,
+        owner: &BareJid,
+        sender: &BareJid,
+        msg: &Element,
+    ) {
+        let Some(r) = retract::parse(msg) else {
+            return;
+        };
+        let user = user_ref(owner);
+        let stored = match cx.store().offline_messages(&user).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, owner = %owner, "could not read offline messages to retract one");
+                return;
+            }
+        };
+        let needle = retract::needle(&r.target);
+        let now = stanza::now_ms();
+        let found = (stored.iter().rev())
+            .filter(|m| m.xml.contains(needle))
+            .find_map(|m| {
+                let el: Element = m.xml.parse().ok()?;
+                let from = Jid::new(el.attr("from")?).ok()?;
+                if from.to_bare() != *sender || !retract::names_message(&r, &el) {
+                    return None;
+                }
+                let mut tomb = retract::tombstone(&m.xml, &r, sender.as_str(), now)?;
+                for c in el.children() {
+                    if c.is("delay", stanza::NS_DELAY)
+                        || (c.is("stanza-id", NS_SID) && c.attr("by") == Some(owner.as_str()))
+                    {
+                        tomb.append_child(c.clone());
+                    }
+                }
+                Some((m.id, tomb))
+            });
+        if let Some((id, tomb)) = found {
+            if let Err(e) = cx
+                .store()
+                .replace_offline(&user, id, &serialize(&tomb))
+                .await
+            {
+                tracing::error!(error = %e, owner = %owner, "could not retract an offline message");
+            }
+        }
+    }
+
     /// Takes one sender's row left waiting by `on_message_out` for this (from, to).
     fn take_pending(&self, from: &str, to: &str) -> bool {
         let key = (from.to_owned(), to.to_owned());
@@ -344,6 +398,7 @@ impl Module for MamModule {
         let sender = with.to_bare();
         self.retract(&owner, &sender, Direction::Incoming, &sender, msg)
             .await;
+        self.retract_offline(cx, &owner, &sender, msg).await;
         let recipients = policy::archivable(msg, self.settings.markers)
             && self.account_exists(cx, &owner).await
             && self.wanted(cx, &owner, &sender).await;

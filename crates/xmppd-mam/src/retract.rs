@@ -78,13 +78,17 @@ pub fn is_tombstone(msg: &Element) -> bool {
 
 /// Whether the archived `stored` stanza is the message `r` names and not yet a tombstone.
 pub fn names(r: &Retraction, stored: &str) -> bool {
-    let Ok(msg) = stored.parse::<Element>() else {
-        return false;
-    };
-    if is_tombstone(&msg) {
+    stored
+        .parse::<Element>()
+        .is_ok_and(|msg| names_message(r, &msg))
+}
+
+/// Whether `msg` is the message `r` names and not yet a tombstone.
+pub fn names_message(r: &Retraction, msg: &Element) -> bool {
+    if is_tombstone(msg) {
         return false;
     }
-    let by_origin = origin_id(&msg).and_then(|o| o.attr("id")) == Some(r.target.as_str());
+    let by_origin = origin_id(msg).and_then(|o| o.attr("id")) == Some(r.target.as_str());
     by_origin || (r.ns == NS_RETRACT && msg.attr("id") == Some(r.target.as_str()))
 }
 

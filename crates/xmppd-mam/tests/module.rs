@@ -364,6 +364,59 @@ async fn a_retraction_leaves_tombstones_in_both_archives_only_for_its_sender() {
 }
 
 #[tokio::test]
+async fn a_retraction_turns_the_offline_copy_into_its_tombstone() {
+    let (server, archive) = setup().await;
+    let mut alice = online(&server, "alice").await;
+    let mut bob = online(&server, "bob").await;
+    for (n, text) in [(1, "secret plans"), (2, "keep this")] {
+        let xml = format!(
+            "<message xmlns='jabber:client' to='carol@localhost' type='chat' id='m{n}'>\
+             <body>{text}</body><origin-id xmlns='urn:xmpp:sid:0' id='o{n}'/></message>"
+        );
+        alice.send(&server, &xml).await;
+    }
+    // Only its sender's retraction reaches a stored copy.
+    bob.send(&server, &retraction("carol@localhost", "b1", "m1"))
+        .await;
+    alice
+        .send(&server, &retraction("carol@localhost", "r1", "o1"))
+        .await;
+    let archived = stanzas(&archive, "carol@localhost", None).await;
+    let mut carol = TestClient::login(&server, "carol", "r").await;
+    carol
+        .send(&server, "<presence xmlns='jabber:client'/>")
+        .await;
+    let got: Vec<Element> = (carol.pump(&server).await.into_iter())
+        .filter(|e| e.name() == "message")
+        .collect();
+    let ids: Vec<_> = got.iter().map(|m| m.attr("id").unwrap_or("")).collect();
+    assert_eq!(ids, ["m1", "m2", "b1", "r1"], "{got:?}");
+    let tomb = &got[0];
+    assert!(
+        tomb.get_child("body", "jabber:client").is_none(),
+        "{tomb:?}"
+    );
+    let gone = tomb.get_child("retracted", RETRACT).expect("a tombstone");
+    assert_eq!(
+        (gone.attr("id"), gone.attr("by")),
+        (Some("r1"), Some("alice@localhost"))
+    );
+    assert!(tomb.get_child("origin-id", SID).is_some());
+    assert!(tomb.get_child("delay", "urn:xmpp:delay").is_some());
+    // The stored copy agrees with the archive: same archive id, same tombstone.
+    let sid = tomb
+        .get_child("stanza-id", SID)
+        .expect("the archive id stays");
+    assert_eq!(sid.attr("id"), Some(archived[0].0.to_string().as_str()));
+    let in_archive = archived[0].1.get_child("retracted", RETRACT).unwrap();
+    assert_eq!(in_archive.attr("id"), Some("r1"));
+    assert_eq!(
+        got[1].get_child("body", "jabber:client").map(Element::text),
+        Some("keep this".into())
+    );
+}
+
+#[tokio::test]
 async fn a_local_message_waits_for_one_commit_holding_both_sides() {
     let (server, store, archive) = setup_with(|a| a).await;
     let mut alice = online(&server, "alice").await;
