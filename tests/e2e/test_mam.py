@@ -342,3 +342,21 @@ def test_raw_client_pages_back_through_the_archive(server):
     assert got == [f"raw {i}" for i in range(7)]
     sender.close()
     reader.close()
+
+
+@async_test(timeout=60)
+async def test_the_roster_default_counts_shared_roster_groups(make_server):
+    # Alice is in bob's roster only through a shared group; carol in no roster of his.
+    server = make_server(shared_roster={"group": [
+        {"name": "Staff", "members": ["alice@localhost", "bob@localhost"]}]})
+    alice = await login(server, "alice")
+    carol = await login(server, "carol")
+    bob = await mam_client(server, "bob")
+    reply = await bob.iq("set", f"<prefs xmlns='{MAM}' default='roster'><always/><never/></prefs>")
+    assert reply.get("type") == "result", ET.tostring(reply, "unicode")
+    alice.chat("bob@localhost", "from a colleague")
+    carol.chat("bob@localhost", "from a stranger")
+    await bob.expect_message("from a colleague")
+    await bob.expect_message("from a stranger")
+    _, r = await query(bob)
+    assert bodies(r) == ["from a colleague"]

@@ -122,13 +122,26 @@ impl MamModule {
         match policy::verdict(&prefs, with.as_str()) {
             Verdict::Archive => true,
             Verdict::Skip => false,
-            Verdict::IfInRoster => matches!(
-                cx.store()
-                    .roster_item(&user_ref(owner), with.as_str())
-                    .await,
-                Ok(Some(_))
-            ),
+            Verdict::IfInRoster => self.in_roster(cx, owner, with).await,
         }
+    }
+
+    /// XEP-0313 §6 `roster`: whether `with` is in `owner`'s roster as the owner's clients see
+    /// it: the stored items and those modules contribute (shared roster groups).
+    async fn in_roster(&self, cx: &Context<'_>, owner: &BareJid, with: &BareJid) -> bool {
+        let stored = cx
+            .store()
+            .roster_item(&user_ref(owner), with.as_str())
+            .await;
+        if matches!(stored, Ok(Some(_))) {
+            return true;
+        }
+        for m in cx.roster_modules() {
+            if m.has_roster_item(cx, owner, with).await {
+                return true;
+            }
+        }
+        false
     }
 
     /// Stores `msg` as the rows `copies` name (owner, the other party, direction), in one

@@ -9,7 +9,8 @@ use xmppd_core::testing::TestClient;
 use xmppd_core::{BareJid, CoreConfig, Server};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::store::{Direction, Filter, Matcher, NewMessage, Page, PageRequest, Paging};
-use xmppd_mam::{ArchiveError, ArchiveStore, Prefs, SqliteArchive};
+use xmppd_mam::{ArchiveError, ArchiveStore, DefaultPolicy, Prefs, SqliteArchive};
+use xmppd_shared_roster::{SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, Queued, SqliteStore, StorageError, UserRef};
 
 const SID: &str = "urn:xmpp:sid:0";
@@ -111,6 +112,47 @@ async fn both_sides_are_archived_and_the_delivered_copy_carries_the_recipients_i
     assert_eq!(ids[1].attr("id"), Some(bobs[0].0.to_string().as_str()));
     assert_eq!(all(&archive, "alice@localhost").await[0].1, "hi");
     assert!(alice.drain().iter().all(|e| e.name() != "message"));
+}
+
+#[tokio::test]
+async fn the_roster_default_counts_shared_roster_groups() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob", "carol"] {
+        store
+            .create_user(&UserRef::new(u, "localhost"), &[])
+            .await
+            .unwrap();
+    }
+    let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
+    let settings = MamSettings {
+        default_policy: DefaultPolicy::Roster,
+        ..MamSettings::default()
+    };
+    let jid = |s: &str| BareJid::new(s).unwrap();
+    let staff = StaticGroup::new("Staff", vec![jid("alice@localhost"), jid("bob@localhost")]);
+    let shared = Arc::new(SharedRoster::new(vec![Arc::new(staff)]));
+    shared.refresh().await;
+    let server = Server::builder(CoreConfig::default(), store.clone())
+        .modules(xmppd_im::modules())
+        .module(shared)
+        .module(Arc::new(MamModule::new(archive.clone(), settings)))
+        .build();
+    let mut alice = online(&server, "alice").await;
+    let mut carol = online(&server, "carol").await;
+    let _bob = online(&server, "bob").await;
+    for (who, c) in [("alice", &mut alice), ("carol", &mut carol)] {
+        let xml = format!(
+            "<message xmlns='jabber:client' to='bob@localhost' type='chat'>\
+             <body>from {who}</body></message>"
+        );
+        c.send(&server, &xml).await;
+    }
+    // Alice is in Bob's roster through the shared group only; Carol is in no roster of his.
+    let bodies: Vec<_> = all(&archive, "bob@localhost").await;
+    let bodies: Vec<_> = bodies.into_iter().map(|(_, b)| b).collect();
+    assert_eq!(bodies, ["from alice"]);
+    assert_eq!(all(&archive, "alice@localhost").await.len(), 1);
+    assert!(all(&archive, "carol@localhost").await.is_empty());
 }
 
 #[tokio::test]
