@@ -18,7 +18,8 @@
 //!   archive and in a local recipient's, when the sender sent it in that conversation
 //!   ([`crate::retract`]), before the retraction itself is archived and passed on.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -42,6 +43,9 @@ pub struct MamSettings {
     /// Archive chat markers (XEP-0333) without a body too.
     pub markers: bool,
     pub limits: PageLimits,
+    /// Owners whose preferences are kept in memory (the least recently used beyond that are
+    /// read from storage again when needed).
+    pub prefs_cache: usize,
 }
 
 impl Default for MamSettings {
@@ -50,6 +54,7 @@ impl Default for MamSettings {
             default_policy: DefaultPolicy::Always,
             markers: false,
             limits: PageLimits::default(),
+            prefs_cache: PrefsCache::CAPACITY,
         }
     }
 }
@@ -59,12 +64,80 @@ pub struct MamModule {
     store: Arc<dyn ArchiveStore>,
     settings: MamSettings,
     /// Owners' preferences, read once: consulted for every archived message.
-    prefs: DashMap<String, Prefs>,
+    prefs: PrefsCache,
     /// Senders' rows that wait for the recipient's: (sender's full JID, `to`) of a message that
     /// `on_message_out` found archivable for its sender and that the core routes to a local
     /// account next, which runs `on_message_in` on the same task. A count, since two sessions
     /// of one full JID (one replacing the other) may each have such a message under way.
     pending: DashMap<(String, String), u32>,
+}
+
+/// Owners' preferences as last read or set, for at most a fixed number of owners: every
+/// account that ever sent or received a message would otherwise stay here for the server's
+/// lifetime. Two generations approximate least-recently-used: entries are added to the young
+/// one, which becomes the old one (the previous old one going) once it holds half the
+/// capacity; an entry read from the old one moves back to the young one.
+struct PrefsCache {
+    half: usize,
+    gens: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    young: HashMap<String, Prefs>,
+    old: HashMap<String, Prefs>,
+}
+
+impl PrefsCache {
+    /// The default of [`MamSettings::prefs_cache`].
+    const CAPACITY: usize = 16_384;
+
+    fn new(capacity: usize) -> PrefsCache {
+        PrefsCache {
+            half: (capacity / 2).max(1),
+            gens: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // What it holds is a cache, whole after any panic: poisoning changes nothing.
+        self.gens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, owner: &str) -> Option<Prefs> {
+        let mut g = self.lock();
+        if let Some(p) = g.young.get(owner) {
+            return Some(p.clone());
+        }
+        let p = g.old.remove(owner)?;
+        self.put(&mut g, owner.to_owned(), p.clone());
+        Some(p)
+    }
+
+    fn insert(&self, owner: String, prefs: Prefs) {
+        let mut g = self.lock();
+        g.old.remove(&owner);
+        self.put(&mut g, owner, prefs);
+    }
+
+    fn put(&self, g: &mut Generations, owner: String, prefs: Prefs) {
+        g.young.insert(owner, prefs);
+        if g.young.len() >= self.half {
+            g.old = std::mem::take(&mut g.young);
+        }
+    }
+
+    fn remove(&self, owner: &str) {
+        let mut g = self.lock();
+        g.young.remove(owner);
+        g.old.remove(owner);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let g = self.lock();
+        g.young.len() + g.old.len()
+    }
 }
 
 pub(crate) fn serialize(el: &Element) -> String {
@@ -97,15 +170,15 @@ impl MamModule {
     pub fn new(store: Arc<dyn ArchiveStore>, settings: MamSettings) -> MamModule {
         MamModule {
             store,
+            prefs: PrefsCache::new(settings.prefs_cache),
             settings,
-            prefs: DashMap::new(),
             pending: DashMap::new(),
         }
     }
 
     async fn prefs_of(&self, owner: &str) -> Result<Prefs, StanzaError> {
         if let Some(p) = self.prefs.get(owner) {
-            return Ok(p.clone());
+            return Ok(p);
         }
         let p = (self.store.prefs(owner).await.map_err(storage_error)?)
             .unwrap_or_else(|| Prefs::with_default(self.settings.default_policy));
@@ -443,5 +516,59 @@ impl Module for MamModule {
         if let Err(e) = self.store.remove_owner(user.as_str()).await {
             tracing::error!(error = %e, user = %user, "could not delete a removed account's archive");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefs(d: DefaultPolicy) -> Prefs {
+        Prefs::with_default(d)
+    }
+
+    #[tokio::test]
+    async fn the_module_keeps_the_preferences_of_a_bounded_number_of_owners() {
+        let store = Arc::new(xmppd_storage::SqliteStore::open_in_memory().unwrap());
+        let archive = Arc::new(crate::SqliteArchive::open(store).await.unwrap());
+        let settings = MamSettings {
+            prefs_cache: 8,
+            ..MamSettings::default()
+        };
+        let module = MamModule::new(archive.clone(), settings);
+        let mine = Prefs::with_default(DefaultPolicy::Never);
+        archive.set_prefs("busy@x", &mine).await.unwrap();
+        for i in 0..200 {
+            module.prefs_of(&format!("u{i}@x")).await.unwrap();
+            assert!(
+                module.prefs.len() <= 8,
+                "{} owners kept",
+                module.prefs.len()
+            );
+            assert_eq!(module.prefs_of("busy@x").await.unwrap(), mine);
+        }
+    }
+
+    #[test]
+    fn the_preferences_cache_is_bounded_and_keeps_what_is_used() {
+        let cache = PrefsCache::new(8);
+        cache.insert("busy@x".into(), prefs(DefaultPolicy::Never));
+        for i in 0..1_000 {
+            cache.insert(format!("u{i}@x"), prefs(DefaultPolicy::Always));
+            assert!(cache.len() <= 8, "{} owners kept", cache.len());
+            // An owner whose preferences are consulted all the time stays.
+            assert_eq!(
+                cache.get("busy@x"),
+                Some(prefs(DefaultPolicy::Never)),
+                "{i}"
+            );
+        }
+        assert_eq!(cache.get("u0@x"), None, "the least recently used went");
+        assert_eq!(cache.get("u999@x"), Some(prefs(DefaultPolicy::Always)));
+        // A change replaces the old entry wherever it is.
+        cache.insert("busy@x".into(), prefs(DefaultPolicy::Roster));
+        assert_eq!(cache.get("busy@x"), Some(prefs(DefaultPolicy::Roster)));
+        cache.remove("busy@x");
+        assert_eq!(cache.get("busy@x"), None);
     }
 }
