@@ -211,6 +211,7 @@ async def test_only_the_author_retracts_a_room_message_into_a_tombstone(make_ser
 
 
 MODERATE = "urn:xmpp:message-moderate:1"
+FALLBACK = "urn:xmpp:fallback:0"
 
 
 async def moderate(client, archive_id: str, reason: str) -> ET.Element:
@@ -241,6 +242,10 @@ async def test_a_moderator_retracts_any_message_and_a_participant_may_not(make_s
         assert retract_el.get("id") == spam
         assert retract_el.find(q(MODERATE, "moderated")).get("by") == f"{ROOM}/al"
         assert retract_el.findtext(q(RETRACT, "reason")) == "spam"
+        # Clients without retraction show a body that says what happened (XEP-0428).
+        assert got.findtext(q(CLIENT_NS, "body")) == "This message has been moderated: spam"
+        fallbacks = {f.get("for") for f in got.findall(q(FALLBACK, "fallback"))}
+        assert RETRACT in fallbacks and MODERATE in fallbacks, ET.tostring(got, "unicode")
         # Only the accepted request was announced.
         assert not [e for e in client.received if e.find(q(RETRACT, "retract")) is not None]
 

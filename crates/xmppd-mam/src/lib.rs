@@ -12,8 +12,6 @@
 //! - [`policy`]: which messages are archived.
 //! - [`retention`]: the purge job.
 //! - [`retract`]: message retraction (XEP-0424): what a retraction names, its tombstone.
-//!
-//! Not done here: XEP-0425 moderation.
 
 pub mod answer;
 pub mod module;

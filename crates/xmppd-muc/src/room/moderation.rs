@@ -10,6 +10,11 @@ use super::{Affiliation, Extra, Outcome, Role, Room};
 use crate::archive::{Moderation, RetractRequest, NS_MODERATE, NS_RETRACT};
 use crate::form::{Form, FormBuilder, FORM_REQUEST};
 
+/// XEP-0428 fallback indication.
+const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
+/// The body of a moderation announcement, for clients without XEP-0424 and XEP-0425.
+const MODERATED_TEXT: &str = "This message has been moderated";
+
 impl Room {
     /// XEP-0425: a moderator retracts any message of the archive, `<moderate id=ARCHIVE-ID>
     /// <retract/><reason/></moderate>`. The room broadcasts (and archives) the retraction in
@@ -51,6 +56,17 @@ impl Room {
             &[("type", "groupchat"), ("from", self.jid.as_str())],
         );
         msg.append_child(retract);
+        // XEP-0424 §5 and XEP-0428: clients that know neither retraction nor moderation show
+        // the body, which the others skip as a fallback for what they do understand.
+        let mut body = Element::bare("body", NS_CLIENT);
+        body.append_text(match &reason {
+            Some(r) => format!("{MODERATED_TEXT}: {r}"),
+            None => MODERATED_TEXT.to_owned(),
+        });
+        msg.append_child(body);
+        for ns in [NS_RETRACT, NS_MODERATE] {
+            msg.append_child(elem("fallback", NS_FALLBACK, &[("for", ns)]));
+        }
         let sender = from.to_bare();
         o.retract = Some(RetractRequest {
             target: target.to_owned(),
@@ -236,6 +252,16 @@ mod tests {
             retract.get_child("reason", NS_RETRACT).unwrap().text(),
             "spam"
         );
+        // A fallback for clients without retraction (XEP-0428: the whole body).
+        assert_eq!(
+            msg.get_child("body", NS_CLIENT).unwrap().text(),
+            "This message has been moderated: spam"
+        );
+        let fallbacks: Vec<_> = (msg.children())
+            .filter(|c| c.is("fallback", NS_FALLBACK))
+            .map(|c| (c.attr("for"), c.children().count()))
+            .collect();
+        assert_eq!(fallbacks, [(Some(NS_RETRACT), 0), (Some(NS_MODERATE), 0)]);
 
         // Without an archive to moderate, the room does not claim the namespace.
         let mut room = configured("", 0);
