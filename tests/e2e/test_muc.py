@@ -214,3 +214,47 @@ async def test_rooms_per_user_and_locked_rooms(make_server):
         raise AssertionError("a non-owner read the configuration")
     except IqError as e:
         assert e.condition == "forbidden"
+
+
+RETRACT = "urn:xmpp:message-retract:1"
+MODERATE = "urn:xmpp:message-moderate:1"
+
+
+def say_with_id(client, text: str, msg_id: str, retract: str | None = None) -> None:
+    msg = client.make_message(mto=ROOM, mbody=text, mtype="groupchat")
+    msg["id"] = msg_id
+    if retract:
+        msg.xml.append(ET.fromstring(f"<retract xmlns='{RETRACT}' id='{retract}'/>"))
+    msg.send()
+
+
+@async_test(timeout=60)
+async def test_retracted_and_moderated_messages_leave_the_history_in_memory(server):
+    alice = await muc_login(server, "alice")
+    bob = await muc_login(server, "bob")
+    await create_configured(alice, ROOM, "al")
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+    for text, msg_id in [("oops", "b-1"), ("keep", "b-2"), ("spam", "b-3")]:
+        say_with_id(bob, text, msg_id)
+        await alice.expect_message(text)
+    info = await bob.iq("get", f"<query xmlns='{NS_DISCO_INFO}'/>", to=ROOM)
+    assert MODERATE in {f.get("var") for f in info.iter(q(NS_DISCO_INFO, "feature"))}
+
+    # Only its author retracts a message (XEP-0424 §6); a moderator moderates any.
+    say_with_id(alice, "not yours", "a-1", retract="b-1")
+    err = await alice.expect(lambda e: e.get("type") == "error", what="the refusal")
+    assert stanza_error(err) == "forbidden"
+    say_with_id(bob, "retracted", "b-4", retract="b-1")
+    await alice.expect_message("retracted")
+    reply = await alice.iq("set", f"<moderate xmlns='{MODERATE}' id='b-3'>"
+                                  f"<retract xmlns='{RETRACT}'/></moderate>", to=ROOM)
+    assert reply.get("type") == "result", ET.tostring(reply, "unicode")
+    reply = await alice.iq("set", f"<moderate xmlns='{MODERATE}' id='nope'>"
+                                  f"<retract xmlns='{RETRACT}'/></moderate>", to=ROOM)
+    assert stanza_error(reply) == "item-not-found"
+
+    carol = await muc_login(server, "carol")
+    _, _, _, history = await carol.plugin["xep_0045"].join_muc_wait(
+        ROOM, "carol", maxstanzas=20, timeout=10)
+    kept = [m["body"] for m in history if m.xml.find(q(RETRACT, "retract")) is None]
+    assert kept == ["keep"], [m["body"] for m in history]

@@ -169,7 +169,15 @@ impl RoomArchive for RoomArchives {
         query.select(&entries, now_ms)
     }
 
-    async fn retract(&self, room: &BareJid, request: &RetractRequest) -> Result<(), StanzaError> {
+    async fn retract(
+        &self,
+        room: &BareJid,
+        request: &RetractRequest,
+        archived: bool,
+    ) -> Result<(), StanzaError> {
+        if !archived {
+            return self.memory.retract(room, request, archived).await;
+        }
         // An id this archive cannot hold: nothing to retract. A moderator asked for that
         // message and learns it is not there (XEP-0425); an author's retraction goes out.
         let unknown = || match request.moderation {
@@ -429,18 +437,18 @@ mod tests {
             moderation: None,
         };
         let e = a
-            .retract(&room, &req("bob@localhost", &id))
+            .retract(&room, &req("bob@localhost", &id), true)
             .await
             .unwrap_err();
         assert_eq!(e.condition, Condition::Forbidden);
         assert_eq!(policy::body(&stored(&a).await).as_deref(), Some("secret"));
         // Unknown ids change nothing and refuse nothing.
         for unknown in ["999", "x", ""] {
-            a.retract(&room, &req("alice@localhost", unknown))
+            a.retract(&room, &req("alice@localhost", unknown), true)
                 .await
                 .unwrap();
         }
-        a.retract(&room, &req("alice@localhost", &id))
+        a.retract(&room, &req("alice@localhost", &id), true)
             .await
             .unwrap();
         let t = stored(&a).await;
@@ -451,11 +459,11 @@ mod tests {
         assert_eq!(real_jid(&t).unwrap().as_str(), "alice@localhost");
         // Still the author's: another's retraction of the tombstone is refused too.
         let e = a
-            .retract(&room, &req("bob@localhost", &id))
+            .retract(&room, &req("bob@localhost", &id), true)
             .await
             .unwrap_err();
         assert_eq!(e.condition, Condition::Forbidden);
-        a.retract(&room, &req("alice@localhost", &id))
+        a.retract(&room, &req("alice@localhost", &id), true)
             .await
             .unwrap();
     }
@@ -475,10 +483,10 @@ mod tests {
             }),
         };
         for unknown in ["999", "x"] {
-            let e = a.retract(&room, &req(unknown)).await.unwrap_err();
+            let e = a.retract(&room, &req(unknown), true).await.unwrap_err();
             assert_eq!(e.condition, Condition::ItemNotFound, "{unknown}");
         }
-        a.retract(&room, &req(&id)).await.unwrap();
+        a.retract(&room, &req(&id), true).await.unwrap();
         let h = a
             .history(&room, &HistoryQuery::default(), 20, true, stanza::now_ms())
             .await;
@@ -491,7 +499,7 @@ mod tests {
         assert_eq!(moderated.attr("by"), Some(&*by));
         assert_eq!(gone.get_child("reason", NS_RETRACT).unwrap().text(), "spam");
         // Already a tombstone: left as it is.
-        a.retract(&room, &req(&id)).await.unwrap();
+        a.retract(&room, &req(&id), true).await.unwrap();
     }
 
     #[tokio::test]

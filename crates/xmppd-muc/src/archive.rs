@@ -25,12 +25,12 @@ pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
 /// XEP-0425 moderated message retraction.
 pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 
-/// A retraction (XEP-0424) an occupant sent to an archived room, or one a moderator asked for
-/// (XEP-0425): in a room, the id names the archive id the room gave the message (XEP-0424
-/// §6.1).
+/// A retraction (XEP-0424) an occupant sent to a room, or one a moderator asked for
+/// (XEP-0425).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetractRequest {
-    /// The archive id of the message to retract.
+    /// The message to retract: its archive id in an archived room (XEP-0424 §6.1), the `id`
+    /// or origin id its sender gave it in a room whose history is in memory.
     pub target: String,
     /// The real bare JID of the occupant retracting it: without `moderation`, only its own
     /// messages.
@@ -159,18 +159,18 @@ pub trait RoomArchive: Send + Sync {
     /// history and archive go.
     async fn forget(&self, room: &BareJid);
 
-    /// Applies `request` to archived `room` before the retraction is broadcast and archived:
-    /// the message it names becomes a tombstone (XEP-0424 §4). `<forbidden/>` when that message
-    /// was sent by someone else and no moderator asks: the retraction is then refused, not
-    /// broadcast. An id the archive does not know changes nothing, refused to a moderator with
+    /// Applies `request` to `room` before the retraction is broadcast and stored (`archived` is
+    /// the room's archiving setting): the message it names becomes a tombstone in an archive
+    /// (XEP-0424 §4), and leaves an in-memory history. `<forbidden/>` when that message was
+    /// sent by someone else and no moderator asks: the retraction is then refused, not
+    /// broadcast. An id not known changes nothing, refused to a moderator with
     /// `<item-not-found/>` (XEP-0425); a message already retracted stays as it is.
-    async fn retract(&self, room: &BareJid, request: &RetractRequest) -> Result<(), StanzaError> {
-        let _ = room;
-        match request.moderation {
-            Some(_) => Err(Condition::ServiceUnavailable.into()),
-            None => Ok(()),
-        }
-    }
+    async fn retract(
+        &self,
+        room: &BareJid,
+        request: &RetractRequest,
+        archived: bool,
+    ) -> Result<(), StanzaError>;
 
     /// Payload namespaces of IQs to an archived room that [`RoomArchive::handle_iq`] answers
     /// (`urn:xmpp:mam:2` for a MAM service).
@@ -279,6 +279,47 @@ impl RoomArchive for MemoryArchive {
 
     async fn forget(&self, room: &BareJid) {
         self.rooms.remove(room);
+    }
+
+    /// A room without an archive gives no ids of its own (XEP-0359), so a retraction names the
+    /// message by the `id` its sender gave it or its `<origin-id/>` (as XEP-0424 did before
+    /// rooms' ids, and as one-to-one chats do); the newest such message goes from the history,
+    /// so that newcomers no longer get it. A tombstone there would carry nothing a newcomer's
+    /// client could match, the retraction that follows in the history being all it needs.
+    async fn retract(
+        &self,
+        room: &BareJid,
+        request: &RetractRequest,
+        _archived: bool,
+    ) -> Result<(), StanzaError> {
+        let named = |e: &HistoryEntry| {
+            let m = &e.message;
+            m.attr("id") == Some(request.target.as_str())
+                || (m.get_child("origin-id", NS_SID).and_then(|o| o.attr("id")))
+                    == Some(request.target.as_str())
+        };
+        let unknown = || match request.moderation {
+            Some(_) => Err(StanzaError::new(Condition::ItemNotFound)),
+            None => Ok(()),
+        };
+        let Some(mut h) = self.rooms.get_mut(room) else {
+            return unknown();
+        };
+        let mine = |e: &HistoryEntry| request.moderation.is_some() || e.sender == request.sender;
+        let Some(pos) = (h.entries.iter()).rposition(|(e, _)| named(e) && mine(e)) else {
+            if request.moderation.is_none() && h.entries.iter().any(|(e, _)| named(e)) {
+                // XEP-0424 §6: only the author retracts (moderators moderate, XEP-0425).
+                return Err(StanzaError::with_text(
+                    Condition::Forbidden,
+                    "only its sender may retract a message",
+                ));
+            }
+            return unknown();
+        };
+        if let Some((_, size)) = h.entries.remove(pos) {
+            h.bytes -= size;
+        }
+        Ok(())
     }
 }
 
@@ -461,6 +502,61 @@ mod tests {
         a.forget(&r1).await;
         assert!(a.history(&r1, &all, 3, false, 10).await.is_empty());
         assert_eq!(a.history(&r2, &all, 3, false, 10).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retraction_and_moderation_take_messages_out_of_the_memory_history() {
+        let a = MemoryArchive::default();
+        let r = BareJid::new("r@muc").unwrap();
+        let sent = |id: &str, by: &str, body: &str| {
+            let mut e = entry(0, body);
+            e.sender = BareJid::new(by).unwrap();
+            xmppd_core::stanza::set_attr(&mut e.message, "id", id);
+            e.message.append_child(xmppd_core::stanza::elem(
+                "origin-id",
+                NS_SID,
+                &[("id", &format!("o-{id}"))],
+            ));
+            e
+        };
+        for (id, by, body) in [
+            ("1", "a@x", "mine"),
+            ("2", "b@x", "his"),
+            ("3", "a@x", "spam"),
+        ] {
+            a.store(&r, sent(id, by, body), 10, false).await;
+        }
+        let req = |target: &str, by: &str, moderated: bool| RetractRequest {
+            target: target.into(),
+            sender: BareJid::new(by).unwrap(),
+            id: None,
+            moderation: moderated.then(|| Moderation {
+                by: "r@muc/mod".into(),
+                reason: None,
+            }),
+        };
+        let left =
+            || async { bodies(&a.history(&r, &HistoryQuery::default(), 10, false, 9).await) };
+        // Someone else's message: refused, kept.
+        let e = a
+            .retract(&r, &req("2", "a@x", false), false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.condition, Condition::Forbidden);
+        // An unknown id changes nothing; a moderator learns it is not there.
+        a.retract(&r, &req("9", "a@x", false), false).await.unwrap();
+        let e = a
+            .retract(&r, &req("9", "m@x", true), false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.condition, Condition::ItemNotFound);
+        assert_eq!(left().await, ["mine", "his", "spam"]);
+        // The author by origin id, a moderator by id.
+        a.retract(&r, &req("o-1", "a@x", false), false)
+            .await
+            .unwrap();
+        a.retract(&r, &req("3", "m@x", true), false).await.unwrap();
+        assert_eq!(left().await, ["his"]);
     }
 
     #[tokio::test]

@@ -556,7 +556,7 @@ impl RoomTask {
         if let Some(r) = outcome.retract.take() {
             // The tombstone first: the retraction, archived next, must not be what it names.
             settle(courier).await;
-            if let Err(e) = svc.archive.retract(&room.jid, &r).await {
+            if let Err(e) = svc.archive.retract(&room.jid, &r, archived).await {
                 let refused = error_reply(&st, &e).map(Send::One).into_iter().collect();
                 return (now(refused), false);
             }

@@ -71,8 +71,9 @@ impl Room {
                 self.owner_set(from, payload, o)?;
                 None
             }
+            // A room whose history is in memory moderates that (`crate::archive`).
             (NS_MODERATE, "set")
-                if self.config.archived && self.archive_features.contains(&NS_MODERATE) =>
+                if !self.config.archived || self.archive_features.contains(&NS_MODERATE) =>
             {
                 self.moderate(from, payload, o, now_ms)?;
                 None
@@ -193,7 +194,7 @@ impl Room {
         let archive = if c.archived {
             self.archive_features
         } else {
-            &[]
+            &[NS_MODERATE]
         };
         for f in features.iter().chain(archive) {
             q.append_child(elem("feature", NS_DISCO_INFO, &[("var", f)]));

@@ -119,17 +119,15 @@ impl Room {
             });
         }
         let to_archive = subject.is_none() || has_body;
-        if self.config.archived {
-            o.retract = (msg.get_child("retract", NS_RETRACT))
-                .and_then(|r| r.attr("id"))
-                .filter(|id| !id.is_empty())
-                .map(|target| RetractRequest {
-                    target: target.to_owned(),
-                    sender: real.clone(),
-                    id: msg.attr("id").map(str::to_owned),
-                    moderation: None,
-                });
-        }
+        o.retract = (msg.get_child("retract", NS_RETRACT))
+            .and_then(|r| r.attr("id"))
+            .filter(|id| !id.is_empty())
+            .map(|target| RetractRequest {
+                target: target.to_owned(),
+                sender: real.clone(),
+                id: msg.attr("id").map(str::to_owned),
+                moderation: None,
+            });
         if to_archive {
             self.archive_and_broadcast(msg, real, o, now_ms);
         } else {
@@ -354,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn an_archived_room_hands_retractions_to_its_archive() {
+    fn a_room_hands_retractions_to_its_archive_or_history() {
         let retraction = st(&format!(
             "<message xmlns='jabber:client' type='groupchat' from='alice@example.org/a' \
              to='{ROOM}' id='r1'><retract xmlns='{NS_RETRACT}' id='7'/></message>"
@@ -371,9 +369,10 @@ mod tests {
             })
         );
         assert!(o.archive.is_some(), "the retraction itself is archived");
-        // Without an archive there is nothing to apply it to.
+        // Without an archive, the history in memory applies it too.
         let mut room = configured("", 0);
-        assert_eq!(room.handle(&retraction, 0).retract, None);
+        let o = room.handle(&retraction, 0);
+        assert_eq!(o.retract.map(|r| r.target).as_deref(), Some("7"));
     }
 
     #[test]

@@ -263,11 +263,16 @@ mod tests {
             .collect();
         assert_eq!(fallbacks, [(Some(NS_RETRACT), 0), (Some(NS_MODERATE), 0)]);
 
-        // Without an archive to moderate, the room does not claim the namespace.
-        let mut room = configured("", 0);
-        room.archive_features = &[NS_MODERATE];
+        // An archived room whose archive cannot moderate does not claim the namespace; a room
+        // whose history is in memory moderates that.
+        let mut room = configured(&archived, 0);
+        room.archive_features = &[];
         let o = room.handle(&moderate("alice@example.org/a"), 0);
         assert_eq!(error_of(&o).as_deref(), Some("service-unavailable"));
+        let mut room = configured("", 0);
+        let o = room.handle(&moderate("alice@example.org/a"), 0);
+        assert_eq!(error_of(&o), None);
+        assert!(o.retract.is_some_and(|r| r.moderation.is_some()));
     }
 
     #[test]
