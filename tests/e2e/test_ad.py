@@ -56,11 +56,15 @@ async def test_disabled_and_locked_accounts_are_logged_with_their_reason(make_se
     anyone = "(&(objectClass=user)(objectCategory=person)(sAMAccountName=%u))"
     server = start(make_server, samba_dc, ldap={"user_filter": anyone},
                    server={"hide_ip_in_logs": True})
-    assert plain_failure(server, "erin", PASSWORDS["erin"]) == ["not-authorized"]
+    # The directory checked her password first: the client may know why (RFC 6120 §6.5.1).
+    assert plain_failure(server, "erin", PASSWORDS["erin"]) == ["account-disabled"]
+    # A wrong password on a disabled account says nothing of the account.
+    assert plain_failure(server, "erin", "not the password") == ["not-authorized"]
     [disabled] = lines(server, "data 533")
     assert "account disabled" in disabled and "user=erin" in disabled, disabled
     for _ in range(LOCKOUT_THRESHOLD):
         samba_dc.bad_bind("frank")
+    # A locked account is refused before the password is looked at: no more is said.
     assert plain_failure(server, "frank", PASSWORDS["frank"]) == ["not-authorized"]
     [locked] = lines(server, "data 775")
     assert "account locked" in locked and "user=frank" in locked, locked

@@ -351,6 +351,7 @@ fn explain(e: AuthError, account: &UserRef) -> Failure {
     Failure(match e {
         AuthError::AlreadyExists => format!("user {} already exists", jid(account)),
         AuthError::NoSuchUser => format!("user {} does not exist", jid(account)),
+        AuthError::AccountDisabled => format!("user {} is disabled", jid(account)),
         AuthError::InvalidPassword(why) => format!("invalid password: {why}"),
         AuthError::Unsupported => "the authentication backend does not allow this".into(),
         AuthError::Tombstoned { until_ms } => format!(

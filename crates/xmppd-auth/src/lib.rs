@@ -24,6 +24,10 @@ pub enum AuthError {
     Temporary(String),
     #[error("no such user")]
     NoSuchUser,
+    /// The password was right, but the backend keeps the account out (a directory's
+    /// disabled or expired account): `<account-disabled/>` (RFC 6120 §6.5.1).
+    #[error("the account is disabled")]
+    AccountDisabled,
     #[error("user already exists")]
     AlreadyExists,
     #[error("invalid password: {0}")]

@@ -32,6 +32,9 @@ struct Driver<'a> {
     deadline: Instant,
     /// The session bound for the machine's bind request, until the machine is ready.
     bound: Option<(ClientSession, QueueReceiver)>,
+    /// An account whose backend checked the password and said it is disabled; the account
+    /// check that follows answers for it.
+    disabled_by_backend: Option<jid::BareJid>,
 }
 
 /// Runs the stream to a bound resource. The bind result is left in `conn.out`, to be written
@@ -56,6 +59,7 @@ pub(crate) async fn run(
         kind,
         deadline,
         bound: None,
+        disabled_by_backend: None,
     };
     let mut actions: VecDeque<_> = machine.start().into();
     loop {
@@ -187,6 +191,11 @@ impl Driver<'_> {
                 let checked = backend(&user)?
                     .check_password(&user_ref(&user), &password)
                     .await;
+                if let Err(AuthError::AccountDisabled) = checked {
+                    // The password is right: the answer is that of an account disabled here.
+                    self.disabled_by_backend = Some(user);
+                    return Ok(Event::PasswordChecked(Ok(true)));
+                }
                 Event::PasswordChecked(checked.map_err(|e| BackendFailure(e.to_string())))
             }
             Request::ScramKeys { user, alg } => {
@@ -198,7 +207,8 @@ impl Driver<'_> {
                 Event::ScramKeys(keys)
             }
             Request::CheckAccount { user } => Event::AccountChecked {
-                enabled: !shared.server.is_disabled(&user).await,
+                enabled: self.disabled_by_backend.as_ref() != Some(&user)
+                    && !shared.server.is_disabled(&user).await,
             },
             Request::PreAuthIq {
                 host,

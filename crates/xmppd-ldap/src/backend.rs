@@ -128,6 +128,7 @@ impl AuthBackend for LdapBackend {
                 Ok(true)
             }
             Login::WrongPassword => Ok(false),
+            Login::Disabled => Err(AuthError::AccountDisabled),
             Login::UnknownUser => {
                 if let Some(store) = &self.scram_cache {
                     forget(store.as_ref(), user).await;

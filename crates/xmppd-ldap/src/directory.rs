@@ -51,6 +51,9 @@ pub enum Login {
     /// No entry matches the user filter (never existed, removed from the directory, or kept
     /// out by the filter, e.g. a disabled account).
     UnknownUser,
+    /// The directory checked the password and refused the bind because the account is
+    /// disabled or expired (Active Directory's `data 533`, `701`).
+    Disabled,
 }
 
 /// One LDAP server, reached through a small connection pool.
@@ -465,7 +468,11 @@ async fn user_bind(
             reason = %refusal_reason(&result.text),
             "login refused by the directory"
         );
-        return Ok(Login::WrongPassword);
+        return Ok(match ad_data_code(&result.text).as_deref() {
+            // Active Directory names these only once the password has been checked.
+            Some("533" | "701") => Login::Disabled,
+            _ => Login::WrongPassword,
+        });
     }
     result.success().map(|_| Login::WrongPassword)
 }
@@ -474,12 +481,7 @@ async fn user_bind(
 /// `80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 775, v4563`,
 /// the data being a Windows error code; other directories give their text as it is.
 fn refusal_reason(text: &str) -> String {
-    let code = text.split_once("data ").map(|(_, rest)| {
-        let end = rest
-            .find(|c: char| !c.is_ascii_hexdigit())
-            .unwrap_or(rest.len());
-        rest[..end].to_ascii_lowercase()
-    });
+    let code = ad_data_code(text);
     let meaning = match code.as_deref() {
         Some("52e") => "wrong password",
         Some("525") => "no such user",
@@ -494,6 +496,16 @@ fn refusal_reason(text: &str) -> String {
         _ => return text.to_owned(),
     };
     format!("{meaning} (data {})", code.unwrap_or_default())
+}
+
+/// The `data` code of Active Directory's diagnostic message, lowercase.
+fn ad_data_code(text: &str) -> Option<String> {
+    text.split_once("data ").map(|(_, rest)| {
+        let end = rest
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(rest.len());
+        rest[..end].to_ascii_lowercase()
+    })
 }
 
 /// Whether the root DSE names Active Directory (or Samba acting as its domain controller).
@@ -856,6 +868,9 @@ mod tests {
         assert_eq!(refusal_reason(""), "invalid credentials");
         assert_eq!(refusal_reason("bad creds"), "bad creds");
         assert_eq!(refusal_reason(&ad("999")), ad("999"));
+        assert_eq!(ad_data_code(&ad("533")).as_deref(), Some("533"));
+        assert_eq!(ad_data_code(&ad("52E")).as_deref(), Some("52e"));
+        assert_eq!(ad_data_code("invalid credentials"), None);
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn auth_error(e: AuthError) -> StanzaError {
         AuthError::AlreadyExists => Condition::Conflict.into(),
         AuthError::NoSuchUser => Condition::ItemNotFound.into(),
         AuthError::InvalidPassword(why) => StanzaError::with_text(Condition::NotAcceptable, why),
-        AuthError::Unsupported => Condition::NotAllowed.into(),
+        AuthError::Unsupported | AuthError::AccountDisabled => Condition::NotAllowed.into(),
         // The name is taken for now, as far as the registrant is concerned.
         AuthError::Tombstoned { .. } => StanzaError::with_text(
             Condition::Conflict,
