@@ -256,3 +256,34 @@ async def test_a_moderator_retracts_any_message_and_a_participant_may_not(make_s
     assert gone.find(q(MODERATE, "moderated")).get("by") == f"{ROOM}/al"
     assert gone.findtext(q(RETRACT, "reason")) == "spam"
     assert announced.find(q(RETRACT, "retract")).get("id") == spam
+
+
+OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+
+
+def occupant_ids(e: ET.Element) -> list[str]:
+    return [o.get("id") for o in e.findall(q(OCCUPANT_ID, "occupant-id"))]
+
+
+@async_test(timeout=120)
+async def test_occupant_ids_follow_the_user_across_nicks_and_into_the_archive(make_server):
+    server = make_server(users=USERS)
+    alice, bob, features = await archived_room(server)
+    assert OCCUPANT_ID in features, features
+    # A client's own occupant id is not believed (XEP-0421 §4).
+    msg = bob.make_message(mto=ROOM, mbody="first", mtype="groupchat")
+    msg.xml.append(ET.fromstring(f"<occupant-id xmlns='{OCCUPANT_ID}' id='forged'/>"))
+    msg.send()
+    [bob_id] = occupant_ids(await alice.expect_message("first"))
+    assert bob_id != "forged" and "bob" not in bob_id
+
+    bob.send_presence(pto=f"{ROOM}/robert")
+    renamed = await alice.expect(
+        lambda e: e.get("from") == f"{ROOM}/robert" and e.get("type") is None,
+        what="bob's presence under his new nick")
+    assert occupant_ids(renamed) == [bob_id]
+    assert occupant_ids(await say(bob, alice, "second")) == [bob_id]
+
+    _, results = await query(alice, to=ROOM)
+    assert [occupant_ids(m) for _, m in results] == [[bob_id], [bob_id]]
+    assert [m.get("from") for _, m in results] == [f"{ROOM}/bob", f"{ROOM}/robert"]

@@ -282,6 +282,11 @@ async fn muc_services(
                 max_history: m.max_history,
                 messages_per_second: m.messages_per_second,
             },
+            occupant_ids: Some(
+                xmppd_muc::OccupantIds::load(&**store, domain)
+                    .await
+                    .map_err(|e| format!("reading the occupant id secret of {domain}: {e}"))?,
+            ),
         };
         let memory = xmppd_muc::MemoryArchive::new(m.max_history_bytes);
         let archive: Arc<dyn xmppd_muc::RoomArchive> = match &archive {

@@ -42,6 +42,7 @@ async fn server(path: &std::path::Path) -> (Arc<Server>, Arc<SqliteArchive>, Arc
             max_history: 20,
             messages_per_second: 0,
         },
+        occupant_ids: Some(xmppd_muc::OccupantIds::new(b"test secret")),
     };
     let muc = MucService::load(settings, store.clone(), Arc::new(rooms))
         .await

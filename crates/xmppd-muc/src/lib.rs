@@ -7,6 +7,8 @@
 //! - [`archive`]: discussion history and the [`archive::RoomArchive`] hook a XEP-0313 service
 //!   implements (`xmppd_mam::RoomArchives`); [`archive::MemoryArchive`] is the built-in
 //!   default.
+//! - [`occupant_id`]: XEP-0421 occupant ids, an HMAC of room and real JID under the service's
+//!   stored secret.
 //! - [`service::MucService`]: the component: room registry, creation rules, persistence of
 //!   persistent rooms through [`xmppd_storage::RoomStore`] (SQLite keeps them as its own `muc`
 //!   schema, versioned in `xmppd_schemas`), routing.
@@ -16,6 +18,7 @@
 
 pub mod archive;
 pub mod form;
+pub mod occupant_id;
 pub mod room;
 pub mod service;
 
@@ -23,6 +26,7 @@ pub use archive::{
     HistoryEntry, HistoryQuery, IqAnswer, MemoryArchive, Moderation, RetractRequest, RoomArchive,
     Stored,
 };
+pub use occupant_id::OccupantIds;
 pub use room::{Affiliation, Role, Room, RoomLimits};
 pub use service::{Creation, MucService, MucSettings};
 

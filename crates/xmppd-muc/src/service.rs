@@ -62,6 +62,8 @@ pub struct MucSettings {
     /// Rooms one user may own (persistent ones included); 0: no limit.
     pub max_rooms_per_user: usize,
     pub limits: RoomLimits,
+    /// XEP-0421 occupant ids its rooms give ([`crate::OccupantIds::load`]); none: no ids.
+    pub occupant_ids: Option<crate::OccupantIds>,
 }
 
 /// What a room's task takes from its inbox.
@@ -173,6 +175,7 @@ impl MucService {
             match restored {
                 Some((j, mut room)) => {
                     room.archive_features = service.archive.features();
+                    room.occupant_ids = service.settings.occupant_ids.clone();
                     service.owners.insert(j.clone(), room.owners());
                     service.rooms.insert(j, RoomEntry::new(room, false));
                 }
@@ -309,6 +312,7 @@ impl MucService {
                 self.owners.insert(jid.clone(), vec![user.clone()]);
                 let mut room = Room::create(jid.clone(), user.clone(), self.settings.limits);
                 room.archive_features = self.archive.features();
+                room.occupant_ids = self.settings.occupant_ids.clone();
                 RoomEntry::new(room, true)
             })
             .clone();

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::archive::NS_MODERATE;
 use crate::form::{FormBuilder, Whois, FORM_ROOMINFO};
+use crate::occupant_id::NS_OCCUPANT_ID;
 
 /// IQ requests between occupants whose answer is still awaited, per room (the oldest are
 /// forgotten first: their answers then go to the asker's oldest session).
@@ -196,7 +197,8 @@ impl Room {
         } else {
             &[NS_MODERATE]
         };
-        for f in features.iter().chain(archive) {
+        let ids = self.occupant_ids.as_ref().map(|_| NS_OCCUPANT_ID);
+        for f in features.iter().chain(archive).chain(ids.iter()) {
             q.append_child(elem("feature", NS_DISCO_INFO, &[("var", f)]));
         }
         let count = self.occupants.len().to_string();

@@ -11,6 +11,7 @@ use xmppd_core::stanza::{self, set_attr, Condition, StanzaError, NS_CLIENT};
 use super::{Broadcast, Outcome, Role, Room, NS_MUC_USER};
 use crate::archive::{HistoryEntry, RetractRequest, NS_RETRACT, NS_SID};
 use crate::form::{Form, FORM_REQUEST};
+use crate::occupant_id::NS_OCCUPANT_ID;
 
 impl Room {
     pub(super) fn on_message(
@@ -85,6 +86,7 @@ impl Room {
         }
         let role = occ.role;
         let real = occ.real.clone();
+        let occupant_id = occ.occupant_id.clone();
         let subject = m.get_child("subject", NS_CLIENT);
         let has_body = m.get_child("body", NS_CLIENT).is_some();
         if let (Some(subject), false) = (subject, has_body) {
@@ -108,6 +110,7 @@ impl Room {
         let mut msg = m.clone();
         stanza::remove_attr(&mut msg, "to");
         set_attr(&mut msg, "from", self.occupant_jid(&nick));
+        with_occupant_id(&mut msg, occupant_id.as_deref());
         if self.config.archived {
             // XEP-0359 §3: only the room names its own archive ids. A room that does not
             // archive announces no ids, so clients trust none in its name (§4): nothing to do.
@@ -194,6 +197,8 @@ impl Room {
         };
         let mut msg = m.clone();
         set_attr(&mut msg, "from", self.occupant_jid(nick));
+        let id = (self.occupants.get(nick)).and_then(|x| x.occupant_id.as_deref());
+        with_occupant_id(&mut msg, id);
         if msg.get_child("x", NS_MUC_USER).is_none() {
             msg.append_child(Element::bare("x", NS_MUC_USER));
         }
@@ -203,6 +208,15 @@ impl Room {
             o.out.push(copy);
         }
         Ok(())
+    }
+}
+
+/// XEP-0421 §4: the occupant ids a sender wrote go (only the room gives them), the room's goes
+/// in when it gives one.
+pub(super) fn with_occupant_id(msg: &mut Element, id: Option<&str>) {
+    stanza::remove_children(msg, |c| c.is("occupant-id", NS_OCCUPANT_ID));
+    if let Some(id) = id {
+        msg.append_child(stanza::elem("occupant-id", NS_OCCUPANT_ID, &[("id", id)]));
     }
 }
 
@@ -349,6 +363,53 @@ mod tests {
         assert!(o.archive.is_none());
         o.add_to_archived(elem("stanza-id", NS_SID, &[("by", ROOM), ("id", "8")]));
         assert!(stanza_ids(&o.broadcasts[0].stanza).is_empty());
+    }
+
+    #[test]
+    fn occupants_carry_the_rooms_occupant_id_and_never_their_own() {
+        let ids = crate::OccupantIds::new(b"secret");
+        let mut room = configured("", 0);
+        room.occupant_ids = Some(ids.clone());
+        let bob = ids.id(&room.jid, &BareJid::new("bob@example.org").unwrap());
+        let of = |e: &Element| -> Vec<String> {
+            (e.children())
+                .filter(|c| c.is("occupant-id", NS_OCCUPANT_ID))
+                .filter_map(|c| c.attr("id").map(str::to_owned))
+                .collect()
+        };
+        let o = join(&mut room, "bob@example.org/b", "bob");
+        assert_eq!(of(&to_of(&o, "alice@example.org/a")[0]), [bob.as_str()]);
+        let mut o = room.handle(
+            &st(&format!(
+                "<message xmlns='jabber:client' type='groupchat' from='bob@example.org/b' \
+                 to='{ROOM}'><body>hi</body><occupant-id xmlns='{NS_OCCUPANT_ID}' id='forged'/>\
+                 </message>"
+            )),
+            0,
+        );
+        assert_eq!(of(&o.archive.take().unwrap().message), [bob.as_str()]);
+        let sends = o.take_sends();
+        let [Send::Shared(msg, _)] = &sends[..] else {
+            panic!("{sends:?}")
+        };
+        assert_eq!(of(msg), [bob.as_str()]);
+        // Across a nick change, whatever the client claims.
+        let o = room.handle(
+            &st(&format!(
+                "<presence xmlns='jabber:client' from='bob@example.org/b' to='{ROOM}/robert'>\
+                 <occupant-id xmlns='{NS_OCCUPANT_ID}' id='forged'/></presence>"
+            )),
+            0,
+        );
+        let seen = to_of(&o, "alice@example.org/a");
+        assert_eq!(seen.len(), 2);
+        for p in &seen {
+            assert_eq!(of(p), [bob.as_str()], "{p:?}");
+        }
+        let features: Vec<_> = (room.disco_info().children())
+            .filter_map(|f| f.attr("var").map(str::to_owned))
+            .collect();
+        assert!(features.iter().any(|f| f == NS_OCCUPANT_ID), "{features:?}");
     }
 
     #[test]

@@ -226,6 +226,8 @@ struct Occupant {
     presence: Element,
     tokens: f64,
     last_ms: i64,
+    /// Its XEP-0421 id, when the service gives them.
+    occupant_id: Option<String>,
 }
 
 /// Extras of an occupant's `<item/>` and presence.
@@ -258,6 +260,9 @@ pub struct Room {
     /// The disco#info features the archive adds while the room's archiving is on (XEP-0313
     /// §7, XEP-0359 §5); none when the service keeps no durable archive.
     pub archive_features: &'static [&'static str],
+    /// XEP-0421: the ids the room gives its occupants on their messages and presence; none
+    /// when the service gives none.
+    pub occupant_ids: Option<crate::OccupantIds>,
     /// Set once the room is gone, for whoever still holds a handle to it.
     pub gone: bool,
 }
@@ -300,6 +305,7 @@ impl Room {
             pending_invites: VecDeque::new(),
             limits,
             archive_features: &[],
+            occupant_ids: None,
             gone: false,
         }
     }

@@ -9,6 +9,7 @@ use xmppd_core::stanza::{elem, set_attr, Condition, StanzaError, NS_CLIENT};
 use super::{Affiliation, Extra, Outcome, Role, Room};
 use crate::archive::{Moderation, RetractRequest, NS_MODERATE, NS_RETRACT};
 use crate::form::{Form, FormBuilder, FORM_REQUEST};
+use crate::occupant_id::NS_OCCUPANT_ID;
 
 /// XEP-0428 fallback indication.
 const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
@@ -44,7 +45,12 @@ impl Room {
             (m.get_child("reason", NS_MODERATE).map(Element::text)).filter(|r| !r.is_empty());
         let by = self.occupant_jid(&nick);
         let mut retract = elem("retract", NS_RETRACT, &[("id", target)]);
-        retract.append_child(elem("moderated", NS_MODERATE, &[("by", &by)]));
+        let mut moderated = elem("moderated", NS_MODERATE, &[("by", &by)]);
+        if let Some(id) = (self.occupants.get(&nick)).and_then(|x| x.occupant_id.as_deref()) {
+            // XEP-0425 §4: who moderated, by an id that outlives the nick.
+            moderated.append_child(elem("occupant-id", NS_OCCUPANT_ID, &[("id", id)]));
+        }
+        retract.append_child(moderated);
         if let Some(r) = &reason {
             let mut el = Element::bare("reason", NS_RETRACT);
             el.append_text(r.as_str());

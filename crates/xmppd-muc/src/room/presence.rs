@@ -13,6 +13,7 @@ use super::{
 };
 use crate::archive::HistoryQuery;
 use crate::form::Whois;
+use crate::occupant_id::NS_OCCUPANT_ID;
 
 impl Room {
     pub(super) fn on_presence(
@@ -135,6 +136,7 @@ impl Room {
                 presence,
                 tokens: self.burst(),
                 last_ms: now_ms,
+                occupant_id: (self.occupant_ids.as_ref()).map(|ids| ids.id(&self.jid, &real)),
             };
             self.occupants.insert(nick.to_owned(), occ);
             self.sessions.insert(from.clone(), nick.to_owned());
@@ -344,6 +346,9 @@ impl Room {
             x.append_child(status(*c));
         }
         p.append_child(x);
+        if let Some(id) = &occ.occupant_id {
+            p.append_child(elem("occupant-id", NS_OCCUPANT_ID, &[("id", id)]));
+        }
         p
     }
 }
@@ -368,11 +373,12 @@ pub(super) fn is_unreachable(st: &Element) -> bool {
         .any(|c| c.ns() == stanza::NS_STANZAS && GONE.iter().any(|g| c.name() == g.as_str()))
 }
 
-/// The parts of an occupant's presence that are broadcast: everything but MUC payloads.
+/// The parts of an occupant's presence that are broadcast: everything but MUC payloads and
+/// occupant ids, which only the room gives (XEP-0421 §4).
 pub(super) fn presence_payload(p: &Element) -> Element {
     let mut out = Element::bare("presence", NS_CLIENT);
     for c in p.children() {
-        if !(c.is("x", NS_MUC) || c.is("x", NS_MUC_USER)) {
+        if !(c.is("x", NS_MUC) || c.is("x", NS_MUC_USER) || c.is("occupant-id", NS_OCCUPANT_ID)) {
             out.append_child(c.clone());
         }
     }
