@@ -26,6 +26,17 @@ async fn setup() -> (Arc<Server>, Arc<SqliteArchive>) {
 async fn setup_with(
     wrap: impl FnOnce(Arc<SqliteArchive>) -> Arc<dyn ArchiveStore>,
 ) -> (Arc<Server>, Arc<SqliteStore>, Arc<SqliteArchive>) {
+    let (store, archive) = accounts().await;
+    let module = MamModule::new(wrap(archive.clone()), MamSettings::default());
+    let server = Server::builder(CoreConfig::default(), store.clone())
+        .modules(xmppd_im::modules())
+        .module(Arc::new(module))
+        .build();
+    (server, store, archive)
+}
+
+/// A store with alice, bob and carol on localhost, and its archive.
+async fn accounts() -> (Arc<SqliteStore>, Arc<SqliteArchive>) {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     for u in ["alice", "bob", "carol"] {
         store
@@ -34,12 +45,7 @@ async fn setup_with(
             .unwrap();
     }
     let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
-    let module = MamModule::new(wrap(archive.clone()), MamSettings::default());
-    let server = Server::builder(CoreConfig::default(), store.clone())
-        .modules(xmppd_im::modules())
-        .module(Arc::new(module))
-        .build();
-    (server, store, archive)
+    (store, archive)
 }
 
 async fn online(server: &Arc<Server>, user: &str) -> TestClient {
@@ -116,14 +122,7 @@ async fn both_sides_are_archived_and_the_delivered_copy_carries_the_recipients_i
 
 #[tokio::test]
 async fn the_roster_default_counts_shared_roster_groups() {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob", "carol"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
-    let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
+    let (store, archive) = accounts().await;
     let settings = MamSettings {
         default_policy: DefaultPolicy::Roster,
         ..MamSettings::default()
