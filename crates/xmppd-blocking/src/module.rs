@@ -34,7 +34,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
-use xmppd_core::{user_ref, ClientSession, Context, PresenceState, SessionId};
+use xmppd_core::{user_ref, Addressing, ClientSession, Context, PresenceState, SessionId};
 use xmppd_storage::Subscription;
 
 use crate::list::BlockList;
@@ -406,7 +406,7 @@ impl Module for Blocking {
     fn hooks(&self) -> Hooks {
         Hooks {
             message_out: true,
-            message_in: true,
+            message_check: true,
             presence_in: true,
             iq_in: true,
             presence_out: true,
@@ -480,16 +480,19 @@ impl Module for Blocking {
         }
     }
 
-    async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        match addresses(cx, msg) {
-            Some((from, to)) if self.blocks(cx, &to.to_bare(), &from).await => {
-                if msg.attr("type") == Some("groupchat") {
-                    HookAction::Stop(None)
-                } else {
-                    HookAction::Stop(Some(StanzaError::new(Condition::ServiceUnavailable)))
-                }
-            }
-            _ => HookAction::Continue,
+    async fn check_message_in(
+        &self,
+        cx: &mut Context<'_>,
+        msg: &Element,
+        addressing: &Addressing,
+    ) -> HookAction {
+        let Addressing { from, to } = addressing;
+        if !self.blocks(cx, &to.to_bare(), from).await {
+            HookAction::Continue
+        } else if msg.attr("type") == Some("groupchat") {
+            HookAction::Stop(None)
+        } else {
+            HookAction::Stop(Some(StanzaError::new(Condition::ServiceUnavailable)))
         }
     }
 

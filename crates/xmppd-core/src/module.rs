@@ -15,7 +15,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_storage::{AccountRemoval, RosterItem};
 
-use crate::context::Context;
+use crate::context::{Addressing, Context};
 use crate::router::SessionId;
 use crate::session::{ClientSession, PresenceState};
 use crate::stanza::{Condition, StanzaError};
@@ -61,6 +61,8 @@ pub struct Hooks {
     pub message_out: bool,
     /// [`Module::on_message_in`]
     pub message_in: bool,
+    /// [`Module::check_message_in`]
+    pub message_check: bool,
     /// [`Module::on_undeliverable`]
     pub undeliverable: bool,
     /// [`Module::roster_items`], [`Module::has_roster_item`] and
@@ -86,6 +88,7 @@ impl Hooks {
     pub const ALL: Hooks = Hooks {
         message_out: true,
         message_in: true,
+        message_check: true,
         undeliverable: true,
         roster: true,
         delivered: true,
@@ -99,6 +102,7 @@ impl Hooks {
     pub const NONE: Hooks = Hooks {
         message_out: false,
         message_in: false,
+        message_check: false,
         undeliverable: false,
         roster: false,
         delivered: false,
@@ -179,6 +183,22 @@ pub trait Module: Send + Sync {
     /// here, after committing the message).
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
         let _ = (cx, msg);
+        HookAction::Continue
+    }
+
+    /// A message about to be delivered to the local account or session `addressing.to`,
+    /// from `addressing.from`, before [`Module::on_message_in`]: a hook that only decides
+    /// whether the message may pass (blocking, XEP-0191) and changes nothing. It also runs
+    /// for each recipient of a fan-out (a room's message) on the one element they all share,
+    /// where `on_message_in` would need a copy per recipient; `msg`'s `to` is then not the
+    /// recipient's, `addressing.to` is.
+    async fn check_message_in(
+        &self,
+        cx: &mut Context<'_>,
+        msg: &Element,
+        addressing: &Addressing,
+    ) -> HookAction {
+        let _ = (cx, msg, addressing);
         HookAction::Continue
     }
 

@@ -142,6 +142,7 @@ impl ServerBuilder {
             modules.iter().filter(|m| f(m.hooks())).cloned().collect()
         };
         let (message_out, message_in) = (with(|h| h.message_out), with(|h| h.message_in));
+        let message_check = with(|h| h.message_check);
         let (undeliverable, roster_modules) = (with(|h| h.undeliverable), with(|h| h.roster));
         let (delivered, outbound) = (with(|h| h.delivered), with(|h| h.outbound));
         let (presence_in, iq_in) = (with(|h| h.presence_in), with(|h| h.iq_in));
@@ -153,6 +154,7 @@ impl ServerBuilder {
             presence_to_account,
             message_out,
             message_in,
+            message_check,
             undeliverable,
             roster_modules,
             delivered,
@@ -194,6 +196,7 @@ pub struct Server {
     /// The modules declaring each per-stanza hook, in registration order.
     message_out: Vec<Arc<dyn Module>>,
     message_in: Vec<Arc<dyn Module>>,
+    message_check: Vec<Arc<dyn Module>>,
     undeliverable: Vec<Arc<dyn Module>>,
     roster_modules: Vec<Arc<dyn Module>>,
     delivered: Vec<Arc<dyn Module>>,
@@ -590,14 +593,41 @@ impl Server {
     }
 
     /// A shared message straight into a local session's queue, when routing it would do no
-    /// more than that: no module looks at incoming or delivered messages or filters what a
-    /// session is sent, and the session is there. False when it has to be routed as a copy
-    /// instead.
-    fn deliver_shared(&self, stanza: &Arc<Element>, to: &FullJid) -> bool {
+    /// more than that: no module changes incoming messages, looks at delivered ones or
+    /// filters what a session is sent, and the session is there. The modules that only check
+    /// incoming messages ([`Module::check_message_in`]) check it here, on the shared element;
+    /// one that stops it has it bounced (as a copy addressed to the recipient). False when
+    /// it has to be routed as a copy instead.
+    async fn deliver_shared(
+        &self,
+        cx: &mut Context<'_>,
+        stanza: &Arc<Element>,
+        to: &FullJid,
+    ) -> bool {
         let hooked =
             !(self.message_in.is_empty() && self.delivered.is_empty() && self.outbound.is_empty());
         if stanza.name() != "message" || hooked || !self.is_local_host(to.domain().as_str()) {
             return false;
+        }
+        if !self.message_check.is_empty() {
+            let from = stanza.attr("from").map(crate::address::parse_jid);
+            let Some(Ok(from)) = from else {
+                return false;
+            };
+            let addressing = Addressing {
+                from,
+                to: Jid::from(to.clone()),
+            };
+            for m in &self.message_check {
+                if let HookAction::Stop(err) = m.check_message_in(cx, stanza, &addressing).await {
+                    if let Some(err) = err {
+                        let mut copy = (**stanza).clone();
+                        stanza::set_attr(&mut copy, "to", to.as_str());
+                        cx.bounce(&copy, err);
+                    }
+                    return true;
+                }
+            }
         }
         let out = Outbound::Addressed(Arc::clone(stanza), to.clone());
         self.router.send(to, out, class_for(to)).is_ok()
@@ -653,12 +683,11 @@ impl Server {
                         .await
                 }
                 Outgoing::RouteShared(stanza, to) => {
-                    if !self.deliver_shared(&stanza, &to) {
+                    let mut cx = Context::new(self, outbox);
+                    if !self.deliver_shared(&mut cx, &stanza, &to).await {
                         let mut copy = (*stanza).clone();
                         stanza::set_attr(&mut copy, "to", to.as_str());
-                        let to = Jid::from(to);
-                        self.route_one(&mut Context::new(self, outbox), copy, Some(to))
-                            .await
+                        self.route_one(&mut cx, copy, Some(Jid::from(to))).await
                     }
                 }
                 Outgoing::Deliver(jid, stanza) => {
@@ -914,13 +943,22 @@ impl Server {
             Some("error") => "error",
             _ => "normal",
         };
-        if !self.message_in.is_empty() {
+        if !(self.message_in.is_empty() && self.message_check.is_empty()) {
             // Stamped by the server (a session's full JID, a room occupant, a domain): in
             // canonical form, so the parse is one check.
             let from = msg.attr("from").map(crate::address::parse_jid);
             if let Some(Ok(from)) = from {
                 let to = to.clone();
-                cx.set_addressing(Some(Addressing { from, to }));
+                let addressing = Addressing { from, to };
+                for m in &self.message_check {
+                    if let HookAction::Stop(err) = m.check_message_in(cx, &msg, &addressing).await {
+                        if let Some(err) = err {
+                            cx.bounce(&msg, err);
+                        }
+                        return;
+                    }
+                }
+                cx.set_addressing(Some(addressing));
             }
         }
         for m in &self.message_in {

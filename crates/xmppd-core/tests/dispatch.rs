@@ -9,13 +9,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use minidom::Element;
 use tokio::sync::Mutex;
-use xmppd_core::module::Component;
+use xmppd_core::module::{Component, HookAction, Hooks, Module};
 use xmppd_core::stanza::set_attr;
 use xmppd_core::testing::TestClient;
-use xmppd_core::{Context, CoreConfig, FullJid, Outbound, Server};
+use xmppd_core::{Addressing, Context, CoreConfig, FullJid, Outbound, Server};
 use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 async fn server_with(components: Vec<(&str, Arc<dyn Component>)>) -> Arc<Server> {
+    server_with_module(components, None).await
+}
+
+async fn server_with_module(
+    components: Vec<(&str, Arc<dyn Component>)>,
+    module: Option<Arc<dyn Module>>,
+) -> Arc<Server> {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     for u in ["alice", "bob"] {
         store
@@ -26,7 +33,9 @@ async fn server_with(components: Vec<(&str, Arc<dyn Component>)>) -> Arc<Server>
     components
         .into_iter()
         .fold(
-            Server::builder(CoreConfig::default(), store).modules(xmppd_im::modules()),
+            Server::builder(CoreConfig::default(), store)
+                .modules(xmppd_im::modules())
+                .modules(module),
             |b, (d, c)| b.component(d, c),
         )
         .build()
@@ -171,4 +180,50 @@ async fn a_fan_out_queues_one_element_for_every_local_recipient() {
     xmppd_stream::serialize_addressed(&b, "", &b_to, &mut out);
     let written: Element = String::from_utf8(out).unwrap().parse().unwrap();
     assert_eq!(written.attr("to"), Some("bob@localhost/phone"));
+}
+
+/// Refuses every message to bob, the way a block list does: a check that changes nothing.
+struct RefuseBob;
+
+#[async_trait]
+impl Module for RefuseBob {
+    fn name(&self) -> &'static str {
+        "refuse-bob"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            message_check: true,
+            ..Hooks::NONE
+        }
+    }
+
+    async fn check_message_in(
+        &self,
+        _cx: &mut Context<'_>,
+        msg: &Element,
+        addressing: &Addressing,
+    ) -> HookAction {
+        assert_eq!(addressing.from.as_str(), msg.attr("from").unwrap());
+        match addressing.to.node().map(|n| n.as_str()) {
+            Some("bob") => HookAction::Stop(None),
+            _ => HookAction::Continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fan_out_stays_one_element_when_modules_only_check_incoming_messages() {
+    let fanout: Vec<(&str, Arc<dyn Component>)> = vec![("fanout.localhost", Arc::new(Fanout))];
+    let server = server_with_module(fanout, Some(Arc::new(RefuseBob))).await;
+    let alice = TestClient::login(&server, "alice", "pc").await;
+    let bob = TestClient::login(&server, "bob", "phone").await;
+    let mut msg = message("carol@localhost/x", "fanout.localhost", "hello");
+    set_attr(&mut msg, "type", "groupchat");
+    server.dispatch(msg).await;
+    match alice.rx.try_recv() {
+        Some((Outbound::Addressed(_, to), _)) => assert_eq!(to.as_str(), "alice@localhost/pc"),
+        other => panic!("alice's copy is the shared element: {other:?}"),
+    }
+    assert!(bob.rx.try_recv().is_none(), "the check stopped bob's");
 }
