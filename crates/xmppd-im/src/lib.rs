@@ -23,7 +23,7 @@ mod im;
 
 pub use builtin::{LastQuery, LastResult, CAPS_NODE};
 
-/// The IM modules, in the order they are to be registered (first of all modules).
+/// The IM modules, in the order they are to be registered (before the feature modules).
 pub fn modules() -> Vec<Arc<dyn Module>> {
     let mut v: Vec<Arc<dyn Module>> = vec![Arc::new(im::Im)];
     v.extend(builtin::modules());

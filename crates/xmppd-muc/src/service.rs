@@ -6,8 +6,8 @@
 //! stanzas one at a time, computes the outcome (`Room::handle`), queues what must be durable
 //! (its state, an archived message) for storage, hands the outcome to the room's courier and
 //! takes the next stanza. The courier sends each outcome once its writes are committed, in
-//! order. The room is never locked, never waits on routing and never holds anything across a
-//! commit, so a stanza it sends that comes back to it (a bounce, a decline addressed to the
+//! order. The room is never locked, never waits on routing and does not wait for the commits
+//! of its messages and state (a retraction and forgetting an archive are awaited), so a stanza it sends that comes back to it (a bounce, a decline addressed to the
 //! room) simply waits in its inbox; and every occupant sees one room's stanzas in the order the
 //! room produced them. A room's task ends when the room is gone; stanzas still
 //! in its inbox are handed back to the service (a join creates the room anew). disco#items reads
@@ -479,7 +479,7 @@ impl RoomTask {
     /// state, an archived message) is queued for storage and its outcome handed to the room's
     /// courier, which sends each outcome once its writes committed, in order: the room goes on
     /// with its next stanza while the disk syncs (the storage engine commits everything queued
-    /// meanwhile together), and never holds anything across the fsync.
+    /// meanwhile together), and does not wait for the fsync.
     async fn run(self, jid: BareJid, mut room: Room, mut rx: mpsc::UnboundedReceiver<Input>) {
         if self.entry.fresh {
             self.service.archive.forget(&jid).await;
