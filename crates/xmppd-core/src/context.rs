@@ -17,8 +17,10 @@ use xmppd_storage::{StorageError, Store};
 use xmppd_stream::StreamErrorCondition;
 
 use crate::module::Module;
-use crate::router::{Resource, Router};
+use crate::queue::Class;
+use crate::router::{Resource, Router, SessionId};
 use crate::server::{CoreConfig, Server};
+use crate::session::Outbound;
 use crate::stanza::{error_reply, StanzaError};
 
 /// One queued output of a handler.
@@ -155,9 +157,21 @@ impl<'a> Context<'a> {
         self.server.store()
     }
 
-    /// The session registry: who is bound, available, with which priority.
-    pub fn sessions(&self) -> &Arc<dyn Router> {
-        self.server.router()
+    /// The session registry as a handler sees it: who is bound, available, with which
+    /// priority, and closing a session. Queueing for a session goes through the outbox.
+    pub fn sessions(&self) -> Sessions<'a> {
+        let server: &'a Server = self.server;
+        Sessions(server.router().as_ref())
+    }
+
+    /// Asks the local session `session` to report through [`Module::on_written`] once its
+    /// writer has written everything queued for it before: the paced path for a backlog a
+    /// module hands a session page by page, from its own `on_written` (stored messages, after
+    /// a login). Charged to the session's stored budget. False if the session is gone or
+    /// closing.
+    pub fn request_written(&self, session: SessionId) -> bool {
+        (self.server.router().local(session))
+            .is_some_and(|l| l.queue.push(Outbound::Written, Class::Stored).is_ok())
     }
 
     /// The resources of `user` bound now.
@@ -264,6 +278,52 @@ impl<'a> Context<'a> {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         tokio::spawn(task(ServerHandle(Arc::downgrade(self.server))));
+    }
+}
+
+/// The session registry as a handler sees it ([`Context::sessions`]): reads, state updates
+/// of a session's routing entry, and closing a session; no binding, and no queueing that
+/// would skip the outbox and the outbound filters.
+#[derive(Clone, Copy)]
+pub struct Sessions<'a>(&'a dyn Router);
+
+impl<'a> Sessions<'a> {
+    /// All resources of an account (empty when none), copied.
+    pub fn resources(&self, bare: &BareJid) -> Vec<Resource> {
+        self.0.resources(bare)
+    }
+
+    /// Calls `f` with the resources of an account, without copying them. `f` runs under the
+    /// table's lock: it must not use the registry.
+    pub fn with_resources(&self, bare: &BareJid, f: &mut dyn FnMut(&[Resource])) {
+        self.0.with_resources(bare, f)
+    }
+
+    /// Number of resources bound for an account.
+    pub fn resource_count(&self, bare: &BareJid) -> usize {
+        self.0.resource_count(bare)
+    }
+
+    /// Every bound full JID.
+    pub fn all(&self) -> Vec<FullJid> {
+        self.0.all()
+    }
+
+    /// Applies `f` to the routing entry of `jid` if it is still the session `session`
+    /// (availability, priority, interest in roster pushes).
+    pub fn update(&self, jid: &FullJid, session: SessionId, f: &mut dyn FnMut(&mut Resource)) {
+        self.0.update(jid, session, f)
+    }
+
+    /// Closes the session `session` with a stream error; false if it is not bound here or
+    /// already closing.
+    pub fn close(
+        &self,
+        session: SessionId,
+        cond: StreamErrorCondition,
+        text: Option<&str>,
+    ) -> bool {
+        self.0.close(session, cond, text)
     }
 }
 

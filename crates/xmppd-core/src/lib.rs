@@ -32,7 +32,7 @@ pub mod stanza;
 pub mod testing;
 
 pub use account::remove_stored_account;
-pub use context::{Addressing, Context, Outbox, ServerHandle};
+pub use context::{Addressing, Context, Outbox, ServerHandle, Sessions};
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
 pub use queue::{Class, QueueLimits, QueueReceiver, SessionQueue};

@@ -20,7 +20,7 @@ use xmpp_parsers::disco::{
 use xmpp_parsers::ping::Ping as PingQuery;
 use xmpp_parsers::version::{VersionQuery, VersionResult};
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
-use xmppd_core::router::{message_targets, Router, SendError, SessionId};
+use xmppd_core::router::{message_targets, SendError, SessionId};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
 use xmppd_core::{user_ref, Class, ClientSession, Context, Outbound};
 use xso::{AsXml, FromXml};
@@ -463,7 +463,7 @@ impl Module for Offline {
         {
             Ok(true) => {
                 // The recipient may have come online while this was being stored.
-                self.wanted(cx.sessions(), &bare, None);
+                self.wanted(cx, &bare, None);
                 Ok(true)
             }
             Ok(false) => Err(StanzaError::with_text(
@@ -478,7 +478,7 @@ impl Module for Offline {
     }
 
     async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
-        self.wanted(cx.sessions(), &jid.to_bare(), Some(jid));
+        self.wanted(cx, &jid.to_bare(), Some(jid));
     }
 
     async fn on_written(&self, cx: &mut Context<'_>, session: &ClientSession) {
@@ -497,7 +497,7 @@ impl Module for Offline {
             }
         };
         if was_taking {
-            self.wanted(cx.sessions(), &user, None);
+            self.wanted(cx, &user, None);
         }
     }
 }
@@ -532,8 +532,8 @@ impl Offline {
     /// resource offline messages would go to now. A session already taking it takes the new
     /// messages too. The session is asked through its own queue ([`Outbound::Written`]), so the
     /// reading and removal happen on its task, paced by its writer.
-    fn wanted(&self, sessions: &Arc<dyn Router>, user: &BareJid, to: Option<&FullJid>) {
-        let resources = sessions.resources(user);
+    fn wanted(&self, cx: &Context<'_>, user: &BareJid, to: Option<&FullJid>) {
+        let resources = cx.sessions().resources(user);
         let target = match to {
             Some(jid) => resources.iter().find(|r| &r.jid == jid),
             None => {
@@ -558,9 +558,7 @@ impl Offline {
             },
         );
         drop(drains);
-        let pushed = (sessions.local(target.session))
-            .is_some_and(|l| l.queue.push(Outbound::Written, Class::Stored).is_ok());
-        if !pushed {
+        if !cx.request_written(target.session) {
             self.release(user, target.session);
         }
     }
