@@ -29,7 +29,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
@@ -68,8 +68,14 @@ const MAX_DIRECTED: usize = 1000;
 pub struct Blocking {
     store: Arc<dyn BlockStore>,
     settings: Settings,
+    /// The accounts whose list has an item, read from storage once (`None` if that failed:
+    /// then every account's list is read). Most accounts block nobody: they cost neither a
+    /// kept list nor a storage read.
+    owners: tokio::sync::OnceCell<Option<DashSet<BareJid>>>,
     /// Lists of accounts with sessions, consulted for every stanza to or from them.
     lists: DashMap<BareJid, Arc<BlockList>>,
+    /// The list of every account that blocks nobody.
+    empty: Arc<BlockList>,
     /// Changes one at a time: storage, then the kept copy.
     edits: tokio::sync::Mutex<()>,
     /// Sessions that asked for the list (§3.2: the "interested resources" pushes go to).
@@ -85,7 +91,9 @@ impl Blocking {
         Blocking {
             store,
             settings,
+            owners: tokio::sync::OnceCell::new(),
             lists: DashMap::new(),
+            empty: Arc::default(),
             edits: tokio::sync::Mutex::new(()),
             interested: DashMap::new(),
             directed: DashMap::new(),
@@ -98,6 +106,11 @@ impl Blocking {
     async fn list(&self, cx: &Context<'_>, user: &BareJid) -> Arc<BlockList> {
         if let Some(l) = self.lists.get(user) {
             return l.clone();
+        }
+        if let Some(owners) = self.owners().await {
+            if !owners.contains(user) {
+                return self.empty.clone();
+            }
         }
         let items = match self.store.items(user.as_str()).await {
             Ok(items) => items,
@@ -114,6 +127,20 @@ impl Blocking {
         }
         // A change made meanwhile has put the newer list in place: it stays.
         self.lists.entry(user.clone()).or_insert(list).clone()
+    }
+
+    /// The accounts whose list has an item, read on first use; none if storage failed.
+    async fn owners(&self) -> Option<&DashSet<BareJid>> {
+        let read = || async {
+            match self.store.owners().await {
+                Ok(owners) => Some(owners.iter().filter_map(|o| BareJid::new(o).ok()).collect()),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read which accounts block anyone");
+                    None
+                }
+            }
+        };
+        self.owners.get_or_init(read).await.as_ref()
     }
 
     /// Whether `user`'s list blocks `other` (never the user's own account or server).
@@ -155,6 +182,13 @@ impl Blocking {
             let mut err = StanzaError::new(Condition::InternalServerError);
             err.kind = stanza::ErrorType::Wait;
             return Err(err);
+        }
+        if let Some(owners) = self.owners().await {
+            if list.is_empty() {
+                owners.remove(user);
+            } else {
+                owners.insert(user.clone());
+            }
         }
         self.lists.insert(user.clone(), Arc::new(list));
         Ok(changed)
@@ -604,6 +638,9 @@ impl Module for Blocking {
     async fn on_account_removed(&self, _cx: &mut Context<'_>, user: &BareJid) {
         let _one_at_a_time = self.edits.lock().await;
         self.lists.remove(user);
+        if let Some(owners) = self.owners().await {
+            owners.remove(user);
+        }
         self.quota.forget(user);
         if let Err(e) = self.store.remove(user.as_str(), None).await {
             tracing::error!(error = %e, user = %user, "could not delete a removed account's block list");

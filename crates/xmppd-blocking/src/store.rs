@@ -17,6 +17,8 @@ pub trait BlockStore: Send + Sync {
     async fn add(&self, owner: &str, items: Vec<String>) -> Result<(), StorageError>;
     /// Removes `items`; all of them when `None`.
     async fn remove(&self, owner: &str, items: Option<Vec<String>>) -> Result<(), StorageError>;
+    /// Every owner whose list has an item.
+    async fn owners(&self) -> Result<Vec<String>, StorageError>;
 }
 
 /// Migrations of the blocking tables: append, never edit.
@@ -50,9 +52,20 @@ impl BlockStore for SqliteBlocks {
         let owner = owner.to_owned();
         self.store
             .read(move |c| {
-                let mut stmt =
-                    c.prepare("SELECT jid FROM blocking_items WHERE owner = ?1 ORDER BY rowid")?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT jid FROM blocking_items WHERE owner = ?1 ORDER BY rowid",
+                )?;
                 let rows = stmt.query_map(params![owner], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+            })
+            .await
+    }
+
+    async fn owners(&self) -> Result<Vec<String>, StorageError> {
+        self.store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT DISTINCT owner FROM blocking_items")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
             })
             .await
@@ -62,8 +75,9 @@ impl BlockStore for SqliteBlocks {
         let owner = owner.to_owned();
         self.store
             .write(move |c| {
-                let mut stmt =
-                    c.prepare("INSERT OR IGNORE INTO blocking_items (owner, jid) VALUES (?1, ?2)")?;
+                let mut stmt = c.prepare_cached(
+                    "INSERT OR IGNORE INTO blocking_items (owner, jid) VALUES (?1, ?2)",
+                )?;
                 for jid in &items {
                     stmt.execute(params![owner, jid])?;
                 }
@@ -84,8 +98,9 @@ impl BlockStore for SqliteBlocks {
                         )?;
                     }
                     Some(items) => {
-                        let mut stmt =
-                            c.prepare("DELETE FROM blocking_items WHERE owner = ?1 AND jid = ?2")?;
+                        let mut stmt = c.prepare_cached(
+                            "DELETE FROM blocking_items WHERE owner = ?1 AND jid = ?2",
+                        )?;
                         for jid in &items {
                             stmt.execute(params![owner, jid])?;
                         }

@@ -100,3 +100,62 @@ async fn removing_the_account_removes_its_list() {
     assert!(blocks.items("alice@localhost").await.unwrap().is_empty());
     alice.logout(&server).await;
 }
+
+/// [`SqliteBlocks`], counting the lists read.
+struct CountingReads(Arc<SqliteBlocks>, std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl BlockStore for CountingReads {
+    async fn items(&self, owner: &str) -> Result<Vec<String>, xmppd_storage::StorageError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.items(owner).await
+    }
+    async fn add(&self, owner: &str, items: Vec<String>) -> xmppd_storage::Result<()> {
+        self.0.add(owner, items).await
+    }
+    async fn remove(&self, owner: &str, items: Option<Vec<String>>) -> xmppd_storage::Result<()> {
+        self.0.remove(owner, items).await
+    }
+    async fn owners(&self) -> xmppd_storage::Result<Vec<String>> {
+        self.0.owners().await
+    }
+}
+
+#[tokio::test]
+async fn accounts_that_block_nobody_cost_no_list_reads() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob", "carol"] {
+        let user = UserRef::new(u, "localhost");
+        store.create_user(&user, &[]).await.unwrap();
+    }
+    let blocks = Arc::new(SqliteBlocks::open(store.clone()).await.unwrap());
+    // Carol blocked someone before this server started.
+    let carol = "carol@localhost";
+    blocks
+        .add(carol, vec!["mallory@localhost".into()])
+        .await
+        .unwrap();
+    let counting = Arc::new(CountingReads(blocks, Default::default()));
+    let module = Blocking::new(counting.clone(), Settings::default());
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(Arc::new(module))
+        .modules(xmppd_im::modules())
+        .build();
+    let mut alice = online(&server, "alice", "a").await;
+    let mut bob = online(&server, "bob", "b").await;
+    for i in 0..5 {
+        let msg =
+            format!("<message {NS} to='bob@localhost' type='chat'><body>{i}</body></message>");
+        alice.send(&server, &msg).await;
+        let msg =
+            format!("<message {NS} to='carol@localhost' type='chat'><body>{i}</body></message>");
+        bob.send(&server, &msg).await;
+    }
+    assert_eq!(
+        bob.drain().iter().filter(|e| e.name() == "message").count(),
+        5
+    );
+    let reads = counting.1.load(std::sync::atomic::Ordering::SeqCst);
+    // Only carol's list is read (she is offline, so it is not kept): once per message.
+    assert_eq!(reads, 5, "alice's and bob's lists are never read");
+}
