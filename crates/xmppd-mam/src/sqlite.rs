@@ -103,6 +103,54 @@ fn fts_terms(text: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
+/// Inserts `msg`'s row with `stamp_ms`; returns its archive id. Its text is not indexed.
+fn insert_row(c: &Connection, msg: &NewMessage, stamp_ms: i64) -> rusqlite::Result<i64> {
+    c.prepare_cached(
+        "INSERT INTO mam_messages (owner, stamp_ms, with_bare, with_resource, direction, stanza)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        msg.owner,
+        stamp_ms,
+        msg.with_bare,
+        msg.with_resource,
+        msg.direction.as_i64(),
+        msg.stanza
+    ])?;
+    Ok(c.last_insert_rowid())
+}
+
+/// Puts message `id`'s `text` into the full-text index.
+fn index_text(c: &Connection, id: i64, text: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?
+        .execute(params![id, text])?;
+    Ok(())
+}
+
+/// Archives `msgs`, each with its stamp, on `c`, a connection to a database the archive's
+/// [`SCHEMA`] is applied to: rows, then their bodies in the full-text index, as
+/// [`ArchiveStore::append_all`] and the writer's batch write them. For a bulk loader
+/// (`cargo xtask bench --archive-scale`) that fills a database in large transactions of its
+/// own, without the store's writer; the stamps must not decrease along the ids. Indexing after
+/// the rows matters for speed: FTS5 writes what it holds as a new segment whenever a statement
+/// opens a savepoint, as each insert into the table does.
+pub fn load_messages(
+    c: &Connection,
+    msgs: impl IntoIterator<Item = (NewMessage, i64)>,
+) -> rusqlite::Result<()> {
+    let mut texts = Vec::new();
+    for (msg, stamp_ms) in msgs {
+        let id = insert_row(c, &msg, stamp_ms)?;
+        if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
+            texts.push((id, text));
+        }
+    }
+    for (id, text) in texts {
+        index_text(c, id, &text)?;
+    }
+    Ok(())
+}
+
 fn exists(c: &Connection, owner: &str, id: i64) -> rusqlite::Result<bool> {
     Ok(c.query_row(
         "SELECT 1 FROM mam_messages WHERE id = ?1 AND owner = ?2",
@@ -223,23 +271,10 @@ impl ArchiveStore for SqliteArchive {
         self.store.queue_deferring(move |c| {
             // Runs on the single writer thread, in id order: the stamp follows the ids.
             let stamp = now_ms().max(last.load(Ordering::SeqCst));
-            let mut insert = c.prepare_cached(
-                "INSERT INTO mam_messages
-                         (owner, stamp_ms, with_bare, with_resource, direction, stanza)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
             let mut got = Vec::with_capacity(msgs.len());
             let mut texts = Vec::new();
             for msg in msgs {
-                insert.execute(params![
-                    msg.owner,
-                    stamp,
-                    msg.with_bare,
-                    msg.with_resource,
-                    msg.direction.as_i64(),
-                    msg.stanza
-                ])?;
-                let id = c.last_insert_rowid();
+                let id = insert_row(c, &msg, stamp)?;
                 if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
                     texts.push((id, text));
                 }
@@ -253,11 +288,9 @@ impl ArchiveStore for SqliteArchive {
                     // A later job of the batch may have deleted the row (the owner's
                     // account removed): its body is not indexed then.
                     let mut kept = c.prepare_cached("SELECT 1 FROM mam_messages WHERE id = ?1")?;
-                    let mut index =
-                        c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?;
                     for (id, text) in texts {
                         if kept.exists(params![id])? {
-                            index.execute(params![id, text])?;
+                            index_text(c, id, &text)?;
                         }
                     }
                     Ok(())

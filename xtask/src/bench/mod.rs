@@ -19,6 +19,7 @@
 //! from run to run on a shared machine, so they can tell a small regression from noise.
 //! `--memory` measures the server's memory per idle TLS session (see [`memory`]).
 
+mod archive_scale;
 mod callgrind;
 mod client;
 mod memory;
@@ -85,6 +86,13 @@ usage: cargo xtask bench [options]
                     in one at a time (default --clients 1000; see docs/BENCHMARKS.md)
   --repeat N        with --callgrind or --memory: measure N times, report the spread
                     (default 1)
+  --archive-scale   load a large message archive (default --messages 10000000 rows) into
+                    target/archive-scale/ and time the archive's queries on it, without a
+                    server (see docs/BENCHMARKS.md); the database is kept for the next run
+  --queries N       with --archive-scale: queries of each kind (default 1000)
+  --reload          with --archive-scale: load the database again even if it exists
+  --purge           with --archive-scale: then time archive appends while the retention
+                    job deletes the oldest million rows, and delete the database
   -h, --help        this text
 ";
 
@@ -97,6 +105,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = workspace_root();
     if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() {
         return rerun_optimized(&root, args);
+    }
+    if let Some(scale) = &opts.archive_scale {
+        return archive_scale::run(&root, scale);
     }
     let binary = match &opts.server {
         Some(path) => path.clone(),
@@ -188,6 +199,8 @@ struct Options {
     memory: bool,
     /// Run the server with the message archive on (`[mam] enabled`).
     archive: bool,
+    /// Load a large archive and query it instead (no server).
+    archive_scale: Option<archive_scale::ScaleOptions>,
 }
 
 /// How clients authenticate. PLAIN by default: the message phase is what is measured, and
@@ -225,6 +238,7 @@ impl Default for Options {
             repeat: 1,
             memory: false,
             archive: false,
+            archive_scale: None,
         }
     }
 }
@@ -255,6 +269,15 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     // Flags of the timed load run, and of the instruction count: neither applies to the other.
     let mut load_flags: Vec<&str> = Vec::new();
     let mut callgrind_flags: Vec<&str> = Vec::new();
+    let mut scale_flags: Vec<&str> = Vec::new();
+    let mut scale = archive_scale::ScaleOptions {
+        messages: archive_scale::DEFAULT_MESSAGES,
+        queries: archive_scale::DEFAULT_QUERIES,
+        reload: false,
+        purge: false,
+    };
+    let mut archive_scale = false;
+    let mut messages: Option<u64> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -274,6 +297,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--duration" | "--rate" | "--in-flight" | "--payload" | "--markdown" | "--muc"
             | "--occupants" => load_flags.push(flag),
             "--messages" => callgrind_flags.push(flag),
+            "--queries" | "--reload" | "--purge" => scale_flags.push(flag),
             _ => {}
         }
         match flag {
@@ -298,12 +322,50 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--muc" => opts.muc = true,
             "--occupants" => occupants = Some(parse_num(&value(flag)?, flag)?),
             "--callgrind" => opts.callgrind = true,
-            "--messages" => opts.messages = parse_num(&value(flag)?, flag)?,
+            "--messages" => messages = Some(parse_num(&value(flag)?, flag)?),
             "--repeat" => opts.repeat = parse_num(&value(flag)?, flag)?,
             "--memory" => opts.memory = true,
             "--archive" => opts.archive = true,
+            "--archive-scale" => archive_scale = true,
+            "--queries" => scale.queries = parse_num(&value(flag)?, flag)?,
+            "--reload" => scale.reload = true,
+            "--purge" => scale.purge = true,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
+    }
+    if archive_scale {
+        let other = args
+            .iter()
+            .map(|a| a.split_once('=').map_or(a.as_str(), |(f, _)| f))
+            .find(|a| {
+                a.starts_with("--")
+                    && ![
+                        "--archive-scale",
+                        "--messages",
+                        "--queries",
+                        "--reload",
+                        "--purge",
+                    ]
+                    .contains(a)
+            });
+        if let Some(flag) = other {
+            bail!("{flag} does not apply to --archive-scale (no server, no clients)");
+        }
+        scale.messages = messages.unwrap_or(scale.messages);
+        if !(1_000..=100_000_000).contains(&scale.messages) {
+            bail!("--messages must be between 1000 and 100000000 with --archive-scale");
+        }
+        if !(1..=100_000).contains(&scale.queries) {
+            bail!("--queries must be between 1 and 100000");
+        }
+        opts.archive_scale = Some(scale);
+        return Ok(Some(opts));
+    }
+    if let Some(flag) = scale_flags.first() {
+        bail!("{flag} needs --archive-scale");
+    }
+    if let Some(m) = messages {
+        opts.messages = usize::try_from(m)?;
     }
     if !(1..=10).contains(&opts.repeat) {
         bail!("--repeat must be between 1 and 10");

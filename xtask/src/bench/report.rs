@@ -39,10 +39,10 @@ pub(super) struct Report {
 /// Delivery latencies in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Percentiles {
-    p50: u64,
-    p90: u64,
-    p99: u64,
-    max: u64,
+    pub(super) p50: u64,
+    pub(super) p90: u64,
+    pub(super) p99: u64,
+    pub(super) max: u64,
 }
 
 /// Nearest-rank percentiles of `sorted` (ascending); `None` when empty.
