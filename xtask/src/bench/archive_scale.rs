@@ -103,8 +103,8 @@ impl Rng {
             .min(cumulative.len() - 1)
     }
 
-    /// Skewed towards 0: index `i` of `n` with density about 1 / sqrt(i), so a few owners are
-    /// far busier than most.
+    /// Skewed towards 0 (the product of two uniform draws, density -ln(i / n)), so the first
+    /// owners are several times busier than most.
     fn skewed(&mut self, n: u64) -> u64 {
         ((self.unit() * self.unit()) * n as f64) as u64 % n
     }
