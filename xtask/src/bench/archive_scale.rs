@@ -120,13 +120,15 @@ fn zipf(n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The syllables words are spelt with.
+const SYL: [&str; 20] = [
+    "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "be", "do", "fa", "gu", "hi", "jo", "pe", "ri",
+    "su", "ta", "we", "zo",
+];
+
 /// Word `r` of the vocabulary: syllables spelling `r`, so every word is distinct and
 /// pronounceable-looking (a tokenizer sees ordinary words).
 fn word(r: usize) -> String {
-    const SYL: [&str; 20] = [
-        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "be", "do", "fa", "gu", "hi", "jo", "pe",
-        "ri", "su", "ta", "we", "zo",
-    ];
     let mut w = String::new();
     let mut n = r + 20;
     while n > 0 {
@@ -563,10 +565,6 @@ fn plan_queries(path: &Path, n: usize) -> Result<Plan> {
 
 /// The rank of a vocabulary word (its inverse of [`word`]); higher is rarer.
 fn word_rank(w: &str) -> usize {
-    const SYL: [&str; 20] = [
-        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "be", "do", "fa", "gu", "hi", "jo", "pe",
-        "ri", "su", "ta", "we", "zo",
-    ];
     let mut n = 0usize;
     for chunk in w.as_bytes().chunks(2).rev() {
         let d = SYL.iter().position(|s| s.as_bytes() == chunk).unwrap_or(0);
