@@ -31,6 +31,17 @@ pub use room::{Affiliation, Role, Room, RoomLimits};
 pub use service::{Creation, MucService, MucSettings};
 
 /// An element as XML text (for storage and size accounting).
+/// An address the server stamped or routed (`from`, `to` of what reaches a room): one check
+/// when it is in canonical form, as those are (see `xmppd_core::address::parse_jid`).
+pub(crate) fn address(s: &str) -> Option<jid::Jid> {
+    xmppd_core::address::parse_jid(s).ok()
+}
+
+/// [`address`] of a full JID.
+pub(crate) fn full_address(s: &str) -> Option<jid::FullJid> {
+    address(s)?.try_into_full().ok()
+}
+
 pub(crate) fn to_xml(el: &minidom::Element) -> String {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail for I/O reasons; an element that cannot be written is empty.

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use jid::{BareJid, FullJid, Jid};
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
 use xmppd_core::module::Component;
@@ -279,12 +279,12 @@ impl MucService {
             && st.attr("type").is_none()
             && st
                 .attr("to")
-                .and_then(|t| Jid::new(t).ok())
+                .and_then(crate::address)
                 .is_some_and(|t| t.resource().is_some());
         if !is_join {
             return Ok(None);
         }
-        let Some(from) = st.attr("from").and_then(|f| FullJid::new(f).ok()) else {
+        let Some(from) = st.attr("from").and_then(crate::full_address) else {
             return Ok(None);
         };
         let user = from.to_bare();
@@ -364,7 +364,7 @@ impl MucService {
         if !self.owners.get(room).is_some_and(|o| o.is_empty()) {
             return None;
         }
-        let from = st.attr("from").and_then(|f| Jid::new(f).ok())?.to_bare();
+        let from = st.attr("from").and_then(crate::address)?.to_bare();
         cx.is_admin(&from).then_some(from)
     }
 
@@ -392,9 +392,8 @@ impl MucService {
     /// queries), for [`MucService::archive_iq`]. A room whose archiving is off answers them
     /// itself (`<service-unavailable/>`, as it advertises no archive).
     fn archive_claims(&self, room: &Room, st: &Element) -> bool {
-        let to_room = || {
-            (st.attr("to").and_then(|t| Jid::new(t).ok())).is_some_and(|t| t.resource().is_none())
-        };
+        let to_room =
+            || (st.attr("to").and_then(crate::address)).is_some_and(|t| t.resource().is_none());
         room.config.archived
             && st.name() == "iq"
             && matches!(st.attr("type"), Some("get" | "set"))
@@ -407,7 +406,7 @@ impl MucService {
     /// answer. Those the room does not let read its archive get `<forbidden/>` (XEP-0313
     /// §5.2).
     async fn archive_iq(&self, room: &Room, st: &Element) -> Option<Vec<Send>> {
-        let from = st.attr("from").and_then(|f| FullJid::new(f).ok())?;
+        let from = st.attr("from").and_then(crate::full_address)?;
         let answer = match room.archive_reader(&from) {
             Ok(real_jids) => {
                 (self.archive)
@@ -491,7 +490,7 @@ impl RoomTask {
             let mut sender = None;
             let (pending, gone) = match input {
                 Input::Stanza(st) => {
-                    sender = st.attr("from").and_then(|f| FullJid::new(f).ok());
+                    sender = st.attr("from").and_then(crate::full_address);
                     self.step(&mut room, st, &courier).await
                 }
                 Input::Forget(user) if room.forget_account(&user) => {
@@ -667,7 +666,7 @@ impl Component for MucService {
     }
 
     async fn handle(&self, cx: &mut Context<'_>, stanza: Element) {
-        let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
+        let Some(to) = stanza.attr("to").and_then(crate::address) else {
             return;
         };
         if to.node().is_none() {

@@ -35,7 +35,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use jid::{BareJid, FullJid, Jid};
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use xmppd_core::stanza::{self, elem, error_reply, Condition, StanzaError};
 use xmppd_storage::{RoomAffiliation, StoredRoom};
@@ -438,11 +438,11 @@ impl Room {
     /// Handles a stanza whose `to` is the room or an occupant, at `now_ms`.
     pub fn handle(&mut self, st: &Element, now_ms: i64) -> Outcome {
         let mut o = Outcome::default();
-        let Some(from) = st.attr("from").and_then(|f| FullJid::new(f).ok()) else {
+        let Some(from) = st.attr("from").and_then(crate::full_address) else {
             // Only sessions (full JIDs) talk to rooms; anything else has no one to answer.
             return o;
         };
-        let to = st.attr("to").and_then(|t| Jid::new(t).ok());
+        let to = st.attr("to").and_then(crate::address);
         let nick = to
             .as_ref()
             .and_then(|t| t.resource())
