@@ -381,7 +381,15 @@ impl Server {
         if self.is_disabled(&user).await {
             return Err(BindError::NotAllowed);
         }
-        let existing = self.router.resources(&user);
+        let mut existing = self.router.resources(&user);
+        // A session kept for resumption makes room for a new one, the oldest first (XEP-0198
+        // §5: the client that reconnects without resuming is not refused for its own ghost).
+        while existing.len() >= self.config.max_resources_per_user
+            && !existing.iter().any(|r| r.jid == jid)
+            && self.end_oldest_detached(&user).await
+        {
+            existing = self.router.resources(&user);
+        }
         let count = existing.len();
         let previous = existing.into_iter().find(|r| r.jid == jid);
         if previous.is_none() && count >= self.config.max_resources_per_user {

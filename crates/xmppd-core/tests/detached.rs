@@ -7,10 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use minidom::Element;
-use xmppd_core::detached::ResumeId;
+use xmppd_core::detached::{NotResumed, ResumeId};
 use xmppd_core::testing::TestClient;
 use xmppd_core::{BareJid, Class, CoreConfig, Outbound, Server};
 use xmppd_storage::{CredentialStore, OfflineStore, SqliteStore, UserRef};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Parks the session of `c` as its connection broke, `unacked` going back in front.
+fn park(
+    server: &Arc<Server>,
+    c: TestClient,
+    unacked: Vec<(Outbound, Class)>,
+    keep: Duration,
+) -> ResumeId {
+    let TestClient { session, rx } = c;
+    let (id, _takeover) = server.resumable(&session);
+    server.detach(session, rx, unacked, keep, id.clone(), Arc::new(7u32));
+    id
+}
 
 async fn server() -> (Arc<Server>, Arc<SqliteStore>) {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -63,8 +78,12 @@ async fn resumed_session_gets_the_unacknowledged_then_what_came_meanwhile() {
     // The writer took "one" and sent it, but the peer never acknowledged it.
     let (sent, class) = bob_c.rx.try_recv().expect("queued");
     assert!(matches!(sent, Outbound::Stanza(_)));
-    let TestClient { session, rx } = bob_c;
-    let id = server.detach(session, rx, vec![(sent, class)], Duration::from_secs(3600));
+    let id = park(
+        &server,
+        bob_c,
+        vec![(sent, class)],
+        Duration::from_secs(3600),
+    );
     assert_eq!(server.detached_count(), 1);
 
     // Still bound and available: messages to the bare JID and the full JID queue for it.
@@ -81,16 +100,23 @@ async fn resumed_session_gets_the_unacknowledged_then_what_came_meanwhile() {
 
     // Another account cannot take it, nor can an unknown id.
     let alice_bare = BareJid::new("alice@localhost").unwrap();
-    assert!(server.resume(&id, &alice_bare).is_none());
-    assert!(server.resume(&ResumeId::from("0"), &bob()).is_none());
+    assert!(server.resume(&id, &alice_bare, WAIT).await.is_err());
+    assert!(server
+        .resume(&ResumeId::from("0"), &bob(), WAIT)
+        .await
+        .is_err());
 
-    let (session, rx) = server.resume(&id, &bob()).expect("resumable");
+    let Ok(resumed) = server.resume(&id, &bob(), WAIT).await else {
+        panic!("resumable")
+    };
+    assert_eq!(resumed.state.downcast_ref::<u32>(), Some(&7));
+    let (session, rx) = (resumed.session, resumed.rx);
     assert_eq!(server.detached_count(), 0);
     assert_eq!(session.jid.as_str(), "bob@localhost/b");
     let mut bob_c = TestClient { session, rx };
     assert_eq!(bodies(&bob_c.drain()), ["one", "two", "three"]);
     // Resumed once only.
-    assert!(server.resume(&id, &bob()).is_none());
+    assert!(server.resume(&id, &bob(), WAIT).await.is_err());
 
     // The resumed session is the same one: it goes on receiving and ends normally.
     alice.send(&server, &chat("bob@localhost/b", "four")).await;
@@ -110,9 +136,7 @@ async fn unresumed_session_ends_and_its_messages_go_offline() {
         .await;
     let taken = bob_c.rx.try_recv().expect("queued");
 
-    let TestClient { session, rx } = bob_c;
-    let keep = Duration::from_millis(200);
-    let id = server.detach(session, rx, vec![taken], keep);
+    let id = park(&server, bob_c, vec![taken], Duration::from_millis(200));
     alice
         .send(&server, &chat("bob@localhost", "meanwhile"))
         .await;
@@ -120,10 +144,11 @@ async fn unresumed_session_ends_and_its_messages_go_offline() {
     let user = UserRef::new("bob", "localhost");
     until(async || server.detached_count() == 0).await;
     until(async || server.router().resources(&bob()).is_empty()).await;
-    assert!(
-        server.resume(&id, &bob()).is_none(),
-        "ended sessions cannot resume"
-    );
+    // An ended session cannot resume; its driver's state is still known for a while.
+    match server.resume(&id, &bob(), WAIT).await {
+        Err(NotResumed::Ended(state)) => assert_eq!(state.downcast_ref::<u32>(), Some(&7)),
+        _ => panic!("ended sessions cannot resume"),
+    }
     until(async || store.offline_count(&user).await.unwrap() == 2).await;
     let stored = store.offline_messages(&user).await.unwrap();
     let texts: Vec<String> = (stored.iter()).map(|m| m.xml.clone()).collect();
@@ -138,13 +163,12 @@ async fn a_new_bind_of_the_resource_ends_the_parked_session_at_once() {
     let (server, _store) = server().await;
     let mut bob_c = TestClient::login(&server, "bob", "b").await;
     bob_c.go_online(&server).await;
-    let TestClient { session, rx } = bob_c;
-    let id = server.detach(session, rx, Vec::new(), Duration::from_secs(3600));
+    let id = park(&server, bob_c, Vec::new(), Duration::from_secs(3600));
 
     // The client reconnected without resuming and bound the same resource.
     let mut fresh = TestClient::login(&server, "bob", "b").await;
     until(async || server.detached_count() == 0).await;
-    assert!(server.resume(&id, &bob()).is_none());
+    assert!(server.resume(&id, &bob(), WAIT).await.is_err());
     // The new session is untouched by the old one's end.
     let resources = server.router().resources(&bob());
     assert_eq!(resources.len(), 1);
@@ -159,13 +183,7 @@ async fn shutdown_ends_parked_sessions() {
     let mut bob_c = TestClient::login(&server, "bob", "b").await;
     alice.go_online(&server).await;
     bob_c.go_online(&server).await;
-    let TestClient { session, rx } = bob_c;
-    server.detach(
-        session,
-        rx,
-        Vec::<(Outbound, Class)>::new(),
-        Duration::from_secs(3600),
-    );
+    park(&server, bob_c, Vec::new(), Duration::from_secs(3600));
     alice.send(&server, &chat("bob@localhost/b", "late")).await;
 
     server.end_detached().await;
@@ -173,4 +191,93 @@ async fn shutdown_ends_parked_sessions() {
     assert!(server.router().resources(&bob()).is_empty());
     let user = UserRef::new("bob", "localhost");
     assert_eq!(store.offline_count(&user).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn resuming_a_connected_session_takes_it_over() {
+    let (server, _store) = server().await;
+    let bob_c = TestClient::login(&server, "bob", "b").await;
+    let (id, takeover) = server.resumable(&bob_c.session);
+    // Another account cannot even ask for it.
+    let alice_bare = BareJid::new("alice@localhost").unwrap();
+    let short = Duration::from_millis(50);
+    assert!(server.resume(&id, &alice_bare, short).await.is_err());
+
+    // The old connection parks the session when asked to.
+    let requested = takeover.requested();
+    let server2 = Arc::clone(&server);
+    let id2 = id.clone();
+    let old = tokio::spawn(async move {
+        requested.await;
+        let TestClient { session, rx } = bob_c;
+        let keep = Duration::from_secs(3600);
+        server2.detach(session, rx, Vec::new(), keep, id2, Arc::new(1u32));
+    });
+    let Ok(resumed) = server.resume(&id, &bob(), WAIT).await else {
+        panic!("taken over")
+    };
+    old.await.unwrap();
+    assert_eq!(resumed.session.jid.as_str(), "bob@localhost/b");
+    assert_eq!(server.detached_count(), 0);
+    TestClient {
+        session: resumed.session,
+        rx: resumed.rx,
+    }
+    .logout(&server)
+    .await;
+}
+
+#[tokio::test]
+async fn a_forgotten_session_is_not_waited_for() {
+    let (server, _store) = server().await;
+    let bob_c = TestClient::login(&server, "bob", "b").await;
+    let (id, _takeover) = server.resumable(&bob_c.session);
+    server.forget_resumable(&id);
+    // Answered at once, not after the wait.
+    let user = bob();
+    let r = tokio::time::timeout(WAIT, server.resume(&id, &user, Duration::from_secs(3600)));
+    assert!(matches!(r.await, Ok(Err(NotResumed::Unknown))));
+    bob_c.logout(&server).await;
+}
+
+#[tokio::test]
+async fn parked_sessions_make_room_for_new_binds_oldest_first() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    store
+        .create_user(&UserRef::new("bob", "localhost"), &[])
+        .await
+        .unwrap();
+    let config = CoreConfig {
+        max_resources_per_user: 2,
+        ..CoreConfig::default()
+    };
+    let server = Server::builder(config, store.clone())
+        .modules(xmppd_im::modules())
+        .build();
+    let first = TestClient::login(&server, "bob", "one").await;
+    let second = TestClient::login(&server, "bob", "two").await;
+    let keep = Duration::from_secs(3600);
+    let id_one = park(&server, first, Vec::new(), keep);
+    let id_two = park(&server, second, Vec::new(), keep);
+    let third = TestClient::login(&server, "bob", "three").await;
+    assert_eq!(server.detached_count(), 1);
+    assert!(
+        server.resume(&id_one, &bob(), WAIT).await.is_err(),
+        "oldest ended"
+    );
+    let Ok(r) = server.resume(&id_two, &bob(), WAIT).await else {
+        panic!("the newer one is kept")
+    };
+    let mut names: Vec<String> = (server.router().resources(&bob()).iter())
+        .map(|r| r.jid.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bob@localhost/three", "bob@localhost/two"]);
+    TestClient {
+        session: r.session,
+        rx: r.rx,
+    }
+    .logout(&server)
+    .await;
+    third.logout(&server).await;
 }
