@@ -218,11 +218,13 @@ async def login(
     presence: bool = True,
     priority: int | None = None,
     timeout: float = 20.0,
+    setup=None,
 ) -> Client:
     """Connects and authenticates a slixmpp client. STARTTLS unless ``direct_tls``.
 
     With ``roster`` it fetches the roster (which makes it an "interested resource" for roster
     pushes), with ``presence`` it sends initial presence. Raises LoginFailed on SASL failure.
+    ``setup(client)`` runs before connecting (plugins, event handlers).
     """
     jid = f"{user}@{domain or server.domain}" + (f"/{resource}" if resource else "")
     client = Client(jid, password, mech=mech)
@@ -240,6 +242,8 @@ async def login(
     client.add_event_handler("failed_auth", lambda _e: settle("failed_auth"))
     client.add_event_handler("failed_all_auth", lambda _e: settle("failed_auth"))
     client.add_event_handler("disconnected", lambda _e: settle("disconnected"))
+    if setup is not None:
+        setup(client)
     port = server.direct_tls_port if direct_tls else server.starttls_port
     client.connect("127.0.0.1", port)
     try:

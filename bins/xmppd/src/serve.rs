@@ -168,6 +168,14 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         max_auth_failures: c2s_cfg.max_auth_failures,
         max_connections: c2s_cfg.max_connections,
         max_pending_per_ip: c2s_cfg.max_pending_per_ip,
+        sm: xmppd_c2s::SmSettings {
+            enabled: c2s_cfg.stream_management,
+            resume_timeout: c2s_cfg.resume_timeout,
+            max_unacked: c2s_cfg.sm_max_unacked,
+            max_unacked_bytes: c2s_cfg.sm_max_unacked_bytes,
+        },
+        ping_interval: c2s_cfg.ping_interval,
+        ping_timeout: c2s_cfg.ping_timeout,
     };
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
     let core = server.clone();

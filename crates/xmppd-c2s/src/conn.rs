@@ -76,13 +76,13 @@ pub(crate) async fn serve(
     // Logged in (or failing): no longer counts against its address's pending connections.
     drop(pending);
     let stop = match negotiated {
-        Ok((session, rx)) => {
-            let mut bound = Bound::new(Arc::clone(&shared.server), session);
-            let stop = crate::session::run(&mut conn, &shared, &mut bound, rx).await;
-            // Unbind before the final write: a slow close must not leave a dead session
-            // routable.
-            Box::pin(bound.unbind().instrument(span.clone())).await;
-            stop
+        Ok(n) => {
+            let mut bound = Bound::new(Arc::clone(&shared.server), n.session, n.rx, n.sm);
+            let ending = crate::session::run(&mut conn, &shared, &mut bound).await;
+            // Unbind (or park) before the final write: a slow close must not leave a dead
+            // session routable, nor keep a resuming client waiting.
+            Box::pin(bound.end(ending.lost).instrument(span.clone())).await;
+            ending.stop
         }
         Err(stop) => stop,
     };

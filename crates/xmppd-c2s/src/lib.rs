@@ -11,12 +11,15 @@
 //! Not here: XML parsing (`xmppd-stream`), the negotiation's protocol decisions
 //! (`xmppd-negotiation`, which this crate drives over TCP), SASL mechanics (`xmppd-sasl`), account lookup
 //! (`xmppd-auth`), and anything that happens to a stanza after it was read (`xmppd-core`).
-//! No stream management (XEP-0198), compression or WebSocket/BOSH.
+//! Stream management (XEP-0198, `sm.rs`): acknowledgements both ways, and sessions parked
+//! when their connection is lost, resumed by a new one. Dead connections are found by a
+//! liveness check (XEP-0199 ping, or an `<r/>`). No compression or WebSocket/BOSH.
 
 mod conn;
 mod negotiate;
 mod session;
 mod shaper;
+mod sm;
 mod throttle;
 mod tls;
 mod transport;
@@ -32,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use shaper::ShaperSettings;
+pub use sm::SmSettings;
 pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_XMPP_CLIENT};
 
 /// How long [`C2s::run`] waits, after telling open streams about the shutdown, for their
@@ -76,6 +80,14 @@ pub struct C2sSettings {
     pub max_connections: usize,
     /// Connections one address (IPv4, IPv6 /64) may have open before login.
     pub max_pending_per_ip: usize,
+    /// Stream management (XEP-0198).
+    pub sm: SmSettings,
+    /// A bound client quiet this long is asked to answer (XEP-0199 ping, or an `<r/>` under
+    /// stream management); `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// A client that then sends nothing for this long is gone: its session ends, or is
+    /// parked for resumption.
+    pub ping_timeout: Duration,
 }
 
 /// State every connection task reads.
@@ -140,8 +152,13 @@ impl C2s {
             listeners.push((kind, listener));
         }
         let negotiation = Arc::new(negotiation_settings(&settings, &server, &auth, &pre_auth));
+        let mut client_features = server.c2s_features();
+        if settings.sm.enabled {
+            // Offered on the authenticated stream (XEP-0198 §2); enabled after binding.
+            client_features.push(xmpp_parsers::sm::StreamManagement { optional: false }.into());
+        }
         let shared = Shared {
-            client_features: server.c2s_features().into(),
+            client_features: client_features.into(),
             negotiation,
             pending: throttle::PendingLimit::new(settings.max_pending_per_ip),
             connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),

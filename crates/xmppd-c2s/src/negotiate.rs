@@ -17,10 +17,22 @@ use xmppd_negotiation::{
 };
 use xmppd_stream::{Event as Framed, StreamErrorCondition as Cond, NS_CLIENT};
 
+use xmpp_parsers::stanza_error::DefinedCondition;
+use xmppd_core::detached::{NotResumed, ResumeId};
+
 use crate::conn::{shutdown_requested, Conn, Stop};
+use crate::sm::{self, Counters, Sm, NS_SM};
 use crate::{ListenerKind, Shared};
 
 type Machine = Negotiation<ClientRole>;
+
+/// A session ready for the session loop: bound, or resumed (XEP-0198 §5).
+pub(crate) struct Negotiated {
+    pub(crate) session: ClientSession,
+    pub(crate) rx: QueueReceiver,
+    /// Stream management, when the session was resumed.
+    pub(crate) sm: Option<Sm>,
+}
 
 /// One connection's negotiation.
 struct Driver<'a> {
@@ -37,15 +49,16 @@ struct Driver<'a> {
     disabled_by_backend: Option<jid::BareJid>,
 }
 
-/// Runs the stream to a bound resource. The bind result is left in `conn.out`, to be written
-/// by the session loop, which owns the unbind if that fails.
+/// Runs the stream to a bound resource, or a resumed session. The bind result (or
+/// `<resumed/>`) is left in `conn.out`, to be written by the session loop, which owns the
+/// unbind if that fails.
 pub(crate) async fn run(
     conn: &mut Conn,
     shared: &Arc<Shared>,
     peer: SocketAddr,
     kind: ListenerKind,
     deadline: Instant,
-) -> Result<(ClientSession, QueueReceiver), Stop> {
+) -> Result<Negotiated, Stop> {
     let tls = match kind {
         ListenerKind::StartTls => TlsStep::StartTls,
         ListenerKind::DirectTls => TlsStep::Direct,
@@ -69,13 +82,30 @@ pub(crate) async fn run(
                 Step::Answer(event) => event,
                 // The bind result is the last thing the machine sent.
                 Step::Ready => {
-                    return driver
-                        .bound
-                        .take()
-                        .ok_or(Stop::err(Cond::InternalServerError))
+                    let (session, rx) =
+                        (driver.bound.take()).ok_or(Stop::err(Cond::InternalServerError))?;
+                    return Ok(Negotiated {
+                        session,
+                        rx,
+                        sm: None,
+                    });
                 }
             },
-            None => driver.next_event().await?,
+            None => match driver.next_event().await? {
+                // Stream management on the authenticated stream, before a resource is bound:
+                // the resumption of a session instead of binding one (XEP-0198 §5).
+                Event::Element(el) if el.has_ns(NS_SM) && shared.settings.sm.enabled => {
+                    let Some(user) = machine.user().cloned() else {
+                        actions.extend(machine.handle(Event::Element(el)));
+                        continue;
+                    };
+                    match driver.sm_before_bind(&user, el).await {
+                        Some(resumed) => return Ok(resumed),
+                        None => continue,
+                    }
+                }
+                event => event,
+            },
         };
         actions.extend(machine.handle(event));
     }
@@ -224,6 +254,86 @@ impl Driver<'_> {
                 Event::PreAuthReply(svc.answer(&host, &iq, &mut admit).await)
             }
             Request::Role(bind) => Event::Role(self.bind(bind).await),
+        })
+    }
+
+    /// A stream management element before binding: a `<resume/>` is answered with the
+    /// resumed session or `<failed/>`; anything else with `<failed/>` (XEP-0198 §3: enabling
+    /// needs a bound resource).
+    async fn sm_before_bind(
+        &mut self,
+        user: &jid::BareJid,
+        el: minidom::Element,
+    ) -> Option<Negotiated> {
+        let answer = match sm::parse(el) {
+            sm::Request::Resume { previd, h } => match self.resume(user, &previd, h).await {
+                Ok(resumed) => return Some(resumed),
+                Err(failed) => failed,
+            },
+            sm::Request::Bad => sm::failed(DefinedCondition::BadRequest, None),
+            _ => sm::failed(DefinedCondition::UnexpectedRequest, None),
+        };
+        xmppd_stream::serialize(&answer, NS_CLIENT, &mut self.conn.out);
+        None
+    }
+
+    /// Takes back the parked session `previd` of `user`, the client having handled `h` of the
+    /// stanzas sent to it: those are dropped, the others are written first by the session
+    /// loop. A session still connected is taken over from its connection, waiting for that
+    /// no longer than the negotiation may take. The error is the `<failed/>` to send.
+    async fn resume(
+        &mut self,
+        user: &jid::BareJid,
+        previd: &str,
+        h: u32,
+    ) -> Result<Negotiated, minidom::Element> {
+        let server = &self.shared.server;
+        let id = ResumeId::from(previd);
+        let wait = self.deadline.saturating_duration_since(Instant::now());
+        let resumed = match server.resume(&id, user, wait).await {
+            Ok(resumed) => resumed,
+            Err(NotResumed::Unknown) => {
+                tracing::info!(jid = %user, "resumption of an unknown session");
+                return Err(sm::failed(DefinedCondition::ItemNotFound, None));
+            }
+            Err(NotResumed::Ended(state)) => {
+                let handled = state.downcast_ref::<Counters>().map(|c| c.handled);
+                tracing::info!(jid = %user, "resumption of an expired session");
+                return Err(sm::failed(DefinedCondition::ItemNotFound, handled));
+            }
+        };
+        let Some(counters) = resumed.state.downcast_ref::<Counters>().copied() else {
+            server.forget_resumable(&id);
+            server.unbind(resumed.session).await;
+            return Err(sm::failed(DefinedCondition::InternalServerError, None));
+        };
+        // What the client handled of what it was sent: at most everything unacknowledged.
+        let handled = h.wrapping_sub(counters.acked);
+        if handled > counters.unacked {
+            tracing::info!(jid = %user, h, "resumption acknowledging more than was sent");
+            server.forget_resumable(&id);
+            server.unbind(resumed.session).await;
+            return Err(sm::failed(
+                DefinedCondition::UndefinedCondition,
+                Some(counters.handled),
+            ));
+        }
+        // Those are at the front of the queue, given back in order when the session was parked.
+        for _ in 0..handled {
+            resumed.rx.try_recv();
+        }
+        let answer = sm::resumed(previd, counters.handled);
+        xmppd_stream::serialize(&answer, NS_CLIENT, &mut self.conn.out);
+        tracing::info!(jid = %resumed.session.jid, "session resumed");
+        let resumable = sm::Resumable {
+            id,
+            takeover: resumed.takeover,
+            keep: counters.keep,
+        };
+        Ok(Negotiated {
+            session: resumed.session,
+            rx: resumed.rx,
+            sm: Some(Sm::new(Some(resumable), counters.handled, h)),
         })
     }
 

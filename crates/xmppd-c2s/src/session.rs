@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use jid::Jid;
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::ping::Ping;
+use xmpp_parsers::stanza_error::DefinedCondition;
 use xmppd_core::{Class, ClientSession, Outbound, QueueReceiver, Server};
 use xmppd_stream::{Event, StreamErrorCondition as Cond, NS_CLIENT};
 
 use crate::conn::{shutdown_requested, Conn, Stop, WRITE_TIMEOUT};
 use crate::shaper::Shaper;
+use crate::sm::{self, Request, Sm, SmSettings, NS_SM};
 use crate::Shared;
 
 /// Once a session is told to close, how long what was queued before may take to be written;
@@ -25,30 +30,66 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// A bound session that is unbound however the connection ends, also when the task is
-/// aborted or panics.
+/// aborted or panics; or parked for resumption when the connection was lost.
 pub(crate) struct Bound {
     server: Arc<Server>,
     session: Option<ClientSession>,
+    /// Taken when the session is parked.
+    rx: Option<QueueReceiver>,
+    /// Stream management, once enabled (or resumed).
+    sm: Option<Sm>,
 }
 
 impl Bound {
-    pub(crate) fn new(server: Arc<Server>, session: ClientSession) -> Self {
+    pub(crate) fn new(
+        server: Arc<Server>,
+        session: ClientSession,
+        rx: QueueReceiver,
+        sm: Option<Sm>,
+    ) -> Self {
         Bound {
             server,
             session: Some(session),
+            rx: Some(rx),
+            sm,
         }
     }
 
-    pub(crate) async fn unbind(mut self) {
-        if let Some(session) = self.session.take() {
-            tracing::info!(jid = %session.jid, "session ended");
-            self.server.unbind(session).await;
+    /// Ends the session, or parks it if its connection was `lost` and the client may resume
+    /// it. What was written and not acknowledged goes back to the queue either way: re-routed
+    /// when the session ends (XEP-0198 §5), written again when it is resumed.
+    pub(crate) async fn end(mut self, lost: bool) {
+        let (Some(session), Some(rx)) = (self.session.take(), self.rx.take()) else {
+            return;
+        };
+        if let Some(mut sm) = self.sm.take() {
+            let (unacked, counters) = sm.park();
+            match sm.resume {
+                Some(r) if lost => {
+                    let state = Arc::new(counters);
+                    (self.server).detach(session, rx, unacked, r.keep, r.id, state);
+                    return;
+                }
+                Some(r) => self.server.forget_resumable(&r.id),
+                None => {}
+            }
+            rx.queue().give_back(unacked);
         }
+        tracing::info!(jid = %session.jid, "session ended");
+        self.server.unbind(session).await;
     }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
+        if let Some(mut sm) = self.sm.take() {
+            if let Some(r) = &sm.resume {
+                self.server.forget_resumable(&r.id);
+            }
+            if let Some(rx) = &self.rx {
+                rx.queue().give_back(sm.park().0);
+            }
+        }
         if let Some(session) = self.session.take() {
             let server = Arc::clone(&self.server);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -58,36 +99,128 @@ impl Drop for Bound {
     }
 }
 
+/// The liveness check (XEP-0199 §4.3, or an `<r/>` under stream management, XEP-0198 §4): a
+/// client quiet for `every` is asked to answer, and one that sends nothing within `timeout`
+/// is gone. The timer is moved lazily: a read only notes its time.
+struct Probe {
+    every: Duration,
+    timeout: Duration,
+    last_read: Instant,
+    /// When the question went out, while it waits for an answer.
+    asked: Option<Instant>,
+    /// The id of the ping IQ out, whose answer the connection takes.
+    ping_id: Option<String>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Probe {
+    fn new(every: Duration, timeout: Duration, now: Instant) -> Probe {
+        Probe {
+            every,
+            timeout,
+            last_read: now,
+            asked: None,
+            ping_id: None,
+            timer: Box::pin(tokio::time::sleep_until(now + every)),
+        }
+    }
+
+    /// The timer went off: whether the client is gone, else whether to ask it now.
+    fn due(&mut self, now: Instant) -> Due {
+        if let Some(asked) = self.asked.take() {
+            if self.last_read <= asked {
+                return Due::Gone;
+            }
+        }
+        let next = self.last_read + self.every;
+        if next > now {
+            self.timer.as_mut().reset(next);
+            return Due::Quiet;
+        }
+        self.asked = Some(now);
+        self.timer.as_mut().reset(now + self.timeout);
+        Due::Ask
+    }
+
+    /// Whether `el` answers the ping out; then it is the connection's, not the core's.
+    fn answers(&mut self, el: &Element) -> bool {
+        let answer = el.name() == "iq"
+            && matches!(el.attr("type"), Some("result" | "error"))
+            && el.attr("id").is_some()
+            && el.attr("id") == self.ping_id.as_deref();
+        if answer {
+            self.ping_id = None;
+        }
+        answer
+    }
+}
+
+enum Due {
+    Quiet,
+    Ask,
+    Gone,
+}
+
 /// What the established loop woke up for.
 enum Wake {
     Outbound((Outbound, Class)),
     Read(std::io::Result<usize>),
     /// The shaper lets the connection read again.
     Resume,
+    /// Time to check that the client is there, or to give up on it.
+    Probe,
+    /// A new connection resumes the session.
+    Takeover,
     Shutdown,
 }
 
+/// How the established loop ended.
+pub(crate) struct Ending {
+    pub(crate) stop: Stop,
+    /// The connection was lost, not ended: a session the client may resume is parked.
+    pub(crate) lost: bool,
+}
+
+impl Ending {
+    fn ended(stop: Stop) -> Ending {
+        let lost = matches!(stop, Stop::Gone);
+        Ending { stop, lost }
+    }
+}
+
 /// The bound session: socket to core, queue to socket, until one side ends it. The bind
-/// result is still in `conn.out`.
-pub(crate) async fn run(
-    conn: &mut Conn,
-    shared: &Shared,
-    bound: &mut Bound,
-    rx: QueueReceiver,
-) -> Stop {
-    conn.established(shared, bound, rx).await
+/// result (or `<resumed/>`) is still in `conn.out`.
+pub(crate) async fn run(conn: &mut Conn, shared: &Shared, bound: &mut Bound) -> Ending {
+    conn.established(shared, bound).await
+}
+
+/// What the loop's handlers need besides the connection.
+struct Ctx<'a> {
+    server: &'a Arc<Server>,
+    settings: &'a SmSettings,
+    session: &'a mut ClientSession,
+    sm: &'a mut Option<Sm>,
+    probe: Option<&'a mut Probe>,
 }
 
 impl Conn {
-    async fn established(&mut self, shared: &Shared, bound: &mut Bound, rx: QueueReceiver) -> Stop {
-        let Some(session) = bound.session.as_mut() else {
-            return Stop::Gone;
+    async fn established(&mut self, shared: &Shared, bound: &mut Bound) -> Ending {
+        let Bound {
+            session: Some(session),
+            rx: Some(rx),
+            sm,
+            ..
+        } = bound
+        else {
+            return Ending::ended(Stop::Gone);
         };
+        let rx = &*rx;
         if let Err(stop) = self.flush(None).await {
-            return stop;
+            return Ending::ended(stop);
         }
         let server = Arc::clone(&shared.server);
-        let mut shaper = Shaper::new(shared.settings.shaper, Instant::now());
+        let settings = &shared.settings;
+        let mut shaper = Shaper::new(settings.shaper, Instant::now());
         // The waits that outlive one pass of the loop are set up once: set up anew on each
         // pass, each registers and deregisters its waiter for every stanza.
         let mut shutdown_rx = self.shutdown.clone();
@@ -99,30 +232,62 @@ impl Conn {
         // timer is made the first time it does (most sessions never get there) and then reset.
         let mut read_at: Option<Instant> = None;
         let mut resume: Option<Pin<Box<Sleep>>> = None;
+        let mut probe = (settings.ping_interval)
+            .map(|every| Probe::new(every, settings.ping_timeout, Instant::now()));
+        let mut takeover: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         loop {
+            if takeover.is_none() {
+                if let Some(r) = sm.as_ref().and_then(|sm| sm.resume.as_ref()) {
+                    takeover = Some(Box::pin(r.takeover.requested()));
+                }
+            }
+            // Under stream management, nothing more is written while the client owes too many
+            // acknowledgements; what others send waits in the queue, within its bounds.
+            let writable = !sm.as_ref().is_some_and(|sm| sm.full(&settings.sm));
             let wake = {
                 let Conn { io, rbuf, .. } = self;
                 let resumed = std::future::poll_fn(|cx| match resume.as_mut() {
                     Some(sleep) => sleep.as_mut().poll(cx),
                     None => Poll::Pending,
                 });
+                let probe_due = std::future::poll_fn(|cx| match probe.as_mut() {
+                    Some(p) => p.timer.as_mut().poll(cx),
+                    None => Poll::Pending,
+                });
+                let taken = std::future::poll_fn(|cx| match takeover.as_mut() {
+                    Some(t) => t.as_mut().poll(cx),
+                    None => Poll::Pending,
+                });
                 tokio::select! {
-                    out = &mut recv => Wake::Outbound(out),
+                    out = &mut recv, if writable => Wake::Outbound(out),
                     read = io.read(rbuf), if read_at.is_none() => Wake::Read(read),
                     () = resumed, if read_at.is_some() => Wake::Resume,
+                    () = probe_due => Wake::Probe,
+                    () = taken => Wake::Takeover,
                     () = &mut shutdown => Wake::Shutdown,
                 }
+            };
+            let mut cx = Ctx {
+                server: &server,
+                settings: &settings.sm,
+                session: &mut *session,
+                sm: &mut *sm,
+                probe: probe.as_mut(),
             };
             match wake {
                 Wake::Outbound(out) => {
                     recv.set(rx.recv());
-                    if let Err(stop) = self.deliver(out, &rx, &server, session).await {
-                        return stop;
+                    if let Err(stop) = self.deliver(out, rx, &mut cx).await {
+                        return Ending::ended(stop);
                     }
                 }
-                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Stop::Gone,
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Ending::ended(Stop::Gone),
                 Wake::Read(Ok(n)) => {
-                    read_at = shaper.take(n, Instant::now());
+                    let now = Instant::now();
+                    if let Some(p) = cx.probe.as_deref_mut() {
+                        p.last_read = now;
+                    }
+                    read_at = shaper.take(n, now);
                     if let Some(at) = read_at {
                         match resume.as_mut() {
                             Some(sleep) if sleep.deadline() == at => {}
@@ -134,53 +299,144 @@ impl Conn {
                     loop {
                         match self.framer.next_event() {
                             Ok(Some(Event::Element(el))) => {
-                                if let Err(stop) = self.handle_incoming(&server, session, el).await
-                                {
-                                    return stop;
+                                if let Err(stop) = self.handle_incoming(&mut cx, el).await {
+                                    return Ending::ended(stop);
                                 }
                             }
-                            Ok(Some(Event::Close)) => return Stop::End,
-                            Ok(Some(Event::Header(_))) => return Stop::err(Cond::NotWellFormed),
+                            Ok(Some(Event::Close)) => return Ending::ended(Stop::End),
+                            Ok(Some(Event::Header(_))) => {
+                                return Ending::ended(Stop::err(Cond::NotWellFormed))
+                            }
                             Ok(None) => break,
                             Err(e) => {
-                                tracing::debug!(jid = %session.jid, error = %e, "framing error");
-                                return Stop::err(e.condition());
+                                tracing::debug!(jid = %cx.session.jid, error = %e, "framing error");
+                                return Ending::ended(Stop::err(e.condition()));
                             }
                         }
                     }
                 }
                 Wake::Resume => read_at = None,
-                Wake::Shutdown => return Stop::err(Cond::SystemShutdown),
+                Wake::Probe => {
+                    if let Err(stop) = self.probe(&mut cx).await {
+                        return Ending::ended(stop);
+                    }
+                }
+                Wake::Takeover => {
+                    tracing::info!(jid = %cx.session.jid, "session taken over by a resumption");
+                    let text = Some("Resumed by a new connection".to_owned());
+                    return Ending {
+                        stop: Stop::Error(Cond::Conflict, text),
+                        lost: true,
+                    };
+                }
+                Wake::Shutdown => return Ending::ended(Stop::err(Cond::SystemShutdown)),
             }
         }
     }
 
-    async fn handle_incoming(
-        &mut self,
-        server: &Arc<Server>,
-        session: &mut ClientSession,
-        el: Element,
-    ) -> Result<(), Stop> {
+    /// The liveness timer went off: asks the client to answer (an `<r/>` under stream
+    /// management, else an XEP-0199 ping), or gives up on a client that did not.
+    async fn probe(&mut self, cx: &mut Ctx<'_>) -> Result<(), Stop> {
+        let Some(probe) = cx.probe.as_deref_mut() else {
+            return Ok(());
+        };
+        match probe.due(Instant::now()) {
+            Due::Quiet => Ok(()),
+            Due::Gone => {
+                tracing::info!(jid = %cx.session.jid, "no answer to the liveness check");
+                Err(Stop::Gone)
+            }
+            Due::Ask => {
+                if let Some(sm) = cx.sm.as_mut() {
+                    sm.requested();
+                    xmppd_stream::serialize(&sm::request(), NS_CLIENT, &mut self.out);
+                } else {
+                    let id = format!("ping-{}", cx.server.next_id());
+                    let domain = cx.session.jid.domain().to_owned();
+                    let ping = Iq::from_get(id.clone(), Ping)
+                        .with_from(Jid::from(domain))
+                        .with_to(Jid::from(cx.session.jid.clone()));
+                    xmppd_stream::serialize(&Element::from(ping), NS_CLIENT, &mut self.out);
+                    probe.ping_id = Some(id);
+                }
+                self.flush(None).await
+            }
+        }
+    }
+
+    async fn handle_incoming(&mut self, cx: &mut Ctx<'_>, el: Element) -> Result<(), Stop> {
+        if el.has_ns(NS_SM) {
+            return self.sm_element(cx, el).await;
+        }
         let is_stanza = el.has_ns(NS_CLIENT) && matches!(el.name(), "message" | "presence" | "iq");
         if !is_stanza {
             return Err(Stop::err(Cond::UnsupportedStanzaType));
         }
+        // Every stanza counts, also those the connection answers itself (XEP-0198 §4).
+        if let Some(sm) = cx.sm.as_mut() {
+            sm.handled_one();
+        }
+        if cx.probe.as_deref_mut().is_some_and(|p| p.answers(&el)) {
+            return Ok(());
+        }
         // Binding and the legacy session are negotiation's business, not the core's.
         if let Some(answer) = xmppd_negotiation::answer_bound(&el) {
             xmppd_stream::serialize(&answer, NS_CLIENT, &mut self.out);
+            if let Some(sm) = cx.sm.as_mut() {
+                let size = self.out.len();
+                sm.sent(Outbound::Stanza(Arc::new(answer)), Class::Reply, size);
+            }
             return self.flush(None).await;
         }
-        server.handle_from_client(session, el).await;
+        cx.server.handle_from_client(cx.session, el).await;
         Ok(())
     }
 
-    /// Writes `first` and whatever else is queued right now in one write.
+    /// A stream management element from the bound client (XEP-0198 §3, §4).
+    async fn sm_element(&mut self, cx: &mut Ctx<'_>, el: Element) -> Result<(), Stop> {
+        let answer = match (sm::parse(el), cx.sm.as_mut()) {
+            (Request::Enable { resume, max }, None) if cx.settings.enabled => {
+                // The client's preferred time, if shorter than ours (XEP-0198 §5).
+                let mut keep = cx.settings.resume_timeout;
+                if let Some(max) = max.filter(|m| *m > 0) {
+                    keep = keep.min(Duration::from_secs(max.into()));
+                }
+                let resume = resume.then(|| {
+                    let (id, takeover) = cx.server.resumable(cx.session);
+                    sm::Resumable { id, takeover, keep }
+                });
+                let answer = sm::enabled(resume.as_ref().map(|r| &r.id), keep);
+                tracing::debug!(jid = %cx.session.jid, resumable = resume.is_some(), "stream management enabled");
+                *cx.sm = Some(Sm::new(resume, 0, 0));
+                answer
+            }
+            (Request::Enable { .. }, None) => {
+                sm::failed(DefinedCondition::FeatureNotImplemented, None)
+            }
+            (Request::Req, Some(sm)) => sm::ack(sm.handled()),
+            (Request::Ack(h), Some(sm)) => {
+                return sm.ack(h).map_err(|too_high| {
+                    Stop::Error(Cond::UndefinedCondition, Some(too_high.text()))
+                });
+            }
+            (Request::Bad, _) => sm::failed(DefinedCondition::BadRequest, None),
+            // Enabled twice, a resume on a bound stream, acknowledgements before enabling.
+            (_, sm) => sm::failed(
+                DefinedCondition::UnexpectedRequest,
+                sm.map(|sm| sm.handled()),
+            ),
+        };
+        xmppd_stream::serialize(&answer, NS_CLIENT, &mut self.out);
+        self.flush(None).await
+    }
+
+    /// Writes `first` and whatever else is queued right now in one write; under stream
+    /// management, asks for an acknowledgement behind it unless one is already asked for.
     async fn deliver(
         &mut self,
         first: (Outbound, Class),
         rx: &QueueReceiver,
-        server: &Arc<Server>,
-        session: &ClientSession,
+        cx: &mut Ctx<'_>,
     ) -> Result<(), Stop> {
         // The stanzas in `out`, each with the offset where it ends: what a failed write did
         // not get out goes back to the queue, to be re-routed when the session ends.
@@ -193,32 +449,43 @@ impl Conn {
                     xmppd_stream::serialize_addressed(el, NS_CLIENT, to.as_str(), &mut self.out)
                 }
                 Outbound::Written => {
-                    self.write_out(rx, &mut batch).await?;
-                    server.written(session).await;
+                    self.write_out(rx, &mut batch, cx.sm).await?;
+                    cx.server.written(cx.session).await;
                 }
                 Outbound::Close(cond, text) => {
-                    self.write_out(rx, &mut batch).await?;
+                    self.write_out(rx, &mut batch, cx.sm).await?;
                     return Err(Stop::Error(*cond, text.clone()));
                 }
             }
             if matches!(msg, Outbound::Stanza(_) | Outbound::Addressed(..)) {
                 batch.push((msg, class, self.out.len()));
             }
-            if self.out.len() < BATCH_BYTES {
+            let room = match cx.sm.as_ref() {
+                Some(sm) => !sm.full_with(cx.settings, batch.len(), self.out.len()),
+                None => true,
+            };
+            if self.out.len() < BATCH_BYTES && room {
                 next = rx.try_recv();
             }
         }
-        self.write_out(rx, &mut batch).await
+        if let Some(sm) = cx.sm.as_mut() {
+            if sm.should_request(!batch.is_empty()) {
+                xmppd_stream::serialize(&sm::request(), NS_CLIENT, &mut self.out);
+            }
+        }
+        self.write_out(rx, &mut batch, cx.sm).await
     }
 
     /// Writes out everything pending, like [`Conn::flush`], but gives up when the server shuts
     /// down, or [`CLOSE_GRACE`] after the session was told to close: a peer that does not read
     /// must not delay a disable, kick or replacement. What a failed or abandoned write did not
-    /// get out goes back to the queue.
+    /// get out goes back to the queue; under stream management, what it did get out waits for
+    /// the client's acknowledgement.
     async fn write_out(
         &mut self,
         rx: &QueueReceiver,
         batch: &mut Vec<(Outbound, Class, usize)>,
+        sm: &mut Option<Sm>,
     ) -> Result<(), Stop> {
         if self.out.is_empty() {
             return Ok(());
@@ -257,24 +524,41 @@ impl Conn {
             r = write => r,
             stop = give_up => Err(stop),
         };
-        match result {
-            Ok(()) => batch.clear(),
-            Err(_) => give_back(rx, batch, written),
+        let done = match result {
+            Ok(()) => usize::MAX,
+            Err(_) => written,
+        };
+        let (sent, unwritten) = split_written(batch, done);
+        match sm {
+            Some(sm) => {
+                let mut start = 0;
+                for (out, class, end) in sent {
+                    sm.sent(out, class, end - start);
+                    start = end;
+                }
+            }
+            None => drop(sent),
         }
+        rx.queue().give_back(unwritten);
         self.clear_out();
         result
     }
 }
 
-/// Returns to the queue the stanzas of `batch` that were not wholly written once `written`
-/// bytes of it were, in order: they are re-routed when the session ends. A stanza cut in the
-/// middle goes back too: a peer that stopped reading may never take its end.
-fn give_back(rx: &QueueReceiver, batch: &mut Vec<(Outbound, Class, usize)>, written: usize) {
+/// Splits `batch` once `written` bytes of it were written: the stanzas wholly written (with
+/// where each ends), and those that were not, in order, to go back to the queue (re-routed
+/// when the session ends). A stanza cut in the middle goes back too: a peer that stopped
+/// reading may never take its end.
+#[allow(clippy::type_complexity)]
+fn split_written(
+    batch: &mut Vec<(Outbound, Class, usize)>,
+    written: usize,
+) -> (Vec<(Outbound, Class, usize)>, Vec<(Outbound, Class)>) {
     let done = batch.partition_point(|(_, _, end)| *end <= written);
     let unwritten = batch.split_off(done);
-    batch.clear();
+    let sent = std::mem::take(batch);
     let unwritten = unwritten.into_iter().map(|(o, c, _)| (o, c)).collect();
-    rx.queue().give_back(unwritten);
+    (sent, unwritten)
 }
 
 #[cfg(test)]
@@ -296,8 +580,9 @@ mod tests {
                 (msg("b"), Class::Stored, 20),
                 (msg("c"), Class::Push, 30),
             ];
-            give_back(&rx, &mut batch, written);
+            let (_, unwritten) = split_written(&mut batch, written);
             assert!(batch.is_empty());
+            rx.queue().give_back(unwritten);
             let back = queue.end().into_iter();
             back.map(|(o, c)| (o.to_element().unwrap().attr("id").unwrap().to_owned(), c))
                 .collect::<Vec<_>>()

@@ -84,6 +84,9 @@ async fn start_with(adjust: impl FnOnce(&mut C2sSettings)) -> TestServer {
         max_auth_failures: 3,
         max_connections: 1000,
         max_pending_per_ip: 100,
+        sm: xmppd_c2s::SmSettings::default(),
+        ping_interval: None,
+        ping_timeout: Duration::from_secs(60),
     };
     adjust(&mut settings);
     let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();

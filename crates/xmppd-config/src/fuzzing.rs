@@ -142,6 +142,15 @@ fn render(c: &ValidatedConfig) -> String {
             ("max_auth_failures", int(c2s.max_auth_failures)),
             ("max_connections", int(c2s.max_connections)),
             ("max_pending_per_ip", int(c2s.max_pending_per_ip)),
+            ("stream_management", c2s.stream_management.into()),
+            ("resume_timeout_secs", int(c2s.resume_timeout.as_secs())),
+            ("sm_max_unacked", int(c2s.sm_max_unacked)),
+            ("sm_max_unacked_bytes", int(c2s.sm_max_unacked_bytes)),
+            (
+                "ping_interval_secs",
+                int(c2s.ping_interval.map_or(0, |d| d.as_secs())),
+            ),
+            ("ping_timeout_secs", int(c2s.ping_timeout.as_secs())),
         ]),
     );
     let certificates = (c.tls.certificates.iter())

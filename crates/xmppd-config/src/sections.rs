@@ -117,6 +117,12 @@ pub struct C2sSection {
     pub max_auth_failures: u32,
     pub max_connections: u64,
     pub max_pending_per_ip: u64,
+    pub stream_management: bool,
+    pub resume_timeout_secs: u64,
+    pub sm_max_unacked: u64,
+    pub sm_max_unacked_bytes: u64,
+    pub ping_interval_secs: u64,
+    pub ping_timeout_secs: u64,
 }
 
 impl Default for C2sSection {
@@ -137,6 +143,12 @@ impl Default for C2sSection {
             max_auth_failures: 3,
             max_connections: 100_000,
             max_pending_per_ip: 32,
+            stream_management: true,
+            resume_timeout_secs: 300,
+            sm_max_unacked: 1024,
+            sm_max_unacked_bytes: 1 << 20,
+            ping_interval_secs: 240,
+            ping_timeout_secs: 60,
         }
     }
 }

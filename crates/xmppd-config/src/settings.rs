@@ -82,6 +82,18 @@ pub struct C2sSettings {
     pub max_auth_failures: u32,
     pub max_connections: usize,
     pub max_pending_per_ip: usize,
+    /// XEP-0198 offered after authentication.
+    pub stream_management: bool,
+    /// How long a session whose connection broke is kept for resumption.
+    pub resume_timeout: Duration,
+    /// Stanzas sent to a client and not yet acknowledged, at most.
+    pub sm_max_unacked: usize,
+    /// Their bytes (serialised size), at most.
+    pub sm_max_unacked_bytes: usize,
+    /// Quiet time after which the server checks that the client is there; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// How long the client has to answer that check.
+    pub ping_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -104,6 +104,14 @@ fn empty_file_gives_defaults() {
     assert_eq!(c.muc.max_history_bytes, 262_144);
     assert_eq!(c.c2s.handshake_timeout, Duration::from_secs(30));
     assert_eq!(c.c2s.max_auth_failures, 3);
+    assert!(c.c2s.stream_management);
+    assert_eq!(c.c2s.resume_timeout, Duration::from_secs(300));
+    assert_eq!(
+        (c.c2s.sm_max_unacked, c.c2s.sm_max_unacked_bytes),
+        (1024, 1 << 20)
+    );
+    assert_eq!(c.c2s.ping_interval, Some(Duration::from_secs(240)));
+    assert_eq!(c.c2s.ping_timeout, Duration::from_secs(60));
     assert_eq!(c.tls.reload_interval, Duration::from_secs(60));
     assert!(c.tls.certificates.is_empty());
     assert_eq!(c.offline_max_per_user, 1000);
@@ -215,6 +223,21 @@ fn numeric_limits_name_their_key() {
         ("[c2s]\nmax_auth_failures = 0\n", "c2s.max_auth_failures"),
         ("[c2s]\nmax_connections = 0\n", "c2s.max_connections"),
         ("[c2s]\nmax_pending_per_ip = 0\n", "c2s.max_pending_per_ip"),
+        (
+            "[c2s]\nresume_timeout_secs = 0\n",
+            "c2s.resume_timeout_secs",
+        ),
+        ("[c2s]\nsm_max_unacked = 0\n", "c2s.sm_max_unacked"),
+        (
+            "[c2s]\nsm_max_unacked_bytes = 1000\n",
+            "c2s.sm_max_unacked_bytes",
+        ),
+        (
+            "[c2s]\nping_interval_secs = 100000\n",
+            "c2s.ping_interval_secs",
+        ),
+        ("[c2s]\nping_timeout_secs = 0\n", "c2s.ping_timeout_secs"),
+        ("[c2s]\nstream_management = 1\n", "c2s.stream_management"),
         (
             "[tls]\nreload_interval_secs = 0\n",
             "tls.reload_interval_secs",

@@ -148,6 +148,25 @@ impl Config {
         let max_pending_per_ip = in_range(c2s.max_pending_per_ip, 1, 1_000_000)
             .map_err(|why| fail("c2s.max_pending_per_ip", why))?;
 
+        let resume_secs = in_range(c2s.resume_timeout_secs, 1, 86_400)
+            .map_err(|why| fail("c2s.resume_timeout_secs", why))?;
+        let sm_max_unacked = in_range(c2s.sm_max_unacked, 1, 1 << 20)
+            .map_err(|why| fail("c2s.sm_max_unacked", why))?;
+        let sm_max_unacked_bytes = in_range(c2s.sm_max_unacked_bytes, max_stanza_bytes, 1 << 30)
+            .map_err(|why| {
+                let why = format!("{why}; it must hold one stanza of c2s.max_stanza_bytes");
+                fail("c2s.sm_max_unacked_bytes", why)
+            })?;
+        let ping_interval =
+            match c2s.ping_interval_secs {
+                0 => None,
+                secs => Some(in_range(secs, 1, 86_400).map_err(|why| {
+                    fail("c2s.ping_interval_secs", format!("{why}, or 0 for never"))
+                })?),
+            };
+        let ping_timeout_secs = in_range(c2s.ping_timeout_secs, 1, 3600)
+            .map_err(|why| fail("c2s.ping_timeout_secs", why))?;
+
         let reload_secs = in_range(self.tls.reload_interval_secs, 1, 86_400)
             .map_err(|why| fail("tls.reload_interval_secs", why))?;
         let mut certificates: Vec<CertificateSettings> = Vec::new();
@@ -260,6 +279,12 @@ impl Config {
                 max_auth_failures: c2s.max_auth_failures,
                 max_connections,
                 max_pending_per_ip,
+                stream_management: c2s.stream_management,
+                resume_timeout: Duration::from_secs(resume_secs as u64),
+                sm_max_unacked,
+                sm_max_unacked_bytes,
+                ping_interval: ping_interval.map(|s| Duration::from_secs(s as u64)),
+                ping_timeout: Duration::from_secs(ping_timeout_secs as u64),
             },
             tls: TlsSettings {
                 reload_interval: Duration::from_secs(reload_secs as u64),

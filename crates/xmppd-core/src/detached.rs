@@ -99,12 +99,15 @@ struct Parked {
     expiry: tokio::task::AbortHandle,
 }
 
-/// A parked session taken back.
+/// A parked session taken back. It is resumable again under the same id (XEP-0198 §5: the
+/// client keeps the id of its first `<enabled/>`).
 pub struct Resumed {
     pub session: ClientSession,
     pub rx: QueueReceiver,
     /// What the driver gave [`Server::detach`].
     pub state: DriverState,
+    /// What tells the new connection that yet another one resumes the session.
+    pub takeover: Takeover,
 }
 
 /// Why [`Server::resume`] found nothing to resume.
@@ -134,6 +137,18 @@ impl Detached {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Registers the resumable session `id` of `user` as connected.
+    fn connected(&self, id: &ResumeId, user: BareJid) -> Takeover {
+        let takeover = Arc::new(Notify::new());
+        let live = Live {
+            user,
+            takeover: Arc::clone(&takeover),
+            parked: Arc::new(Notify::new()),
+        };
+        self.lock().live.insert(id.clone(), live);
+        Takeover(takeover)
+    }
+
     /// Removes the parked session `id` for ending it, remembering its driver state.
     fn take_ending(&self, id: &ResumeId) -> Option<Parked> {
         let mut inner = self.lock();
@@ -155,14 +170,8 @@ impl Server {
     /// when the connection breaks, or [`Server::forget_resumable`] when the session ends.
     pub fn resumable(&self, session: &ClientSession) -> (ResumeId, Takeover) {
         let id = ResumeId::random();
-        let takeover = Arc::new(Notify::new());
-        let live = Live {
-            user: session.jid.to_bare(),
-            takeover: Arc::clone(&takeover),
-            parked: Arc::new(Notify::new()),
-        };
-        self.detached.lock().live.insert(id.clone(), live);
-        (id, Takeover(takeover))
+        let takeover = self.detached.connected(&id, session.jid.to_bare());
+        (id, takeover)
     }
 
     /// The resumable session `id` ended with its connection: it can no longer be resumed.
@@ -261,10 +270,12 @@ impl Server {
         drop(inner);
         p.expiry.abort();
         tracing::info!(jid = %p.session.jid, "detached session resumed");
+        let takeover = self.detached.connected(id, user.clone());
         Ok(Resumed {
             session: p.session,
             rx: p.rx,
             state: p.state,
+            takeover,
         })
     }
 
