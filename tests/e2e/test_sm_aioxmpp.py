@@ -89,7 +89,7 @@ async def test_aioxmpp_resumes_after_its_connection_was_cut(make_server):
 @async_test(timeout=180.0)
 async def test_aioxmpp_resumes_after_the_server_found_its_connection_half_open(make_server):
     server = make_server(c2s={"resume_timeout_secs": 600, "ping_interval_secs": 2,
-                              "ping_timeout_secs": 5})
+                              "ping_timeout_secs": 10})
     alice = await login(server, "alice")
     async with resuming_client(server, "bob") as bob:
         to = server.jid("bob") + "/aio"
