@@ -48,6 +48,8 @@ async def test_ad_login_over_tls_and_why_logins_are_refused(make_server, samba_d
     assert "no directory entry matches the user filter" in missing, missing
     # Users log in by sAMAccountName here; the userPrincipalName's local part is no name.
     assert not await ad_login(server, "dave.smith")
+    # Without upn_suffixes, a user name with an @ names no account.
+    assert plain_failure(server, "alice@corp.example", PASSWORDS["alice"]) == ["not-authorized"]
 
 
 @async_test()
@@ -139,8 +141,13 @@ async def test_users_named_by_user_principal_name(make_server, samba_dc):
         "user_filter": f"(&(objectClass=user)(objectCategory=person)"
                        f"(userPrincipalName=%u@*){ENABLED})",
         "admin_group": ADMINS,
+        "upn_suffixes": [CORP],
     }
     server = start(make_server, samba_dc, shared_roster={"group": STAFF}, ldap=upn)
+    # The full UPN as the SASL user name names the same account.
+    assert plain_failure(server, "dave.smith@corp.example", PASSWORDS["dave.smith"]) == []
+    assert plain_failure(server, "dave.smith@elsewhere.example",
+                         PASSWORDS["dave.smith"]) == ["not-authorized"]
     dave = await login(server, "dave.smith", password=PASSWORDS["dave.smith"], domain=CORP)
     assert await roster(dave) == {
         f"{u}@{CORP}": ("both", ["Staff"]) for u in ("alice", "carol", "gina")}

@@ -349,6 +349,7 @@ fn open_directory(config: &ValidatedConfig) -> Result<Option<Arc<Directory>>, Fa
             NestedGroups::InChain => Nesting::InChain,
             NestedGroups::Recursive => Nesting::Recursive,
         },
+        upn_suffixes: ldap.upn_suffixes.clone(),
     })?;
     Ok(Some(directory))
 }

@@ -58,6 +58,11 @@ pub trait AuthBackend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether [`AuthBackend::scram_keys`] can answer (SCRAM mechanisms are offered only then).
     fn supports_scram(&self) -> bool;
+    /// `@suffix`es a PLAIN user name may carry and that do not belong to the account name
+    /// (a directory's userPrincipalName suffixes), lowercase.
+    fn login_suffixes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The SCRAM keys of `user` for `alg`; `Ok(None)` if the user is unknown.
     async fn scram_keys(
         &self,

@@ -209,6 +209,10 @@ fn negotiation_settings(
         .map(|host| xmppd_negotiation::HostPolicy {
             name: host.clone(),
             scram: auth.get(host).is_some_and(|b| b.supports_scram()),
+            login_suffixes: auth
+                .get(host)
+                .map(|b| b.login_suffixes())
+                .unwrap_or_default(),
             pre_auth: (pre_auth.iter())
                 .filter_map(|svc| Some((svc.namespace().to_owned(), svc.feature(host)?)))
                 .collect(),

@@ -55,6 +55,7 @@ pub struct LdapSection {
     /// 0: ask for the whole member attribute (and follow the ranges the directory sends).
     pub range_size: u64,
     pub nested_groups: NestedGroups,
+    pub upn_suffixes: Vec<String>,
 }
 
 /// How groups within groups are resolved (`ldap.nested_groups`).
@@ -91,6 +92,7 @@ impl Default for LdapSection {
             page_size: 500,
             range_size: 0,
             nested_groups: NestedGroups::Auto,
+            upn_suffixes: Vec::new(),
         }
     }
 }
@@ -128,6 +130,8 @@ pub struct LdapSettings {
     /// Values per ranged read of the member attribute; `None`: the directory chooses.
     pub range_size: Option<u32>,
     pub nested_groups: NestedGroups,
+    /// userPrincipalName suffixes a PLAIN user name may carry, lowercase.
+    pub upn_suffixes: Vec<String>,
 }
 
 /// The service account's password, given inline or in a file read at start.
@@ -270,6 +274,15 @@ impl LdapSection {
             0 => None,
             n => Some(in_range(n, 1, 100_000).map_err(|why| fail("ldap.range_size", why))?),
         };
+        let mut upn_suffixes = Vec::with_capacity(self.upn_suffixes.len());
+        for suffix in &self.upn_suffixes {
+            let lower = suffix.trim().to_ascii_lowercase();
+            if lower.is_empty() || lower.contains(['@', ' ', '/']) {
+                let why = format!("{suffix:?} is not a suffix (a domain such as corp.example)");
+                return Err(fail("ldap.upn_suffixes", why));
+            }
+            upn_suffixes.push(lower);
+        }
         let ldap_host = backends.values().any(|k| *k == AuthBackendKind::Ldap);
         if self.admin_group.is_some() && !ldap_host {
             let why = "administrators from LDAP need a host whose auth backend is ldap".into();
@@ -293,6 +306,7 @@ impl LdapSection {
             page_size: page_size as u32,
             range_size: range_size.map(|n| n as u32),
             nested_groups: self.nested_groups,
+            upn_suffixes,
         })
     }
 }
@@ -437,6 +451,7 @@ mod tests {
             ("page_size = 0\n", "ldap.page_size"),
             ("range_size = 100001\n", "ldap.range_size"),
             ("nested_groups = \"deep\"\n", "ldap.nested_groups"),
+            ("upn_suffixes = [\"a@b\"]\n", "ldap.upn_suffixes"),
             (
                 "bind_password_file = \"f\"\nbind_password = \"x\"\n",
                 "ldap.bind_password_file",

@@ -92,6 +92,10 @@ impl AuthBackend for LdapBackend {
         self.scram_cache.is_some()
     }
 
+    fn login_suffixes(&self) -> Vec<String> {
+        self.dir.upn_suffixes().to_vec()
+    }
+
     async fn scram_keys(
         &self,
         user: &UserRef,

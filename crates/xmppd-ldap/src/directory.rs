@@ -89,6 +89,11 @@ impl Directory {
         self.pool.config()
     }
 
+    /// The userPrincipalName suffixes a login name may carry.
+    pub(crate) fn upn_suffixes(&self) -> &[String] {
+        &self.cfg().upn_suffixes
+    }
+
     /// The DN of the user called `name`, if exactly one entry matches the user filter.
     pub async fn find_user(&self, name: &str) -> Result<Option<String>, LdapError> {
         let cfg = self.cfg();
@@ -818,6 +823,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             page_size: 500,
             range_size: None,
+            upn_suffixes: Vec::new(),
             nesting: Nesting::Auto,
         }
     }

@@ -77,6 +77,9 @@ pub struct LdapConfig {
     pub range_size: Option<u32>,
     /// How groups within groups are resolved.
     pub nesting: Nesting,
+    /// Suffixes a PLAIN user name may carry after an `@` (userPrincipalName suffixes, e.g.
+    /// `corp.example`), lowercase; the account is named by what comes before.
+    pub upn_suffixes: Vec<String>,
 }
 
 /// How members that are groups themselves are resolved.

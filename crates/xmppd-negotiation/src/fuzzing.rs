@@ -58,6 +58,7 @@ pub fn check(data: &[u8]) -> Reached {
         hosts: vec![HostPolicy {
             name: HOST.into(),
             scram: flags & 2 != 0,
+            login_suffixes: Vec::new(),
             pre_auth: vec![(
                 NS_REGISTER.into(),
                 Element::bare("register", "http://jabber.org/features/iq-register"),

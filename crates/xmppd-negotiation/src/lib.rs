@@ -58,6 +58,9 @@ pub struct HostPolicy {
     /// The stream features of the pre-authentication services this host offers on a TLS
     /// stream, each with the IQ payload namespace it answers (XEP-0077 registration).
     pub pre_auth: Vec<(String, Element)>,
+    /// `@suffix`es a PLAIN user name may carry (a directory's userPrincipalName), lowercase:
+    /// `dave.smith@corp.example` then names the account `dave.smith`.
+    pub login_suffixes: Vec<String>,
 }
 
 /// What negotiation needs to know about the server; shared by all its connections.

@@ -189,10 +189,14 @@ impl<R: Role> Negotiation<R> {
         };
         match mech {
             Mechanism::Plain => {
-                let creds = match xmppd_sasl::parse_plain(&data) {
+                let mut creds = match xmppd_sasl::parse_plain(&data) {
                     Ok(c) => c,
                     Err(e) => return self.fail(Some(mech), Failure::from_sasl(&e), out),
                 };
+                if let Some(policy) = self.settings.host(&host) {
+                    let name = without_suffix(&creds.authcid, &policy.login_suffixes);
+                    creds.authcid = name.to_owned();
+                }
                 let account = throttle_account(&creds.authcid, &host);
                 out.push(Action::Ask(Request::Turn {
                     account: account.clone(),
@@ -405,6 +409,14 @@ pub(crate) fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, ()> {
             .decode(b64)
             .map(Some)
             .map_err(|_| ()),
+    }
+}
+
+/// `authcid` less an `@suffix` of `suffixes` (compared ignoring ASCII case), else as it is.
+fn without_suffix<'a>(authcid: &'a str, suffixes: &[String]) -> &'a str {
+    match authcid.rsplit_once('@') {
+        Some((name, suffix)) if suffixes.iter().any(|s| s.eq_ignore_ascii_case(suffix)) => name,
+        _ => authcid,
     }
 }
 

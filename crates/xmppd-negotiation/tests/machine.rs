@@ -24,6 +24,7 @@ fn settings(require_tls: bool, max_auth_failures: u32) -> Arc<Settings> {
         hosts: vec![HostPolicy {
             name: HOST.into(),
             scram: true,
+            login_suffixes: vec!["upn.example".into()],
             pre_auth: vec![(
                 NS_REGISTER.into(),
                 Element::bare("register", "http://jabber.org/features/iq-register"),
@@ -315,6 +316,29 @@ fn throttle_account_is_the_authcid_when_it_is_no_localpart() {
     // Not an account: no backend lookup, a counted failure after the throttle's delay.
     match request(m.handle(Event::Waited)) {
         Request::Backoff { account } => assert_eq!(account, "a@b"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_login_suffix_of_the_host_is_dropped_from_the_plain_user_name() {
+    // The host accepts userPrincipalName-style names ending in @upn.example (any case).
+    for name in ["juliet@upn.example", "Juliet@UPN.Example"] {
+        let (mut m, _) = secure(settings(true, 5), ChannelBindings::default());
+        let creds = format!("\0{name}\0pw");
+        match request(m.handle(auth("PLAIN", creds.as_bytes()))) {
+            Request::Turn { account } => assert_eq!(account, "juliet@example.org"),
+            other => panic!("{other:?}"),
+        }
+        match request(m.handle(Event::Waited)) {
+            Request::CheckPassword { user: u, .. } => assert_eq!(u, user()),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Another suffix is no account name.
+    let (mut m, _) = secure(settings(true, 5), ChannelBindings::default());
+    match request(m.handle(auth("PLAIN", b"\0juliet@other.example\0pw"))) {
+        Request::Turn { account } => assert_eq!(account, "juliet@other.example"),
         other => panic!("{other:?}"),
     }
 }
