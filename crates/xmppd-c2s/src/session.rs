@@ -370,6 +370,10 @@ impl Conn {
         }
         let is_stanza = el.has_ns(NS_CLIENT) && matches!(el.name(), "message" | "presence" | "iq");
         if !is_stanza {
+            // A nonza a module takes (client state indication), handled before the next read.
+            if cx.server.handle_nonza(cx.session, &el).await {
+                return Ok(());
+            }
             return Err(Stop::err(Cond::UnsupportedStanzaType));
         }
         // Every stanza counts, also those the connection answers itself (XEP-0198 §4).

@@ -16,7 +16,7 @@ use minidom::Element;
 use xmppd_storage::{StorageError, Store};
 use xmppd_stream::StreamErrorCondition;
 
-use crate::module::Module;
+use crate::module::{Module, Outlet};
 use crate::queue::Class;
 use crate::router::{Resource, Router, SessionId};
 use crate::server::{CoreConfig, Server};
@@ -140,6 +140,13 @@ impl<'a> Context<'a> {
         self.outbox
             .queue
             .push_back(Outgoing::Deliver(jid.clone(), stanza));
+    }
+
+    /// The queue of the local session `jid`, for an outbound filter letting go, at once and
+    /// in order, what it held for it ([`crate::module::Module::filter_outbound`]): not routed,
+    /// no hooks, not behind this handler's outbox.
+    pub fn outlet<'b>(&'b self, jid: &'b FullJid) -> Outlet<'b> {
+        Outlet::new(&**self.server.router(), jid)
     }
 
     /// Queues the error reply to `original` (none for an error or a result).

@@ -16,8 +16,8 @@ use minidom::Element;
 use xmppd_storage::{AccountRemoval, RosterItem};
 
 use crate::context::{Addressing, Context};
-use crate::router::SessionId;
-use crate::session::{ClientSession, PresenceState};
+use crate::router::{Router, SessionId};
+use crate::session::{ClientSession, Outbound, PresenceState};
 use crate::stanza::{Condition, StanzaError};
 
 /// `get` or `set`.
@@ -298,11 +298,32 @@ pub trait Module: Send + Sync {
 
     /// Every stanza about to enter the queue of the local session `session`, whatever path
     /// it took: returns `true` if this module took it instead (client state indication holds
-    /// back what an inactive client need not see at once, XEP-0352). On the hot path:
-    /// synchronous, and called only on modules declaring [`Hooks::outbound`].
-    fn filter_outbound(&self, session: &FullJid, stanza: &Arc<Element>) -> bool {
-        let _ = (session, stanza);
+    /// back what an inactive client need not see at once, XEP-0352). What a module took it
+    /// hands back through an [`Outlet`]: `outlet`, for letting held stanzas go before this
+    /// one, or [`Context::outlet`] later. On the hot path: synchronous, and called only on
+    /// modules declaring [`Hooks::outbound`].
+    fn filter_outbound(
+        &self,
+        session: &FullJid,
+        stanza: &Arc<Element>,
+        outlet: &Outlet<'_>,
+    ) -> bool {
+        let _ = (session, stanza, outlet);
         false
+    }
+
+    /// Payload namespaces of the top-level elements other than stanzas (nonzas) that
+    /// [`Module::on_nonza`] takes on an established client stream. A nonza no module claims
+    /// ends the stream with `<unsupported-stanza-type/>`.
+    fn nonza_namespaces(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// A nonza of a claimed namespace from the local session `session` (client state
+    /// indication, XEP-0352). Handled before the session's next stanza is read, and what it
+    /// queues is routed before that too (XEP-0352 §5.1: in order).
+    async fn on_nonza(&self, cx: &mut Context<'_>, session: &ClientSession, nonza: &Element) {
+        let _ = (cx, session, nonza);
     }
 
     /// A message to a local account that no session could take. Returns true if it took it
@@ -404,6 +425,36 @@ pub trait Module: Send + Sync {
     /// for it is gone; forget what this module keeps about it elsewhere.
     async fn on_account_removed(&self, cx: &mut Context<'_>, user: &BareJid) {
         let _ = (cx, user);
+    }
+}
+
+/// One local session's queue as an outbound filter sees it ([`Module::filter_outbound`]):
+/// what the filter held and lets go now goes in here at once, skipping the filters. A filter
+/// pushes under its own lock, so what it releases keeps its order against stanzas that other
+/// tasks are filtering for the same session meanwhile.
+pub struct Outlet<'a> {
+    router: &'a dyn Router,
+    session: &'a FullJid,
+}
+
+impl<'a> Outlet<'a> {
+    pub(crate) fn new(router: &'a dyn Router, session: &'a FullJid) -> Self {
+        Outlet { router, session }
+    }
+
+    /// The session this outlet feeds.
+    pub fn session(&self) -> &FullJid {
+        self.session
+    }
+
+    /// Queues `stanza` for the session now, with no filter and no hook. False if the session
+    /// is gone or its queue refused it (full: it is being closed).
+    pub fn push(&self, stanza: Arc<Element>) -> bool {
+        let class = crate::session::class_for(self.session);
+        (self
+            .router
+            .send(self.session, Outbound::Stanza(stanza), class))
+        .is_ok()
     }
 }
 

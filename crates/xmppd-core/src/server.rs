@@ -18,7 +18,7 @@ use xmppd_storage::{SessionRecord, Store, UserRef};
 use xmppd_stream::StreamErrorCondition;
 
 use crate::context::{Addressing, Context, Outbox, Outgoing};
-use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module};
+use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module, Outlet};
 use crate::queue::{QueueLimits, QueueReceiver, SessionQueue};
 use crate::router::{LocalRouter, LocalSession, NodeId, Resource, Router, SendError, SessionId};
 use crate::session::{class_for, ClientSession, Outbound, SessionInfo, SharedPresence};
@@ -116,7 +116,11 @@ impl ServerBuilder {
         let modules = self.modules;
         let mut server_iq = HashMap::new();
         let mut account_iq = HashMap::new();
+        let mut nonzas = HashMap::new();
         for m in &modules {
+            for ns in m.nonza_namespaces() {
+                nonzas.entry(ns).or_insert_with(|| m.clone());
+            }
             for ns in m.server_iq_namespaces() {
                 server_iq.entry(ns).or_insert_with(|| m.clone());
             }
@@ -168,6 +172,7 @@ impl ServerBuilder {
             modules,
             server_iq,
             account_iq,
+            nonzas,
             components: self.components,
             server_features,
             account_features,
@@ -208,6 +213,8 @@ pub struct Server {
     presence_to_account: Vec<Arc<dyn Module>>,
     server_iq: HashMap<&'static str, Arc<dyn Module>>,
     account_iq: HashMap<&'static str, Arc<dyn Module>>,
+    /// The module taking each namespace of nonzas ([`Module::nonza_namespaces`]).
+    nonzas: HashMap<&'static str, Arc<dyn Module>>,
     components: HashMap<String, Arc<dyn Component>>,
     server_features: Vec<String>,
     account_features: Vec<String>,
@@ -464,6 +471,22 @@ impl Server {
         .await
     }
 
+    /// Processes a top-level element other than a stanza from an established session (a
+    /// nonza: client state indication): the module claiming its namespace handles it, and what
+    /// that queues is routed before this returns. False if no module claims it.
+    pub async fn handle_nonza(self: &Arc<Self>, session: &ClientSession, nonza: &Element) -> bool {
+        let Some(module) = self.nonzas.get(nonza.ns().as_str()).cloned() else {
+            return false;
+        };
+        let mut outbox = Outbox::default();
+        crate::session::handling(session.jid.clone(), async {
+            (module.on_nonza(&mut Context::new(self, &mut outbox), session, nonza)).await;
+            self.drain(&mut outbox).await;
+        })
+        .await;
+        true
+    }
+
     async fn from_client(
         self: &Arc<Self>,
         cx: &mut Context<'_>,
@@ -645,7 +668,12 @@ impl Server {
     /// counts as delivered: the module answers for it now). Charged to the session's reply
     /// budget when it answers the session's own stanza being handled on this task.
     pub(crate) fn try_deliver(&self, jid: &FullJid, el: Arc<Element>) -> Result<(), SendError> {
-        if self.outbound.iter().any(|m| m.filter_outbound(jid, &el)) {
+        let outlet = Outlet::new(&*self.router, jid);
+        if self
+            .outbound
+            .iter()
+            .any(|m| m.filter_outbound(jid, &el, &outlet))
+        {
             return Ok(());
         }
         self.router.send(jid, Outbound::Stanza(el), class_for(jid))

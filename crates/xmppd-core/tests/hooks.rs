@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use minidom::Element;
-use xmppd_core::module::{HookAction, Hooks, Module};
+use xmppd_core::module::{HookAction, Hooks, Module, Outlet};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::testing::TestClient;
 use xmppd_core::{ClientSession, Context, CoreConfig, FullJid, PresenceState, Server};
@@ -213,14 +213,65 @@ impl Module for HoldHeadlines {
         }
     }
 
-    fn filter_outbound(&self, session: &FullJid, stanza: &Arc<Element>) -> bool {
-        let hold = stanza.attr("type") == Some("headline")
-            && self.inactive.lock().unwrap().contains(session);
-        if hold {
-            self.held.lock().unwrap().push(stanza.clone());
+    fn filter_outbound(
+        &self,
+        session: &FullJid,
+        stanza: &Arc<Element>,
+        outlet: &Outlet<'_>,
+    ) -> bool {
+        if !self.inactive.lock().unwrap().contains(session) {
+            return false;
         }
-        hold
+        let mut held = self.held.lock().unwrap();
+        if stanza.attr("type") == Some("headline") {
+            held.push(stanza.clone());
+            return true;
+        }
+        // Anything else lets what was held go first, in order.
+        for h in held.drain(..) {
+            outlet.push(h);
+        }
+        false
     }
+
+    fn nonza_namespaces(&self) -> Vec<&'static str> {
+        vec!["urn:xmppd:test:release"]
+    }
+
+    async fn on_nonza(&self, cx: &mut Context<'_>, session: &ClientSession, _: &Element) {
+        self.inactive.lock().unwrap().remove(&session.jid);
+        let outlet = cx.outlet(&session.jid);
+        for h in self.held.lock().unwrap().drain(..) {
+            outlet.push(h);
+        }
+    }
+}
+
+#[tokio::test]
+async fn held_stanzas_go_out_through_the_outlet_in_order() {
+    let hold = Arc::new(HoldHeadlines::default());
+    let server = server_with(hold.clone()).await;
+    let mut alice = online(&server, "alice", "pc").await;
+    let mut bob = online(&server, "bob", "quiet").await;
+    hold.inactive
+        .lock()
+        .unwrap()
+        .insert(bob.session.jid.clone());
+    let send = |kind: &str, body: &str| {
+        format!("<message xmlns='jabber:client' type='{kind}' to='bob@localhost/quiet'><body>{body}</body></message>")
+    };
+    alice.send(&server, &send("headline", "one")).await;
+    alice.send(&server, &send("headline", "two")).await;
+    assert!(bob.drain().is_empty());
+    alice.send(&server, &send("chat", "urgent")).await;
+    assert_eq!(bodies(&bob.drain()), ["one", "two", "urgent"]);
+    alice.send(&server, &send("headline", "three")).await;
+    assert!(bob.drain().is_empty());
+    let release: Element = "<release xmlns='urn:xmppd:test:release'/>".parse().unwrap();
+    assert!(server.handle_nonza(&bob.session, &release).await);
+    assert_eq!(bodies(&bob.drain()), ["three"]);
+    let unknown: Element = "<r xmlns='urn:xmppd:test:unknown'/>".parse().unwrap();
+    assert!(!server.handle_nonza(&bob.session, &unknown).await);
 }
 
 #[tokio::test]
@@ -240,14 +291,8 @@ async fn outbound_filter_holds_back_per_session() {
             "<message xmlns='jabber:client' type='headline' to='bob@localhost'><body>news</body></message>",
         )
         .await;
-    alice
-        .send(
-            &server,
-            "<message xmlns='jabber:client' type='chat' to='bob@localhost/quiet'><body>hi</body></message>",
-        )
-        .await;
     assert_eq!(bodies(&busy.drain()), ["news"]);
-    assert_eq!(bodies(&quiet.drain()), ["hi"], "the headline is held back");
+    assert!(bodies(&quiet.drain()).is_empty(), "the headline is held back");
     let held = hold.held.lock().unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].attr("type"), Some("headline"));
