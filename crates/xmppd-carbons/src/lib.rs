@@ -1,0 +1,180 @@
+//! Message carbons (XEP-0280): each client of an account that asks for it gets a copy of the
+//! account's conversations that its other clients have, what they send (`<sent/>`) and what
+//! reaches them (`<received/>`).
+//!
+//! - Enabling is per session (`<enable/>`/`<disable/>` in `urn:xmpp:carbons:2`, §4, §5) and
+//!   ends with it: a new session, also one binding the same resource again, starts without.
+//! - A sent copy is made on `on_message_out`, after the archive's own hook (the binary adds this
+//!   module after the archive's), from the message as the core routes it; a received copy on
+//!   `on_message_delivered`, once the core chose the sessions that get the message itself (those
+//!   get no copy, §7), so it carries the recipient archive's `<stanza-id/>` (XEP-0359), which
+//!   the archive adds on `on_message_in`. A sent copy carries no `<stanza-id/>` of the
+//!   sender's archive: for a local recipient the archive writes the sender's row only as the
+//!   message reaches the recipient (one commit for both rows), after the copy was made; for
+//!   anything else it adds no id to the message.
+//! - Copies are queued straight for each session (`cx.deliver`): they pass no message hook,
+//!   so nothing archives or copies a copy.
+//! - Which messages: [`rules::eligible`]. A message reaching an account with a `<sent/>` or
+//!   `<received/>` at its top level from anyone but the account itself is forged (§11): they
+//!   are removed before the account's clients get it.
+
+pub mod rules;
+
+use async_trait::async_trait;
+use dashmap::DashSet;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use xmpp_parsers::carbons::{Disable, Enable};
+use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
+use xmppd_core::stanza::{Condition, StanzaError};
+use xmppd_core::{Addressing, Context};
+
+pub use rules::{eligible, Direction, NS_CARBONS};
+
+/// The message carbons module.
+#[derive(Default)]
+pub struct CarbonsModule {
+    /// The sessions that enabled carbons.
+    enabled: DashSet<FullJid>,
+}
+
+impl CarbonsModule {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the session `jid` has carbons enabled.
+    pub fn is_enabled(&self, jid: &FullJid) -> bool {
+        self.enabled.contains(jid)
+    }
+
+    /// Queues a copy of `msg` for each carbons-enabled session of `account` other than those
+    /// in `skip`.
+    fn copy_to(
+        &self,
+        cx: &mut Context<'_>,
+        msg: &Element,
+        direction: Direction,
+        account: &BareJid,
+        skip: &[&FullJid],
+    ) {
+        if self.enabled.is_empty() {
+            return;
+        }
+        for r in cx.resources(account) {
+            if self.enabled.contains(&r.jid) && !skip.contains(&&r.jid) {
+                let copy = rules::copy(msg, direction, account.as_str(), r.jid.as_str());
+                cx.deliver(&r.jid, copy);
+            }
+        }
+    }
+
+    /// Whether `from` may switch carbons for itself through an IQ to `to` (§4.1, §5.1): a
+    /// session bound here, asking its own account or its server.
+    fn may_switch(cx: &Context<'_>, from: &Jid, to: &Jid) -> Option<FullJid> {
+        let full = from.try_as_full().ok()?;
+        let own = match to.node() {
+            Some(_) => to.to_bare() == full.to_bare(),
+            None => to.domain() == full.domain(),
+        };
+        let bound = cx.resources(&full.to_bare()).iter().any(|r| &r.jid == full);
+        (own && bound).then(|| full.clone())
+    }
+}
+
+#[async_trait]
+impl Module for CarbonsModule {
+    fn name(&self) -> &'static str {
+        "carbons"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            message_out: true,
+            message_in: true,
+            delivered: true,
+            ..Hooks::NONE
+        }
+    }
+
+    fn server_features(&self) -> Vec<String> {
+        vec![NS_CARBONS.into()]
+    }
+
+    // A client enables carbons with an IQ without 'to', which the core addresses to its
+    // own bare JID (RFC 6120 §10.3.3); some address their server.
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_CARBONS]
+    }
+
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_CARBONS]
+    }
+
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
+        if req.kind != IqKind::Set {
+            return Err(StanzaError::new(Condition::BadRequest));
+        }
+        let Some(session) = Self::may_switch(cx, &req.from, &req.to) else {
+            return Err(StanzaError::new(Condition::NotAllowed));
+        };
+        // §10.1: enabling twice, or disabling twice, is no error.
+        if Enable::try_from(req.payload.clone()).is_ok() {
+            self.enabled.insert(session);
+        } else if Disable::try_from(req.payload).is_ok() {
+            self.enabled.remove(&session);
+        } else {
+            return Err(StanzaError::new(Condition::BadRequest));
+        }
+        Ok(None)
+    }
+
+    async fn on_session_opened(&self, _cx: &mut Context<'_>, jid: &FullJid) {
+        self.enabled.remove(jid);
+    }
+
+    async fn on_session_closed(&self, _cx: &mut Context<'_>, jid: &FullJid) {
+        self.enabled.remove(jid);
+    }
+
+    async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        // Without 'to' it goes to the sender's own account (RFC 6120 §10.3), whose clients
+        // get it, or a received copy, as it arrives; so does one to the account's JIDs.
+        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+            return HookAction::Continue;
+        };
+        let Ok(from) = from.try_into_full() else {
+            return HookAction::Continue;
+        };
+        let account = from.to_bare();
+        if to.to_bare() != account && rules::eligible(msg, Direction::Sent) {
+            self.copy_to(cx, msg, Direction::Sent, &account, &[&from]);
+        }
+        HookAction::Continue
+    }
+
+    async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
+        if rules::claims_to_be_a_copy(msg) {
+            let genuine = cx.addressing(msg).is_some_and(|a| a.from == a.to.to_bare());
+            if !genuine {
+                tracing::debug!(from = ?msg.attr("from"), "forged carbon copy removed");
+                rules::strip_claimed_copies(msg);
+            }
+        }
+        HookAction::Continue
+    }
+
+    async fn on_message_delivered(&self, cx: &mut Context<'_>, msg: &Element, targets: &[FullJid]) {
+        if !rules::eligible(msg, Direction::Received) {
+            return;
+        }
+        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+            return;
+        };
+        // The sending session of a message to its own account has it already.
+        let from = from.try_into_full().ok();
+        let mut skip: Vec<&FullJid> = targets.iter().collect();
+        skip.extend(from.as_ref());
+        self.copy_to(cx, msg, Direction::Received, &to.to_bare(), &skip);
+    }
+}

@@ -1,0 +1,225 @@
+//! Carbons on a server with in-memory sessions, the IM modules and the archive in the order
+//! the binary gives them: who gets which copy, and that a received copy carries the
+//! archive's `<stanza-id/>`.
+
+use std::sync::Arc;
+
+use minidom::Element;
+use xmppd_carbons::CarbonsModule;
+use xmppd_core::testing::TestClient;
+use xmppd_core::{CoreConfig, Server};
+use xmppd_mam::module::{MamModule, MamSettings};
+use xmppd_mam::SqliteArchive;
+use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
+
+const C: &str = "xmlns='jabber:client'";
+const CARBONS: &str = "urn:xmpp:carbons:2";
+
+async fn server() -> Arc<Server> {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    for u in ["alice", "bob"] {
+        store
+            .create_user(&UserRef::new(u, "localhost"), &[])
+            .await
+            .unwrap();
+    }
+    let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
+    Server::builder(CoreConfig::default(), store)
+        .modules(xmppd_im::modules())
+        .module(Arc::new(MamModule::new(archive, MamSettings::default())))
+        .module(Arc::new(CarbonsModule::new()))
+        .build()
+}
+
+async fn online(server: &Arc<Server>, user: &str, resource: &str, carbons: bool) -> TestClient {
+    let mut c = TestClient::login(server, user, resource).await;
+    c.send(server, &format!("<presence {C}/>")).await;
+    if carbons {
+        c.send(
+            server,
+            &format!("<iq {C} type='set' id='c'><enable xmlns='{CARBONS}'/></iq>"),
+        )
+        .await;
+    }
+    c.drain();
+    c
+}
+
+fn messages(got: Vec<Element>) -> Vec<Element> {
+    got.into_iter().filter(|e| e.name() == "message").collect()
+}
+
+/// The forwarded message of a `<sent/>` or `<received/>` copy.
+fn forwarded<'a>(copy: &'a Element, kind: &str) -> Option<&'a Element> {
+    copy.get_child(kind, CARBONS)?
+        .get_child("forwarded", "urn:xmpp:forward:0")?
+        .get_child("message", "jabber:client")
+}
+
+fn body(m: &Element) -> String {
+    m.get_child("body", "jabber:client")
+        .map(Element::text)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn received_and_sent_copies_reach_the_other_enabled_clients() {
+    let server = server().await;
+    let mut pc = online(&server, "alice", "pc", true).await;
+    let mut phone = online(&server, "alice", "phone", true).await;
+    let mut old = online(&server, "alice", "old", false).await;
+    let mut bob = online(&server, "bob", "x", false).await;
+    bob.send(
+        &server,
+        &format!("<message {C} type='chat' to='alice@localhost/pc'><body>hi</body></message>"),
+    )
+    .await;
+    assert_eq!(
+        messages(pc.drain()).iter().map(body).collect::<Vec<_>>(),
+        ["hi"]
+    );
+    let got = messages(phone.drain());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attr("from"), Some("alice@localhost"));
+    assert_eq!(got[0].attr("to"), Some("alice@localhost/phone"));
+    let inner = forwarded(&got[0], "received").expect("a received copy");
+    assert_eq!(body(inner), "hi");
+    let sid = inner
+        .get_child("stanza-id", "urn:xmpp:sid:0")
+        .expect("the archive's id");
+    assert_eq!(sid.attr("by"), Some("alice@localhost"));
+    assert!(
+        messages(old.drain()).is_empty(),
+        "carbons not enabled there"
+    );
+
+    phone
+        .send(
+            &server,
+            &format!("<message {C} type='chat' to='bob@localhost/x'><body>yo</body></message>"),
+        )
+        .await;
+    assert_eq!(
+        messages(bob.drain()).iter().map(body).collect::<Vec<_>>(),
+        ["yo"]
+    );
+    let got = messages(pc.drain());
+    assert_eq!(got.len(), 1);
+    let inner = forwarded(&got[0], "sent").expect("a sent copy");
+    assert_eq!(inner.attr("from"), Some("alice@localhost/phone"));
+    assert_eq!(body(inner), "yo");
+    assert!(messages(phone.drain()).is_empty(), "not to the sender");
+    assert!(messages(old.drain()).is_empty());
+}
+
+#[tokio::test]
+async fn disabling_and_a_new_session_stop_the_copies() {
+    let server = server().await;
+    let mut pc = online(&server, "alice", "pc", true).await;
+    let mut phone = online(&server, "alice", "phone", true).await;
+    let mut bob = online(&server, "bob", "x", false).await;
+    let to_pc =
+        format!("<message {C} type='chat' to='alice@localhost/pc'><body>1</body></message>");
+    phone
+        .send(
+            &server,
+            &format!("<iq {C} type='set' id='d'><disable xmlns='{CARBONS}'/></iq>"),
+        )
+        .await;
+    let answer = phone.drain();
+    assert_eq!(answer[0].attr("type"), Some("result"));
+    bob.send(&server, &to_pc).await;
+    assert!(messages(phone.drain()).is_empty());
+    pc.drain();
+
+    // Enabled again, then the session ends: the next one for that resource starts without.
+    phone
+        .send(
+            &server,
+            &format!("<iq {C} type='set' id='e'><enable xmlns='{CARBONS}'/></iq>"),
+        )
+        .await;
+    phone.logout(&server).await;
+    let mut phone = online(&server, "alice", "phone", false).await;
+    bob.send(&server, &to_pc).await;
+    assert!(messages(phone.drain()).is_empty());
+}
+
+#[tokio::test]
+async fn enabling_anothers_carbons_or_with_a_get_is_refused() {
+    let server = server().await;
+    let mut bob = online(&server, "bob", "x", false).await;
+    bob.send(
+        &server,
+        &format!("<iq {C} type='set' id='1' to='alice@localhost'><enable xmlns='{CARBONS}'/></iq>"),
+    )
+    .await;
+    bob.send(
+        &server,
+        &format!("<iq {C} type='get' id='2'><enable xmlns='{CARBONS}'/></iq>"),
+    )
+    .await;
+    bob.send(
+        &server,
+        &format!("<iq {C} type='set' id='3' to='localhost'><enable xmlns='{CARBONS}'/></iq>"),
+    )
+    .await;
+    let got = bob.drain();
+    let kinds: Vec<_> = got.iter().map(|e| (e.attr("id"), e.attr("type"))).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Some("1"), Some("error")),
+            (Some("2"), Some("error")),
+            (Some("3"), Some("result"))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_forged_copy_is_not_delivered_as_one() {
+    let server = server().await;
+    let mut pc = online(&server, "alice", "pc", true).await;
+    let mut bob = online(&server, "bob", "x", false).await;
+    bob.send(
+        &server,
+        &format!(
+            "<message {C} type='chat' to='alice@localhost'><received xmlns='{CARBONS}'>\
+             <forwarded xmlns='urn:xmpp:forward:0'><message {C} type='chat' \
+             from='carol@localhost/x' to='alice@localhost/pc'><body>lie</body></message>\
+             </forwarded></received></message>"
+        ),
+    )
+    .await;
+    let got = messages(pc.drain());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attr("from"), Some("bob@localhost/x"));
+    assert!(got[0].get_child("received", CARBONS).is_none());
+}
+
+#[tokio::test]
+async fn private_messages_are_not_copied() {
+    let server = server().await;
+    let mut pc = online(&server, "alice", "pc", true).await;
+    let mut phone = online(&server, "alice", "phone", true).await;
+    let mut bob = online(&server, "bob", "x", false).await;
+    pc.send(
+        &server,
+        &format!(
+            "<message {C} type='chat' to='bob@localhost/x'><body>p</body>\
+             <private xmlns='{CARBONS}'/><no-copy xmlns='urn:xmpp:hints'/></message>"
+        ),
+    )
+    .await;
+    bob.send(
+        &server,
+        &format!(
+            "<message {C} type='chat' to='alice@localhost/pc'><body>q</body>\
+             <no-copy xmlns='urn:xmpp:hints'/></message>"
+        ),
+    )
+    .await;
+    assert_eq!(messages(bob.drain()).len(), 1);
+    assert_eq!(messages(pc.drain()).len(), 1);
+    assert!(messages(phone.drain()).is_empty());
+}
