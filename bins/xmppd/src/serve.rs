@@ -16,11 +16,13 @@ use xmppd_adhoc::motd::Motd;
 use xmppd_auth::{AuthBackend, InternalBackend};
 use xmppd_blocking::{Blocking, SqliteBlocks};
 use xmppd_c2s::{C2s, C2sSettings, CertificateSpec, ListenerKind, Tls, TlsSettings};
+use xmppd_carbons::CarbonsModule;
 use xmppd_config::{
     AuthBackendKind, BindPassword, LdapTls, NestedGroups, SharedGroupSettings, SharedGroupSource,
     ValidatedConfig,
 };
 use xmppd_core::{BareJid, CoreConfig, Server};
+use xmppd_csi::{CsiModule, HeldLimits};
 use xmppd_ldap::{Directory, LdapBackend, LdapConfig, Nesting, TlsMode};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::query::PageLimits;
@@ -114,6 +116,11 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         }
         None => (builder, None, None),
     };
+    // After the archive: a received copy carries the id it gives the message.
+    let csi = HeldLimits::for_queue(&queue_limits(&config.c2s));
+    let builder = builder
+        .module(Arc::new(CarbonsModule::new()))
+        .module(Arc::new(CsiModule::new(csi)));
     let server = muc_services(&config, &store, archive)
         .await?
         .into_iter()
@@ -154,11 +161,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
             max_stanza_bytes: c2s_cfg.max_stanza_bytes,
             ..Limits::DEFAULT
         },
-        queue: xmppd_core::QueueLimits {
-            stanzas: c2s_cfg.session_queue,
-            bytes: c2s_cfg.session_queue_bytes,
-            reply_bytes: c2s_cfg.session_reply_bytes,
-        },
+        queue: queue_limits(c2s_cfg),
         shaper: xmppd_c2s::ShaperSettings {
             bytes_per_sec: c2s_cfg.shaper_bytes_per_sec as u64,
             burst_bytes: c2s_cfg.shaper_burst_bytes as u64,
@@ -219,6 +222,15 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         tracing::warn!("clearing session records: {e}");
     }
     outcome
+}
+
+/// What one session's queue may hold (`[c2s]`).
+fn queue_limits(c2s: &xmppd_config::C2sSettings) -> xmppd_core::QueueLimits {
+    xmppd_core::QueueLimits {
+        stanzas: c2s.session_queue,
+        bytes: c2s.session_queue_bytes,
+        reply_bytes: c2s.session_reply_bytes,
+    }
 }
 
 /// The message archive (`[mam]`): its module, its retention job (accounts' and rooms'

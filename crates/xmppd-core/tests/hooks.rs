@@ -292,7 +292,10 @@ async fn outbound_filter_holds_back_per_session() {
         )
         .await;
     assert_eq!(bodies(&busy.drain()), ["news"]);
-    assert!(bodies(&quiet.drain()).is_empty(), "the headline is held back");
+    assert!(
+        bodies(&quiet.drain()).is_empty(),
+        "the headline is held back"
+    );
     let held = hold.held.lock().unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].attr("type"), Some("headline"));
