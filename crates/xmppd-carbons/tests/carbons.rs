@@ -10,19 +10,12 @@ use xmppd_core::testing::TestClient;
 use xmppd_core::{CoreConfig, Server};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::SqliteArchive;
-use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 const C: &str = "xmlns='jabber:client'";
 const CARBONS: &str = "urn:xmpp:carbons:2";
 
 async fn server() -> Arc<Server> {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
+    let store = xmppd_core::testing::store_with_users(&["alice", "bob"]).await;
     let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
     Server::builder(CoreConfig::default(), store)
         .modules(xmppd_im::modules())

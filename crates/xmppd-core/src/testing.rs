@@ -14,6 +14,17 @@ use minidom::Element;
 use crate::context::{Context, Outbox};
 use crate::{ClientSession, Outbound, QueueLimits, QueueReceiver, Server, SessionInfo};
 
+/// An in-memory store with the accounts `users` of `localhost` (no credentials).
+pub async fn store_with_users(users: &[&str]) -> Arc<xmppd_storage::SqliteStore> {
+    use xmppd_storage::{CredentialStore, UserRef};
+    let store = Arc::new(xmppd_storage::SqliteStore::open_in_memory().unwrap());
+    for u in users {
+        let user = UserRef::new(*u, "localhost");
+        store.create_user(&user, &[]).await.unwrap();
+    }
+    store
+}
+
 /// Namespace of the pseudo-elements standing for `Outbound::Close`.
 pub const CLOSE_NS: &str = "urn:xmppd:test:close";
 

@@ -28,13 +28,7 @@ fn park(
 }
 
 async fn server() -> (Arc<Server>, Arc<SqliteStore>) {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
+    let store = xmppd_core::testing::store_with_users(&["alice", "bob"]).await;
     let server = Server::builder(CoreConfig::default(), store.clone())
         .modules(xmppd_im::modules())
         .build();

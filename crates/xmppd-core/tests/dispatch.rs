@@ -13,7 +13,6 @@ use xmppd_core::module::{Component, HookAction, Hooks, Module};
 use xmppd_core::stanza::set_attr;
 use xmppd_core::testing::TestClient;
 use xmppd_core::{Addressing, Context, CoreConfig, FullJid, Outbound, Server};
-use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 async fn server_with(components: Vec<(&str, Arc<dyn Component>)>) -> Arc<Server> {
     server_with_module(components, None).await
@@ -23,13 +22,7 @@ async fn server_with_module(
     components: Vec<(&str, Arc<dyn Component>)>,
     module: Option<Arc<dyn Module>>,
 ) -> Arc<Server> {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
+    let store = xmppd_core::testing::store_with_users(&["alice", "bob"]).await;
     components
         .into_iter()
         .fold(

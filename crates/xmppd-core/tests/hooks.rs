@@ -13,16 +13,9 @@ use xmppd_core::module::{HookAction, Hooks, Module, Outlet};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::testing::TestClient;
 use xmppd_core::{ClientSession, Context, CoreConfig, FullJid, PresenceState, Server};
-use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
 
 async fn server_with(module: Arc<dyn Module>) -> Arc<Server> {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob", "mallory"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
+    let store = xmppd_core::testing::store_with_users(&["alice", "bob", "mallory"]).await;
     Server::builder(CoreConfig::default(), store)
         .modules(xmppd_im::modules())
         .module(module)
@@ -381,10 +374,7 @@ impl Module for SessionLog {
 
 #[tokio::test]
 async fn session_hooks_see_presence_iqs_and_the_end_of_a_replaced_session() {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob"] {
-        (store.create_user(&UserRef::new(u, "localhost"), &[]).await).unwrap();
-    }
+    let store = xmppd_core::testing::store_with_users(&["alice", "bob"]).await;
     let log = Arc::new(SessionLog::default());
     // No IM modules: the core alone, with the recorder.
     let server = Server::builder(CoreConfig::default(), store)
@@ -481,10 +471,7 @@ impl Module for Addresses {
 
 #[tokio::test]
 async fn message_hooks_get_the_addresses_as_they_read_after_earlier_hooks() {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob", "mallory"] {
-        (store.create_user(&UserRef::new(u, "localhost"), &[]).await).unwrap();
-    }
+    let store = xmppd_core::testing::store_with_users(&["alice", "bob", "mallory"]).await;
     let first = Arc::new(Addresses {
         readdress: true,
         ..Addresses::default()

@@ -11,7 +11,7 @@ use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::store::{Direction, Filter, Matcher, NewMessage, Page, PageRequest, Paging};
 use xmppd_mam::{ArchiveError, ArchiveStore, DefaultPolicy, Prefs, SqliteArchive};
 use xmppd_shared_roster::{SharedRoster, StaticGroup};
-use xmppd_storage::{CredentialStore, Queued, SqliteStore, StorageError, UserRef};
+use xmppd_storage::{Queued, SqliteStore, StorageError};
 
 const SID: &str = "urn:xmpp:sid:0";
 const MAM: &str = "urn:xmpp:mam:2";
@@ -37,13 +37,7 @@ async fn setup_with(
 
 /// A store with alice, bob and carol on localhost, and its archive.
 async fn accounts() -> (Arc<SqliteStore>, Arc<SqliteArchive>) {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    for u in ["alice", "bob", "carol"] {
-        store
-            .create_user(&UserRef::new(u, "localhost"), &[])
-            .await
-            .unwrap();
-    }
+    let store = xmppd_core::testing::store_with_users(&["alice", "bob", "carol"]).await;
     let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
     (store, archive)
 }

@@ -150,6 +150,25 @@ async fn query(
     }
 }
 
+/// Alice (nick `al`) makes the room archived (and `persistent` or not); bob (nick `bob`)
+/// joins it.
+async fn archived_room(srv: &Arc<Server>, persistent: bool) -> (TestClient, TestClient) {
+    let mut alice = TestClient::login(srv, "alice", "a").await;
+    let mut bob = TestClient::login(srv, "bob", "b").await;
+    join(srv, &mut alice, "al", "").await;
+    let persistent = u8::from(persistent);
+    let form = format!(
+        "<x xmlns='jabber:x:data' type='submit'>\
+         <field var='muc#roomconfig_persistentroom'><value>{persistent}</value></field>\
+         <field var='muc#roomconfig_enablearchiving'><value>1</value></field></x>"
+    );
+    let query = format!("<query xmlns='{MUC_OWNER}'>{form}</query>");
+    let r = iq(srv, &mut alice, "cfg", &query).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    join(srv, &mut bob, "bob", "").await;
+    (alice, bob)
+}
+
 fn real_jid(m: &Element) -> Option<String> {
     let item = m.get_child("x", MUC_USER)?.get_child("item", MUC_USER)?;
     item.attr("jid").map(str::to_owned)
@@ -160,21 +179,7 @@ async fn an_archived_room_ids_serves_history_after_a_restart_and_forgets_when_de
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.db");
     let (srv, archive, _) = server(&path).await;
-    let mut alice = TestClient::login(&srv, "alice", "a").await;
-    let mut bob = TestClient::login(&srv, "bob", "b").await;
-    join(&srv, &mut alice, "al", "").await;
-    let form = "<x xmlns='jabber:x:data' type='submit'>\
-        <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
-        <field var='muc#roomconfig_enablearchiving'><value>1</value></field></x>";
-    let r = iq(
-        &srv,
-        &mut alice,
-        "cfg",
-        &format!("<query xmlns='{MUC_OWNER}'>{form}</query>"),
-    )
-    .await;
-    assert_eq!(r.attr("type"), Some("result"));
-    join(&srv, &mut bob, "bob", "").await;
+    let (mut alice, mut bob) = archived_room(&srv, true).await;
 
     // A stanza-id in the room's name from a sender is replaced by the room's own, which is
     // the archive's id, already stored when the copy arrives.
@@ -266,20 +271,7 @@ async fn a_room_keeps_order_through_group_commit_and_does_not_wait_for_each_comm
     const N: usize = 60;
     let dir = tempfile::tempdir().unwrap();
     let (srv, archive, store) = server(&dir.path().join("x.db")).await;
-    let mut alice = TestClient::login(&srv, "alice", "a").await;
-    let mut bob = TestClient::login(&srv, "bob", "b").await;
-    join(&srv, &mut alice, "al", "").await;
-    let form = "<x xmlns='jabber:x:data' type='submit'>\
-        <field var='muc#roomconfig_enablearchiving'><value>1</value></field></x>";
-    let r = iq(
-        &srv,
-        &mut alice,
-        "cfg",
-        &format!("<query xmlns='{MUC_OWNER}'>{form}</query>"),
-    )
-    .await;
-    assert_eq!(r.attr("type"), Some("result"));
-    join(&srv, &mut bob, "bob", "").await;
+    let (mut alice, mut bob) = archived_room(&srv, false).await;
     expect(&mut alice, "bob's join", |e| {
         e.name() == "presence" && e.attr("from") == Some(&*format!("{ROOM}/bob"))
     })
