@@ -493,10 +493,14 @@ impl RoomTask {
                     sender = st.attr("from").and_then(crate::full_address);
                     self.step(&mut room, st, &courier).await
                 }
-                Input::Forget(user) if room.forget_account(&user) => {
-                    (self.changed(&room, Vec::new()), false)
+                Input::Forget(user) => {
+                    let forgotten = room.forget_account(&user);
+                    let pending = match forgotten {
+                        true => self.changed(&room, Vec::new()),
+                        false => now(Vec::new()),
+                    };
+                    (pending, false)
                 }
-                Input::Forget(_) => (now(Vec::new()), false),
                 Input::Adopt(admin) if room.owners().is_empty() => {
                     tracing::info!(room = %jid, owner = %admin, "administrator takes over a room without owner");
                     let mut outcome = room.adopt(&admin);
