@@ -97,6 +97,7 @@ async def test_disabled_clients_get_no_copies_and_disco_shows_the_feature(server
     bob = await login(server, "bob")
     info = await pc.plugin["xep_0030"].get_info(jid="localhost")
     assert CARBONS in info["disco_info"]["features"]
+    assert "urn:xmpp:carbons:rules:0" in info["disco_info"]["features"]
 
     await phone.plugin["xep_0280"].disable()
     bob.chat("alice@localhost/pc", "while disabled")

@@ -29,7 +29,7 @@ use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Modul
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::{Addressing, Context};
 
-pub use rules::{eligible, Direction, NS_CARBONS};
+pub use rules::{eligible, Direction, NS_CARBONS, NS_CARBONS_RULES};
 
 /// The message carbons module.
 #[derive(Default)]
@@ -97,8 +97,11 @@ impl Module for CarbonsModule {
         }
     }
 
+    // `urn:xmpp:carbons:rules:0` (XEP-0280 since 0.13) tells clients that which messages are copied
+    // follows §6.1's rules (chat, normal with a body, IM payloads, MUC private messages), not
+    // only `type='chat'`, so they need no workaround for the older behaviour.
     fn server_features(&self) -> Vec<String> {
-        vec![NS_CARBONS.into()]
+        vec![NS_CARBONS.into(), NS_CARBONS_RULES.into()]
     }
 
     // A client enables carbons with an IQ without 'to', which the core addresses to its

@@ -6,6 +6,8 @@ use xmppd_core::stanza::{self, NS_CLIENT, NS_HINTS};
 
 /// `urn:xmpp:carbons:2`.
 pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+/// The feature that says copies follow §6.1's rules.
+pub const NS_CARBONS_RULES: &str = "urn:xmpp:carbons:rules:0";
 /// XEP-0297 forwarding.
 pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
