@@ -143,6 +143,12 @@ pub trait Module: Send + Sync {
         Vec::new()
     }
 
+    /// disco#info identities (category, type) every account's bare JID shows besides
+    /// `account/registered` (XEP-0163 §6: a PEP service shows `pubsub/pep`).
+    fn account_identities(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+
     /// Stream features offered to clients after authentication.
     fn stream_features(&self) -> Vec<Element> {
         Vec::new()
@@ -283,7 +289,7 @@ pub trait Module: Send + Sync {
     }
 
     /// Presence addressed to a local account (its bare or a full JID), before the RFC 6121
-    /// rules act on it: blocking (XEP-0191) drops it here, PEP reads capabilities here.
+    /// rules act on it: blocking (XEP-0191) drops it here.
     async fn on_presence_in(&self, cx: &mut Context<'_>, pres: &mut Element) -> HookAction {
         let _ = (cx, pres);
         HookAction::Continue

@@ -73,14 +73,23 @@ fn features_query(
     (category, kind, name): (&str, &str, Option<&str>),
     features: &[String],
 ) -> Element {
+    info_query(node, vec![identity(category, kind, name)], features)
+}
+
+fn identity(category: &str, kind: &str, name: Option<&str>) -> Identity {
+    Identity {
+        category: category.into(),
+        type_: kind.into(),
+        lang: None,
+        name: name.map(String::from),
+    }
+}
+
+/// A disco#info result.
+fn info_query(node: Option<String>, identities: Vec<Identity>, features: &[String]) -> Element {
     DiscoInfoResult {
         node,
-        identities: vec![Identity {
-            category: category.into(),
-            type_: kind.into(),
-            lang: None,
-            name: name.map(String::from),
-        }],
+        identities,
         features: features.iter().cloned().collect(),
         extensions: Vec::new(),
     }
@@ -213,8 +222,12 @@ impl Module for Disco {
             return Err(StanzaError::new(Condition::ItemNotFound));
         }
         if info {
-            let id = ("account", "registered", None);
-            Ok(Some(features_query(None, id, cx.account_features())))
+            let mut ids = vec![identity("account", "registered", None)];
+            for m in cx.modules() {
+                let theirs = m.account_identities().into_iter();
+                ids.extend(theirs.map(|(category, kind)| identity(category, kind, None)));
+            }
+            Ok(Some(info_query(None, ids, cx.account_features())))
         } else {
             Ok(Some(items_query(None, Vec::new())))
         }
