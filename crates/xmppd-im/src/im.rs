@@ -69,7 +69,7 @@ fn priority_of(p: &Element) -> i8 {
 /// The stored roster of `user` merged with the items modules contribute (shared groups).
 /// A contributed contact counts as a mutual subscription; a stored item for the same contact
 /// keeps its name and groups but is upgraded to `both`.
-pub(crate) async fn effective_roster(cx: &Context<'_>, user: &BareJid) -> Vec<RosterItem> {
+pub async fn effective_roster(cx: &Context<'_>, user: &BareJid) -> Vec<RosterItem> {
     match cx.store().roster(&user_ref(user)).await {
         Ok((_, items)) => merge_contributed(cx, user, items).await,
         Err(e) => {
@@ -106,7 +106,7 @@ async fn merge_contributed(
 
 /// Whether `contact` may receive `user`'s presence: `user` itself, a contact with a `from` or
 /// `both` subscription, or a member of a shared group.
-pub(crate) async fn shares_presence(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
+pub async fn shares_presence(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> bool {
     if contact == user {
         return true;
     }

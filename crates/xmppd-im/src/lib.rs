@@ -22,6 +22,7 @@ mod builtin;
 mod im;
 
 pub use builtin::{LastQuery, LastResult, CAPS_NODE};
+pub use im::{effective_roster, shares_presence};
 
 /// The IM modules, in the order they are to be registered (before the feature modules).
 pub fn modules() -> Vec<Arc<dyn Module>> {
