@@ -1,0 +1,333 @@
+//! Personal eventing (XEP-0163): a pubsub service on every account's bare JID, as a core
+//! module. The account owns its nodes; a publish creates the node. Notifications go to the
+//! owner's resources and to the contacts with a presence subscription to the owner, each
+//! resource only for the nodes its entity capabilities ask for (`NODE+notify`, §4.2), and to
+//! those who subscribed explicitly. A resource that comes online with, or newly shows,
+//! interest in a node gets its last item (§4.3.4).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use xmpp_parsers::caps::Caps;
+use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult};
+use xmpp_parsers::ns;
+use xmppd_core::module::{HookAction, Hooks, IqRequest, IqResponse, Module};
+use xmppd_core::stanza::{Condition, StanzaError, NS_CLIENT};
+use xmppd_core::{user_ref, ClientSession, Context, PresenceState};
+use xmppd_storage::Subscription;
+
+use crate::caps::{self, CapsCache, Interest};
+use crate::config::{AccessModel, SendLast};
+use crate::engine::{items_event, notification, Engine, Event, Scope};
+
+/// The features only an account's personal eventing service has (XEP-0060 §10), besides
+/// [`crate::engine::FEATURES`].
+const PEP_FEATURES: &[&str] = &["auto-subscribe", "filtered-notifications", "last-published"];
+
+/// Prefix of the ids of the capability queries sent to clients.
+const CAPS_ID: &str = "pep-caps-";
+
+/// Personal eventing on every account.
+pub struct Pep {
+    engine: Arc<Engine>,
+    caps: CapsCache,
+    /// What each available session wants notifications of.
+    interest: Mutex<HashMap<FullJid, Interest>>,
+}
+
+impl Pep {
+    /// `cache` bounds the verified capabilities kept, and the queries in flight.
+    pub fn new(engine: Arc<Engine>, cache: usize) -> Pep {
+        Pep {
+            engine,
+            caps: CapsCache::new(cache),
+            interest: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn interests(&self) -> std::sync::MutexGuard<'_, HashMap<FullJid, Interest>> {
+        self.interest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wants(&self, jid: &FullJid, node: &str) -> bool {
+        self.interests().get(jid).is_some_and(|i| i.contains(node))
+    }
+
+    /// Sets what `jid` wants, and sends it the last items of the nodes it newly wants.
+    async fn set_interest(&self, cx: &mut Context<'_>, jid: &FullJid, interest: Interest) {
+        let old = self.interests().insert(jid.clone(), interest.clone());
+        let new: HashSet<String> = match old {
+            Some(old) => interest.difference(&old).cloned().collect(),
+            None => (*interest).clone(),
+        };
+        if !new.is_empty() {
+            self.send_last_items(cx, jid, &new).await;
+        }
+    }
+
+    /// XEP-0163 §4.3.4: the last item of each node in `nodes` of every account whose events
+    /// `jid` may receive: its own, and those of the contacts it is subscribed to.
+    async fn send_last_items(&self, cx: &mut Context<'_>, jid: &FullJid, nodes: &HashSet<String>) {
+        let me = jid.to_bare();
+        let mut accounts = vec![me.clone()];
+        for item in xmppd_im::effective_roster(cx, &me).await {
+            if matches!(item.subscription, Subscription::To | Subscription::Both) {
+                if let Ok(contact) = BareJid::new(&item.jid) {
+                    if cx.is_local_host(contact.domain().as_str()) {
+                        accounts.push(contact);
+                    }
+                }
+            }
+        }
+        for account in accounts {
+            let owned = match self.engine.nodes.nodes(account.as_str()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pep: reading nodes failed");
+                    continue;
+                }
+            };
+            let scope = pep_scope(&account, false);
+            for node in owned.into_iter().filter(|n| nodes.contains(&n.name)) {
+                if node.config.send_last != SendLast::OnSubAndPresence
+                    || Engine::may_access(cx, &scope, &node, &me).await.is_err()
+                {
+                    continue;
+                }
+                let last = self
+                    .engine
+                    .nodes
+                    .items(account.as_str(), &node.name, Some(1));
+                if let Ok(Some(item)) = last.await.map(|v| v.into_iter().next()) {
+                    let ev = items_event(&node, &item);
+                    let mut msg = notification(account.as_str(), cx.next_id(), ev.payload);
+                    xmppd_core::stanza::set_attr(&mut msg, "to", jid.as_str());
+                    cx.send(msg);
+                }
+            }
+        }
+    }
+
+    /// The sessions that get `event` of `owner`'s node: XEP-0163 §4.3.
+    async fn recipients(&self, cx: &Context<'_>, owner: &BareJid, ev: &Event) -> Vec<FullJid> {
+        let node = &ev.node;
+        let mut accounts: Vec<BareJid> = vec![owner.clone()];
+        if node.config.access != AccessModel::Whitelist {
+            for item in xmppd_im::effective_roster(cx, owner).await {
+                let shares = matches!(item.subscription, Subscription::From | Subscription::Both);
+                let in_group = node.config.access != AccessModel::Roster
+                    || item
+                        .groups
+                        .iter()
+                        .any(|g| node.config.roster_groups.contains(g));
+                if shares && in_group {
+                    if let Ok(contact) = BareJid::new(&item.jid) {
+                        accounts.push(contact);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<FullJid> = Vec::new();
+        for account in &accounts {
+            for r in cx.sessions().resources(account) {
+                if r.available && self.wants(&r.jid, &node.name) {
+                    out.push(r.jid);
+                }
+            }
+        }
+        // Explicit subscriptions (XEP-0060 §6.1), checked against the access model when made.
+        let subscribers = self.engine.nodes.subscribers(owner.as_str(), &node.name);
+        for s in subscribers.await.unwrap_or_default() {
+            let Ok(jid) = Jid::new(&s) else { continue };
+            match jid.try_into_full() {
+                Ok(full) => out.push(full),
+                Err(b) => {
+                    let resources = cx.sessions().resources(&b);
+                    out.extend(resources.into_iter().filter(|r| r.available).map(|r| r.jid));
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        out.dedup();
+        out
+    }
+
+    /// Sends each event to its recipients, one shared element for all.
+    async fn notify(&self, cx: &mut Context<'_>, owner: &BareJid, events: Vec<Event>) {
+        for ev in events {
+            let to = self.recipients(cx, owner, &ev).await;
+            if to.is_empty() {
+                continue;
+            }
+            let msg = Arc::new(notification(owner.as_str(), cx.next_id(), ev.payload));
+            for jid in &to {
+                cx.send_shared(jid, msg.clone());
+            }
+        }
+    }
+
+    /// A client's available presence: what its capabilities say it wants, from the cache if
+    /// the string was verified, else asked of the client itself (XEP-0115 §6.3).
+    async fn caps_from_presence(&self, cx: &mut Context<'_>, jid: &FullJid, pres: &Element) {
+        let Some(c) = pres.get_child("c", ns::CAPS) else {
+            self.set_interest(cx, jid, Arc::default()).await;
+            return;
+        };
+        let Ok(c) = Caps::try_from(c.clone()) else {
+            return;
+        };
+        use base64::Engine as _;
+        let ver = base64::engine::general_purpose::STANDARD.encode(&c.ver);
+        let key = caps::key(&c.hash, &ver);
+        if let Some(interest) = self.caps.get(&key) {
+            self.set_interest(cx, jid, interest).await;
+            return;
+        }
+        if self.caps.asking(jid, &ver) {
+            return;
+        }
+        let id = format!("{CAPS_ID}{}", cx.next_id());
+        let query = DiscoInfoQuery {
+            node: Some(format!("{}#{ver}", c.node)),
+        };
+        let from = jid.to_bare();
+        let attrs = [
+            ("type", "get"),
+            ("id", id.as_str()),
+            ("from", from.as_str()),
+            ("to", jid.as_str()),
+        ];
+        let mut iq = xmppd_core::stanza::elem("iq", NS_CLIENT, &attrs);
+        iq.append_child(Element::from(query));
+        self.caps.expect(id, jid.clone(), c.hash, ver);
+        cx.send(iq);
+    }
+}
+
+fn pep_scope(owner: &BareJid, may_create: bool) -> Scope {
+    Scope {
+        owner: owner.to_string(),
+        pep: true,
+        may_create,
+    }
+}
+
+#[async_trait]
+impl Module for Pep {
+    fn name(&self) -> &'static str {
+        "pep"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            presence_out: true,
+            iq_in: true,
+            ..Hooks::NONE
+        }
+    }
+
+    fn account_features(&self) -> Vec<String> {
+        crate::engine::features(PEP_FEATURES)
+    }
+
+    fn account_identities(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("pubsub", "pep")]
+    }
+
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![ns::PUBSUB, ns::PUBSUB_OWNER]
+    }
+
+    async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
+        let owner = req.to.to_bare();
+        if !cx
+            .store()
+            .user_exists(&user_ref(&owner))
+            .await
+            .unwrap_or(false)
+        {
+            return Err(StanzaError::new(Condition::ServiceUnavailable));
+        }
+        let scope = pep_scope(&owner, req.from.to_bare() == owner);
+        let answer = self.engine.handle(cx, &scope, req).await?;
+        self.notify(cx, &owner, answer.events).await;
+        if let Some((to, ev)) = answer.last_item {
+            let mut msg = notification(owner.as_str(), cx.next_id(), ev.payload);
+            xmppd_core::stanza::set_attr(&mut msg, "to", to.as_str());
+            cx.send(msg);
+        }
+        Ok(answer.reply)
+    }
+
+    async fn on_presence_out(
+        &self,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        _state: &mut PresenceState,
+        pres: &mut Element,
+    ) -> HookAction {
+        // Broadcast presence only: directed presence says nothing of the client's interest.
+        if pres.attr("to").is_some() {
+            return HookAction::Continue;
+        }
+        match pres.attr("type") {
+            None => self.caps_from_presence(cx, &session.jid, pres).await,
+            Some("unavailable") => {
+                self.interests().remove(&session.jid);
+            }
+            _ => {}
+        }
+        HookAction::Continue
+    }
+
+    async fn on_iq_in(&self, cx: &mut Context<'_>, iq: &mut Element) -> HookAction {
+        let kind = iq.attr("type");
+        let (Some("result" | "error"), Some(id)) = (kind, iq.attr("id")) else {
+            return HookAction::Continue;
+        };
+        if !id.starts_with(CAPS_ID) {
+            return HookAction::Continue;
+        }
+        let from = iq.attr("from").unwrap_or_default();
+        let Some((jid, algo, ver)) = self.caps.answered(id, from) else {
+            return HookAction::Continue;
+        };
+        let info = (kind == Some("result"))
+            .then(|| iq.get_child("query", ns::DISCO_INFO))
+            .flatten()
+            .and_then(|q| DiscoInfoResult::try_from(q.clone()).ok());
+        if let Some(info) = info {
+            let interest = caps::notify_nodes(&info.features);
+            if caps::verify(&info, algo.clone(), &ver) {
+                self.caps.insert(caps::key(&algo, &ver), interest.clone());
+            } else {
+                // The client's own answer still says what it wants; only the cache, which
+                // others' presence would be read against, must not believe the string.
+                tracing::debug!(%jid, "pep: capabilities do not match their hash; not cached");
+            }
+            // A session gone unavailable meanwhile has no interest to set.
+            let online = cx
+                .sessions()
+                .resources(&jid.to_bare())
+                .iter()
+                .any(|r| r.jid == jid && r.available);
+            if online {
+                self.set_interest(cx, &jid, interest).await;
+            }
+        }
+        HookAction::Stop(None)
+    }
+
+    async fn on_session_closed(&self, _cx: &mut Context<'_>, jid: &FullJid) {
+        self.interests().remove(jid);
+    }
+
+    async fn on_account_removed(&self, _cx: &mut Context<'_>, user: &BareJid) {
+        if let Err(e) = self.engine.nodes.remove_account(user.as_str()).await {
+            tracing::error!(error = %e, "pep: removing an account's nodes failed");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Personal eventing on a server with in-memory sessions and the IM modules: entity
+//! capabilities are verified before they are cached, and a service's creation policy.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use minidom::Element;
+use xmpp_parsers::caps::{compute_disco, hash_caps};
+use xmpp_parsers::disco::{DiscoInfoResult, Identity};
+use xmpp_parsers::hashes::Algo;
+use xmppd_core::testing::{store_with_users, TestClient};
+use xmppd_core::{CoreConfig, Server};
+use xmppd_pubsub::{CreatePolicy, Engine, Limits, Pep, PubSubService, SqliteNodes};
+
+const NS: &str = "xmlns='jabber:client'";
+const TUNE: &str = "http://jabber.org/protocol/tune";
+
+async fn setup(policy: CreatePolicy, admins: &[&str]) -> Arc<Server> {
+    let store = store_with_users(&["alice", "bob", "carol"]).await;
+    let nodes = SqliteNodes::open(store.clone()).await.unwrap();
+    let engine = Arc::new(Engine {
+        nodes,
+        limits: Limits::default(),
+    });
+    let config = CoreConfig {
+        admins: admins.iter().map(|a| a.parse().unwrap()).collect(),
+        ..CoreConfig::default()
+    };
+    Server::builder(config, store)
+        .module(Arc::new(Pep::new(engine.clone(), 16)))
+        .modules(xmppd_im::modules())
+        .component(
+            "pubsub.localhost",
+            Arc::new(PubSubService::new("pubsub.localhost", engine, policy)),
+        )
+        .build()
+}
+
+fn info(features: &[&str]) -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![Identity {
+            category: "client".into(),
+            type_: "pc".into(),
+            lang: None,
+            name: None,
+        }],
+        features: features.iter().map(|f| f.to_string()).collect(),
+        extensions: Vec::new(),
+    }
+}
+
+fn ver_of(info: &DiscoInfoResult) -> String {
+    let hash = hash_caps(&compute_disco(info), Algo::Sha_1).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(hash.hash)
+}
+
+/// Sends available presence with capabilities `ver`; returns the id of the server's disco
+/// query, if it asked.
+async fn present(server: &Arc<Server>, c: &mut TestClient, ver: &str) -> Option<String> {
+    c.drain();
+    let caps = format!(
+        "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='{ver}'/>"
+    );
+    c.send(server, &format!("<presence {NS}>{caps}</presence>"))
+        .await;
+    c.drain()
+        .into_iter()
+        .find(|e| e.name() == "iq" && e.attr("type") == Some("get"))
+        .map(|iq| {
+            let q = iq.get_child("query", "http://jabber.org/protocol/disco#info");
+            assert_eq!(
+                q.and_then(|q| q.attr("node")),
+                Some(format!("urn:test#{ver}").as_str())
+            );
+            iq.attr("id").unwrap().to_owned()
+        })
+}
+
+async fn answer(server: &Arc<Server>, c: &mut TestClient, id: &str, info: &DiscoInfoResult) {
+    let mut iq: Element = format!(
+        "<iq {NS} type='result' id='{id}' to='{}'/>",
+        c.session.jid.to_bare()
+    )
+    .parse()
+    .unwrap();
+    iq.append_child(info.clone().into());
+    server.handle_from_client(&mut c.session, iq).await;
+}
+
+async fn publish_tune(server: &Arc<Server>, alice: &mut TestClient, title: &str) -> Vec<Element> {
+    alice
+        .send(
+            server,
+            &format!(
+                "<iq {NS} type='set' id='p'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+                 <publish node='{TUNE}'><item><tune xmlns='{TUNE}'><title>{title}</title></tune>\
+                 </item></publish></pubsub></iq>"
+            ),
+        )
+        .await;
+    alice.drain()
+}
+
+fn is_tune_event(e: &Element) -> bool {
+    e.name() == "message"
+        && e.get_child("event", "http://jabber.org/protocol/pubsub#event")
+            .and_then(|ev| ev.get_child("items", "http://jabber.org/protocol/pubsub#event"))
+            .is_some_and(|items| items.attr("node") == Some(TUNE))
+}
+
+#[tokio::test]
+async fn a_verified_hash_is_cached_and_a_forged_one_is_not() {
+    let server = setup(CreatePolicy::Local, &[]).await;
+    let notify = format!("{TUNE}+notify");
+    let good = info(&[&notify]);
+    let good_ver = ver_of(&good);
+
+    // The first client with a string is asked; its answer matches and is cached.
+    let mut bob = TestClient::login(&server, "bob", "one").await;
+    let id = present(&server, &mut bob, &good_ver).await.expect("asked");
+    answer(&server, &mut bob, &id, &good).await;
+    // The next one with the same string is not asked.
+    let mut bob2 = TestClient::login(&server, "bob", "two").await;
+    assert_eq!(present(&server, &mut bob2, &good_ver).await, None);
+
+    // A string whose answer does not hash to it is not cached: the next client that shows it
+    // is asked again, and gets what it answers itself.
+    let forged = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let mut carol = TestClient::login(&server, "carol", "one").await;
+    let id = present(&server, &mut carol, forged).await.expect("asked");
+    answer(&server, &mut carol, &id, &good).await;
+    let mut carol2 = TestClient::login(&server, "carol", "two").await;
+    let id = present(&server, &mut carol2, forged)
+        .await
+        .expect("asked again");
+    answer(&server, &mut carol2, &id, &info(&[])).await;
+
+    // Both of bob's resources get bob's own events; carol's first resource, which asked
+    // for tunes, gets hers; her second did not ask.
+    let events = publish_tune(&server, &mut bob, "x").await;
+    assert!(events.iter().any(is_tune_event), "{events:?}");
+    assert!(bob2.drain().iter().any(is_tune_event));
+    let events = publish_tune(&server, &mut carol, "y").await;
+    assert!(events.iter().any(is_tune_event), "{events:?}");
+    assert!(!carol2.drain().iter().any(is_tune_event));
+}
+
+#[tokio::test]
+async fn an_answer_from_another_entity_is_not_taken() {
+    let server = setup(CreatePolicy::Local, &[]).await;
+    let notify = format!("{TUNE}+notify");
+    let good = info(&[&notify]);
+    let good_ver = ver_of(&good);
+    let mut bob = TestClient::login(&server, "bob", "one").await;
+    let id = present(&server, &mut bob, &good_ver).await.expect("asked");
+    // alice answers bob's query in his stead (to bob's bare JID).
+    let mut alice = TestClient::login(&server, "alice", "one").await;
+    let mut iq: Element = format!("<iq {NS} type='result' id='{id}' to='bob@localhost'/>")
+        .parse()
+        .unwrap();
+    iq.append_child(good.clone().into());
+    server.handle_from_client(&mut alice.session, iq).await;
+    let mut bob2 = TestClient::login(&server, "bob", "two").await;
+    assert!(
+        present(&server, &mut bob2, &good_ver).await.is_some(),
+        "not cached from someone else's answer"
+    );
+}
+
+#[tokio::test]
+async fn the_service_creation_policy_admins() {
+    let server = setup(CreatePolicy::Admins, &["alice@localhost"]).await;
+    let create = |id: &str, node: &str| {
+        format!(
+            "<iq {NS} type='set' id='{id}' to='pubsub.localhost'>\
+             <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='{node}'/></pubsub></iq>"
+        )
+    };
+    let mut bob = TestClient::login(&server, "bob", "r").await;
+    bob.send(&server, &create("c1", "news")).await;
+    let reply = bob.drain().pop().unwrap();
+    assert_eq!(reply.attr("type"), Some("error"));
+    assert!(reply
+        .get_child("error", "jabber:client")
+        .unwrap()
+        .has_child("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    let mut alice = TestClient::login(&server, "alice", "r").await;
+    alice.send(&server, &create("c2", "news")).await;
+    assert_eq!(alice.drain().pop().unwrap().attr("type"), Some("result"));
+}
