@@ -27,6 +27,7 @@ use xmppd_ldap::{Directory, LdapBackend, LdapConfig, Nesting, TlsMode};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::query::PageLimits;
 use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
+use xmppd_pubsub::{Pep, PubSubService, SqliteNodes};
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
@@ -99,8 +100,12 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         .map_err(|e| format!("opening the block lists: {e}"))?;
     // First: what a user blocks must reach neither the presence rules nor the archive.
     let blocking = Blocking::new(Arc::new(blocks), xmppd_blocking::Settings::default());
+    let (pep, pubsub_services) = pubsub(&config, &store).await?;
+    // Personal eventing before the IM modules: it reads a session's capabilities from the
+    // presence they take.
     let builder = Server::builder(core_config, store.clone())
         .module(Arc::new(blocking))
+        .module(pep)
         .modules(xmppd_im::modules())
         .module(shared_roster.clone())
         .module(Arc::new(xmppd_adhoc::admin::module(
@@ -124,6 +129,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let server = muc_services(&config, &store, archive)
         .await?
         .into_iter()
+        .chain(pubsub_services)
         .fold(builder, |b, (domain, c)| b.component(&domain, c))
         .build();
     // Read the groups before serving, so the first logins already see them.
@@ -282,6 +288,42 @@ type MamParts = (
 /// One multi-user chat service per host (`[muc]`), with its persistent rooms loaded. With the
 /// message archive, rooms whose archiving is on keep their messages there (and their history
 /// with them); the others, and every room without it, keep their history in memory.
+/// Publish-subscribe (`[pubsub]`): personal eventing on every account, and the service on
+/// each host's pubsub domain when enabled; both over the same tables.
+async fn pubsub(
+    config: &ValidatedConfig,
+    store: &Arc<SqliteStore>,
+) -> Result<
+    (
+        Arc<Pep>,
+        Vec<(String, Arc<dyn xmppd_core::module::Component>)>,
+    ),
+    Failure,
+> {
+    let p = &config.pubsub;
+    let nodes = SqliteNodes::open(store.clone())
+        .await
+        .map_err(|e| format!("opening the pubsub nodes: {e}"))?;
+    let limits = xmppd_pubsub::Limits {
+        max_items: p.max_items,
+        max_payload_bytes: p.max_payload_bytes,
+        max_nodes: p.max_nodes,
+    };
+    let engine = Arc::new(xmppd_pubsub::Engine { nodes, limits });
+    let policy = match p.create {
+        xmppd_config::PubSubCreate::Local => xmppd_pubsub::CreatePolicy::Local,
+        xmppd_config::PubSubCreate::Admins => xmppd_pubsub::CreatePolicy::Admins,
+    };
+    let services = (p.services.iter())
+        .map(|(_, domain)| {
+            let service = PubSubService::new(domain, engine.clone(), policy);
+            let service: Arc<dyn xmppd_core::module::Component> = Arc::new(service);
+            (domain.clone(), service)
+        })
+        .collect();
+    Ok((Arc::new(Pep::new(engine, p.caps_cache)), services))
+}
+
 async fn muc_services(
     config: &ValidatedConfig,
     store: &Arc<xmppd_storage::SqliteStore>,

@@ -15,6 +15,7 @@ pub mod fuzzing;
 mod locate;
 mod mam;
 mod muc;
+mod pubsub;
 mod sections;
 mod settings;
 mod source;
@@ -29,6 +30,7 @@ pub use directory::{
 pub use error::ConfigError;
 pub use mam::{MamDefault, MamSection, MamSettings, DEFAULT_RETENTION_DAYS};
 pub use muc::{MucCreation, MucSection, MucSettings};
+pub use pubsub::{PubSubCreate, PubSubSection, PubSubSettings};
 pub use sections::*;
 pub use settings::*;
 pub use source::Source;

@@ -67,26 +67,11 @@ pub(crate) fn validate_muc(
     hosts: &[String],
     fail: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<MucSettings, ConfigError> {
-    let mut services = Vec::new();
-    if m.enabled {
-        if hosts.len() > 1 && !m.domain.contains("{host}") {
-            return Err(fail(
-                "muc.domain",
-                "with several hosts the domain must contain {host}".into(),
-            ));
-        }
-        for host in hosts {
-            let domain = normalise_domain(&m.domain.replace("{host}", host))
-                .map_err(|why| fail("muc.domain", format!("invalid domain: {why}")))?;
-            if hosts.contains(&domain) {
-                return Err(fail(
-                    "muc.domain",
-                    format!("{domain:?} is a host, not a subdomain"),
-                ));
-            }
-            services.push((host.clone(), domain));
-        }
-    }
+    let services = if m.enabled {
+        service_domains(&m.domain, hosts, "muc.domain", fail)?
+    } else {
+        Vec::new()
+    };
     Ok(MucSettings {
         services,
         creation: m.creation,
@@ -102,4 +87,30 @@ pub(crate) fn validate_muc(
             .map_err(|why| fail("muc.messages_per_second", why))?
             as u32,
     })
+}
+
+/// The (host, service domain) pairs of a service whose domain is written as `pattern`
+/// (`{host}` standing for each host) under the key `key`: one per host, none a host itself.
+pub(crate) fn service_domains(
+    pattern: &str,
+    hosts: &[String],
+    key: &str,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    if hosts.len() > 1 && !pattern.contains("{host}") {
+        return Err(fail(
+            key,
+            "with several hosts the domain must contain {host}".into(),
+        ));
+    }
+    let mut services = Vec::new();
+    for host in hosts {
+        let domain = normalise_domain(&pattern.replace("{host}", host))
+            .map_err(|why| fail(key, format!("invalid domain: {why}")))?;
+        if hosts.contains(&domain) {
+            return Err(fail(key, format!("{domain:?} is a host, not a subdomain")));
+        }
+        services.push((host.clone(), domain));
+    }
+    Ok(services)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{AuthSection, LdapSection, MamSection, MucSection, SharedRosterSection};
+use crate::{AuthSection, LdapSection, MamSection, MucSection, PubSubSection, SharedRosterSection};
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,6 +23,7 @@ pub struct Config {
     pub registration: RegistrationSection,
     pub muc: MucSection,
     pub mam: MamSection,
+    pub pubsub: PubSubSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AuthBackendKind, LdapSettings, LogLevel, MamSettings, MucSettings, SharedGroupSettings,
-    StorageBackend,
+    AuthBackendKind, LdapSettings, LogLevel, MamSettings, MucSettings, PubSubSettings,
+    SharedGroupSettings, StorageBackend,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -31,6 +31,7 @@ pub struct ValidatedConfig {
     pub registration: RegistrationSettings,
     pub muc: MucSettings,
     pub mam: MamSettings,
+    pub pubsub: PubSubSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

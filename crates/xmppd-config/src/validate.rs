@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::directory::{auth_backends, normalise_bare_jid};
 use crate::locate::{trim_index, Locator};
 use crate::muc::validate_muc;
+use crate::pubsub::validate_pubsub;
 use crate::*;
 
 impl Config {
@@ -250,6 +251,7 @@ impl Config {
             .map_err(|why| fail("registration.tombstone_days", why))?;
         let muc = validate_muc(&self.muc, &hosts, &fail)?;
         let mam = self.mam.validate(&fail)?;
+        let pubsub = validate_pubsub(&self.pubsub, &hosts, &fail)?;
 
         Ok(ValidatedConfig {
             source: source.name.clone(),
@@ -304,6 +306,7 @@ impl Config {
             },
             muc,
             mam,
+            pubsub,
         })
     }
 }
