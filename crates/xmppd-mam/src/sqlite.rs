@@ -4,7 +4,9 @@
 //!
 //! One row per archived message and owner; its `INTEGER PRIMARY KEY AUTOINCREMENT` is the
 //! archive id, so ids only grow and are never reused after a purge. The full-text index is a
-//! contentless FTS5 table keyed by the same id, and a one-row table counts the stanza bytes.
+//! contentless FTS5 table keyed by the same id, which holds each body beside a token naming its
+//! owner ([`owner_token`]), so that a search intersects the owner's entries with the terms'
+//! rather than reading every archive's matches; a one-row table counts the stanza bytes.
 //! Appends index the bodies at the end of the writer's batch, in its transaction (one FTS5
 //! segment per batch); deletions take the index entries and the byte count along by trigger.
 
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use minidom::Element;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use xmppd_storage::{Deferred, Queued, Schema, SqliteStore, StorageError};
@@ -24,7 +27,8 @@ use crate::store::{
 /// Migrations of the archive's tables (see [`Schema`]): append, never edit.
 pub const SCHEMA: Schema = Schema {
     name: "mam",
-    migrations: &[r"
+    migrations: &[
+        r"
 CREATE TABLE mam_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     owner TEXT NOT NULL,
@@ -53,8 +57,23 @@ CREATE TABLE mam_prefs (
     always TEXT NOT NULL,
     never TEXT NOT NULL
 ) WITHOUT ROWID;
-"],
+",
+        // 2: the full-text index with the owner's token beside each body. The old index is
+        // contentless, so its bodies are read again from the stanzas, in batches, by
+        // `SqliteArchive::open` (`reindex`), which drops `mam_fts` once they all moved.
+        r"
+CREATE VIRTUAL TABLE mam_text USING fts5 (owner, body, content = '', contentless_delete = 1);
+DROP TRIGGER mam_messages_removed;
+CREATE TRIGGER mam_messages_removed AFTER DELETE ON mam_messages BEGIN
+    UPDATE mam_size SET bytes = bytes - octet_length(old.stanza);
+    DELETE FROM mam_text WHERE rowid = old.id;
+END;
+",
+    ],
 };
+
+/// Rows read per transaction while an archive from before migration 2 is indexed again.
+const REINDEX_BATCH: usize = 5_000;
 
 /// Most ids one `ids` filter may name.
 pub const MAX_IDS: usize = 256;
@@ -70,6 +89,7 @@ impl SqliteArchive {
     /// Creates or migrates the archive's tables in `store`.
     pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteArchive, StorageError> {
         store.extend(SCHEMA).await?;
+        reindex(&store).await?;
         let last: i64 = store
             .read(|c| {
                 Ok(c.query_row(
@@ -86,6 +106,95 @@ impl SqliteArchive {
     }
 }
 
+/// Moves the bodies of an archive written before migration 2 into the owner-scoped index, a
+/// batch of rows per transaction, then drops the old index in the last one. A restart in the
+/// middle goes on after the highest row indexed so far; the server serves nobody before it is
+/// done (ten million rows take minutes, once).
+async fn reindex(store: &SqliteStore) -> Result<(), StorageError> {
+    let mut after: Option<i64> = None;
+    let mut indexed = 0usize;
+    loop {
+        let from = after;
+        let step = store
+            .write(move |c| {
+                let old = c
+                    .query_row(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mam_fts'",
+                        [],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                if !old {
+                    return Ok(None);
+                }
+                let from: i64 = match from {
+                    Some(id) => id,
+                    None => c.query_row("SELECT COALESCE(MAX(rowid), 0) FROM mam_text", [], |r| {
+                        r.get(0)
+                    })?,
+                };
+                let rows = c
+                    .prepare("SELECT id, owner, stanza FROM mam_messages WHERE id > ?1 ORDER BY id LIMIT ?2")?
+                    .query_map(params![from, REINDEX_BATCH as i64], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let (read, last) = (rows.len(), rows.last().map(|r| r.0));
+                let mut bodies = 0;
+                for (id, owner, stanza) in rows {
+                    // A tombstone has no body, and a row that does not parse has nothing to find.
+                    let text = stanza
+                        .parse::<Element>()
+                        .ok()
+                        .filter(|m| !crate::retract::is_tombstone(m))
+                        .and_then(|m| crate::policy::body(&m))
+                        .filter(|t| !t.trim().is_empty());
+                    if let Some(text) = text {
+                        index_text(c, id, &owner, &text)?;
+                        bodies += 1;
+                    }
+                }
+                match last {
+                    Some(last) if read == REINDEX_BATCH => Ok(Some((last, bodies))),
+                    _ => {
+                        c.execute_batch("DROP TABLE mam_fts")?;
+                        Ok(Some((i64::MAX, bodies)))
+                    }
+                }
+            })
+            .await?;
+        match step {
+            None => return Ok(()),
+            Some((last, bodies)) => {
+                if after.is_none() {
+                    tracing::info!(
+                        "indexing archived bodies again with their owners for full-text search"
+                    );
+                }
+                indexed += bodies;
+                if last == i64::MAX {
+                    tracing::info!(bodies = indexed, "archived bodies indexed again");
+                    return Ok(());
+                }
+                after = Some(last);
+            }
+        }
+    }
+}
+
+/// The token that stands for `owner` in the full-text index: 64 bits of FNV-1a over the JID,
+/// in hex, one word for the tokenizer. A shared token between two owners costs only speed, as
+/// every search also checks the row's owner. Stored in the index: it must never change.
+pub fn owner_token(owner: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in owner.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("o{h:016x}")
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -93,14 +202,15 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// An FTS5 query matching every whitespace-separated term of `text` as a string (so nothing
-/// a user types is read as FTS5 syntax); `None` when there is no term.
-fn fts_terms(text: &str) -> Option<String> {
+/// An FTS5 query matching, in `owner`'s bodies, every whitespace-separated term of `text` as
+/// a string (so nothing a user types is read as FTS5 syntax); `None` when there is no term.
+fn fts_terms(owner: &str, text: &str) -> Option<String> {
     let terms: Vec<String> = text
         .split_whitespace()
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .map(|t| format!("body : \"{}\"", t.replace('"', "\"\"")))
         .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
+    (!terms.is_empty())
+        .then(|| format!("owner : {} AND {}", owner_token(owner), terms.join(" AND ")))
 }
 
 /// Inserts `msg`'s row with `stamp_ms`; returns its archive id. Its text is not indexed.
@@ -120,10 +230,10 @@ fn insert_row(c: &Connection, msg: &NewMessage, stamp_ms: i64) -> rusqlite::Resu
     Ok(c.last_insert_rowid())
 }
 
-/// Puts message `id`'s `text` into the full-text index.
-fn index_text(c: &Connection, id: i64, text: &str) -> rusqlite::Result<()> {
-    c.prepare_cached("INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)")?
-        .execute(params![id, text])?;
+/// Puts message `id`'s `text` into the full-text index, under `owner`'s token.
+fn index_text(c: &Connection, id: i64, owner: &str, text: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO mam_text (rowid, owner, body) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, owner_token(owner), text])?;
     Ok(())
 }
 
@@ -142,11 +252,11 @@ pub fn load_messages(
     for (msg, stamp_ms) in msgs {
         let id = insert_row(c, &msg, stamp_ms)?;
         if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
-            texts.push((id, text));
+            texts.push((id, msg.owner, text));
         }
     }
-    for (id, text) in texts {
-        index_text(c, id, &text)?;
+    for (id, owner, text) in texts {
+        index_text(c, id, &owner, &text)?;
     }
     Ok(())
 }
@@ -203,9 +313,9 @@ fn run_query(c: &Connection, owner: &str, req: &PageRequest) -> Result<Page, Arc
     if let Some(v) = f.before_id {
         cond(" AND id < ?", Value::Integer(v));
     }
-    if let Some(m) = f.fulltext.as_deref().and_then(fts_terms) {
+    if let Some(m) = f.fulltext.as_deref().and_then(|t| fts_terms(owner, t)) {
         cond(
-            " AND id IN (SELECT rowid FROM mam_fts WHERE mam_fts MATCH ?)",
+            " AND id IN (SELECT rowid FROM mam_text WHERE mam_text MATCH ?)",
             Value::Text(m),
         );
     }
@@ -276,7 +386,7 @@ impl ArchiveStore for SqliteArchive {
             for msg in msgs {
                 let id = insert_row(c, &msg, stamp)?;
                 if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
-                    texts.push((id, text));
+                    texts.push((id, msg.owner, text));
                 }
                 got.push((id, stamp));
             }
@@ -288,9 +398,9 @@ impl ArchiveStore for SqliteArchive {
                     // A later job of the batch may have deleted the row (the owner's
                     // account removed): its body is not indexed then.
                     let mut kept = c.prepare_cached("SELECT 1 FROM mam_messages WHERE id = ?1")?;
-                    for (id, text) in texts {
+                    for (id, owner, text) in texts {
                         if kept.exists(params![id])? {
-                            index_text(c, id, &text)?;
+                            index_text(c, id, &owner, &text)?;
                         }
                     }
                     Ok(())
@@ -476,7 +586,7 @@ impl ArchiveStore for SqliteArchive {
                     "UPDATE mam_size SET bytes = bytes - ?1 + octet_length(?2)",
                     params![old, stanza],
                 )?;
-                c.execute("DELETE FROM mam_fts WHERE rowid = ?1", params![id])?;
+                c.execute("DELETE FROM mam_text WHERE rowid = ?1", params![id])?;
                 Ok(true)
             })
             .await
@@ -584,6 +694,99 @@ mod tests {
             v.push(id);
         }
         v
+    }
+
+    #[tokio::test]
+    async fn an_archive_from_before_the_owner_scoped_index_is_indexed_again() {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let first = Schema {
+            name: SCHEMA.name,
+            migrations: &SCHEMA.migrations[..1],
+        };
+        store.extend(first).await.unwrap();
+        // More rows than one batch of the reindex, written as the first schema's appends did.
+        let rows = REINDEX_BATCH + 3;
+        let rowids = store
+            .write(move |c| {
+                let mut rowids = Vec::new();
+                for i in 0..rows {
+                    let (owner, body) = match i {
+                        7 => ("c@x", "needle from c"),
+                        _ if i % 1000 == 1 => ("b@x", "needle in b"),
+                        _ => ("b@x", "hay"),
+                    };
+                    let mut m = msg(owner, "a@x", body);
+                    if i == 2001 {
+                        // A retracted message: its tombstone has no body to find.
+                        m.stanza = "<message xmlns='jabber:client' from='a@x' to='b@x'>\
+                                    <retracted xmlns='urn:xmpp:message-retract:1' by='a@x'/>\
+                                    </message>"
+                            .into();
+                    }
+                    let id = insert_row(c, &m, 1)?;
+                    c.execute(
+                        "INSERT INTO mam_fts (rowid, body) VALUES (?1, ?2)",
+                        params![id, body],
+                    )?;
+                    rowids.push(id);
+                }
+                Ok(rowids)
+            })
+            .await
+            .unwrap();
+        let a = SqliteArchive::open(store.clone()).await.unwrap();
+        let find = |owner: &'static str| {
+            let a = &a;
+            async move {
+                let req = PageRequest {
+                    filter: Filter {
+                        fulltext: Some("needle".into()),
+                        ..Default::default()
+                    },
+                    paging: Paging::Forward { after: None },
+                    max: 100,
+                };
+                ids(&a.query(owner, req).await.unwrap())
+            }
+        };
+        let expect_b: Vec<i64> = (0..rows)
+            .filter(|i| i % 1000 == 1 && *i != 2001)
+            .map(|i| rowids[i])
+            .collect();
+        assert_eq!(
+            find("b@x").await,
+            expect_b,
+            "b's bodies, past the first batch too"
+        );
+        assert_eq!(find("c@x").await, [rowids[7]], "scoped to the owner");
+        let (old, indexed): (i64, i64) = store
+            .read(|c| {
+                Ok((
+                    c.query_row(
+                        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'mam_fts'",
+                        [],
+                        |r| r.get(0),
+                    )?,
+                    c.query_row("SELECT COUNT(*) FROM mam_text", [], |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (old, indexed),
+            (0, rows as i64 - 1),
+            "the old index is gone"
+        );
+        // Deleting a row takes its entry along (the new trigger).
+        let gone = rowids[1];
+        store
+            .write(move |c| {
+                c.execute("DELETE FROM mam_messages WHERE id = ?1", params![gone])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(find("b@x").await, expect_b[1..]);
     }
 
     #[tokio::test]
@@ -874,7 +1077,7 @@ mod tests {
         assert_eq!(ids(&p), all[4..]);
         // The full-text rows of purged messages went with them.
         let fts: i64 = store
-            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM mam_fts", [], |r| r.get(0))?))
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM mam_text", [], |r| r.get(0))?))
             .await
             .unwrap();
         assert_eq!(fts, 6);
@@ -980,7 +1183,7 @@ mod tests {
             assert_eq!(ids(&a.query(owner, req).await.unwrap()), [id]);
         }
         let indexed: i64 = store
-            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM mam_fts", [], |r| r.get(0))?))
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM mam_text", [], |r| r.get(0))?))
             .await
             .unwrap();
         assert_eq!(indexed, 2, "the removed row's body is not indexed");

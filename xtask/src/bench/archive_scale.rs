@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use xmppd_mam::retention::{purge_once, Retention};
-use xmppd_mam::sqlite::load_messages;
+use xmppd_mam::sqlite::{load_messages, owner_token};
 use xmppd_mam::store::{Direction, Filter, NewMessage, PageRequest, Paging, With};
 use xmppd_mam::{ArchiveStore, SqliteArchive};
 use xmppd_storage::SqliteStore;
@@ -530,9 +530,15 @@ fn plan_queries(path: &Path, n: usize) -> Result<Plan> {
             let hits: i64 = c
                 .prepare_cached(
                     "SELECT COUNT(*) FROM mam_messages WHERE owner = ?1
-                     AND id IN (SELECT rowid FROM mam_fts WHERE mam_fts MATCH ?2)",
+                     AND id IN (SELECT rowid FROM mam_text WHERE mam_text MATCH ?2)",
                 )?
-                .query_row(params![owner, format!("\"{term}\"")], |r| r.get(0))?;
+                .query_row(
+                    params![
+                        owner,
+                        format!("owner : {} AND body : \"{term}\"", owner_token(&owner))
+                    ],
+                    |r| r.get(0),
+                )?;
             let share = hits as f64 / count as f64;
             if share < RARE {
                 rare_shares.push(share);
