@@ -100,6 +100,13 @@ async def test_subscribers_get_notifications_with_and_without_payloads(server):
                            to=SERVICE)
     assert error_of(reply)[0] == "conflict"
 
+    # Deleting a node tells its subscribers (§8.4.2), whose subscriptions go with it.
+    await ps.delete_node(SERVICE, "pings")
+    await bob.expect(lambda e: e.get("from") == SERVICE and e.find(
+        f".//{q(PUBSUB_EVENT, 'delete')}[@node='pings']") is not None, what="delete notification")
+    subs = await bob.iq("get", f"<pubsub xmlns='{PUBSUB}'><subscriptions/></pubsub>", to=SERVICE)
+    assert [s.get("node") for s in subs.iter(q(PUBSUB, "subscription"))] == []
+
 
 @async_test()
 async def test_only_admins_create_when_so_configured(make_server):

@@ -70,6 +70,9 @@ pub struct Scope {
 pub struct Event {
     pub node: StoredNode,
     pub payload: Payload,
+    /// The node's explicit subscribers as the request found them (a deleted node has none
+    /// left to read).
+    pub subscribers: Vec<String>,
 }
 
 /// What a request gives: the IQ answer's payload, the events, and the last item a new
@@ -140,6 +143,7 @@ pub fn items_event(node: &StoredNode, item: &StoredItem) -> Event {
             published: vec![event_item(item, node.config.deliver_payloads)],
             retracted: Vec::new(),
         },
+        subscribers: Vec::new(),
     }
 }
 
@@ -201,6 +205,24 @@ impl Engine {
             }
             AccessModel::Whitelist => Err(pubsub_error(Condition::NotAllowed, "closed-node")),
         }
+    }
+
+    /// `payload` about `node`, with the node's subscribers now.
+    async fn event(
+        &self,
+        scope: &Scope,
+        node: StoredNode,
+        payload: Payload,
+    ) -> Result<Event, StanzaError> {
+        let subscribers = (self.nodes)
+            .subscribers(&scope.owner, &node.name)
+            .await
+            .map_err(storage)?;
+        Ok(Event {
+            node,
+            payload,
+            subscribers,
+        })
     }
 
     async fn existing(&self, scope: &Scope, node: &str) -> Result<StoredNode, StanzaError> {
@@ -336,9 +358,10 @@ impl Engine {
                 payload: None,
             }],
         });
+        let ev = items_event(&node, &stored);
         Ok(Answer {
             reply: Some(reply),
-            events: vec![items_event(&node, &stored)],
+            events: vec![self.event(scope, ev.node, ev.payload).await?],
             last_item: None,
         })
     }
@@ -454,14 +477,12 @@ impl Engine {
         }
         // §7.2.2.1: retractions are told when asked for or configured.
         let events = if r.notify || node.config.notify_retract {
-            vec![Event {
-                payload: Payload::Items {
-                    node: NodeName(node.name.clone()),
-                    published: Vec::new(),
-                    retracted: removed.into_iter().map(ItemId).collect(),
-                },
-                node,
-            }]
+            let payload = Payload::Items {
+                node: NodeName(node.name.clone()),
+                published: Vec::new(),
+                retracted: removed.into_iter().map(ItemId).collect(),
+            };
+            vec![self.event(scope, node, payload).await?]
         } else {
             Vec::new()
         };
@@ -697,16 +718,17 @@ impl Engine {
                 Ok(Answer::default())
             }
             (IqKind::Set, P::Delete { .. }) => {
-                self.nodes
-                    .delete(&scope.owner, &name)
-                    .await
-                    .map_err(storage)?;
                 let payload = Payload::Delete {
                     node: nodename,
                     redirect: None,
                 };
+                let event = self.event(scope, node, payload).await?;
+                self.nodes
+                    .delete(&scope.owner, &name)
+                    .await
+                    .map_err(storage)?;
                 Ok(Answer {
-                    events: vec![Event { node, payload }],
+                    events: vec![event],
                     ..Answer::default()
                 })
             }
@@ -717,7 +739,7 @@ impl Engine {
                     .map_err(storage)?;
                 let payload = Payload::Purge { node: nodename };
                 Ok(Answer {
-                    events: vec![Event { node, payload }],
+                    events: vec![self.event(scope, node, payload).await?],
                     ..Answer::default()
                 })
             }

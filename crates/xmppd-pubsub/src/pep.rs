@@ -139,9 +139,8 @@ impl Pep {
             }
         }
         // Explicit subscriptions (XEP-0060 §6.1), checked against the access model when made.
-        let subscribers = self.engine.nodes.subscribers(owner.as_str(), &node.name);
-        for s in subscribers.await.unwrap_or_default() {
-            let Ok(jid) = Jid::new(&s) else { continue };
+        for s in &ev.subscribers {
+            let Ok(jid) = Jid::new(s) else { continue };
             match jid.try_into_full() {
                 Ok(full) => out.push(full),
                 Err(b) => {

@@ -120,17 +120,11 @@ impl PubSubService {
 
     /// Sends `ev` to the node's subscribers (XEP-0060 §7.1.2), each a copy with its address.
     async fn notify(&self, cx: &mut Context<'_>, ev: Event) {
-        let subscribers = self
-            .engine
-            .nodes
-            .subscribers(&self.domain, &ev.node.name)
-            .await;
-        let subscribers = subscribers.unwrap_or_default();
-        if subscribers.is_empty() {
+        if ev.subscribers.is_empty() {
             return;
         }
         let msg = notification(&self.domain, cx.next_id(), ev.payload);
-        for s in subscribers {
+        for s in ev.subscribers {
             let mut m = msg.clone();
             xmppd_core::stanza::set_attr(&mut m, "to", s);
             cx.send(m);
