@@ -108,6 +108,9 @@ pub(crate) async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 pub(crate) enum Stop {
     /// Send this stream error (our header is out), end the stream and close.
     Error(Cond, Option<String>),
+    /// The same with the whole `<stream:error/>` given, for an application-specific
+    /// condition beside the defined one `Cond` (RFC 6120 §4.9.4).
+    Detailed(Cond, Box<minidom::Element>),
     /// End our stream (`</stream:stream>`) and close: the client ended its own.
     End,
     /// Close without writing: the client closed before we opened a stream.
@@ -123,7 +126,7 @@ impl Stop {
 
     fn describe(&self) -> &'static str {
         match self {
-            Stop::Error(cond, _) => cond.as_str(),
+            Stop::Error(cond, _) | Stop::Detailed(cond, _) => cond.as_str(),
             Stop::End | Stop::Close => "closed by client",
             Stop::Gone => "connection lost",
         }
@@ -177,6 +180,10 @@ impl Conn {
             Stop::Error(cond, text) => {
                 let error = xmppd_stream::stream_error(cond, text.as_deref());
                 self.out.extend_from_slice(error.as_bytes());
+                self.out.extend_from_slice(b"</stream:stream>");
+            }
+            Stop::Detailed(_, error) => {
+                xmppd_stream::serialize(&error, xmppd_stream::NS_CLIENT, &mut self.out);
                 self.out.extend_from_slice(b"</stream:stream>");
             }
             Stop::End => self.out.extend_from_slice(b"</stream:stream>"),

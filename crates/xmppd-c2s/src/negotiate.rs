@@ -313,10 +313,11 @@ impl Driver<'_> {
             tracing::info!(jid = %user, h, "resumption acknowledging more than was sent");
             server.forget_resumable(&id);
             server.unbind(resumed.session).await;
-            return Err(sm::failed(
-                DefinedCondition::UndefinedCondition,
-                Some(counters.handled),
-            ));
+            let too_high = sm::TooHigh {
+                h,
+                sent: counters.acked.wrapping_add(counters.unacked),
+            };
+            return Err(too_high.failed(counters.handled));
         }
         // Those are at the front of the queue, given back in order when the session was parked.
         for _ in 0..handled {

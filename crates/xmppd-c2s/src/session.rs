@@ -420,7 +420,7 @@ impl Conn {
             (Request::Req, Some(sm)) => sm::ack(sm.handled()),
             (Request::Ack(h), Some(sm)) => {
                 return sm.ack(h).map_err(|too_high| {
-                    Stop::Error(Cond::UndefinedCondition, Some(too_high.text()))
+                    Stop::Detailed(Cond::UndefinedCondition, Box::new(too_high.stream_error()))
                 });
             }
             (Request::Bad, _) => sm::failed(DefinedCondition::BadRequest, None),

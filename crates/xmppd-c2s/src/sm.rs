@@ -8,6 +8,7 @@ use std::time::Duration;
 use minidom::Element;
 use xmpp_parsers::sm::{self, Nonza, StreamId};
 use xmpp_parsers::stanza_error::DefinedCondition;
+use xmpp_parsers::stream_error::StreamError;
 use xmppd_core::detached::{ResumeId, Takeover};
 use xmppd_core::{Class, Outbound};
 
@@ -83,12 +84,25 @@ pub(crate) struct TooHigh {
 }
 
 impl TooHigh {
-    /// The text of the stream error that ends the stream.
-    pub fn text(&self) -> String {
-        format!(
-            "handled-count-too-high: h={} but send-count={}",
-            self.h, self.sent
-        )
+    fn condition(&self) -> sm::HandledCountTooHigh {
+        sm::HandledCountTooHigh {
+            h: self.h,
+            send_count: self.sent,
+        }
+    }
+
+    /// The `<stream:error/>` that ends the stream: `<undefined-condition/>` with
+    /// `<handled-count-too-high/>` beside it (XEP-0198 §4).
+    pub fn stream_error(&self) -> Element {
+        StreamError::from(self.condition()).into()
+    }
+
+    /// The `<failed/>` answering a `<resume/>` with such an `h` (XEP-0198 §5), with the
+    /// server's own handled count.
+    pub fn failed(&self, handled: u32) -> Element {
+        let mut el = failed(DefinedCondition::UndefinedCondition, Some(handled));
+        el.append_child(self.condition().into());
+        el
     }
 }
 
@@ -306,6 +320,32 @@ mod tests {
         assert_eq!(sm.ack(2), Err(TooHigh { h: 2, sent: 1 }));
         // Nothing was forgotten.
         assert_eq!(sm.park().0.len(), 1);
+    }
+
+    #[test]
+    fn a_handled_count_too_high_is_named_with_both_counts() {
+        let text = |e: Element| {
+            let mut out = Vec::new();
+            xmppd_stream::serialize(&e, xmppd_stream::NS_CLIENT, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let too_high = TooHigh { h: 10, sent: 8 };
+        let error = text(too_high.stream_error());
+        assert!(error.starts_with("<stream:error>"), "{error}");
+        for part in [
+            "<undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>",
+            "<handled-count-too-high xmlns='urn:xmpp:sm:3' h='10' send-count='8'/>",
+        ] {
+            assert!(error.contains(part), "{error}");
+        }
+        let failed = text(too_high.failed(3));
+        for part in [
+            "<failed xmlns='urn:xmpp:sm:3' h='3'>",
+            "<undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>",
+            "<handled-count-too-high h='10' send-count='8'/>",
+        ] {
+            assert!(failed.contains(part), "{failed}");
+        }
     }
 
     #[test]
