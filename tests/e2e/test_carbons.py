@@ -20,7 +20,7 @@ import aioxmpp.im.dispatcher
 
 from clients import CLIENT_NS, async_test, login, q, settled
 from conftest import PASSWORD
-from test_mam import SID
+from test_mam import SID, body, query
 from test_muc import NS_MUC_USER, create_configured
 
 CARBONS = "urn:xmpp:carbons:2"
@@ -212,3 +212,24 @@ async def test_aioxmpp_receives_copies_from_xmppd(server):
         carbons = aioxmpp.im.dispatcher.MessageSource.CARBONS
         got = [await asyncio.wait_for(seen.get(), 10) for _ in range(2)]
         assert got == [(False, carbons, "seen by aioxmpp"), (True, carbons, "sent by the pc")]
+
+
+@async_test()
+async def test_a_sent_copy_carries_the_senders_archive_id(server):
+    pc = await carbons_login(server, "alice", "pc")
+    phone = await carbons_login(server, "alice", "phone")
+    bob = await login(server, "bob")
+    pc.chat("bob@localhost", "archived for both")
+    delivered = await bob.expect_message("archived for both")
+    # Bob sees his own archive's id, not alice's.
+    by = [s.get("by") for s in delivered.findall(q(SID, "stanza-id"))]
+    assert by == ["bob@localhost"], ET.tostring(delivered)
+
+    copy = await phone.expect(lambda e: e.find(q(CARBONS, "sent")) is not None)
+    inner = copy.find(f"{q(CARBONS, 'sent')}/{q(FORWARD, 'forwarded')}/{q(CLIENT_NS, 'message')}")
+    sids = inner.findall(q(SID, "stanza-id"))
+    assert [s.get("by") for s in sids] == ["alice@localhost"], ET.tostring(copy)
+    # The id alice's archive gives the message.
+    _, results = await query(phone)
+    ids = [rid for rid, m in results if body(m) == "archived for both"]
+    assert ids == [sids[0].get("id")], (ids, ET.tostring(copy))

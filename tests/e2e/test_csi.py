@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from clients import CLIENT_NS, async_test, login, q, settled
 from test_roster_presence import mutual
+from test_sm import logged, reconnect_and_resume, until, with_sm
 
 SHOWS = ("away", "dnd", "xa", "chat", "away", "dnd", "xa")
 
 
 def shows_from(client, sender: str) -> list[str]:
     """The shows of the presence from ``sender`` (bare) that ``client`` recorded, in order."""
-    return [e.findtext(q(CLIENT_NS, "show")) or "" for e in client.received
-            if e.tag == q(CLIENT_NS, "presence") and (e.get("from") or "").startswith(sender + "/")]
+    shows = (shows_from_one(e, sender) for e in client.received)
+    return [s for s in shows if s is not None]
 
 
 async def flap(bob) -> None:
@@ -79,3 +80,41 @@ async def test_becoming_active_lets_what_waited_go_before_the_next_answer(server
     composing = [e for e in alice.received
                  if e.find("{http://jabber.org/protocol/chatstates}composing") is not None]
     assert len(composing) == 1
+
+
+@async_test(timeout=180.0)
+async def test_a_resumed_session_starts_active(make_server):
+    # XEP-0352 §4: the server assumes a client active at the start of a stream, a resumed one
+    # (XEP-0198 §5) included: what waited goes out without an <active/>, and what comes next
+    # passes at once.
+    server = make_server(c2s={"resume_timeout_secs": 600})
+
+    def setup(client) -> None:
+        client.register_plugin("xep_0352")
+        with_sm(client)
+
+    alice = await login(server, "alice", setup=setup)
+    await until(lambda: alice.plugin["xep_0198"].sm_id is not None, "stream management enabled")
+    bob = await login(server, "bob")
+    await mutual(alice, bob)
+    await settled(bob)
+    await settled(alice)
+    alice.plugin["xep_0352"].send_inactive()
+    await settled(alice)
+
+    since = server.line_count()
+    alice.kill()
+    await logged(server, "session detached from its connection", since)
+    await flap(bob)
+    alice.received.clear()
+    await reconnect_and_resume(server, alice)
+    await alice.expect(lambda e: shows_from_one(e, "bob@localhost") == SHOWS[-1])
+    bob.send_presence(pshow="chat")
+    await alice.expect(lambda e: shows_from_one(e, "bob@localhost") == "chat")
+
+
+def shows_from_one(e, sender: str) -> str | None:
+    """The show of ``e`` if it is presence from ``sender`` (bare), else None."""
+    if e.tag != q(CLIENT_NS, "presence") or not (e.get("from") or "").startswith(sender + "/"):
+        return None
+    return e.findtext(q(CLIENT_NS, "show")) or ""

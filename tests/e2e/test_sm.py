@@ -10,6 +10,7 @@ server logs or the clients see, with generous deadlines only as a safety net."""
 from __future__ import annotations
 
 import asyncio
+import time
 import xml.etree.ElementTree as ET
 
 from slixmpp.xmlstream.handler import Callback
@@ -17,6 +18,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from clients import CLIENT_NS, Client, async_test, is_message, login, q, settled
 from conftest import PASSWORD
+from test_mam import query as mam_query
+from raw import SASL_NS, STREAM_NS, RawClient, stream_error_condition
 
 SM = "urn:xmpp:sm:3"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -201,6 +204,35 @@ async def test_a_session_not_resumed_in_time_leaves_its_messages_offline(make_se
     assert bodies(fresh) == [], bodies(fresh)
 
 
+@async_test(timeout=180.0)
+async def test_a_client_syncing_through_the_archive_finds_its_messages_there_not_offline_too(
+        make_server):
+    # Bob's client catches up from the archive (it queried it on this session): a message
+    # the archive holds for him is not also put in offline storage when his session, never
+    # resumed, ends; he would get it twice.
+    server = make_server(c2s={"resume_timeout_secs": 2})
+    alice = await login(server, "alice")
+    bob = await sm_login(server, "bob")
+    reply, _ = await mam_query(bob)
+    assert reply.get("type") == "result", ET.tostring(reply)
+    bob.transport.pause_reading()
+    alice.chat(str(bob.boundjid), "in the archive")
+    await settled(alice)
+
+    since = server.line_count()
+    bob.kill()
+    await logged(server, "detached session not resumed: ending it", since)
+    await logged(server, "session closed", since)
+
+    fresh = await login(server, "bob")
+    alice.chat(str(fresh.boundjid), "last")
+    await fresh.expect_message("last", timeout=SAFETY)
+    assert bodies(fresh) == [], "nothing came from offline storage"
+    _, results = await mam_query(fresh)
+    archived = [m.findtext(q(CLIENT_NS, "body")) for _, m in results]
+    assert archived.count("in the archive") == 1, archived
+
+
 @async_test(timeout=120.0)
 async def test_a_bogus_id_fails_and_the_client_binds_instead(make_server):
     server = make_server()
@@ -288,3 +320,69 @@ async def test_a_client_that_does_not_answer_the_ping_is_closed(make_server):
     bob.transport.pause_reading()
     await logged(server, "no answer to the liveness check", since)
     await logged(server, "session closed", since)
+
+
+# --- Wire-level cases no well-behaved client produces --------------------------------------
+
+PING = "<ping xmlns='urn:xmpp:ping'/>"
+
+
+def logged_sync(server, text: str, since: int) -> None:
+    """``logged`` for the blocking tests below."""
+    deadline = time.monotonic() + SAFETY
+    while text not in server.output(since):
+        assert time.monotonic() < deadline, f"server log {text!r} not within {SAFETY}s"
+        time.sleep(0.05)
+
+
+def authenticated(server, user: str) -> RawClient:
+    """A raw stream authenticated as ``user`` and not bound: where a ``<resume/>`` goes."""
+    client = RawClient(server.starttls_port, timeout=SAFETY)
+    client.open()
+    client.starttls()
+    client.open()
+    assert client.auth_plain(user, PASSWORD).tag == q(SASL_NS, "success")
+    client.open()
+    return client
+
+
+def test_an_acknowledgement_of_more_than_was_sent_ends_the_stream(make_server):
+    # XEP-0198 §4: <undefined-condition/> with <handled-count-too-high/> naming both counts.
+    server = make_server()
+    client = RawClient(server.starttls_port, timeout=SAFETY)
+    client.login("bob", PASSWORD, resource="raw")
+    client.send(f"<enable xmlns='{SM}'/>")
+    client.expect(q(SM, "enabled"))
+    client.iq("get", PING)  # one stanza sent to bob since <enabled/>
+    client.send(f"<a xmlns='{SM}' h='5'/>")
+    error = client.wait_for(lambda e: e.tag == q(STREAM_NS, "error"))
+    assert stream_error_condition(error) == "undefined-condition", ET.tostring(error)
+    too_high = error.find(q(SM, "handled-count-too-high"))
+    assert too_high is not None, ET.tostring(error)
+    assert (too_high.get("h"), too_high.get("send-count")) == ("5", "1"), ET.tostring(error)
+    assert client.wait_closed()
+
+
+def test_a_resume_acknowledging_more_than_was_sent_fails(make_server):
+    # XEP-0198 §5: <failed/> with the server's h, <undefined-condition/> and
+    # <handled-count-too-high/>.
+    server = make_server(c2s={"resume_timeout_secs": 600})
+    client = RawClient(server.starttls_port, timeout=SAFETY)
+    client.login("bob", PASSWORD, resource="raw")
+    client.send(f"<enable xmlns='{SM}' resume='true'/>")
+    previd = client.expect(q(SM, "enabled")).get("id")
+    client.iq("get", PING)  # one stanza each way
+    since = server.line_count()
+    client.close()  # no closing tag
+    logged_sync(server, "session detached from its connection", since)
+
+    again = authenticated(server, "bob")
+    again.send(f"<resume xmlns='{SM}' previd='{previd}' h='7'/>")
+    failed = again.expect(q(SM, "failed"))
+    assert failed.get("h") == "1", ET.tostring(failed)
+    assert failed.find(q(STANZAS, "undefined-condition")) is not None, ET.tostring(failed)
+    too_high = failed.find(q(SM, "handled-count-too-high"))
+    assert too_high is not None, ET.tostring(failed)
+    assert (too_high.get("h"), too_high.get("send-count")) == ("7", "1"), ET.tostring(failed)
+    # The stream goes on: the client binds a new session.
+    assert again.bind("again").endswith("/again")

@@ -261,6 +261,8 @@ async fn mam_module(
             xmppd_config::MamDefault::Never => DefaultPolicy::Never,
         },
         markers: m.archive_markers,
+        // The carbons module, always added after the archive, moves it onto sent copies.
+        sender_ids: true,
         ..MamSettings::default()
     };
     let retention = xmppd_mam::retention::spawn(

@@ -4,14 +4,17 @@
 //!
 //! - Enabling is per session (`<enable/>`/`<disable/>` in `urn:xmpp:carbons:2`, §4, §5) and
 //!   ends with it: a new session, also one binding the same resource again, starts without.
-//! - A sent copy is made on `on_message_out`, after the archive's own hook (the binary adds this
-//!   module after the archive's), from the message as the core routes it; a received copy on
-//!   `on_message_delivered`, once the core chose the sessions that get the message itself (those
-//!   get no copy, §7), so it carries the recipient archive's `<stanza-id/>` (XEP-0359), which
-//!   the archive adds on `on_message_in`. A sent copy carries no `<stanza-id/>` of the
-//!   sender's archive: for a local recipient the archive writes the sender's row only as the
-//!   message reaches the recipient (one commit for both rows), after the copy was made; for
-//!   anything else it adds no id to the message.
+//! - A received copy is made on `on_message_delivered`, once the core chose the sessions that
+//!   get the message itself (those get no copy, §7), so it carries the recipient archive's
+//!   `<stanza-id/>` (XEP-0359), which the archive adds on `on_message_in`.
+//! - A sent copy carries the sender archive's `<stanza-id/>`, which the archive adds to the
+//!   message once it wrote the sender's row (`MamSettings::sender_ids`) and this module moves
+//!   onto the copy: the message itself goes on without it. So the copy is made after the
+//!   archive's hooks (the binary adds this module after the archive's): for a local account,
+//!   whose archive writes the sender's row with its own as the message reaches it (one
+//!   commit for both), on `on_message_in`; for anything else on `on_message_out`. The copy
+//!   carries none of the recipient archive's ids. A message that never reaches the local
+//!   account (blocked, or the account unknown) gets no sent copy.
 //! - Copies are queued straight for each session (`cx.deliver`): they pass no message hook,
 //!   so nothing archives or copies a copy.
 //! - Which messages: [`rules::eligible`]. A message reaching an account with a `<sent/>` or
@@ -67,6 +70,22 @@ impl CarbonsModule {
                 cx.deliver(&r.jid, copy);
             }
         }
+    }
+
+    /// The `<sent/>` copy of `msg`, which the session `from` sends to `to`, for the other
+    /// clients of its account; the sender archive's id moves from `msg` onto the copy.
+    fn sent_copy(&self, cx: &mut Context<'_>, msg: &mut Element, from: &FullJid, to: &BareJid) {
+        let account = from.to_bare();
+        let own_id = rules::take_stanza_id(msg, account.as_str());
+        if *to == account || !rules::eligible(msg, Direction::Sent) {
+            return;
+        }
+        let mut original = msg.clone();
+        rules::strip_stanza_ids(&mut original);
+        if let Some(id) = own_id {
+            original.append_child(id);
+        }
+        self.copy_to(cx, &original, Direction::Sent, &account, &[from]);
     }
 
     /// Whether `from` may switch carbons for itself through an IQ to `to` (§4.1, §5.1): a
@@ -146,22 +165,29 @@ impl Module for CarbonsModule {
         let Some(Addressing { from, to }) = cx.addressing(msg) else {
             return HookAction::Continue;
         };
-        let Ok(from) = from.try_into_full() else {
-            return HookAction::Continue;
-        };
-        let account = from.to_bare();
-        if to.to_bare() != account && rules::eligible(msg, Direction::Sent) {
-            self.copy_to(cx, msg, Direction::Sent, &account, &[&from]);
+        // To a local account: copied as it reaches it, once its archive has the sender's row.
+        let local_account = to.node().is_some() && cx.is_local_host(to.domain().as_str());
+        if let Ok(from) = from.try_into_full() {
+            if !local_account {
+                self.sent_copy(cx, msg, &from, &to.to_bare());
+            }
         }
         HookAction::Continue
     }
 
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        if rules::claims_to_be_a_copy(msg) {
-            let genuine = cx.addressing(msg).is_some_and(|a| a.from == a.to.to_bare());
-            if !genuine {
-                tracing::debug!(from = ?msg.attr("from"), "forged carbon copy removed");
-                rules::strip_claimed_copies(msg);
+        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+            return HookAction::Continue;
+        };
+        if rules::claims_to_be_a_copy(msg) && from != to.to_bare() {
+            tracing::debug!(from = ?msg.attr("from"), "forged carbon copy removed");
+            rules::strip_claimed_copies(msg);
+        }
+        // A local session's message, copied for its other clients (see `on_message_out`).
+        if let Ok(from) = from.try_into_full() {
+            let bound = cx.resources(&from.to_bare()).iter().any(|r| r.jid == from);
+            if bound {
+                self.sent_copy(cx, msg, &from, &to.to_bare());
             }
         }
         HookAction::Continue

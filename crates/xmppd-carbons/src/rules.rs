@@ -74,6 +74,23 @@ pub fn eligible(msg: &Element, direction: Direction) -> bool {
     }
 }
 
+/// XEP-0359 unique and stable stanza ids.
+const NS_SID: &str = stanza::NS_SID;
+
+/// Takes the `<stanza-id/>` of `by`'s archive off `msg`.
+pub fn take_stanza_id(msg: &mut Element, by: &str) -> Option<Element> {
+    let ours = |c: &Element| c.is("stanza-id", NS_SID) && c.attr("by") == Some(by);
+    let taken = msg.children().find(|c| ours(c)).cloned();
+    stanza::remove_children(msg, ours);
+    taken
+}
+
+/// Removes every `<stanza-id/>` of `msg`: those of the recipient's archive are not the
+/// sender's to see.
+pub fn strip_stanza_ids(msg: &mut Element) {
+    stanza::remove_children(msg, |c| c.is("stanza-id", NS_SID));
+}
+
 /// Whether `msg` carries, at its top level, what only a server writes for an account's own
 /// clients: a `<received/>` or `<sent/>` copy.
 pub fn claims_to_be_a_copy(msg: &Element) -> bool {

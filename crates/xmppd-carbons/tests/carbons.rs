@@ -15,13 +15,90 @@ const C: &str = "xmlns='jabber:client'";
 const CARBONS: &str = "urn:xmpp:carbons:2";
 
 async fn server() -> Arc<Server> {
+    server_and_archive().await.0
+}
+
+/// As the binary composes them: the archive adds the sender's id for the sent copies.
+async fn server_and_archive() -> (Arc<Server>, Arc<SqliteArchive>) {
     let store = xmppd_core::testing::store_with_users(&["alice", "bob"]).await;
     let archive = Arc::new(SqliteArchive::open(store.clone()).await.unwrap());
-    Server::builder(CoreConfig::default(), store)
+    let settings = MamSettings {
+        sender_ids: true,
+        ..MamSettings::default()
+    };
+    let server = Server::builder(CoreConfig::default(), store)
         .modules(xmppd_im::modules())
-        .module(Arc::new(MamModule::new(archive, MamSettings::default())))
+        .module(Arc::new(MamModule::new(archive.clone(), settings)))
         .module(Arc::new(CarbonsModule::new()))
-        .build()
+        .build();
+    (server, archive)
+}
+
+/// The archive ids of `owner`'s messages with `body`.
+async fn archive_ids(archive: &SqliteArchive, owner: &str, body: &str) -> Vec<String> {
+    use xmppd_mam::store::{Filter, PageRequest, Paging};
+    use xmppd_mam::ArchiveStore;
+    let req = PageRequest {
+        filter: Filter::default(),
+        paging: Paging::Forward { after: None },
+        max: 100,
+    };
+    let page = archive.query(owner, req).await.unwrap();
+    (page.items.into_iter())
+        .filter(|i| i.stanza.contains(&format!("<body>{body}</body>")))
+        .map(|i| xmppd_mam::store::encode_id(i.id))
+        .collect()
+}
+
+fn stanza_ids(m: &Element) -> Vec<(String, String)> {
+    (m.children())
+        .filter(|c| c.is("stanza-id", "urn:xmpp:sid:0"))
+        .map(|c| {
+            (
+                c.attr("by").unwrap().to_owned(),
+                c.attr("id").unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sent_copy_carries_the_senders_archive_id_and_the_message_does_not() {
+    let (server, archive) = server_and_archive().await;
+    let mut pc = online(&server, "alice", "pc", true).await;
+    let mut phone = online(&server, "alice", "phone", true).await;
+    let mut bob = online(&server, "bob", "x", false).await;
+    // To a local account, whose archive writes both rows together; and to another server.
+    for (to, body) in [
+        ("bob@localhost/x", "local"),
+        ("someone@elsewhere.example", "remote"),
+    ] {
+        let msg = format!("<message {C} type='chat' to='{to}'><body>{body}</body></message>");
+        phone.send(&server, &msg).await;
+        // (The error from the server that is not there comes as a received copy.)
+        let got = messages(pc.drain());
+        let sent: Vec<_> = got.iter().filter_map(|m| forwarded(m, "sent")).collect();
+        assert_eq!(sent.len(), 1, "{body}");
+        let inner = sent[0];
+        let alices = archive_ids(&archive, "alice@localhost", body).await;
+        assert_eq!(alices.len(), 1, "{body}");
+        assert_eq!(
+            stanza_ids(inner),
+            [("alice@localhost".to_owned(), alices[0].clone())],
+            "{body}: the sender's archive id, and no other"
+        );
+    }
+    let got = messages(bob.drain());
+    assert_eq!(got.len(), 1);
+    let bobs = archive_ids(&archive, "bob@localhost", "local").await;
+    assert_eq!(
+        stanza_ids(&got[0]),
+        [("bob@localhost".to_owned(), bobs[0].clone())],
+        "the recipient sees its own archive's id only"
+    );
+    assert!(messages(phone.drain())
+        .iter()
+        .all(|m| m.attr("type") == Some("error")));
 }
 
 async fn online(server: &Arc<Server>, user: &str, resource: &str, carbons: bool) -> TestClient {

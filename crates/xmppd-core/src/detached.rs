@@ -9,7 +9,8 @@
 //! same bounds as when a connection reads it. The stanzas its last connection's writer sent but
 //! the peer never acknowledged go back to the front of that queue. A new connection of the same
 //! account takes the session back with [`Server::resume`] and writes, first, exactly what was
-//! not acknowledged, then what arrived meanwhile. A resume of a session whose connection has
+//! not acknowledged, then what arrived meanwhile; the modules' `on_session_resumed` hooks run
+//! first (what belongs to a stream, not to the session, starts over). A resume of a session whose connection has
 //! not noticed yet that it is dead (XEP-0198 §5: the client knows first) asks that connection
 //! to park it now, and waits (bounded) until it did.
 //!
@@ -229,7 +230,7 @@ impl Server {
     /// over: that connection is asked to park it, and this waits for that at most `wait`.
     /// Another account's id is as unknown as one that never was.
     pub async fn resume(
-        &self,
+        self: &Arc<Self>,
         id: &ResumeId,
         user: &BareJid,
         wait: Duration,
@@ -247,36 +248,44 @@ impl Server {
         if let Some(parked) = waiting {
             let _ = tokio::time::timeout(wait, parked.notified()).await;
         }
-        let mut inner = self.detached.lock();
-        let found = inner
-            .parked
-            .get(id)
-            .map(|p| p.session.jid.to_bare() == *user && !p.rx.queue().is_closing());
-        match found {
-            Some(true) => {}
-            Some(false) | None => {
-                let ended = inner
-                    .ended
-                    .iter()
-                    .rev()
-                    .find(|(i, u, _)| i == id && u == user);
-                return Err(match ended {
-                    Some((_, _, state)) => NotResumed::Ended(Arc::clone(state)),
-                    None => NotResumed::Unknown,
-                });
-            }
-        }
-        let p = inner.parked.remove(id).ok_or(NotResumed::Unknown)?;
-        drop(inner);
+        let p = self.take_parked(id, user)?;
         p.expiry.abort();
         tracing::info!(jid = %p.session.jid, "detached session resumed");
         let takeover = self.detached.connected(id, user.clone());
+        let mut outbox = crate::context::Outbox::default();
+        let cx = &mut crate::context::Context::new(self, &mut outbox);
+        for m in self.modules() {
+            m.on_session_resumed(cx, &p.session).await;
+        }
+        self.drain(&mut outbox).await;
         Ok(Resumed {
             session: p.session,
             rx: p.rx,
             state: p.state,
             takeover,
         })
+    }
+
+    /// Removes the parked session `id` of `user` for resuming it, unless its queue is closing
+    /// (it ends anyway).
+    fn take_parked(&self, id: &ResumeId, user: &BareJid) -> Result<Parked, NotResumed> {
+        let mut inner = self.detached.lock();
+        let found = inner
+            .parked
+            .get(id)
+            .map(|p| p.session.jid.to_bare() == *user && !p.rx.queue().is_closing());
+        if found != Some(true) {
+            let ended = inner
+                .ended
+                .iter()
+                .rev()
+                .find(|(i, u, _)| i == id && u == user);
+            return Err(match ended {
+                Some((_, _, state)) => NotResumed::Ended(Arc::clone(state)),
+                None => NotResumed::Unknown,
+            });
+        }
+        inner.parked.remove(id).ok_or(NotResumed::Unknown)
     }
 
     /// How many sessions are parked right now.

@@ -408,6 +408,14 @@ pub trait Module: Send + Sync {
         let _ = (cx, jid);
     }
 
+    /// A session parked without a connection was resumed on a new one (XEP-0198 §5): the
+    /// same session, not a new one ([`Module::on_session_opened`] does not run), on a new
+    /// stream, whose per-stream state starts over (XEP-0352 §4: a client is active at the
+    /// start of a stream).
+    async fn on_session_resumed(&self, cx: &mut Context<'_>, session: &ClientSession) {
+        let _ = (cx, session);
+    }
+
     /// A session ended.
     async fn on_session_closed(&self, cx: &mut Context<'_>, jid: &FullJid) {
         let _ = (cx, jid);

@@ -1026,17 +1026,20 @@ impl Server {
                 _ => return,
             }
         }
-        self.message_to_bare(cx, msg, &to.to_bare(), kind).await;
+        self.message_to_bare(cx, msg, &to.to_bare(), kind, true)
+            .await;
     }
 
     /// RFC 6121 §8.5.2: a message of type `kind` for the account `bare` goes to its resources
-    /// that take that type; with none, to offline storage (or back as an error).
+    /// that take that type; with none, to offline storage (or back as an error) unless not
+    /// `offline` (the archive holds it for a client that fetches it from there).
     pub(crate) async fn message_to_bare(
         self: &Arc<Self>,
         cx: &mut Context<'_>,
         msg: Arc<Element>,
         bare: &BareJid,
         kind: &str,
+        offline: bool,
     ) {
         let mut targets = Vec::new();
         (self.router).with_resources(bare, &mut |rs| {
@@ -1050,6 +1053,7 @@ impl Server {
         match kind {
             "groupchat" => cx.bounce(&msg, Condition::ServiceUnavailable.into()),
             "headline" | "error" => {}
+            _ if !offline => tracing::debug!(to = %bare, "archived message not stored offline"),
             _ => self.undeliverable(cx, &msg, bare).await,
         }
     }

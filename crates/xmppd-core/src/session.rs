@@ -1,6 +1,7 @@
 //! What the core knows of one bound client session, and what it sends to it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
@@ -104,6 +105,8 @@ pub struct ClientSession {
     pub(crate) presence: SharedPresence,
     /// The session's outbound queue (ended, and its remainder re-routed, at unbind).
     pub(crate) queue: Arc<SessionQueue>,
+    /// Its client syncs through the message archive (see [`ClientSession::syncs_archive`]).
+    archive_sync: AtomicBool,
 }
 
 impl ClientSession {
@@ -120,7 +123,23 @@ impl ClientSession {
             info,
             presence,
             queue,
+            archive_sync: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the session's client as one that syncs through the account's message archive
+    /// (the archive's module does when the session queries it, XEP-0313 §4): when the session
+    /// ends, it fetches what the archive holds from there.
+    pub fn mark_archive_sync(&self) {
+        self.archive_sync.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`ClientSession::mark_archive_sync`] was called: a message still queued for the
+    /// session when it ends that the archive holds (it carries the account's
+    /// `<stanza-id by=BARE/>`, XEP-0359) goes to another resource, but not to offline storage
+    /// as well, where the client would find it a second time.
+    pub fn syncs_archive(&self) -> bool {
+        self.archive_sync.load(Ordering::Relaxed)
     }
 
     /// The session's outbound queue, for what is queued from its own task (a page of offline
@@ -138,8 +157,9 @@ impl ClientSession {
 /// Ends `session`'s queue once it is unregistered, and gives what it still held a new
 /// destination, as RFC 6121 §8.5.3.2.1 treats stanzas for a resource that is gone: a message
 /// for the account goes to another of its resources, else to offline storage (if it has a
-/// body); groupchat, headline and error messages and presence are dropped; an IQ request is
-/// answered with `<service-unavailable/>`. `priority` is the session's last (negative when
+/// body, unless the archive holds it for a client that syncs through it:
+/// [`ClientSession::syncs_archive`]); groupchat, headline and error messages and presence are
+/// dropped; an IQ request is answered with `<service-unavailable/>`. `priority` is the session's last (negative when
 /// unavailable), which tells whether a message to the bare JID already reached the others.
 pub(crate) async fn end_queue(server: &Arc<Server>, session: &ClientSession, priority: i8) {
     let left = session.queue.end();
@@ -173,7 +193,10 @@ pub(crate) async fn end_queue(server: &Arc<Server>, session: &ClientSession, pri
                 if to_bare_reached_others(server, &el, &bare, priority) {
                     continue;
                 }
-                server.message_to_bare(cx, Arc::new(el), &bare, kind).await;
+                let offline = !(session.syncs_archive() && archived_for(&el, &bare));
+                server
+                    .message_to_bare(cx, Arc::new(el), &bare, kind, offline)
+                    .await;
             }
             "iq" if matches!(el.attr("type"), Some("get" | "set")) => {
                 cx.bounce(&el, StanzaError::new(Condition::ServiceUnavailable));
@@ -182,6 +205,13 @@ pub(crate) async fn end_queue(server: &Arc<Server>, session: &ClientSession, pri
         }
     }
     server.drain(&mut outbox).await;
+}
+
+/// Whether `msg` carries the stanza id of `bare`'s own archive (XEP-0359 §4: only the archive
+/// sets it; it removes any other claiming to be its own).
+fn archived_for(msg: &Element, bare: &BareJid) -> bool {
+    (msg.children())
+        .any(|c| c.is("stanza-id", crate::stanza::NS_SID) && c.attr("by") == Some(bare.as_str()))
 }
 
 /// Whether `msg`, addressed to the bare JID, was also delivered to another available resource:

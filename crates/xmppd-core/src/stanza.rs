@@ -12,6 +12,8 @@ pub const NS_PING: &str = "urn:xmpp:ping";
 pub const NS_VERSION: &str = "jabber:iq:version";
 pub const NS_LAST: &str = "jabber:iq:last";
 pub const NS_DELAY: &str = "urn:xmpp:delay";
+/// XEP-0359 unique and stable stanza ids: an archive's `<stanza-id/>`.
+pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 pub const NS_ROSTERVER: &str = "urn:xmpp:features:rosterver";
 pub const NS_PREAPPROVAL: &str = "urn:xmpp:features:pre-approval";

@@ -4,7 +4,8 @@
 //!
 //! - The stream feature `<csi/>` is offered after login; the two nonzas reach
 //!   [`Module::on_nonza`]. A session starts active, and so does a new one for the same
-//!   resource (§4: resumption included).
+//!   resource, and a session resumed on a new stream (§4: the server assumes active at the
+//!   start of a stream; XEP-0198 §5): what it held while inactive goes out then.
 //! - The module's outbound filter sees every stanza routed to a session. For an inactive
 //!   session it holds what [`urgency::urgency`] says may wait ([`held::Held`]); something
 //!   urgent first lets everything held go, then passes, so the client sees stanzas in the
@@ -69,6 +70,16 @@ impl CsiModule {
         }
     }
 
+    /// `session` is active: what it held goes out, and only its rooms are kept.
+    fn activate(&self, cx: &Context<'_>, session: &FullJid) {
+        if let Some(mut state) = self.sessions.get_mut(session) {
+            state.inactive = false;
+            state.release(&cx.outlet(session));
+        }
+        self.sessions
+            .remove_if(session, |_, s| !s.inactive && s.nicks.is_empty());
+    }
+
     /// How many stanzas are held for `session` now.
     pub fn held(&self, session: &FullJid) -> usize {
         self.sessions.get(session).map_or(0, |s| s.held.len())
@@ -106,13 +117,12 @@ impl Module for CsiModule {
         if Inactive::try_from(nonza.clone()).is_ok() {
             (self.sessions.entry(session.jid.clone()).or_default()).inactive = true;
         } else if Active::try_from(nonza.clone()).is_ok() {
-            if let Some(mut state) = self.sessions.get_mut(&session.jid) {
-                state.inactive = false;
-                state.release(&cx.outlet(&session.jid));
-            }
-            self.sessions
-                .remove_if(&session.jid, |_, s| !s.inactive && s.nicks.is_empty());
+            self.activate(cx, &session.jid);
         }
+    }
+
+    async fn on_session_resumed(&self, cx: &mut Context<'_>, session: &ClientSession) {
+        self.activate(cx, &session.jid);
     }
 
     fn filter_outbound(

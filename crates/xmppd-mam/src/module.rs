@@ -14,6 +14,9 @@
 //!   §4: only the archive may set it). `<origin-id/>` is kept.
 //! - What is archived: [`crate::policy`]; then the owner's preferences (XEP-0441), with the
 //!   configured default for those who set none.
+//! - A session that queries the archive is marked as syncing through it: a message the
+//!   archive holds for it that is still queued when the session ends (its stream management
+//!   resumption timed out) is not put in offline storage as well.
 //! - A retraction (XEP-0424) replaces the message it names with a tombstone in the sender's
 //!   archive and in a local recipient's, when the sender sent it in that conversation
 //!   ([`crate::retract`]), before the retraction itself is archived and passed on.
@@ -27,7 +30,7 @@ use jid::{BareJid, Jid};
 use minidom::Element;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, Condition, StanzaError};
-use xmppd_core::{user_ref, Addressing, Context};
+use xmppd_core::{user_ref, Addressing, ClientSession, Context};
 
 use crate::answer::{self, storage_error};
 use crate::policy::{self, Verdict};
@@ -46,6 +49,11 @@ pub struct MamSettings {
     /// Owners whose preferences are kept in memory (the least recently used beyond that are
     /// read from storage again when needed).
     pub prefs_cache: usize,
+    /// A message a local session sends carries its sender's archive id too
+    /// (`<stanza-id by=SENDER/>`) once archived, for the carbons module to move onto the
+    /// `<sent/>` copy (XEP-0280 §8, XEP-0359): only with that module after this one, which
+    /// takes it off the message itself.
+    pub sender_ids: bool,
 }
 
 impl Default for MamSettings {
@@ -55,6 +63,7 @@ impl Default for MamSettings {
             markers: false,
             limits: PageLimits::default(),
             prefs_cache: PrefsCache::CAPACITY,
+            sender_ids: false,
         }
     }
 }
@@ -361,6 +370,16 @@ impl MamModule {
         }
     }
 
+    /// With [`MamSettings::sender_ids`]: `msg`, archived as `id` in its sender's archive,
+    /// carries that id for the sent copy.
+    fn sender_id(&self, msg: &mut Element, sender: &BareJid, id: i64) {
+        if self.settings.sender_ids {
+            let id = encode_id(id);
+            let sid = stanza::elem("stanza-id", NS_SID, &[("by", sender.as_str()), ("id", &id)]);
+            msg.append_child(sid);
+        }
+    }
+
     async fn account_exists(&self, cx: &Context<'_>, user: &BareJid) -> bool {
         !cx.resources(user).is_empty()
             || matches!(cx.store().user_exists(&user_ref(user)).await, Ok(true))
@@ -377,6 +396,7 @@ impl Module for MamModule {
         Hooks {
             message_out: true,
             message_in: true,
+            iq_out: true,
             ..Hooks::NONE
         }
     }
@@ -466,8 +486,10 @@ impl Module for MamModule {
             *self.pending.entry(key).or_insert(0) += 1;
             return HookAction::Continue;
         }
-        self.archive(&[(&owner, &to, Direction::Outgoing)], msg)
-            .await;
+        let ids = (self.archive(&[(&owner, &to, Direction::Outgoing)], msg)).await;
+        if let Some(&id) = ids.as_deref().and_then(<[i64]>::first) {
+            self.sender_id(msg, &owner, id);
+        }
         HookAction::Continue
     }
 
@@ -498,15 +520,32 @@ impl Module for MamModule {
         if copies.is_empty() {
             return HookAction::Continue;
         }
-        let ids = self.archive(&copies, msg).await;
-        if let Some(&id) = ids
-            .as_deref()
-            .and_then(<[i64]>::last)
-            .filter(|_| recipients)
-        {
+        let ids = self.archive(&copies, msg).await.unwrap_or_default();
+        let mut ids = ids.into_iter();
+        if senders {
+            if let Some(id) = ids.next() {
+                self.sender_id(msg, &sender, id);
+            }
+        }
+        if let Some(id) = ids.next().filter(|_| recipients) {
             let id = encode_id(id);
             let sid = stanza::elem("stanza-id", NS_SID, &[("by", owner.as_str()), ("id", &id)]);
             msg.append_child(sid);
+        }
+        HookAction::Continue
+    }
+
+    /// A session that queries its archive syncs through it (XEP-0313 §4): what the archive
+    /// holds for it is not also kept in offline storage when it ends
+    /// ([`ClientSession::syncs_archive`]).
+    async fn on_iq_out(
+        &self,
+        _cx: &mut Context<'_>,
+        session: &ClientSession,
+        iq: &mut Element,
+    ) -> HookAction {
+        if iq.attr("type") == Some("set") && iq.children().any(|c| c.is("query", NS_MAM)) {
+            session.mark_archive_sync();
         }
         HookAction::Continue
     }

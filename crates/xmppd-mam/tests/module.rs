@@ -590,3 +590,47 @@ async fn a_failing_archive_bounces_nothing_and_delivers_everything() {
         .await;
     message(&carol.pump(&server).await, "three");
 }
+
+/// What offline storage holds for `user`: the bodies, in order.
+async fn offline_bodies(store: &SqliteStore, user: &str) -> Vec<String> {
+    use xmppd_storage::{OfflineStore, UserRef};
+    let stored = (store
+        .offline_messages(&UserRef::new(user, "localhost"))
+        .await)
+        .unwrap();
+    (stored.iter())
+        .map(|m| {
+            let el: Element = m.xml.parse().unwrap();
+            el.get_child("body", "jabber:client").unwrap().text()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn what_the_archive_holds_is_not_stored_offline_too_for_a_client_syncing_through_it() {
+    let (server, store, _) = setup_with(|a| a).await;
+    let mut alice = online(&server, "alice").await;
+    // Bob's client queries the archive; carol's does not. Neither reads what comes next,
+    // which is still queued when their sessions end (a resumption that timed out).
+    let mut bob = online(&server, "bob").await;
+    let query = format!("<iq xmlns='jabber:client' type='set' id='q'><query xmlns='{MAM}'/></iq>");
+    bob.send(&server, &query).await;
+    bob.drain();
+    let carol = online(&server, "carol").await;
+    let chat = |to: &str, body: &str| {
+        format!("<message xmlns='jabber:client' to='{to}@localhost/r' type='chat'><body>{body}</body></message>")
+    };
+    for to in ["bob", "carol"] {
+        alice.send(&server, &chat(to, "archived")).await;
+    }
+    // Bob stops archiving: what comes next is in no archive of his.
+    let never = format!(
+        "<iq xmlns='jabber:client' type='set' id='p'><prefs xmlns='{MAM}' default='never'/></iq>"
+    );
+    bob.send(&server, &never).await;
+    alice.send(&server, &chat("bob", "not archived")).await;
+    server.unbind(bob.session).await;
+    server.unbind(carol.session).await;
+    assert_eq!(offline_bodies(&store, "bob").await, ["not archived"]);
+    assert_eq!(offline_bodies(&store, "carol").await, ["archived"]);
+}
