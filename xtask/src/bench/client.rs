@@ -140,6 +140,37 @@ pub(super) async fn login(
     user: &str,
     sasl: Sasl,
 ) -> Result<Session> {
+    let Session {
+        mut tls,
+        mut framer,
+        ..
+    } = authenticate(addr, connector, user, sasl).await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    tls.write_all(
+        b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+          <resource>bench</resource></bind></iq>",
+    )
+    .await?;
+    tls.flush().await?;
+    let jid = loop {
+        let el = next_element(&mut tls, &mut framer, &mut buf).await?;
+        if el.name() == "iq" && el.attr("id") == Some("bind1") {
+            break bound_jid(&el)?;
+        }
+    };
+    tls.write_all(b"<presence/>").await?;
+    tls.flush().await?;
+    Ok(Session { tls, framer, jid })
+}
+
+/// Direct TLS, SASL, stream restart, up to the features that offer binding: a stream on
+/// which the client binds a resource or resumes a session (XEP-0198 §5). Its `jid` is empty.
+pub(super) async fn authenticate(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    user: &str,
+    sasl: Sasl,
+) -> Result<Session> {
     let tcp = TcpStream::connect(addr).await.context("connecting")?;
     // Small stanzas each matter for latency; batching is done by the client itself.
     tcp.set_nodelay(true)?;
@@ -208,21 +239,11 @@ pub(super) async fn login(
     if !features.children().any(|c| c.name() == "bind") {
         bail!("server offers no resource binding after authentication");
     }
-    tls.write_all(
-        b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-          <resource>bench</resource></bind></iq>",
-    )
-    .await?;
-    tls.flush().await?;
-    let jid = loop {
-        let el = next_element(&mut tls, &mut framer, &mut buf).await?;
-        if el.name() == "iq" && el.attr("id") == Some("bind1") {
-            break bound_jid(&el)?;
-        }
-    };
-    tls.write_all(b"<presence/>").await?;
-    tls.flush().await?;
-    Ok(Session { tls, framer, jid })
+    Ok(Session {
+        tls,
+        framer,
+        jid: String::new(),
+    })
 }
 
 fn client_stream_header() -> String {
@@ -244,7 +265,7 @@ async fn expect_header<S: AsyncRead + Unpin>(
 }
 
 /// The next top-level element; a stream close or stream error is an error.
-async fn next_element<S: AsyncRead + Unpin>(
+pub(super) async fn next_element<S: AsyncRead + Unpin>(
     io: &mut S,
     framer: &mut Framer,
     buf: &mut [u8],
@@ -510,7 +531,7 @@ fn incoming(
 }
 
 /// RFC 6120 §8.2.3: every get/set gets an answer; a ping a result, anything else an error.
-fn iq_reply(iq: &Element) -> Option<String> {
+pub(super) fn iq_reply(iq: &Element) -> Option<String> {
     let kind = iq.attr("type")?;
     if kind != "get" && kind != "set" {
         return None;
@@ -532,7 +553,7 @@ fn iq_reply(iq: &Element) -> Option<String> {
 }
 
 /// Body text: sequence number, send time in ns since the bench epoch, optional filler.
-fn encode_body(seq: u64, sent_ns: u64, padding: &str) -> String {
+pub(super) fn encode_body(seq: u64, sent_ns: u64, padding: &str) -> String {
     if padding.is_empty() {
         format!("{seq} {sent_ns}")
     } else {
@@ -540,7 +561,7 @@ fn encode_body(seq: u64, sent_ns: u64, padding: &str) -> String {
     }
 }
 
-fn decode_body(text: &str) -> Option<(u64, u64)> {
+pub(super) fn decode_body(text: &str) -> Option<(u64, u64)> {
     let mut parts = text.split_ascii_whitespace();
     let seq = parts.next()?.parse().ok()?;
     let sent_ns = parts.next()?.parse().ok()?;

@@ -138,7 +138,7 @@ async fn drive(opts: &Options, pid: u32, addr: std::net::SocketAddr) -> Result<S
 
 /// The server's resident memory once it has stopped changing: whatever a login left to do
 /// after its answer (the session's record in storage) is done by then.
-async fn settled_rss(pid: u32) -> Result<u64> {
+pub(super) async fn settled_rss(pid: u32) -> Result<u64> {
     let deadline = Instant::now() + SETTLE_LIMIT;
     let mut last = read_rss_kib(pid)?;
     let mut same = 1;

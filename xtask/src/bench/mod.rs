@@ -18,6 +18,8 @@
 //! per message, counted under valgrind (see [`callgrind`]). Unlike times, these counts repeat
 //! from run to run on a shared machine, so they can tell a small regression from noise.
 //! `--memory` measures the server's memory per idle TLS session (see [`memory`]).
+//! `--resume` measures stream management resumption of many sessions at once and the memory
+//! of parked sessions (see [`resume`]).
 
 mod archive_scale;
 mod callgrind;
@@ -25,6 +27,7 @@ mod client;
 mod memory;
 mod muc;
 mod report;
+mod resume;
 mod server;
 
 use std::net::SocketAddr;
@@ -84,6 +87,9 @@ usage: cargo xtask bench [options]
   --messages M      with --callgrind: chat messages of the message phase (default 2000)
   --memory          measure the server's memory per idle TLS session instead: sessions log
                     in one at a time (default --clients 1000; see docs/BENCHMARKS.md)
+  --resume          stream management: park --clients sessions (default 1000), send each
+                    messages, resume them all at once; time, exactly-once delivery, memory
+                    per parked session (see docs/BENCHMARKS.md)
   --repeat N        with --callgrind or --memory: measure N times, report the spread
                     (default 1)
   --archive-scale   load a large message archive (default --messages 10000000 rows) into
@@ -118,6 +124,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if opts.memory {
         return memory::run(&opts, &binary);
+    }
+    if opts.resume {
+        return resume::run(&opts, &binary);
     }
     let work = TempDir::create()?;
     let config = write_config(&work.0, opts.archive)?;
@@ -199,6 +208,8 @@ struct Options {
     memory: bool,
     /// Run the server with the message archive on (`[mam] enabled`).
     archive: bool,
+    /// Park sessions and resume them all at once instead.
+    resume: bool,
     /// Load a large archive and query it instead (no server).
     archive_scale: Option<archive_scale::ScaleOptions>,
 }
@@ -238,6 +249,7 @@ impl Default for Options {
             repeat: 1,
             memory: false,
             archive: false,
+            resume: false,
             archive_scale: None,
         }
     }
@@ -325,6 +337,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--messages" => messages = Some(parse_num(&value(flag)?, flag)?),
             "--repeat" => opts.repeat = parse_num(&value(flag)?, flag)?,
             "--memory" => opts.memory = true,
+            "--resume" => opts.resume = true,
             "--archive" => opts.archive = true,
             "--archive-scale" => archive_scale = true,
             "--queries" => scale.queries = parse_num(&value(flag)?, flag)?,
@@ -369,6 +382,24 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     }
     if !(1..=10).contains(&opts.repeat) {
         bail!("--repeat must be between 1 and 10");
+    }
+    if opts.resume {
+        if opts.memory || opts.callgrind {
+            bail!(
+                "--resume is a measurement of its own; run it apart from --memory and --callgrind"
+            );
+        }
+        if let Some(flag) = load_flags.first().or(callgrind_flags.first()) {
+            bail!("{flag} does not apply to --resume");
+        }
+        if opts.repeat != 1 {
+            bail!("--repeat needs --callgrind or --memory");
+        }
+        opts.clients = clients.unwrap_or(resume::DEFAULT_SESSIONS);
+        if !(2..=100_000).contains(&opts.clients) {
+            bail!("--clients must be between 2 and 100000");
+        }
+        return Ok(Some(opts));
     }
     if opts.memory {
         if opts.callgrind {
@@ -712,6 +743,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((opts.clients, opts.repeat), (301, 3));
+        // Resumption: a thousand sessions unless told otherwise.
+        let opts = parse_args(&args(&["--resume"])).unwrap().unwrap();
+        assert!(opts.resume && !opts.memory);
+        assert_eq!(opts.clients, resume::DEFAULT_SESSIONS);
+        let opts = parse_args(&args(&["--resume", "--clients", "7", "--json"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opts.clients, 7);
     }
 
     #[test]
@@ -746,6 +785,10 @@ mod tests {
             &["--memory", "--muc"],
             &["--memory", "--clients", "1"],
             &["--memory", "--repeat", "0"],
+            &["--resume", "--memory"],
+            &["--resume", "--duration", "5"],
+            &["--resume", "--clients", "1"],
+            &["--resume", "--repeat", "2"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }

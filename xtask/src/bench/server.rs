@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,8 +43,13 @@ impl Drop for TempDir {
 /// The configuration of a run in `dir` (its data directory is `dir/data`); the message archive
 /// is on only when `archive` is set.
 pub(super) fn write_config(dir: &Path, archive: bool) -> Result<PathBuf> {
+    write_config_with(dir, archive, "")
+}
+
+/// [`write_config`] with `c2s`, lines of TOML, added to the `[c2s]` section.
+pub(super) fn write_config_with(dir: &Path, archive: bool, c2s: &str) -> Result<PathBuf> {
     let path = dir.join("xmppd.toml");
-    std::fs::write(&path, config_text(&dir.join("data"), archive))
+    std::fs::write(&path, config_text(&dir.join("data"), archive, c2s))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
@@ -53,11 +59,11 @@ pub(super) fn write_config(dir: &Path, archive: bool) -> Result<PathBuf> {
 /// per-session shaper and room rate limits are off: the bench measures the server's capacity,
 /// not how it slows one fast client down. The archive is off unless asked for, so that figures
 /// stay comparable with those measured before it existed.
-fn config_text(data_dir: &Path, archive: bool) -> String {
+fn config_text(data_dir: &Path, archive: bool, c2s: &str) -> String {
     format!(
         "[server]\nhosts = [\"{DOMAIN}\"]\ndata_dir = {}\n\n[c2s]\n\
          starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n\
-         max_pending_per_ip = 1000000\nshaper_bytes_per_sec = 0\n\n\
+         max_pending_per_ip = 1000000\nshaper_bytes_per_sec = 0\n{c2s}\n\
          [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n\n[mam]\nenabled = {archive}\n",
         toml_string(&data_dir.to_string_lossy())
     )
@@ -144,7 +150,11 @@ pub(super) struct ServerProcess {
     pub(super) direct_tls: SocketAddr,
     /// The last lines the server printed, for diagnosing a failed run.
     log: Arc<Mutex<VecDeque<String>>>,
+    /// Lines containing each text, counted from when it was asked for ([`Self::counter`]).
+    counted: Counted,
 }
+
+type Counted = Arc<Mutex<Vec<(&'static str, Arc<AtomicU64>)>>>;
 
 impl ServerProcess {
     pub(super) fn start(binary: &Path, config: &Path) -> Result<Self> {
@@ -164,18 +174,20 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("starting {}", Path::new(command.get_program()).display()))?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
+        let counted = Counted::default();
         let (tx, rx) = mpsc::channel();
         // Both pipes are drained for the whole run: a full pipe would stall the server.
         if let Some(out) = child.stdout.take() {
-            spawn_line_reader(out, tx.clone(), log.clone());
+            spawn_line_reader(out, tx.clone(), log.clone(), counted.clone());
         }
         if let Some(err) = child.stderr.take() {
-            spawn_line_reader(err, tx, log.clone());
+            spawn_line_reader(err, tx, log.clone(), counted.clone());
         }
         let mut server = ServerProcess {
             child,
             direct_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            counted,
         };
         let deadline = Instant::now() + timeout;
         loop {
@@ -201,6 +213,16 @@ impl ServerProcess {
 
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How many lines the server prints from now on that contain `text`: what a client cannot
+    /// see for itself (that the server noticed a dropped connection).
+    pub(super) fn counter(&self, text: &'static str) -> Arc<AtomicU64> {
+        let count = Arc::new(AtomicU64::new(0));
+        if let Ok(mut counted) = self.counted.lock() {
+            counted.push((text, count.clone()));
+        }
+        count
     }
 
     /// Asks the server to shut down as an operator would (SIGTERM) and waits up to `timeout`
@@ -256,12 +278,20 @@ fn spawn_line_reader(
     pipe: impl std::io::Read + Send + 'static,
     tx: mpsc::Sender<String>,
     log: Arc<Mutex<VecDeque<String>>>,
+    counted: Counted,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             if line.contains("xmppd listening:") {
                 let _ = tx.send(line.clone());
+            }
+            if let Ok(counted) = counted.lock() {
+                for (text, count) in counted.iter() {
+                    if line.contains(text) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
             if let Ok(mut log) = log.lock() {
                 if log.len() >= 40 {
@@ -404,10 +434,10 @@ mod tests {
 
     #[test]
     fn config_names_both_listeners() {
-        let text = config_text(Path::new("/tmp/bench/data"), false);
+        let text = config_text(Path::new("/tmp/bench/data"), false, "");
         assert!(text.contains("data_dir = \"/tmp/bench/data\""));
         assert!(text.contains("[mam]\nenabled = false\n"));
-        assert!(config_text(Path::new("/d"), true).contains("[mam]\nenabled = true\n"));
+        assert!(config_text(Path::new("/d"), true, "").contains("[mam]\nenabled = true\n"));
         assert!(text.contains("direct_tls_listen = [\"127.0.0.1:0\"]"));
         assert!(text.contains("hosts = [\"localhost\"]"));
     }
