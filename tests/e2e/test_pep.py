@@ -278,3 +278,18 @@ async def test_items_survive_a_restart(server):
     reply = await items_of(alice, A, TUNE)
     assert item_ids(reply) == ["current"]
     assert reply.find(f".//{q(TUNE, 'title')}").text == "Let it be"
+
+
+@async_test()
+async def test_payload_and_node_limits(make_server):
+    server = make_server(pubsub={"max_payload_bytes": 1024, "max_nodes": 2})
+    alice = await pep_client(server, "alice")
+    big = f"<blob xmlns='urn:test'>{'x' * 2000}</blob>"
+    assert error_of(await alice.iq("set", publish_xml("urn:test:big", big))) == (
+        "not-acceptable", "payload-too-big")
+    for node in ("urn:test:1", "urn:test:2"):
+        reply = await alice.iq("set", publish_xml(node, tune("n")))
+        assert reply.get("type") == "result", ET.tostring(reply)
+    assert error_of(await alice.iq("set", publish_xml("urn:test:3", tune("n"))))[0] == "not-allowed"
+    # Nothing was lost: the first nodes still have their items.
+    assert len(item_ids(await items_of(alice, A, "urn:test:1"))) == 1

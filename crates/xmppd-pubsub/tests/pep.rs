@@ -189,3 +189,44 @@ async fn the_service_creation_policy_admins() {
     alice.send(&server, &create("c2", "news")).await;
     assert_eq!(alice.drain().pop().unwrap().attr("type"), Some("result"));
 }
+
+#[tokio::test]
+async fn an_accounts_nodes_and_subscriptions_go_with_it() {
+    let store = store_with_users(&["alice", "bob"]).await;
+    let nodes = SqliteNodes::open(store.clone()).await.unwrap();
+    let engine = Arc::new(Engine {
+        nodes,
+        limits: Limits::default(),
+    });
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(Arc::new(Pep::new(engine.clone(), 16)))
+        .modules(xmppd_im::modules())
+        .build();
+    let mut alice = TestClient::login(&server, "alice", "r").await;
+    publish_tune(&server, &mut alice, "x").await;
+    engine
+        .nodes
+        .set_subscription("bob@localhost", "n", "alice@localhost", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.nodes.nodes("alice@localhost").await.unwrap().len(),
+        1
+    );
+    server
+        .remove_account(&"alice@localhost".parse().unwrap(), None)
+        .await
+        .unwrap();
+    assert!(engine
+        .nodes
+        .nodes("alice@localhost")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(engine
+        .nodes
+        .subscriptions_of("bob@localhost", "alice@localhost")
+        .await
+        .unwrap()
+        .is_empty());
+}
