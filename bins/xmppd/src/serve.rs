@@ -311,6 +311,7 @@ async fn pubsub(
         max_payload_bytes: p.max_payload_bytes,
         max_nodes: p.max_nodes,
     };
+    let nodes = Arc::new(nodes);
     let engine = Arc::new(xmppd_pubsub::Engine { nodes, limits });
     let policy = match p.create {
         xmppd_config::PubSubCreate::Local => xmppd_pubsub::CreatePolicy::Local,

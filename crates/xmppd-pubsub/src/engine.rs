@@ -3,6 +3,8 @@
 //! changes for others comes back as [`Event`]s; who receives them is the caller's choice
 //! (XEP-0163 §4.3 for an account, the subscribers for the service).
 
+use std::sync::Arc;
+
 use jid::{BareJid, Jid};
 use minidom::Element;
 use xmpp_parsers::data_forms::DataForm;
@@ -19,7 +21,7 @@ use xmppd_storage::Subscription as RosterSubscription;
 use crate::config::{AccessModel, Limits, NodeConfig};
 use crate::errors::{forbidden, item_not_found, pubsub_error, storage};
 use crate::payload::{wrap, SubscriptionList, SubscriptionState, Unsubscribe};
-use crate::store::{Created, SqliteNodes, StoredItem, StoredNode};
+use crate::store::{Created, NodeStore, StoredItem, StoredNode};
 
 /// The XEP-0060 §10 features of what [`Engine`] does, for accounts and the service alike.
 pub const FEATURES: &[&str] = &[
@@ -93,9 +95,9 @@ impl Answer {
     }
 }
 
-/// The requests of XEP-0060 over [`SqliteNodes`].
+/// The requests of XEP-0060 over a [`NodeStore`].
 pub struct Engine {
-    pub nodes: SqliteNodes,
+    pub nodes: Arc<dyn NodeStore>,
     pub limits: Limits,
 }
 

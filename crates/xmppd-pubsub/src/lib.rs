@@ -10,7 +10,8 @@
 //! - [`caps`]: capabilities verified (XEP-0115 §5.4) before they are cached, in a bounded
 //!   cache.
 //! - [`service`]: [`PubSubService`], the component, with its creation policy.
-//! - [`store`]: [`SqliteNodes`], nodes, items and subscriptions in the server's SQLite file.
+//! - [`store`]: [`NodeStore`], the storage seam, and [`SqliteNodes`], nodes, items and
+//!   subscriptions in the server's SQLite file.
 //! - [`payload`]: the XEP-0060 elements xmpp-parsers does not let a service read or build.
 
 pub mod caps;
@@ -26,4 +27,4 @@ pub use config::Limits;
 pub use engine::Engine;
 pub use pep::Pep;
 pub use service::{CreatePolicy, PubSubService};
-pub use store::SqliteNodes;
+pub use store::{NodeStore, SqliteNodes};

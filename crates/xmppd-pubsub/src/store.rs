@@ -1,4 +1,4 @@
-//! Where nodes, items and subscriptions are kept: [`SqliteNodes`], tables in the server's
+//! Where nodes, items and subscriptions are kept: [`NodeStore`], and [`SqliteNodes`], its tables in the server's
 //! SQLite database (schema `pubsub`, through [`SqliteStore::extend`]), written through the
 //! store's group-commit writer, so a change is durable when its call returns.
 //!
@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use xmppd_storage::{Schema, SqliteStore, StorageError};
 
@@ -121,14 +122,88 @@ fn read_items(
     rows.collect()
 }
 
+/// Nodes, items and subscriptions by owner: the storage seam of publish-subscribe.
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    async fn node(&self, owner: &str, node: &str) -> Result<Option<StoredNode>, StorageError>;
+    /// Every node of `owner`, by name.
+    async fn nodes(&self, owner: &str) -> Result<Vec<StoredNode>, StorageError>;
+    /// Creates `node` unless `owner` has it already or has `max_nodes` nodes; says which.
+    async fn create(
+        &self,
+        owner: &str,
+        node: StoredNode,
+        max_nodes: usize,
+    ) -> Result<Created, StorageError>;
+    /// Replaces the configuration of `node`, and drops the items beyond what it keeps now.
+    async fn configure(
+        &self,
+        owner: &str,
+        node: &str,
+        cfg: NodeConfig,
+    ) -> Result<bool, StorageError>;
+    /// Deletes `node` with its items and subscriptions; false if there was none.
+    async fn delete(&self, owner: &str, node: &str) -> Result<bool, StorageError>;
+    /// Stores `item` as the newest of `node` (replacing one with its id), then keeps the
+    /// newest `keep`.
+    async fn publish(
+        &self,
+        owner: &str,
+        node: &str,
+        item: StoredItem,
+        keep: u32,
+    ) -> Result<(), StorageError>;
+    /// The newest `max` items of `node` (all without), oldest first.
+    async fn items(
+        &self,
+        owner: &str,
+        node: &str,
+        max: Option<u32>,
+    ) -> Result<Vec<StoredItem>, StorageError>;
+    /// The items of `node` among `ids`, oldest first.
+    async fn items_by_id(
+        &self,
+        owner: &str,
+        node: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<StoredItem>, StorageError>;
+    /// Removes the items `ids` of `node`; returns those that were there.
+    async fn retract(
+        &self,
+        owner: &str,
+        node: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<String>, StorageError>;
+    /// Removes every item of `node`.
+    async fn purge(&self, owner: &str, node: &str) -> Result<(), StorageError>;
+    /// Subscribes (or with `subscribed` false unsubscribes) `jid` to `node`; returns whether
+    /// that changed anything.
+    async fn set_subscription(
+        &self,
+        owner: &str,
+        node: &str,
+        jid: &str,
+        subscribed: bool,
+    ) -> Result<bool, StorageError>;
+    /// The JIDs subscribed to `node`.
+    async fn subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>, StorageError>;
+    /// The nodes of `owner` that `jid` is subscribed to.
+    async fn subscriptions_of(&self, owner: &str, jid: &str) -> Result<Vec<String>, StorageError>;
+    /// Forgets an account: its own nodes, and its subscriptions to anyone's.
+    async fn remove_account(&self, jid: &str) -> Result<(), StorageError>;
+}
+
 impl SqliteNodes {
     /// Creates or migrates the pubsub tables in `store`.
     pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteNodes, StorageError> {
         store.extend(SCHEMA).await?;
         Ok(SqliteNodes { store })
     }
+}
 
-    pub async fn node(&self, owner: &str, node: &str) -> Result<Option<StoredNode>, StorageError> {
+#[async_trait]
+impl NodeStore for SqliteNodes {
+    async fn node(&self, owner: &str, node: &str) -> Result<Option<StoredNode>, StorageError> {
         let (owner, node) = (owner.to_owned(), node.to_owned());
         self.store
             .read(move |c| {
@@ -142,8 +217,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Every node of `owner`, by name.
-    pub async fn nodes(&self, owner: &str) -> Result<Vec<StoredNode>, StorageError> {
+    async fn nodes(&self, owner: &str) -> Result<Vec<StoredNode>, StorageError> {
         let owner = owner.to_owned();
         self.store
             .read(move |c| {
@@ -157,8 +231,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Creates `node` unless `owner` has it already or has `max_nodes` nodes; says which.
-    pub async fn create(
+    async fn create(
         &self,
         owner: &str,
         node: StoredNode,
@@ -200,8 +273,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Replaces the configuration of `node`, and drops the items beyond what it keeps now.
-    pub async fn configure(
+    async fn configure(
         &self,
         owner: &str,
         node: &str,
@@ -233,8 +305,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Deletes `node` with its items and subscriptions; false if there was none.
-    pub async fn delete(&self, owner: &str, node: &str) -> Result<bool, StorageError> {
+    async fn delete(&self, owner: &str, node: &str) -> Result<bool, StorageError> {
         let (owner, node) = (owner.to_owned(), node.to_owned());
         self.store
             .write(move |c| {
@@ -253,9 +324,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Stores `item` as the newest of `node` (replacing one with its id), then keeps the
-    /// newest `keep`.
-    pub async fn publish(
+    async fn publish(
         &self,
         owner: &str,
         node: &str,
@@ -286,8 +355,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// The newest `max` items of `node` (all without), oldest first.
-    pub async fn items(
+    async fn items(
         &self,
         owner: &str,
         node: &str,
@@ -309,8 +377,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// The items of `node` among `ids`, oldest first.
-    pub async fn items_by_id(
+    async fn items_by_id(
         &self,
         owner: &str,
         node: &str,
@@ -348,8 +415,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Removes the items `ids` of `node`; returns those that were there.
-    pub async fn retract(
+    async fn retract(
         &self,
         owner: &str,
         node: &str,
@@ -372,8 +438,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Removes every item of `node`.
-    pub async fn purge(&self, owner: &str, node: &str) -> Result<(), StorageError> {
+    async fn purge(&self, owner: &str, node: &str) -> Result<(), StorageError> {
         let (owner, node) = (owner.to_owned(), node.to_owned());
         self.store
             .write(move |c| {
@@ -386,9 +451,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Subscribes (or with `subscribed` false unsubscribes) `jid` to `node`; returns whether
-    /// that changed anything.
-    pub async fn set_subscription(
+    async fn set_subscription(
         &self,
         owner: &str,
         node: &str,
@@ -409,8 +472,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// The JIDs subscribed to `node`.
-    pub async fn subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>, StorageError> {
+    async fn subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>, StorageError> {
         let (owner, node) = (owner.to_owned(), node.to_owned());
         self.store
             .read(move |c| {
@@ -424,12 +486,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// The nodes of `owner` that `jid` is subscribed to.
-    pub async fn subscriptions_of(
-        &self,
-        owner: &str,
-        jid: &str,
-    ) -> Result<Vec<String>, StorageError> {
+    async fn subscriptions_of(&self, owner: &str, jid: &str) -> Result<Vec<String>, StorageError> {
         let (owner, jid) = (owner.to_owned(), jid.to_owned());
         self.store
             .read(move |c| {
@@ -443,8 +500,7 @@ impl SqliteNodes {
             .await
     }
 
-    /// Forgets an account: its own nodes, and its subscriptions to anyone's.
-    pub async fn remove_account(&self, jid: &str) -> Result<(), StorageError> {
+    async fn remove_account(&self, jid: &str) -> Result<(), StorageError> {
         let jid = jid.to_owned();
         self.store
             .write(move |c| {
@@ -464,7 +520,7 @@ impl SqliteNodes {
     }
 }
 
-/// What [`SqliteNodes::create`] did.
+/// What [`NodeStore::create`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
     Created,

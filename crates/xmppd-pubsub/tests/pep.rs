@@ -19,7 +19,7 @@ async fn setup(policy: CreatePolicy, admins: &[&str]) -> Arc<Server> {
     let store = store_with_users(&["alice", "bob", "carol"]).await;
     let nodes = SqliteNodes::open(store.clone()).await.unwrap();
     let engine = Arc::new(Engine {
-        nodes,
+        nodes: Arc::new(nodes),
         limits: Limits::default(),
     });
     let config = CoreConfig {
@@ -195,7 +195,7 @@ async fn an_accounts_nodes_and_subscriptions_go_with_it() {
     let store = store_with_users(&["alice", "bob"]).await;
     let nodes = SqliteNodes::open(store.clone()).await.unwrap();
     let engine = Arc::new(Engine {
-        nodes,
+        nodes: Arc::new(nodes),
         limits: Limits::default(),
     });
     let server = Server::builder(CoreConfig::default(), store)
