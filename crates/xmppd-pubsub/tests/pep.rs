@@ -77,13 +77,22 @@ async fn present(server: &Arc<Server>, c: &mut TestClient, ver: &str) -> Option<
         })
 }
 
+/// `c` answers the query `id` with `info`, to its own account.
 async fn answer(server: &Arc<Server>, c: &mut TestClient, id: &str, info: &DiscoInfoResult) {
-    let mut iq: Element = format!(
-        "<iq {NS} type='result' id='{id}' to='{}'/>",
-        c.session.jid.to_bare()
-    )
-    .parse()
-    .unwrap();
+    let to = c.session.jid.to_bare().to_string();
+    answer_to(server, c, &to, id, info).await;
+}
+
+async fn answer_to(
+    server: &Arc<Server>,
+    c: &mut TestClient,
+    to: &str,
+    id: &str,
+    info: &DiscoInfoResult,
+) {
+    let mut iq: Element = format!("<iq {NS} type='result' id='{id}' to='{to}'/>")
+        .parse()
+        .unwrap();
     iq.append_child(info.clone().into());
     server.handle_from_client(&mut c.session, iq).await;
 }
@@ -156,11 +165,7 @@ async fn an_answer_from_another_entity_is_not_taken() {
     let id = present(&server, &mut bob, &good_ver).await.expect("asked");
     // alice answers bob's query in his stead (to bob's bare JID).
     let mut alice = TestClient::login(&server, "alice", "one").await;
-    let mut iq: Element = format!("<iq {NS} type='result' id='{id}' to='bob@localhost'/>")
-        .parse()
-        .unwrap();
-    iq.append_child(good.clone().into());
-    server.handle_from_client(&mut alice.session, iq).await;
+    answer_to(&server, &mut alice, "bob@localhost", &id, &good).await;
     let mut bob2 = TestClient::login(&server, "bob", "two").await;
     assert!(
         present(&server, &mut bob2, &good_ver).await.is_some(),
