@@ -293,3 +293,25 @@ async def test_payload_and_node_limits(make_server):
     assert error_of(await alice.iq("set", publish_xml("urn:test:3", tune("n"))))[0] == "not-allowed"
     # Nothing was lost: the first nodes still have their items.
     assert len(item_ids(await items_of(alice, A, "urn:test:1"))) == 1
+
+
+@async_test()
+async def test_roster_access_reads_the_owners_roster_groups(server):
+    alice = await pep_client(server, "alice")
+    bob = await pep_client(server, "bob")
+    carol = await pep_client(server, "carol")
+    for contact, group in ((B, "friends"), (C, "colleagues")):
+        reply = await alice.iq("set", "<query xmlns='jabber:iq:roster'>"
+                                      f"<item jid='{contact}'><group>{group}</group></item></query>")
+        assert reply.get("type") == "result", ET.tostring(reply)
+    opts = {"pubsub#access_model": "roster", "pubsub#roster_groups_allowed": "friends"}
+    reply = await alice.iq("set", publish_xml("urn:test:family", tune("home"), "1", opts))
+    assert reply.get("type") == "result", ET.tostring(reply)
+    assert item_ids(await items_of(bob, A, "urn:test:family")) == ["1"]
+    assert error_of(await items_of(carol, A, "urn:test:family")) == (
+        "not-authorized", "not-in-roster-group")
+    # Moved to another group, bob is refused too.
+    reply = await alice.iq("set", "<query xmlns='jabber:iq:roster'>"
+                                  f"<item jid='{B}'><group>colleagues</group></item></query>")
+    assert reply.get("type") == "result"
+    assert error_of(await items_of(bob, A, "urn:test:family"))[0] == "not-authorized"

@@ -16,7 +16,6 @@ use xmpp_parsers::pubsub::{AffiliationAttribute, ItemId, NodeName, Subscription}
 use xmppd_core::module::{IqKind, IqRequest};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::Context;
-use xmppd_storage::Subscription as RosterSubscription;
 
 use crate::config::{AccessModel, Limits, NodeConfig};
 use crate::errors::{forbidden, item_not_found, pubsub_error, storage};
@@ -186,12 +185,9 @@ impl Engine {
             }
             AccessModel::Roster => {
                 let roster = xmppd_im::effective_roster(cx, &owner).await;
+                // §4.5: membership of an allowed group, whatever the subscription.
                 let allowed = roster.iter().any(|i| {
                     i.jid == who.as_str()
-                        && matches!(
-                            i.subscription,
-                            RosterSubscription::From | RosterSubscription::Both
-                        )
                         && i.groups
                             .iter()
                             .any(|g| node.config.roster_groups.contains(g))
