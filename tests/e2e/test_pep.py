@@ -315,3 +315,16 @@ async def test_roster_access_reads_the_owners_roster_groups(server):
                                   f"<item jid='{B}'><group>colleagues</group></item></query>")
     assert reply.get("type") == "result"
     assert error_of(await items_of(bob, A, "urn:test:family"))[0] == "not-authorized"
+
+
+@async_test()
+async def test_a_newly_approved_contact_gets_the_last_item(server):
+    alice = await pep_client(server, "alice")
+    bob = await pep_client(server, "bob", notify=[TUNE])
+    reply = await alice.iq("set", publish_xml(TUNE, tune("Something"), "current"))
+    assert reply.get("type") == "result"
+    await settled(bob)
+    assert not [e for e in bob.received if event_items(TUNE)(e)], "not a contact yet"
+    await subscribe(bob, alice, B, A)
+    ev = await bob.expect(event_items(TUNE), what="last tune once approved")
+    assert ev.find(f".//{q(TUNE, 'title')}").text == "Something"

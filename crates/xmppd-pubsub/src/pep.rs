@@ -83,30 +83,40 @@ impl Pep {
             }
         }
         for account in accounts {
-            let owned = match self.engine.nodes.nodes(account.as_str()).await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "pep: reading nodes failed");
-                    continue;
-                }
-            };
-            let scope = pep_scope(&account, false);
-            for node in owned.into_iter().filter(|n| nodes.contains(&n.name)) {
-                if node.config.send_last != SendLast::OnSubAndPresence
-                    || Engine::may_access(cx, &scope, &node, &me).await.is_err()
-                {
-                    continue;
-                }
-                let last = self
-                    .engine
-                    .nodes
-                    .items(account.as_str(), &node.name, Some(1));
-                if let Ok(Some(item)) = last.await.map(|v| v.into_iter().next()) {
-                    let ev = items_event(&node, &item);
-                    let mut msg = notification(account.as_str(), cx.next_id(), ev.payload);
-                    xmppd_core::stanza::set_attr(&mut msg, "to", jid.as_str());
-                    cx.send(msg);
-                }
+            self.last_items_of(cx, &account, jid, nodes).await;
+        }
+    }
+
+    /// The last item of each node of `account` among `nodes` that `jid` may read and that
+    /// sends its last item on presence.
+    async fn last_items_of(
+        &self,
+        cx: &mut Context<'_>,
+        account: &BareJid,
+        jid: &FullJid,
+        nodes: &HashSet<String>,
+    ) {
+        let owned = match self.engine.nodes.nodes(account.as_str()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "pep: reading nodes failed");
+                return;
+            }
+        };
+        let scope = pep_scope(account, false);
+        let me = jid.to_bare();
+        for node in owned.into_iter().filter(|n| nodes.contains(&n.name)) {
+            if node.config.send_last != SendLast::OnSubAndPresence
+                || Engine::may_access(cx, &scope, &node, &me).await.is_err()
+            {
+                continue;
+            }
+            let last = (self.engine.nodes).items(account.as_str(), &node.name, Some(1));
+            if let Ok(Some(item)) = last.await.map(|v| v.into_iter().next()) {
+                let ev = items_event(&node, &item);
+                let mut msg = notification(account.as_str(), cx.next_id(), ev.payload);
+                xmppd_core::stanza::set_attr(&mut msg, "to", jid.as_str());
+                cx.send(msg);
             }
         }
     }
@@ -223,9 +233,43 @@ impl Module for Pep {
     fn hooks(&self) -> Hooks {
         Hooks {
             presence_out: true,
+            presence_to_account: true,
             iq_in: true,
             ..Hooks::NONE
         }
+    }
+
+    /// XEP-0163 §4.3.4: a contact whose subscription to the account was just approved newly
+    /// shows interest: its resources get the account's last items they ask for. The
+    /// approver's roster already says so (its own presence hooks stored the approval before
+    /// the `subscribed` was routed).
+    async fn on_presence_to_account(
+        &self,
+        cx: &mut Context<'_>,
+        pres: &mut Element,
+        to: &Jid,
+    ) -> HookAction {
+        if pres.attr("type") != Some("subscribed") {
+            return HookAction::Continue;
+        }
+        let Some(from) = pres.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return HookAction::Continue;
+        };
+        let account = from.to_bare();
+        if !cx.is_local_host(account.domain().as_str()) {
+            return HookAction::Continue;
+        }
+        let wanting: Vec<(FullJid, Interest)> = {
+            let interests = self.interests();
+            (cx.sessions().resources(&to.to_bare()).into_iter())
+                .filter(|r| r.available)
+                .filter_map(|r| interests.get(&r.jid).map(|i| (r.jid, i.clone())))
+                .collect()
+        };
+        for (jid, interest) in wanting {
+            self.last_items_of(cx, &account, &jid, &interest).await;
+        }
+        HookAction::Continue
     }
 
     fn account_features(&self) -> Vec<String> {
