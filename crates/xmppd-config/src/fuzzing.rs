@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use toml::{Table, Value};
 
 use crate::{
-    AuthBackendKind, BindPassword, LdapSettings, LdapTls, MamDefault, MamSettings, MucCreation,
-    MucSettings, SharedGroupSource, Source, ValidatedConfig,
+    AuthBackendKind, BindPassword, HttpSettings, LdapSettings, LdapTls, MamDefault, MamSettings,
+    MucCreation, MucSettings, SharedGroupSource, Source, ValidatedConfig,
 };
 
 const FILE: &str = "fuzz.toml";
@@ -218,6 +218,9 @@ fn render(c: &ValidatedConfig) -> String {
     );
     doc.insert("muc".into(), render_muc(&c.muc));
     doc.insert("mam".into(), render_mam(&c.mam));
+    if let Some(http) = &c.http {
+        doc.insert("http".into(), render_http(http));
+    }
     doc.to_string()
 }
 
@@ -314,6 +317,31 @@ fn render_mam(m: &MamSettings) -> Value {
         ("archive_markers", m.archive_markers.into()),
         ("purge_interval_secs", int(m.purge_interval.as_secs())),
         ("purge_batch", int(m.purge_batch)),
+    ])
+}
+
+fn render_http(h: &HttpSettings) -> Value {
+    let addrs = |list: &[std::net::SocketAddr]| {
+        Value::Array(list.iter().map(|a| a.to_string().into()).collect())
+    };
+    table([
+        ("enabled", true.into()),
+        ("listen", addrs(&h.listen)),
+        ("tls_listen", addrs(&h.tls_listen)),
+        ("max_body_bytes", int(h.max_body_bytes)),
+        ("max_header_bytes", int(h.max_header_bytes)),
+        ("header_timeout_secs", int(h.header_timeout.as_secs())),
+        ("request_timeout_secs", int(h.request_timeout.as_secs())),
+        ("max_connections", int(h.max_connections)),
+        ("access_log", h.access_log.into()),
+        ("behind_tls_proxy", h.behind_tls_proxy.into()),
+        ("websocket", h.websocket.into()),
+        ("websocket_origins", strings(&h.websocket_origins)),
+        (
+            "websocket_url",
+            h.websocket_url.clone().unwrap_or_default().into(),
+        ),
+        ("bosh_url", h.bosh_url.clone().unwrap_or_default().into()),
     ])
 }
 

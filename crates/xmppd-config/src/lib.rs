@@ -12,6 +12,7 @@
 mod directory;
 mod error;
 pub mod fuzzing;
+mod http;
 mod locate;
 mod mam;
 mod muc;
@@ -28,6 +29,7 @@ pub use directory::{
     SharedGroupEntry, SharedGroupSettings, SharedGroupSource, SharedRosterSection,
 };
 pub use error::ConfigError;
+pub use http::{HttpSection, HttpSettings};
 pub use mam::{MamDefault, MamSection, MamSettings, DEFAULT_RETENTION_DAYS};
 pub use muc::{MucCreation, MucSection, MucSettings};
 pub use pubsub::{PubSubCreate, PubSubSection, PubSubSettings};

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{AuthSection, LdapSection, MamSection, MucSection, PubSubSection, SharedRosterSection};
+use crate::{
+    AuthSection, HttpSection, LdapSection, MamSection, MucSection, PubSubSection,
+    SharedRosterSection,
+};
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -24,6 +27,7 @@ pub struct Config {
     pub muc: MucSection,
     pub mam: MamSection,
     pub pubsub: PubSubSection,
+    pub http: HttpSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AuthBackendKind, LdapSettings, LogLevel, MamSettings, MucSettings, PubSubSettings,
-    SharedGroupSettings, StorageBackend,
+    AuthBackendKind, HttpSettings, LdapSettings, LogLevel, MamSettings, MucSettings,
+    PubSubSettings, SharedGroupSettings, StorageBackend,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -32,6 +32,8 @@ pub struct ValidatedConfig {
     pub muc: MucSettings,
     pub mam: MamSettings,
     pub pubsub: PubSubSettings,
+    /// `None`: no HTTP listeners.
+    pub http: Option<HttpSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

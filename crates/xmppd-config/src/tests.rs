@@ -481,3 +481,67 @@ fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn http_section_is_off_by_default_and_loopback_when_on() {
+    assert_eq!(load("").unwrap().http, None);
+    let c = load("[http]\nenabled = true\n").unwrap();
+    let http = c.http.unwrap();
+    assert_eq!(
+        http.listen,
+        vec!["127.0.0.1:5280".parse::<SocketAddr>().unwrap()]
+    );
+    assert!(http.tls_listen.is_empty() && http.websocket && !http.behind_tls_proxy);
+    assert_eq!(http.header_timeout, Duration::from_secs(10));
+    let c = load(
+        "[http]\nenabled = true\ntls_listen = [\"0.0.0.0:5443\"]\n\
+         websocket_origins = [\"HTTPS://Chat.Example.org/\", \"*\"]\n\
+         websocket_url = \"wss://chat.example.org/ws\"\n",
+    )
+    .unwrap()
+    .http
+    .unwrap();
+    assert_eq!(c.websocket_origins, ["https://chat.example.org", "*"]);
+    assert_eq!(
+        c.websocket_url.as_deref(),
+        Some("wss://chat.example.org/ws")
+    );
+    assert_eq!(c.bosh_url, None);
+}
+
+#[test]
+fn http_errors_name_their_key() {
+    let key = |text: &str| err(text).key.unwrap();
+    assert_eq!(
+        key("[http]\nenabled = true\nlisten = [\"nope\"]\n"),
+        "http.listen"
+    );
+    assert_eq!(
+        key("[http]\nenabled = true\nlisten = []\ntls_listen = []\n"),
+        "http.listen"
+    );
+    // The same address as a c2s listener.
+    assert_eq!(
+        key("[c2s]\nstarttls_listen = [\"127.0.0.1:5222\"]\n[http]\nenabled = true\nlisten = [\"127.0.0.1:5222\"]\n"),
+        "http.listen"
+    );
+    assert_eq!(
+        key("[http]\nenabled = true\nwebsocket_origins = [\"chat.example.org\"]\n"),
+        "http.websocket_origins"
+    );
+    assert_eq!(
+        key("[http]\nenabled = true\nwebsocket_url = \"https://x/ws\"\n"),
+        "http.websocket_url"
+    );
+    assert_eq!(
+        key("[http]\nenabled = true\nheader_timeout_secs = 0\n"),
+        "http.header_timeout_secs"
+    );
+    assert_eq!(
+        key("[http]\nenabled = true\nmax_header_bytes = 100\n"),
+        "http.max_header_bytes"
+    );
+    let e = err("[http]\nenabled = true\nbosh_url = \"ftp://x\"\n");
+    assert_eq!(e.line, Some(3));
+    assert!(e.to_string().lines().count() == 1, "{e}");
+}

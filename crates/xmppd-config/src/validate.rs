@@ -249,6 +249,7 @@ impl Config {
             .map_err(|why| fail("registration.min_password_length", why))?;
         let tombstone_days = in_range(self.registration.tombstone_days, 0, 36_500)
             .map_err(|why| fail("registration.tombstone_days", why))?;
+        let http = self.http.validate(&mut parse_addrs, &fail)?;
         let muc = validate_muc(&self.muc, &hosts, &fail)?;
         let mam = self.mam.validate(&fail)?;
         let pubsub = validate_pubsub(&self.pubsub, &hosts, &fail)?;
@@ -307,6 +308,7 @@ impl Config {
             muc,
             mam,
             pubsub,
+            http,
         })
     }
 }

@@ -1,0 +1,169 @@
+//! `[http]`: the HTTP listeners and the services on them (XEP-0156 host-meta, WebSocket).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{in_range, ConfigError};
+
+/// `[http]` as written. Off unless `enabled`; the plain listener is on loopback by default, so
+/// turning it on exposes nothing until an address or a TLS listener is chosen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    pub enabled: bool,
+    /// Plain HTTP listeners.
+    pub listen: Vec<String>,
+    /// HTTPS listeners, with the certificates of `[tls]`.
+    pub tls_listen: Vec<String>,
+    /// Bytes of one request's body, at most.
+    pub max_body_bytes: u64,
+    /// Bytes of one request's head (request line and headers), at most.
+    pub max_header_bytes: u64,
+    /// Time a client has to send a request's head, also while a kept-alive connection idles.
+    pub header_timeout_secs: u64,
+    /// Time a request (its body included) may take to be answered.
+    pub request_timeout_secs: u64,
+    /// HTTP connections open at once.
+    pub max_connections: u64,
+    /// One line per request at the info level.
+    pub access_log: bool,
+    /// Plain-HTTP connections are considered secure: a TLS-terminating proxy is in front of
+    /// every plain listener and nothing else can reach them.
+    pub behind_tls_proxy: bool,
+    /// XMPP over WebSocket (RFC 7395) on `/xmpp-websocket`.
+    pub websocket: bool,
+    /// Origins (`https://chat.example.org`) whose pages may open a WebSocket; `*` allows any.
+    pub websocket_origins: Vec<String>,
+    /// The WebSocket URL that host-meta advertises; empty: the URL it was asked on.
+    pub websocket_url: String,
+    /// The BOSH URL that host-meta advertises; empty: none.
+    pub bosh_url: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            enabled: false,
+            listen: vec!["127.0.0.1:5280".into()],
+            tls_listen: Vec::new(),
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 16 * 1024,
+            header_timeout_secs: 10,
+            request_timeout_secs: 60,
+            max_connections: 10_000,
+            access_log: true,
+            behind_tls_proxy: false,
+            websocket: true,
+            websocket_origins: Vec::new(),
+            websocket_url: String::new(),
+            bosh_url: String::new(),
+        }
+    }
+}
+
+/// The checked `[http]` section; `None` in [`crate::ValidatedConfig`] when it is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub access_log: bool,
+    pub behind_tls_proxy: bool,
+    pub websocket: bool,
+    /// Lowercased, without a final `/`.
+    pub websocket_origins: Vec<String>,
+    pub websocket_url: Option<String>,
+    pub bosh_url: Option<String>,
+}
+
+/// Parses one list of listener addresses, naming its key in errors.
+pub(crate) type ParseAddrs<'a> =
+    dyn FnMut(&str, &[String]) -> Result<Vec<SocketAddr>, ConfigError> + 'a;
+
+impl HttpSection {
+    /// Checks the section; `parse_addrs` parses a list of listener addresses (shared with the
+    /// c2s listeners, so that no address is listed twice).
+    pub(crate) fn validate(
+        &self,
+        parse_addrs: &mut ParseAddrs<'_>,
+        fail: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<Option<HttpSettings>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let listen = parse_addrs("http.listen", &self.listen)?;
+        let tls_listen = parse_addrs("http.tls_listen", &self.tls_listen)?;
+        if listen.is_empty() && tls_listen.is_empty() {
+            let why =
+                "no HTTP listener: set http.listen or http.tls_listen, or http.enabled = false";
+            return Err(fail("http.listen", why.into()));
+        }
+        let mut websocket_origins = Vec::with_capacity(self.websocket_origins.len());
+        for (i, origin) in self.websocket_origins.iter().enumerate() {
+            let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+            let valid = origin == "*"
+                || ["http://", "https://"].iter().any(|scheme| {
+                    origin
+                        .strip_prefix(scheme)
+                        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+                });
+            if !valid {
+                let why = format!(
+                    "{origin:?} is not an origin (scheme://host[:port], e.g. https://chat.example.org, or *)"
+                );
+                return Err(fail(&format!("http.websocket_origins[{i}]"), why));
+            }
+            websocket_origins.push(origin);
+        }
+        let url = |key: &str, value: &str, schemes: [&str; 2]| {
+            let value = value.trim();
+            if value.is_empty() {
+                return Ok(None);
+            }
+            match schemes.iter().find_map(|s| value.strip_prefix(s)) {
+                Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                    Ok(Some(value.to_owned()))
+                }
+                _ => Err(fail(
+                    key,
+                    format!("{value:?} is not a {} or {} URL", schemes[0], schemes[1]),
+                )),
+            }
+        };
+        Ok(Some(HttpSettings {
+            listen,
+            tls_listen,
+            max_body_bytes: in_range(self.max_body_bytes, 0, 1 << 40)
+                .map_err(|why| fail("http.max_body_bytes", why))?,
+            // hyper needs room for at least 8 KiB of head.
+            max_header_bytes: in_range(self.max_header_bytes, 8192, 1 << 20)
+                .map_err(|why| fail("http.max_header_bytes", why))?,
+            header_timeout: Duration::from_secs(
+                in_range(self.header_timeout_secs, 1, 3600)
+                    .map_err(|why| fail("http.header_timeout_secs", why))? as u64,
+            ),
+            request_timeout: Duration::from_secs(
+                in_range(self.request_timeout_secs, 1, 86_400)
+                    .map_err(|why| fail("http.request_timeout_secs", why))? as u64,
+            ),
+            max_connections: in_range(self.max_connections, 1, 10_000_000)
+                .map_err(|why| fail("http.max_connections", why))?,
+            access_log: self.access_log,
+            behind_tls_proxy: self.behind_tls_proxy,
+            websocket: self.websocket,
+            websocket_origins,
+            websocket_url: url(
+                "http.websocket_url",
+                &self.websocket_url,
+                ["ws://", "wss://"],
+            )?,
+            bosh_url: url("http.bosh_url", &self.bosh_url, ["http://", "https://"])?,
+        }))
+    }
+}
