@@ -46,6 +46,11 @@ pub enum TlsStep {
     StartTls,
     /// TLS from the first byte (XEP-0368): the machine asks for it before anything else.
     Direct,
+    /// No TLS step in the XMPP stream: it is carried by another protocol that is secured
+    /// below it or not at all (RFC 7395 §3.1: WebSocket has no STARTTLS). Nothing is offered
+    /// to upgrade; such a stream counts as insecure (a secured one is driven as `Direct`),
+    /// and with `require_tls` it ends with `<policy-violation/>` after the header.
+    Below,
 }
 
 /// One served host, as negotiation sees it.
@@ -68,7 +73,8 @@ pub struct HostPolicy {
 pub struct Settings {
     /// The served hosts; the first one names our stream when the peer named none we serve.
     pub hosts: Vec<HostPolicy>,
-    /// Refuse authentication on a [`TlsStep::StartTls`] transport until TLS is up.
+    /// Refuse authentication on a [`TlsStep::StartTls`] transport until TLS is up, and streams
+    /// on a [`TlsStep::Below`] one that is not secure.
     pub require_tls: bool,
     /// Framing limits until authentication succeeds.
     pub pre_auth_limits: Limits,

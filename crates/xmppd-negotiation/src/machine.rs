@@ -68,7 +68,7 @@ impl<R: Role> Negotiation<R> {
             tls,
             state: match tls {
                 TlsStep::Direct => State::Tls,
-                TlsStep::StartTls => State::Header,
+                TlsStep::StartTls | TlsStep::Below => State::Header,
             },
             secure: false,
             bindings: ChannelBindings::default(),
@@ -85,7 +85,7 @@ impl<R: Role> Negotiation<R> {
     pub fn start(&mut self) -> Vec<Action<R>> {
         match self.tls {
             TlsStep::Direct => vec![Action::UpgradeTls],
-            TlsStep::StartTls => Vec::new(),
+            TlsStep::StartTls | TlsStep::Below => Vec::new(),
         }
     }
 
@@ -213,10 +213,19 @@ impl<R: Role> Negotiation<R> {
             let extra: Vec<Element> = policy.pre_auth.iter().map(|(_, f)| f.clone()).collect();
             features::pre_auth(&self.offered, &self.bindings.available(), &extra)
         } else {
+            if settings.require_tls && self.tls == TlsStep::Below {
+                // Nothing could be offered, and there is no STARTTLS to wait for: say why.
+                let text = "Authentication needs a secure transport: connect with TLS".to_owned();
+                return self.end(Cond::PolicyViolation, Some(text), out);
+            }
             if settings.require_tls {
                 self.offered.clear();
             }
-            features::pre_tls(settings.require_tls, &self.offered)
+            match self.tls {
+                // Nothing to upgrade: the mechanisms allowed in the clear.
+                TlsStep::Below => features::pre_auth(&self.offered, &[], &[]),
+                _ => features::pre_tls(settings.require_tls, &self.offered),
+            }
         };
         out.push(Action::Send(features::features(
             children,

@@ -620,3 +620,23 @@ fn events_out_of_order_end_the_stream_without_authenticating() {
     )));
     assert!(!a.iter().any(|a| matches!(a, Action::Ready(_))));
 }
+
+#[test]
+fn a_stream_below_another_protocol_offers_no_starttls() {
+    // TLS required: nothing to authenticate with and no way to upgrade, so the stream ends
+    // at once, saying why.
+    let mut m = machine(TlsStep::Below, settings(true, 3));
+    assert!(m.start().is_empty());
+    let a = m.handle(header());
+    assert!(matches!(&a[0], Action::OpenStream(_)));
+    assert_eq!(stream_error(&a), Some(Cond::PolicyViolation));
+    assert!(!sent(&a).contains("starttls"));
+    // TLS optional: SCRAM in the clear, never PLAIN.
+    let mut m = machine(TlsStep::Below, settings(false, 3));
+    let features = sent(&m.handle(header()));
+    assert!(!features.contains("starttls"), "{features}");
+    assert!(features.contains("SCRAM-SHA-256"), "{features}");
+    assert!(!features.contains("PLAIN"), "{features}");
+    let a = m.handle(el(&format!("<starttls xmlns='{NS_TLS}'/>")));
+    assert!(!sent(&a).contains("proceed"));
+}
