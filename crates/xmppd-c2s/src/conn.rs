@@ -41,28 +41,20 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// names its JID instead.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    tcp: TcpStream,
+    io: Transport,
     peer: SocketAddr,
     kind: ListenerKind,
     shutdown: watch::Receiver<bool>,
     pending: crate::throttle::PendingGuard,
     span: tracing::Span,
 ) {
-    // Stanzas are small and interactive: do not let Nagle hold them back.
-    let _ = tcp.set_nodelay(true);
-    // A peer that vanished without closing (a phone losing its network) is noticed by the
-    // kernel's keepalive probes, so its session ends instead of lingering "online".
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL);
-    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     span.in_scope(|| tracing::info!(?kind, "connection opened"));
     // One deadline from accept to bound session: TLS, SASL (throttle waits included) and
     // binding, so a client trickling bytes holds its slot no longer than configured.
     let deadline = Instant::now() + shared.settings.handshake_timeout;
     let mut conn = Conn {
         framer: Framer::new(shared.settings.pre_auth_limits),
-        io: Transport::Plain(tcp),
+        io,
         shutdown,
         rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
         out: Vec::with_capacity(1024),
@@ -89,6 +81,18 @@ pub(crate) async fn serve(
     let reason = stop.describe();
     conn.finish(stop).instrument(span.clone()).await;
     span.in_scope(|| tracing::info!(reason, "connection closed"));
+}
+
+/// Socket options of an accepted client connection.
+pub(crate) fn tune(tcp: &TcpStream) {
+    // Stanzas are small and interactive: do not let Nagle hold them back.
+    let _ = tcp.set_nodelay(true);
+    // A peer that vanished without closing (a phone losing its network) is noticed by the
+    // kernel's keepalive probes, so its session ends instead of lingering "online".
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive);
 }
 
 /// Resolves once `shutdown` is (or becomes) true; never if its sender is gone without that.

@@ -13,7 +13,9 @@
 //! (`xmppd-auth`), and anything that happens to a stanza after it was read (`xmppd-core`).
 //! Stream management (XEP-0198, `sm.rs`): acknowledgements both ways, and sessions parked
 //! when their connection is lost, resumed by a new one. Dead connections are found by a
-//! liveness check (XEP-0199 ping, or an `<r/>`). No compression or WebSocket/BOSH.
+//! liveness check (XEP-0199 ping, or an `<r/>`). Streams carried by another protocol (XMPP over
+//! WebSocket, translated to bytes by `xmppd-http`) are handed in through [`StreamHost`] and
+//! go through the same negotiation, limits and session loop. No compression.
 
 mod conn;
 mod negotiate;
@@ -37,6 +39,8 @@ use tokio::task::JoinSet;
 pub use shaper::ShaperSettings;
 pub use sm::SmSettings;
 pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_XMPP_CLIENT};
+pub use transport::CarriedIo;
+pub use xmppd_sasl::ChannelBindings;
 
 /// How long [`C2s::run`] waits, after telling open streams about the shutdown, for their
 /// tasks to finish writing and unbinding.
@@ -49,6 +53,8 @@ pub enum ListenerKind {
     StartTls,
     /// TLS from the first byte (XEP-0368).
     DirectTls,
+    /// A stream carried by another protocol, handed in through [`StreamHost::serve`].
+    Carried,
 }
 
 /// Settings of the c2s listeners.
@@ -184,6 +190,15 @@ impl C2s {
             .collect()
     }
 
+    /// The door for streams carried by another protocol (XMPP over WebSocket) into the same
+    /// negotiation, limits, connection caps and sessions as these listeners.
+    pub fn stream_host(&self) -> StreamHost {
+        StreamHost {
+            shared: Arc::clone(&self.shared),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
     /// Accepts until `shutdown` turns true; then sends `<system-shutdown/>` to open streams and
     /// waits (a bounded time) for their tasks to finish.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
@@ -195,6 +210,54 @@ impl C2s {
             loops.spawn(accept_loop(kind, listener, shared, shutdown, next_id));
         }
         while loops.join_next().await.is_some() {}
+    }
+}
+
+/// Serves XMPP streams whose bytes another protocol's server carries (RFC 7395: the
+/// `xmppd-http` WebSocket service translates its messages to and from a byte stream).
+#[derive(Clone)]
+pub struct StreamHost {
+    shared: Arc<Shared>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl StreamHost {
+    /// Serves one carried stream to its end, like a connection accepted on a c2s listener:
+    /// the same caps (refused at once when they are reached), handshake deadline, throttle,
+    /// negotiation and session loop. `secure`: the channel-binding data of the TLS below the
+    /// carrying protocol when the stream counts as secure (empty when TLS ends at a proxy,
+    /// so no `-PLUS` mechanism is offered); `None`: insecure, authentication then follows
+    /// `c2s.require_starttls` and PLAIN is never offered. Ends the stream with
+    /// `<system-shutdown/>` when `shutdown` turns true.
+    pub async fn serve(
+        &self,
+        io: impl CarriedIo + 'static,
+        peer: SocketAddr,
+        secure: Option<ChannelBindings>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let shared = &self.shared;
+        let Ok(_permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
+            tracing::warn!("connection limit reached: closing a carried stream");
+            return;
+        };
+        let Some(pending) = shared.pending.try_acquire(peer.ip()) else {
+            tracing::warn!("too many connections before login from one address");
+            return;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = if shared.settings.hide_ip {
+            tracing::info_span!("carried", conn = id)
+        } else {
+            tracing::info_span!("carried", conn = id, %peer)
+        };
+        let io = transport::Transport::Carried {
+            io: Box::new(io),
+            secure: secure.is_some(),
+            bindings: secure,
+        };
+        let kind = ListenerKind::Carried;
+        conn::serve(Arc::clone(shared), io, peer, kind, shutdown, pending, span).await;
     }
 }
 
@@ -256,11 +319,13 @@ async fn accept_loop(
                         tracing::info_span!("c2s", conn = id, %peer)
                     };
                     let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+                    conn::tune(&tcp);
+                    let io = transport::Transport::Plain(tcp);
                     // The connection's future is made inside the task's: one made outside and
                     // awaited inside would be held twice for the life of the connection.
                     let task = async move {
                         let _permit = permit;
-                        conn::serve(shared, tcp, peer, kind, shutdown, pending, span).await;
+                        conn::serve(shared, io, peer, kind, shutdown, pending, span).await;
                     };
                     conns.spawn(task);
                 }

@@ -62,6 +62,9 @@ pub(crate) async fn run(
     let tls = match kind {
         ListenerKind::StartTls => TlsStep::StartTls,
         ListenerKind::DirectTls => TlsStep::Direct,
+        // Secured below: the TLS step is answered at once with the data of the TLS below.
+        ListenerKind::Carried if conn.io.is_secure() => TlsStep::Direct,
+        ListenerKind::Carried => TlsStep::Below,
     };
     let role = ClientRole::new(Arc::clone(&shared.client_features));
     let mut machine = Machine::new(role, Arc::clone(&shared.negotiation), tls);
@@ -164,6 +167,10 @@ impl Driver<'_> {
         let acceptor = match self.kind {
             ListenerKind::StartTls => tls.starttls_acceptor(),
             ListenerKind::DirectTls => tls.direct_acceptor(),
+            ListenerKind::Carried => {
+                let bindings = self.conn.io.take_carried_tls();
+                return bindings.map(Event::TlsEstablished).ok_or(Stop::Gone);
+            }
         };
         let io = &mut self.conn.io;
         let bindings = io.start_tls(tls, acceptor, self.deadline).await;
@@ -359,7 +366,7 @@ impl Driver<'_> {
             } else {
                 self.peer.to_string()
             },
-            secure: matches!(self.conn.io, crate::transport::Transport::Tls(_)),
+            secure: self.conn.io.is_secure(),
         };
         let server = Arc::clone(&self.shared.server);
         let limits = self.shared.settings.queue;

@@ -21,6 +21,8 @@ use xmppd_sasl::ChannelBindings;
 
 /// ALPN protocol of direct-TLS client connections (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+/// ALPN protocol of the HTTPS listeners.
+const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
 /// Label of the RFC 9266 `tls-exporter` channel binding.
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
@@ -75,6 +77,7 @@ pub struct Tls {
     resolver: Arc<SniResolver>,
     starttls_config: Arc<ServerConfig>,
     direct_config: Arc<ServerConfig>,
+    http_config: Arc<ServerConfig>,
     reload_interval: Duration,
     /// Configured certificates with the file stamps they were loaded from.
     configured: Mutex<Vec<Loaded>>,
@@ -127,14 +130,17 @@ impl Tls {
         let resolver = Arc::new(SniResolver {
             table: RwLock::new(Arc::new(table)),
         });
-        let starttls_config = server_config(&provider, &resolver, false)?;
-        let direct_config = server_config(&provider, &resolver, true)?;
+        let starttls_config = server_config(&provider, &resolver, &[])?;
+        let direct_config = server_config(&provider, &resolver, &[ALPN_XMPP_CLIENT])?;
+        // HTTP/1.1 only: WebSocket (RFC 6455) upgrades an HTTP/1.1 connection.
+        let http_config = server_config(&provider, &resolver, &[ALPN_HTTP_1_1])?;
         Ok(Arc::new(Tls {
             provider,
             hosts,
             resolver,
             starttls_config,
             direct_config,
+            http_config,
             reload_interval: settings.reload_interval,
             configured: Mutex::new(configured),
             self_signed,
@@ -206,10 +212,16 @@ impl Tls {
         tokio_rustls::TlsAcceptor::from(Arc::clone(&self.direct_config))
     }
 
+    /// The acceptor of the HTTPS listeners (`xmppd-http`): the same certificates, by SNI, with
+    /// ALPN `http/1.1`.
+    pub fn http_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.http_config))
+    }
+
     /// Channel-binding data of an established connection. The served certificate is looked up
     /// again by SNI; a reload racing with a handshake can at worst make `-PLUS` fail for that
     /// one connection, which the client then sees as an authentication failure.
-    pub(crate) fn channel_bindings(&self, conn: &ServerConnection) -> ChannelBindings {
+    pub fn channel_bindings(&self, conn: &ServerConnection) -> ChannelBindings {
         let tls_exporter = if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
             conn.export_keying_material(vec![0u8; 32], EXPORTER_LABEL, None)
                 .ok()
@@ -356,15 +368,13 @@ impl ResolvesServerCert for SniResolver {
 fn server_config(
     provider: &Arc<CryptoProvider>,
     resolver: &Arc<SniResolver>,
-    direct: bool,
+    alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::clone(resolver) as Arc<dyn ResolvesServerCert>);
-    if direct {
-        config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
-    }
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

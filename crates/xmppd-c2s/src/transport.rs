@@ -1,5 +1,6 @@
 //! The byte stream under an XML stream: TCP until STARTTLS, TLS after, and the move from one
-//! to the other with its channel-binding data.
+//! to the other with its channel-binding data; or the bytes of a stream carried by another
+//! protocol (XMPP over WebSocket), translated by that protocol's crate.
 
 use std::io;
 use std::pin::Pin;
@@ -13,14 +14,44 @@ use xmppd_sasl::ChannelBindings;
 
 use crate::tls::Tls;
 
+/// A byte stream handed over by another protocol's server (see [`crate::StreamHost`]).
+pub trait CarriedIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> CarriedIo for T {}
+
 pub(crate) enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A stream carried by another protocol; when it counts as secure, the channel-binding
+    /// data of the TLS below it (empty behind a TLS-terminating proxy) until negotiation
+    /// takes it.
+    Carried {
+        io: Box<dyn CarriedIo>,
+        secure: bool,
+        bindings: Option<ChannelBindings>,
+    },
     /// Only while the TCP stream is moved into the TLS handshake.
     Detached,
 }
 
 impl Transport {
+    /// Whether the stream is secured below XMPP (for the session's record).
+    pub(crate) fn is_secure(&self) -> bool {
+        match self {
+            Transport::Tls(_) => true,
+            Transport::Carried { secure, .. } => *secure,
+            Transport::Plain(_) | Transport::Detached => false,
+        }
+    }
+
+    /// For a carried stream that is secure: its channel-binding data, once (the machine's
+    /// TLS step is then already done below it).
+    pub(crate) fn take_carried_tls(&mut self) -> Option<ChannelBindings> {
+        match self {
+            Transport::Carried { bindings, .. } => bindings.take(),
+            _ => None,
+        }
+    }
+
     /// Moves the TCP stream under TLS, by `deadline`; returns the channel-binding data.
     /// `None`: the handshake failed or timed out, or TLS was already up; the transport is then
     /// unusable.
@@ -71,6 +102,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Carried { io, .. } => Pin::new(io.as_mut()).poll_read(cx, buf),
             Transport::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -85,6 +117,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Carried { io, .. } => Pin::new(io.as_mut()).poll_write(cx, buf),
             Transport::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -93,6 +126,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Carried { io, .. } => Pin::new(io.as_mut()).poll_flush(cx),
             Transport::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -101,6 +135,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Carried { io, .. } => Pin::new(io.as_mut()).poll_shutdown(cx),
             Transport::Detached => Poll::Ready(Err(detached())),
         }
     }
