@@ -188,18 +188,37 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     };
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
     let core = server.clone();
-    let c2s = match C2s::bind(settings, tls, server, auth, vec![register]).await {
+    let c2s = match C2s::bind(settings, Arc::clone(&tls), server, auth, vec![register]).await {
         Ok(c2s) => c2s,
         Err(e) => return Err(bind_failure(&config, e)),
+    };
+    let http = match &config.http {
+        Some(http) => match bind_http(&config, http, tls, &c2s).await {
+            Ok(bound) => Some(bound),
+            Err(e) => return Err(bind_failure(&config, e)),
+        },
+        None => None,
     };
 
     // Before the banner: whoever reads it may signal us right away.
     let mut signals = Signals::install()?;
+    for (tls, addr) in http.iter().flat_map(|h| h.local_addrs()) {
+        let kind = if tls { "https" } else { "http" };
+        say(format_args!("xmppd listening: {kind} {addr}"));
+    }
     print_banner(&config, &c2s.local_addrs(), &store, &config_arg).await;
     tracing::info!(node = %server_cfg.node_name, "xmppd started");
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let mut running = tokio::spawn(c2s.run(shutdown_rx));
+    let http_rx = shutdown_rx.clone();
+    let mut running = tokio::spawn(async move {
+        let http = async move {
+            if let Some(http) = http {
+                http.run(http_rx).await;
+            }
+        };
+        tokio::join!(c2s.run(shutdown_rx), http);
+    });
     let outcome = tokio::select! {
         _ = signals.next() => {
             tracing::info!("shutting down");
@@ -228,6 +247,47 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         tracing::warn!("clearing session records: {e}");
     }
     outcome
+}
+
+/// The HTTP listeners and their services (`[http]`): host-meta, and WebSocket streams handed
+/// to the c2s driver.
+async fn bind_http(
+    config: &ValidatedConfig,
+    http: &xmppd_config::HttpSettings,
+    tls: Arc<Tls>,
+    c2s: &C2s,
+) -> std::io::Result<xmppd_http::Http> {
+    use xmppd_http::{hostmeta, websocket};
+    let mut router = xmppd_http::Router::default();
+    let host_meta = Arc::new(hostmeta::HostMeta {
+        websocket: http.websocket,
+        websocket_url: http.websocket_url.clone(),
+        bosh_url: http.bosh_url.clone(),
+    });
+    router.route(hostmeta::PATH, host_meta.clone());
+    router.route(hostmeta::PATH_JSON, host_meta);
+    if http.websocket {
+        let ws = websocket::WebSocket {
+            host: c2s.stream_host(),
+            origins: http.websocket_origins.clone(),
+            // The stanza limit, and room for the namespace each message declares.
+            max_message_bytes: config.c2s.max_stanza_bytes + 1024,
+        };
+        router.route(websocket::PATH, Arc::new(ws));
+    }
+    let settings = xmppd_http::HttpSettings {
+        listen: http.listen.clone(),
+        tls_listen: http.tls_listen.clone(),
+        max_body_bytes: http.max_body_bytes,
+        max_header_bytes: http.max_header_bytes,
+        header_timeout: http.header_timeout,
+        request_timeout: http.request_timeout,
+        max_connections: http.max_connections,
+        access_log: http.access_log,
+        hide_ip: config.server.hide_ip_in_logs,
+        behind_tls_proxy: http.behind_tls_proxy,
+    };
+    xmppd_http::Http::bind(settings, tls, router).await
 }
 
 /// What one session's queue may hold (`[c2s]`).
@@ -597,6 +657,7 @@ async fn print_banner(
         let kind = match kind {
             ListenerKind::StartTls => "starttls",
             ListenerKind::DirectTls => "direct-tls",
+            ListenerKind::Carried => continue,
         };
         say(format_args!("xmppd listening: {kind} {addr}"));
     }
