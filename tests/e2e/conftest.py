@@ -24,7 +24,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 DEFAULT_USERS = ("alice", "bob", "carol")
-LISTENING = re.compile(r"xmppd listening: (starttls|direct-tls) (\S+):(\d+)")
+LISTENING = re.compile(r"xmppd listening: (starttls|direct-tls|http|https) (\S+):(\d+)")
 START_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
 
@@ -109,6 +109,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.starttls_port = 0
         self.direct_tls_port = 0
+        self.http_port = 0
+        self.https_port = 0
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -133,6 +135,10 @@ class Server:
         self._reader.start()
         expected = {"starttls": len(self.config["c2s"].get("starttls_listen", [])),
                     "direct-tls": len(self.config["c2s"].get("direct_tls_listen", []))}
+        http = self.config.get("http", {})
+        if http.get("enabled"):
+            expected["http"] = len(http.get("listen", ["127.0.0.1:5280"]))
+            expected["https"] = len(http.get("tls_listen", []))
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             with self._lock:
@@ -150,6 +156,10 @@ class Server:
             self.starttls_port = int(kinds["starttls"][0].group(3))
         if kinds["direct-tls"]:
             self.direct_tls_port = int(kinds["direct-tls"][0].group(3))
+        if kinds.get("http"):
+            self.http_port = int(kinds["http"][0].group(3))
+        if kinds.get("https"):
+            self.https_port = int(kinds["https"][0].group(3))
         with self._lock:
             self.started_at_line = len(self._lines)
 

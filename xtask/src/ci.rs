@@ -2,8 +2,8 @@
 //!
 //! Steps, failing fast: `cargo fmt --check`, `cargo clippy -D warnings`, cargo-deny's licence
 //! and duplicate-version checks (`deny.toml`), `cargo build -p xmppd`, `cargo test --workspace`,
-//! a Python virtualenv with the end-to-end test dependencies, and `pytest tests/e2e` against the
-//! freshly built debug binary. `--quick` skips fmt, clippy and cargo-deny; arguments after `--`
+//! a Python virtualenv with the end-to-end test dependencies, the JavaScript clients of
+//! `tests/node` (`npm ci`), and `pytest tests/e2e` against the freshly built debug binary. `--quick` skips fmt, clippy and cargo-deny; arguments after `--`
 //! are handed to pytest (e.g. `cargo xtask ci --quick -- -k sasl`).
 //!
 //! Each step prints its name and duration; the last line is `e2e: N passed, N failed, N skipped`
@@ -15,7 +15,8 @@
 //! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`) are installed with apt-get when they are
 //! missing. A missing `python3` is reported,
 //! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
-//! are rebuilt only when their requirements files change, so re-runs stay fast.
+//! are rebuilt only when their requirements files change, and `tests/node` only when its
+//! lock file does, so re-runs stay fast.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -140,6 +141,11 @@ fn plan(root: &Path, options: &Options) -> Vec<Step> {
     steps.push(Step {
         name: "python venv for e2e tests",
         action: Box::new(move || ensure_venvs(&venv_root)),
+    });
+    let node_root = root.to_path_buf();
+    steps.push(Step {
+        name: "node packages for e2e tests",
+        action: Box::new(move || ensure_node_packages(&node_root)),
     });
     let e2e_root = root.to_path_buf();
     let pytest_args = options.pytest_args.clone();
@@ -295,6 +301,31 @@ fn ensure_venv(root: &Path, dir: &str, requirements: &str) -> Result<()> {
         .current_dir(root);
     run_command(&mut install).context("installing the e2e test requirements failed")?;
     std::fs::write(&stamp, requirements).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+/// The JavaScript clients of the end-to-end tests (`@xmpp/client`), with their lock file.
+const NODE_DIR: &str = "tests/node";
+
+/// Installs [`NODE_DIR`]'s packages exactly as locked (`npm ci`), unless a stamp file shows
+/// that lock file was already installed there.
+fn ensure_node_packages(root: &Path) -> Result<()> {
+    let dir = root.join(NODE_DIR);
+    let lock_path = dir.join("package-lock.json");
+    let lock = std::fs::read_to_string(&lock_path)
+        .with_context(|| format!("reading {}", lock_path.display()))?;
+    let stamp = dir.join("node_modules").join(".xtask-lock");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {
+        println!("    {} is up to date", dir.display());
+        return Ok(());
+    }
+    install_missing(&[("npm", "npm")], "the end-to-end tests need")?;
+    let mut install = Command::new("npm");
+    install
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir);
+    run_command(&mut install).context("installing the e2e test node packages failed")?;
+    std::fs::write(&stamp, lock).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
 }
 
@@ -492,6 +523,7 @@ mod tests {
                 "cargo test --workspace",
                 "system packages for e2e tests",
                 "python venv for e2e tests",
+                "node packages for e2e tests",
                 "pytest tests/e2e"
             ]
         );

@@ -1,0 +1,64 @@
+// A line-driven XMPP client over WebSocket (@xmpp/client), for the end-to-end tests.
+//
+//   node ws_client.js SERVICE DOMAIN USERNAME PASSWORD
+//
+// Prints one JSON object per line on stdout: {"online": JID} once logged in, {"message":
+// {"from", "body"}} for each chat message received, {"error": TEXT} when the connection fails
+// (then exits 1), {"offline": true} after a clean close. Reads commands on stdin, one per line:
+// "send TO BODY" sends a chat message; end of input closes the stream and exits.
+"use strict";
+
+const readline = require("readline");
+
+// @xmpp/client's SCRAM-SHA-1 gives up (an empty <response/>) on a server-first-message that
+// carries an extension attribute, which xmppd's has (XEP-0474 downgrade protection, h=): it is
+// left out, so the client uses PLAIN, which xmppd offers on secure streams only.
+const SASLFactory = require("saslmechanisms");
+const use = SASLFactory.prototype.use;
+SASLFactory.prototype.use = function (name, mech) {
+  const resolved = mech ? name : name.prototype.name;
+  return resolved === "SCRAM-SHA-1" ? this : use.call(this, name, mech);
+};
+
+const { client, xml } = require("@xmpp/client");
+
+const [service, domain, username, password] = process.argv.slice(2);
+const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+const xmpp = client({ service, domain, username, password, resource: "ws" });
+xmpp.reconnect.stop();
+
+xmpp.on("error", (err) => {
+  say({ error: String(err && (err.condition || err.message || err)) });
+  process.exit(1);
+});
+
+xmpp.on("stanza", (stanza) => {
+  if (stanza.is("message") && stanza.getChild("body")) {
+    say({ message: { from: stanza.attrs.from, body: stanza.getChildText("body") } });
+  }
+});
+
+xmpp.on("online", async (address) => {
+  await xmpp.send(xml("presence"));
+  say({ online: address.toString() });
+});
+
+const lines = readline.createInterface({ input: process.stdin });
+lines.on("line", async (line) => {
+  const [command, to, ...rest] = line.split(" ");
+  if (command === "send") {
+    await xmpp.send(xml("message", { to, type: "chat" }, xml("body", {}, rest.join(" "))));
+    say({ sent: to });
+  }
+});
+lines.on("close", async () => {
+  await xmpp.stop();
+  say({ offline: true });
+  process.exit(0);
+});
+
+xmpp.start().catch((err) => {
+  say({ error: String(err && (err.condition || err.message || err)) });
+  process.exit(1);
+});
