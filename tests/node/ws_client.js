@@ -10,9 +10,9 @@
 
 const readline = require("readline");
 
-// @xmpp/client's SCRAM-SHA-1 gives up (an empty <response/>) on a server-first-message that
-// carries an extension attribute, which xmppd's has (XEP-0474 downgrade protection, h=): it is
-// left out, so the client uses PLAIN, which xmppd offers on secure streams only.
+// @xmpp/client 0.13's SCRAM-SHA-1 answers the server's challenge with an empty <response/>:
+// @xmpp/sasl does not await the answer, which sasl-scram-sha-1 1.3 computes asynchronously.
+// It is left out, so the client uses PLAIN, which xmppd offers on secure streams only.
 const SASLFactory = require("saslmechanisms");
 const use = SASLFactory.prototype.use;
 SASLFactory.prototype.use = function (name, mech) {
