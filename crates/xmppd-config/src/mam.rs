@@ -52,7 +52,7 @@ impl Default for MamSection {
             default: MamDefault::Always,
             archive_markers: false,
             purge_interval_secs: 3600,
-            purge_batch: 500,
+            purge_batch: 200,
         }
     }
 }

@@ -1,11 +1,14 @@
 //! Retention: a background job deletes what is older than the retention period and, above
 //! the size cap, the oldest messages. It deletes in small batches, each its own write job, so
 //! the writer commits the messages being routed between two batches: purging never holds up
-//! delivery for longer than one batch.
+//! delivery for longer than one batch. After each batch it rests as long as the batch took
+//! ([`rest`]), so that while it runs the messages being routed keep at least half of the
+//! writer's time instead of queueing behind one batch after another.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use xmppd_storage::StorageError;
 
 use crate::store::ArchiveStore;
@@ -29,7 +32,7 @@ impl Default for Retention {
             max_age: Some(Duration::from_secs(365 * 86_400)),
             max_bytes: None,
             interval: Duration::from_secs(3600),
-            batch: 500,
+            batch: 200,
         }
     }
 }
@@ -48,15 +51,23 @@ pub async fn purge_once(
     }
     if let Some(max) = r.max_bytes {
         loop {
+            let started = Instant::now();
             let n = store.trim_to_bytes(max, batch).await?;
             total += n;
             if n == 0 {
                 break;
             }
-            tokio::task::yield_now().await;
+            rest(started.elapsed()).await;
         }
     }
     Ok(total)
+}
+
+/// The pause after a batch that took `took` from its queueing to its commit: as long again, so
+/// the job holds the writer at most half the time. The wait includes the queueing behind the
+/// routed messages' writes, so the busier the writer, the slower the purge.
+async fn rest(took: Duration) {
+    tokio::time::sleep(took).await;
 }
 
 /// The Unix millisecond `age` before `now_ms`.
@@ -76,6 +87,7 @@ pub async fn purge(
     let batch = batch.max(1);
     let mut total = 0;
     loop {
+        let started = Instant::now();
         let n = match owner {
             Some(owner) => store.purge_owner(owner, before_ms, batch).await?,
             None => store.purge_older(before_ms, batch).await?,
@@ -84,7 +96,7 @@ pub async fn purge(
         if n < batch {
             return Ok(total);
         }
-        tokio::task::yield_now().await;
+        rest(started.elapsed()).await;
     }
 }
 

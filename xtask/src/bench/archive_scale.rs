@@ -14,7 +14,8 @@
 //!    server's reader threads and SQL), one query at a time, random owners: a page of 50 with
 //!    `with`, the latest page, a page by id, a full-text search for a rare term.
 //! 3. **Purge under load** (`--purge`): archive appends at a steady rate through the store's
-//!    writer, first alone, then while the retention job deletes the oldest million rows.
+//!    writer, first alone, then while the retention job (its default batch and pacing) deletes
+//!    the oldest million rows (half the rows when fewer than two million were loaded).
 //!
 //! The database stays (`target/archive-scale/`), so a later run (a changed query, a new
 //! migration) measures the same rows; `--reload` makes a new one, and `--purge` deletes it
@@ -57,9 +58,8 @@ const LOAD_BATCH: u64 = 200_000;
 const PAGE: usize = 50;
 /// A full-text term is rare when it is in fewer than 1 % of the owner's messages.
 const RARE: f64 = 0.01;
-/// Rows the purge phase deletes, and the retention job's batch (its default).
+/// Rows the purge phase deletes, at most (half the rows loaded when that is fewer).
 const PURGE_ROWS: u64 = 1_000_000;
-const PURGE_BATCH: usize = 500;
 /// Messages per second archived during the purge phase (two rows each), by this many tasks.
 const LOAD_RATE: u64 = 200;
 const LOAD_TASKS: u64 = 20;
@@ -344,7 +344,8 @@ pub fn run(root: &Path, opts: &ScaleOptions) -> Result<()> {
     let plan = plan_queries(&path, opts.queries)?;
     runtime.block_on(run_queries(&archive, &plan))?;
     if opts.purge {
-        runtime.block_on(purge_under_load(&store, &archive, &path))?;
+        let rows = PURGE_ROWS.min(opts.messages / 2);
+        runtime.block_on(purge_under_load(&store, &archive, &path, rows))?;
         drop(archive);
         drop(store);
         remove_db(&path);
@@ -665,13 +666,14 @@ async fn purge_under_load(
     store: &Arc<SqliteStore>,
     archive: &Arc<SqliteArchive>,
     path: &Path,
+    rows: u64,
 ) -> Result<()> {
-    // The stamp below which the oldest PURGE_ROWS rows lie.
+    // The stamp below which the oldest `rows` rows lie.
     let cut: i64 = store
         .read(move |c| {
             Ok(c.query_row(
                 "SELECT stamp_ms FROM mam_messages ORDER BY id LIMIT 1 OFFSET ?1",
-                params![PURGE_ROWS as i64],
+                params![rows as i64],
                 |r| r.get(0),
             )?)
         })
@@ -706,7 +708,7 @@ async fn purge_under_load(
         max_age: Some(Duration::from_millis((now - cut).max(0) as u64)),
         max_bytes: None,
         interval: Duration::from_secs(3600),
-        batch: PURGE_BATCH,
+        ..Retention::default()
     };
     let commits = store.commit_count();
     let t = Instant::now();
@@ -717,10 +719,11 @@ async fn purge_under_load(
     let during = load.await?;
     report("during the purge", &during);
     println!(
-        "purge: {deleted} rows in {:.1} s ({:.0} rows/s), batches of {PURGE_BATCH}, \
+        "purge: {deleted} rows in {:.1} s ({:.0} rows/s), batches of {}, \
          {commits} commits in all; database {}",
         took.as_secs_f64(),
         deleted as f64 / took.as_secs_f64(),
+        r.batch,
         gib(file_bytes(path))
     );
     Ok(())

@@ -98,7 +98,8 @@ usage: cargo xtask bench [options]
   --queries N       with --archive-scale: queries of each kind (default 1000)
   --reload          with --archive-scale: load the database again even if it exists
   --purge           with --archive-scale: then time archive appends while the retention
-                    job deletes the oldest million rows, and delete the database
+                    job deletes the oldest million rows (at most half of them), and
+                    delete the database
   -h, --help        this text
 ";
 
