@@ -181,6 +181,12 @@ impl<'a> Context<'a> {
             .is_some_and(|l| l.queue.push(Outbound::Written, Class::Stored).is_ok())
     }
 
+    /// Whether the local session `jid` is parked by stream management, its connection gone
+    /// (`crate::detached`): what is queued for it waits for a resumption that may never come.
+    pub fn is_detached(&self, jid: &FullJid) -> bool {
+        self.server.is_detached(jid)
+    }
+
     /// The resources of `user` bound now.
     pub fn resources(&self, user: &BareJid) -> Vec<Resource> {
         self.server.router().resources(user)

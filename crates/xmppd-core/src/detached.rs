@@ -32,7 +32,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jid::BareJid;
+use jid::{BareJid, FullJid};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -291,6 +291,13 @@ impl Server {
     /// How many sessions are parked right now.
     pub fn detached_count(&self) -> usize {
         self.detached.lock().parked.len()
+    }
+
+    /// Whether the session bound as `jid` is parked: bound, but with no connection to write
+    /// to until it is resumed (a queue being closed no longer counts: the session is ending).
+    pub fn is_detached(&self, jid: &FullJid) -> bool {
+        (self.detached.lock().parked.values())
+            .any(|p| p.session.jid == *jid && !p.rx.queue().is_closing())
     }
 
     /// Ends the parked session of `user` that was parked first, if there is one: a bind that

@@ -9,7 +9,7 @@ use std::time::Duration;
 use minidom::Element;
 use xmppd_core::detached::{NotResumed, ResumeId};
 use xmppd_core::testing::TestClient;
-use xmppd_core::{BareJid, Class, CoreConfig, Outbound, Server};
+use xmppd_core::{BareJid, Class, CoreConfig, FullJid, Outbound, Server};
 use xmppd_storage::{CredentialStore, OfflineStore, SqliteStore, UserRef};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -79,6 +79,9 @@ async fn resumed_session_gets_the_unacknowledged_then_what_came_meanwhile() {
         Duration::from_secs(3600),
     );
     assert_eq!(server.detached_count(), 1);
+    let b = FullJid::new("bob@localhost/b").unwrap();
+    assert!(server.is_detached(&b));
+    assert!(!server.is_detached(&FullJid::new("alice@localhost/a").unwrap()));
 
     // Still bound and available: messages to the bare JID and the full JID queue for it.
     alice.send(&server, &chat("bob@localhost/b", "two")).await;
@@ -106,6 +109,7 @@ async fn resumed_session_gets_the_unacknowledged_then_what_came_meanwhile() {
     assert_eq!(resumed.state.downcast_ref::<u32>(), Some(&7));
     let (session, rx) = (resumed.session, resumed.rx);
     assert_eq!(server.detached_count(), 0);
+    assert!(!server.is_detached(&b));
     assert_eq!(session.jid.as_str(), "bob@localhost/b");
     let mut bob_c = TestClient { session, rx };
     assert_eq!(bodies(&bob_c.drain()), ["one", "two", "three"]);
