@@ -221,6 +221,15 @@ fn render(c: &ValidatedConfig) -> String {
     if let Some(http) = &c.http {
         doc.insert("http".into(), render_http(http));
     }
+    let p = &c.push;
+    doc.insert(
+        "push".into(),
+        table([
+            ("include_body", p.include_body.into()),
+            ("include_sender", p.include_sender.into()),
+            ("max_errors", int(p.max_errors)),
+        ]),
+    );
     doc.to_string()
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::{
-    AuthSection, HttpSection, LdapSection, MamSection, MucSection, PubSubSection,
+    AuthSection, HttpSection, LdapSection, MamSection, MucSection, PubSubSection, PushSection,
     SharedRosterSection,
 };
 
@@ -28,6 +28,7 @@ pub struct Config {
     pub mam: MamSection,
     pub pubsub: PubSubSection,
     pub http: HttpSection,
+    pub push: PushSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     AuthBackendKind, HttpSettings, LdapSettings, LogLevel, MamSettings, MucSettings,
-    PubSubSettings, SharedGroupSettings, StorageBackend,
+    PubSubSettings, PushSettings, SharedGroupSettings, StorageBackend,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -34,6 +34,7 @@ pub struct ValidatedConfig {
     pub pubsub: PubSubSettings,
     /// `None`: no HTTP listeners.
     pub http: Option<HttpSettings>,
+    pub push: PushSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

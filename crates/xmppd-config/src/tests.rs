@@ -40,6 +40,35 @@ fn mam_section_defaults_and_limits() {
 }
 
 #[test]
+fn push_section_keeps_sender_and_body_private_by_default() {
+    let p = load("").unwrap().push;
+    assert_eq!(
+        (p.include_body, p.include_sender, p.max_errors),
+        (false, false, 3)
+    );
+    let p = load("[push]\ninclude_body = true\ninclude_sender = true\nmax_errors = 1\n")
+        .unwrap()
+        .push;
+    assert_eq!(
+        (p.include_body, p.include_sender, p.max_errors),
+        (true, true, 1)
+    );
+    let e = err("[push]\nmax_errors = 0\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("push.max_errors"), Some(2))
+    );
+    let e = err("[push]\ninclude_body = \"yes\"\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("push.include_body"), Some(2))
+    );
+    assert!(!e.to_string().contains('\n'), "{e}");
+    let e = err("[push]\ninclude_bodies = true\n");
+    assert!(e.message.contains("unknown key"), "{e}");
+}
+
+#[test]
 fn muc_section_gives_one_service_per_host() {
     let c = load("[server]\nhosts = [\"a.org\", \"b.org\"]\n").unwrap();
     let expected = [("a.org", "conference.a.org"), ("b.org", "conference.b.org")];

@@ -253,6 +253,7 @@ impl Config {
         let muc = validate_muc(&self.muc, &hosts, &fail)?;
         let mam = self.mam.validate(&fail)?;
         let pubsub = validate_pubsub(&self.pubsub, &hosts, &fail)?;
+        let push = self.push.validate(&fail)?;
 
         Ok(ValidatedConfig {
             source: source.name.clone(),
@@ -309,6 +310,7 @@ impl Config {
             mam,
             pubsub,
             http,
+            push,
         })
     }
 }
