@@ -66,9 +66,16 @@ pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> R
             .await
             .map_err(|e| explain(e.into(), &account))?;
         // A running server deletes the archive through the module's account-removal hook.
-        let archive = xmppd_mam::SqliteArchive::open(store).await;
+        let archive = xmppd_mam::SqliteArchive::open(store.clone()).await;
         let removed = match archive {
             Ok(a) => xmppd_mam::ArchiveStore::remove_owner(&a, &jid(&account)).await,
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| explain(e.into(), &account))?;
+        // So are the push registrations: nothing may wake a device for a gone account.
+        let push = xmppd_push::SqlitePush::open(store).await;
+        let removed = match push {
+            Ok(p) => xmppd_push::PushStore::remove_owner(&p, &jid(&account)).await,
             Err(e) => Err(e),
         };
         removed.map_err(|e| explain(e.into(), &account))?;

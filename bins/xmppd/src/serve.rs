@@ -28,6 +28,7 @@ use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::query::PageLimits;
 use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
 use xmppd_pubsub::{Pep, PubSubService, SqliteNodes};
+use xmppd_push::{Push, SqlitePush};
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
@@ -55,6 +56,26 @@ fn init_logging(config: &ValidatedConfig) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Push notifications (XEP-0357), with what they may tell the app servers.
+async fn push_module(
+    config: &ValidatedConfig,
+    store: &Arc<SqliteStore>,
+) -> Result<Arc<Push>, Failure> {
+    let registrations = SqlitePush::open(store.clone())
+        .await
+        .map_err(|e| format!("opening the push registrations: {e}"))?;
+    let p = &config.push;
+    let settings = xmppd_push::Settings {
+        disclose: xmppd_push::Disclose {
+            sender: p.include_sender,
+            body: p.include_body,
+        },
+        max_errors: p.max_errors,
+        ..xmppd_push::Settings::default()
+    };
+    Ok(Arc::new(Push::new(Arc::new(registrations), settings)))
 }
 
 async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failure> {
@@ -101,11 +122,13 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     // First: what a user blocks must reach neither the presence rules nor the archive.
     let blocking = Blocking::new(Arc::new(blocks), xmppd_blocking::Settings::default());
     let (pep, pubsub_services) = pubsub(&config, &store).await?;
+    let push = push_module(&config, &store).await?;
     // Personal eventing before the IM modules: it reads a session's capabilities from the
-    // presence they take.
+    // presence they take. Push too: offline storage ends the undeliverable chain.
     let builder = Server::builder(core_config, store.clone())
         .module(Arc::new(blocking))
         .module(pep)
+        .module(push)
         .modules(xmppd_im::modules())
         .module(shared_roster.clone())
         .module(Arc::new(xmppd_adhoc::admin::module(
