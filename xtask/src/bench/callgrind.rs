@@ -147,17 +147,8 @@ fn measure(opts: &Options, binary: &Path, workload: Workload, out: &Path) -> Res
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    if let Err(err) = runtime.block_on(drive(opts, workload, server.direct_tls)) {
-        eprintln!("bench: last server output:\n{}", server.stop());
-        return Err(err);
-    }
-    let status = server.terminate(EXIT_TIMEOUT)?;
-    if !status.success() {
-        bail!(
-            "the server exited with {status}; output:\n{}",
-            server.last_output()
-        );
-    }
+    let addr = server.direct_tls;
+    server.drive(&runtime, drive(opts, workload, addr), EXIT_TIMEOUT)?;
     let profile =
         std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
     let instructions = total_instructions(&profile)

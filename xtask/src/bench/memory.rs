@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use tokio_rustls::TlsConnector;
 
 use super::callgrind::{grouped, spread, step};
@@ -94,21 +94,8 @@ fn measure(opts: &Options, binary: &Path) -> Result<Sample> {
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    let sample = match runtime.block_on(drive(opts, server.pid(), server.direct_tls)) {
-        Ok(sample) => sample,
-        Err(err) => {
-            eprintln!("bench: last server output:\n{}", server.stop());
-            return Err(err);
-        }
-    };
-    let status = server.terminate(EXIT_TIMEOUT)?;
-    if !status.success() {
-        bail!(
-            "the server exited with {status}; output:\n{}",
-            server.last_output()
-        );
-    }
-    Ok(sample)
+    let (pid, addr) = (server.pid(), server.direct_tls);
+    server.drive(&runtime, drive(opts, pid, addr), EXIT_TIMEOUT)
 }
 
 async fn drive(opts: &Options, pid: u32, addr: std::net::SocketAddr) -> Result<Sample> {

@@ -140,10 +140,7 @@ pub fn run(args: &[String]) -> Result<()> {
         server.direct_tls
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    let runtime = runtime()?;
     let pid = server.pid();
     let addr = server.direct_tls;
     let outcome = runtime.block_on(drive(&opts, pid, addr));
@@ -652,6 +649,14 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
         client_cpu_run_secs: secs(client_cpu_run.saturating_sub(client_cpu_start)),
         archive_bytes_per_message: None,
     })
+}
+
+/// The bench client's runtime: one worker per core.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
 }
 
 fn user_name(index: usize) -> String {

@@ -108,30 +108,9 @@ pub(super) fn run(opts: &Options, binary: &Path) -> Result<()> {
     register_users(binary, &config, opts.clients + 1)?;
     let mut server = ServerProcess::start(binary, &config)?;
     let parked = server.counter(PARKED_LINE);
-    eprintln!(
-        "bench: server pid {} on {}",
-        server.pid(),
-        server.direct_tls
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    let outcome = runtime.block_on(drive(opts, server.pid(), server.direct_tls, &parked));
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(err) => {
-            eprintln!("bench: last server output:\n{}", server.stop());
-            return Err(err);
-        }
-    };
-    let status = server.terminate(EXIT_TIMEOUT)?;
-    if !status.success() {
-        bail!(
-            "the server exited with {status}; output:\n{}",
-            server.last_output()
-        );
-    }
+    let runtime = super::runtime()?;
+    let (pid, addr) = (server.pid(), server.direct_tls);
+    let outcome = server.drive(&runtime, drive(opts, pid, addr, &parked), EXIT_TIMEOUT)?;
     print!("{}", table(opts, &outcome));
     if opts.json {
         println!("{}", json(opts, &outcome));

@@ -250,6 +250,32 @@ impl ServerProcess {
         )
     }
 
+    /// Runs `work` against the server on `runtime`, then asks the server to exit (SIGTERM) and
+    /// checks that it did cleanly within `exit_timeout`. When `work` fails, the server is
+    /// killed and its last output shown.
+    pub(super) fn drive<T>(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        work: impl std::future::Future<Output = Result<T>>,
+        exit_timeout: Duration,
+    ) -> Result<T> {
+        let out = match runtime.block_on(work) {
+            Ok(out) => out,
+            Err(err) => {
+                eprintln!("bench: last server output:\n{}", self.stop());
+                return Err(err);
+            }
+        };
+        let status = self.terminate(exit_timeout)?;
+        if !status.success() {
+            bail!(
+                "the server exited with {status}; output:\n{}",
+                self.last_output()
+            );
+        }
+        Ok(out)
+    }
+
     /// The server's last output lines.
     pub(super) fn last_output(&self) -> String {
         let log = self
