@@ -544,7 +544,9 @@ impl Module for MamModule {
         session: &ClientSession,
         iq: &mut Element,
     ) -> HookAction {
-        if iq.attr("type") == Some("set") && iq.children().any(|c| c.is("query", NS_MAM)) {
+        // Its own archive, not a room's.
+        let own = iq.attr("to") == Some(session.jid.to_bare().as_str());
+        if own && iq.attr("type") == Some("set") && iq.children().any(|c| c.is("query", NS_MAM)) {
             session.mark_archive_sync();
         }
         HookAction::Continue
