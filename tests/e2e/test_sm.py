@@ -302,6 +302,25 @@ async def test_acknowledgements_both_ways_and_enable_twice(make_server):
 
 
 @async_test(timeout=120.0)
+async def test_an_idle_test_client_answers_the_servers_ping(make_server):
+    # The test clients answer the liveness check's ping (XEP-0199) as any slixmpp client does:
+    # one that did not was dropped as dead once idle for the interval and the timeout, while
+    # a test waited for something else (another client's half-open connection to be found).
+    server = make_server(c2s={"ping_interval_secs": 1, "ping_timeout_secs": 60})
+    alice = await login(server, "alice")
+    answers: list[ET.Element] = []
+
+    def outgoing(stanza):
+        if stanza.xml.tag == q(CLIENT_NS, "iq") and (stanza.xml.get("id") or "").startswith("ping-"):
+            answers.append(stanza.xml)
+        return stanza
+
+    alice.add_filter("out", outgoing)
+    await until(lambda: answers, "an answer to the server's ping")
+    assert answers[0].get("type") in ("result", "error"), ET.tostring(answers[0])
+
+
+@async_test(timeout=120.0)
 async def test_a_client_that_does_not_answer_the_ping_is_closed(make_server):
     # No stream management: the server sends an XEP-0199 ping to a quiet client. A client
     # that answers stays; one that stopped reading is gone within the interval and timeout.
