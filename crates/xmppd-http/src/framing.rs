@@ -79,21 +79,7 @@ fn push_attr(out: &mut String, name: &str, value: &str) {
     out.push('\'');
 }
 
-/// Escapes for text and for single- or double-quoted attribute values.
-pub(crate) fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use xmppd_stream::escape_xml as escape;
 
 /// The server's output stream, cut into messages. A new stream header (after SASL) always
 /// starts with the XML declaration, which no element we write contains (text escapes `<`): the

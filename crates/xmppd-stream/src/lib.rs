@@ -22,7 +22,7 @@ pub mod fuzzing;
 mod ser;
 
 pub use framer::{Framer, MAX_HEADER_BYTES, MAX_TOKEN_BYTES};
-pub use ser::{serialize, serialize_addressed, stream_error, stream_header};
+pub use ser::{escape_xml, serialize, serialize_addressed, stream_error, stream_header};
 
 /// RFC 6120 stream namespace.
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";

@@ -176,6 +176,14 @@ fn push_decimal(mut n: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// `s` escaped as the serializer escapes attribute values, which is right for text and for
+/// single- or double-quoted attribute values alike: for code that writes XML as text.
+pub fn escape_xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape(s, true, |chunk| out.push_str(chunk));
+    out
+}
+
 fn escape_into(s: &str, attribute: bool, out: &mut Vec<u8>) {
     escape(s, attribute, |chunk| {
         out.extend_from_slice(chunk.as_bytes())

@@ -568,21 +568,7 @@ pub(super) fn decode_body(text: &str) -> Option<(u64, u64)> {
     Some((seq, sent_ns))
 }
 
-/// Escapes for both text and single- or double-quoted attribute values.
-pub(super) fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(super) use xmppd_stream::escape_xml as xml_escape;
 
 pub(super) fn tls_client_config() -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
