@@ -16,8 +16,7 @@ use xmppd_stream::StreamErrorCondition as Cond;
 use crate::machine::{unexpected, State};
 use crate::role::Role;
 use crate::xml::text_element;
-use crate::{Action, Event, Negotiation, Request, NS_SASL, NS_SASL2};
-use xmppd_sasl::ht::{HtMechanism, HtResponse};
+use crate::{Action, Event, Negotiation, Request, NS_SASL};
 
 /// Where an exchange waits.
 #[derive(Debug)]
@@ -45,19 +44,6 @@ pub(crate) enum Exchange {
     },
     /// The throttle's delay before a wrong credential is answered.
     Backoff(Option<Mechanism>, Failure),
-    /// The throttle's turn for a FAST token (SASL2 only).
-    TokenTurn {
-        ht: HtMechanism,
-        resp: HtResponse,
-        account: String,
-    },
-    /// The client's stored tokens.
-    Tokens {
-        ht: HtMechanism,
-        user: BareJid,
-        account: String,
-        proof: Vec<u8>,
-    },
 }
 
 /// A SCRAM exchange in progress.
@@ -83,10 +69,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn before_proof(
-        condition: &'static str,
-        reason: impl Into<Cow<'static, str>>,
-    ) -> Self {
+    fn before_proof(condition: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
         Failure {
             condition,
             reason: reason.into(),
@@ -121,17 +104,6 @@ impl<R: Role> Negotiation<R> {
     /// `<auth/>`: the start of an exchange.
     pub(crate) fn auth(&mut self, auth: &Element, out: &mut Vec<Action<R>>) {
         let name = auth.attr("mechanism").unwrap_or_default();
-        self.begin(name, decode_sasl(&auth.text()), out)
-    }
-
-    /// The start of an exchange (SASL or SASL2) with mechanism `name` and the initial
-    /// response, if any (`Err` when it was not valid base64).
-    pub(crate) fn begin(
-        &mut self,
-        name: &str,
-        initial: Result<Option<Vec<u8>>, ()>,
-        out: &mut Vec<Action<R>>,
-    ) {
         let mech = match Mechanism::from_name(name) {
             Some(Mechanism::Plain) if !self.secure => {
                 let failure = Failure::before_proof("encryption-required", "PLAIN needs TLS");
@@ -144,11 +116,11 @@ impl<R: Role> Negotiation<R> {
                 return self.fail(None, failure, out);
             }
         };
-        match initial {
+        match decode_sasl(&auth.text()) {
             Ok(Some(data)) => self.initial(mech, data, out),
             // No initial response: ask for it with an empty challenge.
             Ok(None) => {
-                out.push(Action::Send(self.sasl_element("challenge", &[])));
+                out.push(Action::Send(sasl_element("challenge", &[])));
                 self.state = State::Sasl(Exchange::Initial { mech });
             }
             Err(()) => self.fail(Some(mech), bad_encoding(), out),
@@ -158,8 +130,7 @@ impl<R: Role> Negotiation<R> {
     /// The next step of the exchange waiting in `exchange`.
     pub(crate) fn sasl(&mut self, exchange: Exchange, event: Event<R>, out: &mut Vec<Action<R>>) {
         match (exchange, event) {
-            (Exchange::Initial { mech }, Event::Element(el)) => match response(&el, self.sasl_ns())
-            {
+            (Exchange::Initial { mech }, Event::Element(el)) => match response(&el) {
                 Ok(Reply::Data(data)) => self.initial(mech, data, out),
                 Ok(Reply::Failed(failure)) => self.fail(Some(mech), failure, out),
                 Err(cond) => self.end(cond, None, out),
@@ -180,40 +151,27 @@ impl<R: Role> Negotiation<R> {
             (Exchange::Keys(mut scram, user), Event::ScramKeys(keys)) => match keys {
                 Ok(keys) => {
                     let server_first = scram.server.server_first(keys.as_ref());
-                    out.push(Action::Send(self.sasl_element("challenge", &server_first)));
+                    out.push(Action::Send(sasl_element("challenge", &server_first)));
                     let keyed = keys.is_some();
                     self.state = State::Sasl(Exchange::Final(scram, Some(user), keyed));
                 }
                 Err(e) => self.backend_failure(scram.mech, &e.0, out),
             },
-            (Exchange::Final(scram, user, keyed), Event::Element(el)) => {
-                match response(&el, self.sasl_ns()) {
-                    Ok(Reply::Data(data)) => self.scram_final(*scram, user, keyed, &data, out),
-                    Ok(Reply::Failed(failure)) => self.fail(Some(scram.mech), failure, out),
-                    Err(cond) => self.end(cond, None, out),
-                }
-            }
+            (Exchange::Final(scram, user, keyed), Event::Element(el)) => match response(&el) {
+                Ok(Reply::Data(data)) => self.scram_final(*scram, user, keyed, &data, out),
+                Ok(Reply::Failed(failure)) => self.fail(Some(scram.mech), failure, out),
+                Err(cond) => self.end(cond, None, out),
+            },
             (Exchange::Account { user, mech, data }, Event::AccountChecked { enabled }) => {
                 if enabled {
-                    self.authenticated(user, mech, data, out);
+                    let success = sasl_element("success", &data);
+                    self.authenticated(user, mech, success, out);
                 } else {
                     let failure = Failure::proof("account-disabled", "account disabled");
                     self.fail(Some(mech), failure, out);
                 }
             }
             (Exchange::Backoff(mech, failure), Event::Waited) => self.fail(mech, failure, out),
-            (Exchange::TokenTurn { ht, resp, account }, Event::Waited) => {
-                self.token_turn(ht, resp, account, out)
-            }
-            (
-                Exchange::Tokens {
-                    ht,
-                    user,
-                    account,
-                    proof,
-                },
-                Event::FastTokens(tokens),
-            ) => self.tokens_found((ht, user, account, proof), tokens, out),
             (Exchange::Initial { .. } | Exchange::Final(..), Event::StreamOpened(_)) => {
                 self.end(Cond::NotWellFormed, None, out)
             }
@@ -268,7 +226,7 @@ impl<R: Role> Negotiation<R> {
                 };
                 self.state = State::Sasl(Exchange::ScramTurn(Box::new(scram), first));
             }
-            Mechanism::External | Mechanism::Token(_) => {
+            Mechanism::External => {
                 let failure = Failure::before_proof("invalid-mechanism", "EXTERNAL is not offered");
                 self.fail(Some(mech), failure, out)
             }
@@ -320,7 +278,7 @@ impl<R: Role> Negotiation<R> {
             // exchange does not reveal which accounts exist.
             None => {
                 let server_first = scram.server.server_first(None);
-                out.push(Action::Send(self.sasl_element("challenge", &server_first)));
+                out.push(Action::Send(sasl_element("challenge", &server_first)));
                 self.state = State::Sasl(Exchange::Final(scram, None, false));
             }
         }
@@ -353,7 +311,7 @@ impl<R: Role> Negotiation<R> {
     }
 
     /// The proof was right: a disabled account is still refused.
-    pub(crate) fn check_account(
+    fn check_account(
         &mut self,
         user: BareJid,
         mech: Mechanism,
@@ -365,12 +323,7 @@ impl<R: Role> Negotiation<R> {
     }
 
     /// A wrong credential is counted by the throttle, which may delay the answer.
-    pub(crate) fn wrong_credentials(
-        &mut self,
-        mech: Mechanism,
-        account: String,
-        out: &mut Vec<Action<R>>,
-    ) {
+    fn wrong_credentials(&mut self, mech: Mechanism, account: String, out: &mut Vec<Action<R>>) {
         let failure = Failure::proof(
             "not-authorized",
             format!("wrong credentials for {account:?}"),
@@ -379,12 +332,7 @@ impl<R: Role> Negotiation<R> {
         self.state = State::Sasl(Exchange::Backoff(Some(mech), failure));
     }
 
-    pub(crate) fn backend_failure(
-        &mut self,
-        mech: Mechanism,
-        error: &str,
-        out: &mut Vec<Action<R>>,
-    ) {
+    fn backend_failure(&mut self, mech: Mechanism, error: &str, out: &mut Vec<Action<R>>) {
         tracing::warn!(error, "authentication backend failed");
         let failure = Failure::proof("temporary-auth-failure", "authentication backend failed");
         self.fail(Some(mech), failure, out)
@@ -393,36 +341,13 @@ impl<R: Role> Negotiation<R> {
     /// Answers and logs one failed attempt (RFC 6120 §6.4.5); too many counted failures on
     /// one stream end it. A failure before any proof names its reason in `<text/>`, so that
     /// the client can choose differently; after a proof it says no more than the condition.
-    pub(crate) fn fail(
-        &mut self,
-        mech: Option<Mechanism>,
-        failure: Failure,
-        out: &mut Vec<Action<R>>,
-    ) {
+    fn fail(&mut self, mech: Option<Mechanism>, failure: Failure, out: &mut Vec<Action<R>>) {
         tracing::info!(
             mech = mech.map_or("(none)", Mechanism::name),
             reason = %failure.reason,
             condition = failure.condition,
             "authentication failed"
         );
-        let answer = if self.sasl2.take().is_some() {
-            let text = (failure.stage == Stage::BeforeProof).then_some(&*failure.reason);
-            crate::sasl2::failure(failure.condition, text)
-        } else {
-            self.sasl1_failure(&failure)
-        };
-        out.push(Action::Send(answer));
-        self.state = State::PreAuth;
-        if self
-            .attempts
-            .fail(mech, failure.stage, failure.error.as_ref())
-        {
-            let text = "too many authentication failures".to_owned();
-            self.end(Cond::PolicyViolation, Some(text), out);
-        }
-    }
-
-    fn sasl1_failure(&self, failure: &Failure) -> Element {
         let mut answer = Element::bare("failure", NS_SASL);
         answer.append_child(Element::bare(failure.condition, NS_SASL));
         if failure.stage == Stage::BeforeProof {
@@ -434,21 +359,15 @@ impl<R: Role> Negotiation<R> {
             );
             answer.append_child(text);
         }
-        answer
-    }
-
-    /// The namespace of this exchange's elements.
-    fn sasl_ns(&self) -> &'static str {
-        if self.sasl2.is_some() {
-            NS_SASL2
-        } else {
-            NS_SASL
+        out.push(Action::Send(answer));
+        self.state = State::PreAuth;
+        if self
+            .attempts
+            .fail(mech, failure.stage, failure.error.as_ref())
+        {
+            let text = "too many authentication failures".to_owned();
+            self.end(Cond::PolicyViolation, Some(text), out);
         }
-    }
-
-    /// `<name/>` of this exchange's profile carrying `data` in base64, empty for no data.
-    fn sasl_element(&self, name: &str, data: &[u8]) -> Element {
-        sasl_element(name, self.sasl_ns(), data)
     }
 }
 
@@ -457,14 +376,14 @@ fn bad_encoding() -> Failure {
 }
 
 /// A `<response/>` or `<abort/>` inside an exchange; anything else ends the stream.
-fn response(el: &Element, ns: &str) -> Result<Reply, Cond> {
-    if el.is("response", ns) {
+fn response(el: &Element) -> Result<Reply, Cond> {
+    if el.is("response", NS_SASL) {
         return Ok(match decode_sasl(&el.text()) {
             Ok(data) => Reply::Data(data.unwrap_or_default()),
             Err(()) => Reply::Failed(bad_encoding()),
         });
     }
-    if el.is("abort", ns) {
+    if el.is("abort", NS_SASL) {
         let failure = Failure::before_proof("aborted", "aborted by the client");
         return Ok(Reply::Failed(failure));
     }
@@ -472,17 +391,12 @@ fn response(el: &Element, ns: &str) -> Result<Reply, Cond> {
 }
 
 /// `<name xmlns=sasl>base64</name>`, empty for no data.
-fn sasl_element(name: &str, ns: &str, data: &[u8]) -> Element {
+fn sasl_element(name: &str, data: &[u8]) -> Element {
     if data.is_empty() {
-        return Element::bare(name, ns);
+        return Element::bare(name, NS_SASL);
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-    text_element(name, ns, &encoded)
-}
-
-/// RFC 6120 §6.4.6 `<success/>`, carrying the mechanism's additional data.
-pub(crate) fn success(data: &[u8]) -> Element {
-    sasl_element("success", NS_SASL, data)
+    text_element(name, NS_SASL, &encoded)
 }
 
 /// SASL payload: `None` for no data, `Some(empty)` for `=`, else base64 (whitespace ignored).
@@ -508,7 +422,7 @@ fn without_suffix<'a>(authcid: &'a str, suffixes: &[String]) -> &'a str {
 
 /// The account an attempt is throttled under: the normalised JID when the authcid is a valid
 /// localpart, else the authcid itself (so invalid names are throttled too).
-pub(crate) fn throttle_account(authcid: &str, host: &str) -> String {
+fn throttle_account(authcid: &str, host: &str) -> String {
     account_jid(authcid, host).map_or_else(|| authcid.to_owned(), |jid| jid.to_string())
 }
 
