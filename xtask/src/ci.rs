@@ -32,6 +32,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let steps = plan(&root, &options);
     // A report left by an earlier run must not be mistaken for this run's.
     let _ = std::fs::remove_file(junit_path(&root));
+    print_free_disk(&root);
     let mut timings = Vec::with_capacity(steps.len());
     let total = steps.len();
     for (index, step) in steps.into_iter().enumerate() {
@@ -45,6 +46,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 timings.push((step.name, elapsed));
             }
             Err(err) => {
+                print_free_disk(&root);
                 print_summary(&timings);
                 print_e2e_counts(&root);
                 bail!(
@@ -60,6 +62,20 @@ pub fn run(args: &[String]) -> Result<()> {
     // Last on purpose: one plain "N passed, N failed" line sums up the end-to-end run.
     print_e2e_counts(&root);
     Ok(())
+}
+
+/// Prints the free space where the build writes: a cold run needs several GiB, and a full disk
+/// otherwise surfaces as an unrelated-looking failure deep inside some step.
+fn print_free_disk(root: &Path) {
+    let output = Command::new("df").args(["-Ph"]).arg(root).output();
+    let free = output.ok().and_then(|out| {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().nth(1)?.to_owned();
+        line.split_whitespace().nth(3).map(str::to_owned)
+    });
+    if let Some(free) = free {
+        println!("    disk: {free} free at {}", root.display());
+    }
 }
 
 /// What the command line asked for.
