@@ -54,6 +54,13 @@ def to_toml(config: dict) -> str:
 
     lines: list[str] = []
     for section, body in config.items():
+        if isinstance(body, list):
+            # A top-level array of tables (`[[contact]]`).
+            for item in body:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{k} = {value(v)}" for k, v in item.items())
+                lines.append("")
+            continue
         tables = {k: v for k, v in body.items() if isinstance(v, list) and v and
                   all(isinstance(x, dict) for x in v)}
         lines.append(f"[{section}]")

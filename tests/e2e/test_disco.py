@@ -139,3 +139,50 @@ async def test_caps_and_rosterver_stream_features(server):
                             f"{caps.get('ver')}'/>", to="localhost")
     assert info.get("type") == "result", "caps node#ver not answered"
     assert caps_ver(info) == caps.get("ver"), "caps ver does not match the disco#info"
+
+
+SERVER_INFO = "http://jabber.org/network/serverinfo"
+
+
+@async_test()
+async def test_contact_addresses_in_disco_info_and_caps(make_server):
+    """XEP-0157: the configured addresses as the serverinfo form of the host's disco#info,
+    read with slixmpp's extended disco (XEP-0128), and counted in the caps hash."""
+    server = make_server(contact=[{
+        "host": "localhost",
+        "abuse": ["mailto:abuse@localhost", "xmpp:abuse@localhost"],
+        "status": ["https://status.localhost/"],
+        "security": ["mailto:security@localhost"],
+    }])
+
+    def plugins(client) -> None:
+        client.register_plugin("xep_0030")
+        client.register_plugin("xep_0128")
+
+    alice = await login(server, "alice", setup=plugins)
+    info = await alice.plugin["xep_0030"].get_info(jid="localhost", timeout=10)
+    forms = [f for f in info["disco_info"]["substanzas"]
+             if f.name == "x" and f.get_values().get("FORM_TYPE") in (SERVER_INFO, [SERVER_INFO])]
+    assert len(forms) == 1, f"one serverinfo form expected in {info}"
+    values = forms[0].get_values()
+    assert sorted(values["abuse-addresses"]) == ["mailto:abuse@localhost", "xmpp:abuse@localhost"]
+    assert values["status-addresses"] == ["https://status.localhost/"]
+    assert values["security-addresses"] == ["mailto:security@localhost"]
+    assert "sales-addresses" not in values, "a kind without addresses is left out"
+    fields = {f["var"]: f["type"] for f in forms[0]["fields"]}
+    assert fields["abuse-addresses"] == "list-multi", fields
+    assert forms[0]["type"] == "result"
+
+    # The stream feature's caps hash covers the form (XEP-0115 §5.4).
+    client = RawClient(server.starttls_port)
+    client.open(server.domain)
+    client.starttls()
+    client.open(server.domain)
+    assert client.auth_plain("alice", PASSWORD).tag.endswith("success")
+    caps = client.open(server.domain).find(q(CAPS_NS, "c"))
+    client.bind()
+    raw = client.iq("get", f"<query xmlns='{DISCO_INFO}' node='{caps.get('node')}#"
+                           f"{caps.get('ver')}'/>", to="localhost")
+    assert raw.get("type") == "result", "caps node#ver not answered"
+    assert raw.find(q(DISCO_INFO, "query")).find(q(DATA_NS, "x")) is not None
+    assert caps_ver(raw) == caps.get("ver"), "caps ver does not cover the contact form"

@@ -137,7 +137,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
             motd.clone(),
         )))
         .module(motd.clone())
-        .module(register.clone());
+        .module(register.clone())
+        .module(Arc::new(contact_addresses(&config)));
     let (builder, retention, archive) = match mam_module(&config, &store).await? {
         Some((module, retention, archive)) => {
             (builder.module(module), Some(retention), Some(archive))
@@ -311,6 +312,17 @@ async fn bind_http(
         behind_tls_proxy: http.behind_tls_proxy,
     };
     xmppd_http::Http::bind(settings, tls, router).await
+}
+
+/// The contact addresses (XEP-0157) of each host (`[[contact]]`).
+fn contact_addresses(config: &ValidatedConfig) -> xmppd_im::ContactAddresses {
+    let hosts = config.contact.iter().map(|(host, lists)| {
+        let lists = lists
+            .iter()
+            .map(|(var, uris)| (var.to_string(), uris.clone()));
+        (host.clone(), lists.collect())
+    });
+    xmppd_im::ContactAddresses::new(hosts)
 }
 
 /// What one session's queue may hold (`[c2s]`).

@@ -110,8 +110,8 @@ pub(crate) struct Shared {
     connections: Arc<tokio::sync::Semaphore>,
     /// What negotiation knows of the hosts, their backends and pre-authentication services.
     negotiation: Arc<xmppd_negotiation::Settings>,
-    /// The core's stream features after authentication.
-    client_features: Arc<[minidom::Element]>,
+    /// The core's stream features after authentication, per host.
+    client_features: Arc<xmppd_negotiation::HostFeatures>,
 }
 
 /// The bound c2s listeners, ready to [`C2s::run`].
@@ -158,11 +158,20 @@ impl C2s {
             listeners.push((kind, listener));
         }
         let negotiation = Arc::new(negotiation_settings(&settings, &server, &auth, &pre_auth));
-        let mut client_features = server.c2s_features();
-        if settings.sm.enabled {
-            // Offered on the authenticated stream (XEP-0198 §2); enabled after binding.
-            client_features.push(xmpp_parsers::sm::StreamManagement { optional: false }.into());
-        }
+        let features_of = |host: &str| {
+            let mut features = server.c2s_features(host);
+            if settings.sm.enabled {
+                // Offered on the authenticated stream (XEP-0198 §2); enabled after binding.
+                features.push(xmpp_parsers::sm::StreamManagement { optional: false }.into());
+            }
+            features
+        };
+        let client_features = xmppd_negotiation::HostFeatures {
+            hosts: (server.hosts().iter())
+                .map(|h| (h.clone(), features_of(h)))
+                .collect(),
+            other: Vec::new(),
+        };
         let shared = Shared {
             client_features: client_features.into(),
             negotiation,

@@ -66,7 +66,7 @@ pub(crate) async fn run(
         ListenerKind::Carried if conn.io.is_secure() => TlsStep::Direct,
         ListenerKind::Carried => TlsStep::Below,
     };
-    let role = ClientRole::new(Arc::clone(&shared.client_features));
+    let role = ClientRole::per_host(Arc::clone(&shared.client_features));
     let mut machine = Machine::new(role, Arc::clone(&shared.negotiation), tls);
     let mut driver = Driver {
         conn,

@@ -230,6 +230,18 @@ fn render(c: &ValidatedConfig) -> String {
             ("max_errors", int(p.max_errors)),
         ]),
     );
+    let contact = (c.contact.iter())
+        .map(|(host, lists)| {
+            let mut entry = Table::new();
+            entry.insert("host".into(), host.clone().into());
+            for (field, uris) in lists {
+                let key = field.trim_end_matches("-addresses");
+                entry.insert(key.into(), strings(uris));
+            }
+            Value::Table(entry)
+        })
+        .collect();
+    doc.insert("contact".into(), Value::Array(contact));
     doc.to_string()
 }
 

@@ -9,6 +9,7 @@
 //! This crate deliberately does not open sockets, read certificates or touch the database: it
 //! only resolves relative paths and checks that configured certificate files exist.
 
+mod contact;
 mod directory;
 mod error;
 pub mod fuzzing;
@@ -25,6 +26,7 @@ mod source;
 mod tests;
 mod validate;
 
+pub use contact::{ContactAddresses, ContactEntry};
 pub use directory::{
     AuthBackendKind, AuthSection, BindPassword, LdapSection, LdapSettings, LdapTls, NestedGroups,
     SharedGroupEntry, SharedGroupSettings, SharedGroupSource, SharedRosterSection,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::{
-    AuthSection, HttpSection, LdapSection, MamSection, MucSection, PubSubSection, PushSection,
-    SharedRosterSection,
+    AuthSection, ContactEntry, HttpSection, LdapSection, MamSection, MucSection, PubSubSection,
+    PushSection, SharedRosterSection,
 };
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
@@ -29,6 +29,7 @@ pub struct Config {
     pub pubsub: PubSubSection,
     pub http: HttpSection,
     pub push: PushSection,
+    pub contact: Vec<ContactEntry>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AuthBackendKind, HttpSettings, LdapSettings, LogLevel, MamSettings, MucSettings,
-    PubSubSettings, PushSettings, SharedGroupSettings, StorageBackend,
+    AuthBackendKind, ContactAddresses, HttpSettings, LdapSettings, LogLevel, MamSettings,
+    MucSettings, PubSubSettings, PushSettings, SharedGroupSettings, StorageBackend,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -35,6 +35,8 @@ pub struct ValidatedConfig {
     /// `None`: no HTTP listeners.
     pub http: Option<HttpSettings>,
     pub push: PushSettings,
+    /// XEP-0157 contact addresses of each host that publishes some.
+    pub contact: BTreeMap<String, ContactAddresses>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

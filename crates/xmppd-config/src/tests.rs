@@ -574,3 +574,39 @@ fn http_errors_name_their_key() {
     assert_eq!(e.line, Some(3));
     assert!(e.to_string().lines().count() == 1, "{e}");
 }
+
+#[test]
+fn contact_addresses_per_host_with_a_default() {
+    let c = load(
+        "[server]\nhosts = [\"a.example\", \"b.example\", \"c.example\"]\n\
+         [[contact]]\nabuse = [\"mailto:abuse@example.net\"]\n\
+         [[contact]]\nhost = \"B.example\"\nstatus = [\"https://status.b.example/\"]\n",
+    )
+    .unwrap();
+    let abuse = vec![(
+        "abuse-addresses",
+        vec!["mailto:abuse@example.net".to_string()],
+    )];
+    assert_eq!(c.contact.get("a.example"), Some(&abuse));
+    assert_eq!(c.contact.get("c.example"), Some(&abuse));
+    let status = vec![(
+        "status-addresses",
+        vec!["https://status.b.example/".to_string()],
+    )];
+    assert_eq!(c.contact.get("b.example"), Some(&status));
+    assert!(load("").unwrap().contact.is_empty());
+
+    let e = err("[[contact]]\nhost = \"elsewhere.example\"\nabuse = [\"mailto:a@b\"]\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("contact[0].host"), Some(2))
+    );
+    let e = err("[[contact]]\nabuse = [\"mailto:a@b\", \"abuse@example.org\"]\n");
+    assert_eq!(e.key.as_deref(), Some("contact[0].abuse"));
+    assert!(e.message.contains("not a URI"), "{}", e.message);
+    let e = err("[[contact]]\nabuse = [\"mailto:a@b\"]\n[[contact]]\nadmin = [\"mailto:c@d\"]\n");
+    assert_eq!((e.key.as_deref(), e.line), (Some("contact"), Some(3)));
+    assert!(err("[[contact]]\nabuze = [\"mailto:a@b\"]\n")
+        .message
+        .contains("unknown key"));
+}

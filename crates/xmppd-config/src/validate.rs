@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::contact::validate_contact;
 use crate::directory::{auth_backends, normalise_bare_jid};
 use crate::locate::{trim_index, Locator};
 use crate::muc::validate_muc;
@@ -254,6 +255,7 @@ impl Config {
         let mam = self.mam.validate(&fail)?;
         let pubsub = validate_pubsub(&self.pubsub, &hosts, &fail)?;
         let push = self.push.validate(&fail)?;
+        let contact = validate_contact(&self.contact, &hosts, &fail)?;
 
         Ok(ValidatedConfig {
             source: source.name.clone(),
@@ -311,6 +313,7 @@ impl Config {
             pubsub,
             http,
             push,
+            contact,
         })
     }
 }

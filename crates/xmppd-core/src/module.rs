@@ -149,8 +149,19 @@ pub trait Module: Send + Sync {
         Vec::new()
     }
 
-    /// Stream features offered to clients after authentication.
-    fn stream_features(&self) -> Vec<Element> {
+    /// Stream features offered after authentication to clients of the served domain `host`
+    /// (the server's entity capabilities, XEP-0115, differ between hosts whose disco#info
+    /// differs).
+    fn stream_features(&self, host: &str) -> Vec<Element> {
+        let _ = host;
+        Vec::new()
+    }
+
+    /// XEP-0128 extended information (XEP-0004 forms of type `result` with a `FORM_TYPE`)
+    /// this module adds to the disco#info of the served domain `host`: the contact addresses
+    /// of XEP-0157. Part of the server's entity capabilities (XEP-0115 §5.4).
+    fn server_info_forms(&self, host: &str) -> Vec<Element> {
+        let _ = host;
         Vec::new()
     }
 

@@ -360,12 +360,13 @@ impl Server {
         &self.roster_modules
     }
 
-    /// Stream features the modules add after authentication, besides `<bind/>` and
-    /// `<session/>` that the driver writes (e.g. roster versioning `<ver/>`, caps `<c/>`).
-    pub fn c2s_features(&self) -> Vec<Element> {
+    /// Stream features the modules add after authentication on a stream to `host`, besides
+    /// `<bind/>` and `<session/>` that the driver writes (e.g. roster versioning `<ver/>`,
+    /// caps `<c/>`).
+    pub fn c2s_features(&self, host: &str) -> Vec<Element> {
         self.modules
             .iter()
-            .flat_map(|m| m.stream_features())
+            .flat_map(|m| m.stream_features(host))
             .collect()
     }
 

@@ -105,7 +105,7 @@ impl Module for CsiModule {
         }
     }
 
-    fn stream_features(&self) -> Vec<Element> {
+    fn stream_features(&self, _host: &str) -> Vec<Element> {
         vec![Feature.into()]
     }
 

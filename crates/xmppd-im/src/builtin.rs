@@ -14,6 +14,7 @@ use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use sha1::{Digest, Sha1};
+use xmpp_parsers::data_forms::DataForm;
 use xmpp_parsers::disco::{
     DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item,
 };
@@ -40,12 +41,41 @@ pub(crate) fn modules() -> Vec<Arc<dyn Module>> {
     ]
 }
 
-/// XEP-0115 verification string of the server's identity and features.
-fn caps_ver(features: &[String]) -> String {
-    let mut s = String::from("server/im//xmppd<");
+/// XEP-0115 §5.1 verification string of the server's identity, features and extended
+/// information forms (XEP-0128).
+fn caps_ver(features: &[String], forms: &[DataForm]) -> String {
+    caps_hash("server/im//xmppd<", features, forms)
+}
+
+/// XEP-0115 §5.1 from step 2 on: `identities` is already the string of steps 2 and 3.
+fn caps_hash(identities: &str, features: &[String], forms: &[DataForm]) -> String {
+    let mut s = String::from(identities);
+    let mut features: Vec<&String> = features.iter().collect();
+    features.sort();
+    features.dedup();
     for f in features {
         s.push_str(f);
         s.push('<');
+    }
+    let mut forms: Vec<&DataForm> = forms.iter().collect();
+    forms.sort_by_key(|f| f.form_type());
+    for form in forms {
+        s.push_str(form.form_type().unwrap_or_default());
+        s.push('<');
+        let mut fields: Vec<_> = (form.fields.iter())
+            .filter(|f| f.var.as_deref() != Some("FORM_TYPE"))
+            .collect();
+        fields.sort_by(|a, b| a.var.cmp(&b.var));
+        for field in fields {
+            s.push_str(field.var.as_deref().unwrap_or_default());
+            s.push('<');
+            let mut values: Vec<&String> = field.values.iter().collect();
+            values.sort();
+            for v in values {
+                s.push_str(v);
+                s.push('<');
+            }
+        }
     }
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
 }
@@ -67,15 +97,6 @@ where
     })
 }
 
-/// A disco#info result with one identity.
-fn features_query(
-    node: Option<String>,
-    (category, kind, name): (&str, &str, Option<&str>),
-    features: &[String],
-) -> Element {
-    info_query(node, vec![identity(category, kind, name)], features)
-}
-
 fn identity(category: &str, kind: &str, name: Option<&str>) -> Identity {
     Identity {
         category: category.into(),
@@ -87,11 +108,21 @@ fn identity(category: &str, kind: &str, name: Option<&str>) -> Identity {
 
 /// A disco#info result.
 fn info_query(node: Option<String>, identities: Vec<Identity>, features: &[String]) -> Element {
+    extended_info_query(node, identities, features, Vec::new())
+}
+
+/// A disco#info result with XEP-0128 extended information.
+fn extended_info_query(
+    node: Option<String>,
+    identities: Vec<Identity>,
+    features: &[String],
+    extensions: Vec<DataForm>,
+) -> Element {
     DiscoInfoResult {
         node,
         identities,
         features: features.iter().cloned().collect(),
-        extensions: Vec::new(),
+        extensions,
     }
     .into()
 }
@@ -110,14 +141,42 @@ fn items_query(node: Option<String>, items: Vec<Item>) -> Element {
 /// server's entity capabilities (XEP-0115), offered as a stream feature.
 #[derive(Default)]
 struct Disco {
-    /// The verification string of the server's features, known once the server is built.
-    caps_ver: OnceLock<String>,
+    /// Per served host, its extended information forms (XEP-0128) and the verification
+    /// string of its disco#info; known once the server is built.
+    hosts: OnceLock<HashMap<String, HostInfo>>,
+}
+
+struct HostInfo {
+    forms: Vec<DataForm>,
+    caps_ver: String,
 }
 
 impl Disco {
-    fn caps_ver(&self) -> &str {
-        self.caps_ver.get().map_or("", String::as_str)
+    fn host(&self, host: &str) -> Option<&HostInfo> {
+        self.hosts.get()?.get(host)
     }
+
+    fn caps_ver(&self, host: &str) -> &str {
+        self.host(host).map_or("", |h| h.caps_ver.as_str())
+    }
+}
+
+/// The extended information forms the modules add to `host`'s disco#info; one that is not
+/// a form with a `FORM_TYPE` is left out rather than sent.
+fn module_forms(cx: &Context<'_>, host: &str) -> Vec<DataForm> {
+    let elements = cx.modules().iter().flat_map(|m| m.server_info_forms(host));
+    let forms = elements.filter_map(|el| match DataForm::try_from(el) {
+        Ok(form) if form.form_type().is_some() => Some(form),
+        Ok(_) => {
+            tracing::warn!("disco: a module's extended information has no FORM_TYPE; left out");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "disco: a module's extended information is not a form");
+            None
+        }
+    });
+    forms.collect()
 }
 
 #[async_trait]
@@ -131,7 +190,12 @@ impl Module for Disco {
     }
 
     fn on_started(&self, cx: &Context<'_>) {
-        let _ = self.caps_ver.set(caps_ver(cx.server_features()));
+        let hosts = (cx.hosts().iter()).map(|host| {
+            let forms = module_forms(cx, host);
+            let caps_ver = caps_ver(cx.server_features(), &forms);
+            (host.clone(), HostInfo { forms, caps_ver })
+        });
+        let _ = self.hosts.set(hosts.collect());
     }
 
     fn server_features(&self) -> Vec<String> {
@@ -142,11 +206,11 @@ impl Module for Disco {
         vec![stanza::NS_DISCO_INFO.into(), stanza::NS_DISCO_ITEMS.into()]
     }
 
-    fn stream_features(&self) -> Vec<Element> {
+    fn stream_features(&self, host: &str) -> Vec<Element> {
         let attrs = [
             ("hash", "sha-1"),
             ("node", CAPS_NODE),
-            ("ver", self.caps_ver()),
+            ("ver", self.caps_ver(host)),
         ];
         vec![stanza::elem("c", stanza::NS_CAPS, &attrs)]
     }
@@ -173,7 +237,8 @@ impl Module for Disco {
         };
         if req.to.node().is_none() {
             if info {
-                let caps_node = format!("{CAPS_NODE}#{}", self.caps_ver());
+                let host = req.to.domain().as_str();
+                let caps_node = format!("{CAPS_NODE}#{}", self.caps_ver(host));
                 match node.as_deref() {
                     None => {}
                     Some(n) if n == caps_node => {}
@@ -186,8 +251,10 @@ impl Module for Disco {
                         return Err(StanzaError::new(Condition::ItemNotFound));
                     }
                 }
-                let id = ("server", "im", Some("xmppd"));
-                return Ok(Some(features_query(node, id, cx.server_features())));
+                let id = identity("server", "im", Some("xmppd"));
+                let forms = self.host(host).map(|h| h.forms.clone()).unwrap_or_default();
+                let features = cx.server_features();
+                return Ok(Some(extended_info_query(node, vec![id], features, forms)));
             }
             if let Some(n) = node {
                 for m in cx.modules() {
@@ -670,8 +737,41 @@ mod tests {
         ];
         let s = "server/im//xmppd<http://jabber.org/protocol/disco#info<urn:xmpp:ping<";
         let expect = base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()));
-        assert_eq!(caps_ver(&f), expect);
-        assert_ne!(caps_ver(&f[..1]), expect);
+        assert_eq!(caps_ver(&f, &[]), expect);
+        assert_ne!(caps_ver(&f[..1], &[]), expect);
+    }
+
+    /// XEP-0115 §5.3, the complex generation example: the extended information form counts.
+    #[test]
+    fn caps_hash_includes_forms_as_xep0115_example() {
+        use xmpp_parsers::data_forms::{DataFormType, Field, FieldType};
+        let field = |var: &str, values: &[&str]| Field {
+            values: values.iter().map(|v| v.to_string()).collect(),
+            ..Field::new(var, FieldType::TextSingle)
+        };
+        let form = DataForm::new(
+            DataFormType::Result_,
+            "urn:xmpp:dataforms:softwareinfo",
+            vec![
+                field("os", &["Mac"]),
+                field("ip_version", &["ipv6", "ipv4"]),
+                field("software_version", &["0.11"]),
+                field("software", &["Psi"]),
+                field("os_version", &["10.5.1"]),
+            ],
+        );
+        let features: Vec<String> = [
+            "http://jabber.org/protocol/muc",
+            "http://jabber.org/protocol/caps",
+            "http://jabber.org/protocol/disco#items",
+            "http://jabber.org/protocol/disco#info",
+        ]
+        .map(String::from)
+        .into();
+        let ids = "client/pc/el/\u{3a8} 0.11<client/pc/en/Psi 0.11<";
+        let ver = caps_hash(ids, &features, &[form]);
+        assert_eq!(ver, "q07IKJEyjvHSyhy//CH0CxmKi8w=");
+        assert_ne!(caps_hash(ids, &features, &[]), ver);
     }
 
     #[test]

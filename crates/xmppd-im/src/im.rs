@@ -308,7 +308,7 @@ impl Module for Im {
     }
 
     /// Roster versioning (RFC 6121 §2.6) and subscription pre-approval (§3.4).
-    fn stream_features(&self) -> Vec<Element> {
+    fn stream_features(&self, _host: &str) -> Vec<Element> {
         vec![
             Element::bare("ver", stanza::NS_ROSTERVER),
             Element::bare("sub", stanza::NS_PREAPPROVAL),

@@ -7,6 +7,7 @@
 //! - `builtin`: service discovery (XEP-0030) with entity capabilities (XEP-0115), ping
 //!   (XEP-0199), software version (XEP-0092), last activity (XEP-0012) and offline messages
 //!   (XEP-0160), handed out page by page as the session writes them.
+//! - `contact`: the contact addresses of each host (XEP-0157) in its disco#info.
 //!
 //! They reach the core only through its public seam (`Module` hooks, `Context`, `Server`), as
 //! any other service does. The binary registers [`modules`] before every other module, so
@@ -19,9 +20,11 @@ use xmppd_core::{BareJid, Context, Outbox, Server};
 use xmppd_storage::RosterItem;
 
 mod builtin;
+mod contact;
 mod im;
 
 pub use builtin::{LastQuery, LastResult, CAPS_NODE};
+pub use contact::{ContactAddresses, NS_SERVER_INFO};
 pub use im::{effective_roster, shares_presence};
 
 /// The IM modules, in the order they are to be registered (before the feature modules).

@@ -2,6 +2,7 @@
 //! the legacy session request (RFC 3921 §3, optional since RFC 6121), then its stream carries
 //! stanzas.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jid::{BareJid, FullJid};
@@ -15,14 +16,37 @@ use crate::{NS_BIND, NS_SESSION};
 /// Resource binding for client streams (`jabber:client`).
 #[derive(Debug)]
 pub struct ClientRole {
-    /// What the core adds to the post-authentication features (roster versioning, caps…).
-    features: Arc<[Element]>,
+    /// What the core adds to the post-authentication features (roster versioning, caps…),
+    /// per served host: the server's capabilities differ between hosts.
+    features: Arc<HostFeatures>,
     /// The bind request being answered.
     binding: Option<Element>,
 }
 
+/// The post-authentication features the core adds, per served host; `other` for a host
+/// not listed.
+#[derive(Debug, Default)]
+pub struct HostFeatures {
+    pub hosts: HashMap<String, Vec<Element>>,
+    pub other: Vec<Element>,
+}
+
+impl HostFeatures {
+    fn of(&self, host: &str) -> &[Element] {
+        self.hosts.get(host).unwrap_or(&self.other)
+    }
+}
+
 impl ClientRole {
+    /// The same features for every host.
     pub fn new(features: Arc<[Element]>) -> Self {
+        Self::per_host(Arc::new(HostFeatures {
+            hosts: HashMap::new(),
+            other: features.to_vec(),
+        }))
+    }
+
+    pub fn per_host(features: Arc<HostFeatures>) -> Self {
         ClientRole {
             features,
             binding: None,
@@ -68,11 +92,11 @@ impl Role for ClientRole {
         NS_CLIENT
     }
 
-    fn features(&self, _user: &BareJid) -> Vec<Element> {
+    fn features(&self, user: &BareJid) -> Vec<Element> {
         let mut session = Element::bare("session", NS_SESSION);
         session.append_child(Element::bare("optional", NS_SESSION));
         let mut features = vec![Element::bare("bind", NS_BIND), session];
-        features.extend(self.features.iter().cloned());
+        features.extend(self.features.of(user.domain().as_str()).iter().cloned());
         features
     }
 

@@ -23,7 +23,7 @@ mod role;
 mod sasl;
 mod xml;
 
-pub use client::{answer_bound, BindRefusal, BindRequest, ClientRole};
+pub use client::{answer_bound, BindRefusal, BindRequest, ClientRole, HostFeatures};
 pub use features::offered_mechanisms;
 pub use machine::Negotiation;
 pub use role::{Role, RoleStep};
