@@ -17,6 +17,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from clients import CLIENT_NS, STEP, async_test, login, q, settled
+from conftest import PASSWORD
 from test_roster_presence import subscribe
 
 A, B, C = "alice@localhost", "bob@localhost", "carol@localhost"
@@ -260,11 +261,16 @@ async def test_items_max_retract_delete_and_purge(server):
 @async_test()
 async def test_the_account_shows_the_pep_identity_and_features(server):
     alice = await pep_client(server, "alice")
-    info = await alice.plugin["xep_0030"].get_info(jid=A)
-    assert ("pubsub", "pep", None, None) in info["disco_info"]["identities"]
-    features = info["disco_info"]["features"]
-    for f in ("publish", "publish-options", "auto-create", "access-open", "last-published"):
-        assert f"{PUBSUB}#{f}" in features, f
+    bob = await pep_client(server, "bob")
+    # Asked by the account itself and by anyone else (XEP-0163 §1, XEP-0060 §9).
+    for asking in (alice, bob):
+        info = await asking.plugin["xep_0030"].get_info(jid=A)
+        assert ("pubsub", "pep", None, None) in info["disco_info"]["identities"]
+        features = info["disco_info"]["features"]
+        for f in ("publish", "publish-options", "auto-create", "access-open", "last-published",
+                  "pubsub-on-a-jid", "modify-affiliations", "manage-subscriptions"):
+            assert f"{PUBSUB}#{f}" in features, f
+        assert PUBSUB in features
 
 
 @async_test()
@@ -290,7 +296,8 @@ async def test_payload_and_node_limits(make_server):
     for node in ("urn:test:1", "urn:test:2"):
         reply = await alice.iq("set", publish_xml(node, tune("n")))
         assert reply.get("type") == "result", ET.tostring(reply)
-    assert error_of(await alice.iq("set", publish_xml("urn:test:3", tune("n"))))[0] == "not-allowed"
+    assert error_of(await alice.iq("set", publish_xml("urn:test:3", tune("n")))) == (
+        "not-allowed", "max-nodes-exceeded")
     # Nothing was lost: the first nodes still have their items.
     assert len(item_ids(await items_of(alice, A, "urn:test:1"))) == 1
 
@@ -328,3 +335,17 @@ async def test_a_newly_approved_contact_gets_the_last_item(server):
     await subscribe(bob, alice, B, A)
     ev = await bob.expect(event_items(TUNE), what="last tune once approved")
     assert ev.find(f".//{q(TUNE, 'title')}").text == "Something"
+
+
+@async_test(timeout=120)
+async def test_an_account_removed_with_the_server_stopped_takes_its_nodes(server):
+    alice = await pep_client(server, "alice")
+    reply = await alice.iq("set", publish_xml(TUNE, tune("Yesterday"), "current"))
+    assert reply.get("type") == "result", ET.tostring(reply)
+    await alice.close()
+    server.stop()
+    server.cli("unregister", "alice", "localhost")
+    server.cli("register", "--ignore-tombstone", "alice", "localhost", PASSWORD)
+    server.start()
+    alice = await pep_client(server, "alice")
+    assert error_of(await items_of(alice, A, TUNE))[0] == "item-not-found"

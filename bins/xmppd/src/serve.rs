@@ -405,6 +405,7 @@ async fn pubsub(
         max_items: p.max_items,
         max_payload_bytes: p.max_payload_bytes,
         max_nodes: p.max_nodes,
+        max_service_nodes: p.max_service_nodes,
     };
     let nodes = Arc::new(nodes);
     let engine = Arc::new(xmppd_pubsub::Engine { nodes, limits });

@@ -18,6 +18,7 @@ pub struct PubSubSection {
     pub max_items: u64,
     pub max_payload_bytes: u64,
     pub max_nodes: u64,
+    pub max_service_nodes: u64,
     pub caps_cache: u64,
 }
 
@@ -30,6 +31,7 @@ impl Default for PubSubSection {
             max_items: 256,
             max_payload_bytes: 64 * 1024,
             max_nodes: 1000,
+            max_service_nodes: 100_000,
             caps_cache: 10_000,
         }
     }
@@ -55,8 +57,10 @@ pub struct PubSubSettings {
     /// Items a node keeps at most (what `pubsub#max_items` `max` means).
     pub max_items: u32,
     pub max_payload_bytes: usize,
-    /// Nodes per account, and per service.
+    /// Nodes per account: its own, and those it created on a service.
     pub max_nodes: usize,
+    /// Nodes per service.
+    pub max_service_nodes: usize,
     /// Verified entity capabilities kept.
     pub caps_cache: usize,
 }
@@ -81,6 +85,8 @@ pub(crate) fn validate_pubsub(
             .map_err(|why| fail("pubsub.max_payload_bytes", why))?,
         max_nodes: in_range(p.max_nodes, 1, 1 << 20)
             .map_err(|why| fail("pubsub.max_nodes", why))?,
+        max_service_nodes: in_range(p.max_service_nodes, 1, 1 << 24)
+            .map_err(|why| fail("pubsub.max_service_nodes", why))?,
         caps_cache: in_range(p.caps_cache, 1, 1 << 24)
             .map_err(|why| fail("pubsub.caps_cache", why))?,
     })

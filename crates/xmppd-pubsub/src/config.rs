@@ -40,6 +40,49 @@ impl AccessModel {
     }
 }
 
+/// An entity's standing on a node besides none (XEP-0060 §4.1), always of a bare JID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affiliation {
+    Owner,
+    /// Publishes and retracts items, and reads them.
+    Publisher,
+    /// Subscribes and reads items, whatever the access model.
+    Member,
+    /// Neither subscribes nor reads.
+    Outcast,
+}
+
+impl Affiliation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affiliation::Owner => "owner",
+            Affiliation::Publisher => "publisher",
+            Affiliation::Member => "member",
+            Affiliation::Outcast => "outcast",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Affiliation> {
+        Some(match s {
+            "owner" => Affiliation::Owner,
+            "publisher" => Affiliation::Publisher,
+            "member" => Affiliation::Member,
+            "outcast" => Affiliation::Outcast,
+            _ => return None,
+        })
+    }
+
+    /// Whether it publishes and retracts items (§4.1).
+    pub fn publishes(self) -> bool {
+        matches!(self, Affiliation::Owner | Affiliation::Publisher)
+    }
+
+    /// Whether it reads items and subscribes whatever the access model (§4.5 whitelist).
+    pub fn reads(self) -> bool {
+        !matches!(self, Affiliation::Outcast)
+    }
+}
+
 /// When the last published item is sent to a new subscriber (XEP-0060 §12.20).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendLast {
@@ -74,8 +117,11 @@ pub struct Limits {
     pub max_items: u32,
     /// The largest payload of one item, serialised, in bytes.
     pub max_payload_bytes: usize,
-    /// The most nodes one owner (an account, or the service) has.
+    /// The most nodes one account has: its own (personal eventing), and those it created on
+    /// the service.
     pub max_nodes: usize,
+    /// The most nodes the service has, whoever created them.
+    pub max_service_nodes: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +131,7 @@ impl Default for Limits {
             max_items: 256,
             max_payload_bytes: 64 * 1024,
             max_nodes: 1000,
+            max_service_nodes: 100_000,
         }
     }
 }
@@ -98,6 +145,10 @@ pub struct NodeConfig {
     pub send_last: SendLast,
     pub deliver_payloads: bool,
     pub notify_retract: bool,
+    /// Whether subscribers are told of a configuration change (§8.2.5.4).
+    pub notify_config: bool,
+    /// Whether subscribers are told of the node's deletion (§8.4.2).
+    pub notify_delete: bool,
     pub roster_groups: Vec<String>,
 }
 
@@ -110,6 +161,8 @@ enum Setting {
     SendLast(SendLast),
     DeliverPayloads(bool),
     NotifyRetract(bool),
+    NotifyConfig(bool),
+    NotifyDelete(bool),
     RosterGroups(Vec<String>),
 }
 
@@ -124,6 +177,8 @@ impl NodeConfig {
             send_last: SendLast::OnSubAndPresence,
             deliver_payloads: true,
             notify_retract: true,
+            notify_config: false,
+            notify_delete: true,
             roster_groups: Vec::new(),
         }
     }
@@ -151,6 +206,8 @@ impl NodeConfig {
                 Setting::SendLast(s) => self.send_last = s,
                 Setting::DeliverPayloads(d) => self.deliver_payloads = d,
                 Setting::NotifyRetract(n) => self.notify_retract = n,
+                Setting::NotifyConfig(n) => self.notify_config = n,
+                Setting::NotifyDelete(n) => self.notify_delete = n,
                 Setting::RosterGroups(g) => self.roster_groups = g,
             }
         }
@@ -225,6 +282,8 @@ impl NodeConfig {
                 ),
                 boolean("pubsub#deliver_payloads", self.deliver_payloads),
                 boolean("pubsub#notify_retract", self.notify_retract),
+                boolean("pubsub#notify_config", self.notify_config),
+                boolean("pubsub#notify_delete", self.notify_delete),
                 groups,
             ],
         )
@@ -273,13 +332,11 @@ fn settings(form: &DataForm, limits: &Limits) -> Result<Vec<Setting>, String> {
             }
             "pubsub#deliver_payloads" => Setting::DeliverPayloads(boolean(value).ok_or_else(bad)?),
             "pubsub#notify_retract" => Setting::NotifyRetract(boolean(value).ok_or_else(bad)?),
+            "pubsub#notify_config" => Setting::NotifyConfig(boolean(value).ok_or_else(bad)?),
+            "pubsub#notify_delete" => Setting::NotifyDelete(boolean(value).ok_or_else(bad)?),
             // Options that only name what xmppd does anyway.
             "pubsub#publish_model" if value == "publishers" => continue,
-            "pubsub#notify_delete" | "pubsub#notify_config" | "pubsub#notify_sub"
-                if boolean(value).is_some() =>
-            {
-                continue
-            }
+            "pubsub#notify_sub" if boolean(value).is_some() => continue,
             "pubsub#title" | "pubsub#description" | "pubsub#type" => continue,
             _ => return Err(format!("{var} is not supported")),
         };

@@ -17,10 +17,13 @@ use xmppd_core::module::{IqKind, IqRequest};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::Context;
 
-use crate::config::{AccessModel, Limits, NodeConfig};
+use crate::config::{AccessModel, Affiliation, Limits, NodeConfig};
 use crate::errors::{forbidden, item_not_found, pubsub_error, storage};
-use crate::payload::{wrap, SubscriptionList, SubscriptionState, Unsubscribe};
-use crate::store::{Created, NodeStore, StoredItem, StoredNode};
+use crate::payload::{
+    wrap, wrap_owner, OwnerAffiliation, OwnerAffiliations, SubscriptionList, SubscriptionState,
+    Unsubscribe,
+};
+use crate::store::{Created, NodeStore, Quota, StoredItem, StoredNode};
 
 /// The XEP-0060 §10 features of what [`Engine`] does, for accounts and the service alike.
 pub const FEATURES: &[&str] = &[
@@ -35,9 +38,14 @@ pub const FEATURES: &[&str] = &[
     "delete-items",
     "delete-nodes",
     "item-ids",
+    "manage-subscriptions",
+    "member-affiliation",
+    "modify-affiliations",
+    "outcast-affiliation",
     "persistent-items",
     "publish",
     "publish-options",
+    "publisher-affiliation",
     "purge-nodes",
     "retract-items",
     "retrieve-affiliations",
@@ -74,15 +82,28 @@ pub struct Event {
     /// The node's explicit subscribers as the request found them (a deleted node has none
     /// left to read).
     pub subscribers: Vec<String>,
+    /// The node's stored affiliations then: outcasts get nothing, members of a whitelist
+    /// node do.
+    pub affiliations: Vec<(String, Affiliation)>,
 }
 
-/// What a request gives: the IQ answer's payload, the events, and the last item a new
-/// subscriber gets (XEP-0060 §6.1.7).
+impl Event {
+    /// The stored affiliation of the bare JID `jid`.
+    pub fn affiliation(&self, jid: &str) -> Option<Affiliation> {
+        (self.affiliations.iter())
+            .find(|(j, _)| j == jid)
+            .map(|(_, a)| *a)
+    }
+}
+
+/// What a request gives: the IQ answer's payload, the events, and the `<event/>`s that go to
+/// one entity only: the last item a new subscriber gets (XEP-0060 §6.1.7), the news of a
+/// subscription an owner changed (§8.8.4).
 #[derive(Debug, Default)]
 pub struct Answer {
     pub reply: Option<Element>,
     pub events: Vec<Event>,
-    pub last_item: Option<(Jid, Event)>,
+    pub direct: Vec<(Jid, Element)>,
 }
 
 impl Answer {
@@ -145,6 +166,7 @@ pub fn items_event(node: &StoredNode, item: &StoredItem) -> Event {
             retracted: Vec::new(),
         },
         subscribers: Vec::new(),
+        affiliations: Vec::new(),
     }
 }
 
@@ -153,20 +175,67 @@ fn bare(jid: &Jid) -> BareJid {
 }
 
 impl Engine {
-    /// Whether `who` owns `node` here.
-    fn is_owner(scope: &Scope, node: &StoredNode, who: &BareJid) -> bool {
+    /// Whether `who` created `node` (or, on an account, is the account): an owner no other
+    /// owner can demote (§8.9.2.4: a node keeps an owner).
+    fn is_creator(scope: &Scope, node: &StoredNode, who: &BareJid) -> bool {
         who.as_str() == node.creator || (scope.pep && who.as_str() == scope.owner)
+    }
+
+    /// The affiliation of `who` with `node` (§4.1): the creator's, or the stored one.
+    pub async fn affiliation(
+        &self,
+        scope: &Scope,
+        node: &StoredNode,
+        who: &BareJid,
+    ) -> Result<Option<Affiliation>, StanzaError> {
+        if Self::is_creator(scope, node, who) {
+            return Ok(Some(Affiliation::Owner));
+        }
+        let mine =
+            (self.nodes.affiliations_of(&scope.owner, who.as_str()).await).map_err(storage)?;
+        Ok(mine
+            .into_iter()
+            .find(|(n, _)| *n == node.name)
+            .map(|(_, a)| a))
+    }
+
+    /// Refuses `who` unless an owner of `node`.
+    async fn owner_only(
+        &self,
+        scope: &Scope,
+        node: &StoredNode,
+        who: &BareJid,
+    ) -> Result<(), StanzaError> {
+        match self.affiliation(scope, node, who).await? {
+            Some(Affiliation::Owner) => Ok(()),
+            _ => Err(forbidden()),
+        }
     }
 
     /// XEP-0060 §4.5 and §6.1.3: whether `who` may subscribe to `node` and read its items.
     pub async fn may_access(
+        &self,
         cx: &Context<'_>,
         scope: &Scope,
         node: &StoredNode,
         who: &BareJid,
     ) -> Result<(), StanzaError> {
-        if Self::is_owner(scope, node, who) {
-            return Ok(());
+        let affiliation = self.affiliation(scope, node, who).await?;
+        Self::access_with(cx, node, who, affiliation).await
+    }
+
+    /// [`Engine::may_access`] once the affiliation of `who` is known.
+    pub async fn access_with(
+        cx: &Context<'_>,
+        node: &StoredNode,
+        who: &BareJid,
+        affiliation: Option<Affiliation>,
+    ) -> Result<(), StanzaError> {
+        match affiliation {
+            // §6.1.3.8: an outcast is blocked.
+            Some(Affiliation::Outcast) => return Err(forbidden()),
+            Some(_) => return Ok(()),
+            None => {}
         }
         let Ok(owner) = BareJid::new(&node.creator) else {
             return Err(forbidden());
@@ -216,10 +285,15 @@ impl Engine {
             .subscribers(&scope.owner, &node.name)
             .await
             .map_err(storage)?;
+        let affiliations = (self.nodes)
+            .affiliations(&scope.owner, &node.name)
+            .await
+            .map_err(storage)?;
         Ok(Event {
             node,
             payload,
             subscribers,
+            affiliations,
         })
     }
 
@@ -238,6 +312,11 @@ impl Engine {
     ) -> Result<Answer, StanzaError> {
         let who = bare(&req.from);
         if req.payload.ns() == ns::PUBSUB_OWNER {
+            // Parsed here: xmpp-parsers does not give the fields of an owner's affiliation.
+            if let Some(a) = req.payload.get_child("affiliations", ns::PUBSUB_OWNER) {
+                let a: OwnerAffiliations = parse(a.clone())?;
+                return self.owner_affiliations(scope, &who, req.kind, a).await;
+            }
             let owner: Owner = parse(req.payload)?;
             return self
                 .owner_request(scope, &who, req.kind, owner.payload)
@@ -311,7 +390,8 @@ impl Engine {
             .map_err(storage)?
         {
             Some(node) => {
-                if !Self::is_owner(scope, &node, &who) {
+                let affiliation = self.affiliation(scope, &node, &who).await?;
+                if !affiliation.is_some_and(Affiliation::publishes) {
                     return Err(forbidden());
                 }
                 if let Some(form) = &form {
@@ -360,7 +440,7 @@ impl Engine {
         Ok(Answer {
             reply: Some(reply),
             events: vec![self.event(scope, ev.node, ev.payload).await?],
-            last_item: None,
+            direct: Vec::new(),
         })
     }
 
@@ -400,16 +480,37 @@ impl Engine {
             creator,
             config,
         };
+        let quota = Quota {
+            per_owner: if scope.pep {
+                self.limits.max_nodes
+            } else {
+                self.limits.max_service_nodes
+            },
+            per_creator: self.limits.max_nodes,
+        };
         let created = (self.nodes)
-            .create(&scope.owner, node.clone(), self.limits.max_nodes)
+            .create(&scope.owner, node.clone(), quota)
             .await
             .map_err(storage)?;
+        // XEP-0060 names no error for a quota of nodes. The requester's own quota is told as
+        // a node's full quota of items is (§13.11: `<not-allowed/>`, here with
+        // `<max-nodes-exceeded/>` of the pubsub#errors schema); a full service lacks
+        // resources, whoever asks.
+        let full = |condition, text: &str| {
+            let mut e = pubsub_error(condition, "max-nodes-exceeded");
+            e.text = Some(text.into());
+            e
+        };
         match created {
             Created::Created => Ok(node),
             Created::Exists => Err(StanzaError::new(Condition::Conflict)),
-            Created::TooMany => Err(StanzaError::with_text(
+            Created::OwnerFull if !scope.pep => Err(full(
+                Condition::ResourceConstraint,
+                "The service has too many nodes",
+            )),
+            Created::OwnerFull | Created::CreatorFull => Err(full(
                 Condition::NotAllowed,
-                "Too many nodes",
+                "Too many nodes for this account",
             )),
         }
     }
@@ -455,7 +556,8 @@ impl Engine {
         r: ps::Retract,
     ) -> Result<Answer, StanzaError> {
         let node = self.existing(scope, &r.node.0).await?;
-        if !Self::is_owner(scope, &node, who) {
+        let affiliation = self.affiliation(scope, &node, who).await?;
+        if !affiliation.is_some_and(Affiliation::publishes) {
             return Err(forbidden());
         }
         let ids: Vec<String> = r
@@ -498,7 +600,7 @@ impl Engine {
         q: ps::Items,
     ) -> Result<Answer, StanzaError> {
         let node = self.existing(scope, &q.node.0).await?;
-        Self::may_access(cx, scope, &node, who).await?;
+        self.may_access(cx, scope, &node, who).await?;
         let ids: Vec<String> = q
             .items
             .iter()
@@ -548,7 +650,7 @@ impl Engine {
             return Err(pubsub_error(Condition::BadRequest, "invalid-jid"));
         }
         let node = self.existing(scope, &name).await?;
-        Self::may_access(cx, scope, &node, &from.to_bare()).await?;
+        self.may_access(cx, scope, &node, &from.to_bare()).await?;
         (self.nodes)
             .set_subscription(&scope.owner, &name, s.jid.as_str(), true)
             .await
@@ -558,19 +660,22 @@ impl Engine {
             node: Some(NodeName(name.clone())),
             subscription: Subscription::Subscribed,
         });
-        let last_item = if node.config.send_last == crate::config::SendLast::Never {
-            None
+        let direct = if node.config.send_last == crate::config::SendLast::Never {
+            Vec::new()
         } else {
             let last = (self.nodes)
                 .items(&scope.owner, &name, Some(1))
                 .await
                 .map_err(storage)?;
-            last.first().map(|i| (s.jid, items_event(&node, i)))
+            let event = |i| event::Event {
+                payload: items_event(&node, i).payload,
+            };
+            (last.first().map(|i| (s.jid, event(i).into())).into_iter()).collect()
         };
         Ok(Answer {
             reply: Some(reply),
             events: Vec::new(),
-            last_item,
+            direct,
         })
     }
 
@@ -629,7 +734,8 @@ impl Engine {
         })))
     }
 
-    /// §5.7: the nodes the requester owns here.
+    /// §5.7: the requester's affiliations here: the nodes it created, and those it was
+    /// given.
     async fn affiliations(
         &self,
         scope: &Scope,
@@ -637,13 +743,19 @@ impl Engine {
         node: Option<NodeName>,
     ) -> Result<Answer, StanzaError> {
         let nodes = self.nodes.nodes(&scope.owner).await.map_err(storage)?;
-        let affiliations = nodes
-            .into_iter()
-            .filter(|n| Self::is_owner(scope, n, who))
-            .filter(|n| node.as_ref().is_none_or(|want| want.0 == n.name))
-            .map(|n| ps::Affiliation {
-                node: NodeName(n.name),
-                affiliation: AffiliationAttribute::Owner,
+        let created = (nodes.into_iter())
+            .filter(|n| Self::is_creator(scope, n, who))
+            .map(|n| (n.name, Affiliation::Owner));
+        let given =
+            (self.nodes.affiliations_of(&scope.owner, who.as_str()).await).map_err(storage)?;
+        let mut all: Vec<(String, Affiliation)> = created.chain(given).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.dedup_by(|a, b| a.0 == b.0);
+        let affiliations = (all.into_iter())
+            .filter(|(n, _)| node.as_ref().is_none_or(|want| want.0 == *n))
+            .map(|(n, a)| ps::Affiliation {
+                node: NodeName(n),
+                affiliation: attribute(a),
             })
             .collect();
         Ok(Answer::reply(
@@ -685,9 +797,7 @@ impl Engine {
             return Err(pubsub_error(Condition::BadRequest, "nodeid-required"));
         };
         let node = self.existing(scope, &name).await?;
-        if !Self::is_owner(scope, &node, who) {
-            return Err(forbidden());
-        }
+        self.owner_only(scope, &node, who).await?;
         let nodename = NodeName(name.clone());
         match (kind, payload) {
             (IqKind::Get, P::Configure { .. }) => {
@@ -710,23 +820,43 @@ impl Engine {
                 (config.apply(&form, &self.limits))
                     .map_err(|t| StanzaError::with_text(Condition::NotAcceptable, t))?;
                 (self.nodes)
-                    .configure(&scope.owner, &name, config)
+                    .configure(&scope.owner, &name, config.clone())
                     .await
                     .map_err(storage)?;
-                Ok(Answer::default())
+                if !config.notify_config {
+                    return Ok(Answer::default());
+                }
+                // §8.2.5.4: the new configuration, or only its news on a node without
+                // payloads.
+                let form = config.deliver_payloads.then(|| {
+                    let mut form = config.to_form(&self.limits);
+                    form.type_ = xmpp_parsers::data_forms::DataFormType::Result_;
+                    form
+                });
+                let node = StoredNode { config, ..node };
+                let payload = Payload::Configuration {
+                    node: nodename,
+                    form,
+                };
+                Ok(Answer {
+                    events: vec![self.event(scope, node, payload).await?],
+                    ..Answer::default()
+                })
             }
-            (IqKind::Set, P::Delete { .. }) => {
+            (IqKind::Set, P::Delete { redirect_uri, .. }) => {
+                // §8.4.1: the redirect says where the subscribers find what replaces it.
                 let payload = Payload::Delete {
                     node: nodename,
-                    redirect: None,
+                    redirect: redirect_uri,
                 };
+                let notify = node.config.notify_delete;
                 let event = self.event(scope, node, payload).await?;
                 self.nodes
                     .delete(&scope.owner, &name)
                     .await
                     .map_err(storage)?;
                 Ok(Answer {
-                    events: vec![event],
+                    events: (notify.then_some(event).into_iter()).collect(),
                     ..Answer::default()
                 })
             }
@@ -735,11 +865,18 @@ impl Engine {
                     .purge(&scope.owner, &name)
                     .await
                     .map_err(storage)?;
+                // §8.5.2: one notification, where retractions are told.
+                if !node.config.notify_retract {
+                    return Ok(Answer::default());
+                }
                 let payload = Payload::Purge { node: nodename };
                 Ok(Answer {
                     events: vec![self.event(scope, node, payload).await?],
                     ..Answer::default()
                 })
+            }
+            (IqKind::Set, P::Subscriptions { subscriptions, .. }) => {
+                self.modify_subscriptions(scope, &node, subscriptions).await
             }
             (IqKind::Get, P::Subscriptions { .. }) => {
                 let subscribers = (self.nodes)
@@ -770,6 +907,181 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// §8.9: an owner reads or changes the affiliations of a node.
+    async fn owner_affiliations(
+        &self,
+        scope: &Scope,
+        who: &BareJid,
+        kind: IqKind,
+        request: OwnerAffiliations,
+    ) -> Result<Answer, StanzaError> {
+        let node = self.existing(scope, &request.node.0).await?;
+        self.owner_only(scope, &node, who).await?;
+        if kind == IqKind::Get {
+            let creator = if scope.pep {
+                scope.owner.clone()
+            } else {
+                node.creator.clone()
+            };
+            let stored =
+                (self.nodes.affiliations(&scope.owner, &node.name).await).map_err(storage)?;
+            let affiliations = (std::iter::once((creator, Affiliation::Owner)).chain(stored))
+                .filter_map(|(jid, a)| {
+                    Some(OwnerAffiliation {
+                        jid: Jid::new(&jid).ok()?,
+                        affiliation: attribute(a),
+                    })
+                })
+                .collect();
+            return Ok(Answer::reply(wrap_owner(OwnerAffiliations {
+                node: request.node,
+                affiliations,
+            })));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut changes = Vec::new();
+        for entry in request.affiliations {
+            // §4.1: affiliations are of bare JIDs.
+            let jid = entry.jid.to_bare();
+            // §8.9.2.5: one element per entity.
+            if !seen.insert(jid.clone()) {
+                return Err(StanzaError::with_text(
+                    Condition::BadRequest,
+                    format!("{jid} is named twice"),
+                ));
+            }
+            let wanted = match entry.affiliation {
+                AffiliationAttribute::None => None,
+                AffiliationAttribute::Owner => Some(Affiliation::Owner),
+                AffiliationAttribute::Publisher => Some(Affiliation::Publisher),
+                AffiliationAttribute::Member => Some(Affiliation::Member),
+                AffiliationAttribute::Outcast => Some(Affiliation::Outcast),
+                // §8.9.2.4.
+                AffiliationAttribute::PublishOnly => {
+                    return Err(unsupported("publish-only-affiliation"))
+                }
+            };
+            let refused = if Self::is_creator(scope, &node, &jid) {
+                // §8.9.2.5: the node keeps its owner.
+                wanted != Some(Affiliation::Owner)
+            } else {
+                // An account is the one owner of its nodes (XEP-0163 §4).
+                scope.pep && wanted == Some(Affiliation::Owner)
+            };
+            if refused {
+                return Err(StanzaError::with_text(
+                    Condition::NotAcceptable,
+                    format!("{jid} cannot have that affiliation"),
+                ));
+            }
+            if !Self::is_creator(scope, &node, &jid) {
+                changes.push((jid.to_string(), wanted));
+            }
+        }
+        (self
+            .nodes
+            .set_affiliations(&scope.owner, &node.name, changes)
+            .await)
+            .map_err(storage)?;
+        Ok(Answer::default())
+    }
+
+    /// §8.8.2: an owner subscribes or unsubscribes entities; each whose subscription changed
+    /// is told (§8.8.4). Either every change is made, or none.
+    async fn modify_subscriptions(
+        &self,
+        scope: &Scope,
+        node: &StoredNode,
+        subscriptions: Vec<owner::SubscriptionElem>,
+    ) -> Result<Answer, StanzaError> {
+        let affiliations =
+            (self.nodes.affiliations(&scope.owner, &node.name).await).map_err(storage)?;
+        let mut changes = Vec::new();
+        for s in subscriptions {
+            let subscribed = match s.subscription {
+                Subscription::Subscribed => true,
+                Subscription::None => false,
+                // Neither is a state an owner sets here: no approval or options pending.
+                _ => {
+                    return Err(StanzaError::with_text(
+                        Condition::NotAcceptable,
+                        format!("{}: only subscribed or none", s.jid),
+                    ))
+                }
+            };
+            let bare = s.jid.to_bare();
+            let outcast = (affiliations.iter())
+                .any(|(j, a)| *j == bare.as_str() && *a == Affiliation::Outcast);
+            if subscribed && outcast {
+                return Err(StanzaError::with_text(
+                    Condition::NotAcceptable,
+                    format!("{bare} is an outcast"),
+                ));
+            }
+            changes.push((s.jid, subscribed));
+        }
+        let mut direct = Vec::new();
+        for (jid, subscribed) in changes {
+            let changed = (self.nodes)
+                .set_subscription(&scope.owner, &node.name, jid.as_str(), subscribed)
+                .await
+                .map_err(storage)?;
+            if changed {
+                let state = if subscribed {
+                    Subscription::Subscribed
+                } else {
+                    Subscription::None
+                };
+                let payload = Payload::Subscription {
+                    node: NodeName(node.name.clone()),
+                    expiry: None,
+                    jid: Some(jid.clone()),
+                    subid: None,
+                    subscription: Some(state),
+                };
+                let mut event = Element::from(event::Event { payload });
+                // §8.8.4 says `none` too, which the typed element leaves out as the default.
+                for child in event.children_mut() {
+                    xmppd_core::stanza::set_attr(child, "subscription", state_name(subscribed));
+                }
+                direct.push((jid, event));
+            }
+        }
+        Ok(Answer {
+            direct,
+            ..Answer::default()
+        })
+    }
+}
+
+fn state_name(subscribed: bool) -> &'static str {
+    if subscribed {
+        "subscribed"
+    } else {
+        "none"
+    }
+}
+
+/// The attribute value of an affiliation.
+fn attribute(a: Affiliation) -> AffiliationAttribute {
+    match a {
+        Affiliation::Owner => AffiliationAttribute::Owner,
+        Affiliation::Publisher => AffiliationAttribute::Publisher,
+        Affiliation::Member => AffiliationAttribute::Member,
+        Affiliation::Outcast => AffiliationAttribute::Outcast,
+    }
+}
+
+/// XEP-0060's answer to an optional `feature` the service lacks.
+fn unsupported(feature: &str) -> StanzaError {
+    StanzaError::new(Condition::FeatureNotImplemented).with_app(xmppd_core::stanza::elem(
+        "unsupported",
+        ns::PUBSUB_ERRORS,
+        &[("feature", feature)],
+    ))
+}
+
 /// A fresh item or node id (§7.1.3 "the service MUST generate an ItemID").
 fn new_id() -> String {
     use rand::Rng;
@@ -779,9 +1091,14 @@ fn new_id() -> String {
 
 /// A notification of `payload` from `from` (§7.1.2.1: a headline message).
 pub fn notification(from: &str, id: u64, payload: Payload) -> Element {
+    notification_of(from, id, event::Event { payload }.into())
+}
+
+/// A notification carrying `event`, an `<event/>` element.
+pub fn notification_of(from: &str, id: u64, event: Element) -> Element {
     let id = format!("pubsub-{id}");
     let attrs = [("from", from), ("type", "headline"), ("id", id.as_str())];
     let mut msg = xmppd_core::stanza::elem("message", xmppd_core::stanza::NS_CLIENT, &attrs);
-    msg.append_child(Element::from(event::Event { payload }));
+    msg.append_child(event);
     msg
 }

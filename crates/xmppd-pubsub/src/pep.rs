@@ -20,12 +20,17 @@ use xmppd_core::{user_ref, ClientSession, Context, PresenceState};
 use xmppd_storage::Subscription;
 
 use crate::caps::{self, CapsCache, Interest};
-use crate::config::{AccessModel, SendLast};
-use crate::engine::{items_event, notification, Engine, Event, Scope};
+use crate::config::{AccessModel, Affiliation};
+use crate::engine::{items_event, notification, notification_of, Engine, Event, Scope};
 
 /// The features only an account's personal eventing service has (XEP-0060 §10), besides
-/// [`crate::engine::FEATURES`].
-const PEP_FEATURES: &[&str] = &["auto-subscribe", "filtered-notifications", "last-published"];
+/// [`crate::engine::FEATURES`]; `pubsub-on-a-jid` says the account is one (§9).
+const PEP_FEATURES: &[&str] = &[
+    "auto-subscribe",
+    "filtered-notifications",
+    "last-published",
+    "pubsub-on-a-jid",
+];
 
 /// Prefix of the ids of the capability queries sent to clients.
 const CAPS_ID: &str = "pep-caps-";
@@ -82,42 +87,55 @@ impl Pep {
                 }
             }
         }
-        for account in accounts {
-            self.last_items_of(cx, &account, jid, nodes).await;
-        }
+        self.last_items_of(cx, &accounts, jid, nodes).await;
     }
 
-    /// The last item of each node of `account` among `nodes` that `jid` may read and that
-    /// sends its last item on presence.
+    /// The last item of each node of `accounts` among `nodes` that `jid` may read and that
+    /// sends its last item on presence, read for all accounts at once. Each account shares
+    /// its presence with `jid` (its own, or a contact's that `jid` is subscribed to), so the
+    /// presence access model holds without asking again.
     async fn last_items_of(
         &self,
         cx: &mut Context<'_>,
-        account: &BareJid,
+        accounts: &[BareJid],
         jid: &FullJid,
         nodes: &HashSet<String>,
     ) {
-        let owned = match self.engine.nodes.nodes(account.as_str()).await {
-            Ok(n) => n,
+        let me = jid.to_bare();
+        let owners = accounts.iter().map(|a| a.to_string()).collect();
+        let wanted = nodes.iter().cloned().collect();
+        let found = match (self.engine.nodes)
+            .last_items(owners, wanted, me.as_str())
+            .await
+        {
+            Ok(found) => found,
             Err(e) => {
-                tracing::warn!(error = %e, "pep: reading nodes failed");
+                tracing::warn!(error = %e, "pep: reading the last items failed");
                 return;
             }
         };
-        let scope = pep_scope(account, false);
-        let me = jid.to_bare();
-        for node in owned.into_iter().filter(|n| nodes.contains(&n.name)) {
-            if node.config.send_last != SendLast::OnSubAndPresence
-                || Engine::may_access(cx, &scope, &node, &me).await.is_err()
-            {
+        for last in found {
+            let affiliation = if last.owner == me.as_str() {
+                Some(Affiliation::Owner)
+            } else {
+                last.affiliation
+            };
+            let allowed = match (affiliation, last.node.config.access) {
+                (Some(_), _) | (None, AccessModel::Roster) => {
+                    Engine::access_with(cx, &last.node, &me, affiliation)
+                        .await
+                        .is_ok()
+                }
+                (None, AccessModel::Open | AccessModel::Presence) => true,
+                (None, AccessModel::Whitelist) => false,
+            };
+            if !allowed {
                 continue;
             }
-            let last = (self.engine.nodes).items(account.as_str(), &node.name, Some(1));
-            if let Ok(Some(item)) = last.await.map(|v| v.into_iter().next()) {
-                let ev = items_event(&node, &item);
-                let mut msg = notification(account.as_str(), cx.next_id(), ev.payload);
-                xmppd_core::stanza::set_attr(&mut msg, "to", jid.as_str());
-                cx.send(msg);
-            }
+            let ev = items_event(&last.node, &last.item);
+            let mut msg = notification(&last.owner, cx.next_id(), ev.payload);
+            xmppd_core::stanza::set_attr(&mut msg, "to", jid.as_str());
+            cx.send(msg);
         }
     }
 
@@ -125,15 +143,20 @@ impl Pep {
     async fn recipients(&self, cx: &Context<'_>, owner: &BareJid, ev: &Event) -> Vec<FullJid> {
         let node = &ev.node;
         let mut accounts: Vec<BareJid> = vec![owner.clone()];
-        if node.config.access != AccessModel::Whitelist {
+        // A whitelist node reaches only the contacts affiliated with it (XEP-0060 §4.5).
+        let whitelist = node.config.access == AccessModel::Whitelist;
+        if !whitelist || !ev.affiliations.is_empty() {
             for item in xmppd_im::effective_roster(cx, owner).await {
                 let shares = matches!(item.subscription, Subscription::From | Subscription::Both);
-                let in_group = node.config.access != AccessModel::Roster
-                    || item
-                        .groups
-                        .iter()
-                        .any(|g| node.config.roster_groups.contains(g));
-                if shares && in_group {
+                let allowed = match (ev.affiliation(&item.jid), node.config.access) {
+                    (Some(a), _) => a.reads(),
+                    (None, AccessModel::Whitelist) => false,
+                    (None, AccessModel::Roster) => {
+                        (item.groups.iter()).any(|g| node.config.roster_groups.contains(g))
+                    }
+                    (None, AccessModel::Open | AccessModel::Presence) => true,
+                };
+                if shares && allowed {
                     if let Ok(contact) = BareJid::new(&item.jid) {
                         accounts.push(contact);
                     }
@@ -151,6 +174,9 @@ impl Pep {
         // Explicit subscriptions (XEP-0060 §6.1), checked against the access model when made.
         for s in &ev.subscribers {
             let Ok(jid) = Jid::new(s) else { continue };
+            if ev.affiliation(jid.to_bare().as_str()) == Some(Affiliation::Outcast) {
+                continue;
+            }
             match jid.try_into_full() {
                 Ok(full) => out.push(full),
                 Err(b) => {
@@ -267,7 +293,8 @@ impl Module for Pep {
                 .collect()
         };
         for (jid, interest) in wanting {
-            self.last_items_of(cx, &account, &jid, &interest).await;
+            self.last_items_of(cx, std::slice::from_ref(&account), &jid, &interest)
+                .await;
         }
         HookAction::Continue
     }
@@ -297,8 +324,8 @@ impl Module for Pep {
         let scope = pep_scope(&owner, req.from.to_bare() == owner);
         let answer = self.engine.handle(cx, &scope, req).await?;
         self.notify(cx, &owner, answer.events).await;
-        if let Some((to, ev)) = answer.last_item {
-            let mut msg = notification(owner.as_str(), cx.next_id(), ev.payload);
+        for (to, event) in answer.direct {
+            let mut msg = notification_of(owner.as_str(), cx.next_id(), event);
             xmppd_core::stanza::set_attr(&mut msg, "to", to.as_str());
             cx.send(msg);
         }
@@ -366,11 +393,5 @@ impl Module for Pep {
 
     async fn on_session_closed(&self, _cx: &mut Context<'_>, jid: &FullJid) {
         self.interests().remove(jid);
-    }
-
-    async fn on_account_removed(&self, _cx: &mut Context<'_>, user: &BareJid) {
-        if let Err(e) = self.engine.nodes.remove_account(user.as_str()).await {
-            tracing::error!(error = %e, "pep: removing an account's nodes failed");
-        }
     }
 }

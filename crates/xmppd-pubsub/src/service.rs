@@ -13,7 +13,7 @@ use xmppd_core::module::{Component, IqKind, IqRequest};
 use xmppd_core::stanza::{iq_result, Condition, StanzaError};
 use xmppd_core::Context;
 
-use crate::engine::{notification, Answer, Engine, Event, Scope};
+use crate::engine::{notification, notification_of, Answer, Engine, Event, Scope};
 use crate::errors::{item_not_found, storage};
 
 /// Who may create nodes on the service.
@@ -197,24 +197,10 @@ impl Component for PubSubService {
         for ev in answer.events {
             self.notify(cx, ev).await;
         }
-        if let Some((to, ev)) = answer.last_item {
-            let mut msg = notification(&self.domain, cx.next_id(), ev.payload);
+        for (to, event) in answer.direct {
+            let mut msg = notification_of(&self.domain, cx.next_id(), event);
             xmppd_core::stanza::set_attr(&mut msg, "to", to.as_str());
             cx.send(msg);
-        }
-    }
-
-    async fn on_account_removed(&self, _cx: &mut Context<'_>, user: &jid::BareJid) {
-        // Its subscriptions here; the nodes it created stay with the service.
-        let nodes = &self.engine.nodes;
-        for sub in nodes
-            .subscriptions_of(&self.domain, user.as_str())
-            .await
-            .unwrap_or_default()
-        {
-            let _ = nodes
-                .set_subscription(&self.domain, &sub, user.as_str(), false)
-                .await;
         }
     }
 }

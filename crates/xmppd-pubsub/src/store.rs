@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use xmppd_storage::{Schema, SqliteStore, StorageError};
 
-use crate::config::{AccessModel, NodeConfig, SendLast};
+use crate::config::{AccessModel, Affiliation, NodeConfig, SendLast};
 
 /// Migrations of the pubsub tables: append, never edit.
 pub const SCHEMA: Schema = Schema {
     name: "pubsub",
-    migrations: &[r"
+    migrations: &[
+        r"
 CREATE TABLE pubsub_nodes (
     owner TEXT NOT NULL,
     node TEXT NOT NULL,
@@ -47,7 +48,47 @@ CREATE TABLE pubsub_subscriptions (
     PRIMARY KEY (owner, node, jid)
 );
 CREATE INDEX pubsub_subscriptions_jid ON pubsub_subscriptions (jid);
-"],
+",
+        // An account's nodes, items and subscriptions (by its bare JID or a full JID of
+        // it) go with its row, however it is removed: in band, by the running server's
+        // admin socket, or by the command line with the server stopped. '0' follows '/', so
+        // the full JIDs are one range of the index.
+        r"
+CREATE TRIGGER pubsub_account_removed AFTER DELETE ON users BEGIN
+    DELETE FROM pubsub_items WHERE owner = old.user || '@' || old.domain;
+    DELETE FROM pubsub_subscriptions WHERE owner = old.user || '@' || old.domain;
+    DELETE FROM pubsub_nodes WHERE owner = old.user || '@' || old.domain;
+    DELETE FROM pubsub_subscriptions WHERE jid = old.user || '@' || old.domain
+        OR (jid >= old.user || '@' || old.domain || '/'
+            AND jid < old.user || '@' || old.domain || '0');
+END;
+",
+        // Affiliations (XEP-0060 §4.1) other than the creator's ownership, of bare JIDs;
+        // and the notifications of configuration changes and deletion, as options.
+        r"
+ALTER TABLE pubsub_nodes ADD COLUMN notify_config INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pubsub_nodes ADD COLUMN notify_delete INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE pubsub_affiliations (
+    owner TEXT NOT NULL,
+    node TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    affiliation TEXT NOT NULL,
+    PRIMARY KEY (owner, node, jid)
+);
+CREATE INDEX pubsub_affiliations_jid ON pubsub_affiliations (jid);
+DROP TRIGGER pubsub_account_removed;
+CREATE TRIGGER pubsub_account_removed AFTER DELETE ON users BEGIN
+    DELETE FROM pubsub_items WHERE owner = old.user || '@' || old.domain;
+    DELETE FROM pubsub_subscriptions WHERE owner = old.user || '@' || old.domain;
+    DELETE FROM pubsub_affiliations WHERE owner = old.user || '@' || old.domain;
+    DELETE FROM pubsub_nodes WHERE owner = old.user || '@' || old.domain;
+    DELETE FROM pubsub_subscriptions WHERE jid = old.user || '@' || old.domain
+        OR (jid >= old.user || '@' || old.domain || '/'
+            AND jid < old.user || '@' || old.domain || '0');
+    DELETE FROM pubsub_affiliations WHERE jid = old.user || '@' || old.domain;
+END;
+",
+    ],
 };
 
 /// A node as stored.
@@ -67,6 +108,18 @@ pub struct StoredItem {
     pub payload: String,
 }
 
+/// The newest item of a node, with its owner and the affiliation of the entity asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastItem {
+    pub owner: String,
+    pub node: StoredNode,
+    pub item: StoredItem,
+    pub affiliation: Option<Affiliation>,
+}
+
+/// Owners per query of [`NodeStore::last_items`], well within SQLite's bound on parameters.
+const OWNERS_PER_QUERY: usize = 500;
+
 /// The pubsub tables of a [`SqliteStore`].
 pub struct SqliteNodes {
     store: Arc<SqliteStore>,
@@ -84,6 +137,8 @@ fn read_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredNode> {
             send_last: SendLast::parse(&r.get::<_, String>(5)?).unwrap_or(SendLast::Never),
             deliver_payloads: r.get(6)?,
             notify_retract: r.get(7)?,
+            notify_config: r.get(9)?,
+            notify_delete: r.get(10)?,
             roster_groups: groups
                 .split('\n')
                 .filter(|g| !g.is_empty())
@@ -94,7 +149,8 @@ fn read_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredNode> {
 }
 
 const NODE_COLUMNS: &str = "node, creator, access, max_items, persist, send_last, \
-                            deliver_payloads, notify_retract, roster_groups";
+                            deliver_payloads, notify_retract, roster_groups, notify_config, \
+                            notify_delete";
 
 /// Keeps the newest `keep` items of a node.
 fn trim(c: &Connection, owner: &str, node: &str, keep: u32) -> rusqlite::Result<()> {
@@ -104,6 +160,35 @@ fn trim(c: &Connection, owner: &str, node: &str, keep: u32) -> rusqlite::Result<
     )?
     .execute(params![owner, node, keep])?;
     Ok(())
+}
+
+/// The first column of every row `sql` gives for `args`.
+fn column<T: rusqlite::types::FromSql>(
+    c: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| r.get(0))?;
+    rows.collect()
+}
+
+/// (JID or node, affiliation) pairs; a value xmppd did not write is left out.
+fn read_affiliations(
+    c: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(String, Affiliation)>, StorageError> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, value) = row?;
+        out.extend(Affiliation::parse(&value).map(|a| (key, a)));
+    }
+    Ok(out)
 }
 
 fn read_items(
@@ -128,12 +213,12 @@ pub trait NodeStore: Send + Sync {
     async fn node(&self, owner: &str, node: &str) -> Result<Option<StoredNode>, StorageError>;
     /// Every node of `owner`, by name.
     async fn nodes(&self, owner: &str) -> Result<Vec<StoredNode>, StorageError>;
-    /// Creates `node` unless `owner` has it already or has `max_nodes` nodes; says which.
+    /// Creates `node` unless `owner` has it already or `quota` is reached; says which.
     async fn create(
         &self,
         owner: &str,
         node: StoredNode,
-        max_nodes: usize,
+        quota: Quota,
     ) -> Result<Created, StorageError>;
     /// Replaces the configuration of `node`, and drops the items beyond what it keeps now.
     async fn configure(
@@ -189,8 +274,35 @@ pub trait NodeStore: Send + Sync {
     async fn subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>, StorageError>;
     /// The nodes of `owner` that `jid` is subscribed to.
     async fn subscriptions_of(&self, owner: &str, jid: &str) -> Result<Vec<String>, StorageError>;
-    /// Forgets an account: its own nodes, and its subscriptions to anyone's.
-    async fn remove_account(&self, jid: &str) -> Result<(), StorageError>;
+    /// The newest item of each node named in `nodes` of each of `owners` that sends its last
+    /// item on presence (XEP-0060 §12.20 `on_sub_and_presence`), with the stored affiliation
+    /// of the bare JID `jid`: one query per [`OWNERS_PER_QUERY`] owners, however many nodes.
+    async fn last_items(
+        &self,
+        owners: Vec<String>,
+        nodes: Vec<String>,
+        jid: &str,
+    ) -> Result<Vec<LastItem>, StorageError>;
+    /// The stored affiliations of `node`, by JID (the creator's ownership is not stored).
+    async fn affiliations(
+        &self,
+        owner: &str,
+        node: &str,
+    ) -> Result<Vec<(String, Affiliation)>, StorageError>;
+    /// The affiliations of the bare JID `jid` with the nodes of `owner`, by node.
+    async fn affiliations_of(
+        &self,
+        owner: &str,
+        jid: &str,
+    ) -> Result<Vec<(String, Affiliation)>, StorageError>;
+    /// Sets (or with `None` removes) the affiliation of each bare JID with `node`, at once;
+    /// an outcast's subscriptions to the node (of the bare JID and its full JIDs) go.
+    async fn set_affiliations(
+        &self,
+        owner: &str,
+        node: &str,
+        changes: Vec<(String, Option<Affiliation>)>,
+    ) -> Result<(), StorageError>;
 }
 
 impl SqliteNodes {
@@ -235,40 +347,58 @@ impl NodeStore for SqliteNodes {
         &self,
         owner: &str,
         node: StoredNode,
-        max_nodes: usize,
+        quota: Quota,
     ) -> Result<Created, StorageError> {
         let owner = owner.to_owned();
         self.store
             .write(move |c| {
-                let count: i64 = c
-                    .prepare_cached("SELECT COUNT(*) FROM pubsub_nodes WHERE owner = ?1")?
-                    .query_row(params![owner], |r| r.get(0))?;
+                let count = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<usize> {
+                    let n: i64 = c.prepare_cached(sql)?.query_row(args, |r| r.get(0))?;
+                    Ok(n as usize)
+                };
+                let exists = count(
+                    "SELECT COUNT(*) FROM pubsub_nodes WHERE owner = ?1 AND node = ?2",
+                    params![owner, node.name],
+                )? > 0;
+                if exists {
+                    return Ok(Created::Exists);
+                }
+                if count(
+                    "SELECT COUNT(*) FROM pubsub_nodes WHERE owner = ?1",
+                    params![owner],
+                )? >= quota.per_owner
+                {
+                    return Ok(Created::OwnerFull);
+                }
+                if count(
+                    "SELECT COUNT(*) FROM pubsub_nodes WHERE owner = ?1 AND creator = ?2",
+                    params![owner, node.creator],
+                )? >= quota.per_creator
+                {
+                    return Ok(Created::CreatorFull);
+                }
                 let cfg = &node.config;
-                let n = c
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO pubsub_nodes (owner, node, creator, access, \
+                c.prepare_cached(
+                    "INSERT INTO pubsub_nodes (owner, node, creator, access, \
                          max_items, persist, send_last, deliver_payloads, notify_retract, \
-                         roster_groups) \
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE ?11",
-                    )?
-                    .execute(params![
-                        owner,
-                        node.name,
-                        node.creator,
-                        cfg.access.as_str(),
-                        cfg.max_items,
-                        cfg.persist_items,
-                        cfg.send_last.as_str(),
-                        cfg.deliver_payloads,
-                        cfg.notify_retract,
-                        cfg.roster_groups.join("\n"),
-                        (count as usize) < max_nodes,
-                    ])?;
-                Ok(match n {
-                    1 => Created::Created,
-                    _ if count as usize >= max_nodes => Created::TooMany,
-                    _ => Created::Exists,
-                })
+                         roster_groups, notify_config, notify_delete) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
+                    owner,
+                    node.name,
+                    node.creator,
+                    cfg.access.as_str(),
+                    cfg.max_items,
+                    cfg.persist_items,
+                    cfg.send_last.as_str(),
+                    cfg.deliver_payloads,
+                    cfg.notify_retract,
+                    cfg.roster_groups.join("\n"),
+                    cfg.notify_config,
+                    cfg.notify_delete,
+                ])?;
+                Ok(Created::Created)
             })
             .await
     }
@@ -286,7 +416,8 @@ impl NodeStore for SqliteNodes {
                     .prepare_cached(
                         "UPDATE pubsub_nodes SET access = ?3, max_items = ?4, persist = ?5, \
                          send_last = ?6, deliver_payloads = ?7, notify_retract = ?8, \
-                         roster_groups = ?9 WHERE owner = ?1 AND node = ?2",
+                         roster_groups = ?9, notify_config = ?10, notify_delete = ?11 \
+                         WHERE owner = ?1 AND node = ?2",
                     )?
                     .execute(params![
                         owner,
@@ -298,6 +429,8 @@ impl NodeStore for SqliteNodes {
                         cfg.deliver_payloads,
                         cfg.notify_retract,
                         cfg.roster_groups.join("\n"),
+                        cfg.notify_config,
+                        cfg.notify_delete,
                     ])?;
                 trim(c, &owner, &node, cfg.kept_items())?;
                 Ok(n == 1)
@@ -309,7 +442,11 @@ impl NodeStore for SqliteNodes {
         let (owner, node) = (owner.to_owned(), node.to_owned());
         self.store
             .write(move |c| {
-                for table in ["pubsub_items", "pubsub_subscriptions"] {
+                for table in [
+                    "pubsub_items",
+                    "pubsub_subscriptions",
+                    "pubsub_affiliations",
+                ] {
                     c.execute(
                         &format!("DELETE FROM {table} WHERE owner = ?1 AND node = ?2"),
                         params![owner, node],
@@ -476,12 +613,12 @@ impl NodeStore for SqliteNodes {
         let (owner, node) = (owner.to_owned(), node.to_owned());
         self.store
             .read(move |c| {
-                let mut stmt = c.prepare_cached(
+                Ok(column(
+                    c,
                     "SELECT jid FROM pubsub_subscriptions WHERE owner = ?1 AND node = ?2 \
                      ORDER BY jid",
-                )?;
-                let rows = stmt.query_map(params![owner, node], |r| r.get(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+                    params![owner, node],
+                )?)
             })
             .await
     }
@@ -490,34 +627,160 @@ impl NodeStore for SqliteNodes {
         let (owner, jid) = (owner.to_owned(), jid.to_owned());
         self.store
             .read(move |c| {
-                let mut stmt = c.prepare_cached(
+                Ok(column(
+                    c,
                     "SELECT node FROM pubsub_subscriptions WHERE owner = ?1 AND jid = ?2 \
                      ORDER BY node",
-                )?;
-                let rows = stmt.query_map(params![owner, jid], |r| r.get(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+                    params![owner, jid],
+                )?)
+            })
+            .await
+    }
+    async fn last_items(
+        &self,
+        owners: Vec<String>,
+        nodes: Vec<String>,
+        jid: &str,
+    ) -> Result<Vec<LastItem>, StorageError> {
+        if owners.is_empty() || nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jid = jid.to_owned();
+        self.store
+            .read(move |c| {
+                let columns = (NODE_COLUMNS.split(", "))
+                    .map(|col| format!("n.{}", col.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut out = Vec::new();
+                for chunk in owners.chunks(OWNERS_PER_QUERY) {
+                    let list = |from: usize, n: usize| {
+                        (from..from + n)
+                            .map(|i| format!("?{i}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let sql = format!(
+                        "SELECT {columns}, n.owner, i.item, i.publisher, i.payload, \
+                         a.affiliation FROM pubsub_nodes n \
+                         JOIN pubsub_items i ON i.seq = (SELECT MAX(seq) FROM pubsub_items \
+                             WHERE owner = n.owner AND node = n.node) \
+                         LEFT JOIN pubsub_affiliations a ON a.owner = n.owner \
+                             AND a.node = n.node AND a.jid = ?1 \
+                         WHERE n.send_last = 'on_sub_and_presence' \
+                         AND n.owner IN ({}) AND n.node IN ({})",
+                        list(2, chunk.len()),
+                        list(2 + chunk.len(), nodes.len()),
+                    );
+                    let args = std::iter::once(&jid).chain(chunk).chain(&nodes);
+                    let mut stmt = c.prepare(&sql)?;
+                    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+                        Ok(LastItem {
+                            node: read_node(r)?,
+                            owner: r.get(11)?,
+                            item: StoredItem {
+                                id: r.get(12)?,
+                                publisher: r.get(13)?,
+                                payload: r.get(14)?,
+                            },
+                            affiliation: (r.get::<_, Option<String>>(15)?)
+                                .and_then(|a| Affiliation::parse(&a)),
+                        })
+                    })?;
+                    for row in rows {
+                        out.push(row?);
+                    }
+                }
+                Ok(out)
             })
             .await
     }
 
-    async fn remove_account(&self, jid: &str) -> Result<(), StorageError> {
-        let jid = jid.to_owned();
+    async fn affiliations(
+        &self,
+        owner: &str,
+        node: &str,
+    ) -> Result<Vec<(String, Affiliation)>, StorageError> {
+        let (owner, node) = (owner.to_owned(), node.to_owned());
+        self.store
+            .read(move |c| {
+                read_affiliations(
+                    c,
+                    "SELECT jid, affiliation FROM pubsub_affiliations \
+                     WHERE owner = ?1 AND node = ?2 ORDER BY jid",
+                    params![owner, node],
+                )
+            })
+            .await
+    }
+
+    async fn affiliations_of(
+        &self,
+        owner: &str,
+        jid: &str,
+    ) -> Result<Vec<(String, Affiliation)>, StorageError> {
+        let (owner, jid) = (owner.to_owned(), jid.to_owned());
+        self.store
+            .read(move |c| {
+                read_affiliations(
+                    c,
+                    "SELECT node, affiliation FROM pubsub_affiliations \
+                     WHERE owner = ?1 AND jid = ?2 ORDER BY node",
+                    params![owner, jid],
+                )
+            })
+            .await
+    }
+
+    async fn set_affiliations(
+        &self,
+        owner: &str,
+        node: &str,
+        changes: Vec<(String, Option<Affiliation>)>,
+    ) -> Result<(), StorageError> {
+        let (owner, node) = (owner.to_owned(), node.to_owned());
         self.store
             .write(move |c| {
-                for table in ["pubsub_items", "pubsub_subscriptions", "pubsub_nodes"] {
-                    c.execute(
-                        &format!("DELETE FROM {table} WHERE owner = ?1"),
-                        params![jid],
-                    )?;
+                for (jid, affiliation) in changes {
+                    c.prepare_cached(
+                        "DELETE FROM pubsub_affiliations WHERE owner = ?1 AND node = ?2 \
+                         AND jid = ?3",
+                    )?
+                    .execute(params![owner, node, jid])?;
+                    let Some(affiliation) = affiliation else {
+                        continue;
+                    };
+                    c.prepare_cached(
+                        "INSERT INTO pubsub_affiliations (owner, node, jid, affiliation) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![
+                        owner,
+                        node,
+                        jid,
+                        affiliation.as_str()
+                    ])?;
+                    if affiliation == Affiliation::Outcast {
+                        // '0' follows '/': the full JIDs of `jid` are one range.
+                        c.prepare_cached(
+                            "DELETE FROM pubsub_subscriptions WHERE owner = ?1 AND node = ?2 \
+                             AND (jid = ?3 OR (jid >= ?3 || '/' AND jid < ?3 || '0'))",
+                        )?
+                        .execute(params![owner, node, jid])?;
+                    }
                 }
-                c.execute(
-                    "DELETE FROM pubsub_subscriptions WHERE jid = ?1",
-                    params![jid],
-                )?;
                 Ok(())
             })
             .await
     }
+}
+
+/// How many nodes a creation may find: of the owner (an account's own, or the service's),
+/// and of the owner created by the same account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub per_owner: usize,
+    pub per_creator: usize,
 }
 
 /// What [`NodeStore::create`] did.
@@ -525,7 +788,10 @@ impl NodeStore for SqliteNodes {
 pub enum Created {
     Created,
     Exists,
-    TooMany,
+    /// The owner has its quota of nodes.
+    OwnerFull,
+    /// The creator has its quota of the owner's nodes.
+    CreatorFull,
 }
 
 #[cfg(test)]
@@ -556,17 +822,25 @@ mod tests {
             let nodes = SqliteNodes::open(Arc::new(SqliteStore::open(&path).unwrap()))
                 .await
                 .unwrap();
+            let quota = |per_owner, per_creator| Quota {
+                per_owner,
+                per_creator,
+            };
             assert_eq!(
-                nodes.create("a@x", node("n"), 10).await.unwrap(),
+                nodes.create("a@x", node("n"), quota(10, 10)).await.unwrap(),
                 Created::Created
             );
             assert_eq!(
-                nodes.create("a@x", node("n"), 10).await.unwrap(),
+                nodes.create("a@x", node("n"), quota(10, 10)).await.unwrap(),
                 Created::Exists
             );
             assert_eq!(
-                nodes.create("a@x", node("m"), 1).await.unwrap(),
-                Created::TooMany
+                nodes.create("a@x", node("m"), quota(1, 10)).await.unwrap(),
+                Created::OwnerFull
+            );
+            assert_eq!(
+                nodes.create("a@x", node("m"), quota(10, 1)).await.unwrap(),
+                Created::CreatorFull
             );
             for id in ["1", "2", "3", "2"] {
                 nodes.publish("a@x", "n", item(id), 3).await.unwrap();
@@ -604,5 +878,105 @@ mod tests {
         assert!(nodes.delete("a@x", "n").await.unwrap());
         assert!(nodes.node("a@x", "n").await.unwrap().is_none());
         assert!(nodes.subscribers("a@x", "n").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn last_items_of_many_owners_come_in_one_read_with_the_askers_affiliation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("x.sqlite")).unwrap());
+        let nodes = SqliteNodes::open(store).await.unwrap();
+        let quota = Quota {
+            per_owner: 10,
+            per_creator: 10,
+        };
+        // More owners than one query takes: the reads are chunked.
+        let owners: Vec<String> = (0..OWNERS_PER_QUERY + 3)
+            .map(|i| format!("u{i}@x"))
+            .collect();
+        for (i, owner) in owners.iter().enumerate() {
+            let n = StoredNode {
+                creator: owner.clone(),
+                ..node("tune")
+            };
+            nodes.create(owner, n, quota).await.unwrap();
+            let ids: &[&str] = if i < 3 { &["1", "2"] } else { &["2"] };
+            for id in ids {
+                nodes.publish(owner, "tune", item(id), 5).await.unwrap();
+            }
+        }
+        nodes.create("u0@x", node("mood"), quota).await.unwrap();
+        nodes.publish("u0@x", "mood", item("m"), 5).await.unwrap();
+        let mut quiet = node("quiet");
+        quiet.config.send_last = SendLast::OnSub;
+        nodes.create("u0@x", quiet, quota).await.unwrap();
+        nodes.publish("u0@x", "quiet", item("q"), 5).await.unwrap();
+        nodes
+            .set_affiliations(
+                "u1@x",
+                "tune",
+                vec![("me@x".into(), Some(Affiliation::Outcast))],
+            )
+            .await
+            .unwrap();
+
+        let wanted = vec!["tune".to_owned(), "quiet".to_owned(), "none".to_owned()];
+        let mut found = nodes
+            .last_items(owners.clone(), wanted, "me@x")
+            .await
+            .unwrap();
+        found.sort_by(|a, b| a.owner.cmp(&b.owner));
+        assert_eq!(found.len(), owners.len(), "one per owner: tune only");
+        assert!(found
+            .iter()
+            .all(|l| l.node.name == "tune" && l.item.id == "2"));
+        let of = |o: &str| found.iter().find(|l| l.owner == o).unwrap().affiliation;
+        assert_eq!(of("u1@x"), Some(Affiliation::Outcast));
+        assert_eq!(of("u2@x"), None);
+        assert!(nodes
+            .last_items(Vec::new(), vec!["tune".into()], "me@x")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_outcast_loses_its_subscriptions_and_affiliations_go_with_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("x.sqlite")).unwrap());
+        let nodes = SqliteNodes::open(store).await.unwrap();
+        let quota = Quota {
+            per_owner: 10,
+            per_creator: 10,
+        };
+        nodes.create("s", node("n"), quota).await.unwrap();
+        for jid in ["b@x", "b@x/r", "b@xy", "c@x"] {
+            nodes.set_subscription("s", "n", jid, true).await.unwrap();
+        }
+        nodes
+            .set_affiliations(
+                "s",
+                "n",
+                vec![
+                    ("b@x".into(), Some(Affiliation::Outcast)),
+                    ("c@x".into(), Some(Affiliation::Member)),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(nodes.subscribers("s", "n").await.unwrap(), ["b@xy", "c@x"]);
+        assert_eq!(
+            nodes.affiliations_of("s", "c@x").await.unwrap(),
+            [("n".to_owned(), Affiliation::Member)]
+        );
+        nodes
+            .set_affiliations("s", "n", vec![("c@x".into(), None)])
+            .await
+            .unwrap();
+        assert_eq!(
+            nodes.affiliations("s", "n").await.unwrap(),
+            [("b@x".to_owned(), Affiliation::Outcast)]
+        );
+        nodes.delete("s", "n").await.unwrap();
+        assert!(nodes.affiliations("s", "n").await.unwrap().is_empty());
     }
 }

@@ -209,11 +209,13 @@ async fn an_accounts_nodes_and_subscriptions_go_with_it() {
         .build();
     let mut alice = TestClient::login(&server, "alice", "r").await;
     publish_tune(&server, &mut alice, "x").await;
-    engine
-        .nodes
-        .set_subscription("bob@localhost", "n", "alice@localhost", true)
-        .await
-        .unwrap();
+    for jid in ["alice@localhost", "alice@localhost/r", "alice@localhost.x"] {
+        engine
+            .nodes
+            .set_subscription("bob@localhost", "n", jid, true)
+            .await
+            .unwrap();
+    }
     assert_eq!(
         engine.nodes.nodes("alice@localhost").await.unwrap().len(),
         1
@@ -228,10 +230,21 @@ async fn an_accounts_nodes_and_subscriptions_go_with_it() {
         .await
         .unwrap()
         .is_empty());
-    assert!(engine
-        .nodes
-        .subscriptions_of("bob@localhost", "alice@localhost")
-        .await
-        .unwrap()
-        .is_empty());
+    for jid in ["alice@localhost", "alice@localhost/r"] {
+        assert!(engine
+            .nodes
+            .subscriptions_of("bob@localhost", jid)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    // Another account whose JID only starts with the same characters keeps its own.
+    assert_eq!(
+        engine
+            .nodes
+            .subscribers("bob@localhost", "n")
+            .await
+            .unwrap(),
+        ["alice@localhost.x"]
+    );
 }

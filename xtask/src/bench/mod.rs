@@ -26,6 +26,7 @@ mod callgrind;
 mod client;
 mod memory;
 mod muc;
+mod pep;
 mod report;
 mod resume;
 mod server;
@@ -80,6 +81,10 @@ usage: cargo xtask bench [options]
   --muc             chat room fan-out: every client joins one room and sends groupchat
                     messages (open loop, default --rate 1); each delivery is counted
   --occupants N     with --muc: occupants of the room (default 100)
+  --pep-fanout      personal eventing fan-out: one account publishes to --contacts
+                    contacts online with +notify; first/last notification latency and
+                    notifications/s per publish (see docs/BENCHMARKS.md)
+  --contacts N      with --pep-fanout: contacts of the publisher (default 1000)
   --json            also print the results as one JSON object
   --markdown        write the results into docs/BENCHMARKS.md
   --callgrind       count the server's instructions per login and per message under
@@ -128,6 +133,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if opts.resume {
         return resume::run(&opts, &binary);
+    }
+    if opts.pep_fanout {
+        return pep::run(&opts, &binary);
     }
     let work = TempDir::create()?;
     let config = write_config(&work.0, opts.archive)?;
@@ -208,6 +216,8 @@ struct Options {
     archive: bool,
     /// Park sessions and resume them all at once instead.
     resume: bool,
+    /// Personal eventing fan-out to `clients` contacts instead.
+    pep_fanout: bool,
     /// Load a large archive and query it instead (no server).
     archive_scale: Option<archive_scale::ScaleOptions>,
 }
@@ -248,6 +258,7 @@ impl Default for Options {
             memory: false,
             archive: false,
             resume: false,
+            pep_fanout: false,
             archive_scale: None,
         }
     }
@@ -288,6 +299,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     };
     let mut archive_scale = false;
     let mut messages: Option<u64> = None;
+    let mut contacts: Option<usize> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -336,6 +348,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--repeat" => opts.repeat = parse_num(&value(flag)?, flag)?,
             "--memory" => opts.memory = true,
             "--resume" => opts.resume = true,
+            "--pep-fanout" => opts.pep_fanout = true,
+            "--contacts" => contacts = Some(parse_num(&value(flag)?, flag)?),
             "--archive" => opts.archive = true,
             "--archive-scale" => archive_scale = true,
             "--queries" => scale.queries = parse_num(&value(flag)?, flag)?,
@@ -380,6 +394,28 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     }
     if !(1..=10).contains(&opts.repeat) {
         bail!("--repeat must be between 1 and 10");
+    }
+    if contacts.is_some() && !opts.pep_fanout {
+        bail!("--contacts needs --pep-fanout");
+    }
+    if opts.pep_fanout {
+        if opts.resume || opts.memory || opts.callgrind {
+            bail!("--pep-fanout is a measurement of its own; run it apart from the others");
+        }
+        if let Some(flag) = load_flags.first().or(callgrind_flags.first()) {
+            bail!("{flag} does not apply to --pep-fanout");
+        }
+        if clients.is_some() {
+            bail!("--pep-fanout counts --contacts, not --clients");
+        }
+        if opts.repeat != 1 {
+            bail!("--repeat needs --callgrind or --memory");
+        }
+        opts.clients = contacts.unwrap_or(pep::DEFAULT_CONTACTS);
+        if !(1..=100_000).contains(&opts.clients) {
+            bail!("--contacts must be between 1 and 100000");
+        }
+        return Ok(Some(opts));
     }
     if opts.resume {
         if opts.memory || opts.callgrind {
@@ -757,6 +793,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(opts.clients, 7);
+        // PEP fan-out: contacts, a thousand unless told otherwise.
+        let opts = parse_args(&args(&["--pep-fanout"])).unwrap().unwrap();
+        assert!(opts.pep_fanout && !opts.resume);
+        assert_eq!(opts.clients, pep::DEFAULT_CONTACTS);
+        let opts = parse_args(&args(&["--pep-fanout", "--contacts", "3"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opts.clients, 3);
     }
 
     #[test]
@@ -795,6 +839,11 @@ mod tests {
             &["--resume", "--duration", "5"],
             &["--resume", "--clients", "1"],
             &["--resume", "--repeat", "2"],
+            &["--contacts", "5"],
+            &["--pep-fanout", "--clients", "5"],
+            &["--pep-fanout", "--contacts", "0"],
+            &["--pep-fanout", "--resume"],
+            &["--pep-fanout", "--duration", "5"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }
