@@ -311,6 +311,32 @@ impl SqliteNodes {
         store.extend(SCHEMA).await?;
         Ok(SqliteNodes { store })
     }
+
+    /// The one column `sql` reads, given `?1` and `?2`.
+    async fn strings(
+        &self,
+        sql: &'static str,
+        first: &str,
+        second: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let (first, second) = (first.to_owned(), second.to_owned());
+        (self.store)
+            .read(move |c| Ok(column(c, sql, params![first, second])?))
+            .await
+    }
+
+    /// The (key, affiliation) pairs `sql` reads, given `?1` and `?2`.
+    async fn affiliation_pairs(
+        &self,
+        sql: &'static str,
+        first: &str,
+        second: &str,
+    ) -> Result<Vec<(String, Affiliation)>, StorageError> {
+        let (first, second) = (first.to_owned(), second.to_owned());
+        (self.store)
+            .read(move |c| read_affiliations(c, sql, params![first, second]))
+            .await
+    }
 }
 
 #[async_trait]
@@ -610,32 +636,23 @@ impl NodeStore for SqliteNodes {
     }
 
     async fn subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>, StorageError> {
-        let (owner, node) = (owner.to_owned(), node.to_owned());
-        self.store
-            .read(move |c| {
-                Ok(column(
-                    c,
-                    "SELECT jid FROM pubsub_subscriptions WHERE owner = ?1 AND node = ?2 \
-                     ORDER BY jid",
-                    params![owner, node],
-                )?)
-            })
-            .await
+        self.strings(
+            "SELECT jid FROM pubsub_subscriptions WHERE owner = ?1 AND node = ?2 ORDER BY jid",
+            owner,
+            node,
+        )
+        .await
     }
 
     async fn subscriptions_of(&self, owner: &str, jid: &str) -> Result<Vec<String>, StorageError> {
-        let (owner, jid) = (owner.to_owned(), jid.to_owned());
-        self.store
-            .read(move |c| {
-                Ok(column(
-                    c,
-                    "SELECT node FROM pubsub_subscriptions WHERE owner = ?1 AND jid = ?2 \
-                     ORDER BY node",
-                    params![owner, jid],
-                )?)
-            })
-            .await
+        self.strings(
+            "SELECT node FROM pubsub_subscriptions WHERE owner = ?1 AND jid = ?2 ORDER BY node",
+            owner,
+            jid,
+        )
+        .await
     }
+
     async fn last_items(
         &self,
         owners: Vec<String>,
@@ -701,17 +718,13 @@ impl NodeStore for SqliteNodes {
         owner: &str,
         node: &str,
     ) -> Result<Vec<(String, Affiliation)>, StorageError> {
-        let (owner, node) = (owner.to_owned(), node.to_owned());
-        self.store
-            .read(move |c| {
-                read_affiliations(
-                    c,
-                    "SELECT jid, affiliation FROM pubsub_affiliations \
-                     WHERE owner = ?1 AND node = ?2 ORDER BY jid",
-                    params![owner, node],
-                )
-            })
-            .await
+        self.affiliation_pairs(
+            "SELECT jid, affiliation FROM pubsub_affiliations \
+             WHERE owner = ?1 AND node = ?2 ORDER BY jid",
+            owner,
+            node,
+        )
+        .await
     }
 
     async fn affiliations_of(
@@ -719,17 +732,13 @@ impl NodeStore for SqliteNodes {
         owner: &str,
         jid: &str,
     ) -> Result<Vec<(String, Affiliation)>, StorageError> {
-        let (owner, jid) = (owner.to_owned(), jid.to_owned());
-        self.store
-            .read(move |c| {
-                read_affiliations(
-                    c,
-                    "SELECT node, affiliation FROM pubsub_affiliations \
-                     WHERE owner = ?1 AND jid = ?2 ORDER BY node",
-                    params![owner, jid],
-                )
-            })
-            .await
+        self.affiliation_pairs(
+            "SELECT node, affiliation FROM pubsub_affiliations \
+             WHERE owner = ?1 AND jid = ?2 ORDER BY node",
+            owner,
+            jid,
+        )
+        .await
     }
 
     async fn set_affiliations(
