@@ -349,3 +349,41 @@ async def test_an_account_removed_with_the_server_stopped_takes_its_nodes(server
     server.start()
     alice = await pep_client(server, "alice")
     assert error_of(await items_of(alice, A, TUNE))[0] == "item-not-found"
+
+
+@async_test()
+async def test_affiliations_on_an_account_outcast_and_whitelist_member(server):
+    open_node, club = "urn:test:open", "urn:test:club"
+    alice = await pep_client(server, "alice")
+    bob = await pep_client(server, "bob", notify=[open_node, club])
+    carol = await pep_client(server, "carol", notify=[open_node, club])
+    await contacts(alice, bob)
+    await subscribe(carol, alice, C, A)
+    for node, access in ((open_node, "presence"), (club, "whitelist")):
+        reply = await alice.iq("set", publish_xml(node, tune("first"), "1",
+                                                  {"pubsub#access_model": access}))
+        assert reply.get("type") == "result", ET.tostring(reply)
+    change = (f"<pubsub xmlns='{PUBSUB_OWNER}'><affiliations node='{{node}}'>"
+              "<affiliation jid='{jid}' affiliation='{aff}'/></affiliations></pubsub>")
+    for node, jid, aff in ((open_node, C, "outcast"), (club, B, "member")):
+        reply = await alice.iq("set", change.format(node=node, jid=jid, aff=aff))
+        assert reply.get("type") == "result", ET.tostring(reply)
+    # An account's nodes have one owner.
+    reply = await alice.iq("set", change.format(node=club, jid=B, aff="owner"))
+    assert error_of(reply)[0] == "not-acceptable"
+    for client in (bob, carol):
+        await settled(client)
+        client.received.clear()
+
+    for node in (open_node, club):
+        reply = await alice.iq("set", publish_xml(node, tune("second"), "2"))
+        assert reply.get("type") == "result", ET.tostring(reply)
+    # bob: a contact on the presence node, a member of the whitelist one.
+    for node in (open_node, club):
+        await bob.expect(event_items(node), what=f"{node} notification")
+    assert item_ids(await items_of(bob, A, club)) == ["2"]
+    # carol, a contact too, is an outcast of the one and a stranger to the other.
+    await settled(carol)
+    assert not [e for e in carol.received if event_items(open_node)(e) or event_items(club)(e)]
+    assert error_of(await items_of(carol, A, open_node))[0] == "forbidden"
+    assert error_of(await items_of(carol, A, club)) == ("not-allowed", "closed-node")
