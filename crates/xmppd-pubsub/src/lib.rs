@@ -6,7 +6,8 @@
 //!   they cause.
 //! - [`config`]: a node's configuration, its forms and publish-options preconditions.
 //! - [`pep`]: [`Pep`], the module: notifications by presence subscription and entity
-//!   capabilities (`+notify`), last items to resources that come online.
+//!   capabilities (`+notify`), last items to resources that come online; requests on an
+//!   account's behalf and [`PepWatcher`]s, for services that keep data in step with nodes.
 //! - [`caps`]: capabilities verified (XEP-0115 §5.4) before they are cached, in a bounded
 //!   cache.
 //! - [`service`]: [`PubSubService`], the component, with its creation policy.
@@ -25,6 +26,6 @@ pub mod store;
 
 pub use config::Limits;
 pub use engine::Engine;
-pub use pep::Pep;
+pub use pep::{Pep, PepWatcher};
 pub use service::{CreatePolicy, PubSubService};
 pub use store::{NodeStore, SqliteNodes};

@@ -6,7 +6,7 @@
 //! interest in a node gets its last item (§4.3.4).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
@@ -14,7 +14,7 @@ use minidom::Element;
 use xmpp_parsers::caps::Caps;
 use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult};
 use xmpp_parsers::ns;
-use xmppd_core::module::{HookAction, Hooks, IqRequest, IqResponse, Module};
+use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{Condition, StanzaError, NS_CLIENT};
 use xmppd_core::{user_ref, ClientSession, Context, PresenceState};
 use xmppd_storage::Subscription;
@@ -35,12 +35,22 @@ const PEP_FEATURES: &[&str] = &[
 /// Prefix of the ids of the capability queries sent to clients.
 const CAPS_ID: &str = "pep-caps-";
 
+/// A service that keeps data of its own in step with an account's nodes (XEP-0398 avatars,
+/// XEP-0402 bookmarks): told after a request of the account changed a node.
+#[async_trait]
+pub trait PepWatcher: Send + Sync {
+    /// `node` of `owner` was published to, retracted from, purged or deleted by a request of
+    /// the account (not by [`Pep::request_as_owner`]); it reads the node's state anew.
+    async fn on_node_changed(&self, cx: &mut Context<'_>, owner: &BareJid, node: &str);
+}
+
 /// Personal eventing on every account.
 pub struct Pep {
     engine: Arc<Engine>,
     caps: CapsCache,
     /// What each available session wants notifications of.
     interest: Mutex<HashMap<FullJid, Interest>>,
+    watchers: RwLock<Vec<Weak<dyn PepWatcher>>>,
 }
 
 impl Pep {
@@ -50,7 +60,59 @@ impl Pep {
             engine,
             caps: CapsCache::new(cache),
             interest: Mutex::new(HashMap::new()),
+            watchers: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Tells `watcher` of the changes the accounts' own requests make from now on.
+    pub fn watch(&self, watcher: Weak<dyn PepWatcher>) {
+        (self.watchers.write().unwrap_or_else(|e| e.into_inner())).push(watcher);
+    }
+
+    /// Runs a `pubsub` or `pubsub#owner` request on `owner`'s nodes as if the account's own
+    /// client had sent it, for a service that keeps the account's data in step: the same
+    /// rules and notifications, but the watchers are not told (the caller made the change).
+    pub async fn request_as_owner(
+        &self,
+        cx: &mut Context<'_>,
+        owner: &BareJid,
+        kind: IqKind,
+        payload: Element,
+    ) -> IqResponse {
+        let req = IqRequest {
+            from: Jid::from(owner.clone()),
+            to: Jid::from(owner.clone()),
+            kind,
+            payload,
+        };
+        self.run(cx, owner, req).await.map(|(reply, _)| reply)
+    }
+
+    /// Runs `req` and sends what it causes; returns the answer and the nodes it changed.
+    async fn run(
+        &self,
+        cx: &mut Context<'_>,
+        owner: &BareJid,
+        req: IqRequest,
+    ) -> Result<(Option<Element>, Vec<String>), StanzaError> {
+        let scope = pep_scope(owner, req.from.to_bare() == *owner);
+        // A retraction causes no event unless notified, yet it changes the node.
+        let retracted = (req.kind == IqKind::Set)
+            .then(|| req.payload.get_child("retract", ns::PUBSUB))
+            .flatten()
+            .and_then(|r| r.attr("node"))
+            .map(str::to_owned);
+        let answer = self.engine.handle(cx, &scope, req).await?;
+        let mut changed: Vec<String> = answer.events.iter().map(|e| e.node.name.clone()).collect();
+        changed.extend(retracted);
+        changed.dedup();
+        self.notify(cx, owner, answer.events).await;
+        for (to, event) in answer.direct {
+            let mut msg = notification_of(owner.as_str(), cx.next_id(), event);
+            xmppd_core::stanza::set_attr(&mut msg, "to", to.as_str());
+            cx.send(msg);
+        }
+        Ok((answer.reply, changed))
     }
 
     fn interests(&self) -> std::sync::MutexGuard<'_, HashMap<FullJid, Interest>> {
@@ -321,15 +383,20 @@ impl Module for Pep {
         {
             return Err(StanzaError::new(Condition::ServiceUnavailable));
         }
-        let scope = pep_scope(&owner, req.from.to_bare() == owner);
-        let answer = self.engine.handle(cx, &scope, req).await?;
-        self.notify(cx, &owner, answer.events).await;
-        for (to, event) in answer.direct {
-            let mut msg = notification_of(owner.as_str(), cx.next_id(), event);
-            xmppd_core::stanza::set_attr(&mut msg, "to", to.as_str());
-            cx.send(msg);
+        let (reply, changed) = self.run(cx, &owner, req).await?;
+        if !changed.is_empty() {
+            let watchers: Vec<Arc<dyn PepWatcher>> = (self.watchers.read())
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for node in &changed {
+                for w in &watchers {
+                    w.on_node_changed(cx, &owner, node).await;
+                }
+            }
         }
-        Ok(answer.reply)
+        Ok(reply)
     }
 
     async fn on_presence_out(

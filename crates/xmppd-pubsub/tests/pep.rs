@@ -248,3 +248,91 @@ async fn an_accounts_nodes_and_subscriptions_go_with_it() {
         ["alice@localhost.x"]
     );
 }
+
+/// Records the nodes it is told of.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl xmppd_pubsub::PepWatcher for Recorder {
+    async fn on_node_changed(
+        &self,
+        _cx: &mut xmppd_core::Context<'_>,
+        owner: &jid::BareJid,
+        node: &str,
+    ) {
+        self.0.lock().unwrap().push(format!("{owner} {node}"));
+    }
+}
+
+#[tokio::test]
+async fn watchers_hear_of_the_accounts_changes_and_not_of_their_own() {
+    let store = store_with_users(&["alice"]).await;
+    let nodes = SqliteNodes::open(store.clone()).await.unwrap();
+    let engine = Arc::new(Engine {
+        nodes: Arc::new(nodes),
+        limits: Limits::default(),
+    });
+    let pep = Arc::new(Pep::new(engine, 16));
+    let recorder = Arc::new(Recorder::default());
+    let weak: std::sync::Weak<dyn xmppd_pubsub::PepWatcher> =
+        Arc::downgrade(&(recorder.clone() as Arc<dyn xmppd_pubsub::PepWatcher>));
+    pep.watch(weak);
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(pep.clone())
+        .modules(xmppd_im::modules())
+        .build();
+    let mut alice = TestClient::login(&server, "alice", "r").await;
+    publish_tune(&server, &mut alice, "x").await;
+    // A retraction without notify="true" causes no event, yet changes the node; one that
+    // fails changes nothing.
+    for (id, kind) in [("t1", "publish"), ("t1", "retract"), ("nope", "retract")] {
+        let item = if kind == "publish" {
+            format!("<item id='{id}'><tune xmlns='{TUNE}'/></item>")
+        } else {
+            format!("<item id='{id}'/>")
+        };
+        alice
+            .send(
+                &server,
+                &format!(
+                    "<iq {NS} type='set' id='r'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+                     <{kind} node='{TUNE}'>{item}</{kind}></pubsub></iq>"
+                ),
+            )
+            .await;
+    }
+    let mut scratch = xmppd_core::testing::Scratch::new();
+    let owner: jid::BareJid = "alice@localhost".parse().unwrap();
+    let publish: Element = format!(
+        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{TUNE}'>\
+         <item id='s'><tune xmlns='{TUNE}'/></item></publish></pubsub>"
+    )
+    .parse()
+    .unwrap();
+    let reply = {
+        let mut cx = scratch.context(&server);
+        pep.request_as_owner(&mut cx, &owner, xmppd_core::module::IqKind::Set, publish)
+            .await
+    };
+    assert!(reply.is_ok(), "{reply:?}");
+    let items = {
+        let mut cx = scratch.context(&server);
+        let get: Element = format!(
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{TUNE}'/></pubsub>"
+        )
+        .parse()
+        .unwrap();
+        pep.request_as_owner(&mut cx, &owner, xmppd_core::module::IqKind::Get, get)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let item = items.get_child("items", "http://jabber.org/protocol/pubsub");
+    let ids: Vec<_> = (item.unwrap().children().filter_map(|i| i.attr("id"))).collect();
+    assert_eq!(ids, ["s"]);
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        vec![format!("alice@localhost {TUNE}"); 3]
+    );
+}
