@@ -242,6 +242,15 @@ fn render(c: &ValidatedConfig) -> String {
         })
         .collect();
     doc.insert("contact".into(), Value::Array(contact));
+    let personal = &c.personal;
+    doc.insert(
+        "vcard".into(),
+        table([("max_bytes", int(personal.vcard_max_bytes))]),
+    );
+    doc.insert(
+        "private".into(),
+        table([("max_bytes", int(personal.private_max_bytes))]),
+    );
     doc.to_string()
 }
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::{
-    AuthSection, ContactEntry, HttpSection, LdapSection, MamSection, MucSection, PubSubSection,
-    PushSection, SharedRosterSection,
+    AuthSection, ContactEntry, HttpSection, LdapSection, MamSection, MucSection, PrivateSection,
+    PubSubSection, PushSection, SharedRosterSection, VCardSection,
 };
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
@@ -30,6 +30,8 @@ pub struct Config {
     pub http: HttpSection,
     pub push: PushSection,
     pub contact: Vec<ContactEntry>,
+    pub vcard: VCardSection,
+    pub private: PrivateSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::{
     AuthBackendKind, ContactAddresses, HttpSettings, LdapSettings, LogLevel, MamSettings,
-    MucSettings, PubSubSettings, PushSettings, SharedGroupSettings, StorageBackend,
+    MucSettings, PersonalSettings, PubSubSettings, PushSettings, SharedGroupSettings,
+    StorageBackend,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -37,6 +38,8 @@ pub struct ValidatedConfig {
     pub push: PushSettings,
     /// XEP-0157 contact addresses of each host that publishes some.
     pub contact: BTreeMap<String, ContactAddresses>,
+    /// `[vcard]` and `[private]`.
+    pub personal: PersonalSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

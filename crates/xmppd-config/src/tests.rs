@@ -69,6 +69,23 @@ fn push_section_keeps_sender_and_body_private_by_default() {
 }
 
 #[test]
+fn vcard_and_private_sections_bound_their_documents() {
+    let p = load("").unwrap().personal;
+    assert_eq!((p.vcard_max_bytes, p.private_max_bytes), (131_072, 65_536));
+    let p = load("[vcard]\nmax_bytes = 4096\n[private]\nmax_bytes = 2048\n")
+        .unwrap()
+        .personal;
+    assert_eq!((p.vcard_max_bytes, p.private_max_bytes), (4096, 2048));
+    let e = err("[vcard]\nmax_bytes = 10\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("vcard.max_bytes"), Some(2))
+    );
+    let e = err("[private]\nmax_bytes = 0\n");
+    assert_eq!(e.key.as_deref(), Some("private.max_bytes"));
+}
+
+#[test]
 fn muc_section_gives_one_service_per_host() {
     let c = load("[server]\nhosts = [\"a.org\", \"b.org\"]\n").unwrap();
     let expected = [("a.org", "conference.a.org"), ("b.org", "conference.b.org")];

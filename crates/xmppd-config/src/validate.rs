@@ -256,6 +256,7 @@ impl Config {
         let pubsub = validate_pubsub(&self.pubsub, &hosts, &fail)?;
         let push = self.push.validate(&fail)?;
         let contact = validate_contact(&self.contact, &hosts, &fail)?;
+        let personal = crate::personal::validate_personal(&self.vcard, &self.private, &fail)?;
 
         Ok(ValidatedConfig {
             source: source.name.clone(),
@@ -314,6 +315,7 @@ impl Config {
             http,
             push,
             contact,
+            personal,
         })
     }
 }
