@@ -27,7 +27,8 @@ use xmppd_ldap::{Directory, LdapBackend, LdapConfig, Nesting, TlsMode};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::query::PageLimits;
 use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
-use xmppd_pubsub::{Pep, PubSubService, SqliteNodes};
+use xmppd_personal::{PrivateStorage, SqlitePersonal, VCards};
+use xmppd_pubsub::{Pep, PepWatcher, PubSubService, SqliteNodes};
 use xmppd_push::{Push, SqlitePush};
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
@@ -78,6 +79,32 @@ async fn push_module(
     Ok(Arc::new(Push::new(Arc::new(registrations), settings)))
 }
 
+/// Private XML storage with bookmark conversion, and vCards with avatar conversion: both keep
+/// data in step with the account's personal eventing nodes.
+async fn personal_modules(
+    config: &ValidatedConfig,
+    store: &Arc<SqliteStore>,
+    pep: &Arc<Pep>,
+) -> Result<(Arc<PrivateStorage>, Arc<VCards>), Failure> {
+    let personal: Arc<SqlitePersonal> = Arc::new(
+        SqlitePersonal::open(store.clone())
+            .await
+            .map_err(|e| format!("opening the personal data tables: {e}"))?,
+    );
+    let limits = &config.personal;
+    let private = Arc::new(PrivateStorage::new(
+        personal.clone(),
+        pep.clone(),
+        limits.private_max_bytes,
+    ));
+    let vcards = Arc::new(VCards::new(personal, pep.clone(), limits.vcard_max_bytes));
+    let watcher: Arc<dyn PepWatcher> = private.clone();
+    pep.watch(Arc::downgrade(&watcher));
+    let watcher: Arc<dyn PepWatcher> = vcards.clone();
+    pep.watch(Arc::downgrade(&watcher));
+    Ok((private, vcards))
+}
+
 async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failure> {
     let server_cfg = &config.server;
     // Owner only: it holds the database (SCRAM keys), private keys and the admin socket.
@@ -123,11 +150,15 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let blocking = Blocking::new(Arc::new(blocks), xmppd_blocking::Settings::default());
     let (pep, pubsub_services) = pubsub(&config, &store).await?;
     let push = push_module(&config, &store).await?;
+    let (private, vcards) = personal_modules(&config, &store, &pep).await?;
     // Personal eventing before the IM modules: it reads a session's capabilities from the
-    // presence they take. Push too: offline storage ends the undeliverable chain.
+    // presence they take; vCards too: they put the avatar's hash in it. Push too: offline
+    // storage ends the undeliverable chain.
     let builder = Server::builder(core_config, store.clone())
         .module(Arc::new(blocking))
         .module(pep)
+        .module(vcards)
+        .module(private)
         .module(push)
         .modules(xmppd_im::modules())
         .module(shared_roster.clone())
