@@ -302,7 +302,7 @@ async def test_configuration_deletion_and_purge_notifications(server):
     for node in ("full", "bare"):
         await bob.plugin["xep_0060"].subscribe(SERVICE, node)
 
-    # §8.2.5.4: the new configuration with payloads, its news only without.
+    # §8.2.5.3: the new configuration with payloads, its news only without.
     await ps.set_node_config(SERVICE, "full", config_form(max_items="5"))
     ev = await bob.expect(event_child("full", "configuration"), what="configuration news")
     fields = {f.get("var"): f.findtext("{jabber:x:data}value")

@@ -145,7 +145,7 @@ pub struct NodeConfig {
     pub send_last: SendLast,
     pub deliver_payloads: bool,
     pub notify_retract: bool,
-    /// Whether subscribers are told of a configuration change (§8.2.5.4).
+    /// Whether subscribers are told of a configuration change (§8.2.5.3).
     pub notify_config: bool,
     /// Whether subscribers are told of the node's deletion (§8.4.2).
     pub notify_delete: bool,

@@ -25,7 +25,7 @@ use crate::payload::{
 };
 use crate::store::{Created, NodeStore, Quota, StoredItem, StoredNode};
 
-/// The XEP-0060 §10 features of what [`Engine`] does, for accounts and the service alike.
+/// The XEP-0060 §11 features of what [`Engine`] does, for accounts and the service alike.
 pub const FEATURES: &[&str] = &[
     "access-open",
     "access-presence",
@@ -826,7 +826,7 @@ impl Engine {
                 if !config.notify_config {
                     return Ok(Answer::default());
                 }
-                // §8.2.5.4: the new configuration, or only its news on a node without
+                // §8.2.5.3: the new configuration, or only its news on a node without
                 // payloads.
                 let form = config.deliver_payloads.then(|| {
                     let mut form = config.to_form(&self.limits);
@@ -944,7 +944,7 @@ impl Engine {
         for entry in request.affiliations {
             // §4.1: affiliations are of bare JIDs.
             let jid = entry.jid.to_bare();
-            // §8.9.2.5: one element per entity.
+            // §8.9.2.4: one element per entity.
             if !seen.insert(jid.clone()) {
                 return Err(StanzaError::with_text(
                     Condition::BadRequest,
@@ -957,13 +957,13 @@ impl Engine {
                 AffiliationAttribute::Publisher => Some(Affiliation::Publisher),
                 AffiliationAttribute::Member => Some(Affiliation::Member),
                 AffiliationAttribute::Outcast => Some(Affiliation::Outcast),
-                // §8.9.2.4.
+                // §8.9.2.3.2.
                 AffiliationAttribute::PublishOnly => {
                     return Err(unsupported("publish-only-affiliation"))
                 }
             };
             let refused = if Self::is_creator(scope, &node, &jid) {
-                // §8.9.2.5: the node keeps its owner.
+                // §8.9.2.4: the node keeps its owner.
                 wanted != Some(Affiliation::Owner)
             } else {
                 // An account is the one owner of its nodes (XEP-0163 §4).

@@ -23,7 +23,7 @@ use crate::caps::{self, CapsCache, Interest};
 use crate::config::{AccessModel, Affiliation};
 use crate::engine::{items_event, notification, notification_of, Engine, Event, Scope};
 
-/// The features only an account's personal eventing service has (XEP-0060 §10), besides
+/// The features only an account's personal eventing service has (XEP-0060 §11), besides
 /// [`crate::engine::FEATURES`]; `pubsub-on-a-jid` says the account is one (§9).
 const PEP_FEATURES: &[&str] = &[
     "auto-subscribe",

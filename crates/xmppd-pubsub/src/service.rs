@@ -25,7 +25,7 @@ pub enum CreatePolicy {
     Admins,
 }
 
-/// The features only the service has (XEP-0060 §10), besides [`crate::engine::FEATURES`].
+/// The features only the service has (XEP-0060 §11), besides [`crate::engine::FEATURES`].
 const SERVICE_FEATURES: &[&str] = &["instant-nodes"];
 
 /// The service on one domain.
