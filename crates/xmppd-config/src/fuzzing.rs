@@ -151,6 +151,11 @@ fn render(c: &ValidatedConfig) -> String {
                 int(c2s.ping_interval.map_or(0, |d| d.as_secs())),
             ),
             ("ping_timeout_secs", int(c2s.ping_timeout.as_secs())),
+            ("sasl2", c2s.sasl2.into()),
+            (
+                "fast_token_lifetime_days",
+                int(c2s.fast_token_lifetime.as_secs() / 86_400),
+            ),
         ]),
     );
     let certificates = (c.tls.certificates.iter())

@@ -132,6 +132,8 @@ pub struct C2sSection {
     pub sm_max_unacked_bytes: u64,
     pub ping_interval_secs: u64,
     pub ping_timeout_secs: u64,
+    pub sasl2: bool,
+    pub fast_token_lifetime_days: u64,
 }
 
 impl Default for C2sSection {
@@ -158,6 +160,8 @@ impl Default for C2sSection {
             sm_max_unacked_bytes: 1 << 20,
             ping_interval_secs: 240,
             ping_timeout_secs: 60,
+            sasl2: true,
+            fast_token_lifetime_days: 14,
         }
     }
 }

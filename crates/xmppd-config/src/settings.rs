@@ -103,6 +103,10 @@ pub struct C2sSettings {
     pub ping_interval: Option<Duration>,
     /// How long the client has to answer that check.
     pub ping_timeout: Duration,
+    /// SASL2 (XEP-0388) with Bind2 and FAST offered on TLS streams.
+    pub sasl2: bool,
+    /// How long a FAST token (XEP-0484) is valid.
+    pub fast_token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

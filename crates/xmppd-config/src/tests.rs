@@ -283,6 +283,10 @@ fn numeric_limits_name_their_key() {
             "c2s.ping_interval_secs",
         ),
         ("[c2s]\nping_timeout_secs = 0\n", "c2s.ping_timeout_secs"),
+        (
+            "[c2s]\nfast_token_lifetime_days = 0\n",
+            "c2s.fast_token_lifetime_days",
+        ),
         ("[c2s]\nstream_management = 1\n", "c2s.stream_management"),
         (
             "[tls]\nreload_interval_secs = 0\n",

@@ -168,6 +168,8 @@ impl Config {
             };
         let ping_timeout_secs = in_range(c2s.ping_timeout_secs, 1, 3600)
             .map_err(|why| fail("c2s.ping_timeout_secs", why))?;
+        let fast_days = in_range(c2s.fast_token_lifetime_days, 1, 365)
+            .map_err(|why| fail("c2s.fast_token_lifetime_days", why))?;
 
         let reload_secs = in_range(self.tls.reload_interval_secs, 1, 86_400)
             .map_err(|why| fail("tls.reload_interval_secs", why))?;
@@ -292,6 +294,8 @@ impl Config {
                 sm_max_unacked_bytes,
                 ping_interval: ping_interval.map(|s| Duration::from_secs(s as u64)),
                 ping_timeout: Duration::from_secs(ping_timeout_secs as u64),
+                sasl2: c2s.sasl2,
+                fast_token_lifetime: Duration::from_secs(fast_days as u64 * 86_400),
             },
             tls: TlsSettings {
                 reload_interval: Duration::from_secs(reload_secs as u64),

@@ -118,6 +118,10 @@ impl Role for ClientRole {
         RoleStep::Unexpected
     }
 
+    fn ready(&self, jid: FullJid) -> FullJid {
+        jid
+    }
+
     fn reply(&mut self, _user: &BareJid, reply: Self::Reply) -> RoleStep<Self> {
         let Some(iq) = self.binding.take() else {
             return RoleStep::Unexpected;

@@ -69,6 +69,7 @@ pub fn check(data: &[u8]) -> Reached {
         limits: Limits::DEFAULT,
         max_auth_failures: u32::from(max_failures % 5),
         pre_auth_namespaces: vec![NS_REGISTER.into()],
+        sasl2: None,
     });
     let features: Arc<[Element]> = vec![Element::bare("ver", "urn:xmpp:features:rosterver")].into();
     let mut machine = Machine::new(ClientRole::new(features), settings, tls);
@@ -156,6 +157,12 @@ impl Oracle {
                     self.upgrade_asked = true;
                     self.header_out = false;
                 }
+                Action::SetLimits(_) => {
+                    assert!(
+                        self.authenticated,
+                        "post-login limits without authentication"
+                    );
+                }
                 Action::RestartStream { .. } => {
                     assert!(self.authenticated, "a restart without authentication");
                     self.header_out = false;
@@ -241,6 +248,10 @@ fn answer(request: &Request<ClientRole>, choice: u8) -> Event<ClientRole> {
             let id = iq.attr("id").unwrap_or_default();
             Event::PreAuthReply(element("iq", NS_CLIENT, &[("type", "result"), ("id", id)]))
         }
+        Request::FastTokens { .. } => Event::FastTokens(Ok(Vec::new())),
+        Request::Inline { .. } => Event::Inline(crate::InlineOutcome::Unbound {
+            payloads: Vec::new(),
+        }),
         Request::Role(bind) => Event::Role(match choice % 4 {
             0 => {
                 let resource = bind.resource.as_deref().unwrap_or("fuzz");

@@ -21,12 +21,15 @@ pub mod fuzzing;
 mod machine;
 mod role;
 mod sasl;
+mod sasl2;
 mod xml;
 
 pub use client::{answer_bound, BindRefusal, BindRequest, ClientRole, HostFeatures};
 pub use features::offered_mechanisms;
 pub use machine::Negotiation;
 pub use role::{Role, RoleStep};
+pub use sasl2::{Inline, InlineOutcome, StoredToken, UsedToken, UserAgent};
+pub use xmppd_sasl::ht::HtMechanism;
 
 use jid::BareJid;
 use minidom::Element;
@@ -38,6 +41,19 @@ pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const NS_SASL2: &str = "urn:xmpp:sasl:2";
+pub const NS_BIND2: &str = "urn:xmpp:bind:0";
+pub const NS_FAST: &str = "urn:xmpp:fast:0";
+
+/// What SASL2 (XEP-0388) offers on a TLS stream besides the SASL mechanisms.
+#[derive(Debug, Clone, Default)]
+pub struct Sasl2Settings {
+    /// The inline features the driver serves (XEP-0388 §2.1): Bind2's `<bind/>`, stream
+    /// management's `<sm/>`.
+    pub inline: Vec<Element>,
+    /// FAST tokens (XEP-0484) are issued and accepted.
+    pub fast: bool,
+}
 
 /// How the transport gets TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +101,8 @@ pub struct Settings {
     /// Every namespace a pre-authentication service claims on some host: an IQ in one of
     /// these is answered (or refused with `<not-allowed/>`) rather than ending the stream.
     pub pre_auth_namespaces: Vec<String>,
+    /// SASL2 is offered (with these inline features) on TLS streams.
+    pub sasl2: Option<Sasl2Settings>,
 }
 
 impl Settings {
@@ -136,6 +154,10 @@ pub enum Event<R: Role> {
     PreAuthReply(Element),
     /// Answer to [`Request::Role`].
     Role(R::Reply),
+    /// Answer to [`Request::FastTokens`].
+    FastTokens(Result<Vec<StoredToken>, BackendFailure>),
+    /// Answer to [`Request::Inline`].
+    Inline(InlineOutcome),
     /// The negotiation deadline passed: end with `<connection-timeout/>`.
     DeadlinePassed,
     /// The server shuts down: end with `<system-shutdown/>`.
@@ -167,6 +189,16 @@ pub enum Request<R: Role> {
     },
     /// Role-specific work (a client's resource binding). Answer: [`Event::Role`].
     Role(R::Request),
+    /// The unexpired FAST tokens of `user` issued to the user agent `client` for `mechanism`
+    /// (XEP-0484 §4). Answer: [`Event::FastTokens`].
+    FastTokens {
+        user: BareJid,
+        client: String,
+        mechanism: HtMechanism,
+    },
+    /// `user` authenticated over SASL2: do what `inline` asks (XEP-0388 §2.6.1, XEP-0386,
+    /// XEP-0198, XEP-0484). Answer: [`Event::Inline`].
+    Inline { user: BareJid, inline: Box<Inline> },
 }
 
 impl<R: Role> std::fmt::Debug for Request<R> {
@@ -197,6 +229,17 @@ impl<R: Role> std::fmt::Debug for Request<R> {
                 .field("namespace", namespace)
                 .finish_non_exhaustive(),
             Request::Role(r) => f.debug_tuple("Role").field(r).finish(),
+            Request::FastTokens {
+                user, mechanism, ..
+            } => f
+                .debug_struct("FastTokens")
+                .field("user", user)
+                .field("mechanism", mechanism)
+                .finish_non_exhaustive(),
+            Request::Inline { user, .. } => f
+                .debug_struct("Inline")
+                .field("user", user)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -216,6 +259,9 @@ pub enum Action<R: Role> {
     /// The peer opens a new stream next (after SASL success, RFC 6120 §6.4.6): discard the
     /// parser state and apply these limits.
     RestartStream { limits: Limits },
+    /// Authenticated over SASL2, where the stream goes on (XEP-0388 §2.6.1): apply these
+    /// limits from the next element on, keeping the parser's state.
+    SetLimits(Limits),
     /// Do this and feed the answer back.
     Ask(Request<R>),
     /// The peer proved to be `user` (what a successful attempt clears in the throttle).

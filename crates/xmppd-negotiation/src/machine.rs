@@ -12,8 +12,9 @@ use xmppd_stream::{StreamErrorCondition as Cond, StreamHeader, NS_CLIENT};
 use crate::features;
 use crate::role::{Role, RoleStep};
 use crate::sasl::Exchange;
+use crate::sasl2::Inline;
 use crate::xml::iq_error;
-use crate::{Action, Event, Request, Settings, StreamOpen, TlsStep, NS_SASL, NS_TLS};
+use crate::{Action, Event, Request, Settings, StreamOpen, TlsStep, NS_SASL, NS_SASL2, NS_TLS};
 
 /// Where the negotiation is; each state says what input it waits for.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub(crate) enum State {
     Sasl(Exchange),
     /// [`Event::PreAuthReply`].
     PreAuthIq,
+    /// [`Event::Inline`], then `<success/>` over SASL2 with this additional data.
+    Inline { data: Vec<u8> },
     /// Authenticated, on the restarted stream: the role's elements.
     Authenticated,
     /// [`Event::Role`].
@@ -57,6 +60,8 @@ pub struct Negotiation<R: Role> {
     pub(crate) attempts: Attempts,
     /// The authenticated account.
     pub(crate) user: Option<BareJid>,
+    /// While a SASL2 exchange runs: what the client asked for inline.
+    pub(crate) sasl2: Option<Inline>,
 }
 
 impl<R: Role> Negotiation<R> {
@@ -78,6 +83,7 @@ impl<R: Role> Negotiation<R> {
             offered: Vec::new(),
             attempts,
             user: None,
+            sasl2: None,
         }
     }
 
@@ -137,6 +143,9 @@ impl<R: Role> Negotiation<R> {
                 self.state = State::PreAuth;
             }
             (State::Sasl(exchange), event) => self.sasl(exchange, event, &mut out),
+            (State::Inline { data }, Event::Inline(outcome)) => {
+                self.inline_done(data, outcome, &mut out)
+            }
             (State::Authenticated, Event::Element(el)) => {
                 let step = match &self.user {
                     Some(user) => self.role.element(user, &el),
@@ -210,7 +219,12 @@ impl<R: Role> Negotiation<R> {
         };
         self.offered = features::offered_mechanisms(self.secure, &self.bindings, policy.scram);
         let children = if self.secure {
-            let extra: Vec<Element> = policy.pre_auth.iter().map(|(_, f)| f.clone()).collect();
+            let mut extra: Vec<Element> = policy.pre_auth.iter().map(|(_, f)| f.clone()).collect();
+            // XEP-0388 §2.1: SASL2 next to SASL, with the same mechanisms, under TLS only.
+            if let Some(sasl2) = &settings.sasl2 {
+                let fast = self.fast_offered();
+                extra.push(crate::sasl2::feature(&self.offered, &sasl2.inline, &fast));
+            }
             features::pre_auth(&self.offered, &self.bindings.available(), &extra)
         } else {
             if settings.require_tls && self.tls == TlsStep::Below {
@@ -271,6 +285,13 @@ impl<R: Role> Negotiation<R> {
             }
             return self.auth(&el, out);
         }
+        if el.is("authenticate", NS_SASL2) {
+            if !self.secure && self.settings.require_tls {
+                let text = "STARTTLS is required before authentication".to_owned();
+                return self.end(Cond::PolicyViolation, Some(text), out);
+            }
+            return self.authenticate(&el, out);
+        }
         let ns = el.children().next().map(|c| c.ns()).unwrap_or_default();
         if el.is("iq", NS_CLIENT) && self.settings.pre_auth_namespaces.contains(&ns) {
             return self.pre_auth_iq(el, ns, out);
@@ -310,11 +331,12 @@ impl<R: Role> Negotiation<R> {
     }
 
     /// SASL succeeded and the account may log in: the stream restarts (RFC 6120 §6.4.6).
+    /// Over SASL2 the inline requests come first, and the stream goes on.
     pub(crate) fn authenticated(
         &mut self,
         user: BareJid,
         mechanism: Mechanism,
-        success: Element,
+        data: Vec<u8>,
         out: &mut Vec<Action<R>>,
     ) {
         tracing::info!(jid = %user, mech = mechanism.name(), "authenticated");
@@ -322,7 +344,10 @@ impl<R: Role> Negotiation<R> {
             user: user.clone(),
             mechanism,
         });
-        out.push(Action::Send(success));
+        if let Some(inline) = self.sasl2.take() {
+            return self.sasl2_authenticated(user, inline, data, out);
+        }
+        out.push(Action::Send(crate::sasl::success(&data)));
         out.push(Action::RestartStream {
             limits: self.settings.limits,
         });
@@ -378,7 +403,7 @@ pub(crate) fn check_header(header: &StreamHeader, ns: &str) -> Result<(), Cond> 
 pub(crate) fn unexpected(el: &Element) -> Cond {
     if el.has_ns(NS_CLIENT) && matches!(el.name(), "message" | "presence" | "iq") {
         Cond::NotAuthorized
-    } else if el.has_ns(NS_SASL) || el.has_ns(NS_TLS) {
+    } else if el.has_ns(NS_SASL) || el.has_ns(NS_SASL2) || el.has_ns(NS_TLS) {
         Cond::PolicyViolation
     } else {
         Cond::UnsupportedStanzaType

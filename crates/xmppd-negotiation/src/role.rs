@@ -2,7 +2,7 @@
 //! is on the other side: the stream's namespace, the features after authentication, and what
 //! must happen before the stream carries stanzas (a client binds a resource, RFC 6120 §7).
 
-use jid::BareJid;
+use jid::{BareJid, FullJid};
 use minidom::Element;
 
 /// One side of a negotiation after authentication. [`crate::ClientRole`] is the client's.
@@ -26,6 +26,9 @@ pub trait Role: std::fmt::Debug {
 
     /// The answer to the request the last step asked for.
     fn reply(&mut self, user: &BareJid, reply: Self::Reply) -> RoleStep<Self>;
+
+    /// What a negotiation completed by binding `jid` inline with SASL2 (XEP-0386) yields.
+    fn ready(&self, jid: FullJid) -> Self::Ready;
 }
 
 /// What a [`Role`] wants after an element or a reply.

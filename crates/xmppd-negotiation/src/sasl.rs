@@ -16,7 +16,8 @@ use xmppd_stream::StreamErrorCondition as Cond;
 use crate::machine::{unexpected, State};
 use crate::role::Role;
 use crate::xml::text_element;
-use crate::{Action, Event, Negotiation, Request, NS_SASL};
+use crate::{Action, Event, Negotiation, Request, NS_SASL, NS_SASL2};
+use xmppd_sasl::ht::{HtMechanism, HtResponse};
 
 /// Where an exchange waits.
 #[derive(Debug)]
@@ -44,6 +45,19 @@ pub(crate) enum Exchange {
     },
     /// The throttle's delay before a wrong credential is answered.
     Backoff(Option<Mechanism>, Failure),
+    /// The throttle's turn for a FAST token (SASL2 only).
+    TokenTurn {
+        ht: HtMechanism,
+        resp: HtResponse,
+        account: String,
+    },
+    /// The client's stored tokens.
+    Tokens {
+        ht: HtMechanism,
+        user: BareJid,
+        account: String,
+        proof: Vec<u8>,
+    },
 }
 
 /// A SCRAM exchange in progress.
@@ -69,7 +83,10 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn before_proof(condition: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn before_proof(
+        condition: &'static str,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Failure {
             condition,
             reason: reason.into(),
@@ -104,6 +121,17 @@ impl<R: Role> Negotiation<R> {
     /// `<auth/>`: the start of an exchange.
     pub(crate) fn auth(&mut self, auth: &Element, out: &mut Vec<Action<R>>) {
         let name = auth.attr("mechanism").unwrap_or_default();
+        self.begin(name, decode_sasl(&auth.text()), out)
+    }
+
+    /// The start of an exchange (SASL or SASL2) with mechanism `name` and the initial
+    /// response, if any (`Err` when it was not valid base64).
+    pub(crate) fn begin(
+        &mut self,
+        name: &str,
+        initial: Result<Option<Vec<u8>>, ()>,
+        out: &mut Vec<Action<R>>,
+    ) {
         let mech = match Mechanism::from_name(name) {
             Some(Mechanism::Plain) if !self.secure => {
                 let failure = Failure::before_proof("encryption-required", "PLAIN needs TLS");
@@ -116,11 +144,11 @@ impl<R: Role> Negotiation<R> {
                 return self.fail(None, failure, out);
             }
         };
-        match decode_sasl(&auth.text()) {
+        match initial {
             Ok(Some(data)) => self.initial(mech, data, out),
             // No initial response: ask for it with an empty challenge.
             Ok(None) => {
-                out.push(Action::Send(sasl_element("challenge", &[])));
+                out.push(Action::Send(self.sasl_element("challenge", &[])));
                 self.state = State::Sasl(Exchange::Initial { mech });
             }
             Err(()) => self.fail(Some(mech), bad_encoding(), out),
@@ -130,7 +158,8 @@ impl<R: Role> Negotiation<R> {
     /// The next step of the exchange waiting in `exchange`.
     pub(crate) fn sasl(&mut self, exchange: Exchange, event: Event<R>, out: &mut Vec<Action<R>>) {
         match (exchange, event) {
-            (Exchange::Initial { mech }, Event::Element(el)) => match response(&el) {
+            (Exchange::Initial { mech }, Event::Element(el)) => match response(&el, self.sasl_ns())
+            {
                 Ok(Reply::Data(data)) => self.initial(mech, data, out),
                 Ok(Reply::Failed(failure)) => self.fail(Some(mech), failure, out),
                 Err(cond) => self.end(cond, None, out),
@@ -151,27 +180,40 @@ impl<R: Role> Negotiation<R> {
             (Exchange::Keys(mut scram, user), Event::ScramKeys(keys)) => match keys {
                 Ok(keys) => {
                     let server_first = scram.server.server_first(keys.as_ref());
-                    out.push(Action::Send(sasl_element("challenge", &server_first)));
+                    out.push(Action::Send(self.sasl_element("challenge", &server_first)));
                     let keyed = keys.is_some();
                     self.state = State::Sasl(Exchange::Final(scram, Some(user), keyed));
                 }
                 Err(e) => self.backend_failure(scram.mech, &e.0, out),
             },
-            (Exchange::Final(scram, user, keyed), Event::Element(el)) => match response(&el) {
-                Ok(Reply::Data(data)) => self.scram_final(*scram, user, keyed, &data, out),
-                Ok(Reply::Failed(failure)) => self.fail(Some(scram.mech), failure, out),
-                Err(cond) => self.end(cond, None, out),
-            },
+            (Exchange::Final(scram, user, keyed), Event::Element(el)) => {
+                match response(&el, self.sasl_ns()) {
+                    Ok(Reply::Data(data)) => self.scram_final(*scram, user, keyed, &data, out),
+                    Ok(Reply::Failed(failure)) => self.fail(Some(scram.mech), failure, out),
+                    Err(cond) => self.end(cond, None, out),
+                }
+            }
             (Exchange::Account { user, mech, data }, Event::AccountChecked { enabled }) => {
                 if enabled {
-                    let success = sasl_element("success", &data);
-                    self.authenticated(user, mech, success, out);
+                    self.authenticated(user, mech, data, out);
                 } else {
                     let failure = Failure::proof("account-disabled", "account disabled");
                     self.fail(Some(mech), failure, out);
                 }
             }
             (Exchange::Backoff(mech, failure), Event::Waited) => self.fail(mech, failure, out),
+            (Exchange::TokenTurn { ht, resp, account }, Event::Waited) => {
+                self.token_turn(ht, resp, account, out)
+            }
+            (
+                Exchange::Tokens {
+                    ht,
+                    user,
+                    account,
+                    proof,
+                },
+                Event::FastTokens(tokens),
+            ) => self.tokens_found((ht, user, account, proof), tokens, out),
             (Exchange::Initial { .. } | Exchange::Final(..), Event::StreamOpened(_)) => {
                 self.end(Cond::NotWellFormed, None, out)
             }
@@ -226,7 +268,7 @@ impl<R: Role> Negotiation<R> {
                 };
                 self.state = State::Sasl(Exchange::ScramTurn(Box::new(scram), first));
             }
-            Mechanism::External => {
+            Mechanism::External | Mechanism::Token(_) => {
                 let failure = Failure::before_proof("invalid-mechanism", "EXTERNAL is not offered");
                 self.fail(Some(mech), failure, out)
             }
@@ -278,7 +320,7 @@ impl<R: Role> Negotiation<R> {
             // exchange does not reveal which accounts exist.
             None => {
                 let server_first = scram.server.server_first(None);
-                out.push(Action::Send(sasl_element("challenge", &server_first)));
+                out.push(Action::Send(self.sasl_element("challenge", &server_first)));
                 self.state = State::Sasl(Exchange::Final(scram, None, false));
             }
         }
@@ -311,7 +353,7 @@ impl<R: Role> Negotiation<R> {
     }
 
     /// The proof was right: a disabled account is still refused.
-    fn check_account(
+    pub(crate) fn check_account(
         &mut self,
         user: BareJid,
         mech: Mechanism,
@@ -323,7 +365,12 @@ impl<R: Role> Negotiation<R> {
     }
 
     /// A wrong credential is counted by the throttle, which may delay the answer.
-    fn wrong_credentials(&mut self, mech: Mechanism, account: String, out: &mut Vec<Action<R>>) {
+    pub(crate) fn wrong_credentials(
+        &mut self,
+        mech: Mechanism,
+        account: String,
+        out: &mut Vec<Action<R>>,
+    ) {
         let failure = Failure::proof(
             "not-authorized",
             format!("wrong credentials for {account:?}"),
@@ -332,7 +379,12 @@ impl<R: Role> Negotiation<R> {
         self.state = State::Sasl(Exchange::Backoff(Some(mech), failure));
     }
 
-    fn backend_failure(&mut self, mech: Mechanism, error: &str, out: &mut Vec<Action<R>>) {
+    pub(crate) fn backend_failure(
+        &mut self,
+        mech: Mechanism,
+        error: &str,
+        out: &mut Vec<Action<R>>,
+    ) {
         tracing::warn!(error, "authentication backend failed");
         let failure = Failure::proof("temporary-auth-failure", "authentication backend failed");
         self.fail(Some(mech), failure, out)
@@ -341,13 +393,36 @@ impl<R: Role> Negotiation<R> {
     /// Answers and logs one failed attempt (RFC 6120 §6.4.5); too many counted failures on
     /// one stream end it. A failure before any proof names its reason in `<text/>`, so that
     /// the client can choose differently; after a proof it says no more than the condition.
-    fn fail(&mut self, mech: Option<Mechanism>, failure: Failure, out: &mut Vec<Action<R>>) {
+    pub(crate) fn fail(
+        &mut self,
+        mech: Option<Mechanism>,
+        failure: Failure,
+        out: &mut Vec<Action<R>>,
+    ) {
         tracing::info!(
             mech = mech.map_or("(none)", Mechanism::name),
             reason = %failure.reason,
             condition = failure.condition,
             "authentication failed"
         );
+        let answer = if self.sasl2.take().is_some() {
+            let text = (failure.stage == Stage::BeforeProof).then_some(&*failure.reason);
+            crate::sasl2::failure(failure.condition, text)
+        } else {
+            self.sasl1_failure(&failure)
+        };
+        out.push(Action::Send(answer));
+        self.state = State::PreAuth;
+        if self
+            .attempts
+            .fail(mech, failure.stage, failure.error.as_ref())
+        {
+            let text = "too many authentication failures".to_owned();
+            self.end(Cond::PolicyViolation, Some(text), out);
+        }
+    }
+
+    fn sasl1_failure(&self, failure: &Failure) -> Element {
         let mut answer = Element::bare("failure", NS_SASL);
         answer.append_child(Element::bare(failure.condition, NS_SASL));
         if failure.stage == Stage::BeforeProof {
@@ -359,15 +434,21 @@ impl<R: Role> Negotiation<R> {
             );
             answer.append_child(text);
         }
-        out.push(Action::Send(answer));
-        self.state = State::PreAuth;
-        if self
-            .attempts
-            .fail(mech, failure.stage, failure.error.as_ref())
-        {
-            let text = "too many authentication failures".to_owned();
-            self.end(Cond::PolicyViolation, Some(text), out);
+        answer
+    }
+
+    /// The namespace of this exchange's elements.
+    fn sasl_ns(&self) -> &'static str {
+        if self.sasl2.is_some() {
+            NS_SASL2
+        } else {
+            NS_SASL
         }
+    }
+
+    /// `<name/>` of this exchange's profile carrying `data` in base64, empty for no data.
+    fn sasl_element(&self, name: &str, data: &[u8]) -> Element {
+        sasl_element(name, self.sasl_ns(), data)
     }
 }
 
@@ -376,14 +457,14 @@ fn bad_encoding() -> Failure {
 }
 
 /// A `<response/>` or `<abort/>` inside an exchange; anything else ends the stream.
-fn response(el: &Element) -> Result<Reply, Cond> {
-    if el.is("response", NS_SASL) {
+fn response(el: &Element, ns: &str) -> Result<Reply, Cond> {
+    if el.is("response", ns) {
         return Ok(match decode_sasl(&el.text()) {
             Ok(data) => Reply::Data(data.unwrap_or_default()),
             Err(()) => Reply::Failed(bad_encoding()),
         });
     }
-    if el.is("abort", NS_SASL) {
+    if el.is("abort", ns) {
         let failure = Failure::before_proof("aborted", "aborted by the client");
         return Ok(Reply::Failed(failure));
     }
@@ -391,12 +472,17 @@ fn response(el: &Element) -> Result<Reply, Cond> {
 }
 
 /// `<name xmlns=sasl>base64</name>`, empty for no data.
-fn sasl_element(name: &str, data: &[u8]) -> Element {
+fn sasl_element(name: &str, ns: &str, data: &[u8]) -> Element {
     if data.is_empty() {
-        return Element::bare(name, NS_SASL);
+        return Element::bare(name, ns);
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-    text_element(name, NS_SASL, &encoded)
+    text_element(name, ns, &encoded)
+}
+
+/// RFC 6120 §6.4.6 `<success/>`, carrying the mechanism's additional data.
+pub(crate) fn success(data: &[u8]) -> Element {
+    sasl_element("success", NS_SASL, data)
 }
 
 /// SASL payload: `None` for no data, `Some(empty)` for `=`, else base64 (whitespace ignored).
@@ -422,7 +508,7 @@ fn without_suffix<'a>(authcid: &'a str, suffixes: &[String]) -> &'a str {
 
 /// The account an attempt is throttled under: the normalised JID when the authcid is a valid
 /// localpart, else the authcid itself (so invalid names are throttled too).
-fn throttle_account(authcid: &str, host: &str) -> String {
+pub(crate) fn throttle_account(authcid: &str, host: &str) -> String {
     account_jid(authcid, host).map_or_else(|| authcid.to_owned(), |jid| jid.to_string())
 }
 

@@ -41,6 +41,7 @@ fn settings(require_tls: bool, max_auth_failures: u32) -> Arc<Settings> {
         },
         max_auth_failures,
         pre_auth_namespaces: vec![NS_REGISTER.into()],
+        sasl2: None,
     })
 }
 
@@ -639,4 +640,200 @@ fn a_stream_below_another_protocol_offers_no_starttls() {
     assert!(!features.contains("PLAIN"), "{features}");
     let a = m.handle(el(&format!("<starttls xmlns='{NS_TLS}'/>")));
     assert!(!sent(&a).contains("proceed"));
+
+fn sasl2_settings() -> Arc<Settings> {
+    let mut s = (*settings(false, 3)).clone();
+    s.sasl2 = Some(xmppd_negotiation::Sasl2Settings {
+        inline: vec![Element::bare("sm", "urn:xmpp:sm:3")],
+        fast: true,
+    });
+    Arc::new(s)
+}
+
+fn authenticate(mech: &str, data: &[u8], inline: &str) -> Event<ClientRole> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    el(&format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='{mech}'>\
+         <initial-response>{b64}</initial-response>\
+         <user-agent id='ua-1'><software>Test</software><device>Phone</device></user-agent>\
+         {inline}</authenticate>"
+    ))
+}
+
+#[test]
+fn sasl2_is_offered_under_tls_with_the_same_mechanisms_and_fast() {
+    let (_, a) = secure(sasl2_settings(), ChannelBindings::default());
+    let features = sent(&a);
+    assert!(
+        features.contains(
+            "<authentication xmlns='urn:xmpp:sasl:2'><mechanism>SCRAM-SHA-512</mechanism>"
+        ),
+        "{features}"
+    );
+    assert!(
+        features.contains("<mechanism>PLAIN</mechanism><inline>"),
+        "{features}"
+    );
+    assert!(
+        features
+            .contains("<mechanism>HT-SHA-256-NONE</mechanism></fast></inline></authentication>"),
+        "{features}"
+    );
+    assert!(
+        features.contains("<sm xmlns='urn:xmpp:sm:3'/>"),
+        "{features}"
+    );
+    // Not before TLS.
+    let mut m = machine(TlsStep::StartTls, sasl2_settings());
+    let features = sent(&m.handle(header()));
+    assert!(!features.contains("urn:xmpp:sasl:2"), "{features}");
+    // PLAIN over SASL2 is refused without TLS, in SASL2's failure.
+    let a = m.handle(authenticate("PLAIN", b"\0juliet\0pw", ""));
+    let answer = sent(&a);
+    assert!(
+        answer.contains("<failure xmlns='urn:xmpp:sasl:2'><encryption-required xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+        "{answer}"
+    );
+    assert!(!a.iter().any(|a| matches!(a, Action::Ask(_))));
+}
+
+#[test]
+fn sasl2_plain_success_carries_the_inline_outcome_and_no_restart() {
+    let (mut m, _) = secure(sasl2_settings(), ChannelBindings::default());
+    let a = m.handle(authenticate(
+        "PLAIN",
+        b"\0juliet\0pw",
+        "<bind xmlns='urn:xmpp:bind:0'><tag>phone</tag></bind>",
+    ));
+    assert!(matches!(request(a), Request::Turn { .. }));
+    assert!(matches!(
+        request(m.handle(Event::Waited)),
+        Request::CheckPassword { .. }
+    ));
+    assert!(matches!(
+        request(m.handle(Event::PasswordChecked(Ok(true)))),
+        Request::CheckAccount { .. }
+    ));
+    let inline = match request(m.handle(Event::AccountChecked { enabled: true })) {
+        Request::Inline { user: u, inline } => {
+            assert_eq!(u, user());
+            inline
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(inline.user_agent.id.as_deref(), Some("ua-1"));
+    assert_eq!(inline.user_agent.software.as_deref(), Some("Test"));
+    assert_eq!(inline.user_agent.device.as_deref(), Some("Phone"));
+    assert!(inline.bind.is_some());
+    let jid = FullJid::new("juliet@example.org/phone.1").unwrap();
+    let a = m.handle(Event::Inline(xmppd_negotiation::InlineOutcome::Bound {
+        jid: jid.clone(),
+        payloads: vec![Element::bare("bound", "urn:xmpp:bind:0")],
+    }));
+    let text = sent(&a);
+    assert!(
+        text.contains("<success xmlns='urn:xmpp:sasl:2'><authorization-identifier>juliet@example.org/phone.1</authorization-identifier><bound xmlns='urn:xmpp:bind:0'/></success>"),
+        "{text}"
+    );
+    assert!(!a.iter().any(|a| matches!(a, Action::RestartStream { .. })));
+    assert!(matches!(a.last(), Some(Action::Ready(j)) if *j == jid));
+}
+
+#[test]
+fn sasl2_without_inline_bind_offers_binding_on_the_same_stream() {
+    let (mut m, _) = secure(sasl2_settings(), ChannelBindings::default());
+    m.handle(authenticate("PLAIN", b"\0juliet\0pw", ""));
+    m.handle(Event::Waited);
+    m.handle(Event::PasswordChecked(Ok(true)));
+    m.handle(Event::AccountChecked { enabled: true });
+    let a = m.handle(Event::Inline(xmppd_negotiation::InlineOutcome::Unbound {
+        payloads: vec![],
+    }));
+    let text = sent(&a);
+    assert!(
+        text.contains("<authorization-identifier>juliet@example.org</authorization-identifier>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"),
+        "{text}"
+    );
+    assert!(a.iter().any(|a| matches!(a, Action::SetLimits(_))));
+    let a = m.handle(el(&format!(
+        "<iq xmlns='{NS_CLIENT}' type='set' id='b'><bind xmlns='{NS_BIND}'/></iq>"
+    )));
+    assert!(matches!(request(a), Request::Role(_)));
+}
+
+#[test]
+fn a_wrong_sasl2_password_is_throttled_and_answered_in_sasl2() {
+    let (mut m, _) = secure(sasl2_settings(), ChannelBindings::default());
+    m.handle(authenticate("PLAIN", b"\0juliet\0wrong", ""));
+    m.handle(Event::Waited);
+    match request(m.handle(Event::PasswordChecked(Ok(false)))) {
+        Request::Backoff { account } => assert_eq!(account, "juliet@example.org"),
+        other => panic!("{other:?}"),
+    }
+    let text = sent(&m.handle(Event::Waited));
+    assert!(
+        text.contains("<failure xmlns='urn:xmpp:sasl:2'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/></failure>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_fast_token_login_is_checked_against_the_stored_hashes() {
+    use xmppd_sasl::ht;
+    let token = ht::new_token();
+    let proof = |t: &str| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(t.as_bytes()).unwrap();
+        mac.update(b"Initiator");
+        mac.finalize().into_bytes().to_vec()
+    };
+    let login = |m: &mut Machine, t: &str, fast: &str| {
+        let mut data = b"juliet\0".to_vec();
+        data.extend(proof(t));
+        let a = m.handle(authenticate("HT-SHA-256-NONE", &data, fast));
+        assert!(matches!(request(a), Request::Turn { .. }));
+        match request(m.handle(Event::Waited)) {
+            Request::FastTokens { client, .. } => assert_eq!(client, "ua-1"),
+            other => panic!("{other:?}"),
+        }
+        m.handle(Event::FastTokens(Ok(vec![
+            xmppd_negotiation::StoredToken {
+                hash: token.hash,
+                count: Some(5),
+            },
+        ])))
+    };
+    // The right token, a new count.
+    let (mut m, _) = secure(sasl2_settings(), ChannelBindings::default());
+    let a = login(
+        &mut m,
+        &token.token,
+        "<fast xmlns='urn:xmpp:fast:0' count='6' invalidate='true'/>",
+    );
+    assert!(matches!(request(a), Request::CheckAccount { .. }));
+    match request(m.handle(Event::AccountChecked { enabled: true })) {
+        Request::Inline { inline, .. } => {
+            let used = inline.token.expect("the token used");
+            assert_eq!(used.hash, token.hash);
+            assert_eq!(used.count, Some(6));
+            assert!(used.invalidate);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A replayed count, or another token, fails like a wrong password.
+    for (t, fast) in [
+        (
+            token.token.clone(),
+            "<fast xmlns='urn:xmpp:fast:0' count='5'/>",
+        ),
+        (ht::new_token().token, "<fast xmlns='urn:xmpp:fast:0'/>"),
+    ] {
+        let (mut m, _) = secure(sasl2_settings(), ChannelBindings::default());
+        let a = login(&mut m, &t, fast);
+        assert!(matches!(request(a), Request::Backoff { .. }), "{fast}");
+    }
 }

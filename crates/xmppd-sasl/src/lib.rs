@@ -18,6 +18,7 @@ mod attempts;
 pub mod client;
 mod crypto;
 pub mod fuzzing;
+pub mod ht;
 mod plain;
 mod scram;
 
@@ -68,9 +69,14 @@ impl HashAlg {
 /// A SASL mechanism the server can offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mechanism {
-    Scram { alg: HashAlg, plus: bool },
+    Scram {
+        alg: HashAlg,
+        plus: bool,
+    },
     Plain,
     External,
+    /// A FAST token (XEP-0484), offered through SASL2 only; not in [`Mechanism::ALL`].
+    Token(ht::HtMechanism),
 }
 
 impl Mechanism {
@@ -133,6 +139,7 @@ impl Mechanism {
             } => "SCRAM-SHA-512-PLUS",
             Mechanism::Plain => "PLAIN",
             Mechanism::External => "EXTERNAL",
+            Mechanism::Token(ht) => ht.name(),
         }
     }
 
