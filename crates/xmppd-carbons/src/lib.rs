@@ -30,7 +30,7 @@ use minidom::Element;
 use xmpp_parsers::carbons::{Disable, Enable};
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{Condition, StanzaError};
-use xmppd_core::{Addressing, Context};
+use xmppd_core::{Addressing, ClientSession, Context};
 
 pub use rules::{eligible, Direction, NS_CARBONS, NS_CARBONS_RULES};
 
@@ -149,6 +149,23 @@ impl Module for CarbonsModule {
             return Err(StanzaError::new(Condition::BadRequest));
         }
         Ok(None)
+    }
+
+    fn bind2_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_CARBONS]
+    }
+
+    // XEP-0386 §2.3: `<enable/>` inside Bind2's `<bind/>` is the enabling IQ without the IQ.
+    async fn on_bind2(
+        &self,
+        _cx: &mut Context<'_>,
+        session: &ClientSession,
+        request: &Element,
+    ) -> Option<Element> {
+        if Enable::try_from(request.clone()).is_ok() {
+            self.enabled.insert(session.jid.clone());
+        }
+        None
     }
 
     async fn on_session_opened(&self, _cx: &mut Context<'_>, jid: &FullJid) {

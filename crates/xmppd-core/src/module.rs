@@ -343,6 +343,26 @@ pub trait Module: Send + Sync {
         let _ = (cx, session, nonza);
     }
 
+    /// Namespaces of the features [`Module::on_bind2`] enables inline when a client binds
+    /// with Bind2 (XEP-0386 §2.2: the `<inline/>` features of `<bind/>`).
+    fn bind2_namespaces(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// A request of a claimed namespace inside the Bind2 `<bind/>` of `session`, just bound
+    /// and before it sent anything: the feature is enabled as by the client's own request
+    /// (carbons' `<enable/>`, client state's `<inactive/>`). What it returns goes into
+    /// `<bound/>`.
+    async fn on_bind2(
+        &self,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        request: &Element,
+    ) -> Option<Element> {
+        let _ = (cx, session, request);
+        None
+    }
+
     /// A message to a local account that no session could take. Returns true if it took it
     /// (stored it); the first module that does ends the chain.
     async fn on_undeliverable(

@@ -117,7 +117,11 @@ impl ServerBuilder {
         let mut server_iq = HashMap::new();
         let mut account_iq = HashMap::new();
         let mut nonzas = HashMap::new();
+        let mut bind2 = HashMap::new();
         for m in &modules {
+            for ns in m.bind2_namespaces() {
+                bind2.entry(ns).or_insert_with(|| m.clone());
+            }
             for ns in m.nonza_namespaces() {
                 nonzas.entry(ns).or_insert_with(|| m.clone());
             }
@@ -173,6 +177,7 @@ impl ServerBuilder {
             server_iq,
             account_iq,
             nonzas,
+            bind2,
             components: self.components,
             server_features,
             account_features,
@@ -215,6 +220,8 @@ pub struct Server {
     account_iq: HashMap<&'static str, Arc<dyn Module>>,
     /// The module taking each namespace of nonzas ([`Module::nonza_namespaces`]).
     nonzas: HashMap<&'static str, Arc<dyn Module>>,
+    /// The module taking each namespace of Bind2 inline requests ([`Module::bind2_namespaces`]).
+    bind2: HashMap<&'static str, Arc<dyn Module>>,
     components: HashMap<String, Arc<dyn Component>>,
     server_features: Vec<String>,
     account_features: Vec<String>,
@@ -439,6 +446,7 @@ impl Server {
             peer: info.peer.clone(),
             node: self.config.node_name.clone(),
             started_ms: stanza::now_ms(),
+            user_agent: info.user_agent.clone(),
         };
         if let Err(e) = self.store.session_opened(&rec).await {
             tracing::warn!(error = %e, "could not record session");
@@ -486,6 +494,32 @@ impl Server {
         })
         .await;
         true
+    }
+
+    /// The namespaces modules enable inline in a Bind2 `<bind/>` (XEP-0386 §2.2).
+    pub fn bind2_namespaces(&self) -> Vec<&'static str> {
+        let mut namespaces: Vec<_> = self.bind2.keys().copied().collect();
+        namespaces.sort_unstable();
+        namespaces
+    }
+
+    /// One request inside the Bind2 `<bind/>` of `session`: the module of its namespace
+    /// enables the feature, and what it queued is routed. `None` if no module claims it.
+    pub async fn handle_bind2(
+        self: &Arc<Self>,
+        session: &ClientSession,
+        request: &Element,
+    ) -> Option<Element> {
+        let module = self.bind2.get(request.ns().as_str()).cloned()?;
+        let mut outbox = Outbox::default();
+        let answer = crate::session::handling(session.jid.clone(), async {
+            let cx = &mut Context::new(self, &mut outbox);
+            let answer = module.on_bind2(cx, session, request).await;
+            self.drain(&mut outbox).await;
+            answer
+        })
+        .await;
+        answer
     }
 
     async fn from_client(

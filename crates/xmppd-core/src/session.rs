@@ -72,6 +72,8 @@ pub struct SessionInfo {
     pub peer: String,
     /// TLS in place.
     pub secure: bool,
+    /// The client's SASL2 user agent (XEP-0388 §2.3.1) as "id software device", or empty.
+    pub user_agent: String,
 }
 
 /// The presence a session has given out (RFC 6121 §4), shared with the session registry so

@@ -125,6 +125,21 @@ impl Module for CsiModule {
         self.activate(cx, &session.jid);
     }
 
+    fn bind2_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_CSI]
+    }
+
+    // XEP-0352 §4: a client may start out inactive, inline in Bind2's `<bind/>`.
+    async fn on_bind2(
+        &self,
+        cx: &mut Context<'_>,
+        session: &ClientSession,
+        request: &Element,
+    ) -> Option<Element> {
+        self.on_nonza(cx, session, request).await;
+        None
+    }
+
     fn filter_outbound(
         &self,
         session: &FullJid,

@@ -270,6 +270,8 @@ pub struct SessionRecord {
     pub peer: String,
     pub node: String,
     pub started_ms: i64,
+    /// The client's SASL2 user agent (XEP-0388 §2.3.1) as "id software device", or empty.
+    pub user_agent: String,
 }
 
 #[async_trait]

@@ -104,6 +104,10 @@ UPDATE roster_version SET items = (
     WHERE r.domain = roster_version.domain AND r.user = roster_version.user
 );
 ",
+    // The client's SASL2 user agent, shown by `xmppd sessions`.
+    r"
+ALTER TABLE sessions ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// Applies the missing migrations in one transaction; `IMMEDIATE` so two processes opening a new

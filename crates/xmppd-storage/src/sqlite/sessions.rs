@@ -12,10 +12,16 @@ impl SessionStore for SqliteStore {
         let rec = rec.clone();
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT OR REPLACE INTO sessions (jid, peer, node, started_ms)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO sessions (jid, peer, node, started_ms, user_agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![rec.jid, rec.peer, rec.node, rec.started_ms])?;
+            .execute(params![
+                rec.jid,
+                rec.peer,
+                rec.node,
+                rec.started_ms,
+                rec.user_agent
+            ])?;
             Ok(())
         })
         .await
@@ -43,14 +49,16 @@ impl SessionStore for SqliteStore {
 
     async fn sessions(&self) -> Result<Vec<SessionRecord>> {
         self.read(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT jid, peer, node, started_ms FROM sessions ORDER BY jid")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT jid, peer, node, started_ms, user_agent FROM sessions ORDER BY jid",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(SessionRecord {
                     jid: r.get(0)?,
                     peer: r.get(1)?,
                     node: r.get(2)?,
                     started_ms: r.get(3)?,
+                    user_agent: r.get(4)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

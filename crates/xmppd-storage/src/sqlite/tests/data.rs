@@ -34,6 +34,7 @@ async fn sessions_open_close_clear() {
         peer: "192.0.2.1:5222".into(),
         node: node.into(),
         started_ms: 42,
+        user_agent: String::new(),
     };
     store.session_opened(&rec("b@x/r", "n1")).await.unwrap();
     store.session_opened(&rec("a@x/r", "n1")).await.unwrap();

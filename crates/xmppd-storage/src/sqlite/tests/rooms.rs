@@ -94,8 +94,8 @@ async fn has_table(store: &SqliteStore, name: &'static str) -> bool {
         .unwrap()
 }
 
-/// A database whose shared schema still held the room tables (`user_version` 4, no
-/// `xmppd_schemas`) opens with its rooms, affiliations and account removal intact.
+/// A database whose shared schema still held the room tables (at the current `user_version`,
+/// no `xmppd_schemas`) opens with its rooms, affiliations and account removal intact.
 #[tokio::test]
 async fn a_database_with_rooms_in_the_shared_schema_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,9 +103,10 @@ async fn a_database_with_rooms_in_the_shared_schema_keeps_them() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         let current = MIGRATIONS.concat();
+        let version = MIGRATIONS.len();
         c.execute_batch(&format!(
             "{current}{ROOM_TABLES_IN_THE_SHARED_SCHEMA}
-             PRAGMA user_version = 4;
+             PRAGMA user_version = {version};
              INSERT INTO users (domain, user, created_ms) VALUES ('example.org', 'alice', 0);
              INSERT INTO muc_rooms VALUES ('conference.example.org', 'tea', '<x/>', 'hi');
              INSERT INTO muc_affiliations VALUES
