@@ -12,8 +12,9 @@
 //! It does not install Rust toolchains or system packages, with two exceptions: cargo-deny is
 //! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
 //! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, a Samba AD domain controller
-//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`) are installed with apt-get when they are
-//! missing. A missing `python3` is reported,
+//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs` and `npm`) are installed with
+//! apt-get when they are missing, and the xmpp.js client (`tests/e2e/xmppjs`, pinned by its
+//! `package-lock.json`) with `npm ci`. A missing `python3` is reported,
 //! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
 //! are rebuilt only when their requirements files change, and `tests/node` only when its
 //! lock file does, so re-runs stay fast.
@@ -213,7 +214,7 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 /// packages are not installed), a second client implementation (Go) beside slixmpp, and
 /// poezio (in a tmux terminal), whose dependency python3-slixmpp is the distribution's own
 /// slixmpp that `test_old_clients.py` also logs in with directly.
-const SYSTEM_PACKAGES: [(&str, &str); 7] = [
+const SYSTEM_PACKAGES: [(&str, &str); 9] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("samba", "samba samba-dsdb-modules samba-ad-provision"),
@@ -221,6 +222,8 @@ const SYSTEM_PACKAGES: [(&str, &str); 7] = [
     ("go-sendxmpp", "go-sendxmpp"),
     ("poezio", "poezio"),
     ("tmux", "tmux"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.
@@ -320,13 +323,19 @@ fn ensure_venv(root: &Path, dir: &str, requirements: &str) -> Result<()> {
     Ok(())
 }
 
-/// The JavaScript clients of the end-to-end tests (`@xmpp/client`), with their lock file.
-const NODE_DIR: &str = "tests/node";
+/// The JavaScript clients of the end-to-end tests, each with its lock file: `@xmpp/client` for
+/// WebSocket (`tests/node`), and the release with SASL2, Bind2 and FAST (`tests/e2e/xmppjs`).
+const NODE_DIRS: [&str; 2] = ["tests/node", "tests/e2e/xmppjs"];
 
-/// Installs [`NODE_DIR`]'s packages exactly as locked (`npm ci`), unless a stamp file shows
-/// that lock file was already installed there.
+/// Installs the packages of each of [`NODE_DIRS`] exactly as locked (`npm ci`), unless a stamp
+/// file shows that lock file was already installed there.
 fn ensure_node_packages(root: &Path) -> Result<()> {
-    let dir = root.join(NODE_DIR);
+    NODE_DIRS
+        .iter()
+        .try_for_each(|dir| ensure_node_dir(&root.join(dir)))
+}
+
+fn ensure_node_dir(dir: &Path) -> Result<()> {
     let lock_path = dir.join("package-lock.json");
     let lock = std::fs::read_to_string(&lock_path)
         .with_context(|| format!("reading {}", lock_path.display()))?;
@@ -339,7 +348,7 @@ fn ensure_node_packages(root: &Path) -> Result<()> {
     let mut install = Command::new("npm");
     install
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&dir);
+        .current_dir(dir);
     run_command(&mut install).context("installing the e2e test node packages failed")?;
     std::fs::write(&stamp, lock).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())

@@ -126,7 +126,8 @@ pub async fn list_users(config: &ValidatedConfig, domain: Option<&str>) -> Resul
     Ok(())
 }
 
-/// One session per line: JID, peer address (`-` when hidden), start time (UTC), node. Live from
+/// One session per line: JID, peer address (`-` when hidden), start time (UTC), node, the
+/// client's SASL2 user agent (id, software, device; `-` when it named none). Live from
 /// the running server when there is one, else as recorded in the database.
 pub async fn sessions(config: &ValidatedConfig) -> Result<(), Failure> {
     let mut sessions = match admin_socket::request(config, &["sessions"])? {
@@ -139,6 +140,7 @@ pub async fn sessions(config: &ValidatedConfig) -> Result<(), Failure> {
                     peer: field(1),
                     started_ms: field(2).parse().unwrap_or(0),
                     node: field(3),
+                    user_agent: field(4),
                 }
             })
             .collect(),
@@ -154,12 +156,18 @@ pub async fn sessions(config: &ValidatedConfig) -> Result<(), Failure> {
         } else {
             s.peer.as_str()
         };
+        let agent = if s.user_agent.is_empty() {
+            "-"
+        } else {
+            s.user_agent.as_str()
+        };
         println!(
-            "{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}",
             s.jid,
             peer,
             format_utc(s.started_ms),
-            s.node
+            s.node,
+            agent
         );
     }
     Ok(())
@@ -255,6 +263,51 @@ pub async fn mam_purge(
         .map_err(|e| format!("purging the message archive: {e}"))?;
     println!("deleted {deleted} archived message(s)");
     Ok(())
+}
+
+/// `xmppd fast list`: one token per line: user, client id, mechanism, issued, expires (UTC).
+/// The tokens themselves are not stored, so they cannot be shown.
+pub async fn fast_list(config: &ValidatedConfig, user: Option<&str>) -> Result<(), Failure> {
+    let user = user.map(|u| fast_user(config, u)).transpose()?;
+    use xmppd_fast::TokenStore as _;
+    let tokens = fast_tokens(config).await?;
+    let rows = (tokens.list(user.as_ref()).await).map_err(|e| format!("listing tokens: {e}"))?;
+    for r in rows {
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            r.user,
+            r.client,
+            r.mechanism,
+            format_utc(r.issued_ms),
+            format_utc(r.expires_ms)
+        );
+    }
+    Ok(())
+}
+
+/// `xmppd fast revoke`: drops a user's tokens (of one client id).
+pub async fn fast_revoke(
+    config: &ValidatedConfig,
+    user: &str,
+    client: Option<&str>,
+) -> Result<(), Failure> {
+    use xmppd_fast::TokenStore as _;
+    let user = fast_user(config, user)?;
+    let tokens = fast_tokens(config).await?;
+    let n = (tokens.revoke(&user, client).await).map_err(|e| format!("revoking tokens: {e}"))?;
+    println!("revoked {n} token(s)");
+    Ok(())
+}
+
+async fn fast_tokens(config: &ValidatedConfig) -> Result<xmppd_fast::SqliteTokens, Failure> {
+    xmppd_fast::SqliteTokens::open(open_store(config)?)
+        .await
+        .map_err(|e| Failure(format!("opening the token table: {e}")))
+}
+
+fn fast_user(config: &ValidatedConfig, text: &str) -> Result<jid::BareJid, Failure> {
+    let bare = bare_account(config, text)?;
+    jid::BareJid::new(&bare).map_err(|e| Failure(format!("invalid JID {text:?}: {e}")))
 }
 
 /// A user's bare JID on a served host, normalised as the archive names its owner.

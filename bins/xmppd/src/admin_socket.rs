@@ -198,6 +198,7 @@ impl Handler {
                             rec.map(|r| r.peer.clone()).unwrap_or_default(),
                             rec.map_or(0, |r| r.started_ms).to_string(),
                             server.config().node_name.clone(),
+                            rec.map(|r| r.user_agent.clone()).unwrap_or_default(),
                         ]
                     })
                     .collect();

@@ -79,6 +79,21 @@ enum Command {
     /// The message archive (XEP-0313)
     #[command(subcommand)]
     Mam(MamCommand),
+    /// FAST login tokens (XEP-0484) issued to clients
+    #[command(subcommand)]
+    Fast(FastCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FastCommand {
+    /// List the tokens (of one user, a bare JID): user, client id, mechanism, issued, expires
+    List { user: Option<String> },
+    /// Revoke a user's tokens (of one client id, if given); its clients log in with a password
+    /// again. Safe while the server runs.
+    Revoke {
+        user: String,
+        client: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +217,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Motd(MotdCommand::Clear { domain }) => {
             admin::block_on(admin::motd(&config, None, domain.as_deref()))
+        }
+        Command::Fast(FastCommand::List { user }) => {
+            admin::block_on(admin::fast_list(&config, user.as_deref()))
+        }
+        Command::Fast(FastCommand::Revoke { user, client }) => {
+            admin::block_on(admin::fast_revoke(&config, &user, client.as_deref()))
         }
         Command::Mam(MamCommand::Purge { user, older_than }) => {
             admin::block_on(admin::mam_purge(&config, user.as_deref(), older_than))

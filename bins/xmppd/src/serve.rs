@@ -240,11 +240,16 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         },
         ping_interval: c2s_cfg.ping_interval,
         ping_timeout: c2s_cfg.ping_timeout,
+        sasl2: c2s_cfg.sasl2,
+        fast_token_lifetime: c2s_cfg.fast_token_lifetime,
     };
+    let fast_tokens = xmppd_fast::SqliteTokens::open(store.clone())
+        .await
+        .map_err(|e| format!("opening the FAST token table: {e}"))?;
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
     let core = server.clone();
     let c2s = match C2s::bind(settings, Arc::clone(&tls), server, auth, vec![register]).await {
-        Ok(c2s) => c2s,
+        Ok(c2s) => c2s.with_fast_tokens(Arc::new(fast_tokens)),
         Err(e) => return Err(bind_failure(&config, e)),
     };
     let http = match &config.http {

@@ -253,6 +253,7 @@ fn sessions_lists_what_a_server_recorded() {
                 peer: peer.into(),
                 node: "n1".into(),
                 started_ms,
+                user_agent: String::new(),
             };
             store.session_opened(&rec).await.unwrap();
         }
@@ -262,8 +263,8 @@ fn sessions_lists_what_a_server_recorded() {
     assert_ok(&o);
     assert_eq!(
         stdout(&o),
-        "alice@localhost/pc\t192.0.2.7:40000\t2000-02-29T00:00:00Z\tn1\n\
-         bob@example.org/phone\t-\t1970-01-01T00:00:01Z\tn1\n"
+        "alice@localhost/pc\t192.0.2.7:40000\t2000-02-29T00:00:00Z\tn1\t-\n\
+         bob@example.org/phone\t-\t1970-01-01T00:00:01Z\tn1\t-\n"
     );
     drop(store);
 }

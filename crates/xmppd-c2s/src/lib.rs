@@ -94,6 +94,11 @@ pub struct C2sSettings {
     /// A client that then sends nothing for this long is gone: its session ends, or is
     /// parked for resumption.
     pub ping_timeout: Duration,
+    /// SASL2 (XEP-0388) with Bind2 (XEP-0386) and inline resumption offered on TLS streams;
+    /// FAST (XEP-0484) too once [`C2s::with_fast_tokens`] gave a token store.
+    pub sasl2: bool,
+    /// How long a FAST token is valid.
+    pub fast_token_lifetime: Duration,
 }
 
 /// State every connection task reads.
@@ -112,6 +117,8 @@ pub(crate) struct Shared {
     negotiation: Arc<xmppd_negotiation::Settings>,
     /// The core's stream features after authentication, per host.
     client_features: Arc<xmppd_negotiation::HostFeatures>,
+    /// Where FAST tokens are kept, when offered.
+    fast: Option<Arc<dyn xmppd_fast::TokenStore>>,
 }
 
 /// The bound c2s listeners, ready to [`C2s::run`].
@@ -184,11 +191,26 @@ impl C2s {
             throttle: Default::default(),
             registrations: Default::default(),
             pre_auth,
+            fast: None,
         };
         Ok(C2s {
             listeners,
             shared: Arc::new(shared),
         })
+    }
+
+    /// Offers FAST (XEP-0484) with SASL2, its tokens kept in `store`.
+    pub fn with_fast_tokens(mut self, store: Arc<dyn xmppd_fast::TokenStore>) -> C2s {
+        let Some(shared) = Arc::get_mut(&mut self.shared) else {
+            return self;
+        };
+        let mut negotiation = (*shared.negotiation).clone();
+        if let Some(sasl2) = negotiation.sasl2.as_mut() {
+            sasl2.fast = true;
+            shared.fast = Some(store);
+        }
+        shared.negotiation = Arc::new(negotiation);
+        self
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -297,6 +319,32 @@ fn negotiation_settings(
         limits: settings.limits,
         max_auth_failures: settings.max_auth_failures,
         pre_auth_namespaces: pre_auth.iter().map(|s| s.namespace().to_owned()).collect(),
+        sasl2: settings.sasl2.then(|| sasl2_settings(settings, server)),
+    }
+}
+
+/// SASL2's inline features: Bind2 with what the modules (carbons, client state) and stream
+/// management enable inline (XEP-0386 §2.2), and resumption (XEP-0198 §5 inline, XEP-0388).
+fn sasl2_settings(
+    settings: &C2sSettings,
+    server: &xmppd_core::Server,
+) -> xmppd_negotiation::Sasl2Settings {
+    let mut features: Vec<String> = (server.bind2_namespaces().into_iter())
+        .map(str::to_owned)
+        .collect();
+    let mut inline = Vec::new();
+    if settings.sm.enabled {
+        features.push(sm::NS_SM.to_owned());
+        inline.push(xmpp_parsers::sm::StreamManagement { optional: false }.into());
+    }
+    features.sort();
+    let bind = xmpp_parsers::bind2::BindFeature {
+        inline_features: features,
+    };
+    inline.insert(0, bind.into());
+    xmppd_negotiation::Sasl2Settings {
+        inline,
+        fast: false,
     }
 }
 

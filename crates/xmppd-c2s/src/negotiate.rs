@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use xmppd_auth::AuthError;
 use xmppd_core::{user_ref, ClientSession, QueueReceiver, SessionInfo};
 use xmppd_negotiation::{
-    Action, BackendFailure, BindRefusal, BindRequest, ClientRole, Event, Negotiation, Request,
-    TlsStep,
+    Action, BackendFailure, BindRefusal, BindRequest, ClientRole, Event, HtMechanism, Inline,
+    InlineOutcome, Negotiation, Request, StoredToken, TlsStep, UserAgent,
 };
 use xmppd_stream::{Event as Framed, StreamErrorCondition as Cond, NS_CLIENT};
 
@@ -47,6 +47,14 @@ struct Driver<'a> {
     /// An account whose backend checked the password and said it is disabled; the account
     /// check that follows answers for it.
     disabled_by_backend: Option<jid::BareJid>,
+    /// The client's SASL2 user agent, as recorded with its session.
+    user_agent: String,
+    /// The FAST tokens a token login was checked against.
+    fast_rows: Vec<xmppd_fast::TokenRow>,
+    /// A session resumed inline in SASL2, ready for the session loop.
+    resumed: Option<Negotiated>,
+    /// Stream management enabled inline in Bind2.
+    sm: Option<Sm>,
 }
 
 /// Runs the stream to a bound resource, or a resumed session. The bind result (or
@@ -76,6 +84,10 @@ pub(crate) async fn run(
         deadline,
         bound: None,
         disabled_by_backend: None,
+        user_agent: String::new(),
+        fast_rows: Vec::new(),
+        resumed: None,
+        sm: None,
     };
     let mut actions: VecDeque<_> = machine.start().into();
     loop {
@@ -85,12 +97,15 @@ pub(crate) async fn run(
                 Step::Answer(event) => event,
                 // The bind result is the last thing the machine sent.
                 Step::Ready => {
+                    if let Some(resumed) = driver.resumed.take() {
+                        return Ok(resumed);
+                    }
                     let (session, rx) =
                         (driver.bound.take()).ok_or(Stop::err(Cond::InternalServerError))?;
                     return Ok(Negotiated {
                         session,
                         rx,
-                        sm: None,
+                        sm: driver.sm.take(),
                     });
                 }
             },
@@ -143,6 +158,7 @@ impl Driver<'_> {
                 self.conn.framer.reset();
                 self.conn.framer.set_limits(limits);
             }
+            Action::SetLimits(limits) => self.conn.framer.set_limits(limits),
             Action::Ask(request) => {
                 self.conn.flush(Some(self.deadline)).await?;
                 return self.perform(request).await.map(Step::Answer);
@@ -261,7 +277,154 @@ impl Driver<'_> {
                 Event::PreAuthReply(svc.answer(&host, &iq, &mut admit).await)
             }
             Request::Role(bind) => Event::Role(self.bind(bind).await),
+            Request::FastTokens {
+                user,
+                client,
+                mechanism,
+            } => Event::FastTokens(self.fast_tokens(&user, &client, mechanism).await),
+            Request::Inline { user, inline } => Event::Inline(self.inline(user, *inline).await),
         })
+    }
+
+    /// The live FAST tokens of `user`'s client `client` for `mechanism`.
+    async fn fast_tokens(
+        &mut self,
+        user: &jid::BareJid,
+        client: &str,
+        mechanism: HtMechanism,
+    ) -> Result<Vec<StoredToken>, BackendFailure> {
+        let Some(store) = &self.shared.fast else {
+            return Ok(Vec::new());
+        };
+        let now = xmppd_core::stanza::now_ms();
+        let rows = (store.live(user, client, mechanism.name(), now).await)
+            .map_err(|e| BackendFailure(e.to_string()))?;
+        let tokens = rows.iter().map(|r| StoredToken {
+            hash: r.hash,
+            count: r.count,
+        });
+        let tokens = tokens.collect();
+        self.fast_rows = rows;
+        Ok(tokens)
+    }
+
+    /// What the client asked for inline in its SASL2 `<authenticate/>`, once authenticated:
+    /// FAST token bookkeeping, then resumption (XEP-0198 §5 inline) or a Bind2 bind with the
+    /// features it enables (XEP-0386 §2.3). Everything is answered inside `<success/>`.
+    async fn inline(&mut self, user: jid::BareJid, inline: Inline) -> InlineOutcome {
+        self.user_agent = describe(&inline.user_agent);
+        let mut payloads = Vec::new();
+        payloads.extend(self.fast_after_login(&user, &inline).await);
+        if let Some(resume) = inline.resume.filter(|_| self.shared.settings.sm.enabled) {
+            let answer = match sm::parse(resume) {
+                sm::Request::Resume { previd, h } => match self.resume(&user, &previd, h).await {
+                    Ok((resumed, answer)) => {
+                        let jid = resumed.session.jid.clone();
+                        payloads.push(answer);
+                        self.resumed = Some(resumed);
+                        return InlineOutcome::Bound { jid, payloads };
+                    }
+                    Err(failed) => failed,
+                },
+                _ => sm::failed(DefinedCondition::BadRequest, None),
+            };
+            payloads.push(answer);
+        }
+        let Some(bind) = inline.bind else {
+            return InlineOutcome::Unbound { payloads };
+        };
+        let query = xmpp_parsers::bind2::BindQuery::try_from(bind).ok();
+        let tag = query.as_ref().and_then(|q| q.tag.as_deref());
+        let request = BindRequest {
+            user,
+            resource: Some(bind2_resource(tag)),
+        };
+        let Ok(jid) = self.bind(request).await else {
+            // The client binds with the usual features, which say why.
+            return InlineOutcome::Unbound { payloads };
+        };
+        let mut bound = Vec::new();
+        if let (Some(query), Some((session, _))) = (query, &self.bound) {
+            for request in &query.payloads {
+                if request.has_ns(NS_SM) {
+                    let settings = &self.shared.settings.sm;
+                    let answer = match sm::parse(request.clone()) {
+                        sm::Request::Enable { resume, max } if settings.enabled => {
+                            let server = &self.shared.server;
+                            let (enabled, answer) =
+                                sm::enable(server, session, settings, resume, max);
+                            self.sm = Some(enabled);
+                            answer
+                        }
+                        _ => sm::failed(DefinedCondition::FeatureNotImplemented, None),
+                    };
+                    bound.push(answer);
+                } else if let Some(answer) = self.shared.server.handle_bind2(session, request).await
+                {
+                    bound.push(answer);
+                }
+            }
+        }
+        let bound = xmpp_parsers::bind2::Bound {
+            mam_metadata: None,
+            payloads: bound,
+        };
+        payloads.push(bound.into());
+        InlineOutcome::Bound { jid, payloads }
+    }
+
+    /// After a SASL2 login: the FAST token used is marked (or invalidated), and a token is
+    /// issued when the client asked for one or the one it used is due for rotation
+    /// (XEP-0484 §3.2, §3.4). Tokens are bound to the client's user-agent id.
+    async fn fast_after_login(
+        &mut self,
+        user: &jid::BareJid,
+        inline: &Inline,
+    ) -> Option<minidom::Element> {
+        let store = self.shared.fast.clone()?;
+        let client = inline.user_agent.id.as_deref()?;
+        let now = xmppd_core::stanza::now_ms();
+        let policy = xmppd_fast::Policy {
+            lifetime: self.shared.settings.fast_token_lifetime,
+        };
+        let mut issue = inline.request_token;
+        if let Some(used) = &inline.token {
+            let row = self.fast_rows.iter().find(|r| r.hash == used.hash);
+            let done = if used.invalidate {
+                store.invalidate(used.hash).await
+            } else {
+                if let Some(row) = row.filter(|r| policy.rotate(r, now)) {
+                    issue = issue.or(HtMechanism::from_name(&row.mechanism));
+                }
+                store.used(used.hash, used.count).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not update a FAST token");
+            }
+        }
+        let mechanism = issue?;
+        let token = xmppd_sasl::ht::new_token();
+        let expires_ms = policy.expiry(now);
+        let row = xmppd_fast::TokenRow {
+            hash: token.hash,
+            user: user.to_string(),
+            client: client.to_owned(),
+            mechanism: mechanism.name().to_owned(),
+            issued_ms: now,
+            expires_ms,
+            count: None,
+        };
+        if let Err(e) = store.issue(row).await {
+            tracing::warn!(error = %e, "could not store a FAST token");
+            return None;
+        }
+        let expiry = xmppd_core::stanza::xep82_datetime(expires_ms);
+        let expiry = expiry.parse().ok()?;
+        let answer = xmpp_parsers::fast::Token {
+            token: token.token,
+            expiry,
+        };
+        Some(answer.into())
     }
 
     /// A stream management element before binding: a `<resume/>` is answered with the
@@ -274,7 +437,10 @@ impl Driver<'_> {
     ) -> Option<Negotiated> {
         let answer = match sm::parse(el) {
             sm::Request::Resume { previd, h } => match self.resume(user, &previd, h).await {
-                Ok(resumed) => return Some(resumed),
+                Ok((resumed, answer)) => {
+                    xmppd_stream::serialize(&answer, NS_CLIENT, &mut self.conn.out);
+                    return Some(resumed);
+                }
                 Err(failed) => failed,
             },
             sm::Request::Bad => sm::failed(DefinedCondition::BadRequest, None),
@@ -287,13 +453,14 @@ impl Driver<'_> {
     /// Takes back the parked session `previd` of `user`, the client having handled `h` of the
     /// stanzas sent to it: those are dropped, the others are written first by the session
     /// loop. A session still connected is taken over from its connection, waiting for that
-    /// no longer than the negotiation may take. The error is the `<failed/>` to send.
+    /// no longer than the negotiation may take. With the session comes the `<resumed/>` to
+    /// send; the error is the `<failed/>` to send.
     async fn resume(
         &mut self,
         user: &jid::BareJid,
         previd: &str,
         h: u32,
-    ) -> Result<Negotiated, minidom::Element> {
+    ) -> Result<(Negotiated, minidom::Element), minidom::Element> {
         let server = &self.shared.server;
         let id = ResumeId::from(previd);
         let wait = self.deadline.saturating_duration_since(Instant::now());
@@ -331,18 +498,18 @@ impl Driver<'_> {
             resumed.rx.try_recv();
         }
         let answer = sm::resumed(previd, counters.handled);
-        xmppd_stream::serialize(&answer, NS_CLIENT, &mut self.conn.out);
         tracing::info!(jid = %resumed.session.jid, "session resumed");
         let resumable = sm::Resumable {
             id,
             takeover: resumed.takeover,
             keep: counters.keep,
         };
-        Ok(Negotiated {
+        let negotiated = Negotiated {
             session: resumed.session,
             rx: resumed.rx,
             sm: Some(Sm::new(Some(resumable), counters.handled, h)),
-        })
+        };
+        Ok((negotiated, answer))
     }
 
     /// Sleeps for `wait` unless the negotiation deadline or a shutdown comes first; the
@@ -367,6 +534,7 @@ impl Driver<'_> {
                 self.peer.to_string()
             },
             secure: self.conn.io.is_secure(),
+            user_agent: self.user_agent.clone(),
         };
         let server = Arc::clone(&self.shared.server);
         let limits = self.shared.settings.queue;
@@ -387,5 +555,76 @@ impl Driver<'_> {
                 })
             }
         }
+    }
+}
+
+/// The resource of a Bind2 bind: the client's tag, then a random part, so that the same client
+/// reconnecting gets a fresh resource and its tag still shows what it is (XEP-0386 §2.3).
+fn bind2_resource(tag: Option<&str>) -> String {
+    let random = format!("{:016x}", rand::random::<u64>());
+    match tag.map(str::trim).filter(|t| !t.is_empty()) {
+        // A resourcepart is at most 1023 bytes (RFC 7622 §3.4); the tag gives way.
+        Some(tag) => {
+            let end = (0..=tag.len().min(512))
+                .rev()
+                .find(|i| tag.is_char_boundary(*i))
+                .unwrap_or(0);
+            format!("{}/{random}", &tag[..end])
+        }
+        None => random,
+    }
+}
+
+/// A user agent as `xmppd sessions` shows it: "software, device (id)", each part if given,
+/// on one line.
+fn describe(agent: &UserAgent) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    };
+    let named: Vec<String> = [&agent.software, &agent.device]
+        .into_iter()
+        .flatten()
+        .map(|s| clean(s))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut text = named.join(", ");
+    if let Some(id) = agent.id.as_deref().map(clean).filter(|s| !s.is_empty()) {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&format!("({id})"));
+    }
+    text.chars().take(256).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind2_resources_start_with_the_tag() {
+        let r = bind2_resource(Some("Conversations.abcd"));
+        let (tag, random) = r.split_once('/').unwrap();
+        assert_eq!(tag, "Conversations.abcd");
+        assert_eq!(random.len(), 16);
+        assert_ne!(r, bind2_resource(Some("Conversations.abcd")));
+        assert!(!bind2_resource(None).contains('/'));
+        assert!(!bind2_resource(Some("  ")).contains('/'));
+        assert!(bind2_resource(Some(&"é".repeat(600))).len() < 1023);
+    }
+
+    #[test]
+    fn user_agents_are_shown_on_one_line() {
+        let agent = UserAgent {
+            id: Some("d4565fa7".into()),
+            software: Some("Monal\tIM".into()),
+            device: Some("Juliet's phone".into()),
+        };
+        assert_eq!(describe(&agent), "Monal IM, Juliet's phone (d4565fa7)");
+        assert_eq!(describe(&UserAgent::default()), "");
     }
 }

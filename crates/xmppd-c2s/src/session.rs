@@ -165,6 +165,8 @@ enum Due {
 enum Wake {
     Outbound((Outbound, Class)),
     Read(std::io::Result<usize>),
+    /// What the framer already holds.
+    Framed,
     /// The shaper lets the connection read again.
     Resume,
     /// Time to check that the client is there, or to give up on it.
@@ -235,6 +237,9 @@ impl Conn {
         let mut probe = (settings.ping_interval)
             .map(|every| Probe::new(every, settings.ping_timeout, Instant::now()));
         let mut takeover: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        // What the client sent behind its login in the same write (a SASL2 login carries the
+        // session's first stanzas, XEP-0388 §2.6.1) is already framed: handled first.
+        let mut first = Some(Wake::Framed);
         loop {
             if takeover.is_none() {
                 if let Some(r) = sm.as_ref().and_then(|sm| sm.resume.as_ref()) {
@@ -244,7 +249,9 @@ impl Conn {
             // Under stream management, nothing more is written while the client owes too many
             // acknowledgements; what others send waits in the queue, within its bounds.
             let writable = !sm.as_ref().is_some_and(|sm| sm.full(&settings.sm));
-            let wake = {
+            let wake = if let Some(wake) = first.take() {
+                wake
+            } else {
                 let Conn { io, rbuf, .. } = self;
                 let resumed = std::future::poll_fn(|cx| match resume.as_mut() {
                     Some(sleep) => sleep.as_mut().poll(cx),
@@ -296,23 +303,13 @@ impl Conn {
                         }
                     }
                     self.framer.feed(&self.rbuf[..n]);
-                    loop {
-                        match self.framer.next_event() {
-                            Ok(Some(Event::Element(el))) => {
-                                if let Err(stop) = self.handle_incoming(&mut cx, el).await {
-                                    return Ending::ended(stop);
-                                }
-                            }
-                            Ok(Some(Event::Close)) => return Ending::ended(Stop::End),
-                            Ok(Some(Event::Header(_))) => {
-                                return Ending::ended(Stop::err(Cond::NotWellFormed))
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::debug!(jid = %cx.session.jid, error = %e, "framing error");
-                                return Ending::ended(Stop::err(e.condition()));
-                            }
-                        }
+                    if let Err(stop) = self.framed(&mut cx).await {
+                        return Ending::ended(stop);
+                    }
+                }
+                Wake::Framed => {
+                    if let Err(stop) = self.framed(&mut cx).await {
+                        return Ending::ended(stop);
                     }
                 }
                 Wake::Resume => read_at = None,
@@ -330,6 +327,22 @@ impl Conn {
                     };
                 }
                 Wake::Shutdown => return Ending::ended(Stop::err(Cond::SystemShutdown)),
+            }
+        }
+    }
+
+    /// Handles the elements framed so far, in order.
+    async fn framed(&mut self, cx: &mut Ctx<'_>) -> Result<(), Stop> {
+        loop {
+            match self.framer.next_event() {
+                Ok(Some(Event::Element(el))) => self.handle_incoming(cx, el).await?,
+                Ok(Some(Event::Close)) => return Err(Stop::End),
+                Ok(Some(Event::Header(_))) => return Err(Stop::err(Cond::NotWellFormed)),
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(jid = %cx.session.jid, error = %e, "framing error");
+                    return Err(Stop::err(e.condition()));
+                }
             }
         }
     }
@@ -400,18 +413,8 @@ impl Conn {
     async fn sm_element(&mut self, cx: &mut Ctx<'_>, el: Element) -> Result<(), Stop> {
         let answer = match (sm::parse(el), cx.sm.as_mut()) {
             (Request::Enable { resume, max }, None) if cx.settings.enabled => {
-                // The client's preferred time, if shorter than ours (XEP-0198 §5).
-                let mut keep = cx.settings.resume_timeout;
-                if let Some(max) = max.filter(|m| *m > 0) {
-                    keep = keep.min(Duration::from_secs(max.into()));
-                }
-                let resume = resume.then(|| {
-                    let (id, takeover) = cx.server.resumable(cx.session);
-                    sm::Resumable { id, takeover, keep }
-                });
-                let answer = sm::enabled(resume.as_ref().map(|r| &r.id), keep);
-                tracing::debug!(jid = %cx.session.jid, resumable = resume.is_some(), "stream management enabled");
-                *cx.sm = Some(Sm::new(resume, 0, 0));
+                let (enabled, answer) = sm::enable(cx.server, cx.session, cx.settings, resume, max);
+                *cx.sm = Some(enabled);
                 answer
             }
             (Request::Enable { .. }, None) => {

@@ -238,6 +238,29 @@ pub(crate) fn parse(el: Element) -> Request {
     }
 }
 
+/// Stream management enabled on `session` at the client's request (XEP-0198 §3), from the
+/// session loop or inline in Bind2 (XEP-0386 §2.3); with the `<enabled/>` to answer.
+pub(crate) fn enable(
+    server: &xmppd_core::Server,
+    session: &xmppd_core::ClientSession,
+    settings: &SmSettings,
+    resume: bool,
+    max: Option<u32>,
+) -> (Sm, Element) {
+    // The client's preferred time, if shorter than ours (XEP-0198 §5).
+    let mut keep = settings.resume_timeout;
+    if let Some(max) = max.filter(|m| *m > 0) {
+        keep = keep.min(Duration::from_secs(max.into()));
+    }
+    let resume = resume.then(|| {
+        let (id, takeover) = server.resumable(session);
+        Resumable { id, takeover, keep }
+    });
+    let answer = enabled(resume.as_ref().map(|r| &r.id), keep);
+    tracing::debug!(jid = %session.jid, resumable = resume.is_some(), "stream management enabled");
+    (Sm::new(resume, 0, 0), answer)
+}
+
 /// `<enabled/>`: with the id and the time the session is kept when resumption was asked for.
 pub(crate) fn enabled(id: Option<&ResumeId>, max: Duration) -> Element {
     sm::Enabled {

@@ -87,6 +87,8 @@ async fn start_with(adjust: impl FnOnce(&mut C2sSettings)) -> TestServer {
         sm: xmppd_c2s::SmSettings::default(),
         ping_interval: None,
         ping_timeout: Duration::from_secs(60),
+        sasl2: true,
+        fast_token_lifetime: Duration::from_secs(86_400),
     };
     adjust(&mut settings);
     let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();
