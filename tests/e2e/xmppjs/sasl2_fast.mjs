@@ -3,12 +3,13 @@
 // Usage: node sasl2_fast.mjs PORT USER PASSWORD PEER_JID USER_AGENT_ID
 // Logs in over direct TLS with SASL2 + Bind2 and asks for a FAST token, disconnects, then
 // logs in again with the token only (a wrong password is given, so only FAST can succeed),
-// sends a message to PEER_JID and waits for one back. Each step prints one JSON line.
+// sends a message to PEER_JID and waits for one back. Each step prints one JSON line on
+// stderr (XMPPJS_TRACE=1 adds every element sent and received).
 
 import { client, xml } from "@xmpp/client";
 
 const [port, username, password, peer, uaId] = process.argv.slice(2);
-const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const say = (obj) => process.stderr.write(JSON.stringify(obj) + "\n");
 let saved = null;
 
 function connect(pass) {
@@ -18,6 +19,8 @@ function connect(pass) {
     username,
     password: pass,
     resource: "xmppjs",
+    // A loaded machine running a debug build answers slower than xmpp.js's 2 s default.
+    timeout: 60_000,
     userAgent: xml(
       "user-agent",
       { id: uaId },
@@ -32,8 +35,25 @@ function connect(pass) {
   xmpp.fast.fetchToken = async () => saved;
   const sent = [];
   xmpp.on("send", (el) => sent.push(el));
+  if (process.env.XMPPJS_TRACE) {
+    xmpp.on("send", (el) => say({ step: "trace-out", xml: String(el) }));
+    xmpp.on("element", (el) => say({ step: "trace-in", xml: String(el) }));
+  }
   xmpp.on("error", (err) => say({ step: "error", error: String(err) }));
   return { xmpp, sent };
+}
+
+// Connection.start() attaches its wait for the server's stream header only after its own
+// header's write completes; a server that answers sooner than that callback runs is missed.
+// Waiting for "online" from before the connection opens does not depend on that order.
+async function start(xmpp) {
+  const online = new Promise((resolve, reject) => {
+    xmpp.once("online", resolve);
+    xmpp.once("error", reject);
+  });
+  await xmpp.connect(xmpp.options.service);
+  xmpp.open({ domain: xmpp.options.domain, lang: xmpp.options.lang }).catch(() => {});
+  return online;
 }
 
 function authenticated(sent) {
@@ -43,7 +63,7 @@ function authenticated(sent) {
 
 async function main() {
   const first = connect(password);
-  const jid1 = await first.xmpp.start();
+  const jid1 = await start(first.xmpp);
   say({
     step: "password",
     jid: String(jid1),
@@ -58,7 +78,7 @@ async function main() {
       if (st.is("message") && st.getChildText("body")) resolve(st.getChildText("body"));
     });
   });
-  const jid2 = await second.xmpp.start();
+  const jid2 = await start(second.xmpp);
   say({
     step: "fast",
     jid: String(jid2),
