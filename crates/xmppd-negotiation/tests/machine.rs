@@ -640,6 +640,7 @@ fn a_stream_below_another_protocol_offers_no_starttls() {
     assert!(!features.contains("PLAIN"), "{features}");
     let a = m.handle(el(&format!("<starttls xmlns='{NS_TLS}'/>")));
     assert!(!sent(&a).contains("proceed"));
+}
 
 fn sasl2_settings() -> Arc<Settings> {
     let mut s = (*settings(false, 3)).clone();
