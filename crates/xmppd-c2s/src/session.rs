@@ -498,16 +498,22 @@ impl Conn {
             return Ok(());
         }
         let deadline = Instant::now() + WRITE_TIMEOUT;
-        let mut written = 0;
+        // How much is surely out: taken by the kernel, which delivers it even if we stop now.
+        // What TLS accepted but still holds is not (a stanza cut off there goes back).
+        let mut delivered = 0;
         let Conn {
             io, out, shutdown, ..
         } = self;
         // Writes, then flushes once all is written (TLS may still hold some back).
         let write = async {
+            let mut written = 0;
             while written < out.len() {
                 match io.write(&out[written..]).await {
                     Ok(n @ 1..) => written += n,
                     _ => return Err(Stop::Gone),
+                }
+                if !io.holds_unsent() {
+                    delivered = written;
                 }
             }
             io.flush().await.map_err(|_| Stop::Gone)
@@ -526,15 +532,22 @@ impl Conn {
                 _ = tokio::time::sleep_until(deadline) => Stop::Gone,
             }
         };
-        let result = tokio::select! {
+        let mut result = tokio::select! {
             biased;
             r = write => r,
             stop = give_up => Err(stop),
         };
         let done = match result {
             Ok(()) => usize::MAX,
-            Err(_) => written,
+            Err(_) => delivered,
         };
+        if result.is_err() && io.holds_unsent() {
+            // The connection is given up on with stanzas inside TLS: they go back whole (to
+            // be re-routed, or replayed on resumption) and are dropped here, so that no later
+            // write, such as the closing stream error, completes them for the peer as well.
+            io.discard_unsent();
+            result = Err(Stop::Gone);
+        }
         let (sent, unwritten) = split_written(batch, done);
         match sm {
             Some(sm) => {

@@ -43,6 +43,29 @@ impl Transport {
         }
     }
 
+    /// Whether bytes that writes accepted are still held above the socket: TLS records not yet
+    /// taken by the kernel, which never reach the peer if the connection ends now. A carried
+    /// stream's own buffers are not seen (it answers false).
+    pub(crate) fn holds_unsent(&self) -> bool {
+        match self {
+            Transport::Tls(s) => s.get_ref().1.wants_write(),
+            Transport::Plain(_) | Transport::Carried { .. } | Transport::Detached => false,
+        }
+    }
+
+    /// Drops what [`Transport::holds_unsent`] reports: those bytes never reach the peer, and
+    /// the stream must not be written to again (the peer would see a record cut short).
+    pub(crate) fn discard_unsent(&mut self) {
+        if let Transport::Tls(s) = self {
+            let conn = s.get_mut().1;
+            while conn.wants_write() {
+                if conn.write_tls(&mut std::io::sink()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
     /// For a carried stream that is secure: its channel-binding data, once (the machine's
     /// TLS step is then already done below it).
     pub(crate) fn take_carried_tls(&mut self) -> Option<ChannelBindings> {
