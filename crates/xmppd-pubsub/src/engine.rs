@@ -104,6 +104,9 @@ pub struct Answer {
     pub reply: Option<Element>,
     pub events: Vec<Event>,
     pub direct: Vec<(Jid, Element)>,
+    /// The node whose items or configuration the request changed, told or not (a node may
+    /// keep quiet about retractions, purges, its deletion or its configuration).
+    pub changed: Option<String>,
 }
 
 impl Answer {
@@ -439,6 +442,7 @@ impl Engine {
         let ev = items_event(&node, &stored);
         Ok(Answer {
             reply: Some(reply),
+            changed: Some(node.name.clone()),
             events: vec![self.event(scope, ev.node, ev.payload).await?],
             direct: Vec::new(),
         })
@@ -575,6 +579,7 @@ impl Engine {
         if removed.is_empty() {
             return Err(item_not_found());
         }
+        let changed = Some(node.name.clone());
         // §7.2.2.1: retractions are told when asked for or configured.
         let events = if r.notify || node.config.notify_retract {
             let payload = Payload::Items {
@@ -588,6 +593,7 @@ impl Engine {
         };
         Ok(Answer {
             events,
+            changed,
             ..Answer::default()
         })
     }
@@ -674,8 +680,8 @@ impl Engine {
         };
         Ok(Answer {
             reply: Some(reply),
-            events: Vec::new(),
             direct,
+            ..Answer::default()
         })
     }
 
@@ -823,8 +829,12 @@ impl Engine {
                     .configure(&scope.owner, &name, config.clone())
                     .await
                     .map_err(storage)?;
+                let changed = Some(name.clone());
                 if !config.notify_config {
-                    return Ok(Answer::default());
+                    return Ok(Answer {
+                        changed,
+                        ..Answer::default()
+                    });
                 }
                 // §8.2.5.3: the new configuration, or only its news on a node without
                 // payloads.
@@ -840,6 +850,7 @@ impl Engine {
                 };
                 Ok(Answer {
                     events: vec![self.event(scope, node, payload).await?],
+                    changed,
                     ..Answer::default()
                 })
             }
@@ -857,6 +868,7 @@ impl Engine {
                     .map_err(storage)?;
                 Ok(Answer {
                     events: (notify.then_some(event).into_iter()).collect(),
+                    changed: Some(name),
                     ..Answer::default()
                 })
             }
@@ -865,13 +877,18 @@ impl Engine {
                     .purge(&scope.owner, &name)
                     .await
                     .map_err(storage)?;
+                let changed = Some(name.clone());
                 // §8.5.2: one notification, where retractions are told.
                 if !node.config.notify_retract {
-                    return Ok(Answer::default());
+                    return Ok(Answer {
+                        changed,
+                        ..Answer::default()
+                    });
                 }
                 let payload = Payload::Purge { node: nodename };
                 Ok(Answer {
                     events: vec![self.event(scope, node, payload).await?],
+                    changed,
                     ..Answer::default()
                 })
             }

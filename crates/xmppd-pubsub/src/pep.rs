@@ -96,16 +96,9 @@ impl Pep {
         req: IqRequest,
     ) -> Result<(Option<Element>, Vec<String>), StanzaError> {
         let scope = pep_scope(owner, req.from.to_bare() == *owner);
-        // A retraction causes no event unless notified, yet it changes the node.
-        let retracted = (req.kind == IqKind::Set)
-            .then(|| req.payload.get_child("retract", ns::PUBSUB))
-            .flatten()
-            .and_then(|r| r.attr("node"))
-            .map(str::to_owned);
         let answer = self.engine.handle(cx, &scope, req).await?;
-        let mut changed: Vec<String> = answer.events.iter().map(|e| e.node.name.clone()).collect();
-        changed.extend(retracted);
-        changed.dedup();
+        // Told or not: a node may keep quiet about retractions, purges and its deletion.
+        let changed: Vec<String> = answer.changed.into_iter().collect();
         self.notify(cx, owner, answer.events).await;
         for (to, event) in answer.direct {
             let mut msg = notification_of(owner.as_str(), cx.next_id(), event);

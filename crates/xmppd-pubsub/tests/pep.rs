@@ -336,3 +336,51 @@ async fn watchers_hear_of_the_accounts_changes_and_not_of_their_own() {
         vec![format!("alice@localhost {TUNE}"); 3]
     );
 }
+
+#[tokio::test]
+async fn watchers_hear_of_purges_and_deletions_the_node_keeps_quiet_about() {
+    let store = store_with_users(&["alice"]).await;
+    let nodes = SqliteNodes::open(store.clone()).await.unwrap();
+    let engine = Arc::new(Engine {
+        nodes: Arc::new(nodes),
+        limits: Limits::default(),
+    });
+    let pep = Arc::new(Pep::new(engine, 16));
+    let recorder = Arc::new(Recorder::default());
+    let weak: std::sync::Weak<dyn xmppd_pubsub::PepWatcher> =
+        Arc::downgrade(&(recorder.clone() as Arc<dyn xmppd_pubsub::PepWatcher>));
+    pep.watch(weak);
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(pep.clone())
+        .modules(xmppd_im::modules())
+        .build();
+    let mut alice = TestClient::login(&server, "alice", "r").await;
+    let quiet = "urn:test:quiet";
+    let requests = [
+        format!(
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{quiet}'>\
+             <item id='1'><x xmlns='urn:t'/></item></publish><publish-options>\
+             <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+             <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='pubsub#notify_retract'><value>0</value></field>\
+             <field var='pubsub#notify_delete'><value>0</value></field></x>\
+             </publish-options></pubsub>"
+        ),
+        format!("<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><purge node='{quiet}'/></pubsub>"),
+        format!("<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><delete node='{quiet}'/></pubsub>"),
+    ];
+    for request in &requests {
+        alice
+            .send(
+                &server,
+                &format!("<iq {NS} type='set' id='q'>{request}</iq>"),
+            )
+            .await;
+        let reply = alice.drain().pop().unwrap();
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    }
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        vec![format!("alice@localhost {quiet}"); 3]
+    );
+}
