@@ -245,6 +245,13 @@ class Server:
     def register(self, user: str, password: str = PASSWORD, domain: str | None = None) -> None:
         self.cli("register", user, domain or self.domain, password)
 
+    def recreate_account(self, user: str, domain: str | None = None) -> None:
+        """Removes ``user`` with ``xmppd unregister`` and registers the name again at once
+        (``--ignore-tombstone``): a new account of the same name."""
+        domain = domain or self.domain
+        self.cli("unregister", user, domain)
+        self.cli("register", "--ignore-tombstone", user, domain, PASSWORD)
+
     def jid(self, user: str, domain: str | None = None) -> str:
         return f"{user}@{domain or self.domain}"
 

@@ -17,7 +17,6 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from clients import CLIENT_NS, STEP, async_test, login, q, settled
-from conftest import PASSWORD
 from test_roster_presence import subscribe
 
 A, B, C = "alice@localhost", "bob@localhost", "carol@localhost"
@@ -344,8 +343,7 @@ async def test_an_account_removed_with_the_server_stopped_takes_its_nodes(server
     assert reply.get("type") == "result", ET.tostring(reply)
     await alice.close()
     server.stop()
-    server.cli("unregister", "alice", "localhost")
-    server.cli("register", "--ignore-tombstone", "alice", "localhost", PASSWORD)
+    server.recreate_account("alice")
     server.start()
     alice = await pep_client(server, "alice")
     assert error_of(await items_of(alice, A, TUNE))[0] == "item-not-found"

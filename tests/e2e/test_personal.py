@@ -18,7 +18,6 @@ import aioxmpp.vcard
 import aioxmpp.vcard.xso
 
 from clients import CLIENT_NS, async_test, login, q, settled, stanza_error
-from conftest import PASSWORD
 from test_mam_aioxmpp import aioxmpp_client
 from test_pep import A, B, C, PUBSUB, items_of
 from test_roster_presence import mutual
@@ -346,9 +345,7 @@ async def test_personal_data_survives_a_restart_and_goes_with_the_account(make_s
     assert reply.findtext(f".//{q('exodus:prefs', 'defaultnick')}") == "Hamlet"
     await alice.close()
 
-    out = server.cli("unregister", "alice", "localhost").stdout
-    assert "unregistered alice@localhost" in out, out
-    server.cli("register", "--ignore-tombstone", "alice", "localhost", PASSWORD)
+    server.recreate_account("alice")
     reply = await bob.iq("get", f"<vCard xmlns='{VCARD}'/>", to=A)
     card = reply.find(q(VCARD, "vCard"))
     assert card is not None and len(card) == 0, ET.tostring(reply)
@@ -360,8 +357,7 @@ async def test_personal_data_survives_a_restart_and_goes_with_the_account(make_s
     await alice.close()
     await bob.close()
     server.stop()
-    server.cli("unregister", "alice", "localhost")
-    server.cli("register", "--ignore-tombstone", "alice", "localhost", PASSWORD)
+    server.recreate_account("alice")
     server.start()
     alice = await login(server, "alice")
     reply = await alice.iq("get", private_xml("<exodus xmlns='exodus:prefs'/>"))
