@@ -2,7 +2,7 @@
 
 The raw tests control every byte: a FAST login is one write after TLS and the stream header,
 answered by one ``<success/>`` that carries the bound session with stream management and
-carbons enabled, and a message pipelined behind it flows. The xmpp.js test (``xmppjs/``) is a
+carbons enabled, and a message pipelined behind it flows. The xmpp.js test (``tests/node``) is a
 real client doing the same through its own SASL2, Bind2 and FAST support.
 """
 
@@ -262,7 +262,7 @@ def test_fast_failures_wrong_other_client_invalidated_expired_revoked(server):
     x.close()
 
 
-XMPPJS = pathlib.Path(__file__).resolve().parent / "xmppjs"
+XMPPJS = pathlib.Path(__file__).resolve().parents[1] / "node"
 
 
 def test_xmppjs_logs_in_with_sasl2_bind2_then_fast_and_exchanges_messages(server):
@@ -273,7 +273,7 @@ def test_xmppjs_logs_in_with_sasl2_bind2_then_fast_and_exchanges_messages(server
     installed = (XMPPJS / "node_modules" / "@xmpp" / "client").is_dir()
     if not (node and installed):
         if os.environ.get("XMPPD_E2E_CI"):
-            pytest.fail("node and tests/e2e/xmppjs/node_modules are installed by cargo xtask ci")
+            pytest.fail("node and tests/node/node_modules are installed by cargo xtask ci")
         pytest.skip("xmpp.js not installed (cargo xtask ci installs it)")
     bob = RawClient(server.direct_tls_port, direct_tls=True)
     bob_jid = bob.login("bob", PASSWORD)

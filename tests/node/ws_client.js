@@ -10,15 +10,11 @@
 
 const readline = require("readline");
 
-// @xmpp/client 0.13's SCRAM-SHA-1 answers the server's challenge with an empty <response/>:
-// @xmpp/sasl does not await the answer, which sasl-scram-sha-1 1.3 computes asynchronously.
-// It is left out, so the client uses PLAIN, which xmppd offers on secure streams only.
-const SASLFactory = require("saslmechanisms");
-const use = SASLFactory.prototype.use;
-SASLFactory.prototype.use = function (name, mech) {
-  const resolved = mech ? name : name.prototype.name;
-  return resolved === "SCRAM-SHA-1" ? this : use.call(this, name, mech);
-};
+// @xmpp/client 0.14 takes WebSocket from the global scope, which Node.js has from version 22;
+// on older ones the ws package provides the same API.
+if (typeof globalThis.WebSocket === "undefined") {
+  globalThis.WebSocket = require("ws");
+}
 
 const { client, xml } = require("@xmpp/client");
 

@@ -13,7 +13,7 @@
 //! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
 //! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, a Samba AD domain controller
 //! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs` and `npm`) are installed with
-//! apt-get when they are missing, and the xmpp.js client (`tests/e2e/xmppjs`, pinned by its
+//! apt-get when they are missing, and the xmpp.js client (`tests/node`, pinned by its
 //! `package-lock.json`) with `npm ci`. A missing `python3` is reported,
 //! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
 //! are rebuilt only when their requirements files change, and `tests/node` only when its
@@ -323,9 +323,9 @@ fn ensure_venv(root: &Path, dir: &str, requirements: &str) -> Result<()> {
     Ok(())
 }
 
-/// The JavaScript clients of the end-to-end tests, each with its lock file: `@xmpp/client` for
-/// WebSocket (`tests/node`), and the release with SASL2, Bind2 and FAST (`tests/e2e/xmppjs`).
-const NODE_DIRS: [&str; 2] = ["tests/node", "tests/e2e/xmppjs"];
+/// The JavaScript clients of the end-to-end tests, each with its lock file: `@xmpp/client`
+/// (`tests/node`) over WebSocket, and with SASL2, Bind2 and FAST over TCP.
+const NODE_DIRS: [&str; 1] = ["tests/node"];
 
 /// Installs the packages of each of [`NODE_DIRS`] exactly as locked (`npm ci`), unless a stamp
 /// file shows that lock file was already installed there.
