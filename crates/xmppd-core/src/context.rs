@@ -21,7 +21,7 @@ use crate::queue::Class;
 use crate::router::{Resource, Router, SessionId};
 use crate::server::{CoreConfig, Server};
 use crate::session::Outbound;
-use crate::stanza::{error_reply, StanzaError};
+use crate::stanza::{error_reply, Condition, StanzaError};
 
 /// One queued output of a handler.
 pub(crate) enum Outgoing {
@@ -154,6 +154,24 @@ impl<'a> Context<'a> {
         if let Some(reply) = error_reply(original, &err) {
             self.send(reply);
         }
+    }
+
+    /// For a component that serves IQ requests to its `domain` alone (no entities below
+    /// it): whether `stanza` is one. Anything else is dealt with here: a message is bounced
+    /// with `<service-unavailable/>`, a request to another address of the domain with
+    /// `<item-not-found/>`; results, errors and presence end here.
+    pub fn domain_request(&mut self, stanza: &Element, domain: &str) -> bool {
+        if stanza.name() != "iq" || !matches!(stanza.attr("type"), Some("get" | "set")) {
+            if stanza.name() == "message" {
+                self.bounce(stanza, StanzaError::new(Condition::ServiceUnavailable));
+            }
+            return false;
+        }
+        if stanza.attr("to") != Some(domain) {
+            self.bounce(stanza, StanzaError::new(Condition::ItemNotFound));
+            return false;
+        }
+        true
     }
 
     pub fn config(&self) -> &CoreConfig {

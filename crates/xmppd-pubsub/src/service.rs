@@ -177,15 +177,8 @@ impl Component for PubSubService {
     }
 
     async fn handle(&self, cx: &mut Context<'_>, stanza: Element) {
-        if stanza.name() != "iq" || !matches!(stanza.attr("type"), Some("get" | "set")) {
-            // Results and errors end here; messages and presence have no use on the service.
-            if stanza.name() == "message" {
-                cx.bounce(&stanza, StanzaError::new(Condition::ServiceUnavailable));
-            }
-            return;
-        }
-        if stanza.attr("to") != Some(self.domain.as_str()) {
-            cx.bounce(&stanza, item_not_found());
+        // Messages and presence have no use on the service, nor addresses below it.
+        if !cx.domain_request(&stanza, &self.domain) {
             return;
         }
         let answer = match self.request(cx, &stanza).await {
