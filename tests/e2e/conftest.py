@@ -24,7 +24,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 DEFAULT_USERS = ("alice", "bob", "carol")
-LISTENING = re.compile(r"xmppd listening: (starttls|direct-tls|http|https) (\S+):(\d+)")
+LISTENING = re.compile(r"xmppd listening: (starttls|direct-tls|http|https|proxy65) (\S+):(\d+)")
 START_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
 
@@ -118,6 +118,7 @@ class Server:
         self.direct_tls_port = 0
         self.http_port = 0
         self.https_port = 0
+        self.proxy65_port = 0
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -146,6 +147,8 @@ class Server:
         if http.get("enabled"):
             expected["http"] = len(http.get("listen", ["127.0.0.1:5280"]))
             expected["https"] = len(http.get("tls_listen", []))
+        if self.config.get("proxy65", {}).get("enabled"):
+            expected["proxy65"] = 1
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             with self._lock:
@@ -167,6 +170,8 @@ class Server:
             self.http_port = int(kinds["http"][0].group(3))
         if kinds.get("https"):
             self.https_port = int(kinds["https"][0].group(3))
+        if kinds.get("proxy65"):
+            self.proxy65_port = int(kinds["proxy65"][0].group(3))
         with self._lock:
             self.started_at_line = len(self._lines)
 

@@ -213,8 +213,9 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 /// controller with the modules and data its provisioning needs, even where recommended
 /// packages are not installed), a second client implementation (Go) beside slixmpp, and
 /// poezio (in a tmux terminal), whose dependency python3-slixmpp is the distribution's own
-/// slixmpp that `test_old_clients.py` also logs in with directly.
-const SYSTEM_PACKAGES: [(&str, &str); 9] = [
+/// slixmpp that `test_old_clients.py` also logs in with directly; and coturn, the TURN server
+/// that checks the credentials of `test_extdisco.py`.
+const SYSTEM_PACKAGES: [(&str, &str); 10] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("samba", "samba samba-dsdb-modules samba-ad-provision"),
@@ -224,6 +225,7 @@ const SYSTEM_PACKAGES: [(&str, &str); 9] = [
     ("tmux", "tmux"),
     ("node", "nodejs"),
     ("npm", "npm"),
+    ("turnserver", "coturn"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.

@@ -149,6 +149,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     // First: what a user blocks must reach neither the presence rules nor the archive.
     let blocking = Blocking::new(Arc::new(blocks), xmppd_blocking::Settings::default());
     let (pep, pubsub_services) = pubsub(&config, &store).await?;
+    let proxy = proxy65(&config).await?;
     let push = push_module(&config, &store).await?;
     let (private, vcards) = personal_modules(&config, &store, &pep).await?;
     // Personal eventing before the IM modules: it reads a session's capabilities from the
@@ -170,6 +171,12 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         .module(motd.clone())
         .module(register.clone())
         .module(Arc::new(contact_addresses(&config)));
+    // Announced only with something to announce.
+    let builder = if config.extdisco.services.is_empty() {
+        builder
+    } else {
+        builder.module(Arc::new(extdisco(&config)?))
+    };
     let (builder, retention, archive) = match mam_module(&config, &store).await? {
         Some((module, retention, archive)) => {
             (builder.module(module), Some(retention), Some(archive))
@@ -185,6 +192,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         .await?
         .into_iter()
         .chain(pubsub_services)
+        .chain(proxy.iter().flat_map(|p| p.components.clone()))
         .fold(builder, |b, (domain, c)| b.component(&domain, c))
         .build();
     // Read the groups before serving, so the first logins already see them.
@@ -262,6 +270,11 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
 
     // Before the banner: whoever reads it may signal us right away.
     let mut signals = Signals::install()?;
+    let (proxy_stop, proxy_stopped) = tokio::sync::watch::channel(false);
+    let proxy_task = proxy.map(|p| {
+        say(format_args!("xmppd listening: proxy65 {}", p.local));
+        tokio::spawn(p.relay.serve(p.listener, proxy_stopped))
+    });
     for (tls, addr) in http.iter().flat_map(|h| h.local_addrs()) {
         let kind = if tls { "https" } else { "http" };
         say(format_args!("xmppd listening: {kind} {addr}"));
@@ -299,6 +312,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         tracing::warn!("detached sessions still ending after {SHUTDOWN_GRACE:?}");
     }
     reloader.abort();
+    let _ = proxy_stop.send(true);
+    proxy_task.iter().for_each(|t| t.abort());
     retention.iter().for_each(|t| t.abort());
     directory_tasks.iter().for_each(|t| t.abort());
     drop(admin_socket);
@@ -359,6 +374,86 @@ fn contact_addresses(config: &ValidatedConfig) -> xmppd_im::ContactAddresses {
         (host.clone(), lists.collect())
     });
     xmppd_im::ContactAddresses::new(hosts)
+}
+
+/// External services (XEP-0215, `[extdisco]`), with the TURN secrets read.
+fn extdisco(config: &ValidatedConfig) -> Result<xmppd_extdisco::ExtDisco, Failure> {
+    let e = &config.extdisco;
+    let mut services = Vec::with_capacity(e.services.len());
+    for s in &e.services {
+        let secret = match &s.secret {
+            xmppd_config::TurnSecret::None => None,
+            xmppd_config::TurnSecret::Inline(secret) => Some(secret.clone()),
+            xmppd_config::TurnSecret::File(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("extdisco secret_file {}: {e}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+        };
+        services.push(xmppd_extdisco::ServiceConfig {
+            kind: s.kind.clone(),
+            host: s.host.clone(),
+            port: s.port,
+            transport: s.transport.clone(),
+            name: s.name.clone(),
+            secret,
+        });
+    }
+    Ok(xmppd_extdisco::ExtDisco::new(
+        services,
+        e.credentials_ttl.as_secs(),
+    ))
+}
+
+/// The SOCKS5 bytestreams proxy (`[proxy65]`): its listener, bound now so that the banner
+/// and the streamhost answers know its port, the relay behind it, and a component per host.
+async fn proxy65(config: &ValidatedConfig) -> Result<Option<Proxy65Parts>, Failure> {
+    let Some(p) = &config.proxy65 else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(p.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (proxy65.listen): {e}", p.listen))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("proxy65.listen: {e}"))?;
+    let relay = xmppd_proxy65::Relay::new(xmppd_proxy65::RelaySettings {
+        transfer_bytes_per_sec: p.transfer_bytes_per_sec,
+        total_bytes_per_sec: p.total_bytes_per_sec,
+        max_transfers: p.max_transfers,
+        pairing_timeout: p.pairing_timeout,
+        idle_timeout: p.idle_timeout,
+    });
+    let port = match p.public_port {
+        0 => local.port(),
+        port => port,
+    };
+    let allow = match p.allow.is_empty() {
+        true => xmppd_proxy65::Allow::Local,
+        false => xmppd_proxy65::Allow::Listed(p.allow.clone()),
+    };
+    let components = (p.services.iter())
+        .map(|(_, domain, public)| {
+            let proxy =
+                xmppd_proxy65::Proxy65::new(domain, public, port, allow.clone(), relay.clone());
+            let proxy: Arc<dyn xmppd_core::module::Component> = Arc::new(proxy);
+            (domain.clone(), proxy)
+        })
+        .collect();
+    Ok(Some(Proxy65Parts {
+        components,
+        listener,
+        relay,
+        local,
+    }))
+}
+
+struct Proxy65Parts {
+    components: Vec<(String, Arc<dyn xmppd_core::module::Component>)>,
+    listener: tokio::net::TcpListener,
+    relay: Arc<xmppd_proxy65::Relay>,
+    local: SocketAddr,
 }
 
 /// What one session's queue may hold (`[c2s]`).

@@ -12,12 +12,14 @@
 mod contact;
 mod directory;
 mod error;
+mod extdisco;
 pub mod fuzzing;
 mod http;
 mod locate;
 mod mam;
 mod muc;
 mod personal;
+mod proxy65;
 mod pubsub;
 mod push;
 mod sections;
@@ -33,10 +35,12 @@ pub use directory::{
     SharedGroupEntry, SharedGroupSettings, SharedGroupSource, SharedRosterSection,
 };
 pub use error::ConfigError;
+pub use extdisco::{ExtDiscoSection, ExtDiscoSettings, ExtService, ExtServiceEntry, TurnSecret};
 pub use http::{HttpSection, HttpSettings};
 pub use mam::{MamDefault, MamSection, MamSettings, DEFAULT_RETENTION_DAYS};
 pub use muc::{MucCreation, MucSection, MucSettings};
 pub use personal::{PersonalSettings, PrivateSection, VCardSection};
+pub use proxy65::{Proxy65Section, Proxy65Settings};
 pub use pubsub::{PubSubCreate, PubSubSection, PubSubSettings};
 pub use push::{PushSection, PushSettings};
 pub use sections::*;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::{
-    AuthSection, ContactEntry, HttpSection, LdapSection, MamSection, MucSection, PrivateSection,
-    PubSubSection, PushSection, SharedRosterSection, VCardSection,
+    AuthSection, ContactEntry, ExtDiscoSection, HttpSection, LdapSection, MamSection, MucSection,
+    PrivateSection, Proxy65Section, PubSubSection, PushSection, SharedRosterSection, VCardSection,
 };
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
@@ -32,6 +32,8 @@ pub struct Config {
     pub contact: Vec<ContactEntry>,
     pub vcard: VCardSection,
     pub private: PrivateSection,
+    pub extdisco: ExtDiscoSection,
+    pub proxy65: Proxy65Section,
 }
 
 #[derive(Debug, Clone, Deserialize)]

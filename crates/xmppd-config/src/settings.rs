@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AuthBackendKind, ContactAddresses, HttpSettings, LdapSettings, LogLevel, MamSettings,
-    MucSettings, PersonalSettings, PubSubSettings, PushSettings, SharedGroupSettings,
-    StorageBackend,
+    AuthBackendKind, ContactAddresses, ExtDiscoSettings, HttpSettings, LdapSettings, LogLevel,
+    MamSettings, MucSettings, PersonalSettings, Proxy65Settings, PubSubSettings, PushSettings,
+    SharedGroupSettings, StorageBackend,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -40,6 +40,9 @@ pub struct ValidatedConfig {
     pub contact: BTreeMap<String, ContactAddresses>,
     /// `[vcard]` and `[private]`.
     pub personal: PersonalSettings,
+    pub extdisco: ExtDiscoSettings,
+    /// `None` when the proxy is disabled.
+    pub proxy65: Option<Proxy65Settings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

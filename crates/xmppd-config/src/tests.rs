@@ -631,3 +631,72 @@ fn contact_addresses_per_host_with_a_default() {
         .message
         .contains("unknown key"));
 }
+
+#[test]
+fn extdisco_services_defaults_and_checks() {
+    let c = load(
+        "[[extdisco.service]]\ntype = \"turn\"\nhost = \"turn.example.org\"\nsecret = \"s\"\n\
+         [[extdisco.service]]\ntype = \"stuns\"\nhost = \"192.0.2.1\"\n",
+    )
+    .unwrap();
+    let [turn, stuns] = &c.extdisco.services[..] else {
+        panic!("two services expected")
+    };
+    assert_eq!((turn.port, turn.transport.as_str()), (3478, "udp"));
+    assert_eq!(turn.secret, TurnSecret::Inline("s".into()));
+    assert_eq!((stuns.port, stuns.transport.as_str()), (5349, "tcp"));
+    assert_eq!(c.extdisco.credentials_ttl, Duration::from_secs(86_400));
+
+    let e = err("[[extdisco.service]]\ntype = \"ftp\"\nhost = \"h\"\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("extdisco.service[0].type"), Some(2))
+    );
+    let e = err("[[extdisco.service]]\ntype = \"stun\"\nhost = \"h\"\nsecret = \"s\"\n");
+    assert_eq!(e.key.as_deref(), Some("extdisco.service[0].secret"));
+    let e = err("[[extdisco.service]]\ntype = \"turn\"\nhost = \"h\"\nsecret_file = \"nope\"\n");
+    assert!(e.message.contains("file not found"), "{}", e.message);
+    let e = err("[extdisco]\ncredentials_ttl_secs = 1\n");
+    assert_eq!(e.key.as_deref(), Some("extdisco.credentials_ttl_secs"));
+}
+
+#[test]
+fn proxy65_off_by_default_and_its_public_address() {
+    assert_eq!(load("").unwrap().proxy65, None);
+    let c = load("[proxy65]\nenabled = true\n").unwrap();
+    let p = c.proxy65.unwrap();
+    assert_eq!(p.listen, "0.0.0.0:7777".parse::<SocketAddr>().unwrap());
+    // Bound to every address: clients are given the proxy's domain.
+    assert_eq!(
+        p.services,
+        [(
+            "localhost".to_string(),
+            "proxy.localhost".to_string(),
+            "proxy.localhost".to_string()
+        )]
+    );
+    assert!(p.allow.is_empty());
+    let c = load("[proxy65]\nenabled = true\nlisten = \"127.0.0.1:0\"\nallow = [\"Example.org\", \"Bob@Example.org\"]\n")
+        .unwrap();
+    let p = c.proxy65.unwrap();
+    assert_eq!(p.services[0].2, "127.0.0.1");
+    assert_eq!(p.allow, ["example.org", "bob@example.org"]);
+    let c =
+        load("[proxy65]\nenabled = true\npublic_host = \"files.example.org\"\npublic_port = 443\n")
+            .unwrap();
+    let p = c.proxy65.unwrap();
+    assert_eq!(
+        (p.services[0].2.as_str(), p.public_port),
+        ("files.example.org", 443)
+    );
+
+    let e = err("[proxy65]\nenabled = true\nlisten = \"7777\"\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("proxy65.listen"), Some(3))
+    );
+    let e = err("[proxy65]\nenabled = true\nallow = [\"not a jid@\"]\n");
+    assert_eq!(e.key.as_deref(), Some("proxy65.allow"));
+    let e = err("[proxy65]\nenabled = true\nmax_transfers = 0\n");
+    assert_eq!(e.key.as_deref(), Some("proxy65.max_transfers"));
+}

@@ -259,6 +259,8 @@ impl Config {
         let push = self.push.validate(&fail)?;
         let contact = validate_contact(&self.contact, &hosts, &fail)?;
         let personal = crate::personal::validate_personal(&self.vcard, &self.private, &fail)?;
+        let extdisco = self.extdisco.validate(source, &fail)?;
+        let proxy65 = self.proxy65.validate(&hosts, &fail)?;
 
         Ok(ValidatedConfig {
             source: source.name.clone(),
@@ -320,6 +322,8 @@ impl Config {
             push,
             contact,
             personal,
+            extdisco,
+            proxy65,
         })
     }
 }
