@@ -12,8 +12,8 @@
 //! It does not install Rust toolchains or system packages, with two exceptions: cargo-deny is
 //! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
 //! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, a Samba AD domain controller
-//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs` and `npm`) are installed with
-//! apt-get when they are missing, and the xmpp.js client (`tests/node`, pinned by its
+//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs`, `npm` and `coturn`) are installed
+//! with apt-get when they are missing, and the xmpp.js client (`tests/node`, pinned by its
 //! `package-lock.json`) with `npm ci`. A missing `python3` is reported,
 //! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
 //! are rebuilt only when their requirements files change, and `tests/node` only when its
