@@ -250,6 +250,26 @@ async fn an_accounts_nodes_and_subscriptions_go_with_it() {
 }
 
 /// Records the nodes it is told of.
+/// A server with alice and PEP, and a recorder watching PEP.
+async fn watched_alice() -> (Arc<Server>, Arc<Pep>, Arc<Recorder>) {
+    let store = store_with_users(&["alice"]).await;
+    let nodes = SqliteNodes::open(store.clone()).await.unwrap();
+    let engine = Arc::new(Engine {
+        nodes: Arc::new(nodes),
+        limits: Limits::default(),
+    });
+    let pep = Arc::new(Pep::new(engine, 16));
+    let recorder = Arc::new(Recorder::default());
+    let weak: std::sync::Weak<dyn xmppd_pubsub::PepWatcher> =
+        Arc::downgrade(&(recorder.clone() as Arc<dyn xmppd_pubsub::PepWatcher>));
+    pep.watch(weak);
+    let server = Server::builder(CoreConfig::default(), store)
+        .module(pep.clone())
+        .modules(xmppd_im::modules())
+        .build();
+    (server, pep, recorder)
+}
+
 #[derive(Default)]
 struct Recorder(std::sync::Mutex<Vec<String>>);
 
@@ -267,21 +287,7 @@ impl xmppd_pubsub::PepWatcher for Recorder {
 
 #[tokio::test]
 async fn watchers_hear_of_the_accounts_changes_and_not_of_their_own() {
-    let store = store_with_users(&["alice"]).await;
-    let nodes = SqliteNodes::open(store.clone()).await.unwrap();
-    let engine = Arc::new(Engine {
-        nodes: Arc::new(nodes),
-        limits: Limits::default(),
-    });
-    let pep = Arc::new(Pep::new(engine, 16));
-    let recorder = Arc::new(Recorder::default());
-    let weak: std::sync::Weak<dyn xmppd_pubsub::PepWatcher> =
-        Arc::downgrade(&(recorder.clone() as Arc<dyn xmppd_pubsub::PepWatcher>));
-    pep.watch(weak);
-    let server = Server::builder(CoreConfig::default(), store)
-        .module(pep.clone())
-        .modules(xmppd_im::modules())
-        .build();
+    let (server, pep, recorder) = watched_alice().await;
     let mut alice = TestClient::login(&server, "alice", "r").await;
     publish_tune(&server, &mut alice, "x").await;
     // A retraction without notify="true" causes no event, yet changes the node; one that
@@ -339,21 +345,7 @@ async fn watchers_hear_of_the_accounts_changes_and_not_of_their_own() {
 
 #[tokio::test]
 async fn watchers_hear_of_purges_and_deletions_the_node_keeps_quiet_about() {
-    let store = store_with_users(&["alice"]).await;
-    let nodes = SqliteNodes::open(store.clone()).await.unwrap();
-    let engine = Arc::new(Engine {
-        nodes: Arc::new(nodes),
-        limits: Limits::default(),
-    });
-    let pep = Arc::new(Pep::new(engine, 16));
-    let recorder = Arc::new(Recorder::default());
-    let weak: std::sync::Weak<dyn xmppd_pubsub::PepWatcher> =
-        Arc::downgrade(&(recorder.clone() as Arc<dyn xmppd_pubsub::PepWatcher>));
-    pep.watch(weak);
-    let server = Server::builder(CoreConfig::default(), store)
-        .module(pep.clone())
-        .modules(xmppd_im::modules())
-        .build();
+    let (server, _pep, recorder) = watched_alice().await;
     let mut alice = TestClient::login(&server, "alice", "r").await;
     let quiet = "urn:test:quiet";
     let requests = [
