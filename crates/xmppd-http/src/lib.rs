@@ -127,21 +127,45 @@ pub trait Service: Send + Sync + 'static {
 /// Which service answers which path: exact paths, or prefixes ending in `/`.
 #[derive(Default, Clone)]
 pub struct Router {
-    routes: Vec<(String, Arc<dyn Service>)>,
+    routes: Vec<Route>,
+}
+
+#[derive(Clone)]
+struct Route {
+    path: String,
+    service: Arc<dyn Service>,
+    /// The service reads the body as a stream and bounds it itself.
+    streaming: bool,
 }
 
 impl Router {
     /// Routes `path` (exact) or, when it ends in `/`, everything under it, to `service`. The
     /// first matching route wins.
     pub fn route(&mut self, path: &str, service: Arc<dyn Service>) -> &mut Self {
-        self.routes.push((path.to_owned(), service));
+        self.add(path, service, false)
+    }
+
+    /// Like [`Router::route`], for a service whose bodies may be far larger than
+    /// `max_body_bytes` (file uploads): neither the body limit nor the answer deadline
+    /// applies, so the service must bound what it reads and how long it waits for each part
+    /// itself. The head's limits still apply.
+    pub fn route_streaming(&mut self, path: &str, service: Arc<dyn Service>) -> &mut Self {
+        self.add(path, service, true)
+    }
+
+    fn add(&mut self, path: &str, service: Arc<dyn Service>, streaming: bool) -> &mut Self {
+        self.routes.push(Route {
+            path: path.to_owned(),
+            service,
+            streaming,
+        });
         self
     }
 
-    fn find(&self, path: &str) -> Option<&Arc<dyn Service>> {
+    fn find(&self, path: &str) -> Option<&Route> {
         let matches =
             |route: &str| route == path || (route.ends_with('/') && path.starts_with(route));
-        self.routes.iter().find(|(r, _)| matches(r)).map(|(_, s)| s)
+        self.routes.iter().find(|r| matches(&r.path))
     }
 }
 
@@ -349,18 +373,21 @@ async fn answer(shared: &Shared, req: Request<Incoming>, peer: &Peer) -> Respons
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let declared =
         (req.headers().get(CONTENT_LENGTH)).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let resp = if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
-        text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
-    } else {
-        match shared.router.find(&path) {
-            None => text(StatusCode::NOT_FOUND, "Not found"),
-            Some(service) => {
-                let req = req.map(|body| Limited::new(body, settings.max_body_bytes));
-                let call = service.call(req, peer);
-                match tokio::time::timeout(settings.request_timeout, call).await {
-                    Ok(resp) => resp,
-                    Err(_) => text(StatusCode::REQUEST_TIMEOUT, "Request timed out"),
-                }
+    let resp = match shared.router.find(&path) {
+        None => text(StatusCode::NOT_FOUND, "Not found"),
+        Some(route) if route.streaming => {
+            let req = req.map(|body| Limited::new(body, usize::MAX));
+            route.service.call(req, peer).await
+        }
+        Some(_) if declared.is_some_and(|n| n > settings.max_body_bytes as u64) => {
+            text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+        }
+        Some(route) => {
+            let req = req.map(|body| Limited::new(body, settings.max_body_bytes));
+            let call = route.service.call(req, peer);
+            match tokio::time::timeout(settings.request_timeout, call).await {
+                Ok(resp) => resp,
+                Err(_) => text(StatusCode::REQUEST_TIMEOUT, "Request timed out"),
             }
         }
     };
@@ -394,8 +421,10 @@ mod tests {
         let mut router = Router::default();
         router
             .route("/.well-known/host-meta", Arc::new(Named("xrd")))
-            .route("/upload/", Arc::new(Named("upload")));
+            .route_streaming("/upload/", Arc::new(Named("upload")));
         let found = |path| router.find(path).is_some();
+        assert!(router.find("/upload/a/b").is_some_and(|r| r.streaming));
+        assert!(!router.find("/.well-known/host-meta").unwrap().streaming);
         assert!(found("/.well-known/host-meta"));
         assert!(!found("/.well-known/host-meta/x"));
         assert!(!found("/.well-known/host-meta.jsonx"));
