@@ -106,19 +106,12 @@ impl HttpSection {
         }
         let mut websocket_origins = Vec::with_capacity(self.websocket_origins.len());
         for (i, origin) in self.websocket_origins.iter().enumerate() {
-            let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-            let valid = origin == "*"
-                || ["http://", "https://"].iter().any(|scheme| {
-                    origin
-                        .strip_prefix(scheme)
-                        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
-                });
-            if !valid {
+            let Some(origin) = crate::upload::origin(origin) else {
                 let why = format!(
                     "{origin:?} is not an origin (scheme://host[:port], e.g. https://chat.example.org, or *)"
                 );
                 return Err(fail(&format!("http.websocket_origins[{i}]"), why));
-            }
+            };
             websocket_origins.push(origin);
         }
         let url = |key: &str, value: &str, schemes: [&str; 2]| {

@@ -27,6 +27,7 @@ mod settings;
 mod source;
 #[cfg(test)]
 mod tests;
+mod upload;
 mod validate;
 
 pub use contact::{ContactAddresses, ContactEntry};
@@ -46,6 +47,7 @@ pub use push::{PushSection, PushSettings};
 pub use sections::*;
 pub use settings::*;
 pub use source::Source;
+pub use upload::{UploadBackend, UploadSection, UploadSettings};
 use validate::in_range;
 pub use validate::normalise_domain;
 

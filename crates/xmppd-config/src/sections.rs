@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 use crate::{
     AuthSection, ContactEntry, ExtDiscoSection, HttpSection, LdapSection, MamSection, MucSection,
-    PrivateSection, Proxy65Section, PubSubSection, PushSection, SharedRosterSection, VCardSection,
+    PrivateSection, Proxy65Section, PubSubSection, PushSection, SharedRosterSection, UploadSection,
+    VCardSection,
 };
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
@@ -34,6 +35,7 @@ pub struct Config {
     pub private: PrivateSection,
     pub extdisco: ExtDiscoSection,
     pub proxy65: Proxy65Section,
+    pub upload: UploadSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::{
     AuthBackendKind, ContactAddresses, ExtDiscoSettings, HttpSettings, LdapSettings, LogLevel,
     MamSettings, MucSettings, PersonalSettings, Proxy65Settings, PubSubSettings, PushSettings,
-    SharedGroupSettings, StorageBackend,
+    SharedGroupSettings, StorageBackend, UploadSettings,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -43,6 +43,8 @@ pub struct ValidatedConfig {
     pub extdisco: ExtDiscoSettings,
     /// `None` when the proxy is disabled.
     pub proxy65: Option<Proxy65Settings>,
+    /// `None`: no upload service.
+    pub upload: Option<UploadSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -700,3 +700,81 @@ fn proxy65_off_by_default_and_its_public_address() {
     let e = err("[proxy65]\nenabled = true\nmax_transfers = 0\n");
     assert_eq!(e.key.as_deref(), Some("proxy65.max_transfers"));
 }
+
+#[test]
+fn upload_section_is_off_by_default_and_needs_http() {
+    assert_eq!(load("").unwrap().upload, None);
+    let on = "[http]\nenabled = true\n[upload]\nenabled = true\n";
+    let u = load(on).unwrap().upload.unwrap();
+    assert_eq!(
+        u.services,
+        [("localhost".to_string(), "upload.localhost".to_string())]
+    );
+    assert_eq!(
+        u.backend,
+        UploadBackend::Local {
+            dir: PathBuf::from("/etc/xmppd/data/upload"),
+            public_url: None
+        }
+    );
+    assert_eq!(u.max_file_bytes, 100 << 20);
+    assert_eq!(u.expire_after, Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!((u.secret, u.max_total_bytes), (None, None));
+    let u = load(&format!(
+        "{on}public_url = \"https://files.example.org/up/\"\nexpire_days = 0\n\
+         quota_bytes_per_user = 0\ncors_origins = [\"HTTPS://App.Example.org/\"]\n"
+    ))
+    .unwrap()
+    .upload
+    .unwrap();
+    assert!(
+        matches!(u.backend, UploadBackend::Local { public_url: Some(ref p), .. }
+        if p == "https://files.example.org/up")
+    );
+    assert_eq!((u.expire_after, u.quota_bytes_per_user), (None, None));
+    assert_eq!(u.cors_origins, ["https://app.example.org"]);
+    // An external service needs no HTTP listener here, but its secret.
+    let ext = "[upload]\nenabled = true\nexternal_url = \"https://up.example.org/share\"\n";
+    let u = load(&format!("{ext}external_secret = \"s3cret\"\n"))
+        .unwrap()
+        .upload
+        .unwrap();
+    assert_eq!(
+        u.backend,
+        UploadBackend::External {
+            url: "https://up.example.org/share/".into(),
+            secret: "s3cret".into()
+        }
+    );
+}
+
+#[test]
+fn upload_errors_name_their_key() {
+    let key = |text: &str| err(text).key.unwrap();
+    let e = err("[upload]\nenabled = true\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("upload.enabled"), Some(2))
+    );
+    assert!(e.to_string().lines().count() == 1, "{e}");
+    let on = "[http]\nenabled = true\n[upload]\nenabled = true\n";
+    for (line, k) in [
+        ("max_file_bytes = 0", "upload.max_file_bytes"),
+        ("expire_days = -2", "upload.expire_days"),
+        ("expire_interval_secs = 0", "upload.expire_interval_secs"),
+        ("slot_lifetime_secs = 0", "upload.slot_lifetime_secs"),
+        ("public_url = \"ftp://x\"", "upload.public_url"),
+        ("public_url = \"https://x/?a=b\"", "upload.public_url"),
+        (
+            "cors_origins = [\"app.example.org\"]",
+            "upload.cors_origins",
+        ),
+        ("secret = \"short\"", "upload.secret"),
+        ("external_url = \"https://x\"", "upload.external_secret"),
+        ("external_url = \"x\"", "upload.external_url"),
+        ("dir = \"\"", "upload.dir"),
+        ("domain = \"localhost\"", "upload.domain"),
+    ] {
+        assert_eq!(key(&format!("{on}{line}\n")), k, "{line}");
+    }
+}

@@ -261,6 +261,7 @@ impl Config {
         let personal = crate::personal::validate_personal(&self.vcard, &self.private, &fail)?;
         let extdisco = self.extdisco.validate(source, &fail)?;
         let proxy65 = self.proxy65.validate(&hosts, &fail)?;
+        let upload = (self.upload).validate(&hosts, &data_dir, http.is_some(), &fail)?;
 
         Ok(ValidatedConfig {
             source: source.name.clone(),
@@ -324,6 +325,7 @@ impl Config {
             personal,
             extdisco,
             proxy65,
+            upload,
         })
     }
 }
