@@ -188,11 +188,20 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let builder = builder
         .module(Arc::new(CarbonsModule::new()))
         .module(Arc::new(CsiModule::new(csi)));
+    let uploads = upload_service(&config, &store).await?;
+    let mut upload_services: Vec<(String, Arc<dyn xmppd_core::module::Component>)> = Vec::new();
+    if let (Some(u), Some(shared)) = (&config.upload, &uploads) {
+        for (host, domain) in &u.services {
+            let service = xmppd_upload::UploadComponent::new(host, domain, shared.clone());
+            upload_services.push((domain.clone(), Arc::new(service)));
+        }
+    }
     let server = muc_services(&config, &store, archive)
         .await?
         .into_iter()
         .chain(pubsub_services)
         .chain(proxy.iter().flat_map(|p| p.components.clone()))
+        .chain(upload_services)
         .fold(builder, |b, (domain, c)| b.component(&domain, c))
         .build();
     // Read the groups before serving, so the first logins already see them.
@@ -261,12 +270,26 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         Err(e) => return Err(bind_failure(&config, e)),
     };
     let http = match &config.http {
-        Some(http) => match bind_http(&config, http, tls, &c2s).await {
+        Some(http) => match bind_http(&config, http, tls, &c2s, uploads.as_ref()).await {
             Ok(bound) => Some(bound),
             Err(e) => return Err(bind_failure(&config, e)),
         },
         None => None,
     };
+
+    if let Some(uploads) = &uploads {
+        // Slots point at the first HTTPS listener, else the first plain one, unless
+        // upload.public_url says otherwise.
+        let mut bound = http
+            .iter()
+            .flat_map(|h| h.local_addrs())
+            .collect::<Vec<_>>();
+        bound.sort_by_key(|(tls, _)| !tls);
+        if let Some((tls, addr)) = bound.first() {
+            uploads.set_listener(*tls, addr.port());
+        }
+    }
+    let upload_expiry = uploads.clone().and_then(xmppd_upload::expiry::spawn);
 
     // Before the banner: whoever reads it may signal us right away.
     let mut signals = Signals::install()?;
@@ -315,6 +338,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let _ = proxy_stop.send(true);
     proxy_task.iter().for_each(|t| t.abort());
     retention.iter().for_each(|t| t.abort());
+    upload_expiry.iter().for_each(|t| t.abort());
     directory_tasks.iter().for_each(|t| t.abort());
     drop(admin_socket);
     // Whatever did not close in time must not appear connected to `xmppd sessions`.
@@ -331,6 +355,7 @@ async fn bind_http(
     http: &xmppd_config::HttpSettings,
     tls: Arc<Tls>,
     c2s: &C2s,
+    uploads: Option<&Arc<xmppd_upload::Uploads>>,
 ) -> std::io::Result<xmppd_http::Http> {
     use xmppd_http::{hostmeta, websocket};
     let mut router = xmppd_http::Router::default();
@@ -349,6 +374,10 @@ async fn bind_http(
             max_message_bytes: config.c2s.max_stanza_bytes + 1024,
         };
         router.route(websocket::PATH, Arc::new(ws));
+    }
+    if let Some(uploads) = uploads.filter(|u| u.serves_files()) {
+        let service = Arc::new(xmppd_upload::UploadHttp::new(uploads.clone()));
+        router.route_streaming(xmppd_upload::PATH, service);
     }
     let settings = xmppd_http::HttpSettings {
         listen: http.listen.clone(),
@@ -454,6 +483,36 @@ struct Proxy65Parts {
     listener: tokio::net::TcpListener,
     relay: Arc<xmppd_proxy65::Relay>,
     local: SocketAddr,
+}
+
+/// HTTP file upload (`[upload]`): the state its components, HTTP service and expiry job share;
+/// none when it is off.
+async fn upload_service(
+    config: &ValidatedConfig,
+    store: &Arc<SqliteStore>,
+) -> Result<Option<Arc<xmppd_upload::Uploads>>, Failure> {
+    let Some(u) = &config.upload else {
+        return Ok(None);
+    };
+    let settings = xmppd_upload::Settings {
+        max_file_bytes: u.max_file_bytes,
+        quota_bytes_per_user: u.quota_bytes_per_user,
+        max_total_bytes: u.max_total_bytes,
+        expire_after: u.expire_after,
+        expire_interval: u.expire_interval,
+        slot_lifetime: u.slot_lifetime,
+        idle_timeout: u.idle_timeout,
+        cors_origins: u.cors_origins.clone(),
+    };
+    Ok(Some(match &u.backend {
+        xmppd_config::UploadBackend::Local { dir, public_url } => {
+            let (secret, url) = (u.secret.clone(), public_url.clone());
+            xmppd_upload::Uploads::local(settings, store.clone(), dir, secret, url).await?
+        }
+        xmppd_config::UploadBackend::External { url, secret } => {
+            xmppd_upload::Uploads::external(settings, url.clone(), secret.clone())
+        }
+    }))
 }
 
 /// What one session's queue may hold (`[c2s]`).

@@ -1,0 +1,70 @@
+//! Expiry: a background job deletes files older than `expire_after`, and forgets slots whose
+//! PUT URL expired unused (they count against the quota until then). Like the archive's
+//! retention, it works in small batches, each its own write job, and rests after each batch
+//! as long as the batch took, so the writer keeps at least half its time for the stanzas
+//! being routed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use xmppd_storage::StorageError;
+
+use crate::store::{Slot, State};
+use crate::{Files, Uploads};
+
+/// Slots removed per transaction.
+const BATCH: usize = 100;
+
+/// Deletes the files of `slots` that were stored (a file already gone is fine).
+pub(crate) async fn remove_files(files: &Files, slots: &[Slot]) {
+    for slot in slots.iter().filter(|s| s.state == State::Stored) {
+        match tokio::fs::remove_file(files.path(&slot.id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(id = slot.id, error = %e, "deleting an uploaded file"),
+        }
+    }
+}
+
+/// One run at `now_ms`: returns how many files were deleted.
+pub async fn expire_once(uploads: &Uploads, now_ms: i64) -> Result<usize, StorageError> {
+    let Some(files) = uploads.files() else {
+        return Ok(0);
+    };
+    let cutoff = (uploads.settings.expire_after)
+        .map(|age| now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
+    let mut deleted = 0;
+    loop {
+        let started = Instant::now();
+        let slots = files.store.take_expired(now_ms, cutoff, BATCH).await?;
+        remove_files(files, &slots).await;
+        deleted += slots.iter().filter(|s| s.state == State::Stored).count();
+        if slots.len() < BATCH {
+            return Ok(deleted);
+        }
+        tokio::time::sleep(started.elapsed()).await;
+    }
+}
+
+/// Runs [`expire_once`] now and then every `expire_interval`, until the runtime ends; `None`
+/// when there are no files here. A storage error is logged and retried at the next run.
+pub fn spawn(uploads: Arc<Uploads>) -> Option<tokio::task::JoinHandle<()>> {
+    uploads.files()?;
+    Some(tokio::spawn(async move {
+        let period = uploads
+            .settings
+            .expire_interval
+            .max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match expire_once(&uploads, xmppd_core::stanza::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "upload expiry"),
+                Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+            }
+        }
+    }))
+}

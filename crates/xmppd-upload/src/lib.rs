@@ -1,0 +1,182 @@
+//! HTTP file upload (XEP-0363): a component on `upload.HOST` that hands out upload slots, and
+//! the HTTP service that takes the PUTs and serves the GETs under [`PATH`], files streamed to
+//! and from disk.
+//!
+//! - [`component`]: disco (identity `store/file`, the `max-file-size` form of XEP-0363 §3) and
+//!   slot requests (§4), refused as §5 says: too large (with the limit), not a local account,
+//!   over the quota or the server's cap, a bad name or size.
+//! - [`http`]: PUT checked against its slot (signature and expiry, exact length, content type,
+//!   one upload per slot), written to a temporary file and renamed; GET and HEAD with ranges,
+//!   and headers that keep a browser from running what it downloads; CORS for web clients.
+//! - [`store`]: the slots in SQLite; [`name`]: names, ids and URL segments; [`sign`]: the
+//!   signed PUT URLs and the tokens of external upload services; [`expiry`]: the job that
+//!   deletes old files.
+//!
+//! With an external upload service ([`Uploads::external`]) the component only signs slots for
+//! it; files never reach this server.
+
+pub mod component;
+pub mod expiry;
+pub mod http;
+pub mod name;
+pub mod sign;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use xmppd_storage::SqliteStore;
+
+pub use component::UploadComponent;
+pub use http::UploadHttp;
+use store::SqliteUploads;
+
+/// The HTTP path the service owns.
+pub const PATH: &str = "/upload/";
+
+/// Limits and lifetimes (`[upload]`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_file_bytes: u64,
+    /// `None`: no quota.
+    pub quota_bytes_per_user: Option<u64>,
+    /// `None`: no cap.
+    pub max_total_bytes: Option<u64>,
+    /// `None`: files are kept.
+    pub expire_after: Option<Duration>,
+    pub expire_interval: Duration,
+    pub slot_lifetime: Duration,
+    /// Longest wait for the next part of a PUT's body.
+    pub idle_timeout: Duration,
+    /// Origins allowed by CORS (`*`: any), lowercased.
+    pub cors_origins: Vec<String>,
+}
+
+/// Where clients reach [`PATH`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PublicUrl {
+    /// Configured, without a final `/`.
+    Fixed(String),
+    /// A listener of ours, named by the account's host.
+    Listener { scheme: &'static str, port: u16 },
+}
+
+/// Files kept by this server.
+pub(crate) struct Files {
+    pub(crate) store: SqliteUploads,
+    dir: PathBuf,
+    pub(crate) key: Vec<u8>,
+    public_url: OnceLock<PublicUrl>,
+}
+
+impl Files {
+    /// Where a stored file lives: its slot id, never the client's name.
+    pub(crate) fn path(&self, id: &str) -> PathBuf {
+        debug_assert!(name::is_id(id));
+        self.dir.join("files").join(id)
+    }
+
+    /// Where a file is written until it is complete.
+    pub(crate) fn temp_path(&self, id: &str) -> PathBuf {
+        self.dir.join("tmp").join(id)
+    }
+
+    /// The URL of [`PATH`] for an account of `host`, without a final `/`.
+    pub(crate) fn base_url(&self, host: &str) -> Option<String> {
+        Some(match self.public_url.get()? {
+            PublicUrl::Fixed(url) => url.clone(),
+            PublicUrl::Listener { scheme, port } => {
+                format!("{scheme}://{host}:{port}{}", PATH.trim_end_matches('/'))
+            }
+        })
+    }
+}
+
+pub(crate) enum Backend {
+    Local(Files),
+    External { url: String, secret: Vec<u8> },
+}
+
+/// The upload service's state, shared by its components, its HTTP service and its expiry job.
+pub struct Uploads {
+    pub(crate) settings: Settings,
+    pub(crate) backend: Backend,
+}
+
+impl Uploads {
+    /// Files kept in `dir` (created owner-only), slots in `store`; URLs signed with `secret`,
+    /// or a stored one. Partial files of uploads a stop interrupted are removed.
+    pub async fn local(
+        settings: Settings,
+        store: Arc<SqliteStore>,
+        dir: &Path,
+        secret: Option<String>,
+        public_url: Option<String>,
+    ) -> Result<Arc<Uploads>, String> {
+        for sub in ["files", "tmp"] {
+            let path = dir.join(sub);
+            xmppd_storage::create_private_dir_all(&path)
+                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        }
+        let tmp = dir.join("tmp");
+        let entries =
+            std::fs::read_dir(&tmp).map_err(|e| format!("reading {}: {e}", tmp.display()))?;
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        let store = SqliteUploads::open(store)
+            .await
+            .map_err(|e| format!("opening the upload slots: {e}"))?;
+        let key = match secret {
+            Some(s) => s.into_bytes(),
+            None => (store.secret().await).map_err(|e| format!("the upload secret: {e}"))?,
+        };
+        let files = Files {
+            store,
+            dir: dir.to_owned(),
+            key,
+            public_url: OnceLock::new(),
+        };
+        if let Some(url) = public_url {
+            let _ = files.public_url.set(PublicUrl::Fixed(url));
+        }
+        Ok(Arc::new(Uploads {
+            settings,
+            backend: Backend::Local(files),
+        }))
+    }
+
+    /// Slots on an external upload service at `url` (ending in `/`), signed with the secret
+    /// shared with it (the scheme of [`sign::external_token`]).
+    pub fn external(settings: Settings, url: String, secret: String) -> Arc<Uploads> {
+        Arc::new(Uploads {
+            settings,
+            backend: Backend::External {
+                url,
+                secret: secret.into_bytes(),
+            },
+        })
+    }
+
+    /// Whether files are kept here (and the HTTP service must be routed).
+    pub fn serves_files(&self) -> bool {
+        matches!(self.backend, Backend::Local(_))
+    }
+
+    /// Without a configured public URL, slots point at this listener (TLS or not, its port).
+    /// The first call counts.
+    pub fn set_listener(&self, tls: bool, port: u16) {
+        if let Backend::Local(files) = &self.backend {
+            let scheme = if tls { "https" } else { "http" };
+            let _ = files.public_url.set(PublicUrl::Listener { scheme, port });
+        }
+    }
+
+    pub(crate) fn files(&self) -> Option<&Files> {
+        match &self.backend {
+            Backend::Local(files) => Some(files),
+            Backend::External { .. } => None,
+        }
+    }
+}
