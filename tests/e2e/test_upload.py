@@ -274,3 +274,42 @@ def test_upload_without_http_is_a_one_line_config_error(make_server):
     assert result.returncode != 0
     assert "upload.enabled" in output and "http.enabled" in output, output
     assert len(output.splitlines()) == 1, output
+
+
+@async_test()
+async def test_slots_for_an_external_service_carry_its_token(make_server):
+    import hashlib
+    import hmac
+
+    secret = "shared with the upload service"
+    server = make_server(upload={"enabled": True, "external_url": "https://up.example.org/share",
+                                 "external_secret": secret})
+    alice = await login(server, "alice")
+    put_url, get_url = await request_slot(alice, "a b.png", 1234, "image/png")
+    parts = urllib.parse.urlsplit(put_url)
+    assert get_url == urllib.parse.urlunsplit(parts._replace(query=""))
+    prefix = "/share/"
+    assert parts.path.startswith(prefix) and get_url.endswith("/a%20b.png")
+    path = urllib.parse.unquote(parts.path[len(prefix):])
+    message = f"{path}\0{1234}\0image/png".encode()
+    token = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    assert urllib.parse.parse_qs(parts.query) == {"v2": [token]}
+    await alice.close()
+
+
+@async_test()
+async def test_an_accounts_files_go_with_the_account(make_server):
+    server = upload_server(make_server)
+    alice = await uploader(server)
+    put_url, get_url = await request_slot(alice, "mine.txt", 4, "text/plain")
+    assert (await put(server, put_url, b"mine", "text/plain"))[0] == 201
+    bob = await uploader(server, "bob")
+    put_url, bobs = await request_slot(bob, "his.txt", 3, "text/plain")
+    assert (await put(server, put_url, b"his", "text/plain"))[0] == 201
+    await alice.close()
+    out = server.cli("unregister", "alice", "localhost").stdout
+    assert "unregistered alice@localhost" in out, out
+    assert (await get(server, get_url))[0] == 404
+    assert len(list((server.data_dir / "upload" / "files").iterdir())) == 1
+    assert (await get(server, bobs))[2] == b"his"
+    await bob.close()
