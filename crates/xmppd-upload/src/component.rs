@@ -251,15 +251,7 @@ impl Component for UploadComponent {
     }
 
     async fn handle(&self, cx: &mut Context<'_>, stanza: Element) {
-        if stanza.name() != "iq" || !matches!(stanza.attr("type"), Some("get" | "set")) {
-            // Results and errors end here; messages and presence have no use on the service.
-            if stanza.name() == "message" {
-                cx.bounce(&stanza, StanzaError::new(Condition::ServiceUnavailable));
-            }
-            return;
-        }
-        if stanza.attr("to") != Some(self.domain.as_str()) {
-            cx.bounce(&stanza, StanzaError::new(Condition::ItemNotFound));
+        if !cx.domain_request(&stanza, &self.domain) {
             return;
         }
         match self.request(cx, &stanza).await {
