@@ -16,9 +16,10 @@ use crate::{Files, Uploads};
 /// Slots removed per transaction.
 const BATCH: usize = 100;
 
-/// Deletes the files of `slots` that were stored (a file already gone is fine).
+/// Deletes the files of `slots` (a file already gone is fine). Issued slots too: a stop
+/// between an upload's rename and its record leaves a file under a slot that reads issued.
 pub(crate) async fn remove_files(files: &Files, slots: &[Slot]) {
-    for slot in slots.iter().filter(|s| s.state == State::Stored) {
+    for slot in slots {
         match tokio::fs::remove_file(files.path(&slot.id)).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -67,4 +68,66 @@ pub fn spawn(uploads: Arc<Uploads>) -> Option<tokio::task::JoinHandle<()>> {
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Slot;
+    use crate::Settings;
+    use xmppd_storage::SqliteStore;
+
+    fn settings() -> Settings {
+        Settings {
+            max_file_bytes: 1000,
+            quota_bytes_per_user: None,
+            max_total_bytes: None,
+            expire_after: Some(Duration::from_secs(10)),
+            expire_interval: Duration::from_secs(1),
+            slot_lifetime: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            cors_origins: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn expiry_deletes_old_files_and_what_an_interrupted_upload_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let uploads = Uploads::local(settings(), store, dir.path(), None, None)
+            .await
+            .unwrap();
+        let files = uploads.files().unwrap();
+        let ids = ["0".repeat(32), "1".repeat(32), "2".repeat(32)];
+        for (i, id) in ids.iter().enumerate() {
+            let slot = Slot {
+                id: id.clone(),
+                owner: "u@x".into(),
+                name: "f".into(),
+                size: 1,
+                content_type: None,
+                state: State::Issued,
+                stamp_ms: 1_000,
+                expires_ms: 2_000,
+            };
+            files
+                .store
+                .reserve(slot, None, None)
+                .await
+                .unwrap()
+                .unwrap();
+            std::fs::write(files.path(id), b"x").unwrap();
+            if i < 2 {
+                files.store.claim(id).await.unwrap();
+                let at = if i == 0 { 1_000 } else { 50_000 };
+                files.store.finish(id, at, None).await.unwrap();
+            }
+        }
+        // The third is an issued slot with a file: renamed into place, but the stop came
+        // before its upload was recorded.
+        assert_eq!(expire_once(&uploads, 20_000).await.unwrap(), 1);
+        assert!(!files.path(&ids[0]).exists(), "older than expire_after");
+        assert!(files.path(&ids[1]).exists(), "younger");
+        assert!(!files.path(&ids[2]).exists(), "an expired slot's leftover");
+    }
 }
