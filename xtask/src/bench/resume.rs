@@ -51,6 +51,8 @@ const RESUME_TIMEOUT_SECS: u64 = 3600;
 const PARKED_LINE: &str = "session detached from its connection";
 const NS_SM: &str = "urn:xmpp:sm:3";
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// What each session resumed at once adds to the time the last one may take.
+const RESUME_EACH: Duration = Duration::from_millis(60);
 
 /// A session the server keeps for its client, who is not connected.
 struct Parked {
@@ -274,19 +276,19 @@ async fn resume_all(
 ) -> Result<(Round, Vec<Live>)> {
     let started = Instant::now();
     let sasl = opts.sasl;
+    // All at once, each logs in again first (TLS and SASL): the last waits behind every other
+    // handshake, so the bound grows with the count instead of holding one login's.
+    let bound = LOGIN_TIMEOUT + RESUME_EACH * u32::try_from(parked.len()).unwrap_or(u32::MAX);
     let tasks: Vec<_> = parked
         .into_iter()
         .map(|p| {
             let connector = connector.clone();
             tokio::spawn(async move {
                 let user = user_name(p.index);
-                tokio::time::timeout(
-                    LOGIN_TIMEOUT,
-                    resume(addr, &connector, p, sasl, round, started),
-                )
-                .await
-                .map_err(|_| anyhow!("resumption timed out after {LOGIN_TIMEOUT:?}"))?
-                .with_context(|| format!("resumption of {user}"))
+                tokio::time::timeout(bound, resume(addr, &connector, p, sasl, round, started))
+                    .await
+                    .map_err(|_| anyhow!("resumption timed out after {bound:?}"))?
+                    .with_context(|| format!("resumption of {user}"))
             })
         })
         .collect();
