@@ -453,6 +453,7 @@ async fn proxy65(config: &ValidatedConfig) -> Result<Option<Proxy65Parts>, Failu
         max_transfers: p.max_transfers,
         pairing_timeout: p.pairing_timeout,
         idle_timeout: p.idle_timeout,
+        max_pending_per_ip: p.max_pending_per_ip,
     });
     let port = match p.public_port {
         0 => local.port(),

@@ -19,8 +19,10 @@ use std::sync::OnceLock;
 use toml::{Table, Value};
 
 use crate::{
-    AuthBackendKind, BindPassword, HttpSettings, LdapSettings, LdapTls, MamDefault, MamSettings,
-    MucCreation, MucSettings, SharedGroupSource, Source, ValidatedConfig,
+    AuthBackendKind, BindPassword, ExtDiscoSettings, HttpSettings, LdapSettings, LdapTls,
+    MamDefault, MamSettings, MucCreation, MucSettings, Proxy65Settings, PubSubCreate,
+    PubSubSettings, SharedGroupSource, Source, TurnSecret, UploadBackend, UploadSettings,
+    ValidatedConfig,
 };
 
 const FILE: &str = "fuzz.toml";
@@ -256,6 +258,14 @@ fn render(c: &ValidatedConfig) -> String {
         "private".into(),
         table([("max_bytes", int(personal.private_max_bytes))]),
     );
+    doc.insert("pubsub".into(), render_pubsub(&c.pubsub));
+    doc.insert("extdisco".into(), render_extdisco(&c.extdisco));
+    if let Some(p) = &c.proxy65 {
+        doc.insert("proxy65".into(), render_proxy65(p));
+    }
+    if let Some(u) = &c.upload {
+        doc.insert("upload".into(), render_upload(u));
+    }
     doc.to_string()
 }
 
@@ -302,14 +312,43 @@ fn render_ldap(l: &LdapSettings) -> Value {
     t
 }
 
-/// `[muc]` from the service of each host: the domain template is recovered by putting `{host}`
-/// back where the host appears in the first service's domain.
+/// The domain template of a service from its domain on each host: `{host}` put back where
+/// the host appears in the first service's domain, in the one way that gives every domain.
+fn domain_template<'a>(services: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+    let services: Vec<_> = services.collect();
+    let Some(&(host, domain)) = services.first() else {
+        return Value::String(String::new());
+    };
+    let fits =
+        |template: &String| (services.iter()).all(|(h, d)| template.replace("{host}", h) == *d);
+    let every = domain.replace(host, "{host}");
+    let each = (domain.match_indices(host))
+        .map(|(i, _)| format!("{}{{host}}{}", &domain[..i], &domain[i + host.len()..]));
+    let mut candidates = std::iter::once(every).chain(each);
+    candidates
+        .find(fits)
+        .unwrap_or_else(|| domain.to_owned())
+        .into()
+}
+
+fn pairs(services: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    services.iter().map(|(h, d)| (h.as_str(), d.as_str()))
+}
+
+/// Inserts `domain` into a section's table when the service has one.
+fn with_domain(mut t: Value, domain: Value) -> Value {
+    if let (Value::Table(entries), false) = (&mut t, domain.as_str() == Some("")) {
+        entries.insert("domain".into(), domain);
+    }
+    t
+}
+
 fn render_muc(m: &MucSettings) -> Value {
     let creation = match m.creation {
         MucCreation::All => "all",
         MucCreation::Admins => "admins",
     };
-    let mut t = table([
+    let t = table([
         ("enabled", (!m.services.is_empty()).into()),
         ("creation", creation.into()),
         ("max_rooms_per_user", int(m.max_rooms_per_user)),
@@ -318,23 +357,120 @@ fn render_muc(m: &MucSettings) -> Value {
         ("max_history_bytes", int(m.max_history_bytes)),
         ("messages_per_second", int(m.messages_per_second)),
     ]);
-    if let Some((host, domain)) = m.services.first() {
-        let fits = |template: &String| {
-            (m.services.iter()).all(|(h, d)| template.replace("{host}", h) == *d)
-        };
-        let every = domain.replace(host.as_str(), "{host}");
-        let each = domain
-            .match_indices(host.as_str())
-            .map(|(i, _)| format!("{}{{host}}{}", &domain[..i], &domain[i + host.len()..]));
-        let template = std::iter::once(every)
-            .chain(each)
-            .find(fits)
-            .unwrap_or_else(|| domain.clone());
-        if let Value::Table(entries) = &mut t {
-            entries.insert("domain".into(), template.into());
+    with_domain(t, domain_template(pairs(&m.services)))
+}
+
+fn render_pubsub(p: &PubSubSettings) -> Value {
+    let create = match p.create {
+        PubSubCreate::Local => "local",
+        PubSubCreate::Admins => "admins",
+    };
+    let t = table([
+        ("enabled", (!p.services.is_empty()).into()),
+        ("create", create.into()),
+        ("max_items", int(p.max_items)),
+        ("max_payload_bytes", int(p.max_payload_bytes)),
+        ("max_nodes", int(p.max_nodes)),
+        ("max_service_nodes", int(p.max_service_nodes)),
+        ("caps_cache", int(p.caps_cache)),
+    ]);
+    with_domain(t, domain_template(pairs(&p.services)))
+}
+
+fn render_extdisco(e: &ExtDiscoSettings) -> Value {
+    let services = (e.services.iter())
+        .map(|s| {
+            let mut entry = Table::new();
+            entry.insert("type".into(), s.kind.clone().into());
+            entry.insert("host".into(), s.host.clone().into());
+            entry.insert("port".into(), int(s.port));
+            entry.insert("transport".into(), s.transport.clone().into());
+            if let Some(name) = &s.name {
+                entry.insert("name".into(), name.clone().into());
+            }
+            match &s.secret {
+                TurnSecret::None => {}
+                TurnSecret::Inline(secret) => {
+                    entry.insert("secret".into(), secret.clone().into());
+                }
+                TurnSecret::File(f) => {
+                    entry.insert("secret_file".into(), path(f));
+                }
+            }
+            Value::Table(entry)
+        })
+        .collect();
+    table([
+        ("credentials_ttl_secs", int(e.credentials_ttl.as_secs())),
+        ("service", Value::Array(services)),
+    ])
+}
+
+fn render_proxy65(p: &Proxy65Settings) -> Value {
+    let services = (p.services.iter()).map(|(h, d, _)| (h.as_str(), d.as_str()));
+    // The public host is the configured one when it is not what an empty key gives.
+    let public_host = match p.services.first() {
+        Some((_, domain, public))
+            if *public != p.listen.ip().to_string()
+                && !(p.listen.ip().is_unspecified() && public == domain) =>
+        {
+            public.clone()
+        }
+        _ => String::new(),
+    };
+    let t = table([
+        ("enabled", true.into()),
+        ("listen", p.listen.to_string().into()),
+        ("public_host", public_host.into()),
+        ("public_port", int(p.public_port)),
+        ("allow", strings(&p.allow)),
+        ("max_transfers", int(p.max_transfers)),
+        ("transfer_bytes_per_sec", int(p.transfer_bytes_per_sec)),
+        ("total_bytes_per_sec", int(p.total_bytes_per_sec)),
+        ("pairing_timeout_secs", int(p.pairing_timeout.as_secs())),
+        ("idle_timeout_secs", int(p.idle_timeout.as_secs())),
+        ("max_pending_per_ip", int(p.max_pending_per_ip)),
+    ]);
+    with_domain(t, domain_template(services))
+}
+
+fn render_upload(u: &UploadSettings) -> Value {
+    let mut t = table([
+        ("enabled", true.into()),
+        ("max_file_bytes", int(u.max_file_bytes)),
+        (
+            "quota_bytes_per_user",
+            int(u.quota_bytes_per_user.unwrap_or(0)),
+        ),
+        ("max_total_bytes", int(u.max_total_bytes.unwrap_or(0))),
+        (
+            "expire_days",
+            Value::Float(
+                u.expire_after
+                    .map_or(0.0, |d| d.as_secs() as f64 / 86_400.0),
+            ),
+        ),
+        ("expire_interval_secs", int(u.expire_interval.as_secs())),
+        ("slot_lifetime_secs", int(u.slot_lifetime.as_secs())),
+        ("idle_timeout_secs", int(u.idle_timeout.as_secs())),
+        ("secret", u.secret.clone().unwrap_or_default().into()),
+        ("cors_origins", strings(&u.cors_origins)),
+    ]);
+    let Value::Table(entries) = &mut t else {
+        unreachable!("table() builds a table")
+    };
+    match &u.backend {
+        UploadBackend::Local { dir, public_url } => {
+            entries.insert("dir".into(), path(dir));
+            let url = public_url.clone().unwrap_or_default();
+            entries.insert("public_url".into(), url.into());
+        }
+        UploadBackend::External { url, secret } => {
+            entries.insert("external_url".into(), url.clone().into());
+            entries.insert("external_secret".into(), secret.clone().into());
         }
     }
-    t
+    with_domain(t, domain_template(pairs(&u.services)))
 }
 
 fn render_mam(m: &MamSettings) -> Value {

@@ -30,6 +30,7 @@ pub struct Proxy65Section {
     pub total_bytes_per_sec: u64,
     pub pairing_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    pub max_pending_per_ip: u64,
 }
 
 impl Default for Proxy65Section {
@@ -46,6 +47,7 @@ impl Default for Proxy65Section {
             total_bytes_per_sec: 50 << 20,
             pairing_timeout_secs: 60,
             idle_timeout_secs: 120,
+            max_pending_per_ip: 8,
         }
     }
 }
@@ -66,6 +68,8 @@ pub struct Proxy65Settings {
     pub total_bytes_per_sec: u64,
     pub pairing_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Connections from one address in their SOCKS5 handshake at once.
+    pub max_pending_per_ip: usize,
 }
 
 impl Proxy65Section {
@@ -144,6 +148,8 @@ impl Proxy65Section {
                 as u64,
             pairing_timeout: secs("proxy65.pairing_timeout_secs", self.pairing_timeout_secs)?,
             idle_timeout: secs("proxy65.idle_timeout_secs", self.idle_timeout_secs)?,
+            max_pending_per_ip: in_range(self.max_pending_per_ip, 1, 100_000)
+                .map_err(|why| fail("proxy65.max_pending_per_ip", why))?,
         }))
     }
 }

@@ -198,6 +198,21 @@ fn hosts_are_lowercased_and_checked() {
 }
 
 #[test]
+fn two_services_cannot_share_a_domain() {
+    let e = err("[proxy65]\nenabled = true\ndomain = \"conference.{host}\"\n");
+    assert_eq!(e.key.as_deref(), Some("proxy65.domain"));
+    assert_eq!(e.line, Some(3));
+    assert!(
+        e.message
+            .contains("\"conference.localhost\" is already muc.domain's domain"),
+        "{e}"
+    );
+    let e = err("[pubsub]\ndomain = \"conference.{host}\"\n");
+    assert_eq!(e.key.as_deref(), Some("pubsub.domain"));
+    assert!(load("[proxy65]\nenabled = true\n").is_ok());
+}
+
+#[test]
 fn bad_listen_address_names_key_and_line() {
     let text = "# c\n[c2s]\nrequire_starttls = false\nstarttls_listen = [\"0.0.0.0:99999\"]\n";
     let e = err(text);

@@ -262,6 +262,27 @@ impl Config {
         let extdisco = self.extdisco.validate(source, &fail)?;
         let proxy65 = self.proxy65.validate(&hosts, &fail)?;
         let upload = (self.upload).validate(&hosts, &data_dir, http.is_some(), &fail)?;
+        // Each subdomain is one component's: the router hands a domain's stanzas to exactly one
+        // service, so two services on one domain would silently leave one unreachable.
+        let mut taken: Vec<(&str, &str)> = Vec::new();
+        let in_use = [
+            ("muc.domain", &muc.services),
+            ("pubsub.domain", &pubsub.services),
+        ]
+        .into_iter()
+        .chain(upload.iter().map(|u| ("upload.domain", &u.services)))
+        .flat_map(|(key, services)| services.iter().map(move |(_, d)| (key, d.as_str())))
+        .chain(
+            (proxy65.iter())
+                .flat_map(|p| (p.services.iter()).map(|(_, d, _)| ("proxy65.domain", d.as_str()))),
+        );
+        for (key, domain) in in_use {
+            if let Some((other, _)) = taken.iter().find(|(_, d)| *d == domain) {
+                let why = format!("{domain:?} is already {other}'s domain");
+                return Err(fail(key, why));
+            }
+            taken.push((key, domain));
+        }
 
         Ok(ValidatedConfig {
             source: source.name.clone(),

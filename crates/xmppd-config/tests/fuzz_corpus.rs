@@ -35,6 +35,10 @@ const TOKENS: &[&[u8]] = &[
     b"[c2s]\n",
     b"[muc]\n",
     b"[ldap]\n",
+    b"[pubsub]\n",
+    b"[proxy65]\n",
+    b"[upload]\n",
+    b"[[extdisco.service]]\n",
     b"[auth.hosts]\n",
     b"hosts = ",
     b"\"Cargo.toml\"",
@@ -55,7 +59,14 @@ fn config_corpus_and_mutations_pass_the_oracle() {
 #[test]
 fn seeds_reach_both_outcomes() {
     let outcome = |name: &str| check(&replay::seed("config", name));
-    for seed in ["empty", "example", "everything", "host_twice_in_muc_domain"] {
+    for seed in [
+        "empty",
+        "example",
+        "everything",
+        "host_twice_in_muc_domain",
+        "services",
+        "proxy_public_host",
+    ] {
         assert_eq!(outcome(seed), Outcome::Loaded, "{seed}");
     }
     for seed in ["syntax_error", "unknown_key", "auth_host_with_newline"] {

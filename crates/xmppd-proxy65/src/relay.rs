@@ -4,7 +4,7 @@
 //! is read from either connection.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +35,9 @@ pub struct RelaySettings {
     pub pairing_timeout: Duration,
     /// A transfer with no byte either way for this long is closed.
     pub idle_timeout: Duration,
+    /// Connections from one IP address still in their SOCKS5 handshake; more are closed at
+    /// once, so one address cannot hold descriptors until the pairing timeout.
+    pub max_pending_per_ip: usize,
 }
 
 /// Why an activation failed (XEP-0065 §6.3.4).
@@ -58,6 +61,8 @@ struct Table {
     pending: HashMap<String, Pending>,
     active: usize,
     next_id: u64,
+    /// Connections in their handshake, per peer address.
+    handshaking: HashMap<IpAddr, usize>,
 }
 
 /// The pairings, and the pacing every transfer shares.
@@ -112,6 +117,9 @@ impl Relay {
     /// One connection: the handshake, then its place in a pair. The first of a pair stays
     /// here as the pair's timer: a pair not activated in time is closed.
     async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+        let Some(handshake) = Handshake::begin(&self, peer.ip()) else {
+            return tracing::debug!(%peer, "proxy65: too many handshakes from one address");
+        };
         let _ = stream.set_nodelay(true);
         let deadline = Instant::now() + self.settings.pairing_timeout;
         let addr = match tokio::time::timeout_at(deadline, socks5::read_request(&mut stream)).await
@@ -120,6 +128,7 @@ impl Relay {
             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "proxy65: handshake failed"),
             Err(_) => return tracing::debug!(%peer, "proxy65: handshake timed out"),
         };
+        drop(handshake);
         if let Err(code) = self.admissible(&addr) {
             socks5::refuse(&mut stream, &addr, code).await;
             return;
@@ -208,6 +217,36 @@ impl Relay {
     }
 }
 
+/// A connection counted against its address's handshakes until dropped.
+struct Handshake<'a> {
+    relay: &'a Relay,
+    ip: IpAddr,
+}
+
+impl<'a> Handshake<'a> {
+    fn begin(relay: &'a Relay, ip: IpAddr) -> Option<Self> {
+        let mut t = relay.table();
+        let n = t.handshaking.entry(ip).or_default();
+        if *n >= relay.settings.max_pending_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(Handshake { relay, ip })
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        let mut t = self.relay.table();
+        if let Some(n) = t.handshaking.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.handshaking.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Whether a connection with `addr` may take a place: the second of a pair may; a third may
 /// not (the address is taken); a new pair only within the limit on transfers.
 fn admissible(t: &Table, addr: &str, max_transfers: usize) -> Result<(), Reply> {
@@ -275,6 +314,7 @@ mod tests {
             max_transfers: 4,
             pairing_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            max_pending_per_ip: 8,
         }
     }
 
@@ -349,6 +389,39 @@ mod tests {
         // The second of the pair in place still gets in.
         let (_second, code) = connect(at, &hash("one")).await;
         assert_eq!(code, 0);
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_few_handshakes() {
+        let (relay, at, _stop) = start(RelaySettings {
+            max_pending_per_ip: 2,
+            ..settings()
+        })
+        .await;
+        // Two connections that never speak hold both of the address's places (the test's
+        // runtime has one thread: connections are counted in the order they were accepted)...
+        let silent = [
+            TcpStream::connect(at).await.unwrap(),
+            TcpStream::connect(at).await.unwrap(),
+        ];
+        // ...so a third is closed without an answer.
+        let mut third = TcpStream::connect(at).await.unwrap();
+        let _ = third.write_all(&[5, 1, 0]).await;
+        let mut buf = [0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(30), third.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a third handshake from one address was served: {read:?}"
+        );
+        assert_eq!(relay.table().handshaking.values().sum::<usize>(), 2);
+        // Once they close, the address gets its places back.
+        drop(silent);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !relay.table().handshaking.is_empty() {
+            assert!(Instant::now() < deadline, "closed handshakes still counted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(connect(at, &hash("after")).await.1, 0);
     }
 
     #[tokio::test]
