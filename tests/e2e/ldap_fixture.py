@@ -15,7 +15,6 @@ only bind, as in a real deployment. ``cargo xtask ci`` installs slapd when it is
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import os
 import pathlib
@@ -25,6 +24,8 @@ import subprocess
 import time
 
 import pytest
+
+from certs import TestCa
 
 BASE = "dc=example,dc=org"
 SERVICE_DN = f"cn=xmppd,ou=services,{BASE}"
@@ -213,44 +214,11 @@ def make_ca_signed_cert(ca_name: str, cert_path: pathlib.Path, key_path: pathlib
                         ) -> tuple[bytes, bytes]:
     """A new CA and a certificate it signs for localhost/127.0.0.1 (written to the paths).
     Returns the CA certificate and key as PEM."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    validity = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=30))
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name(ca_name)).issuer_name(name(ca_name))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(validity[0]).not_valid_after(validity[1])
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                       False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(validity[0]).not_valid_after(validity[1])
-            .add_extension(san, critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    ca_key_pem = ca_key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
-    return ca.public_bytes(serialization.Encoding.PEM), ca_key_pem
+    ca = TestCa(ca_name)
+    cert_pem, key_pem = ca.issue_pem(["localhost"], ips=("127.0.0.1",))
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
+    return ca.pem, ca.key_pem
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ import time
 
 import pytest
 
+from conftest import must_run_here
 from ldap_fixture import make_ca_signed_cert
 
 REALM = "corp.example"
@@ -120,12 +121,8 @@ def members_ldif() -> str:
     return "\n".join(changes)
 
 
-def _must_run_here() -> bool:
-    return bool(os.environ.get("XMPPD_E2E_CI") or os.environ.get("CI"))
-
-
 def _unavailable(why: str):
-    if _must_run_here():
+    if must_run_here():
         pytest.fail(f"Samba AD DC tests cannot run: {why}")
     pytest.skip(f"Samba AD DC tests skipped: {why} (cargo xtask ci installs Samba)")
 

@@ -12,7 +12,8 @@
 //! It does not install Rust toolchains or system packages, with two exceptions: cargo-deny is
 //! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
 //! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, a Samba AD domain controller
-//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs`, `npm` and `coturn`) are installed
+//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs`, `npm`, `coturn`, and the
+//! federation peers `prosody` with `lua-unbound`, `ejabberd` and `dnsmasq-base`) are installed
 //! with apt-get when they are missing, and the xmpp.js client (`tests/node`, pinned by its
 //! `package-lock.json`) with `npm ci`. A missing `python3` is reported,
 //! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
@@ -213,9 +214,12 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 /// controller with the modules and data its provisioning needs, even where recommended
 /// packages are not installed), a second client implementation (Go) beside slixmpp, and
 /// poezio (in a tmux terminal), whose dependency python3-slixmpp is the distribution's own
-/// slixmpp that `test_old_clients.py` also logs in with directly; and coturn, the TURN server
-/// that checks the credentials of `test_extdisco.py`.
-const SYSTEM_PACKAGES: [(&str, &str); 10] = [
+/// slixmpp that `test_old_clients.py` also logs in with directly; coturn, the TURN server
+/// that checks the credentials of `test_extdisco.py`; and the federation peers of
+/// `s2s_fixture.py`: Prosody (with libunbound, its usual resolver), ejabberd, and dnsmasq
+/// (the binary only, without the package that runs it as the system's resolver) for their
+/// private DNS.
+const SYSTEM_PACKAGES: [(&str, &str); 13] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("samba", "samba samba-dsdb-modules samba-ad-provision"),
@@ -226,6 +230,9 @@ const SYSTEM_PACKAGES: [(&str, &str); 10] = [
     ("node", "nodejs"),
     ("npm", "npm"),
     ("turnserver", "coturn"),
+    ("prosody", "prosody lua-unbound"),
+    ("ejabberdctl", "ejabberd"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.
