@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::{
-    AuthSection, ContactEntry, ExtDiscoSection, HttpSection, LdapSection, MamSection, MucSection,
-    PrivateSection, Proxy65Section, PubSubSection, PushSection, SharedRosterSection, UploadSection,
-    VCardSection,
+    AdminHttpSection, AuthSection, ContactEntry, ExtDiscoSection, HttpSection, LdapSection,
+    MamSection, MucSection, PrivateSection, Proxy65Section, PubSubSection, PushSection,
+    SharedRosterSection, UploadSection, VCardSection,
 };
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
@@ -36,6 +36,7 @@ pub struct Config {
     pub extdisco: ExtDiscoSection,
     pub proxy65: Proxy65Section,
     pub upload: UploadSection,
+    pub admin_http: AdminHttpSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AuthBackendKind, ContactAddresses, ExtDiscoSettings, HttpSettings, LdapSettings, LogLevel,
-    MamSettings, MucSettings, PersonalSettings, Proxy65Settings, PubSubSettings, PushSettings,
-    SharedGroupSettings, StorageBackend, UploadSettings,
+    AdminHttpSettings, AuthBackendKind, ContactAddresses, ExtDiscoSettings, HttpSettings,
+    LdapSettings, LogLevel, MamSettings, MucSettings, PersonalSettings, Proxy65Settings,
+    PubSubSettings, PushSettings, SharedGroupSettings, StorageBackend, UploadSettings,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -45,6 +45,8 @@ pub struct ValidatedConfig {
     pub proxy65: Option<Proxy65Settings>,
     /// `None`: no upload service.
     pub upload: Option<UploadSettings>,
+    /// `None`: no administration listener (REST API, metrics).
+    pub admin_http: Option<AdminHttpSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -793,3 +793,34 @@ fn upload_errors_name_their_key() {
         assert_eq!(key(&format!("{on}{line}\n")), k, "{line}");
     }
 }
+
+#[test]
+fn admin_http_is_off_by_default_and_loopback_when_on() {
+    assert_eq!(load("").unwrap().admin_http, None);
+    let admin = load("[admin_http]\nenabled = true\n")
+        .unwrap()
+        .admin_http
+        .unwrap();
+    assert_eq!(
+        admin.listen,
+        vec!["127.0.0.1:5290".parse::<SocketAddr>().unwrap()]
+    );
+    assert!(admin.api);
+    assert_eq!(admin.max_body_bytes, 64 * 1024);
+    let key = |text: &str| err(text).key.unwrap();
+    assert_eq!(
+        key("[admin_http]\nenabled = true\nlisten = []\n"),
+        "admin_http.listen"
+    );
+    // Not the address of another listener.
+    assert_eq!(
+        key(
+            "[http]\nenabled = true\n[admin_http]\nenabled = true\nlisten = [\"127.0.0.1:5280\"]\n"
+        ),
+        "admin_http.listen"
+    );
+    assert_eq!(
+        key("[admin_http]\nenabled = true\nmax_body_bytes = 10\n"),
+        "admin_http.max_body_bytes"
+    );
+}

@@ -253,6 +253,7 @@ impl Config {
         let tombstone_days = in_range(self.registration.tombstone_days, 0, 36_500)
             .map_err(|why| fail("registration.tombstone_days", why))?;
         let http = self.http.validate(&mut parse_addrs, &fail)?;
+        let admin_http = self.admin_http.validate(&mut parse_addrs, &fail)?;
         let muc = validate_muc(&self.muc, &hosts, &fail)?;
         let mam = self.mam.validate(&fail)?;
         let pubsub = validate_pubsub(&self.pubsub, &hosts, &fail)?;
@@ -347,6 +348,7 @@ impl Config {
             extdisco,
             proxy65,
             upload,
+            admin_http,
         })
     }
 }
