@@ -28,7 +28,7 @@ pub use archive::{
 };
 pub use occupant_id::OccupantIds;
 pub use room::{Affiliation, Role, Room, RoomLimits};
-pub use service::{Creation, MucService, MucSettings};
+pub use service::{CreateRoomError, Creation, MucService, MucSettings, NewRoom, RoomInfo};
 
 /// An element as XML text (for storage and size accounting).
 /// An address the server stamped or routed (`from`, `to` of what reaches a room): one check

@@ -75,6 +75,37 @@ enum Input {
     /// A server administrator addressed the room while it had no owner: make them its owner
     /// (if it still has none), before their stanza is handled.
     Adopt(BareJid),
+    /// An administrator destroys the room (the administration API); told once it is gone.
+    Destroy(Option<String>, oneshot::Sender<()>),
+}
+
+/// A room as the administration API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub jid: BareJid,
+    /// Its configured name, else its localpart.
+    pub name: String,
+    /// Shown in disco#items: public, configured and not gone.
+    pub listed: bool,
+}
+
+/// Why [`MucService::create_room`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateRoomError {
+    #[error("the room exists")]
+    Exists,
+    #[error("saving the room: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// What [`MucService::create_room`] makes.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub jid: BareJid,
+    pub owner: BareJid,
+    pub name: String,
+    pub public: bool,
+    pub persistent: bool,
 }
 
 /// What the service keeps of a room: its inbox, and what disco#items shows of it.
@@ -205,6 +236,71 @@ impl MucService {
     /// Rooms in memory (persistent ones and those with occupants).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// Every room in memory (persistent ones and those with occupants), sorted.
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        let mut rooms: Vec<RoomInfo> = (self.rooms.iter())
+            .filter_map(|e| {
+                let summary = e.value().summary.lock().ok()?.clone();
+                Some(RoomInfo {
+                    jid: e.key().clone(),
+                    name: summary.name,
+                    listed: summary.listed,
+                })
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.jid.cmp(&b.jid));
+        rooms
+    }
+
+    /// Creates a configured (unlocked) room owned by `new.owner` without anyone joining it,
+    /// saved before this returns when persistent. The room's task starts with its first
+    /// stanza.
+    pub async fn create_room(&self, new: NewRoom) -> Result<(), CreateRoomError> {
+        let mut room = Room::create(new.jid.clone(), new.owner.clone(), self.settings.limits);
+        room.locked = false;
+        room.config.name = new.name;
+        room.config.public = new.public;
+        room.config.persistent = new.persistent;
+        room.archive_features = self.archive.features();
+        room.occupant_ids = self.settings.occupant_ids.clone();
+        let saved = match self.rooms.entry(new.jid.clone()) {
+            dashmap::Entry::Occupied(_) => return Err(CreateRoomError::Exists),
+            dashmap::Entry::Vacant(v) => {
+                let saved = new.persistent.then(|| self.save(&room));
+                self.owners.insert(new.jid.clone(), vec![new.owner]);
+                v.insert(RoomEntry::new(room, true));
+                saved
+            }
+        };
+        if let Some(saved) = saved {
+            if let Err(e) = saved.await {
+                self.rooms.remove(&new.jid);
+                self.owners.remove(&new.jid);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys `room` as its owner would (XEP-0045 §10.9): its occupants are told, with
+    /// `reason`. Resolves once the room is gone; `false` when there was no such room.
+    pub async fn destroy_room(
+        &self,
+        cx: &Context<'_>,
+        room: &BareJid,
+        reason: Option<String>,
+    ) -> bool {
+        let Some(entry) = self.rooms.get(room).map(|e| e.clone()) else {
+            return false;
+        };
+        let (done, gone) = oneshot::channel();
+        if entry.push(Input::Destroy(reason, done)).is_err() {
+            return false;
+        }
+        self.start(cx, room, &entry);
+        gone.await.is_ok()
     }
 
     fn handle_service(&self, cx: &mut Context<'_>, st: Element) {
@@ -485,6 +581,7 @@ impl RoomTask {
         }
         let (courier, to_send) = mpsc::channel(COURIER_DEPTH);
         let sending = tokio::spawn(deliver(self.server.clone(), to_send));
+        let mut destroyed = None;
         while let Some(input) = rx.recv().await {
             self.entry.queued.fetch_sub(1, Ordering::Relaxed);
             let mut sender = None;
@@ -507,6 +604,15 @@ impl RoomTask {
                     (self.changed(&room, outcome.take_sends()), false)
                 }
                 Input::Adopt(_) => (now(Vec::new()), false),
+                Input::Destroy(reason, done) => {
+                    tracing::info!(room = %jid, "room destroyed by an administrator");
+                    let mut outcome = room.destroy_by_service(reason.as_deref());
+                    self.service.owners.remove(&jid);
+                    self.service.archive.forget(&jid).await;
+                    let saved = self.service.save(&room);
+                    destroyed = Some(done);
+                    (once_saved(saved, jid.clone(), outcome.take_sends()), true)
+                }
             };
             if let Ok(mut s) = self.entry.summary.lock() {
                 *s = Summary::of(&room);
@@ -524,10 +630,18 @@ impl RoomTask {
         svc.rooms
             .remove_if(&jid, |_, e| Arc::ptr_eq(e, &self.entry));
         rx.close();
+        if let Some(done) = destroyed {
+            let _ = done.send(());
+        }
         let mut left = Vec::new();
         while let Ok(input) = rx.try_recv() {
-            if let Input::Stanza(st) = input {
-                left.push(st);
+            match input {
+                Input::Stanza(st) => left.push(st),
+                // Gone already: whoever asked is told so.
+                Input::Destroy(_, done) => {
+                    let _ = done.send(());
+                }
+                _ => {}
             }
         }
         self.server.dispatch_all(left).await;

@@ -93,6 +93,18 @@ impl Room {
         }
     }
 
+    /// Destroys the room on the service's own authority (a server administrator through
+    /// the administration API), as an owner's §10.9 request with `reason` would.
+    pub fn destroy_by_service(&mut self, reason: Option<&str>) -> Outcome {
+        let mut d = Element::bare("destroy", NS_MUC_OWNER);
+        if let Some(r) = reason.filter(|r| !r.is_empty()) {
+            d.append_child(text_elem("reason", NS_MUC_OWNER, r));
+        }
+        let mut o = Outcome::default();
+        self.destroy(&d, &mut o);
+        o
+    }
+
     fn destroy(&mut self, d: &Element, o: &mut Outcome) {
         let mut notice = Element::bare("destroy", NS_MUC_USER);
         if let Some(alt) = d.attr("jid") {
