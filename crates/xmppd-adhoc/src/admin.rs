@@ -21,6 +21,7 @@ use xmppd_auth::{AuthBackend, AuthError};
 use xmppd_core::address::parse_jid;
 use xmppd_core::stanza::StanzaError;
 use xmppd_core::{user_ref, Context};
+use xmppd_storage::Store;
 use xmppd_stream::StreamErrorCondition;
 
 use crate::form::{self, DataForm, DataFormType, Field, FieldExt, FieldType, FormExt};
@@ -84,6 +85,22 @@ pub fn end_session(cx: &Context<'_>, jid: &Jid) -> usize {
             StreamErrorCondition::PolicyViolation,
             Some(TEXT),
         ),
+    }
+}
+
+/// The number of accounts of `host`, from its [`AccountCount`] if it has one (a directory),
+/// else from xmppd's store; and whether counting stopped at a limit (there may be more).
+pub async fn count_accounts(
+    store: &dyn Store,
+    counts: &AccountCounts,
+    host: &str,
+) -> Result<(usize, bool), String> {
+    match counts.get(host) {
+        Some(counter) => counter.count_accounts().await,
+        None => match store.list_users(host).await {
+            Ok(users) => Ok((users.len(), false)),
+            Err(e) => Err(e.to_string()),
+        },
     }
 }
 
@@ -369,13 +386,9 @@ impl Admin {
     /// else from xmppd's store.
     async fn registered_num(&self, cx: &Context<'_>, host: &str) -> Result<Step, Step> {
         let failed = |e: String| Step::error(format!("Could not count users: {e}"));
-        let (n, more) = match self.counts.get(host) {
-            Some(counter) => counter.count_accounts().await.map_err(failed)?,
-            None => match cx.store().list_users(host).await {
-                Ok(users) => (users.len(), false),
-                Err(e) => return Err(failed(e.to_string())),
-            },
-        };
+        let (n, more) = count_accounts(cx.store().as_ref(), &self.counts, host)
+            .await
+            .map_err(failed)?;
         let field = Field::new("registeredusersnum", FieldType::TextSingle)
             .label("Number of registered users")
             .with_value(&n.to_string());
