@@ -24,7 +24,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 DEFAULT_USERS = ("alice", "bob", "carol")
-LISTENING = re.compile(r"xmppd listening: (starttls|direct-tls|http|https|proxy65) (\S+):(\d+)")
+LISTENING = re.compile(
+    r"xmppd listening: (starttls|direct-tls|http|https|proxy65|admin-http) (\S+):(\d+)")
 START_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
 
@@ -125,6 +126,7 @@ class Server:
         self.http_port = 0
         self.https_port = 0
         self.proxy65_port = 0
+        self.admin_http_port = 0
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -155,6 +157,8 @@ class Server:
             expected["https"] = len(http.get("tls_listen", []))
         if self.config.get("proxy65", {}).get("enabled"):
             expected["proxy65"] = 1
+        if self.config.get("admin_http", {}).get("enabled"):
+            expected["admin-http"] = 1
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             with self._lock:
@@ -178,6 +182,8 @@ class Server:
             self.https_port = int(kinds["https"][0].group(3))
         if kinds.get("proxy65"):
             self.proxy65_port = int(kinds["proxy65"][0].group(3))
+        if kinds.get("admin-http"):
+            self.admin_http_port = int(kinds["admin-http"][0].group(3))
         with self._lock:
             self.started_at_line = len(self._lines)
 

@@ -299,6 +299,69 @@ pub async fn fast_revoke(
     Ok(())
 }
 
+/// `xmppd api-token create`: prints the token, which is not stored (its hash is).
+pub async fn api_token_create(
+    config: &ValidatedConfig,
+    scope: &str,
+    expires_days: Option<f64>,
+    name: &str,
+) -> Result<(), Failure> {
+    use xmppd_api::token::Scope;
+    let scope = Scope::parse(scope).ok_or_else(|| Failure(format!("unknown scope {scope:?}")))?;
+    let now = xmppd_core::stanza::now_ms();
+    let expires = expires_days.map(|d| now + (d * 86_400_000.0) as i64);
+    let tokens = api_tokens(config).await?;
+    let (token, info) = (tokens.create(scope, name, now, expires).await)
+        .map_err(|e| format!("storing the token: {e}"))?;
+    println!("{token}");
+    let until = info.expires_ms.map_or("never".into(), format_utc);
+    eprintln!(
+        "token {} (scope {}, expires {until}): shown once, only its hash is kept",
+        info.id,
+        scope.as_str()
+    );
+    Ok(())
+}
+
+/// `xmppd api-token list`: one token per line: id, scope, created, expires (UTC), name.
+pub async fn api_token_list(config: &ValidatedConfig) -> Result<(), Failure> {
+    let tokens = api_tokens(config).await?;
+    let rows = tokens
+        .list()
+        .await
+        .map_err(|e| format!("listing tokens: {e}"))?;
+    for t in rows {
+        let expires = t.expires_ms.map_or("never".into(), format_utc);
+        println!(
+            "{}\t{}\t{}\t{expires}\t{}",
+            t.id,
+            t.scope.as_str(),
+            format_utc(t.created_ms),
+            t.name
+        );
+    }
+    Ok(())
+}
+
+/// `xmppd api-token revoke`: deletes a token by its id.
+pub async fn api_token_revoke(config: &ValidatedConfig, id: &str) -> Result<(), Failure> {
+    let tokens = api_tokens(config).await?;
+    match tokens.revoke(id).await {
+        Ok(true) => {
+            println!("revoked token {id}");
+            Ok(())
+        }
+        Ok(false) => Err(Failure(format!("no token {id} (see xmppd api-token list)"))),
+        Err(e) => Err(Failure(format!("revoking the token: {e}"))),
+    }
+}
+
+async fn api_tokens(config: &ValidatedConfig) -> Result<xmppd_api::token::ApiTokens, Failure> {
+    xmppd_api::token::ApiTokens::open(open_store(config)?)
+        .await
+        .map_err(|e| Failure(format!("opening the API token table: {e}")))
+}
+
 async fn fast_tokens(config: &ValidatedConfig) -> Result<xmppd_fast::SqliteTokens, Failure> {
     xmppd_fast::SqliteTokens::open(open_store(config)?)
         .await

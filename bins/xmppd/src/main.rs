@@ -8,6 +8,7 @@
 //! commands reach accounts through the same [`xmppd_auth::AuthBackend`] the server uses.
 
 mod admin;
+mod admin_http;
 mod admin_socket;
 mod serve;
 
@@ -82,6 +83,40 @@ enum Command {
     /// FAST login tokens (XEP-0484) issued to clients
     #[command(subcommand)]
     Fast(FastCommand),
+    /// Bearer tokens of the administration API (`[admin_http]`)
+    #[command(subcommand)]
+    ApiToken(ApiTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiTokenCommand {
+    /// Make a token and print it (once: only its hash is stored). Safe while the server runs.
+    Create {
+        /// What it may do: read (lists, statistics, metrics), admin (everything), metrics
+        #[arg(long, default_value = "read", value_parser = ["read", "admin", "metrics"])]
+        scope: String,
+        /// Days until it expires (fractions allowed)
+        #[arg(long, value_name = "DAYS", value_parser = parse_token_days, default_value = "90", conflicts_with = "no_expiry")]
+        expires: f64,
+        /// It never expires
+        #[arg(long)]
+        no_expiry: bool,
+        /// A note shown by `api-token list` (what uses it)
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the tokens: id, scope, created, expires, name
+    List,
+    /// Revoke a token by its id; refused from its next request on
+    Revoke { id: String },
+}
+
+/// A token's lifetime for `--expires`: more than 0 and at most 36500 days.
+fn parse_token_days(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && d > 0.0 && d <= 36_500.0 => Ok(d),
+        _ => Err("expected a number of days above 0, at most 36500 (or --no-expiry)".into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +258,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Fast(FastCommand::Revoke { user, client }) => {
             admin::block_on(admin::fast_revoke(&config, &user, client.as_deref()))
+        }
+        Command::ApiToken(ApiTokenCommand::Create {
+            scope,
+            expires,
+            no_expiry,
+            name,
+        }) => {
+            let expires = (!no_expiry).then_some(expires);
+            admin::block_on(admin::api_token_create(&config, &scope, expires, &name))
+        }
+        Command::ApiToken(ApiTokenCommand::List) => admin::block_on(admin::api_token_list(&config)),
+        Command::ApiToken(ApiTokenCommand::Revoke { id }) => {
+            admin::block_on(admin::api_token_revoke(&config, &id))
         }
         Command::Mam(MamCommand::Purge { user, older_than }) => {
             admin::block_on(admin::mam_purge(&config, user.as_deref(), older_than))

@@ -35,7 +35,7 @@ use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
 use xmppd_stream::Limits;
 
-use crate::{admin, admin_socket, Failure};
+use crate::{admin, admin_http, admin_socket, Failure};
 
 /// How long in-flight sessions get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -196,9 +196,14 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
             upload_services.push((domain.clone(), Arc::new(service)));
         }
     }
-    let server = muc_services(&config, &store, archive)
-        .await?
-        .into_iter()
+    let rooms = muc_services(&config, &store, archive).await?;
+    let server = (rooms.iter())
+        .map(|s| {
+            (
+                s.domain().to_owned(),
+                s.clone() as Arc<dyn xmppd_core::module::Component>,
+            )
+        })
         .chain(pubsub_services)
         .chain(proxy.iter().flat_map(|p| p.components.clone()))
         .chain(upload_services)
@@ -206,6 +211,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         .build();
     // Read the groups before serving, so the first logins already see them.
     shared_roster.refresh().await;
+    let directory_counts = directory.clone();
     let directory_tasks = spawn_directory_tasks(&config, directory, &server, &shared_roster);
 
     let tls = Tls::load(TlsSettings {
@@ -263,11 +269,34 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let fast_tokens = xmppd_fast::SqliteTokens::open(store.clone())
         .await
         .map_err(|e| format!("opening the FAST token table: {e}"))?;
+    let api = match &config.admin_http {
+        Some(_) => Some(xmppd_api::Api {
+            server: server.clone(),
+            backends: Arc::new(auth.clone()),
+            counts: Arc::new(account_counts(&config, directory_counts.as_ref())),
+            motd: motd.clone(),
+            rooms,
+            tokens: Arc::new(
+                xmppd_api::token::ApiTokens::open(store.clone())
+                    .await
+                    .map_err(|e| format!("opening the API token table: {e}"))?,
+            ),
+            hide_ip: server_cfg.hide_ip_in_logs,
+        }),
+        None => None,
+    };
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
     let core = server.clone();
     let c2s = match C2s::bind(settings, Arc::clone(&tls), server, auth, vec![register]).await {
         Ok(c2s) => c2s.with_fast_tokens(Arc::new(fast_tokens)),
         Err(e) => return Err(bind_failure(&config, e)),
+    };
+    let admin_http = match &config.admin_http {
+        Some(admin) => match admin_http::bind(&config, admin, tls.clone(), api).await {
+            Ok(bound) => Some(bound),
+            Err(e) => return Err(bind_failure(&config, e)),
+        },
+        None => None,
     };
     let http = match &config.http {
         Some(http) => match bind_http(&config, http, tls, &c2s, uploads.as_ref()).await {
@@ -302,18 +331,27 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         let kind = if tls { "https" } else { "http" };
         say(format_args!("xmppd listening: {kind} {addr}"));
     }
+    for (_, addr) in admin_http.iter().flat_map(|h| h.local_addrs()) {
+        say(format_args!("xmppd listening: admin-http {addr}"));
+    }
     print_banner(&config, &c2s.local_addrs(), &store, &config_arg).await;
     tracing::info!(node = %server_cfg.node_name, "xmppd started");
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let http_rx = shutdown_rx.clone();
     let mut running = tokio::spawn(async move {
+        let admin_rx = http_rx.clone();
         let http = async move {
             if let Some(http) = http {
                 http.run(http_rx).await;
             }
         };
-        tokio::join!(c2s.run(shutdown_rx), http);
+        let admin_http = async move {
+            if let Some(admin_http) = admin_http {
+                admin_http.run(admin_rx).await;
+            }
+        };
+        tokio::join!(c2s.run(shutdown_rx), http, admin_http);
     });
     let outcome = tokio::select! {
         _ = signals.next() => {
@@ -618,9 +656,9 @@ async fn muc_services(
     config: &ValidatedConfig,
     store: &Arc<xmppd_storage::SqliteStore>,
     archive: Option<Arc<dyn ArchiveStore>>,
-) -> Result<Vec<(String, Arc<dyn xmppd_core::module::Component>)>, Failure> {
+) -> Result<Vec<Arc<xmppd_muc::MucService>>, Failure> {
     let m = &config.muc;
-    let mut out: Vec<(String, Arc<dyn xmppd_core::module::Component>)> = Vec::new();
+    let mut out = Vec::new();
     for (_, domain) in &m.services {
         let settings = xmppd_muc::MucSettings {
             domain: domain.clone(),
@@ -652,7 +690,7 @@ async fn muc_services(
         let service = xmppd_muc::MucService::load(settings, store.clone(), archive)
             .await
             .map_err(|e| format!("loading the rooms of {domain}: {e}"))?;
-        out.push((domain.clone(), service));
+        out.push(service);
     }
     Ok(out)
 }

@@ -1,0 +1,34 @@
+//! The administration listener (`[admin_http]`): the REST API under `/api`. Plain HTTP on loopback by default; the same HTTP layer, limits
+//! and access log as the public listeners, with the section's own body and time limits.
+
+use std::sync::Arc;
+
+use xmppd_c2s::Tls;
+use xmppd_config::{AdminHttpSettings, ValidatedConfig};
+
+/// The bound listener, its routes in place; `None` when the section is off.
+pub async fn bind(
+    config: &ValidatedConfig,
+    admin: &AdminHttpSettings,
+    tls: Arc<Tls>,
+    api: Option<xmppd_api::Api>,
+) -> std::io::Result<xmppd_http::Http> {
+    let mut router = xmppd_http::Router::default();
+    if let Some(api) = api.filter(|_| admin.api) {
+        router.route(xmppd_api::PATH, Arc::new(api));
+    }
+    let defaults = xmppd_config::HttpSection::default();
+    let settings = xmppd_http::HttpSettings {
+        listen: admin.listen.clone(),
+        tls_listen: Vec::new(),
+        max_body_bytes: admin.max_body_bytes,
+        max_header_bytes: defaults.max_header_bytes as usize,
+        header_timeout: std::time::Duration::from_secs(defaults.header_timeout_secs),
+        request_timeout: admin.request_timeout,
+        max_connections: 256,
+        access_log: true,
+        hide_ip: config.server.hide_ip_in_logs,
+        behind_tls_proxy: false,
+    };
+    xmppd_http::Http::bind(settings, tls, router).await
+}
