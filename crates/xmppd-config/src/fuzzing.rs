@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use toml::{Table, Value};
 
 use crate::{
-    AuthBackendKind, BindPassword, ExtDiscoSettings, HttpSettings, LdapSettings, LdapTls,
-    MamDefault, MamSettings, MucCreation, MucSettings, Proxy65Settings, PubSubCreate,
+    AdminHttpSettings, AuthBackendKind, BindPassword, ExtDiscoSettings, HttpSettings, LdapSettings,
+    LdapTls, MamDefault, MamSettings, MucCreation, MucSettings, Proxy65Settings, PubSubCreate,
     PubSubSettings, SharedGroupSource, Source, TurnSecret, UploadBackend, UploadSettings,
     ValidatedConfig,
 };
@@ -265,6 +265,9 @@ fn render(c: &ValidatedConfig) -> String {
     }
     if let Some(u) = &c.upload {
         doc.insert("upload".into(), render_upload(u));
+    }
+    if let Some(a) = &c.admin_http {
+        doc.insert("admin_http".into(), render_admin_http(a));
     }
     doc.to_string()
 }
@@ -513,6 +516,19 @@ fn render_http(h: &HttpSettings) -> Value {
             h.websocket_url.clone().unwrap_or_default().into(),
         ),
         ("bosh_url", h.bosh_url.clone().unwrap_or_default().into()),
+    ])
+}
+
+fn render_admin_http(a: &AdminHttpSettings) -> Value {
+    table([
+        ("enabled", true.into()),
+        (
+            "listen",
+            Value::Array(a.listen.iter().map(|a| a.to_string().into()).collect()),
+        ),
+        ("api", a.api.into()),
+        ("max_body_bytes", int(a.max_body_bytes)),
+        ("request_timeout_secs", int(a.request_timeout.as_secs())),
     ])
 }
 
