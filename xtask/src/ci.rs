@@ -215,11 +215,12 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 /// packages are not installed), a second client implementation (Go) beside slixmpp, and
 /// poezio (in a tmux terminal), whose dependency python3-slixmpp is the distribution's own
 /// slixmpp that `test_old_clients.py` also logs in with directly; coturn, the TURN server
-/// that checks the credentials of `test_extdisco.py`; and the federation peers of
+/// that checks the credentials of `test_extdisco.py`; the federation peers of
 /// `s2s_fixture.py`: Prosody (with libunbound, its usual resolver), ejabberd, and dnsmasq
 /// (the binary only, without the package that runs it as the system's resolver) for their
-/// private DNS.
-const SYSTEM_PACKAGES: [(&str, &str); 13] = [
+/// private DNS, which `test_acme.py` uses too; and pebble, the ACME server that
+/// `test_acme.py` obtains certificates from.
+const SYSTEM_PACKAGES: [(&str, &str); 14] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("samba", "samba samba-dsdb-modules samba-ad-provision"),
@@ -232,6 +233,7 @@ const SYSTEM_PACKAGES: [(&str, &str); 13] = [
     ("turnserver", "coturn"),
     ("prosody", "prosody lua-unbound"),
     ("ejabberdctl", "ejabberd"),
+    ("pebble", "pebble"),
     ("dnsmasq", "dnsmasq-base"),
 ];
 

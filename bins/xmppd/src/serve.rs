@@ -214,6 +214,17 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let directory_counts = directory.clone();
     let directory_tasks = spawn_directory_tasks(&config, directory, &server, &shared_roster);
 
+    let acme = acme_settings(&config);
+    // What ACME obtained earlier serves from the start; the rest is self-signed until then.
+    let acme_certificates = (acme.iter().flat_map(|a| &a.certificates)).filter_map(|names| {
+        let dir = &acme.as_ref()?.dir;
+        let (cert, key) = xmppd_acme::certificate_paths(dir, &names[0]);
+        (cert.is_file() && key.is_file()).then(|| CertificateSpec {
+            domain: names[0].clone(),
+            cert,
+            key,
+        })
+    });
     let tls = Tls::load(TlsSettings {
         certificates: config
             .tls
@@ -224,6 +235,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
                 cert: c.cert.clone(),
                 key: c.key.clone(),
             })
+            .chain(acme_certificates)
             .collect(),
         data_dir: server_cfg.data_dir.clone(),
         hosts: server_cfg.hosts.clone(),
@@ -231,6 +243,18 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     })
     .map_err(|e| format!("tls: {e}"))?;
     let reloader = tls.spawn_reloader();
+    let acme = acme.map(|settings| {
+        let tls = Arc::clone(&tls);
+        let install: xmppd_acme::Install = Arc::new(move |host, cert, key| {
+            let spec = CertificateSpec {
+                domain: host.to_owned(),
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            };
+            tls.install(spec).map_err(|e| e.to_string())
+        });
+        xmppd_acme::Acme::new(settings, install)
+    });
 
     let c2s_cfg = &config.c2s;
     let settings = C2sSettings {
@@ -299,10 +323,12 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         None => None,
     };
     let http = match &config.http {
-        Some(http) => match bind_http(&config, http, tls, &c2s, uploads.as_ref()).await {
-            Ok(bound) => Some(bound),
-            Err(e) => return Err(bind_failure(&config, e)),
-        },
+        Some(http) => {
+            match bind_http(&config, http, tls, &c2s, uploads.as_ref(), acme.as_ref()).await {
+                Ok(bound) => Some(bound),
+                Err(e) => return Err(bind_failure(&config, e)),
+            }
+        }
         None => None,
     };
 
@@ -339,6 +365,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let http_rx = shutdown_rx.clone();
+    // Started with the listeners: the ACME server validates through the HTTP one.
+    let acme_task = acme.map(|acme| tokio::spawn(acme.run(shutdown_rx.clone())));
     let mut running = tokio::spawn(async move {
         let admin_rx = http_rx.clone();
         let http = async move {
@@ -377,6 +405,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     proxy_task.iter().for_each(|t| t.abort());
     retention.iter().for_each(|t| t.abort());
     upload_expiry.iter().for_each(|t| t.abort());
+    acme_task.iter().for_each(|t| t.abort());
     directory_tasks.iter().for_each(|t| t.abort());
     drop(admin_socket);
     // Whatever did not close in time must not appear connected to `xmppd sessions`.
@@ -394,6 +423,7 @@ async fn bind_http(
     tls: Arc<Tls>,
     c2s: &C2s,
     uploads: Option<&Arc<xmppd_upload::Uploads>>,
+    acme: Option<&xmppd_acme::Acme>,
 ) -> std::io::Result<xmppd_http::Http> {
     use xmppd_http::{hostmeta, websocket};
     let mut router = xmppd_http::Router::default();
@@ -413,6 +443,9 @@ async fn bind_http(
         };
         router.route(websocket::PATH, Arc::new(ws));
     }
+    if let Some(acme) = acme {
+        router.route(xmppd_acme::CHALLENGE_PATH, acme.challenges());
+    }
     if let Some(uploads) = uploads.filter(|u| u.serves_files()) {
         let service = Arc::new(xmppd_upload::UploadHttp::new(uploads.clone()));
         router.route_streaming(xmppd_upload::PATH, service);
@@ -430,6 +463,35 @@ async fn bind_http(
         behind_tls_proxy: http.behind_tls_proxy,
     };
     xmppd_http::Http::bind(settings, tls, router).await
+}
+
+/// `[acme]` for the ACME client: per host, the host and the service subdomains it serves.
+fn acme_settings(config: &ValidatedConfig) -> Option<xmppd_acme::AcmeSettings> {
+    let a = config.acme.as_ref()?;
+    let services = (config.muc.services.iter())
+        .chain(&config.pubsub.services)
+        .chain(config.upload.iter().flat_map(|u| &u.services))
+        .map(|(host, domain)| (host, domain))
+        .chain((config.proxy65.iter()).flat_map(|p| p.services.iter().map(|(h, d, _)| (h, d))));
+    let services: Vec<_> = services.collect();
+    let certificates = (a.hosts.iter())
+        .map(|host| {
+            let subdomains = services.iter().filter(|(h, _)| *h == host);
+            std::iter::once(host.clone())
+                .chain(subdomains.map(|(_, d)| (*d).clone()))
+                .collect()
+        })
+        .collect();
+    Some(xmppd_acme::AcmeSettings {
+        directory_url: a.directory_url.clone(),
+        contact: a.contact.clone(),
+        ca_file: a.ca_file.clone(),
+        certificates,
+        dir: a.dir.clone(),
+        renew_before: a.renew_before,
+        check_interval: a.check_interval,
+        retry_interval: a.retry_interval,
+    })
 }
 
 /// The contact addresses (XEP-0157) of each host (`[[contact]]`).

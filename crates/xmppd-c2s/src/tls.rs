@@ -199,6 +199,27 @@ impl Tls {
         swapped
     }
 
+    /// Serves `spec` for its domain from now on, in place of what served it (a self-signed
+    /// certificate, or an earlier file pair), and watches its files like the configured ones.
+    /// A pair that does not load is refused and nothing changes.
+    pub fn install(&self, spec: CertificateSpec) -> Result<(), TlsError> {
+        let spec = CertificateSpec {
+            domain: normalize_name(&spec.domain),
+            ..spec
+        };
+        let cert = load_spec(&spec, &self.provider)?;
+        let stamp = stamp_of(&spec);
+        let mut configured = match self.configured.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        configured.retain(|l| l.spec.domain != spec.domain);
+        configured.push(Loaded { spec, stamp, cert });
+        let table = build_table(&self.hosts, &configured, self.self_signed.as_ref());
+        self.resolver.replace(table);
+        Ok(())
+    }
+
     /// The chain served to a client that asked for `sni` (leaf first).
     pub fn served_chain(&self, sni: Option<&str>) -> Vec<CertificateDer<'static>> {
         self.resolver.current().lookup(sni).key.cert.clone()

@@ -269,6 +269,22 @@ fn render(c: &ValidatedConfig) -> String {
     if let Some(a) = &c.admin_http {
         doc.insert("admin_http".into(), render_admin_http(a));
     }
+    if let Some(a) = &c.acme {
+        let mut t = table([
+            ("enabled", true.into()),
+            ("directory_url", a.directory_url.clone().into()),
+            ("contact", strings(&a.contact)),
+            ("hosts", strings(&a.hosts)),
+            ("dir", path(&a.dir)),
+            ("renew_before_days", int(a.renew_before.as_secs() / 86_400)),
+            ("check_interval_secs", int(a.check_interval.as_secs())),
+            ("retry_interval_secs", int(a.retry_interval.as_secs())),
+        ]);
+        if let (Value::Table(entries), Some(ca)) = (&mut t, &a.ca_file) {
+            entries.insert("ca_file".into(), path(ca));
+        }
+        doc.insert("acme".into(), t);
+    }
     doc.to_string()
 }
 

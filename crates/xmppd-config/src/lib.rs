@@ -9,6 +9,7 @@
 //! This crate deliberately does not open sockets, read certificates or touch the database: it
 //! only resolves relative paths and checks that configured certificate files exist.
 
+mod acme;
 mod admin_http;
 mod contact;
 mod directory;
@@ -31,6 +32,7 @@ mod tests;
 mod upload;
 mod validate;
 
+pub use acme::{AcmeSection, AcmeSettings};
 pub use admin_http::{AdminHttpSection, AdminHttpSettings};
 pub use contact::{ContactAddresses, ContactEntry};
 pub use directory::{

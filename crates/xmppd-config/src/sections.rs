@@ -37,6 +37,7 @@ pub struct Config {
     pub proxy65: Proxy65Section,
     pub upload: UploadSection,
     pub admin_http: AdminHttpSection,
+    pub acme: crate::AcmeSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

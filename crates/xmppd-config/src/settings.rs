@@ -47,6 +47,8 @@ pub struct ValidatedConfig {
     pub upload: Option<UploadSettings>,
     /// `None`: no administration listener (REST API, metrics).
     pub admin_http: Option<AdminHttpSettings>,
+    /// `None`: certificates come from files or are self-signed.
+    pub acme: Option<crate::AcmeSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -213,6 +213,38 @@ fn two_services_cannot_share_a_domain() {
 }
 
 #[test]
+fn acme_needs_http_and_takes_served_hosts_without_certificates() {
+    let http = "[http]\nenabled = true\n";
+    let acme = "[acme]\nenabled = true\ndirectory_url = \"https://acme.test/dir\"\n";
+    let e = err(acme);
+    assert_eq!(e.key.as_deref(), Some("acme.enabled"));
+    let c = load(&format!("{http}{acme}")).unwrap();
+    let a = c.acme.unwrap();
+    assert_eq!(a.hosts, ["localhost"]);
+    assert_eq!(a.renew_before, Duration::from_secs(30 * 86_400));
+    let e = err(&format!("{http}{acme}hosts = [\"elsewhere.org\"]\n"));
+    assert!(
+        e.to_string().contains("acme.hosts") && e.message.contains("elsewhere.org"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{http}[acme]\nenabled = true\ndirectory_url = \"http://x\"\n"
+    ));
+    assert_eq!(e.key.as_deref(), Some("acme.directory_url"));
+    let e = err(&format!("{http}{acme}contact = [\"hostmaster@x\"]\n"));
+    assert!(
+        e.to_string().contains("acme.contact") && e.message.contains("mailto"),
+        "{e}"
+    );
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let cert = format!(
+        "[[tls.certificate]]\ndomain = \"localhost\"\ncert = \"{dir}/Cargo.toml\"\nkey = \"{dir}/src/lib.rs\"\n"
+    );
+    let e = err(&format!("{http}{acme}{cert}"));
+    assert_eq!(e.key.as_deref(), Some("acme.hosts"));
+}
+
+#[test]
 fn bad_listen_address_names_key_and_line() {
     let text = "# c\n[c2s]\nrequire_starttls = false\nstarttls_listen = [\"0.0.0.0:99999\"]\n";
     let e = err(text);

@@ -263,6 +263,14 @@ impl Config {
         let extdisco = self.extdisco.validate(source, &fail)?;
         let proxy65 = self.proxy65.validate(&hosts, &fail)?;
         let upload = (self.upload).validate(&hosts, &data_dir, http.is_some(), &fail)?;
+        let acme = (self.acme).validate(source, &hosts, &data_dir, http.is_some(), &fail)?;
+        if let Some(a) = &acme {
+            if let Some(h) = (a.hosts.iter()).find(|h| certificates.iter().any(|c| &c.domain == *h))
+            {
+                let why = format!("{h:?} has a [[tls.certificate]] already; list the others");
+                return Err(fail("acme.hosts", why));
+            }
+        }
         // Each subdomain is one component's: the router hands a domain's stanzas to exactly one
         // service, so two services on one domain would silently leave one unreachable.
         let mut taken: Vec<(&str, &str)> = Vec::new();
@@ -349,6 +357,7 @@ impl Config {
             proxy65,
             upload,
             admin_http,
+            acme,
         })
     }
 }

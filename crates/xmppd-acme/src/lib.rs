@@ -1,0 +1,404 @@
+//! ACME (RFC 8555) for xmppd: one certificate per served host, covering the host and its
+//! service subdomains (`conference.`, `upload.`, …), obtained with the http-01 challenge
+//! (§8.3) answered by the HTTP layer, kept in `dir/HOST/`, handed to the TLS store, and renewed
+//! before it expires.
+//!
+//! The crate speaks no XMPP. Its seams: [`Challenges`] is the HTTP service of
+//! `/.well-known/acme-challenge/`, and an [`Install`] callback swaps a new certificate into
+//! the TLS store (the binary passes the store's hot reload). The protocol itself is
+//! `instant-acme`'s.
+//!
+//! On disk, under `dir` (mode 0700): `account.json` (the account's key and URL, for the
+//! configured directory; a new directory URL makes a new account), and per host
+//! `HOST/fullchain.pem` (leaf first) and `HOST/key.pem` (mode 0600). A certificate is written
+//! to temporary names and renamed, key first, so a crash leaves the old pair or the new one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use tokio::sync::watch;
+use xmppd_http::{full, text, Peer, RequestBody, ResponseBody};
+
+/// Where the HTTP layer routes http-01 challenges (RFC 8555 §8.3).
+pub const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
+/// What the binary configures.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// The ACME server's directory URL.
+    pub directory_url: String,
+    /// Contact URIs for the account (`mailto:…`).
+    pub contact: Vec<String>,
+    /// A PEM root that signs the ACME server's HTTPS certificate, for private ACME servers;
+    /// `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// One certificate per served host: the names it covers, the host first.
+    pub certificates: Vec<Vec<String>>,
+    /// Where the account and the certificates are kept.
+    pub dir: PathBuf,
+    /// A certificate is renewed once it expires within this.
+    pub renew_before: Duration,
+    /// How often certificates are looked at.
+    pub check_interval: Duration,
+    /// How soon a failed attempt is retried.
+    pub retry_interval: Duration,
+}
+
+/// Installs a host's new certificate (fullchain and key files) into the TLS store.
+pub type Install = Arc<dyn Fn(&str, &Path, &Path) -> Result<(), String> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("ACME: {0}")]
+    Protocol(#[from] instant_acme::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the order for {names} ended {status}")]
+    Order { names: String, status: String },
+    #[error("installing the certificate: {0}")]
+    Install(String),
+}
+
+/// The key authorizations of the challenges in progress, by token; served over HTTP.
+#[derive(Debug, Default)]
+pub struct Challenges {
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Challenges {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key authorization answered for `token`, if a challenge with it is in progress.
+    pub fn answer(&self, token: &str) -> Option<String> {
+        self.tokens().get(token).cloned()
+    }
+}
+
+#[async_trait::async_trait]
+impl xmppd_http::Service for Challenges {
+    async fn call(&self, req: Request<RequestBody>, _peer: &Peer) -> Response<ResponseBody> {
+        let token = req.uri().path().strip_prefix(CHALLENGE_PATH).unwrap_or("");
+        if req.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only");
+        }
+        match self.answer(token) {
+            // §8.3: the body is the key authorization itself, nothing around it.
+            Some(key_authorization) => {
+                let mut resp = Response::new(full(key_authorization));
+                let octets = HeaderValue::from_static("application/octet-stream");
+                resp.headers_mut().insert(CONTENT_TYPE, octets);
+                resp
+            }
+            None => text(StatusCode::NOT_FOUND, "no such challenge"),
+        }
+    }
+}
+
+/// The files of one host's certificate under `dir`.
+pub fn certificate_paths(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
+    let d = dir.join(host);
+    (d.join("fullchain.pem"), d.join("key.pem"))
+}
+
+/// What a certificate on disk covers and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateState {
+    pub names: Vec<String>,
+    pub not_after: SystemTime,
+}
+
+/// Reads the leaf of a PEM chain: its DNS names and expiry. `None` if unreadable.
+pub fn read_certificate(pem: &[u8]) -> Option<CertificateState> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).ok()?);
+    let names = match cert.subject_alternative_name() {
+        Ok(Some(san)) => (san.value.general_names.iter())
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(CertificateState { names, not_after })
+}
+
+/// Whether a certificate must be ordered: none, one that does not cover every wanted name,
+/// or one that expires within `renew_before` of `now`.
+pub fn needs_order(
+    current: Option<&CertificateState>,
+    wanted: &[String],
+    now: SystemTime,
+    renew_before: Duration,
+) -> bool {
+    let Some(c) = current else { return true };
+    let covered = wanted.iter().all(|w| c.names.iter().any(|n| n == w));
+    !covered || c.not_after <= now + renew_before
+}
+
+/// The client: orders what is missing or due, then sleeps.
+pub struct Acme {
+    settings: AcmeSettings,
+    challenges: Arc<Challenges>,
+    install: Install,
+}
+
+impl Acme {
+    pub fn new(settings: AcmeSettings, install: Install) -> Acme {
+        Acme {
+            settings,
+            challenges: Arc::default(),
+            install,
+        }
+    }
+
+    /// The HTTP service to route under [`CHALLENGE_PATH`].
+    pub fn challenges(&self) -> Arc<Challenges> {
+        Arc::clone(&self.challenges)
+    }
+
+    /// Checks every certificate now, then every `check_interval` (every `retry_interval`
+    /// after a failure), until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let mut failed = false;
+            for names in &self.settings.certificates {
+                if let Err(e) = self.ensure(names).await {
+                    failed = true;
+                    tracing::warn!(host = %names[0], error = %e, "ACME: no certificate yet");
+                }
+            }
+            let wait = match failed {
+                true => self.settings.retry_interval,
+                false => self.settings.check_interval,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Orders `names`' certificate if it is missing or due; `true` when one was obtained.
+    pub async fn ensure(&self, names: &[String]) -> Result<bool, AcmeError> {
+        let host = &names[0];
+        let (cert_path, key_path) = certificate_paths(&self.settings.dir, host);
+        let current = std::fs::read(&cert_path)
+            .ok()
+            .and_then(|pem| read_certificate(&pem));
+        let now = SystemTime::now();
+        if !needs_order(current.as_ref(), names, now, self.settings.renew_before) {
+            return Ok(false);
+        }
+        tracing::info!(%host, names = names.len(), "ACME: ordering a certificate");
+        let (chain, key) = self.order(names).await?;
+        let host_dir = self.settings.dir.join(host);
+        create_private_dir(&host_dir)?;
+        // The key first: a chain beside the old key would not load; the old chain beside the
+        // new key does not either, but the reloader keeps the old pair until both changed.
+        write_atomically(&key_path, key.as_bytes(), 0o600)?;
+        write_atomically(&cert_path, chain.as_bytes(), 0o644)?;
+        (self.install)(host, &cert_path, &key_path).map_err(AcmeError::Install)?;
+        tracing::info!(%host, "ACME: certificate obtained and installed");
+        Ok(true)
+    }
+
+    /// One order: account, authorizations through http-01, finalisation. Returns the PEM
+    /// chain and the PEM key.
+    async fn order(&self, names: &[String]) -> Result<(String, String), AcmeError> {
+        let account = self.account().await?;
+        let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
+        let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+        let mut tokens = Vec::new();
+        let outcome = async {
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = authz?;
+                if authz.status == AuthorizationStatus::Valid {
+                    continue;
+                }
+                let Some(mut challenge) = authz.challenge(ChallengeType::Http01) else {
+                    return Err(AcmeError::Order {
+                        names: names.join(", "),
+                        status: "without an http-01 challenge".into(),
+                    });
+                };
+                let token = challenge.token.clone();
+                let answer = challenge.key_authorization().as_str().to_owned();
+                self.challenges.tokens().insert(token.clone(), answer);
+                tokens.push(token);
+                challenge.set_ready().await?;
+            }
+            let retries = RetryPolicy::new().timeout(Duration::from_secs(120));
+            let status = order.poll_ready(&retries).await?;
+            if status != OrderStatus::Ready {
+                return Err(AcmeError::Order {
+                    names: names.join(", "),
+                    status: format!("{status:?}"),
+                });
+            }
+            let key = order.finalize().await?;
+            let chain = order.poll_certificate(&retries).await?;
+            Ok((chain, key))
+        }
+        .await;
+        let mut pending = self.challenges.tokens();
+        tokens.iter().for_each(|t| drop(pending.remove(t)));
+        outcome
+    }
+
+    /// The stored account for the configured directory, or a new one.
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let path = self.settings.dir.join("account.json");
+        let stored = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StoredAccount>(&b).ok())
+            .filter(|s| s.directory_url == self.settings.directory_url);
+        if let Some(stored) = stored {
+            return Ok(self.builder()?.from_credentials(stored.credentials).await?);
+        }
+        let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+        let new = NewAccount {
+            contact: &contact,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let url = self.settings.directory_url.clone();
+        let (account, credentials) = self.builder()?.create(&new, url, None).await?;
+        let stored = StoredAccount {
+            directory_url: self.settings.directory_url.clone(),
+            credentials,
+        };
+        create_private_dir(&self.settings.dir)?;
+        let json = serde_json::to_vec_pretty(&stored).map_err(instant_acme::Error::from)?;
+        write_atomically(&path, &json, 0o600)?;
+        tracing::info!(id = account.id(), "ACME: account created");
+        Ok(account)
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, AcmeError> {
+        Ok(match &self.settings.ca_file {
+            Some(ca) => Account::builder_with_root(ca)?,
+            None => Account::builder()?,
+        })
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAccount {
+    directory_url: String,
+    credentials: AccountCredentials,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> AcmeError + '_ {
+    move |source| AcmeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), AcmeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(dir))
+}
+
+/// Writes `bytes` to a temporary file beside `path` with `mode`, syncs it, and renames it.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AcmeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_error(&tmp))?;
+    f.write_all(bytes).map_err(io_error(&tmp))?;
+    f.sync_all().map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_for(names: &[&str], days: i64) -> String {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let now = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_before = now;
+        params.not_after = now + Duration::from_secs(days as u64 * 86_400);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    fn at(y: i32, m: u8, d: u8) -> SystemTime {
+        let t = rcgen::date_time_ymd(y, m, d).unix_timestamp();
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t as u64)
+    }
+
+    #[test]
+    fn a_certificate_is_read_with_its_names_and_expiry() {
+        let pem = pem_for(&["Example.org", "conference.example.org"], 90);
+        let state = read_certificate(pem.as_bytes()).unwrap();
+        assert_eq!(state.names, ["example.org", "conference.example.org"]);
+        assert_eq!(state.not_after, at(2026, 4, 1));
+        assert_eq!(read_certificate(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn an_order_is_due_when_missing_short_of_names_or_expiring() {
+        let wanted = ["example.org".to_owned(), "upload.example.org".to_owned()];
+        let month = Duration::from_secs(30 * 86_400);
+        let both = read_certificate(pem_for(&["example.org", "upload.example.org"], 90).as_bytes());
+        let one = read_certificate(pem_for(&["example.org"], 90).as_bytes());
+        assert!(needs_order(None, &wanted, at(2026, 1, 2), month));
+        assert!(!needs_order(both.as_ref(), &wanted, at(2026, 1, 2), month));
+        assert!(needs_order(one.as_ref(), &wanted, at(2026, 1, 2), month));
+        // 2026-04-01 expiry: renewed from 30 days before it.
+        assert!(!needs_order(both.as_ref(), &wanted, at(2026, 3, 1), month));
+        assert!(needs_order(both.as_ref(), &wanted, at(2026, 3, 3), month));
+    }
+
+    #[tokio::test]
+    async fn challenges_answer_their_key_authorization_only() {
+        let c = Challenges::default();
+        c.tokens().insert("tok".into(), "tok.thumb".into());
+        assert_eq!(c.answer("tok").as_deref(), Some("tok.thumb"));
+        assert_eq!(c.answer("other"), None);
+    }
+
+    #[test]
+    fn files_are_replaced_whole_with_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        write_atomically(&path, b"one", 0o600).unwrap();
+        write_atomically(&path, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!path.with_extension("tmp").exists());
+    }
+}
