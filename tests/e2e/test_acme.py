@@ -85,13 +85,13 @@ class Pebble:
         ca, _ = make_ca_signed_cert("xmppd ACME test CA", self.tls_cert, tls_key)
         self.ca_file.write_bytes(ca)
         self.port, self.management_port = _free_port(), _free_port()
-        self.http_port = _free_port()
+        self.http_port, self.tls_port = _free_port(), _free_port()
         config = tmp / "pebble.json"
         config.write_text(json.dumps({"pebble": {
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.management_port}",
             "certificate": str(self.tls_cert), "privateKey": str(tls_key),
-            "httpPort": self.http_port, "tlsPort": _free_port(),
+            "httpPort": self.http_port, "tlsPort": self.tls_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
         self.log = tmp / "pebble.log"
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
@@ -176,6 +176,30 @@ def test_a_certificate_is_obtained_served_and_kept(make_server, pebble, tmp_path
     assert served_certificate(server.direct_tls_port, root)["serialNumber"] == \
         cert["serialNumber"]
     assert "ordering a certificate" not in server.output(since), server.output(since)
+
+
+def test_tls_alpn_challenges_are_answered_by_the_direct_tls_listener(make_server, pebble,
+                                                                      tmp_path):
+    # No HTTP at all: pebble validates with acme-tls/1 handshakes on the direct-TLS port.
+    server = make_server(
+        server={"hosts": [DOMAIN]},
+        c2s={"direct_tls_listen": [f"127.0.0.1:{pebble.tls_port}"]},
+        acme={"enabled": True, "directory_url": pebble.directory_url,
+              "ca_file": str(pebble.ca_file), "challenge": "tls-alpn-01"},
+        users=())
+    wait_for_line(server, "ACME: certificate obtained and installed")
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.root_pem())
+    cert = served_certificate(server.direct_tls_port, root)
+    names = {value for kind, value in cert["subjectAltName"] if kind == "DNS"}
+    assert {DOMAIN, f"conference.{DOMAIN}"} <= names, names
+    # A client offering acme-tls/1 for a name with no challenge in progress gets nothing.
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["acme-tls/1"])
+    with pytest.raises(ssl.SSLError):
+        with socket.create_connection(("127.0.0.1", server.direct_tls_port), timeout=30) as raw:
+            context.wrap_socket(raw, server_hostname=DOMAIN)
 
 
 def test_a_challenge_pebble_cannot_fetch_gets_no_certificate(make_server, pebble, tmp_path):

@@ -244,16 +244,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     .map_err(|e| format!("tls: {e}"))?;
     let reloader = tls.spawn_reloader();
     let acme = acme.map(|settings| {
-        let tls = Arc::clone(&tls);
-        let install: xmppd_acme::Install = Arc::new(move |host, cert, key| {
-            let spec = CertificateSpec {
-                domain: host.to_owned(),
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-            };
-            tls.install(spec).map_err(|e| e.to_string())
-        });
-        xmppd_acme::Acme::new(settings, install)
+        let store = Arc::new(AcmeStore(Arc::clone(&tls)));
+        xmppd_acme::Acme::new(settings, store)
     });
 
     let c2s_cfg = &config.c2s;
@@ -491,7 +483,38 @@ fn acme_settings(config: &ValidatedConfig) -> Option<xmppd_acme::AcmeSettings> {
         renew_before: a.renew_before,
         check_interval: a.check_interval,
         retry_interval: a.retry_interval,
+        challenge: match a.challenge {
+            xmppd_config::AcmeChallenge::Http01 => xmppd_acme::Challenge::Http01,
+            xmppd_config::AcmeChallenge::TlsAlpn01 => xmppd_acme::Challenge::TlsAlpn01,
+        },
     })
+}
+
+/// The TLS store, as the ACME client sees it.
+struct AcmeStore(Arc<Tls>);
+
+impl xmppd_acme::CertificateStore for AcmeStore {
+    fn install(
+        &self,
+        host: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<(), String> {
+        let spec = CertificateSpec {
+            domain: host.to_owned(),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        };
+        self.0.install(spec).map_err(|e| e.to_string())
+    }
+
+    fn set_alpn_challenge(&self, name: &str, cert: Vec<u8>, key: Vec<u8>) -> Result<(), String> {
+        (self.0.set_acme_challenge(name, cert, key)).map_err(|e| e.to_string())
+    }
+
+    fn clear_alpn_challenge(&self, name: &str) {
+        self.0.clear_acme_challenge(name);
+    }
 }
 
 /// The contact addresses (XEP-0157) of each host (`[[contact]]`).

@@ -1,12 +1,12 @@
 //! ACME (RFC 8555) for xmppd: one certificate per served host, covering the host and its
 //! service subdomains (`conference.`, `upload.`, …), obtained with the http-01 challenge
-//! (§8.3) answered by the HTTP layer, kept in `dir/HOST/`, handed to the TLS store, and renewed
-//! before it expires.
+//! (§8.3) answered by the HTTP layer or the tls-alpn-01 challenge (RFC 8737) answered by the
+//! TLS listeners, kept in `dir/HOST/`, handed to the TLS store, and renewed before it expires.
 //!
 //! The crate speaks no XMPP. Its seams: [`Challenges`] is the HTTP service of
-//! `/.well-known/acme-challenge/`, and an [`Install`] callback swaps a new certificate into
-//! the TLS store (the binary passes the store's hot reload). The protocol itself is
-//! `instant-acme`'s.
+//! `/.well-known/acme-challenge/`, and a [`CertificateStore`] takes new certificates and
+//! tls-alpn-01 challenge certificates (the binary passes xmppd-c2s's TLS store). The protocol
+//! itself is `instant-acme`'s.
 //!
 //! On disk, under `dir` (mode 0700): `account.json` (the account's key and URL, for the
 //! configured directory; a new directory URL makes a new account), and per host
@@ -50,10 +50,27 @@ pub struct AcmeSettings {
     pub check_interval: Duration,
     /// How soon a failed attempt is retried.
     pub retry_interval: Duration,
+    pub challenge: Challenge,
 }
 
-/// Installs a host's new certificate (fullchain and key files) into the TLS store.
-pub type Install = Arc<dyn Fn(&str, &Path, &Path) -> Result<(), String> + Send + Sync>;
+/// How the ACME server checks that this server answers for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// A file under `/.well-known/acme-challenge/` on port 80 (RFC 8555 §8.3).
+    Http01,
+    /// A TLS handshake with ALPN `acme-tls/1` on port 443 (RFC 8737).
+    TlsAlpn01,
+}
+
+/// Where certificates go: the TLS store that serves them.
+pub trait CertificateStore: Send + Sync {
+    /// Serves a host's new certificate (fullchain and key files) from now on.
+    fn install(&self, host: &str, cert: &Path, key: &Path) -> Result<(), String>;
+    /// Answers tls-alpn-01 validations of `name` with `cert` (DER) and `key` (PKCS#8 DER).
+    fn set_alpn_challenge(&self, name: &str, cert: Vec<u8>, key: Vec<u8>) -> Result<(), String>;
+    /// Ends the tls-alpn-01 challenge of `name`.
+    fn clear_alpn_challenge(&self, name: &str);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -155,15 +172,15 @@ pub fn needs_order(
 pub struct Acme {
     settings: AcmeSettings,
     challenges: Arc<Challenges>,
-    install: Install,
+    store: Arc<dyn CertificateStore>,
 }
 
 impl Acme {
-    pub fn new(settings: AcmeSettings, install: Install) -> Acme {
+    pub fn new(settings: AcmeSettings, store: Arc<dyn CertificateStore>) -> Acme {
         Acme {
             settings,
             challenges: Arc::default(),
-            install,
+            store,
         }
     }
 
@@ -213,18 +230,20 @@ impl Acme {
         // new key does not either, but the reloader keeps the old pair until both changed.
         write_atomically(&key_path, key.as_bytes(), 0o600)?;
         write_atomically(&cert_path, chain.as_bytes(), 0o644)?;
-        (self.install)(host, &cert_path, &key_path).map_err(AcmeError::Install)?;
+        (self.store.install(host, &cert_path, &key_path)).map_err(AcmeError::Install)?;
         tracing::info!(%host, "ACME: certificate obtained and installed");
         Ok(true)
     }
 
-    /// One order: account, authorizations through http-01, finalisation. Returns the PEM
-    /// chain and the PEM key.
+    /// One order: account, authorizations through the configured challenge, finalisation.
+    /// Returns the PEM chain and the PEM key.
     async fn order(&self, names: &[String]) -> Result<(String, String), AcmeError> {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+        // What this order put up, taken down whatever its outcome.
         let mut tokens = Vec::new();
+        let mut alpn_names = Vec::new();
         let outcome = async {
             let mut authorizations = order.authorizations();
             while let Some(authz) = authorizations.next().await {
@@ -232,16 +251,32 @@ impl Acme {
                 if authz.status == AuthorizationStatus::Valid {
                     continue;
                 }
-                let Some(mut challenge) = authz.challenge(ChallengeType::Http01) else {
+                let kind = match self.settings.challenge {
+                    Challenge::Http01 => ChallengeType::Http01,
+                    Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                };
+                let Some(mut challenge) = authz.challenge(kind.clone()) else {
                     return Err(AcmeError::Order {
                         names: names.join(", "),
-                        status: "without an http-01 challenge".into(),
+                        status: format!("without a {kind:?} challenge"),
                     });
                 };
-                let token = challenge.token.clone();
-                let answer = challenge.key_authorization().as_str().to_owned();
-                self.challenges.tokens().insert(token.clone(), answer);
-                tokens.push(token);
+                let key_authorization = challenge.key_authorization();
+                match self.settings.challenge {
+                    Challenge::Http01 => {
+                        let token = challenge.token.clone();
+                        let answer = key_authorization.as_str().to_owned();
+                        self.challenges.tokens().insert(token.clone(), answer);
+                        tokens.push(token);
+                    }
+                    Challenge::TlsAlpn01 => {
+                        let name = challenge.identifier().to_string();
+                        let (cert, key) = alpn_certificate(&name, key_authorization.digest())?;
+                        (self.store.set_alpn_challenge(&name, cert, key))
+                            .map_err(AcmeError::Install)?;
+                        alpn_names.push(name);
+                    }
+                }
                 challenge.set_ready().await?;
             }
             let retries = RetryPolicy::new().timeout(Duration::from_secs(120));
@@ -259,6 +294,9 @@ impl Acme {
         .await;
         let mut pending = self.challenges.tokens();
         tokens.iter().for_each(|t| drop(pending.remove(t)));
+        alpn_names
+            .iter()
+            .for_each(|n| self.store.clear_alpn_challenge(n));
         outcome
     }
 
@@ -297,6 +335,18 @@ impl Acme {
             None => Account::builder()?,
         })
     }
+}
+
+/// The self-signed certificate of a tls-alpn-01 challenge (RFC 8737 §3): `name` as its only
+/// name, and the SHA-256 digest of the key authorization in the critical acmeIdentifier
+/// extension. Returns the certificate and its PKCS#8 key, both DER.
+fn alpn_certificate(name: &str, digest: impl AsRef<[u8]>) -> Result<(Vec<u8>, Vec<u8>), AcmeError> {
+    let failed = |e: rcgen::Error| AcmeError::Install(format!("challenge certificate: {e}"));
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(failed)?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest.as_ref())];
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = params.self_signed(&key).map_err(failed)?;
+    Ok((cert.der().to_vec(), key.serialize_der()))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -387,6 +437,26 @@ mod tests {
         c.tokens().insert("tok".into(), "tok.thumb".into());
         assert_eq!(c.answer("tok").as_deref(), Some("tok.thumb"));
         assert_eq!(c.answer("other"), None);
+    }
+
+    #[test]
+    fn the_alpn_certificate_names_the_domain_and_carries_the_digest() {
+        let digest = [7u8; 32];
+        let (der, _key) = alpn_certificate("upload.example.org", digest).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            san.value.general_names,
+            [x509_parser::extensions::GeneralName::DNSName(
+                "upload.example.org"
+            )]
+        );
+        // id-pe-acmeIdentifier (RFC 8737 §6.1), critical, an OCTET STRING of the digest.
+        let ext = (cert.extensions().iter())
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier extension");
+        assert!(ext.critical);
+        assert_eq!(ext.value, [&[4u8, 32][..], &digest].concat());
     }
 
     #[test]

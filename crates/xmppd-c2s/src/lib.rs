@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 
 pub use shaper::ShaperSettings;
 pub use sm::SmSettings;
-pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_XMPP_CLIENT};
+pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_ACME_TLS, ALPN_XMPP_CLIENT};
 pub use transport::CarriedIo;
 pub use xmppd_sasl::ChannelBindings;
 

@@ -23,6 +23,9 @@ use xmppd_sasl::ChannelBindings;
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 /// ALPN protocol of the HTTPS listeners.
 const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
+/// ALPN protocol of ACME's tls-alpn-01 validation (RFC 8737 §6.2): such a handshake gets the
+/// challenge certificate of its name, and the connection ends with the handshake.
+pub const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
 /// Label of the RFC 9266 `tls-exporter` channel binding.
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
@@ -129,11 +132,14 @@ impl Tls {
         let table = build_table(&hosts, &configured, self_signed.as_ref());
         let resolver = Arc::new(SniResolver {
             table: RwLock::new(Arc::new(table)),
+            acme: RwLock::default(),
         });
         let starttls_config = server_config(&provider, &resolver, &[])?;
-        let direct_config = server_config(&provider, &resolver, &[ALPN_XMPP_CLIENT])?;
+        // An ACME server validates on port 443 (RFC 8737 §3), where either listener may be.
+        let direct_config =
+            server_config(&provider, &resolver, &[ALPN_XMPP_CLIENT, ALPN_ACME_TLS])?;
         // HTTP/1.1 only: WebSocket (RFC 6455) upgrades an HTTP/1.1 connection.
-        let http_config = server_config(&provider, &resolver, &[ALPN_HTTP_1_1])?;
+        let http_config = server_config(&provider, &resolver, &[ALPN_HTTP_1_1, ALPN_ACME_TLS])?;
         Ok(Arc::new(Tls {
             provider,
             hosts,
@@ -218,6 +224,36 @@ impl Tls {
         let table = build_table(&self.hosts, &configured, self.self_signed.as_ref());
         self.resolver.replace(table);
         Ok(())
+    }
+
+    /// Serves `cert` (DER) with `key` (PKCS#8 DER) to tls-alpn-01 validations of `name` until
+    /// cleared (RFC 8737 §3).
+    pub fn set_acme_challenge(
+        &self,
+        name: &str,
+        cert: Vec<u8>,
+        key: Vec<u8>,
+    ) -> Result<(), TlsError> {
+        let key = PrivateKeyDer::Pkcs8(key.into());
+        let signer = self.provider.key_provider.load_private_key(key)?;
+        let certified = CertifiedKey::new(vec![CertificateDer::from(cert)], signer);
+        let mut acme = self
+            .resolver
+            .acme
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        acme.insert(normalize_name(name), Arc::new(certified));
+        Ok(())
+    }
+
+    /// Ends the tls-alpn-01 challenge of `name`.
+    pub fn clear_acme_challenge(&self, name: &str) {
+        let mut acme = self
+            .resolver
+            .acme
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        acme.remove(&normalize_name(name));
     }
 
     /// The chain served to a client that asked for `sni` (leaf first).
@@ -354,6 +390,8 @@ fn build_table(
 
 struct SniResolver {
     table: RwLock<Arc<CertTable>>,
+    /// tls-alpn-01 challenge certificates by name, while ACME validates them.
+    acme: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -380,6 +418,15 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = client_hello
+            .alpn()
+            .is_some_and(|mut p| p.any(|p| p == ALPN_ACME_TLS));
+        if acme {
+            // RFC 8737 §3: the challenge certificate or none; never the served one.
+            let name = normalize_name(client_hello.server_name()?);
+            let challenges = self.acme.read().unwrap_or_else(|p| p.into_inner());
+            return challenges.get(&name).cloned();
+        }
         Some(Arc::clone(
             &self.current().lookup(client_hello.server_name()).key,
         ))

@@ -90,6 +90,11 @@ impl Transport {
         match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let conn = stream.get_ref().1;
+                if conn.alpn_protocol() == Some(crate::tls::ALPN_ACME_TLS) {
+                    // RFC 8737 §3: a validation ends with its handshake.
+                    tracing::debug!("ACME tls-alpn-01 validation answered");
+                    return None;
+                }
                 let bindings = tls.channel_bindings(conn);
                 tracing::debug!(
                     version = ?conn.protocol_version(),

@@ -27,6 +27,8 @@ pub struct AcmeSection {
     pub renew_before_days: u64,
     pub check_interval_secs: u64,
     pub retry_interval_secs: u64,
+    /// `http-01` or `tls-alpn-01`.
+    pub challenge: String,
 }
 
 impl Default for AcmeSection {
@@ -42,6 +44,7 @@ impl Default for AcmeSection {
             renew_before_days: 30,
             check_interval_secs: 12 * 3600,
             retry_interval_secs: 3600,
+            challenge: "http-01".into(),
         }
     }
 }
@@ -58,6 +61,17 @@ pub struct AcmeSettings {
     pub renew_before: Duration,
     pub check_interval: Duration,
     pub retry_interval: Duration,
+    pub challenge: AcmeChallenge,
+}
+
+/// How the ACME server checks that this server answers for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// Over HTTP on port 80, answered by the `[http]` listeners.
+    Http01,
+    /// A TLS handshake on port 443 with ALPN `acme-tls/1`, answered by the HTTPS and
+    /// direct-TLS listeners.
+    TlsAlpn01,
 }
 
 impl AcmeSection {
@@ -72,8 +86,17 @@ impl AcmeSection {
         if !self.enabled {
             return Ok(None);
         }
-        if !http_enabled {
-            let why = "the http-01 challenge is answered over HTTP: set http.enabled = true";
+        let challenge = match self.challenge.trim() {
+            "http-01" => AcmeChallenge::Http01,
+            "tls-alpn-01" => AcmeChallenge::TlsAlpn01,
+            other => {
+                let why = format!("{other:?} is not http-01 or tls-alpn-01");
+                return Err(fail("acme.challenge", why));
+            }
+        };
+        if challenge == AcmeChallenge::Http01 && !http_enabled {
+            let why = "the http-01 challenge is answered over HTTP: set http.enabled = true, \
+                       or acme.challenge = \"tls-alpn-01\"";
             return Err(fail("acme.enabled", why.into()));
         }
         let url = self.directory_url.trim();
@@ -138,6 +161,7 @@ impl AcmeSection {
                 7 * 86_400,
             )?,
             retry_interval: secs("acme.retry_interval_secs", self.retry_interval_secs, 86_400)?,
+            challenge,
         }))
     }
 }

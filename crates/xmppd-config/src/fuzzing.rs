@@ -279,6 +279,14 @@ fn render(c: &ValidatedConfig) -> String {
             ("renew_before_days", int(a.renew_before.as_secs() / 86_400)),
             ("check_interval_secs", int(a.check_interval.as_secs())),
             ("retry_interval_secs", int(a.retry_interval.as_secs())),
+            (
+                "challenge",
+                match a.challenge {
+                    crate::AcmeChallenge::Http01 => "http-01",
+                    crate::AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+                }
+                .into(),
+            ),
         ]);
         if let (Value::Table(entries), Some(ca)) = (&mut t, &a.ca_file) {
             entries.insert("ca_file".into(), path(ca));

@@ -32,7 +32,7 @@ mod tests;
 mod upload;
 mod validate;
 
-pub use acme::{AcmeSection, AcmeSettings};
+pub use acme::{AcmeChallenge, AcmeSection, AcmeSettings};
 pub use admin_http::{AdminHttpSection, AdminHttpSettings};
 pub use contact::{ContactAddresses, ContactEntry};
 pub use directory::{

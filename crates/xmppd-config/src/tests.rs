@@ -218,6 +218,11 @@ fn acme_needs_http_and_takes_served_hosts_without_certificates() {
     let acme = "[acme]\nenabled = true\ndirectory_url = \"https://acme.test/dir\"\n";
     let e = err(acme);
     assert_eq!(e.key.as_deref(), Some("acme.enabled"));
+    // Over TLS the challenge needs no HTTP listener.
+    let alpn = load(&format!("{acme}challenge = \"tls-alpn-01\"\n")).unwrap();
+    assert_eq!(alpn.acme.unwrap().challenge, AcmeChallenge::TlsAlpn01);
+    let e = err(&format!("{acme}challenge = \"dns-01\"\n"));
+    assert_eq!(e.key.as_deref(), Some("acme.challenge"));
     let c = load(&format!("{http}{acme}")).unwrap();
     let a = c.acme.unwrap();
     assert_eq!(a.hosts, ["localhost"]);

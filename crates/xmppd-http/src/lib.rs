@@ -37,7 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use xmppd_c2s::{ChannelBindings, Tls};
+use xmppd_c2s::{ChannelBindings, Tls, ALPN_ACME_TLS};
 
 /// How long open connections and the services' tasks get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -316,6 +316,10 @@ async fn serve_connection(
     if tls {
         let handshake = shared.tls.http_acceptor().accept(tcp);
         match tokio::time::timeout(settings.header_timeout, handshake).await {
+            Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(ALPN_ACME_TLS) => {
+                // RFC 8737 §3: a tls-alpn-01 validation ends with its handshake.
+                tracing::debug!("ACME tls-alpn-01 validation answered");
+            }
             Ok(Ok(stream)) => {
                 peer.bindings = Some(shared.tls.channel_bindings(stream.get_ref().1));
                 serve_http(&shared, TokioIo::new(stream), peer, shutdown).await
