@@ -69,6 +69,11 @@ pub(crate) async fn serve(
     drop(pending);
     let stop = match negotiated {
         Ok(n) => {
+            let _counted = xmppd_metrics::session_opened(match kind {
+                ListenerKind::StartTls => xmppd_metrics::Transport::Tcp,
+                ListenerKind::DirectTls => xmppd_metrics::Transport::Tls,
+                ListenerKind::Carried => xmppd_metrics::Transport::WebSocket,
+            });
             let mut bound = Bound::new(Arc::clone(&shared.server), n.session, n.rx, n.sm);
             let ending = crate::session::run(&mut conn, &shared, &mut bound).await;
             // Unbind (or park) before the final write: a slow close must not leave a dead

@@ -389,6 +389,7 @@ impl Conn {
             }
             return Err(Stop::err(Cond::UnsupportedStanzaType));
         }
+        xmppd_metrics::stanza_in(el.name());
         // Every stanza counts, also those the connection answers itself (XEP-0198 §4).
         if let Some(sm) = cx.sm.as_mut() {
             sm.handled_one();
@@ -451,8 +452,12 @@ impl Conn {
         let mut next = Some(first);
         while let Some((msg, class)) = next.take() {
             match &msg {
-                Outbound::Stanza(el) => xmppd_stream::serialize(el, NS_CLIENT, &mut self.out),
+                Outbound::Stanza(el) => {
+                    xmppd_metrics::stanza_out(el.name());
+                    xmppd_stream::serialize(el, NS_CLIENT, &mut self.out)
+                }
                 Outbound::Addressed(el, to) => {
+                    xmppd_metrics::stanza_out(el.name());
                     xmppd_stream::serialize_addressed(el, NS_CLIENT, to.as_str(), &mut self.out)
                 }
                 Outbound::Written => {

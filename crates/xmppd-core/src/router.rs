@@ -278,6 +278,7 @@ impl Router for LocalRouter {
         };
         let sent = queue.push(out, class);
         if sent == Err(SendError::Overflow) {
+            xmppd_metrics::queue_overflow();
             evict(jid, &queue);
         }
         sent

@@ -340,6 +340,7 @@ impl<R: Role> Negotiation<R> {
         out: &mut Vec<Action<R>>,
     ) {
         tracing::info!(jid = %user, mech = mechanism.name(), "authenticated");
+        xmppd_metrics::auth(Some(mechanism.name()), true);
         out.push(Action::Authenticated {
             user: user.clone(),
             mechanism,

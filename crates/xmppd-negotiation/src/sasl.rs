@@ -405,6 +405,7 @@ impl<R: Role> Negotiation<R> {
             condition = failure.condition,
             "authentication failed"
         );
+        xmppd_metrics::auth(mech.map(Mechanism::name), false);
         let answer = if self.sasl2.take().is_some() {
             let text = (failure.stage == Stage::BeforeProof).then_some(&*failure.reason);
             crate::sasl2::failure(failure.condition, text)

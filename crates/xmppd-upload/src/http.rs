@@ -222,6 +222,7 @@ async fn put(
     let now_ms = xmppd_core::stanza::now_ms();
     match files.store.finish(&slot.id, now_ms, content_type).await {
         Ok(true) => {
+            xmppd_metrics::upload_stored(slot.size);
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::CREATED;
             resp
@@ -467,6 +468,7 @@ impl Body for FileBody {
             Poll::Ready(Ok(())) => {
                 let data = Bytes::copy_from_slice(read.filled());
                 this.remaining -= data.len() as u64;
+                xmppd_metrics::upload_served(data.len() as u64);
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
         }

@@ -101,7 +101,12 @@ pub(super) fn writer_loop(
         }
         let outcome = {
             let mut conn = lock(conn);
-            run_batch(&mut conn, &mut batch)
+            let began = std::time::Instant::now();
+            let outcome = run_batch(&mut conn, &mut batch);
+            if outcome.is_ok() {
+                xmppd_metrics::storage_commit(began.elapsed());
+            }
+            outcome
         };
         match &outcome {
             Ok(()) => {
