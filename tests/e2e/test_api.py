@@ -338,3 +338,54 @@ async def test_statistics(make_server):
     assert (s["accounts"], s["online_sessions"], s["online_users"], s["rooms"]) == (3, 2, 1, 0), s
     assert s["uptime_secs"] >= 0 and s["memory_bytes"] > 1_000_000, s
     await alice.close()
+
+
+def metrics(server) -> dict[str, float]:
+    got = call(server, "GET", "/metrics")
+    assert got.status == 200, got
+    assert got.headers["Content-Type"].startswith("text/plain; version=0.0.4"), got.headers
+    samples = {}
+    for line in got.raw.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def total(samples: dict[str, float], prefix: str, *having: str) -> float:
+    return sum(v for k, v in samples.items()
+               if k.startswith(prefix) and all(h in k for h in having))
+
+
+@async_test()
+async def test_metrics_count_logins_and_a_message(make_server):
+    server = make_server(**ADMIN_HTTP)
+    before = metrics(server)
+    assert before['xmppd_sessions{transport="tcp"}'] == 0, before
+    alice = await login(server, "alice")
+    bob = await login(server, "bob", direct_tls=True)
+    assert not await can_login(server, "carol", password="wrong")
+    alice.chat("bob@localhost", "counted")
+    await bob.expect_message("counted", "alice@localhost")
+    after = metrics(server)
+
+    def delta(name: str) -> float:
+        return after[name] - before[name]
+
+    assert after['xmppd_sessions{transport="tcp"}'] == 1, after
+    assert after['xmppd_sessions{transport="tls"}'] == 1, after
+    assert total(after, "xmppd_auth_total", 'result="success"') - total(
+        before, "xmppd_auth_total", 'result="success"') == 2
+    assert total(after, "xmppd_auth_total", 'result="failure"') - total(
+        before, "xmppd_auth_total", 'result="failure"') >= 1
+    assert delta('xmppd_stanzas_in_total{kind="message"}') == 1, after
+    assert delta('xmppd_stanzas_out_total{kind="message"}') == 1, after
+    assert delta('xmppd_stanzas_in_total{kind="iq"}') >= 2, after
+    # Logins record sessions: storage committed something, timed.
+    assert delta("xmppd_storage_commit_seconds_count") >= 1, after
+    assert after['xmppd_storage_commit_seconds_bucket{le="+Inf"}'] == after[
+        "xmppd_storage_commit_seconds_count"]
+    await alice.close()
+    await bob.close()
+    # Only reading.
+    assert call(server, "POST", "/metrics", {}).status == 405

@@ -1,4 +1,5 @@
-//! The administration listener (`[admin_http]`): the REST API under `/api`. Plain HTTP on loopback by default; the same HTTP layer, limits
+//! The administration listener (`[admin_http]`): the REST API under `/api` and the metrics on
+//! `/metrics`. Plain HTTP on loopback by default; the same HTTP layer, limits
 //! and access log as the public listeners, with the section's own body and time limits.
 
 use std::sync::Arc;
@@ -11,10 +12,16 @@ pub async fn bind(
     config: &ValidatedConfig,
     admin: &AdminHttpSettings,
     tls: Arc<Tls>,
-    api: Option<xmppd_api::Api>,
+    api: xmppd_api::Api,
 ) -> std::io::Result<xmppd_http::Http> {
     let mut router = xmppd_http::Router::default();
-    if let Some(api) = api.filter(|_| admin.api) {
+    if admin.metrics {
+        let metrics = xmppd_api::Metrics {
+            tokens: api.tokens.clone(),
+        };
+        router.route(xmppd_api::METRICS_PATH, Arc::new(metrics));
+    }
+    if admin.api {
         router.route(xmppd_api::PATH, Arc::new(api));
     }
     let defaults = xmppd_config::HttpSection::default();

@@ -307,12 +307,14 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         Ok(c2s) => c2s.with_fast_tokens(Arc::new(fast_tokens)),
         Err(e) => return Err(bind_failure(&config, e)),
     };
-    let admin_http = match &config.admin_http {
-        Some(admin) => match admin_http::bind(&config, admin, tls.clone(), api).await {
-            Ok(bound) => Some(bound),
-            Err(e) => return Err(bind_failure(&config, e)),
-        },
-        None => None,
+    let admin_http = match (&config.admin_http, api) {
+        (Some(admin), Some(api)) => {
+            match admin_http::bind(&config, admin, tls.clone(), api).await {
+                Ok(bound) => Some(bound),
+                Err(e) => return Err(bind_failure(&config, e)),
+            }
+        }
+        _ => None,
     };
     let http = match &config.http {
         Some(http) => {

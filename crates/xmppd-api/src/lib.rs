@@ -613,3 +613,64 @@ impl Api {
         Ok((jid, service))
     }
 }
+
+/// `/metrics`: the Prometheus text exposition of `xmppd_metrics`. Open to loopback peers;
+/// from elsewhere (a listener on another address) it needs a token of any scope, since every
+/// scope includes `metrics`.
+pub struct Metrics {
+    pub tokens: Arc<ApiTokens>,
+}
+
+/// The path of [`Metrics`].
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Whether `peer` may read the metrics without a token.
+pub fn metrics_open_to(peer: &std::net::SocketAddr) -> bool {
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+#[async_trait]
+impl xmppd_http::Service for Metrics {
+    async fn call(&self, req: Request<RequestBody>, peer: &Peer) -> Response<ResponseBody> {
+        if !matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD) {
+            let mut resp = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only GET",
+            )
+            .response();
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return resp;
+        }
+        if !metrics_open_to(&peer.addr) {
+            if let Err(e) = authorize(&self.tokens, &req, Scope::Metrics).await {
+                return e.response();
+            }
+        }
+        let mut resp = Response::new(full(xmppd_metrics::encode()));
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_open_to_loopback_only() {
+        let open = |a: &str| metrics_open_to(&a.parse().unwrap());
+        assert!(open("127.0.0.1:1") && open("127.8.9.1:1") && open("[::1]:1"));
+        assert!(open("[::ffff:127.0.0.1]:1"));
+        assert!(!open("10.0.0.1:1") && !open("[2001:db8::1]:1") && !open("[::ffff:10.0.0.1]:1"));
+    }
+}

@@ -1,4 +1,5 @@
-//! `[admin_http]`: the administration listener (the REST API under `/api`).
+//! `[admin_http]`: the administration listener (the REST API under `/api`, Prometheus
+//! metrics on `/metrics`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +19,8 @@ pub struct AdminHttpSection {
     pub listen: Vec<String>,
     /// The REST API under `/api`.
     pub api: bool,
+    /// Prometheus metrics on `/metrics`.
+    pub metrics: bool,
     /// Bytes of one request's body, at most.
     pub max_body_bytes: u64,
     /// Time a request (its body included) may take to be answered.
@@ -30,6 +33,7 @@ impl Default for AdminHttpSection {
             enabled: false,
             listen: vec!["127.0.0.1:5290".into()],
             api: true,
+            metrics: true,
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
         }
@@ -41,6 +45,7 @@ impl Default for AdminHttpSection {
 pub struct AdminHttpSettings {
     pub listen: Vec<SocketAddr>,
     pub api: bool,
+    pub metrics: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
 }
@@ -62,6 +67,7 @@ impl AdminHttpSection {
         Ok(Some(AdminHttpSettings {
             listen,
             api: self.api,
+            metrics: self.metrics,
             max_body_bytes: in_range(self.max_body_bytes, 1024, 64 << 20)
                 .map_err(|why| fail("admin_http.max_body_bytes", why))?,
             request_timeout: Duration::from_secs(

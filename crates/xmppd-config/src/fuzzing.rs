@@ -551,6 +551,7 @@ fn render_admin_http(a: &AdminHttpSettings) -> Value {
             Value::Array(a.listen.iter().map(|a| a.to_string().into()).collect()),
         ),
         ("api", a.api.into()),
+        ("metrics", a.metrics.into()),
         ("max_body_bytes", int(a.max_body_bytes)),
         ("request_timeout_secs", int(a.request_timeout.as_secs())),
     ])

@@ -842,7 +842,7 @@ fn admin_http_is_off_by_default_and_loopback_when_on() {
         admin.listen,
         vec!["127.0.0.1:5290".parse::<SocketAddr>().unwrap()]
     );
-    assert!(admin.api);
+    assert!(admin.api && admin.metrics);
     assert_eq!(admin.max_body_bytes, 64 * 1024);
     let key = |text: &str| err(text).key.unwrap();
     assert_eq!(
