@@ -35,6 +35,7 @@ pub use account::remove_stored_account;
 pub use context::{Addressing, Context, Outbox, ServerHandle, Sessions};
 pub use jid::{BareJid, FullJid, Jid};
 pub use minidom::Element;
+pub use module::{Refused, RemoteRouter};
 pub use queue::{Class, QueueLimits, QueueReceiver, SessionQueue};
 pub use router::{NodeId, SessionId};
 pub use server::{user_ref, BindError, CoreConfig, Server, ServerBuilder};

@@ -520,6 +520,19 @@ pub trait Component: Send + Sync {
     }
 }
 
+/// Where stanzas go whose domain is neither served here nor a component's: the links to other
+/// servers (RFC 6120 §13), which the binary registers with [`crate::ServerBuilder::remote`].
+/// Without one, such stanzas bounce with `<remote-server-not-found/>`.
+pub trait RemoteRouter: Send + Sync {
+    /// Takes `stanza` (`from` and `to` set, `to` parsed as `to`) for delivery to the server of
+    /// `to`'s domain. Called while routing: it only queues, never waits. A stanza it cannot
+    /// take (federation off, a refused domain) comes back with the error to bounce it with.
+    fn route(&self, stanza: Element, to: &Jid) -> Result<(), Refused>;
+}
+
+/// A stanza a [`RemoteRouter`] refused, with the error to bounce it with.
+pub type Refused = Box<(Element, StanzaError)>;
+
 /// Answers IQs on a client stream that has not authenticated yet (XEP-0077 registration
 /// before login). The transport asks it and advertises its stream feature; the binary plugs
 /// it in, so the transport depends on no feature service.

@@ -5,7 +5,8 @@
 //! wants sent goes into its [`Context`]'s outbox; [`Server::drain`] routes the outbox first in
 //! first out, each stanza through one decision (`route_one`): a served host (accounts and the
 //! server itself, whose IQs go to the module that claimed the payload namespace), a
-//! component's subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
+//! component's subdomain, or a remote domain (the registered [`RemoteRouter`], else
+//! `<remote-server-not-found/>`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,9 @@ use xmppd_storage::{SessionRecord, Store, UserRef};
 use xmppd_stream::StreamErrorCondition;
 
 use crate::context::{Addressing, Context, Outbox, Outgoing};
-use crate::module::{Component, HookAction, Hooks, IqKind, IqRequest, Module, Outlet};
+use crate::module::{
+    Component, HookAction, Hooks, IqKind, IqRequest, Module, Outlet, RemoteRouter,
+};
 use crate::queue::{QueueLimits, QueueReceiver, SessionQueue};
 use crate::router::{LocalRouter, LocalSession, NodeId, Resource, Router, SendError, SessionId};
 use crate::session::{class_for, ClientSession, Outbound, SessionInfo, SharedPresence};
@@ -85,6 +88,7 @@ pub struct ServerBuilder {
     router: Option<Arc<dyn Router>>,
     modules: Vec<Arc<dyn Module>>,
     components: HashMap<String, Arc<dyn Component>>,
+    remote: Option<Arc<dyn RemoteRouter>>,
 }
 
 impl ServerBuilder {
@@ -103,6 +107,12 @@ impl ServerBuilder {
     /// Gives `domain` (e.g. `conference.example.org`) to a component.
     pub fn component(mut self, domain: &str, c: Arc<dyn Component>) -> Self {
         self.components.insert(domain.to_ascii_lowercase(), c);
+        self
+    }
+
+    /// Hands stanzas for other servers' domains to `r` (server-to-server federation).
+    pub fn remote(mut self, r: Arc<dyn RemoteRouter>) -> Self {
+        self.remote = Some(r);
         self
     }
 
@@ -179,6 +189,7 @@ impl ServerBuilder {
             nonzas,
             bind2,
             components: self.components,
+            remote: self.remote,
             server_features,
             account_features,
             next_id: AtomicU64::new(1),
@@ -223,6 +234,8 @@ pub struct Server {
     /// The module taking each namespace of Bind2 inline requests ([`Module::bind2_namespaces`]).
     bind2: HashMap<&'static str, Arc<dyn Module>>,
     components: HashMap<String, Arc<dyn Component>>,
+    /// Where stanzas for other servers go; none: they bounce.
+    remote: Option<Arc<dyn RemoteRouter>>,
     server_features: Vec<String>,
     account_features: Vec<String>,
     next_id: AtomicU64,
@@ -246,6 +259,7 @@ impl Server {
             router: None,
             modules: Vec::new(),
             components: HashMap::new(),
+            remote: None,
         }
     }
 
@@ -774,7 +788,8 @@ impl Server {
     }
 
     /// The one routing decision: a served host (its accounts and itself), a component's
-    /// subdomain, or a remote domain (no s2s yet: `<remote-server-not-found/>`).
+    /// subdomain, or a remote domain (the [`RemoteRouter`]; without one, or when it refuses,
+    /// the stanza bounces).
     /// `parsed` is `to` as the sender parsed it, if it did.
     async fn route_one(
         self: &Arc<Self>,
@@ -802,6 +817,11 @@ impl Server {
             }
         } else if let Some(c) = self.components.get(domain) {
             c.handle(cx, stanza).await;
+        } else if let Some(remote) = &self.remote {
+            if let Err(refused) = remote.route(stanza, &to) {
+                let (stanza, err) = *refused;
+                cx.bounce(&stanza, err);
+            }
         } else {
             cx.bounce(&stanza, StanzaError::new(Condition::RemoteServerNotFound));
         }

@@ -220,3 +220,54 @@ async fn a_fan_out_stays_one_element_when_modules_only_check_incoming_messages()
     }
     assert!(bob.rx.try_recv().is_none(), "the check stopped bob's");
 }
+
+/// Takes stanzas for remote domains, or refuses those for `refused`.
+struct Remote {
+    taken: std::sync::Mutex<Vec<(Element, String)>>,
+    refused: &'static str,
+}
+
+impl xmppd_core::RemoteRouter for Remote {
+    fn route(&self, stanza: Element, to: &xmppd_core::Jid) -> Result<(), xmppd_core::Refused> {
+        if to.domain().as_str() == self.refused {
+            let err = xmppd_core::stanza::Condition::NotAllowed.into();
+            return Err(Box::new((stanza, err)));
+        }
+        self.taken.lock().unwrap().push((stanza, to.to_string()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn stanzas_for_other_domains_go_to_the_remote_router_or_bounce_with_its_error() {
+    let remote = Arc::new(Remote {
+        taken: Default::default(),
+        refused: "refused.example",
+    });
+    let store = xmppd_core::testing::store_with_users(&["alice"]).await;
+    let server = Server::builder(CoreConfig::default(), store)
+        .modules(xmppd_im::modules())
+        .remote(remote.clone())
+        .build();
+    let mut alice = TestClient::login(&server, "alice", "pc").await;
+    alice
+        .send(&server, "<message xmlns='jabber:client' type='chat' to='Bob@Remote.Example'><body>hi</body></message>")
+        .await;
+    let taken = remote.taken.lock().unwrap().clone();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].1, "bob@remote.example");
+    assert_eq!(taken[0].0.attr("from"), Some("alice@localhost/pc"));
+    alice
+        .send(&server, "<message xmlns='jabber:client' type='chat' id='m2' to='bob@refused.example'><body>x</body></message>")
+        .await;
+    let got = alice.drain();
+    let error = got
+        .iter()
+        .find(|e| e.attr("id") == Some("m2"))
+        .expect("bounce");
+    assert_eq!(error.attr("type"), Some("error"));
+    let condition = (error.get_child("error", "jabber:client"))
+        .and_then(|e| e.children().next())
+        .map(|c| c.name().to_owned());
+    assert_eq!(condition.as_deref(), Some("not-allowed"), "{error:?}");
+}
