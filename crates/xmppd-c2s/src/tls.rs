@@ -261,6 +261,18 @@ impl Tls {
         self.resolver.current().lookup(sni).key.cert.clone()
     }
 
+    /// The certificates by SNI, for other listeners serving the same domains (server-to-server
+    /// federation), which build their own configuration around it.
+    pub fn cert_resolver(&self) -> Arc<dyn ResolvesServerCert> {
+        Arc::clone(&self.resolver) as Arc<dyn ResolvesServerCert>
+    }
+
+    /// The certificate and key served for `name` (or the fallback): what xmppd presents as
+    /// `name` when it is the TLS client (XEP-0178: the certificate of the initiating server).
+    pub fn certified_key(&self, name: &str) -> Arc<CertifiedKey> {
+        Arc::clone(&self.resolver.current().lookup(Some(name)).key)
+    }
+
     pub(crate) fn starttls_acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(Arc::clone(&self.starttls_config))
     }
