@@ -10,6 +10,7 @@
 mod admin;
 mod admin_http;
 mod admin_socket;
+mod federation;
 mod serve;
 
 use std::path::PathBuf;

@@ -196,24 +196,6 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
             upload_services.push((domain.clone(), Arc::new(service)));
         }
     }
-    let rooms = muc_services(&config, &store, archive).await?;
-    let server = (rooms.iter())
-        .map(|s| {
-            (
-                s.domain().to_owned(),
-                s.clone() as Arc<dyn xmppd_core::module::Component>,
-            )
-        })
-        .chain(pubsub_services)
-        .chain(proxy.iter().flat_map(|p| p.components.clone()))
-        .chain(upload_services)
-        .fold(builder, |b, (domain, c)| b.component(&domain, c))
-        .build();
-    // Read the groups before serving, so the first logins already see them.
-    shared_roster.refresh().await;
-    let directory_counts = directory.clone();
-    let directory_tasks = spawn_directory_tasks(&config, directory, &server, &shared_roster);
-
     let acme = acme_settings(&config);
     // What ACME obtained earlier serves from the start; the rest is self-signed until then.
     let acme_certificates = (acme.iter().flat_map(|a| &a.certificates)).filter_map(|names| {
@@ -247,6 +229,37 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         let store = Arc::new(AcmeStore(Arc::clone(&tls)));
         xmppd_acme::Acme::new(settings, store)
     });
+    let s2s = crate::federation::federation(&config, &tls)?;
+    let builder = match &s2s {
+        Some(s2s) => builder.remote(Arc::new(s2s.clone())),
+        None => builder,
+    };
+    let rooms = muc_services(&config, &store, archive).await?;
+    let server = (rooms.iter())
+        .map(|s| {
+            (
+                s.domain().to_owned(),
+                s.clone() as Arc<dyn xmppd_core::module::Component>,
+            )
+        })
+        .chain(pubsub_services)
+        .chain(proxy.iter().flat_map(|p| p.components.clone()))
+        .chain(upload_services)
+        .fold(builder, |b, (domain, c)| b.component(&domain, c))
+        .build();
+    let s2s_bound = match &s2s {
+        Some(s2s) => {
+            s2s.start(&server);
+            s2s.listen()
+                .await
+                .map_err(|e| format!("cannot listen for servers (s2s.listen): {e}"))?
+        }
+        None => Vec::new(),
+    };
+    // Read the groups before serving, so the first logins already see them.
+    shared_roster.refresh().await;
+    let directory_counts = directory.clone();
+    let directory_tasks = spawn_directory_tasks(&config, directory, &server, &shared_roster);
 
     let c2s_cfg = &config.c2s;
     let settings = C2sSettings {
@@ -343,6 +356,10 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     // Before the banner: whoever reads it may signal us right away.
     let mut signals = Signals::install()?;
     let (proxy_stop, proxy_stopped) = tokio::sync::watch::channel(false);
+    for (direct, addr) in &s2s_bound {
+        let kind = if *direct { "s2s-direct-tls" } else { "s2s" };
+        say(format_args!("xmppd listening: {kind} {addr}"));
+    }
     let proxy_task = proxy.map(|p| {
         say(format_args!("xmppd listening: proxy65 {}", p.local));
         tokio::spawn(p.relay.serve(p.listener, proxy_stopped))

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::{
     AdminHttpSection, AuthSection, ContactEntry, ExtDiscoSection, HttpSection, LdapSection,
-    MamSection, MucSection, PrivateSection, Proxy65Section, PubSubSection, PushSection,
+    MamSection, MucSection, PrivateSection, Proxy65Section, PubSubSection, PushSection, S2sSection,
     SharedRosterSection, UploadSection, VCardSection,
 };
 
@@ -38,6 +38,7 @@ pub struct Config {
     pub upload: UploadSection,
     pub admin_http: AdminHttpSection,
     pub acme: crate::AcmeSection,
+    pub s2s: S2sSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]

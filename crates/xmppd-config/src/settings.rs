@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::{
     AdminHttpSettings, AuthBackendKind, ContactAddresses, ExtDiscoSettings, HttpSettings,
     LdapSettings, LogLevel, MamSettings, MucSettings, PersonalSettings, Proxy65Settings,
-    PubSubSettings, PushSettings, SharedGroupSettings, StorageBackend, UploadSettings,
+    PubSubSettings, PushSettings, S2sSettings, SharedGroupSettings, StorageBackend, UploadSettings,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -49,6 +49,8 @@ pub struct ValidatedConfig {
     pub admin_http: Option<AdminHttpSettings>,
     /// `None`: certificates come from files or are self-signed.
     pub acme: Option<crate::AcmeSettings>,
+    /// `None`: no federation (stanzas to other domains bounce).
+    pub s2s: Option<S2sSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

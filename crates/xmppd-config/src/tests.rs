@@ -861,3 +861,33 @@ fn admin_http_is_off_by_default_and_loopback_when_on() {
         "admin_http.max_body_bytes"
     );
 }
+
+#[test]
+fn s2s_off_by_default_and_its_errors_name_their_key() {
+    assert_eq!(load("").unwrap().s2s, None);
+    let s = load("[s2s]\nenabled = true\n").unwrap().s2s.unwrap();
+    assert_eq!(s.listen, ["0.0.0.0:5269".parse::<SocketAddr>().unwrap()]);
+    assert!(s.dialback && !s.require_valid_certificates);
+    assert_eq!((s.resolver, s.ca_file), (None, None));
+    let s = load(
+        "[s2s]\nenabled = true\nresolver = \"127.0.0.1:5353\"\ndeny = [\"Evil.Example\"]\n\
+         [s2s.routes]\n\"b.example\" = \"127.0.0.3:5269\"\n",
+    )
+    .unwrap()
+    .s2s
+    .unwrap();
+    assert_eq!(s.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+    assert_eq!(s.deny, ["evil.example"]);
+    assert_eq!(s.routes["b.example"], ("127.0.0.3".to_owned(), 5269));
+
+    let e = err("[s2s]\nenabled = true\nresolver = \"localhost\"\n");
+    assert_eq!((e.key.as_deref(), e.line), (Some("s2s.resolver"), Some(3)));
+    let e = err("[s2s]\nenabled = true\nca_file = \"missing.pem\"\n");
+    assert_eq!(e.key.as_deref(), Some("s2s.ca_file"));
+    let e = err("[s2s]\nenabled = true\nlisten = [\"5269\"]\n");
+    assert_eq!(e.key.as_deref(), Some("s2s.listen"));
+    let e = err("[s2s]\nenabled = true\nidle_timeout_secs = 0\n");
+    assert_eq!(e.key.as_deref(), Some("s2s.idle_timeout_secs"));
+    let e = err("[s2s]\nenabled = true\n[s2s.routes]\n\"b.example\" = \"nowhere\"\n");
+    assert!(e.to_string().contains("s2s.routes"), "{e}");
+}

@@ -262,6 +262,7 @@ impl Config {
         let personal = crate::personal::validate_personal(&self.vcard, &self.private, &fail)?;
         let extdisco = self.extdisco.validate(source, &fail)?;
         let proxy65 = self.proxy65.validate(&hosts, &fail)?;
+        let s2s = self.s2s.validate(&source.base_dir, &fail)?;
         let upload = (self.upload).validate(&hosts, &data_dir, http.is_some(), &fail)?;
         let acme = (self.acme).validate(source, &hosts, &data_dir, http.is_some(), &fail)?;
         if let Some(a) = &acme {
@@ -358,6 +359,7 @@ impl Config {
             upload,
             admin_http,
             acme,
+            s2s,
         })
     }
 }

@@ -1,0 +1,446 @@
+//! Streams other servers open to this one: STARTTLS (or TLS at once, XEP-0368), then SASL
+//! EXTERNAL (XEP-0178) or dialback (XEP-0220), then stanzas, each checked against what the
+//! peer authenticated as (RFC 6120 §13.10: `from` in its domains, `to` in ours) before the
+//! core routes it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use minidom::Element;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use xmppd_core::stanza::{elem, error_reply, Condition, StanzaError};
+use xmppd_stream::{Event, Limits, StreamErrorCondition as Sec, NS_CLIENT, NS_SERVER, NS_STREAM};
+
+use crate::dialback::{NS_DIALBACK, NS_DIALBACK_FEATURE};
+use crate::outbound::{verify, NS_SASL, NS_TLS};
+use crate::xml::{header, renamespace, stream_id, StreamEnd, XmlConn};
+use crate::Inner;
+
+/// Binds every listener and spawns its accept loop.
+pub(crate) async fn listen(s2s: &Arc<Inner>) -> std::io::Result<Vec<(bool, SocketAddr)>> {
+    let mut bound = Vec::new();
+    let all = (s2s.settings.listen.iter().map(|a| (false, *a)))
+        .chain(s2s.settings.direct_tls_listen.iter().map(|a| (true, *a)));
+    for (direct, addr) in all {
+        let listener = TcpListener::bind(addr).await?;
+        bound.push((direct, listener.local_addr()?));
+        let s2s = Arc::clone(s2s);
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        tokio::spawn(serve(Arc::clone(&s2s), tcp, direct, peer));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "s2s accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    Ok(bound)
+}
+
+async fn serve(s2s: Arc<Inner>, tcp: TcpStream, direct: bool, peer: SocketAddr) {
+    let limit = s2s.settings.handshake_timeout;
+    let tls = if direct {
+        match timeout(limit, s2s.tls.acceptor(true).accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            _ => return,
+        }
+    } else {
+        let mut conn = XmlConn::new(tcp, Limits::PRE_AUTH);
+        match timeout(limit, starttls(&s2s, &mut conn)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return,
+            Ok(Err(e)) => return end(&mut conn, e).await,
+            Err(_) => return end(&mut conn, StreamEnd::Timeout).await,
+        }
+        let Ok(tcp) = conn.into_io() else { return };
+        match timeout(limit, s2s.tls.acceptor(false).accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            _ => return,
+        }
+    };
+    let chain = tls.get_ref().1.peer_certificates().unwrap_or(&[]).to_vec();
+    let mut conn = XmlConn::new(tls, Limits::PRE_AUTH);
+    let mut stream = Stream {
+        s2s: &s2s,
+        chain,
+        authenticated: HashSet::new(),
+        sasl: None,
+    };
+    if let Err(e) = stream.run(&mut conn).await {
+        tracing::info!(%peer, error = %e, "s2s inbound stream ended");
+        end(&mut conn, e).await;
+    }
+}
+
+async fn end<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut XmlConn<S>, e: StreamEnd) {
+    match e {
+        StreamEnd::Error(cond, why) => conn.fail(cond, Some(&why)).await,
+        StreamEnd::Framing(f) => conn.fail(f.condition(), None).await,
+        StreamEnd::Timeout => conn.fail(Sec::ConnectionTimeout, None).await,
+        StreamEnd::Closed => conn.close().await,
+        StreamEnd::Io(_) => {}
+    }
+}
+
+/// The stream before TLS: only STARTTLS is offered (TLS is required, RFC 7590), and dialback
+/// verifications are answered. True once `<proceed/>` was sent.
+async fn starttls(s2s: &Inner, conn: &mut XmlConn<TcpStream>) -> Result<bool, StreamEnd> {
+    open(s2s, conn).await?;
+    let mut features = elem("features", NS_STREAM, &[]);
+    let mut tls = elem("starttls", NS_TLS, &[]);
+    tls.append_child(elem("required", NS_TLS, &[]));
+    features.append_child(tls);
+    conn.send(&features).await?;
+    loop {
+        let el = conn.element().await?;
+        if el.is("starttls", NS_TLS) {
+            conn.send(&elem("proceed", NS_TLS, &[])).await?;
+            return Ok(true);
+        }
+        if el.is("verify", NS_DIALBACK) {
+            conn.send(&answer_verify(s2s, &el)).await?;
+            continue;
+        }
+        return Err(StreamEnd::error(Sec::PolicyViolation, "TLS is required"));
+    }
+}
+
+/// Reads the peer's header and answers with ours: the stream's local domain (its `to`, one
+/// served here) and the peer's claimed domain (its `from`, if given).
+async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    s2s: &Inner,
+    conn: &mut XmlConn<S>,
+) -> Result<(String, Option<String>, String), StreamEnd> {
+    let h = match conn.next().await? {
+        Event::Header(h) => h,
+        _ => return Err(StreamEnd::Closed),
+    };
+    let to = h.to.as_deref().unwrap_or("").to_ascii_lowercase();
+    let from = h.from.as_deref().map(str::to_ascii_lowercase);
+    let id = stream_id();
+    // Our header first, so that the error below is read as part of a stream (RFC 6120 §4.9.1.1).
+    let ours = to.as_str();
+    conn.write(
+        header(
+            if ours.is_empty() { "invalid" } else { ours },
+            from.as_deref(),
+            Some(&id),
+        )
+        .as_bytes(),
+    )
+    .await?;
+    if h.default_ns.as_deref() != Some(NS_SERVER) {
+        return Err(StreamEnd::error(
+            Sec::InvalidNamespace,
+            "expected jabber:server",
+        ));
+    }
+    if !s2s.serves(&to) {
+        return Err(StreamEnd::error(
+            Sec::HostUnknown,
+            format!("{to} is not served here"),
+        ));
+    }
+    if let Some(from) = &from {
+        if !s2s.allowed(from) {
+            return Err(StreamEnd::error(
+                Sec::PolicyViolation,
+                format!("{from} may not federate"),
+            ));
+        }
+    }
+    Ok((to, from, id))
+}
+
+/// One inbound TLS stream (and its restart after SASL).
+struct Stream<'a> {
+    s2s: &'a Arc<Inner>,
+    chain: Vec<CertificateDer<'static>>,
+    /// The remote domains this stream authenticated (several with dialback piggybacking).
+    authenticated: HashSet<String>,
+    /// The domain SASL EXTERNAL authenticated; the stream restarts once then.
+    sasl: Option<String>,
+}
+
+impl Stream<'_> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut XmlConn<S>,
+    ) -> Result<(), StreamEnd> {
+        let s2s = self.s2s;
+        loop {
+            let limit = s2s.settings.handshake_timeout;
+            let opened = timeout(limit, open(s2s, conn)).await;
+            let (local, from, id) = opened.map_err(|_| StreamEnd::Timeout)??;
+            let mut features = elem("features", NS_STREAM, &[]);
+            if self.sasl.is_none() {
+                let valid = from
+                    .as_deref()
+                    .is_some_and(|d| s2s.tls.check(&self.chain, d).is_ok());
+                if valid {
+                    let mut mechanisms = elem("mechanisms", NS_SASL, &[]);
+                    let mut m = elem("mechanism", NS_SASL, &[]);
+                    m.append_text_node("EXTERNAL");
+                    mechanisms.append_child(m);
+                    features.append_child(mechanisms);
+                }
+                let mut dialback = elem("dialback", NS_DIALBACK_FEATURE, &[]);
+                dialback.append_child(elem("errors", NS_DIALBACK_FEATURE, &[]));
+                features.append_child(dialback);
+            }
+            conn.send(&features).await?;
+            if !self.elements(conn, &local, from.as_deref(), &id).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The elements of one stream; true when it restarts (after SASL success).
+    async fn elements<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut XmlConn<S>,
+        local: &str,
+        from: Option<&str>,
+        stream_id: &str,
+    ) -> Result<bool, StreamEnd> {
+        let s2s = self.s2s;
+        loop {
+            let limit = if self.authenticated.is_empty() {
+                s2s.settings.handshake_timeout
+            } else {
+                s2s.settings.idle_timeout * 2
+            };
+            let el = match timeout(limit, conn.next()).await {
+                Err(_) => return Err(StreamEnd::Timeout),
+                Ok(Ok(Event::Element(el))) => el,
+                Ok(Ok(Event::Close)) | Ok(Err(StreamEnd::Closed)) => {
+                    conn.close().await;
+                    return Ok(false);
+                }
+                Ok(Ok(Event::Header(_))) => {
+                    return Err(StreamEnd::error(Sec::InvalidXml, "unexpected header"))
+                }
+                Ok(Err(e)) => return Err(e),
+            };
+            if el.is("auth", NS_SASL) {
+                if self.external(conn, &el, from).await? {
+                    conn.restart();
+                    return Ok(true);
+                }
+            } else if el.is("result", NS_DIALBACK) {
+                self.dialback(conn, &el, local, stream_id).await?;
+            } else if el.is("verify", NS_DIALBACK) {
+                conn.send(&answer_verify(s2s, &el)).await?;
+            } else if matches!(el.name(), "message" | "presence" | "iq") && el.has_ns(NS_SERVER) {
+                if self.authenticated.is_empty() {
+                    return Err(StreamEnd::error(Sec::NotAuthorized, "not authenticated"));
+                }
+                self.stanza(el).await?;
+            } else {
+                return Err(StreamEnd::error(
+                    Sec::UnsupportedStanzaType,
+                    el.name().to_owned(),
+                ));
+            }
+        }
+    }
+
+    /// XEP-0178: the peer's certificate names the domain it authenticates as.
+    async fn external<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut XmlConn<S>,
+        auth: &Element,
+        from: Option<&str>,
+    ) -> Result<bool, StreamEnd> {
+        let failure = |cond: &str| {
+            let mut f = elem("failure", NS_SASL, &[]);
+            f.append_child(elem(cond, NS_SASL, &[]));
+            f
+        };
+        if self.sasl.is_some() || auth.attr("mechanism") != Some("EXTERNAL") {
+            conn.send(&failure("invalid-mechanism")).await?;
+            return Ok(false);
+        }
+        let text = auth.text();
+        let authzid = match text.trim() {
+            "" | "=" => from.map(str::to_owned),
+            b64 => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .map(|s| s.to_ascii_lowercase()),
+        };
+        let Some(domain) = authzid else {
+            conn.send(&failure("invalid-authzid")).await?;
+            return Ok(false);
+        };
+        if from.is_some_and(|f| f != domain) {
+            conn.send(&failure("invalid-authzid")).await?;
+            return Ok(false);
+        }
+        if !self.s2s.allowed(&domain) || self.s2s.tls.check(&self.chain, &domain).is_err() {
+            conn.send(&failure("not-authorized")).await?;
+            return Ok(false);
+        }
+        conn.send(&elem("success", NS_SASL, &[])).await?;
+        tracing::info!(remote = %domain, method = "EXTERNAL", "s2s inbound stream authenticated");
+        self.authenticated.insert(domain.clone());
+        self.sasl = Some(domain);
+        Ok(true)
+    }
+
+    /// XEP-0220 §2.1-2.4: a `<db:result/>` asking to send as `from` to `to`.
+    async fn dialback<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut XmlConn<S>,
+        el: &Element,
+        local: &str,
+        stream_id: &str,
+    ) -> Result<(), StreamEnd> {
+        let s2s = self.s2s;
+        let remote = el.attr("from").unwrap_or("").to_ascii_lowercase();
+        let to = el.attr("to").unwrap_or("").to_ascii_lowercase();
+        let answer = |kind: &str| {
+            elem(
+                "result",
+                NS_DIALBACK,
+                &[("from", &to), ("to", &remote), ("type", kind)],
+            )
+        };
+        if !s2s.serves(&to) {
+            return Err(StreamEnd::error(
+                Sec::HostUnknown,
+                format!("{to} is not served here"),
+            ));
+        }
+        if remote.is_empty() || !s2s.allowed(&remote) {
+            conn.send(&answer("invalid")).await?;
+            return Err(StreamEnd::error(Sec::PolicyViolation, "domain refused"));
+        }
+        // A certificate valid for the domain proves it already (XEP-0344 §2.4).
+        let valid = if s2s.tls.check(&self.chain, &remote).is_ok() {
+            true
+        } else if s2s.dialback_allowed() {
+            let _ = local;
+            verify(s2s, &to, &remote, stream_id, el.text().trim()).await
+        } else {
+            tracing::info!(%remote, "dialback refused: its certificate is not valid");
+            false
+        };
+        conn.send(&answer(if valid { "valid" } else { "invalid" }))
+            .await?;
+        if !valid {
+            return Err(StreamEnd::error(Sec::NotAuthorized, "dialback failed"));
+        }
+        tracing::info!(%remote, method = "dialback", "s2s inbound stream authenticated");
+        self.authenticated.insert(remote);
+        conn.set_limits(s2s.settings.limits);
+        Ok(())
+    }
+
+    /// RFC 6120 §13.10 and §8.1.2.1: a stanza from one of the peer's authenticated domains
+    /// to one of ours, handed to the core as `jabber:client`.
+    async fn stanza(&mut self, el: Element) -> Result<(), StreamEnd> {
+        let s2s = self.s2s;
+        let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
+            return Err(StreamEnd::error(
+                Sec::ImproperAddressing,
+                "stanza without from or to",
+            ));
+        };
+        let (Ok(from), Ok(to)) = (
+            xmppd_core::address::parse_jid(from),
+            xmppd_core::address::parse_jid(to),
+        ) else {
+            return Err(StreamEnd::error(
+                Sec::ImproperAddressing,
+                "malformed address",
+            ));
+        };
+        if !self.authenticated.contains(from.domain().as_str()) {
+            return Err(StreamEnd::error(
+                Sec::InvalidFrom,
+                format!(
+                    "{} is not a domain this stream authenticated",
+                    from.domain()
+                ),
+            ));
+        }
+        if !s2s.serves(to.domain().as_str()) {
+            return Err(StreamEnd::error(
+                Sec::HostUnknown,
+                format!("{} is not served here", to.domain()),
+            ));
+        }
+        let delay = s2s.limiter.delay(from.domain().as_str(), Instant::now());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let Some(server) = s2s.server() else {
+            return Ok(());
+        };
+        let mut el = renamespace(el, NS_SERVER, NS_CLIENT);
+        xmppd_core::stanza::set_attr(&mut el, "from", from.as_str());
+        xmppd_core::stanza::set_attr(&mut el, "to", to.as_str());
+        if s2s.settings.refuse_strangers && from_stranger(&server, &el, &from, &to).await {
+            let err = StanzaError::new(Condition::ServiceUnavailable);
+            if let Some(reply) = error_reply(&el, &err) {
+                server.dispatch(reply).await;
+            }
+            return Ok(());
+        }
+        server.dispatch(el).await;
+        Ok(())
+    }
+}
+
+/// A message to a local account from someone its roster does not list.
+async fn from_stranger(
+    server: &Arc<xmppd_core::Server>,
+    el: &Element,
+    from: &jid::Jid,
+    to: &jid::Jid,
+) -> bool {
+    if el.name() != "message"
+        || matches!(el.attr("type"), Some("groupchat" | "error"))
+        || to.node().is_none()
+        || !server.is_local_host(to.domain().as_str())
+    {
+        return false;
+    }
+    let user = xmppd_core::user_ref(&to.to_bare());
+    let contact = from.to_bare();
+    !matches!(
+        server.store().roster_item(&user, contact.as_str()).await,
+        Ok(Some(_))
+    )
+}
+
+/// The authoritative side of dialback (XEP-0220 §2.3): whether this server gave `key` for
+/// the stream `id` it opened from `to` to `from`.
+fn answer_verify(s2s: &Inner, el: &Element) -> Element {
+    let (from, to, id) = (
+        el.attr("from").unwrap_or(""),
+        el.attr("to").unwrap_or(""),
+        el.attr("id").unwrap_or(""),
+    );
+    let valid = s2s.serves(to) && s2s.secret.verify(from, to, id, el.text().trim());
+    let kind = if valid { "valid" } else { "invalid" };
+    elem(
+        "verify",
+        NS_DIALBACK,
+        &[("from", to), ("to", from), ("id", id), ("type", kind)],
+    )
+}

@@ -1,0 +1,234 @@
+//! Server-to-server federation (RFC 6120 §13 and the s2s parts throughout): xmppd's links to
+//! other XMPP servers.
+//!
+//! - Outbound (`outbound.rs`): one link per pair of local and remote domain, opened on the
+//!   first stanza ([`S2s`] is the core's [`RemoteRouter`]), found through SRV records
+//!   (`dns.rs`), secured with TLS and authenticated with SASL EXTERNAL (XEP-0178) or
+//!   dialback (XEP-0220); stanzas wait in a bounded queue meanwhile and bounce if it fails;
+//!   the link closes when idle.
+//! - Inbound (`inbound.rs`): the listeners (STARTTLS, and direct TLS, XEP-0368), which
+//!   authenticate the peer the same two ways, answer dialback verifications for the links
+//!   this server opened, and hand each stanza to the core as coming from the peer's domain,
+//!   once its `from` is checked against the domains the peer authenticated as.
+//! - `tls.rs`: certificates, `dialback.rs`: the keys (XEP-0185), `xml.rs`: the stream.
+//!
+//! No XMPP routing here: stanzas enter the core through [`Server::dispatch`] and leave it
+//! through [`RemoteRouter::route`].
+
+mod dialback;
+pub mod dns;
+mod inbound;
+mod outbound;
+mod policy;
+pub mod tls;
+mod xml;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use jid::Jid;
+use minidom::Element;
+use tokio::sync::mpsc;
+use xmppd_core::stanza::{error_reply, Condition, StanzaError};
+use xmppd_core::{Refused, RemoteRouter, Server};
+use xmppd_stream::Limits;
+
+pub use dialback::DialbackSecret;
+pub use tls::{Certificates, PeerTls};
+
+/// What federation is configured with (`[s2s]`).
+#[derive(Debug, Clone)]
+pub struct S2sSettings {
+    /// STARTTLS listeners (port 5269).
+    pub listen: Vec<SocketAddr>,
+    /// Direct TLS listeners (XEP-0368, `_xmpps-server`).
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Trusted roots: this PEM file, else the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Whether dialback may authenticate a peer whose certificate does not.
+    pub dialback: bool,
+    /// Refuse every peer whose certificate is not valid for its domain, dialback or not.
+    pub require_valid_certificates: bool,
+    /// Only these remote domains (empty: all but `deny`).
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// Stanzas a second taken from one remote domain; 0: no limit.
+    pub stanzas_per_sec: u32,
+    /// Messages to local accounts from senders outside the recipient's roster are refused.
+    pub refuse_strangers: bool,
+    /// Where a domain's server is, instead of DNS: host (or IP) and port, STARTTLS.
+    pub routes: HashMap<String, (String, u16)>,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// A link with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Stanzas waiting for one link while it connects, at most.
+    pub queue_max: usize,
+    /// The XML limits of an authenticated stream (those of client streams).
+    pub limits: Limits,
+}
+
+/// Federation: the core's [`RemoteRouter`] and the listeners.
+#[derive(Clone)]
+pub struct S2s {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    settings: S2sSettings,
+    tls: PeerTls,
+    resolver: Arc<dyn dns::Resolve>,
+    secret: DialbackSecret,
+    server: OnceLock<Weak<Server>>,
+    links: Mutex<HashMap<(String, String), Link>>,
+    next_link: AtomicU64,
+    limiter: policy::RateLimiter,
+}
+
+/// The sending end of one outbound link's queue.
+struct Link {
+    id: u64,
+    tx: mpsc::Sender<Element>,
+}
+
+impl S2s {
+    pub fn new(settings: S2sSettings, tls: PeerTls, resolver: Arc<dyn dns::Resolve>) -> S2s {
+        let limiter = policy::RateLimiter::new(settings.stanzas_per_sec);
+        S2s {
+            inner: Arc::new(Inner {
+                settings,
+                tls,
+                resolver,
+                secret: DialbackSecret::random(),
+                server: OnceLock::new(),
+                links: Mutex::new(HashMap::new()),
+                next_link: AtomicU64::new(1),
+                limiter,
+            }),
+        }
+    }
+
+    /// Binds the listeners and starts accepting; returns each bound address, with whether it
+    /// is direct TLS.
+    pub async fn listen(&self) -> std::io::Result<Vec<(bool, SocketAddr)>> {
+        inbound::listen(&self.inner).await
+    }
+
+    /// The server stanzas from peers are handed to; before this, peers' stanzas are refused.
+    pub fn start(&self, server: &Arc<Server>) {
+        let _ = self.inner.server.set(Arc::downgrade(server));
+    }
+}
+
+impl Inner {
+    pub(crate) fn server(&self) -> Option<Arc<Server>> {
+        self.server.get().and_then(Weak::upgrade)
+    }
+
+    /// A domain served here: a host or a component's.
+    pub(crate) fn serves(&self, domain: &str) -> bool {
+        self.server().is_some_and(|s| {
+            s.is_local_host(domain) || s.component_domains().any(|(d, _)| d == domain)
+        })
+    }
+
+    /// Whether a peer whose certificate is not valid may still be believed (dialback).
+    pub(crate) fn dialback_allowed(&self) -> bool {
+        self.settings.dialback && !self.settings.require_valid_certificates
+    }
+
+    pub(crate) fn allowed(&self, domain: &str) -> bool {
+        policy::allowed(&self.settings.allow, &self.settings.deny, domain)
+    }
+
+    /// Queues `stanza` on the link from `local` to `remote`, opening it if needed.
+    fn enqueue(
+        self: &Arc<Self>,
+        local: &str,
+        remote: &str,
+        stanza: Element,
+    ) -> Result<(), Refused> {
+        let key = (local.to_owned(), remote.to_owned());
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stanza = stanza;
+        for _ in 0..2 {
+            let link = links.entry(key.clone()).or_insert_with(|| {
+                let id = self.next_link.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = mpsc::channel(self.settings.queue_max.max(1));
+                tokio::spawn(outbound::run(Arc::clone(self), key.clone(), id, rx));
+                Link { id, tx }
+            });
+            match link.tx.try_send(stanza) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(el)) => {
+                    let err = StanzaError::new(Condition::ResourceConstraint);
+                    return Err(Box::new((el, err)));
+                }
+                // Its task ended without taking it out of the map (it panicked): a new one.
+                Err(mpsc::error::TrySendError::Closed(el)) => {
+                    links.remove(&key);
+                    stanza = el;
+                }
+            }
+        }
+        Err(Box::new((stanza, Condition::InternalServerError.into())))
+    }
+
+    /// The link `id` of `key` ends: out of the map (new stanzas open a new link), then what
+    /// it still held bounces with `failure`, or, without one (it closed after working), goes
+    /// to a new link.
+    pub(crate) async fn end_link(
+        self: &Arc<Self>,
+        key: &(String, String),
+        id: u64,
+        rx: &mut mpsc::Receiver<Element>,
+        failure: Option<Condition>,
+    ) {
+        {
+            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            if links.get(key).is_some_and(|l| l.id == id) {
+                links.remove(key);
+            }
+        }
+        rx.close();
+        let mut rest = Vec::new();
+        while let Ok(el) = rx.try_recv() {
+            rest.push(el);
+        }
+        let mut bounces = Vec::new();
+        for el in rest {
+            let outcome = match failure {
+                Some(cond) => Err(Box::new((el, StanzaError::new(cond)))),
+                None => self.enqueue(&key.0, &key.1, el),
+            };
+            if let Err(refused) = outcome {
+                let (el, err) = *refused;
+                bounces.extend(error_reply(&el, &err));
+            }
+        }
+        if let (false, Some(server)) = (bounces.is_empty(), self.server()) {
+            server.dispatch_all(bounces).await;
+        }
+    }
+}
+
+impl RemoteRouter for S2s {
+    fn route(&self, stanza: Element, to: &Jid) -> Result<(), Refused> {
+        let remote = to.domain().as_str();
+        if !self.inner.allowed(remote) {
+            return Err(Box::new((stanza, Condition::NotAllowed.into())));
+        }
+        let local = match stanza.attr("from").map(xmppd_core::address::parse_jid) {
+            Some(Ok(from)) if self.inner.serves(from.domain().as_str()) => {
+                from.domain().as_str().to_owned()
+            }
+            // Stanzas of this server always carry one of its own domains.
+            _ => return Err(Box::new((stanza, Condition::BadRequest.into()))),
+        };
+        self.inner.enqueue(&local, remote, stanza)
+    }
+}
