@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from clients import CLIENT_NS, async_test, login, q, stanza_error
+from federation import exchange_messages, mutual_subscription, remote_occupant
 from s2s_fixture import S2sNetwork
 
 A, B = "a.example", "b.example"
@@ -18,8 +19,8 @@ ALICE, BOB = f"alice@{A}", f"bob@{B}"
 
 
 @pytest.fixture
-def federation(tmp_path, make_server):
-    """``federation(certs=..., a={...}, b={...})`` starts xmppd for a.example and b.example
+def pair(tmp_path, make_server):
+    """``pair(certs=..., a={...}, b={...})`` starts xmppd for a.example and b.example
     (configuration overrides by section for each) and returns both. ``certs``: ``"valid"``
     (both certified by the CA both trust), ``"untrusted"`` (both by a CA neither trusts),
     ``"wrong-name"`` (b.example presents a valid certificate for another name)."""
@@ -52,28 +53,15 @@ def federation(tmp_path, make_server):
         net.stop()
 
 
-async def subscribe_both_ways_and_chat(server_a, server_b) -> None:
+async def federate(server_a, server_b) -> None:
+    """Messages and a mutual presence subscription between alice@a and bob@b, a room on each
+    side with an occupant from the other, and presence reaching the contact at the end."""
     alice = await login(server_a, "alice")
     bob = await login(server_b, "bob")
-
-    alice.send_raw_presence(to=BOB, ptype="subscribe")
-    await bob.expect_presence(ALICE, "subscribe", timeout=30)
-    bob.send_raw_presence(to=ALICE, ptype="subscribed")
-    await alice.expect_presence(BOB, "subscribed")
-    await alice.expect_presence(BOB, None)
-
-    bob.send_raw_presence(to=ALICE, ptype="subscribe")
-    await alice.expect_presence(BOB, "subscribe")
-    alice.send_raw_presence(to=BOB, ptype="subscribed")
-    await bob.expect_presence(ALICE, "subscribed")
-    await bob.expect_presence(ALICE, None)
-
-    alice.chat(BOB, "hello from a")
-    await bob.expect_message("hello from a", ALICE)
-    bob.chat(str(alice.boundjid), "hello from b")
-    await alice.expect_message("hello from b", BOB)
-
-    # Presence goes on reaching the contact: bob leaves, alice sees it.
+    await exchange_messages(alice, bob)
+    await mutual_subscription(alice, bob)
+    await remote_occupant(alice, bob, f"lounge@conference.{A}")
+    await remote_occupant(bob, alice, f"lounge@conference.{B}")
     await bob.close()
     await alice.expect_presence(BOB, "unavailable")
     await alice.close()
@@ -85,17 +73,17 @@ def authenticated_with(server, method: str) -> bool:
 
 
 @async_test(timeout=120)
-async def test_valid_certificates_federate_with_sasl_external(federation):
-    server_a, server_b = federation(certs="valid")
-    await subscribe_both_ways_and_chat(server_a, server_b)
+async def test_valid_certificates_federate_with_sasl_external(pair):
+    server_a, server_b = pair(certs="valid")
+    await federate(server_a, server_b)
     assert authenticated_with(server_a, "EXTERNAL"), server_a.output()
     assert authenticated_with(server_b, "EXTERNAL"), server_b.output()
 
 
 @async_test(timeout=120)
-async def test_certificates_the_peer_cannot_validate_federate_with_dialback(federation):
-    server_a, server_b = federation(certs="untrusted")
-    await subscribe_both_ways_and_chat(server_a, server_b)
+async def test_certificates_the_peer_cannot_validate_federate_with_dialback(pair):
+    server_a, server_b = pair(certs="untrusted")
+    await federate(server_a, server_b)
     assert authenticated_with(server_a, "dialback"), server_a.output()
     assert authenticated_with(server_b, "dialback"), server_b.output()
     assert not authenticated_with(server_a, "EXTERNAL")
@@ -113,26 +101,26 @@ async def refused(server_a, condition: str) -> None:
 
 
 @async_test(timeout=120)
-async def test_without_dialback_invalid_certificates_are_refused(federation):
-    server_a, _ = federation(certs="untrusted", a={"s2s": {"dialback": False}},
+async def test_without_dialback_invalid_certificates_are_refused(pair):
+    server_a, _ = pair(certs="untrusted", a={"s2s": {"dialback": False}},
                              b={"s2s": {"dialback": False}})
     await refused(server_a, "remote-server-not-found")
 
 
 @async_test(timeout=120)
-async def test_a_certificate_for_another_name_is_refused(federation):
-    server_a, _ = federation(certs="wrong-name", a={"s2s": {"require_valid_certificates": True}})
+async def test_a_certificate_for_another_name_is_refused(pair):
+    server_a, _ = pair(certs="wrong-name", a={"s2s": {"require_valid_certificates": True}})
     await refused(server_a, "remote-server-not-found")
     assert "not valid" in server_a.output()
 
 
 @async_test(timeout=120)
-async def test_federation_off_and_denied_domains_bounce(federation):
-    server_a, _ = federation(a={"s2s": {"deny": [B]}})
+async def test_federation_off_and_denied_domains_bounce(pair):
+    server_a, _ = pair(a={"s2s": {"deny": [B]}})
     await refused(server_a, "not-allowed")
 
 
 @async_test(timeout=120)
-async def test_federation_switched_off_bounces(federation):
-    server_a, _ = federation(a={"s2s": {"enabled": False}})
+async def test_federation_switched_off_bounces(pair):
+    server_a, _ = pair(a={"s2s": {"enabled": False}})
     await refused(server_a, "remote-server-not-found")
