@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import pytest
 
+import base64
+import ssl
+import xml.etree.ElementTree as ET
+
 from clients import CLIENT_NS, async_test, login, q, stanza_error
 from federation import exchange_messages, mutual_subscription, remote_occupant
+from raw import SASL_NS, STREAM_NS, TLS_NS, RawClient
 from s2s_fixture import S2sNetwork
 
 A, B = "a.example", "b.example"
@@ -45,7 +50,9 @@ def pair(tmp_path, make_server):
                         "resolver": f"{net.dns_address}:53", "ca_file": str(net.ca_file),
                         **overrides.get("s2s", {})},
             }
-            servers.append(make_server(**config))
+            server = make_server(**config)
+            server.s2s_address, server.leaf = (peer.address, peer.s2s_port), leaf
+            servers.append(server)
         return tuple(servers)
 
     yield factory
@@ -124,3 +131,80 @@ async def test_federation_off_and_denied_domains_bounce(pair):
 async def test_federation_switched_off_bounces(pair):
     server_a, _ = pair(a={"s2s": {"enabled": False}})
     await refused(server_a, "remote-server-not-found")
+
+
+@async_test(timeout=120)
+async def test_messages_from_remote_senders_wait_offline_and_iqs_reach_full_jids(pair):
+    server_a, server_b = pair()
+    bob = await login(server_b, "bob")
+    bob.register_plugin("xep_0199")
+    alice = await login(server_a, "alice", presence=False)
+    # An IQ to a full JID on the other server, answered by the client there.
+    pong = await alice.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to=str(bob.boundjid),
+                          timeout=30)
+    assert pong.get("type") == "result" and pong.get("from") == str(bob.boundjid), \
+        ET.tostring(pong)
+    await alice.close()
+    # alice is offline: bob's message waits in her offline storage.
+    bob.chat(ALICE, "while you were away")
+    # a.example handles what comes over one stream in order: once it answered a ping sent
+    # after the message, the message is stored.
+    pong = await bob.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to=A, timeout=30)
+    assert pong.get("type") == "result", ET.tostring(pong)
+    alice = await login(server_a, "alice")
+    await alice.expect_message("while you were away", BOB)
+    await alice.close()
+    await bob.close()
+
+
+@async_test(timeout=120)
+async def test_strangers_can_be_refused(pair):
+    server_a, server_b = pair(a={"s2s": {"refuse_strangers": True}})
+    bob = await login(server_b, "bob")
+    bob.chat(ALICE, "buy now")
+    error = await bob.expect(
+        lambda e: e.tag == q(CLIENT_NS, "message") and e.get("type") == "error",
+        timeout=30, what="bounce")
+    assert stanza_error(error) == "service-unavailable", ET.tostring(error)
+    await bob.close()
+
+
+def s2s_peer(server_a, server_b) -> RawClient:
+    """A hand-driven server-to-server stream from b.example to a.example, authenticated with
+    SASL EXTERNAL and b.example's certificate."""
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              f"xmlns:stream='{STREAM_NS}' xmlns:db='jabber:server:dialback' "
+              f"from='{B}' to='{A}' version='1.0'>")
+    raw = RawClient(server_a.s2s_address[1], host=server_a.s2s_address[0])
+    features = raw.open(header=header)
+    assert features.find(q(TLS_NS, "starttls")) is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(server_b.leaf.cert, server_b.leaf.key)
+    raw.starttls(ctx)
+    features = raw.open(header=header)
+    mechanisms = [m.text for m in features.iter(q(SASL_NS, "mechanism"))]
+    assert "EXTERNAL" in mechanisms, ET.tostring(features)
+    authzid = base64.b64encode(B.encode()).decode()
+    raw.send(f"<auth xmlns='{SASL_NS}' mechanism='EXTERNAL'>{authzid}</auth>")
+    raw.expect(q(SASL_NS, "success"))
+    raw.open(header=header)
+    return raw
+
+
+@async_test(timeout=120)
+async def test_a_peer_cannot_send_from_or_to_domains_it_has_no_right_to(pair):
+    server_a, server_b = pair()
+    alice = await login(server_a, "alice")
+    raw = s2s_peer(server_a, server_b)
+    raw.send(f"<message from='bob@{B}/raw' to='{ALICE}' type='chat'><body>real</body></message>")
+    await alice.expect_message("real", BOB)
+    raw.send(f"<message from='mallory@evil.example' to='{ALICE}' type='chat'>"
+             "<body>spoofed</body></message>")
+    assert raw.expect_stream_error() == "invalid-from"
+    raw = s2s_peer(server_a, server_b)
+    raw.send(f"<message from='bob@{B}/raw' to='carol@elsewhere.example'><body>x</body></message>")
+    assert raw.expect_stream_error() == "host-unknown"
+    await alice.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body")) == "spoofed")
+    await alice.close()

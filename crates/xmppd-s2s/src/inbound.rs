@@ -196,9 +196,12 @@ impl Stream<'_> {
                     mechanisms.append_child(m);
                     features.append_child(mechanisms);
                 }
-                let mut dialback = elem("dialback", NS_DIALBACK_FEATURE, &[]);
-                dialback.append_child(elem("errors", NS_DIALBACK_FEATURE, &[]));
-                features.append_child(dialback);
+                // Offered where it can succeed: allowed, or vouched for by the certificate.
+                if s2s.dialback_allowed() || valid {
+                    let mut dialback = elem("dialback", NS_DIALBACK_FEATURE, &[]);
+                    dialback.append_child(elem("errors", NS_DIALBACK_FEATURE, &[]));
+                    features.append_child(dialback);
+                }
             }
             conn.send(&features).await?;
             if !self.elements(conn, &local, from.as_deref(), &id).await? {
