@@ -799,6 +799,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_installed_certificate_replaces_the_self_signed_one_and_a_bad_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Tls::load(settings(dir.path(), &["a.example"], vec![])).unwrap();
+        let self_signed = leaf(&tls, Some("a.example"));
+        let pair = generate(&["a.example"], &rcgen::PKCS_ECDSA_P256_SHA256);
+        let spec = write_pair(dir.path(), "a.example", &pair);
+        let der = CertificateDer::from_pem_file(&spec.cert)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        // A pair whose key does not load is refused; the old certificate still serves.
+        let broken = CertificateSpec {
+            key: spec.cert.clone(),
+            ..spec.clone()
+        };
+        assert!(tls.install(broken).is_err());
+        assert_eq!(leaf(&tls, Some("a.example")), self_signed);
+        tls.install(spec.clone()).unwrap();
+        assert_eq!(leaf(&tls, Some("a.example")), der);
+        assert_eq!(leaf(&tls, Some("conference.a.example")), der);
+        assert_eq!(leaf(&tls, None), der, "the first host's, without SNI");
+        // Installed again (renewed): still one entry, watched by the reloader.
+        tls.install(spec).unwrap();
+        assert_eq!(tls.configured.lock().unwrap().len(), 1);
+    }
+
     /// The commonName values of a DER certificate's subject (RFC 5280 §4.1.2.6).
     fn subject_common_names(cert_der: &[u8]) -> Vec<String> {
         const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
