@@ -78,9 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlConn<S> {
 
     /// Writes `el` into the stream, whose content namespace is `jabber:server`.
     pub async fn send(&mut self, el: &Element) -> Result<(), StreamEnd> {
-        let mut out = Vec::with_capacity(256);
-        xmppd_stream::serialize(el, NS_SERVER, &mut out);
-        self.write(&out).await
+        self.write(&to_xml(el)).await
     }
 
     /// A new stream on the same transport (after SASL success): the parser starts over.
@@ -163,6 +161,34 @@ pub fn renamespace(mut el: Element, from: &str, to: &str) -> Element {
     out
 }
 
+/// `el` as written into a server-to-server stream opened by [`header`]. A dialback element
+/// (`jabber:server:dialback`) is written with the `db:` prefix that header declares, as in
+/// every example of XEP-0220 (§2.1.1, §2.1.2, §2.4): servers in use recognise `db:result`
+/// and `db:verify` by that qualified name and ignore the same element written with a
+/// default namespace declaration, so dialback with them would never complete.
+fn to_xml(el: &Element) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    if !el.has_ns(NS_DIALBACK) {
+        xmppd_stream::serialize(el, NS_SERVER, &mut out);
+        return out;
+    }
+    // Written as if in the stream's namespace, then the prefix goes onto its tags; children
+    // (an error's, XEP-0220 §2.4) are `jabber:server` as in the XEP's examples.
+    let plain = renamespace(el.clone(), NS_DIALBACK, NS_SERVER);
+    let mut body = Vec::with_capacity(256);
+    xmppd_stream::serialize(&plain, NS_SERVER, &mut body);
+    out.extend_from_slice(b"<db:");
+    out.extend_from_slice(&body[1..]);
+    if !body.ends_with(b"/>") {
+        // The end tag is `</NAME>`.
+        out.truncate(out.len() - (el.name().len() + 3));
+        out.extend_from_slice(b"</db:");
+        out.extend_from_slice(el.name().as_bytes());
+        out.push(b'>');
+    }
+    out
+}
+
 /// A random stream id (RFC 6120 §4.7.3: unique and unpredictable; dialback keys depend on it).
 pub fn stream_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
@@ -171,6 +197,53 @@ pub fn stream_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `XmlConn::send` writes for `xml`.
+    async fn written(xml: &str) -> String {
+        let el: Element = xml.parse().unwrap();
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let mut conn = XmlConn::new(ours, Limits::DEFAULT);
+        conn.send(&el).await.unwrap();
+        drop(conn);
+        let mut bytes = String::new();
+        theirs.read_to_string(&mut bytes).await.unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn dialback_elements_carry_the_db_prefix() {
+        assert_eq!(
+            written(
+                "<result xmlns='jabber:server:dialback' from='a.example' to='b.example'>k</result>"
+            )
+            .await,
+            "<db:result from='a.example' to='b.example'>k</db:result>"
+        );
+        assert_eq!(
+            written(
+                "<verify xmlns='jabber:server:dialback' from='b.example' id='i' \
+                 to='a.example' type='valid'/>"
+            )
+            .await,
+            "<db:verify from='b.example' id='i' to='a.example' type='valid'/>"
+        );
+        assert_eq!(
+            written(
+                "<result xmlns='jabber:server:dialback' from='b.example' to='a.example' type='error'>\
+                 <error xmlns='jabber:server:dialback' type='cancel'>\
+                 <item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></result>"
+            )
+            .await,
+            "<db:result from='b.example' to='a.example' type='error'><error type='cancel'>\
+             <item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>"
+        );
+        // Everything else as before: the stream's namespace is not repeated.
+        assert_eq!(
+            written("<message xmlns='jabber:server' to='x@b.example'><body>hi</body></message>")
+                .await,
+            "<message to='x@b.example'><body>hi</body></message>"
+        );
+    }
 
     #[test]
     fn stanzas_change_namespace_down_to_their_payloads() {
