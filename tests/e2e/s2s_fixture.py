@@ -33,6 +33,7 @@ service (``CI``), where that is a failure.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -221,6 +222,8 @@ class S2sNetwork:
         self.ca = TestCa("xmppd federation test CA")
         self.ca_file = self.ca.write(root / "ca.pem")
         self.untrusted_ca = TestCa("a CA nobody trusts")
+        # For a server that must trust none of the peers: it trusts only this CA.
+        self.untrusted_ca_file = self.untrusted_ca.write(root / "untrusted-ca.pem")
         self.certs_dir = root / "certs"
         self.log = root / "dnsmasq.log"
         self.proc: subprocess.Popen | None = None
@@ -334,6 +337,22 @@ class PeerServer:
 
     def output(self) -> str:
         return tail(self.log, 400)
+
+    def s2s_auth(self) -> set[tuple[str, str, str]]:
+        raise NotImplementedError
+
+    async def s2s_auth_of(self, names, expected: set[tuple[str, str, str]],
+                          timeout: float = 15.0) -> set[tuple[str, str, str]]:
+        """``s2s_auth()`` of the streams with ``names``, once it includes ``expected`` or
+        ``timeout`` passed: a server writes its log a little after the event (ejabberd
+        buffers it for up to seconds)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = {a for a in self.s2s_auth() if a[1] in names}
+            if expected <= found or loop.time() > deadline:
+                return found
+            await asyncio.sleep(0.2)
 
     def _wait_listening(self, *logs: pathlib.Path) -> None:
         wait_for(lambda: accepts("127.0.0.1", self.starttls_port)
@@ -484,7 +503,7 @@ class Ejabberd(PeerServer):
         cookie = secrets.token_hex(16)
         config = {
             "hosts": [domain],
-            "loglevel": "info",
+            "loglevel": "debug",
             "log_rotate_count": 0,
             "certfiles": [str(self.cert.combined)],
             "ca_file": str(net.ca_file),
@@ -565,3 +584,40 @@ class Ejabberd(PeerServer):
             found.add(("in" if inbound else "out", m.group(3) if inbound else m.group(4),
                        m.group(2)))
         return found
+
+
+# --- xmppd ---------------------------------------------------------------------------------
+
+def xmppd_overrides(net: S2sNetwork, domain: str, *, trusted: bool = True,
+                    cert: Leaf | None = None, **s2s) -> dict:
+    """The configuration of an xmppd serving ``domain`` of the network: its certificate
+    (``cert``, by default one from the network's CA if ``trusted``), server-to-server on the
+    domain's address and port, resolving through the network's DNS. It trusts the network's
+    CA if ``trusted``, else only a CA that signed none of the peers. ``s2s`` adds or
+    overrides keys of ``[s2s]``."""
+    peer = net.peers[domain]
+    cert = cert or net.cert(domain, trusted=trusted)
+    return {
+        "server": {"hosts": [domain], "log_level": "debug"},
+        "tls": {"certificate": [{"domain": domain, "cert": str(cert.cert),
+                                 "key": str(cert.key)}]},
+        "s2s": {
+            "enabled": True,
+            "listen": [f"{peer.address}:{peer.s2s_port}"],
+            "resolver": f"{net.dns_address}:{DNS_PORT}",
+            "ca_file": str(net.ca_file if trusted else net.untrusted_ca_file),
+            **s2s,
+        },
+    }
+
+
+def start_xmppd(make_server, net: S2sNetwork, domain: str, *, users=("alice", "bob"),
+                trusted: bool = True, cert: Leaf | None = None, **s2s):
+    """``make_server`` for ``domain`` of the network (``xmppd_overrides``), returned once its
+    server-to-server listener accepts connections."""
+    server = make_server(users=users, **xmppd_overrides(net, domain, trusted=trusted,
+                                                        cert=cert, **s2s))
+    peer = net.peers[domain]
+    wait_for(lambda: accepts(peer.address, peer.s2s_port), "xmppd's s2s listener",
+             server.proc)
+    return server

@@ -6,25 +6,68 @@ First the harness checks itself without xmppd: a Prosody user and an ejabberd us
 messages, subscribe to each other's presence and join each other's chat rooms
 (federation.py), both servers authenticating the other with SASL EXTERNAL. If that fails,
 the tests of xmppd would fail for the harness's sake, not xmppd's.
+
+Then xmppd does the same with each of them, in both modes of authentication:
+- ``external``: xmppd's certificate comes from the CA the peers trust and xmppd trusts it too,
+  with dialback off and valid certificates required: only SASL EXTERNAL (XEP-0178) can work;
+- ``dialback``: xmppd's certificate comes from a CA nobody trusts and xmppd trusts none of
+  the peers' (the peers allow dialback for these domains): both sides fall back to dialback
+  (XEP-0220), the receiving server checking the key with the authoritative one through DNS.
+Once with xmppd sending the first stanza and once with the peer sending it, so each side's
+streams open both before and after the other's. Each case is an xmppd of its own domain, so
+no peer carries state from one case into the next.
 """
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
-from clients import async_test
-from federation import everything
-from s2s_fixture import QTYPE_A, QTYPE_SRV, Ejabberd, Prosody, S2sNetwork, dns_query, running
+from clients import CLIENT_NS, async_test, login, q, stanza_error
+from federation import FIRST, everything
+from s2s_fixture import (
+    QTYPE_A,
+    QTYPE_SRV,
+    Ejabberd,
+    Prosody,
+    S2sNetwork,
+    dns_query,
+    running,
+    start_xmppd,
+)
 
 PROSODY, EJABBERD = "prosody.example", "ejabberd.example"
+# (peer, mode, who sends first), each served by an xmppd of its own domain.
+CASES = [(peer, mode, first) for peer in ("prosody", "ejabberd")
+         for mode in ("external", "dialback") for first in ("xmppd", "peer")]
+
+
+# An xmppd whose certificate, from the trusted CA, names another domain.
+WRONG_NAME = "xmppd-wrong-name.example"
+
+
+def case_domain(case: tuple[str, str, str]) -> str:
+    return f"xmppd-{CASES.index(case)}.example"
+
+
+def case_id(case: tuple[str, str, str]) -> str:
+    peer, mode, first = case
+    return f"{peer}-{mode}-{first}-first"
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    net = S2sNetwork(tmp_path_factory.mktemp("s2speers"), [PROSODY, EJABBERD])
+    domains = [PROSODY, EJABBERD, *(case_domain(c) for c in CASES), WRONG_NAME]
+    net = S2sNetwork(tmp_path_factory.mktemp("s2speers"), domains)
     net.start()
+    # Prosody requires certificates (s2s_secure_auth) except from the dialback cases'
+    # domains; ejabberd falls back to dialback where a certificate does not do.
+    insecure = tuple(name for c in CASES if c[1] == "dialback"
+                     for name in net.peers[case_domain(c)].names)
     try:
-        with running(Prosody(net, PROSODY), Ejabberd(net, EJABBERD)) as (prosody, ejabberd):
+        with running(Prosody(net, PROSODY, insecure_domains=insecure),
+                     Ejabberd(net, EJABBERD)) as (prosody, ejabberd):
             yield net, prosody, ejabberd
     finally:
         net.stop()
@@ -43,11 +86,73 @@ def test_dns_serves_the_plan(federation):
 
 @async_test(timeout=170)
 async def test_prosody_and_ejabberd_federate(federation):
-    _, prosody, ejabberd = federation
+    net, prosody, ejabberd = federation
     await everything(prosody, ejabberd)
     # Both authenticated the other by its certificate (SASL EXTERNAL, XEP-0178), both ways.
     for server, other in ((prosody, ejabberd), (ejabberd, prosody)):
-        auth = server.s2s_auth()
-        assert {("in", other.domain, "EXTERNAL"), ("out", other.domain, "EXTERNAL")} <= auth, \
-            (server.software, auth)
-        assert not {a for a in auth if a[2] != "EXTERNAL"}, (server.software, auth)
+        expected = {("in", other.domain, "EXTERNAL"), ("out", other.domain, "EXTERNAL")}
+        auth = await server.s2s_auth_of(net.peers[other.domain].names, expected)
+        assert expected <= auth, (server.software, auth, str(server.log))
+        assert {a[2] for a in auth} == {"EXTERNAL"}, (server.software, auth, str(server.log))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@async_test(timeout=170)
+async def test_xmppd_federates(federation, make_server, case):
+    net, prosody, ejabberd = federation
+    peer_name, mode, first = case
+    peer = prosody if peer_name == "prosody" else ejabberd
+    domain = case_domain(case)
+    if mode == "external":
+        xmppd = start_xmppd(make_server, net, domain, dialback=False,
+                            require_valid_certificates=True)
+    else:
+        xmppd = start_xmppd(make_server, net, domain, trusted=False, dialback=True,
+                            require_valid_certificates=False)
+    if first == "xmppd":
+        await everything(xmppd, peer)
+    else:
+        await everything(peer, xmppd)
+    # The peer's own account of how each stream with xmppd's domain and its chat service
+    # was authenticated: both directions, and only the mode under test.
+    method = "EXTERNAL" if mode == "external" else "dialback"
+    expected = {("in", domain, method), ("out", domain, method),
+                ("in", f"conference.{domain}", method)}
+    auth = await peer.s2s_auth_of(net.peers[domain].names, expected)
+    assert expected <= auth, (peer.software, auth, str(peer.log))
+    assert {a[2] for a in auth} == {method}, (peer.software, auth, str(peer.log))
+
+
+def is_error_reply(body: str):
+    def match(e) -> bool:
+        return (e.tag == q(CLIENT_NS, "message") and e.get("type") == "error"
+                and e.findtext(q(CLIENT_NS, "body")) in (None, body))
+    return match
+
+
+@async_test(timeout=170)
+async def test_a_certificate_for_another_name_is_refused_both_ways(federation, make_server):
+    """xmppd presents a certificate of the trusted CA for another name, with dialback off:
+    Prosody, which requires certificates, does not authenticate it, and neither does xmppd
+    accept a stream Prosody cannot authenticate. Each sender gets an error back; nothing is
+    delivered."""
+    net, prosody, _ = federation
+    xmppd = start_xmppd(make_server, net, WRONG_NAME, cert=net.wrong_name_cert(),
+                        dialback=False, require_valid_certificates=True)
+    x = await login(xmppd, "alice")
+    p = await login(prosody, "alice")
+    try:
+        x.chat(prosody.jid("alice"), "through a wrong certificate")
+        error = await x.expect(is_error_reply("through a wrong certificate"), timeout=FIRST,
+                               what="an error for the message")
+        assert stanza_error(error) is not None, ET.tostring(error, "unicode")
+        p.chat(xmppd.jid("alice"), "to a wrong certificate")
+        error = await p.expect(is_error_reply("to a wrong certificate"), timeout=FIRST,
+                               what="an error for the message")
+        assert stanza_error(error) is not None, ET.tostring(error, "unicode")
+        await x.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body")) == "to a wrong certificate")
+        await p.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body"))
+                            == "through a wrong certificate" and e.get("type") != "error")
+    finally:
+        await x.close()
+        await p.close()
