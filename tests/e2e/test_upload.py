@@ -116,6 +116,13 @@ async def test_a_file_uploaded_through_slixmpp_downloads_whole_and_by_ranges(mak
     # Another name under the same id is not the file.
     status, _, _ = await get(server, get_url.rsplit("/", 1)[0] + "/other.png")
     assert status == 404
+    # The access log shows that files were uploaded and downloaded, never their links: whoever
+    # reads the log could fetch them.
+    slot_id = get_url.split("/upload/", 1)[1].split("/", 1)[0]
+    access = [line for line in server.output().splitlines() if "xmppd_http::access" in line]
+    assert any('path="/upload/…"' in line and "method=PUT" in line for line in access), access
+    assert any('path="/upload/…"' in line and "method=GET" in line for line in access), access
+    assert not [line for line in access if slot_id in line or "cool" in line], access
     await bob.close()
     await alice.close()
 

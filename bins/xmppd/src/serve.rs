@@ -459,7 +459,8 @@ async fn bind_http(
     }
     if let Some(uploads) = uploads.filter(|u| u.serves_files()) {
         let service = Arc::new(xmppd_upload::UploadHttp::new(uploads.clone()));
-        router.route_streaming(xmppd_upload::PATH, service);
+        // A file's path is its download link: whoever reads the log must not get it.
+        (router.route_streaming(xmppd_upload::PATH, service)).redact_in_log(xmppd_upload::PATH);
     }
     let settings = xmppd_http::HttpSettings {
         listen: http.listen.clone(),

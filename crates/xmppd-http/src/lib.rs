@@ -7,8 +7,9 @@
 //! bytes cannot hold a connection: slowloris), a cap on the head's size, a cap on the body's
 //! size (refused with 413 before reading when `Content-Length` says so, cut off while reading
 //! otherwise), and a deadline for the whole answer. Each request is logged on one line (the
-//! `xmppd_http::access` target) without its query string, which may carry secrets, and without
-//! the peer's address when `server.hide_ip_in_logs` is on.
+//! `xmppd_http::access` target) without its query string, which may carry secrets, without
+//! the rest of the path under a route whose paths are secrets ([`Router::redact_in_log`]:
+//! download links), and without the peer's address when `server.hide_ip_in_logs` is on.
 //!
 //! A [`Service`] answers the requests under the paths it was [`Router::route`]d to: host-meta
 //! (XEP-0156, [`hostmeta`]) and XMPP over WebSocket (RFC 7395, [`websocket`]) today. Work a
@@ -136,6 +137,8 @@ struct Route {
     service: Arc<dyn Service>,
     /// The service reads the body as a stream and bounds it itself.
     streaming: bool,
+    /// The access log shows the route's own path, not the request's (which is a secret).
+    redacted: bool,
 }
 
 impl Router {
@@ -158,8 +161,27 @@ impl Router {
             path: path.to_owned(),
             service,
             streaming,
+            redacted: false,
         });
         self
+    }
+
+    /// Logs the requests of the route of `path` under that path alone (`/upload/…`): what
+    /// follows it is a capability (a download link), which the access log must not hand to
+    /// whoever reads the log.
+    pub fn redact_in_log(&mut self, path: &str) -> &mut Self {
+        for route in self.routes.iter_mut().filter(|r| r.path == path) {
+            route.redacted = true;
+        }
+        self
+    }
+
+    /// What the access log shows of a request for `path`.
+    fn logged_path(&self, path: &str) -> String {
+        match self.find(path) {
+            Some(r) if r.redacted => format!("{}…", r.path),
+            _ => path.to_owned(),
+        }
     }
 
     fn find(&self, path: &str) -> Option<&Route> {
@@ -396,6 +418,7 @@ async fn answer(shared: &Shared, req: Request<Incoming>, peer: &Peer) -> Respons
         }
     };
     if settings.access_log {
+        let path = shared.router.logged_path(&path);
         let (status, ms) = (resp.status().as_u16(), started.elapsed().as_millis() as u64);
         if settings.hide_ip {
             tracing::info!(target: "xmppd_http::access", %method, path, status, ms, "http");
@@ -435,5 +458,12 @@ mod tests {
         assert!(found("/upload/abc/file.png"));
         assert!(!found("/upload"));
         assert!(!found("/"));
+        router.redact_in_log("/upload/");
+        assert_eq!(router.logged_path("/upload/3f2a/a.png"), "/upload/…");
+        assert_eq!(
+            router.logged_path("/.well-known/host-meta"),
+            "/.well-known/host-meta"
+        );
+        assert_eq!(router.logged_path("/elsewhere/x"), "/elsewhere/x");
     }
 }
