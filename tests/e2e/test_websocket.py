@@ -27,6 +27,7 @@ NODE_DIR = ROOT / "tests" / "node"
 WS_CLIENT = NODE_DIR / "ws_client.js"
 XRD = "{http://docs.oasis-open.org/ns/xri/xrd-1.0}"
 REL_WS = "urn:xmpp:alt-connections:websocket"
+REL_BOSH = "urn:xmpp:alt-connections:xbosh"
 STEP = 20.0
 
 
@@ -212,11 +213,13 @@ def test_host_meta_advertises_the_websocket_endpoint(make_server):
     assert fields["content-type"].startswith("application/xrd+xml")
     links = ET.fromstring(body).findall(f"{XRD}Link")
     assert [(l.get("rel"), l.get("href")) for l in links] == [
-        (REL_WS, f"ws://127.0.0.1:{server.http_port}/xmpp-websocket")]
+        (REL_WS, f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"),
+        (REL_BOSH, f"http://127.0.0.1:{server.http_port}/http-bind")]
     status, fields, body = get(f"{base}/.well-known/host-meta.json")
     assert status == 200 and fields["access-control-allow-origin"] == "*"
     assert json.loads(body) == {"links": [
-        {"rel": REL_WS, "href": f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"}]}
+        {"rel": REL_WS, "href": f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"},
+        {"rel": REL_BOSH, "href": f"http://127.0.0.1:{server.http_port}/http-bind"}]}
     # On the TLS listener, with the same certificate store as c2s.
     status, _, body = get(f"https://localhost:{server.https_port}/.well-known/host-meta.json")
     assert json.loads(body)["links"][0]["href"] == (
@@ -230,7 +233,7 @@ def test_host_meta_advertises_the_configured_public_urls(make_server):
     assert status == 200
     assert json.loads(body) == {"links": [
         {"rel": REL_WS, "href": "wss://chat.example.org/ws"},
-        {"rel": "urn:xmpp:alt-connections:xbosh", "href": "https://chat.example.org/bosh"},
+        {"rel": REL_BOSH, "href": "https://chat.example.org/bosh"},
     ]}
 
 

@@ -426,8 +426,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     outcome
 }
 
-/// The HTTP listeners and their services (`[http]`): host-meta, and WebSocket streams handed
-/// to the c2s driver.
+/// The HTTP listeners and their services (`[http]`): host-meta, and WebSocket and BOSH streams
+/// handed to the c2s driver.
 async fn bind_http(
     config: &ValidatedConfig,
     http: &xmppd_config::HttpSettings,
@@ -441,6 +441,7 @@ async fn bind_http(
     let host_meta = Arc::new(hostmeta::HostMeta {
         websocket: http.websocket,
         websocket_url: http.websocket_url.clone(),
+        bosh: http.bosh,
         bosh_url: http.bosh_url.clone(),
     });
     router.route(hostmeta::PATH, host_meta.clone());
@@ -453,6 +454,16 @@ async fn bind_http(
             max_message_bytes: config.c2s.max_stanza_bytes + 1024,
         };
         router.route(websocket::PATH, Arc::new(ws));
+    }
+    if http.bosh {
+        let settings = xmppd_http::bosh::BoshSettings {
+            max_wait: http.bosh_max_wait,
+            max_hold: http.bosh_max_hold,
+            inactivity: http.bosh_inactivity,
+            origins: http.bosh_origins.clone(),
+        };
+        let bosh = xmppd_http::bosh::Bosh::new(c2s.stream_host(), settings);
+        router.route(xmppd_http::bosh::PATH, Arc::new(bosh));
     }
     if let Some(acme) = acme {
         router.route(xmppd_acme::CHALLENGE_PATH, acme.challenges());

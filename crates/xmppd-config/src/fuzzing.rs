@@ -539,7 +539,12 @@ fn render_http(h: &HttpSettings) -> Value {
             "websocket_url",
             h.websocket_url.clone().unwrap_or_default().into(),
         ),
+        ("bosh", h.bosh.into()),
         ("bosh_url", h.bosh_url.clone().unwrap_or_default().into()),
+        ("bosh_origins", strings(&h.bosh_origins)),
+        ("bosh_max_wait_secs", int(h.bosh_max_wait.as_secs())),
+        ("bosh_max_hold", int(h.bosh_max_hold)),
+        ("bosh_inactivity_secs", int(h.bosh_inactivity.as_secs())),
     ])
 }
 

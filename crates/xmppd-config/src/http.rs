@@ -1,4 +1,5 @@
-//! `[http]`: the HTTP listeners and the services on them (XEP-0156 host-meta, WebSocket).
+//! `[http]`: the HTTP listeners and the services on them (XEP-0156 host-meta, WebSocket,
+//! BOSH).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,8 +39,19 @@ pub struct HttpSection {
     pub websocket_origins: Vec<String>,
     /// The WebSocket URL that host-meta advertises; empty: the URL it was asked on.
     pub websocket_url: String,
-    /// The BOSH URL that host-meta advertises; empty: none.
+    /// XMPP over BOSH (XEP-0124, XEP-0206) on `/http-bind`.
+    pub bosh: bool,
+    /// The BOSH URL that host-meta advertises; empty: the URL it was asked on, when `bosh`
+    /// is on.
     pub bosh_url: String,
+    /// Origins whose pages may use BOSH (CORS); `*` allows any.
+    pub bosh_origins: Vec<String>,
+    /// The longest a BOSH request is held open (the `wait` a client gets at most).
+    pub bosh_max_wait_secs: u64,
+    /// BOSH requests held open at once per session, at most (`hold`).
+    pub bosh_max_hold: u64,
+    /// A BOSH session with no request open for this long ends.
+    pub bosh_inactivity_secs: u64,
 }
 
 impl Default for HttpSection {
@@ -58,7 +70,12 @@ impl Default for HttpSection {
             websocket: true,
             websocket_origins: Vec::new(),
             websocket_url: String::new(),
+            bosh: true,
             bosh_url: String::new(),
+            bosh_origins: Vec::new(),
+            bosh_max_wait_secs: 30,
+            bosh_max_hold: 1,
+            bosh_inactivity_secs: 60,
         }
     }
 }
@@ -79,7 +96,13 @@ pub struct HttpSettings {
     /// Lowercased, without a final `/`.
     pub websocket_origins: Vec<String>,
     pub websocket_url: Option<String>,
+    pub bosh: bool,
     pub bosh_url: Option<String>,
+    /// Lowercased, without a final `/`.
+    pub bosh_origins: Vec<String>,
+    pub bosh_max_wait: Duration,
+    pub bosh_max_hold: u64,
+    pub bosh_inactivity: Duration,
 }
 
 /// Parses one list of listener addresses, naming its key in errors.
@@ -104,16 +127,32 @@ impl HttpSection {
                 "no HTTP listener: set http.listen or http.tls_listen, or http.enabled = false";
             return Err(fail("http.listen", why.into()));
         }
-        let mut websocket_origins = Vec::with_capacity(self.websocket_origins.len());
-        for (i, origin) in self.websocket_origins.iter().enumerate() {
-            let Some(origin) = crate::upload::origin(origin) else {
-                let why = format!(
-                    "{origin:?} is not an origin (scheme://host[:port], e.g. https://chat.example.org, or *)"
-                );
-                return Err(fail(&format!("http.websocket_origins[{i}]"), why));
-            };
-            websocket_origins.push(origin);
-        }
+        let origins = |key: &str, list: &[String]| {
+            let mut checked = Vec::with_capacity(list.len());
+            for (i, origin) in list.iter().enumerate() {
+                let Some(origin) = crate::upload::origin(origin) else {
+                    let why = format!(
+                        "{origin:?} is not an origin (scheme://host[:port], e.g. https://chat.example.org, or *)"
+                    );
+                    return Err(fail(&format!("{key}[{i}]"), why));
+                };
+                checked.push(origin);
+            }
+            Ok(checked)
+        };
+        let websocket_origins = origins("http.websocket_origins", &self.websocket_origins)?;
+        let bosh_origins = origins("http.bosh_origins", &self.bosh_origins)?;
+        let request_timeout_secs = in_range(self.request_timeout_secs, 1, 86_400)
+            .map_err(|why| fail("http.request_timeout_secs", why))?;
+        // A held request must be answered before the HTTP layer gives up on it.
+        let bosh_max_wait_secs = in_range(self.bosh_max_wait_secs, 1, 3600)
+            .and_then(|w| match w < request_timeout_secs {
+                true => Ok(w),
+                false => Err(format!(
+                    "{w} must be less than http.request_timeout_secs ({request_timeout_secs})"
+                )),
+            })
+            .map_err(|why| fail("http.bosh_max_wait_secs", why))?;
         let url = |key: &str, value: &str, schemes: [&str; 2]| {
             let value = value.trim();
             if value.is_empty() {
@@ -141,10 +180,7 @@ impl HttpSection {
                 in_range(self.header_timeout_secs, 1, 3600)
                     .map_err(|why| fail("http.header_timeout_secs", why))? as u64,
             ),
-            request_timeout: Duration::from_secs(
-                in_range(self.request_timeout_secs, 1, 86_400)
-                    .map_err(|why| fail("http.request_timeout_secs", why))? as u64,
-            ),
+            request_timeout: Duration::from_secs(request_timeout_secs as u64),
             max_connections: in_range(self.max_connections, 1, 10_000_000)
                 .map_err(|why| fail("http.max_connections", why))?,
             access_log: self.access_log,
@@ -156,7 +192,16 @@ impl HttpSection {
                 &self.websocket_url,
                 ["ws://", "wss://"],
             )?,
+            bosh: self.bosh,
             bosh_url: url("http.bosh_url", &self.bosh_url, ["http://", "https://"])?,
+            bosh_origins,
+            bosh_max_wait: Duration::from_secs(bosh_max_wait_secs as u64),
+            bosh_max_hold: in_range(self.bosh_max_hold, 1, 16)
+                .map_err(|why| fail("http.bosh_max_hold", why))? as u64,
+            bosh_inactivity: Duration::from_secs(
+                in_range(self.bosh_inactivity_secs, 1, 86_400)
+                    .map_err(|why| fail("http.bosh_inactivity_secs", why))? as u64,
+            ),
         }))
     }
 }

@@ -609,6 +609,20 @@ fn http_section_is_off_by_default_and_loopback_when_on() {
         Some("wss://chat.example.org/ws")
     );
     assert_eq!(c.bosh_url, None);
+    assert!(c.bosh && c.bosh_origins.is_empty() && c.bosh_max_hold == 1);
+    assert_eq!(c.bosh_max_wait, Duration::from_secs(30));
+    assert_eq!(c.bosh_inactivity, Duration::from_secs(60));
+    let c = load(
+        "[http]\nenabled = true\nbosh = false\nbosh_origins = [\"https://Web.Example.org\"]\n\
+         bosh_max_wait_secs = 50\nbosh_max_hold = 2\nbosh_inactivity_secs = 5\n",
+    )
+    .unwrap()
+    .http
+    .unwrap();
+    assert!(!c.bosh && c.bosh_max_hold == 2);
+    assert_eq!(c.bosh_origins, ["https://web.example.org"]);
+    assert_eq!(c.bosh_max_wait, Duration::from_secs(50));
+    assert_eq!(c.bosh_inactivity, Duration::from_secs(5));
 }
 
 #[test]
@@ -642,6 +656,22 @@ fn http_errors_name_their_key() {
     assert_eq!(
         key("[http]\nenabled = true\nmax_header_bytes = 100\n"),
         "http.max_header_bytes"
+    );
+    assert_eq!(
+        key("[http]\nenabled = true\nbosh_origins = [\"x\"]\n"),
+        "http.bosh_origins"
+    );
+    // A held request must be answered before the HTTP layer's deadline.
+    let e = err("[http]\nenabled = true\nbosh_max_wait_secs = 60\n");
+    assert_eq!(e.key.as_deref(), Some("http.bosh_max_wait_secs"));
+    assert!(e.to_string().contains("http.request_timeout_secs"), "{e}");
+    assert_eq!(
+        key("[http]\nenabled = true\nbosh_max_hold = 0\n"),
+        "http.bosh_max_hold"
+    );
+    assert_eq!(
+        key("[http]\nenabled = true\nbosh_inactivity_secs = 0\n"),
+        "http.bosh_inactivity_secs"
     );
     let e = err("[http]\nenabled = true\nbosh_url = \"ftp://x\"\n");
     assert_eq!(e.line, Some(3));

@@ -11,12 +11,12 @@
 //! - [`Outgoing`]: the server's stream bytes, parsed again, to messages.
 
 use minidom::Element;
-use xmppd_stream::{Event, Framer, Limits, NS_CLIENT, NS_STREAM};
+use xmppd_stream::{Event, Framer, Limits, StreamHeader, NS_CLIENT, NS_STREAM};
 
 /// The framing namespace of `<open/>` and `<close/>` (RFC 7395 §3.3.1).
 pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
-const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
+pub(crate) const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 
 /// An `<open/>` or `<close/>` is a single empty element; anything longer is not one.
 const MAX_FRAMING_BYTES: usize = 2048;
@@ -26,26 +26,34 @@ pub fn incoming(message: &str) -> Vec<u8> {
     let body = strip_declaration(message.trim_start());
     match framing_element(body) {
         Some(el) if el.name() == "open" => {
-            let mut header = String::with_capacity(256);
-            header.push_str("<stream:stream xmlns='");
-            header.push_str(NS_CLIENT);
-            header.push_str("' xmlns:stream='");
-            header.push_str(NS_STREAM);
-            header.push('\'');
-            for ((ns, name), value) in el.attrs().iter() {
+            let attrs = el.attrs().iter().filter_map(|((ns, name), value)| {
                 let name = match name.as_str() {
                     "to" | "from" | "version" | "id" if ns.is_none() => name.as_str(),
                     "lang" if ns.as_str() == NS_XML => "xml:lang",
-                    _ => continue,
+                    _ => return None,
                 };
-                push_attr(&mut header, name, value);
-            }
-            header.push('>');
-            header.into_bytes()
+                Some((name, value.as_str()))
+            });
+            stream_open(attrs)
         }
         Some(_) => b"</stream:stream>".to_vec(),
         None => message.as_bytes().to_vec(),
     }
+}
+
+/// The client's stream header with these attributes, for the c2s driver.
+pub fn stream_open<'a>(attrs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    let mut header = String::with_capacity(256);
+    header.push_str("<stream:stream xmlns='");
+    header.push_str(NS_CLIENT);
+    header.push_str("' xmlns:stream='");
+    header.push_str(NS_STREAM);
+    header.push('\'');
+    for (name, value) in attrs {
+        push_attr(&mut header, name, value);
+    }
+    header.push('>');
+    header.into_bytes()
 }
 
 /// `<open/>` or `<close/>` in the framing namespace, if `body` is one of them.
@@ -117,14 +125,19 @@ pub struct BadOutput(pub String);
 impl Outgoing {
     /// Takes bytes the server wrote; returns the messages now complete, in order.
     pub fn feed(&mut self, data: &[u8]) -> Result<Vec<String>, BadOutput> {
-        let mut messages = Vec::new();
+        Ok(self.frames(data)?.iter().map(Frame::message).collect())
+    }
+
+    /// Takes bytes the server wrote; returns the pieces of the stream now complete, in order.
+    pub fn frames(&mut self, data: &[u8]) -> Result<Vec<Frame>, BadOutput> {
+        let mut frames = Vec::new();
         self.held.extend_from_slice(data);
         let mut pending = std::mem::take(&mut self.held);
         let mut start = 0;
         while let Some(at) = find(&pending[start..], DECLARATION) {
             let at = start + at;
             self.framer.feed(&pending[start..at]);
-            self.drain(&mut messages)?;
+            self.drain(&mut frames)?;
             self.framer.reset();
             self.framer.feed(DECLARATION);
             start = at + DECLARATION.len();
@@ -138,32 +151,16 @@ impl Outgoing {
         self.framer.feed(&rest[..rest.len() - keep]);
         pending.drain(..pending.len() - keep);
         self.held = pending;
-        self.drain(&mut messages)?;
-        Ok(messages)
+        self.drain(&mut frames)?;
+        Ok(frames)
     }
 
-    fn drain(&mut self, messages: &mut Vec<String>) -> Result<(), BadOutput> {
+    fn drain(&mut self, frames: &mut Vec<Frame>) -> Result<(), BadOutput> {
         loop {
             match self.framer.next_event() {
-                Ok(Some(Event::Header(h))) => {
-                    let mut open = format!("<open xmlns='{NS_FRAMING}'");
-                    let attrs = [
-                        ("from", &h.from),
-                        ("to", &h.to),
-                        ("id", &h.id),
-                        ("version", &h.version),
-                        ("xml:lang", &h.lang),
-                    ];
-                    for (name, value) in attrs {
-                        if let Some(value) = value {
-                            push_attr(&mut open, name, value);
-                        }
-                    }
-                    open.push_str("/>");
-                    messages.push(open);
-                }
-                Ok(Some(Event::Element(el))) => messages.push(standalone(&el)),
-                Ok(Some(Event::Close)) => messages.push(format!("<close xmlns='{NS_FRAMING}'/>")),
+                Ok(Some(Event::Header(h))) => frames.push(Frame::Open(h)),
+                Ok(Some(Event::Element(el))) => frames.push(Frame::Element(el)),
+                Ok(Some(Event::Close)) => frames.push(Frame::Close),
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(BadOutput(e.to_string())),
             }
@@ -171,9 +168,45 @@ impl Outgoing {
     }
 }
 
+/// One piece of the server's stream.
+#[derive(Debug)]
+pub enum Frame {
+    /// A stream header (the first, or a new one after SASL).
+    Open(StreamHeader),
+    Element(Element),
+    Close,
+}
+
+impl Frame {
+    /// The RFC 7395 message for this piece.
+    pub fn message(&self) -> String {
+        match self {
+            Frame::Open(h) => {
+                let mut open = format!("<open xmlns='{NS_FRAMING}'");
+                let attrs = [
+                    ("from", &h.from),
+                    ("to", &h.to),
+                    ("id", &h.id),
+                    ("version", &h.version),
+                    ("xml:lang", &h.lang),
+                ];
+                for (name, value) in attrs {
+                    if let Some(value) = value {
+                        push_attr(&mut open, name, value);
+                    }
+                }
+                open.push_str("/>");
+                open
+            }
+            Frame::Element(el) => standalone(el),
+            Frame::Close => format!("<close xmlns='{NS_FRAMING}'/>"),
+        }
+    }
+}
+
 /// `el` as a document of its own: its namespace declared, and the `stream:` prefix of stream
 /// features and errors too (RFC 7395 §3.4, §3.6.1).
-fn standalone(el: &Element) -> String {
+pub fn standalone(el: &Element) -> String {
     let mut out = Vec::with_capacity(256);
     xmppd_stream::serialize(el, "", &mut out);
     if el.ns() == NS_STREAM {

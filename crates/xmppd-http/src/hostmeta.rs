@@ -23,31 +23,33 @@ pub struct HostMeta {
     pub websocket: bool,
     /// The public WebSocket URL (behind a proxy it differs from ours).
     pub websocket_url: Option<String>,
+    /// The BOSH endpoint is served here: advertised like the WebSocket one.
+    pub bosh: bool,
     pub bosh_url: Option<String>,
 }
 
 impl HostMeta {
     fn links(&self, req: &Request<RequestBody>, peer: &Peer) -> Vec<(&'static str, String)> {
         let mut links = Vec::new();
-        let derived = || {
+        let derived = |secure: &str, plain: &str, path: &str| {
             let host = req.headers().get(HOST)?.to_str().ok()?;
             // Reflects only the asker's own Host; a name with odd characters gets no link.
-            let plain = host
+            let ok = host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-            let scheme = if peer.secure { "wss" } else { "ws" };
-            plain.then(|| format!("{scheme}://{host}{}", crate::websocket::PATH))
+            let scheme = if peer.secure { secure } else { plain };
+            ok.then(|| format!("{scheme}://{host}{path}"))
         };
-        if let Some(url) = self
-            .websocket_url
-            .clone()
-            .or_else(|| self.websocket.then(derived)?)
-        {
-            links.push((REL_WEBSOCKET, url));
-        }
-        if let Some(url) = &self.bosh_url {
-            links.push((REL_BOSH, url.clone()));
-        }
+        let websocket = (self.websocket_url.clone()).or_else(|| {
+            self.websocket
+                .then(|| derived("wss", "ws", crate::websocket::PATH))?
+        });
+        links.extend(websocket.map(|url| (REL_WEBSOCKET, url)));
+        let bosh = (self.bosh_url.clone()).or_else(|| {
+            self.bosh
+                .then(|| derived("https", "http", crate::bosh::PATH))?
+        });
+        links.extend(bosh.map(|url| (REL_BOSH, url)));
         links
     }
 }

@@ -19,6 +19,7 @@
 //! Why hyper and not a framework: the layer needs a few exact routes, per-connection limits
 //! and the upgraded connection; hyper gives those directly (docs/HTTP.md).
 
+pub mod bosh;
 pub mod framing;
 pub mod hostmeta;
 pub mod websocket;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -198,6 +199,24 @@ pub fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
     let plain = HeaderValue::from_static("text/plain; charset=utf-8");
     resp.headers_mut().insert(CONTENT_TYPE, plain);
     resp
+}
+
+/// Cross-site request forgery and WebSocket hijacking: a page elsewhere must not use the
+/// visitor's browser (its cookies, client certificates, network position) on our endpoints.
+/// Browsers always send `Origin`; one that is neither the endpoint's own (same scheme and
+/// `Host`) nor in `allowed` (lowercase, no final `/`; `*` allows any) is refused. Clients that
+/// are not browsers send none and are allowed: they could claim any origin anyway.
+pub fn origin_allowed<B>(req: &Request<B>, peer: &Peer, allowed: &[String]) -> bool {
+    let Some(origin) = req.headers().get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    let own = (req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+        .map(|host| format!("{}://{}", peer.scheme(), host.to_ascii_lowercase()));
+    own.as_deref() == Some(origin.as_str()) || allowed.iter().any(|o| o == "*" || *o == origin)
 }
 
 /// A whole body in memory.

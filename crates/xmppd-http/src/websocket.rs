@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::{
-    HeaderValue, CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -42,25 +42,6 @@ pub struct WebSocket {
     pub max_message_bytes: usize,
 }
 
-impl WebSocket {
-    /// Cross-site WebSocket hijacking: a page elsewhere must not use the visitor's
-    /// credentials (cookies, client certificates) on our endpoint. Browsers always send
-    /// `Origin`.
-    fn origin_allowed(&self, req: &Request<RequestBody>, peer: &Peer) -> bool {
-        let Some(origin) = req.headers().get(ORIGIN) else {
-            return true;
-        };
-        let Ok(origin) = origin.to_str() else {
-            return false;
-        };
-        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        let own = (req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-            .map(|host| format!("{}://{}", peer.scheme(), host.to_ascii_lowercase()));
-        own.as_deref() == Some(origin.as_str())
-            || self.origins.iter().any(|o| o == "*" || *o == origin)
-    }
-}
-
 fn has_token(req: &Request<RequestBody>, name: hyper::header::HeaderName, token: &str) -> bool {
     (req.headers().get_all(name).iter())
         .filter_map(|v| v.to_str().ok())
@@ -88,7 +69,7 @@ impl Service for WebSocket {
         let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
             return text(StatusCode::BAD_REQUEST, "No Sec-WebSocket-Key");
         };
-        if !self.origin_allowed(&req, peer) {
+        if !crate::origin_allowed(&req, peer, &self.origins) {
             tracing::info!("WebSocket from a page of an origin not allowed");
             return text(StatusCode::FORBIDDEN, "Origin not allowed");
         }
