@@ -12,9 +12,10 @@
 //! It does not install Rust toolchains or system packages, with two exceptions: cargo-deny is
 //! built with `cargo install cargo-deny --locked` when it is missing (a few minutes, once), and
 //! the e2e tests' Debian packages (a real `slapd`, `ldap-utils`, a Samba AD domain controller
-//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs`, `npm`, `coturn`, and the
-//! federation peers `prosody` with `lua-unbound`, `ejabberd` and `dnsmasq-base`) are installed
-//! with apt-get when they are missing, and the xmpp.js client (`tests/node`, pinned by its
+//! with `ldb-tools`, `go-sendxmpp`, `poezio`, `tmux`, `nodejs`, `npm`, `coturn`, `chromium` (the
+//! browser converse.js runs in), and the federation peers `prosody` with `lua-unbound`,
+//! `ejabberd` and `dnsmasq-base`) are installed with apt-get when they are missing, and the
+//! JavaScript clients (`tests/node`: xmpp.js and converse.js, pinned by its
 //! `package-lock.json`) with `npm ci`. A missing `python3` is reported,
 //! not fixed. The virtualenvs (the suite's, and one with the slixmpp release Debian 12 ships)
 //! are rebuilt only when their requirements files change, and `tests/node` only when its
@@ -218,9 +219,10 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 /// that checks the credentials of `test_extdisco.py`; the federation peers of
 /// `s2s_fixture.py`: Prosody (with libunbound, its usual resolver), ejabberd, and dnsmasq
 /// (the binary only, without the package that runs it as the system's resolver) for their
-/// private DNS, which `test_acme.py` uses too; and pebble, the ACME server that
-/// `test_acme.py` obtains certificates from.
-const SYSTEM_PACKAGES: [(&str, &str); 14] = [
+/// private DNS, which `test_acme.py` uses too; pebble, the ACME server that
+/// `test_acme.py` obtains certificates from; and chromium, the browser converse.js runs in
+/// for `test_converse.py`.
+const SYSTEM_PACKAGES: [(&str, &str); 15] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("samba", "samba samba-dsdb-modules samba-ad-provision"),
@@ -235,6 +237,7 @@ const SYSTEM_PACKAGES: [(&str, &str); 14] = [
     ("ejabberdctl", "ejabberd"),
     ("pebble", "pebble"),
     ("dnsmasq", "dnsmasq-base"),
+    ("chromium", "chromium"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.
@@ -335,7 +338,8 @@ fn ensure_venv(root: &Path, dir: &str, requirements: &str) -> Result<()> {
 }
 
 /// The JavaScript clients of the end-to-end tests, each with its lock file: `@xmpp/client`
-/// (`tests/node`) over WebSocket, and with SASL2, Bind2 and FAST over TCP.
+/// (`tests/node`) over WebSocket, and with SASL2, Bind2 and FAST over TCP; converse.js, served
+/// to chromium.
 const NODE_DIRS: [&str; 1] = ["tests/node"];
 
 /// Installs the packages of each of [`NODE_DIRS`] exactly as locked (`npm ci`), unless a stamp
