@@ -123,6 +123,7 @@ impl Bosh {
             wait: wait.min(settings.max_wait),
             hold,
             inactivity: settings.inactivity,
+            sessions: Arc::clone(&self.sessions),
             state: Mutex::new(State {
                 rids: Rids::new(rid, hold + 1),
                 ahead: BTreeMap::new(),
@@ -168,13 +169,13 @@ impl Bosh {
         // The TLS under each request may differ: no channel binding (as behind a proxy).
         let secure = peer.secure.then(ChannelBindings::default);
         let (host, addr, shutdown) = (self.host.clone(), peer.addr, peer.shutdown.clone());
-        let (task_session, sessions) = (Arc::clone(&session), Arc::clone(&self.sessions));
+        let task_session = Arc::clone(&session);
         peer.tasks.spawn(async move {
             let s = &task_session;
             let serve = async {
                 host.serve(Pipe(Arc::clone(s)), addr, secure, shutdown)
                     .await;
-                s.finished(&sessions);
+                s.finished();
             };
             tokio::join!(serve, s.reaper());
         });
@@ -244,6 +245,8 @@ struct Session {
     wait: Duration,
     hold: usize,
     inactivity: Duration,
+    /// Where the session is found by its `sid`, until it ends.
+    sessions: Sessions,
     state: Mutex<State>,
     /// The session became idle, or ended: for the inactivity check.
     changed: Notify,
@@ -545,6 +548,8 @@ impl Session {
             let _ = waiting.reply.send(Arc::clone(&end));
         }
         st.input_eof = true;
+        // From now on its sid is unknown (item-not-found), whenever the driver is done.
+        lock(&self.sessions).remove(&self.sid);
         if let Some(w) = st.reader.take() {
             w.wake();
         }
@@ -613,7 +618,7 @@ impl Session {
     }
 
     /// The driver is done with the stream: the session is forgotten.
-    fn finished(&self, sessions: &Sessions) {
+    fn finished(&self) {
         {
             let mut st = self.lock();
             // The driver ended without closing the stream (refused at once, or its input
@@ -621,7 +626,7 @@ impl Session {
             self.end(&mut st, Some("remote-connection-failed"));
         }
         self.consumed.send_replace(u64::MAX);
-        lock(sessions).remove(&self.sid);
+        lock(&self.sessions).remove(&self.sid);
         tracing::debug!(sid = self.sid, "BOSH session ended");
     }
 }
