@@ -7,11 +7,12 @@ cannot validate); refusals reach the sender as errors."""
 
 from __future__ import annotations
 
-import pytest
-
 import base64
+import re
 import ssl
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from clients import CLIENT_NS, async_test, login, q, stanza_error
 from federation import exchange_messages, mutual_subscription, remote_occupant
@@ -208,3 +209,24 @@ async def test_a_peer_cannot_send_from_or_to_domains_it_has_no_right_to(pair):
     assert raw.expect_stream_error() == "host-unknown"
     await alice.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body")) == "spoofed")
     await alice.close()
+
+
+@async_test(timeout=120)
+async def test_the_direct_tls_listener_speaks_xmpp_server_with_alpn(pair):
+    address = "127.0.0.1"
+    server_a, server_b = pair(a={"s2s": {"direct_tls_listen": [f"{address}:0"]}})
+    found = re.search(r"xmppd listening: s2s-direct-tls \S+:(\d+)", server_a.output())
+    assert found, server_a.output()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["xmpp-server"])
+    ctx.load_cert_chain(server_b.leaf.cert, server_b.leaf.key)
+    raw = RawClient(int(found.group(1)), host=address, direct_tls=True, tls_context=ctx)
+    assert raw.sock.selected_alpn_protocol() == "xmpp-server"
+    features = raw.open(header=(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+        f"xmlns:stream='{STREAM_NS}' from='{B}' to='{A}' version='1.0'>"))
+    mechanisms = [m.text for m in features.iter(q(SASL_NS, "mechanism"))]
+    assert mechanisms == ["EXTERNAL"], ET.tostring(features)
+    raw.close()
