@@ -168,13 +168,14 @@ def test_a_certificate_is_obtained_served_and_kept(make_server, pebble, tmp_path
                if 'path="/.well-known/acme-challenge/' in line and "status=200" in line]
     assert len(fetched) >= 3, server.output()
     assert f"query[A] conference.{DOMAIN}" in pebble.dns_log.read_text(errors="replace")
-    data = server.data_dir / "acme" / DOMAIN
-    assert (data / "key.pem").stat().st_mode & 0o777 == 0o600
-    # After a restart the stored certificate serves at once, without a new order.
+    stored = server.data_dir / "acme" / DOMAIN / "certificate.pem"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    # After a restart the stored certificate serves at once, and is found up to date.
     since = server.line_count()
     server.restart()
     assert served_certificate(server.direct_tls_port, root)["serialNumber"] == \
         cert["serialNumber"]
+    wait_for_line(server, "ACME: certificate up to date", since)
     assert "ordering a certificate" not in server.output(since), server.output(since)
 
 

@@ -86,6 +86,16 @@ async def test_valid_certificates_federate_with_sasl_external(pair):
     await federate(server_a, server_b)
     assert authenticated_with(server_a, "EXTERNAL"), server_a.output()
     assert authenticated_with(server_b, "EXTERNAL"), server_b.output()
+    # An authenticated stream takes stanzas beyond the limits before login (8 KiB).
+    alice = await login(server_a, "alice")
+    bob = await login(server_b, "bob")
+    body = "x" * 20_000
+    alice.send_message(mto=BOB, mbody=body, mtype="chat")
+    await bob.expect(
+        lambda e: e.tag == q(CLIENT_NS, "message") and e.findtext(q(CLIENT_NS, "body")) == body,
+        timeout=30, what="a 20 kB message")
+    await alice.close()
+    await bob.close()
 
 
 @async_test(timeout=120)

@@ -200,11 +200,11 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     // What ACME obtained earlier serves from the start; the rest is self-signed until then.
     let acme_certificates = (acme.iter().flat_map(|a| &a.certificates)).filter_map(|names| {
         let dir = &acme.as_ref()?.dir;
-        let (cert, key) = xmppd_acme::certificate_paths(dir, &names[0]);
-        (cert.is_file() && key.is_file()).then(|| CertificateSpec {
+        let path = xmppd_acme::certificate_path(dir, &names[0]);
+        path.is_file().then(|| CertificateSpec {
             domain: names[0].clone(),
-            cert,
-            key,
+            cert: path.clone(),
+            key: path,
         })
     });
     let tls = Tls::load(TlsSettings {

@@ -10,8 +10,9 @@
 //!
 //! On disk, under `dir` (mode 0700): `account.json` (the account's key and URL, for the
 //! configured directory; a new directory URL makes a new account), and per host
-//! `HOST/fullchain.pem` (leaf first) and `HOST/key.pem` (mode 0600). A certificate is written
-//! to temporary names and renamed, key first, so a crash leaves the old pair or the new one.
+//! `HOST/certificate.pem` (mode 0600): the private key, then the chain, leaf first. Key and
+//! chain are one file so that one rename replaces both: a crash leaves the old pair or the new
+//! one, never a key beside another key's chain.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,7 +65,7 @@ pub enum Challenge {
 
 /// Where certificates go: the TLS store that serves them.
 pub trait CertificateStore: Send + Sync {
-    /// Serves a host's new certificate (fullchain and key files) from now on.
+    /// Serves a host's new certificate from now on (`cert` and `key` may be one PEM file).
     fn install(&self, host: &str, cert: &Path, key: &Path) -> Result<(), String>;
     /// Answers tls-alpn-01 validations of `name` with `cert` (DER) and `key` (PKCS#8 DER).
     fn set_alpn_challenge(&self, name: &str, cert: Vec<u8>, key: Vec<u8>) -> Result<(), String>;
@@ -124,10 +125,9 @@ impl xmppd_http::Service for Challenges {
     }
 }
 
-/// The files of one host's certificate under `dir`.
-pub fn certificate_paths(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
-    let d = dir.join(host);
-    (d.join("fullchain.pem"), d.join("key.pem"))
+/// The file of one host's certificate under `dir`: its key, then its chain (PEM).
+pub fn certificate_path(dir: &Path, host: &str) -> PathBuf {
+    dir.join(host).join("certificate.pem")
 }
 
 /// What a certificate on disk covers and until when.
@@ -137,9 +137,12 @@ pub struct CertificateState {
     pub not_after: SystemTime,
 }
 
-/// Reads the leaf of a PEM chain: its DNS names and expiry. `None` if unreadable.
+/// Reads the leaf of a PEM chain (the first certificate; other sections, such as the key, are
+/// passed over): its DNS names and expiry. `None` if unreadable.
 pub fn read_certificate(pem: &[u8]) -> Option<CertificateState> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let pem = x509_parser::pem::Pem::iter_from_buffer(pem)
+        .map_while(Result::ok)
+        .find(|p| p.label == "CERTIFICATE")?;
     let cert = pem.parse_x509().ok()?;
     let not_after = cert.validity().not_after.timestamp();
     let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).ok()?);
@@ -214,23 +217,27 @@ impl Acme {
     /// Orders `names`' certificate if it is missing or due; `true` when one was obtained.
     pub async fn ensure(&self, names: &[String]) -> Result<bool, AcmeError> {
         let host = &names[0];
-        let (cert_path, key_path) = certificate_paths(&self.settings.dir, host);
-        let current = std::fs::read(&cert_path)
+        let path = certificate_path(&self.settings.dir, host);
+        let current = std::fs::read(&path)
             .ok()
             .and_then(|pem| read_certificate(&pem));
         let now = SystemTime::now();
         if !needs_order(current.as_ref(), names, now, self.settings.renew_before) {
+            let days = (current.as_ref()).and_then(|c| c.not_after.duration_since(now).ok());
+            let days = days.map_or(0, |d| d.as_secs() / 86_400);
+            tracing::info!(%host, days, "ACME: certificate up to date");
             return Ok(false);
         }
         tracing::info!(%host, names = names.len(), "ACME: ordering a certificate");
         let (chain, key) = self.order(names).await?;
-        let host_dir = self.settings.dir.join(host);
-        create_private_dir(&host_dir)?;
-        // The key first: a chain beside the old key would not load; the old chain beside the
-        // new key does not either, but the reloader keeps the old pair until both changed.
-        write_atomically(&key_path, key.as_bytes(), 0o600)?;
-        write_atomically(&cert_path, chain.as_bytes(), 0o644)?;
-        (self.store.install(host, &cert_path, &key_path)).map_err(AcmeError::Install)?;
+        create_private_dir(&self.settings.dir.join(host))?;
+        let pem = format!("{}\n{chain}", key.trim_end());
+        write_atomically(&path, pem.as_bytes(), 0o600)?;
+        if let Err(e) = self.store.install(host, &path, &path) {
+            // Not kept: the next check orders again rather than trusting a pair that failed.
+            let _ = std::fs::remove_file(&path);
+            return Err(AcmeError::Install(e));
+        }
         tracing::info!(%host, "ACME: certificate obtained and installed");
         Ok(true)
     }
@@ -415,6 +422,10 @@ mod tests {
         assert_eq!(state.names, ["example.org", "conference.example.org"]);
         assert_eq!(state.not_after, at(2026, 4, 1));
         assert_eq!(read_certificate(b"not a certificate"), None);
+        // As stored: the key first, then the chain.
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let stored = read_certificate(format!("{key}{pem}").as_bytes());
+        assert_eq!(stored, Some(state));
     }
 
     #[test]

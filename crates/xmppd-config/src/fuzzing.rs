@@ -269,6 +269,9 @@ fn render(c: &ValidatedConfig) -> String {
     if let Some(a) = &c.admin_http {
         doc.insert("admin_http".into(), render_admin_http(a));
     }
+    if let Some(s) = &c.s2s {
+        doc.insert("s2s".into(), render_s2s(s));
+    }
     if let Some(a) = &c.acme {
         let mut t = table([
             ("enabled", true.into()),
@@ -431,6 +434,42 @@ fn render_extdisco(e: &ExtDiscoSettings) -> Value {
         ("credentials_ttl_secs", int(e.credentials_ttl.as_secs())),
         ("service", Value::Array(services)),
     ])
+}
+
+fn render_s2s(s: &crate::S2sSettings) -> Value {
+    let addrs = |list: &[std::net::SocketAddr]| {
+        Value::Array(list.iter().map(|a| a.to_string().into()).collect())
+    };
+    let routes = (s.routes.iter())
+        .map(|(domain, (host, port))| (domain.clone(), Value::from(format!("{host}:{port}"))))
+        .collect::<Table>();
+    let mut t = table([
+        ("enabled", true.into()),
+        ("listen", addrs(&s.listen)),
+        ("direct_tls_listen", addrs(&s.direct_tls_listen)),
+        (
+            "resolver",
+            s.resolver.map(|r| r.to_string()).unwrap_or_default().into(),
+        ),
+        ("dialback", s.dialback.into()),
+        (
+            "require_valid_certificates",
+            s.require_valid_certificates.into(),
+        ),
+        ("allow", strings(&s.allow)),
+        ("deny", strings(&s.deny)),
+        ("stanzas_per_sec", int(s.stanzas_per_sec)),
+        ("refuse_strangers", s.refuse_strangers.into()),
+        ("connect_timeout_secs", int(s.connect_timeout.as_secs())),
+        ("handshake_timeout_secs", int(s.handshake_timeout.as_secs())),
+        ("idle_timeout_secs", int(s.idle_timeout.as_secs())),
+        ("queue_max", int(s.queue_max)),
+        ("routes", Value::Table(routes)),
+    ]);
+    if let (Value::Table(entries), Some(ca)) = (&mut t, &s.ca_file) {
+        entries.insert("ca_file".into(), path(ca));
+    }
+    t
 }
 
 fn render_proxy65(p: &Proxy65Settings) -> Value {

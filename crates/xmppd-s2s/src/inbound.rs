@@ -240,6 +240,9 @@ impl Stream<'_> {
             if el.is("auth", NS_SASL) {
                 if self.external(conn, &el, from).await? {
                     conn.restart();
+                    // Authenticated: the stanza limits of an established stream, as dialback
+                    // sets them.
+                    conn.set_limits(s2s.settings.limits);
                     return Ok(true);
                 }
             } else if el.is("result", NS_DIALBACK) {
