@@ -156,6 +156,15 @@ impl OfflineStore for Watched {
             .offline_page(user, after_id, max_count, max_bytes)
             .await
     }
+    async fn take_offline(
+        &self,
+        user: &UserRef,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>> {
+        self.write(user)?;
+        self.db().take_offline(user, max_count, max_bytes).await
+    }
     async fn remove_offline(&self, user: &UserRef, up_to_id: i64) -> Result<()> {
         self.write(user)?;
         self.db().remove_offline(user, up_to_id).await

@@ -9,16 +9,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use crate::{Result, SqliteStore, StorageError};
-
-/// The tables of one service: `migrations[i]` takes the schema from version `i` to `i + 1`.
-/// Never edit a released entry; append.
-#[derive(Debug, Clone, Copy)]
-pub struct Schema {
-    /// Unique per service, e.g. `"mam"`; prefix its tables with it.
-    pub name: &'static str,
-    pub migrations: &'static [&'static str],
-}
+use crate::{Result, Schema, SqliteStore, StorageError};
 
 impl SqliteStore {
     /// Brings `schema`'s tables up to date (in one transaction, so a failed migration leaves

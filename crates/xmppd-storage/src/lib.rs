@@ -22,10 +22,22 @@ use async_trait::async_trait;
 
 #[cfg(feature = "sqlite")]
 mod extend;
-#[cfg(feature = "sqlite")]
-pub use extend::Schema;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgSettings, PgStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{create_private_dir_all, Deferred, SqliteStore, ROOMS_SCHEMA};
+
+/// The tables of one service: `migrations[i]` takes the schema from version `i` to `i + 1`.
+/// Never edit a released entry; append. Each engine has its own SQL, so a service declares
+/// one `Schema` per engine it supports (same name).
+#[derive(Debug, Clone, Copy)]
+pub struct Schema {
+    /// Unique per service, e.g. `"mam"`; prefix its tables with it.
+    pub name: &'static str,
+    pub migrations: &'static [&'static str],
+}
 
 /// Errors of any storage backend.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +253,15 @@ pub trait OfflineStore: Send + Sync {
         &self,
         user: &UserRef,
         after_id: i64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>>;
+    /// Removes and returns the oldest stored messages, bounded like [`OfflineStore::offline_page`],
+    /// in one atomic step: when several processes share the database and take from the same
+    /// account at once, each message goes to exactly one of them.
+    async fn take_offline(
+        &self,
+        user: &UserRef,
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<OfflineMessage>>;

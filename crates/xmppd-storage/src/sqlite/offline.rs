@@ -13,6 +13,37 @@ fn count_offline(conn: &Connection, user: &UserRef) -> Result<usize> {
     usize::try_from(n).map_err(|_| corrupt("offline count"))
 }
 
+/// Stored messages of `user` with ids above `after_id`, oldest first: at most `max_count`, and
+/// no more than `max_bytes` of XML unless the first alone is larger.
+fn read_page(
+    c: &Connection,
+    user: &UserRef,
+    after_id: i64,
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<Vec<OfflineMessage>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, stamp_ms, xml FROM offline
+         WHERE domain = ?1 AND user = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+    )?;
+    let limit = i64::try_from(max_count).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(params![user.domain, user.user, after_id, limit])?;
+    let (mut page, mut bytes) = (Vec::new(), 0usize);
+    while let Some(r) = rows.next()? {
+        let xml: String = r.get(2)?;
+        bytes += xml.len();
+        if bytes > max_bytes && !page.is_empty() {
+            break;
+        }
+        page.push(OfflineMessage {
+            id: r.get(0)?,
+            stamp_ms: r.get(1)?,
+            xml,
+        });
+    }
+    Ok(page)
+}
+
 #[async_trait]
 impl OfflineStore for SqliteStore {
     async fn push_offline(
@@ -64,25 +95,26 @@ impl OfflineStore for SqliteStore {
         max_bytes: usize,
     ) -> Result<Vec<OfflineMessage>> {
         let user = user.clone();
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, stamp_ms, xml FROM offline
-                 WHERE domain = ?1 AND user = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+        self.read(move |c| read_page(c, &user, after_id, max_count, max_bytes))
+            .await
+    }
+
+    async fn take_offline(
+        &self,
+        user: &UserRef,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>> {
+        let user = user.clone();
+        // In the writer: no other write (of this process or, through the write lock, of
+        // another) comes between the read and the delete.
+        self.write(move |c| {
+            let page = read_page(c, &user, i64::MIN, max_count, max_bytes)?;
+            let mut delete = c.prepare_cached(
+                "DELETE FROM offline WHERE domain = ?1 AND user = ?2 AND id = ?3",
             )?;
-            let limit = i64::try_from(max_count).unwrap_or(i64::MAX);
-            let mut rows = stmt.query(params![user.domain, user.user, after_id, limit])?;
-            let (mut page, mut bytes) = (Vec::new(), 0usize);
-            while let Some(r) = rows.next()? {
-                let xml: String = r.get(2)?;
-                bytes += xml.len();
-                if bytes > max_bytes && !page.is_empty() {
-                    break;
-                }
-                page.push(OfflineMessage {
-                    id: r.get(0)?,
-                    stamp_ms: r.get(1)?,
-                    xml,
-                });
+            for m in &page {
+                delete.execute(params![user.domain, user.user, m.id])?;
             }
             Ok(page)
         })

@@ -7,8 +7,8 @@ use tempfile::TempDir;
 use super::migrations::MIGRATIONS;
 use super::*;
 use crate::{
-    CredentialStore, OfflineStore, RoomAffiliation, RoomStore, RosterItem, RosterStore,
-    SessionRecord, SessionStore, StoredRoom, StoredScram, Subscription, UserDataStore, UserRef,
+    CredentialStore, OfflineStore, RoomAffiliation, RoomStore, RosterItem, RosterStore, StoredRoom,
+    StoredScram, Subscription, UserDataStore, UserRef,
 };
 
 fn alice() -> UserRef {
@@ -17,10 +17,6 @@ fn alice() -> UserRef {
 
 fn bob() -> UserRef {
     UserRef::new("bob", "example.org")
-}
-
-fn carol() -> UserRef {
-    UserRef::new("carol", "example.org")
 }
 
 fn scram(hash: &str, seed: u8) -> StoredScram {
@@ -76,13 +72,6 @@ async fn wait_submitted(store: &SqliteStore, n: u64) {
     }
 }
 
-async fn table_rows(store: &SqliteStore, table: &'static str) -> i64 {
-    store
-        .read(move |c| Ok(c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?))
-        .await
-        .unwrap()
-}
-
 fn room(name: &str, affs: &[(&str, &str)]) -> StoredRoom {
     StoredRoom {
         domain: "conference.example.org".into(),
@@ -101,10 +90,7 @@ fn room(name: &str, affs: &[(&str, &str)]) -> StoredRoom {
     }
 }
 
-mod accounts;
-mod data;
 mod file;
-mod offline;
 mod rooms;
 mod roster;
 mod writer;

@@ -1,8 +1,7 @@
 use super::*;
 
-#[tokio::test]
-async fn offline_cap_order_and_removal() {
-    let (_dir, store) = file_store();
+pub async fn offline_cap_order_and_removal(db: &dyn Db) {
+    let store = db.open().await;
     for i in 0..3 {
         assert!(store
             .push_offline(&alice(), 100 + i, &format!("<m{i}/>"), 3)
@@ -55,9 +54,8 @@ async fn offline_cap_order_and_removal() {
         .unwrap());
 }
 
-#[tokio::test]
-async fn offline_pages_follow_the_cursor_and_both_bounds() {
-    let (_dir, store) = file_store();
+pub async fn offline_pages_follow_the_cursor_and_both_bounds(db: &dyn Db) {
+    let store = db.open().await;
     for i in 0..5 {
         let xml = format!("<m{i}>{}</m{i}>", "x".repeat(100));
         assert!(store.push_offline(&alice(), i, &xml, 10).await.unwrap());
@@ -83,9 +81,8 @@ async fn offline_pages_follow_the_cursor_and_both_bounds() {
         .is_empty());
 }
 
-#[tokio::test]
-async fn offline_ids_are_not_reused_after_removal() {
-    let (_dir, store) = file_store();
+pub async fn offline_ids_are_not_reused_after_removal(db: &dyn Db) {
+    let store = db.open().await;
     store.push_offline(&alice(), 1, "<a/>", 10).await.unwrap();
     let first = store.offline_messages(&alice()).await.unwrap()[0].id;
     store.remove_offline(&alice(), first).await.unwrap();
@@ -95,4 +92,27 @@ async fn offline_ids_are_not_reused_after_removal() {
         second > first,
         "an id acknowledged as delivered must not come back"
     );
+}
+
+pub async fn taking_offline_messages_removes_them_in_order(db: &dyn Db) {
+    let store = db.open().await;
+    for i in 0..5 {
+        let xml = format!("<m{i}>{}</m{i}>", "x".repeat(100));
+        assert!(store.push_offline(&alice(), i, &xml, 10).await.unwrap());
+    }
+    store.push_offline(&bob(), 9, "<bob/>", 10).await.unwrap();
+    let first = store.take_offline(&alice(), 2, 1 << 20).await.unwrap();
+    assert_eq!(first.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [0, 1]);
+    // Both bounds hold as for a page; a message larger than the byte bound comes alone.
+    let next = store.take_offline(&alice(), 10, 250).await.unwrap();
+    assert_eq!(next.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [2, 3]);
+    let last = store.take_offline(&alice(), 10, 1).await.unwrap();
+    assert_eq!(last.iter().map(|m| m.stamp_ms).collect::<Vec<_>>(), [4]);
+    assert!(store
+        .take_offline(&alice(), 10, 1)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.offline_count(&alice()).await.unwrap(), 0);
+    assert_eq!(store.offline_count(&bob()).await.unwrap(), 1);
 }

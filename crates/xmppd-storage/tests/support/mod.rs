@@ -1,0 +1,73 @@
+//! What the storage tests share: a database per test on each engine.
+
+pub mod pg;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use xmppd_storage::{PgStore, RoomStore, SqliteStore, Store};
+
+/// Every storage trait in one handle, as the server uses a store.
+pub trait FullStore: Store + RoomStore {}
+impl<T: Store + RoomStore> FullStore for T {}
+
+/// One test's database on one engine.
+#[async_trait]
+pub trait Db: Send + Sync {
+    /// A store on this database. Each call opens another one, as another process sharing the
+    /// database would (the first one also creates the schema).
+    async fn open(&self) -> Arc<dyn FullStore>;
+}
+
+/// A SQLite file in a temporary directory.
+pub struct SqliteDb {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl SqliteDb {
+    pub fn new() -> SqliteDb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xmppd.db");
+        SqliteDb { _dir: dir, path }
+    }
+}
+
+#[async_trait]
+impl Db for SqliteDb {
+    async fn open(&self) -> Arc<dyn FullStore> {
+        let path = self.path.clone();
+        // Opening blocks (migrations, the write lock): off the runtime's threads.
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .unwrap()
+            .unwrap();
+        Arc::new(store)
+    }
+}
+
+/// A database of its own in the shared PostgreSQL cluster.
+pub struct PgDb {
+    cluster: &'static pg::Cluster,
+    name: String,
+}
+
+impl PgDb {
+    /// `None` (the test is skipped, with a message) where PostgreSQL cannot be had.
+    pub async fn new() -> Option<PgDb> {
+        let cluster = tokio::task::spawn_blocking(pg::shared).await.unwrap()?;
+        let name = cluster.create_database().await;
+        Some(PgDb { cluster, name })
+    }
+}
+
+#[async_trait]
+impl Db for PgDb {
+    async fn open(&self) -> Arc<dyn FullStore> {
+        Arc::new(
+            PgStore::connect(&self.cluster.settings(&self.name))
+                .await
+                .unwrap(),
+        )
+    }
+}

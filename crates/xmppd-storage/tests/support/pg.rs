@@ -1,0 +1,297 @@
+//! A real PostgreSQL server for tests: Debian's `postgresql` (installed with apt-get when
+//! missing and the tests run as root), a cluster made with `initdb` in a temporary directory,
+//! listening on a free loopback port and on a Unix socket in that directory. PostgreSQL refuses
+//! to run as root, so as root its programs run as the `postgres` user (`runuser`).
+//!
+//! When it cannot be installed the tests that need it are skipped with a message, except under
+//! CI (`CI=true` or `XMPPD_E2E_CI=1`), where that is a failure.
+
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use xmppd_storage::{PgSettings, PgStore};
+
+/// The superuser of the test clusters and its password (TCP connections must give it).
+pub const SUPERUSER: &str = "xmppd";
+pub const PASSWORD: &str = "pg-test-secret";
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("XMPPD_E2E_CI").is_ok_and(|v| v == "1")
+}
+
+/// The `bin` directory of the newest installed PostgreSQL.
+fn installed_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop().map(|(_, bin)| bin)
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The PostgreSQL programs, installing Debian's package if they are missing; why not, if
+/// they cannot be had.
+fn bin_dir() -> Result<PathBuf, String> {
+    if let Some(bin) = installed_bin_dir() {
+        return Ok(bin);
+    }
+    if !running_as_root() {
+        return Err("PostgreSQL is not installed (apt-get install postgresql as root)".into());
+    }
+    eprintln!("installing PostgreSQL (apt-get install postgresql) for the storage tests");
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "postgresql"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("running apt-get: {e}"))?;
+    if !status.success() {
+        return Err(format!("apt-get install postgresql failed ({status})"));
+    }
+    installed_bin_dir().ok_or_else(|| "PostgreSQL still missing after apt-get".into())
+}
+
+/// A command for one of PostgreSQL's programs, as the `postgres` user when we are root.
+fn pg_command(bin: &Path, program: &str) -> Command {
+    let path = bin.join(program);
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn uid_of(user: &str) -> Option<(u32, u32)> {
+    let out = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, user]).output().ok()?;
+        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
+    };
+    Some((out("-u")?, out("-g")?))
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A running PostgreSQL cluster. Dropping it stops the server and removes its directory; so
+/// does the end of the test process (a watchdog waits for our end of a pipe to close), for the
+/// cluster shared by a whole test binary, which is never dropped.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    watchdog: Mutex<Option<(ChildStdin, Child)>>,
+}
+
+impl Cluster {
+    /// A new cluster, or why there can be none here (a failure under CI).
+    pub fn start() -> Option<Cluster> {
+        match Self::try_start() {
+            Ok(c) => Some(c),
+            Err(why) if under_ci() => panic!("PostgreSQL is required under CI: {why}"),
+            Err(why) => {
+                eprintln!("SKIPPED: no PostgreSQL for this test: {why}");
+                None
+            }
+        }
+    }
+
+    fn try_start() -> Result<Cluster, String> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("xmppd-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            .keep();
+        if running_as_root() {
+            let (uid, gid) = uid_of("postgres").ok_or("no postgres user")?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, PASSWORD).map_err(|e| e.to_string())?;
+        if running_as_root() {
+            let (uid, gid) = uid_of("postgres").ok_or("no postgres user")?;
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
+        let out = pg_command(&bin, "initdb")
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+            ])
+            .args(["--encoding=UTF8", "--locale=C.UTF-8"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let mut cluster = Cluster {
+            bin,
+            dir,
+            port: 0,
+            watchdog: Mutex::new(None),
+        };
+        cluster.arm_watchdog()?;
+        // A free port may be taken between our probe and the server's bind: try another.
+        let mut last = String::new();
+        for _ in 0..5 {
+            cluster.port = free_port();
+            match cluster.pg_ctl_start() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Starts the server (again) on `self.port`, waiting until it accepts connections.
+    pub fn pg_ctl_start(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let status = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "120", "-o", &options, "start"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("running pg_ctl: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            Err(format!("pg_ctl start failed ({status}): {log}"))
+        }
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended), waiting until it is down.
+    pub fn pg_ctl_stop(&self) {
+        let status = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-m", "fast", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("running pg_ctl stop");
+        assert!(status.success(), "pg_ctl stop: {status}");
+    }
+
+    /// A process that stops the server and removes its directory once its standard input
+    /// closes: when we drop the cluster or the test process ends, however it ends.
+    fn arm_watchdog(&mut self) -> Result<(), String> {
+        let stop = if running_as_root() {
+            "runuser -u postgres -- \"$0\" -D \"$1/data\" -m immediate stop"
+        } else {
+            "\"$0\" -D \"$1/data\" -m immediate stop"
+        };
+        let script = format!("read _; {stop} >/dev/null 2>&1; rm -rf \"$1\"");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(self.bin.join("pg_ctl"))
+            .arg(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning the cleanup watchdog: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        *self.watchdog.lock().unwrap() = Some((stdin, child));
+        Ok(())
+    }
+
+    /// Settings for the database `db`, as the superuser over TCP with the password apart.
+    pub fn settings(&self, db: &str) -> PgSettings {
+        PgSettings {
+            url: format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port),
+            password: Some(PASSWORD.into()),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(10),
+            wait_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A new, empty database of its own for one test.
+    pub async fn create_database(&self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={SUPERUSER} password={PASSWORD} dbname=postgres",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connecting to the test cluster");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("CREATE DATABASE");
+        name
+    }
+
+    /// A store on a new database of its own.
+    pub async fn fresh_store(&self) -> (String, PgStore) {
+        let db = self.create_database().await;
+        let store = PgStore::connect(&self.settings(&db)).await.unwrap();
+        (db, store)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Closing the pipe lets the watchdog stop the server and clean up; wait for it.
+        if let Some((stdin, mut child)) = self.watchdog.lock().unwrap().take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The cluster shared by the tests of one test binary (started by the first that needs it),
+/// or `None` when PostgreSQL cannot be had here.
+pub fn shared() -> Option<&'static Cluster> {
+    static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+    SHARED.get_or_init(Cluster::start).as_ref()
+}
