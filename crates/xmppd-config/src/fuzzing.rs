@@ -20,9 +20,9 @@ use toml::{Table, Value};
 
 use crate::{
     AdminHttpSettings, AuthBackendKind, BindPassword, ExtDiscoSettings, HttpSettings, LdapSettings,
-    LdapTls, MamDefault, MamSettings, MucCreation, MucSettings, Proxy65Settings, PubSubCreate,
-    PubSubSettings, SharedGroupSource, Source, TurnSecret, UploadBackend, UploadSettings,
-    ValidatedConfig,
+    LdapTls, MamDefault, MamSettings, MucCreation, MucSettings, PostgresUrl, Proxy65Settings,
+    PubSubCreate, PubSubSettings, SharedGroupSource, Source, TurnSecret, UploadBackend,
+    UploadSettings, ValidatedConfig,
 };
 
 const FILE: &str = "fuzz.toml";
@@ -109,13 +109,26 @@ fn render(c: &ValidatedConfig) -> String {
         ("admins", strings(&c.server.admins)),
     ]);
     doc.insert("server".into(), server);
-    doc.insert(
-        "storage".into(),
-        table([
-            ("backend", "sqlite".into()),
-            ("sqlite_path", path(&c.storage.sqlite_path)),
-        ]),
-    );
+    let mut storage = table([
+        ("backend", c.storage.backend.as_str().into()),
+        ("sqlite_path", path(&c.storage.sqlite_path)),
+    ]);
+    if let (Some(pg), Value::Table(t)) = (&c.storage.postgres, &mut storage) {
+        match &pg.url {
+            PostgresUrl::Inline(url) => t.insert("url".into(), url.clone().into()),
+            PostgresUrl::File(f) => t.insert("url_file".into(), path(f)),
+        };
+        if let Some(f) = &pg.password_file {
+            t.insert("password_file".into(), path(f));
+        }
+        t.insert("pool_size".into(), int(pg.pool_size));
+        t.insert(
+            "connect_timeout_secs".into(),
+            int(pg.connect_timeout.as_secs()),
+        );
+        t.insert("pool_wait_secs".into(), int(pg.pool_wait.as_secs()));
+    }
+    doc.insert("storage".into(), storage);
     let addrs = |list: &[std::net::SocketAddr]| {
         Value::Array(list.iter().map(|a| a.to_string().into()).collect())
     };

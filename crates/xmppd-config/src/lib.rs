@@ -28,6 +28,7 @@ mod s2s;
 mod sections;
 mod settings;
 mod source;
+mod storage;
 #[cfg(test)]
 mod tests;
 mod upload;
@@ -53,6 +54,9 @@ pub use s2s::{S2sSection, S2sSettings};
 pub use sections::*;
 pub use settings::*;
 pub use source::Source;
+pub use storage::{
+    PostgresSettings, PostgresUrl, StorageBackend, StorageSection, StorageSettings, PASSWORD_ENV,
+};
 pub use upload::{UploadBackend, UploadSection, UploadSettings};
 use validate::in_range;
 pub use validate::normalise_domain;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::{
     AdminHttpSection, AuthSection, ContactEntry, ExtDiscoSection, HttpSection, LdapSection,
     MamSection, MucSection, PrivateSection, Proxy65Section, PubSubSection, PushSection, S2sSection,
-    SharedRosterSection, UploadSection, VCardSection,
+    SharedRosterSection, StorageSection, UploadSection, VCardSection,
 };
 
 /// The file as written, with serde defaults filled in but nothing checked or resolved yet.
@@ -90,29 +90,6 @@ impl LogLevel {
             LogLevel::Trace => "trace",
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageSection {
-    pub backend: StorageBackend,
-    pub sqlite_path: PathBuf,
-}
-
-impl Default for StorageSection {
-    fn default() -> Self {
-        StorageSection {
-            backend: StorageBackend::Sqlite,
-            sqlite_path: PathBuf::from("xmppd.sqlite"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageBackend {
-    #[default]
-    Sqlite,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::{
     AdminHttpSettings, AuthBackendKind, ContactAddresses, ExtDiscoSettings, HttpSettings,
     LdapSettings, LogLevel, MamSettings, MucSettings, PersonalSettings, Proxy65Settings,
-    PubSubSettings, PushSettings, S2sSettings, SharedGroupSettings, StorageBackend, UploadSettings,
+    PubSubSettings, PushSettings, S2sSettings, SharedGroupSettings, StorageSettings,
+    UploadSettings,
 };
 
 /// A checked configuration: hosts normalised, addresses parsed, paths resolved.
@@ -75,13 +76,6 @@ pub struct ServerSettings {
     pub show_os: bool,
     /// Bare JIDs: localpart nodeprep'd, domain lowercased.
     pub admins: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageSettings {
-    pub backend: StorageBackend,
-    /// Resolved against `data_dir`.
-    pub sqlite_path: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

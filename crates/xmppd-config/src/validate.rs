@@ -71,13 +71,7 @@ impl Config {
             None => default_node_name(),
         };
 
-        if self.storage.sqlite_path.as_os_str().is_empty() {
-            return Err(fail("storage.sqlite_path", "must not be empty".into()));
-        }
-        let storage = StorageSettings {
-            backend: self.storage.backend,
-            sqlite_path: data_dir.join(&self.storage.sqlite_path),
-        };
+        let storage = self.storage.validate(&source.base_dir, &data_dir, &fail)?;
 
         let c2s = self.c2s;
         let mut seen = HashSet::new();
