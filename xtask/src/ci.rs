@@ -220,9 +220,10 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 /// `s2s_fixture.py`: Prosody (with libunbound, its usual resolver), ejabberd, and dnsmasq
 /// (the binary only, without the package that runs it as the system's resolver) for their
 /// private DNS, which `test_acme.py` uses too; pebble, the ACME server that
-/// `test_acme.py` obtains certificates from; and chromium, the browser converse.js runs in
-/// for `test_converse.py`.
-const SYSTEM_PACKAGES: [(&str, &str); 15] = [
+/// `test_acme.py` obtains certificates from; chromium, the browser converse.js runs in
+/// for `test_converse.py`; and PostgreSQL, for the storage conformance tests and
+/// `test_postgres.py`.
+const SYSTEM_PACKAGES: [(&str, &str); 16] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("samba", "samba samba-dsdb-modules samba-ad-provision"),
@@ -238,6 +239,7 @@ const SYSTEM_PACKAGES: [(&str, &str); 15] = [
     ("pebble", "pebble"),
     ("dnsmasq", "dnsmasq-base"),
     ("chromium", "chromium"),
+    ("pg_ctlcluster", "postgresql"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.

@@ -1,8 +1,9 @@
 //! Administration commands: accounts, live sessions, announcements, the message of the day and
 //! the message archive.
 //!
-//! Account commands open the server's SQLite file directly, which is safe while the server runs
-//! (WAL mode, one writer at a time with a busy timeout). `unregister`, `broadcast`, `kick`,
+//! Account commands open the server's database directly (`crate::stores`), which is safe while
+//! the server runs (SQLite: WAL mode, one writer at a time with a busy timeout; PostgreSQL:
+//! transactions). `unregister`, `broadcast`, `kick`,
 //! `motd` and `sessions` talk to the running server over its admin socket
 //! (`crate::admin_socket`), so that a removed account's sessions end and its contacts are told
 //! at once; without a running server, `unregister` removes the account and its footprint in the
@@ -11,15 +12,12 @@
 
 use std::future::Future;
 use std::io::BufRead;
-use std::sync::Arc;
 
 use xmppd_auth::{AuthBackend, AuthError, InternalBackend};
 use xmppd_config::ValidatedConfig;
-use xmppd_storage::{
-    CredentialStore, SessionRecord, SessionStore, SqliteStore, StorageError, UserRef,
-};
+use xmppd_storage::{SessionRecord, StorageError, UserRef};
 
-use crate::{admin_socket, Failure};
+use crate::{admin_socket, stores, Failure};
 
 /// Runs one command on a small runtime of its own (the commands are short and sequential).
 pub fn block_on<F: Future<Output = Result<(), Failure>>>(f: F) -> Result<(), Failure> {
@@ -39,7 +37,7 @@ pub async fn register(
 ) -> Result<(), Failure> {
     let account = account(config, user, domain)?;
     refuse_directory_host(config, &account.domain)?;
-    let store = open_store(config)?;
+    let store = stores::open(config).await?.credentials;
     let storage = |e: StorageError| explain(e.into(), &account);
     // Checked first so that nobody types a password for a name that is not free.
     if ignore_tombstone {
@@ -61,10 +59,12 @@ pub async fn register(
 pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> Result<(), Failure> {
     let account = account(config, user, domain)?;
     if admin_socket::request(config, &["unregister", &jid(&account)])?.is_none() {
-        let store = open_store(config)?;
-        xmppd_core::remove_stored_account(store.as_ref(), &account, config.registration.tombstone)
+        let stores = stores::open(config).await?;
+        let tombstone = config.registration.tombstone;
+        xmppd_core::remove_stored_account(stores.credentials.as_ref(), &account, tombstone)
             .await
             .map_err(|e| explain(e.into(), &account))?;
+        let store = stores.services;
         // A running server deletes the archive through the module's account-removal hook.
         let archive = xmppd_mam::SqliteArchive::open(store.clone()).await;
         let removed = match archive {
@@ -92,7 +92,7 @@ pub async fn passwd(
 ) -> Result<(), Failure> {
     let account = account(config, user, domain)?;
     refuse_directory_host(config, &account.domain)?;
-    let backend = backend(config)?;
+    let backend = InternalBackend::new(stores::open(config).await?.credentials);
     // Checked first so that nobody types a password for an account that does not exist.
     if !backend
         .user_exists(&account)
@@ -116,7 +116,7 @@ pub async fn list_users(config: &ValidatedConfig, domain: Option<&str>) -> Resul
         Some(d) => vec![host(config, d)?],
         None => config.server.hosts.clone(),
     };
-    let store = open_store(config)?;
+    let store = stores::open(config).await?.credentials;
     for domain in domains {
         let users = store.list_users(&domain).await.map_err(|e| e.to_string())?;
         for user in users {
@@ -145,7 +145,7 @@ pub async fn sessions(config: &ValidatedConfig) -> Result<(), Failure> {
             })
             .collect(),
         None => {
-            let store = open_store(config)?;
+            let store = stores::open(config).await?.core;
             store.sessions().await.map_err(|e| e.to_string())?
         }
     };
@@ -222,7 +222,7 @@ pub async fn motd(
             .collect(),
         None => {
             let hosts = domain.map_or_else(|| config.server.hosts.clone(), |d| vec![d]);
-            let store = open_store(config)?;
+            let store = stores::open(config).await?.user_data;
             for h in &hosts {
                 xmppd_adhoc::motd::store(store.as_ref(), h, text.map(|t| (None, t)))
                     .await
@@ -254,7 +254,7 @@ pub async fn mam_purge(
         ),
         None => i64::MAX,
     };
-    let archive = xmppd_mam::SqliteArchive::open(open_store(config)?)
+    let archive = xmppd_mam::SqliteArchive::open(stores::open_sqlite(config)?)
         .await
         .map_err(|e| format!("opening the message archive: {e}"))?;
     let batch = config.mam.purge_batch;
@@ -357,13 +357,13 @@ pub async fn api_token_revoke(config: &ValidatedConfig, id: &str) -> Result<(), 
 }
 
 async fn api_tokens(config: &ValidatedConfig) -> Result<xmppd_api::token::ApiTokens, Failure> {
-    xmppd_api::token::ApiTokens::open(open_store(config)?)
+    xmppd_api::token::ApiTokens::open(stores::open_sqlite(config)?)
         .await
         .map_err(|e| Failure(format!("opening the API token table: {e}")))
 }
 
 async fn fast_tokens(config: &ValidatedConfig) -> Result<xmppd_fast::SqliteTokens, Failure> {
-    xmppd_fast::SqliteTokens::open(open_store(config)?)
+    xmppd_fast::SqliteTokens::open(stores::open_sqlite(config)?)
         .await
         .map_err(|e| Failure(format!("opening the token table: {e}")))
 }
@@ -402,19 +402,6 @@ fn first(rows: &[Vec<String>]) -> &str {
         .and_then(|r| r.first())
         .map(String::as_str)
         .unwrap_or("0")
-}
-
-/// Opens the configured database (the server does the same at start-up).
-pub fn open_store(config: &ValidatedConfig) -> Result<Arc<SqliteStore>, Failure> {
-    let path = &config.storage.sqlite_path;
-    SqliteStore::open(path)
-        .map(Arc::new)
-        .map_err(|e| Failure(format!("opening database {}: {e}", path.display())))
-}
-
-fn backend(config: &ValidatedConfig) -> Result<InternalBackend, Failure> {
-    let store: Arc<dyn CredentialStore> = open_store(config)?;
-    Ok(InternalBackend::new(store))
 }
 
 /// Validates and normalises `user@domain` the way the server will see it at login.

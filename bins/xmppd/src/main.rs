@@ -12,6 +12,7 @@ mod admin_http;
 mod admin_socket;
 mod federation;
 mod serve;
+mod stores;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

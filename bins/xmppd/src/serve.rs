@@ -32,10 +32,11 @@ use xmppd_pubsub::{Pep, PepWatcher, PubSubService, SqliteNodes};
 use xmppd_push::{Push, SqlitePush};
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
-use xmppd_storage::{CredentialStore, SessionStore, SqliteStore, UserDataStore};
+use xmppd_storage::{CredentialStore, SqliteStore, UserDataStore};
 use xmppd_stream::Limits;
 
-use crate::{admin, admin_http, admin_socket, Failure};
+use crate::stores::{self, Stores};
+use crate::{admin_http, admin_socket, Failure};
 
 /// How long in-flight sessions get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -110,9 +111,11 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     // Owner only: it holds the database (SCRAM keys), private keys and the admin socket.
     xmppd_storage::create_private_dir_all(&server_cfg.data_dir)
         .map_err(|e| format!("creating {}: {e}", server_cfg.data_dir.display()))?;
-    let store = admin::open_store(&config)?;
+    let stores = stores::open(&config).await?;
+    let store = stores.services.clone();
     // A previous run of this node may have crashed with sessions recorded as live.
-    store
+    stores
+        .core
         .clear_sessions(&server_cfg.node_name)
         .await
         .map_err(|e| format!("clearing stale sessions: {e}"))?;
@@ -130,10 +133,9 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     };
     core_config.admins = server_cfg.admins.clone();
 
-    let credentials: Arc<dyn CredentialStore> = store.clone();
-    let internal: Arc<dyn AuthBackend> = Arc::new(InternalBackend::new(credentials));
+    let internal: Arc<dyn AuthBackend> = Arc::new(InternalBackend::new(stores.credentials.clone()));
     let directory = open_directory(&config)?;
-    let auth = auth_backends(&config, internal, directory.as_ref(), &store);
+    let auth = auth_backends(&config, internal, directory.as_ref(), &stores.user_data);
     let shared_roster = shared_roster(&config, directory.as_ref());
 
     let registration = RegistrationPolicy {
@@ -155,7 +157,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     // Personal eventing before the IM modules: it reads a session's capabilities from the
     // presence they take; vCards too: they put the avatar's hash in it. Push too: offline
     // storage ends the undeliverable chain.
-    let builder = Server::builder(core_config, store.clone())
+    let builder = Server::builder(core_config, stores.core.clone())
         .module(Arc::new(blocking))
         .module(pep)
         .module(vcards)
@@ -234,7 +236,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         Some(s2s) => builder.remote(Arc::new(s2s.clone())),
         None => builder,
     };
-    let rooms = muc_services(&config, &store, archive).await?;
+    let rooms = muc_services(&config, &stores, archive).await?;
     let server = (rooms.iter())
         .map(|s| {
             (
@@ -371,7 +373,13 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     for (_, addr) in admin_http.iter().flat_map(|h| h.local_addrs()) {
         say(format_args!("xmppd listening: admin-http {addr}"));
     }
-    print_banner(&config, &c2s.local_addrs(), &store, &config_arg).await;
+    print_banner(
+        &config,
+        &c2s.local_addrs(),
+        &*stores.credentials,
+        &config_arg,
+    )
+    .await;
     tracing::info!(node = %server_cfg.node_name, "xmppd started");
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -420,7 +428,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     directory_tasks.iter().for_each(|t| t.abort());
     drop(admin_socket);
     // Whatever did not close in time must not appear connected to `xmppd sessions`.
-    if let Err(e) = store.clear_sessions(&server_cfg.node_name).await {
+    if let Err(e) = stores.core.clear_sessions(&server_cfg.node_name).await {
         tracing::warn!("clearing session records: {e}");
     }
     outcome
@@ -770,7 +778,7 @@ async fn pubsub(
 
 async fn muc_services(
     config: &ValidatedConfig,
-    store: &Arc<xmppd_storage::SqliteStore>,
+    stores: &Stores,
     archive: Option<Arc<dyn ArchiveStore>>,
 ) -> Result<Vec<Arc<xmppd_muc::MucService>>, Failure> {
     let m = &config.muc;
@@ -789,7 +797,7 @@ async fn muc_services(
                 messages_per_second: m.messages_per_second,
             },
             occupant_ids: Some(
-                xmppd_muc::OccupantIds::load(&**store, domain)
+                xmppd_muc::OccupantIds::load(&*stores.user_data, domain)
                     .await
                     .map_err(|e| format!("reading the occupant id secret of {domain}: {e}"))?,
             ),
@@ -803,7 +811,7 @@ async fn muc_services(
             )),
             None => Arc::new(memory),
         };
-        let service = xmppd_muc::MucService::load(settings, store.clone(), archive)
+        let service = xmppd_muc::MucService::load(settings, stores.rooms.clone(), archive)
             .await
             .map_err(|e| format!("loading the rooms of {domain}: {e}"))?;
         out.push(service);
@@ -857,13 +865,15 @@ fn auth_backends(
     config: &ValidatedConfig,
     internal: Arc<dyn AuthBackend>,
     directory: Option<&Arc<Directory>>,
-    store: &Arc<SqliteStore>,
+    user_data: &Arc<dyn UserDataStore>,
 ) -> HashMap<String, Arc<dyn AuthBackend>> {
     let scram_cache = config.ldap.as_ref().is_some_and(|l| l.scram_cache);
     let ldap = directory.map(|dir| -> Arc<dyn AuthBackend> {
         if scram_cache {
-            let data: Arc<dyn UserDataStore> = store.clone();
-            Arc::new(LdapBackend::with_scram_cache(dir.clone(), data))
+            Arc::new(LdapBackend::with_scram_cache(
+                dir.clone(),
+                user_data.clone(),
+            ))
         } else {
             Arc::new(LdapBackend::new(dir.clone()))
         }
@@ -1031,7 +1041,7 @@ fn bind_failure(config: &ValidatedConfig, e: std::io::Error) -> Failure {
 async fn print_banner(
     config: &ValidatedConfig,
     listeners: &[(ListenerKind, SocketAddr)],
-    store: &xmppd_storage::SqliteStore,
+    store: &dyn CredentialStore,
     config_arg: &str,
 ) {
     for (kind, addr) in listeners {

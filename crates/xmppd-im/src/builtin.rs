@@ -550,10 +550,8 @@ impl Module for Offline {
                 Condition::ServiceUnavailable,
                 "offline storage full",
             )),
-            Err(e) => {
-                tracing::error!(error = %e, "offline store failed");
-                Err(StanzaError::new(Condition::InternalServerError))
-            }
+            // The sender may send it again once storage is back.
+            Err(e) => Err(crate::im::storage_failed(e)),
         }
     }
 

@@ -202,8 +202,8 @@ async fn contributed_item(
 
 /// A storage failure as the client sees it: `<internal-server-error/>` of type `wait`, since
 /// the same request may well succeed later (RFC 6120 §8.3.2). The cause goes to the log only.
-fn storage_failed(e: xmppd_storage::StorageError) -> StanzaError {
-    tracing::error!(error = %e, "roster storage failed");
+pub(crate) fn storage_failed(e: xmppd_storage::StorageError) -> StanzaError {
+    tracing::error!(error = %e, "storage failed");
     StanzaError {
         kind: stanza::ErrorType::Wait,
         ..StanzaError::with_text(Condition::InternalServerError, "storage failed")

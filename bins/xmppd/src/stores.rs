@@ -1,0 +1,105 @@
+//! The stores a configuration names, opened the same way by the server and the command line.
+//!
+//! With `[storage] backend = "sqlite"` everything is in one SQLite file. With `"postgres"` the
+//! core's data (accounts and SCRAM keys, rosters, offline messages, user data, session records,
+//! chat rooms) is in PostgreSQL, and the services whose stores are SQLite-only so far (the
+//! message archive, pubsub and PEP, private XML and vCards, push registrations, FAST tokens,
+//! block lists, upload slots) keep theirs in the SQLite file of `storage.sqlite_path` beside
+//! it: the server works as a whole, and what moves to PostgreSQL later moves service by
+//! service. See `docs/STORAGE.md`.
+
+use std::sync::Arc;
+
+use xmppd_config::{StorageBackend, ValidatedConfig};
+use xmppd_storage::{CredentialStore, RoomStore, SqliteStore, Store, UserDataStore};
+
+use crate::Failure;
+
+/// One engine's handle seen through each trait the binary hands out.
+pub struct Stores {
+    /// Everything the core needs.
+    pub core: Arc<dyn Store>,
+    pub credentials: Arc<dyn CredentialStore>,
+    pub user_data: Arc<dyn UserDataStore>,
+    pub rooms: Arc<dyn RoomStore>,
+    /// The SQLite file of the services' own tables (the core's too, with the SQLite backend).
+    pub services: Arc<SqliteStore>,
+}
+
+impl Stores {
+    fn of<S: Store + RoomStore + 'static>(core: Arc<S>, services: Arc<SqliteStore>) -> Stores {
+        Stores {
+            core: core.clone(),
+            credentials: core.clone(),
+            user_data: core.clone(),
+            rooms: core,
+            services,
+        }
+    }
+}
+
+/// Opens the configured stores (the server does the same at start-up). With PostgreSQL this
+/// connects and migrates its schema, so it fails when the database cannot be reached.
+pub async fn open(config: &ValidatedConfig) -> Result<Stores, Failure> {
+    let services = open_sqlite(config)?;
+    match config.storage.backend {
+        StorageBackend::Sqlite => Ok(Stores::of(services.clone(), services)),
+        StorageBackend::Postgres => postgres(config, services).await,
+    }
+}
+
+/// Only the SQLite file: for the commands that work on the services' tables alone.
+pub fn open_sqlite(config: &ValidatedConfig) -> Result<Arc<SqliteStore>, Failure> {
+    let path = &config.storage.sqlite_path;
+    SqliteStore::open(path)
+        .map(Arc::new)
+        .map_err(|e| Failure(format!("opening database {}: {e}", path.display())))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(config: &ValidatedConfig, services: Arc<SqliteStore>) -> Result<Stores, Failure> {
+    let settings = pg_settings(config)?;
+    let store = xmppd_storage::PgStore::connect(&settings)
+        .await
+        .map_err(|e| Failure(format!("opening the PostgreSQL database: {e}")))?;
+    tracing::info!(url = %settings.redacted(), "storage: PostgreSQL");
+    Ok(Stores::of(Arc::new(store), services))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_: &ValidatedConfig, _: Arc<SqliteStore>) -> Result<Stores, Failure> {
+    Err(Failure(
+        "storage.backend = \"postgres\": this xmppd was built without PostgreSQL support \
+         (cargo feature `postgres`)"
+            .into(),
+    ))
+}
+
+/// The connection settings, with the URL and password read from their files or the
+/// environment. What the files hold never appears in an error.
+#[cfg(feature = "postgres")]
+fn pg_settings(config: &ValidatedConfig) -> Result<xmppd_storage::PgSettings, Failure> {
+    use xmppd_config::{PostgresUrl, PASSWORD_ENV};
+    let pg = (config.storage.postgres.as_ref())
+        .ok_or_else(|| Failure("storage.backend = \"postgres\" without its settings".into()))?;
+    let read = |key: &str, path: &std::path::Path| -> Result<String, Failure> {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| Failure(format!("{key} {}: {e}", path.display())))
+    };
+    let url = match &pg.url {
+        PostgresUrl::Inline(url) => url.clone(),
+        PostgresUrl::File(path) => read("storage.url_file", path)?.trim().to_owned(),
+    };
+    let password = match &pg.password_file {
+        Some(path) => Some(read("storage.password_file", path)?),
+        None => std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+    };
+    Ok(xmppd_storage::PgSettings {
+        url,
+        password,
+        pool_size: pg.pool_size,
+        connect_timeout: pg.connect_timeout,
+        wait_timeout: pg.pool_wait,
+    })
+}

@@ -1,0 +1,113 @@
+"""``[storage] backend = "postgres"``: the accounts, rosters and offline messages of the core in
+a real PostgreSQL, through real clients (slixmpp), across a restart of xmppd and an outage of
+the database. The services that keep SQLite stores still use the file of
+``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
+
+import sqlite3
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from clients import async_test, can_login, is_message, login, q, settled, stanza_error
+from conftest import PASSWORD as XMPP_PASSWORD
+from postgres_fixture import PASSWORD, postgres  # noqa: F401
+from test_ldap import tls_stream
+from raw import SASL_NS
+
+
+def pg_storage(pg, **extra) -> dict:
+    return {"backend": "postgres", "url": pg.url, **extra}
+
+
+def plain_failure(server, user: str, password: str) -> list[str]:
+    reply = tls_stream(server, server.domain).auth_plain(user, password)
+    if reply.tag == f"{{{SASL_NS}}}success":
+        return []
+    return [c.tag.split("}", 1)[1] for c in reply if not c.tag.endswith("}text")]
+
+
+@async_test()
+async def test_accounts_roster_and_offline_messages_live_in_postgresql(
+        make_server, postgres, tmp_path):
+    secret = tmp_path / "pg-password"
+    secret.write_text(PASSWORD + "\n")
+    # The CLI registers alice, bob and carol in PostgreSQL.
+    server = make_server(storage=pg_storage(postgres, password_file=str(secret)))
+    assert postgres.psql("SELECT username FROM users ORDER BY username").split() == \
+        ["alice", "bob", "carol"]
+
+    alice = await login(server, "alice")
+    await alice.update_roster("bob@localhost", name="Bobby", groups=["friends"])
+    alice.chat("bob@localhost", "kept in postgres")
+    await settled(alice)
+    assert postgres.psql("SELECT count(*) FROM offline").strip() == "1"
+    await alice.close()
+
+    server.restart()
+    bob = await login(server, "bob")
+    await bob.expect_message("kept in postgres", "alice@localhost")
+    alice = await login(server, "alice")
+    item = alice.client_roster["bob@localhost"]
+    assert (item["name"], item["groups"]) == ("Bobby", ["friends"])
+
+    # None of it is in the SQLite file the services use.
+    with sqlite3.connect(server.data_dir / "xmppd.sqlite") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if "users" in tables:
+            assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+    assert PASSWORD not in server.output()
+
+
+@async_test()
+async def test_a_database_outage_gives_temporary_errors_and_the_server_recovers(
+        make_server, postgres, monkeypatch):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(
+        storage=pg_storage(postgres, connect_timeout_secs=2, pool_wait_secs=2))
+    alice = await login(server, "alice")
+
+    postgres.stop()
+    # A login cannot be checked: a temporary failure (RFC 6120 §6.5.13), not a wrong password.
+    assert plain_failure(server, "bob", XMPP_PASSWORD) == ["temporary-auth-failure"]
+    # A roster change cannot be stored: refused, to be retried (type wait).
+    with pytest.raises(IqError) as refused:
+        await alice.update_roster("carol@localhost", name="C")
+    assert refused.value.iq["error"]["type"] == "wait"
+    assert refused.value.iq["error"]["condition"] == "internal-server-error"
+    # A message to an offline contact cannot be stored: bounced, to be retried (type wait).
+    alice.send_message(mto="carol@localhost", mbody="during the outage", mtype="chat")
+    bounce = await alice.expect(lambda e: is_message(e) and e.get("type") == "error",
+                                what="the bounce of a message that could not be stored")
+    assert stanza_error(bounce) == "internal-server-error"
+    assert bounce.find(q("jabber:client", "error")).get("type") == "wait"
+
+    postgres.start()
+    # The same server serves again, without a restart.
+    assert await can_login(server, "bob")
+    await alice.update_roster("carol@localhost", name="C")
+    assert server.running
+    assert PASSWORD not in server.output()
+
+
+def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):
+    server = make_server(start=False, users=(), storage={
+        "backend": "postgres", "url": "postgres://xmppd:hunter2@127.0.0.1/xmppd"})
+    result = server.cli("check-config", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "storage.url" in output and "password" in output, output
+    assert "hunter2" not in output
+    assert len(output.strip().splitlines()) == 1, output
+
+
+def test_an_unreachable_database_stops_the_start_with_a_clear_error(make_server, tmp_path):
+    secret = tmp_path / "pg-password"
+    secret.write_text("not-shown-secret")
+    server = make_server(start=False, users=(), storage={
+        "backend": "postgres", "url": "postgres://xmppd@127.0.0.1:1/xmppd",
+        "password_file": str(secret), "connect_timeout_secs": 2})
+    result = server.cli("users", "list", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "PostgreSQL" in output and "127.0.0.1:1" in output, output
+    assert "not-shown-secret" not in output
