@@ -1134,7 +1134,7 @@ impl Server {
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage error checking recipient");
-                cx.bounce(msg, Condition::InternalServerError.into());
+                cx.bounce(msg, StanzaError::storage_failed());
                 return;
             }
         }

@@ -200,6 +200,15 @@ impl StanzaError {
     }
 
     /// Adds an application-specific condition element.
+    /// Storage failed: `<internal-server-error/>` of type `wait`, since the same request may
+    /// well succeed once storage is back (RFC 6120 §8.3.2). The cause is for the log only.
+    pub fn storage_failed() -> Self {
+        StanzaError {
+            kind: ErrorType::Wait,
+            ..StanzaError::with_text(Condition::InternalServerError, "storage failed")
+        }
+    }
+
     pub fn with_app(mut self, app: Element) -> Self {
         self.app = Some(Box::new(app));
         self

@@ -463,7 +463,7 @@ impl Module for Last {
                 query(secs, status)
             }
             Ok(None) => Err(StanzaError::new(Condition::ServiceUnavailable)),
-            Err(_) => Err(StanzaError::new(Condition::InternalServerError)),
+            Err(e) => Err(crate::im::storage_failed(e)),
         }
     }
 }

@@ -200,14 +200,10 @@ async fn contributed_item(
     None
 }
 
-/// A storage failure as the client sees it: `<internal-server-error/>` of type `wait`, since
-/// the same request may well succeed later (RFC 6120 §8.3.2). The cause goes to the log only.
+/// A storage failure as the client sees it; the cause goes to the log only.
 pub(crate) fn storage_failed(e: xmppd_storage::StorageError) -> StanzaError {
     tracing::error!(error = %e, "storage failed");
-    StanzaError {
-        kind: stanza::ErrorType::Wait,
-        ..StanzaError::with_text(Condition::InternalServerError, "storage failed")
-    }
+    StanzaError::storage_failed()
 }
 
 /// A contributed roster item of `user` appeared, changed or (`removed`) went away: roster push
