@@ -77,6 +77,7 @@ async fn serve(s2s: Arc<Inner>, tcp: TcpStream, direct: bool, peer: SocketAddr) 
         chain,
         authenticated: HashSet::new(),
         sasl: None,
+        authenticate_by: tokio::time::Instant::now() + s2s.settings.handshake_timeout,
     };
     if let Err(e) = stream.run(&mut conn).await {
         tracing::info!(%peer, error = %e, "s2s inbound stream ended");
@@ -172,6 +173,9 @@ struct Stream<'a> {
     authenticated: HashSet<String>,
     /// The domain SASL EXTERNAL authenticated; the stream restarts once then.
     sasl: Option<String>,
+    /// One deadline for the whole handshake, as on client streams: a peer that keeps sending
+    /// (verify requests, failing authentications) without authenticating is still dropped.
+    authenticate_by: tokio::time::Instant,
 }
 
 impl Stream<'_> {
@@ -181,8 +185,10 @@ impl Stream<'_> {
     ) -> Result<(), StreamEnd> {
         let s2s = self.s2s;
         loop {
-            let limit = s2s.settings.handshake_timeout;
-            let opened = timeout(limit, open(s2s, conn)).await;
+            let opened = match self.authenticated.is_empty() && self.sasl.is_none() {
+                true => tokio::time::timeout_at(self.authenticate_by, open(s2s, conn)).await,
+                false => timeout(s2s.settings.handshake_timeout, open(s2s, conn)).await,
+            };
             let (local, from, id) = opened.map_err(|_| StreamEnd::Timeout)??;
             let mut features = elem("features", NS_STREAM, &[]);
             if self.sasl.is_none() {
@@ -220,12 +226,11 @@ impl Stream<'_> {
     ) -> Result<bool, StreamEnd> {
         let s2s = self.s2s;
         loop {
-            let limit = if self.authenticated.is_empty() {
-                s2s.settings.handshake_timeout
-            } else {
-                s2s.settings.idle_timeout * 2
+            let deadline = match self.authenticated.is_empty() {
+                true => self.authenticate_by,
+                false => tokio::time::Instant::now() + s2s.settings.idle_timeout * 2,
             };
-            let el = match timeout(limit, conn.next()).await {
+            let el = match tokio::time::timeout_at(deadline, conn.next()).await {
                 Err(_) => return Err(StreamEnd::Timeout),
                 Ok(Ok(Event::Element(el))) => el,
                 Ok(Ok(Event::Close)) | Ok(Err(StreamEnd::Closed)) => {
