@@ -2,6 +2,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The dialback namespace (`db:result`, `db:verify`).
 pub const NS_DIALBACK: &str = "jabber:server:dialback";
@@ -41,12 +42,7 @@ impl DialbackSecret {
     /// `originating` to `receiving`; compared in constant time.
     pub fn verify(&self, receiving: &str, originating: &str, stream_id: &str, key: &str) -> bool {
         let expected = self.key(receiving, originating, stream_id);
-        expected.len() == key.len()
-            && expected
-                .bytes()
-                .zip(key.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        expected.as_bytes().ct_eq(key.as_bytes()).into()
     }
 }
 
