@@ -7,20 +7,24 @@ cannot validate); refusals reach the sender as errors."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
+import subprocess
 import ssl
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from clients import CLIENT_NS, async_test, login, q, stanza_error
-from federation import exchange_messages, mutual_subscription, remote_occupant
+from clients import CLIENT_NS, async_test, login, q, settled, stanza_error
+from federation import FIRST, exchange_messages, mutual_subscription, remote_occupant
 from raw import SASL_NS, STREAM_NS, TLS_NS, RawClient
 from s2s_fixture import S2sNetwork
 
 A, B = "a.example", "b.example"
 ALICE, BOB = f"alice@{A}", f"bob@{B}"
+BIDI_NS, BIDI_FEATURE_NS = "urn:xmpp:bidi", "urn:xmpp:features:bidi"
+SERVER_NS, PING_NS = "jabber:server", "urn:xmpp:ping"
 
 
 
@@ -180,9 +184,10 @@ async def test_strangers_can_be_refused(pair):
     await bob.close()
 
 
-def s2s_peer(server_a, server_b) -> RawClient:
+def s2s_peer(server_a, server_b, *, bidi: bool = False) -> RawClient:
     """A hand-driven server-to-server stream from b.example to a.example, authenticated with
-    SASL EXTERNAL and b.example's certificate."""
+    SASL EXTERNAL and b.example's certificate; made bidirectional first (XEP-0288) if
+    ``bidi``."""
     header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
               f"xmlns:stream='{STREAM_NS}' xmlns:db='jabber:server:dialback' "
               f"from='{B}' to='{A}' version='1.0'>")
@@ -197,6 +202,9 @@ def s2s_peer(server_a, server_b) -> RawClient:
     features = raw.open(header=header)
     mechanisms = [m.text for m in features.iter(q(SASL_NS, "mechanism"))]
     assert "EXTERNAL" in mechanisms, ET.tostring(features)
+    if bidi:
+        assert features.find(q(BIDI_FEATURE_NS, "bidi")) is not None, ET.tostring(features)
+        raw.send(f"<bidi xmlns='{BIDI_NS}'/>")
     authzid = base64.b64encode(B.encode()).decode()
     raw.send(f"<auth xmlns='{SASL_NS}' mechanism='EXTERNAL'>{authzid}</auth>")
     raw.expect(q(SASL_NS, "success"))
@@ -239,4 +247,136 @@ async def test_the_direct_tls_listener_speaks_xmpp_server_with_alpn(pair):
         f"xmlns:stream='{STREAM_NS}' from='{B}' to='{A}' version='1.0'>"))
     mechanisms = [m.text for m in features.iter(q(SASL_NS, "mechanism"))]
     assert mechanisms == ["EXTERNAL"], ET.tostring(features)
+    raw.close()
+
+
+def s2s_connections(server_a, server_b) -> int:
+    """The established TCP connections to either server's s2s listener (``ss``; each
+    connection is seen from both ends, counted once)."""
+    listeners = {f"{address}:{port}" for address, port in (server_a.s2s_address,
+                                                           server_b.s2s_address)}
+    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True,
+                         text=True, check=True).stdout
+    seen = set()
+    for line in out.splitlines():
+        local, peer = line.split()[-2:]
+        if local in listeners or peer in listeners:
+            seen.add(frozenset((local, peer)))
+    return len(seen)
+
+
+async def one_connection(server_a, server_b) -> int:
+    """The number of s2s connections between the two servers once the ones that only
+    verified a dialback key are gone (they close right after their answer; the links stay
+    up for ``idle_timeout_secs``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while (n := s2s_connections(server_a, server_b)) != 1 and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    return n
+
+
+def log_lines(server, text: str) -> list[str]:
+    return [line for line in server.output().splitlines() if text in line]
+
+
+async def bidirectional(server_a, server_b, method: str) -> None:
+    """alice@a writes first, so a.example opens the link; bob@b's answer goes back over it:
+    one TCP connection, which b.example logs as bidirectional, and no link of its own."""
+    alice = await login(server_a, "alice")
+    bob = await login(server_b, "bob")
+    await exchange_messages(alice, bob)
+    assert await one_connection(server_a, server_b) == 1, \
+        subprocess.run(["ss", "-tn"], capture_output=True, text=True).stdout
+    out = log_lines(server_a, "s2s outbound link authenticated")
+    assert len(out) == 1 and f'method="{method}"' in out[0] and "bidi=true" in out[0], out
+    back = log_lines(server_b, "s2s link bidirectional")
+    assert any(f"local={B} remote={A}" in line and 'direction="inbound"' in line
+               for line in back), back
+    assert not log_lines(server_b, "s2s outbound link authenticated"), server_b.output()
+    # And again, the other server first: still the same connection.
+    await exchange_messages(bob, alice, " again")
+    assert await one_connection(server_a, server_b) == 1
+    await alice.close()
+    await bob.close()
+
+
+@async_test(timeout=120)
+async def test_one_connection_carries_both_directions_with_sasl_external(pair):
+    server_a, server_b = pair(certs="valid")
+    await bidirectional(server_a, server_b, "EXTERNAL")
+
+
+@async_test(timeout=120)
+async def test_one_connection_carries_both_directions_with_dialback(pair):
+    server_a, server_b = pair(certs="untrusted")
+    await bidirectional(server_a, server_b, "dialback")
+
+
+@async_test(timeout=120)
+async def test_without_bidi_each_server_opens_its_own_link(pair):
+    server_a, server_b = pair(b={"s2s": {"bidi": False}})
+    alice = await login(server_a, "alice")
+    bob = await login(server_b, "bob")
+    await exchange_messages(alice, bob)
+    assert "bidi=false" in log_lines(server_a, "s2s outbound link authenticated")[0]
+    assert log_lines(server_b, "s2s outbound link authenticated")
+    assert s2s_connections(server_a, server_b) == 2
+    await alice.close()
+    await bob.close()
+
+
+@async_test(timeout=120)
+async def test_a_bidirectional_peer_cannot_send_from_domains_it_has_no_right_to(pair):
+    server_a, server_b = pair()
+    alice = await login(server_a, "alice")
+    raw = s2s_peer(server_a, server_b, bidi=True)
+    raw.send(f"<message from='bob@{B}/raw' to='{ALICE}' type='chat'><body>real</body></message>")
+    await alice.expect_message("real", BOB)
+    # alice's answer comes back over the peer's own stream.
+    alice.chat(f"bob@{B}/raw", "back to you")
+    # Routed once a.example answered the ping after it (the raw peer's reads block the loop).
+    await settled(alice)
+    reply = raw.wait_for(lambda e: e.tag == q(SERVER_NS, "message"), timeout=30)
+    assert reply.get("from", "").startswith(ALICE) and reply.get("to") == f"bob@{B}/raw", \
+        ET.tostring(reply)
+    raw.send(f"<message from='mallory@conference.{B}' to='{ALICE}' type='chat'>"
+             "<body>spoofed</body></message>")
+    assert raw.expect_stream_error() == "invalid-from"
+    await alice.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body")) == "spoofed")
+    await alice.close()
+
+
+def is_ping(e: ET.Element) -> bool:
+    return (e.tag == q(SERVER_NS, "iq") and e.get("type") == "get"
+            and e.find(q(PING_NS, "ping")) is not None)
+
+
+PINGING = {"s2s": {"ping_interval_secs": 2, "ping_timeout_secs": 1}}
+
+
+@async_test(timeout=120)
+async def test_a_silent_link_is_pinged_and_closed_when_the_ping_goes_unanswered(pair):
+    server_a, server_b = pair(a=PINGING)
+    raw = s2s_peer(server_a, server_b, bidi=True)
+    ping = raw.wait_for(is_ping, timeout=30)
+    assert (ping.get("from"), ping.get("to")) == (A, B), ET.tostring(ping)
+    assert raw.expect_stream_error(timeout=30) == "connection-timeout"
+    assert log_lines(server_a, "no answer to a ping"), server_a.output()
+
+
+@async_test(timeout=120)
+async def test_a_peer_that_answers_pings_stays_connected(pair):
+    """The ping timeout (1 s) is shorter than the interval (2 s): had an answer been
+    ignored, the stream would end before the next ping."""
+    server_a, server_b = pair(a=PINGING)
+    raw = s2s_peer(server_a, server_b, bidi=True)
+    ping = raw.wait_for(is_ping, timeout=30)
+    raw.send(f"<iq type='result' id='{ping.get('id')}' from='{B}' to='{A}'/>")
+    ping = raw.wait_for(is_ping, timeout=30)
+    # An error answers as well as a result (XEP-0199 §4.3: a peer without pings).
+    raw.send(f"<iq type='error' id='{ping.get('id')}' from='{B}' to='{A}'>"
+             "<error type='cancel'><service-unavailable "
+             "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+    raw.wait_for(is_ping, timeout=30)
     raw.close()

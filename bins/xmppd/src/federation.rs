@@ -44,6 +44,9 @@ pub fn federation(config: &ValidatedConfig, tls: &Arc<Tls>) -> Result<Option<S2s
         connect_timeout: s.connect_timeout,
         handshake_timeout: s.handshake_timeout,
         idle_timeout: s.idle_timeout,
+        bidi: s.bidi,
+        ping_interval: s.ping_interval,
+        ping_timeout: s.ping_timeout,
         queue_max: s.queue_max,
         limits: Limits {
             max_stanza_bytes: config.c2s.max_stanza_bytes,

@@ -476,6 +476,12 @@ fn render_s2s(s: &crate::S2sSettings) -> Value {
         ("connect_timeout_secs", int(s.connect_timeout.as_secs())),
         ("handshake_timeout_secs", int(s.handshake_timeout.as_secs())),
         ("idle_timeout_secs", int(s.idle_timeout.as_secs())),
+        ("bidi", s.bidi.into()),
+        (
+            "ping_interval_secs",
+            int(s.ping_interval.map_or(0, |d| d.as_secs())),
+        ),
+        ("ping_timeout_secs", int(s.ping_timeout.as_secs())),
         ("queue_max", int(s.queue_max)),
         ("routes", Value::Table(routes)),
     ]);

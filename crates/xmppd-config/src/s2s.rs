@@ -30,6 +30,11 @@ pub struct S2sSection {
     pub connect_timeout_secs: u64,
     pub handshake_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// XEP-0288 bidirectional streams.
+    pub bidi: bool,
+    /// XEP-0199 pings on silent links; 0: none.
+    pub ping_interval_secs: u64,
+    pub ping_timeout_secs: u64,
     pub queue_max: u64,
     /// Domain → `HOST:PORT` (STARTTLS), instead of DNS.
     pub routes: BTreeMap<String, String>,
@@ -52,6 +57,9 @@ impl Default for S2sSection {
             connect_timeout_secs: 10,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 600,
+            bidi: true,
+            ping_interval_secs: 300,
+            ping_timeout_secs: 60,
             queue_max: 1000,
             routes: BTreeMap::new(),
         }
@@ -77,6 +85,10 @@ pub struct S2sSettings {
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    pub bidi: bool,
+    /// `None`: links are not pinged.
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
     pub queue_max: usize,
     /// Domain → (host, port).
     pub routes: BTreeMap<String, (String, u16)>,
@@ -176,6 +188,12 @@ impl S2sSection {
                 self.idle_timeout_secs,
                 7 * 24 * 3600,
             )?,
+            bidi: self.bidi,
+            ping_interval: match self.ping_interval_secs {
+                0 => None,
+                v => Some(secs("s2s.ping_interval_secs", v, 7 * 24 * 3600)?),
+            },
+            ping_timeout: secs("s2s.ping_timeout_secs", self.ping_timeout_secs, 3600)?,
             queue_max: in_range(self.queue_max, 1, 1_000_000)
                 .map_err(|why| fail("s2s.queue_max", why))?,
             routes,

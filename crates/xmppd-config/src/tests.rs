@@ -899,6 +899,12 @@ fn s2s_off_by_default_and_its_errors_name_their_key() {
     assert_eq!(s.listen, ["0.0.0.0:5269".parse::<SocketAddr>().unwrap()]);
     assert!(s.dialback && !s.require_valid_certificates);
     assert_eq!((s.resolver, s.ca_file), (None, None));
+    assert!(s.bidi);
+    assert_eq!(s.ping_interval, Some(Duration::from_secs(300)));
+    assert_eq!(s.ping_timeout, Duration::from_secs(60));
+    let s = load("[s2s]\nenabled = true\nbidi = false\nping_interval_secs = 0\n");
+    let s = s.unwrap().s2s.unwrap();
+    assert!(!s.bidi && s.ping_interval.is_none());
     let s = load(
         "[s2s]\nenabled = true\nresolver = \"127.0.0.1:5353\"\ndeny = [\"Evil.Example\"]\n\
          [s2s.routes]\n\"b.example\" = \"127.0.0.3:5269\"\n",
@@ -918,6 +924,8 @@ fn s2s_off_by_default_and_its_errors_name_their_key() {
     assert_eq!(e.key.as_deref(), Some("s2s.listen"));
     let e = err("[s2s]\nenabled = true\nidle_timeout_secs = 0\n");
     assert_eq!(e.key.as_deref(), Some("s2s.idle_timeout_secs"));
+    let e = err("[s2s]\nenabled = true\nping_timeout_secs = 0\n");
+    assert_eq!(e.key.as_deref(), Some("s2s.ping_timeout_secs"));
     let e = err("[s2s]\nenabled = true\n[s2s.routes]\n\"b.example\" = \"nowhere\"\n");
     assert!(e.to_string().contains("s2s.routes"), "{e}");
 }

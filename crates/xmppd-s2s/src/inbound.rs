@@ -13,12 +13,14 @@ use minidom::Element;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 use xmppd_core::stanza::{elem, error_reply, Condition, StanzaError};
 use xmppd_stream::{Event, Limits, StreamErrorCondition as Sec, NS_CLIENT, NS_SERVER, NS_STREAM};
 
 use crate::dialback::{NS_DIALBACK, NS_DIALBACK_FEATURE};
-use crate::outbound::{verify, NS_SASL, NS_TLS};
+use crate::link::{batch, Due, Liveness};
+use crate::outbound::{verify, NS_BIDI, NS_BIDI_FEATURE, NS_SASL, NS_TLS};
 use crate::xml::{header, renamespace, stream_id, StreamEnd, XmlConn};
 use crate::Inner;
 
@@ -78,14 +80,21 @@ async fn serve(s2s: Arc<Inner>, tcp: TcpStream, direct: bool, peer: SocketAddr) 
         authenticated: HashSet::new(),
         sasl: None,
         authenticate_by: tokio::time::Instant::now() + s2s.settings.handshake_timeout,
+        bidi: false,
+        reverse: None,
+        pairs: Vec::new(),
     };
     if let Err(e) = stream.run(&mut conn).await {
         tracing::info!(%peer, error = %e, "s2s inbound stream ended");
         end(&mut conn, e).await;
     }
+    if let Some(mut reverse) = stream.reverse.take() {
+        s2s.end_link(&reverse.pairs, reverse.id, &mut reverse.rx, None)
+            .await;
+    }
 }
 
-async fn end<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut XmlConn<S>, e: StreamEnd) {
+pub(crate) async fn end<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut XmlConn<S>, e: StreamEnd) {
     match e {
         StreamEnd::Error(cond, why) => conn.fail(cond, Some(&why)).await,
         StreamEnd::Framing(f) => conn.fail(f.condition(), None).await,
@@ -176,6 +185,23 @@ struct Stream<'a> {
     /// One deadline for the whole handshake, as on client streams: a peer that keeps sending
     /// (verify requests, failing authentications) without authenticating is still dropped.
     authenticate_by: tokio::time::Instant,
+    /// The peer asked for a bidirectional stream (XEP-0288).
+    bidi: bool,
+    /// Once bidirectional and authenticated: this server's stanzas for the peer.
+    reverse: Option<Reverse>,
+    /// The (local, remote) domain pairs the peer authenticated.
+    pairs: Vec<(String, String)>,
+}
+
+/// An inbound stream's other direction (XEP-0288): the link this server's stanzas for the
+/// peer's authenticated domain pairs go on.
+struct Reverse {
+    id: u64,
+    tx: mpsc::Sender<Element>,
+    rx: mpsc::Receiver<Element>,
+    /// The pairs adopted: those no other link already served.
+    pairs: Vec<(String, String)>,
+    live: Liveness,
 }
 
 impl Stream<'_> {
@@ -208,6 +234,10 @@ impl Stream<'_> {
                     dialback.append_child(elem("errors", NS_DIALBACK_FEATURE, &[]));
                     features.append_child(dialback);
                 }
+                // XEP-0288 §2.1: with authentication, so that the peer asks before it.
+                if s2s.settings.bidi {
+                    features.append_child(elem("bidi", NS_BIDI_FEATURE, &[]));
+                }
             }
             conn.send(&features).await?;
             if !self.elements(conn, &local, from.as_deref(), &id).await? {
@@ -225,25 +255,23 @@ impl Stream<'_> {
         stream_id: &str,
     ) -> Result<bool, StreamEnd> {
         let s2s = self.s2s;
+        let mut used = tokio::time::Instant::now();
         loop {
-            let deadline = match self.authenticated.is_empty() {
-                true => self.authenticate_by,
-                false => tokio::time::Instant::now() + s2s.settings.idle_timeout * 2,
-            };
-            let el = match tokio::time::timeout_at(deadline, conn.next()).await {
-                Err(_) => return Err(StreamEnd::Timeout),
-                Ok(Ok(Event::Element(el))) => el,
-                Ok(Ok(Event::Close)) | Ok(Err(StreamEnd::Closed)) => {
+            let el = match self.next(conn, &mut used).await {
+                Ok(Event::Element(el)) => el,
+                Ok(Event::Close) | Err(StreamEnd::Closed) => {
                     conn.close().await;
                     return Ok(false);
                 }
-                Ok(Ok(Event::Header(_))) => {
+                Ok(Event::Header(_)) => {
                     return Err(StreamEnd::error(Sec::InvalidXml, "unexpected header"))
                 }
-                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(e),
             };
             if el.is("auth", NS_SASL) {
                 if self.external(conn, &el, from).await? {
+                    let domain = self.sasl.clone().unwrap_or_default();
+                    self.authenticated_pair(local, &domain);
                     conn.restart();
                     // Authenticated: the stanza limits of an established stream, as dialback
                     // sets them.
@@ -254,11 +282,20 @@ impl Stream<'_> {
                 self.dialback(conn, &el, local, stream_id).await?;
             } else if el.is("verify", NS_DIALBACK) {
                 conn.send(&answer_verify(s2s, &el)).await?;
-            } else if matches!(el.name(), "message" | "presence" | "iq") && el.has_ns(NS_SERVER) {
+            } else if el.is("bidi", NS_BIDI) && s2s.settings.bidi {
+                // XEP-0288 §2.2: nothing is answered; what the peer authenticates from now
+                // on (and before, if it asked late) may carry our stanzas back.
+                self.bidi = true;
+                for (local, remote) in self.pairs.clone() {
+                    self.authenticated_pair(&local, &remote);
+                }
+            } else if is_stanza(&el) {
                 if self.authenticated.is_empty() {
                     return Err(StreamEnd::error(Sec::NotAuthorized, "not authenticated"));
                 }
-                self.stanza(el).await?;
+                used = tokio::time::Instant::now();
+                let authenticated = &self.authenticated;
+                accept(s2s, el, |d| authenticated.contains(d)).await?;
             } else {
                 return Err(StreamEnd::error(
                     Sec::UnsupportedStanzaType,
@@ -356,65 +393,151 @@ impl Stream<'_> {
             return Err(StreamEnd::error(Sec::NotAuthorized, "dialback failed"));
         }
         tracing::info!(%remote, method = "dialback", "s2s inbound stream authenticated");
+        self.authenticated_pair(&to, &remote);
         self.authenticated.insert(remote);
         conn.set_limits(s2s.settings.limits);
         Ok(())
     }
 
-    /// RFC 6120 §13.10 and §8.1.2.1: a stanza from one of the peer's authenticated domains
-    /// to one of ours, handed to the core as `jabber:client`.
-    async fn stanza(&mut self, el: Element) -> Result<(), StreamEnd> {
+    /// The peer authenticated as `remote` to `local`; on a bidirectional stream, the pair's
+    /// stanzas from here go back over it (XEP-0288 §2.2: with SASL the stream's `to` and the
+    /// authenticated domain, with dialback each pair that passed).
+    fn authenticated_pair(&mut self, local: &str, remote: &str) {
+        let pair = (local.to_owned(), remote.to_owned());
+        if !self.pairs.contains(&pair) {
+            self.pairs.push(pair.clone());
+        }
+        if !self.bidi {
+            return;
+        }
         let s2s = self.s2s;
-        let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
-            return Err(StreamEnd::error(
-                Sec::ImproperAddressing,
-                "stanza without from or to",
-            ));
-        };
-        let (Ok(from), Ok(to)) = (
-            xmppd_core::address::parse_jid(from),
-            xmppd_core::address::parse_jid(to),
-        ) else {
-            return Err(StreamEnd::error(
-                Sec::ImproperAddressing,
-                "malformed address",
-            ));
-        };
-        if !self.authenticated.contains(from.domain().as_str()) {
-            return Err(StreamEnd::error(
-                Sec::InvalidFrom,
-                format!(
-                    "{} is not a domain this stream authenticated",
-                    from.domain()
-                ),
-            ));
-        }
-        if !s2s.serves(to.domain().as_str()) {
-            return Err(StreamEnd::error(
-                Sec::HostUnknown,
-                format!("{} is not served here", to.domain()),
-            ));
-        }
-        let delay = s2s.limiter.delay(from.domain().as_str(), Instant::now());
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let Some(server) = s2s.server() else {
-            return Ok(());
-        };
-        let mut el = renamespace(el, NS_SERVER, NS_CLIENT);
-        xmppd_core::stanza::set_attr(&mut el, "from", from.as_str());
-        xmppd_core::stanza::set_attr(&mut el, "to", to.as_str());
-        if s2s.settings.refuse_strangers && from_stranger(&server, &el, &from, &to).await {
-            let err = StanzaError::new(Condition::ServiceUnavailable);
-            if let Some(reply) = error_reply(&el, &err) {
-                server.dispatch(reply).await;
+        let reverse = self.reverse.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(s2s.settings.queue_max.max(1));
+            Reverse {
+                id: s2s.link_id(),
+                tx,
+                rx,
+                pairs: Vec::new(),
+                live: Liveness::new(s2s, local, remote),
             }
-            return Ok(());
+        });
+        if !reverse.pairs.contains(&pair) && s2s.adopt(&pair, reverse.id, &reverse.tx) {
+            tracing::info!(%local, %remote, direction = "inbound", "s2s link bidirectional");
+            reverse.pairs.push(pair);
         }
-        server.dispatch(el).await;
-        Ok(())
     }
+
+    /// The next event of the stream: before authentication, by the handshake's deadline;
+    /// after, within twice `idle_timeout` of `used`, the last stanza either way (the peer
+    /// closes its idle link first). Meanwhile, on a bidirectional stream, what the core
+    /// queued for the peer is written and the peer pinged when silent.
+    async fn next<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut XmlConn<S>,
+        used: &mut tokio::time::Instant,
+    ) -> Result<Event, StreamEnd> {
+        loop {
+            let deadline = match self.authenticated.is_empty() {
+                true => self.authenticate_by,
+                false => *used + self.s2s.settings.idle_timeout * 2,
+            };
+            let Some(reverse) = self.reverse.as_mut() else {
+                return match tokio::time::timeout_at(deadline, conn.next()).await {
+                    Ok(event) => event,
+                    Err(_) => Err(StreamEnd::Timeout),
+                };
+            };
+            tokio::select! {
+                event = conn.next() => {
+                    reverse.live.heard();
+                    return event;
+                }
+                Some(first) = reverse.rx.recv() => {
+                    conn.write(&batch(first, &mut reverse.rx)).await?;
+                    reverse.live.sent();
+                    *used = tokio::time::Instant::now();
+                }
+                due = reverse.live.wait() => match due {
+                    Due::Answered => {}
+                    Due::Ping(ping) => conn.send(&ping).await?,
+                    Due::Dead => {
+                        return Err(StreamEnd::error(
+                            Sec::ConnectionTimeout,
+                            "no answer to a ping",
+                        ))
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(StreamEnd::Timeout),
+            }
+        }
+    }
+}
+
+/// A stanza of a server-to-server stream (RFC 6120 §4.8.3).
+pub(crate) fn is_stanza(el: &Element) -> bool {
+    matches!(el.name(), "message" | "presence" | "iq") && el.has_ns(NS_SERVER)
+}
+
+/// RFC 6120 §13.10 and §8.1.2.1: a stanza from one of the peer's `authenticated` domains
+/// to one of ours, handed to the core as `jabber:client` (or, the answer to a ping of one of
+/// our links, to that link).
+pub(crate) async fn accept(
+    s2s: &Arc<Inner>,
+    el: Element,
+    authenticated: impl Fn(&str) -> bool,
+) -> Result<(), StreamEnd> {
+    let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
+        return Err(StreamEnd::error(
+            Sec::ImproperAddressing,
+            "stanza without from or to",
+        ));
+    };
+    let (Ok(from), Ok(to)) = (
+        xmppd_core::address::parse_jid(from),
+        xmppd_core::address::parse_jid(to),
+    ) else {
+        return Err(StreamEnd::error(
+            Sec::ImproperAddressing,
+            "malformed address",
+        ));
+    };
+    if !authenticated(from.domain().as_str()) {
+        return Err(StreamEnd::error(
+            Sec::InvalidFrom,
+            format!(
+                "{} is not a domain this stream authenticated",
+                from.domain()
+            ),
+        ));
+    }
+    if !s2s.serves(to.domain().as_str()) {
+        return Err(StreamEnd::error(
+            Sec::HostUnknown,
+            format!("{} is not served here", to.domain()),
+        ));
+    }
+    if s2s.pings.answered(from.domain().as_str(), &el) {
+        return Ok(());
+    }
+    let delay = s2s.limiter.delay(from.domain().as_str(), Instant::now());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Some(server) = s2s.server() else {
+        return Ok(());
+    };
+    let mut el = renamespace(el, NS_SERVER, NS_CLIENT);
+    xmppd_core::stanza::set_attr(&mut el, "from", from.as_str());
+    xmppd_core::stanza::set_attr(&mut el, "to", to.as_str());
+    if s2s.settings.refuse_strangers && from_stranger(&server, &el, &from, &to).await {
+        let err = StanzaError::new(Condition::ServiceUnavailable);
+        if let Some(reply) = error_reply(&el, &err) {
+            server.dispatch(reply).await;
+        }
+        return Ok(());
+    }
+    server.dispatch(el).await;
+    Ok(())
 }
 
 /// A message to a local account from someone its roster does not list.

@@ -18,6 +18,7 @@
 mod dialback;
 pub mod dns;
 mod inbound;
+mod link;
 mod outbound;
 mod policy;
 pub mod tls;
@@ -64,8 +65,14 @@ pub struct S2sSettings {
     pub routes: HashMap<String, (String, u16)>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// A link with no traffic for this long is closed.
+    /// A link with no stanza either way for this long is closed.
     pub idle_timeout: Duration,
+    /// XEP-0288: streams carry stanzas both ways where both servers agree.
+    pub bidi: bool,
+    /// XEP-0199: a link silent for this long is pinged; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may wait for its answer before the link is closed.
+    pub ping_timeout: Duration,
     /// Stanzas waiting for one link while it connects, at most.
     pub queue_max: usize,
     /// The XML limits of an authenticated stream (those of client streams).
@@ -87,10 +94,13 @@ pub(crate) struct Inner {
     links: Mutex<HashMap<(String, String), Link>>,
     next_link: AtomicU64,
     limiter: policy::RateLimiter,
+    /// The pings this server's links sent and await an answer to, by IQ id.
+    pings: link::Pings,
 }
 
-/// The sending end of one outbound link's queue.
-struct Link {
+/// The sending end of one link's queue: an outbound link's, or an inbound stream's the peer
+/// made bidirectional (XEP-0288), under each domain pair it authenticated.
+pub(crate) struct Link {
     id: u64,
     tx: mpsc::Sender<Element>,
 }
@@ -108,6 +118,7 @@ impl S2s {
                 links: Mutex::new(HashMap::new()),
                 next_link: AtomicU64::new(1),
                 limiter,
+                pings: link::Pings::default(),
             }),
         }
     }
@@ -157,7 +168,7 @@ impl Inner {
         let mut stanza = stanza;
         for _ in 0..2 {
             let link = links.entry(key.clone()).or_insert_with(|| {
-                let id = self.next_link.fetch_add(1, Ordering::Relaxed);
+                let id = self.link_id();
                 let (tx, rx) = mpsc::channel(self.settings.queue_max.max(1));
                 tokio::spawn(outbound::run(Arc::clone(self), key.clone(), id, rx));
                 Link { id, tx }
@@ -178,20 +189,46 @@ impl Inner {
         Err(Box::new((stanza, Condition::InternalServerError.into())))
     }
 
-    /// The link `id` of `key` ends: out of the map (new stanzas open a new link), then what
-    /// it still held bounces with `failure`, or, without one (it closed after working), goes
-    /// to a new link.
+    /// A new link id.
+    pub(crate) fn link_id(&self) -> u64 {
+        self.next_link.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// XEP-0288 §2: the inbound stream `id`, which the peer made bidirectional and on which
+    /// it authenticated as `key.1` to `key.0`, carries this server's stanzas for that pair,
+    /// unless a link for it exists already (then that one goes on carrying them). True if
+    /// it does.
+    pub(crate) fn adopt(
+        &self,
+        key: &(String, String),
+        id: u64,
+        tx: &mpsc::Sender<Element>,
+    ) -> bool {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if links.get(key).is_some_and(|l| !l.tx.is_closed()) {
+            return false;
+        }
+        let tx = tx.clone();
+        links.insert(key.clone(), Link { id, tx });
+        true
+    }
+
+    /// The link `id` of `keys` ends: out of the map (new stanzas open a new link), then
+    /// what it still held bounces with `failure`, or, without one (it closed after working),
+    /// goes to a new link.
     pub(crate) async fn end_link(
         self: &Arc<Self>,
-        key: &(String, String),
+        keys: &[(String, String)],
         id: u64,
         rx: &mut mpsc::Receiver<Element>,
         failure: Option<Condition>,
     ) {
         {
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-            if links.get(key).is_some_and(|l| l.id == id) {
-                links.remove(key);
+            for key in keys {
+                if links.get(key).is_some_and(|l| l.id == id) {
+                    links.remove(key);
+                }
             }
         }
         rx.close();
@@ -203,7 +240,10 @@ impl Inner {
         for el in rest {
             let outcome = match failure {
                 Some(cond) => Err(Box::new((el, StanzaError::new(cond)))),
-                None => self.enqueue(&key.0, &key.1, el),
+                None => match route_key(&el) {
+                    Some((local, remote)) => self.enqueue(&local, &remote, el),
+                    None => Err(Box::new((el, Condition::InternalServerError.into()))),
+                },
             };
             if let Err(refused) = outcome {
                 let (el, err) = *refused;
@@ -214,6 +254,16 @@ impl Inner {
             server.dispatch_all(bounces).await;
         }
     }
+}
+
+/// The domain pair a queued stanza travels on: its `from`'s and its `to`'s domains (both
+/// checked when it was queued).
+fn route_key(el: &Element) -> Option<(String, String)> {
+    let domain = |attr| {
+        let jid = xmppd_core::address::parse_jid(el.attr(attr)?).ok()?;
+        Some(jid.domain().as_str().to_owned())
+    };
+    Some((domain("from")?, domain("to")?))
 }
 
 impl RemoteRouter for S2s {

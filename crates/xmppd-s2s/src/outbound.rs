@@ -13,15 +13,20 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use xmppd_core::stanza::{elem, Condition};
-use xmppd_stream::{Event, Limits, StreamHeader, NS_CLIENT, NS_SERVER, NS_STREAM};
+use xmppd_stream::{Event, Limits, StreamHeader, NS_SERVER, NS_STREAM};
 
 use crate::dialback::{NS_DIALBACK, NS_DIALBACK_FEATURE};
 use crate::dns::{self, Target};
-use crate::xml::{header, renamespace, StreamEnd, XmlConn};
+use crate::inbound;
+use crate::link::{batch, Due, Liveness};
+use crate::xml::{header, StreamEnd, XmlConn};
 use crate::Inner;
 
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+/// XEP-0288: the stream feature, and the request that makes a stream bidirectional.
+pub const NS_BIDI_FEATURE: &str = "urn:xmpp:features:bidi";
+pub const NS_BIDI: &str = "urn:xmpp:bidi";
 
 type Conn = XmlConn<TlsStream<TcpStream>>;
 
@@ -66,64 +71,86 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<Element>,
 ) {
     let (local, remote) = (&key.0, &key.1);
-    let mut conn = match establish(&s2s, local, remote).await {
-        Ok(conn) => conn,
+    let keys = std::slice::from_ref(&key);
+    let (mut conn, bidi) = match establish(&s2s, local, remote).await {
+        Ok(established) => established,
         Err(e) => {
             tracing::warn!(%local, %remote, error = %e, "s2s link failed");
-            s2s.end_link(&key, id, &mut rx, Some(e.condition())).await;
+            s2s.end_link(keys, id, &mut rx, Some(e.condition())).await;
             return;
         }
     };
     let idle = s2s.settings.idle_timeout;
+    let mut used = tokio::time::Instant::now();
+    let mut live = Liveness::new(&s2s, local, remote);
     loop {
         tokio::select! {
             next = rx.recv() => {
                 let Some(first) = next else { break };
-                let mut out = Vec::new();
-                let mut push = |el: Element| {
-                    let el = renamespace(el, NS_CLIENT, NS_SERVER);
-                    xmppd_stream::serialize(&el, NS_SERVER, &mut out);
-                };
-                push(first);
-                while let Ok(el) = rx.try_recv() {
-                    push(el);
-                }
-                if let Err(e) = conn.write(&out).await {
+                if let Err(e) = conn.write(&batch(first, &mut rx)).await {
                     tracing::info!(%local, %remote, error = %e, "s2s link broken");
                     break;
                 }
+                live.sent();
+                used = tokio::time::Instant::now();
             }
             event = conn.next() => match event {
                 Ok(Event::Element(el)) => {
-                    tracing::debug!(%local, %remote, name = el.name(), "ignored on an outbound link");
+                    live.heard();
+                    if !(bidi && inbound::is_stanza(&el)) {
+                        tracing::debug!(%local, %remote, name = el.name(), "ignored on an outbound link");
+                        continue;
+                    }
+                    // XEP-0288 §2: the peer sends as the domain this link authenticated it
+                    // as (the stream's `to`, or the reverse of the dialback pair).
+                    used = tokio::time::Instant::now();
+                    if let Err(e) = inbound::accept(&s2s, el, |d| d == remote.as_str()).await {
+                        tracing::info!(%local, %remote, error = %e, "s2s link ended");
+                        inbound::end(&mut conn, e).await;
+                        s2s.end_link(keys, id, &mut rx, None).await;
+                        return;
+                    }
                 }
                 Ok(_) | Err(_) => {
                     tracing::info!(%local, %remote, "s2s link closed by the peer");
                     break;
                 }
             },
-            _ = tokio::time::sleep(idle) => {
+            due = live.wait() => match due {
+                Due::Answered => {}
+                Due::Ping(ping) => {
+                    if let Err(e) = conn.send(&ping).await {
+                        tracing::info!(%local, %remote, error = %e, "s2s link broken");
+                        break;
+                    }
+                }
+                Due::Dead => {
+                    tracing::info!(%local, %remote, "s2s link did not answer a ping, closing");
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(used + idle) => {
                 tracing::info!(%local, %remote, "s2s link idle, closing");
                 break;
             }
         }
     }
     conn.close().await;
-    s2s.end_link(&key, id, &mut rx, None).await;
+    s2s.end_link(keys, id, &mut rx, None).await;
 }
 
-/// Connects and authenticates as `local` to `remote`.
-async fn establish(s2s: &Arc<Inner>, local: &str, remote: &str) -> Result<Conn, DialError> {
+/// Connects and authenticates as `local` to `remote`; true if the link is bidirectional.
+async fn establish(s2s: &Arc<Inner>, local: &str, remote: &str) -> Result<(Conn, bool), DialError> {
     let limit = s2s.settings.handshake_timeout;
     let n = connect(s2s, local, remote).await?;
     let authenticated = timeout(limit, authenticate(s2s, local, remote, n)).await;
-    let (conn, method) = match authenticated {
+    let (conn, method, bidi) = match authenticated {
         Ok(Ok(done)) => done,
         Ok(Err(why)) => return Err(DialError::NotFound(why)),
         Err(_) => return Err(DialError::Timeout("authentication timed out".into())),
     };
-    tracing::info!(%local, %remote, method, "s2s outbound link authenticated");
-    Ok(conn)
+    tracing::info!(%local, %remote, method, bidi, "s2s outbound link authenticated");
+    Ok((conn, bidi))
 }
 
 /// Every target of `remote` in turn (a configured route, else DNS), every address of each,
@@ -237,13 +264,14 @@ where
 }
 
 /// SASL EXTERNAL when the peer offers it (it found our certificate valid), else dialback;
-/// a peer whose own certificate is not valid only where dialback is allowed.
+/// a peer whose own certificate is not valid only where dialback is allowed. Before either,
+/// the stream is made bidirectional if both sides support it (XEP-0288 §2).
 async fn authenticate(
     s2s: &Inner,
     local: &str,
     remote: &str,
     n: Negotiated,
-) -> Result<(Conn, &'static str), String> {
+) -> Result<(Conn, &'static str, bool), String> {
     let Negotiated {
         mut conn,
         features,
@@ -267,6 +295,10 @@ async fn authenticate(
             .any(|c| c.name() == "mechanism" && c.text() == "EXTERNAL")
     });
     let io = |e: StreamEnd| e.to_string();
+    let bidi = s2s.settings.bidi && features.get_child("bidi", NS_BIDI_FEATURE).is_some();
+    if bidi {
+        conn.send(&elem("bidi", NS_BIDI, &[])).await.map_err(io)?;
+    }
     if external {
         let authzid = base64::engine::general_purpose::STANDARD.encode(local);
         let mut auth = elem("auth", NS_SASL, &[("mechanism", "EXTERNAL")]);
@@ -281,7 +313,7 @@ async fn authenticate(
             read_header(&mut conn).await.map_err(io)?;
             conn.element().await.map_err(io)?;
             conn.set_limits(s2s.settings.limits);
-            return Ok((conn, "EXTERNAL"));
+            return Ok((conn, "EXTERNAL", bidi));
         }
         tracing::info!(%local, %remote, "SASL EXTERNAL failed");
     }
@@ -305,7 +337,7 @@ async fn authenticate(
         return match answer.attr("type") {
             Some("valid") => {
                 conn.set_limits(s2s.settings.limits);
-                Ok((conn, "dialback"))
+                Ok((conn, "dialback", bidi))
             }
             other => Err(format!("{remote} refused our dialback ({other:?})")),
         };
