@@ -20,6 +20,7 @@ from clients import CLIENT_NS, async_test, login, q, settled, stanza_error
 from federation import FIRST, exchange_messages, mutual_subscription, remote_occupant
 from raw import SASL_NS, STREAM_NS, TLS_NS, RawClient
 from s2s_fixture import S2sNetwork
+from test_pep import TUNE, event_items, pep_client, tune
 
 A, B = "a.example", "b.example"
 ALICE, BOB = f"alice@{A}", f"bob@{B}"
@@ -248,6 +249,33 @@ async def test_the_direct_tls_listener_speaks_xmpp_server_with_alpn(pair):
     mechanisms = [m.text for m in features.iter(q(SASL_NS, "mechanism"))]
     assert mechanisms == ["EXTERNAL"], ET.tostring(features)
     raw.close()
+
+
+async def tune_reaches(publisher, contact, title: str) -> None:
+    """``publisher`` publishes a tune; ``contact``, on the other server, is notified."""
+    await publisher.plugin["xep_0060"].publish(
+        str(publisher.boundjid.bare), TUNE, payload=ET.fromstring(tune(title)))
+    owner = str(publisher.boundjid.bare)
+    event = await contact.expect(
+        lambda e: event_items(TUNE)(e) and e.get("from") == owner
+        and any(t.text == title for t in e.iter(f"{{{TUNE}}}title")),
+        timeout=FIRST, what=f"{owner}'s tune {title!r}")
+    assert event.get("to") in (str(contact.boundjid), str(contact.boundjid.bare)), \
+        ET.tostring(event)
+
+
+@async_test(timeout=120)
+async def test_personal_events_reach_contacts_on_the_other_server(pair):
+    """XEP-0163 across servers: alice@a and bob@b, subscribed both ways, each with
+    capabilities asking for tunes (+notify), receive the other's tune as it is published."""
+    server_a, server_b = pair()
+    alice = await pep_client(server_a, "alice", notify=[TUNE])
+    bob = await pep_client(server_b, "bob", notify=[TUNE])
+    await mutual_subscription(alice, bob)
+    await tune_reaches(bob, alice, "Across the Universe")
+    await tune_reaches(alice, bob, "Come Together")
+    await alice.close()
+    await bob.close()
 
 
 def s2s_connections(server_a, server_b) -> int:

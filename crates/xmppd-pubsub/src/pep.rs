@@ -48,8 +48,12 @@ pub trait PepWatcher: Send + Sync {
 pub struct Pep {
     engine: Arc<Engine>,
     caps: CapsCache,
-    /// What each available session wants notifications of.
+    /// What each available session wants notifications of, local or remote.
     interest: Mutex<HashMap<FullJid, Interest>>,
+    /// The available resources of remote contacts, as their presence to accounts here says
+    /// (their own server has their sessions): by bare JID, each with the accounts here it
+    /// is available to.
+    remote: Mutex<HashMap<BareJid, HashMap<FullJid, HashSet<BareJid>>>>,
     watchers: RwLock<Vec<Weak<dyn PepWatcher>>>,
 }
 
@@ -60,6 +64,7 @@ impl Pep {
             engine,
             caps: CapsCache::new(cache),
             interest: Mutex::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
             watchers: RwLock::new(Vec::new()),
         }
     }
@@ -112,6 +117,67 @@ impl Pep {
         self.interest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn remote(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<BareJid, HashMap<FullJid, HashSet<BareJid>>>> {
+        self.remote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The available resources of the remote account `bare`.
+    fn remote_resources(&self, bare: &BareJid) -> Vec<FullJid> {
+        (self.remote().get(bare)).map_or_else(Vec::new, |r| r.keys().cloned().collect())
+    }
+
+    /// A remote contact's presence to `account`: an available one with capabilities says
+    /// what the resource wants, as a local session's does; an unavailable one ends that.
+    async fn remote_presence(
+        &self,
+        cx: &mut Context<'_>,
+        jid: &FullJid,
+        account: &BareJid,
+        pres: &Element,
+    ) {
+        match pres.attr("type") {
+            None => {
+                (self.remote().entry(jid.to_bare()).or_default())
+                    .entry(jid.clone())
+                    .or_default()
+                    .insert(account.clone());
+                self.caps_from_presence(cx, jid, account, pres).await;
+            }
+            Some("unavailable") => {
+                let mut remote = self.remote();
+                let Some(resources) = remote.get_mut(&jid.to_bare()) else {
+                    return;
+                };
+                if let Some(accounts) = resources.get_mut(jid) {
+                    accounts.remove(account);
+                    if accounts.is_empty() {
+                        resources.remove(jid);
+                        self.interests().remove(jid);
+                    }
+                }
+                if resources.is_empty() {
+                    remote.remove(&jid.to_bare());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `jid` is available: a local session, or a remote resource whose presence
+    /// reached an account here.
+    fn available(&self, cx: &Context<'_>, jid: &FullJid) -> bool {
+        let bare = jid.to_bare();
+        if !cx.is_local_host(bare.domain().as_str()) {
+            return self
+                .remote()
+                .get(&bare)
+                .is_some_and(|r| r.contains_key(jid));
+        }
+        (cx.sessions().resources(&bare).iter()).any(|r| r.jid == *jid && r.available)
+    }
+
     fn wants(&self, jid: &FullJid, node: &str) -> bool {
         self.interests().get(jid).is_some_and(|i| i.contains(node))
     }
@@ -132,6 +198,27 @@ impl Pep {
     /// `jid` may receive: its own, and those of the contacts it is subscribed to.
     async fn send_last_items(&self, cx: &mut Context<'_>, jid: &FullJid, nodes: &HashSet<String>) {
         let me = jid.to_bare();
+        if !cx.is_local_host(me.domain().as_str()) {
+            // A remote resource: the items of the accounts here it is available to that
+            // share their presence with it; its own server sends the rest.
+            let present_to: Vec<BareJid> = (self.remote().get(&me))
+                .and_then(|r| r.get(jid))
+                .map_or_else(Vec::new, |a| a.iter().cloned().collect());
+            let mut accounts = Vec::new();
+            for account in present_to {
+                let shares = (xmppd_im::effective_roster(cx, &account).await)
+                    .into_iter()
+                    .any(|item| {
+                        item.jid == me.as_str()
+                            && matches!(item.subscription, Subscription::From | Subscription::Both)
+                    });
+                if shares {
+                    accounts.push(account);
+                }
+            }
+            self.last_items_of(cx, &accounts, jid, nodes).await;
+            return;
+        }
         let mut accounts = vec![me.clone()];
         for item in xmppd_im::effective_roster(cx, &me).await {
             if matches!(item.subscription, Subscription::To | Subscription::Both) {
@@ -220,6 +307,12 @@ impl Pep {
         }
         let mut out: Vec<FullJid> = Vec::new();
         for account in &accounts {
+            if !cx.is_local_host(account.domain().as_str()) {
+                // A remote contact: the resources its presence announced here.
+                let remote = self.remote_resources(account).into_iter();
+                out.extend(remote.filter(|jid| self.wants(jid, &node.name)));
+                continue;
+            }
             for r in cx.sessions().resources(account) {
                 if r.available && self.wants(&r.jid, &node.name) {
                     out.push(r.jid);
@@ -260,8 +353,15 @@ impl Pep {
     }
 
     /// A client's available presence: what its capabilities say it wants, from the cache if
-    /// the string was verified, else asked of the client itself (XEP-0115 §6.3).
-    async fn caps_from_presence(&self, cx: &mut Context<'_>, jid: &FullJid, pres: &Element) {
+    /// the string was verified, else asked of the client itself (XEP-0115 §6.3) by `asker`,
+    /// an account here (the client's own, or the one a remote client's presence reached).
+    async fn caps_from_presence(
+        &self,
+        cx: &mut Context<'_>,
+        jid: &FullJid,
+        asker: &BareJid,
+        pres: &Element,
+    ) {
         let Some(c) = pres.get_child("c", ns::CAPS) else {
             self.set_interest(cx, jid, Arc::default()).await;
             return;
@@ -283,11 +383,10 @@ impl Pep {
         let query = DiscoInfoQuery {
             node: Some(format!("{}#{ver}", c.node)),
         };
-        let from = jid.to_bare();
         let attrs = [
             ("type", "get"),
             ("id", id.as_str()),
-            ("from", from.as_str()),
+            ("from", asker.as_str()),
             ("to", jid.as_str()),
         ];
         let mut iq = xmppd_core::stanza::elem("iq", NS_CLIENT, &attrs);
@@ -330,12 +429,18 @@ impl Module for Pep {
         pres: &mut Element,
         to: &Jid,
     ) -> HookAction {
-        if pres.attr("type") != Some("subscribed") {
-            return HookAction::Continue;
-        }
         let Some(from) = pres.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return HookAction::Continue;
         };
+        if !cx.is_local_host(from.domain().as_str()) {
+            if let Ok(full) = from.try_into_full() {
+                self.remote_presence(cx, &full, &to.to_bare(), pres).await;
+            }
+            return HookAction::Continue;
+        }
+        if pres.attr("type") != Some("subscribed") {
+            return HookAction::Continue;
+        }
         let account = from.to_bare();
         if !cx.is_local_host(account.domain().as_str()) {
             return HookAction::Continue;
@@ -404,7 +509,10 @@ impl Module for Pep {
             return HookAction::Continue;
         }
         match pres.attr("type") {
-            None => self.caps_from_presence(cx, &session.jid, pres).await,
+            None => {
+                let own = session.jid.to_bare();
+                self.caps_from_presence(cx, &session.jid, &own, pres).await
+            }
             Some("unavailable") => {
                 self.interests().remove(&session.jid);
             }
@@ -439,12 +547,7 @@ impl Module for Pep {
                 tracing::debug!(%jid, "pep: capabilities do not match their hash; not cached");
             }
             // A session gone unavailable meanwhile has no interest to set.
-            let online = cx
-                .sessions()
-                .resources(&jid.to_bare())
-                .iter()
-                .any(|r| r.jid == jid && r.available);
-            if online {
+            if self.available(cx, &jid) {
                 self.set_interest(cx, &jid, interest).await;
             }
         }
