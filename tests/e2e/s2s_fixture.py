@@ -382,13 +382,13 @@ class Prosody(PeerServer):
     ``secure_auth``: ``s2s_secure_auth``, a peer must present a certificate this instance
     trusts (SASL EXTERNAL, XEP-0178), except the ``insecure_domains``; the others may use
     dialback. ``trusted``: whether this instance's own certificate comes from the network's
-    CA."""
+    CA. ``bidi``: bidirectional streams (XEP-0288, Prosody's ``s2s_bidi`` module)."""
 
     software = "prosody"
 
     def __init__(self, net: S2sNetwork, domain: str, *, users=("alice", "bob"),
                  secure_auth: bool = True, insecure_domains: tuple[str, ...] = (),
-                 trusted: bool = True) -> None:
+                 trusted: bool = True, bidi: bool = False) -> None:
         require_tools("prosody", "prosodyctl", packages="prosody, lua-unbound")
         super().__init__(net, domain, users, trusted)
         (self.dir / "data").mkdir()
@@ -402,7 +402,8 @@ class Prosody(PeerServer):
             "pidfile": str(self.dir / "prosody.pid"),
             "data_path": str(self.dir / "data"),
             "log": {"debug": str(self.log)},
-            "modules_enabled": ["roster", "saslauth", "tls", "dialback", "disco", "ping"],
+            "modules_enabled": ["roster", "saslauth", "tls", "dialback", "disco", "ping",
+                                *(["s2s_bidi"] if bidi else [])],
             "c2s_ports": [self.starttls_port],
             "c2s_interfaces": ["127.0.0.1"],
             "c2s_direct_tls_ports": [],

@@ -49,7 +49,7 @@ def pair(tmp_path, make_server):
             peer = net.peers[domain]
             leaf = leaves[domain]
             config = {
-                "server": {"hosts": [domain]},
+                "server": {"hosts": [domain], **overrides.get("server", {})},
                 "tls": {"certificate": [
                     {"domain": domain, "cert": str(leaf.cert), "key": str(leaf.key)}]},
                 "s2s": {"enabled": True, "listen": [f"{peer.address}:{peer.s2s_port}"],
@@ -408,3 +408,26 @@ async def test_a_peer_that_answers_pings_stays_connected(pair):
              "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
     raw.wait_for(is_ping, timeout=30)
     raw.close()
+
+
+@async_test(timeout=120)
+async def test_one_way_links_are_pinged_and_answered_over_the_other_link(pair):
+    """Without bidirectional streams, b.example answers a.example's ping over its own link
+    to a.example, which a.example matches with the ping: the link stays up."""
+    quiet = {"server": {"log_level": "debug"},
+             "s2s": {"bidi": False, "ping_interval_secs": 1, "ping_timeout_secs": 30}}
+    server_a, server_b = pair(a=quiet, b=quiet)
+    alice = await login(server_a, "alice")
+    bob = await login(server_b, "bob")
+    await exchange_messages(alice, bob)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    answered = f"local={A} remote={B}"
+    while len([line for line in log_lines(server_a, "s2s link answered a ping")
+               if answered in line]) < 3:
+        assert loop.time() < deadline, server_a.output()
+        await asyncio.sleep(0.2)
+    assert not log_lines(server_a, "did not answer a ping"), server_a.output()
+    await exchange_messages(alice, bob, " still")
+    await alice.close()
+    await bob.close()

@@ -20,12 +20,14 @@ no peer carries state from one case into the next.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from clients import CLIENT_NS, async_test, login, q, stanza_error
-from federation import FIRST, everything
+from federation import FIRST, everything, exchange_messages
 from s2s_fixture import (
     QTYPE_A,
     QTYPE_SRV,
@@ -45,6 +47,11 @@ CASES = [(peer, mode, first) for peer in ("prosody", "ejabberd")
 
 # An xmppd whose certificate, from the trusted CA, names another domain.
 WRONG_NAME = "xmppd-wrong-name.example"
+# Prosody with bidirectional streams (XEP-0288), and an xmppd, per side sending first.
+BIDI = {first: (f"prosody-bidi-{first}.example", f"xmppd-bidi-{first}.example")
+        for first in ("xmppd", "peer")}
+# An xmppd pinging each peer's domain.
+PINGING = {peer: f"xmppd-ping-{peer}.example" for peer in ("prosody", "ejabberd")}
 
 
 def case_domain(case: tuple[str, str, str]) -> str:
@@ -58,7 +65,8 @@ def case_id(case: tuple[str, str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    domains = [PROSODY, EJABBERD, *(case_domain(c) for c in CASES), WRONG_NAME]
+    domains = [PROSODY, EJABBERD, *(case_domain(c) for c in CASES), WRONG_NAME,
+               *(d for pair in BIDI.values() for d in pair), *PINGING.values()]
     net = S2sNetwork(tmp_path_factory.mktemp("s2speers"), domains)
     net.start()
     # Prosody requires certificates (s2s_secure_auth) except from the dialback cases'
@@ -160,6 +168,88 @@ async def test_a_certificate_for_another_name_is_refused_both_ways(federation, m
         await x.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body")) == "to a wrong certificate")
         await p.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body"))
                             == "through a wrong certificate" and e.get("type") != "error")
+    finally:
+        await x.close()
+        await p.close()
+
+
+def established(*listeners: tuple[str, int]) -> int:
+    """The established TCP connections to any of ``listeners`` (``ss``; each connection is
+    seen from both ends, counted once)."""
+    names = {f"{address}:{port}" for address, port in listeners}
+    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True,
+                         text=True, check=True).stdout
+    seen = set()
+    for line in out.splitlines():
+        local, peer = line.split()[-2:]
+        if local in names or peer in names:
+            seen.add(frozenset((local, peer)))
+    return len(seen)
+
+
+@pytest.mark.parametrize("first", list(BIDI))
+@async_test(timeout=170)
+async def test_prosody_with_bidi_and_xmppd_share_one_connection(federation, make_server,
+                                                                first):
+    """Prosody 0.12 with its ``s2s_bidi`` module: a message each way between its user and
+    xmppd's goes over the one stream the first sender's server opened (XEP-0288)."""
+    net, _, _ = federation
+    prosody_domain, domain = BIDI[first]
+    with running(Prosody(net, prosody_domain, bidi=True)) as (prosody,):
+        xmppd = start_xmppd(make_server, net, domain, dialback=False,
+                            require_valid_certificates=True)
+        x = await login(xmppd, "alice")
+        p = await login(prosody, "alice")
+        try:
+            if first == "xmppd":
+                await exchange_messages(x, p)
+            else:
+                await exchange_messages(p, x)
+        finally:
+            await x.close()
+            await p.close()
+        log = xmppd.output().splitlines()
+        pair = f"local={domain} remote={prosody_domain}"
+        outbound = [line for line in log
+                    if "s2s outbound link authenticated" in line and pair in line]
+        adopted = [line for line in log if "s2s link bidirectional" in line and pair in line]
+        if first == "xmppd":
+            assert len(outbound) == 1 and "bidi=true" in outbound[0], log
+        else:
+            assert adopted and not outbound, log
+        listeners = [(net.peers[d].address, net.peers[d].s2s_port)
+                     for d in (domain, prosody_domain)]
+        assert established(*listeners) == 1, subprocess.run(
+            ["ss", "-tn"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("peer_name", list(PINGING))
+@async_test(timeout=170)
+async def test_peers_answer_xmppd_pings(federation, make_server, peer_name):
+    """xmppd pings its silent link to the peer (XEP-0199) every second; the peer answers to
+    xmppd's domain, over its own link, and the link stays up."""
+    net, prosody, ejabberd = federation
+    peer = prosody if peer_name == "prosody" else ejabberd
+    domain = PINGING[peer_name]
+    xmppd = start_xmppd(make_server, net, domain, dialback=False,
+                        require_valid_certificates=True, ping_interval_secs=1,
+                        ping_timeout_secs=30)
+    x = await login(xmppd, "alice")
+    p = await login(peer, "alice")
+    try:
+        await exchange_messages(x, p)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        pair = f"local={domain} remote={peer.domain}"
+
+        def answered() -> int:
+            return sum(1 for line in xmppd.output().splitlines()
+                       if "s2s link answered a ping" in line and pair in line)
+        while answered() < 3:
+            assert loop.time() < deadline, xmppd.output()
+            await asyncio.sleep(0.2)
+        assert "did not answer a ping" not in xmppd.output()
+        await exchange_messages(x, p, " still")
     finally:
         await x.close()
         await p.close()

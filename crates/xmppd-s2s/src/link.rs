@@ -131,6 +131,7 @@ impl Liveness {
         if answered {
             self.pending = None;
             self.last = Instant::now();
+            tracing::debug!(local = %self.local, remote = %self.remote, "s2s link answered a ping");
             return Due::Answered;
         }
         if self.pending.is_some() {
