@@ -274,6 +274,14 @@ async def test_personal_events_reach_contacts_on_the_other_server(pair):
     await mutual_subscription(alice, bob)
     await tune_reaches(bob, alice, "Across the Universe")
     await tune_reaches(alice, bob, "Come Together")
+    # A new resource of bob's, asking for tunes, gets alice's last one from a.example
+    # (XEP-0163 §4.3.4).
+    await bob.close()
+    bob = await pep_client(server_b, "bob", notify=[TUNE])
+    await bob.expect(
+        lambda e: event_items(TUNE)(e) and e.get("from") == ALICE
+        and any(t.text == "Come Together" for t in e.iter(f"{{{TUNE}}}title")),
+        timeout=FIRST, what="alice's last tune")
     await alice.close()
     await bob.close()
 
