@@ -314,3 +314,31 @@ def test_host_meta_advertises_bosh(make_server):
     with urllib.request.urlopen(url, timeout=STEP) as resp:
         links = {link["rel"]: link["href"] for link in json.loads(resp.read())["links"]}
     assert links["urn:xmpp:alt-connections:xbosh"] == "https://chat.example.org/bosh", links
+
+
+def sessions_by_transport(server) -> dict[str, float]:
+    """The `xmppd_sessions` gauge of /metrics on the administration listener, per transport."""
+    url = f"http://127.0.0.1:{server.admin_http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        text = resp.read().decode()
+    prefix = 'xmppd_sessions{transport="'
+    return {line[len(prefix):].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
+@async_test(timeout=150)
+async def test_a_bosh_session_is_counted_as_bosh(make_server):
+    server = make_server(http=http_config(),
+                         admin_http={"enabled": True, "listen": ["127.0.0.1:0"]})
+    async with aiohttp.ClientSession() as http:
+        alice = Bosh(http, endpoint(server))
+        await alice.login("alice")
+        counted = await asyncio.to_thread(sessions_by_transport, server)
+        assert (counted.get("bosh"), counted.get("websocket")) == (1, 0), counted
+        resp = await alice.send(type="terminate")
+        assert resp.get("type") == "terminate", resp.attrib
+    # The gauge drops once the stream has ended (the terminate answer may come first).
+    deadline = time.monotonic() + STEP
+    while (counted := await asyncio.to_thread(sessions_by_transport, server)).get("bosh"):
+        assert time.monotonic() < deadline, counted
+        await asyncio.sleep(0.05)

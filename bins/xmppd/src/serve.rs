@@ -1048,7 +1048,7 @@ async fn print_banner(
         let kind = match kind {
             ListenerKind::StartTls => "starttls",
             ListenerKind::DirectTls => "direct-tls",
-            ListenerKind::Carried => continue,
+            ListenerKind::Carried(_) => continue,
         };
         say(format_args!("xmppd listening: {kind} {addr}"));
     }

@@ -72,7 +72,10 @@ pub(crate) async fn serve(
             let _counted = xmppd_metrics::session_opened(match kind {
                 ListenerKind::StartTls => xmppd_metrics::Transport::Tcp,
                 ListenerKind::DirectTls => xmppd_metrics::Transport::Tls,
-                ListenerKind::Carried => xmppd_metrics::Transport::WebSocket,
+                ListenerKind::Carried(crate::Carrier::WebSocket) => {
+                    xmppd_metrics::Transport::WebSocket
+                }
+                ListenerKind::Carried(crate::Carrier::Bosh) => xmppd_metrics::Transport::Bosh,
             });
             let mut bound = Bound::new(Arc::clone(&shared.server), n.session, n.rx, n.sm);
             let ending = crate::session::run(&mut conn, &shared, &mut bound).await;

@@ -54,7 +54,17 @@ pub enum ListenerKind {
     /// TLS from the first byte (XEP-0368).
     DirectTls,
     /// A stream carried by another protocol, handed in through [`StreamHost::serve`].
-    Carried,
+    Carried(Carrier),
+}
+
+/// The protocol carrying a stream handed in through [`StreamHost::serve`]: the session is
+/// counted under it (`xmppd_sessions{transport}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Carrier {
+    /// XMPP over WebSocket (RFC 7395).
+    WebSocket,
+    /// XMPP over BOSH (XEP-0124, XEP-0206).
+    Bosh,
 }
 
 /// Settings of the c2s listeners.
@@ -259,9 +269,11 @@ impl StreamHost {
     /// carrying protocol when the stream counts as secure (empty when TLS ends at a proxy,
     /// so no `-PLUS` mechanism is offered); `None`: insecure, authentication then follows
     /// `c2s.require_starttls` and PLAIN is never offered. Ends the stream with
-    /// `<system-shutdown/>` when `shutdown` turns true.
+    /// `<system-shutdown/>` when `shutdown` turns true. `carrier` names the protocol the
+    /// session is counted under.
     pub async fn serve(
         &self,
+        carrier: Carrier,
         io: impl CarriedIo + 'static,
         peer: SocketAddr,
         secure: Option<ChannelBindings>,
@@ -287,7 +299,7 @@ impl StreamHost {
             secure: secure.is_some(),
             bindings: secure,
         };
-        let kind = ListenerKind::Carried;
+        let kind = ListenerKind::Carried(carrier);
         conn::serve(Arc::clone(shared), io, peer, kind, shutdown, pending, span).await;
     }
 }

@@ -71,8 +71,8 @@ pub(crate) async fn run(
         ListenerKind::StartTls => TlsStep::StartTls,
         ListenerKind::DirectTls => TlsStep::Direct,
         // Secured below: the TLS step is answered at once with the data of the TLS below.
-        ListenerKind::Carried if conn.io.is_secure() => TlsStep::Direct,
-        ListenerKind::Carried => TlsStep::Below,
+        ListenerKind::Carried(_) if conn.io.is_secure() => TlsStep::Direct,
+        ListenerKind::Carried(_) => TlsStep::Below,
     };
     let role = ClientRole::per_host(Arc::clone(&shared.client_features));
     let mut machine = Machine::new(role, Arc::clone(&shared.negotiation), tls);
@@ -183,7 +183,7 @@ impl Driver<'_> {
         let acceptor = match self.kind {
             ListenerKind::StartTls => tls.starttls_acceptor(),
             ListenerKind::DirectTls => tls.direct_acceptor(),
-            ListenerKind::Carried => {
+            ListenerKind::Carried(_) => {
                 let bindings = self.conn.io.take_carried_tls();
                 return bindings.map(Event::TlsEstablished).ok_or(Stop::Gone);
             }

@@ -173,5 +173,14 @@ async fn carry<S>(
             () = &mut inbound => outbound.await,
         }
     };
-    tokio::join!(host.serve(driver_side, addr, secure, shutdown), pump);
+    tokio::join!(
+        host.serve(
+            xmppd_c2s::Carrier::WebSocket,
+            driver_side,
+            addr,
+            secure,
+            shutdown
+        ),
+        pump
+    );
 }

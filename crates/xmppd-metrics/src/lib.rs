@@ -103,12 +103,15 @@ pub enum Transport {
     Tls,
     /// Carried by HTTP: XMPP over WebSocket.
     WebSocket,
+    /// Carried by HTTP: XMPP over BOSH.
+    Bosh,
 }
 
-const TRANSPORTS: [(Transport, &str); 3] = [
+const TRANSPORTS: [(Transport, &str); 4] = [
     (Transport::Tcp, "tcp"),
     (Transport::Tls, "tls"),
     (Transport::WebSocket, "websocket"),
+    (Transport::Bosh, "bosh"),
 ];
 
 const KINDS: [&str; 3] = ["message", "presence", "iq"];
@@ -132,7 +135,7 @@ const MECHANISMS: [&str; 14] = [
     "none",
 ];
 
-static SESSIONS: [AtomicI64; 3] = [const { AtomicI64::new(0) }; 3];
+static SESSIONS: [AtomicI64; TRANSPORTS.len()] = [const { AtomicI64::new(0) }; TRANSPORTS.len()];
 static STANZAS_IN: [Counter; 3] = [const { Counter::new() }; 3];
 static STANZAS_OUT: [Counter; 3] = [const { Counter::new() }; 3];
 /// Per mechanism: successes, failures.

@@ -30,7 +30,7 @@ use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
-use xmppd_c2s::{ChannelBindings, StreamHost};
+use xmppd_c2s::{Carrier, ChannelBindings, StreamHost};
 
 use crate::framing::{self, Frame, Outgoing};
 use crate::{full, text, Peer, RequestBody, ResponseBody, Service};
@@ -173,7 +173,7 @@ impl Bosh {
         peer.tasks.spawn(async move {
             let s = &task_session;
             let serve = async {
-                host.serve(Pipe(Arc::clone(s)), addr, secure, shutdown)
+                host.serve(Carrier::Bosh, Pipe(Arc::clone(s)), addr, secure, shutdown)
                     .await;
                 s.finished();
             };
