@@ -36,6 +36,11 @@ pub async fn bind(
         access_log: true,
         hide_ip: config.server.hide_ip_in_logs,
         behind_tls_proxy: false,
+        // Loopback by default; its metrics are open to loopback peers, so no header may
+        // claim to be one.
+        proxy_protocol_from: Vec::new(),
+        trusted_proxies: Vec::new(),
+        forwarded_header: Default::default(),
     };
     xmppd_http::Http::bind(settings, tls, router).await
 }

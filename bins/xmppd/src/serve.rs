@@ -296,6 +296,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         ping_timeout: c2s_cfg.ping_timeout,
         sasl2: c2s_cfg.sasl2,
         fast_token_lifetime: c2s_cfg.fast_token_lifetime,
+        proxy_protocol_from: c2s_cfg.proxy_protocol_from.clone(),
     };
     let fast_tokens = xmppd_fast::SqliteTokens::open(store.clone())
         .await
@@ -492,6 +493,9 @@ async fn bind_http(
         access_log: http.access_log,
         hide_ip: config.server.hide_ip_in_logs,
         behind_tls_proxy: http.behind_tls_proxy,
+        proxy_protocol_from: http.proxy_protocol_from.clone(),
+        trusted_proxies: http.trusted_proxies.clone(),
+        forwarded_header: http.forwarded_header,
     };
     xmppd_http::Http::bind(settings, tls, router).await
 }

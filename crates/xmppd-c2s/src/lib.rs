@@ -15,7 +15,9 @@
 //! when their connection is lost, resumed by a new one. Dead connections are found by a
 //! liveness check (XEP-0199 ping, or an `<r/>`). Streams carried by another protocol (XMPP over
 //! WebSocket, translated to bytes by `xmppd-http`) are handed in through [`StreamHost`] and
-//! go through the same negotiation, limits and session loop. No compression.
+//! go through the same negotiation, limits and session loop. Connections from the load
+//! balancers in `proxy_protocol_from` start with a PROXY protocol header (`xmppd-realip`)
+//! naming the client, whose address then stands for the connection's. No compression.
 
 mod conn;
 mod negotiate;
@@ -109,6 +111,10 @@ pub struct C2sSettings {
     pub sasl2: bool,
     /// How long a FAST token is valid.
     pub fast_token_lifetime: Duration,
+    /// Proxies whose connections start with a PROXY protocol header naming the client, whose
+    /// address then stands for the connection's everywhere (caps, throttling, logs, session
+    /// records). Connections from elsewhere are read as they come.
+    pub proxy_protocol_from: Vec<xmppd_realip::Network>,
 }
 
 /// State every connection task reads.
@@ -360,6 +366,39 @@ fn sasl2_settings(
     }
 }
 
+/// A connection from a configured proxy: its PROXY header, read by the handshake deadline,
+/// names the client, which then counts against the pending cap of its own address. Without a
+/// valid header the connection is closed: a proxy that was configured to send one and does
+/// not is misconfigured, and what it relays must not pass as coming from the proxy itself.
+async fn proxied_client(
+    shared: &Shared,
+    mut tcp: tokio::net::TcpStream,
+    proxy: SocketAddr,
+    id: u64,
+) -> Option<(tokio::net::TcpStream, SocketAddr, throttle::PendingGuard)> {
+    let deadline = tokio::time::Instant::now() + shared.settings.handshake_timeout;
+    let header = match xmppd_realip::read_proxy_header(&mut tcp, deadline).await {
+        Ok(header) => header,
+        // A health check that connects and closes.
+        Err(xmppd_realip::HeaderError::Closed) => return None,
+        Err(e) if shared.settings.hide_ip => {
+            tracing::warn!(conn = id, error = %e, "closing a connection from a proxy");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(conn = id, %proxy, error = %e, "closing a connection from a proxy");
+            return None;
+        }
+    };
+    // LOCAL (the proxy's health check) and unknown sources name no client: the proxy stands.
+    let client = header.source.unwrap_or(proxy);
+    let Some(pending) = shared.pending.try_acquire(client.ip()) else {
+        tracing::warn!("too many connections before login from one address");
+        return None;
+    };
+    Some((tcp, client, pending))
+}
+
 async fn accept_loop(
     kind: ListenerKind,
     listener: TcpListener,
@@ -376,24 +415,40 @@ async fn accept_loop(
                         tracing::warn!("connection limit reached: closing a new connection");
                         continue;
                     };
-                    let Some(pending) = shared.pending.try_acquire(peer.ip()) else {
-                        tracing::warn!("too many connections before login from one address");
-                        continue;
+                    let proxied = xmppd_realip::listed(&shared.settings.proxy_protocol_from, peer.ip());
+                    // A proxy's own connections are not the client's: the pending cap applies
+                    // once its header named the client.
+                    let pending = match proxied {
+                        true => None,
+                        false => match shared.pending.try_acquire(peer.ip()) {
+                            Some(pending) => Some(pending),
+                            None => {
+                                tracing::warn!("too many connections before login from one address");
+                                continue;
+                            }
+                        },
                     };
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    // With hide_ip the address is left out of the span, so of every line.
-                    let span = if shared.settings.hide_ip {
-                        tracing::info_span!("c2s", conn = id)
-                    } else {
-                        tracing::info_span!("c2s", conn = id, %peer)
-                    };
                     let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
                     conn::tune(&tcp);
-                    let io = transport::Transport::Plain(tcp);
                     // The connection's future is made inside the task's: one made outside and
                     // awaited inside would be held twice for the life of the connection.
                     let task = async move {
                         let _permit = permit;
+                        let (tcp, peer, pending) = match pending {
+                            Some(pending) => (tcp, peer, pending),
+                            None => match proxied_client(&shared, tcp, peer, id).await {
+                                Some(accepted) => accepted,
+                                None => return,
+                            },
+                        };
+                        // With hide_ip the address is left out of the span, so of every line.
+                        let span = if shared.settings.hide_ip {
+                            tracing::info_span!("c2s", conn = id)
+                        } else {
+                            tracing::info_span!("c2s", conn = id, %peer)
+                        };
+                        let io = transport::Transport::Plain(tcp);
                         conn::serve(shared, io, peer, kind, shutdown, pending, span).await;
                     };
                     conns.spawn(task);

@@ -89,6 +89,7 @@ async fn start_with(adjust: impl FnOnce(&mut C2sSettings)) -> TestServer {
         ping_timeout: Duration::from_secs(60),
         sasl2: true,
         fast_token_lifetime: Duration::from_secs(86_400),
+        proxy_protocol_from: Vec::new(),
     };
     adjust(&mut settings);
     let mut auth: HashMap<String, Arc<dyn AuthBackend>> = HashMap::new();
@@ -1004,4 +1005,100 @@ async fn a_shaped_session_reads_again_after_each_wait() {
         assert_eq!(echo.attr("id"), Some(id.as_str()));
     }
     shut_down(server, &mut client).await;
+}
+
+/// The PROXY header a load balancer sends for a client at `client` (version 2).
+fn proxy_v2(client: &str) -> Vec<u8> {
+    xmppd_realip::ProxyHeader {
+        source: Some(client.parse().unwrap()),
+        destination: Some("127.0.0.1:5223".parse().unwrap()),
+    }
+    .to_v2()
+}
+
+/// Direct TLS passed through a proxy (its PROXY header, then the client's TLS): the TLS is
+/// ours end to end, so SCRAM -PLUS binds to it as on a direct connection.
+#[tokio::test]
+async fn scram_plus_over_direct_tls_behind_a_proxy_header() {
+    let server = start_with(|s| s.proxy_protocol_from = vec!["127.0.0.1".parse().unwrap()]).await;
+    let mut tcp = TcpStream::connect(server.direct).await.unwrap();
+    tcp.write_all(&proxy_v2("203.0.113.7:50123")).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls_config(&server.tls));
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let mut client = Client::new(stream);
+    let features = client.open(HOST).await;
+    assert!(mechanisms(&features).iter().any(|m| m.ends_with("-PLUS")));
+    let mut exporter = vec![0u8; 32];
+    let conn = client.io.get_ref().1;
+    (conn.export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)).unwrap();
+    let binding = Some((CbType::TlsExporter, exporter));
+    let scram_client = ScramClient::new(HashAlg::Sha256, USER, PASSWORD, binding);
+    let outcome = scram(&mut client, &features, scram_client).await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+}
+
+/// The pending cap counts the address a proxy's header names, not the proxy's: two clients
+/// behind one proxy do not share a cap, and a connection from a configured proxy that sends
+/// no valid header is closed without a stream.
+#[tokio::test]
+async fn proxied_connections_count_against_the_clients_address() {
+    let server = start_with(|s| {
+        s.proxy_protocol_from = vec!["127.0.0.0/8".parse().unwrap()];
+        s.max_pending_per_ip = 1;
+    })
+    .await;
+    let connect = |client: &'static str| async move {
+        let mut tcp = TcpStream::connect(server.starttls).await.unwrap();
+        tcp.write_all(&proxy_v2(client)).await.unwrap();
+        Client::new(tcp)
+    };
+    let mut first = connect("203.0.113.7:1").await;
+    first.open(HOST).await;
+    // The same client again: over its cap while the first is pending.
+    let mut again = connect("203.0.113.7:2").await;
+    again.send("<?xml version='1.0'?>").await;
+    assert!(again.event().await.is_none(), "closed without a stream");
+    // Another client through the same proxy has a cap of its own.
+    let mut other = connect("203.0.113.8:1").await;
+    other.open(HOST).await;
+    // The configured proxy without a header: closed, nothing parsed as XML.
+    let mut bare = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    bare.send(&format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='{NS_STREAMS}' to='{HOST}' version='1.0'>"
+    ))
+    .await;
+    assert!(bare.event().await.is_none(), "closed without a stream");
+}
+
+/// A connection from an address that is not a configured proxy is a client: a PROXY header
+/// it sends is not honoured, and the stream fails as any non-XML input does.
+#[tokio::test]
+async fn a_header_from_elsewhere_is_not_honoured() {
+    let server = start_with(|s| s.proxy_protocol_from = vec!["10.0.0.5".parse().unwrap()]).await;
+    let mut client = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    client
+        .io
+        .write_all(&proxy_v2("203.0.113.7:1"))
+        .await
+        .unwrap();
+    client.send("<?xml version='1.0'?>").await;
+    let mut error = None;
+    while let Some(event) = client.event().await {
+        if let Event::Element(el) = event {
+            assert!(
+                !el.is("features", NS_STREAMS),
+                "a stream was offered: {el:?}"
+            );
+            error = Some(el);
+        }
+    }
+    assert!(
+        error.is_some_and(|e| e.is("error", NS_STREAMS)),
+        "a stream error"
+    );
+    // A plain client from there is served as usual.
+    let mut plain = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+    plain.open(HOST).await;
 }

@@ -171,6 +171,7 @@ fn render(c: &ValidatedConfig) -> String {
                 "fast_token_lifetime_days",
                 int(c2s.fast_token_lifetime.as_secs() / 86_400),
             ),
+            ("proxy_protocol_from", networks(&c2s.proxy_protocol_from)),
         ]),
     );
     let certificates = (c.tls.certificates.iter())
@@ -576,6 +577,10 @@ fn render_mam(m: &MamSettings) -> Value {
     ])
 }
 
+fn networks(list: &[xmppd_realip::Network]) -> Value {
+    Value::Array(list.iter().map(|n| n.to_string().into()).collect())
+}
+
 fn render_http(h: &HttpSettings) -> Value {
     let addrs = |list: &[std::net::SocketAddr]| {
         Value::Array(list.iter().map(|a| a.to_string().into()).collect())
@@ -603,6 +608,9 @@ fn render_http(h: &HttpSettings) -> Value {
         ("bosh_max_wait_secs", int(h.bosh_max_wait.as_secs())),
         ("bosh_max_hold", int(h.bosh_max_hold)),
         ("bosh_inactivity_secs", int(h.bosh_inactivity.as_secs())),
+        ("proxy_protocol_from", networks(&h.proxy_protocol_from)),
+        ("trusted_proxies", networks(&h.trusted_proxies)),
+        ("forwarded_header", h.forwarded_header.name().into()),
     ])
 }
 

@@ -52,6 +52,14 @@ pub struct HttpSection {
     pub bosh_max_hold: u64,
     /// A BOSH session with no request open for this long ends.
     pub bosh_inactivity_secs: u64,
+    /// Proxies (addresses or CIDR blocks) whose connections start with a PROXY protocol
+    /// header naming the client.
+    pub proxy_protocol_from: Vec<String>,
+    /// Proxies (addresses or CIDR blocks) whose `forwarded_header` names the client.
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies append the client to: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239).
+    pub forwarded_header: String,
 }
 
 impl Default for HttpSection {
@@ -76,6 +84,9 @@ impl Default for HttpSection {
             bosh_max_wait_secs: 30,
             bosh_max_hold: 1,
             bosh_inactivity_secs: 60,
+            proxy_protocol_from: Vec::new(),
+            trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
         }
     }
 }
@@ -103,6 +114,9 @@ pub struct HttpSettings {
     pub bosh_max_wait: Duration,
     pub bosh_max_hold: u64,
     pub bosh_inactivity: Duration,
+    pub proxy_protocol_from: Vec<xmppd_realip::Network>,
+    pub trusted_proxies: Vec<xmppd_realip::Network>,
+    pub forwarded_header: xmppd_realip::forwarded::ForwardedHeader,
 }
 
 /// Parses one list of listener addresses, naming its key in errors.
@@ -168,7 +182,19 @@ impl HttpSection {
                 )),
             }
         };
+        let forwarded_header = match self.forwarded_header.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => xmppd_realip::forwarded::ForwardedHeader::XForwardedFor,
+            "forwarded" => xmppd_realip::forwarded::ForwardedHeader::Forwarded,
+            other => {
+                let why = format!("{other:?} is not x-forwarded-for or forwarded");
+                return Err(fail("http.forwarded_header", why));
+            }
+        };
+        let networks = |key: &str, list: &[String]| crate::validate::networks(key, list, fail);
         Ok(Some(HttpSettings {
+            proxy_protocol_from: networks("http.proxy_protocol_from", &self.proxy_protocol_from)?,
+            trusted_proxies: networks("http.trusted_proxies", &self.trusted_proxies)?,
+            forwarded_header,
             listen,
             tls_listen,
             max_body_bytes: in_range(self.max_body_bytes, 0, 1 << 40)

@@ -118,6 +118,9 @@ pub struct C2sSection {
     pub ping_timeout_secs: u64,
     pub sasl2: bool,
     pub fast_token_lifetime_days: u64,
+    /// Proxies (addresses or CIDR blocks) whose connections start with a PROXY protocol
+    /// header naming the client.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 impl Default for C2sSection {
@@ -146,6 +149,7 @@ impl Default for C2sSection {
             ping_timeout_secs: 60,
             sasl2: true,
             fast_token_lifetime_days: 14,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }

@@ -112,6 +112,8 @@ pub struct C2sSettings {
     pub sasl2: bool,
     /// How long a FAST token (XEP-0484) is valid.
     pub fast_token_lifetime: Duration,
+    /// Proxies whose connections start with a PROXY protocol header.
+    pub proxy_protocol_from: Vec<xmppd_realip::Network>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -322,6 +322,26 @@ fn numeric_limits_name_their_key() {
         ("[c2s]\nmax_connections = 0\n", "c2s.max_connections"),
         ("[c2s]\nmax_pending_per_ip = 0\n", "c2s.max_pending_per_ip"),
         (
+            "[c2s]\nproxy_protocol_from = [\"10.0.0.0/33\"]\n",
+            "c2s.proxy_protocol_from",
+        ),
+        (
+            "[c2s]\nproxy_protocol_from = [\"10.0.0.5\", \"10.0.0.5/32\"]\n",
+            "c2s.proxy_protocol_from",
+        ),
+        (
+            "[http]\ntrusted_proxies = [\"proxy.example\"]\nenabled = true\n",
+            "http.trusted_proxies",
+        ),
+        (
+            "[http]\nproxy_protocol_from = [\"::1/\"]\nenabled = true\n",
+            "http.proxy_protocol_from",
+        ),
+        (
+            "[http]\nforwarded_header = \"x-real-ip\"\nenabled = true\n",
+            "http.forwarded_header",
+        ),
+        (
             "[c2s]\nresume_timeout_secs = 0\n",
             "c2s.resume_timeout_secs",
         ),
@@ -594,6 +614,24 @@ fn http_section_is_off_by_default_and_loopback_when_on() {
         vec!["127.0.0.1:5280".parse::<SocketAddr>().unwrap()]
     );
     assert!(http.tls_listen.is_empty() && http.websocket && !http.behind_tls_proxy);
+    assert!(http.trusted_proxies.is_empty() && http.proxy_protocol_from.is_empty());
+    let proxied = load(
+        "[c2s]\nproxy_protocol_from = [\" 10.0.0.9/8 \", \"::1\"]\n\
+         [http]\nenabled = true\ntrusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"Forwarded\"\n",
+    )
+    .unwrap();
+    let shown =
+        |list: &[xmppd_realip::Network]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        shown(&proxied.c2s.proxy_protocol_from),
+        ["10.0.0.0/8", "::1/128"]
+    );
+    let proxied_http = proxied.http.unwrap();
+    assert_eq!(shown(&proxied_http.trusted_proxies), ["127.0.0.1/32"]);
+    assert_eq!(
+        proxied_http.forwarded_header,
+        xmppd_realip::forwarded::ForwardedHeader::Forwarded
+    );
     assert_eq!(http.header_timeout, Duration::from_secs(10));
     let c = load(
         "[http]\nenabled = true\ntls_listen = [\"0.0.0.0:5443\"]\n\

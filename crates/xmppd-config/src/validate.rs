@@ -164,6 +164,8 @@ impl Config {
             .map_err(|why| fail("c2s.ping_timeout_secs", why))?;
         let fast_days = in_range(c2s.fast_token_lifetime_days, 1, 365)
             .map_err(|why| fail("c2s.fast_token_lifetime_days", why))?;
+        let proxy_protocol_from =
+            networks("c2s.proxy_protocol_from", &c2s.proxy_protocol_from, &fail)?;
 
         let reload_secs = in_range(self.tls.reload_interval_secs, 1, 86_400)
             .map_err(|why| fail("tls.reload_interval_secs", why))?;
@@ -324,6 +326,7 @@ impl Config {
                 ping_timeout: Duration::from_secs(ping_timeout_secs as u64),
                 sasl2: c2s.sasl2,
                 fast_token_lifetime: Duration::from_secs(fast_days as u64 * 86_400),
+                proxy_protocol_from,
             },
             tls: TlsSettings {
                 reload_interval: Duration::from_secs(reload_secs as u64),
@@ -400,6 +403,27 @@ pub(crate) fn in_range(v: u64, min: usize, max: usize) -> Result<usize, String> 
         _ if min == 0 => Err(format!("{v} is out of range (at most {max})")),
         _ => Err(format!("{v} is out of range ({min} to {max})")),
     }
+}
+
+/// Parses a list of trusted proxies (addresses or CIDR blocks), naming the entry in errors.
+pub(crate) fn networks(
+    key: &str,
+    list: &[String],
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<xmppd_realip::Network>, ConfigError> {
+    let mut checked: Vec<xmppd_realip::Network> = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let network = (entry.trim().parse::<xmppd_realip::Network>())
+            .map_err(|e| fail(&format!("{key}[{i}]"), e.to_string()))?;
+        if checked.contains(&network) {
+            return Err(fail(
+                &format!("{key}[{i}]"),
+                format!("{network} is listed twice"),
+            ));
+        }
+        checked.push(network);
+    }
+    Ok(checked)
 }
 
 /// The host name (so several nodes sharing a database keep their session records apart).

@@ -40,6 +40,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use xmppd_c2s::{ChannelBindings, Tls, ALPN_ACME_TLS};
+use xmppd_realip::forwarded::ForwardedHeader;
+use xmppd_realip::Network;
 
 /// How long open connections and the services' tasks get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -66,11 +68,18 @@ pub struct HttpSettings {
     pub hide_ip: bool,
     /// Plain connections count as secure (TLS ends at a proxy in front of them).
     pub behind_tls_proxy: bool,
+    /// Proxies whose connections start with a PROXY protocol header naming the client.
+    pub proxy_protocol_from: Vec<Network>,
+    /// Proxies whose `forwarded_header` names the client of each request.
+    pub trusted_proxies: Vec<Network>,
+    pub forwarded_header: ForwardedHeader,
 }
 
 /// Who is asking, as a service sees it.
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// The client's address: the connection's, or the one a trusted proxy gave (its PROXY
+    /// header, or for each request its forwarding header).
     pub addr: SocketAddr,
     /// The request came over one of our TLS listeners.
     pub tls: bool,
@@ -339,13 +348,29 @@ async fn accept_loop(
 
 async fn serve_connection(
     shared: Arc<Shared>,
-    tcp: TcpStream,
-    addr: SocketAddr,
+    mut tcp: TcpStream,
+    mut addr: SocketAddr,
     tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
     let settings = &shared.settings;
+    if xmppd_realip::listed(&settings.proxy_protocol_from, addr.ip()) {
+        // A configured proxy names the client first; without a valid header the connection
+        // is closed, not taken as the proxy's own (its clients would share one address).
+        let deadline = Instant::now() + settings.header_timeout;
+        match xmppd_realip::read_proxy_header(&mut tcp, deadline).await {
+            Ok(header) => addr = header.source.unwrap_or(addr),
+            Err(xmppd_realip::HeaderError::Closed) => return,
+            Err(e) if settings.hide_ip => {
+                return tracing::warn!(error = %e, "closing an HTTP connection from a proxy");
+            }
+            Err(e) => {
+                let proxy = addr;
+                return tracing::warn!(%proxy, error = %e, "closing an HTTP connection from a proxy");
+            }
+        }
+    }
     let mut peer = Peer {
         addr,
         tls,
@@ -411,10 +436,31 @@ async fn serve_http<I>(
     }
 }
 
+/// The request's client: from a trusted proxy, the one its forwarding header names.
+fn forwarded_peer(settings: &HttpSettings, req: &Request<Incoming>, peer: &Peer) -> Option<Peer> {
+    if !xmppd_realip::listed(&settings.trusted_proxies, peer.addr.ip()) {
+        return None;
+    }
+    let header = settings.forwarded_header;
+    let values = req
+        .headers()
+        .get_all(header.name())
+        .iter()
+        .map(|v| v.as_bytes());
+    let client =
+        xmppd_realip::forwarded::client_addr(peer.addr, &settings.trusted_proxies, header, values);
+    (client != peer.addr).then(|| Peer {
+        addr: client,
+        ..peer.clone()
+    })
+}
+
 /// Routes one request, within the body and time limits, and logs it.
 async fn answer(shared: &Shared, req: Request<Incoming>, peer: &Peer) -> Response<ResponseBody> {
     let settings = &shared.settings;
     let started = Instant::now();
+    let forwarded = forwarded_peer(settings, &req, peer);
+    let peer = forwarded.as_ref().unwrap_or(peer);
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let declared =
         (req.headers().get(CONTENT_LENGTH)).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
