@@ -415,15 +415,17 @@ async fn accept_loop(
                         tracing::warn!("connection limit reached: closing a new connection");
                         continue;
                     };
-                    let proxied = xmppd_realip::listed(&shared.settings.proxy_protocol_from, peer.ip());
+                    let proxies = &shared.settings.proxy_protocol_from;
                     // A proxy's own connections are not the client's: the pending cap applies
                     // once its header named the client.
-                    let pending = match proxied {
+                    let pending = match xmppd_realip::listed(proxies, peer.ip()) {
                         true => None,
                         false => match shared.pending.try_acquire(peer.ip()) {
                             Some(pending) => Some(pending),
                             None => {
-                                tracing::warn!("too many connections before login from one address");
+                                tracing::warn!(
+                                    "too many connections before login from one address"
+                                );
                                 continue;
                             }
                         },

@@ -367,7 +367,11 @@ async fn serve_connection(
             }
             Err(e) => {
                 let proxy = addr;
-                return tracing::warn!(%proxy, error = %e, "closing an HTTP connection from a proxy");
+                return tracing::warn!(
+                    %proxy,
+                    error = %e,
+                    "closing an HTTP connection from a proxy"
+                );
             }
         }
     }
