@@ -96,6 +96,52 @@ impl InternalBackend {
         InternalBackend { store, iterations }
     }
 
+    async fn stored_keys(
+        &self,
+        user: &UserRef,
+        alg: HashAlg,
+    ) -> Result<Option<ScramKeys>, AuthError> {
+        Ok(self
+            .store
+            .credentials(user, alg.as_str())
+            .await?
+            .and_then(from_stored))
+    }
+
+    /// After a PLAIN login proved `password`: derives the keys of the hashes `stored` lacks
+    /// (an account imported with SCRAM-SHA-1 keys only) and stores them beside the others, so
+    /// every SCRAM mechanism works from now on. A failure here costs only the upgrade: the
+    /// login goes on, and the next PLAIN login tries again.
+    async fn complete_keys(&self, user: &UserRef, password: &str, stored: Vec<ScramKeys>) {
+        let (pw, iterations) = (password.to_owned(), self.iterations);
+        let have: Vec<HashAlg> = stored.iter().map(|k| k.alg).collect();
+        let derived = blocking(move || {
+            HashAlg::ALL
+                .into_iter()
+                .filter(|alg| !have.contains(alg))
+                .map(|alg| ScramKeys::generate(alg, &pw, iterations))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+        let added = match derived {
+            Ok(Ok(keys)) => keys,
+            Ok(Err(e)) => {
+                return tracing::warn!(user = %user.jid(), error = %e, "deriving missing SCRAM keys")
+            }
+            Err(e) => {
+                return tracing::warn!(user = %user.jid(), error = %e, "deriving missing SCRAM keys")
+            }
+        };
+        let names: Vec<&str> = added.iter().map(|k| k.alg.as_str()).collect();
+        let all: Vec<StoredScram> = stored.iter().chain(&added).map(to_stored).collect();
+        match self.store.set_credentials(user, &all).await {
+            Ok(()) => {
+                tracing::info!(user = %user.jid(), hashes = ?names, "SCRAM keys derived at a PLAIN login")
+            }
+            Err(e) => tracing::warn!(user = %user.jid(), error = %e, "storing derived SCRAM keys"),
+        }
+    }
+
     async fn derive_all_blocking(&self, password: &str) -> Result<Vec<StoredScram>, AuthError> {
         let (password, iterations) = (password.to_owned(), self.iterations);
         blocking(move || derive_all(&password, iterations)).await?
@@ -179,31 +225,44 @@ impl AuthBackend for InternalBackend {
         user: &UserRef,
         alg: HashAlg,
     ) -> Result<Option<ScramKeys>, AuthError> {
-        Ok(self
-            .store
-            .credentials(user, alg.as_str())
-            .await?
-            .and_then(from_stored))
+        let keys = self.stored_keys(user, alg).await?;
+        if keys.is_none() && self.store.user_exists(user).await? {
+            // An account imported with another hash's keys only: this mechanism fails like a
+            // wrong password (RFC 6120 §6.5.10 <not-authorized/>) until a PLAIN login derives
+            // the keys (`check_password`).
+            tracing::info!(
+                user = %user.jid(),
+                mechanism = %format!("SCRAM-{}", alg.as_str()),
+                "the account has no keys for this mechanism yet: it gains them at its next \
+                 PLAIN login; until then it can use the hashes it has"
+            );
+        }
+        Ok(keys)
     }
 
     async fn check_password(&self, user: &UserRef, password: &str) -> Result<bool, AuthError> {
-        // SHA-256 entry is always written; fall back to any hash an import may have left.
-        let mut found = None;
-        for alg in [HashAlg::Sha256, HashAlg::Sha512, HashAlg::Sha1] {
-            if let Some(keys) = self.scram_keys(user, alg).await? {
-                found = Some(keys);
-                break;
+        let mut stored = Vec::new();
+        for alg in HashAlg::ALL {
+            if let Some(keys) = self.stored_keys(user, alg).await? {
+                stored.push(keys);
             }
         }
+        // SHA-256 is written for every account made here; an import may have left any hash.
+        let preferred = [HashAlg::Sha256, HashAlg::Sha512, HashAlg::Sha1]
+            .into_iter()
+            .find_map(|alg| stored.iter().find(|k| k.alg == alg).cloned());
         // An unknown user costs the same key derivation as a known one, so the answer's timing
         // does not tell whether the account exists.
-        let (keys, known) = match found {
+        let (keys, known) = match preferred {
             Some(k) => (k, true),
             None => (dummy_keys(self.iterations), false),
         };
-        let password = password.to_owned();
+        let pw = password.to_owned();
         // PBKDF2 is deliberately slow: off the async workers, so routing never waits for it.
-        let ok = blocking(move || keys.verify_password(&password)).await?;
+        let ok = blocking(move || keys.verify_password(&pw)).await?;
+        if known && ok && stored.len() < HashAlg::ALL.len() {
+            self.complete_keys(user, password, stored).await;
+        }
         Ok(known && ok)
     }
 
@@ -263,5 +322,26 @@ mod tests {
             b.create_user(&alice, "").await,
             Err(AuthError::InvalidPassword(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_account_with_sha1_keys_only_gains_the_others_at_a_plain_login() {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let b = InternalBackend::with_iterations(store.clone(), 64);
+        let bob = UserRef::new("bob", "localhost");
+        let sha1 = ScramKeys::generate(HashAlg::Sha1, "imported", 64).unwrap();
+        store.create_user(&bob, &[to_stored(&sha1)]).await.unwrap();
+        assert!(b.scram_keys(&bob, HashAlg::Sha256).await.unwrap().is_none());
+
+        assert!(!b.check_password(&bob, "wrong").await.unwrap());
+        assert!(b.scram_keys(&bob, HashAlg::Sha256).await.unwrap().is_none());
+
+        assert!(b.check_password(&bob, "imported").await.unwrap());
+        for alg in [HashAlg::Sha256, HashAlg::Sha512] {
+            let keys = (b.scram_keys(&bob, alg).await.unwrap()).expect("derived at the login");
+            assert!(keys.verify_password("imported"));
+        }
+        // The keys it came with stay as they were.
+        assert_eq!(b.scram_keys(&bob, HashAlg::Sha1).await.unwrap(), Some(sha1));
     }
 }
