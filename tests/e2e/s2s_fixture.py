@@ -382,13 +382,15 @@ class Prosody(PeerServer):
     ``secure_auth``: ``s2s_secure_auth``, a peer must present a certificate this instance
     trusts (SASL EXTERNAL, XEP-0178), except the ``insecure_domains``; the others may use
     dialback. ``trusted``: whether this instance's own certificate comes from the network's
-    CA. ``bidi``: bidirectional streams (XEP-0288, Prosody's ``s2s_bidi`` module)."""
+    CA. ``bidi``: bidirectional streams (XEP-0288, Prosody's ``s2s_bidi`` module).
+    ``modules`` adds Prosody modules to the ones every instance loads."""
 
     software = "prosody"
 
     def __init__(self, net: S2sNetwork, domain: str, *, users=("alice", "bob"),
                  secure_auth: bool = True, insecure_domains: tuple[str, ...] = (),
-                 trusted: bool = True, bidi: bool = False) -> None:
+                 trusted: bool = True, bidi: bool = False,
+                 modules: tuple[str, ...] = ()) -> None:
         require_tools("prosody", "prosodyctl", packages="prosody, lua-unbound")
         super().__init__(net, domain, users, trusted)
         (self.dir / "data").mkdir()
@@ -403,7 +405,7 @@ class Prosody(PeerServer):
             "data_path": str(self.dir / "data"),
             "log": {"debug": str(self.log)},
             "modules_enabled": ["roster", "saslauth", "tls", "dialback", "disco", "ping",
-                                *(["s2s_bidi"] if bidi else [])],
+                                *(["s2s_bidi"] if bidi else []), *modules],
             "c2s_ports": [self.starttls_port],
             "c2s_interfaces": ["127.0.0.1"],
             "c2s_direct_tls_ports": [],
@@ -487,12 +489,15 @@ class Ejabberd(PeerServer):
     node name and cookie, and no epmd (the node listens on a fixed distribution port that
     ``ejabberdctl`` is told), so nothing is left running and two instances never meet.
 
-    ``trusted``: whether this instance's own certificate comes from the network's CA."""
+    ``trusted``: whether this instance's own certificate comes from the network's CA.
+    ``modules`` adds ejabberd modules (name to options) to the ones every instance has, and
+    ``options`` adds or overrides top-level settings."""
 
     software = "ejabberd"
 
     def __init__(self, net: S2sNetwork, domain: str, *, users=("alice", "bob"),
-                 trusted: bool = True) -> None:
+                 trusted: bool = True, modules: dict | None = None,
+                 options: dict | None = None) -> None:
         require_tools("ejabberdctl", "erl", packages="ejabberd")
         super().__init__(net, domain, users, trusted)
         (self.dir / "spool").mkdir()
@@ -525,7 +530,9 @@ class Ejabberd(PeerServer):
                 "mod_s2s_dialback": {},
                 "mod_muc": {"host": f"conference.{domain}", "access_create": "all",
                             "access_persistent": "all"},
+                **(modules or {}),
             },
+            **(options or {}),
         }
         self.config_path.write_text(_yaml(config))
         # ejabberdctl's own settings: run as the current user (root here) rather than

@@ -110,6 +110,55 @@ pub async fn passwd(
     Ok(())
 }
 
+/// The stores an import or export works on: the core's and the personal data's.
+async fn portable_stores(config: &ValidatedConfig) -> Result<xmppd_portable::Stores, Failure> {
+    let stores = stores::open(config).await?;
+    let personal = xmppd_personal::SqlitePersonal::open(stores.services)
+        .await
+        .map_err(|e| format!("opening the personal data tables: {e}"))?;
+    Ok(xmppd_portable::Stores {
+        core: stores.core,
+        personal: std::sync::Arc::new(personal),
+    })
+}
+
+/// The hosts whose accounts are xmppd's own (a directory's are managed there).
+fn own_hosts(config: &ValidatedConfig) -> Vec<String> {
+    (config.server.hosts.iter())
+        .filter(|h| refuse_directory_host(config, h).is_ok())
+        .cloned()
+        .collect()
+}
+
+/// `xmppd import FILE`: the file is checked whole before anything is written.
+pub async fn import(
+    config: &ValidatedConfig,
+    file: &std::path::Path,
+    replace: bool,
+) -> Result<(), Failure> {
+    let hosts = own_hosts(config);
+    let stores = portable_stores(config).await?;
+    let existing = if replace {
+        xmppd_portable::Existing::Replace
+    } else {
+        xmppd_portable::Existing::Skip
+    };
+    let counts = xmppd_portable::import(file, &hosts, &stores, existing).await?;
+    println!("{counts}");
+    Ok(())
+}
+
+/// `xmppd export DIR`: one file per host.
+pub async fn export(config: &ValidatedConfig, dir: &std::path::Path) -> Result<(), Failure> {
+    let stores = portable_stores(config).await?;
+    let (files, accounts) = xmppd_portable::export(dir, &own_hosts(config), &stores).await?;
+    for file in files {
+        println!("wrote {}", file.display());
+    }
+    println!("accounts exported: {accounts}");
+    Ok(())
+}
+
 /// One JID per line, hosts in configuration order, users sorted within a host.
 pub async fn list_users(config: &ValidatedConfig, domain: Option<&str>) -> Result<(), Failure> {
     let domains = match domain {

@@ -66,6 +66,19 @@ enum Command {
     /// Account administration
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Import accounts from a XEP-0227 file (as ejabberd's `export_piefxis` and Prosody's
+    /// migrator write them): passwords or SCRAM keys, rosters, vCards, private XML, offline
+    /// messages. Accounts already present are skipped, so a second run goes on where one
+    /// stopped.
+    Import {
+        file: PathBuf,
+        /// Overwrite accounts already present (credentials, roster, vCard, private XML)
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Export every host's accounts to DIR/HOST.xml (XEP-0227), SCRAM keys of every hash
+    /// included
+    Export { dir: PathBuf },
     /// List the sessions connected to running servers sharing this database
     Sessions,
     /// Send a message to every online session (of one host) of the running server
@@ -244,6 +257,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Users(UsersCommand::List { domain }) => {
             admin::block_on(admin::list_users(&config, domain.as_deref()))
         }
+        Command::Import { file, replace } => {
+            admin::block_on(admin::import(&config, &file, replace))
+        }
+        Command::Export { dir } => admin::block_on(admin::export(&config, &dir)),
         Command::Sessions => admin::block_on(admin::sessions(&config)),
         Command::Broadcast { message, domain } => {
             admin::block_on(admin::broadcast(&config, &message, domain.as_deref()))

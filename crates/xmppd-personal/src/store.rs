@@ -18,6 +18,8 @@ use xmppd_storage::{Schema, SqliteStore, StorageError, UserRef};
 pub trait PersonalStore: Send + Sync {
     async fn private(&self, user: &UserRef, ns: &str) -> Result<Option<String>, StorageError>;
     async fn set_private(&self, user: &UserRef, ns: &str, xml: &str) -> Result<(), StorageError>;
+    /// Every private element of `user`: (namespace, XML), sorted by namespace (for export).
+    async fn all_private(&self, user: &UserRef) -> Result<Vec<(String, String)>, StorageError>;
     async fn vcard(&self, user: &UserRef) -> Result<Option<String>, StorageError>;
     async fn set_vcard(&self, user: &UserRef, xml: &str) -> Result<(), StorageError>;
 }
@@ -85,6 +87,22 @@ impl PersonalStore for SqlitePersonal {
                 )?
                 .execute(params![user.domain, user.user, ns, xml])?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn all_private(&self, user: &UserRef) -> Result<Vec<(String, String)>, StorageError> {
+        let user = user.clone();
+        self.store
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT namespace, xml FROM personal_private \
+                     WHERE domain = ?1 AND user = ?2 ORDER BY namespace",
+                )?;
+                let rows = stmt.query_map(params![user.domain, user.user], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
             .await
     }
