@@ -19,14 +19,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use tokio::io::AsyncWriteExt;
-use tokio_rustls::TlsConnector;
 
-use super::client::{close, login_with_roster, tls_client_config, wait_for, xml_escape, Session};
+use super::client::{close, login_with_roster, wait_for, xml_escape, Session, Target};
 use super::server::{database_bytes, register_users, write_config, ServerProcess, TempDir};
 use super::{user_name, Options};
 
@@ -161,11 +158,11 @@ async fn drive(opts: &Options, workload: Workload, addr: std::net::SocketAddr) -
     if workload == Workload::Idle {
         return Ok(());
     }
-    let connector = TlsConnector::from(Arc::new(tls_client_config()?));
+    let target = Target::tcp(addr)?;
     let mut sessions = Vec::with_capacity(opts.clients);
     for i in 0..opts.clients {
         let user = user_name(i);
-        let session = step(login_with_roster(addr, &connector, &user, opts.sasl))
+        let session = step(login_with_roster(&target, &user, opts.sasl))
             .await
             .with_context(|| format!("login of {user}"))?;
         sessions.push(session);
@@ -206,9 +203,7 @@ async fn send_one(sessions: &mut [Session], from: usize, to: usize, seq: usize) 
         "<message to='{}' type='chat'><body>{seq}</body></message>",
         xml_escape(&sessions[to].jid)
     );
-    let sender = &mut sessions[from].tls;
-    sender.write_all(stanza.as_bytes()).await?;
-    sender.flush().await?;
+    sessions[from].send(&stanza).await?;
     let got = wait_for(&mut sessions[to], |el| el.name() == "message").await?;
     let body = got
         .children()

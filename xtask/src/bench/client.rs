@@ -1,5 +1,5 @@
-//! The load client: XMPP login over direct TLS, the message exchange of one connection, and
-//! what it makes of the stanzas it receives.
+//! The load client: XMPP login over direct TLS (XEP-0368) or WebSocket (RFC 7395), the message
+//! exchange of one connection, and what it makes of the stanzas it receives.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -10,12 +10,17 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use minidom::Element;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+use xmppd_http::framing::{self, NS_FRAMING};
 use xmppd_sasl::client::ScramClient;
 use xmppd_sasl::HashAlg;
 use xmppd_stream::{Event, Framer, Limits};
@@ -23,6 +28,49 @@ use xmppd_stream::{Event, Framer, Limits};
 use super::{user_name, Sasl, DOMAIN, LOGIN_CONCURRENCY, LOGIN_TIMEOUT, PASSWORD};
 
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+
+/// How a client's stream reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transport {
+    /// Direct TLS on the c2s listener (XEP-0368).
+    Tcp,
+    /// XMPP over WebSocket (RFC 7395) on the HTTPS listener's `/xmpp-websocket`.
+    WebSocket,
+    /// Plain HTTP/1.1 requests on the HTTPS listener (file upload), no XMPP stream.
+    Http,
+}
+
+/// Where a client logs in: the server's listener for the transport, and the domain its users
+/// live on (each server of a federation has its own).
+#[derive(Clone)]
+pub(super) struct Target {
+    pub(super) addr: SocketAddr,
+    pub(super) domain: Arc<str>,
+    pub(super) transport: Transport,
+    connector: TlsConnector,
+}
+
+impl Target {
+    pub(super) fn new(addr: SocketAddr, domain: &str, transport: Transport) -> Result<Self> {
+        // ALPN names what runs inside TLS: XMPP itself (XEP-0368), or HTTP carrying the
+        // WebSocket upgrade.
+        let alpn: &[u8] = match transport {
+            Transport::Tcp => b"xmpp-client",
+            Transport::WebSocket | Transport::Http => b"http/1.1",
+        };
+        Ok(Target {
+            addr,
+            domain: domain.into(),
+            transport,
+            connector: TlsConnector::from(Arc::new(tls_client_config(alpn)?)),
+        })
+    }
+
+    /// Direct TLS to the bench's one server and domain.
+    pub(super) fn tcp(addr: SocketAddr) -> Result<Self> {
+        Target::new(addr, DOMAIN, Transport::Tcp)
+    }
+}
 
 /// Phases of the message exchange, broadcast to every connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +91,14 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    pub(super) fn new() -> Self {
+        Shared {
+            epoch: Instant::now(),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -56,29 +112,260 @@ pub(super) struct ConnStats {
     pub(super) error_stanzas: u64,
 }
 
-/// A logged-in, bound, available session.
-pub(super) struct Session {
-    pub(super) tls: TlsStream<TcpStream>,
-    pub(super) framer: Framer,
-    pub(super) jid: String,
+/// The connection under a stream; both boxed, each is over a kilobyte of TLS state.
+enum Link {
+    Tcp(Box<TlsStream<TcpStream>>),
+    WebSocket(Box<WebSocketStream<TlsStream<TcpStream>>>),
 }
 
-pub(super) async fn login_all(addr: SocketAddr, count: usize, sasl: Sasl) -> Result<Vec<Session>> {
-    let connector = TlsConnector::from(Arc::new(tls_client_config()?));
+/// A client stream: its connection, the parser of what the server sends, and once bound, the
+/// session's JID. Over WebSocket the server's messages are turned back into a classic stream
+/// (`<open/>` into a stream header, `<close/>` into its end), so the same framer reads both.
+pub(super) struct Session {
+    link: Link,
+    pub(super) framer: Framer,
+    pub(super) jid: String,
+    domain: Arc<str>,
+    buf: Vec<u8>,
+}
+
+/// Stanzas queued for one write, each element's end marked: over WebSocket each element is a
+/// message of its own (RFC 7395 §3.3.3), over TCP they go out in one write.
+#[derive(Default)]
+pub(super) struct Outbox {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Outbox {
+    /// Appends one element.
+    pub(super) fn push(&mut self, element: &str) {
+        self.buf.extend_from_slice(element.as_bytes());
+        self.ends.push(self.buf.len());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+}
+
+impl Target {
+    /// A TCP connection to the target's address with TLS naming its domain.
+    pub(super) async fn connect_tls(&self) -> Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(self.addr).await.context("connecting")?;
+        // Small stanzas each matter for latency; batching is done by the client itself.
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(self.domain.as_ref())?.to_owned();
+        self.connector
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")
+    }
+}
+
+impl Session {
+    async fn connect(target: &Target) -> Result<Session> {
+        let tls = target.connect_tls().await?;
+        let link = match target.transport {
+            Transport::Http => bail!("an XMPP stream needs direct TLS or WebSocket"),
+            Transport::Tcp => Link::Tcp(Box::new(tls)),
+            Transport::WebSocket => {
+                let url = format!("wss://{}/xmpp-websocket", target.domain);
+                let mut request = url.into_client_request()?;
+                // RFC 7395 §3.1: the `xmpp` subprotocol, or the server refuses the upgrade.
+                request
+                    .headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "xmpp".parse()?);
+                let (ws, _) = tokio_tungstenite::client_async(request, tls)
+                    .await
+                    .context("WebSocket handshake")?;
+                Link::WebSocket(Box::new(ws))
+            }
+        };
+        Ok(Session {
+            link,
+            framer: Framer::new(Limits::DEFAULT),
+            jid: String::new(),
+            domain: target.domain.clone(),
+            buf: vec![0u8; 16 * 1024],
+        })
+    }
+
+    /// Writes `data` and flushes: over TCP any bytes, over WebSocket exactly one element.
+    pub(super) async fn send(&mut self, data: &str) -> Result<()> {
+        match &mut self.link {
+            Link::Tcp(tls) => {
+                tls.write_all(data.as_bytes()).await?;
+                tls.flush().await?;
+            }
+            Link::WebSocket(ws) => ws.send(ws_message(data.as_bytes())?).await?,
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued, in one write over TCP, then flushes.
+    pub(super) async fn send_all(&mut self, out: &Outbox) -> Result<()> {
+        match &mut self.link {
+            Link::Tcp(tls) => {
+                tls.write_all(&out.buf).await?;
+                tls.flush().await?;
+            }
+            Link::WebSocket(ws) => {
+                let mut start = 0;
+                for &end in &out.ends {
+                    ws.feed(ws_message(&out.buf[start..end])?).await?;
+                    start = end;
+                }
+                ws.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The client's stream header (RFC 6120 §4.7), or `<open/>` (RFC 7395 §3.4).
+    async fn open_stream(&mut self) -> Result<()> {
+        let domain = self.domain.clone();
+        let open = match self.link {
+            Link::Tcp(_) => format!(
+                "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                 xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+            ),
+            Link::WebSocket(_) => {
+                format!("<open xmlns='{NS_FRAMING}' to='{domain}' version='1.0'/>")
+            }
+        };
+        self.send(&open).await
+    }
+
+    /// `</stream:stream>` (RFC 6120 §4.4), or `<close/>` (RFC 7395 §3.6).
+    pub(super) async fn close_stream(&mut self) -> Result<()> {
+        match self.link {
+            Link::Tcp(_) => self.send("</stream:stream>").await,
+            Link::WebSocket(_) => self.send(&format!("<close xmlns='{NS_FRAMING}'/>")).await,
+        }
+    }
+
+    /// Reads what the server sent next into the framer; an end of the connection is an error.
+    /// Cancel-safe: nothing read is lost when the future is dropped.
+    pub(super) async fn read_more(&mut self) -> Result<()> {
+        match &mut self.link {
+            Link::Tcp(tls) => {
+                let n = tls
+                    .read(&mut self.buf)
+                    .await
+                    .context("reading from the server")?;
+                if n == 0 {
+                    bail!("server closed the connection");
+                }
+                self.framer.feed(&self.buf[..n]);
+            }
+            Link::WebSocket(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        self.framer.feed(&framing::incoming(text.as_str()));
+                        break;
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => bail!("server closed the connection"),
+                    // Pings are answered by the WebSocket layer itself.
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e).context("reading from the server"),
+                }
+            },
+        }
+        Ok(())
+    }
+
+    pub(super) async fn next_event(&mut self) -> Result<Event> {
+        loop {
+            if let Some(event) = self
+                .framer
+                .next_event()
+                .context("parsing the server's stream")?
+            {
+                return Ok(event);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// The next top-level element; a stream close or stream error is an error.
+    pub(super) async fn next_element(&mut self) -> Result<Element> {
+        match self.next_event().await? {
+            Event::Element(el) if el.name() == "error" && el.ns() == xmppd_stream::NS_STREAM => {
+                bail!("stream error <{}>", first_child_name(&el).unwrap_or("?"))
+            }
+            Event::Element(el) => Ok(el),
+            other => bail!("expected an element, got {}", describe(&other)),
+        }
+    }
+
+    async fn expect_header(&mut self) -> Result<()> {
+        match self.next_event().await? {
+            Event::Header(_) => Ok(()),
+            other => bail!("expected a stream header, got {}", describe(&other)),
+        }
+    }
+
+    /// Waits up to `grace` for the server to end the connection: courtesy, not correctness.
+    async fn linger(&mut self, grace: Duration) {
+        let _ =
+            tokio::time::timeout(grace, async { while self.read_more().await.is_ok() {} }).await;
+    }
+
+    /// Ends the TLS session (or the WebSocket) without waiting for anything.
+    async fn shutdown(&mut self) {
+        match &mut self.link {
+            Link::Tcp(tls) => {
+                let _ = tls.shutdown().await;
+            }
+            Link::WebSocket(ws) => {
+                let _ = ws.close(None).await;
+            }
+        }
+    }
+}
+
+/// One element as a WebSocket message. RFC 7395 §3.3.3: each stanza is namespace-qualified on
+/// its own, there being no stream element to inherit `jabber:client` from.
+fn ws_message(element: &[u8]) -> Result<WsMessage> {
+    let text = std::str::from_utf8(element).context("a stanza that is not UTF-8")?;
+    let tag_end = text.find('>').unwrap_or(text.len());
+    let name_end = text[1..]
+        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+        .map_or(text.len(), |i| i + 1);
+    if text.starts_with('<') && !text[..tag_end].contains("xmlns=") && name_end <= tag_end {
+        let mut qualified = String::with_capacity(text.len() + 24);
+        qualified.push_str(&text[..name_end]);
+        qualified.push_str(" xmlns='jabber:client'");
+        qualified.push_str(&text[name_end..]);
+        return Ok(WsMessage::text(qualified));
+    }
+    Ok(WsMessage::text(text))
+}
+
+/// Logs in each `(target, user index)` concurrently, at most [`LOGIN_CONCURRENCY`] at once.
+pub(super) async fn login_all(
+    logins: impl IntoIterator<Item = (Target, usize)>,
+    sasl: Sasl,
+) -> Result<Vec<Session>> {
     let gate = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
-    let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
-        let connector = connector.clone();
+    let mut tasks = Vec::new();
+    for (target, i) in logins {
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            tokio::time::timeout(LOGIN_TIMEOUT, login(addr, &connector, &user_name(i), sasl))
+            tokio::time::timeout(LOGIN_TIMEOUT, login(&target, &user_name(i), sasl))
                 .await
                 .map_err(|_| anyhow!("login timed out after {LOGIN_TIMEOUT:?}"))?
-                .with_context(|| format!("login of {}", user_name(i)))
+                .with_context(|| format!("login of {}@{}", user_name(i), target.domain))
         }));
     }
-    let mut sessions = Vec::with_capacity(count);
+    let mut sessions = Vec::with_capacity(tasks.len());
     for task in tasks {
         sessions.push(task.await.context("login task died")??);
     }
@@ -88,7 +375,7 @@ pub(super) async fn login_all(addr: SocketAddr, count: usize, sasl: Sasl) -> Res
 /// Reads until an element matching `want` arrives (others are dropped); errors end the wait.
 pub(super) async fn wait_for(s: &mut Session, want: impl Fn(&Element) -> bool) -> Result<Element> {
     loop {
-        let el = next_element(&mut s.tls, &mut s.framer, &mut vec![0u8; 16 * 1024]).await?;
+        let el = s.next_element().await?;
         if el.attr("type") == Some("error") && el.name() != "message" {
             bail!("<{}/> error from {:?}", el.name(), el.attr("from"));
         }
@@ -101,17 +388,10 @@ pub(super) async fn wait_for(s: &mut Session, want: impl Fn(&Element) -> bool) -
 /// A login as a client does it, then the roster (RFC 6121 §2.1.3), what a client asks next.
 /// Its answer also shows that the presence sent before it was handled: a session handles its
 /// stanzas in order.
-pub(super) async fn login_with_roster(
-    addr: SocketAddr,
-    connector: &TlsConnector,
-    user: &str,
-    sasl: Sasl,
-) -> Result<Session> {
-    let mut s = login(addr, connector, user, sasl).await?;
-    s.tls
-        .write_all(b"<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>")
+pub(super) async fn login_with_roster(target: &Target, user: &str, sasl: Sasl) -> Result<Session> {
+    let mut s = login(target, user, sasl).await?;
+    s.send("<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>")
         .await?;
-    s.tls.flush().await?;
     wait_for(&mut s, |el| {
         el.name() == "iq" && el.attr("id") == Some("roster1")
     })
@@ -121,71 +401,39 @@ pub(super) async fn login_with_roster(
 
 /// RFC 6120 §4.4: closes the stream and waits for the server's close.
 pub(super) async fn close(mut s: Session) -> Result<()> {
-    s.tls.write_all(b"</stream:stream>").await?;
-    s.tls.flush().await?;
-    let mut buf = vec![0u8; 4096];
-    while !matches!(
-        next_event(&mut s.tls, &mut s.framer, &mut buf).await?,
-        Event::Close
-    ) {}
+    s.close_stream().await?;
+    while !matches!(s.next_event().await?, Event::Close) {}
     // The server may already have closed the connection; nothing is left to learn then.
-    let _ = s.tls.shutdown().await;
+    s.shutdown().await;
     Ok(())
 }
 
-/// Direct TLS, SASL PLAIN, stream restart, resource binding, initial presence.
-pub(super) async fn login(
-    addr: SocketAddr,
-    connector: &TlsConnector,
-    user: &str,
-    sasl: Sasl,
-) -> Result<Session> {
-    let Session {
-        mut tls,
-        mut framer,
-        ..
-    } = authenticate(addr, connector, user, sasl).await?;
-    let mut buf = vec![0u8; 16 * 1024];
-    tls.write_all(
-        b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+/// TLS (and the WebSocket upgrade), SASL, stream restart, resource binding, initial presence.
+pub(super) async fn login(target: &Target, user: &str, sasl: Sasl) -> Result<Session> {
+    let mut s = authenticate(target, user, sasl).await?;
+    s.send(
+        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
           <resource>bench</resource></bind></iq>",
     )
     .await?;
-    tls.flush().await?;
-    let jid = loop {
-        let el = next_element(&mut tls, &mut framer, &mut buf).await?;
+    s.jid = loop {
+        let el = s.next_element().await?;
         if el.name() == "iq" && el.attr("id") == Some("bind1") {
             break bound_jid(&el)?;
         }
     };
-    tls.write_all(b"<presence/>").await?;
-    tls.flush().await?;
-    Ok(Session { tls, framer, jid })
+    s.send("<presence/>").await?;
+    Ok(s)
 }
 
-/// Direct TLS, SASL, stream restart, up to the features that offer binding: a stream on
-/// which the client binds a resource or resumes a session (XEP-0198 §5). Its `jid` is empty.
-pub(super) async fn authenticate(
-    addr: SocketAddr,
-    connector: &TlsConnector,
-    user: &str,
-    sasl: Sasl,
-) -> Result<Session> {
-    let tcp = TcpStream::connect(addr).await.context("connecting")?;
-    // Small stanzas each matter for latency; batching is done by the client itself.
-    tcp.set_nodelay(true)?;
-    let name = rustls_pki_types::ServerName::try_from(DOMAIN)?.to_owned();
-    let mut tls = connector
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")?;
-    let mut framer = Framer::new(Limits::DEFAULT);
-    let mut buf = vec![0u8; 16 * 1024];
-
-    tls.write_all(client_stream_header().as_bytes()).await?;
-    tls.flush().await?;
-    expect_header(&mut tls, &mut framer, &mut buf).await?;
-    let features = next_element(&mut tls, &mut framer, &mut buf).await?;
+/// TLS (and the WebSocket upgrade), SASL, stream restart, up to the features that offer
+/// binding: a stream on which the client binds a resource or resumes a session (XEP-0198 §5).
+/// Its `jid` is empty.
+pub(super) async fn authenticate(target: &Target, user: &str, sasl: Sasl) -> Result<Session> {
+    let mut s = Session::connect(target).await?;
+    s.open_stream().await?;
+    s.expect_header().await?;
+    let features = s.next_element().await?;
     if !offers_mechanism(&features, sasl.name()) {
         bail!("server does not offer SASL {} over TLS", sasl.name());
     }
@@ -201,9 +449,8 @@ pub(super) async fn authenticate(
         "<auth xmlns='{NS_SASL}' mechanism='{}'>{initial}</auth>",
         sasl.name()
     );
-    tls.write_all(auth.as_bytes()).await?;
-    tls.flush().await?;
-    let mut outcome = next_element(&mut tls, &mut framer, &mut buf).await?;
+    s.send(&auth).await?;
+    let mut outcome = s.next_element().await?;
     if let (Some(client), "challenge") = (&mut scram, outcome.name()) {
         let server_first = sasl_payload(&outcome)?;
         let response = client
@@ -213,9 +460,8 @@ pub(super) async fn authenticate(
             "<response xmlns='{NS_SASL}'>{}</response>",
             B64.encode(response)
         );
-        tls.write_all(response.as_bytes()).await?;
-        tls.flush().await?;
-        outcome = next_element(&mut tls, &mut framer, &mut buf).await?;
+        s.send(&response).await?;
+        outcome = s.next_element().await?;
     }
     if outcome.name() != "success" {
         bail!(
@@ -231,69 +477,14 @@ pub(super) async fn authenticate(
     }
 
     // RFC 6120 §6.4.6: after success both sides start a fresh stream.
-    framer.reset();
-    tls.write_all(client_stream_header().as_bytes()).await?;
-    tls.flush().await?;
-    expect_header(&mut tls, &mut framer, &mut buf).await?;
-    let features = next_element(&mut tls, &mut framer, &mut buf).await?;
+    s.framer.reset();
+    s.open_stream().await?;
+    s.expect_header().await?;
+    let features = s.next_element().await?;
     if !features.children().any(|c| c.name() == "bind") {
         bail!("server offers no resource binding after authentication");
     }
-    Ok(Session {
-        tls,
-        framer,
-        jid: String::new(),
-    })
-}
-
-fn client_stream_header() -> String {
-    format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-         xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>"
-    )
-}
-
-async fn expect_header<S: AsyncRead + Unpin>(
-    io: &mut S,
-    framer: &mut Framer,
-    buf: &mut [u8],
-) -> Result<()> {
-    match next_event(io, framer, buf).await? {
-        Event::Header(_) => Ok(()),
-        other => bail!("expected a stream header, got {}", describe(&other)),
-    }
-}
-
-/// The next top-level element; a stream close or stream error is an error.
-pub(super) async fn next_element<S: AsyncRead + Unpin>(
-    io: &mut S,
-    framer: &mut Framer,
-    buf: &mut [u8],
-) -> Result<Element> {
-    match next_event(io, framer, buf).await? {
-        Event::Element(el) if el.name() == "error" && el.ns() == xmppd_stream::NS_STREAM => {
-            bail!("stream error <{}>", first_child_name(&el).unwrap_or("?"))
-        }
-        Event::Element(el) => Ok(el),
-        other => bail!("expected an element, got {}", describe(&other)),
-    }
-}
-
-pub(super) async fn next_event<S: AsyncRead + Unpin>(
-    io: &mut S,
-    framer: &mut Framer,
-    buf: &mut [u8],
-) -> Result<Event> {
-    loop {
-        if let Some(event) = framer.next_event().context("parsing the server's stream")? {
-            return Ok(event);
-        }
-        let n = io.read(buf).await.context("reading from the server")?;
-        if n == 0 {
-            bail!("server closed the connection");
-        }
-        framer.feed(&buf[..n]);
-    }
+    Ok(s)
 }
 
 fn describe(event: &Event) -> String {
@@ -367,15 +558,9 @@ pub(super) struct ConnCtx {
 }
 
 /// Sends to and receives from the peer until told to finish, then closes the stream.
-pub(super) async fn exchange(session: Session, mut ctx: ConnCtx) -> Result<ConnStats> {
-    let Session {
-        mut tls,
-        mut framer,
-        ..
-    } = session;
+pub(super) async fn exchange(mut session: Session, mut ctx: ConnCtx) -> Result<ConnStats> {
     let mut stats = ConnStats::default();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut out = Vec::with_capacity(4096);
+    let mut out = Outbox::default();
     let mut next_seq = 0u64;
     let mut last_seen: Option<u64> = None;
     let to = xml_escape(&ctx.peer);
@@ -397,23 +582,21 @@ pub(super) async fn exchange(session: Session, mut ctx: ConnCtx) -> Result<ConnS
     let mut phase = *ctx.phase.borrow();
     loop {
         if !out.is_empty() {
-            tls.write_all(&out).await.context("writing to the server")?;
-            tls.flush().await.context("writing to the server")?;
+            session
+                .send_all(&out)
+                .await
+                .context("writing to the server")?;
             out.clear();
         }
         if phase == Phase::Finish {
             break;
         }
         tokio::select! {
-            read = tls.read(&mut buf) => {
-                let n = read.context("reading from the server")?;
-                if n == 0 {
-                    bail!("server closed the connection");
-                }
-                framer.feed(&buf[..n]);
+            read = session.read_more() => {
+                read?;
                 // Every event already buffered is handled before writing once: batching.
                 while let Some(event) =
-                    framer.next_event().context("parsing the server's stream")?
+                    session.framer.next_event().context("parsing the server's stream")?
                 {
                     let el = match event {
                         Event::Element(el) => el,
@@ -424,7 +607,7 @@ pub(super) async fn exchange(session: Session, mut ctx: ConnCtx) -> Result<ConnS
                         Incoming::Message if phase == Phase::Run && ctx.rate.is_none() => {
                             push_message(&mut out, &to, &mut next_seq, &ctx);
                         }
-                        Incoming::Reply(reply) => out.extend_from_slice(reply.as_bytes()),
+                        Incoming::Reply(reply) => out.push(&reply),
                         Incoming::Message | Incoming::Ignored => {}
                     }
                 }
@@ -447,30 +630,24 @@ pub(super) async fn exchange(session: Session, mut ctx: ConnCtx) -> Result<ConnS
             }
         }
     }
-    tls.write_all(b"</stream:stream>").await.ok();
-    tls.flush().await.ok();
-    // The server answers with its own close; waiting for it is courtesy, not correctness.
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while let Ok(n) = tls.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
-    let _ = tls.shutdown().await;
+    if session.close_stream().await.is_ok() {
+        // The server answers with its own close; waiting for it is courtesy, not correctness.
+        session.linger(Duration::from_millis(500)).await;
+    }
+    session.shutdown().await;
     Ok(stats)
 }
 
-fn push_message(out: &mut Vec<u8>, to: &str, seq: &mut u64, ctx: &ConnCtx) {
+fn push_message(out: &mut Outbox, to: &str, seq: &mut u64, ctx: &ConnCtx) {
     let body = encode_body(*seq, ctx.shared.now_ns(), &ctx.padding);
     *seq += 1;
     ctx.shared.sent.fetch_add(ctx.fan_out, Ordering::Relaxed);
     let kind = if ctx.fan_out > 1 { "groupchat" } else { "chat" };
     let _ = write!(
-        VecWriter(out),
+        VecWriter(&mut out.buf),
         "<message to='{to}' type='{kind}'><body>{body}</body></message>"
     );
+    out.ends.push(out.buf.len());
 }
 
 /// `fmt::Write` into a byte buffer, so messages are formatted without a temporary String.
@@ -570,7 +747,7 @@ pub(super) fn decode_body(text: &str) -> Option<(u64, u64)> {
 
 pub(super) use xmppd_stream::escape_xml as xml_escape;
 
-pub(super) fn tls_client_config() -> Result<rustls::ClientConfig> {
+fn tls_client_config(alpn: &[u8]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -578,8 +755,7 @@ pub(super) fn tls_client_config() -> Result<rustls::ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(danger::AcceptAnyCert(provider)))
         .with_no_client_auth();
-    // XEP-0368: direct TLS names the protocol with ALPN.
-    config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 
@@ -690,6 +866,23 @@ mod tests {
     }
 
     #[test]
+    fn websocket_messages_are_namespace_qualified() {
+        let text = |m: WsMessage| m.into_text().unwrap().as_str().to_owned();
+        assert_eq!(
+            text(ws_message(b"<presence/>").unwrap()),
+            "<presence xmlns='jabber:client'/>"
+        );
+        assert_eq!(
+            text(ws_message(b"<message to='a@b/c' type='chat'><body>1</body></message>").unwrap()),
+            "<message xmlns='jabber:client' to='a@b/c' type='chat'><body>1</body></message>"
+        );
+        let own = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>x</auth>";
+        assert_eq!(text(ws_message(own.as_bytes()).unwrap()), own);
+        let framing = "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>";
+        assert_eq!(text(ws_message(framing.as_bytes()).unwrap()), framing);
+    }
+
+    #[test]
     fn escaping() {
         assert_eq!(xml_escape("a&b<c>'\"d"), "a&amp;b&lt;c&gt;&apos;&quot;d");
     }
@@ -711,13 +904,16 @@ mod tests {
             in_flight: 1,
             padding: String::new(),
         };
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         let mut seq = 5;
         push_message(&mut out, &ctx.peer, &mut seq, &ctx);
         push_message(&mut out, &ctx.peer, &mut seq, &ctx);
         assert_eq!(seq, 7);
         assert_eq!(shared.sent.load(Ordering::Relaxed), 2);
-        let text = String::from_utf8(out).unwrap();
+        // Each element's end is marked, for one WebSocket message each.
+        assert_eq!(out.ends.len(), 2);
+        assert_eq!(out.buf[out.ends[0]..].first(), Some(&b'<'));
+        let text = String::from_utf8(out.buf).unwrap();
         assert_eq!(
             text.matches("<message to='bench1@localhost/bench' type='chat'>")
                 .count(),

@@ -18,14 +18,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
-use tokio_rustls::TlsConnector;
 
 use super::callgrind::{grouped, spread, step};
-use super::client::{close, login_with_roster, tls_client_config};
+use super::client::{close, login_with_roster, Target};
 use super::server::{read_rss_kib, register_users, write_config, ServerProcess, TempDir};
 use super::{user_name, Options};
 
@@ -100,7 +98,7 @@ fn measure(opts: &Options, binary: &Path) -> Result<Sample> {
 
 async fn drive(opts: &Options, pid: u32, addr: std::net::SocketAddr) -> Result<Sample> {
     let idle = settled_rss(pid).await?;
-    let connector = TlsConnector::from(Arc::new(tls_client_config()?));
+    let target = Target::tcp(addr)?;
     let mut sessions = Vec::with_capacity(opts.clients);
     let mut half = idle;
     for i in 0..opts.clients {
@@ -108,7 +106,7 @@ async fn drive(opts: &Options, pid: u32, addr: std::net::SocketAddr) -> Result<S
             half = settled_rss(pid).await?;
         }
         let user = user_name(i);
-        let session = step(login_with_roster(addr, &connector, &user, opts.sasl))
+        let session = step(login_with_roster(&target, &user, opts.sasl))
             .await
             .with_context(|| format!("login of {user}"))?;
         sessions.push(session);

@@ -24,24 +24,26 @@
 mod archive_scale;
 mod callgrind;
 mod client;
+mod compare;
 mod memory;
 mod muc;
 mod pep;
 mod report;
 mod resume;
 mod server;
+mod upload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use tokio::sync::watch;
 
-use client::{exchange, login_all, ConnCtx, Phase, Shared};
+use client::{exchange, login_all, ConnCtx, Phase, Session, Shared, Target};
 use muc::{join_room, BENCH_ROOM};
 use report::{percentiles, update_results_block, Report};
 use server::{
@@ -95,6 +97,16 @@ usage: cargo xtask bench [options]
   --resume          stream management: park --clients sessions (default 1000), send each
                     messages, resume them all at once; time, exactly-once delivery, memory
                     per parked session (see docs/BENCHMARKS.md)
+  --websocket       WebSocket beside TCP: --clients sessions (default 1000) over XMPP over
+                    WebSocket (RFC 7395, TLS) and as many over direct TLS, pairs on each,
+                    one phase after the other; msg/s, latency, memory per session of each
+  --s2s             federation: two servers (a.localhost, b.localhost) linked by s2s;
+                    --clients pairs' clients (default 200) across them, then as many on
+                    one server (c2s only); msg/s, latency, CPU of each server process
+  --upload          HTTP file upload (XEP-0363): request a slot, PUT a file of --size MiB
+                    over HTTPS, GET it back and check its hash; MiB/s, server CPU and
+                    memory during each transfer
+  --size MIB        with --upload: the file's size (default 100)
   --repeat N        with --callgrind or --memory: measure N times, report the spread
                     (default 1)
   --archive-scale   load a large message archive (default --messages 10000000 rows) into
@@ -136,6 +148,15 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if opts.pep_fanout {
         return pep::run(&opts, &binary);
+    }
+    if opts.websocket {
+        return compare::run_websocket(&opts, &binary);
+    }
+    if opts.s2s {
+        return compare::run_s2s(&opts, &binary);
+    }
+    if let Some(mib) = opts.upload_mib {
+        return upload::run(&opts, &binary, mib);
     }
     let work = TempDir::create()?;
     let config = write_config(&work.0, opts.archive)?;
@@ -218,6 +239,12 @@ struct Options {
     resume: bool,
     /// Personal eventing fan-out to `clients` contacts instead.
     pep_fanout: bool,
+    /// Pairs over WebSocket and over direct TLS, one phase each.
+    websocket: bool,
+    /// Pairs across two federated servers, and on one.
+    s2s: bool,
+    /// Upload a file of this many MiB and download it again instead.
+    upload_mib: Option<u64>,
     /// Load a large archive and query it instead (no server).
     archive_scale: Option<archive_scale::ScaleOptions>,
 }
@@ -259,6 +286,9 @@ impl Default for Options {
             archive: false,
             resume: false,
             pep_fanout: false,
+            websocket: false,
+            s2s: false,
+            upload_mib: None,
             archive_scale: None,
         }
     }
@@ -300,6 +330,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut archive_scale = false;
     let mut messages: Option<u64> = None;
     let mut contacts: Option<usize> = None;
+    let mut upload = false;
+    let mut size: Option<u64> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -349,6 +381,10 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--memory" => opts.memory = true,
             "--resume" => opts.resume = true,
             "--pep-fanout" => opts.pep_fanout = true,
+            "--websocket" => opts.websocket = true,
+            "--s2s" => opts.s2s = true,
+            "--upload" => upload = true,
+            "--size" => size = Some(parse_num(&value(flag)?, flag)?),
             "--contacts" => contacts = Some(parse_num(&value(flag)?, flag)?),
             "--archive" => opts.archive = true,
             "--archive-scale" => archive_scale = true,
@@ -416,6 +452,56 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             bail!("--contacts must be between 1 and 100000");
         }
         return Ok(Some(opts));
+    }
+    if size.is_some() && !upload {
+        bail!("--size needs --upload");
+    }
+    if upload {
+        let other = args
+            .iter()
+            .map(|a| a.split_once('=').map_or(a.as_str(), |(f, _)| f))
+            .find(|a| {
+                a.starts_with("--") && !["--upload", "--size", "--server", "--sasl"].contains(a)
+            });
+        if let Some(flag) = other {
+            bail!("{flag} does not apply to --upload");
+        }
+        let mib = size.unwrap_or(upload::DEFAULT_MIB);
+        if !(1..=100_000).contains(&mib) {
+            bail!("--size must be between 1 and 100000 MiB");
+        }
+        opts.upload_mib = Some(mib);
+        return Ok(Some(opts));
+    }
+    if opts.websocket || opts.s2s {
+        let mode = if opts.websocket {
+            "--websocket"
+        } else {
+            "--s2s"
+        };
+        if (opts.websocket && opts.s2s) || opts.resume || opts.memory || opts.callgrind {
+            bail!("{mode} is a measurement of its own; run it apart from the others");
+        }
+        if let Some(flag) = callgrind_flags.first() {
+            bail!("{flag} does not apply to {mode}");
+        }
+        if opts.muc || opts.markdown || opts.json || opts.archive {
+            bail!(
+                "{mode} prints its own table; --muc, --archive, --markdown and --json do not apply"
+            );
+        }
+        if opts.repeat != 1 {
+            bail!("--repeat needs --callgrind or --memory");
+        }
+        opts.clients = clients.unwrap_or(if opts.websocket {
+            compare::DEFAULT_WEBSOCKET_SESSIONS
+        } else {
+            compare::DEFAULT_S2S_CLIENTS
+        });
+        if opts.clients < 2 || opts.clients % 2 != 0 || opts.clients > 100_000 {
+            bail!("--clients must be an even number between 2 and 100000 (clients talk in pairs)");
+        }
+        return check_load(opts).map(Some);
     }
     if opts.resume {
         if opts.memory || opts.callgrind {
@@ -485,6 +571,11 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     } else if opts.clients < 2 || opts.clients % 2 != 0 {
         bail!("--clients must be an even number of at least 2 (clients talk in pairs)");
     }
+    check_load(opts).map(Some)
+}
+
+/// The limits of the message phase's options.
+fn check_load(opts: Options) -> Result<Options> {
     if opts.duration.is_zero() || opts.duration > Duration::from_secs(3600) {
         bail!("--duration must be between 1 and 3600 seconds");
     }
@@ -499,7 +590,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     if opts.payload > 64 * 1024 {
         bail!("--payload must be at most 65536 bytes");
     }
-    Ok(Some(opts))
+    Ok(opts)
 }
 
 fn parse_num<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
@@ -559,11 +650,6 @@ fn target_dir(root: &Path) -> PathBuf {
 }
 
 async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
-    let shared = Arc::new(Shared {
-        epoch: Instant::now(),
-        sent: AtomicU64::new(0),
-        received: AtomicU64::new(0),
-    });
     let clk_tck = clock_ticks_per_second();
     tokio::time::sleep(SETTLE_TIME).await;
     let rss_idle_kib = read_rss_kib(pid)?;
@@ -571,7 +657,8 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
 
     eprintln!("bench: logging in {} clients", opts.clients);
     let login_started = Instant::now();
-    let mut sessions = login_all(addr, opts.clients, opts.sasl).await?;
+    let target = Target::tcp(addr)?;
+    let mut sessions = login_all((0..opts.clients).map(|i| (target.clone(), i)), opts.sasl).await?;
     if opts.muc {
         sessions = join_room(sessions).await?;
     }
@@ -580,9 +667,89 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
     tokio::time::sleep(SETTLE_TIME).await;
     let rss_sessions_kib = read_rss_kib(pid)?;
     let cpu_login = read_cpu_ticks(pid)?;
-    let client_cpu_start = read_cpu_ticks_self()?;
 
-    let jids: Vec<String> = sessions.iter().map(|s| s.jid.clone()).collect();
+    let fan_out = if opts.muc { sessions.len() as u64 } else { 1 };
+    let peers = if opts.muc {
+        vec![BENCH_ROOM.to_owned(); sessions.len()]
+    } else {
+        pair_peers(&sessions)
+    };
+    let phase = message_phase(sessions, peers, fan_out, opts, &[pid]).await?;
+    let secs = |ticks: u64| ticks as f64 / clk_tck as f64;
+    Ok(Report {
+        date: utc_date(),
+        nproc: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu_model: cpu_model(),
+        clients: opts.clients,
+        mode: opts.mode(),
+        payload: opts.payload,
+        login_secs,
+        run_secs: phase.run_secs,
+        sent: phase.sent,
+        delivered: phase.delivered,
+        delivered_in_run: phase.delivered_in_run,
+        lost: phase.lost(),
+        reordered: phase.reordered,
+        error_stanzas: phase.error_stanzas,
+        connection_errors: phase.connection_errors,
+        latency: percentiles(&phase.latencies),
+        rss_idle_kib,
+        rss_sessions_kib,
+        rss_end_kib: phase.rss_end_kib[0],
+        server_cpu_login_secs: secs(cpu_login.saturating_sub(cpu_start)),
+        server_cpu_run_secs: secs(phase.cpu_run[0].saturating_sub(cpu_login)),
+        client_cpu_run_secs: secs(phase.client_cpu_run),
+        archive_bytes_per_message: None,
+    })
+}
+
+/// Each session's peer in the one-to-one modes: sessions 2k and 2k + 1 talk to each other.
+fn pair_peers(sessions: &[Session]) -> Vec<String> {
+    (0..sessions.len())
+        .map(|i| sessions[i ^ 1].jid.clone())
+        .collect()
+}
+
+/// What one message phase measured.
+struct PhaseOutcome {
+    run_secs: f64,
+    sent: u64,
+    delivered: u64,
+    delivered_in_run: u64,
+    /// Delivery latencies, ascending.
+    latencies: Vec<u64>,
+    reordered: u64,
+    error_stanzas: u64,
+    connection_errors: u64,
+    /// CPU ticks of each server process at the end of the run (before the drain).
+    cpu_run: Vec<u64>,
+    /// The bench client's CPU ticks over the run.
+    client_cpu_run: u64,
+    /// Resident memory of each server process after the drain.
+    rss_end_kib: Vec<u64>,
+}
+
+impl PhaseOutcome {
+    fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.delivered)
+    }
+}
+
+/// The message phase: every session sends to its peer (a JID, or the room's) for
+/// `opts.duration`, then stops and waits for what is in flight, then closes its stream.
+/// `fan_out` is how many deliveries one message makes. `pids` are the server processes whose
+/// CPU and memory are read.
+async fn message_phase(
+    sessions: Vec<Session>,
+    peers: Vec<String>,
+    fan_out: u64,
+    opts: &Options,
+    pids: &[u32],
+) -> Result<PhaseOutcome> {
+    let shared = Arc::new(Shared::new());
+    let client_cpu_start = read_cpu_ticks_self()?;
     let (phase_tx, phase_rx) = watch::channel(Phase::Run);
     let body_padding = "x".repeat(opts.payload);
     eprintln!(
@@ -592,12 +759,7 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
     );
     let run_started = Instant::now();
     let mut tasks = Vec::with_capacity(sessions.len());
-    for (i, session) in sessions.into_iter().enumerate() {
-        let (peer, fan_out) = if opts.muc {
-            (BENCH_ROOM.to_owned(), jids.len() as u64)
-        } else {
-            (jids[i ^ 1].clone(), 1)
-        };
+    for (session, peer) in sessions.into_iter().zip(peers) {
         let ctx = ConnCtx {
             shared: shared.clone(),
             phase: phase_rx.clone(),
@@ -613,8 +775,11 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
     let _ = phase_tx.send(Phase::Drain);
     let run_secs = run_started.elapsed().as_secs_f64();
     let delivered_in_run = shared.received.load(Ordering::Relaxed);
-    let cpu_run = read_cpu_ticks(pid)?;
-    let client_cpu_run = read_cpu_ticks_self()?;
+    let cpu_run = pids
+        .iter()
+        .map(|&pid| read_cpu_ticks(pid))
+        .collect::<Result<Vec<_>>>()?;
+    let client_cpu_run = read_cpu_ticks_self()?.saturating_sub(client_cpu_start);
 
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
     while shared.received.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed)
@@ -622,7 +787,10 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let rss_end_kib = read_rss_kib(pid)?;
+    let rss_end_kib = pids
+        .iter()
+        .map(|&pid| read_rss_kib(pid))
+        .collect::<Result<Vec<_>>>()?;
     let _ = phase_tx.send(Phase::Finish);
 
     let mut latencies = Vec::new();
@@ -635,7 +803,7 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
             Ok(Ok(Ok(stats))) => {
                 latencies.extend_from_slice(&stats.latencies);
                 // Several senders share a room: one sequence per connection means nothing there.
-                if !opts.muc {
+                if fan_out == 1 {
                     reordered += stats.reordered;
                 }
                 error_stanzas += stats.error_stanzas;
@@ -654,36 +822,18 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
         }
     }
     latencies.sort_unstable();
-
-    let sent = shared.sent.load(Ordering::Relaxed);
-    let delivered = shared.received.load(Ordering::Relaxed);
-    let secs = |ticks: u64| ticks as f64 / clk_tck as f64;
-    Ok(Report {
-        date: utc_date(),
-        nproc: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        cpu_model: cpu_model(),
-        clients: opts.clients,
-        mode: opts.mode(),
-        payload: opts.payload,
-        login_secs,
+    Ok(PhaseOutcome {
         run_secs,
-        sent,
-        delivered,
+        sent: shared.sent.load(Ordering::Relaxed),
+        delivered: shared.received.load(Ordering::Relaxed),
         delivered_in_run,
-        lost: sent.saturating_sub(delivered),
+        latencies,
         reordered,
         error_stanzas,
         connection_errors,
-        latency: percentiles(&latencies),
-        rss_idle_kib,
-        rss_sessions_kib,
+        cpu_run,
+        client_cpu_run,
         rss_end_kib,
-        server_cpu_login_secs: secs(cpu_login.saturating_sub(cpu_start)),
-        server_cpu_run_secs: secs(cpu_run.saturating_sub(cpu_login)),
-        client_cpu_run_secs: secs(client_cpu_run.saturating_sub(client_cpu_start)),
-        archive_bytes_per_message: None,
     })
 }
 
@@ -801,6 +951,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(opts.clients, 3);
+        // Transport and federation comparisons: their own default sizes, the load options.
+        let opts = parse_args(&args(&["--websocket"])).unwrap().unwrap();
+        assert!(opts.websocket && !opts.s2s);
+        assert_eq!(opts.clients, compare::DEFAULT_WEBSOCKET_SESSIONS);
+        let opts = parse_args(&args(&["--s2s", "--clients", "20", "--duration", "2"]))
+            .unwrap()
+            .unwrap();
+        assert!(opts.s2s);
+        assert_eq!((opts.clients, opts.duration), (20, Duration::from_secs(2)));
+        // Upload: 100 MiB unless told otherwise.
+        let opts = parse_args(&args(&["--upload"])).unwrap().unwrap();
+        assert_eq!(opts.upload_mib, Some(upload::DEFAULT_MIB));
+        let opts = parse_args(&args(&["--upload", "--size=2"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opts.upload_mib, Some(2));
     }
 
     #[test]
@@ -844,6 +1010,17 @@ mod tests {
             &["--pep-fanout", "--contacts", "0"],
             &["--pep-fanout", "--resume"],
             &["--pep-fanout", "--duration", "5"],
+            &["--websocket", "--s2s"],
+            &["--websocket", "--clients", "3"],
+            &["--websocket", "--muc"],
+            &["--websocket", "--markdown"],
+            &["--s2s", "--messages", "5"],
+            &["--s2s", "--duration", "0"],
+            &["--s2s", "--resume"],
+            &["--size", "2"],
+            &["--upload", "--size", "0"],
+            &["--upload", "--clients", "2"],
+            &["--upload", "--s2s"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }

@@ -2,7 +2,6 @@
 
 use anyhow::{anyhow, Context as _, Result};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use super::client::{wait_for, Session};
@@ -22,8 +21,9 @@ pub(super) async fn join_room(sessions: Vec<Session>) -> Result<Vec<Session>> {
     let form = "<query xmlns='http://jabber.org/protocol/muc#owner'>\
                 <x xmlns='jabber:x:data' type='submit'/></query>";
     owner
-        .tls
-        .write_all(format!("<iq type='set' id='cfg' to='{BENCH_ROOM}'>{form}</iq>").as_bytes())
+        .send(&format!(
+            "<iq type='set' id='cfg' to='{BENCH_ROOM}'>{form}</iq>"
+        ))
         .await?;
     wait_for(&mut owner, |el| {
         el.name() == "iq" && el.attr("id") == Some("cfg")
@@ -53,7 +53,7 @@ async fn enter_room(mut s: Session, index: usize) -> Result<Session> {
         "<presence to='{me}'><x xmlns='http://jabber.org/protocol/muc'>\
          <history maxstanzas='0'/></x></presence>"
     );
-    s.tls.write_all(join.as_bytes()).await?;
+    s.send(&join).await?;
     tokio::time::timeout(
         LOGIN_TIMEOUT,
         wait_for(&mut s, |el| {

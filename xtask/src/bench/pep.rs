@@ -23,12 +23,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use base64::Engine as _;
 use minidom::Element;
 use sha1::{Digest, Sha1};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Barrier, Semaphore};
-use tokio_rustls::TlsConnector;
 use xmppd_storage::{RosterItem, RosterStore, SqliteStore, Subscription, UserRef};
 
-use super::client::{login, tls_client_config, wait_for, Session};
+use super::client::{login, wait_for, Session, Target};
 use super::server::{register_users, write_config, ServerProcess, TempDir};
 use super::{runtime, user_name, Options, Sasl, DOMAIN, LOGIN_CONCURRENCY, LOGIN_TIMEOUT};
 
@@ -135,22 +133,22 @@ async fn write_rosters(path: &Path, contacts: usize) -> Result<()> {
 }
 
 async fn drive(addr: SocketAddr, contacts: usize, sasl: Sasl) -> Result<Vec<Round>> {
-    let connector = TlsConnector::from(Arc::new(tls_client_config()?));
+    let target = Target::tcp(addr)?;
     let started = Instant::now();
-    let mut publisher = login(addr, &connector, &user_name(0), sasl).await?;
+    let mut publisher = login(&target, &user_name(0), sasl).await?;
     settle(&mut publisher).await?;
     // The first contact fills the server's capabilities cache; the rest find it there.
-    let first = tokio::time::timeout(LOGIN_TIMEOUT, contact(addr, &connector, 1, sasl))
+    let first = tokio::time::timeout(LOGIN_TIMEOUT, contact(&target, 1, sasl))
         .await
         .map_err(|_| anyhow!("login timed out"))??;
     let mut sessions = vec![first];
     let gate = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
     let mut tasks = Vec::new();
     for i in 2..=contacts {
-        let (gate, connector) = (gate.clone(), connector.clone());
+        let (gate, target) = (gate.clone(), target.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            tokio::time::timeout(LOGIN_TIMEOUT, contact(addr, &connector, i, sasl))
+            tokio::time::timeout(LOGIN_TIMEOUT, contact(&target, i, sasl))
                 .await
                 .map_err(|_| anyhow!("login of {} timed out", user_name(i)))?
         }));
@@ -197,8 +195,7 @@ async fn drive(addr: SocketAddr, contacts: usize, sasl: Sasl) -> Result<Vec<Roun
              <title>round {round}</title></tune></item></publish></pubsub></iq>"
         );
         let sent = Instant::now();
-        publisher.tls.write_all(publish.as_bytes()).await?;
-        publisher.tls.flush().await?;
+        publisher.send(&publish).await?;
         let mut arrivals = Vec::with_capacity(contacts);
         while arrivals.len() < contacts {
             let next = tokio::time::timeout(ROUND_TIMEOUT, rx.recv())
@@ -244,8 +241,7 @@ fn is_notification(el: &Element, id: &str) -> bool {
 async fn settle(s: &mut Session) -> Result<Option<Element>> {
     let ping =
         format!("<iq type='get' id='settle' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>");
-    s.tls.write_all(ping.as_bytes()).await?;
-    s.tls.flush().await?;
+    s.send(&ping).await?;
     let query = std::sync::Mutex::new(None);
     wait_for(s, |el| {
         if el.name() == "iq"
@@ -262,19 +258,14 @@ async fn settle(s: &mut Session) -> Result<Option<Element>> {
 
 /// A contact online with its capabilities; if the server asked what they mean, answered, and
 /// the answer handled.
-async fn contact(
-    addr: SocketAddr,
-    connector: &TlsConnector,
-    index: usize,
-    sasl: Sasl,
-) -> Result<Session> {
-    let mut s = login(addr, connector, &user_name(index), sasl).await?;
+async fn contact(target: &Target, index: usize, sasl: Sasl) -> Result<Session> {
+    let mut s = login(target, &user_name(index), sasl).await?;
     let presence = format!(
         "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{CAPS_NODE}' \
          ver='{}'/></presence>",
         ver()
     );
-    s.tls.write_all(presence.as_bytes()).await?;
+    s.send(&presence).await?;
     if let Some(query) = settle(&mut s).await? {
         let node = query
             .get_child("query", "http://jabber.org/protocol/disco#info")
@@ -293,7 +284,7 @@ async fn contact(
             IDENTITY.0,
             IDENTITY.1,
         );
-        s.tls.write_all(answer.as_bytes()).await?;
+        s.send(&answer).await?;
         settle(&mut s).await?;
     }
     Ok(s)

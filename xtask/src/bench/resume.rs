@@ -21,18 +21,14 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use minidom::Element;
-use tokio::io::AsyncWriteExt;
-use tokio_rustls::TlsConnector;
 
 use super::callgrind::step;
 use super::client::{
-    authenticate, close, decode_body, encode_body, iq_reply, login, next_element,
-    tls_client_config, wait_for, Session,
+    authenticate, close, decode_body, encode_body, iq_reply, login, wait_for, Session, Target,
 };
 use super::memory::settled_rss;
 use super::report::{percentiles, Percentiles};
@@ -131,7 +127,7 @@ async fn drive(
     addr: SocketAddr,
     parked_count: &AtomicU64,
 ) -> Result<Outcome> {
-    let connector = TlsConnector::from(Arc::new(tls_client_config()?));
+    let target = Target::tcp(addr)?;
     let n = opts.clients;
     let rss_idle = settled_rss(pid).await?;
     eprintln!("bench: parking {n} sessions one after the other");
@@ -141,7 +137,7 @@ async fn drive(
         if index == n / 2 {
             rss_half = settled_rss(pid).await?;
         }
-        let p = step(park(addr, &connector, index, opts))
+        let p = step(park(&target, index, opts))
             .await
             .with_context(|| format!("parking the session of {}", user_name(index)))?;
         parked.push(p);
@@ -149,7 +145,7 @@ async fn drive(
     }
     let rss_all = settled_rss(pid).await?;
 
-    let mut sender = step(login(addr, &connector, &user_name(n), opts.sasl))
+    let mut sender = step(login(&target, &user_name(n), opts.sasl))
         .await
         .context("login of the sender")?;
     let mut rounds = Vec::new();
@@ -164,7 +160,7 @@ async fn drive(
         send_to_parked(&mut sender, &parked, round).await?;
         eprintln!("bench: round {}: {n} sessions resume at once", round + 1);
         let r;
-        (r, live) = resume_all(addr, &connector, std::mem::take(&mut parked), round, opts).await?;
+        (r, live) = resume_all(&target, std::mem::take(&mut parked), round, opts).await?;
         eprintln!(
             "bench: round {}: all resumed in {:.2}s",
             round + 1,
@@ -201,16 +197,10 @@ async fn until_parked(count: &AtomicU64, want: u64) -> Result<()> {
 
 /// Logs client `index` in, enables stream management with resumption, and drops the
 /// connection.
-async fn park(
-    addr: SocketAddr,
-    connector: &TlsConnector,
-    index: usize,
-    opts: &Options,
-) -> Result<Parked> {
-    let mut s = login(addr, connector, &user_name(index), opts.sasl).await?;
+async fn park(target: &Target, index: usize, opts: &Options) -> Result<Parked> {
+    let mut s = login(target, &user_name(index), opts.sasl).await?;
     let enable = format!("<enable xmlns='{NS_SM}' resume='true'/>");
-    s.tls.write_all(enable.as_bytes()).await?;
-    s.tls.flush().await?;
+    s.send(&enable).await?;
     let enabled = wait_for(&mut s, |el| {
         el.is("enabled", NS_SM) || el.is("failed", NS_SM)
     })
@@ -224,10 +214,11 @@ async fn park(
     };
     // Dropped without `</stream:stream>`: the server parks the session. What it wrote after
     // `<enabled/>` (presence) was not read: it is not counted, and comes again on resumption.
-    drop(s.tls);
+    let jid = std::mem::take(&mut s.jid);
+    drop(s);
     Ok(Parked {
         index,
-        jid: s.jid,
+        jid,
         previd,
         handled: 0,
     })
@@ -248,7 +239,7 @@ async fn send_to_parked(sender: &mut Session, parked: &[Parked], round: u64) -> 
             ));
         }
         if out.len() > 32 * 1024 {
-            sender.tls.write_all(out.as_bytes()).await?;
+            sender.send(&out).await?;
             out.clear();
         }
     }
@@ -256,8 +247,7 @@ async fn send_to_parked(sender: &mut Session, parked: &[Parked], round: u64) -> 
     out.push_str(&format!(
         "<iq type='get' id='{id}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>"
     ));
-    sender.tls.write_all(out.as_bytes()).await?;
-    sender.tls.flush().await?;
+    sender.send(&out).await?;
     step(wait_for(sender, |el| {
         el.name() == "iq" && el.attr("id") == Some(id.as_str())
     }))
@@ -268,8 +258,7 @@ async fn send_to_parked(sender: &mut Session, parked: &[Parked], round: u64) -> 
 
 /// Every parked session resumed at once, each on a task of its own.
 async fn resume_all(
-    addr: SocketAddr,
-    connector: &TlsConnector,
+    target: &Target,
     parked: Vec<Parked>,
     round: u64,
     opts: &Options,
@@ -282,10 +271,10 @@ async fn resume_all(
     let tasks: Vec<_> = parked
         .into_iter()
         .map(|p| {
-            let connector = connector.clone();
+            let target = target.clone();
             tokio::spawn(async move {
                 let user = user_name(p.index);
-                tokio::time::timeout(bound, resume(addr, &connector, p, sasl, round, started))
+                tokio::time::timeout(bound, resume(&target, p, sasl, round, started))
                     .await
                     .map_err(|_| anyhow!("resumption timed out after {bound:?}"))?
                     .with_context(|| format!("resumption of {user}"))
@@ -311,41 +300,35 @@ async fn resume_all(
 
 /// Reconnects, resumes, and reads everything parked for the session.
 async fn resume(
-    addr: SocketAddr,
-    connector: &TlsConnector,
+    target: &Target,
     mut parked: Parked,
     sasl: super::Sasl,
     round: u64,
     started: Instant,
 ) -> Result<Resumption> {
     let t0 = Instant::now();
-    let mut session = authenticate(addr, connector, &user_name(parked.index), sasl).await?;
+    let mut session = authenticate(target, &user_name(parked.index), sasl).await?;
     let resume = format!(
         "<resume xmlns='{NS_SM}' previd='{}' h='{}'/>",
         parked.previd, parked.handled
     );
-    session.tls.write_all(resume.as_bytes()).await?;
-    session.tls.flush().await?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let answer = next_element(&mut session.tls, &mut session.framer, &mut buf).await?;
+    session.send(&resume).await?;
+    let answer = session.next_element().await?;
     if !answer.is("resumed", NS_SM) {
         bail!("resumption refused: {}", text(&answer));
     }
     let resumed = t0.elapsed();
     session
-        .tls
-        .write_all(b"<iq type='get' id='parked'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .send("<iq type='get' id='parked'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await?;
-    session.tls.flush().await?;
     let first = round * MESSAGES;
     let mut seen = [0u32; MESSAGES as usize];
     let mut duplicates = 0;
     loop {
-        let el = next_element(&mut session.tls, &mut session.framer, &mut buf).await?;
+        let el = session.next_element().await?;
         if el.is("r", NS_SM) {
             let a = format!("<a xmlns='{NS_SM}' h='{}'/>", parked.handled);
-            session.tls.write_all(a.as_bytes()).await?;
-            session.tls.flush().await?;
+            session.send(&a).await?;
             continue;
         }
         if !matches!(el.name(), "message" | "presence" | "iq") {
@@ -356,8 +339,7 @@ async fn resume(
             break;
         }
         if let Some(reply) = iq_reply(&el) {
-            session.tls.write_all(reply.as_bytes()).await?;
-            session.tls.flush().await?;
+            session.send(&reply).await?;
         }
         let seq = (el.name() == "message")
             .then(|| el.get_child("body", "jabber:client"))

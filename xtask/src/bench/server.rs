@@ -48,8 +48,41 @@ pub(super) fn write_config(dir: &Path, archive: bool) -> Result<PathBuf> {
 
 /// [`write_config`] with `c2s`, lines of TOML, added to the `[c2s]` section.
 pub(super) fn write_config_with(dir: &Path, archive: bool, c2s: &str) -> Result<PathBuf> {
+    write_config_for(
+        dir,
+        &ConfigExtra {
+            c2s,
+            ..ConfigExtra::new(archive)
+        },
+    )
+}
+
+/// What a mode changes in the bench's configuration.
+pub(super) struct ConfigExtra<'a> {
+    /// The one host the server serves.
+    pub(super) domain: &'a str,
+    pub(super) archive: bool,
+    /// Lines of TOML added to the `[c2s]` section.
+    pub(super) c2s: &'a str,
+    /// Whole sections of TOML added at the end (`[http]`, `[s2s]`, `[upload]`).
+    pub(super) sections: &'a str,
+}
+
+impl ConfigExtra<'_> {
+    pub(super) fn new(archive: bool) -> Self {
+        ConfigExtra {
+            domain: DOMAIN,
+            archive,
+            c2s: "",
+            sections: "",
+        }
+    }
+}
+
+/// The configuration of a run in `dir` as `extra` says.
+pub(super) fn write_config_for(dir: &Path, extra: &ConfigExtra<'_>) -> Result<PathBuf> {
     let path = dir.join("xmppd.toml");
-    std::fs::write(&path, config_text(&dir.join("data"), archive, c2s))
+    std::fs::write(&path, config_text(&dir.join("data"), extra))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
@@ -59,12 +92,19 @@ pub(super) fn write_config_with(dir: &Path, archive: bool, c2s: &str) -> Result<
 /// per-session shaper and room rate limits are off: the bench measures the server's capacity,
 /// not how it slows one fast client down. The archive is off unless asked for, so that figures
 /// stay comparable with those measured before it existed.
-fn config_text(data_dir: &Path, archive: bool, c2s: &str) -> String {
+fn config_text(data_dir: &Path, extra: &ConfigExtra<'_>) -> String {
+    let ConfigExtra {
+        domain,
+        archive,
+        c2s,
+        sections,
+    } = extra;
     format!(
-        "[server]\nhosts = [\"{DOMAIN}\"]\ndata_dir = {}\n\n[c2s]\n\
+        "[server]\nhosts = [\"{domain}\"]\ndata_dir = {}\n\n[c2s]\n\
          starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n\
          max_pending_per_ip = 1000000\nshaper_bytes_per_sec = 0\n{c2s}\n\
-         [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n\n[mam]\nenabled = {archive}\n",
+         [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n\n[mam]\nenabled = {archive}\n\
+         {sections}",
         toml_string(&data_dir.to_string_lossy())
     )
 }
@@ -127,14 +167,25 @@ fn toml_string(s: &str) -> String {
 }
 
 pub(super) fn register_users(binary: &Path, config: &Path, count: usize) -> Result<()> {
-    eprintln!("bench: registering {count} users");
+    register_users_on(binary, config, DOMAIN, 0..count)
+}
+
+/// Registers the bench users of these indexes on `domain`.
+pub(super) fn register_users_on(
+    binary: &Path,
+    config: &Path,
+    domain: &str,
+    indexes: impl Iterator<Item = usize>,
+) -> Result<()> {
+    let indexes: Vec<usize> = indexes.collect();
+    eprintln!("bench: registering {} users on {domain}", indexes.len());
     let started = Instant::now();
-    for i in 0..count {
+    for i in indexes {
         // One process at a time: concurrent writers to one database would only contend.
         run_cli(
             binary,
             config,
-            &["register", &user_name(i), DOMAIN, PASSWORD],
+            &["register", &user_name(i), domain, PASSWORD],
         )?;
     }
     eprintln!(
@@ -148,6 +199,8 @@ pub(super) fn register_users(binary: &Path, config: &Path, count: usize) -> Resu
 pub(super) struct ServerProcess {
     child: Child,
     pub(super) direct_tls: SocketAddr,
+    /// Every listener the banner named before the direct-TLS one (`https`, `s2s`, …).
+    listeners: Vec<(String, SocketAddr)>,
     /// The last lines the server printed, for diagnosing a failed run.
     log: Arc<Mutex<VecDeque<String>>>,
     /// Lines containing each text, counted from when it was asked for ([`Self::counter`]).
@@ -186,6 +239,7 @@ impl ServerProcess {
         let mut server = ServerProcess {
             child,
             direct_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
             log,
             counted,
         };
@@ -193,12 +247,15 @@ impl ServerProcess {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = parse_listening(&line, "direct-tls") {
+                // The banner names c2s's listeners last (after HTTP's and s2s's).
+                Ok(line) => match parse_listener(&line) {
+                    Some(("direct-tls", addr)) => {
                         server.direct_tls = addr;
                         return Ok(server);
                     }
-                }
+                    Some((kind, addr)) => server.listeners.push((kind.to_owned(), addr)),
+                    None => {}
+                },
                 Err(_) => {
                     let status = server.child.try_wait().ok().flatten();
                     bail!(
@@ -213,6 +270,15 @@ impl ServerProcess {
 
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The first listener of this kind in the banner (`https`, `s2s`, …).
+    pub(super) fn listener(&self, kind: &str) -> Result<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, addr)| *addr)
+            .ok_or_else(|| anyhow!("the server reported no {kind} listener"))
     }
 
     /// How many lines the server prints from now on that contain `text`: what a client cannot
@@ -330,19 +396,21 @@ fn spawn_line_reader(
 }
 
 /// Parses `xmppd listening: <kind> <addr>`.
-fn parse_listening(line: &str, kind: &str) -> Option<SocketAddr> {
+fn parse_listener(line: &str) -> Option<(&str, SocketAddr)> {
     let rest = line.split_once("xmppd listening:")?.1.trim();
-    let (k, addr) = rest.split_once(char::is_whitespace)?;
-    if k != kind {
-        return None;
-    }
-    addr.trim().parse().ok()
+    let (kind, addr) = rest.split_once(char::is_whitespace)?;
+    Some((kind, addr.trim().parse().ok()?))
 }
 
 pub(super) fn read_rss_kib(pid: u32) -> Result<u64> {
+    read_status_kib(pid, "VmRSS")
+}
+
+/// A memory field of /proc/PID/status (`VmRSS`, `VmHWM`), in KiB.
+pub(super) fn read_status_kib(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_vm_rss_kib(&status).ok_or_else(|| anyhow!("no VmRSS in {path}"))
+    parse_status_kib(&status, field).ok_or_else(|| anyhow!("no {field} in {path}"))
 }
 
 pub(super) fn read_cpu_ticks(pid: u32) -> Result<u64> {
@@ -358,10 +426,12 @@ fn read_stat_ticks(path: &str) -> Result<u64> {
     parse_cpu_ticks(&stat).ok_or_else(|| anyhow!("cannot parse {path}"))
 }
 
-/// `VmRSS:   12345 kB` from /proc/PID/status.
-fn parse_vm_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut parts = line["VmRSS:".len()..].split_whitespace();
+/// `VmRSS:   12345 kB` (for `field` `VmRSS`) from /proc/PID/status.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let mut parts = line[field.len() + 1..].split_whitespace();
     let value: u64 = parts.next()?.parse().ok()?;
     match parts.next() {
         Some("kB") | None => Some(value),
@@ -422,11 +492,13 @@ mod tests {
     #[test]
     fn vm_rss_parsed() {
         let status = "Name:\txmppd\nVmPeak:\t  99999 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
-        assert_eq!(parse_vm_rss_kib(status), Some(12345));
-        assert_eq!(parse_vm_rss_kib("Name:\tx\n"), None);
-        assert_eq!(parse_vm_rss_kib("VmRSS:\t12 MB\n"), None);
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(12345));
+        assert_eq!(parse_status_kib(status, "VmPeak"), Some(99999));
+        assert_eq!(parse_status_kib("Name:\tx\n", "VmRSS"), None);
+        assert_eq!(parse_status_kib("VmRSS:\t12 MB\n", "VmRSS"), None);
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(parse_vm_rss_kib(&own).unwrap() > 0);
+        assert!(parse_status_kib(&own, "VmRSS").unwrap() > 0);
+        assert!(parse_status_kib(&own, "VmHWM").unwrap() > 0);
     }
 
     #[test]
@@ -442,15 +514,15 @@ mod tests {
     fn listening_lines() {
         let line = "xmppd listening: direct-tls 127.0.0.1:45678";
         assert_eq!(
-            parse_listening(line, "direct-tls"),
-            Some("127.0.0.1:45678".parse().unwrap())
+            parse_listener(line),
+            Some(("direct-tls", "127.0.0.1:45678".parse().unwrap()))
         );
-        assert_eq!(parse_listening(line, "starttls"), None);
         assert_eq!(
-            parse_listening("xmppd listening: direct-tls nonsense", "direct-tls"),
-            None
+            parse_listener("xmppd listening: https 127.0.0.1:1"),
+            Some(("https", "127.0.0.1:1".parse().unwrap()))
         );
-        assert_eq!(parse_listening("something else", "direct-tls"), None);
+        assert_eq!(parse_listener("xmppd listening: direct-tls nonsense"), None);
+        assert_eq!(parse_listener("something else"), None);
     }
 
     #[test]
@@ -460,10 +532,17 @@ mod tests {
 
     #[test]
     fn config_names_both_listeners() {
-        let text = config_text(Path::new("/tmp/bench/data"), false, "");
+        let text = config_text(Path::new("/tmp/bench/data"), &ConfigExtra::new(false));
         assert!(text.contains("data_dir = \"/tmp/bench/data\""));
         assert!(text.contains("[mam]\nenabled = false\n"));
-        assert!(config_text(Path::new("/d"), true, "").contains("[mam]\nenabled = true\n"));
+        let other = ConfigExtra {
+            domain: "a.localhost",
+            sections: "[http]\nenabled = true\n",
+            ..ConfigExtra::new(true)
+        };
+        let other = config_text(Path::new("/d"), &other);
+        assert!(other.contains("[mam]\nenabled = true\n[http]\nenabled = true\n"));
+        assert!(other.contains("hosts = [\"a.localhost\"]"));
         assert!(text.contains("direct_tls_listen = [\"127.0.0.1:0\"]"));
         assert!(text.contains("hosts = [\"localhost\"]"));
     }
