@@ -259,8 +259,8 @@ async fn run_lanes(
 }
 
 /// The first client of a lane pings its peer's domain and waits for the answer: when that is
-/// another server, the links both ways are up before the timed phase (a link being set up
-/// queues stanzas, which the phase would count as latency).
+/// another server, the federation carries stanzas both ways before the timed phase (a link
+/// being set up queues stanzas, which the phase would count as latency).
 async fn warm_up(sessions: &mut [Session]) -> Result<()> {
     let Some(peer_domain) = sessions
         .get(1)
