@@ -324,7 +324,7 @@ impl Session {
                 let _ = tls.shutdown().await;
             }
             Link::WebSocket(ws) => {
-                let _ = ws.close(None).await;
+                let _ = ws.send(WsMessage::Close(None)).await;
             }
         }
     }
