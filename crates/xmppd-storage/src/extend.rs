@@ -9,7 +9,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use crate::{Result, Schema, SqliteStore, StorageError};
+use crate::{Result, Schema, SqliteStore};
 
 impl SqliteStore {
     /// Brings `schema`'s tables up to date (in one transaction, so a failed migration leaves
@@ -37,33 +37,20 @@ pub(crate) fn apply_schema(conn: &rusqlite::Connection, schema: Schema) -> Resul
         )
         .optional()?
         .unwrap_or(0);
-    let known = schema.migrations.len();
-    let current = usize::try_from(current)
-        .ok()
-        .filter(|v| *v <= known)
-        .ok_or_else(|| {
-            StorageError::Backend(format!(
-                "schema {} is at version {current}, newer than this xmppd knows ({known})",
-                schema.name
-            ))
-        })?;
-    for sql in &schema.migrations[current..] {
+    let todo = crate::versions::pending(schema, current)?;
+    let from = schema.migrations.len() - todo.len();
+    for (_, sql) in &todo {
         conn.execute_batch(sql)?;
     }
-    if current < known {
+    if !todo.is_empty() {
         conn.execute(
             "INSERT INTO xmppd_schemas (name, version) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET version = excluded.version",
-            params![schema.name, known as i64],
+            params![schema.name, schema.migrations.len() as i64],
         )?;
-        tracing::info!(
-            schema = schema.name,
-            from = current,
-            to = known,
-            "schema migrated"
-        );
+        crate::versions::migrated(schema, from);
     }
-    Ok(current)
+    Ok(from)
 }
 
 #[cfg(test)]

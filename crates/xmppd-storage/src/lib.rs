@@ -22,10 +22,20 @@ use async_trait::async_trait;
 
 #[cfg(feature = "sqlite")]
 mod extend;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod remote;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod versions;
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlSettings, MysqlStore};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgSettings, PgStore};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use remote::{redact_url, DbSettings};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{create_private_dir_all, Deferred, SqliteStore, ROOMS_SCHEMA};
 

@@ -2,12 +2,14 @@
 //! comes back, its schema versions, and that no password reaches an error. (What every engine
 //! must do is in `conformance`.)
 
-#[path = "support/pg.rs"]
-mod pg;
+// Each test binary uses a part of the support.
+#[allow(dead_code)]
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
-use pg::{Cluster, PASSWORD};
+use support::pg::{self, Cluster, PASSWORD};
 use xmppd_storage::{CredentialStore, PgSettings, PgStore, Schema, StorageError, UserRef};
 
 fn alice() -> UserRef {

@@ -133,40 +133,26 @@ pub async fn apply_schema_locked(tx: &Transaction<'_>, schema: Schema) -> Result
         .await
         .map_err(pg_err)?
         .map_or(0, |r| r.get(0));
-    let known = schema.migrations.len();
-    let current = usize::try_from(current)
-        .ok()
-        .filter(|v| *v <= known)
-        .ok_or_else(|| {
-            StorageError::Backend(format!(
-                "schema {} is at version {current}, newer than this xmppd knows ({known})",
-                schema.name
-            ))
-        })?;
-    for (i, sql) in schema.migrations.iter().enumerate().skip(current) {
+    let todo = crate::versions::pending(schema, current)?;
+    let from = schema.migrations.len() - todo.len();
+    for (version, sql) in &todo {
         tx.batch_execute(sql).await.map_err(|e| {
             StorageError::Backend(format!(
-                "migrating schema {} to version {}: {}",
+                "migrating schema {} to version {version}: {}",
                 schema.name,
-                i + 1,
                 pg_err(e)
             ))
         })?;
     }
-    if current < known {
+    if !todo.is_empty() {
         tx.execute(
             "INSERT INTO xmppd_schemas (name, version) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET version = excluded.version",
-            &[&schema.name, &(known as i64)],
+            &[&schema.name, &(schema.migrations.len() as i64)],
         )
         .await
         .map_err(pg_err)?;
-        tracing::info!(
-            schema = schema.name,
-            from = current,
-            to = known,
-            "schema migrated"
-        );
+        crate::versions::migrated(schema, from);
     }
-    Ok(current)
+    Ok(from)
 }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
 use super::{corrupt, pg_err, PgStore};
+use crate::remote::{fit_page, limit};
 use crate::{OfflineMessage, OfflineStore, Result, UserRef};
 
 async fn count_offline(c: &impl GenericClient, user: &UserRef) -> Result<usize> {
@@ -19,27 +20,9 @@ async fn count_offline(c: &impl GenericClient, user: &UserRef) -> Result<usize> 
     usize::try_from(n).map_err(|_| corrupt("offline count"))
 }
 
-/// The messages of `rows` (id, stamp, xml, in id order) that fit: at most `max_bytes` of XML
-/// unless the first alone is larger.
-fn fit_page(rows: &[tokio_postgres::Row], max_bytes: usize) -> Vec<OfflineMessage> {
-    let (mut page, mut bytes) = (Vec::new(), 0usize);
-    for r in rows {
-        let xml: String = r.get(2);
-        bytes += xml.len();
-        if bytes > max_bytes && !page.is_empty() {
-            break;
-        }
-        page.push(OfflineMessage {
-            id: r.get(0),
-            stamp_ms: r.get(1),
-            xml,
-        });
-    }
-    page
-}
-
-fn limit(max_count: usize) -> i64 {
-    i64::try_from(max_count).unwrap_or(i64::MAX)
+/// The rows of an offline query as (id, stamp, xml).
+fn messages(rows: &[tokio_postgres::Row]) -> impl Iterator<Item = (i64, i64, String)> + '_ {
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2)))
 }
 
 #[async_trait]
@@ -103,7 +86,7 @@ impl OfflineStore for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(fit_page(&rows, max_bytes))
+        Ok(fit_page(messages(&rows), max_bytes))
     }
 
     async fn take_offline(
@@ -128,7 +111,7 @@ impl OfflineStore for PgStore {
             .query(&stmt, &[&user.domain, &user.user, &limit(max_count)])
             .await
             .map_err(pg_err)?;
-        let page = fit_page(&rows, max_bytes);
+        let page = fit_page(messages(&rows), max_bytes);
         let ids: Vec<i64> = page.iter().map(|m| m.id).collect();
         let stmt = tx
             .prepare_cached("DELETE FROM offline WHERE id = ANY($1)")

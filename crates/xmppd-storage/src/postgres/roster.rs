@@ -95,13 +95,7 @@ impl RosterStore for PgStore {
     }
 
     async fn set_roster_item(&self, user: &UserRef, item: &RosterItem) -> Result<u64> {
-        // A group listed twice is one group, in the place it was first named.
-        let mut groups: Vec<&String> = Vec::with_capacity(item.groups.len());
-        for g in &item.groups {
-            if !groups.contains(&g) {
-                groups.push(g);
-            }
-        }
+        let groups = crate::remote::distinct_groups(&item.groups);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         // `xmax = 0` only on a row this statement inserted: the item count moves exactly

@@ -337,3 +337,38 @@ pub async fn iterations_use_the_full_u32_range(db: &dyn Db) {
         Some(creds)
     );
 }
+
+pub async fn names_and_keys_match_exactly(db: &dyn Db) {
+    // The caller normalises; the store compares what it was given byte for byte, so names
+    // that differ only in case or accents are different accounts, contacts and keys.
+    let store = db.open().await;
+    let names = ["alice", "Alice", "alicé", "alice "];
+    for name in names {
+        store
+            .create_user(&UserRef::new(name, "example.org"), &[scram("SHA-256", 1)])
+            .await
+            .unwrap();
+    }
+    let mut listed = store.list_users("example.org").await.unwrap();
+    listed.sort();
+    let mut want: Vec<String> = names.map(String::from).to_vec();
+    want.sort();
+    assert_eq!(listed, want);
+    assert!(!store
+        .user_exists(&UserRef::new("ALICE", "example.org"))
+        .await
+        .unwrap());
+    for contact in ["bob@x", "Bob@x", "böb@x"] {
+        store
+            .set_roster_item(&alice(), &item(contact, Subscription::Both, &[]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.roster_len(&alice()).await.unwrap(), 3);
+    store.set_data(&alice(), "k", "lower").await.unwrap();
+    store.set_data(&alice(), "K", "upper").await.unwrap();
+    assert_eq!(
+        store.get_data(&alice(), "k").await.unwrap().as_deref(),
+        Some("lower")
+    );
+}

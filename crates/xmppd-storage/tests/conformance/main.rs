@@ -1,6 +1,7 @@
 //! The contract of the storage traits, written once and run against every engine: each case
-//! below runs on SQLite (`on_sqlite::`) and on a real PostgreSQL (`on_postgres::`; skipped
-//! with a message where PostgreSQL cannot be installed, a failure under CI). A new engine
+//! below runs on SQLite (`on_sqlite::`), on a real PostgreSQL (`on_postgres::`) and on a real
+//! MariaDB (`on_mariadb::`); the last two are skipped with a message where the server cannot
+//! be installed, a failure under CI. A new engine
 //! passes these before the server may use it.
 
 #[path = "../support/mod.rs"]
@@ -100,6 +101,15 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod on_mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = crate::support::MariaDb::new().await else { return };
+                    crate::$module::$case(&db).await;
+                }
+            )*
+        }
     };
 }
 
@@ -113,6 +123,7 @@ conformance!(
     accounts::removing_an_account_cancels_its_subscriptions_requests_and_affiliations,
     accounts::a_new_account_of_a_removed_name_starts_empty,
     accounts::iterations_use_the_full_u32_range,
+    accounts::names_and_keys_match_exactly,
     roster::roster_versions_and_items,
     roster::roster_length_and_bare_version_bumps,
     roster::roster_groups_keep_odd_names_and_order,

@@ -1,11 +1,13 @@
 //! What the storage tests share: a database per test on each engine.
 
+pub mod mariadb;
 pub mod pg;
+pub mod system;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use xmppd_storage::{PgStore, RoomStore, SqliteStore, Store};
+use xmppd_storage::{MysqlStore, PgStore, RoomStore, SqliteStore, Store};
 
 /// Every storage trait in one handle, as the server uses a store.
 pub trait FullStore: Store + RoomStore {}
@@ -66,6 +68,34 @@ impl Db for PgDb {
     async fn open(&self) -> Arc<dyn FullStore> {
         Arc::new(
             PgStore::connect(&self.cluster.settings(&self.name))
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+/// A database of its own on the shared MariaDB server.
+pub struct MariaDb {
+    server: &'static mariadb::Server,
+    name: String,
+}
+
+impl MariaDb {
+    /// `None` (the test is skipped, with a message) where MariaDB cannot be had.
+    pub async fn new() -> Option<MariaDb> {
+        let server = tokio::task::spawn_blocking(mariadb::shared)
+            .await
+            .unwrap()?;
+        let name = server.create_database().await;
+        Some(MariaDb { server, name })
+    }
+}
+
+#[async_trait]
+impl Db for MariaDb {
+    async fn open(&self) -> Arc<dyn FullStore> {
+        Arc::new(
+            MysqlStore::connect(&self.server.settings(&self.name))
                 .await
                 .unwrap(),
         )

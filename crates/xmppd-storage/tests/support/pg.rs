@@ -9,23 +9,18 @@
 // Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::system::{ensure_package, free_port, required, running_as_root, uid_of, Watchdog};
 use xmppd_storage::{PgSettings, PgStore};
 
 /// The superuser of the test clusters and its password (TCP connections must give it).
 pub const SUPERUSER: &str = "xmppd";
 pub const PASSWORD: &str = "pg-test-secret";
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-        || std::env::var("XMPPD_E2E_CI").is_ok_and(|v| v == "1")
-}
 
 /// The `bin` directory of the newest installed PostgreSQL.
 fn installed_bin_dir() -> Option<PathBuf> {
@@ -42,30 +37,11 @@ fn installed_bin_dir() -> Option<PathBuf> {
     dirs.pop().map(|(_, bin)| bin)
 }
 
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 /// The PostgreSQL programs, installing Debian's package if they are missing; why not, if
 /// they cannot be had.
 fn bin_dir() -> Result<PathBuf, String> {
-    if let Some(bin) = installed_bin_dir() {
-        return Ok(bin);
-    }
-    if !running_as_root() {
-        return Err("PostgreSQL is not installed (apt-get install postgresql as root)".into());
-    }
-    eprintln!("installing PostgreSQL (apt-get install postgresql) for the storage tests");
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "postgresql"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("running apt-get: {e}"))?;
-    if !status.success() {
-        return Err(format!("apt-get install postgresql failed ({status})"));
-    }
-    installed_bin_dir().ok_or_else(|| "PostgreSQL still missing after apt-get".into())
+    ensure_package("postgresql", || installed_bin_dir().is_some())?;
+    installed_bin_dir().ok_or_else(|| "PostgreSQL is not installed".into())
 }
 
 /// A command for one of PostgreSQL's programs, as the `postgres` user when we are root.
@@ -80,19 +56,6 @@ fn pg_command(bin: &Path, program: &str) -> Command {
     }
 }
 
-fn uid_of(user: &str) -> Option<(u32, u32)> {
-    let out = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").args([flag, user]).output().ok()?;
-        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
-    };
-    Some((out("-u")?, out("-g")?))
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A running PostgreSQL cluster. Dropping it stops the server and removes its directory; so
 /// does the end of the test process (a watchdog waits for our end of a pipe to close), for the
 /// cluster shared by a whole test binary, which is never dropped.
@@ -100,20 +63,13 @@ pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     pub port: u16,
-    watchdog: Mutex<Option<(ChildStdin, Child)>>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Cluster {
     /// A new cluster, or why there can be none here (a failure under CI).
     pub fn start() -> Option<Cluster> {
-        match Self::try_start() {
-            Ok(c) => Some(c),
-            Err(why) if under_ci() => panic!("PostgreSQL is required under CI: {why}"),
-            Err(why) => {
-                eprintln!("SKIPPED: no PostgreSQL for this test: {why}");
-                None
-            }
-        }
+        required("PostgreSQL", Self::try_start())
     }
 
     fn try_start() -> Result<Cluster, String> {
@@ -157,7 +113,7 @@ impl Cluster {
             bin,
             dir,
             port: 0,
-            watchdog: Mutex::new(None),
+            watchdog: None,
         };
         cluster.arm_watchdog()?;
         // A free port may be taken between our probe and the server's bind: try another.
@@ -219,19 +175,12 @@ impl Cluster {
         } else {
             "\"$0\" -D \"$1/data\" -m immediate stop"
         };
-        let script = format!("read _; {stop} >/dev/null 2>&1; rm -rf \"$1\"");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg(self.bin.join("pg_ctl"))
-            .arg(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawning the cleanup watchdog: {e}"))?;
-        let stdin = child.stdin.take().expect("piped");
-        *self.watchdog.lock().unwrap() = Some((stdin, child));
+        let script = format!("{stop} >/dev/null 2>&1; rm -rf \"$1\"");
+        let pg_ctl = self.bin.join("pg_ctl");
+        self.watchdog = Some(Watchdog::arm(
+            &script,
+            &[pg_ctl.as_os_str(), self.dir.as_os_str()],
+        )?);
         Ok(())
     }
 
@@ -276,16 +225,6 @@ impl Cluster {
         let db = self.create_database().await;
         let store = PgStore::connect(&self.settings(&db)).await.unwrap();
         (db, store)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Closing the pipe lets the watchdog stop the server and clean up; wait for it.
-        if let Some((stdin, mut child)) = self.watchdog.lock().unwrap().take() {
-            drop(stdin);
-            let _ = child.wait();
-        }
     }
 }
 
