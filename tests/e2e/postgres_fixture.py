@@ -14,11 +14,12 @@ import os
 import pathlib
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 
 import pytest
+
+from dbserver import free_port, unavailable
 
 USER = "xmppd"
 PASSWORD = "pg e2e secret"
@@ -36,15 +37,7 @@ def _bin_dir() -> pathlib.Path | None:
 
 
 def _unavailable(why: str):
-    if os.environ.get("XMPPD_E2E_CI") or os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL tests cannot run: {why}")
-    pytest.skip(f"PostgreSQL tests skipped: {why} (cargo xtask ci installs postgresql)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    unavailable("PostgreSQL", "postgresql", why)
 
 
 class Postgres:
@@ -88,7 +81,7 @@ class Postgres:
         """Starts the server (on the same port when it ran before), waiting until it is up."""
         attempts = 1 if self.port else 5
         for _ in range(attempts):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             options = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
             result = subprocess.run(
                 self._command("pg_ctl", "-D", str(self.dir / "data"), "-l",

@@ -64,9 +64,24 @@ async def test_a_database_outage_gives_temporary_errors_and_the_server_recovers(
     monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
     server = make_server(
         storage=pg_storage(postgres, connect_timeout_secs=2, pool_wait_secs=2))
-    alice = await login(server, "alice")
+    await outage_gives_temporary_errors_and_recovers(server, postgres, PASSWORD)
 
-    postgres.stop()
+
+def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):
+    password_in_url_is_refused(make_server, "postgres", "postgres://xmppd:hunter2@127.0.0.1/xmppd")
+
+
+def test_an_unreachable_database_stops_the_start_with_a_clear_error(make_server, tmp_path):
+    unreachable_database_stops_the_start(
+        make_server, tmp_path, "postgres", "postgres://xmppd@127.0.0.1:1/xmppd", "PostgreSQL")
+
+
+async def outage_gives_temporary_errors_and_recovers(server, db, password: str) -> None:
+    """With ``db`` (a fixture's server with ``stop`` and ``start``) going away under a running
+    ``server``: logins fail with a temporary failure, writes with ``wait`` errors, and both
+    work again once it is back, without a restart."""
+    alice = await login(server, "alice")
+    db.stop()
     # A login cannot be checked: a temporary failure (RFC 6120 §6.5.13), not a wrong password.
     assert plain_failure(server, "bob", XMPP_PASSWORD) == ["temporary-auth-failure"]
     # A roster change cannot be stored: refused, to be retried (type wait).
@@ -81,17 +96,19 @@ async def test_a_database_outage_gives_temporary_errors_and_the_server_recovers(
     assert stanza_error(bounce) == "internal-server-error"
     assert bounce.find(q("jabber:client", "error")).get("type") == "wait"
 
-    postgres.start()
+    db.start()
     # The same server serves again, without a restart.
     assert await can_login(server, "bob")
     await alice.update_roster("carol@localhost", name="C")
+    alice.send_message(mto="carol@localhost", mbody="after the outage", mtype="chat")
+    carol = await login(server, "carol")
+    await carol.expect_message("after the outage", "alice@localhost")
     assert server.running
-    assert PASSWORD not in server.output()
+    assert password not in server.output()
 
 
-def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):
-    server = make_server(start=False, users=(), storage={
-        "backend": "postgres", "url": "postgres://xmppd:hunter2@127.0.0.1/xmppd"})
+def password_in_url_is_refused(make_server, backend: str, url: str) -> None:
+    server = make_server(start=False, users=(), storage={"backend": backend, "url": url})
     result = server.cli("check-config", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -100,14 +117,15 @@ def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):
     assert len(output.strip().splitlines()) == 1, output
 
 
-def test_an_unreachable_database_stops_the_start_with_a_clear_error(make_server, tmp_path):
-    secret = tmp_path / "pg-password"
+def unreachable_database_stops_the_start(make_server, tmp_path, backend: str, url: str,
+                                         engine: str) -> None:
+    secret = tmp_path / "db-password"
     secret.write_text("not-shown-secret")
     server = make_server(start=False, users=(), storage={
-        "backend": "postgres", "url": "postgres://xmppd@127.0.0.1:1/xmppd",
-        "password_file": str(secret), "connect_timeout_secs": 2})
+        "backend": backend, "url": url, "password_file": str(secret),
+        "connect_timeout_secs": 2})
     result = server.cli("users", "list", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "PostgreSQL" in output and "127.0.0.1:1" in output, output
+    assert engine in output and "127.0.0.1:1" in output, output
     assert "not-shown-secret" not in output

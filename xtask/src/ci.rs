@@ -221,9 +221,9 @@ fn cargo_deny(root: &Path, cargo: &OsStr) -> Result<()> {
 /// (the binary only, without the package that runs it as the system's resolver) for their
 /// private DNS, which `test_acme.py` uses too; pebble, the ACME server that
 /// `test_acme.py` obtains certificates from; chromium, the browser converse.js runs in
-/// for `test_converse.py`; and PostgreSQL, for the storage conformance tests and
-/// `test_postgres.py`.
-const SYSTEM_PACKAGES: [(&str, &str); 16] = [
+/// for `test_converse.py`; PostgreSQL and MariaDB, for the storage conformance tests,
+/// `test_postgres.py` and `test_mariadb.py`.
+const SYSTEM_PACKAGES: [(&str, &str); 17] = [
     ("slapd", "slapd"),
     ("ldapadd", "ldap-utils"),
     ("samba", "samba samba-dsdb-modules samba-ad-provision"),
@@ -240,6 +240,7 @@ const SYSTEM_PACKAGES: [(&str, &str); 16] = [
     ("dnsmasq", "dnsmasq-base"),
     ("chromium", "chromium"),
     ("pg_ctlcluster", "postgresql"),
+    ("mariadbd", "mariadb-server"),
 ];
 
 /// Installs the missing [`SYSTEM_PACKAGES`] with apt-get.

@@ -1,12 +1,12 @@
 //! The stores a configuration names, opened the same way by the server and the command line.
 //!
-//! With `[storage] backend = "sqlite"` everything is in one SQLite file. With `"postgres"` the
-//! core's data (accounts and SCRAM keys, rosters, offline messages, user data, session records,
-//! chat rooms) is in PostgreSQL, and the services whose stores are SQLite-only so far (the
-//! message archive, pubsub and PEP, private XML and vCards, push registrations, FAST tokens,
-//! block lists, upload slots) keep theirs in the SQLite file of `storage.sqlite_path` beside
-//! it: the server works as a whole, and what moves to PostgreSQL later moves service by
-//! service. See `docs/STORAGE.md`.
+//! With `[storage] backend = "sqlite"` everything is in one SQLite file. With `"postgres"` or
+//! `"mysql"` (MariaDB) the core's data (accounts and SCRAM keys, rosters, offline messages,
+//! user data, session records, chat rooms) is on that database server, and the services whose
+//! stores are SQLite-only so far (the message archive, pubsub and PEP, private XML and vCards,
+//! push registrations, FAST tokens, block lists, upload slots) keep theirs in the SQLite file
+//! of `storage.sqlite_path` beside it: the server works as a whole, and what moves to the
+//! server later moves service by service. See `docs/STORAGE.md`.
 
 use std::sync::Arc;
 
@@ -45,6 +45,7 @@ pub async fn open(config: &ValidatedConfig) -> Result<Stores, Failure> {
     match config.storage.backend {
         StorageBackend::Sqlite => Ok(Stores::of(services.clone(), services)),
         StorageBackend::Postgres => postgres(config, services).await,
+        StorageBackend::Mysql => mysql(config, services).await,
     }
 }
 
@@ -58,7 +59,7 @@ pub fn open_sqlite(config: &ValidatedConfig) -> Result<Arc<SqliteStore>, Failure
 
 #[cfg(feature = "postgres")]
 async fn postgres(config: &ValidatedConfig, services: Arc<SqliteStore>) -> Result<Stores, Failure> {
-    let settings = pg_settings(config)?;
+    let settings = db_settings(config)?;
     let store = xmppd_storage::PgStore::connect(&settings)
         .await
         .map_err(|e| Failure(format!("opening the PostgreSQL database: {e}")))?;
@@ -68,38 +69,61 @@ async fn postgres(config: &ValidatedConfig, services: Arc<SqliteStore>) -> Resul
 
 #[cfg(not(feature = "postgres"))]
 async fn postgres(_: &ValidatedConfig, _: Arc<SqliteStore>) -> Result<Stores, Failure> {
-    Err(Failure(
-        "storage.backend = \"postgres\": this xmppd was built without PostgreSQL support \
-         (cargo feature `postgres`)"
-            .into(),
+    Err(without("postgres", "PostgreSQL"))
+}
+
+#[cfg(feature = "mysql")]
+async fn mysql(config: &ValidatedConfig, services: Arc<SqliteStore>) -> Result<Stores, Failure> {
+    let settings = db_settings(config)?;
+    let store = xmppd_storage::MysqlStore::connect(&settings)
+        .await
+        .map_err(|e| Failure(format!("opening the MariaDB database: {e}")))?;
+    tracing::info!(url = %settings.redacted(), "storage: MariaDB");
+    Ok(Stores::of(Arc::new(store), services))
+}
+
+#[cfg(not(feature = "mysql"))]
+async fn mysql(_: &ValidatedConfig, _: Arc<SqliteStore>) -> Result<Stores, Failure> {
+    Err(without("mysql", "MariaDB"))
+}
+
+#[cfg(not(all(feature = "postgres", feature = "mysql")))]
+fn without(feature: &str, engine: &str) -> Failure {
+    Failure(format!(
+        "storage.backend = \"{feature}\": this xmppd was built without {engine} support \
+         (cargo feature `{feature}`)"
     ))
 }
 
 /// The connection settings, with the URL and password read from their files or the
 /// environment. What the files hold never appears in an error.
-#[cfg(feature = "postgres")]
-fn pg_settings(config: &ValidatedConfig) -> Result<xmppd_storage::PgSettings, Failure> {
-    use xmppd_config::{PostgresUrl, PASSWORD_ENV};
-    let pg = (config.storage.postgres.as_ref())
-        .ok_or_else(|| Failure("storage.backend = \"postgres\" without its settings".into()))?;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn db_settings(config: &ValidatedConfig) -> Result<xmppd_storage::DbSettings, Failure> {
+    use xmppd_config::{DatabaseUrl, PASSWORD_ENV};
+    let backend = config.storage.backend.as_str();
+    let server = (config.storage.server.as_ref()).ok_or_else(|| {
+        Failure(format!(
+            "storage.backend = \"{backend}\" without its settings"
+        ))
+    })?;
     let read = |key: &str, path: &std::path::Path| -> Result<String, Failure> {
         std::fs::read_to_string(path)
             .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
             .map_err(|e| Failure(format!("{key} {}: {e}", path.display())))
     };
-    let url = match &pg.url {
-        PostgresUrl::Inline(url) => url.clone(),
-        PostgresUrl::File(path) => read("storage.url_file", path)?.trim().to_owned(),
+    let url = match &server.url {
+        DatabaseUrl::Inline(url) => url.clone(),
+        DatabaseUrl::File(path) => read("storage.url_file", path)?.trim().to_owned(),
     };
-    let password = match &pg.password_file {
+    let password = match &server.password_file {
         Some(path) => Some(read("storage.password_file", path)?),
         None => std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
     };
-    Ok(xmppd_storage::PgSettings {
+    Ok(xmppd_storage::DbSettings {
         url,
         password,
-        pool_size: pg.pool_size,
-        connect_timeout: pg.connect_timeout,
-        wait_timeout: pg.pool_wait,
+        pool_size: server.pool_size,
+        connect_timeout: server.connect_timeout,
+        wait_timeout: server.pool_wait,
     })
 }

@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use toml::{Table, Value};
 
 use crate::{
-    AdminHttpSettings, AuthBackendKind, BindPassword, ExtDiscoSettings, HttpSettings, LdapSettings,
-    LdapTls, MamDefault, MamSettings, MucCreation, MucSettings, PostgresUrl, Proxy65Settings,
+    AdminHttpSettings, AuthBackendKind, BindPassword, DatabaseUrl, ExtDiscoSettings, HttpSettings,
+    LdapSettings, LdapTls, MamDefault, MamSettings, MucCreation, MucSettings, Proxy65Settings,
     PubSubCreate, PubSubSettings, SharedGroupSource, Source, TurnSecret, UploadBackend,
     UploadSettings, ValidatedConfig,
 };
@@ -113,10 +113,10 @@ fn render(c: &ValidatedConfig) -> String {
         ("backend", c.storage.backend.as_str().into()),
         ("sqlite_path", path(&c.storage.sqlite_path)),
     ]);
-    if let (Some(pg), Value::Table(t)) = (&c.storage.postgres, &mut storage) {
+    if let (Some(pg), Value::Table(t)) = (&c.storage.server, &mut storage) {
         match &pg.url {
-            PostgresUrl::Inline(url) => t.insert("url".into(), url.clone().into()),
-            PostgresUrl::File(f) => t.insert("url_file".into(), path(f)),
+            DatabaseUrl::Inline(url) => t.insert("url".into(), url.clone().into()),
+            DatabaseUrl::File(f) => t.insert("url_file".into(), path(f)),
         };
         if let Some(f) = &pg.password_file {
             t.insert("password_file".into(), path(f));

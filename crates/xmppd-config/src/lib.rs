@@ -55,7 +55,7 @@ pub use sections::*;
 pub use settings::*;
 pub use source::Source;
 pub use storage::{
-    PostgresSettings, PostgresUrl, StorageBackend, StorageSection, StorageSettings, PASSWORD_ENV,
+    DatabaseSettings, DatabaseUrl, StorageBackend, StorageSection, StorageSettings, PASSWORD_ENV,
 };
 pub use upload::{UploadBackend, UploadSection, UploadSettings};
 use validate::in_range;

@@ -13,11 +13,11 @@ use crate::{in_range, ConfigError};
 pub struct StorageSection {
     pub backend: StorageBackend,
     pub sqlite_path: PathBuf,
-    /// The PostgreSQL URL, without its password.
+    /// The database server's URL (PostgreSQL or MariaDB), without its password.
     pub url: Option<String>,
-    /// A file holding the PostgreSQL URL (which may hold the password).
+    /// A file holding the database URL (which may hold the password).
     pub url_file: Option<PathBuf>,
-    /// A file holding the PostgreSQL password.
+    /// A file holding the database password.
     pub password_file: Option<PathBuf>,
     pub pool_size: u64,
     pub connect_timeout_secs: u64,
@@ -45,6 +45,9 @@ pub enum StorageBackend {
     #[default]
     Sqlite,
     Postgres,
+    /// MariaDB (`"mysql"`, or `"mariadb"`).
+    #[serde(alias = "mariadb")]
+    Mysql,
 }
 
 impl StorageBackend {
@@ -52,6 +55,16 @@ impl StorageBackend {
         match self {
             StorageBackend::Sqlite => "sqlite",
             StorageBackend::Postgres => "postgres",
+            StorageBackend::Mysql => "mysql",
+        }
+    }
+
+    /// The URL schemes this engine's `storage.url` takes (none: a file, not a server).
+    fn url_schemes(self) -> &'static [&'static str] {
+        match self {
+            StorageBackend::Sqlite => &[],
+            StorageBackend::Postgres => &["postgres://", "postgresql://"],
+            StorageBackend::Mysql => &["mysql://", "mariadb://"],
         }
     }
 }
@@ -63,16 +76,16 @@ pub struct StorageSettings {
     /// Resolved against `data_dir`. With PostgreSQL, the file of the services that keep their
     /// data in SQLite still.
     pub sqlite_path: PathBuf,
-    /// With `backend = "postgres"`.
-    pub postgres: Option<PostgresSettings>,
+    /// With a database server (`backend = "postgres"` or `"mysql"`).
+    pub server: Option<DatabaseSettings>,
 }
 
-/// How to reach PostgreSQL. The password is read by the binary at start-up, from
+/// How to reach the database server. The password is read by the binary at start-up, from
 /// `password_file`, else the `XMPPD_STORAGE_PASSWORD` environment variable, else the URL of
 /// `url_file`; it is never part of the configuration itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresSettings {
-    pub url: PostgresUrl,
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
     /// Resolved against the configuration file's directory.
     pub password_file: Option<PathBuf>,
     pub pool_size: usize,
@@ -81,17 +94,17 @@ pub struct PostgresSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PostgresUrl {
+pub enum DatabaseUrl {
     /// `storage.url`: checked to hold no password.
     Inline(String),
     /// `storage.url_file`, resolved against the configuration file's directory.
     File(PathBuf),
 }
 
-/// The environment variable the binary takes the PostgreSQL password from.
+/// The environment variable the binary takes the database password from.
 pub const PASSWORD_ENV: &str = "XMPPD_STORAGE_PASSWORD";
 
-/// Whether a `postgres://` URL carries a password (`user:password@`, or `password=` in its
+/// Whether a `postgres://` or `mysql://` URL carries a password (`user:password@`, or `password=` in its
 /// query).
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -115,7 +128,7 @@ impl StorageSection {
         if self.sqlite_path.as_os_str().is_empty() {
             return Err(fail("storage.sqlite_path", "must not be empty".into()));
         }
-        let postgres = match self.backend {
+        let server = match self.backend {
             StorageBackend::Sqlite => {
                 for (key, set) in [
                     ("storage.url", self.url.is_some()),
@@ -123,26 +136,27 @@ impl StorageSection {
                     ("storage.password_file", self.password_file.is_some()),
                 ] {
                     if set {
-                        let why = "only with backend = \"postgres\"".into();
+                        let why = "only with backend = \"postgres\" or \"mysql\"".into();
                         return Err(fail(key, why));
                     }
                 }
                 None
             }
-            StorageBackend::Postgres => Some(self.postgres(base_dir, fail)?),
+            StorageBackend::Postgres | StorageBackend::Mysql => Some(self.server(base_dir, fail)?),
         };
         Ok(StorageSettings {
             backend: self.backend,
             sqlite_path: data_dir.join(&self.sqlite_path),
-            postgres,
+            server,
         })
     }
 
-    fn postgres(
+    fn server(
         &self,
         base_dir: &Path,
         fail: &dyn Fn(&str, String) -> ConfigError,
-    ) -> Result<PostgresSettings, ConfigError> {
+    ) -> Result<DatabaseSettings, ConfigError> {
+        let backend = self.backend.as_str();
         let existing = |key: &str, p: &PathBuf| -> Result<PathBuf, ConfigError> {
             let full = base_dir.join(p);
             if p.as_os_str().is_empty() || !full.is_file() {
@@ -156,13 +170,14 @@ impl StorageSection {
                 return Err(fail("storage.url_file", why));
             }
             (None, None) => {
-                let why = "backend = \"postgres\" needs url (or url_file)".into();
+                let why = format!("backend = \"{backend}\" needs url (or url_file)");
                 return Err(fail("storage.backend", why));
             }
             (Some(url), None) => {
                 let url = url.trim();
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    let why = "must be a postgres:// or postgresql:// URL".into();
+                let schemes = self.backend.url_schemes();
+                if !schemes.iter().any(|s| url.starts_with(s)) {
+                    let why = format!("must be a {} URL", schemes.join(" or "));
                     return Err(fail("storage.url", why));
                 }
                 if url_has_password(url) {
@@ -173,9 +188,9 @@ impl StorageSection {
                     );
                     return Err(fail("storage.url", why));
                 }
-                PostgresUrl::Inline(url.to_owned())
+                DatabaseUrl::Inline(url.to_owned())
             }
-            (None, Some(f)) => PostgresUrl::File(existing("storage.url_file", f)?),
+            (None, Some(f)) => DatabaseUrl::File(existing("storage.url_file", f)?),
         };
         let password_file = match &self.password_file {
             Some(f) => Some(existing("storage.password_file", f)?),
@@ -187,7 +202,7 @@ impl StorageSection {
             .map_err(|why| fail("storage.connect_timeout_secs", why))?;
         let wait = in_range(self.pool_wait_secs, 1, 300)
             .map_err(|why| fail("storage.pool_wait_secs", why))?;
-        Ok(PostgresSettings {
+        Ok(DatabaseSettings {
             url,
             password_file,
             pool_size,
@@ -213,10 +228,10 @@ mod tests {
         let ok =
             check("backend = \"postgres\"\nurl = \"postgres://xmppd@db/xmppd\"\npool_size = 4\n")
                 .unwrap();
-        let pg = ok.postgres.unwrap();
+        let pg = ok.server.unwrap();
         assert_eq!(
             pg.url,
-            PostgresUrl::Inline("postgres://xmppd@db/xmppd".into())
+            DatabaseUrl::Inline("postgres://xmppd@db/xmppd".into())
         );
         assert_eq!(pg.pool_size, 4);
         assert_eq!(pg.connect_timeout, Duration::from_secs(5));
@@ -254,9 +269,20 @@ mod tests {
                 "only with backend",
             ),
             (
-                "backend = \"mysql\"\n",
+                "backend = \"oracle\"\n",
                 "storage.backend",
                 "unknown variant",
+            ),
+            ("backend = \"mysql\"\n", "storage.backend", "needs url"),
+            (
+                "backend = \"mariadb\"\nurl = \"mysql://xmppd:s3cret@db/x\"\n",
+                "storage.url",
+                "must not contain the password",
+            ),
+            (
+                "backend = \"mysql\"\nurl = \"postgres://db/x\"\n",
+                "storage.url",
+                "mysql:// or mariadb://",
             ),
         ] {
             let err = check(text).unwrap_err();
@@ -265,6 +291,36 @@ mod tests {
             assert!(shown.contains(words), "{text}: {shown}");
             assert!(!shown.contains("s3cret"), "{shown}");
             assert_eq!(shown.lines().count(), 1, "{shown}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod mysql_tests {
+    use super::*;
+    use crate::{Config, Source};
+
+    fn check(storage: &str) -> Result<StorageSettings, ConfigError> {
+        let text = format!("[server]\nhosts = [\"example.org\"]\n[storage]\n{storage}");
+        let source = Source::new("test.toml", text, PathBuf::from("/nonexistent"));
+        Config::parse(&source)?.validate(&source).map(|c| c.storage)
+    }
+
+    #[test]
+    fn mariadb_is_an_alias_of_mysql_with_the_same_settings() {
+        for backend in ["mysql", "mariadb"] {
+            let ok = check(&format!(
+                "backend = \"{backend}\"\nurl = \"mariadb://xmppd@db/xmppd?require_ssl=true\"\n"
+            ))
+            .unwrap();
+            assert_eq!(ok.backend, StorageBackend::Mysql);
+            assert_eq!(ok.backend.as_str(), "mysql");
+            let server = ok.server.unwrap();
+            assert_eq!(
+                server.url,
+                DatabaseUrl::Inline("mariadb://xmppd@db/xmppd?require_ssl=true".into())
+            );
+            assert_eq!(server.pool_wait, Duration::from_secs(5));
         }
     }
 }

@@ -2,16 +2,12 @@
 //! and comes back, its schema versions under the named lock, TLS to the server, and that no
 //! password reaches an error. (What every engine must do is in `conformance`.)
 
-// Each test binary uses a part of the support.
-#[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::Duration;
-
 use mysql_async::prelude::Queryable;
 use support::mariadb::{self, Server, PASSWORD};
-use xmppd_storage::{CredentialStore, MysqlSettings, MysqlStore, Schema, StorageError, UserRef};
+use xmppd_storage::{CredentialStore, MysqlSettings, MysqlStore, Schema, UserRef};
 
 fn alice() -> UserRef {
     UserRef::new("alice", "example.org")
@@ -19,95 +15,15 @@ fn alice() -> UserRef {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_recovers_when_the_database_comes_back() {
-    // A server of its own: this test stops it.
-    let Some(server) = tokio::task::spawn_blocking(Server::start).await.unwrap() else {
-        return;
-    };
-    let db = server.create_database().await;
-    let settings = MysqlSettings {
-        connect_timeout: Duration::from_secs(2),
-        wait_timeout: Duration::from_secs(2),
-        ..server.settings(&db)
-    };
-    let store = MysqlStore::connect(&settings).await.unwrap();
-    store.create_user(&alice(), &[]).await.unwrap();
-
-    let server = tokio::task::spawn_blocking(move || {
-        server.stop();
-        server
-    })
-    .await
-    .unwrap();
-    // Down: calls fail (the core turns this into temporary-auth-failure and wait errors)
-    // instead of hanging, and name the cause, never the password.
-    for _ in 0..3 {
-        match store.user_exists(&alice()).await {
-            Err(StorageError::Backend(msg)) => {
-                assert!(!msg.contains(PASSWORD), "{msg}");
-            }
-            other => panic!("expected a backend error, got {other:?}"),
-        }
-    }
-
-    let server = tokio::task::spawn_blocking(move || {
-        server.run().unwrap();
-        server
-    })
-    .await
-    .unwrap();
-    // Up again: the same store serves without a restart.
-    assert!(store.user_exists(&alice()).await.unwrap());
-    store
-        .create_user(&UserRef::new("bob", "example.org"), &[])
-        .await
-        .unwrap();
-    drop(server);
+    support::the_pool_recovers_when_the_database_comes_back::<Server>().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_errors_never_show_the_password() {
-    let Some(server) = tokio::task::spawn_blocking(mariadb::shared).await.unwrap() else {
+    let Some(wrong) = support::connection_errors_never_show_the_password::<Server>().await else {
         return;
     };
-    let db = server.create_database().await;
-    // A wrong password in the URL.
-    let wrong = MysqlSettings {
-        url: format!(
-            "mysql://xmppd:wrong-Secret-1@127.0.0.1:{}/{db}",
-            server.port
-        ),
-        password: None,
-        ..server.settings(&db)
-    };
-    let msg = match MysqlStore::connect(&wrong).await {
-        Err(StorageError::Backend(msg)) => msg,
-        other => panic!("{:?}", other.err()),
-    };
-    assert!(!msg.contains("wrong-Secret-1"), "{msg}");
-    assert!(msg.contains("xmppd:***@127.0.0.1"), "{msg}");
-    assert!(msg.contains("Access denied"), "{msg}");
-    // A server that is not there, with the password apart.
-    let nowhere = MysqlSettings {
-        url: "mysql://xmppd@127.0.0.1:1/x".into(),
-        password: Some("apart-Secret-2".into()),
-        connect_timeout: Duration::from_secs(2),
-        ..server.settings(&db)
-    };
-    let msg = match MysqlStore::connect(&nowhere).await {
-        Err(StorageError::Backend(msg)) => msg,
-        other => panic!("{:?}", other.err()),
-    };
-    assert!(!msg.contains("apart-Secret-2"), "{msg}");
-    // A URL that does not parse, with the password in it.
-    let garbled = MysqlSettings {
-        url: "mysql://xmppd:garbled-Secret-3@127.0.0.1:notaport/x".into(),
-        ..server.settings(&db)
-    };
-    let msg = match MysqlStore::connect(&garbled).await {
-        Err(StorageError::Backend(msg)) => msg,
-        other => panic!("{:?}", other.err()),
-    };
-    assert!(!msg.contains("garbled-Secret-3"), "{msg}");
+    assert!(wrong.contains("Access denied"), "{wrong}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,4 +102,45 @@ async fn tables_are_utf8mb4_with_the_binary_no_pad_collation() {
         .await
         .unwrap();
     assert_eq!(store.list_users("example.org").await.unwrap(), ["🦀"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_taken_when_the_url_asks_for_it() {
+    let Some(server) = tokio::task::spawn_blocking(Server::start_with_tls)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let db = server.create_database().await;
+    let ca = server.ca.clone().unwrap();
+    // A user the server lets in over TLS only.
+    server
+        .admin_sql(&format!(
+            "CREATE USER 'tls'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}' REQUIRE SSL;
+             GRANT ALL PRIVILEGES ON {db}.* TO 'tls'@'127.0.0.1';"
+        ))
+        .unwrap();
+    let with = |query: &str| MysqlSettings {
+        url: format!("mysql://tls@127.0.0.1:{}/{db}{query}", server.port),
+        ..server.settings(&db)
+    };
+    let plain = MysqlStore::connect(&with("")).await.err().expect("refused");
+    assert!(plain.to_string().contains("Access denied"), "{plain}");
+    // The server's certificate is checked: without its authority, no connection.
+    let unknown = (MysqlStore::connect(&with("?require_ssl=true")).await)
+        .err()
+        .expect("an unknown authority");
+    assert!(!unknown.to_string().contains(PASSWORD), "{unknown}");
+    let store = MysqlStore::connect(&with(&format!("?require_ssl=true&ssl_ca={}", ca.display())))
+        .await
+        .unwrap();
+    store.create_user(&alice(), &[]).await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let cipher: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+        .await
+        .unwrap();
+    let version = cipher.map(|(_, v)| v).unwrap_or_default();
+    assert!(version.starts_with("TLS"), "{version:?}");
 }

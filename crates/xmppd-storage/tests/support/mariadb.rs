@@ -31,6 +31,8 @@ const SERVER: &str = "/usr/sbin/mariadbd";
 pub struct Server {
     dir: PathBuf,
     pub port: u16,
+    /// With TLS: the PEM file of the authority that signed the server's certificate.
+    pub ca: Option<PathBuf>,
     process: Mutex<Option<Child>>,
     _watchdog: Watchdog,
 }
@@ -38,10 +40,16 @@ pub struct Server {
 impl Server {
     /// A new server, or why there can be none here (a failure under CI).
     pub fn start() -> Option<Server> {
-        required("MariaDB", Self::try_start())
+        required("MariaDB", Self::try_start(false))
     }
 
-    fn try_start() -> Result<Server, String> {
+    /// A new server that also takes TLS, with a certificate for 127.0.0.1 from an authority
+    /// of its own ([`Server::ca`]).
+    pub fn start_with_tls() -> Option<Server> {
+        required("MariaDB", Self::try_start(true))
+    }
+
+    fn try_start(tls: bool) -> Result<Server, String> {
         ensure_package("mariadb-server", || Path::new(SERVER).exists())?;
         let dir = tempfile::Builder::new()
             .prefix("xmppd-mariadb-")
@@ -75,9 +83,15 @@ impl Server {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        let ca = if tls {
+            Some(make_certificates(&dir)?)
+        } else {
+            None
+        };
         let mut server = Server {
             dir,
             port: 0,
+            ca,
             process: Mutex::new(None),
             _watchdog: watchdog,
         };
@@ -125,6 +139,15 @@ impl Server {
         if running_as_root() {
             command.arg("--user=mysql");
         }
+        if self.ca.is_some() {
+            command
+                .arg(format!("--ssl-ca={}", self.dir.join("ca.pem").display()))
+                .arg(format!(
+                    "--ssl-cert={}",
+                    self.dir.join("cert.pem").display()
+                ))
+                .arg(format!("--ssl-key={}", self.dir.join("key.pem").display()));
+        }
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -160,7 +183,7 @@ impl Server {
     }
 
     /// Runs `sql` as the administrator over the Unix socket.
-    fn admin_sql(&self, sql: &str) -> Result<String, String> {
+    pub fn admin_sql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new("mariadb")
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.socket().display()))
@@ -214,6 +237,90 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Makes an authority (`ca.pem`) and a certificate for 127.0.0.1 it signed (`cert.pem`,
+/// `key.pem`) in `dir`, readable by the server; returns the authority's file.
+fn make_certificates(dir: &Path) -> Result<PathBuf, String> {
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=xmppd test authority"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign"],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req"],
+            &key[..],
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "req.pem",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.pem",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        "ext.cnf",
+    ])?;
+    if running_as_root() {
+        let (uid, gid) = uid_of("mysql").ok_or("no mysql user")?;
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            std::os::unix::fs::chown(dir.join(file), Some(uid), Some(gid))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(dir.join("ca.pem"))
 }
 
 /// The server shared by the tests of one test binary (started by the first that needs it), or

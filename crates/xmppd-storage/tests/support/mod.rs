@@ -1,13 +1,19 @@
 //! What the storage tests share: a database per test on each engine.
 
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
 pub mod mariadb;
 pub mod pg;
 pub mod system;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use xmppd_storage::{MysqlStore, PgStore, RoomStore, SqliteStore, Store};
+use xmppd_storage::{
+    DbSettings, MysqlStore, PgStore, RoomStore, SqliteStore, StorageError, Store, UserRef,
+};
 
 /// Every storage trait in one handle, as the server uses a store.
 pub trait FullStore: Store + RoomStore {}
@@ -99,5 +105,176 @@ impl Db for MariaDb {
                 .await
                 .unwrap(),
         )
+    }
+}
+
+/// A database server of the tests (PostgreSQL, MariaDB), for what every engine on a server
+/// shows beyond the conformance suite: its pool surviving the server's restart, and no
+/// password in its errors.
+#[async_trait]
+pub trait ServerEngine: Sized + Send + Sync + 'static {
+    /// The scheme of its URLs (`postgres`, `mysql`) and the test user's password.
+    const SCHEME: &'static str;
+    const PASSWORD: &'static str;
+    /// A server of its own, for a test that stops it.
+    fn start_own() -> Option<Self>;
+    /// The server shared by a test binary.
+    fn shared() -> Option<&'static Self>;
+    fn port(&self) -> u16;
+    fn settings(&self, db: &str) -> DbSettings;
+    async fn create_database(&self) -> String;
+    /// Stops the server, waiting until it is down, and starts it again on its port.
+    fn stop(&self);
+    fn restart(&self);
+    async fn connect(settings: &DbSettings) -> xmppd_storage::Result<Arc<dyn FullStore>>;
+}
+
+pub async fn the_pool_recovers_when_the_database_comes_back<S: ServerEngine>() {
+    let alice = UserRef::new("alice", "example.org");
+    let Some(server) = tokio::task::spawn_blocking(S::start_own).await.unwrap() else {
+        return;
+    };
+    let db = server.create_database().await;
+    let settings = DbSettings {
+        connect_timeout: Duration::from_secs(2),
+        wait_timeout: Duration::from_secs(2),
+        ..server.settings(&db)
+    };
+    let store = S::connect(&settings).await.unwrap();
+    store.create_user(&alice, &[]).await.unwrap();
+
+    let server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    // Down: calls fail (the core turns this into temporary-auth-failure and wait errors)
+    // instead of hanging, and name the cause, never the password.
+    for _ in 0..3 {
+        match store.user_exists(&alice).await {
+            Err(StorageError::Backend(msg)) => assert!(!msg.contains(S::PASSWORD), "{msg}"),
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+    }
+
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    // Up again: the same store serves without a restart.
+    assert!(store.user_exists(&alice).await.unwrap());
+    store
+        .create_user(&UserRef::new("bob", "example.org"), &[])
+        .await
+        .unwrap();
+    drop(server);
+}
+
+/// The message of a failed connection attempt.
+async fn refused<S: ServerEngine>(settings: &DbSettings) -> String {
+    match S::connect(settings).await {
+        Err(StorageError::Backend(msg)) => msg,
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("connected with {settings:?}"),
+    }
+}
+
+/// Connection errors never show the password; returns the message for a wrong password in
+/// the URL, which each engine words its own way.
+pub async fn connection_errors_never_show_the_password<S: ServerEngine>() -> Option<String> {
+    let server = tokio::task::spawn_blocking(S::shared).await.unwrap()?;
+    let db = server.create_database().await;
+    let scheme = S::SCHEME;
+    // A wrong password in the URL.
+    let wrong = DbSettings {
+        url: format!(
+            "{scheme}://xmppd:wrong-Secret-1@127.0.0.1:{}/{db}",
+            server.port()
+        ),
+        password: None,
+        ..server.settings(&db)
+    };
+    let msg = refused::<S>(&wrong).await;
+    assert!(!msg.contains("wrong-Secret-1"), "{msg}");
+    assert!(msg.contains("xmppd:***@127.0.0.1"), "{msg}");
+    // A server that is not there, with the password apart.
+    let nowhere = DbSettings {
+        url: format!("{scheme}://xmppd@127.0.0.1:1/x"),
+        password: Some("apart-Secret-2".into()),
+        connect_timeout: Duration::from_secs(2),
+        ..server.settings(&db)
+    };
+    let gone = refused::<S>(&nowhere).await;
+    assert!(!gone.contains("apart-Secret-2"), "{gone}");
+    // A URL that does not parse, with the password in it.
+    let garbled = DbSettings {
+        url: format!("{scheme}://xmppd:garbled-Secret-3@127.0.0.1:notaport/x"),
+        ..server.settings(&db)
+    };
+    let garbled = refused::<S>(&garbled).await;
+    assert!(!garbled.contains("garbled-Secret-3"), "{garbled}");
+    Some(msg)
+}
+
+#[async_trait]
+impl ServerEngine for pg::Cluster {
+    const SCHEME: &'static str = "postgres";
+    const PASSWORD: &'static str = pg::PASSWORD;
+    fn start_own() -> Option<Self> {
+        pg::Cluster::start()
+    }
+    fn shared() -> Option<&'static Self> {
+        pg::shared()
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn settings(&self, db: &str) -> DbSettings {
+        pg::Cluster::settings(self, db)
+    }
+    async fn create_database(&self) -> String {
+        pg::Cluster::create_database(self).await
+    }
+    fn stop(&self) {
+        self.pg_ctl_stop();
+    }
+    fn restart(&self) {
+        self.pg_ctl_start().unwrap();
+    }
+    async fn connect(settings: &DbSettings) -> xmppd_storage::Result<Arc<dyn FullStore>> {
+        Ok(Arc::new(PgStore::connect(settings).await?))
+    }
+}
+
+#[async_trait]
+impl ServerEngine for mariadb::Server {
+    const SCHEME: &'static str = "mysql";
+    const PASSWORD: &'static str = mariadb::PASSWORD;
+    fn start_own() -> Option<Self> {
+        mariadb::Server::start()
+    }
+    fn shared() -> Option<&'static Self> {
+        mariadb::shared()
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn settings(&self, db: &str) -> DbSettings {
+        mariadb::Server::settings(self, db)
+    }
+    async fn create_database(&self) -> String {
+        mariadb::Server::create_database(self).await
+    }
+    fn stop(&self) {
+        mariadb::Server::stop(self);
+    }
+    fn restart(&self) {
+        self.run().unwrap();
+    }
+    async fn connect(settings: &DbSettings) -> xmppd_storage::Result<Arc<dyn FullStore>> {
+        Ok(Arc::new(MysqlStore::connect(settings).await?))
     }
 }
