@@ -107,6 +107,16 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, for a person to read.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn response(self) -> Response<ResponseBody> {
         let mut body = json!({"error": self.code, "message": self.message});
         if let Some(f) = self.field {
@@ -225,6 +235,11 @@ impl Body {
                 ))
             }
         };
+        Body::check(route, map)
+    }
+
+    /// `map` checked against the route's fields: each known and of its type, none missing.
+    fn check(route: &Route, map: Map<String, Value>) -> Result<Body, ApiError> {
         for (name, value) in &map {
             let Some(f) = route.body.iter().find(|f| f.name == name) else {
                 return Err(ApiError::new(
@@ -367,6 +382,22 @@ fn resident_bytes() -> Option<u64> {
 }
 
 impl Api {
+    /// Runs the operation `op` as its route does (the first route of that operation): `params`
+    /// are the path's parameters, `body` the request's fields, checked against the route's
+    /// like a JSON body. For callers other than the REST API (the web admin), so that an
+    /// operation is written once.
+    pub async fn perform(
+        &self,
+        op: Op,
+        params: &[String],
+        body: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let route = (routes::ROUTES.iter().find(|r| r.op == op))
+            .ok_or_else(|| ApiError::internal(format!("no route for {op:?}")))?;
+        let body = Body::check(route, body)?;
+        self.run(op, params, &body).await
+    }
+
     async fn run(&self, op: Op, params: &[String], body: &Body) -> Result<Value, ApiError> {
         let server = &self.server;
         let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();

@@ -40,6 +40,7 @@ use tokio::task::JoinSet;
 
 pub use shaper::ShaperSettings;
 pub use sm::SmSettings;
+pub use throttle::AuthThrottle;
 pub use tls::{CertificateSpec, Tls, TlsError, TlsSettings, ALPN_ACME_TLS, ALPN_XMPP_CLIENT};
 pub use transport::CarriedIo;
 pub use xmppd_sasl::ChannelBindings;
@@ -123,7 +124,7 @@ pub(crate) struct Shared {
     tls: Arc<Tls>,
     server: Arc<xmppd_core::Server>,
     auth: HashMap<String, Arc<dyn xmppd_auth::AuthBackend>>,
-    throttle: throttle::AuthThrottle,
+    throttle: Arc<throttle::AuthThrottle>,
     registrations: throttle::RegistrationLimit,
     /// Services answering IQs before authentication (in-band registration).
     pre_auth: Vec<Arc<dyn xmppd_core::module::PreAuthService>>,
@@ -213,6 +214,12 @@ impl C2s {
             listeners,
             shared: Arc::new(shared),
         })
+    }
+
+    /// The login throttle of these listeners, for other places that check passwords (the web
+    /// admin's login), so that guesses there and here count together.
+    pub fn auth_throttle(&self) -> Arc<AuthThrottle> {
+        Arc::clone(&self.shared.throttle)
     }
 
     /// Offers FAST (XEP-0484) with SASL2, its tokens kept in `store`.

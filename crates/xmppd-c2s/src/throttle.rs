@@ -36,7 +36,7 @@ pub(crate) const ADDRESS_QUEUE_AFTER: u32 = 20;
 
 /// Failure counts per (address, account) and per address, shared by all connections.
 #[derive(Debug)]
-pub(crate) struct AuthThrottle {
+pub struct AuthThrottle {
     /// Keyed by address and a keyed hash of the account name, so that an entry stays small
     /// whatever name a client sends.
     accounts: Table<(IpAddr, u64)>,
@@ -136,7 +136,7 @@ impl AuthThrottle {
 
     /// Counts one failure for `account` from `ip` at `now`; returns how long to wait before
     /// answering it.
-    pub(crate) fn record_failure(&self, ip: IpAddr, account: &str, now: Instant) -> Duration {
+    pub fn record_failure(&self, ip: IpAddr, account: &str, now: Instant) -> Duration {
         let pair = self.accounts.record(self.account_key(ip, account), now);
         let address = self.addresses.record(throttle_key(ip), now);
         let (Some(pair), Some(address)) = (pair, address) else {
@@ -151,7 +151,7 @@ impl AuthThrottle {
 
     /// A successful login for `account` from `ip`: that pair's failures are forgiven (the
     /// address's count is not, so one known password buys no guesses on other accounts).
-    pub(crate) fn record_success(&self, ip: IpAddr, account: &str) {
+    pub fn record_success(&self, ip: IpAddr, account: &str) {
         self.accounts.entries.remove(&self.account_key(ip, account));
     }
 
@@ -159,7 +159,7 @@ impl AuthThrottle {
     /// before checking its credentials. A pair without recent failures, from an address below
     /// [`ADDRESS_QUEUE_AFTER`], never waits; otherwise such attempts are checked one per
     /// `delay_for(failures)` at most, however many connections carry them.
-    pub(crate) fn reserve(&self, ip: IpAddr, account: &str, now: Instant) -> Duration {
+    pub fn reserve(&self, ip: IpAddr, account: &str, now: Instant) -> Duration {
         let pair = self.accounts.reserve(self.account_key(ip, account), now, 1);
         let address = self
             .addresses

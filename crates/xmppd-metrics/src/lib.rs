@@ -208,6 +208,16 @@ pub fn upload_served(bytes: u64) {
     UPLOAD_BYTES[1].fetch_add(bytes, Relaxed);
 }
 
+/// Client sessions connected now, over every transport.
+pub fn sessions() -> i64 {
+    SESSIONS.iter().map(|s| s.load(Relaxed)).sum()
+}
+
+/// Messages read from client sessions since the start.
+pub fn messages_in() -> u64 {
+    STANZAS_IN[0].get()
+}
+
 /// Writes `# HELP` and `# TYPE` of one metric.
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
