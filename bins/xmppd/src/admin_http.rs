@@ -1,6 +1,7 @@
-//! The administration listener (`[admin_http]`): the REST API under `/api` and the metrics on
-//! `/metrics`. Plain HTTP on loopback by default; the same HTTP layer, limits
-//! and access log as the public listeners, with the section's own body and time limits.
+//! The administration listener (`[admin_http]`): the REST API under `/api`, the metrics on
+//! `/metrics` and the web admin under `/admin`. Plain HTTP on loopback by default; the same
+//! HTTP layer, limits and access log as the public listeners, with the section's own body and
+//! time limits.
 
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ pub async fn bind(
     admin: &AdminHttpSettings,
     tls: Arc<Tls>,
     api: xmppd_api::Api,
+    throttle: Arc<xmppd_c2s::AuthThrottle>,
 ) -> std::io::Result<xmppd_http::Http> {
+    let api = Arc::new(api);
     let mut router = xmppd_http::Router::default();
     if admin.metrics {
         let metrics = xmppd_api::Metrics {
@@ -21,8 +24,18 @@ pub async fn bind(
         };
         router.route(xmppd_api::METRICS_PATH, Arc::new(metrics));
     }
+    if admin.webadmin {
+        // The file as read at start: what the server runs with.
+        let text = match config.source.as_str() {
+            "" | xmppd_config::BUILTIN_NAME => String::new(),
+            path => std::fs::read_to_string(path).unwrap_or_default(),
+        };
+        let webadmin = Arc::new(xmppd_webadmin::WebAdmin::new(api.clone(), throttle, &text));
+        router.route(xmppd_webadmin::PATH, webadmin.clone());
+        router.route(xmppd_webadmin::PREFIX, webadmin);
+    }
     if admin.api {
-        router.route(xmppd_api::PATH, Arc::new(api));
+        router.route(xmppd_api::PATH, api);
     }
     let defaults = xmppd_config::HttpSection::default();
     let settings = xmppd_http::HttpSettings {
@@ -35,7 +48,7 @@ pub async fn bind(
         max_connections: 256,
         access_log: true,
         hide_ip: config.server.hide_ip_in_logs,
-        behind_tls_proxy: false,
+        behind_tls_proxy: admin.behind_tls_proxy,
         // Loopback by default; its metrics are open to loopback peers, so no header may
         // claim to be one.
         proxy_protocol_from: Vec::new(),

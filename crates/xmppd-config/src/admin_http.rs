@@ -1,5 +1,5 @@
 //! `[admin_http]`: the administration listener (the REST API under `/api`, Prometheus
-//! metrics on `/metrics`).
+//! metrics on `/metrics`, the web admin under `/admin`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +21,11 @@ pub struct AdminHttpSection {
     pub api: bool,
     /// Prometheus metrics on `/metrics`.
     pub metrics: bool,
+    /// The web admin under `/admin`.
+    pub webadmin: bool,
+    /// A TLS-terminating proxy is in front of every listener and nothing else reaches them:
+    /// the web admin's cookie is then marked `Secure`.
+    pub behind_tls_proxy: bool,
     /// Bytes of one request's body, at most.
     pub max_body_bytes: u64,
     /// Time a request (its body included) may take to be answered.
@@ -34,6 +39,8 @@ impl Default for AdminHttpSection {
             listen: vec!["127.0.0.1:5290".into()],
             api: true,
             metrics: true,
+            webadmin: true,
+            behind_tls_proxy: false,
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
         }
@@ -46,6 +53,8 @@ pub struct AdminHttpSettings {
     pub listen: Vec<SocketAddr>,
     pub api: bool,
     pub metrics: bool,
+    pub webadmin: bool,
+    pub behind_tls_proxy: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
 }
@@ -68,6 +77,8 @@ impl AdminHttpSection {
             listen,
             api: self.api,
             metrics: self.metrics,
+            webadmin: self.webadmin,
+            behind_tls_proxy: self.behind_tls_proxy,
             max_body_bytes: in_range(self.max_body_bytes, 1024, 64 << 20)
                 .map_err(|why| fail("admin_http.max_body_bytes", why))?,
             request_timeout: Duration::from_secs(
