@@ -12,11 +12,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::system::{ensure_package, free_port, required, running_as_root, uid_of, Watchdog};
+use super::system::{
+    database_name, ensure_package, free_port, required, running_as_root, test_settings, uid_of,
+    Watchdog,
+};
 use xmppd_storage::{MysqlSettings, MysqlStore};
 
 /// The database user of the tests and its password.
@@ -200,23 +202,15 @@ impl Server {
 
     /// Settings for the database `db`, as the test user over TCP with the password apart.
     pub fn settings(&self, db: &str) -> MysqlSettings {
-        MysqlSettings {
-            url: format!("mysql://{USER}@127.0.0.1:{}/{db}", self.port),
-            password: Some(PASSWORD.into()),
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(10),
-            wait_timeout: Duration::from_secs(10),
-        }
+        test_settings(
+            format!("mysql://{USER}@127.0.0.1:{}/{db}", self.port),
+            PASSWORD,
+        )
     }
 
     /// A new, empty database of its own for one test.
     pub async fn create_database(&self) -> String {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = database_name();
         let sql = format!("CREATE DATABASE {name}");
         tokio::task::block_in_place(|| self.admin_sql(&sql)).expect("CREATE DATABASE");
         name

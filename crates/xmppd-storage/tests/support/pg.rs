@@ -11,11 +11,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use super::system::{ensure_package, free_port, required, running_as_root, uid_of, Watchdog};
+use super::system::{
+    database_name, ensure_package, free_port, required, running_as_root, test_settings, uid_of,
+    Watchdog,
+};
 use xmppd_storage::{PgSettings, PgStore};
 
 /// The superuser of the test clusters and its password (TCP connections must give it).
@@ -186,23 +187,15 @@ impl Cluster {
 
     /// Settings for the database `db`, as the superuser over TCP with the password apart.
     pub fn settings(&self, db: &str) -> PgSettings {
-        PgSettings {
-            url: format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port),
-            password: Some(PASSWORD.into()),
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(10),
-            wait_timeout: Duration::from_secs(10),
-        }
+        test_settings(
+            format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port),
+            PASSWORD,
+        )
     }
 
     /// A new, empty database of its own for one test.
     pub async fn create_database(&self) -> String {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = database_name();
         let (client, conn) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user={SUPERUSER} password={PASSWORD} dbname=postgres",

@@ -7,7 +7,11 @@
 
 use std::os::unix::fs::MetadataExt as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use xmppd_storage::DbSettings;
 
 pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -100,5 +104,27 @@ impl Drop for Watchdog {
             drop(stdin);
             let _ = child.wait();
         }
+    }
+}
+
+/// A name for a test's own database, unique in this process and among test processes.
+pub fn database_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Settings for a test server's database at `url`, with the password apart and timeouts
+/// generous enough for a loaded machine.
+pub fn test_settings(url: String, password: &str) -> DbSettings {
+    DbSettings {
+        url,
+        password: Some(password.into()),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(10),
+        wait_timeout: Duration::from_secs(10),
     }
 }
