@@ -45,7 +45,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     kind: ListenerKind,
     shutdown: watch::Receiver<bool>,
-    pending: crate::throttle::PendingGuard,
+    pending: xmppd_core::pending::PendingGuard,
     span: tracing::Span,
 ) {
     span.in_scope(|| tracing::info!(?kind, "connection opened"));

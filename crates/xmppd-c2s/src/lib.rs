@@ -128,7 +128,7 @@ pub(crate) struct Shared {
     registrations: throttle::RegistrationLimit,
     /// Services answering IQs before authentication (in-band registration).
     pre_auth: Vec<Arc<dyn xmppd_core::module::PreAuthService>>,
-    pending: Arc<throttle::PendingLimit>,
+    pending: Arc<xmppd_core::pending::PendingLimit>,
     connections: Arc<tokio::sync::Semaphore>,
     /// What negotiation knows of the hosts, their backends and pre-authentication services.
     negotiation: Arc<xmppd_negotiation::Settings>,
@@ -199,7 +199,7 @@ impl C2s {
         let shared = Shared {
             client_features: client_features.into(),
             negotiation,
-            pending: throttle::PendingLimit::new(settings.max_pending_per_ip),
+            pending: xmppd_core::pending::PendingLimit::new(settings.max_pending_per_ip),
             connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
             settings,
             tls,

@@ -21,10 +21,10 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use xmppd_core::pending::address_key as throttle_key;
 
 const BASE_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(8);
@@ -173,53 +173,6 @@ impl AuthThrottle {
     }
 }
 
-/// Connections per address that have not logged in yet. A [`PendingGuard`] stands for one and
-/// gives it back when dropped (at login, or when the connection ends).
-#[derive(Debug)]
-pub(crate) struct PendingLimit {
-    counts: DashMap<IpAddr, usize>,
-    max: usize,
-}
-
-impl PendingLimit {
-    pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(PendingLimit {
-            counts: DashMap::new(),
-            max,
-        })
-    }
-
-    /// Counts one more pending connection from `ip`, unless it already has `max`.
-    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<PendingGuard> {
-        let key = throttle_key(ip);
-        let mut n = self.counts.entry(key).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(PendingGuard {
-            limit: Arc::clone(self),
-            key,
-        })
-    }
-}
-
-/// One pending connection, counted until dropped.
-#[derive(Debug)]
-pub(crate) struct PendingGuard {
-    limit: Arc<PendingLimit>,
-    key: IpAddr,
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        if let Some(mut n) = self.limit.counts.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-        }
-        self.limit.counts.remove_if(&self.key, |_, n| *n == 0);
-    }
-}
-
 /// Accounts created per address in the current hour-long window (a fixed window per address,
 /// starting at its first registration). Bounded like [`AuthThrottle`]: when the table is full
 /// of live windows, unknown addresses are refused rather than growing it.
@@ -275,19 +228,6 @@ pub(crate) fn delay_for(failures: u32) -> Duration {
         0 => Duration::ZERO,
         // 2^5 × 0.5 s already exceeds the cap; bounding the shift keeps it from overflowing.
         n => (BASE_DELAY * (1u32 << (n - 1).min(5))).min(MAX_DELAY),
-    }
-}
-
-fn throttle_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
     }
 }
 
@@ -501,22 +441,5 @@ mod tests {
         assert!(small.admit(a, now, 5));
         assert!(!small.admit(ip("192.0.2.9"), now, 5), "full table refuses");
         assert!(small.admit(ip("192.0.2.9"), now + REGISTRATION_WINDOW, 5));
-    }
-
-    #[test]
-    fn pending_connections_are_capped_per_address_and_given_back() {
-        let limit = PendingLimit::new(2);
-        let ip: IpAddr = "198.51.100.1".parse().unwrap();
-        let a = limit.try_acquire(ip).expect("first");
-        let b = limit.try_acquire(ip).expect("second");
-        assert!(
-            limit.try_acquire(ip).is_none(),
-            "third from one address is refused"
-        );
-        assert!(limit.try_acquire("198.51.100.2".parse().unwrap()).is_some());
-        drop(a);
-        let c = limit.try_acquire(ip).expect("a slot was given back");
-        drop((b, c));
-        assert!(limit.counts.is_empty(), "no entry left for idle addresses");
     }
 }

@@ -23,6 +23,7 @@ pub mod context;
 pub mod detached;
 pub mod fuzzing;
 pub mod module;
+pub mod pending;
 pub mod queue;
 pub mod router;
 pub mod server;
