@@ -125,12 +125,16 @@ class RawClient:
         tls_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
         rcvbuf: int | None = None,
+        source: str | None = None,
     ) -> None:
         """``rcvbuf`` shrinks the socket's receive buffer (set before connecting, so the TCP
-        window stays that small): a client on a slow link, for back-pressure tests."""
+        window stays that small): a client on a slow link, for back-pressure tests.
+        ``source``: the local address to connect from (any of 127.0.0.0/8 on loopback), for
+        per-address limits."""
         self.timeout = timeout
         if rcvbuf is None:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            bind = (source, 0) if source else None
+            sock = socket.create_connection((host, port), timeout=timeout, source_address=bind)
         else:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

@@ -614,6 +614,9 @@ def xmppd_overrides(net: S2sNetwork, domain: str, *, trusted: bool = True,
             "listen": [f"{peer.address}:{peer.s2s_port}"],
             "resolver": f"{net.dns_address}:{DNS_PORT}",
             "ca_file": str(net.ca_file if trusted else net.untrusted_ca_file),
+            # The network's addresses are loopback ones, which xmppd refuses from DNS unless
+            # told otherwise (docs/S2S.md).
+            "allow_private_addresses": True,
             **s2s,
         },
     }

@@ -12,13 +12,14 @@ import base64
 import re
 import subprocess
 import ssl
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from clients import CLIENT_NS, async_test, login, q, settled, stanza_error
 from federation import FIRST, exchange_messages, mutual_subscription, remote_occupant
-from raw import SASL_NS, STREAM_NS, TLS_NS, RawClient
+from raw import SASL_NS, STREAM_NS, TLS_NS, RawClient, StreamClosed, stream_error_condition
 from s2s_fixture import S2sNetwork
 from test_pep import TUNE, event_items, pep_client, tune
 
@@ -54,6 +55,8 @@ def pair(tmp_path, make_server):
                     {"domain": domain, "cert": str(leaf.cert), "key": str(leaf.key)}]},
                 "s2s": {"enabled": True, "listen": [f"{peer.address}:{peer.s2s_port}"],
                         "resolver": f"{net.dns_address}:53", "ca_file": str(net.ca_file),
+                        # The network is on loopback addresses (refused by default).
+                        "allow_private_addresses": True,
                         **overrides.get("s2s", {})},
             }
             server = make_server(**config)
@@ -185,14 +188,40 @@ async def test_strangers_can_be_refused(pair):
     await bob.close()
 
 
-def s2s_peer(server_a, server_b, *, bidi: bool = False) -> RawClient:
+HEADER_B_TO_A = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                 f"xmlns:stream='{STREAM_NS}' xmlns:db='jabber:server:dialback' "
+                 f"from='{B}' to='{A}' version='1.0'>")
+DIALBACK_NS = "jabber:server:dialback"
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def s2s_raw(server_a, source: str | None = None) -> RawClient:
+    """A connection to a.example's server-to-server listener (from ``source``)."""
+    return RawClient(server_a.s2s_address[1], host=server_a.s2s_address[0], source=source)
+
+
+def s2s_tls(server_a, cert=None, source: str | None = None) -> RawClient:
+    """A stream from b.example to a.example up to the features after STARTTLS, presenting
+    ``cert`` (a ``Leaf``) or no certificate."""
+    raw = s2s_raw(server_a, source)
+    raw.open(header=HEADER_B_TO_A)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        ctx.load_cert_chain(cert.cert, cert.key)
+    raw.starttls(ctx)
+    raw.open(header=HEADER_B_TO_A)
+    return raw
+
+
+def s2s_peer(server_a, server_b, *, bidi: bool = False, source: str | None = None
+             ) -> RawClient:
     """A hand-driven server-to-server stream from b.example to a.example, authenticated with
     SASL EXTERNAL and b.example's certificate; made bidirectional first (XEP-0288) if
     ``bidi``."""
-    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
-              f"xmlns:stream='{STREAM_NS}' xmlns:db='jabber:server:dialback' "
-              f"from='{B}' to='{A}' version='1.0'>")
-    raw = RawClient(server_a.s2s_address[1], host=server_a.s2s_address[0])
+    header = HEADER_B_TO_A
+    raw = s2s_raw(server_a, source)
     features = raw.open(header=header)
     assert features.find(q(TLS_NS, "starttls")) is not None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -439,3 +468,159 @@ async def test_one_way_links_are_pinged_and_answered_over_the_other_link(pair):
     await exchange_messages(alice, bob, " still")
     await alice.close()
     await bob.close()
+
+
+def closed_at_once(server_a, source: str) -> None:
+    """A connection from ``source`` is closed by a.example without an answer."""
+    raw = s2s_raw(server_a, source)
+    try:
+        features = raw.open(header=HEADER_B_TO_A)
+    except (StreamClosed, ConnectionResetError, BrokenPipeError):
+        return
+    finally:
+        raw.close()
+    raise AssertionError(f"a connection from {source} was served: {ET.tostring(features)!r}")
+
+
+@async_test(timeout=120)
+async def test_inbound_connections_are_capped_in_total_and_before_authentication_per_address(
+        pair):
+    server_a, server_b = pair(a={"s2s": {"max_inbound": 4, "max_pending_per_ip": 2}})
+    one, two, three = "127.0.0.201", "127.0.0.202", "127.0.0.203"
+    alice = await login(server_a, "alice")
+    # An authenticated stream no longer counts against its address...
+    peer = s2s_peer(server_a, server_b, source=one)
+    pending = [s2s_raw(server_a, one), s2s_raw(server_a, one)]
+    for raw in pending:
+        raw.open(header=HEADER_B_TO_A)
+    # ...but two waiting for authentication are all one address may have.
+    closed_at_once(server_a, one)
+    pending.append(s2s_raw(server_a, two))
+    pending[-1].open(header=HEADER_B_TO_A)
+    # Four connections are open: the total is reached, whatever the address.
+    closed_at_once(server_a, three)
+    assert "s2s max_pending_per_ip reached" in server_a.output()
+    assert "s2s max_inbound reached" in server_a.output()
+    # Everyone else is still served.
+    peer.send(f"<message from='bob@{B}/raw' to='{ALICE}' type='chat'><body>still here</body>"
+              "</message>")
+    await alice.expect_message("still here", BOB)
+    for raw in [peer, *pending]:
+        raw.close()
+    await alice.close()
+
+
+@async_test(timeout=120)
+async def test_private_addresses_from_dns_are_refused_by_default(pair):
+    server_a, _ = pair(a={"s2s": {"allow_private_addresses": False}})
+    await refused(server_a, "remote-server-not-found")
+    assert "not a public address" in server_a.output(), server_a.output()
+
+
+async def logged(server, *words: str, timeout: float = 30) -> None:
+    """Waits until a line of ``server``'s log contains all of ``words`` (the log is read by a
+    thread, so a line written before an answer may show up after it)."""
+    deadline = time.monotonic() + timeout
+    while not any(all(w in line for w in words) for line in server.output().splitlines()):
+        assert time.monotonic() < deadline, f"no log line with {words}"
+        await asyncio.sleep(0.05)
+
+
+@async_test(timeout=120)
+async def test_a_domain_that_failed_bounces_at_once_for_a_while(pair):
+    server_a, _ = pair()
+    alice = await login(server_a, "alice")
+
+    async def bounced(to: str, body: str) -> None:
+        alice.send_message(mto=to, mbody=body, mtype="chat")
+        error = await alice.expect(
+            lambda e: e.tag == q(CLIENT_NS, "message") and e.get("type") == "error"
+            and e.get("from") == to, timeout=30, what=f"bounce of {body!r}")
+        assert stanza_error(error) == "remote-server-not-found", ET.tostring(error)
+
+    await bounced("carol@nowhere.example", "first")
+    await bounced("carol@nowhere.example", "second")
+    # A last failure, logged after whatever the second message caused.
+    await bounced("dave@elsewhere.example", "third")
+    await logged(server_a, "s2s link failed", "elsewhere.example")
+    # One attempt to reach nowhere.example; the second message bounced without one.
+    attempts = [line for line in server_a.output().splitlines()
+                if "s2s link failed" in line and "nowhere.example" in line]
+    assert len(attempts) == 1, attempts
+    await alice.close()
+
+
+def dialback_result(raw: RawClient) -> ET.Element:
+    return raw.wait_for(lambda e: e.tag == q(DIALBACK_NS, "result"), timeout=30)
+
+
+@async_test(timeout=120)
+async def test_dialback_with_a_wrong_key_is_invalid_and_other_failures_are_dialback_errors(
+        pair):
+    server_a, _ = pair()
+    alice = await login(server_a, "alice")
+    # No certificate: dialback is the only way.
+    raw = s2s_tls(server_a)
+    dialback = raw.features.find(q("urn:xmpp:features:dialback", "dialback"))
+    assert dialback is not None and dialback.find(
+        q("urn:xmpp:features:dialback", "errors")) is not None, ET.tostring(raw.features)
+    # XEP-0220 §2.4: a target not served here is a dialback error; the stream goes on.
+    raw.send(f"<db:result from='{B}' to='elsewhere.example'>00</db:result>")
+    error = dialback_result(raw)
+    assert error.get("type") == "error" and error.get("from") == "elsewhere.example", \
+        ET.tostring(error)
+    assert error.find(f"{q(SERVER_NS, 'error')}/{q(STANZAS_NS, 'item-not-found')}") \
+        is not None, ET.tostring(error)
+    # A key b.example's server did not give: invalid, and nothing from the stream is taken.
+    raw.send(f"<db:result from='{B}' to='{A}'>{'0' * 64}</db:result>"
+             f"<message from='bob@{B}/raw' to='{ALICE}' type='chat'><body>spoofed</body>"
+             "</message>")
+    result = dialback_result(raw)
+    assert (result.get("type"), result.get("from"), result.get("to")) == ("invalid", A, B), \
+        ET.tostring(result)
+    assert raw.expect_stream_error() == "not-authorized"
+    await alice.expect_none(lambda e: e.findtext(q(CLIENT_NS, "body")) == "spoofed")
+    await alice.close()
+
+
+@async_test(timeout=120)
+async def test_one_stream_authenticates_at_most_max_domains_per_stream(pair):
+    server_a, server_b = pair(a={"s2s": {"max_domains_per_stream": 1}})
+    alice = await login(server_a, "alice")
+    raw = s2s_peer(server_a, server_b)
+    # b.example's certificate names conference.b.example too, so without the cap it would be
+    # granted at once.
+    raw.send(f"<db:result from='conference.{B}' to='{A}'>00</db:result>")
+    error = dialback_result(raw)
+    assert error.get("type") == "error", ET.tostring(error)
+    assert error.find(f"{q(SERVER_NS, 'error')}/{q(STANZAS_NS, 'resource-constraint')}") \
+        is not None, ET.tostring(error)
+    raw.send(f"<message from='bob@{B}/raw' to='{ALICE}' type='chat'><body>one</body></message>")
+    await alice.expect_message("one", BOB)
+    raw.send(f"<message from='room@conference.{B}' to='{ALICE}'><body>two</body></message>")
+    assert raw.expect_stream_error() == "invalid-from"
+    await alice.close()
+
+
+@async_test(timeout=120)
+async def test_a_peer_that_keeps_talking_without_authenticating_is_dropped_at_the_deadline(
+        pair):
+    deadline = 2
+    server_a, _ = pair(a={"s2s": {"handshake_timeout_secs": deadline}})
+    raw = s2s_tls(server_a)
+    started = time.monotonic()
+    # Verification requests are answered, but they do not authenticate the stream: the
+    # handshake deadline counts from the connection, not from the last element.
+    condition = None
+    while condition is None and time.monotonic() - started < 60:
+        raw.send(f"<db:verify from='{B}' to='{A}' id='x'>00</db:verify>")
+        try:
+            answer = raw.next_element(timeout=5)
+        except StreamClosed:
+            break
+        condition = stream_error_condition(answer)
+        time.sleep(0.2)  # pacing the requests, not waiting for an event
+    elapsed = time.monotonic() - started
+    assert condition == "connection-timeout", (condition, elapsed)
+    assert deadline - 0.5 <= elapsed < 30, elapsed
+    assert raw.wait_closed(5.0)

@@ -48,6 +48,12 @@ pub fn federation(config: &ValidatedConfig, tls: &Arc<Tls>) -> Result<Option<S2s
         ping_interval: s.ping_interval,
         ping_timeout: s.ping_timeout,
         queue_max: s.queue_max,
+        max_inbound: s.max_inbound,
+        max_pending_per_ip: s.max_pending_per_ip,
+        max_outbound: s.max_outbound,
+        max_domains_per_stream: s.max_domains_per_stream,
+        failure_cache: s.failure_cache,
+        allow_private_addresses: s.allow_private_addresses,
         limits: Limits {
             max_stanza_bytes: config.c2s.max_stanza_bytes,
             ..Limits::DEFAULT

@@ -382,7 +382,11 @@ async fn proxied_client(
     mut tcp: tokio::net::TcpStream,
     proxy: SocketAddr,
     id: u64,
-) -> Option<(tokio::net::TcpStream, SocketAddr, throttle::PendingGuard)> {
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    xmppd_core::pending::PendingGuard,
+)> {
     let deadline = tokio::time::Instant::now() + shared.settings.handshake_timeout;
     let header = match xmppd_realip::read_proxy_header(&mut tcp, deadline).await {
         Ok(header) => header,

@@ -484,6 +484,12 @@ fn render_s2s(s: &crate::S2sSettings) -> Value {
         ),
         ("ping_timeout_secs", int(s.ping_timeout.as_secs())),
         ("queue_max", int(s.queue_max)),
+        ("max_inbound", int(s.max_inbound)),
+        ("max_pending_per_ip", int(s.max_pending_per_ip)),
+        ("max_outbound", int(s.max_outbound)),
+        ("max_domains_per_stream", int(s.max_domains_per_stream)),
+        ("failure_cache_secs", int(s.failure_cache.as_secs())),
+        ("allow_private_addresses", s.allow_private_addresses.into()),
         ("routes", Value::Table(routes)),
     ]);
     if let (Value::Table(entries), Some(ca)) = (&mut t, &s.ca_file) {

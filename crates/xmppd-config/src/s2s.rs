@@ -36,6 +36,12 @@ pub struct S2sSection {
     pub ping_interval_secs: u64,
     pub ping_timeout_secs: u64,
     pub queue_max: u64,
+    pub max_inbound: u64,
+    pub max_pending_per_ip: u64,
+    pub max_outbound: u64,
+    pub max_domains_per_stream: u64,
+    pub failure_cache_secs: u64,
+    pub allow_private_addresses: bool,
     /// Domain → `HOST:PORT` (STARTTLS), instead of DNS.
     pub routes: BTreeMap<String, String>,
 }
@@ -61,6 +67,12 @@ impl Default for S2sSection {
             ping_interval_secs: 300,
             ping_timeout_secs: 60,
             queue_max: 1000,
+            max_inbound: 1000,
+            max_pending_per_ip: 8,
+            max_outbound: 1000,
+            max_domains_per_stream: 100,
+            failure_cache_secs: 60,
+            allow_private_addresses: false,
             routes: BTreeMap::new(),
         }
     }
@@ -90,6 +102,18 @@ pub struct S2sSettings {
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Duration,
     pub queue_max: usize,
+    /// Inbound connections at once; more are closed on accept.
+    pub max_inbound: usize,
+    /// Inbound connections from one address (IPv4, IPv6 /64) before authentication.
+    pub max_pending_per_ip: usize,
+    /// Outbound connections (links, dialback verifications) at once.
+    pub max_outbound: usize,
+    /// Domains one inbound stream may authenticate.
+    pub max_domains_per_stream: usize,
+    /// How long stanzas for a domain pair whose link failed bounce at once; zero: never.
+    pub failure_cache: Duration,
+    /// Connect to loopback, private and link-local addresses found through DNS.
+    pub allow_private_addresses: bool,
     /// Domain → (host, port).
     pub routes: BTreeMap<String, (String, u16)>,
 }
@@ -196,6 +220,19 @@ impl S2sSection {
             ping_timeout: secs("s2s.ping_timeout_secs", self.ping_timeout_secs, 3600)?,
             queue_max: in_range(self.queue_max, 1, 1_000_000)
                 .map_err(|why| fail("s2s.queue_max", why))?,
+            max_inbound: in_range(self.max_inbound, 1, 1_000_000)
+                .map_err(|why| fail("s2s.max_inbound", why))?,
+            max_pending_per_ip: in_range(self.max_pending_per_ip, 1, 1_000_000)
+                .map_err(|why| fail("s2s.max_pending_per_ip", why))?,
+            max_outbound: in_range(self.max_outbound, 1, 1_000_000)
+                .map_err(|why| fail("s2s.max_outbound", why))?,
+            max_domains_per_stream: in_range(self.max_domains_per_stream, 1, 1_000_000)
+                .map_err(|why| fail("s2s.max_domains_per_stream", why))?,
+            failure_cache: Duration::from_secs(
+                in_range(self.failure_cache_secs, 0, 24 * 3600)
+                    .map_err(|why| fail("s2s.failure_cache_secs", why))? as u64,
+            ),
+            allow_private_addresses: self.allow_private_addresses,
             routes,
         }))
     }

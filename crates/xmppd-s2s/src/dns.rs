@@ -99,6 +99,39 @@ pub fn order<T>(mut records: Vec<(Srv, T)>, random: &mut dyn FnMut(u32) -> u32) 
     out
 }
 
+/// Whether xmppd connects to `ip` when DNS gives it for a remote domain: not to this host
+/// (loopback, unspecified), nor a private network (RFC 1918, RFC 6598 shared space, IPv6
+/// unique local fc00::/7), nor link-local addresses (169.254/16, fe80::/10; cloud metadata
+/// services live there), nor multicast or broadcast. Anyone can publish such a record, so
+/// without this check a stanza to a domain of theirs would make xmppd open connections
+/// inside its own network. IPv4-mapped IPv6 addresses are judged as IPv4.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
 /// hickory-resolver, with the system's configuration or one name server.
 pub struct Hickory(hickory_resolver::TokioResolver);
 
@@ -209,6 +242,36 @@ mod tests {
             names(order(records(), &mut |_| 30)),
             ["heavy", "light", "zero"]
         );
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        let public = |s: &str| is_public(s.parse().unwrap());
+        for ip in ["192.0.2.1", "8.8.8.8", "2001:db8::1", "::ffff:198.51.100.7"] {
+            assert!(public(ip), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.1.1",
+        ] {
+            assert!(!public(ip), "{ip}");
+        }
     }
 
     struct Fixed(Vec<Srv>, Vec<Srv>);

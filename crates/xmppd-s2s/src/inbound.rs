@@ -13,14 +13,16 @@ use minidom::Element;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::timeout;
+use xmppd_core::pending::PendingGuard;
 use xmppd_core::stanza::{elem, error_reply, Condition, StanzaError};
+use xmppd_negotiation::{NS_SASL, NS_TLS};
 use xmppd_stream::{Event, Limits, StreamErrorCondition as Sec, NS_CLIENT, NS_SERVER, NS_STREAM};
 
-use crate::dialback::{NS_DIALBACK, NS_DIALBACK_FEATURE};
-use crate::link::{batch, Due, Liveness};
-use crate::outbound::{verify, NS_BIDI, NS_BIDI_FEATURE, NS_SASL, NS_TLS};
+use crate::dialback::{self, Verdict, NS_DIALBACK, NS_DIALBACK_FEATURE};
+use crate::link::{batch, unsent, Due, Liveness};
+use crate::outbound::{verify, NS_BIDI, NS_BIDI_FEATURE};
 use crate::xml::{header, renamespace, stream_id, StreamEnd, XmlConn};
 use crate::Inner;
 
@@ -37,8 +39,19 @@ pub(crate) async fn listen(s2s: &Arc<Inner>) -> std::io::Result<Vec<(bool, Socke
             loop {
                 match listener.accept().await {
                     Ok((tcp, peer)) => {
+                        // Refused at once, before TLS costs anything, as on client listeners:
+                        // the connection is closed unread.
+                        let Ok(permit) = Arc::clone(&s2s.inbound).try_acquire_owned() else {
+                            tracing::warn!(%peer, "s2s max_inbound reached: closing a new connection");
+                            continue;
+                        };
+                        let Some(pending) = s2s.pending.try_acquire(peer.ip()) else {
+                            tracing::warn!(%peer, "s2s max_pending_per_ip reached: closing a new connection");
+                            continue;
+                        };
                         let _ = tcp.set_nodelay(true);
-                        tokio::spawn(serve(Arc::clone(&s2s), tcp, direct, peer));
+                        let s2s = Arc::clone(&s2s);
+                        tokio::spawn(serve(s2s, tcp, direct, peer, permit, pending));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "s2s accept failed");
@@ -51,7 +64,16 @@ pub(crate) async fn listen(s2s: &Arc<Inner>) -> std::io::Result<Vec<(bool, Socke
     Ok(bound)
 }
 
-async fn serve(s2s: Arc<Inner>, tcp: TcpStream, direct: bool, peer: SocketAddr) {
+/// One inbound connection; `_permit` holds its place among `max_inbound`, `pending` among
+/// the connections of its address not authenticated yet (given back once it is).
+async fn serve(
+    s2s: Arc<Inner>,
+    tcp: TcpStream,
+    direct: bool,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    pending: PendingGuard,
+) {
     let limit = s2s.settings.handshake_timeout;
     let tls = if direct {
         match timeout(limit, s2s.tls.acceptor(true).accept(tcp)).await {
@@ -83,14 +105,23 @@ async fn serve(s2s: Arc<Inner>, tcp: TcpStream, direct: bool, peer: SocketAddr) 
         bidi: false,
         reverse: None,
         pairs: Vec::new(),
+        pending: Some(pending),
     };
     if let Err(e) = stream.run(&mut conn).await {
         tracing::info!(%peer, error = %e, "s2s inbound stream ended");
         end(&mut conn, e).await;
     }
     if let Some(mut reverse) = stream.reverse.take() {
-        s2s.end_link(&reverse.pairs, reverse.id, &mut reverse.rx, None)
-            .await;
+        let unsent = std::mem::take(&mut reverse.unsent);
+        s2s.end_link(
+            &reverse.pairs,
+            reverse.id,
+            &mut reverse.rx,
+            None,
+            unsent,
+            None,
+        )
+        .await;
     }
 }
 
@@ -191,6 +222,8 @@ struct Stream<'a> {
     reverse: Option<Reverse>,
     /// The (local, remote) domain pairs the peer authenticated.
     pairs: Vec<(String, String)>,
+    /// Counted among its address's connections not authenticated yet, until it is.
+    pending: Option<PendingGuard>,
 }
 
 /// An inbound stream's other direction (XEP-0288): the link this server's stanzas for the
@@ -202,6 +235,8 @@ struct Reverse {
     /// The pairs adopted: those no other link already served.
     pairs: Vec<(String, String)>,
     live: Liveness,
+    /// A batch whose write failed, bounced when the stream ends.
+    unsent: Vec<Element>,
 }
 
 impl Stream<'_> {
@@ -279,7 +314,7 @@ impl Stream<'_> {
                     return Ok(true);
                 }
             } else if el.is("result", NS_DIALBACK) {
-                self.dialback(conn, &el, local, stream_id).await?;
+                self.dialback(conn, &el, stream_id).await?;
             } else if el.is("verify", NS_DIALBACK) {
                 conn.send(&answer_verify(s2s, &el)).await?;
             } else if el.is("bidi", NS_BIDI) && s2s.settings.bidi {
@@ -346,15 +381,22 @@ impl Stream<'_> {
         tracing::info!(remote = %domain, method = "EXTERNAL", "s2s inbound stream authenticated");
         self.authenticated.insert(domain.clone());
         self.sasl = Some(domain);
+        self.pending = None;
         Ok(true)
     }
 
-    /// XEP-0220 §2.1-2.4: a `<db:result/>` asking to send as `from` to `to`.
+    /// XEP-0220 §2.1-2.4: a `<db:result/>` asking to send as `from` to `to`. A key the
+    /// authoritative server calls invalid ends the stream (§2.2.1: a spoofing attempt); a
+    /// request that cannot be granted for another reason gets a dialback error (§2.4, as the
+    /// `<errors/>` in our features promises), and the stream goes on with the domains it
+    /// authenticated: `<item-not-found/>` for a `to` not served here, `<policy-violation/>`
+    /// for a domain refused by `allow`/`deny`, `<resource-constraint/>` beyond
+    /// `max_domains_per_stream`, `<not-authorized/>` for a certificate not valid where
+    /// dialback is not allowed, and what kept the authoritative server from answering.
     async fn dialback<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut XmlConn<S>,
         el: &Element,
-        local: &str,
         stream_id: &str,
     ) -> Result<(), StreamEnd> {
         let s2s = self.s2s;
@@ -367,34 +409,59 @@ impl Stream<'_> {
                 &[("from", &to), ("to", &remote), ("type", kind)],
             )
         };
-        if !s2s.serves(&to) {
-            return Err(StreamEnd::error(
-                Sec::HostUnknown,
+        let max = s2s.settings.max_domains_per_stream;
+        let refusal = if !s2s.serves(&to) {
+            Some(StanzaError::with_text(
+                Condition::ItemNotFound,
                 format!("{to} is not served here"),
-            ));
-        }
-        if remote.is_empty() || !s2s.allowed(&remote) {
-            conn.send(&answer("invalid")).await?;
-            return Err(StreamEnd::error(Sec::PolicyViolation, "domain refused"));
+            ))
+        } else if remote.is_empty() || !s2s.allowed(&remote) {
+            Some(StanzaError::with_text(
+                Condition::PolicyViolation,
+                format!("{remote} may not federate"),
+            ))
+        } else if !self.authenticated.contains(&remote) && self.authenticated.len() >= max {
+            Some(StanzaError::with_text(
+                Condition::ResourceConstraint,
+                format!("at most {max} domains on one stream"),
+            ))
+        } else {
+            None
+        };
+        if let Some(err) = refusal {
+            tracing::info!(%remote, %to, error = err.condition.as_str(), "dialback refused");
+            conn.send(&dialback::error("result", &to, &remote, None, &err))
+                .await?;
+            return Ok(());
         }
         // A certificate valid for the domain proves it already (XEP-0344 §2.4).
-        let valid = if s2s.tls.check(&self.chain, &remote).is_ok() {
-            true
+        let verdict = if s2s.tls.check(&self.chain, &remote).is_ok() {
+            Verdict::Valid
         } else if s2s.dialback_allowed() {
-            let _ = local;
             verify(s2s, &to, &remote, stream_id, el.text().trim()).await
         } else {
             tracing::info!(%remote, "dialback refused: its certificate is not valid");
-            false
+            Verdict::Error(Condition::NotAuthorized)
         };
-        conn.send(&answer(if valid { "valid" } else { "invalid" }))
-            .await?;
-        if !valid {
-            return Err(StreamEnd::error(Sec::NotAuthorized, "dialback failed"));
+        match verdict {
+            Verdict::Valid => {}
+            Verdict::Invalid => {
+                tracing::info!(%remote, %to, "dialback key invalid");
+                conn.send(&answer("invalid")).await?;
+                return Err(StreamEnd::error(Sec::NotAuthorized, "dialback failed"));
+            }
+            Verdict::Error(cond) => {
+                let err = StanzaError::new(cond);
+                conn.send(&dialback::error("result", &to, &remote, None, &err))
+                    .await?;
+                return Ok(());
+            }
         }
+        conn.send(&answer("valid")).await?;
         tracing::info!(%remote, method = "dialback", "s2s inbound stream authenticated");
         self.authenticated_pair(&to, &remote);
         self.authenticated.insert(remote);
+        self.pending = None;
         conn.set_limits(s2s.settings.limits);
         Ok(())
     }
@@ -419,6 +486,7 @@ impl Stream<'_> {
                 rx,
                 pairs: Vec::new(),
                 live: Liveness::new(s2s, local, remote),
+                unsent: Vec::new(),
             }
         });
         if !reverse.pairs.contains(&pair) && s2s.adopt(&pair, reverse.id, &reverse.tx) {
@@ -453,7 +521,11 @@ impl Stream<'_> {
                     return event;
                 }
                 Some(first) = reverse.rx.recv() => {
-                    conn.write(&batch(first, &mut reverse.rx)).await?;
+                    let (stanzas, bytes) = batch(first, &mut reverse.rx);
+                    if let Err(e) = conn.write(&bytes).await {
+                        reverse.unsent = unsent(stanzas);
+                        return Err(e);
+                    }
                     reverse.live.sent();
                     *used = tokio::time::Instant::now();
                 }
@@ -563,14 +635,19 @@ async fn from_stranger(
 }
 
 /// The authoritative side of dialback (XEP-0220 §2.3): whether this server gave `key` for
-/// the stream `id` it opened from `to` to `from`.
+/// the stream `id` it opened from `to` to `from`; a dialback error `<item-not-found/>` for a
+/// `to` not served here (§2.2.2).
 fn answer_verify(s2s: &Inner, el: &Element) -> Element {
     let (from, to, id) = (
         el.attr("from").unwrap_or(""),
         el.attr("to").unwrap_or(""),
         el.attr("id").unwrap_or(""),
     );
-    let valid = s2s.serves(to) && s2s.secret.verify(from, to, id, el.text().trim());
+    if !s2s.serves(to) {
+        let err = StanzaError::new(Condition::ItemNotFound);
+        return dialback::error("verify", to, from, Some(id), &err);
+    }
+    let valid = s2s.secret.verify(from, to, id, el.text().trim());
     let kind = if valid { "valid" } else { "invalid" };
     elem(
         "verify",

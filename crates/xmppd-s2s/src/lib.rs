@@ -19,6 +19,7 @@ mod dialback;
 pub mod dns;
 mod inbound;
 mod link;
+mod links;
 mod outbound;
 mod policy;
 pub mod tls;
@@ -27,13 +28,13 @@ mod xml;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jid::Jid;
 use minidom::Element;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use xmppd_core::pending::PendingLimit;
 use xmppd_core::stanza::{error_reply, Condition, StanzaError};
 use xmppd_core::{Refused, RemoteRouter, Server};
 use xmppd_stream::Limits;
@@ -75,6 +76,18 @@ pub struct S2sSettings {
     pub ping_timeout: Duration,
     /// Stanzas waiting for one link while it connects, at most.
     pub queue_max: usize,
+    /// Inbound connections open at once; further ones are closed on accept.
+    pub max_inbound: usize,
+    /// Inbound connections one address (IPv4, IPv6 /64) may have open before it authenticated.
+    pub max_pending_per_ip: usize,
+    /// Outbound links and dialback verifications open (or being opened) at once.
+    pub max_outbound: usize,
+    /// Domains one inbound stream may authenticate (dialback multiplexing, XEP-0220 §4).
+    pub max_domains_per_stream: usize,
+    /// After a link could not be opened, stanzas for it bounce at once this long; zero: never.
+    pub failure_cache: Duration,
+    /// Connect to loopback, private and link-local addresses DNS gives (routes always may).
+    pub allow_private_addresses: bool,
     /// The XML limits of an authenticated stream (those of client streams).
     pub limits: Limits,
 }
@@ -91,18 +104,17 @@ pub(crate) struct Inner {
     resolver: Arc<dyn dns::Resolve>,
     secret: DialbackSecret,
     server: OnceLock<Weak<Server>>,
-    links: Mutex<HashMap<(String, String), Link>>,
-    next_link: AtomicU64,
+    links: Mutex<links::Links>,
     limiter: policy::RateLimiter,
     /// The pings this server's links sent and await an answer to, by IQ id.
     pings: link::Pings,
-}
-
-/// The sending end of one link's queue: an outbound link's, or an inbound stream's the peer
-/// made bidirectional (XEP-0288), under each domain pair it authenticated.
-pub(crate) struct Link {
-    id: u64,
-    tx: mpsc::Sender<Element>,
+    /// Inbound connections (`max_inbound`), and those not authenticated per address.
+    inbound: Arc<Semaphore>,
+    pending: Arc<PendingLimit>,
+    /// Outbound connections: links and dialback verifications (`max_outbound`).
+    outbound: Arc<Semaphore>,
+    /// Domain pairs whose link could not be opened lately (`failure_cache`).
+    failures: Mutex<policy::FailureCache>,
 }
 
 impl S2s {
@@ -110,13 +122,16 @@ impl S2s {
         let limiter = policy::RateLimiter::new(settings.stanzas_per_sec);
         S2s {
             inner: Arc::new(Inner {
+                inbound: Arc::new(Semaphore::new(settings.max_inbound)),
+                pending: PendingLimit::new(settings.max_pending_per_ip),
+                outbound: Arc::new(Semaphore::new(settings.max_outbound)),
+                failures: Mutex::new(policy::FailureCache::new(settings.failure_cache)),
                 settings,
                 tls,
                 resolver,
                 secret: DialbackSecret::random(),
                 server: OnceLock::new(),
-                links: Mutex::new(HashMap::new()),
-                next_link: AtomicU64::new(1),
+                links: Mutex::new(links::Links::default()),
                 limiter,
                 pings: link::Pings::default(),
             }),
@@ -165,33 +180,51 @@ impl Inner {
     ) -> Result<(), Refused> {
         let key = (local.to_owned(), remote.to_owned());
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stanza = stanza;
-        for _ in 0..2 {
-            let link = links.entry(key.clone()).or_insert_with(|| {
-                let id = self.link_id();
-                let (tx, rx) = mpsc::channel(self.settings.queue_max.max(1));
-                tokio::spawn(outbound::run(Arc::clone(self), key.clone(), id, rx));
-                Link { id, tx }
-            });
-            match link.tx.try_send(stanza) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(el)) => {
-                    let err = StanzaError::new(Condition::ResourceConstraint);
-                    return Err(Box::new((el, err)));
-                }
-                // Its task ended without taking it out of the map (it panicked): a new one.
-                Err(mpsc::error::TrySendError::Closed(el)) => {
-                    links.remove(&key);
-                    stanza = el;
-                }
-            }
+        let pushed = links.push(&key, stanza, self.settings.queue_max, &mut |id, rx| {
+            self.open(&key, id, rx, None)
+        });
+        pushed.map_err(|(el, cond)| Box::new((el, StanzaError::new(cond))))
+    }
+
+    /// Spawns the task of a new link, unless `key` failed lately or too many links are open;
+    /// `permit`: the slot of the link it replaces.
+    fn open(
+        self: &Arc<Self>,
+        key: &(String, String),
+        id: u64,
+        rx: mpsc::Receiver<Element>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), Condition> {
+        let failed = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cond) = failed.get(key, Instant::now()) {
+            return Err(cond);
         }
-        Err(Box::new((stanza, Condition::InternalServerError.into())))
+        drop(failed);
+        let permit = match permit {
+            Some(permit) => permit,
+            None => Arc::clone(&self.outbound)
+                .try_acquire_owned()
+                .map_err(|_| {
+                    tracing::warn!(local = %key.0, remote = %key.1, "s2s max_outbound reached");
+                    Condition::ResourceConstraint
+                })?,
+        };
+        let link = outbound::run(Arc::clone(self), key.clone(), id, rx, permit);
+        tokio::spawn(link);
+        Ok(())
+    }
+
+    /// The link `id` of `key` could not be opened: new stanzas for `key` bounce with
+    /// `failure` for a while (`failure_cache`) instead of each trying again.
+    pub(crate) fn failed(&self, key: &(String, String), failure: Condition) {
+        let mut failed = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failed.insert(key.clone(), failure, Instant::now());
     }
 
     /// A new link id.
     pub(crate) fn link_id(&self) -> u64 {
-        self.next_link.fetch_add(1, Ordering::Relaxed)
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.next_id()
     }
 
     /// XEP-0288 §2: the inbound stream `id`, which the peer made bidirectional and on which
@@ -205,51 +238,51 @@ impl Inner {
         tx: &mpsc::Sender<Element>,
     ) -> bool {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        if links.get(key).is_some_and(|l| !l.tx.is_closed()) {
-            return false;
-        }
-        let tx = tx.clone();
-        links.insert(key.clone(), Link { id, tx });
-        true
+        links.adopt(key, id, tx)
     }
 
-    /// The link `id` of `keys` ends: out of the map (new stanzas open a new link), then
-    /// what it still held bounces with `failure`, or, without one (it closed after working),
-    /// goes to a new link.
+    /// The link `id` of `keys` ends: out of the map, then what it still held bounces with
+    /// `failure`, or, without one (it closed after working), goes to a new link per pair, the
+    /// first of which takes over `permit`. Both under one lock, so stanzas routed meanwhile
+    /// queue behind them. `unsent`: a batch that could not be written, bounced with
+    /// `<remote-server-timeout/>` (part of it may have reached the peer; without stream
+    /// management, XEP-0198, it cannot be known which).
     pub(crate) async fn end_link(
         self: &Arc<Self>,
         keys: &[(String, String)],
         id: u64,
         rx: &mut mpsc::Receiver<Element>,
         failure: Option<Condition>,
+        unsent: Vec<Element>,
+        permit: Option<OwnedSemaphorePermit>,
     ) {
+        let mut refused: Vec<(Element, Condition)> = (unsent.into_iter())
+            .map(|el| (el, Condition::RemoteServerTimeout))
+            .collect();
         {
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-            for key in keys {
-                if links.get(key).is_some_and(|l| l.id == id) {
-                    links.remove(key);
+            let rest = links.end(keys, id, rx);
+            match failure {
+                Some(cond) => refused.extend(rest.into_iter().map(|el| (el, cond))),
+                None => {
+                    let mut permit = permit;
+                    let cap = self.settings.queue_max;
+                    for el in rest {
+                        let Some(key) = route_key(&el) else {
+                            refused.push((el, Condition::InternalServerError));
+                            continue;
+                        };
+                        let pushed = links.push(&key, el, cap, &mut |id, rx| {
+                            self.open(&key, id, rx, permit.take())
+                        });
+                        refused.extend(pushed.err());
+                    }
                 }
             }
         }
-        rx.close();
-        let mut rest = Vec::new();
-        while let Ok(el) = rx.try_recv() {
-            rest.push(el);
-        }
-        let mut bounces = Vec::new();
-        for el in rest {
-            let outcome = match failure {
-                Some(cond) => Err(Box::new((el, StanzaError::new(cond)))),
-                None => match route_key(&el) {
-                    Some((local, remote)) => self.enqueue(&local, &remote, el),
-                    None => Err(Box::new((el, Condition::InternalServerError.into()))),
-                },
-            };
-            if let Err(refused) = outcome {
-                let (el, err) = *refused;
-                bounces.extend(error_reply(&el, &err));
-            }
-        }
+        let bounces: Vec<Element> = (refused.iter())
+            .filter_map(|(el, cond)| error_reply(el, &StanzaError::new(*cond)))
+            .collect();
         if let (false, Some(server)) = (bounces.is_empty(), self.server()) {
             server.dispatch_all(bounces).await;
         }

@@ -16,18 +16,25 @@ use crate::Inner;
 
 pub const NS_PING: &str = "urn:xmpp:ping";
 
-/// `first` and whatever else is queued behind it, as written into a server-to-server stream.
-pub(crate) fn batch(first: Element, rx: &mut mpsc::Receiver<Element>) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut push = |el: Element| {
-        let el = renamespace(el, NS_CLIENT, NS_SERVER);
-        xmppd_stream::serialize(&el, NS_SERVER, &mut out);
-    };
-    push(first);
+/// `first` and whatever else is queued behind it, as written into a server-to-server stream;
+/// and the stanzas, to bounce them should the write fail ([`unsent`]).
+pub(crate) fn batch(first: Element, rx: &mut mpsc::Receiver<Element>) -> (Vec<Element>, Vec<u8>) {
+    let mut stanzas = vec![renamespace(first, NS_CLIENT, NS_SERVER)];
     while let Ok(el) = rx.try_recv() {
-        push(el);
+        stanzas.push(renamespace(el, NS_CLIENT, NS_SERVER));
     }
-    out
+    let mut out = Vec::new();
+    for el in &stanzas {
+        xmppd_stream::serialize(el, NS_SERVER, &mut out);
+    }
+    (stanzas, out)
+}
+
+/// The stanzas of a [`batch`] whose write failed, as the core knows them again.
+pub(crate) fn unsent(stanzas: Vec<Element>) -> Vec<Element> {
+    (stanzas.into_iter())
+        .map(|el| renamespace(el, NS_SERVER, NS_CLIENT))
+        .collect()
 }
 
 /// The pings links sent, by IQ id: the remote domain that must answer, and who waits. The

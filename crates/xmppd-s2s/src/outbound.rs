@@ -9,21 +9,20 @@ use base64::Engine;
 use minidom::Element;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use xmppd_core::stanza::{elem, Condition};
+use xmppd_negotiation::{NS_SASL, NS_TLS};
 use xmppd_stream::{Event, Limits, StreamHeader, NS_SERVER, NS_STREAM};
 
-use crate::dialback::{NS_DIALBACK, NS_DIALBACK_FEATURE};
+use crate::dialback::{Verdict, NS_DIALBACK, NS_DIALBACK_FEATURE};
 use crate::dns::{self, Target};
 use crate::inbound;
 use crate::link::{batch, Due, Liveness};
 use crate::xml::{header, StreamEnd, XmlConn};
 use crate::Inner;
 
-pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
-pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 /// XEP-0288: the stream feature, and the request that makes a stream bidirectional.
 pub const NS_BIDI_FEATURE: &str = "urn:xmpp:features:bidi";
 pub const NS_BIDI: &str = "urn:xmpp:bidi";
@@ -63,32 +62,41 @@ struct Negotiated {
 }
 
 /// The task of the link `key` (local domain, remote domain): connects, then writes what
-/// comes through `rx` until the link is idle or broken.
+/// comes through `rx` until the link is idle or broken. `permit`: its place among the
+/// `max_outbound` connections, handed on to the link that takes over its queue.
 pub(crate) async fn run(
     s2s: Arc<Inner>,
     key: (String, String),
     id: u64,
     mut rx: mpsc::Receiver<Element>,
+    permit: OwnedSemaphorePermit,
 ) {
+    let permit = Some(permit);
     let (local, remote) = (&key.0, &key.1);
     let keys = std::slice::from_ref(&key);
     let (mut conn, bidi) = match establish(&s2s, local, remote).await {
         Ok(established) => established,
         Err(e) => {
             tracing::warn!(%local, %remote, error = %e, "s2s link failed");
-            s2s.end_link(keys, id, &mut rx, Some(e.condition())).await;
+            s2s.failed(&key, e.condition());
+            let failure = Some(e.condition());
+            s2s.end_link(keys, id, &mut rx, failure, Vec::new(), permit)
+                .await;
             return;
         }
     };
     let idle = s2s.settings.idle_timeout;
     let mut used = tokio::time::Instant::now();
     let mut live = Liveness::new(&s2s, local, remote);
+    let mut unsent = Vec::new();
     loop {
         tokio::select! {
             next = rx.recv() => {
                 let Some(first) = next else { break };
-                if let Err(e) = conn.write(&batch(first, &mut rx)).await {
+                let (stanzas, bytes) = batch(first, &mut rx);
+                if let Err(e) = conn.write(&bytes).await {
                     tracing::info!(%local, %remote, error = %e, "s2s link broken");
+                    unsent = crate::link::unsent(stanzas);
                     break;
                 }
                 live.sent();
@@ -107,7 +115,7 @@ pub(crate) async fn run(
                     if let Err(e) = inbound::accept(&s2s, el, |d| d == remote.as_str()).await {
                         tracing::info!(%local, %remote, error = %e, "s2s link ended");
                         inbound::end(&mut conn, e).await;
-                        s2s.end_link(keys, id, &mut rx, None).await;
+                        s2s.end_link(keys, id, &mut rx, None, Vec::new(), permit).await;
                         return;
                     }
                 }
@@ -136,7 +144,7 @@ pub(crate) async fn run(
         }
     }
     conn.close().await;
-    s2s.end_link(keys, id, &mut rx, None).await;
+    s2s.end_link(keys, id, &mut rx, None, unsent, permit).await;
 }
 
 /// Connects and authenticates as `local` to `remote`; true if the link is bidirectional.
@@ -146,7 +154,7 @@ async fn establish(s2s: &Arc<Inner>, local: &str, remote: &str) -> Result<(Conn,
     let authenticated = timeout(limit, authenticate(s2s, local, remote, n)).await;
     let (conn, method, bidi) = match authenticated {
         Ok(Ok(done)) => done,
-        Ok(Err(why)) => return Err(DialError::NotFound(why)),
+        Ok(Err(e)) => return Err(e),
         Err(_) => return Err(DialError::Timeout("authentication timed out".into())),
     };
     tracing::info!(%local, %remote, method, bidi, "s2s outbound link authenticated");
@@ -154,8 +162,11 @@ async fn establish(s2s: &Arc<Inner>, local: &str, remote: &str) -> Result<(Conn,
 }
 
 /// Every target of `remote` in turn (a configured route, else DNS), every address of each,
-/// until one gives a TLS stream.
+/// until one gives a TLS stream. Addresses DNS gives must be public unless
+/// `allow_private_addresses` ([`dns::is_public`]); a configured route may name any.
 async fn connect(s2s: &Arc<Inner>, local: &str, remote: &str) -> Result<Negotiated, DialError> {
+    let routed = s2s.settings.routes.contains_key(remote);
+    let private_allowed = routed || s2s.settings.allow_private_addresses;
     let targets = match s2s.settings.routes.get(remote) {
         Some((host, port)) => vec![Target {
             host: host.clone(),
@@ -178,6 +189,13 @@ async fn connect(s2s: &Arc<Inner>, local: &str, remote: &str) -> Result<Negotiat
         };
         for ip in ips {
             let addr = SocketAddr::new(ip, target.port);
+            if !(private_allowed || dns::is_public(ip)) {
+                last = DialError::NotFound(format!(
+                    "{}: {addr} is not a public address (allow_private_addresses)",
+                    target.host
+                ));
+                continue;
+            }
             let tcp = match timeout(s2s.settings.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => tcp,
                 Ok(Err(e)) => {
@@ -271,7 +289,7 @@ async fn authenticate(
     local: &str,
     remote: &str,
     n: Negotiated,
-) -> Result<(Conn, &'static str, bool), String> {
+) -> Result<(Conn, &'static str, bool), DialError> {
     let Negotiated {
         mut conn,
         features,
@@ -286,7 +304,8 @@ async fn authenticate(
         .to_vec();
     if let Err(why) = s2s.tls.check(&chain, remote) {
         if !s2s.dialback_allowed() {
-            return Err(format!("the certificate of {remote} is not valid: {why}"));
+            let why = format!("the certificate of {remote} is not valid: {why}");
+            return Err(DialError::NotFound(why));
         }
         tracing::info!(%local, %remote, why, "peer certificate not valid; dialback allowed");
     }
@@ -294,7 +313,7 @@ async fn authenticate(
         m.children()
             .any(|c| c.name() == "mechanism" && c.text() == "EXTERNAL")
     });
-    let io = |e: StreamEnd| e.to_string();
+    let io = |e: StreamEnd| DialError::NotFound(e.to_string());
     let bidi = s2s.settings.bidi && features.get_child("bidi", NS_BIDI_FEATURE).is_some();
     if bidi {
         conn.send(&elem("bidi", NS_BIDI, &[])).await.map_err(io)?;
@@ -321,9 +340,9 @@ async fn authenticate(
         .get_child("dialback", NS_DIALBACK_FEATURE)
         .is_some();
     if !(dialback && s2s.settings.dialback) {
-        return Err(format!(
+        return Err(DialError::NotFound(format!(
             "{remote} accepts neither our certificate nor, here, dialback"
-        ));
+        )));
     }
     let key = s2s.secret.key(remote, local, &id);
     let mut result = elem("result", NS_DIALBACK, &[("from", local), ("to", remote)]);
@@ -339,48 +358,68 @@ async fn authenticate(
                 conn.set_limits(s2s.settings.limits);
                 Ok((conn, "dialback", bidi))
             }
-            other => Err(format!("{remote} refused our dialback ({other:?})")),
+            // XEP-0220 §2.4: not about our key; queued stanzas bounce as timed out.
+            Some("error") => Err(DialError::Timeout(format!(
+                "{remote} could not check our dialback: {}",
+                crate::dialback::error_condition(&answer)
+            ))),
+            other => Err(DialError::NotFound(format!(
+                "{remote} refused our dialback ({other:?})"
+            ))),
         };
     }
 }
 
 /// XEP-0220 §2.2: asks the authoritative server of `remote` whether `key` is the one it gave
-/// for the stream `id` it opened to `local`. A separate connection, closed afterwards.
+/// for the stream `id` it opened to `local`. A separate connection, closed afterwards, counted
+/// among the `max_outbound` connections (a peer decides which domains are asked). What goes
+/// wrong on the way is a dialback error (§2.4): `<remote-server-not-found/>` when the server
+/// cannot be reached or answers with an error, `<remote-server-timeout/>` when the connection
+/// times out or breaks, `<resource-constraint/>` when too many connections are open.
 pub(crate) async fn verify(
     s2s: &Arc<Inner>,
     local: &str,
     remote: &str,
     id: &str,
     key: &str,
-) -> bool {
+) -> Verdict {
+    let Ok(_permit) = Arc::clone(&s2s.outbound).try_acquire_owned() else {
+        tracing::warn!(%local, %remote, "s2s max_outbound reached: dialback not verified");
+        return Verdict::Error(Condition::ResourceConstraint);
+    };
+    let broken = |e: StreamEnd| (Condition::RemoteServerTimeout, e.to_string());
     let ask = async {
         let Negotiated { mut conn, .. } = connect(s2s, local, remote)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.condition(), e.to_string()))?;
         let mut verify = elem(
             "verify",
             NS_DIALBACK,
             &[("from", local), ("to", remote), ("id", id)],
         );
         verify.append_text_node(key);
-        conn.send(&verify).await.map_err(|e| e.to_string())?;
+        conn.send(&verify).await.map_err(broken)?;
         loop {
-            let answer = conn.element().await.map_err(|e| e.to_string())?;
+            let answer = conn.element().await.map_err(broken)?;
             if answer.is("verify", NS_DIALBACK) && answer.attr("id") == Some(id) {
                 conn.close().await;
-                return Ok::<bool, String>(answer.attr("type") == Some("valid"));
+                return Ok(match answer.attr("type") {
+                    Some("valid") => Verdict::Valid,
+                    Some("error") => Verdict::Error(Condition::RemoteServerNotFound),
+                    _ => Verdict::Invalid,
+                });
             }
         }
     };
     match timeout(s2s.settings.handshake_timeout * 2, ask).await {
-        Ok(Ok(valid)) => valid,
-        Ok(Err(why)) => {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err((cond, why))) => {
             tracing::info!(%local, %remote, why, "dialback verification failed");
-            false
+            Verdict::Error(cond)
         }
         Err(_) => {
             tracing::info!(%local, %remote, "dialback verification timed out");
-            false
+            Verdict::Error(Condition::RemoteServerTimeout)
         }
     }
 }
