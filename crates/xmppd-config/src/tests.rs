@@ -937,6 +937,12 @@ fn s2s_off_by_default_and_its_errors_name_their_key() {
     assert_eq!(s.listen, ["0.0.0.0:5269".parse::<SocketAddr>().unwrap()]);
     assert!(s.dialback && !s.require_valid_certificates);
     assert_eq!((s.resolver, s.ca_file), (None, None));
+    assert_eq!(
+        (s.max_inbound, s.max_pending_per_ip, s.max_outbound),
+        (1000, 8, 1000)
+    );
+    assert_eq!(s.failure_cache, std::time::Duration::from_secs(60));
+    assert!(!s.allow_private_addresses);
     assert!(s.bidi);
     assert_eq!(s.ping_interval, Some(Duration::from_secs(300)));
     assert_eq!(s.ping_timeout, Duration::from_secs(60));
@@ -962,6 +968,20 @@ fn s2s_off_by_default_and_its_errors_name_their_key() {
     assert_eq!(e.key.as_deref(), Some("s2s.listen"));
     let e = err("[s2s]\nenabled = true\nidle_timeout_secs = 0\n");
     assert_eq!(e.key.as_deref(), Some("s2s.idle_timeout_secs"));
+    for key in [
+        "max_inbound",
+        "max_pending_per_ip",
+        "max_outbound",
+        "max_domains_per_stream",
+    ] {
+        let e = err(&format!("[s2s]\nenabled = true\n{key} = 0\n"));
+        assert_eq!(e.key.as_deref(), Some(format!("s2s.{key}").as_str()));
+    }
+    let s = load("[s2s]\nenabled = true\nfailure_cache_secs = 0\n")
+        .unwrap()
+        .s2s
+        .unwrap();
+    assert!(s.failure_cache.is_zero());
     let e = err("[s2s]\nenabled = true\nping_timeout_secs = 0\n");
     assert_eq!(e.key.as_deref(), Some("s2s.ping_timeout_secs"));
     let e = err("[s2s]\nenabled = true\n[s2s.routes]\n\"b.example\" = \"nowhere\"\n");

@@ -147,30 +147,23 @@ impl PeerTls {
 /// peer must hold the key of the certificate it presents, with the provider's algorithms.
 macro_rules! handshake_signatures {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algs = &self.0.signature_verification_algorithms;
-            rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algs = &self.0.signature_verification_algorithms;
-            rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
-        }
+        handshake_signatures!(verify_tls12_signature, verify_tls13_signature);
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
         }
     };
+    ($($check:ident),*) => {$(
+        fn $check(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.0.signature_verification_algorithms;
+            rustls::crypto::$check(message, cert, dss, algs)
+        }
+    )*};
 }
 
 /// Takes the peer's certificate whatever it is (judged after the handshake, [`PeerTls::check`]),
