@@ -281,3 +281,58 @@ async def test_the_configuration_hides_secrets_and_answers_carry_security_header
         assert resp.headers["X-Frame-Options"] == "DENY"
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         assert resp.headers["Cache-Control"] == "no-store"
+
+
+@async_test()
+async def test_a_room_page_lists_its_occupants_with_their_real_addresses(make_server):
+    server = make_server(**ADMIN)
+    bob = await login(server, "bob", resource="desk")
+    room = f"lobby@{MUC}"
+    nick = "<b>ob & co"
+    await join_room(bob, room, nick)
+    web = Http(server)
+    assert web.login("alice@localhost")[0].status == 303
+    resp, page = web.request("GET", "/admin/rooms")
+    assert resp.status == 200 and f'href="room?jid=lobby%40{MUC}"' in page, page
+    resp, page = web.request("GET", "/admin/room?" + urllib.parse.urlencode({"jid": room}))
+    assert resp.status == 200, page
+    row = re.search(r'<td class="nick">([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>'
+                    r'<td><a [^>]*>([^<]*)</a></td><td>([^<]*)</td>', page)
+    assert row, page
+    assert row.groups() == ("&lt;b&gt;ob &amp; co", "moderator", "owner", "bob@localhost",
+                            "desk"), page
+    assert "<b>ob" not in page
+    resp, page = web.request("GET", "/admin/room?jid=nowhere%40" + MUC)
+    assert resp.status != 200 and "no room nowhere@" in page, page
+    await bob.close()
+
+
+@async_test(timeout=120)
+async def test_the_uploads_page_shows_what_each_account_holds(make_server, tmp_path):
+    from test_upload import upload_config, uploader
+
+    config = upload_config(quota_bytes_per_user=1 << 20, max_total_bytes=8 << 20)
+    server = make_server(**ADMIN, **config)
+    bob = await uploader(server, "bob")
+    path = tmp_path / "note.txt"
+    path.write_bytes(b"x" * 1234)
+    await bob.plugin["xep_0363"].upload_file(path, timeout=20)
+    web = Http(server)
+    assert web.login("alice@localhost")[0].status == 303
+    resp, page = web.request("GET", "/admin/uploads")
+    assert resp.status == 200, page
+    assert '<td id="upload-quota">1.0 MiB</td>' in page, page
+    assert '<td id="upload-cap">8.0 MiB</td>' in page, page
+    row = re.search(r'<td class="owner"><a [^>]*>bob@localhost</a></td>'
+                    r'<td class="bytes"[^>]*>(\d+)</td><td class="files">(\d+)</td>', page)
+    assert row and row.groups() == ("1234", "1"), page
+    await bob.close()
+
+
+@async_test()
+async def test_the_uploads_page_says_when_upload_is_off(make_server):
+    server = make_server(**ADMIN)
+    web = Http(server)
+    assert web.login("alice@localhost")[0].status == 303
+    resp, page = web.request("GET", "/admin/uploads")
+    assert resp.status == 200 and "HTTP file upload is not configured" in page, page

@@ -15,6 +15,7 @@ pub async fn bind(
     tls: Arc<Tls>,
     api: xmppd_api::Api,
     throttle: Arc<xmppd_c2s::AuthThrottle>,
+    uploads: Option<Arc<xmppd_upload::Uploads>>,
 ) -> std::io::Result<xmppd_http::Http> {
     let api = Arc::new(api);
     let mut router = xmppd_http::Router::default();
@@ -30,7 +31,8 @@ pub async fn bind(
             "" | xmppd_config::BUILTIN_NAME => String::new(),
             path => std::fs::read_to_string(path).unwrap_or_default(),
         };
-        let webadmin = Arc::new(xmppd_webadmin::WebAdmin::new(api.clone(), throttle, &text));
+        let webadmin = xmppd_webadmin::WebAdmin::new(api.clone(), throttle, &text);
+        let webadmin = Arc::new(webadmin.with_uploads(uploads));
         router.route(xmppd_webadmin::PATH, webadmin.clone());
         router.route(xmppd_webadmin::PREFIX, webadmin);
     }

@@ -326,7 +326,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let admin_http = match (&config.admin_http, api) {
         (Some(admin), Some(api)) => {
             let throttle = c2s.auth_throttle();
-            match admin_http::bind(&config, admin, tls.clone(), api, throttle).await {
+            let uploads = uploads.clone();
+            match admin_http::bind(&config, admin, tls.clone(), api, throttle, uploads).await {
                 Ok(bound) => Some(bound),
                 Err(e) => return Err(bind_failure(&config, e)),
             }

@@ -27,7 +27,7 @@ pub use archive::{
     Stored,
 };
 pub use occupant_id::OccupantIds;
-pub use room::{Affiliation, Role, Room, RoomLimits};
+pub use room::{Affiliation, OccupantInfo, Role, Room, RoomLimits};
 pub use service::{CreateRoomError, Creation, MucService, MucSettings, NewRoom, RoomInfo};
 
 /// An element as XML text (for storage and size accounting).

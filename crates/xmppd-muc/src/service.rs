@@ -38,7 +38,7 @@ use xmppd_core::{Context, ServerHandle};
 use xmppd_storage::{Queued, RoomStore, StorageError};
 
 use crate::archive::{RoomArchive, NS_SID};
-use crate::room::{Room, RoomLimits, Send, NS_MUC};
+use crate::room::{OccupantInfo, Room, RoomLimits, Send, NS_MUC};
 
 /// Stanzas one room may have waiting; past this, senders are told to wait (a room flooded
 /// faster than it can fan out must not grow the server's memory).
@@ -77,6 +77,9 @@ enum Input {
     Adopt(BareJid),
     /// An administrator destroys the room (the administration API); told once it is gone.
     Destroy(Option<String>, oneshot::Sender<()>),
+    /// An administrator asks who is in the room: answered between two stanzas, so the list
+    /// is one the room's occupants saw.
+    Occupants(oneshot::Sender<Vec<OccupantInfo>>),
 }
 
 /// A room as the administration API lists it.
@@ -301,6 +304,23 @@ impl MucService {
         }
         self.start(cx, room, &entry);
         gone.await.is_ok()
+    }
+
+    /// Who is in `room` (real JIDs included: for administrators); `None` when there is no such
+    /// room. A room whose task has not started yet is read where it waits; otherwise its task
+    /// answers in turn, without the caller holding anything the room needs.
+    pub async fn occupants(&self, room: &BareJid) -> Option<Vec<OccupantInfo>> {
+        let entry = self.rooms.get(room).map(|e| e.clone())?;
+        let (tell, told) = oneshot::channel();
+        {
+            let parked = entry.parked.lock().ok()?;
+            if let Some((room, _)) = parked.as_ref() {
+                return Some(room.occupants());
+            }
+            // Taken: the task runs (or ran) and reads its inbox.
+            entry.push(Input::Occupants(tell)).ok()?;
+        }
+        told.await.ok()
     }
 
     fn handle_service(&self, cx: &mut Context<'_>, st: Element) {
@@ -604,6 +624,10 @@ impl RoomTask {
                     (self.changed(&room, outcome.take_sends()), false)
                 }
                 Input::Adopt(_) => (now(Vec::new()), false),
+                Input::Occupants(tell) => {
+                    let _ = tell.send(room.occupants());
+                    continue;
+                }
                 Input::Destroy(reason, done) => {
                     tracing::info!(room = %jid, "room destroyed by an administrator");
                     let mut outcome = room.destroy_by_service(reason.as_deref());
@@ -641,6 +665,7 @@ impl RoomTask {
                 Input::Destroy(_, done) => {
                     let _ = done.send(());
                 }
+                // Dropped: the asker reads the room as gone.
                 _ => {}
             }
         }

@@ -173,6 +173,21 @@ impl Uploads {
         }
     }
 
+    /// The quota and the cap (`None`: none).
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        let s = &self.settings;
+        (s.quota_bytes_per_user, s.max_total_bytes)
+    }
+
+    /// What the accounts hold here, the `limit` largest first, and the total of all; `None`
+    /// when files are kept by an external service.
+    pub async fn usage(
+        &self,
+        limit: usize,
+    ) -> Option<Result<(Vec<store::Usage>, u64), xmppd_storage::StorageError>> {
+        Some(self.files()?.store.usage(limit).await)
+    }
+
     pub(crate) fn files(&self) -> Option<&Files> {
         match &self.backend {
             Backend::Local(files) => Some(files),

@@ -83,6 +83,17 @@ pub enum Refusal {
     Full,
 }
 
+/// What one account holds, as [`SqliteUploads::usage`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// The account's bare JID.
+    pub owner: String,
+    /// Counted as the quota counts it: every slot, issued or stored.
+    pub bytes: u64,
+    /// Slots, issued or stored.
+    pub files: u64,
+}
+
 /// The upload tables over a [`SqliteStore`].
 pub struct SqliteUploads {
     store: Arc<SqliteStore>,
@@ -181,6 +192,32 @@ impl SqliteUploads {
                     ],
                 )?;
                 Ok(Ok(()))
+            })
+            .await
+    }
+
+    /// The `limit` accounts holding the most bytes, most first (ties by address), counted as
+    /// [`SqliteUploads::reserve`] counts them against the quota; and the total of all.
+    pub async fn usage(&self, limit: usize) -> Result<(Vec<Usage>, u64), StorageError> {
+        self.store
+            .read(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT owner, SUM(size), COUNT(*) FROM upload_slots GROUP BY owner \
+                     ORDER BY SUM(size) DESC, owner LIMIT ?1",
+                )?;
+                let rows = stmt.query_map(params![limit as i64], |r| {
+                    Ok(Usage {
+                        owner: r.get(0)?,
+                        bytes: r.get::<_, i64>(1)? as u64,
+                        files: r.get::<_, i64>(2)? as u64,
+                    })
+                })?;
+                let top = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                let total: i64 =
+                    c.query_row("SELECT COALESCE(SUM(size), 0) FROM upload_slots", [], |r| {
+                        r.get(0)
+                    })?;
+                Ok((top, total as u64))
             })
             .await
     }
@@ -372,6 +409,45 @@ mod tests {
         assert!(
             up.get("busy").await.unwrap().is_some(),
             "an upload in progress stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_counts_what_the_quota_counts_most_first() {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let up = SqliteUploads::open(store).await.unwrap();
+        assert_eq!(up.usage(10).await.unwrap(), (Vec::new(), 0));
+        for (id, owner, size) in [("a", "u@x", 10), ("b", "u@x", 5), ("c", "v@x", 30)] {
+            up.reserve(slot(id, owner, size), None, None)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        up.claim("a").await.unwrap();
+        up.finish("a", 2_000, None).await.unwrap();
+        let usage = |owner: &str, bytes, files| Usage {
+            owner: owner.into(),
+            bytes,
+            files,
+        };
+        assert_eq!(
+            up.usage(10).await.unwrap(),
+            (vec![usage("v@x", 30, 1), usage("u@x", 15, 2)], 45)
+        );
+        assert_eq!(
+            up.usage(1).await.unwrap(),
+            (vec![usage("v@x", 30, 1)], 45),
+            "the total counts everyone, listed or not"
+        );
+        assert_eq!(
+            up.reserve(slot("d", "u@x", 1), Some(15), None)
+                .await
+                .unwrap(),
+            Err(Refusal::Quota {
+                used: 15,
+                quota: 15
+            }),
+            "the quota's count is the one listed"
         );
     }
 

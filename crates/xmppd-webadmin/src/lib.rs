@@ -42,6 +42,7 @@ use xmppd_c2s::AuthThrottle;
 use xmppd_core::address::parse_jid;
 use xmppd_core::user_ref;
 use xmppd_http::{full, Peer, RequestBody, ResponseBody};
+use xmppd_upload::Uploads;
 
 use plot::Samples;
 use session::{Session, Sessions};
@@ -60,6 +61,9 @@ const STYLE: &str = include_str!("style.css");
 /// Users listed on one page at most (the search narrows).
 const MAX_LISTED: usize = 500;
 
+/// Accounts listed on the uploads page at most, those holding the most first.
+const MAX_UPLOADERS: usize = 100;
+
 /// The web admin.
 pub struct WebAdmin {
     api: Arc<Api>,
@@ -68,6 +72,8 @@ pub struct WebAdmin {
     samples: Arc<Samples>,
     /// The configuration file as shown, secrets hidden.
     config: String,
+    /// HTTP file upload, when configured.
+    uploads: Option<Arc<Uploads>>,
 }
 
 impl WebAdmin {
@@ -87,7 +93,14 @@ impl WebAdmin {
             sessions: Sessions::default(),
             samples,
             config,
+            uploads: None,
         }
+    }
+
+    /// With the uploads page showing what `uploads` keeps.
+    pub fn with_uploads(mut self, uploads: Option<Arc<Uploads>>) -> WebAdmin {
+        self.uploads = uploads;
+        self
     }
 }
 
@@ -265,6 +278,8 @@ impl WebAdmin {
             "users" => self.users(call, session).await,
             "user" => self.user(call, session).await,
             "rooms" => self.rooms(session).await,
+            "room" => self.room(call, session).await,
+            "uploads" => self.uploads().await,
             "announce" => self.announce(session).await,
             "config" => Ok(html! {
                 h1 { "Configuration" }
@@ -456,7 +471,7 @@ impl WebAdmin {
                     @for r in &list {
                         @let jid = r["jid"].as_str().unwrap_or_default();
                         tr {
-                            td class="room" { (jid) }
+                            td class="room" { a href={ "room?jid=" (encode(jid)) } { (jid) } }
                             td { (r["name"].as_str().unwrap_or_default()) }
                             td { @if r["listed"].as_bool() == Some(true) { "yes" } @else { "no" } }
                             td { (form("rooms/destroy", csrf, html! {
@@ -464,6 +479,96 @@ impl WebAdmin {
                                 label { input type="checkbox" name="confirm" value="yes" required; " sure" }
                                 button type="submit" class="danger" { "Destroy" }
                             })) }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// One room: who is in it, as its task sees it (real addresses whatever the room shows
+    /// its occupants).
+    async fn room(&self, call: &Call<'_>, session: &Session) -> Result<Markup, String> {
+        let text = call.query.get("jid").map(String::as_str).unwrap_or("");
+        let jid = match parse_jid(text) {
+            Ok(j) if j.node().is_some() && j.resource().is_none() => j.to_bare(),
+            _ => return Err(format!("{text:?} is not a room's address")),
+        };
+        let service = (self.api.rooms.iter())
+            .find(|s| s.domain() == jid.domain().as_str())
+            .ok_or_else(|| format!("{} is not a chat service of this server", jid.domain()))?;
+        let occupants = (service.occupants(&jid).await).ok_or_else(|| format!("no room {jid}"))?;
+        let j = jid.to_string();
+        Ok(html! {
+            h1 { "Room " (j) }
+            h2 { "Occupants" }
+            @if occupants.is_empty() { p { "Nobody is in the room." } } @else {
+                p { (occupants.len()) " in the room." }
+                table class="list occupants" {
+                    tr { th { "Nick" } th { "Role" } th { "Affiliation" } th { "Address" } th { "Sessions" } }
+                    @for o in &occupants {
+                        tr {
+                            td class="nick" { (o.nick) }
+                            td { (o.role.as_str()) }
+                            td { (o.affiliation.as_str()) }
+                            td { a href={ "user?jid=" (encode(o.real.as_str())) } { (o.real.as_str()) } }
+                            td { @for (i, s) in o.sessions.iter().enumerate() {
+                                @if i > 0 { ", " } (s.resource().as_str())
+                            } }
+                        }
+                    }
+                }
+            }
+            h2 { "Destroy" }
+            (form("rooms/destroy", &session.csrf, html! {
+                input type="hidden" name="jid" value=(j);
+                p { "Its occupants are told and leave; a persistent room is removed." }
+                label { input type="checkbox" name="confirm" value="yes" required; " I am sure" }
+                button type="submit" class="danger" { "Destroy the room" }
+            }))
+        })
+    }
+
+    /// What the accounts keep through HTTP file upload, against the quota and the cap.
+    async fn uploads(&self) -> Result<Markup, String> {
+        let Some(uploads) = &self.uploads else {
+            return Ok(html! {
+                h1 { "Uploads" }
+                p class="not-configured" { "HTTP file upload is not configured (no [upload] section)." }
+            });
+        };
+        let (quota, cap) = uploads.limits();
+        let bytes = |b: Option<u64>| b.map_or_else(|| "none".to_owned(), size);
+        let Some(usage) = uploads.usage(MAX_UPLOADERS).await else {
+            return Ok(html! {
+                h1 { "Uploads" }
+                p { "Files are kept by an external upload service: this server does not know their sizes." }
+                table class="stats" {
+                    tr { th { "Quota per account" } td { (bytes(quota)) } }
+                }
+            });
+        };
+        let (top, total) = usage.map_err(|e| format!("reading the uploads: {e}"))?;
+        Ok(html! {
+            h1 { "Uploads" }
+            p { "Space counts every slot handed out, uploaded or not, as the quota does." }
+            table class="stats" {
+                tr { th { "Quota per account" } td id="upload-quota" { (bytes(quota)) } }
+                tr { th { "Cap on all files" } td id="upload-cap" { (bytes(cap)) } }
+                tr { th { "Used by all" } td id="upload-total" { (size(total)) } }
+            }
+            @if top.is_empty() { p { "No files." } } @else {
+                @if top.len() == MAX_UPLOADERS { p { "The " (MAX_UPLOADERS) " accounts holding the most." } }
+                table class="list uploaders" {
+                    tr { th { "Account" } th { "Bytes" } th { "Files" } th { "Of the quota" } }
+                    @for u in &top {
+                        tr {
+                            td class="owner" { a href={ "user?jid=" (encode(&u.owner)) } { (u.owner) } }
+                            td class="bytes" title=(size(u.bytes)) { (u.bytes) }
+                            td class="files" { (u.files) }
+                            td { @if let Some(q) = quota.filter(|q| *q > 0) {
+                                (format!("{:.0} %", u.bytes as f64 * 100.0 / q as f64))
+                            } }
                         }
                     }
                 }
@@ -722,6 +827,15 @@ fn same_origin(req: &Request<RequestBody>, peer: &Peer) -> bool {
     }
 }
 
+/// `bytes` for a reader: in KiB, MiB or GiB from 1 KiB on, exact below.
+fn size(bytes: u64) -> String {
+    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    match units.iter().find(|(_, n)| bytes >= *n) {
+        Some((unit, n)) => format!("{:.1} {unit}", bytes as f64 / *n as f64),
+        None => format!("{bytes} B"),
+    }
+}
+
 fn uptime(secs: u64) -> String {
     let (d, h, m) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60);
     match (d, h) {
@@ -747,6 +861,7 @@ fn layout(session: Option<&Session>, body: Markup) -> Markup {
                         a href=(PREFIX) { "Overview" }
                         a href={ (PREFIX) "users" } { "Users" }
                         a href={ (PREFIX) "rooms" } { "Rooms" }
+                        a href={ (PREFIX) "uploads" } { "Uploads" }
                         a href={ (PREFIX) "announce" } { "Announcements" }
                         a href={ (PREFIX) "config" } { "Configuration" }
                         span class="who" { (s.admin.as_str()) }
@@ -850,6 +965,15 @@ mod tests {
         assert_eq!(field(&f, "password"), "p w&");
         assert_eq!(field(&f, "missing"), "");
         assert_eq!(encode("a b&c/d@e"), "a+b%26c%2Fd%40e");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(5 << 20), "5.0 MiB");
+        assert_eq!(size(3 << 30), "3.0 GiB");
     }
 
     #[test]

@@ -215,6 +215,17 @@ struct AffItem {
     reason: Option<String>,
 }
 
+/// An occupant as the server's administrators see it ([`Room::occupants`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OccupantInfo {
+    pub nick: String,
+    pub real: BareJid,
+    /// Its sessions joined under the nick, oldest first.
+    pub sessions: Vec<FullJid>,
+    pub role: Role,
+    pub affiliation: Affiliation,
+}
+
 #[derive(Debug, Clone)]
 struct Occupant {
     nick: String,
@@ -358,6 +369,20 @@ impl Room {
 
     pub fn occupant_count(&self) -> usize {
         self.occupants.len()
+    }
+
+    /// Who is in the room, by nick, with real JIDs whatever the room's anonymity (for the
+    /// server's administrators).
+    pub fn occupants(&self) -> Vec<OccupantInfo> {
+        (self.occupants.values())
+            .map(|o| OccupantInfo {
+                nick: o.nick.clone(),
+                real: o.real.clone(),
+                sessions: o.sessions.clone(),
+                role: o.role,
+                affiliation: self.affiliation(&o.real),
+            })
+            .collect()
     }
 
     pub fn affiliation(&self, jid: &BareJid) -> Affiliation {

@@ -392,6 +392,41 @@ mod tests {
     use crate::room::NS_MUC_ADMIN;
 
     #[test]
+    fn administrators_see_occupants_with_real_addresses_and_every_session() {
+        let mut room = configured("", 0);
+        join(&mut room, "bob@example.org/b", "bob");
+        join(&mut room, "bob@example.org/phone", "bob");
+        let list: Vec<_> = (room.occupants().into_iter())
+            .map(|o| {
+                let sessions: Vec<String> = o.sessions.iter().map(|s| s.to_string()).collect();
+                (o.nick, o.real.to_string(), sessions, o.role, o.affiliation)
+            })
+            .collect();
+        assert_eq!(
+            list,
+            [
+                (
+                    "al".to_owned(),
+                    "alice@example.org".to_owned(),
+                    vec!["alice@example.org/a".to_owned()],
+                    Role::Moderator,
+                    Affiliation::Owner
+                ),
+                (
+                    "bob".to_owned(),
+                    "bob@example.org".to_owned(),
+                    vec![
+                        "bob@example.org/b".to_owned(),
+                        "bob@example.org/phone".to_owned()
+                    ],
+                    Role::Participant,
+                    Affiliation::None
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn nick_conflicts_reserved_nicks_and_nick_changes() {
         let mut room = configured("", 0);
         join(&mut room, "bob@example.org/b", "bob");
