@@ -5,7 +5,10 @@ XMPP (slixmpp), kick a session (the client sees its stream end), set the message
 works). Without a browser, through plain HTTP (http.client): a form posted without its CSRF
 token or with a wrong one, or from another origin, is refused with 403 and changes nothing; a
 non-administrator with the right password and a wrong password are refused; the configuration
-page hides secrets; every answer carries the security headers."""
+page hides secrets; every answer carries the security headers; a room's page lists its
+occupant (a slixmpp user) with nick, role, affiliation and real address, escaped; the uploads
+page shows what a slixmpp user uploaded (XEP-0363), in bytes and files, against the quota and
+the cap, and says so when upload is not configured."""
 
 from __future__ import annotations
 
