@@ -146,7 +146,9 @@ mod tests {
         assert_ne!(id1, id2);
         assert_eq!(ids(&mut rx2), ["2", "3", "4"]);
         // A late end of the old link leaves the new one in place.
-        assert!(links.end(std::slice::from_ref(&key), id1, &mut rx1).is_empty());
+        assert!(links
+            .end(std::slice::from_ref(&key), id1, &mut rx1)
+            .is_empty());
         links.push(&key, msg(5), 10, &mut open).unwrap();
         assert_eq!(ids(&mut rx2), ["5"]);
         assert!(opened.borrow().is_empty());
