@@ -114,8 +114,7 @@ impl SqliteStore {
             .map_err(|e| StorageError::Backend(format!("creating {}: {e}", path.display())))?;
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
-        let mode: String =
-            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode = enable_wal(&writer)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StorageError::Backend(format!(
                 "{}: cannot enable WAL (journal_mode is {mode})",
@@ -286,6 +285,27 @@ impl From<rusqlite::Error> for StorageError {
 
 fn stopped() -> StorageError {
     StorageError::Backend("storage threads stopped".into())
+}
+
+/// Switches the file to WAL and returns the journal mode it ends up in.
+///
+/// Leaving the rollback journal needs the file to itself, and SQLite answers `SQLITE_BUSY` at
+/// once, without the busy handler, while another connection holds it: two processes opening
+/// a new file together (a server and a command, or two servers) collide here. Retried like
+/// the busy handler would, up to [`BUSY_TIMEOUT`].
+fn enable_wal(conn: &Connection) -> Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Per-connection settings (none of them persist in the file except WAL, set by `open`).
