@@ -427,6 +427,10 @@ async def test_a_silent_link_is_pinged_and_closed_when_the_ping_goes_unanswered(
     ping = raw.wait_for(is_ping, timeout=30)
     assert (ping.get("from"), ping.get("to")) == (A, B), ET.tostring(ping)
     assert raw.expect_stream_error(timeout=30) == "connection-timeout"
+    # The server logs the reason as it sends the stream error; its log is read by a thread.
+    deadline = time.monotonic() + 15
+    while not log_lines(server_a, "no answer to a ping") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     assert log_lines(server_a, "no answer to a ping"), server_a.output()
 
 
