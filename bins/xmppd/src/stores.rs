@@ -24,16 +24,36 @@ pub struct Stores {
     pub rooms: Arc<dyn RoomStore>,
     /// The SQLite file of the services' own tables (the core's too, with the SQLite backend).
     pub services: Arc<SqliteStore>,
+    /// The configured engine itself, for a service that has a store on each: it matches on
+    /// this to open its own (its tables then live beside the core's).
+    #[allow(dead_code)] // until the first service store exists on every engine
+    pub engine: Engine,
+}
+
+/// The engine of `[storage] backend`, as a service opens its store on it.
+#[derive(Clone)]
+#[allow(dead_code)] // until the first service store exists on every engine
+pub enum Engine {
+    Sqlite(Arc<SqliteStore>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<xmppd_storage::PgStore>),
+    #[cfg(feature = "mysql")]
+    Mysql(Arc<xmppd_storage::MysqlStore>),
 }
 
 impl Stores {
-    fn of<S: Store + RoomStore + 'static>(core: Arc<S>, services: Arc<SqliteStore>) -> Stores {
+    fn of<S: Store + RoomStore + 'static>(
+        core: Arc<S>,
+        services: Arc<SqliteStore>,
+        engine: Engine,
+    ) -> Stores {
         Stores {
             core: core.clone(),
             credentials: core.clone(),
             user_data: core.clone(),
             rooms: core,
             services,
+            engine,
         }
     }
 }
@@ -43,7 +63,11 @@ impl Stores {
 pub async fn open(config: &ValidatedConfig) -> Result<Stores, Failure> {
     let services = open_sqlite(config)?;
     match config.storage.backend {
-        StorageBackend::Sqlite => Ok(Stores::of(services.clone(), services)),
+        StorageBackend::Sqlite => Ok(Stores::of(
+            services.clone(),
+            services.clone(),
+            Engine::Sqlite(services),
+        )),
         StorageBackend::Postgres => postgres(config, services).await,
         StorageBackend::Mysql => mysql(config, services).await,
     }
@@ -64,7 +88,8 @@ async fn postgres(config: &ValidatedConfig, services: Arc<SqliteStore>) -> Resul
         .await
         .map_err(|e| Failure(format!("opening the PostgreSQL database: {e}")))?;
     tracing::info!(url = %settings.redacted(), "storage: PostgreSQL");
-    Ok(Stores::of(Arc::new(store), services))
+    let store = Arc::new(store);
+    Ok(Stores::of(store.clone(), services, Engine::Postgres(store)))
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -79,7 +104,8 @@ async fn mysql(config: &ValidatedConfig, services: Arc<SqliteStore>) -> Result<S
         .await
         .map_err(|e| Failure(format!("opening the MariaDB database: {e}")))?;
     tracing::info!(url = %settings.redacted(), "storage: MariaDB");
-    Ok(Stores::of(Arc::new(store), services))
+    let store = Arc::new(store);
+    Ok(Stores::of(store.clone(), services, Engine::Mysql(store)))
 }
 
 #[cfg(not(feature = "mysql"))]

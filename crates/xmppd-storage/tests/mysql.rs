@@ -2,8 +2,7 @@
 //! and comes back, its schema versions under the named lock, TLS to the server, and that no
 //! password reaches an error. (What every engine must do is in `conformance`.)
 
-#[path = "support/mod.rs"]
-mod support;
+use xmppd_dbtest as support;
 
 use mysql_async::prelude::Queryable;
 use support::mariadb::{self, Server, PASSWORD};

@@ -2,8 +2,7 @@
 //! comes back, its schema versions, and that no password reaches an error. (What every engine
 //! must do is in `conformance`.)
 
-#[path = "support/mod.rs"]
-mod support;
+use xmppd_dbtest as support;
 
 use support::pg::{self, Cluster};
 use xmppd_storage::{PgStore, Schema};

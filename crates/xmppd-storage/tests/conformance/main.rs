@@ -4,8 +4,7 @@
 //! be installed, a failure under CI. A new engine
 //! passes these before the server may use it.
 
-#[path = "../support/mod.rs"]
-mod support;
+use xmppd_dbtest as support;
 
 mod accounts;
 mod data;

@@ -1,7 +1,8 @@
-//! What the storage tests share: a database per test on each engine.
-
-// Each test binary uses a part of it.
-#![allow(dead_code)]
+//! What the tests of xmppd's storage engines share: a private PostgreSQL cluster and MariaDB
+//! server per test binary (started from Debian's packages, installed when missing), a
+//! database of its own per test on each engine, and the checks every database server engine
+//! must pass. Used by `xmppd-storage`'s conformance suite and by each service crate that
+//! implements its store on PostgreSQL and MariaDB.
 
 pub mod mariadb;
 pub mod pg;
