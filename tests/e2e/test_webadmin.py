@@ -305,8 +305,15 @@ async def test_a_room_page_lists_its_occupants_with_their_real_addresses(make_se
     assert row.groups() == ("&lt;b&gt;ob &amp; co", "moderator", "owner", "bob@localhost",
                             "desk"), page
     assert "<b>ob" not in page
+    # What names nothing here is not found; what is no address is a bad request.
     resp, page = web.request("GET", "/admin/room?jid=nowhere%40" + MUC)
-    assert resp.status != 200 and "no room nowhere@" in page, page
+    assert resp.status == 404 and "no room nowhere@" in page, page
+    resp, page = web.request("GET", "/admin/room?jid=lobby%40elsewhere.example")
+    assert resp.status == 404 and "not a chat service" in page, page
+    resp, page = web.request("GET", "/admin/user?jid=nobody%40localhost")
+    assert resp.status == 404 and "no account nobody@localhost" in page, page
+    resp, page = web.request("GET", "/admin/user?jid=%40%40")
+    assert resp.status == 400, page
     await bob.close()
 
 

@@ -290,11 +290,21 @@ impl WebAdmin {
         };
         match body {
             Ok(body) => html_response(StatusCode::OK, layout(Some(session), body)),
-            Err(why) => html_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            Err(PageError { status, why }) => html_response(
+                status,
                 layout(Some(session), html! { p class="error" { (why) } }),
             ),
         }
+    }
+
+    /// [`Self::perform`] for a form's action, whose outcome is shown as a message.
+    async fn perform_action(
+        &self,
+        op: Op,
+        params: &[&str],
+        body: &[(&str, &str)],
+    ) -> Result<Value, String> {
+        (self.perform(op, params, body).await).map_err(|e| e.why)
     }
 
     async fn perform(
@@ -302,15 +312,18 @@ impl WebAdmin {
         op: Op,
         params: &[&str],
         body: &[(&str, &str)],
-    ) -> Result<Value, String> {
+    ) -> Result<Value, PageError> {
         let params: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
         let body: Map<String, Value> = (body.iter())
             .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
             .collect();
-        (self.api.perform(op, &params, body).await).map_err(|e| e.message().to_owned())
+        (self.api.perform(op, &params, body).await).map_err(|e| PageError {
+            status: e.status(),
+            why: e.message().to_owned(),
+        })
     }
 
-    async fn overview(&self) -> Result<Markup, String> {
+    async fn overview(&self) -> Result<Markup, PageError> {
         let stats = self.perform(Op::Stats, &[], &[]).await?;
         let samples = self.samples.all();
         let rate = samples.last().map_or(0.0, |s| s.messages_per_sec);
@@ -340,7 +353,7 @@ impl WebAdmin {
         })
     }
 
-    async fn users(&self, call: &Call<'_>, session: &Session) -> Result<Markup, String> {
+    async fn users(&self, call: &Call<'_>, session: &Session) -> Result<Markup, PageError> {
         let listed = self.perform(Op::ListUsers, &[], &[]).await?;
         let sessions = self.perform(Op::ListSessions, &[], &[]).await?;
         let mut online: HashMap<&str, usize> = HashMap::new();
@@ -390,7 +403,7 @@ impl WebAdmin {
         })
     }
 
-    async fn user(&self, call: &Call<'_>, session: &Session) -> Result<Markup, String> {
+    async fn user(&self, call: &Call<'_>, session: &Session) -> Result<Markup, PageError> {
         let jid = self
             .account(call.query.get("jid").map(String::as_str).unwrap_or(""))
             .await?;
@@ -459,7 +472,7 @@ impl WebAdmin {
         })
     }
 
-    async fn rooms(&self, session: &Session) -> Result<Markup, String> {
+    async fn rooms(&self, session: &Session) -> Result<Markup, PageError> {
         let rooms = self.perform(Op::ListRooms, &[], &[]).await?;
         let list: Vec<&Value> = rooms["rooms"].as_array().into_iter().flatten().collect();
         let csrf = &session.csrf;
@@ -488,16 +501,26 @@ impl WebAdmin {
 
     /// One room: who is in it, as its task sees it (real addresses whatever the room shows
     /// its occupants).
-    async fn room(&self, call: &Call<'_>, session: &Session) -> Result<Markup, String> {
+    async fn room(&self, call: &Call<'_>, session: &Session) -> Result<Markup, PageError> {
         let text = call.query.get("jid").map(String::as_str).unwrap_or("");
         let jid = match parse_jid(text) {
             Ok(j) if j.node().is_some() && j.resource().is_none() => j.to_bare(),
-            _ => return Err(format!("{text:?} is not a room's address")),
+            _ => {
+                return Err(PageError::bad_request(format!(
+                    "{text:?} is not a room's address"
+                )))
+            }
         };
         let service = (self.api.rooms.iter())
             .find(|s| s.domain() == jid.domain().as_str())
-            .ok_or_else(|| format!("{} is not a chat service of this server", jid.domain()))?;
-        let occupants = (service.occupants(&jid).await).ok_or_else(|| format!("no room {jid}"))?;
+            .ok_or_else(|| {
+                PageError::not_found(format!(
+                    "{} is not a chat service of this server",
+                    jid.domain()
+                ))
+            })?;
+        let occupants = (service.occupants(&jid).await)
+            .ok_or_else(|| PageError::not_found(format!("no room {jid}")))?;
         let j = jid.to_string();
         Ok(html! {
             h1 { "Room " (j) }
@@ -530,7 +553,7 @@ impl WebAdmin {
     }
 
     /// What the accounts keep through HTTP file upload, against the quota and the cap.
-    async fn uploads(&self) -> Result<Markup, String> {
+    async fn uploads(&self) -> Result<Markup, PageError> {
         let Some(uploads) = &self.uploads else {
             return Ok(html! {
                 h1 { "Uploads" }
@@ -576,7 +599,7 @@ impl WebAdmin {
         })
     }
 
-    async fn announce(&self, session: &Session) -> Result<Markup, String> {
+    async fn announce(&self, session: &Session) -> Result<Markup, PageError> {
         let server = &self.api.server;
         let mut motds = BTreeMap::new();
         for h in server.hosts() {
@@ -620,17 +643,21 @@ impl WebAdmin {
     }
 
     /// A served account's bare JID that exists.
-    async fn account(&self, text: &str) -> Result<BareJid, String> {
+    async fn account(&self, text: &str) -> Result<BareJid, PageError> {
         let jid = match parse_jid(text) {
             Ok(j) if j.node().is_some() && j.resource().is_none() => j.to_bare(),
-            _ => return Err(format!("{text:?} is not an account's address")),
+            _ => {
+                let why = format!("{text:?} is not an account's address");
+                return Err(PageError::bad_request(why));
+            }
         };
-        let backend = (self.api.backends.get(jid.domain().as_str()))
-            .ok_or_else(|| format!("{} is not a host of this server", jid.domain()))?;
+        let backend = (self.api.backends.get(jid.domain().as_str())).ok_or_else(|| {
+            PageError::not_found(format!("{} is not a host of this server", jid.domain()))
+        })?;
         match backend.user_exists(&user_ref(&jid)).await {
             Ok(true) => Ok(jid),
-            Ok(false) => Err(format!("no account {jid}")),
-            Err(e) => Err(format!("cannot check the account: {e}")),
+            Ok(false) => Err(PageError::not_found(format!("no account {jid}"))),
+            Err(e) => Err(format!("cannot check the account: {e}").into()),
         }
     }
 
@@ -647,7 +674,7 @@ impl WebAdmin {
         match path {
             "users/create" => {
                 let done = self
-                    .perform(
+                    .perform_action(
                         Op::Register,
                         &[],
                         &[("jid", f("jid")), ("password", f("password"))],
@@ -661,7 +688,7 @@ impl WebAdmin {
             }
             "users/password" => {
                 let done = self
-                    .perform(
+                    .perform_action(
                         Op::ChangePassword,
                         &[f("jid")],
                         &[("password", f("password"))],
@@ -680,13 +707,13 @@ impl WebAdmin {
                         Ok(()) => Ok(format!("{jid} is enabled.")),
                         Err(e) => Err(format!("storage: {e}")),
                     },
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.why),
                 };
                 (user_page, done)
             }
             "users/delete" if !confirmed => (user_page, Err("Tick the box to confirm.".into())),
             "users/delete" => {
-                let done = self.perform(Op::Unregister, &[f("jid")], &[]).await;
+                let done = self.perform_action(Op::Unregister, &[f("jid")], &[]).await;
                 if done.is_ok() {
                     if let Ok(jid) = f("jid").parse::<BareJid>() {
                         self.sessions.close_all_of(&jid);
@@ -701,7 +728,7 @@ impl WebAdmin {
             "sessions/kick" => {
                 let bare = f("jid").split('/').next().unwrap_or_default();
                 let next = format!("{PREFIX}user?jid={}", encode(bare));
-                let done = self.perform(Op::Kick, &[f("jid")], &[]).await;
+                let done = self.perform_action(Op::Kick, &[f("jid")], &[]).await;
                 (
                     next,
                     done.map(|v| format!("{} session(s) ended.", v["ended"])),
@@ -712,7 +739,7 @@ impl WebAdmin {
                 Err("Tick the box to confirm.".into()),
             ),
             "rooms/destroy" => {
-                let done = self.perform(Op::DestroyRoom, &[f("jid")], &[]).await;
+                let done = self.perform_action(Op::DestroyRoom, &[f("jid")], &[]).await;
                 let done = done.map(|_| format!("Room {} destroyed.", f("jid")));
                 (format!("{PREFIX}rooms"), done)
             }
@@ -720,14 +747,14 @@ impl WebAdmin {
                 let mut body = vec![("body", f("body"))];
                 body.extend(opt("subject").map(|s| ("subject", s)));
                 body.extend(opt("host").map(|h| ("host", h)));
-                let done = self.perform(Op::Broadcast, &[], &body).await;
+                let done = self.perform_action(Op::Broadcast, &[], &body).await;
                 let done = done.map(|v| format!("Sent to {} session(s).", v["sessions"]));
                 (format!("{PREFIX}announce"), done)
             }
             "motd" => {
                 let mut body = vec![("body", f("body"))];
                 body.extend(opt("subject").map(|s| ("subject", s)));
-                let done = self.perform(Op::SetMotd, &[f("host")], &body).await;
+                let done = self.perform_action(Op::SetMotd, &[f("host")], &body).await;
                 let done = done.map(|v| {
                     format!(
                         "Message of the day set; sent to {} session(s).",
@@ -737,7 +764,7 @@ impl WebAdmin {
                 (format!("{PREFIX}announce"), done)
             }
             "motd/clear" => {
-                let done = self.perform(Op::ClearMotd, &[f("host")], &[]).await;
+                let done = self.perform_action(Op::ClearMotd, &[f("host")], &[]).await;
                 let done = done.map(|_| "Message of the day removed.".to_owned());
                 (format!("{PREFIX}announce"), done)
             }
@@ -937,6 +964,40 @@ fn redirect(location: &str) -> Response<ResponseBody> {
         resp.headers_mut().insert(LOCATION, v);
     }
     resp
+}
+
+/// Why a page cannot be shown, with the status it is answered with: an address that names
+/// nothing here is 404 and a malformed one 400, as the REST API answers them; anything else
+/// (storage) is 500.
+#[derive(Debug)]
+struct PageError {
+    status: StatusCode,
+    why: String,
+}
+
+impl PageError {
+    fn not_found(why: String) -> PageError {
+        PageError {
+            status: StatusCode::NOT_FOUND,
+            why,
+        }
+    }
+
+    fn bad_request(why: String) -> PageError {
+        PageError {
+            status: StatusCode::BAD_REQUEST,
+            why,
+        }
+    }
+}
+
+impl From<String> for PageError {
+    fn from(why: String) -> PageError {
+        PageError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            why,
+        }
+    }
 }
 
 #[cfg(test)]
