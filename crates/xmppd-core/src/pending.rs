@@ -41,6 +41,11 @@ impl PendingLimit {
         })
     }
 
+    /// The connections from `ip` (its [`address_key`]) counted now.
+    pub fn count(&self, ip: IpAddr) -> usize {
+        self.counts.get(&address_key(ip)).map_or(0, |n| *n)
+    }
+
     /// Counts one more pending connection from `ip`, unless it already has `max`.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<PendingGuard> {
         let key = address_key(ip);

@@ -4,7 +4,7 @@
 //! is read from either connection.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use xmppd_core::pending::PendingLimit;
 
 use crate::pacer::Pacer;
 use crate::socks5::{self, Reply};
@@ -61,8 +62,6 @@ struct Table {
     pending: HashMap<String, Pending>,
     active: usize,
     next_id: u64,
-    /// Connections in their handshake, per peer address.
-    handshaking: HashMap<IpAddr, usize>,
 }
 
 /// The pairings, and the pacing every transfer shares.
@@ -70,12 +69,15 @@ pub struct Relay {
     settings: RelaySettings,
     total: Pacer,
     table: Mutex<Table>,
+    /// Connections in their handshake, per peer address.
+    handshakes: Arc<PendingLimit>,
 }
 
 impl Relay {
     pub fn new(settings: RelaySettings) -> Arc<Self> {
         Arc::new(Relay {
             total: Pacer::new(settings.total_bytes_per_sec, CHUNK as u64),
+            handshakes: PendingLimit::new(settings.max_pending_per_ip),
             settings,
             table: Mutex::default(),
         })
@@ -117,7 +119,7 @@ impl Relay {
     /// One connection: the handshake, then its place in a pair. The first of a pair stays
     /// here as the pair's timer: a pair not activated in time is closed.
     async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
-        let Some(handshake) = Handshake::begin(&self, peer.ip()) else {
+        let Some(handshake) = self.handshakes.try_acquire(peer.ip()) else {
             return tracing::debug!(%peer, "proxy65: too many handshakes from one address");
         };
         let _ = stream.set_nodelay(true);
@@ -214,36 +216,6 @@ impl Relay {
             write: w,
         };
         tokio::join!(way(ar, bw).pump(), way(br, aw).pump());
-    }
-}
-
-/// A connection counted against its address's handshakes until dropped.
-struct Handshake<'a> {
-    relay: &'a Relay,
-    ip: IpAddr,
-}
-
-impl<'a> Handshake<'a> {
-    fn begin(relay: &'a Relay, ip: IpAddr) -> Option<Self> {
-        let mut t = relay.table();
-        let n = t.handshaking.entry(ip).or_default();
-        if *n >= relay.settings.max_pending_per_ip {
-            return None;
-        }
-        *n += 1;
-        Some(Handshake { relay, ip })
-    }
-}
-
-impl Drop for Handshake<'_> {
-    fn drop(&mut self) {
-        let mut t = self.relay.table();
-        if let Some(n) = t.handshaking.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                t.handshaking.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -413,11 +385,12 @@ mod tests {
             matches!(read, Ok(Ok(0)) | Ok(Err(_))),
             "a third handshake from one address was served: {read:?}"
         );
-        assert_eq!(relay.table().handshaking.values().sum::<usize>(), 2);
+        let here = "127.0.0.1".parse().unwrap();
+        assert_eq!(relay.handshakes.count(here), 2);
         // Once they close, the address gets its places back.
         drop(silent);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !relay.table().handshaking.is_empty() {
+        while relay.handshakes.count(here) != 0 {
             assert!(Instant::now() < deadline, "closed handshakes still counted");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
