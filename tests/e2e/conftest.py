@@ -11,6 +11,7 @@ The ``server`` fixture starts a server with users alice, bob and carol (password
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import re
@@ -238,6 +239,35 @@ class Server:
     def line_count(self) -> int:
         with self._lock:
             return len(self._lines)
+
+    def log_lines(self, *words: str, since_line: int = 0) -> list[str]:
+        """The lines logged so far (from ``since_line``) that contain every one of ``words``.
+        For a line that must be there already; for one the server writes around the time of
+        an answer, use :meth:`wait_for_log`."""
+        return [line for line in self.output(since_line).splitlines()
+                if all(word in line for word in words)]
+
+    async def wait_for_log(self, *words: str, since_line: int = 0,
+                           timeout: float = 30.0) -> list[str]:
+        """Waits until a logged line contains every one of ``words`` and returns those lines.
+        The log is read by a thread, so a line written before an answer a client received may
+        show up a little after it."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.log_lines(*words, since_line=since_line)):
+            assert time.monotonic() < deadline, \
+                f"the server never logged {words}:\n{self.output(since_line)}"
+            await asyncio.sleep(0.05)
+        return found
+
+    def wait_for_log_blocking(self, *words: str, since_line: int = 0,
+                              timeout: float = 30.0) -> list[str]:
+        """:meth:`wait_for_log` for a test that runs no event loop."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.log_lines(*words, since_line=since_line)):
+            assert time.monotonic() < deadline, \
+                f"the server never logged {words}:\n{self.output(since_line)}"
+            time.sleep(0.05)
+        return found
 
     # --- CLI -----------------------------------------------------------------------------
 

@@ -137,14 +137,6 @@ def acme_server(make_server, pebble: Pebble, http_port: int):
     )
 
 
-def wait_for_line(server, text: str, since: int = 0, timeout: float = ORDER_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in server.output(since):
-        assert server.running, server.output()
-        assert time.monotonic() < deadline, f"no {text!r} in time:\n{server.output()}"
-        time.sleep(0.1)
-
-
 def served_certificate(port: int, cafile: pathlib.Path) -> dict:
     """Direct TLS to xmppd as DOMAIN, verified against ``cafile``: the peer certificate."""
     context = ssl.create_default_context(cafile=str(cafile))
@@ -156,7 +148,7 @@ def served_certificate(port: int, cafile: pathlib.Path) -> dict:
 
 def test_a_certificate_is_obtained_served_and_kept(make_server, pebble, tmp_path):
     server = acme_server(make_server, pebble, pebble.http_port)
-    wait_for_line(server, "ACME: certificate obtained and installed")
+    server.wait_for_log_blocking("ACME: certificate obtained and installed", timeout=ORDER_TIMEOUT)
     root = tmp_path / "pebble-root.pem"
     root.write_text(pebble.root_pem())
     # Verified against pebble's root for the host's name: the ACME certificate is served.
@@ -175,7 +167,7 @@ def test_a_certificate_is_obtained_served_and_kept(make_server, pebble, tmp_path
     server.restart()
     assert served_certificate(server.direct_tls_port, root)["serialNumber"] == \
         cert["serialNumber"]
-    wait_for_line(server, "ACME: certificate up to date", since)
+    server.wait_for_log_blocking("ACME: certificate up to date", since_line=since, timeout=ORDER_TIMEOUT)
     assert "ordering a certificate" not in server.output(since), server.output(since)
 
 
@@ -188,7 +180,7 @@ def test_tls_alpn_challenges_are_answered_by_the_direct_tls_listener(make_server
         acme={"enabled": True, "directory_url": pebble.directory_url,
               "ca_file": str(pebble.ca_file), "challenge": "tls-alpn-01"},
         users=())
-    wait_for_line(server, "ACME: certificate obtained and installed")
+    server.wait_for_log_blocking("ACME: certificate obtained and installed", timeout=ORDER_TIMEOUT)
     root = tmp_path / "pebble-root.pem"
     root.write_text(pebble.root_pem())
     cert = served_certificate(server.direct_tls_port, root)
@@ -206,7 +198,7 @@ def test_tls_alpn_challenges_are_answered_by_the_direct_tls_listener(make_server
 def test_a_challenge_pebble_cannot_fetch_gets_no_certificate(make_server, pebble, tmp_path):
     # xmppd's HTTP listener is not where pebble looks for the challenge.
     server = acme_server(make_server, pebble, _free_port())
-    wait_for_line(server, "ACME: no certificate yet")
+    server.wait_for_log_blocking("ACME: no certificate yet", timeout=ORDER_TIMEOUT)
     assert "certificate obtained" not in server.output()
     # Still serving, with its self-signed certificate, which pebble's root does not sign.
     root = tmp_path / "pebble-root.pem"

@@ -29,10 +29,6 @@ async def ad_login(server, user: str, password: str | None = None) -> bool:
     return await can_login(server, user, password or PASSWORDS[user], domain=CORP)
 
 
-def lines(server, needle: str) -> list[str]:
-    return [line for line in server.output().splitlines() if needle in line]
-
-
 @pytest.mark.parametrize("mode", ["starttls", "ldaps"])
 @async_test()
 async def test_ad_login_over_tls_and_why_logins_are_refused(make_server, samba_dc, mode):
@@ -40,12 +36,12 @@ async def test_ad_login_over_tls_and_why_logins_are_refused(make_server, samba_d
     assert await ad_login(server, "alice")
     assert plain_failure(server, "alice", "not the password") == ["not-authorized"]
     # The directory's reason, at info level, with the client's address (hide_ip is off).
-    [refused] = lines(server, "data 52e")
+    [refused] = await server.wait_for_log("data 52e")
     assert "wrong password" in refused and "user=alice" in refused, refused
     assert "127.0.0.1" in refused, refused
     # A disabled account is kept out by the usual filter clause: "not found".
     assert plain_failure(server, "erin", PASSWORDS["erin"]) == ["not-authorized"]
-    [missing] = lines(server, "user=erin")
+    [missing] = await server.wait_for_log("user=erin")
     assert "no directory entry matches the user filter" in missing, missing
     # Users log in by sAMAccountName here; the userPrincipalName's local part is no name.
     assert not await ad_login(server, "dave.smith")
@@ -63,13 +59,13 @@ async def test_disabled_and_locked_accounts_are_logged_with_their_reason(make_se
     assert plain_failure(server, "erin", PASSWORDS["erin"]) == ["account-disabled"]
     # A wrong password on a disabled account says nothing of the account.
     assert plain_failure(server, "erin", "not the password") == ["not-authorized"]
-    [disabled] = lines(server, "data 533")
+    [disabled] = await server.wait_for_log("data 533")
     assert "account disabled" in disabled and "user=erin" in disabled, disabled
     for _ in range(LOCKOUT_THRESHOLD):
         samba_dc.bad_bind("frank")
     # A locked account is refused before the password is looked at: no more is said.
     assert plain_failure(server, "frank", PASSWORDS["frank"]) == ["not-authorized"]
-    [locked] = lines(server, "data 775")
+    [locked] = await server.wait_for_log("data 775")
     assert "account locked" in locked and "user=frank" in locked, locked
     # hide_ip_in_logs: the lines name no address.
     assert "127.0.0.1" not in disabled + locked, (disabled, locked)
@@ -97,9 +93,9 @@ async def test_nested_groups_with_the_in_chain_rule_and_paged_searches(
     server = start(make_server, samba_dc, shared_roster={"group": STAFF},
                    ldap={"admin_group": ADMINS, "page_size": 2})
     await nested_groups_hold(server)
-    assert lines(server, "nested groups resolved with the in-chain rule"), server.output()
+    assert await server.wait_for_log("nested groups resolved with the in-chain rule"), server.output()
     # Staff's members (and gina's primary group search) came in pages of two.
-    assert max(int(m) for line in lines(server, "LDAP search page")
+    assert max(int(m) for line in await server.wait_for_log("LDAP search page")
                for m in re.findall(r"page=(\d+)", line)) >= 2
 
 
@@ -118,7 +114,7 @@ async def test_nested_groups_read_recursively_in_ranges(make_server, samba_dc, m
     await nested_groups_hold(server)
     # The 41 values of big's member attribute came in ranges of ten.
     ranges = {re.search(r"range=(\S+)", line).group(1)
-              for line in lines(server, "LDAP ranged read") if "CN=big" in line}
+              for line in await server.wait_for_log("LDAP ranged read") if "CN=big" in line}
     assert {"member;range=0-9", "member;range=40-*"} <= ranges, ranges
 
 

@@ -118,14 +118,6 @@ def endpoint(server) -> str:
     return f"http://127.0.0.1:{server.http_port}/http-bind"
 
 
-async def wait_for_output(server, text: str, timeout: float = STEP) -> None:
-    """Waits until the server's log shows `text` (its reader thread may trail a little)."""
-    deadline = time.monotonic() + timeout
-    while text not in server.output(server.started_at_line):
-        assert time.monotonic() < deadline, f"the server never logged {text!r}"
-        await asyncio.sleep(0.05)
-
-
 @async_test(timeout=150)
 async def test_bosh_login_chat_repeat_and_terminate(make_server):
     server = make_server(http=http_config())
@@ -288,7 +280,7 @@ async def test_bosh_inactivity_ends_the_session_and_loses_nothing(make_server):
         # Alice stops asking. What bob sends her now waits in her session's queue: no
         # request is open to take it.
         bob.chat(server.jid("alice"), "while you were away")
-        await wait_for_output(server, "BOSH session inactive")
+        await server.wait_for_log("BOSH session inactive", since_line=server.started_at_line)
         resp = await alice.send()
         assert (resp.get("type"), resp.get("condition")) == ("terminate", "item-not-found")
     # Her session ended like a lost connection: the message went to offline storage.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import time
 import types
 import urllib.error
 import urllib.request
@@ -84,14 +83,6 @@ class Relay:
                                      direct_tls_port=self.port)
 
 
-async def wait_for_output(server, text: str) -> None:
-    """Waits until the server's log shows `text` (its reader thread may trail a little)."""
-    deadline = time.monotonic() + STEP
-    while text not in server.output():
-        assert time.monotonic() < deadline, f"the server never logged {text!r}"
-        await asyncio.sleep(0.05)
-
-
 async def session_ips(server) -> dict[str, str | None]:
     listed = await api(server, "GET", "/api/sessions", token=token(server, "read"))
     assert listed.status == 200, listed
@@ -110,7 +101,7 @@ async def test_a_proxy_header_names_the_client_on_both_c2s_listeners(make_server
         await bob.expect_message("through the balancer", server.jid("alice"))
         ips = await session_ips(server)
         assert ips == {"alice@localhost": CLIENT, "bob@localhost": "203.0.113.8"}, ips
-        await wait_for_output(server, f"peer={CLIENT}:50123")
+        await server.wait_for_log(f"peer={CLIENT}:50123")
         await alice.close()
         await bob.close()
 
@@ -205,13 +196,13 @@ async def test_the_access_log_takes_forwarded_for_only_from_trusted_proxies(make
                                 "trusted_proxies": ["127.0.0.1"]})
     assert await asyncio.to_thread(get, trusted.http_port, FORWARDED) == 200
     # The rightmost address the trusted proxy did not add itself.
-    await wait_for_output(trusted, f"peer={CLIENT}:0")
+    await trusted.wait_for_log(f"peer={CLIENT}:0")
     assert "peer=198.51.100.1" not in trusted.output()
 
     elsewhere = make_server(http={"enabled": True, "listen": ["127.0.0.1:0"],
                                   "trusted_proxies": ["10.0.0.5"]})
     assert await asyncio.to_thread(get, elsewhere.http_port, FORWARDED) == 200
-    await wait_for_output(elsewhere, "peer=127.0.0.1:")
+    await elsewhere.wait_for_log("peer=127.0.0.1:")
     assert CLIENT not in elsewhere.output()
 
     # RFC 7239 when configured; X-Forwarded-For is then the client's own word.
@@ -219,7 +210,7 @@ async def test_the_access_log_takes_forwarded_for_only_from_trusted_proxies(make
                             "trusted_proxies": ["127.0.0.1"], "forwarded_header": "forwarded"})
     headers = {"Forwarded": 'for="203.0.113.8:4711";proto=https', **FORWARDED}
     assert await asyncio.to_thread(get, rfc.http_port, headers) == 200
-    await wait_for_output(rfc, "peer=203.0.113.8:4711")
+    await rfc.wait_for_log("peer=203.0.113.8:4711")
     assert CLIENT not in rfc.output()
 
 
@@ -247,7 +238,7 @@ async def test_a_bosh_session_through_a_trusted_proxy_is_the_clients(make_server
         alice = ForwardedBosh(http, url)
         await alice.login("alice")
         assert await session_ips(server) == {"alice@localhost": CLIENT}
-        await wait_for_output(server, f"peer={CLIENT}:0")
+        await server.wait_for_log(f"peer={CLIENT}:0")
         await alice.send(type="terminate")
 
 
@@ -263,7 +254,7 @@ async def test_a_websocket_login_through_a_proxy_header_on_the_http_listener(mak
             assert jid.startswith("alice@localhost/"), jid
             assert await session_ips(server) == {"alice@localhost": CLIENT}
             # The upgrade request's access log line names the client too.
-            await wait_for_output(server, f"peer={CLIENT}:50123")
+            await server.wait_for_log(f"peer={CLIENT}:50123")
             await alice.close()
         finally:
             alice.kill()

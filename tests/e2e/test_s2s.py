@@ -341,10 +341,6 @@ async def one_connection(server_a, server_b) -> int:
     return n
 
 
-def log_lines(server, text: str) -> list[str]:
-    return [line for line in server.output().splitlines() if text in line]
-
-
 async def bidirectional(server_a, server_b, method: str) -> None:
     """alice@a writes first, so a.example opens the link; bob@b's answer goes back over it:
     one TCP connection, which b.example logs as bidirectional, and no link of its own."""
@@ -353,12 +349,12 @@ async def bidirectional(server_a, server_b, method: str) -> None:
     await exchange_messages(alice, bob)
     assert await one_connection(server_a, server_b) == 1, \
         subprocess.run(["ss", "-tn"], capture_output=True, text=True).stdout
-    out = log_lines(server_a, "s2s outbound link authenticated")
+    out = await server_a.wait_for_log("s2s outbound link authenticated")
     assert len(out) == 1 and f'method="{method}"' in out[0] and "bidi=true" in out[0], out
-    back = log_lines(server_b, "s2s link bidirectional")
+    back = await server_b.wait_for_log("s2s link bidirectional")
     assert any(f"local={B} remote={A}" in line and 'direction="inbound"' in line
                for line in back), back
-    assert not log_lines(server_b, "s2s outbound link authenticated"), server_b.output()
+    assert not server_b.log_lines("s2s outbound link authenticated"), server_b.output()
     # And again, the other server first: still the same connection.
     await exchange_messages(bob, alice, " again")
     assert await one_connection(server_a, server_b) == 1
@@ -384,8 +380,8 @@ async def test_without_bidi_each_server_opens_its_own_link(pair):
     alice = await login(server_a, "alice")
     bob = await login(server_b, "bob")
     await exchange_messages(alice, bob)
-    assert "bidi=false" in log_lines(server_a, "s2s outbound link authenticated")[0]
-    assert log_lines(server_b, "s2s outbound link authenticated")
+    assert "bidi=false" in (await server_a.wait_for_log("s2s outbound link authenticated"))[0]
+    assert await server_b.wait_for_log("s2s outbound link authenticated")
     assert s2s_connections(server_a, server_b) == 2
     await alice.close()
     await bob.close()
@@ -427,11 +423,8 @@ async def test_a_silent_link_is_pinged_and_closed_when_the_ping_goes_unanswered(
     ping = raw.wait_for(is_ping, timeout=30)
     assert (ping.get("from"), ping.get("to")) == (A, B), ET.tostring(ping)
     assert raw.expect_stream_error(timeout=30) == "connection-timeout"
-    # The server logs the reason as it sends the stream error; its log is read by a thread.
-    deadline = time.monotonic() + 15
-    while not log_lines(server_a, "no answer to a ping") and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert log_lines(server_a, "no answer to a ping"), server_a.output()
+    # The server logs the reason as it sends the stream error.
+    await server_a.wait_for_log("no answer to a ping", timeout=15)
 
 
 @async_test(timeout=120)
@@ -464,11 +457,10 @@ async def test_one_way_links_are_pinged_and_answered_over_the_other_link(pair):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     answered = f"local={A} remote={B}"
-    while len([line for line in log_lines(server_a, "s2s link answered a ping")
-               if answered in line]) < 3:
+    while len(server_a.log_lines("s2s link answered a ping", answered)) < 3:
         assert loop.time() < deadline, server_a.output()
         await asyncio.sleep(0.2)
-    assert not log_lines(server_a, "did not answer a ping"), server_a.output()
+    assert not server_a.log_lines("did not answer a ping"), server_a.output()
     await exchange_messages(alice, bob, " still")
     await alice.close()
     await bob.close()
@@ -503,8 +495,8 @@ async def test_inbound_connections_are_capped_in_total_and_before_authentication
     pending[-1].open(header=HEADER_B_TO_A)
     # Four connections are open: the total is reached, whatever the address.
     closed_at_once(server_a, three)
-    await logged(server_a, "s2s max_pending_per_ip reached", one)
-    await logged(server_a, "s2s max_inbound reached", three)
+    await server_a.wait_for_log("s2s max_pending_per_ip reached", one)
+    await server_a.wait_for_log("s2s max_inbound reached", three)
     # Everyone else is still served.
     peer.send(f"<message from='bob@{B}/raw' to='{ALICE}' type='chat'><body>still here</body>"
               "</message>")
@@ -518,16 +510,7 @@ async def test_inbound_connections_are_capped_in_total_and_before_authentication
 async def test_private_addresses_from_dns_are_refused_by_default(pair):
     server_a, _ = pair(a={"s2s": {"allow_private_addresses": False}})
     await refused(server_a, "remote-server-not-found")
-    await logged(server_a, "s2s link failed", "not a public address")
-
-
-async def logged(server, *words: str, timeout: float = 30) -> None:
-    """Waits until a line of ``server``'s log contains all of ``words`` (the log is read by a
-    thread, so a line written before an answer may show up after it)."""
-    deadline = time.monotonic() + timeout
-    while not any(all(w in line for w in words) for line in server.output().splitlines()):
-        assert time.monotonic() < deadline, f"no log line with {words}"
-        await asyncio.sleep(0.05)
+    await server_a.wait_for_log("s2s link failed", "not a public address")
 
 
 @async_test(timeout=120)
@@ -546,7 +529,7 @@ async def test_a_domain_that_failed_bounces_at_once_for_a_while(pair):
     await bounced("carol@nowhere.example", "second")
     # A last failure, logged after whatever the second message caused.
     await bounced("dave@elsewhere.example", "third")
-    await logged(server_a, "s2s link failed", "elsewhere.example")
+    await server_a.wait_for_log("s2s link failed", "elsewhere.example")
     # One attempt to reach nowhere.example; the second message bounced without one.
     attempts = [line for line in server_a.output().splitlines()
                 if "s2s link failed" in line and "nowhere.example" in line]
