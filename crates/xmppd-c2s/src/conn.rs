@@ -48,7 +48,7 @@ pub(crate) async fn serve(
     pending: xmppd_core::pending::PendingGuard,
     span: tracing::Span,
 ) {
-    span.in_scope(|| tracing::info!(?kind, "connection opened"));
+    span.in_scope(|| tracing::debug!(?kind, "connection opened"));
     // One deadline from accept to bound session: TLS, SASL (throttle waits included) and
     // binding, so a client trickling bytes holds its slot no longer than configured.
     let deadline = Instant::now() + shared.settings.handshake_timeout;
@@ -88,7 +88,7 @@ pub(crate) async fn serve(
     };
     let reason = stop.describe();
     conn.finish(stop).instrument(span.clone()).await;
-    span.in_scope(|| tracing::info!(reason, "connection closed"));
+    span.in_scope(|| tracing::debug!(reason, "connection closed"));
 }
 
 /// Socket options of an accepted client connection.

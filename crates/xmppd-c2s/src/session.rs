@@ -75,7 +75,7 @@ impl Bound {
             }
             rx.queue().give_back(unacked);
         }
-        tracing::info!(jid = %session.jid, "session ended");
+        tracing::debug!(jid = %session.jid, "session ended");
         self.server.unbind(session).await;
     }
 }

@@ -471,7 +471,7 @@ impl Server {
             m.on_session_opened(cx, &jid).await;
         }
         self.drain(&mut outbox).await;
-        tracing::info!(jid = %jid, "session bound");
+        tracing::debug!(jid = %jid, "session bound");
         Ok((ClientSession::new(jid, id, info, queue, presence), rx))
     }
 
