@@ -26,6 +26,66 @@ pub trait Db: Send + Sync {
     /// A store on this database. Each call opens another one, as another process sharing the
     /// database would (the first one also creates the schema).
     async fn open(&self) -> Arc<dyn FullStore>;
+
+    /// The same, as the engine itself: what a service crate opens its own store on.
+    async fn engine(&self) -> Engine;
+}
+
+/// One engine's store, for a service crate's tests to open their own store on (as the server
+/// does on the configured engine).
+#[derive(Clone)]
+pub enum Engine {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+    Mysql(Arc<MysqlStore>),
+}
+
+impl Engine {
+    /// The core's view of the same store (to create accounts, change passwords …).
+    pub fn core(&self) -> Arc<dyn FullStore> {
+        match self {
+            Engine::Sqlite(s) => s.clone(),
+            Engine::Postgres(s) => s.clone(),
+            Engine::Mysql(s) => s.clone(),
+        }
+    }
+}
+
+/// One test per case and engine, for a service crate's conformance suite: each
+/// `module::case` (an `async fn(&dyn Db)` of the test crate) runs on SQLite
+/// (`on_sqlite::case`), PostgreSQL (`on_postgres::`) and MariaDB (`on_mariadb::`); the last
+/// two are skipped with a message where the server cannot be had, a failure under CI.
+#[macro_export]
+macro_rules! on_every_engine {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = $crate::SqliteDb::new();
+                    crate::$module::$case(&db).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = $crate::PgDb::new().await else { return };
+                    crate::$module::$case(&db).await;
+                }
+            )*
+        }
+        mod on_mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = $crate::MariaDb::new().await else { return };
+                    crate::$module::$case(&db).await;
+                }
+            )*
+        }
+    };
 }
 
 /// A SQLite file in a temporary directory.
@@ -53,6 +113,15 @@ impl Db for SqliteDb {
             .unwrap();
         Arc::new(store)
     }
+
+    async fn engine(&self) -> Engine {
+        let path = self.path.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .unwrap()
+            .unwrap();
+        Engine::Sqlite(Arc::new(store))
+    }
 }
 
 /// A database of its own in the shared PostgreSQL cluster.
@@ -78,6 +147,11 @@ impl Db for PgDb {
                 .await
                 .unwrap(),
         )
+    }
+
+    async fn engine(&self) -> Engine {
+        let settings = self.cluster.settings(&self.name);
+        Engine::Postgres(Arc::new(PgStore::connect(&settings).await.unwrap()))
     }
 }
 
@@ -106,6 +180,11 @@ impl Db for MariaDb {
                 .await
                 .unwrap(),
         )
+    }
+
+    async fn engine(&self) -> Engine {
+        let settings = self.server.settings(&self.name);
+        Engine::Mysql(Arc::new(MysqlStore::connect(&settings).await.unwrap()))
     }
 }
 

@@ -27,7 +27,9 @@
 //! nothing to do.
 //!
 //! Layout: this module connects; `migrations` is the schema; each storage trait is implemented
-//! in the module of its tables (`accounts`, `roster`, `offline`, `data`, `rooms`).
+//! in the module of its tables (`accounts`, `roster`, `offline`, `data`, `rooms`). A service
+//! crate builds its own tables on [`MysqlStore::conn`], [`MysqlStore::extend`], [`write`],
+//! [`exec_count`] and [`my_err`], through the driver re-exported here.
 
 mod accounts;
 mod data;
@@ -43,6 +45,9 @@ use mysql_async::{
     Conn, IsolationLevel, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Transaction,
     TxOpts,
 };
+
+/// The driver, for a service crate's own tables.
+pub use mysql_async;
 
 use crate::remote::{unavailable, DbSettings, Ordered};
 use crate::{Queued, Result, StorageError};
@@ -197,8 +202,8 @@ async fn get(pool: &Pool, timeout: Duration) -> Result<Conn> {
     }
 }
 
-/// A transaction for one write.
-pub(super) async fn write(conn: &mut Conn) -> Result<Transaction<'_>> {
+/// A transaction for one write: its caller commits, and answers only after that.
+pub async fn write(conn: &mut Conn) -> Result<Transaction<'_>> {
     conn.start_transaction(TxOpts::default())
         .await
         .map_err(my_err)
@@ -216,7 +221,7 @@ pub(super) async fn snapshot(conn: &mut Conn) -> Result<Transaction<'_>> {
 
 /// Runs a write statement; how many rows it changed (an upsert counts an insert as 1, an
 /// update as 2 and leaving a row as it was as 0).
-pub(super) async fn exec_count(
+pub async fn exec_count(
     q: &mut impl Queryable,
     sql: &str,
     params: impl Into<Params> + Send,
@@ -225,6 +230,34 @@ pub(super) async fn exec_count(
     let n = result.affected_rows();
     result.drop_result().await.map_err(my_err)?;
     Ok(n)
+}
+
+/// How long a named lock ([`named_lock`]) is waited for before the call fails.
+const NAMED_LOCK_WAIT_SECS: i64 = 30;
+
+/// Takes the named lock `kind:key` of this database on `conn` (`GET_LOCK`: names are per
+/// server and at most 64 characters, so the database's name and the key go into it as a
+/// digest), waiting for another connection holding it. For a check-and-write that a row lock
+/// cannot cover (a bound over rows that may not exist yet); the caller releases it with
+/// [`named_unlock`] after its commit, or it goes with the connection.
+pub async fn named_lock(conn: &mut Conn, kind: &str, key: &str) -> Result<()> {
+    let sql = "SELECT GET_LOCK(CONCAT('xmppd:', ?, SHA1(CONCAT(DATABASE(), '/', ?))), ?)";
+    let locked: Option<Option<i64>> = conn
+        .exec_first(sql, (kind, key, NAMED_LOCK_WAIT_SECS))
+        .await
+        .map_err(my_err)?;
+    if locked.flatten() != Some(1) {
+        return Err(StorageError::Backend(format!(
+            "the lock {kind} stayed taken for {NAMED_LOCK_WAIT_SECS} s"
+        )));
+    }
+    Ok(())
+}
+
+/// Releases what [`named_lock`] took.
+pub async fn named_unlock(conn: &mut Conn, kind: &str, key: &str) -> Result<()> {
+    let sql = "DO RELEASE_LOCK(CONCAT('xmppd:', ?, SHA1(CONCAT(DATABASE(), '/', ?))))";
+    conn.exec_drop(sql, (kind, key)).await.map_err(my_err)
 }
 
 /// What a driver error says: a server error with its code, anything else as the driver
@@ -236,7 +269,8 @@ fn error_text(e: &mysql_async::Error) -> String {
     }
 }
 
-pub(crate) fn my_err(e: mysql_async::Error) -> StorageError {
+/// A driver error as a [`StorageError`]: the server's message and code, never the URL.
+pub fn my_err(e: mysql_async::Error) -> StorageError {
     StorageError::Backend(format!("database: {}", error_text(&e)))
 }
 

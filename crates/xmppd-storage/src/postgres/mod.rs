@@ -25,7 +25,10 @@
 //!
 //! Layout: this module connects and runs transactions; `migrations` is the schema; each
 //! storage trait is implemented in the module of its tables (`accounts`, `roster`,
-//! `offline`, `data`: user data and sessions, `rooms`).
+//! `offline`, `data`: user data and sessions, `rooms`). A service crate builds its own
+//! tables on [`PgStore::client`], [`PgStore::extend`] and the helpers at the end of this
+//! module ([`exec`], [`query`], [`query_opt`], [`pg_err`]), through the drivers re-exported
+//! here, so that it needs no driver of its own.
 
 mod accounts;
 mod data;
@@ -34,8 +37,12 @@ mod offline;
 mod rooms;
 mod roster;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// The drivers, for a service crate's own tables.
+pub use {deadpool_postgres, tokio_postgres};
 
 pub(crate) use crate::remote::{corrupt, now_ms};
 pub use crate::remote::{redact_url, DbSettings};
@@ -152,9 +159,47 @@ fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
-pub(crate) fn pg_err(e: tokio_postgres::Error) -> StorageError {
+/// A driver error as a [`StorageError`]: the server's message and SQLSTATE, never the URL.
+pub fn pg_err(e: tokio_postgres::Error) -> StorageError {
     StorageError::Backend(match e.as_db_error() {
         Some(db) => format!("database: {} ({})", db.message(), db.code().code()),
         None => format!("database: {e}"),
     })
+}
+
+/// Starts a transaction for one write: its caller commits, and answers only after that.
+pub async fn begin(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    client.transaction().await.map_err(pg_err)
+}
+
+/// Runs `sql` (prepared once per connection) with `params`; the rows it changed.
+pub async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg_err)?;
+    c.execute(&stmt, params).await.map_err(pg_err)
+}
+
+/// Runs the query `sql` (prepared once per connection) with `params`; its rows.
+pub async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg_err)?;
+    c.query(&stmt, params).await.map_err(pg_err)
+}
+
+/// Runs the query `sql` (prepared once per connection) with `params`; its row, if any.
+pub async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg_err)?;
+    c.query_opt(&stmt, params).await.map_err(pg_err)
 }
