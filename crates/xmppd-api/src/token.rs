@@ -6,9 +6,20 @@
 //! (base64url). Only SHA-256 of the whole token is stored: with 256 random bits there is
 //! nothing to guess, so a slow password hash would only slow every request down. The check
 //! compares hashes in constant time.
+//!
+//! Where they are kept: [`TokenStore`], in the server's SQLite file ([`SqliteApiTokens`]) or,
+//! with the cargo features `postgres` and `mysql`, beside the core's tables on PostgreSQL
+//! (`PgApiTokens`) or MariaDB (`MysqlApiTokens`); the contract is the conformance suite in
+//! `tests/token_store.rs`, run on all three.
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore;
@@ -16,6 +27,11 @@ use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use xmppd_storage::{Schema, SqliteStore, StorageError};
+
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlApiTokens, MYSQL_SCHEMA};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgApiTokens, PG_SCHEMA};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,29 +143,145 @@ CREATE TABLE api_tokens (
 "],
 };
 
-/// A row's `id, scope, name, created_ms, expires_ms` (an unknown scope, written by a later
-/// version, grants the least).
-fn read_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
-    Ok(TokenInfo {
-        id: r.get(0)?,
-        scope: Scope::parse(&r.get::<_, String>(1)?).unwrap_or(Scope::Metrics),
-        name: r.get(2)?,
-        created_ms: r.get(3)?,
-        expires_ms: r.get(4)?,
-    })
+impl TokenInfo {
+    /// A row's `id, scope, name, created_ms, expires_ms`, as every engine reads them (an
+    /// unknown scope, written by a later version, grants the least).
+    pub fn from_columns(
+        id: String,
+        scope: &str,
+        name: String,
+        created_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> TokenInfo {
+        TokenInfo {
+            id,
+            scope: Scope::parse(scope).unwrap_or(Scope::Metrics),
+            name,
+            created_ms,
+            expires_ms,
+        }
+    }
 }
 
-/// The tokens in the server's database. The server reads a token's row at each request, so
-/// a token revoked by the command line is refused at once.
-pub struct ApiTokens {
+/// Where the tokens' rows are kept. Every write is committed before it returns.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Adds the row of a new token.
+    async fn insert(&self, info: &TokenInfo, hash: [u8; 32]) -> Result<(), StorageError>;
+    /// Every token, oldest first (ties by id).
+    async fn list(&self) -> Result<Vec<TokenInfo>, StorageError>;
+    /// Deletes the token `id`; whether there was one.
+    async fn delete(&self, id: &str) -> Result<bool, StorageError>;
+    /// The row of `id` with its stored hash.
+    async fn row(&self, id: &str) -> Result<Option<(TokenInfo, Vec<u8>)>, StorageError>;
+}
+
+fn read_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    let scope: String = r.get(1)?;
+    Ok(TokenInfo::from_columns(
+        r.get(0)?,
+        &scope,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+    ))
+}
+
+/// The tokens in the server's SQLite database.
+pub struct SqliteApiTokens {
     store: Arc<SqliteStore>,
 }
 
-impl ApiTokens {
+impl SqliteApiTokens {
     /// Creates or migrates the token table in `store`.
-    pub async fn open(store: Arc<SqliteStore>) -> Result<ApiTokens, StorageError> {
+    pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteApiTokens, StorageError> {
         store.extend(SCHEMA).await?;
-        Ok(ApiTokens { store })
+        Ok(SqliteApiTokens { store })
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteApiTokens {
+    async fn insert(&self, info: &TokenInfo, hash: [u8; 32]) -> Result<(), StorageError> {
+        let row = info.clone();
+        self.store
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO api_tokens (id, hash, scope, name, created_ms, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    row.id,
+                    hash.to_vec(),
+                    row.scope.as_str(),
+                    row.name,
+                    row.created_ms,
+                    row.expires_ms
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list(&self) -> Result<Vec<TokenInfo>, StorageError> {
+        self.store
+            .read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, scope, name, created_ms, expires_ms FROM api_tokens
+                     ORDER BY created_ms, id",
+                )?;
+                let rows = stmt.query_map([], read_info)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StorageError> {
+        let id = id.to_owned();
+        self.store
+            .write(move |c| {
+                let n = c
+                    .prepare_cached("DELETE FROM api_tokens WHERE id = ?1")?
+                    .execute([id])?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn row(&self, id: &str) -> Result<Option<(TokenInfo, Vec<u8>)>, StorageError> {
+        let id = id.to_owned();
+        self.store
+            .read(move |c| {
+                let row = c
+                    .prepare_cached(
+                        "SELECT id, scope, name, created_ms, expires_ms, hash FROM api_tokens
+                         WHERE id = ?1",
+                    )?
+                    .query_row([id], |r| Ok((read_info(r)?, r.get::<_, Vec<u8>>(5)?)))
+                    .optional()?;
+                Ok(row)
+            })
+            .await
+    }
+}
+
+/// The tokens, on whichever engine keeps them. The server reads a token's row at each
+/// request, so a token revoked by the command line is refused at once.
+pub struct ApiTokens {
+    store: Arc<dyn TokenStore>,
+}
+
+impl ApiTokens {
+    /// The tokens in `store`.
+    pub fn new(store: Arc<dyn TokenStore>) -> ApiTokens {
+        ApiTokens { store }
+    }
+
+    /// Creates or migrates the token table in the SQLite `store`.
+    pub async fn open(store: Arc<SqliteStore>) -> Result<ApiTokens, StorageError> {
+        Ok(ApiTokens::new(Arc::new(
+            SqliteApiTokens::open(store).await?,
+        )))
     }
 
     /// Makes a token; returns its text, which is not stored, and its row.
@@ -168,73 +300,26 @@ impl ApiTokens {
             created_ms: now_ms,
             expires_ms,
         };
-        let row = info.clone();
-        self.store
-            .write(move |c| {
-                c.prepare_cached(
-                    "INSERT INTO api_tokens (id, hash, scope, name, created_ms, expires_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    row.id,
-                    hash.to_vec(),
-                    row.scope.as_str(),
-                    row.name,
-                    row.created_ms,
-                    row.expires_ms
-                ])?;
-                Ok(())
-            })
-            .await?;
+        self.store.insert(&info, hash).await?;
         Ok((token, info))
     }
 
     /// Every token, oldest first.
     pub async fn list(&self) -> Result<Vec<TokenInfo>, StorageError> {
-        self.store
-            .read(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT id, scope, name, created_ms, expires_ms FROM api_tokens
-                     ORDER BY created_ms, id",
-                )?;
-                let rows = stmt.query_map([], read_info)?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
+        self.store.list().await
     }
 
     /// Deletes the token `id`; whether there was one.
     pub async fn revoke(&self, id: &str) -> Result<bool, StorageError> {
-        let id = id.to_owned();
-        self.store
-            .write(move |c| {
-                let n = c
-                    .prepare_cached("DELETE FROM api_tokens WHERE id = ?1")?
-                    .execute([id])?;
-                Ok(n > 0)
-            })
-            .await
+        self.store.delete(id).await
     }
 
     /// The scope `token` grants at `now_ms`, or why it is refused.
     pub async fn authorize(&self, token: &str, now_ms: i64) -> Result<Scope, Refusal> {
-        let Some(id) = id_of(token).map(str::to_owned) else {
+        let Some(id) = id_of(token) else {
             return Err(Refusal::Invalid);
         };
-        let row = self
-            .store
-            .read(move |c| {
-                let row = c
-                    .prepare_cached(
-                        "SELECT id, scope, name, created_ms, expires_ms, hash FROM api_tokens
-                         WHERE id = ?1",
-                    )?
-                    .query_row([id], |r| Ok((read_info(r)?, r.get::<_, Vec<u8>>(5)?)))
-                    .optional()?;
-                Ok(row)
-            })
-            .await;
-        match row {
+        match self.store.row(id).await {
             Ok(row) => check(token, row.as_ref().map(|(i, h)| (i, h.as_slice())), now_ms),
             Err(e) => {
                 tracing::warn!(error = %e, "reading an API token");
@@ -311,31 +396,5 @@ mod tests {
             assert_eq!(Scope::parse(s.as_str()), Some(s));
         }
         assert_eq!(Scope::parse("root"), None);
-    }
-
-    #[tokio::test]
-    async fn tokens_are_stored_hashed_listed_and_revoked() {
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let tokens = ApiTokens::open(store.clone()).await.unwrap();
-        let (token, made) = tokens
-            .create(Scope::Read, "ci", 10, Some(100))
-            .await
-            .unwrap();
-        assert_eq!(tokens.authorize(&token, 50).await, Ok(Scope::Read));
-        assert_eq!(tokens.authorize(&token, 100).await, Err(Refusal::Expired));
-        assert_eq!(tokens.list().await.unwrap(), vec![made.clone()]);
-        // The token's text is nowhere in the table.
-        let texts: Vec<Vec<u8>> = store
-            .read(|c| {
-                let mut s = c.prepare("SELECT hash FROM api_tokens")?;
-                let rows = s.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(texts, vec![hash(&token).to_vec()]);
-        assert!(tokens.revoke(&made.id).await.unwrap());
-        assert!(!tokens.revoke(&made.id).await.unwrap());
-        assert_eq!(tokens.authorize(&token, 50).await, Err(Refusal::Invalid));
     }
 }

@@ -5,7 +5,8 @@
 //! - [`list`]: one account's list and the JID matching (XEP-0191 §5, XEP-0016 §2.1).
 //! - [`payload`]: the requests, with their reports, and the elements sent.
 //! - [`report`]: reports passed on to the administrators, within a quota per reporter.
-//! - [`store`]: [`BlockStore`], and [`SqliteBlocks`], its tables in the server's SQLite file.
+//! - [`store`]: [`BlockStore`], and [`SqliteBlocks`], its tables in the server's SQLite file
+//!   (with the features `postgres`, `mysql`: `PgBlocks`, `MysqlBlocks` on a database server).
 
 pub mod list;
 pub mod module;

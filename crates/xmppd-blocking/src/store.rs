@@ -1,6 +1,19 @@
 //! Where block lists are kept: [`BlockStore`], and [`SqliteBlocks`], its tables in the server's
 //! SQLite database (schema `blocking`, through [`SqliteStore::extend`]), written through the
-//! store's group-commit writer, so a change is durable when its call returns.
+//! store's group-commit writer, so a change is durable when its call returns. With the cargo
+//! features `postgres` and `mysql`, the same table on PostgreSQL ([`PgBlocks`]) and MariaDB
+//! ([`MysqlBlocks`]), beside the core's tables; the contract is the conformance suite in
+//! `tests/store.rs`, run on all three.
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlBlocks, MYSQL_SCHEMA};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgBlocks, PG_SCHEMA};
 
 use std::sync::Arc;
 
@@ -109,40 +122,5 @@ impl BlockStore for SqliteBlocks {
                 Ok(())
             })
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn items_keep_their_order_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.sqlite");
-        {
-            let store = Arc::new(SqliteStore::open(&path).unwrap());
-            let blocks = SqliteBlocks::open(store).await.unwrap();
-            blocks
-                .add("a@x", vec!["c@x".into(), "b@x".into(), "c@x".into()])
-                .await
-                .unwrap();
-            blocks.add("z@x", vec!["a@x".into()]).await.unwrap();
-            blocks
-                .remove("a@x", Some(vec!["zz@x".into()]))
-                .await
-                .unwrap();
-        }
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
-        let blocks = SqliteBlocks::open(store).await.unwrap();
-        assert_eq!(blocks.items("a@x").await.unwrap(), ["c@x", "b@x"]);
-        blocks
-            .remove("a@x", Some(vec!["c@x".into()]))
-            .await
-            .unwrap();
-        assert_eq!(blocks.items("a@x").await.unwrap(), ["b@x"]);
-        blocks.remove("a@x", None).await.unwrap();
-        assert!(blocks.items("a@x").await.unwrap().is_empty());
-        assert_eq!(blocks.items("z@x").await.unwrap(), ["a@x"]);
     }
 }

@@ -10,7 +10,16 @@
 //! Revocation: a password set or changed, or the account removed, drops the account's tokens
 //! in the same transaction (triggers on the accounts' tables); `xmppd fast revoke` drops them
 //! on request.
+//!
+//! Engines: [`SqliteTokens`] in the server's SQLite file; with the cargo features `postgres`
+//! and `mysql`, `PgTokens` and `MysqlTokens`, the same table and triggers beside the core's
+//! accounts on a database server. The contract is the conformance suite in `tests/store.rs`,
+//! run on all three.
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -19,6 +28,10 @@ use async_trait::async_trait;
 use jid::BareJid;
 use xmppd_storage::StorageError;
 
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlTokens, MYSQL_SCHEMA};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgTokens, PG_SCHEMA};
 pub use sqlite::{SqliteTokens, SCHEMA};
 
 /// One stored token.
@@ -91,6 +104,21 @@ pub trait TokenStore: Send + Sync {
 
     /// The tokens of `user`, or of everyone.
     async fn list(&self, user: Option<&BareJid>) -> Result<Vec<TokenRow>, StorageError>;
+}
+
+/// An account's domain and user name, as the tables key it.
+fn parts(user: &BareJid) -> (String, String) {
+    let node = user
+        .node()
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default();
+    (user.domain().as_str().to_owned(), node)
+}
+
+/// A token row's account as its user name and domain; an error for what is not an account.
+fn split_account(user: &str) -> Result<(&str, &str), StorageError> {
+    user.split_once('@')
+        .ok_or_else(|| StorageError::Backend(format!("not an account: {user}")))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use jid::BareJid;
 use rusqlite::{params, OptionalExtension, Row};
 use xmppd_storage::{Schema, SqliteStore, StorageError};
 
-use crate::{TokenRow, TokenStore};
+use crate::{parts, split_account, TokenRow, TokenStore};
 
 /// Migrations of the token table (see [`Schema`]): append, never edit.
 ///
@@ -52,14 +52,6 @@ impl SqliteTokens {
     }
 }
 
-fn parts(user: &BareJid) -> (String, String) {
-    let node = user
-        .node()
-        .map(|n| n.as_str().to_owned())
-        .unwrap_or_default();
-    (user.domain().as_str().to_owned(), node)
-}
-
 const COLUMNS: &str = "hash, domain, user, client, mechanism, issued_ms, expires_ms, count";
 
 fn read_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -101,12 +93,7 @@ impl TokenStore for SqliteTokens {
     }
 
     async fn issue(&self, row: TokenRow) -> Result<(), StorageError> {
-        let Some((node, domain)) = row.user.split_once('@') else {
-            return Err(StorageError::Backend(format!(
-                "not an account: {}",
-                row.user
-            )));
-        };
+        let (node, domain) = split_account(&row.user)?;
         let (node, domain) = (node.to_owned(), domain.to_owned());
         self.store
             .write(move |c| {
@@ -197,111 +184,5 @@ impl TokenStore for SqliteTokens {
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Policy;
-    use std::time::Duration;
-    use xmppd_storage::{CredentialStore, StoredScram, UserRef};
-
-    fn creds(seed: u8) -> Vec<StoredScram> {
-        vec![StoredScram {
-            hash: "SHA-256".into(),
-            salt: vec![seed; 16],
-            iterations: 4096,
-            stored_key: vec![seed; 32],
-            server_key: vec![seed; 32],
-        }]
-    }
-
-    fn row(hash: u8, user: &str, client: &str, issued_ms: i64) -> TokenRow {
-        TokenRow {
-            hash: [hash; 32],
-            user: user.into(),
-            client: client.into(),
-            mechanism: "HT-SHA-256-NONE".into(),
-            issued_ms,
-            expires_ms: Policy {
-                lifetime: Duration::from_secs(100),
-            }
-            .expiry(issued_ms),
-            count: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn rotation_replay_counts_revocation_and_password_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("x.db")).unwrap());
-        let juliet = BareJid::new("juliet@example.org").unwrap();
-        let romeo = BareJid::new("romeo@example.org").unwrap();
-        for u in ["juliet", "romeo"] {
-            let user = UserRef::new(u, "example.org");
-            store.create_user(&user, &creds(1)).await.unwrap();
-        }
-        let tokens = SqliteTokens::open(Arc::clone(&store)).await.unwrap();
-        tokens
-            .issue(row(1, "juliet@example.org", "phone", 1_000))
-            .await
-            .unwrap();
-        tokens
-            .issue(row(2, "juliet@example.org", "phone", 2_000))
-            .await
-            .unwrap();
-        tokens
-            .issue(row(3, "juliet@example.org", "laptop", 2_000))
-            .await
-            .unwrap();
-        tokens
-            .issue(row(4, "romeo@example.org", "phone", 2_000))
-            .await
-            .unwrap();
-        async fn live(t: &SqliteTokens, user: &BareJid, client: &str, now: i64) -> Vec<u8> {
-            let rows = t.live(user, client, "HT-SHA-256-NONE", now).await.unwrap();
-            rows.into_iter().map(|r| r.hash[0]).collect()
-        }
-        assert_eq!(live(&tokens, &juliet, "phone", 3_000).await.len(), 2);
-        assert!(
-            live(&tokens, &juliet, "phone", 200_000).await.is_empty(),
-            "expired"
-        );
-        assert!(
-            tokens
-                .live(&juliet, "phone", "HT-SHA-256-EXPR", 3_000)
-                .await
-                .unwrap()
-                .is_empty(),
-            "bound to its mechanism"
-        );
-        // Using the newer token drops the older one of that client only, and keeps the count.
-        tokens.used([2; 32], Some(7)).await.unwrap();
-        assert_eq!(live(&tokens, &juliet, "phone", 3_000).await, [2]);
-        assert_eq!(live(&tokens, &juliet, "laptop", 3_000).await, [3]);
-        let rows = tokens
-            .live(&juliet, "phone", "HT-SHA-256-NONE", 3_000)
-            .await
-            .unwrap();
-        assert_eq!(rows[0].count, Some(7));
-        // Invalidation and revocation.
-        tokens.invalidate([2; 32]).await.unwrap();
-        assert!(live(&tokens, &juliet, "phone", 3_000).await.is_empty());
-        assert_eq!(tokens.revoke(&juliet, Some("nobody")).await.unwrap(), 0);
-        assert_eq!(tokens.list(Some(&juliet)).await.unwrap().len(), 1);
-        // A password change revokes the account's tokens, not another account's.
-        store
-            .set_credentials(&UserRef::new("juliet", "example.org"), &creds(2))
-            .await
-            .unwrap();
-        assert!(tokens.list(Some(&juliet)).await.unwrap().is_empty());
-        assert_eq!(tokens.list(Some(&romeo)).await.unwrap().len(), 1);
-        // So does removing the account.
-        store
-            .remove_account(&UserRef::new("romeo", "example.org"), None)
-            .await
-            .unwrap();
-        assert!(tokens.list(None).await.unwrap().is_empty());
     }
 }

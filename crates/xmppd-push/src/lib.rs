@@ -6,7 +6,8 @@
 //! - [`payload`]: the requests, the notification, which messages are worth one, and what an
 //!   app server's error means.
 //! - [`tracker`]: notifications in flight per registration (one at a time, failures counted).
-//! - [`store`]: [`PushStore`], and [`SqlitePush`], its table in the server's SQLite file.
+//! - [`store`]: [`PushStore`], and [`SqlitePush`], its table in the server's SQLite file (with
+//!   the features `postgres`, `mysql`: `PgPush`, `MysqlPush` on a database server).
 
 pub mod module;
 pub mod payload;

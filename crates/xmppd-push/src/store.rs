@@ -1,6 +1,19 @@
 //! Where registrations are kept: [`PushStore`], and [`SqlitePush`], its table in the server's
 //! SQLite database (schema `push`, through [`SqliteStore::extend`]), written through the
-//! store's group-commit writer, so a change is durable when its call returns.
+//! store's group-commit writer, so a change is durable when its call returns. With the cargo
+//! features `postgres` and `mysql`, the same table on PostgreSQL ([`PgPush`]) and MariaDB
+//! ([`MysqlPush`]), beside the core's tables; the contract is the conformance suite in
+//! `tests/store.rs`, run on all three.
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlPush, MYSQL_SCHEMA};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgPush, PG_SCHEMA};
 
 use std::sync::Arc;
 
@@ -150,60 +163,9 @@ impl PushStore for SqlitePush {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reg(owner: &str, node: &str) -> StoredRegistration {
-        StoredRegistration {
-            owner: owner.into(),
-            jid: "push.example".into(),
-            node: node.into(),
-            form: None,
-            resource: "phone".into(),
-        }
-    }
-
-    fn nodes(all: &[StoredRegistration], owner: &str) -> Vec<String> {
-        (all.iter().filter(|r| r.owner == owner))
-            .map(|r| r.node.clone())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn registrations_replace_bound_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.sqlite");
-        {
-            let store = Arc::new(SqliteStore::open(&path).unwrap());
-            let push = SqlitePush::open(store).await.unwrap();
-            for node in ["a", "b", "c"] {
-                push.enable(reg("u@x", node), 3).await.unwrap();
-            }
-            // Enabled again: the newest, with its new form.
-            let again = StoredRegistration {
-                form: Some("<x/>".into()),
-                ..reg("u@x", "a")
-            };
-            push.enable(again, 3).await.unwrap();
-            push.enable(reg("v@x", "a"), 3).await.unwrap();
-        }
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
-        let push = SqlitePush::open(store).await.unwrap();
-        let all = push.all().await.unwrap();
-        assert_eq!(nodes(&all, "u@x"), ["b", "c", "a"]);
-        assert_eq!(all[2].form.as_deref(), Some("<x/>"));
-        // Beyond the bound, the oldest goes.
-        push.enable(reg("u@x", "d"), 3).await.unwrap();
-        assert_eq!(nodes(&push.all().await.unwrap(), "u@x"), ["c", "a", "d"]);
-
-        push.disable("u@x", "push.example", Some("a".into()))
-            .await
-            .unwrap();
-        assert_eq!(nodes(&push.all().await.unwrap(), "u@x"), ["c", "d"]);
-        push.disable("u@x", "push.example", None).await.unwrap();
-        assert!(nodes(&push.all().await.unwrap(), "u@x").is_empty());
-        push.remove_owner("v@x").await.unwrap();
-        assert!(push.all().await.unwrap().is_empty());
-    }
+/// Of an owner's registrations by `seq`, newest first, the newest of those beyond `max`: it
+/// and every older one go.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn beyond(newest_first: &[i64], max: usize) -> Option<i64> {
+    newest_first.get(max).copied()
 }

@@ -73,7 +73,7 @@ pub fn spawn(uploads: Arc<Uploads>) -> Option<tokio::task::JoinHandle<()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Slot;
+    use crate::store::{Slot, SqliteUploads};
     use crate::Settings;
     use xmppd_storage::SqliteStore;
 
@@ -94,6 +94,7 @@ mod tests {
     async fn expiry_deletes_old_files_and_what_an_interrupted_upload_left() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let store = Arc::new(SqliteUploads::open(store).await.unwrap());
         let uploads = Uploads::local(settings(), store, dir.path(), None, None)
             .await
             .unwrap();

@@ -8,7 +8,7 @@
 //! - [`http`]: PUT checked against its slot (signature and expiry, exact length, content type,
 //!   one upload per slot), written to a temporary file and renamed; GET and HEAD with ranges,
 //!   and headers that keep a browser from running what it downloads; CORS for web clients.
-//! - [`store`]: the slots in SQLite; [`name`]: names, ids and URL segments; [`sign`]: the
+//! - [`store`]: the slots, on SQLite, PostgreSQL or MariaDB; [`name`]: names, ids and URL segments; [`sign`]: the
 //!   signed PUT URLs and the tokens of external upload services; [`expiry`]: the job that
 //!   deletes old files.
 //!
@@ -26,11 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use xmppd_storage::SqliteStore;
-
 pub use component::UploadComponent;
 pub use http::UploadHttp;
-use store::SqliteUploads;
+use store::UploadStore;
 
 /// The HTTP path the service owns.
 pub const PATH: &str = "/upload/";
@@ -64,7 +62,7 @@ enum PublicUrl {
 
 /// Files kept by this server.
 pub(crate) struct Files {
-    pub(crate) store: SqliteUploads,
+    pub(crate) store: Arc<dyn UploadStore>,
     dir: PathBuf,
     pub(crate) key: Vec<u8>,
     public_url: OnceLock<PublicUrl>,
@@ -105,11 +103,12 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Files kept in `dir` (created owner-only), slots in `store`; URLs signed with `secret`,
-    /// or a stored one. Partial files of uploads a stop interrupted are removed.
+    /// Files kept in `dir` (created owner-only), slots in `store` (opened: uploads a stop
+    /// interrupted are issued again); URLs signed with `secret`, or a stored one. Partial files
+    /// of uploads a stop interrupted are removed.
     pub async fn local(
         settings: Settings,
-        store: Arc<SqliteStore>,
+        store: Arc<dyn UploadStore>,
         dir: &Path,
         secret: Option<String>,
         public_url: Option<String>,
@@ -125,9 +124,6 @@ impl Uploads {
         for entry in entries.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        let store = SqliteUploads::open(store)
-            .await
-            .map_err(|e| format!("opening the upload slots: {e}"))?;
         let key = match secret {
             Some(s) => s.into_bytes(),
             None => (store.secret().await).map_err(|e| format!("the upload secret: {e}"))?,

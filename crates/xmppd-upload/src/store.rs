@@ -1,17 +1,31 @@
-//! What the service remembers of each slot: [`SqliteUploads`], its table in the server's
-//! SQLite database (schema `upload`, through [`SqliteStore::extend`]), and the secret that
-//! signs PUT URLs when the configuration gives none.
+//! What the service remembers of each slot: [`UploadStore`], and [`SqliteUploads`], its table
+//! in the server's SQLite database (schema `upload`, through [`SqliteStore::extend`]), and the
+//! secret that signs PUT URLs when the configuration gives none. With the cargo features
+//! `postgres` and `mysql`, the same tables on PostgreSQL ([`PgUploads`]) and MariaDB
+//! ([`MysqlUploads`]), beside the core's; the contract is the conformance suite in
+//! `tests/store.rs`, run on all three.
 //!
 //! A slot goes from issued to uploading (one PUT at a time holds it) to stored; an upload
 //! that fails goes back to issued, so the client may try again while the URL is valid. Quota
 //! and disk cap count every slot, issued or stored, so promised space is never given twice.
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use rand::RngCore;
 use rusqlite::types::Value;
 use rusqlite::{params, OptionalExtension};
 use xmppd_storage::{Schema, SqliteStore, StorageError};
+
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlUploads, MYSQL_SCHEMA};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgUploads, PG_SCHEMA};
 
 /// Migrations of the upload tables: append, never edit.
 pub const SCHEMA: Schema = Schema {
@@ -83,7 +97,7 @@ pub enum Refusal {
     Full,
 }
 
-/// What one account holds, as [`SqliteUploads::usage`] lists it.
+/// What one account holds, as [`UploadStore::usage`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
     /// The account's bare JID.
@@ -94,22 +108,127 @@ pub struct Usage {
     pub files: u64,
 }
 
+/// The slots and the secret, on one engine. Every write is committed before it returns; the
+/// checks that go with a write (the quota, a slot's state) are made in its transaction.
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// The stored secret; `fresh` is stored and returned the first time.
+    async fn stored_secret(&self, fresh: String) -> Result<String, StorageError>;
+
+    /// Records `slot` unless the owner's files and slots would then exceed `quota` or all of
+    /// them `cap`; checked and written in one transaction.
+    async fn reserve(
+        &self,
+        slot: Slot,
+        quota: Option<u64>,
+        cap: Option<u64>,
+    ) -> Result<Result<(), Refusal>, StorageError>;
+
+    /// The `limit` accounts holding the most bytes, most first (ties by address, in code
+    /// point order), counted as [`UploadStore::reserve`] counts them against the quota; and
+    /// the total of all.
+    async fn usage(&self, limit: usize) -> Result<(Vec<Usage>, u64), StorageError>;
+
+    async fn get(&self, id: &str) -> Result<Option<Slot>, StorageError>;
+
+    /// Moves the slot from `from` to `to`; false when it was not in `from` (another PUT holds
+    /// it, it was used, or it is gone). `stamp_ms` and a content type are recorded with it
+    /// (the content type only where the slot named none).
+    async fn transition(
+        &self,
+        id: &str,
+        from: State,
+        to: State,
+        stamp_ms: Option<i64>,
+        content_type: Option<String>,
+    ) -> Result<bool, StorageError>;
+
+    /// Removes, in one transaction, at most `limit` slots that are over: files stored before
+    /// `stored_before_ms` (when given) and issued slots whose URL expired before `now_ms`.
+    /// Returns them; the caller deletes the files of the stored ones.
+    async fn take_expired(
+        &self,
+        now_ms: i64,
+        stored_before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Slot>, StorageError>;
+
+    /// Removes every slot of `owner` but those being uploaded (which fail to finish then) and
+    /// returns them.
+    async fn take_owner(&self, owner: &str) -> Result<Vec<Slot>, StorageError>;
+
+    /// The stored secret, made and stored the first time.
+    async fn secret(&self) -> Result<Vec<u8>, StorageError> {
+        let mut fresh = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut fresh);
+        let stored = self.stored_secret(hex::encode(fresh)).await?;
+        Ok(hex::decode(&stored).unwrap_or_else(|_| stored.into_bytes()))
+    }
+
+    /// Takes an issued slot for one PUT; false when it is not issued.
+    async fn claim(&self, id: &str) -> Result<bool, StorageError> {
+        (self.transition(id, State::Issued, State::Uploading, None, None)).await
+    }
+
+    /// Gives a slot back after a failed PUT.
+    async fn release(&self, id: &str) -> Result<bool, StorageError> {
+        (self.transition(id, State::Uploading, State::Issued, None, None)).await
+    }
+
+    /// Marks the upload done at `now_ms`; `content_type` is kept when the slot named none.
+    async fn finish(
+        &self,
+        id: &str,
+        now_ms: i64,
+        content_type: Option<String>,
+    ) -> Result<bool, StorageError> {
+        let stamp = Some(now_ms);
+        (self.transition(id, State::Uploading, State::Stored, stamp, content_type)).await
+    }
+}
+
+/// A slot's size as the tables keep it (a signed 64-bit integer on every engine).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn size_column(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
 /// The upload tables over a [`SqliteStore`].
 pub struct SqliteUploads {
     store: Arc<SqliteStore>,
 }
 
+/// A row's columns, in [`COLUMNS`]' order, as a slot (each engine reads the same columns).
+type Columns = (String, String, String, i64, Option<String>, i64, i64, i64);
+
+impl Slot {
+    pub(crate) fn from_columns(c: Columns) -> Slot {
+        let (id, owner, name, size, content_type, state, stamp_ms, expires_ms) = c;
+        Slot {
+            id,
+            owner,
+            name,
+            size: u64::try_from(size).unwrap_or(0),
+            content_type,
+            state: State::from_i64(state),
+            stamp_ms,
+            expires_ms,
+        }
+    }
+}
+
 fn slot_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Slot> {
-    Ok(Slot {
-        id: r.get(0)?,
-        owner: r.get(1)?,
-        name: r.get(2)?,
-        size: r.get::<_, i64>(3)? as u64,
-        content_type: r.get(4)?,
-        state: State::from_i64(r.get(5)?),
-        stamp_ms: r.get(6)?,
-        expires_ms: r.get(7)?,
-    })
+    let c = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    Ok(Slot::from_columns((
+        c.0,
+        c.1,
+        c.2,
+        c.3,
+        c.4,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    )))
 }
 
 const COLUMNS: &str = "id, owner, name, size, content_type, state, stamp_ms, expires_ms";
@@ -128,13 +247,25 @@ impl SqliteUploads {
         Ok(SqliteUploads { store })
     }
 
-    /// The stored secret, made and stored the first time.
-    pub async fn secret(&self) -> Result<Vec<u8>, StorageError> {
-        let mut fresh = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut fresh);
-        let fresh = hex::encode(fresh);
-        let stored = self
-            .store
+    async fn take(&self, filter: &'static str, p: [Value; 3]) -> Result<Vec<Slot>, StorageError> {
+        self.store
+            .write(move |c| {
+                let sql = format!(
+                    "DELETE FROM upload_slots WHERE rowid IN (SELECT rowid FROM upload_slots \
+                     WHERE {filter} LIMIT ?3) RETURNING {COLUMNS}"
+                );
+                let mut stmt = c.prepare(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(p), slot_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl UploadStore for SqliteUploads {
+    async fn stored_secret(&self, fresh: String) -> Result<String, StorageError> {
+        self.store
             .write(move |c| {
                 c.execute(
                     "INSERT OR IGNORE INTO upload_secret (id, secret) VALUES (0, ?1)",
@@ -146,13 +277,12 @@ impl SqliteUploads {
                     })?;
                 Ok(s)
             })
-            .await?;
-        Ok(hex::decode(&stored).unwrap_or_else(|_| stored.into_bytes()))
+            .await
     }
 
     /// Records `slot` unless the owner's files and slots would then exceed `quota` or all of
     /// them `cap`; checked and written in one transaction.
-    pub async fn reserve(
+    async fn reserve(
         &self,
         slot: Slot,
         quota: Option<u64>,
@@ -198,7 +328,7 @@ impl SqliteUploads {
 
     /// The `limit` accounts holding the most bytes, most first (ties by address), counted as
     /// [`SqliteUploads::reserve`] counts them against the quota; and the total of all.
-    pub async fn usage(&self, limit: usize) -> Result<(Vec<Usage>, u64), StorageError> {
+    async fn usage(&self, limit: usize) -> Result<(Vec<Usage>, u64), StorageError> {
         self.store
             .read(move |c| {
                 let mut stmt = c.prepare(
@@ -222,7 +352,7 @@ impl SqliteUploads {
             .await
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Slot>, StorageError> {
+    async fn get(&self, id: &str) -> Result<Option<Slot>, StorageError> {
         let id = id.to_owned();
         self.store
             .read(move |c| {
@@ -255,31 +385,10 @@ impl SqliteUploads {
             .await
     }
 
-    /// Takes an issued slot for one PUT; false when it is not issued.
-    pub async fn claim(&self, id: &str) -> Result<bool, StorageError> {
-        (self.transition(id, State::Issued, State::Uploading, None, None)).await
-    }
-
-    /// Gives a slot back after a failed PUT.
-    pub async fn release(&self, id: &str) -> Result<bool, StorageError> {
-        (self.transition(id, State::Uploading, State::Issued, None, None)).await
-    }
-
-    /// Marks the upload done at `now_ms`; `content_type` is kept when the slot named none.
-    pub async fn finish(
-        &self,
-        id: &str,
-        now_ms: i64,
-        content_type: Option<String>,
-    ) -> Result<bool, StorageError> {
-        let stamp = Some(now_ms);
-        (self.transition(id, State::Uploading, State::Stored, stamp, content_type)).await
-    }
-
     /// Removes, in one transaction, at most `limit` slots that are over: files stored before
     /// `stored_before_ms` (when given) and issued slots whose URL expired before `now_ms`.
     /// Returns them; the caller deletes the files of the stored ones.
-    pub async fn take_expired(
+    async fn take_expired(
         &self,
         now_ms: i64,
         stored_before_ms: Option<i64>,
@@ -298,165 +407,11 @@ impl SqliteUploads {
 
     /// Removes every slot of `owner` but those being uploaded (which fail to finish then) and
     /// returns them.
-    pub async fn take_owner(&self, owner: &str) -> Result<Vec<Slot>, StorageError> {
+    async fn take_owner(&self, owner: &str) -> Result<Vec<Slot>, StorageError> {
         let owner = owner.to_owned();
         // LIMIT -1: no limit.
         let uploading = State::Uploading as i64;
         let p = [owner.into(), uploading.into(), Value::Integer(-1)];
         self.take("owner = ?1 AND state != ?2", p).await
-    }
-
-    async fn take(&self, filter: &'static str, p: [Value; 3]) -> Result<Vec<Slot>, StorageError> {
-        self.store
-            .write(move |c| {
-                let sql = format!(
-                    "DELETE FROM upload_slots WHERE rowid IN (SELECT rowid FROM upload_slots \
-                     WHERE {filter} LIMIT ?3) RETURNING {COLUMNS}"
-                );
-                let mut stmt = c.prepare(&sql)?;
-                let rows = stmt.query_map(rusqlite::params_from_iter(p), slot_from_row)?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn slot(id: &str, owner: &str, size: u64) -> Slot {
-        Slot {
-            id: id.into(),
-            owner: owner.into(),
-            name: "a.png".into(),
-            size,
-            content_type: None,
-            state: State::Issued,
-            stamp_ms: 1_000,
-            expires_ms: 5_000,
-        }
-    }
-
-    #[tokio::test]
-    async fn quota_and_cap_count_every_slot_and_a_slot_is_used_once() {
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let up = SqliteUploads::open(store).await.unwrap();
-        let (q, cap) = (Some(100), Some(150));
-        assert_eq!(
-            up.reserve(slot("a", "u@x", 60), q, cap).await.unwrap(),
-            Ok(())
-        );
-        assert_eq!(
-            up.reserve(slot("b", "u@x", 41), q, cap).await.unwrap(),
-            Err(Refusal::Quota {
-                used: 60,
-                quota: 100
-            })
-        );
-        assert_eq!(
-            up.reserve(slot("b", "u@x", 40), q, cap).await.unwrap(),
-            Ok(())
-        );
-        assert_eq!(
-            up.reserve(slot("c", "v@x", 60), q, cap).await.unwrap(),
-            Err(Refusal::Full)
-        );
-        assert!(up.claim("a").await.unwrap());
-        assert!(!up.claim("a").await.unwrap(), "one PUT at a time");
-        assert!(up.release("a").await.unwrap());
-        assert!(
-            up.claim("a").await.unwrap(),
-            "a failed upload may be retried"
-        );
-        let t = Some("image/png".to_string());
-        assert!(up.finish("a", 9_000, t.clone()).await.unwrap());
-        assert!(
-            !up.claim("a").await.unwrap(),
-            "a stored slot takes no second PUT"
-        );
-        let a = up.get("a").await.unwrap().unwrap();
-        assert_eq!(
-            (a.state, a.stamp_ms, a.content_type),
-            (State::Stored, 9_000, t)
-        );
-        assert_eq!(up.get("zz").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn expiry_takes_old_files_and_unused_slots_only() {
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let up = SqliteUploads::open(store).await.unwrap();
-        for id in ["old", "new", "unused", "fresh", "busy"] {
-            let mut s = slot(id, "u@x", 1);
-            if id == "fresh" {
-                s.expires_ms = 50_000;
-            }
-            up.reserve(s, None, None).await.unwrap().unwrap();
-        }
-        for (id, at) in [("old", 2_000), ("new", 20_000)] {
-            up.claim(id).await.unwrap();
-            up.finish(id, at, None).await.unwrap();
-        }
-        up.claim("busy").await.unwrap();
-        let taken = up.take_expired(10_000, Some(10_000), 100).await.unwrap();
-        let mut ids: Vec<_> = taken.iter().map(|s| s.id.as_str()).collect();
-        ids.sort();
-        assert_eq!(ids, ["old", "unused"]);
-        // Kept forever: only unused slots go.
-        assert!(up.take_expired(60_000, None, 100).await.unwrap()[0].id == "fresh");
-        assert_eq!(up.take_owner("u@x").await.unwrap()[0].id, "new");
-        assert!(
-            up.get("busy").await.unwrap().is_some(),
-            "an upload in progress stays"
-        );
-    }
-
-    #[tokio::test]
-    async fn usage_counts_what_the_quota_counts_most_first() {
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let up = SqliteUploads::open(store).await.unwrap();
-        assert_eq!(up.usage(10).await.unwrap(), (Vec::new(), 0));
-        for (id, owner, size) in [("a", "u@x", 10), ("b", "u@x", 5), ("c", "v@x", 30)] {
-            up.reserve(slot(id, owner, size), None, None)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        up.claim("a").await.unwrap();
-        up.finish("a", 2_000, None).await.unwrap();
-        let usage = |owner: &str, bytes, files| Usage {
-            owner: owner.into(),
-            bytes,
-            files,
-        };
-        assert_eq!(
-            up.usage(10).await.unwrap(),
-            (vec![usage("v@x", 30, 1), usage("u@x", 15, 2)], 45)
-        );
-        assert_eq!(
-            up.usage(1).await.unwrap(),
-            (vec![usage("v@x", 30, 1)], 45),
-            "the total counts everyone, listed or not"
-        );
-        assert_eq!(
-            up.reserve(slot("d", "u@x", 1), Some(15), None)
-                .await
-                .unwrap(),
-            Err(Refusal::Quota {
-                used: 15,
-                quota: 15
-            }),
-            "the quota's count is the one listed"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_secret_is_made_once() {
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let up = SqliteUploads::open(store).await.unwrap();
-        let s = up.secret().await.unwrap();
-        assert_eq!(s.len(), 32);
-        assert_eq!(up.secret().await.unwrap(), s);
     }
 }
