@@ -1,12 +1,15 @@
 """``[storage] backend = "mysql"`` (MariaDB): the accounts, rosters and offline messages of the
 core in a real MariaDB, through real clients (slixmpp), across a restart of xmppd and an outage
-of the database. The services that keep SQLite stores still use the file of
-``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
+of the database; so are block lists, upload slots, FAST tokens and API tokens. The services
+that keep SQLite stores still use the file of ``storage.sqlite_path`` beside it
+(docs/STORAGE.md)."""
 
 from clients import async_test, login, settled
 from mariadb_fixture import PASSWORD, mariadb  # noqa: F401
 from test_postgres import (outage_gives_temporary_errors_and_recovers, password_in_url_is_refused,
+                           service_stores_live_on_the_database,
                            unreachable_database_stops_the_start)
+from test_upload import upload_config
 
 
 def maria_storage(db, backend: str = "mysql", **extra) -> dict:
@@ -46,6 +49,14 @@ async def test_a_database_outage_gives_temporary_errors_and_the_server_recovers(
     server = make_server(
         storage=maria_storage(mariadb, connect_timeout_secs=2, pool_wait_secs=2))
     await outage_gives_temporary_errors_and_recovers(server, mariadb, PASSWORD)
+
+
+@async_test(timeout=120.0)
+async def test_block_lists_uploads_and_tokens_live_in_mariadb(make_server, mariadb, monkeypatch,
+                                                              tmp_path):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(storage=maria_storage(mariadb), **upload_config())
+    await service_stores_live_on_the_database(server, mariadb.sql, tmp_path)
 
 
 def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):

@@ -1,8 +1,9 @@
 """``[storage] backend = "postgres"``: the accounts, rosters and offline messages of the core in
 a real PostgreSQL, through real clients (slixmpp), across a restart of xmppd and an outage of
-the database. The services that keep SQLite stores still use the file of
-``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
+the database; so are block lists, upload slots, FAST tokens and API tokens. The services that
+keep SQLite stores still use the file of ``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -11,7 +12,10 @@ from slixmpp.exceptions import IqError
 from clients import async_test, can_login, is_message, login, q, settled, stanza_error
 from conftest import PASSWORD as XMPP_PASSWORD
 from postgres_fixture import PASSWORD, postgres  # noqa: F401
+from test_blocking import blocker, is_error_from
 from test_ldap import tls_stream
+from test_sasl2 import SASL2_NS, condition, fast_login, plain_login_with_token
+from test_upload import get, upload_config, uploader
 from raw import SASL_NS
 
 
@@ -65,6 +69,14 @@ async def test_a_database_outage_gives_temporary_errors_and_the_server_recovers(
     server = make_server(
         storage=pg_storage(postgres, connect_timeout_secs=2, pool_wait_secs=2))
     await outage_gives_temporary_errors_and_recovers(server, postgres, PASSWORD)
+
+
+@async_test(timeout=120.0)
+async def test_block_lists_uploads_and_tokens_live_in_postgresql(make_server, postgres,
+                                                                 monkeypatch, tmp_path):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(storage=pg_storage(postgres), **upload_config())
+    await service_stores_live_on_the_database(server, postgres.psql, tmp_path)
 
 
 def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):
@@ -129,3 +141,73 @@ def unreachable_database_stops_the_start(make_server, tmp_path, backend: str, ur
     assert result.returncode != 0
     assert engine in output and "127.0.0.1:1" in output, output
     assert "not-shown-secret" not in output
+
+
+def sqlite_rows(server, table: str) -> int:
+    """The rows of ``table`` in the SQLite file beside the database server (none if absent)."""
+    with sqlite3.connect(server.config["storage"]["sqlite_path"]) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if table in tables else 0
+
+
+async def service_stores_live_on_the_database(server, sql, tmp_path) -> None:
+    """On a ``server`` whose storage is a database server that ``sql`` queries: a block list
+    set by slixmpp survives a restart, an upload slot is PUT and downloaded, a FAST token logs
+    in and a password change revokes it, an API token made by the command line is kept; each
+    in the database server's tables, none in the SQLite file beside it."""
+    def count(table: str) -> int:
+        return int(sql(f"SELECT count(*) FROM {table}").strip())
+
+    # A block list, across a restart.
+    alice = await blocker(server, "alice")
+    await alice.plugin["xep_0191"].block(["bob@localhost", "spam.example"])
+    await alice.close()
+    assert count("blocking_items") == 2
+    server.restart()
+    alice = await blocker(server, "alice")
+    blocked = {str(j) for j in await alice.plugin["xep_0191"].get_blocked_jids()}
+    assert blocked == {"bob@localhost", "spam.example"}
+    bob = await login(server, "bob")
+    bob.chat("alice@localhost", "after the restart")
+    bounce = await bob.expect(is_error_from("message", "alice@localhost"),
+                              what="bounce from alice")
+    assert stanza_error(bounce) == "service-unavailable"
+    await alice.close()
+
+    # An upload slot, its PUT and a GET (the slot is read back from the database).
+    carol = await uploader(server, "carol")
+    data = bytes(range(256)) * 1000
+    path = tmp_path / "kept.bin"
+    path.write_bytes(data)
+    get_url = await carol.plugin["xep_0363"].upload_file(path, timeout=20)
+    status, _, body = await get(server, get_url)
+    assert status == 200 and body == data
+    assert sql("SELECT CONCAT(owner, '|', size, '|', state) FROM upload_slots").split() == \
+        [f"carol@localhost|{len(data)}|2"]
+    assert count("upload_secret") == 1
+    await carol.close()
+
+    # A FAST token: issued at a SASL2 login, logs in, revoked by a password change (a trigger
+    # on the database's own accounts table).
+    ua_id = "e2e-fast-on-a-database-server"
+    first, _, token = await asyncio.to_thread(plain_login_with_token, server, ua_id)
+    first.close()
+    assert count("fast_tokens") == 1
+    fast, success = await asyncio.to_thread(fast_login, server, "alice", token, ua_id)
+    assert success.tag == q(SASL2_NS, "success")
+    fast.close()
+    assert ua_id in server.cli("fast", "list", "alice@localhost").stdout
+    server.cli("passwd", "alice", "localhost", input=XMPP_PASSWORD + "\n")
+    assert count("fast_tokens") == 0
+    fast, failure = await asyncio.to_thread(fast_login, server, "alice", token, ua_id)
+    assert condition(failure) == "not-authorized"
+    fast.close()
+
+    # An API token made by the command line, where the server reads it.
+    server.cli("api-token", "create", "--scope", "read")
+    assert count("api_tokens") == 1
+    assert len(server.cli("api-token", "list").stdout.strip().splitlines()) == 1
+
+    for table in ("blocking_items", "upload_slots", "fast_tokens", "api_tokens"):
+        assert sqlite_rows(server, table) == 0, table
+    await bob.close()

@@ -66,19 +66,15 @@ pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> R
             .map_err(|e| explain(e.into(), &account))?;
         let store = stores.services;
         // A running server deletes the archive through the module's account-removal hook.
-        let archive = xmppd_mam::SqliteArchive::open(store.clone()).await;
+        let archive = xmppd_mam::SqliteArchive::open(store).await;
         let removed = match archive {
             Ok(a) => xmppd_mam::ArchiveStore::remove_owner(&a, &jid(&account)).await,
             Err(e) => Err(e),
         };
         removed.map_err(|e| explain(e.into(), &account))?;
         // So are the push registrations: nothing may wake a device for a gone account.
-        let push = xmppd_push::SqlitePush::open(store).await;
-        let removed = match push {
-            Ok(p) => xmppd_push::PushStore::remove_owner(&p, &jid(&account)).await,
-            Err(e) => Err(e),
-        };
-        removed.map_err(|e| explain(e.into(), &account))?;
+        let push = crate::service_stores::push(&stores.engine).await?;
+        (push.remove_owner(&jid(&account)).await).map_err(|e| explain(e.into(), &account))?;
     }
     println!("unregistered {}", jid(&account));
     Ok(())
@@ -405,16 +401,16 @@ pub async fn api_token_revoke(config: &ValidatedConfig, id: &str) -> Result<(), 
     }
 }
 
+/// The API tokens, on the configured engine (the server reads the same table).
 async fn api_tokens(config: &ValidatedConfig) -> Result<xmppd_api::token::ApiTokens, Failure> {
-    xmppd_api::token::ApiTokens::open(stores::open_sqlite(config)?)
-        .await
-        .map_err(|e| Failure(format!("opening the API token table: {e}")))
+    crate::service_stores::api_tokens(&stores::open(config).await?.engine).await
 }
 
-async fn fast_tokens(config: &ValidatedConfig) -> Result<xmppd_fast::SqliteTokens, Failure> {
-    xmppd_fast::SqliteTokens::open(stores::open_sqlite(config)?)
-        .await
-        .map_err(|e| Failure(format!("opening the token table: {e}")))
+/// The FAST tokens, on the configured engine (the server reads the same table).
+async fn fast_tokens(
+    config: &ValidatedConfig,
+) -> Result<std::sync::Arc<dyn xmppd_fast::TokenStore>, Failure> {
+    crate::service_stores::fast_tokens(&stores::open(config).await?.engine).await
 }
 
 fn fast_user(config: &ValidatedConfig, text: &str) -> Result<jid::BareJid, Failure> {

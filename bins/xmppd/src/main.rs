@@ -12,6 +12,7 @@ mod admin_http;
 mod admin_socket;
 mod federation;
 mod serve;
+mod service_stores;
 mod stores;
 
 use std::path::PathBuf;

@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 use xmppd_adhoc::motd::Motd;
 use xmppd_auth::{AuthBackend, InternalBackend};
-use xmppd_blocking::{Blocking, SqliteBlocks};
+use xmppd_blocking::Blocking;
 use xmppd_c2s::{C2s, C2sSettings, CertificateSpec, ListenerKind, Tls, TlsSettings};
 use xmppd_carbons::CarbonsModule;
 use xmppd_config::{
@@ -29,14 +29,14 @@ use xmppd_mam::query::PageLimits;
 use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
 use xmppd_personal::{PrivateStorage, SqlitePersonal, VCards};
 use xmppd_pubsub::{Pep, PepWatcher, PubSubService, SqliteNodes};
-use xmppd_push::{Push, SqlitePush};
+use xmppd_push::Push;
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SqliteStore, UserDataStore};
 use xmppd_stream::Limits;
 
 use crate::stores::{self, Stores};
-use crate::{admin_http, admin_socket, Failure};
+use crate::{admin_http, admin_socket, service_stores, Failure};
 
 /// How long in-flight sessions get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -63,11 +63,9 @@ fn init_logging(config: &ValidatedConfig) {
 /// Push notifications (XEP-0357), with what they may tell the app servers.
 async fn push_module(
     config: &ValidatedConfig,
-    store: &Arc<SqliteStore>,
+    engine: &stores::Engine,
 ) -> Result<Arc<Push>, Failure> {
-    let registrations = SqlitePush::open(store.clone())
-        .await
-        .map_err(|e| format!("opening the push registrations: {e}"))?;
+    let registrations = service_stores::push(engine).await?;
     let p = &config.push;
     let settings = xmppd_push::Settings {
         disclose: xmppd_push::Disclose {
@@ -77,7 +75,7 @@ async fn push_module(
         max_errors: p.max_errors,
         ..xmppd_push::Settings::default()
     };
-    Ok(Arc::new(Push::new(Arc::new(registrations), settings)))
+    Ok(Arc::new(Push::new(registrations, settings)))
 }
 
 /// Private XML storage with bookmark conversion, and vCards with avatar conversion: both keep
@@ -145,14 +143,12 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     };
     let register = Arc::new(Register::new(auth.clone(), registration));
     let motd = Arc::new(Motd::new());
-    let blocks = SqliteBlocks::open(store.clone())
-        .await
-        .map_err(|e| format!("opening the block lists: {e}"))?;
+    let blocks = service_stores::blocks(&stores.engine).await?;
     // First: what a user blocks must reach neither the presence rules nor the archive.
-    let blocking = Blocking::new(Arc::new(blocks), xmppd_blocking::Settings::default());
+    let blocking = Blocking::new(blocks, xmppd_blocking::Settings::default());
     let (pep, pubsub_services) = pubsub(&config, &store).await?;
     let proxy = proxy65(&config).await?;
-    let push = push_module(&config, &store).await?;
+    let push = push_module(&config, &stores.engine).await?;
     let (private, vcards) = personal_modules(&config, &store, &pep).await?;
     // Personal eventing before the IM modules: it reads a session's capabilities from the
     // presence they take; vCards too: they put the avatar's hash in it. Push too: offline
@@ -190,7 +186,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let builder = builder
         .module(Arc::new(CarbonsModule::new()))
         .module(Arc::new(CsiModule::new(csi)));
-    let uploads = upload_service(&config, &store).await?;
+    let uploads = upload_service(&config, &stores.engine).await?;
     let mut upload_services: Vec<(String, Arc<dyn xmppd_core::module::Component>)> = Vec::new();
     if let (Some(u), Some(shared)) = (&config.upload, &uploads) {
         for (host, domain) in &u.services {
@@ -298,9 +294,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         fast_token_lifetime: c2s_cfg.fast_token_lifetime,
         proxy_protocol_from: c2s_cfg.proxy_protocol_from.clone(),
     };
-    let fast_tokens = xmppd_fast::SqliteTokens::open(store.clone())
-        .await
-        .map_err(|e| format!("opening the FAST token table: {e}"))?;
+    let fast_tokens = service_stores::fast_tokens(&stores.engine).await?;
     let api = match &config.admin_http {
         Some(_) => Some(xmppd_api::Api {
             server: server.clone(),
@@ -308,11 +302,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
             counts: Arc::new(account_counts(&config, directory_counts.as_ref())),
             motd: motd.clone(),
             rooms,
-            tokens: Arc::new(
-                xmppd_api::token::ApiTokens::open(store.clone())
-                    .await
-                    .map_err(|e| format!("opening the API token table: {e}"))?,
-            ),
+            tokens: Arc::new(service_stores::api_tokens(&stores.engine).await?),
             hide_ip: server_cfg.hide_ip_in_logs,
         }),
         None => None,
@@ -320,7 +310,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let admin_socket = admin_socket::start(&config, server.clone(), motd)?;
     let core = server.clone();
     let c2s = match C2s::bind(settings, Arc::clone(&tls), server, auth, vec![register]).await {
-        Ok(c2s) => c2s.with_fast_tokens(Arc::new(fast_tokens)),
+        Ok(c2s) => c2s.with_fast_tokens(fast_tokens),
         Err(e) => return Err(bind_failure(&config, e)),
     };
     let admin_http = match (&config.admin_http, api) {
@@ -658,7 +648,7 @@ struct Proxy65Parts {
 /// none when it is off.
 async fn upload_service(
     config: &ValidatedConfig,
-    store: &Arc<SqliteStore>,
+    engine: &stores::Engine,
 ) -> Result<Option<Arc<xmppd_upload::Uploads>>, Failure> {
     let Some(u) = &config.upload else {
         return Ok(None);
@@ -676,7 +666,8 @@ async fn upload_service(
     Ok(Some(match &u.backend {
         xmppd_config::UploadBackend::Local { dir, public_url } => {
             let (secret, url) = (u.secret.clone(), public_url.clone());
-            xmppd_upload::Uploads::local(settings, store.clone(), dir, secret, url).await?
+            let store = service_stores::uploads(engine).await?;
+            xmppd_upload::Uploads::local(settings, store, dir, secret, url).await?
         }
         xmppd_config::UploadBackend::External { url, secret } => {
             xmppd_upload::Uploads::external(settings, url.clone(), secret.clone())

@@ -2,11 +2,13 @@
 //!
 //! With `[storage] backend = "sqlite"` everything is in one SQLite file. With `"postgres"` or
 //! `"mysql"` (MariaDB) the core's data (accounts and SCRAM keys, rosters, offline messages,
-//! user data, session records, chat rooms) is on that database server, and the services whose
-//! stores are SQLite-only so far (the message archive, pubsub and PEP, private XML and vCards,
-//! push registrations, FAST tokens, block lists, upload slots) keep theirs in the SQLite file
-//! of `storage.sqlite_path` beside it: the server works as a whole, and what moves to the
-//! server later moves service by service. See `docs/STORAGE.md`.
+//! user data, session records, chat rooms) is on that database server, and so are the stores
+//! of the services that exist on every engine (push registrations, FAST tokens, block lists,
+//! upload slots and usage, REST API tokens: `service_stores`, opened on [`Stores::engine`]).
+//! The services whose stores are SQLite-only so far (the message archive, pubsub and PEP,
+//! private XML and vCards) keep theirs in the SQLite file of `storage.sqlite_path` beside it:
+//! the server works as a whole, and what moves to the server later moves service by service.
+//! See `docs/STORAGE.md`.
 
 use std::sync::Arc;
 
@@ -25,14 +27,12 @@ pub struct Stores {
     /// The SQLite file of the services' own tables (the core's too, with the SQLite backend).
     pub services: Arc<SqliteStore>,
     /// The configured engine itself, for a service that has a store on each: it matches on
-    /// this to open its own (its tables then live beside the core's).
-    #[allow(dead_code)] // until the first service store exists on every engine
+    /// this to open its own (its tables then live beside the core's; see `service_stores`).
     pub engine: Engine,
 }
 
 /// The engine of `[storage] backend`, as a service opens its store on it.
 #[derive(Clone)]
-#[allow(dead_code)] // until the first service store exists on every engine
 pub enum Engine {
     Sqlite(Arc<SqliteStore>),
     #[cfg(feature = "postgres")]
