@@ -34,7 +34,7 @@ mod data;
 mod migrations;
 mod offline;
 mod rooms;
-mod roster;
+pub(crate) mod roster;
 
 use std::time::Duration;
 
