@@ -80,8 +80,9 @@ pub async fn open(config: &ValidatedConfig) -> Result<Stores, Failure> {
 /// [`Stores::engine`] as `serve` does; the copy then finds its tables on the target by name.
 pub async fn open_services(stores: &Stores) -> Result<(), Failure> {
     let store = &stores.services;
-    let failed =
-        |what: &str| move |e: xmppd_storage::StorageError| Failure(format!("opening {what}: {e}"));
+    fn failed(what: &'static str) -> impl Fn(xmppd_storage::StorageError) -> Failure {
+        move |e| Failure(format!("opening {what}: {e}"))
+    }
     xmppd_blocking::SqliteBlocks::open(store.clone())
         .await
         .map_err(failed("the block lists"))?;
