@@ -657,6 +657,9 @@ async fn copy_table(
     Ok(())
 }
 
+/// Rows converted for the target, and the source key of the last one.
+type Batch = (Vec<Vec<Value>>, Option<Vec<SqlValue>>);
+
 /// Up to `limit` rows of `plan`'s table after the key `after`, converted for the target, and
 /// the key of the last one (`None`: no more rows).
 fn read_batch(
@@ -665,7 +668,7 @@ fn read_batch(
     after: Option<&[SqlValue]>,
     limit: usize,
     target: &dyn Target,
-) -> Result<(Vec<Vec<Value>>, Option<Vec<SqlValue>>)> {
+) -> Result<Batch> {
     let table = &plan.source;
     let key: Vec<String> = if table.key.is_empty() {
         vec!["rowid".into()]
