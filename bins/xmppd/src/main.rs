@@ -11,6 +11,7 @@ mod admin;
 mod admin_http;
 mod admin_socket;
 mod federation;
+mod migrate;
 mod serve;
 mod service_stores;
 mod stores;
@@ -80,6 +81,36 @@ enum Command {
     /// Export every host's accounts to DIR/HOST.xml (XEP-0227), SCRAM keys of every hash
     /// included
     Export { dir: PathBuf },
+    /// Copy a SQLite database to PostgreSQL or MariaDB: every table, in batches, resumable,
+    /// with the rows counted on both sides at the end (a difference exits 1). Stop the server
+    /// first. Tables whose service keeps its store in SQLite with a database server stay in the
+    /// SQLite file (keep it as `storage.sqlite_path`). See docs/STORAGE.md.
+    Migrate {
+        /// The SQLite database to copy
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The database to copy to: postgres://USER@HOST[:PORT]/DATABASE or
+        /// mysql://USER@HOST[:PORT]/DATABASE (mariadb://), without the password, which is read
+        /// from --password-file, else `storage.password_file`, else XMPPD_STORAGE_PASSWORD
+        /// [default: the configuration's [storage] server]
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// A file holding the target database's password
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Go on with a migration into this database that was interrupted (the tables it
+        /// completed are not copied again; the others are copied over what is there)
+        #[arg(long)]
+        resume: bool,
+        /// Copy into a database that already holds accounts: rows with the same key are
+        /// overwritten, the others kept (counts then check the target holds at least the
+        /// source's rows)
+        #[arg(long)]
+        force: bool,
+        /// Rows written per transaction
+        #[arg(long, value_name = "N", default_value = "500", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_rows: u32,
+    },
     /// List the sessions connected to running servers sharing this database
     Sessions,
     /// Send a message to every online session (of one host) of the running server
@@ -262,6 +293,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
             admin::block_on(admin::import(&config, &file, replace))
         }
         Command::Export { dir } => admin::block_on(admin::export(&config, &dir)),
+        Command::Migrate {
+            from,
+            to,
+            password_file,
+            resume,
+            force,
+            batch_rows,
+        } => {
+            let request = migrate::Request {
+                from,
+                to,
+                password_file,
+                options: xmppd_storage::migrate::Options {
+                    batch_rows: batch_rows as usize,
+                    resume,
+                    force,
+                    ..Default::default()
+                },
+            };
+            admin::block_on(migrate::run(&config, request))
+        }
         Command::Sessions => admin::block_on(admin::sessions(&config)),
         Command::Broadcast { message, domain } => {
             admin::block_on(admin::broadcast(&config, &message, domain.as_deref()))

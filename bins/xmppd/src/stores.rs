@@ -73,6 +73,43 @@ pub async fn open(config: &ValidatedConfig) -> Result<Stores, Failure> {
     }
 }
 
+/// Opens the store of every service once, where the server keeps it with this configuration,
+/// so that each one's tables exist and are migrated as at the server's start-up (`serve` opens
+/// the same stores, with what it needs of each). `xmppd migrate` calls it on the source and the
+/// target before copying. A service whose store moves to the database servers opens it here on
+/// [`Stores::engine`] as `serve` does; the copy then finds its tables on the target by name.
+pub async fn open_services(stores: &Stores) -> Result<(), Failure> {
+    let store = &stores.services;
+    fn failed(what: &'static str) -> impl Fn(xmppd_storage::StorageError) -> Failure {
+        move |e| Failure(format!("opening {what}: {e}"))
+    }
+    xmppd_blocking::SqliteBlocks::open(store.clone())
+        .await
+        .map_err(failed("the block lists"))?;
+    xmppd_pubsub::SqliteNodes::open(store.clone())
+        .await
+        .map_err(failed("the pubsub nodes"))?;
+    xmppd_push::SqlitePush::open(store.clone())
+        .await
+        .map_err(failed("the push registrations"))?;
+    xmppd_personal::SqlitePersonal::open(store.clone())
+        .await
+        .map_err(failed("the personal data tables"))?;
+    xmppd_mam::SqliteArchive::open(store.clone())
+        .await
+        .map_err(failed("the message archive"))?;
+    xmppd_upload::store::SqliteUploads::open(store.clone())
+        .await
+        .map_err(failed("the upload slots"))?;
+    xmppd_fast::SqliteTokens::open(store.clone())
+        .await
+        .map_err(failed("the FAST tokens"))?;
+    xmppd_api::token::ApiTokens::open(store.clone())
+        .await
+        .map_err(failed("the API tokens"))?;
+    Ok(())
+}
+
 /// Only the SQLite file: for the commands that work on the services' tables alone.
 pub fn open_sqlite(config: &ValidatedConfig) -> Result<Arc<SqliteStore>, Failure> {
     let path = &config.storage.sqlite_path;
@@ -124,7 +161,7 @@ fn without(feature: &str, engine: &str) -> Failure {
 /// The connection settings, with the URL and password read from their files or the
 /// environment. What the files hold never appears in an error.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-fn db_settings(config: &ValidatedConfig) -> Result<xmppd_storage::DbSettings, Failure> {
+pub fn db_settings(config: &ValidatedConfig) -> Result<xmppd_storage::DbSettings, Failure> {
     use xmppd_config::{DatabaseUrl, PASSWORD_ENV};
     let backend = config.storage.backend.as_str();
     let server = (config.storage.server.as_ref()).ok_or_else(|| {

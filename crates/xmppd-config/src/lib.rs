@@ -55,7 +55,8 @@ pub use sections::*;
 pub use settings::*;
 pub use source::Source;
 pub use storage::{
-    DatabaseSettings, DatabaseUrl, StorageBackend, StorageSection, StorageSettings, PASSWORD_ENV,
+    url_has_password, DatabaseSettings, DatabaseUrl, StorageBackend, StorageSection,
+    StorageSettings, PASSWORD_ENV,
 };
 pub use upload::{UploadBackend, UploadSection, UploadSettings};
 use validate::in_range;

@@ -106,7 +106,7 @@ pub const PASSWORD_ENV: &str = "XMPPD_STORAGE_PASSWORD";
 
 /// Whether a `postgres://` or `mysql://` URL carries a password (`user:password@`, or `password=` in its
 /// query).
-fn url_has_password(url: &str) -> bool {
+pub fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let in_userinfo = authority

@@ -102,6 +102,12 @@ impl SqliteDb {
     }
 }
 
+impl Default for SqliteDb {
+    fn default() -> Self {
+        SqliteDb::new()
+    }
+}
+
 #[async_trait]
 impl Db for SqliteDb {
     async fn open(&self) -> Arc<dyn FullStore> {

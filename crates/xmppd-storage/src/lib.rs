@@ -22,6 +22,8 @@ use async_trait::async_trait;
 
 #[cfg(feature = "sqlite")]
 mod extend;
+#[cfg(all(feature = "sqlite", any(feature = "postgres", feature = "mysql")))]
+pub mod migrate;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]

@@ -36,7 +36,7 @@ mod data;
 mod migrations;
 mod offline;
 mod rooms;
-mod roster;
+pub(crate) mod roster;
 
 use std::time::Duration;
 

@@ -38,11 +38,11 @@ pub(super) async fn bump_roster_version(
 
 /// Roster groups in one column: each group as its length in bytes, `:`, and the group, so any
 /// text (empty, with separators or newlines) comes back as it was, in order.
-fn encode_groups(groups: &[&String]) -> String {
+pub(crate) fn encode_groups(groups: &[&String]) -> String {
     groups.iter().map(|g| format!("{}:{g}", g.len())).collect()
 }
 
-fn decode_groups(mut s: &str) -> Option<Vec<String>> {
+pub(crate) fn decode_groups(mut s: &str) -> Option<Vec<String>> {
     let mut groups = Vec::new();
     while !s.is_empty() {
         let (len, rest) = s.split_once(':')?;
