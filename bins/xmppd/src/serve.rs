@@ -122,6 +122,8 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         hosts: server_cfg.hosts.clone(),
         node_name: server_cfg.node_name.clone(),
         offline_max: config.offline_max_per_user,
+        // A database server may be shared by several processes; a SQLite file is not.
+        offline_shared: config.storage.backend != xmppd_config::StorageBackend::Sqlite,
         show_os: server_cfg.show_os,
         max_resources_per_user: config.resources_max_per_user,
         max_roster_items: config.roster_max_items,
@@ -233,6 +235,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         None => builder,
     };
     let rooms = muc_services(&config, &stores, archive).await?;
+    let room_services = rooms.clone();
     let server = (rooms.iter())
         .map(|s| {
             (
@@ -420,6 +423,10 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     acme_task.iter().for_each(|t| t.abort());
     directory_tasks.iter().for_each(|t| t.abort());
     drop(admin_socket);
+    // The other processes on the database take this one's rooms at once.
+    for service in &room_services {
+        service.release_leases().await;
+    }
     // Whatever did not close in time must not appear connected to `xmppd sessions`.
     if let Err(e) = stores.core.clear_sessions(&server_cfg.node_name).await {
         tracing::warn!("clearing session records: {e}");
@@ -798,6 +805,14 @@ async fn muc_services(
                     .await
                     .map_err(|e| format!("reading the occupant id secret of {domain}: {e}"))?,
             ),
+            // On a database server several processes may serve the same rooms: each hosts
+            // those whose lease it holds. A SQLite file has one process.
+            lease: (config.storage.backend != xmppd_config::StorageBackend::Sqlite).then(|| {
+                xmppd_muc::LeaseSettings {
+                    node: config.server.node_name.clone(),
+                    ttl: std::time::Duration::from_secs(m.lease_secs),
+                }
+            }),
         };
         let memory = xmppd_muc::MemoryArchive::new(m.max_history_bytes);
         let archive: Arc<dyn xmppd_muc::RoomArchive> = match &archive {

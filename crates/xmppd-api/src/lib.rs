@@ -565,6 +565,11 @@ impl Api {
                         return Err(ApiError::conflict(format!("the room {jid} exists")))
                     }
                     Err(CreateRoomError::Storage(e)) => return Err(storage(e)),
+                    Err(CreateRoomError::HostedElsewhere) => {
+                        return Err(ApiError::conflict(format!(
+                            "the room {jid} is hosted by another server process"
+                        )))
+                    }
                 }
             }
             Op::DestroyRoom => {

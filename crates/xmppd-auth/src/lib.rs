@@ -47,6 +47,8 @@ impl From<StorageError> for AuthError {
             StorageError::NoSuchUser => AuthError::NoSuchUser,
             StorageError::Tombstoned { until_ms } => AuthError::Tombstoned { until_ms },
             StorageError::Backend(m) => AuthError::Temporary(m),
+            // Not an account's error (room writes only): a failure to retry, as any backend's.
+            e @ StorageError::LeaseLost => AuthError::Temporary(e.to_string()),
         }
     }
 }

@@ -400,6 +400,7 @@ fn render_muc(m: &MucSettings) -> Value {
         ("max_history", int(m.max_history)),
         ("max_history_bytes", int(m.max_history_bytes)),
         ("messages_per_second", int(m.messages_per_second)),
+        ("lease_secs", int(m.lease_secs)),
     ]);
     with_domain(t, domain_template(pairs(&m.services)))
 }

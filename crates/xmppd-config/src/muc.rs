@@ -17,6 +17,9 @@ pub struct MucSection {
     pub max_history: u64,
     pub max_history_bytes: u64,
     pub messages_per_second: u64,
+    /// With a database server several processes share: how long a process's lease on a
+    /// room lasts without renewal (a crashed process's rooms are taken over after this).
+    pub lease_secs: u64,
 }
 
 impl Default for MucSection {
@@ -30,6 +33,7 @@ impl Default for MucSection {
             max_history: 50,
             max_history_bytes: 256 * 1024,
             messages_per_second: 5,
+            lease_secs: 30,
         }
     }
 }
@@ -59,6 +63,8 @@ pub struct MucSettings {
     pub max_history_bytes: usize,
     /// 0: no limit.
     pub messages_per_second: u32,
+    /// How long a room's lease lasts without renewal (database servers only).
+    pub lease_secs: u64,
 }
 
 /// Checks `[muc]`: one service domain per host, none of them a host itself.
@@ -86,6 +92,8 @@ pub(crate) fn validate_muc(
         messages_per_second: in_range(m.messages_per_second, 0, 1_000_000)
             .map_err(|why| fail("muc.messages_per_second", why))?
             as u32,
+        lease_secs: in_range(m.lease_secs, 3, 3600).map_err(|why| fail("muc.lease_secs", why))?
+            as u64,
     })
 }
 

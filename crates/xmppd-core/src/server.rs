@@ -50,6 +50,11 @@ pub struct CoreConfig {
     pub node_name: String,
     /// Offline messages kept per user (XEP-0160); further ones bounce with `<service-unavailable/>`.
     pub offline_max: usize,
+    /// Other processes share the database: offline messages are claimed page by page
+    /// (`OfflineStore::take_offline`, removed as they are read) so that each is delivered by
+    /// one process only, instead of read and removed once written (one process: a message
+    /// whose session closed before writing it comes again at the next login).
+    pub offline_shared: bool,
     /// Reveal the operating system in XEP-0092 software version answers.
     pub show_os: bool,
     /// Resources one account may bind at once.
@@ -71,6 +76,7 @@ impl Default for CoreConfig {
             hosts: vec!["localhost".into()],
             node_name: "xmppd".into(),
             offline_max: 1000,
+            offline_shared: false,
             show_os: false,
             max_resources_per_user: 16,
             admins: Vec::new(),

@@ -65,15 +65,51 @@ pub struct Cluster {
     dir: PathBuf,
     pub port: u16,
     watchdog: Option<Watchdog>,
+    /// TLS on (`ssl=on`), with the certificate and key in its directory.
+    tls: bool,
+}
+
+/// A test certificate authority: its certificate as PEM, and a server certificate it signed
+/// (for `127.0.0.1` and `localhost`) with its key, as PEM.
+pub struct TestAuthority {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestAuthority {
+    /// A new authority of its own (so two are never the same).
+    pub fn new() -> TestAuthority {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        (ca.distinguished_name).push(rcgen::DnType::CommonName, "xmppd test authority");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        TestAuthority {
+            ca_pem: ca.pem(),
+            cert_pem: server.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
 }
 
 impl Cluster {
     /// A new cluster, or why there can be none here (a failure under CI).
     pub fn start() -> Option<Cluster> {
-        required("PostgreSQL", Self::try_start())
+        required("PostgreSQL", Self::try_start(None))
     }
 
-    fn try_start() -> Result<Cluster, String> {
+    /// A new cluster with TLS on (`ssl=on`), serving the certificate `authority` signed.
+    pub fn start_tls(authority: &TestAuthority) -> Option<Cluster> {
+        required("PostgreSQL", Self::try_start(Some(authority)))
+    }
+
+    fn try_start(tls: Option<&TestAuthority>) -> Result<Cluster, String> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("xmppd-pg-")
@@ -110,11 +146,30 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        if let Some(authority) = tls {
+            // PostgreSQL wants its key readable by its own user only.
+            for (name, pem) in [
+                ("server.crt", &authority.cert_pem),
+                ("server.key", &authority.key_pem),
+            ] {
+                let path = dir.join(name);
+                std::fs::write(&path, pem).map_err(|e| e.to_string())?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| e.to_string())?;
+                if running_as_root() {
+                    let (uid, gid) = uid_of("postgres").ok_or("no postgres user")?;
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
         let mut cluster = Cluster {
             bin,
             dir,
             port: 0,
             watchdog: None,
+            tls: tls.is_some(),
         };
         cluster.arm_watchdog()?;
         // A free port may be taken between our probe and the server's bind: try another.
@@ -131,11 +186,17 @@ impl Cluster {
 
     /// Starts the server (again) on `self.port`, waiting until it accepts connections.
     pub fn pg_ctl_start(&self) -> Result<(), String> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.display()
         );
+        if self.tls {
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                self.dir.display()
+            );
+        }
         let status = pg_command(&self.bin, "pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))

@@ -24,6 +24,7 @@ use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::router::{message_targets, SendError, SessionId};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
 use xmppd_core::{user_ref, Class, ClientSession, Context, Outbound};
+use xmppd_storage::{OfflineMessage, UserRef};
 use xso::{AsXml, FromXml};
 
 /// The caps node of xmppd.
@@ -657,7 +658,8 @@ impl Offline {
             _ => return,
         };
         let uref = user_ref(&user);
-        if after > 0 {
+        // Claimed pages are gone from storage already.
+        if after > 0 && !cx.config().offline_shared {
             if let Err(e) = cx.store().remove_offline(&uref, after).await {
                 // They stay stored and come again at the next login: better twice than never.
                 tracing::error!(error = %e, "offline cleanup failed");
@@ -668,10 +670,13 @@ impl Offline {
                 self.release(&user, session.id);
                 return;
             }
-            let page = match (cx.store())
-                .offline_page(&uref, after, PAGE_MESSAGES, PAGE_BYTES)
-                .await
-            {
+            let shared = cx.config().offline_shared;
+            let page = match shared {
+                // Claimed: removed as it is read, so no other process hands it out too.
+                true => (cx.store()).take_offline(&uref, PAGE_MESSAGES, PAGE_BYTES),
+                false => (cx.store()).offline_page(&uref, after, PAGE_MESSAGES, PAGE_BYTES),
+            };
+            let page = match page.await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(error = %e, "offline read failed");
@@ -694,7 +699,7 @@ impl Offline {
                 return;
             }
             let mut queued = after;
-            for m in &page {
+            for (i, m) in page.iter().enumerate() {
                 match m.xml.parse::<Element>() {
                     Ok(el) => match session
                         .queue()
@@ -702,9 +707,17 @@ impl Offline {
                     {
                         Ok(()) => {}
                         // No room left: the rest of the page comes next time.
-                        Err(SendError::Overflow) => break,
+                        Err(SendError::Overflow) if !shared => break,
                         // Closing: what was not written stays stored.
-                        Err(SendError::NotFound) => return,
+                        Err(SendError::NotFound) if !shared => return,
+                        // Claimed but not queued: stored again (after what came meanwhile).
+                        Err(e) => {
+                            restore_offline(cx, &uref, &page[i..]).await;
+                            if matches!(e, SendError::NotFound) {
+                                return;
+                            }
+                            break;
+                        }
                     },
                     Err(e) => {
                         tracing::warn!(id = m.id, error = %e, "unreadable offline message dropped")
@@ -719,6 +732,19 @@ impl Offline {
             }
             let _ = session.queue().push(Outbound::Written, Class::Stored);
             return;
+        }
+    }
+}
+
+/// Stores again offline messages that were claimed but could not be handed to a session.
+async fn restore_offline(cx: &Context<'_>, user: &UserRef, messages: &[OfflineMessage]) {
+    for m in messages {
+        // Over the cap if need be: they were accepted once already.
+        if let Err(e) = (cx.store())
+            .push_offline(user, m.stamp_ms, &m.xml, usize::MAX)
+            .await
+        {
+            tracing::error!(error = %e, "an offline message claimed but not delivered is lost");
         }
     }
 }

@@ -43,6 +43,7 @@ async fn server(path: &std::path::Path) -> (Arc<Server>, Arc<SqliteArchive>, Arc
             messages_per_second: 0,
         },
         occupant_ids: Some(xmppd_muc::OccupantIds::new(b"test secret")),
+        lease: None,
     };
     let muc = MucService::load(settings, store.clone(), Arc::new(rooms))
         .await

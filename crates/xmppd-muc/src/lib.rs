@@ -28,7 +28,9 @@ pub use archive::{
 };
 pub use occupant_id::OccupantIds;
 pub use room::{Affiliation, OccupantInfo, Role, Room, RoomLimits};
-pub use service::{CreateRoomError, Creation, MucService, MucSettings, NewRoom, RoomInfo};
+pub use service::{
+    CreateRoomError, Creation, LeaseSettings, MucService, MucSettings, NewRoom, RoomInfo,
+};
 
 /// An element as XML text (for storage and size accounting).
 /// An address the server stamped or routed (`from`, `to` of what reaches a room): one check

@@ -19,10 +19,12 @@
 //! Not done here: room name reservation without joining (XEP-0045 unique room names), s2s
 //! occupants' special cases.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -35,7 +37,7 @@ use xmppd_core::stanza::{
     NS_DISCO_ITEMS,
 };
 use xmppd_core::{Context, ServerHandle};
-use xmppd_storage::{Queued, RoomStore, StorageError};
+use xmppd_storage::{LeaseToken, Queued, RoomLease, RoomStore, StorageError};
 
 use crate::archive::{RoomArchive, NS_SID};
 use crate::room::{OccupantInfo, Room, RoomLimits, Send, NS_MUC};
@@ -64,6 +66,71 @@ pub struct MucSettings {
     pub limits: RoomLimits,
     /// XEP-0421 occupant ids its rooms give ([`crate::OccupantIds::load`]); none: no ids.
     pub occupant_ids: Option<crate::OccupantIds>,
+    /// Several processes serve this service on one database: each hosts the rooms whose
+    /// lease it holds. None: this process hosts every room (one process per database).
+    pub lease: Option<LeaseSettings>,
+}
+
+/// How the processes that share a database share the rooms of a chat service: a room is
+/// hosted by the holder of its lease (`xmppd_storage::RoomStore::lease_room`), taken when a
+/// stanza reaches it and renewed every third of `ttl`. The others refuse its stanzas with
+/// `<service-unavailable/>` of type `wait` until the lease is free (released when the room
+/// ends or its host stops, or expired `ttl` after a crashed host's last renewal); the one
+/// that takes it then reads the room back from the database.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// This process's name among those sharing the database (unique to it).
+    pub node: String,
+    /// How long a lease lasts without renewal.
+    pub ttl: Duration,
+}
+
+impl LeaseSettings {
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How long this process may host a room from when it asked for (or renewed) its lease:
+    /// less than the lease itself, which the database counts from a later moment, with a
+    /// tenth to spare for clocks that run at slightly different rates.
+    fn hosting_time(&self) -> Duration {
+        self.ttl - self.ttl / 10
+    }
+}
+
+/// Whether this process hosts a room, as it last learnt from the room's lease.
+#[derive(Debug, Default)]
+enum Hosting {
+    #[default]
+    Unknown,
+    /// Held here under `epoch`, until `until` unless renewed.
+    Here { epoch: i64, until: Instant },
+    /// Another process held it when last asked; asked again after `until`.
+    Elsewhere { until: Instant },
+}
+
+impl Hosting {
+    fn epoch(&self) -> i64 {
+        match self {
+            Hosting::Here { epoch, .. } => *epoch,
+            _ => 0,
+        }
+    }
+}
+
+/// How long a process that found a room hosted elsewhere answers so without asking again: a
+/// room released by its host is taken over within this time.
+const ELSEWHERE_RECHECK: Duration = Duration::from_secs(1);
+
+/// The answer to a stanza for a room that another process of the service hosts.
+fn hosted_elsewhere() -> StanzaError {
+    StanzaError {
+        kind: stanza::ErrorType::Wait,
+        ..StanzaError::with_text(
+            Condition::ServiceUnavailable,
+            "this room is hosted by another server process of this service; retry later",
+        )
+    }
 }
 
 /// What a room's task takes from its inbox.
@@ -80,6 +147,8 @@ enum Input {
     /// An administrator asks who is in the room: answered between two stanzas, so the list
     /// is one the room's occupants saw.
     Occupants(oneshot::Sender<Vec<OccupantInfo>>),
+    /// Another process hosts the room now (this one lost its lease): occupants leave.
+    Shutdown,
 }
 
 /// A room as the administration API lists it.
@@ -97,6 +166,8 @@ pub struct RoomInfo {
 pub enum CreateRoomError {
     #[error("the room exists")]
     Exists,
+    #[error("the room is hosted by another server process")]
+    HostedElsewhere,
     #[error("saving the room: {0}")]
     Storage(#[from] StorageError),
 }
@@ -123,6 +194,8 @@ struct RoomEntry {
     /// Created here rather than restored: whatever an archive kept under its name belongs to
     /// a room of the same name that is gone, and goes before this one's first stanza.
     fresh: bool,
+    /// The epoch of the lease its writes are made under (0: no leases).
+    epoch: AtomicI64,
     summary: Arc<Mutex<Summary>>,
 }
 
@@ -149,7 +222,7 @@ impl Summary {
 }
 
 impl RoomEntry {
-    fn new(room: Room, fresh: bool) -> Arc<RoomEntry> {
+    fn new(room: Room, fresh: bool, epoch: i64) -> Arc<RoomEntry> {
         let (inbox, rx) = mpsc::unbounded_channel();
         Arc::new(RoomEntry {
             inbox,
@@ -158,6 +231,7 @@ impl RoomEntry {
             parked: Mutex::new(Some((room, rx))),
             started: AtomicBool::new(false),
             fresh,
+            epoch: AtomicI64::new(epoch),
         })
     }
 
@@ -181,6 +255,10 @@ pub struct MucService {
     owners: DashMap<BareJid, Vec<BareJid>>,
     store: Arc<dyn RoomStore>,
     archive: Arc<dyn RoomArchive>,
+    /// With leases ([`MucSettings::lease`]): whether each room addressed lately is hosted
+    /// here. A room's stanzas are handed to it under its lock, so that taking, using and
+    /// giving up a room's lease happen one at a time.
+    leases: DashMap<BareJid, Arc<tokio::sync::Mutex<Hosting>>>,
     /// Itself, for the room tasks it starts.
     me: Weak<MucService>,
 }
@@ -199,6 +277,7 @@ impl MucService {
             store,
             archive,
             settings,
+            leases: DashMap::new(),
             me: me.clone(),
         });
         for stored in stored_rooms {
@@ -211,10 +290,13 @@ impl MucService {
                     room.archive_features = service.archive.features();
                     room.occupant_ids = service.settings.occupant_ids.clone();
                     service.owners.insert(j.clone(), room.owners());
-                    service.rooms.insert(j, RoomEntry::new(room, false));
+                    service.rooms.insert(j, RoomEntry::new(room, false, 0));
                 }
                 None => tracing::warn!(room = %jid, "skipping an unreadable stored room"),
             }
+        }
+        if let Some(lease) = service.settings.lease.clone() {
+            tokio::spawn(keep_leases(Arc::downgrade(&service), lease));
         }
         tracing::info!(
             domain = %service.settings.domain,
@@ -222,6 +304,215 @@ impl MucService {
             "chat service ready"
         );
         Ok(service)
+    }
+
+    /// The room's hosting state, locked; `None` without leases.
+    async fn hosting(&self, jid: &BareJid) -> Option<tokio::sync::OwnedMutexGuard<Hosting>> {
+        self.settings.lease.as_ref()?;
+        let cell = self.leases.entry(jid.clone()).or_default().clone();
+        Some(cell.lock_owned().await)
+    }
+
+    /// Drops the hosting state of a room nobody is using and that is not hosted here.
+    fn forget_hosting(&self, jid: &BareJid) {
+        self.leases.remove_if(jid, |_, cell| {
+            Arc::strong_count(cell) == 1
+                && cell
+                    .try_lock()
+                    .is_ok_and(|h| matches!(*h, Hosting::Unknown))
+        });
+    }
+
+    /// Makes sure this process hosts `jid`: from what it knows while the lease runs, else by
+    /// taking or renewing the lease (one round trip). A room taken over from another process
+    /// (or from before a lapse) is read back from the database first.
+    async fn host(&self, jid: &BareJid, hosting: &mut Hosting) -> Result<(), StanzaError> {
+        let Some(lease) = &self.settings.lease else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        match hosting {
+            Hosting::Here { until, .. } if *until > now => return Ok(()),
+            Hosting::Elsewhere { until } if *until > now => return Err(hosted_elsewhere()),
+            _ => {}
+        }
+        let before = matches!(hosting, Hosting::Here { .. }).then(|| hosting.epoch());
+        let name = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        let asked = Instant::now();
+        let answer = (self.store)
+            .lease_room(&self.settings.domain, name, &lease.node, lease.ttl_ms())
+            .await;
+        match answer {
+            Ok(RoomLease::Granted { epoch }) => {
+                if before != Some(epoch) {
+                    if let Err(e) = self.take_over(jid, epoch).await {
+                        tracing::warn!(room = %jid, error = %e, "reading a room taken over");
+                        return Err(StanzaError::storage_failed());
+                    }
+                    tracing::debug!(room = %jid, epoch, "hosting the room");
+                }
+                let until = asked + lease.hosting_time();
+                *hosting = Hosting::Here { epoch, until };
+                Ok(())
+            }
+            Ok(RoomLease::Held { node, remaining_ms }) => {
+                tracing::debug!(room = %jid, %node, remaining_ms, "room hosted elsewhere");
+                if before.is_some() {
+                    self.stop_room(jid);
+                }
+                *hosting = Hosting::Elsewhere {
+                    until: now + ELSEWHERE_RECHECK,
+                };
+                Err(hosted_elsewhere())
+            }
+            Err(e) => {
+                tracing::warn!(room = %jid, error = %e, "taking the lease of a room");
+                Err(StanzaError::storage_failed())
+            }
+        }
+    }
+
+    /// The room as stored, now that this process hosts it under `epoch`: a room loaded at
+    /// start-up (and perhaps changed since by another process) is read again; one no longer
+    /// stored is gone (a join creates it anew). A room running here keeps running.
+    async fn take_over(&self, jid: &BareJid, epoch: i64) -> Result<(), StorageError> {
+        if let Some(entry) = self.rooms.get(jid) {
+            if entry.started.load(Ordering::Acquire) {
+                entry.epoch.store(epoch, Ordering::Release);
+                return Ok(());
+            }
+        }
+        let name = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        let stored = self.store.room(&self.settings.domain, name).await?;
+        let restored = stored.and_then(|s| Room::restore(jid.clone(), &s, self.settings.limits));
+        match restored {
+            Some(mut room) => {
+                room.archive_features = self.archive.features();
+                room.occupant_ids = self.settings.occupant_ids.clone();
+                self.owners.insert(jid.clone(), room.owners());
+                match self.rooms.entry(jid.clone()) {
+                    dashmap::Entry::Occupied(e) if e.get().started.load(Ordering::Acquire) => {
+                        e.get().epoch.store(epoch, Ordering::Release);
+                    }
+                    dashmap::Entry::Occupied(mut e) => {
+                        e.insert(RoomEntry::new(room, false, epoch));
+                    }
+                    dashmap::Entry::Vacant(v) => {
+                        v.insert(RoomEntry::new(room, false, epoch));
+                    }
+                }
+            }
+            None => {
+                let parked = self
+                    .rooms
+                    .remove_if(jid, |_, e| !e.started.load(Ordering::Acquire));
+                if parked.is_some() {
+                    self.owners.remove(jid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This process no longer hosts `jid`: its occupants leave (a room not started yet just
+    /// leaves the registry; the next host reads it from the database).
+    fn stop_room(&self, jid: &BareJid) {
+        tracing::info!(room = %jid, "the room's lease went to another process");
+        if (self.rooms)
+            .remove_if(jid, |_, e| !e.started.load(Ordering::Acquire))
+            .is_some()
+        {
+            return;
+        }
+        if let Some(entry) = self.rooms.get(jid).map(|e| e.clone()) {
+            let _ = entry.push(Input::Shutdown);
+        }
+    }
+
+    /// Gives up the lease of a room this process no longer has in its registry.
+    async fn unhost(&self, jid: &BareJid, hosting: &mut Hosting) {
+        let (Some(lease), Hosting::Here { .. }) = (&self.settings.lease, &*hosting) else {
+            return;
+        };
+        if self.rooms.contains_key(jid) {
+            return;
+        }
+        let name = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        if let Err(e) = (self.store)
+            .release_room(&self.settings.domain, name, &lease.node)
+            .await
+        {
+            tracing::warn!(room = %jid, error = %e, "releasing the lease of a room");
+        }
+        *hosting = Hosting::Unknown;
+    }
+
+    /// A room's task ended: its lease goes, unless a new room of that name is here already.
+    async fn room_ended(&self, jid: &BareJid) {
+        if let Some(mut hosting) = self.hosting(jid).await {
+            self.unhost(jid, &mut hosting).await;
+            drop(hosting);
+            self.forget_hosting(jid);
+        }
+    }
+
+    /// Renews the leases of the rooms hosted here; stops hosting those that went to another
+    /// process, and those whose lease ran out while the database could not be reached.
+    async fn renew_leases(&self, lease: &LeaseSettings) {
+        let asked = Instant::now();
+        let held: Option<HashSet<String>> = match self
+            .store
+            .renew_room_leases(&lease.node, lease.ttl_ms())
+            .await
+        {
+            Ok(rooms) => Some(
+                (rooms.into_iter())
+                    .filter(|(domain, _)| *domain == self.settings.domain)
+                    .map(|(_, name)| name)
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the leases of the rooms");
+                None
+            }
+        };
+        let cells: Vec<(BareJid, Arc<tokio::sync::Mutex<Hosting>>)> = (self.leases.iter())
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (jid, cell) in cells {
+            let mut hosting = cell.lock().await;
+            let Hosting::Here { epoch, until } = *hosting else {
+                continue;
+            };
+            let name = jid.node().map(|n| n.to_string()).unwrap_or_default();
+            match &held {
+                Some(held) if held.contains(&name) => {
+                    *hosting = Hosting::Here {
+                        epoch,
+                        until: asked + lease.hosting_time(),
+                    };
+                }
+                Some(_) => {
+                    self.stop_room(&jid);
+                    *hosting = Hosting::Unknown;
+                }
+                None if until <= Instant::now() => {
+                    self.stop_room(&jid);
+                    *hosting = Hosting::Unknown;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Gives up every room lease of this process (at shutdown), so that the other processes
+    /// take its rooms at once rather than after the leases expire.
+    pub async fn release_leases(&self) {
+        if let Some(lease) = &self.settings.lease {
+            if let Err(e) = self.store.release_room_leases(&lease.node).await {
+                tracing::warn!(error = %e, "releasing the leases of the rooms");
+            }
+        }
     }
 
     /// How many rooms in memory (persistent or occupied) `user` owns.
@@ -261,6 +552,28 @@ impl MucService {
     /// saved before this returns when persistent. The room's task starts with its first
     /// stanza.
     pub async fn create_room(&self, new: NewRoom) -> Result<(), CreateRoomError> {
+        let mut hosting = self.hosting(&new.jid).await;
+        if let Some(h) = hosting.as_deref_mut() {
+            if let Err(e) = self.host(&new.jid, h).await {
+                return Err(match e.condition {
+                    Condition::ServiceUnavailable => CreateRoomError::HostedElsewhere,
+                    _ => CreateRoomError::Storage(StorageError::Backend(
+                        "taking the room's lease".into(),
+                    )),
+                });
+            }
+        }
+        let epoch = hosting.as_deref().map_or(0, Hosting::epoch);
+        let created = self.create_hosted_room(new.clone(), epoch).await;
+        if let Some(mut h) = hosting {
+            self.unhost(&new.jid, &mut h).await;
+            drop(h);
+            self.forget_hosting(&new.jid);
+        }
+        created
+    }
+
+    async fn create_hosted_room(&self, new: NewRoom, epoch: i64) -> Result<(), CreateRoomError> {
         let mut room = Room::create(new.jid.clone(), new.owner.clone(), self.settings.limits);
         room.locked = false;
         room.config.name = new.name;
@@ -271,9 +584,9 @@ impl MucService {
         let saved = match self.rooms.entry(new.jid.clone()) {
             dashmap::Entry::Occupied(_) => return Err(CreateRoomError::Exists),
             dashmap::Entry::Vacant(v) => {
-                let saved = new.persistent.then(|| self.save(&room));
+                let saved = new.persistent.then(|| self.save(&room, epoch));
                 self.owners.insert(new.jid.clone(), vec![new.owner]);
-                v.insert(RoomEntry::new(room, true));
+                v.insert(RoomEntry::new(room, true, epoch));
                 saved
             }
         };
@@ -295,6 +608,12 @@ impl MucService {
         room: &BareJid,
         reason: Option<String>,
     ) -> bool {
+        if let Some(mut hosting) = self.hosting(room).await {
+            let hosted = self.host(room, &mut hosting).await.is_ok();
+            if !hosted {
+                return false;
+            }
+        }
         let Some(entry) = self.rooms.get(room).map(|e| e.clone()) else {
             return false;
         };
@@ -387,6 +706,7 @@ impl MucService {
         cx: &Context<'_>,
         jid: &BareJid,
         st: &Element,
+        epoch: i64,
     ) -> Result<Option<Arc<RoomEntry>>, StanzaError> {
         if let Some(h) = self.rooms.get(jid) {
             return Ok(Some(h.clone()));
@@ -429,17 +749,37 @@ impl MucService {
                 let mut room = Room::create(jid.clone(), user.clone(), self.settings.limits);
                 room.archive_features = self.archive.features();
                 room.occupant_ids = self.settings.occupant_ids.clone();
-                RoomEntry::new(room, true)
+                RoomEntry::new(room, true, epoch)
             })
             .clone();
         Ok(Some(entry))
     }
 
-    /// Hands `st` to its room's inbox (starting the room's task if needed).
-    fn to_room(&self, cx: &mut Context<'_>, room_jid: BareJid, mut st: Element) {
+    /// Hands `st` to its room, once this process hosts it (with leases): a stanza for a room
+    /// hosted by another process is refused.
+    async fn to_leased_room(&self, cx: &mut Context<'_>, room_jid: BareJid, st: Element) {
+        let Some(mut hosting) = self.hosting(&room_jid).await else {
+            self.to_room(cx, room_jid, st, 0);
+            return;
+        };
+        match self.host(&room_jid, &mut hosting).await {
+            Ok(()) => {
+                self.to_room(cx, room_jid.clone(), st, hosting.epoch());
+                // No room came of it (a stanza to no room): nothing to host.
+                self.unhost(&room_jid, &mut hosting).await;
+            }
+            Err(e) => cx.bounce(&st, e),
+        }
+        drop(hosting);
+        self.forget_hosting(&room_jid);
+    }
+
+    /// Hands `st` to its room's inbox (starting the room's task if needed); a room it creates
+    /// writes under the lease `epoch`.
+    fn to_room(&self, cx: &mut Context<'_>, room_jid: BareJid, mut st: Element, epoch: i64) {
         // A room may end between the lookup and the push (its inbox closes): look it up again.
         for _ in 0..3 {
-            let entry = match self.room_for(cx, &room_jid, &st) {
+            let entry = match self.room_for(cx, &room_jid, &st, epoch) {
                 Ok(Some(e)) => e,
                 Ok(None) => {
                     if st.name() != "presence" {
@@ -542,14 +882,37 @@ impl MucService {
     }
 
     /// Saves a persistent room, or deletes the record of one that is not (any more): queued
-    /// now, in order with the room's other writes; resolves once committed.
-    fn save(&self, room: &Room) -> Queued<()> {
+    /// now, in order with the room's other writes; resolves once committed. With leases, only
+    /// while the room's lease is still `epoch` here.
+    fn save(&self, room: &Room, epoch: i64) -> Queued<()> {
         let snapshot = room.snapshot();
-        if room.config.persistent && !room.gone {
-            self.store.save_room(&snapshot)
-        } else {
-            self.store.delete_room(&snapshot.domain, &snapshot.name)
+        let keep = room.config.persistent && !room.gone;
+        let lease = (self.settings.lease.as_ref()).map(|l| LeaseToken {
+            node: l.node.clone(),
+            epoch,
+        });
+        match (keep, lease) {
+            (true, None) => self.store.save_room(&snapshot),
+            (true, Some(lease)) => self.store.save_leased_room(&snapshot, &lease),
+            (false, None) => self.store.delete_room(&snapshot.domain, &snapshot.name),
+            (false, Some(lease)) => {
+                (self.store).delete_leased_room(&snapshot.domain, &snapshot.name, &lease)
+            }
         }
+    }
+}
+
+/// Renews the leases of a service's rooms every third of their time, while it exists.
+async fn keep_leases(service: Weak<MucService>, lease: LeaseSettings) {
+    let mut tick = tokio::time::interval(lease.ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.renew_leases(&lease).await;
     }
 }
 
@@ -590,6 +953,11 @@ struct RoomTask {
 }
 
 impl RoomTask {
+    /// [`MucService::save`] under the room's lease.
+    fn save(&self, room: &Room) -> Queued<()> {
+        (self.service).save(room, self.entry.epoch.load(Ordering::Acquire))
+    }
+
     /// Takes the room's inputs one at a time. What an input must make durable (the room's
     /// state, an archived message) is queued for storage and its outcome handed to the room's
     /// courier, which sends each outcome once its writes committed, in order: the room goes on
@@ -628,12 +996,16 @@ impl RoomTask {
                     let _ = tell.send(room.occupants());
                     continue;
                 }
+                Input::Shutdown => {
+                    let mut outcome = room.shut_down();
+                    (now(outcome.take_sends()), true)
+                }
                 Input::Destroy(reason, done) => {
                     tracing::info!(room = %jid, "room destroyed by an administrator");
                     let mut outcome = room.destroy_by_service(reason.as_deref());
                     self.service.owners.remove(&jid);
                     self.service.archive.forget(&jid).await;
-                    let saved = self.service.save(&room);
+                    let saved = self.save(&room);
                     destroyed = Some(done);
                     (once_saved(saved, jid.clone(), outcome.take_sends()), true)
                 }
@@ -657,6 +1029,7 @@ impl RoomTask {
         if let Some(done) = destroyed {
             let _ = done.send(());
         }
+        svc.room_ended(&jid).await;
         let mut left = Vec::new();
         while let Ok(input) = rx.try_recv() {
             match input {
@@ -676,7 +1049,7 @@ impl RoomTask {
     /// is sent once the room is saved.
     fn changed(&self, room: &Room, out: Vec<Send>) -> Pending {
         self.service.owners.insert(room.jid.clone(), room.owners());
-        once_saved(self.service.save(room), room.jid.clone(), out)
+        once_saved(self.save(room), room.jid.clone(), out)
     }
 
     /// Handles one stanza; returns what to send, in order, once what it queued is durable,
@@ -737,7 +1110,7 @@ impl RoomTask {
         } else if outcome.changed {
             svc.owners.insert(room.jid.clone(), room.owners());
         }
-        let saved = (outcome.changed || outcome.destroyed).then(|| svc.save(room));
+        let saved = (outcome.changed || outcome.destroyed).then(|| self.save(room));
         let gone = outcome.destroyed || room.gone;
         let jid = room.jid.clone();
         let pending = Box::pin(async move {
@@ -815,7 +1188,7 @@ impl Component for MucService {
         if to.node().is_none() {
             self.handle_service(cx, stanza);
         } else {
-            self.to_room(cx, to.to_bare(), stanza);
+            self.to_leased_room(cx, to.to_bare(), stanza).await;
         }
     }
 

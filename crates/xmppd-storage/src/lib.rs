@@ -64,6 +64,10 @@ pub enum StorageError {
     /// (Unix milliseconds), so nobody takes over what its contacts knew it by.
     #[error("the name was in use until recently")]
     Tombstoned { until_ms: i64 },
+    /// A room write made under a lease that is no longer the room's (another process took the
+    /// room over, or this one's lease lapsed and was granted anew): nothing was written.
+    #[error("the room's lease is no longer held")]
+    LeaseLost,
     /// The backend failed (I/O, SQL, corruption); the message is for logs.
     #[error("storage backend: {0}")]
     Backend(String),
@@ -343,7 +347,35 @@ pub struct StoredRoom {
     pub affiliations: Vec<RoomAffiliation>,
 }
 
-/// Persistent chat rooms (XEP-0045): configuration, subject and affiliations per room.
+/// What [`RoomStore::lease_room`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomLease {
+    /// The caller hosts the room for the lease's time from (at the latest) when it made the
+    /// call. `epoch` is the fencing token of its writes ([`LeaseToken`]): it is the same for
+    /// a renewal and grows whenever the room changes hands or a lease lapsed.
+    Granted { epoch: i64 },
+    /// Another process hosts the room, for `remaining_ms` more unless it renews.
+    Held { node: String, remaining_ms: i64 },
+}
+
+/// The lease a room's writes are made under: [`RoomStore::save_leased_room`] writes only while
+/// the room's lease still has this holder and epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken {
+    pub node: String,
+    pub epoch: i64,
+}
+
+/// Persistent chat rooms (XEP-0045): configuration, subject and affiliations per room; and,
+/// when several processes share the database, which one hosts each room (its lease).
+///
+/// Leases: a room is hosted by one process at a time, the holder of its lease. A lease lasts
+/// `ttl_ms` on the database's clock from when it was granted or renewed; a process that stops
+/// renewing (crashed, cut off) loses it when it expires, and another may take the room then.
+/// The holder must stop hosting before its lease ends as measured from when it asked (so
+/// before the database could grant it to another), and its writes carry a [`LeaseToken`]
+/// that the store checks in the write's transaction: a write of a former holder is refused
+/// with [`StorageError::LeaseLost`], never applied over the new holder's.
 #[async_trait]
 pub trait RoomStore: Send + Sync {
     /// Inserts or replaces the room with everything in it (its affiliation list included).
@@ -357,6 +389,54 @@ pub trait RoomStore: Send + Sync {
     async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>>;
     /// Every stored room of the service `domain`, sorted by name.
     async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>>;
+
+    /// [`RoomStore::save_room`], only while `lease` is still the room's lease (else
+    /// [`StorageError::LeaseLost`] and nothing written).
+    fn save_leased_room(&self, room: &StoredRoom, lease: &LeaseToken) -> Queued<()>;
+    /// [`RoomStore::delete_room`], only while `lease` is still the room's lease.
+    fn delete_leased_room(&self, domain: &str, name: &str, lease: &LeaseToken) -> Queued<()>;
+    /// Takes the room's lease for `node` for `ttl_ms` if it is free, expired or already
+    /// `node`'s (then it is renewed, same epoch); else says who holds it.
+    async fn lease_room(
+        &self,
+        domain: &str,
+        name: &str,
+        node: &str,
+        ttl_ms: i64,
+    ) -> Result<RoomLease>;
+    /// Renews every unexpired lease of `node` for `ttl_ms`; returns those rooms (service
+    /// domain, name), sorted. A room of `node` missing from the answer is no longer its.
+    async fn renew_room_leases(&self, node: &str, ttl_ms: i64) -> Result<Vec<(String, String)>>;
+    /// Gives up `node`'s lease of the room (it stopped hosting it): another process may take
+    /// it at once. A room that is not stored leaves no trace.
+    async fn release_room(&self, domain: &str, name: &str, node: &str) -> Result<()>;
+    /// Gives up every lease of `node` (at shutdown).
+    async fn release_room_leases(&self, node: &str) -> Result<()>;
+}
+
+/// How a lease request changes the lease row of a room (shared by the engines, each of which
+/// reads the row under a lock first): `Ok((epoch, expires_ms))` to write, or who holds it.
+/// `current` is (node, epoch, expires_ms) as stored; `now_ms` is the database's clock.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) fn next_lease(
+    current: Option<(&str, i64, i64)>,
+    node: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> std::result::Result<(i64, i64), RoomLease> {
+    let expires = now_ms.saturating_add(ttl_ms.max(1));
+    match current {
+        None => Ok((1, expires)),
+        Some((holder, epoch, until)) if until > now_ms => match holder == node {
+            true => Ok((epoch, expires)),
+            false => Err(RoomLease::Held {
+                node: holder.to_owned(),
+                remaining_ms: until - now_ms,
+            }),
+        },
+        // Lapsed (or released): whoever takes it, the holder it had may not write any more.
+        Some((_, epoch, _)) => Ok((epoch + 1, expires)),
+    }
 }
 
 /// Everything the core needs, in one handle.

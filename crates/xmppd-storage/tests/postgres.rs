@@ -4,8 +4,8 @@
 
 use xmppd_dbtest as support;
 
-use support::pg::{self, Cluster};
-use xmppd_storage::{PgStore, Schema};
+use support::pg::{self, Cluster, TestAuthority};
+use xmppd_storage::{PgStore, Schema, StorageError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_recovers_when_the_database_comes_back() {
@@ -58,4 +58,83 @@ async fn a_service_schema_migrates_once_and_refuses_a_newer_database() {
         .unwrap()
         .get(0);
     assert!(!exists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_checks_the_server_certificate_against_the_given_authority() {
+    let authority = TestAuthority::new();
+    let (ca_pem, cert_pem, key_pem) = (
+        authority.ca_pem.clone(),
+        authority.cert_pem.clone(),
+        authority.key_pem.clone(),
+    );
+    let started = tokio::task::spawn_blocking(move || {
+        Cluster::start_tls(&TestAuthority {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        })
+    });
+    let Some(cluster) = started.await.unwrap() else {
+        return;
+    };
+    let db = cluster.create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let right = dir.path().join("ca.pem");
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&right, &authority.ca_pem).unwrap();
+    std::fs::write(&wrong, TestAuthority::new().ca_pem).unwrap();
+    let with_query = |query: &str| {
+        let mut settings = cluster.settings(&db);
+        settings.url = format!("{}?{query}", settings.url);
+        settings.connect_timeout = std::time::Duration::from_secs(5);
+        settings
+    };
+
+    // The authority that signed the server's certificate: connected, inside TLS.
+    let store = PgStore::connect(&with_query(&format!("ssl_ca={}", right.display())))
+        .await
+        .unwrap();
+    let client = store.client().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the connection is not encrypted");
+    drop(client);
+
+    // Another authority, or only the web roots: the certificate is refused, nothing sent.
+    for query in [
+        format!("ssl_ca={}", wrong.display()),
+        "require_ssl=true".to_owned(),
+    ] {
+        match PgStore::connect(&with_query(&query)).await {
+            Err(StorageError::Backend(msg)) => {
+                assert!(msg.contains("TLS handshake"), "{query}: {msg}");
+                assert!(!msg.contains(pg::PASSWORD), "{msg}");
+            }
+            Err(e) => panic!("{query}: {e}"),
+            Ok(_) => panic!("{query}: connected with an untrusted certificate"),
+        }
+    }
+
+    // Without TLS asked for, the same server is reached in plain TCP, as before.
+    let plain = PgStore::connect(&cluster.settings(&db)).await.unwrap();
+    let row = (plain.client().await.unwrap())
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+
+    // A missing authority file is a clear error at start-up.
+    match PgStore::connect(&with_query("ssl_ca=/nonexistent/ca.pem")).await {
+        Err(StorageError::Backend(msg)) => assert!(msg.contains("ssl_ca"), "{msg}"),
+        other => panic!("{:?}", other.err()),
+    }
 }

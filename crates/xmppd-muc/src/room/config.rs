@@ -93,6 +93,18 @@ impl Room {
         }
     }
 
+    /// Every occupant leaves, told that the service shut the room down for them (status
+    /// 332, XEP-0045 §15.6.2): this process no longer hosts it (its lease went to another
+    /// process of the service). Its state is not changed: the next host reads it back.
+    pub fn shut_down(&mut self) -> Outcome {
+        let mut o = Outcome::default();
+        let nicks: Vec<String> = self.occupants.keys().cloned().collect();
+        for n in nicks {
+            self.remove_occupant(&n, &Extra::default(), &[332], &mut o);
+        }
+        o
+    }
+
     /// Destroys the room on the service's own authority (a server administrator through
     /// the administration API), as an owner's §10.9 request with `reason` would.
     pub fn destroy_by_service(&mut self, reason: Option<&str>) -> Outcome {

@@ -20,7 +20,8 @@ const MIGRATION_WAIT_SECS: i64 = 300;
 /// to 760. Never edit a released entry; append.
 pub const CORE_SCHEMA: Schema = Schema {
     name: "core",
-    migrations: &[r"
+    migrations: &[
+        r"
 CREATE TABLE users (
     domain VARCHAR(255) NOT NULL,
     username VARCHAR(255) NOT NULL,
@@ -112,7 +113,19 @@ CREATE TABLE muc_affiliations (
     KEY muc_affiliations_by_jid (jid),
     FOREIGN KEY (domain, name) REFERENCES muc_rooms (domain, name) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;
-"],
+",
+        r"
+CREATE TABLE muc_leases (
+    domain VARCHAR(255) NOT NULL,
+    name VARCHAR(255) NOT NULL,
+    node VARCHAR(255) NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (domain, name),
+    KEY muc_leases_by_node (node)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;
+",
+    ],
 };
 
 /// Applies the missing migrations of `schema` on `conn` while it holds the migration lock: a

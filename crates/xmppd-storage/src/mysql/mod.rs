@@ -49,7 +49,7 @@ use mysql_async::{
 /// The driver, for a service crate's own tables.
 pub use mysql_async;
 
-use crate::remote::{unavailable, DbSettings, Ordered};
+use crate::remote::{take_query_param, unavailable, DbSettings, Ordered};
 use crate::{Queued, Result, StorageError};
 pub use migrations::CORE_SCHEMA;
 
@@ -105,50 +105,6 @@ fn options(settings: &MysqlSettings) -> Result<Opts> {
         builder = builder.ssl_opts(ssl.with_root_certs(vec![std::path::PathBuf::from(ca).into()]));
     }
     Ok(builder.into())
-}
-
-/// `url` without the query parameter `key`, and that parameter's (percent-decoded) value.
-fn take_query_param(url: &str, key: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some((k, v)) if k == key => {
-                value = Some(percent_decode(v));
-                false
-            }
-            _ => true,
-        })
-        .collect();
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, value)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl MysqlStore {

@@ -10,11 +10,12 @@ use crate::{Result, Schema, StorageError};
 const MIGRATION_LOCK: i64 = 0x0078_6d70_7064;
 
 /// The core's tables: accounts, rosters, offline messages, user data, sessions and chat
-/// rooms (one schema here: unlike a SQLite file, a PostgreSQL database is set up for the
+/// rooms (version 2: the rooms' leases) (one schema here: unlike a SQLite file, a PostgreSQL database is set up for the
 /// whole deployment at once). Never edit a released entry; append.
 pub const CORE_SCHEMA: Schema = Schema {
     name: "core",
-    migrations: &[r"
+    migrations: &[
+        r"
 CREATE TABLE users (
     domain TEXT NOT NULL,
     username TEXT NOT NULL,
@@ -106,7 +107,19 @@ CREATE TABLE muc_affiliations (
     FOREIGN KEY (domain, name) REFERENCES muc_rooms (domain, name) ON DELETE CASCADE
 );
 CREATE INDEX muc_affiliations_by_jid ON muc_affiliations (jid);
-"],
+",
+        r"
+CREATE TABLE muc_leases (
+    domain TEXT NOT NULL,
+    name TEXT NOT NULL,
+    node TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (domain, name)
+);
+CREATE INDEX muc_leases_by_node ON muc_leases (node);
+",
+    ],
 };
 
 /// Applies the missing migrations of `schema` inside `tx` (its caller commits), after taking

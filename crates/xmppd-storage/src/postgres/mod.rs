@@ -19,8 +19,8 @@
 //! pool's timeouts (logins then fail with `temporary-auth-failure`, writes with a `wait`
 //! error); the pool opens new connections once the database is back, without a restart.
 //!
-//! Not done here: TLS to the database (connections are plain TCP or a Unix socket; keep the
-//! database on the same host or a private network); no retry of a transaction that failed on
+//! TLS to the database is optional ([`PgSettings`], `tls`: rustls with ring). Not done here:
+//! no retry of a transaction that failed on
 //! a serialization conflict (none of the statements here needs `SERIALIZABLE`).
 //!
 //! Layout: this module connects and runs transactions; `migrations` is the schema; each
@@ -36,21 +36,26 @@ mod migrations;
 mod offline;
 mod rooms;
 mod roster;
+mod tls;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::Row;
 
 /// The drivers, for a service crate's own tables.
 pub use {deadpool_postgres, tokio_postgres};
 
 pub(crate) use crate::remote::{corrupt, now_ms};
 pub use crate::remote::{redact_url, DbSettings};
-use crate::remote::{unavailable, Ordered};
+use crate::remote::{take_query_param, unavailable, Ordered};
 use crate::{Queued, Result, StorageError};
 pub use migrations::{apply_schema_locked, CORE_SCHEMA};
 
-/// How to reach PostgreSQL (a `postgres://` URL or a `key=value` connection string).
+/// How to reach PostgreSQL (a `postgres://` URL or a `key=value` connection string). TLS is
+/// off unless asked for: `require_ssl=true` in the URL's query (or the driver's own
+/// `sslmode=require`), or `ssl_ca=PATH` (a PEM file of an authority to trust besides the web
+/// roots; implies TLS), as for MariaDB. With TLS the server's certificate and name are checked.
 pub type PgSettings = DbSettings;
 
 /// A PostgreSQL database shared by every process of a deployment; see the module docs.
@@ -66,13 +71,26 @@ impl PgStore {
     /// database cannot be reached within the settings' timeouts; the error names the URL
     /// without its password.
     pub async fn connect(settings: &PgSettings) -> Result<PgStore> {
-        let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
+        let (url, ssl_ca) = take_query_param(&settings.url, "ssl_ca");
+        let (url, require_ssl) = take_query_param(&url, "require_ssl");
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             StorageError::Backend(format!(
                 "database URL {}: {}",
                 settings.redacted(),
                 settings.scrub(e)
             ))
         })?;
+        // Only when asked: the driver's default (`prefer`) would try TLS with any server that
+        // offers it, and fail where its certificate is not one the web roots vouch for.
+        let tls_asked = ssl_ca.is_some()
+            || require_ssl.as_deref() == Some("true")
+            || config.get_ssl_mode() == SslMode::Require;
+        config.ssl_mode(if tls_asked {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        });
+        let tls = tls::MakeRustls::new(ssl_ca.as_deref())?;
         if let Some(password) = &settings.password {
             config.password(password.as_bytes());
         }
@@ -82,7 +100,7 @@ impl PgStore {
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 // A connection whose server went away is closed and replaced; a query on
                 // every checkout would cost a round trip per call.

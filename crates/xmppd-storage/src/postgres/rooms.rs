@@ -4,7 +4,38 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 
 use super::{get, pg_err, snapshot, PgStore};
-use crate::{Queued, Result, RoomAffiliation, RoomStore, StoredRoom, UserRef};
+use crate::{
+    next_lease, LeaseToken, Queued, Result, RoomAffiliation, RoomLease, RoomStore, StorageError,
+    StoredRoom, UserRef,
+};
+
+/// The database's clock in Unix milliseconds (every process compares leases on it).
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// Fails with [`StorageError::LeaseLost`] unless `lease` is the room's lease; holds a share
+/// lock on it until `tx` ends, so the room cannot change hands before the write commits.
+async fn check_lease(
+    tx: &Transaction<'_>,
+    domain: &str,
+    name: &str,
+    lease: &LeaseToken,
+) -> Result<()> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT 1 FROM muc_leases
+             WHERE domain = $1 AND name = $2 AND node = $3 AND epoch = $4 FOR SHARE",
+        )
+        .await
+        .map_err(pg_err)?;
+    match tx
+        .query_opt(&stmt, &[&domain, &name, &lease.node, &lease.epoch])
+        .await
+        .map_err(pg_err)?
+    {
+        Some(_) => Ok(()),
+        None => Err(StorageError::LeaseLost),
+    }
+}
 
 /// Removes `user`'s chat room affiliations; returns the rooms (service domain, name), sorted.
 pub(super) async fn drop_affiliations(
@@ -26,9 +57,12 @@ pub(super) async fn drop_affiliations(
     Ok(rooms)
 }
 
-async fn save_room(pool: Pool, room: StoredRoom) -> Result<()> {
+async fn save_room(pool: Pool, room: StoredRoom, lease: Option<LeaseToken>) -> Result<()> {
     let mut client = get(&pool).await?;
     let tx = client.transaction().await.map_err(pg_err)?;
+    if let Some(lease) = &lease {
+        check_lease(&tx, &room.domain, &room.name, lease).await?;
+    }
     let stmt = tx
         .prepare_cached(
             "INSERT INTO muc_rooms (domain, name, config, subject) VALUES ($1, $2, $3, $4)
@@ -76,18 +110,24 @@ async fn save_room(pool: Pool, room: StoredRoom) -> Result<()> {
     tx.commit().await.map_err(pg_err)
 }
 
-async fn delete_room(pool: Pool, domain: String, name: String) -> Result<()> {
-    let client = get(&pool).await?;
+async fn delete_room(
+    pool: Pool,
+    domain: String,
+    name: String,
+    lease: Option<LeaseToken>,
+) -> Result<()> {
+    let mut client = get(&pool).await?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    if let Some(lease) = &lease {
+        check_lease(&tx, &domain, &name, lease).await?;
+    }
     // The affiliations go with the room (ON DELETE CASCADE).
-    let stmt = client
+    let stmt = tx
         .prepare_cached("DELETE FROM muc_rooms WHERE domain = $1 AND name = $2")
         .await
         .map_err(pg_err)?;
-    client
-        .execute(&stmt, &[&domain, &name])
-        .await
-        .map_err(pg_err)?;
-    Ok(())
+    tx.execute(&stmt, &[&domain, &name]).await.map_err(pg_err)?;
+    tx.commit().await.map_err(pg_err)
 }
 
 /// The rooms of `domain` (only `name` when given), sorted by name, with their affiliations.
@@ -144,12 +184,119 @@ async fn load_rooms(
 impl RoomStore for PgStore {
     fn save_room(&self, room: &StoredRoom) -> Queued<()> {
         let room = room.clone();
-        self.queue(move |pool| Box::pin(save_room(pool, room)))
+        self.queue(move |pool| Box::pin(save_room(pool, room, None)))
     }
 
     fn delete_room(&self, domain: &str, name: &str) -> Queued<()> {
         let (domain, name) = (domain.to_owned(), name.to_owned());
-        self.queue(move |pool| Box::pin(delete_room(pool, domain, name)))
+        self.queue(move |pool| Box::pin(delete_room(pool, domain, name, None)))
+    }
+
+    fn save_leased_room(&self, room: &StoredRoom, lease: &LeaseToken) -> Queued<()> {
+        let (room, lease) = (room.clone(), lease.clone());
+        self.queue(move |pool| Box::pin(save_room(pool, room, Some(lease))))
+    }
+
+    fn delete_leased_room(&self, domain: &str, name: &str, lease: &LeaseToken) -> Queued<()> {
+        let (domain, name, lease) = (domain.to_owned(), name.to_owned(), lease.clone());
+        self.queue(move |pool| Box::pin(delete_room(pool, domain, name, Some(lease))))
+    }
+
+    async fn lease_room(
+        &self,
+        domain: &str,
+        name: &str,
+        node: &str,
+        ttl_ms: i64,
+    ) -> Result<RoomLease> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // A row to lock, free (epoch 0, expired) when the room never had a lease.
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO muc_leases (domain, name, node, epoch, expires_ms)
+                 VALUES ($1, $2, '', 0, 0) ON CONFLICT (domain, name) DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(&stmt, &[&domain, &name]).await.map_err(pg_err)?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT node, epoch, expires_ms FROM muc_leases
+                 WHERE domain = $1 AND name = $2 FOR UPDATE",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = tx
+            .query_one(&stmt, &[&domain, &name])
+            .await
+            .map_err(pg_err)?;
+        let (holder, epoch, until): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        // Read once the row is locked: the clock of the decision.
+        let now: i64 = (tx.query_one(&format!("SELECT {NOW_MS}"), &[]).await)
+            .map_err(pg_err)?
+            .get(0);
+        let (epoch, expires) = match next_lease(Some((&holder, epoch, until)), node, now, ttl_ms) {
+            Ok(next) => next,
+            Err(held) => return Ok(held),
+        };
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE muc_leases SET node = $3, epoch = $4, expires_ms = $5
+                 WHERE domain = $1 AND name = $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(&stmt, &[&domain, &name, &node, &epoch, &expires])
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(RoomLease::Granted { epoch })
+    }
+
+    async fn renew_room_leases(&self, node: &str, ttl_ms: i64) -> Result<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "UPDATE muc_leases SET expires_ms = {NOW_MS} + $2
+                 WHERE node = $1 AND expires_ms > {NOW_MS} RETURNING domain, name"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let mut rooms: Vec<(String, String)> = (client.query(&stmt, &[&node, &ttl_ms]).await)
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    async fn release_room(&self, domain: &str, name: &str, node: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // A stored room keeps its row, so that its epoch keeps growing across holders.
+        for sql in [
+            "DELETE FROM muc_leases l WHERE domain = $1 AND name = $2 AND node = $3
+             AND NOT EXISTS (SELECT 1 FROM muc_rooms r WHERE r.domain = l.domain AND r.name = l.name)",
+            "UPDATE muc_leases SET expires_ms = 0 WHERE domain = $1 AND name = $2 AND node = $3",
+        ] {
+            let stmt = tx.prepare_cached(sql).await.map_err(pg_err)?;
+            tx.execute(&stmt, &[&domain, &name, &node])
+                .await
+                .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn release_room_leases(&self, node: &str) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("UPDATE muc_leases SET expires_ms = 0 WHERE node = $1")
+            .await
+            .map_err(pg_err)?;
+        client.execute(&stmt, &[&node]).await.map_err(pg_err)?;
+        Ok(())
     }
 
     async fn room(&self, domain: &str, name: &str) -> Result<Option<StoredRoom>> {

@@ -8,6 +8,7 @@ use xmppd_dbtest as support;
 
 mod accounts;
 mod data;
+mod leases;
 mod offline;
 mod rooms;
 mod roster;
@@ -135,6 +136,11 @@ conformance!(
     data::sessions_open_close_clear,
     rooms::rooms_save_replace_list_delete,
     rooms::queued_room_writes_commit_in_order,
+    leases::a_room_lease_has_one_holder_until_released,
+    leases::an_expired_lease_goes_to_another_node_with_a_new_epoch,
+    leases::writes_under_a_lost_lease_are_refused,
+    leases::renewal_extends_only_the_nodes_own_live_leases,
+    leases::nodes_leasing_one_room_at_once_get_it_once,
     shared::two_stores_open_a_new_database_at_once,
     shared::an_account_created_by_one_store_is_seen_by_the_other,
     shared::concurrent_pushes_from_two_stores_respect_the_cap,
