@@ -8,6 +8,9 @@
 //! - [`answer`]: queries and metadata answered alike for accounts and rooms.
 //! - [`store`]: what is kept and how it is asked, behind [`ArchiveStore`].
 //! - [`sqlite`]: [`SqliteArchive`], the tables in the server's SQLite file (FTS5 for text).
+//! - [`postgres`], [`mysql`] (cargo features `postgres`, `mysql`): [`PgArchive`] and
+//!   [`MysqlArchive`], the same tables on the deployment's database server, written through a
+//!   group-commit queue of their own (`writer`); what they share is in `remote`.
 //! - [`query`]: the query, result, `<fin/>`, metadata and preferences elements.
 //! - [`policy`]: which messages are archived.
 //! - [`retention`]: the purge job.
@@ -15,14 +18,26 @@
 
 pub mod answer;
 pub mod module;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod policy;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod query;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod remote;
 pub mod retention;
 pub mod retract;
 pub mod room;
 pub mod sqlite;
 pub mod store;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod writer;
 
+#[cfg(feature = "mysql")]
+pub use mysql::MysqlArchive;
+#[cfg(feature = "postgres")]
+pub use postgres::PgArchive;
 pub use retention::Retention;
 pub use room::RoomArchives;
 pub use sqlite::SqliteArchive;
