@@ -28,7 +28,7 @@ use crate::store::{
     join_jids, split_jids, ArchiveError, ArchiveStore, DefaultPolicy, Direction, Matcher,
     NewMessage, Page, PageRequest, Prefs,
 };
-use crate::writer::{Sink, Writer};
+use crate::writer::{Appended, Failed, Sink, Writer};
 
 /// Migrations of the archive's tables on MariaDB (see [`Schema`]): append, never edit. Bare
 /// JIDs up to 511 characters (a 255-character user name and domain, as the core's), other
@@ -102,13 +102,18 @@ fn params(args: Vec<Arg>) -> Params {
     )
 }
 
+const ADD_BYTES: &str = "UPDATE mam_size SET bytes = bytes + ? WHERE `only` = 0";
+
 async fn add_bytes(tx: &mut Transaction<'_>, delta: i64) -> Result<(), StorageError> {
-    tx.exec_drop(
-        "UPDATE mam_size SET bytes = bytes + ? WHERE `only` = 0",
-        (delta,),
-    )
-    .await
-    .map_err(err)
+    tx.exec_drop(ADD_BYTES, (delta,)).await.map_err(err)
+}
+
+/// A failed statement of an append; refused when the server answered it with an error.
+fn failed(e: mysql_async::Error) -> Failed {
+    Failed {
+        refused: matches!(e, mysql_async::Error::Server(_)),
+        error: err(e),
+    }
 }
 
 /// Deletes the messages `rows` names (`(id, bytes)`) and takes their bytes off the count; how
@@ -136,7 +141,7 @@ async fn insert(
     tx: &mut Transaction<'_>,
     msgs: &[NewMessage],
     stamp_ms: i64,
-) -> Result<Vec<i64>, StorageError> {
+) -> Result<Vec<i64>, mysql_async::Error> {
     let row = "(?, ?, ?, ?, ?, ?, ?)";
     let sql = format!(
         "INSERT INTO mam_messages
@@ -160,25 +165,26 @@ async fn insert(
 }
 
 impl Sink for MysqlSink {
-    fn append(&self, msgs: Arc<Vec<NewMessage>>, stamp_ms: i64) -> Queued<Vec<i64>> {
+    fn append(&self, msgs: Arc<Vec<NewMessage>>, stamp_ms: i64) -> Appended {
         let store = self.0.clone();
         Box::pin(async move {
-            let mut conn = store.conn().await?;
+            let mut conn = store.conn().await.map_err(Failed::unavailable)?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
                 .await
-                .map_err(err)?;
+                .map_err(failed)?;
             // First: the count's lock orders the appends of every process.
-            add_bytes(&mut tx, msgs.iter().map(|m| m.stanza.len() as i64).sum()).await?;
+            let bytes = msgs.iter().map(|m| m.stanza.len() as i64).sum();
+            tx.exec_drop(ADD_BYTES, (bytes,)).await.map_err(failed)?;
             let mut ids = Vec::with_capacity(msgs.len());
             let whole = msgs.len() / INSERT_CHUNK * INSERT_CHUNK;
             for chunk in msgs[..whole].chunks(INSERT_CHUNK) {
-                ids.extend(insert(&mut tx, chunk, stamp_ms).await?);
+                ids.extend(insert(&mut tx, chunk, stamp_ms).await.map_err(failed)?);
             }
             for one in msgs[whole..].chunks(1) {
-                ids.extend(insert(&mut tx, one, stamp_ms).await?);
+                ids.extend(insert(&mut tx, one, stamp_ms).await.map_err(failed)?);
             }
-            tx.commit().await.map_err(err)?;
+            tx.commit().await.map_err(failed)?;
             ids.sort_unstable();
             Ok(ids)
         })

@@ -20,11 +20,33 @@ use crate::store::NewMessage;
 /// Messages archived per transaction at most.
 pub const MAX_BATCH: usize = 256;
 
+/// Why a batch was not archived.
+pub(crate) struct Failed {
+    pub error: StorageError,
+    /// The database refused a statement (a value, a constraint): one message of the batch
+    /// may be at fault, so its appends are tried again one by one. Otherwise (no connection,
+    /// a timeout) they all fail at once, without waiting for each in turn.
+    pub refused: bool,
+}
+
+impl Failed {
+    /// A failure that is not the data's: the store could not be reached.
+    pub(crate) fn unavailable(error: StorageError) -> Failed {
+        Failed {
+            error,
+            refused: false,
+        }
+    }
+}
+
+pub(crate) type Appended =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<i64>, Failed>> + Send>>;
+
 /// What an engine does for the queue: archive a batch in one transaction.
 pub(crate) trait Sink: Send + Sync + 'static {
     /// Stores `msgs`, all stamped `stamp_ms`, in one transaction; resolves after its COMMIT to
     /// their ids, in order (growing).
-    fn append(&self, msgs: Arc<Vec<NewMessage>>, stamp_ms: i64) -> Queued<Vec<i64>>;
+    fn append(&self, msgs: Arc<Vec<NewMessage>>, stamp_ms: i64) -> Appended;
 }
 
 type Reply = oneshot::Sender<Result<Vec<(i64, i64)>, StorageError>>;
@@ -136,8 +158,15 @@ async fn run<S: Sink>(sink: Arc<S>, mut queued: mpsc::UnboundedReceiver<Job>, mu
                     let _ = reply.send(Ok(got));
                 }
             }
-            Err(e) if replies.len() == 1 => {
-                let _ = replies.pop().map(|(_, reply)| reply.send(Err(e)));
+            Err(f) if replies.len() == 1 || !f.refused => {
+                let text = f.error.to_string();
+                let mut first = Some(f.error);
+                for (_, reply) in replies {
+                    let e = first
+                        .take()
+                        .unwrap_or_else(|| StorageError::Backend(text.clone()));
+                    let _ = reply.send(Err(e));
+                }
             }
             Err(_) => {
                 // Each on its own: only the appends that fail by themselves fail.
@@ -146,7 +175,9 @@ async fn run<S: Sink>(sink: Arc<S>, mut queued: mpsc::UnboundedReceiver<Job>, mu
                     let msgs = Arc::new(all[from..from + n].to_vec());
                     from += n;
                     let got = sink.append(msgs, stamp).await;
-                    let got = got.map(|ids| ids.into_iter().map(|id| (id, stamp)).collect());
+                    let got = got
+                        .map(|ids| ids.into_iter().map(|id| (id, stamp)).collect())
+                        .map_err(|f| f.error);
                     let _ = reply.send(got);
                 }
             }

@@ -52,6 +52,39 @@ pub async fn messages_queued_together_share_a_stamp_and_keep_their_order(db: &dy
     assert!(a.append_all(Vec::new()).await.unwrap().is_empty());
 }
 
+pub async fn a_message_the_database_refuses_fails_alone(db: &dyn Engine) {
+    let Some(bad) = db.refused() else { return };
+    let a = db.open().await;
+    // Queued together, so that they would share a transaction.
+    let mut queued = Vec::new();
+    for i in 0..20 {
+        let m = if i == 10 {
+            bad.clone()
+        } else {
+            msg("b@x", "a@x", &format!("good{i}"))
+        };
+        queued.push(a.append_all(vec![m]));
+    }
+    let mut archived = Vec::new();
+    for (i, q) in queued.into_iter().enumerate() {
+        match q.await {
+            Ok(ids) if i != 10 => archived.push(ids[0].0),
+            Err(_) if i == 10 => {}
+            other => panic!("append {i}: {other:?}"),
+        }
+    }
+    let p = a
+        .query("b@x", page(Paging::Forward { after: None }, 50))
+        .await
+        .unwrap();
+    assert_eq!(ids(&p), archived);
+    let good: u64 = (0..20)
+        .filter(|i| *i != 10)
+        .map(|i| msg("b@x", "a@x", &format!("good{i}")).stanza.len() as u64)
+        .sum();
+    assert_eq!(a.total_bytes().await.unwrap(), good);
+}
+
 pub async fn pages_forward_and_backward_to_the_end(db: &dyn Engine) {
     let a = db.open().await;
     let all = ten(&*a).await;

@@ -28,6 +28,8 @@ pub trait Engine: Send + Sync {
     /// of the SQLite table only, none of this engine's full-text index. `None` on SQLite,
     /// whose index is not copied from anywhere.
     async fn copy_in(&self, id: i64, owner: &str, stanza: &str) -> Option<()>;
+    /// A message this engine's database refuses, if there is one.
+    fn refused(&self) -> Option<NewMessage>;
 }
 
 pub struct Sqlite {
@@ -76,6 +78,10 @@ impl Engine for Sqlite {
     }
 
     async fn copy_in(&self, _: i64, _: &str, _: &str) -> Option<()> {
+        None
+    }
+
+    fn refused(&self) -> Option<NewMessage> {
         None
     }
 }
@@ -134,6 +140,13 @@ impl Engine for Postgres {
             .await
             .unwrap();
         Some(())
+    }
+
+    fn refused(&self) -> Option<NewMessage> {
+        // PostgreSQL's text holds no NUL character.
+        let mut m = msg("b@x", "a@x", "bad");
+        m.stanza = m.stanza.replace("bad", "b\0d");
+        Some(m)
     }
 }
 
@@ -194,6 +207,11 @@ impl Engine for Mariadb {
         .await
         .unwrap();
         Some(())
+    }
+
+    fn refused(&self) -> Option<NewMessage> {
+        // Longer than the column of the other party's JID (strict mode refuses it).
+        Some(msg("b@x", &format!("{}@x", "a".repeat(1100)), "bad"))
     }
 }
 
@@ -291,6 +309,7 @@ macro_rules! conformance {
 conformance!(
     archive::ids_grow_and_stamps_never_go_back,
     archive::messages_queued_together_share_a_stamp_and_keep_their_order,
+    archive::a_message_the_database_refuses_fails_alone,
     archive::pages_forward_and_backward_to_the_end,
     archive::filters_combine,
     archive::unknown_ids_are_refused,
