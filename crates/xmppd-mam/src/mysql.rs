@@ -161,7 +161,7 @@ async fn insert(
             Value::from(remote::index_text(m)),
         ]);
     }
-    tx.exec(sql, Params::Positional(values)).await.map_err(err)
+    tx.exec(sql, Params::Positional(values)).await
 }
 
 impl Sink for MysqlSink {
@@ -174,7 +174,7 @@ impl Sink for MysqlSink {
                 .await
                 .map_err(failed)?;
             // First: the count's lock orders the appends of every process.
-            let bytes = msgs.iter().map(|m| m.stanza.len() as i64).sum();
+            let bytes: i64 = msgs.iter().map(|m| m.stanza.len() as i64).sum();
             tx.exec_drop(ADD_BYTES, (bytes,)).await.map_err(failed)?;
             let mut ids = Vec::with_capacity(msgs.len());
             let whole = msgs.len() / INSERT_CHUNK * INSERT_CHUNK;
