@@ -10,7 +10,8 @@
 //! - [`sqlite`]: [`SqliteArchive`], the tables in the server's SQLite file (FTS5 for text).
 //! - [`postgres`], [`mysql`] (cargo features `postgres`, `mysql`): [`PgArchive`] and
 //!   [`MysqlArchive`], the same tables on the deployment's database server, written through a
-//!   group-commit queue of their own (`writer`); what they share is in `remote`.
+//!   group-commit queue of their own (`writer`); the SQL of a query, built once for
+//!   every engine, is in `sql`.
 //! - [`query`]: the query, result, `<fin/>`, metadata and preferences elements.
 //! - [`policy`]: which messages are archived.
 //! - [`retention`]: the purge job.
@@ -24,11 +25,12 @@ pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod query;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-mod remote;
+// Parts serve only the engines on a database server.
 pub mod retention;
 pub mod retract;
 pub mod room;
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+mod sql;
 pub mod sqlite;
 pub mod store;
 #[cfg(any(feature = "postgres", feature = "mysql"))]

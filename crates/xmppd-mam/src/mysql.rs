@@ -23,7 +23,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Transaction, TxOpts, Value};
 use xmppd_storage::{MysqlStore, Queued, Schema, StorageError};
 
-use crate::remote::{self, Arg, BACKFILL_BATCH, FIND_CHUNK};
+use crate::sql::{self, Arg, BACKFILL_BATCH, FIND_CHUNK};
 use crate::store::{
     join_jids, split_jids, ArchiveError, ArchiveStore, DefaultPolicy, Direction, Matcher,
     NewMessage, Page, PageRequest, Prefs,
@@ -158,7 +158,7 @@ async fn insert(
             Value::from(&m.with_resource),
             Value::Int(m.direction.as_i64()),
             Value::from(&m.stanza),
-            Value::from(remote::index_text(m)),
+            Value::from(sql::index_text(m)),
         ]);
     }
     tx.exec(sql, Params::Positional(values)).await
@@ -298,7 +298,7 @@ async fn backfill(store: &MysqlStore) -> Result<(), StorageError> {
         done += rows.len();
         let updates = rows
             .iter()
-            .map(|(id, stanza)| (remote::stanza_text(stanza), *id));
+            .map(|(id, stanza)| (sql::stanza_text(stanza), *id));
         tx.exec_batch("UPDATE mam_messages SET body = ? WHERE id = ?", updates)
             .await
             .map_err(err)?;
@@ -314,17 +314,17 @@ impl ArchiveStore for MysqlArchive {
 
     async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError> {
         let mut conn = self.store.conn().await?;
-        let named = remote::named_ids(&req);
+        let named = sql::named_ids(&req);
         if !named.is_empty() {
-            let (sql, args) = remote::count_ids(owner, &named);
+            let (sql, args) = sql::count_ids(owner, &named);
             let found: Option<i64> = conn.exec_first(sql, params(args)).await.map_err(err)?;
             if found.and_then(|n| usize::try_from(n).ok()) != Some(named.len()) {
                 return Err(ArchiveError::UnknownId);
             }
         }
-        let (sql, args) = remote::page_query(owner, &req, |t| self.fulltext(t));
+        let (sql, args) = sql::page_query(owner, &req, |t| self.fulltext(t));
         let rows: Vec<(i64, i64, i64, String)> = conn.exec(sql, params(args)).await.map_err(err)?;
-        Ok(remote::page_of(&req, rows))
+        Ok(sql::page_of(&req, rows))
     }
 
     async fn bounds(&self, owner: &str) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
@@ -332,7 +332,7 @@ impl ArchiveStore for MysqlArchive {
             .store
             .conn()
             .await?
-            .exec(remote::BOUNDS, (owner, owner, owner))
+            .exec(sql::BOUNDS, (owner, owner, owner))
             .await
             .map_err(err)?;
         Ok(ends.first().copied().zip(ends.last().copied()))
@@ -466,7 +466,7 @@ impl ArchiveStore for MysqlArchive {
         loop {
             let rows: Vec<(i64, String)> = conn
                 .exec(
-                    remote::FIND_LATEST,
+                    sql::FIND_LATEST,
                     (
                         owner,
                         with_bare,
@@ -543,7 +543,7 @@ impl ArchiveStore for MysqlArchive {
                     )
                     .await
                     .map_err(err)?;
-                let Some(upto) = remote::oldest_to_free(rows.iter().copied(), excess) else {
+                let Some(upto) = sql::oldest_to_free(rows.iter().copied(), excess) else {
                     return Ok(0);
                 };
                 let gone: Vec<(i64, i64)> = rows.into_iter().filter(|r| r.0 <= upto).collect();

@@ -22,7 +22,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use xmppd_storage::{PgStore, Queued, Schema, StorageError};
 
-use crate::remote::{self, numbered, Arg, BACKFILL_BATCH, FIND_CHUNK};
+use crate::sql::{self, numbered, Arg, BACKFILL_BATCH, FIND_CHUNK};
 use crate::store::{
     join_jids, split_jids, ArchiveError, ArchiveStore, DefaultPolicy, Direction, Matcher,
     NewMessage, Page, PageRequest, Prefs,
@@ -150,7 +150,7 @@ impl Sink for PgSink {
                 col(|m| &m.with_bare),
                 col(|m| &m.with_resource),
                 col(|m| &m.stanza),
-                col(remote::index_text),
+                col(sql::index_text),
             );
             let directions: Vec<i64> = msgs.iter().map(|m| m.direction.as_i64()).collect();
             // One statement for the batch; the ids are given in the order of `n`.
@@ -264,7 +264,7 @@ async fn backfill(store: &PgStore) -> Result<(), StorageError> {
             return Ok(());
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        let texts: Vec<String> = rows.iter().map(|r| remote::stanza_text(r.get(1))).collect();
+        let texts: Vec<String> = rows.iter().map(|r| sql::stanza_text(r.get(1))).collect();
         tx.execute(
             "UPDATE mam_messages SET body_tsv = to_tsvector('simple', u.t)
              FROM unnest($1::bigint[], $2::text[]) AS u (i, t) WHERE id = u.i",
@@ -297,9 +297,9 @@ impl ArchiveStore for PgArchive {
 
     async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError> {
         let client = self.store.client().await?;
-        let named = remote::named_ids(&req);
+        let named = sql::named_ids(&req);
         if !named.is_empty() {
-            let (sql, args) = remote::count_ids(owner, &named);
+            let (sql, args) = sql::count_ids(owner, &named);
             let stmt = client.prepare_cached(&numbered(&sql)).await.map_err(err)?;
             let found: i64 = client
                 .query_one(&stmt, &bind(&args))
@@ -310,20 +310,20 @@ impl ArchiveStore for PgArchive {
                 return Err(ArchiveError::UnknownId);
             }
         }
-        let (sql, args) = remote::page_query(owner, &req, fulltext);
+        let (sql, args) = sql::page_query(owner, &req, fulltext);
         let stmt = client.prepare_cached(&numbered(&sql)).await.map_err(err)?;
         let rows = client.query(&stmt, &bind(&args)).await.map_err(err)?;
         let rows = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
-        Ok(remote::page_of(&req, rows))
+        Ok(sql::page_of(&req, rows))
     }
 
     async fn bounds(&self, owner: &str) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
         let client = self.store.client().await?;
         let stmt = client
-            .prepare_cached(&numbered(remote::BOUNDS))
+            .prepare_cached(&numbered(sql::BOUNDS))
             .await
             .map_err(err)?;
         let rows = client
@@ -453,7 +453,7 @@ impl ArchiveStore for PgArchive {
     ) -> Result<Option<(i64, String)>, StorageError> {
         let client = self.store.client().await?;
         let stmt = client
-            .prepare_cached(&numbered(remote::FIND_LATEST))
+            .prepare_cached(&numbered(sql::FIND_LATEST))
             .await
             .map_err(err)?;
         let mut before = i64::MAX;
@@ -558,7 +558,7 @@ impl PgArchive {
                     .await
                     .map_err(err)?;
                 let sizes = rows.iter().map(|r| (r.get(0), r.get(1)));
-                let Some(upto) = remote::oldest_to_free(sizes, excess) else {
+                let Some(upto) = sql::oldest_to_free(sizes, excess) else {
                     return Ok(0);
                 };
                 let n = delete_counted(

@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use minidom::Element;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use xmppd_storage::{Deferred, Queued, Schema, SqliteStore, StorageError};
 
+use crate::sql::Arg;
 use crate::store::{
-    join_jids, split_jids, ArchiveError, ArchiveStore, Archived, DefaultPolicy, Direction, Matcher,
-    NewMessage, Page, PageRequest, Paging, Prefs,
+    join_jids, split_jids, ArchiveError, ArchiveStore, DefaultPolicy, Direction, Matcher,
+    NewMessage, Page, PageRequest, Prefs,
 };
 
 /// Migrations of the archive's tables (see [`Schema`]): append, never edit.
@@ -147,13 +147,8 @@ async fn reindex(store: &SqliteStore) -> Result<(), StorageError> {
                 let mut bodies = 0;
                 for (id, owner, stanza) in rows {
                     // A tombstone has no body, and a row that does not parse has nothing to find.
-                    let text = stanza
-                        .parse::<Element>()
-                        .ok()
-                        .filter(|m| !crate::retract::is_tombstone(m))
-                        .and_then(|m| crate::policy::body(&m))
-                        .filter(|t| !t.trim().is_empty());
-                    if let Some(text) = text {
+                    let text = crate::sql::stanza_text(&stanza);
+                    if !text.trim().is_empty() {
                         index_text(c, id, &owner, &text)?;
                         bodies += 1;
                     }
@@ -264,106 +259,42 @@ pub fn load_messages(
     Ok(())
 }
 
-fn exists(c: &Connection, owner: &str, id: i64) -> rusqlite::Result<bool> {
-    Ok(c.query_row(
-        "SELECT 1 FROM mam_messages WHERE id = ?1 AND owner = ?2",
-        params![id, owner],
-        |_| Ok(()),
-    )
-    .optional()?
-    .is_some())
+fn values(args: Vec<Arg>) -> Vec<Value> {
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Text(s) => Value::Text(s),
+            Arg::Int(i) => Value::Integer(i),
+        })
+        .collect()
 }
 
 fn run_query(c: &Connection, owner: &str, req: &PageRequest) -> Result<Page, ArchiveError> {
-    let f = &req.filter;
-    let mut named = Vec::new();
-    named.extend(f.after_id);
-    named.extend(f.before_id);
-    named.extend(f.ids.iter().flatten().copied());
-    match req.paging {
-        Paging::Forward { after: Some(id) } | Paging::Backward { before: Some(id) } => {
-            named.push(id)
-        }
-        _ => {}
-    }
-    for id in named {
-        if !exists(c, owner, id).map_err(StorageError::from)? {
+    let named = crate::sql::named_ids(req);
+    if !named.is_empty() {
+        let (sql, args) = crate::sql::count_ids(owner, &named);
+        let found: i64 = c
+            .query_row(&sql, params_from_iter(values(args)), |r| r.get(0))
+            .map_err(StorageError::from)?;
+        if usize::try_from(found).ok() != Some(named.len()) {
             return Err(ArchiveError::UnknownId);
         }
     }
-    let mut sql =
-        String::from("SELECT id, stamp_ms, direction, stanza FROM mam_messages WHERE owner = ?");
-    let mut args: Vec<Value> = vec![Value::Text(owner.to_owned())];
-    let mut cond = |clause: &str, v: Value| {
-        sql.push_str(clause);
-        args.push(v);
-    };
-    if let Some(w) = &f.with {
-        cond(" AND with_bare = ?", Value::Text(w.bare.clone()));
-        if let Some(r) = &w.resource {
-            cond(" AND with_resource = ?", Value::Text(r.clone()));
-        }
-    }
-    if let Some(v) = f.start_ms {
-        cond(" AND stamp_ms >= ?", Value::Integer(v));
-    }
-    if let Some(v) = f.end_ms {
-        cond(" AND stamp_ms <= ?", Value::Integer(v));
-    }
-    if let Some(v) = f.after_id {
-        cond(" AND id > ?", Value::Integer(v));
-    }
-    if let Some(v) = f.before_id {
-        cond(" AND id < ?", Value::Integer(v));
-    }
-    if let Some(m) = f.fulltext.as_deref().and_then(|t| fts_terms(owner, t)) {
-        cond(
-            " AND id IN (SELECT rowid FROM mam_text WHERE mam_text MATCH ?)",
-            Value::Text(m),
-        );
-    }
-    match req.paging {
-        Paging::Forward { after: Some(v) } => cond(" AND id > ?", Value::Integer(v)),
-        Paging::Backward { before: Some(v) } => cond(" AND id < ?", Value::Integer(v)),
-        _ => {}
-    }
-    if let Some(ids) = &f.ids {
-        sql.push_str(" AND id IN (");
-        for (i, id) in ids.iter().enumerate() {
-            sql.push_str(if i == 0 { "?" } else { ", ?" });
-            args.push(Value::Integer(*id));
-        }
-        sql.push(')');
-    }
-    let backward = matches!(req.paging, Paging::Backward { .. });
-    sql.push_str(if backward {
-        " ORDER BY id DESC LIMIT ?"
-    } else {
-        " ORDER BY id ASC LIMIT ?"
+    let (sql, args) = crate::sql::page_query(owner, req, |text| {
+        let terms = fts_terms(owner, text)?;
+        Some((
+            "id IN (SELECT rowid FROM mam_text WHERE mam_text MATCH ?)".into(),
+            vec![Arg::Text(terms)],
+        ))
     });
-    // One more than asked: whether it exists tells whether the page completes the set.
-    args.push(Value::Integer(
-        req.max.saturating_add(1).min(i64::MAX as usize) as i64,
-    ));
-    let mut stmt = c.prepare(&sql).map_err(StorageError::from)?;
-    let mut items = stmt
-        .query_map(params_from_iter(args), |r| {
-            Ok(Archived {
-                id: r.get(0)?,
-                stamp_ms: r.get(1)?,
-                direction: Direction::from_i64(r.get(2)?),
-                stanza: r.get(3)?,
-            })
+    let mut stmt = c.prepare_cached(&sql).map_err(StorageError::from)?;
+    let rows = stmt
+        .query_map(params_from_iter(values(args)), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .map_err(StorageError::from)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(StorageError::from)?;
-    let complete = items.len() <= req.max;
-    items.truncate(req.max);
-    if backward {
-        items.reverse();
-    }
-    Ok(Page { items, complete })
+    Ok(crate::sql::page_of(req, rows))
 }
 
 #[async_trait]
@@ -602,17 +533,12 @@ impl ArchiveStore for SqliteArchive {
                 let mut stmt = c.prepare(
                     "SELECT id, octet_length(stanza) FROM mam_messages ORDER BY id LIMIT ?1",
                 )?;
-                let mut rows = stmt.query(params![limit as i64])?;
-                let (mut freed, mut upto) = (0u64, None);
-                while let Some(r) = rows.next()? {
-                    upto = Some(r.get::<_, i64>(0)?);
-                    freed += u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
-                    if freed >= excess {
-                        break;
-                    }
-                }
-                drop(rows);
-                let Some(upto) = upto else { return Ok(0) };
+                let sizes = stmt
+                    .query_map(params![limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
+                let Some(upto) = crate::sql::oldest_to_free(sizes, excess) else {
+                    return Ok(0);
+                };
                 Ok(c.execute("DELETE FROM mam_messages WHERE id <= ?1", params![upto])?)
             })
             .await
@@ -631,7 +557,7 @@ impl ArchiveStore for SqliteArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Filter;
+    use crate::store::{Filter, Paging};
 
     async fn archive() -> (Arc<SqliteStore>, SqliteArchive) {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());

@@ -1,7 +1,7 @@
-//! What the archive's engines on a database server (PostgreSQL, MariaDB) share: the SQL of a
-//! query, built once with `?` placeholders (PostgreSQL numbers them, [`numbered`]), the ids a
-//! query names, the page made of its rows, and the text an archived stanza gives the
-//! full-text index.
+//! What the archive's engines share: the SQL of a query, built once with `?` placeholders
+//! (PostgreSQL numbers them, [`numbered`]; each engine brings its full-text condition), the ids
+//! a query names, the page made of its rows, the oldest rows that free enough bytes, and, for
+//! the engines on a database server, the text an archived stanza gives the full-text index.
 
 use minidom::Element;
 
