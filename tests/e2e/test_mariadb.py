@@ -1,13 +1,14 @@
 """``[storage] backend = "mysql"`` (MariaDB): the accounts, rosters and offline messages of the
 core in a real MariaDB, through real clients (slixmpp), across a restart of xmppd and an outage
-of the database; so are block lists, upload slots, FAST tokens and API tokens. The services
+of the database; so are block lists, upload slots, FAST tokens, API tokens and the message
+archive. The services
 that keep SQLite stores still use the file of ``storage.sqlite_path`` beside it
 (docs/STORAGE.md)."""
 
 from clients import async_test, login, settled
 from mariadb_fixture import PASSWORD, mariadb  # noqa: F401
-from test_postgres import (outage_gives_temporary_errors_and_recovers, password_in_url_is_refused,
-                           service_stores_live_on_the_database,
+from test_postgres import (archive_round_trip, outage_gives_temporary_errors_and_recovers,
+                           password_in_url_is_refused, service_stores_live_on_the_database,
                            unreachable_database_stops_the_start)
 from test_upload import upload_config
 
@@ -40,6 +41,13 @@ async def test_accounts_roster_and_offline_messages_live_in_mariadb(make_server,
     assert (item["name"], sorted(item["groups"])) == ("Bobby", ["café ☕", "friends"])
     assert mariadb.sql("SELECT count(*) FROM offline").strip() == "0"
     assert PASSWORD not in server.output()
+
+
+@async_test(timeout=150.0)
+async def test_the_message_archive_lives_in_mariadb(make_server, mariadb, monkeypatch):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(storage=maria_storage(mariadb))
+    await archive_round_trip(server, lambda sql: mariadb.sql(sql))
 
 
 @async_test()

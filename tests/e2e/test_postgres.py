@@ -1,7 +1,7 @@
 """``[storage] backend = "postgres"``: the accounts, rosters and offline messages of the core in
 a real PostgreSQL, through real clients (slixmpp), across a restart of xmppd and an outage of
-the database; so are block lists, upload slots, FAST tokens and API tokens. The services that
-keep SQLite stores still use the file of ``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
+the database; so are block lists, upload slots, FAST tokens, API tokens and the message
+archive. The services that keep SQLite stores still use the file of ``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
 
 import asyncio
 import sqlite3
@@ -77,6 +77,54 @@ async def test_block_lists_uploads_and_tokens_live_in_postgresql(make_server, po
     monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
     server = make_server(storage=pg_storage(postgres), **upload_config())
     await service_stores_live_on_the_database(server, postgres.psql, tmp_path)
+
+
+@async_test(timeout=150.0)
+async def test_the_message_archive_lives_in_postgresql(make_server, postgres, monkeypatch):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(storage=pg_storage(postgres))
+    await archive_round_trip(server, lambda sql: postgres.psql(sql))
+
+
+async def archive_round_trip(server, sql) -> None:
+    """Messages archived on the database server (``sql`` runs a query there), paged forward
+    and backward with slixmpp's XEP-0313 plugin, found by a full-text query, and all there
+    again after xmppd restarts; none of it in the SQLite file beside it."""
+    from test_mam import bodies, fin, iterate, mam_client, query
+
+    alice = await login(server, "alice")
+    bob = await mam_client(server, "bob")
+    sent = [f"message {i} about {'the harbour' if i % 5 == 0 else 'nothing'}" for i in range(12)]
+    for text in sent:
+        alice.chat("bob@localhost", text)
+    await bob.expect_message(sent[-1])
+    await settled(alice)
+    # Both sides of the conversation, each in its owner's archive.
+    assert sql("SELECT count(*) FROM mam_messages").strip() == "24"
+
+    assert await iterate(bob, max_=5) == sent
+    assert await iterate(bob, max_=5, reverse=True) == list(reversed(sent))
+    reply, results = await query(bob, rsm="<max>3</max><before/>")
+    assert bodies(results) == sent[-3:] and fin(reply).get("complete") in (None, "false")
+    harbour = [t for t in sent if "harbour" in t]
+    reply, results = await query(bob, fields={"fulltext": "HARBOUR the"})
+    assert reply.get("type") == "result" and bodies(results) == harbour
+    reply, results = await query(bob, fields={"fulltext": "harbour", "with": "carol@localhost"})
+    assert bodies(results) == []
+    await alice.close()
+    await bob.close()
+
+    server.restart()
+    bob = await mam_client(server, "bob")
+    assert await iterate(bob, max_=5) == sent
+    _, results = await query(bob, fields={"fulltext": "harbour"})
+    assert bodies(results) == harbour
+    alice = await mam_client(server, "alice")
+    assert await iterate(alice, max_=50) == sent
+    with sqlite3.connect(server.data_dir / "xmppd.sqlite") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if "mam_messages" in tables:
+            assert db.execute("SELECT count(*) FROM mam_messages").fetchone()[0] == 0
 
 
 def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):

@@ -15,6 +15,7 @@ use std::io::BufRead;
 
 use xmppd_auth::{AuthBackend, AuthError, InternalBackend};
 use xmppd_config::ValidatedConfig;
+use xmppd_mam::ArchiveStore;
 use xmppd_storage::{SessionRecord, StorageError, UserRef};
 
 use crate::{admin_socket, stores, Failure};
@@ -66,12 +67,8 @@ pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> R
             .map_err(|e| explain(e.into(), &account))?;
         let store = stores.services;
         // A running server deletes the archive through the module's account-removal hook.
-        let archive = xmppd_mam::SqliteArchive::open(store).await;
-        let removed = match archive {
-            Ok(a) => xmppd_mam::ArchiveStore::remove_owner(&a, &jid(&account)).await,
-            Err(e) => Err(e),
-        };
-        removed.map_err(|e| explain(e.into(), &account))?;
+        let archive = crate::serve::open_archive(&stores.engine).await?;
+        (archive.remove_owner(&jid(&account)).await).map_err(|e| explain(e.into(), &account))?;
         // So are the push registrations: nothing may wake a device for a gone account.
         let push = crate::service_stores::push(&stores.engine).await?;
         (push.remove_owner(&jid(&account)).await).map_err(|e| explain(e.into(), &account))?;
@@ -299,11 +296,9 @@ pub async fn mam_purge(
         ),
         None => i64::MAX,
     };
-    let archive = xmppd_mam::SqliteArchive::open(stores::open_sqlite(config)?)
-        .await
-        .map_err(|e| format!("opening the message archive: {e}"))?;
+    let archive = crate::serve::open_archive(&stores::open(config).await?.engine).await?;
     let batch = config.mam.purge_batch;
-    let deleted = xmppd_mam::retention::purge(&archive, owner.as_deref(), before_ms, batch)
+    let deleted = xmppd_mam::retention::purge(&*archive, owner.as_deref(), before_ms, batch)
         .await
         .map_err(|e| format!("purging the message archive: {e}"))?;
     println!("deleted {deleted} archived message(s)");

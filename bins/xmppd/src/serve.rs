@@ -35,7 +35,7 @@ use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
 use xmppd_storage::{CredentialStore, SqliteStore, UserDataStore};
 use xmppd_stream::Limits;
 
-use crate::stores::{self, Stores};
+use crate::stores::{self, Engine, Stores};
 use crate::{admin_http, admin_socket, service_stores, Failure};
 
 /// How long in-flight sessions get to close after a shutdown signal.
@@ -177,7 +177,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     } else {
         builder.module(Arc::new(extdisco(&config)?))
     };
-    let (builder, retention, archive) = match mam_module(&config, &store).await? {
+    let (builder, retention, archive) = match mam_module(&config, &stores.engine).await? {
         Some((module, retention, archive)) => {
             (builder.module(module), Some(retention), Some(archive))
         }
@@ -695,17 +695,13 @@ fn queue_limits(c2s: &xmppd_config::C2sSettings) -> xmppd_core::QueueLimits {
 /// archives alike) and its store, none when disabled.
 async fn mam_module(
     config: &ValidatedConfig,
-    store: &Arc<SqliteStore>,
+    engine: &Engine,
 ) -> Result<Option<MamParts>, Failure> {
     let m = &config.mam;
     if !m.enabled {
         return Ok(None);
     }
-    let archive: Arc<dyn ArchiveStore> = Arc::new(
-        SqliteArchive::open(store.clone())
-            .await
-            .map_err(|e| format!("opening the message archive: {e}"))?,
-    );
+    let archive = open_archive(engine).await?;
     let settings = MamSettings {
         default_policy: match m.default {
             xmppd_config::MamDefault::Always => DefaultPolicy::Always,
@@ -731,6 +727,25 @@ async fn mam_module(
         retention,
         archive,
     )))
+}
+
+/// The message archive (accounts' and rooms') on the configured engine: in the SQLite file,
+/// or beside the core's tables on PostgreSQL or MariaDB.
+pub(crate) async fn open_archive(engine: &Engine) -> Result<Arc<dyn ArchiveStore>, Failure> {
+    let opened: Result<Arc<dyn ArchiveStore>, _> = match engine {
+        Engine::Sqlite(store) => SqliteArchive::open(store.clone())
+            .await
+            .map(|a| Arc::new(a) as _),
+        #[cfg(feature = "postgres")]
+        Engine::Postgres(store) => xmppd_mam::PgArchive::open(store.clone())
+            .await
+            .map(|a| Arc::new(a) as _),
+        #[cfg(feature = "mysql")]
+        Engine::Mysql(store) => xmppd_mam::MysqlArchive::open(store.clone())
+            .await
+            .map(|a| Arc::new(a) as _),
+    };
+    Ok(opened.map_err(|e| format!("opening the message archive: {e}"))?)
 }
 
 type MamParts = (

@@ -4,9 +4,9 @@
 //! `"mysql"` (MariaDB) the core's data (accounts and SCRAM keys, rosters, offline messages,
 //! user data, session records, chat rooms) is on that database server, and so are the stores
 //! of the services that exist on every engine (push registrations, FAST tokens, block lists,
-//! upload slots and usage, REST API tokens: `service_stores`, opened on [`Stores::engine`]).
-//! The services whose stores are SQLite-only so far (the message archive, pubsub and PEP,
-//! private XML and vCards) keep theirs in the SQLite file of `storage.sqlite_path` beside it:
+//! upload slots and usage, REST API tokens: `service_stores`; the message archive, accounts'
+//! and rooms': `serve::open_archive`; each opened on [`Stores::engine`]). The services whose
+//! stores are SQLite-only so far (pubsub and PEP, private XML and vCards) keep theirs in the SQLite file of `storage.sqlite_path` beside it:
 //! the server works as a whole, and what moves to the server later moves service by service.
 //! See `docs/STORAGE.md`.
 

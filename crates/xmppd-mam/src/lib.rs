@@ -8,6 +8,10 @@
 //! - [`answer`]: queries and metadata answered alike for accounts and rooms.
 //! - [`store`]: what is kept and how it is asked, behind [`ArchiveStore`].
 //! - [`sqlite`]: [`SqliteArchive`], the tables in the server's SQLite file (FTS5 for text).
+//! - [`postgres`], [`mysql`] (cargo features `postgres`, `mysql`): [`PgArchive`] and
+//!   [`MysqlArchive`], the same tables on the deployment's database server, written through a
+//!   group-commit queue of their own (`writer`); the SQL of a query, built once for
+//!   every engine, is in `sql`.
 //! - [`query`]: the query, result, `<fin/>`, metadata and preferences elements.
 //! - [`policy`]: which messages are archived.
 //! - [`retention`]: the purge job.
@@ -15,14 +19,27 @@
 
 pub mod answer;
 pub mod module;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod policy;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod query;
+// Parts serve only the engines on a database server.
 pub mod retention;
 pub mod retract;
 pub mod room;
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+mod sql;
 pub mod sqlite;
 pub mod store;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod writer;
 
+#[cfg(feature = "mysql")]
+pub use mysql::MysqlArchive;
+#[cfg(feature = "postgres")]
+pub use postgres::PgArchive;
 pub use retention::Retention;
 pub use room::RoomArchives;
 pub use sqlite::SqliteArchive;

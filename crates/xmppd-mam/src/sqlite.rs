@@ -9,19 +9,22 @@
 //! rather than reading every archive's matches; a one-row table counts the stanza bytes.
 //! Appends index the bodies at the end of the writer's batch, in its transaction (one FTS5
 //! segment per batch); deletions take the index entries and the byte count along by trigger.
+//!
+//! The trait's contract is tested on every engine alike by `tests/conformance`; the tests
+//! here are of what only this engine has (the index's migration, the writer's batches).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use minidom::Element;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use xmppd_storage::{Deferred, Queued, Schema, SqliteStore, StorageError};
 
+use crate::sql::Arg;
 use crate::store::{
-    ArchiveError, ArchiveStore, Archived, DefaultPolicy, Direction, Matcher, NewMessage, Page,
-    PageRequest, Paging, Prefs,
+    join_jids, split_jids, ArchiveError, ArchiveStore, DefaultPolicy, Direction, Matcher,
+    NewMessage, Page, PageRequest, Prefs,
 };
 
 /// Migrations of the archive's tables (see [`Schema`]): append, never edit.
@@ -144,13 +147,8 @@ async fn reindex(store: &SqliteStore) -> Result<(), StorageError> {
                 let mut bodies = 0;
                 for (id, owner, stanza) in rows {
                     // A tombstone has no body, and a row that does not parse has nothing to find.
-                    let text = stanza
-                        .parse::<Element>()
-                        .ok()
-                        .filter(|m| !crate::retract::is_tombstone(m))
-                        .and_then(|m| crate::policy::body(&m))
-                        .filter(|t| !t.trim().is_empty());
-                    if let Some(text) = text {
+                    let text = crate::sql::stanza_text(&stanza);
+                    if !text.trim().is_empty() {
                         index_text(c, id, &owner, &text)?;
                         bodies += 1;
                     }
@@ -261,117 +259,42 @@ pub fn load_messages(
     Ok(())
 }
 
-fn exists(c: &Connection, owner: &str, id: i64) -> rusqlite::Result<bool> {
-    Ok(c.query_row(
-        "SELECT 1 FROM mam_messages WHERE id = ?1 AND owner = ?2",
-        params![id, owner],
-        |_| Ok(()),
-    )
-    .optional()?
-    .is_some())
+fn values(args: Vec<Arg>) -> Vec<Value> {
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Text(s) => Value::Text(s),
+            Arg::Int(i) => Value::Integer(i),
+        })
+        .collect()
 }
 
 fn run_query(c: &Connection, owner: &str, req: &PageRequest) -> Result<Page, ArchiveError> {
-    let f = &req.filter;
-    let mut named = Vec::new();
-    named.extend(f.after_id);
-    named.extend(f.before_id);
-    named.extend(f.ids.iter().flatten().copied());
-    match req.paging {
-        Paging::Forward { after: Some(id) } | Paging::Backward { before: Some(id) } => {
-            named.push(id)
-        }
-        _ => {}
-    }
-    for id in named {
-        if !exists(c, owner, id).map_err(StorageError::from)? {
+    let named = crate::sql::named_ids(req);
+    if !named.is_empty() {
+        let (sql, args) = crate::sql::count_ids(owner, &named);
+        let found: i64 = c
+            .query_row(&sql, params_from_iter(values(args)), |r| r.get(0))
+            .map_err(StorageError::from)?;
+        if usize::try_from(found).ok() != Some(named.len()) {
             return Err(ArchiveError::UnknownId);
         }
     }
-    let mut sql =
-        String::from("SELECT id, stamp_ms, direction, stanza FROM mam_messages WHERE owner = ?");
-    let mut args: Vec<Value> = vec![Value::Text(owner.to_owned())];
-    let mut cond = |clause: &str, v: Value| {
-        sql.push_str(clause);
-        args.push(v);
-    };
-    if let Some(w) = &f.with {
-        cond(" AND with_bare = ?", Value::Text(w.bare.clone()));
-        if let Some(r) = &w.resource {
-            cond(" AND with_resource = ?", Value::Text(r.clone()));
-        }
-    }
-    if let Some(v) = f.start_ms {
-        cond(" AND stamp_ms >= ?", Value::Integer(v));
-    }
-    if let Some(v) = f.end_ms {
-        cond(" AND stamp_ms <= ?", Value::Integer(v));
-    }
-    if let Some(v) = f.after_id {
-        cond(" AND id > ?", Value::Integer(v));
-    }
-    if let Some(v) = f.before_id {
-        cond(" AND id < ?", Value::Integer(v));
-    }
-    if let Some(m) = f.fulltext.as_deref().and_then(|t| fts_terms(owner, t)) {
-        cond(
-            " AND id IN (SELECT rowid FROM mam_text WHERE mam_text MATCH ?)",
-            Value::Text(m),
-        );
-    }
-    match req.paging {
-        Paging::Forward { after: Some(v) } => cond(" AND id > ?", Value::Integer(v)),
-        Paging::Backward { before: Some(v) } => cond(" AND id < ?", Value::Integer(v)),
-        _ => {}
-    }
-    if let Some(ids) = &f.ids {
-        sql.push_str(" AND id IN (");
-        for (i, id) in ids.iter().enumerate() {
-            sql.push_str(if i == 0 { "?" } else { ", ?" });
-            args.push(Value::Integer(*id));
-        }
-        sql.push(')');
-    }
-    let backward = matches!(req.paging, Paging::Backward { .. });
-    sql.push_str(if backward {
-        " ORDER BY id DESC LIMIT ?"
-    } else {
-        " ORDER BY id ASC LIMIT ?"
+    let (sql, args) = crate::sql::page_query(owner, req, |text| {
+        let terms = fts_terms(owner, text)?;
+        Some((
+            "id IN (SELECT rowid FROM mam_text WHERE mam_text MATCH ?)".into(),
+            vec![Arg::Text(terms)],
+        ))
     });
-    // One more than asked: whether it exists tells whether the page completes the set.
-    args.push(Value::Integer(
-        req.max.saturating_add(1).min(i64::MAX as usize) as i64,
-    ));
-    let mut stmt = c.prepare(&sql).map_err(StorageError::from)?;
-    let mut items = stmt
-        .query_map(params_from_iter(args), |r| {
-            Ok(Archived {
-                id: r.get(0)?,
-                stamp_ms: r.get(1)?,
-                direction: Direction::from_i64(r.get(2)?),
-                stanza: r.get(3)?,
-            })
+    let mut stmt = c.prepare_cached(&sql).map_err(StorageError::from)?;
+    let rows = stmt
+        .query_map(params_from_iter(values(args)), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .map_err(StorageError::from)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(StorageError::from)?;
-    let complete = items.len() <= req.max;
-    items.truncate(req.max);
-    if backward {
-        items.reverse();
-    }
-    Ok(Page { items, complete })
-}
-
-fn join(jids: &[String]) -> String {
-    jids.join("\n")
-}
-
-fn split(s: String) -> Vec<String> {
-    s.split('\n')
-        .filter(|j| !j.is_empty())
-        .map(str::to_owned)
-        .collect()
+    Ok(crate::sql::page_of(req, rows))
 }
 
 #[async_trait]
@@ -451,13 +374,19 @@ impl ArchiveStore for SqliteArchive {
                     .query_row(
                         "SELECT default_policy, always, never FROM mam_prefs WHERE owner = ?1",
                         params![owner],
-                        |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                            ))
+                        },
                     )
                     .optional()?;
                 Ok(row.map(|(d, always, never)| Prefs {
                     default: DefaultPolicy::parse(&d).unwrap_or(DefaultPolicy::Always),
-                    always: split(always),
-                    never: split(never),
+                    always: split_jids(&always),
+                    never: split_jids(&never),
                 }))
             })
             .await
@@ -476,8 +405,8 @@ impl ArchiveStore for SqliteArchive {
                     params![
                         owner,
                         prefs.default.as_str(),
-                        join(&prefs.always),
-                        join(&prefs.never)
+                        join_jids(&prefs.always),
+                        join_jids(&prefs.never)
                     ],
                 )?;
                 Ok(())
@@ -604,17 +533,12 @@ impl ArchiveStore for SqliteArchive {
                 let mut stmt = c.prepare(
                     "SELECT id, octet_length(stanza) FROM mam_messages ORDER BY id LIMIT ?1",
                 )?;
-                let mut rows = stmt.query(params![limit as i64])?;
-                let (mut freed, mut upto) = (0u64, None);
-                while let Some(r) = rows.next()? {
-                    upto = Some(r.get::<_, i64>(0)?);
-                    freed += u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
-                    if freed >= excess {
-                        break;
-                    }
-                }
-                drop(rows);
-                let Some(upto) = upto else { return Ok(0) };
+                let sizes = stmt
+                    .query_map(params![limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
+                let Some(upto) = crate::sql::oldest_to_free(sizes, excess) else {
+                    return Ok(0);
+                };
                 Ok(c.execute("DELETE FROM mam_messages WHERE id <= ?1", params![upto])?)
             })
             .await
@@ -633,9 +557,7 @@ impl ArchiveStore for SqliteArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retention::{purge_once, Retention};
-    use crate::store::{Filter, With};
-    use std::time::Duration;
+    use crate::store::{Filter, Paging};
 
     async fn archive() -> (Arc<SqliteStore>, SqliteArchive) {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -658,42 +580,8 @@ mod tests {
         }
     }
 
-    /// Sets the stamp of `id` (tests of the time filters need stamps apart).
-    async fn restamp(store: &SqliteStore, id: i64, stamp: i64) {
-        store
-            .write(move |c| {
-                c.execute(
-                    "UPDATE mam_messages SET stamp_ms = ?1 WHERE id = ?2",
-                    params![stamp, id],
-                )?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-    }
-
-    fn page(paging: Paging, max: usize) -> PageRequest {
-        PageRequest {
-            filter: Filter::default(),
-            paging,
-            max,
-        }
-    }
-
     fn ids(p: &Page) -> Vec<i64> {
         p.items.iter().map(|i| i.id).collect()
-    }
-
-    async fn ten(a: &SqliteArchive) -> Vec<i64> {
-        let mut v = Vec::new();
-        for i in 0..10 {
-            let (id, _) = a
-                .append(msg("b@x", "a@x/r", &format!("m{i}")))
-                .await
-                .unwrap();
-            v.push(id);
-        }
-        v
     }
 
     #[tokio::test]
@@ -787,341 +675,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(find("b@x").await, expect_b[1..]);
-    }
-
-    #[tokio::test]
-    async fn ids_grow_and_stamps_never_go_back() {
-        let (_, a) = archive().await;
-        let mut last = (0, 0);
-        for i in 0..20 {
-            let got = a.append(msg("b@x", "a@x", &format!("n{i}"))).await.unwrap();
-            assert!(got.0 > last.0 && got.1 >= last.1, "{got:?} after {last:?}");
-            last = got;
-        }
-    }
-
-    #[tokio::test]
-    async fn pages_forward_and_backward_to_the_end() {
-        let (_, a) = archive().await;
-        let all = ten(&a).await;
-        // Forward, four at a time.
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let p = a
-                .query("b@x", page(Paging::Forward { after }, 4))
-                .await
-                .unwrap();
-            seen.extend(ids(&p));
-            after = p.items.last().map(|i| i.id);
-            if p.complete {
-                break;
-            }
-        }
-        assert_eq!(seen, all);
-        // Backward from the latest page (empty <before/>).
-        let mut seen = Vec::new();
-        let mut before = None;
-        loop {
-            let p = a
-                .query("b@x", page(Paging::Backward { before }, 4))
-                .await
-                .unwrap();
-            let mut got = ids(&p);
-            got.extend(seen);
-            seen = got;
-            before = p.items.first().map(|i| i.id);
-            if p.complete {
-                break;
-            }
-        }
-        assert_eq!(seen, all);
-        let latest = a
-            .query("b@x", page(Paging::Backward { before: None }, 3))
-            .await
-            .unwrap();
-        assert_eq!(ids(&latest), all[7..]);
-        assert!(!latest.complete);
-        // An exact fit is complete; max 0 only tells whether anything is there.
-        let p = a
-            .query("b@x", page(Paging::Forward { after: None }, 10))
-            .await
-            .unwrap();
-        assert!(p.complete);
-        let p = a
-            .query("b@x", page(Paging::Forward { after: None }, 0))
-            .await
-            .unwrap();
-        assert!(p.items.is_empty() && !p.complete);
-        // Another owner's archive is empty.
-        let p = a
-            .query("c@x", page(Paging::Forward { after: None }, 5))
-            .await
-            .unwrap();
-        assert!(p.items.is_empty() && p.complete);
-    }
-
-    #[tokio::test]
-    async fn filters_combine() {
-        let (store, a) = archive().await;
-        let (x1, _) = a
-            .append(msg("b@x", "a@x/phone", "hello there"))
-            .await
-            .unwrap();
-        let (x2, _) = a
-            .append(msg("b@x", "a@x/laptop", "general kenobi"))
-            .await
-            .unwrap();
-        let (x3, _) = a.append(msg("b@x", "c@x", "hello again")).await.unwrap();
-        let (other, _) = a
-            .append(msg("c@x", "a@x", "hello from elsewhere"))
-            .await
-            .unwrap();
-        for (id, stamp) in [(x1, 1_000), (x2, 2_000), (x3, 3_000)] {
-            restamp(&store, id, stamp).await;
-        }
-        let q = |filter: Filter| PageRequest {
-            filter,
-            paging: Paging::Forward { after: None },
-            max: 50,
-        };
-        let run = |f: Filter| {
-            let a = &a;
-            async move { ids(&a.query("b@x", q(f)).await.unwrap()) }
-        };
-        let with = |bare: &str, resource: Option<&str>| With {
-            bare: bare.into(),
-            resource: resource.map(Into::into),
-        };
-        assert_eq!(
-            run(Filter {
-                with: Some(with("a@x", None)),
-                ..Default::default()
-            })
-            .await,
-            [x1, x2]
-        );
-        assert_eq!(
-            run(Filter {
-                with: Some(with("a@x", Some("laptop"))),
-                ..Default::default()
-            })
-            .await,
-            [x2]
-        );
-        assert_eq!(
-            run(Filter {
-                start_ms: Some(2_000),
-                ..Default::default()
-            })
-            .await,
-            [x2, x3]
-        );
-        assert_eq!(
-            run(Filter {
-                end_ms: Some(2_000),
-                ..Default::default()
-            })
-            .await,
-            [x1, x2]
-        );
-        assert_eq!(
-            run(Filter {
-                after_id: Some(x1),
-                before_id: Some(x3),
-                ..Default::default()
-            })
-            .await,
-            [x2]
-        );
-        assert_eq!(
-            run(Filter {
-                ids: Some(vec![x3, x1]),
-                ..Default::default()
-            })
-            .await,
-            [x1, x3]
-        );
-        assert_eq!(
-            run(Filter {
-                fulltext: Some("HELLO".into()),
-                ..Default::default()
-            })
-            .await,
-            [x1, x3],
-            "case-insensitive, and scoped to the owner"
-        );
-        assert_eq!(
-            run(Filter {
-                fulltext: Some("hello again".into()),
-                ..Default::default()
-            })
-            .await,
-            [x3],
-            "every term"
-        );
-        assert_eq!(
-            run(Filter {
-                fulltext: Some("\"unbalanced OR (".into()),
-                ..Default::default()
-            })
-            .await,
-            Vec::<i64>::new(),
-            "FTS5 syntax in the input is taken as text"
-        );
-        assert_eq!(
-            run(Filter {
-                with: Some(with("a@x", None)),
-                fulltext: Some("kenobi".into()),
-                ..Default::default()
-            })
-            .await,
-            [x2]
-        );
-        // Ids of another archive, and ids that never were, are unknown.
-        for bad in [other, 9_999] {
-            let f = Filter {
-                after_id: Some(bad),
-                ..Default::default()
-            };
-            assert!(matches!(
-                a.query("b@x", q(f)).await,
-                Err(ArchiveError::UnknownId)
-            ));
-            let r = a
-                .query("b@x", page(Paging::Forward { after: Some(bad) }, 5))
-                .await;
-            assert!(matches!(r, Err(ArchiveError::UnknownId)));
-            let r = a
-                .query("b@x", page(Paging::Backward { before: Some(bad) }, 5))
-                .await;
-            assert!(matches!(r, Err(ArchiveError::UnknownId)));
-            let f = Filter {
-                ids: Some(vec![x1, bad]),
-                ..Default::default()
-            };
-            assert!(matches!(
-                a.query("b@x", q(f)).await,
-                Err(ArchiveError::UnknownId)
-            ));
-        }
-    }
-
-    #[tokio::test]
-    async fn bounds_prefs_and_removal() {
-        let (_, a) = archive().await;
-        assert_eq!(a.bounds("b@x").await.unwrap(), None);
-        let all = ten(&a).await;
-        a.append(msg("keep@x", "a@x", "kept words")).await.unwrap();
-        let ((first, _), (last, _)) = a.bounds("b@x").await.unwrap().unwrap();
-        assert_eq!((first, last), (all[0], all[9]));
-
-        assert_eq!(a.prefs("b@x").await.unwrap(), None);
-        let p = Prefs {
-            default: DefaultPolicy::Roster,
-            always: vec!["a@x".into()],
-            never: vec!["n@x".into(), "m@x".into()],
-        };
-        a.set_prefs("b@x", &p).await.unwrap();
-        assert_eq!(a.prefs("b@x").await.unwrap(), Some(p));
-
-        let before = a.total_bytes().await.unwrap();
-        assert_eq!(a.remove_owner("b@x").await.unwrap(), 10);
-        assert_eq!(a.bounds("b@x").await.unwrap(), None);
-        assert_eq!(a.prefs("b@x").await.unwrap(), None);
-        let after = a.total_bytes().await.unwrap();
-        assert!(after < before && after > 0, "{before} -> {after}");
-        // The other owner's message, and its index entry, stay.
-        let f = Filter {
-            fulltext: Some("kept".into()),
-            ..Default::default()
-        };
-        let p = a
-            .query(
-                "keep@x",
-                PageRequest {
-                    filter: f,
-                    paging: Paging::Forward { after: None },
-                    max: 5,
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(p.items.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn retention_purges_by_age_and_size_in_batches() {
-        let (store, a) = archive().await;
-        let all = ten(&a).await;
-        for (i, id) in all.iter().enumerate() {
-            restamp(&store, *id, 1_000 * (i as i64 + 1)).await;
-        }
-        let r = Retention {
-            max_age: Some(Duration::from_millis(5_500)),
-            max_bytes: None,
-            interval: Duration::from_secs(1),
-            batch: 2,
-        };
-        // At 10 s, what is older than 4.5 s goes: stamps 1..=4 s.
-        let commits = store.commit_count();
-        assert_eq!(purge_once(&a, &r, 10_000).await.unwrap(), 4);
-        assert!(
-            store.commit_count() - commits >= 3,
-            "one transaction per batch"
-        );
-        let p = a
-            .query("b@x", page(Paging::Forward { after: None }, 50))
-            .await
-            .unwrap();
-        assert_eq!(ids(&p), all[4..]);
-        // The full-text rows of purged messages went with them.
-        let fts: i64 = store
-            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM mam_text", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(fts, 6);
-
-        // A size cap: only the newest that fit stay.
-        let one = a.total_bytes().await.unwrap() / 6;
-        let r = Retention {
-            max_age: None,
-            max_bytes: Some(one * 2),
-            ..r
-        };
-        purge_once(&a, &r, 10_000).await.unwrap();
-        let p = a
-            .query("b@x", page(Paging::Forward { after: None }, 50))
-            .await
-            .unwrap();
-        assert_eq!(ids(&p), all[8..]);
-        assert!(a.total_bytes().await.unwrap() <= one * 2);
-    }
-
-    #[tokio::test]
-    async fn the_archive_survives_a_restart_and_ids_are_never_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.db");
-        let last = {
-            let store = Arc::new(SqliteStore::open(&path).unwrap());
-            let a = SqliteArchive::open(store).await.unwrap();
-            let all = ten(&a).await;
-            a.remove_owner("b@x").await.unwrap();
-            a.append(msg("b@x", "a@x", "after removal"))
-                .await
-                .unwrap()
-                .0
-                .max(all[9])
-        };
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
-        let a = SqliteArchive::open(store).await.unwrap();
-        let p = a
-            .query("b@x", page(Paging::Forward { after: None }, 50))
-            .await
-            .unwrap();
-        assert_eq!(ids(&p), [last]);
-        let (next, _) = a.append(msg("b@x", "a@x", "new")).await.unwrap();
-        assert!(next > last);
     }
 
     /// Polls `f` once: enough for a write to be queued to the writer thread.

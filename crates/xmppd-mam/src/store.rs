@@ -155,6 +155,19 @@ impl Prefs {
     }
 }
 
+/// A JID list of [`Prefs`] as stored: one JID a line.
+pub(crate) fn join_jids(jids: &[String]) -> String {
+    jids.join("\n")
+}
+
+/// A JID list of [`Prefs`] as [`join_jids`] stored it.
+pub(crate) fn split_jids(s: &str) -> Vec<String> {
+    s.split('\n')
+        .filter(|j| !j.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Why a query has no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
