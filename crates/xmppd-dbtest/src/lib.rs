@@ -26,6 +26,65 @@ pub trait Db: Send + Sync {
     /// A store on this database. Each call opens another one, as another process sharing the
     /// database would (the first one also creates the schema).
     async fn open(&self) -> Arc<dyn FullStore>;
+    /// The same, as its engine's own store: for a service crate's suite, which opens its store
+    /// on it as the server does on `Stores::engine`.
+    async fn engine(&self) -> Engine;
+}
+
+/// A test's database opened as its engine's own store.
+#[derive(Clone)]
+pub enum Engine {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+    Mysql(Arc<MysqlStore>),
+}
+
+impl Engine {
+    /// The core's traits on it.
+    pub fn core(&self) -> Arc<dyn FullStore> {
+        match self {
+            Engine::Sqlite(s) => s.clone(),
+            Engine::Postgres(s) => s.clone(),
+            Engine::Mysql(s) => s.clone(),
+        }
+    }
+}
+
+/// One test per case and engine: `conformance!(module::case, ...)` makes `on_sqlite::case`,
+/// `on_postgres::case` and `on_mariadb::case`, each calling `module::case(&db)` with a
+/// `&dyn Db` of a database of its own on that engine. The server engines are skipped with a
+/// message where they cannot be had, a failure under CI.
+#[macro_export]
+macro_rules! conformance {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = $crate::SqliteDb::new();
+                    super::$module::$case(&db).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = $crate::PgDb::new().await else { return };
+                    super::$module::$case(&db).await;
+                }
+            )*
+        }
+        mod on_mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = $crate::MariaDb::new().await else { return };
+                    super::$module::$case(&db).await;
+                }
+            )*
+        }
+    };
 }
 
 /// A SQLite file in a temporary directory.
@@ -45,13 +104,17 @@ impl SqliteDb {
 #[async_trait]
 impl Db for SqliteDb {
     async fn open(&self) -> Arc<dyn FullStore> {
+        self.engine().await.core()
+    }
+
+    async fn engine(&self) -> Engine {
         let path = self.path.clone();
         // Opening blocks (migrations, the write lock): off the runtime's threads.
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
             .await
             .unwrap()
             .unwrap();
-        Arc::new(store)
+        Engine::Sqlite(Arc::new(store))
     }
 }
 
@@ -73,11 +136,15 @@ impl PgDb {
 #[async_trait]
 impl Db for PgDb {
     async fn open(&self) -> Arc<dyn FullStore> {
-        Arc::new(
+        self.engine().await.core()
+    }
+
+    async fn engine(&self) -> Engine {
+        Engine::Postgres(Arc::new(
             PgStore::connect(&self.cluster.settings(&self.name))
                 .await
                 .unwrap(),
-        )
+        ))
     }
 }
 
@@ -101,11 +168,15 @@ impl MariaDb {
 #[async_trait]
 impl Db for MariaDb {
     async fn open(&self) -> Arc<dyn FullStore> {
-        Arc::new(
+        self.engine().await.core()
+    }
+
+    async fn engine(&self) -> Engine {
+        Engine::Mysql(Arc::new(
             MysqlStore::connect(&self.server.settings(&self.name))
                 .await
                 .unwrap(),
-        )
+        ))
     }
 }
 

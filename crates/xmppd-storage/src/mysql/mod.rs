@@ -38,6 +38,9 @@ mod roster;
 
 use std::time::Duration;
 
+/// The driver, for a service crate's tables on this engine (one version in the workspace).
+pub use mysql_async;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{
     Conn, IsolationLevel, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Transaction,
@@ -198,7 +201,7 @@ async fn get(pool: &Pool, timeout: Duration) -> Result<Conn> {
 }
 
 /// A transaction for one write.
-pub(super) async fn write(conn: &mut Conn) -> Result<Transaction<'_>> {
+pub async fn write(conn: &mut Conn) -> Result<Transaction<'_>> {
     conn.start_transaction(TxOpts::default())
         .await
         .map_err(my_err)
@@ -206,7 +209,7 @@ pub(super) async fn write(conn: &mut Conn) -> Result<Transaction<'_>> {
 
 /// A read-only transaction on one snapshot: what it reads belongs together (a roster and its
 /// version, a room and its affiliations).
-pub(super) async fn snapshot(conn: &mut Conn) -> Result<Transaction<'_>> {
+pub async fn snapshot(conn: &mut Conn) -> Result<Transaction<'_>> {
     let mut opts = TxOpts::default();
     opts.with_isolation_level(IsolationLevel::RepeatableRead)
         .with_consistent_snapshot(true)
@@ -216,7 +219,7 @@ pub(super) async fn snapshot(conn: &mut Conn) -> Result<Transaction<'_>> {
 
 /// Runs a write statement; how many rows it changed (an upsert counts an insert as 1, an
 /// update as 2 and leaving a row as it was as 0).
-pub(super) async fn exec_count(
+pub async fn exec_count(
     q: &mut impl Queryable,
     sql: &str,
     params: impl Into<Params> + Send,
@@ -236,7 +239,8 @@ fn error_text(e: &mysql_async::Error) -> String {
     }
 }
 
-pub(crate) fn my_err(e: mysql_async::Error) -> StorageError {
+/// A driver error as a [`StorageError::Backend`]: the server's message and code.
+pub fn my_err(e: mysql_async::Error) -> StorageError {
     StorageError::Backend(format!("database: {}", error_text(&e)))
 }
 

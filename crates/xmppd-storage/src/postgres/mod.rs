@@ -34,6 +34,9 @@ mod offline;
 mod rooms;
 mod roster;
 
+/// The drivers, for a service crate's tables on this engine (one version in the workspace).
+pub use {deadpool_postgres, tokio_postgres};
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
@@ -101,6 +104,30 @@ impl PgStore {
         get(&self.pool).await
     }
 
+    /// Runs one statement on a pooled connection (prepared once per connection) and returns
+    /// its rows: a read, or a write with `RETURNING`, committed when it returns.
+    pub async fn query(
+        &self,
+        sql: &str,
+        args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg_err)?;
+        client.query(&stmt, args).await.map_err(pg_err)
+    }
+
+    /// Runs one write statement on a pooled connection (prepared once per connection),
+    /// committed when it returns; how many rows it changed.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg_err)?;
+        client.execute(&stmt, args).await.map_err(pg_err)
+    }
+
     /// Queues a write behind every write queued before it (see [`crate::RoomStore::save_room`]):
     /// they run and commit in that order. Returns once queued; the future resolves at commit.
     pub fn queue<F>(&self, f: F) -> Queued<()>
@@ -123,7 +150,7 @@ impl PgStore {
 
 /// A read-only transaction on one snapshot: what it reads belongs together (a roster and its
 /// version, a room and its affiliations).
-pub(super) async fn snapshot(
+pub async fn snapshot(
     client: &mut deadpool_postgres::Client,
 ) -> Result<deadpool_postgres::Transaction<'_>> {
     client
@@ -152,7 +179,8 @@ fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
-pub(crate) fn pg_err(e: tokio_postgres::Error) -> StorageError {
+/// A driver error as a [`StorageError::Backend`]: the server's message and SQLSTATE code.
+pub fn pg_err(e: tokio_postgres::Error) -> StorageError {
     StorageError::Backend(match e.as_db_error() {
         Some(db) => format!("database: {} ({})", db.message(), db.code().code()),
         None => format!("database: {e}"),
