@@ -2,16 +2,20 @@
 //!
 //! With `[storage] backend = "sqlite"` everything is in one SQLite file. With `"postgres"` or
 //! `"mysql"` (MariaDB) the core's data (accounts and SCRAM keys, rosters, offline messages,
-//! user data, session records, chat rooms) is on that database server, and the services whose
-//! stores are SQLite-only so far (the message archive, pubsub and PEP, private XML and vCards,
-//! push registrations, FAST tokens, block lists, upload slots) keep theirs in the SQLite file
-//! of `storage.sqlite_path` beside it: the server works as a whole, and what moves to the
-//! server later moves service by service. See `docs/STORAGE.md`.
+//! user data, session records, chat rooms) is on that database server, and so are the stores
+//! of the services that have one on every engine, opened on [`Stores::engine`]: pubsub and
+//! personal eventing nodes ([`Engine::nodes`]), private XML and vCards
+//! ([`Engine::personal`]). The services whose stores are SQLite-only so far (the message
+//! archive, push registrations, FAST tokens, block lists, upload slots) keep theirs in the
+//! SQLite file of `storage.sqlite_path` beside it: the server works as a whole, and what moves
+//! to the server later moves service by service. See `docs/STORAGE.md`.
 
 use std::sync::Arc;
 
 use xmppd_config::{StorageBackend, ValidatedConfig};
-use xmppd_storage::{CredentialStore, RoomStore, SqliteStore, Store, UserDataStore};
+use xmppd_personal::PersonalStore;
+use xmppd_pubsub::NodeStore;
+use xmppd_storage::{CredentialStore, RoomStore, SqliteStore, StorageError, Store, UserDataStore};
 
 use crate::Failure;
 
@@ -26,19 +30,41 @@ pub struct Stores {
     pub services: Arc<SqliteStore>,
     /// The configured engine itself, for a service that has a store on each: it matches on
     /// this to open its own (its tables then live beside the core's).
-    #[allow(dead_code)] // until the first service store exists on every engine
     pub engine: Engine,
 }
 
 /// The engine of `[storage] backend`, as a service opens its store on it.
 #[derive(Clone)]
-#[allow(dead_code)] // until the first service store exists on every engine
 pub enum Engine {
     Sqlite(Arc<SqliteStore>),
     #[cfg(feature = "postgres")]
     Postgres(Arc<xmppd_storage::PgStore>),
     #[cfg(feature = "mysql")]
     Mysql(Arc<xmppd_storage::MysqlStore>),
+}
+
+impl Engine {
+    /// The nodes, items and subscriptions of pubsub and personal eventing.
+    pub async fn nodes(&self) -> Result<Arc<dyn NodeStore>, StorageError> {
+        Ok(match self {
+            Engine::Sqlite(s) => Arc::new(xmppd_pubsub::SqliteNodes::open(s.clone()).await?),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(s) => Arc::new(xmppd_pubsub::PgNodes::open(s.clone()).await?),
+            #[cfg(feature = "mysql")]
+            Engine::Mysql(s) => Arc::new(xmppd_pubsub::MysqlNodes::open(s.clone()).await?),
+        })
+    }
+
+    /// Private XML and vCards.
+    pub async fn personal(&self) -> Result<Arc<dyn PersonalStore>, StorageError> {
+        Ok(match self {
+            Engine::Sqlite(s) => Arc::new(xmppd_personal::SqlitePersonal::open(s.clone()).await?),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(s) => Arc::new(xmppd_personal::PgPersonal::open(s.clone()).await?),
+            #[cfg(feature = "mysql")]
+            Engine::Mysql(s) => Arc::new(xmppd_personal::MysqlPersonal::open(s.clone()).await?),
+        })
+    }
 }
 
 impl Stores {
