@@ -1,11 +1,12 @@
 """``[storage] backend = "mysql"`` (MariaDB): the accounts, rosters and offline messages of the
-core in a real MariaDB, through real clients (slixmpp), across a restart of xmppd and an outage
-of the database. The services that keep SQLite stores still use the file of
+core, personal eventing nodes, vCards and private XML in a real MariaDB, through real clients
+(slixmpp), across a restart of xmppd and an outage of the database. The services that keep SQLite stores still use the file of
 ``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
 
 from clients import async_test, login, settled
 from mariadb_fixture import PASSWORD, mariadb  # noqa: F401
 from test_postgres import (outage_gives_temporary_errors_and_recovers, password_in_url_is_refused,
+                           pep_vcard_and_private_xml_survive_a_restart,
                            unreachable_database_stops_the_start)
 
 
@@ -46,6 +47,14 @@ async def test_a_database_outage_gives_temporary_errors_and_the_server_recovers(
     server = make_server(
         storage=maria_storage(mariadb, connect_timeout_secs=2, pool_wait_secs=2))
     await outage_gives_temporary_errors_and_recovers(server, mariadb, PASSWORD)
+
+
+@async_test(timeout=120)
+async def test_pep_items_vcards_and_private_xml_live_in_mariadb(make_server, mariadb,
+                                                                monkeypatch):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(storage=maria_storage(mariadb))
+    await pep_vcard_and_private_xml_survive_a_restart(server, mariadb.sql)
 
 
 def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):
