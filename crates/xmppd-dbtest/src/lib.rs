@@ -101,6 +101,12 @@ impl SqliteDb {
     }
 }
 
+impl Default for SqliteDb {
+    fn default() -> SqliteDb {
+        SqliteDb::new()
+    }
+}
+
 #[async_trait]
 impl Db for SqliteDb {
     async fn open(&self) -> Arc<dyn FullStore> {
