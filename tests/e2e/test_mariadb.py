@@ -1,14 +1,14 @@
 """``[storage] backend = "mysql"`` (MariaDB): the accounts, rosters and offline messages of the
 core in a real MariaDB, through real clients (slixmpp), across a restart of xmppd and an outage
-of the database; so are block lists, upload slots, FAST tokens, API tokens and the message
-archive. The services
-that keep SQLite stores still use the file of ``storage.sqlite_path`` beside it
+of the database; so are the services' stores: block lists, upload slots, FAST tokens, API
+tokens, the message archive, personal eventing nodes, vCards and private XML
 (docs/STORAGE.md)."""
 
 from clients import async_test, login, settled
 from mariadb_fixture import PASSWORD, mariadb  # noqa: F401
 from test_postgres import (archive_round_trip, outage_gives_temporary_errors_and_recovers,
-                           password_in_url_is_refused, service_stores_live_on_the_database,
+                           password_in_url_is_refused, pep_vcard_and_private_xml_survive_a_restart,
+                           service_stores_live_on_the_database,
                            unreachable_database_stops_the_start)
 from test_upload import upload_config
 
@@ -65,6 +65,14 @@ async def test_block_lists_uploads_and_tokens_live_in_mariadb(make_server, maria
     monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
     server = make_server(storage=maria_storage(mariadb), **upload_config())
     await service_stores_live_on_the_database(server, mariadb.sql, tmp_path)
+
+
+@async_test(timeout=120)
+async def test_pep_items_vcards_and_private_xml_live_in_mariadb(make_server, mariadb,
+                                                                monkeypatch):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(storage=maria_storage(mariadb))
+    await pep_vcard_and_private_xml_survive_a_restart(server, mariadb.sql)
 
 
 def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):

@@ -53,10 +53,16 @@ def plugins(client) -> None:
     client.add_filter("out", answered)
 
 
-async def pep_client(server, user: str, notify=(), **kw):
-    """A client whose capabilities ask for ``notify``; returns once the server has verified
-    them: it asked the client, whose answer went out before the ping that ``settled`` sends."""
-    client = await login(server, user, presence=False, setup=plugins, **kw)
+async def pep_client(server, user: str, notify=(), extra=(), **kw):
+    """A client whose capabilities ask for ``notify`` (with the slixmpp plugins ``extra``
+    besides); returns once the server has verified them: it asked the client, whose answer
+    went out before the ping that ``settled`` sends."""
+    def setup(client) -> None:
+        plugins(client)
+        for name in extra:
+            client.register_plugin(name)
+
+    client = await login(server, user, presence=False, setup=setup, **kw)
     for ns in notify:
         client.plugin["xep_0030"].add_feature(f"{ns}+notify")
     await client.plugin["xep_0115"].update_caps(broadcast=False)

@@ -1,10 +1,13 @@
-"""``[storage] backend = "postgres"``: the accounts, rosters and offline messages of the core in
-a real PostgreSQL, through real clients (slixmpp), across a restart of xmppd and an outage of
-the database; so are block lists, upload slots, FAST tokens, API tokens and the message
-archive. The services that keep SQLite stores still use the file of ``storage.sqlite_path`` beside it (docs/STORAGE.md)."""
+"""``[storage] backend = "postgres"``: the accounts, rosters and offline messages of the core
+in a real PostgreSQL, through real clients (slixmpp), across a restart of xmppd and an outage of
+the database; so are the services' stores: block lists, upload slots, FAST tokens, API tokens,
+the message archive, personal eventing nodes, vCards and private XML (docs/STORAGE.md)."""
 
 import asyncio
+import base64
+import hashlib
 import sqlite3
+import xml.etree.ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -17,6 +20,13 @@ from test_ldap import tls_stream
 from test_sasl2 import SASL2_NS, condition, fast_login, plain_login_with_token
 from test_upload import get, upload_config, uploader
 from raw import SASL_NS
+from test_pep import A, contacts, event_items, item_ids, items_of, pep_client, PUBSUB_EVENT
+
+AVATAR_METADATA = "urn:xmpp:avatar:metadata"
+VCARD = "vcard-temp"
+PRIVATE = "jabber:iq:private"
+IMAGE = b"\x89PNG\r\n\x1a\n kept on the database server"
+IMAGE_HASH = hashlib.sha1(IMAGE).hexdigest()
 
 
 def pg_storage(pg, **extra) -> dict:
@@ -127,6 +137,14 @@ async def archive_round_trip(server, sql) -> None:
             assert db.execute("SELECT count(*) FROM mam_messages").fetchone()[0] == 0
 
 
+@async_test(timeout=120)
+async def test_pep_items_vcards_and_private_xml_live_in_postgresql(make_server, postgres,
+                                                                   monkeypatch):
+    monkeypatch.setenv("XMPPD_STORAGE_PASSWORD", PASSWORD)
+    server = make_server(storage=pg_storage(postgres))
+    await pep_vcard_and_private_xml_survive_a_restart(server, postgres.psql)
+
+
 def test_a_password_in_the_url_is_refused_with_a_one_line_error(make_server):
     password_in_url_is_refused(make_server, "postgres", "postgres://xmppd:hunter2@127.0.0.1/xmppd")
 
@@ -165,6 +183,55 @@ async def outage_gives_temporary_errors_and_recovers(server, db, password: str) 
     await carol.expect_message("after the outage", "alice@localhost")
     assert server.running
     assert password not in server.output()
+
+
+async def pep_vcard_and_private_xml_survive_a_restart(server, sql) -> None:
+    """On ``server``, whose storage is a database server that ``sql(query)`` queries: avatar
+    metadata published with slixmpp's XEP-0084 plugin reaches a contact, and it, a vCard set
+    with the XEP-0054 plugin and a private XML element are stored there (not in the SQLite
+    file) and still served after a restart of xmppd."""
+    alice = await pep_client(server, "alice", extra=("xep_0054", "xep_0084"))
+    bob = await pep_client(server, "bob", notify=[AVATAR_METADATA])
+    await contacts(alice, bob)
+
+    vcard = alice.plugin["xep_0054"].make_vcard()
+    vcard["FN"] = "Alice Liddell ✓"
+    await alice.plugin["xep_0054"].publish_vcard(vcard, jid=A)
+    prefs = "<prefs xmlns='urn:test:prefs'><colour>teal ✓</colour></prefs>"
+    reply = await alice.iq("set", f"<query xmlns='{PRIVATE}'>{prefs}</query>")
+    assert reply.get("type") == "result", ET.tostring(reply)
+    avatar = alice.plugin["xep_0084"]
+    await avatar.publish_avatar(IMAGE)
+    await avatar.publish_avatar_metadata(
+        [{"id": IMAGE_HASH, "type": "image/png", "bytes": len(IMAGE)}])
+    event = await bob.expect(event_items(AVATAR_METADATA), what="the avatar metadata event")
+    assert event.find(f".//{{{PUBSUB_EVENT}}}item").get("id") == IMAGE_HASH
+
+    count = lambda query: int(sql(query).strip())  # noqa: E731
+    assert count("SELECT count(*) FROM pubsub_items WHERE owner = 'alice@localhost'") == 2
+    assert count("SELECT count(*) FROM personal_vcards WHERE domain = 'localhost'") == 1
+    assert count("SELECT count(*) FROM personal_private "
+                 "WHERE namespace = 'urn:test:prefs'") == 1
+    with sqlite3.connect(server.data_dir / "xmppd.sqlite") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert not tables & {"pubsub_items", "pubsub_nodes", "personal_vcards", "personal_private"}
+    await alice.close()
+    await bob.close()
+
+    server.restart()
+    bob = await pep_client(server, "bob")
+    reply = await items_of(bob, A, AVATAR_METADATA)
+    assert item_ids(reply) == [IMAGE_HASH]
+    assert reply.find(f".//{{{AVATAR_METADATA}}}info").get("bytes") == str(len(IMAGE))
+    reply = await bob.iq("get", f"<vCard xmlns='{VCARD}'/>", to=A)
+    assert reply.findtext(f".//{{{VCARD}}}FN") == "Alice Liddell ✓", ET.tostring(reply)
+    # XEP-0398: the avatar became the vCard's photo, kept with the rest of it.
+    binval = reply.findtext(f".//{{{VCARD}}}PHOTO/{{{VCARD}}}BINVAL")
+    assert binval and base64.b64decode(binval) == IMAGE, ET.tostring(reply)
+    alice = await login(server, "alice")
+    reply = await alice.iq("get", f"<query xmlns='{PRIVATE}'><prefs xmlns='urn:test:prefs'/>"
+                                  "</query>")
+    assert reply.findtext(".//{urn:test:prefs}colour") == "teal ✓", ET.tostring(reply)
 
 
 def password_in_url_is_refused(make_server, backend: str, url: str) -> None:

@@ -106,12 +106,11 @@ pub async fn passwd(
 /// The stores an import or export works on: the core's and the personal data's.
 async fn portable_stores(config: &ValidatedConfig) -> Result<xmppd_portable::Stores, Failure> {
     let stores = stores::open(config).await?;
-    let personal = xmppd_personal::SqlitePersonal::open(stores.services)
-        .await
+    let personal = (stores.engine.personal().await)
         .map_err(|e| format!("opening the personal data tables: {e}"))?;
     Ok(xmppd_portable::Stores {
         core: stores.core,
-        personal: std::sync::Arc::new(personal),
+        personal,
     })
 }
 

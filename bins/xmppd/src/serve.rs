@@ -27,8 +27,8 @@ use xmppd_ldap::{Directory, LdapBackend, LdapConfig, Nesting, TlsMode};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::query::PageLimits;
 use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
-use xmppd_personal::{PrivateStorage, SqlitePersonal, VCards};
-use xmppd_pubsub::{Pep, PepWatcher, PubSubService, SqliteNodes};
+use xmppd_personal::{PrivateStorage, VCards};
+use xmppd_pubsub::{Pep, PepWatcher, PubSubService};
 use xmppd_push::Push;
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
@@ -82,14 +82,11 @@ async fn push_module(
 /// data in step with the account's personal eventing nodes.
 async fn personal_modules(
     config: &ValidatedConfig,
-    store: &Arc<SqliteStore>,
+    stores: &Stores,
     pep: &Arc<Pep>,
 ) -> Result<(Arc<PrivateStorage>, Arc<VCards>), Failure> {
-    let personal: Arc<SqlitePersonal> = Arc::new(
-        SqlitePersonal::open(store.clone())
-            .await
-            .map_err(|e| format!("opening the personal data tables: {e}"))?,
-    );
+    let personal = (stores.engine.personal().await)
+        .map_err(|e| format!("opening the personal data tables: {e}"))?;
     let limits = &config.personal;
     let private = Arc::new(PrivateStorage::new(
         personal.clone(),
@@ -148,10 +145,10 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     let blocks = service_stores::blocks(&stores.engine).await?;
     // First: what a user blocks must reach neither the presence rules nor the archive.
     let blocking = Blocking::new(blocks, xmppd_blocking::Settings::default());
-    let (pep, pubsub_services) = pubsub(&config, &store).await?;
+    let (pep, pubsub_services) = pubsub(&config, &stores).await?;
     let proxy = proxy65(&config).await?;
     let push = push_module(&config, &stores.engine).await?;
-    let (private, vcards) = personal_modules(&config, &store, &pep).await?;
+    let (private, vcards) = personal_modules(&config, &stores, &pep).await?;
     // Personal eventing before the IM modules: it reads a session's capabilities from the
     // presence they take; vCards too: they put the avatar's hash in it. Push too: offline
     // storage ends the undeliverable chain.
@@ -761,7 +758,7 @@ type MamParts = (
 /// each host's pubsub domain when enabled; both over the same tables.
 async fn pubsub(
     config: &ValidatedConfig,
-    store: &Arc<SqliteStore>,
+    stores: &Stores,
 ) -> Result<
     (
         Arc<Pep>,
@@ -770,16 +767,14 @@ async fn pubsub(
     Failure,
 > {
     let p = &config.pubsub;
-    let nodes = SqliteNodes::open(store.clone())
-        .await
-        .map_err(|e| format!("opening the pubsub nodes: {e}"))?;
+    let nodes =
+        (stores.engine.nodes().await).map_err(|e| format!("opening the pubsub nodes: {e}"))?;
     let limits = xmppd_pubsub::Limits {
         max_items: p.max_items,
         max_payload_bytes: p.max_payload_bytes,
         max_nodes: p.max_nodes,
         max_service_nodes: p.max_service_nodes,
     };
-    let nodes = Arc::new(nodes);
     let engine = Arc::new(xmppd_pubsub::Engine { nodes, limits });
     let policy = match p.create {
         xmppd_config::PubSubCreate::Local => xmppd_pubsub::CreatePolicy::Local,

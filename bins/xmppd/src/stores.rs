@@ -3,17 +3,19 @@
 //! With `[storage] backend = "sqlite"` everything is in one SQLite file. With `"postgres"` or
 //! `"mysql"` (MariaDB) the core's data (accounts and SCRAM keys, rosters, offline messages,
 //! user data, session records, chat rooms) is on that database server, and so are the stores
-//! of the services that exist on every engine (push registrations, FAST tokens, block lists,
-//! upload slots and usage, REST API tokens: `service_stores`; the message archive, accounts'
-//! and rooms': `serve::open_archive`; each opened on [`Stores::engine`]). The services whose
-//! stores are SQLite-only so far (pubsub and PEP, private XML and vCards) keep theirs in the SQLite file of `storage.sqlite_path` beside it:
-//! the server works as a whole, and what moves to the server later moves service by service.
-//! See `docs/STORAGE.md`.
+//! of the services, each opened on [`Stores::engine`]: push registrations, FAST tokens, block
+//! lists, upload slots and usage, REST API tokens (`service_stores`), the message archive,
+//! accounts' and rooms' (`serve::open_archive`), pubsub and personal eventing nodes
+//! ([`Engine::nodes`]), private XML and vCards ([`Engine::personal`]). The SQLite file of
+//! `storage.sqlite_path` then holds nothing a service still needs; `xmppd migrate` copies an
+//! SQLite server's tables to the database server. See `docs/STORAGE.md`.
 
 use std::sync::Arc;
 
 use xmppd_config::{StorageBackend, ValidatedConfig};
-use xmppd_storage::{CredentialStore, RoomStore, SqliteStore, Store, UserDataStore};
+use xmppd_personal::PersonalStore;
+use xmppd_pubsub::NodeStore;
+use xmppd_storage::{CredentialStore, RoomStore, SqliteStore, StorageError, Store, UserDataStore};
 
 use crate::Failure;
 
@@ -39,6 +41,30 @@ pub enum Engine {
     Postgres(Arc<xmppd_storage::PgStore>),
     #[cfg(feature = "mysql")]
     Mysql(Arc<xmppd_storage::MysqlStore>),
+}
+
+impl Engine {
+    /// The nodes, items and subscriptions of pubsub and personal eventing.
+    pub async fn nodes(&self) -> Result<Arc<dyn NodeStore>, StorageError> {
+        Ok(match self {
+            Engine::Sqlite(s) => Arc::new(xmppd_pubsub::SqliteNodes::open(s.clone()).await?),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(s) => Arc::new(xmppd_pubsub::PgNodes::open(s.clone()).await?),
+            #[cfg(feature = "mysql")]
+            Engine::Mysql(s) => Arc::new(xmppd_pubsub::MysqlNodes::open(s.clone()).await?),
+        })
+    }
+
+    /// Private XML and vCards.
+    pub async fn personal(&self) -> Result<Arc<dyn PersonalStore>, StorageError> {
+        Ok(match self {
+            Engine::Sqlite(s) => Arc::new(xmppd_personal::SqlitePersonal::open(s.clone()).await?),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(s) => Arc::new(xmppd_personal::PgPersonal::open(s.clone()).await?),
+            #[cfg(feature = "mysql")]
+            Engine::Mysql(s) => Arc::new(xmppd_personal::MysqlPersonal::open(s.clone()).await?),
+        })
+    }
 }
 
 impl Stores {

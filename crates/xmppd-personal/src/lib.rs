@@ -6,8 +6,9 @@
 //!   account's XEP-0084 avatar (XEP-0398) and its hash put in presence (XEP-0153).
 //! - [`bookmarks`], [`avatar`]: the pure conversions.
 //! - [`nodes`]: requests on the account's personal eventing nodes on its behalf.
-//! - [`store`]: [`PersonalStore`], and [`SqlitePersonal`], its tables in the server's SQLite
-//!   file, emptied with the account.
+//! - [`store`]: [`PersonalStore`], and its engines: `SqlitePersonal` (its tables in the
+//!   server's SQLite file), `PgPersonal` and `MysqlPersonal` (the same tables on PostgreSQL
+//!   and MariaDB, behind the features `postgres` and `mysql`); emptied with the account.
 //!
 //! XEP-0292 (vCard4) and XEP-0084 avatars themselves are plain personal eventing nodes,
 //! served by `xmppd-pubsub`.
@@ -23,6 +24,10 @@ use minidom::Element;
 use xmppd_core::stanza::{Condition, StanzaError};
 
 pub use private::PrivateStorage;
+#[cfg(feature = "mysql")]
+pub use store::MysqlPersonal;
+#[cfg(feature = "postgres")]
+pub use store::PgPersonal;
 pub use store::{PersonalStore, SqlitePersonal};
 pub use vcard::VCards;
 

@@ -4,7 +4,9 @@
 //!
 //! Both tables are keyed like the core's account tables, and a trigger on `users` empties
 //! them in the transaction that removes the account, whichever path removes it (a running
-//! server, or the command line without one).
+//! server, or the command line without one). The same tables, under the same names and
+//! columns, are on PostgreSQL (`PgPersonal`) and MariaDB (`MysqlPersonal`) behind the
+//! features `postgres` and `mysql`; the contract all three keep is the suite `tests/store.rs`.
 
 use std::sync::Arc;
 
@@ -47,6 +49,15 @@ CREATE TRIGGER personal_account_removed AFTER DELETE ON users BEGIN
 END;
 "],
 };
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlPersonal, MYSQL_SCHEMA};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgPersonal, PG_SCHEMA};
 
 /// [`PersonalStore`] over a [`SqliteStore`].
 pub struct SqlitePersonal {
@@ -132,50 +143,5 @@ impl PersonalStore for SqlitePersonal {
                 Ok(())
             })
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use xmppd_storage::CredentialStore;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn data_survives_reopening_and_goes_with_the_account() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.sqlite");
-        let alice = UserRef::new("alice", "example.org");
-        let bob = UserRef::new("bob", "example.org");
-        {
-            let store = Arc::new(SqliteStore::open(&path).unwrap());
-            for u in [&alice, &bob] {
-                store.create_user(u, &[]).await.unwrap();
-            }
-            let p = SqlitePersonal::open(store).await.unwrap();
-            p.set_private(&alice, "a:b", "<x xmlns='a:b'/>")
-                .await
-                .unwrap();
-            p.set_private(&alice, "a:b", "<y xmlns='a:b'/>")
-                .await
-                .unwrap();
-            p.set_private(&bob, "a:b", "<z xmlns='a:b'/>")
-                .await
-                .unwrap();
-            p.set_vcard(&alice, "<vCard xmlns='vcard-temp'/>")
-                .await
-                .unwrap();
-        }
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
-        let p = SqlitePersonal::open(store.clone()).await.unwrap();
-        let got = p.private(&alice, "a:b").await.unwrap();
-        assert_eq!(got.as_deref(), Some("<y xmlns='a:b'/>"));
-        assert_eq!(p.private(&alice, "c:d").await.unwrap(), None);
-        assert!(p.vcard(&alice).await.unwrap().is_some());
-
-        store.remove_account(&alice, None).await.unwrap();
-        assert_eq!(p.private(&alice, "a:b").await.unwrap(), None);
-        assert_eq!(p.vcard(&alice).await.unwrap(), None);
-        assert!(p.private(&bob, "a:b").await.unwrap().is_some());
     }
 }

@@ -11,8 +11,9 @@
 //! - [`caps`]: capabilities verified (XEP-0115 §5.4) before they are cached, in a bounded
 //!   cache.
 //! - [`service`]: [`PubSubService`], the component, with its creation policy.
-//! - [`store`]: [`NodeStore`], the storage seam, and [`SqliteNodes`], nodes, items and
-//!   subscriptions in the server's SQLite file.
+//! - [`store`]: [`NodeStore`], the storage seam, and its engines: `SqliteNodes` (nodes, items
+//!   and subscriptions in the server's SQLite file), `PgNodes` and `MysqlNodes` (the same
+//!   tables on PostgreSQL and MariaDB, behind the features `postgres` and `mysql`).
 //! - [`payload`]: the XEP-0060 elements xmpp-parsers does not let a service read or build.
 
 pub mod caps;
@@ -28,4 +29,8 @@ pub use config::Limits;
 pub use engine::Engine;
 pub use pep::{Pep, PepWatcher};
 pub use service::{CreatePolicy, PubSubService};
+#[cfg(feature = "mysql")]
+pub use store::MysqlNodes;
+#[cfg(feature = "postgres")]
+pub use store::PgNodes;
 pub use store::{NodeStore, SqliteNodes};

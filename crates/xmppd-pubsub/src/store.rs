@@ -1,6 +1,9 @@
-//! Where nodes, items and subscriptions are kept: [`NodeStore`], and [`SqliteNodes`], its tables in the server's
-//! SQLite database (schema `pubsub`, through [`SqliteStore::extend`]), written through the
-//! store's group-commit writer, so a change is durable when its call returns.
+//! Where nodes, items and subscriptions are kept: [`NodeStore`], and [`SqliteNodes`], its
+//! tables in the server's SQLite database (schema `pubsub`, through [`SqliteStore::extend`]),
+//! written through the store's group-commit writer, so a change is durable when its call
+//! returns. The same tables, under the same names and columns, are on PostgreSQL (`PgNodes`)
+//! and MariaDB (`MysqlNodes`) behind the features `postgres` and `mysql`; the contract all
+//! three keep is the suite `tests/store.rs`.
 //!
 //! An owner is an account's bare JID (its personal eventing service) or the domain of the
 //! pubsub service.
@@ -125,32 +128,93 @@ pub struct SqliteNodes {
     store: Arc<SqliteStore>,
 }
 
-fn read_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredNode> {
-    let groups: String = r.get(8)?;
-    Ok(StoredNode {
-        name: r.get(0)?,
-        creator: r.get(1)?,
-        config: NodeConfig {
-            access: AccessModel::parse(&r.get::<_, String>(2)?).unwrap_or(AccessModel::Whitelist),
-            max_items: r.get(3)?,
-            persist_items: r.get(4)?,
-            send_last: SendLast::parse(&r.get::<_, String>(5)?).unwrap_or(SendLast::Never),
-            deliver_payloads: r.get(6)?,
-            notify_retract: r.get(7)?,
-            notify_config: r.get(9)?,
-            notify_delete: r.get(10)?,
-            roster_groups: groups
-                .split('\n')
-                .filter(|g| !g.is_empty())
-                .map(String::from)
-                .collect(),
-        },
-    })
+/// A node's row of `pubsub_nodes` as every engine stores it (the owner apart).
+struct NodeColumns {
+    name: String,
+    creator: String,
+    access: String,
+    max_items: i64,
+    persist: bool,
+    send_last: String,
+    deliver_payloads: bool,
+    notify_retract: bool,
+    /// One group a line.
+    roster_groups: String,
+    notify_config: bool,
+    notify_delete: bool,
 }
 
-const NODE_COLUMNS: &str = "node, creator, access, max_items, persist, send_last, \
-                            deliver_payloads, notify_retract, roster_groups, notify_config, \
-                            notify_delete";
+impl NodeColumns {
+    /// A value xmppd did not write reads as the most restrictive one.
+    fn into_node(self) -> StoredNode {
+        StoredNode {
+            name: self.name,
+            creator: self.creator,
+            config: NodeConfig {
+                access: AccessModel::parse(&self.access).unwrap_or(AccessModel::Whitelist),
+                max_items: u32::try_from(self.max_items.max(0)).unwrap_or(u32::MAX),
+                persist_items: self.persist,
+                send_last: SendLast::parse(&self.send_last).unwrap_or(SendLast::Never),
+                deliver_payloads: self.deliver_payloads,
+                notify_retract: self.notify_retract,
+                notify_config: self.notify_config,
+                notify_delete: self.notify_delete,
+                roster_groups: (self.roster_groups.split('\n'))
+                    .filter(|g| !g.is_empty())
+                    .map(String::from)
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// The stored form of a node's roster groups: one a line.
+fn groups_text(cfg: &NodeConfig) -> String {
+    cfg.roster_groups.join("\n")
+}
+
+fn read_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredNode> {
+    Ok(NodeColumns {
+        name: r.get(0)?,
+        creator: r.get(1)?,
+        access: r.get(2)?,
+        max_items: r.get(3)?,
+        persist: r.get(4)?,
+        send_last: r.get(5)?,
+        deliver_payloads: r.get(6)?,
+        notify_retract: r.get(7)?,
+        roster_groups: r.get(8)?,
+        notify_config: r.get(9)?,
+        notify_delete: r.get(10)?,
+    }
+    .into_node())
+}
+
+/// The columns of a node as [`NodeColumns`] reads them, in order (a macro, so that each
+/// engine's queries are literals).
+macro_rules! node_columns {
+    () => {
+        "node, creator, access, max_items, persist, send_last, deliver_payloads, \
+         notify_retract, roster_groups, notify_config, notify_delete"
+    };
+    // The same, of the table aliased `n`.
+    (n) => {
+        "n.node, n.creator, n.access, n.max_items, n.persist, n.send_last, \
+         n.deliver_payloads, n.notify_retract, n.roster_groups, n.notify_config, \
+         n.notify_delete"
+    };
+}
+
+const NODE_COLUMNS: &str = node_columns!();
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlNodes, MYSQL_SCHEMA};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgNodes, PG_SCHEMA};
 
 /// Keeps the newest `keep` items of a node.
 fn trim(c: &Connection, owner: &str, node: &str, keep: u32) -> rusqlite::Result<()> {
@@ -205,6 +269,45 @@ fn read_items(
         })
     })?;
     rows.collect()
+}
+
+/// The ids of `requested` that are among `removed`, each once, in the order asked (as
+/// [`NodeStore::retract`] answers).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn in_request_order(requested: Vec<String>, removed: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in requested {
+        if removed.contains(&id) && !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// The query of [`NodeStore::last_items`] on SQLite and MariaDB: the asking JID is the first
+/// parameter, then `owners` owners, then `nodes` nodes; `placeholder(i)` writes the `i`th
+/// (from 1).
+fn last_items_sql(owners: usize, nodes: usize, placeholder: impl Fn(usize) -> String) -> String {
+    let list = |from: usize, n: usize| {
+        (from..from + n)
+            .map(&placeholder)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "SELECT {}, n.owner, i.item, i.publisher, i.payload, a.affiliation \
+         FROM pubsub_nodes n \
+         JOIN pubsub_items i ON i.seq = (SELECT MAX(seq) FROM pubsub_items \
+             WHERE owner = n.owner AND node = n.node) \
+         LEFT JOIN pubsub_affiliations a ON a.owner = n.owner \
+             AND a.node = n.node AND a.jid = {} \
+         WHERE n.send_last = 'on_sub_and_presence' \
+         AND n.owner IN ({}) AND n.node IN ({})",
+        node_columns!(n),
+        placeholder(1),
+        list(2, owners),
+        list(2 + owners, nodes),
+    )
 }
 
 /// Nodes, items and subscriptions by owner: the storage seam of publish-subscribe.
@@ -420,7 +523,7 @@ impl NodeStore for SqliteNodes {
                     cfg.send_last.as_str(),
                     cfg.deliver_payloads,
                     cfg.notify_retract,
-                    cfg.roster_groups.join("\n"),
+                    groups_text(cfg),
                     cfg.notify_config,
                     cfg.notify_delete,
                 ])?;
@@ -454,7 +557,7 @@ impl NodeStore for SqliteNodes {
                         cfg.send_last.as_str(),
                         cfg.deliver_payloads,
                         cfg.notify_retract,
-                        cfg.roster_groups.join("\n"),
+                        groups_text(&cfg),
                         cfg.notify_config,
                         cfg.notify_delete,
                     ])?;
@@ -665,30 +768,9 @@ impl NodeStore for SqliteNodes {
         let jid = jid.to_owned();
         self.store
             .read(move |c| {
-                let columns = (NODE_COLUMNS.split(", "))
-                    .map(|col| format!("n.{}", col.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 let mut out = Vec::new();
                 for chunk in owners.chunks(OWNERS_PER_QUERY) {
-                    let list = |from: usize, n: usize| {
-                        (from..from + n)
-                            .map(|i| format!("?{i}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    let sql = format!(
-                        "SELECT {columns}, n.owner, i.item, i.publisher, i.payload, \
-                         a.affiliation FROM pubsub_nodes n \
-                         JOIN pubsub_items i ON i.seq = (SELECT MAX(seq) FROM pubsub_items \
-                             WHERE owner = n.owner AND node = n.node) \
-                         LEFT JOIN pubsub_affiliations a ON a.owner = n.owner \
-                             AND a.node = n.node AND a.jid = ?1 \
-                         WHERE n.send_last = 'on_sub_and_presence' \
-                         AND n.owner IN ({}) AND n.node IN ({})",
-                        list(2, chunk.len()),
-                        list(2 + chunk.len(), nodes.len()),
-                    );
+                    let sql = last_items_sql(chunk.len(), nodes.len(), |i| format!("?{i}"));
                     let args = std::iter::once(&jid).chain(chunk).chain(&nodes);
                     let mut stmt = c.prepare(&sql)?;
                     let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -801,191 +883,4 @@ pub enum Created {
     OwnerFull,
     /// The creator has its quota of the owner's nodes.
     CreatorFull,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(id: &str) -> StoredItem {
-        StoredItem {
-            id: id.into(),
-            publisher: Some("a@x".into()),
-            payload: format!("<p xmlns='urn:t'>{id}</p>"),
-        }
-    }
-
-    fn node(name: &str) -> StoredNode {
-        StoredNode {
-            name: name.into(),
-            creator: "a@x".into(),
-            config: NodeConfig::pep_default(),
-        }
-    }
-
-    #[tokio::test]
-    async fn items_are_kept_newest_last_within_the_bound_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.sqlite");
-        {
-            let nodes = SqliteNodes::open(Arc::new(SqliteStore::open(&path).unwrap()))
-                .await
-                .unwrap();
-            let quota = |per_owner, per_creator| Quota {
-                per_owner,
-                per_creator,
-            };
-            assert_eq!(
-                nodes.create("a@x", node("n"), quota(10, 10)).await.unwrap(),
-                Created::Created
-            );
-            assert_eq!(
-                nodes.create("a@x", node("n"), quota(10, 10)).await.unwrap(),
-                Created::Exists
-            );
-            assert_eq!(
-                nodes.create("a@x", node("m"), quota(1, 10)).await.unwrap(),
-                Created::OwnerFull
-            );
-            assert_eq!(
-                nodes.create("a@x", node("m"), quota(10, 1)).await.unwrap(),
-                Created::CreatorFull
-            );
-            for id in ["1", "2", "3", "2"] {
-                nodes.publish("a@x", "n", item(id), 3).await.unwrap();
-            }
-            nodes.publish("a@x", "n", item("4"), 3).await.unwrap();
-        }
-        let nodes = SqliteNodes::open(Arc::new(SqliteStore::open(&path).unwrap()))
-            .await
-            .unwrap();
-        let ids = |v: Vec<StoredItem>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(nodes.items("a@x", "n", None).await.unwrap()),
-            ["3", "2", "4"]
-        );
-        assert_eq!(ids(nodes.items("a@x", "n", Some(1)).await.unwrap()), ["4"]);
-        let by_id = nodes
-            .items_by_id("a@x", "n", vec!["4".into(), "3".into(), "9".into()])
-            .await
-            .unwrap();
-        assert_eq!(ids(by_id), ["3", "4"]);
-        assert_eq!(
-            nodes
-                .retract("a@x", "n", vec!["3".into(), "9".into()])
-                .await
-                .unwrap(),
-            ["3"]
-        );
-        nodes
-            .set_subscription("a@x", "n", "b@x", true)
-            .await
-            .unwrap();
-        assert_eq!(nodes.subscribers("a@x", "n").await.unwrap(), ["b@x"]);
-        nodes.purge("a@x", "n").await.unwrap();
-        assert!(nodes.items("a@x", "n", None).await.unwrap().is_empty());
-        assert!(nodes.delete("a@x", "n").await.unwrap());
-        assert!(nodes.node("a@x", "n").await.unwrap().is_none());
-        assert!(nodes.subscribers("a@x", "n").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn last_items_of_many_owners_come_in_one_read_with_the_askers_affiliation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("x.sqlite")).unwrap());
-        let nodes = SqliteNodes::open(store).await.unwrap();
-        let quota = Quota {
-            per_owner: 10,
-            per_creator: 10,
-        };
-        // More owners than one query takes: the reads are chunked.
-        let owners: Vec<String> = (0..OWNERS_PER_QUERY + 3)
-            .map(|i| format!("u{i}@x"))
-            .collect();
-        for (i, owner) in owners.iter().enumerate() {
-            let n = StoredNode {
-                creator: owner.clone(),
-                ..node("tune")
-            };
-            nodes.create(owner, n, quota).await.unwrap();
-            let ids: &[&str] = if i < 3 { &["1", "2"] } else { &["2"] };
-            for id in ids {
-                nodes.publish(owner, "tune", item(id), 5).await.unwrap();
-            }
-        }
-        nodes.create("u0@x", node("mood"), quota).await.unwrap();
-        nodes.publish("u0@x", "mood", item("m"), 5).await.unwrap();
-        let mut quiet = node("quiet");
-        quiet.config.send_last = SendLast::OnSub;
-        nodes.create("u0@x", quiet, quota).await.unwrap();
-        nodes.publish("u0@x", "quiet", item("q"), 5).await.unwrap();
-        nodes
-            .set_affiliations(
-                "u1@x",
-                "tune",
-                vec![("me@x".into(), Some(Affiliation::Outcast))],
-            )
-            .await
-            .unwrap();
-
-        let wanted = vec!["tune".to_owned(), "quiet".to_owned(), "none".to_owned()];
-        let mut found = nodes
-            .last_items(owners.clone(), wanted, "me@x")
-            .await
-            .unwrap();
-        found.sort_by(|a, b| a.owner.cmp(&b.owner));
-        assert_eq!(found.len(), owners.len(), "one per owner: tune only");
-        assert!(found
-            .iter()
-            .all(|l| l.node.name == "tune" && l.item.id == "2"));
-        let of = |o: &str| found.iter().find(|l| l.owner == o).unwrap().affiliation;
-        assert_eq!(of("u1@x"), Some(Affiliation::Outcast));
-        assert_eq!(of("u2@x"), None);
-        assert!(nodes
-            .last_items(Vec::new(), vec!["tune".into()], "me@x")
-            .await
-            .unwrap()
-            .is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_outcast_loses_its_subscriptions_and_affiliations_go_with_the_node() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("x.sqlite")).unwrap());
-        let nodes = SqliteNodes::open(store).await.unwrap();
-        let quota = Quota {
-            per_owner: 10,
-            per_creator: 10,
-        };
-        nodes.create("s", node("n"), quota).await.unwrap();
-        for jid in ["b@x", "b@x/r", "b@xy", "c@x"] {
-            nodes.set_subscription("s", "n", jid, true).await.unwrap();
-        }
-        nodes
-            .set_affiliations(
-                "s",
-                "n",
-                vec![
-                    ("b@x".into(), Some(Affiliation::Outcast)),
-                    ("c@x".into(), Some(Affiliation::Member)),
-                ],
-            )
-            .await
-            .unwrap();
-        assert_eq!(nodes.subscribers("s", "n").await.unwrap(), ["b@xy", "c@x"]);
-        assert_eq!(
-            nodes.affiliations_of("s", "c@x").await.unwrap(),
-            [("n".to_owned(), Affiliation::Member)]
-        );
-        nodes
-            .set_affiliations("s", "n", vec![("c@x".into(), None)])
-            .await
-            .unwrap();
-        assert_eq!(
-            nodes.affiliations("s", "n").await.unwrap(),
-            [("b@x".to_owned(), Affiliation::Outcast)]
-        );
-        nodes.delete("s", "n").await.unwrap();
-        assert!(nodes.affiliations("s", "n").await.unwrap().is_empty());
-    }
 }

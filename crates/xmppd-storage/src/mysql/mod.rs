@@ -167,7 +167,7 @@ pub async fn write(conn: &mut Conn) -> Result<Transaction<'_>> {
 
 /// A read-only transaction on one snapshot: what it reads belongs together (a roster and its
 /// version, a room and its affiliations).
-pub(super) async fn snapshot(conn: &mut Conn) -> Result<Transaction<'_>> {
+pub async fn snapshot(conn: &mut Conn) -> Result<Transaction<'_>> {
     let mut opts = TxOpts::default();
     opts.with_isolation_level(IsolationLevel::RepeatableRead)
         .with_consistent_snapshot(true)

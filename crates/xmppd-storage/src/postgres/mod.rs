@@ -126,6 +126,18 @@ impl PgStore {
         get(&self.pool).await
     }
 
+    /// Runs one statement on a pooled connection (prepared once per connection) and returns
+    /// its rows: a read, or a write with `RETURNING`, committed when it returns.
+    pub async fn query(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        query(&self.client().await?, sql, args).await
+    }
+
+    /// Runs one write statement on a pooled connection (prepared once per connection),
+    /// committed when it returns; how many rows it changed.
+    pub async fn execute(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        exec(&self.client().await?, sql, args).await
+    }
+
     /// Queues a write behind every write queued before it (see [`crate::RoomStore::save_room`]):
     /// they run and commit in that order. Returns once queued; the future resolves at commit.
     pub fn queue<F>(&self, f: F) -> Queued<()>
@@ -148,7 +160,7 @@ impl PgStore {
 
 /// A read-only transaction on one snapshot: what it reads belongs together (a roster and its
 /// version, a room and its affiliations).
-pub(super) async fn snapshot(
+pub async fn snapshot(
     client: &mut deadpool_postgres::Client,
 ) -> Result<deadpool_postgres::Transaction<'_>> {
     client
