@@ -13,6 +13,7 @@ mod admin_socket;
 mod federation;
 mod serve;
 mod stores;
+mod trim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
