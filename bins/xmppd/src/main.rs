@@ -15,6 +15,7 @@ mod migrate;
 mod serve;
 mod service_stores;
 mod stores;
+mod trim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

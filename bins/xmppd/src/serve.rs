@@ -375,6 +375,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     .await;
     tracing::info!(node = %server_cfg.node_name, "xmppd started");
 
+    let trimmer = crate::trim::spawn();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let http_rx = shutdown_rx.clone();
     // Started with the listeners: the ACME server validates through the HTTP one.
@@ -418,6 +419,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     retention.iter().for_each(|t| t.abort());
     upload_expiry.iter().for_each(|t| t.abort());
     acme_task.iter().for_each(|t| t.abort());
+    trimmer.iter().for_each(|t| t.abort());
     directory_tasks.iter().for_each(|t| t.abort());
     drop(admin_socket);
     // The other processes on the database take this one's rooms at once.

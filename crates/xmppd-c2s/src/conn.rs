@@ -5,12 +5,15 @@
 //! stanza path. Errors from the peer end the stream with the matching stream error; they never
 //! panic.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tracing::Instrument;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -27,6 +30,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the close: how long, and how much, unread client input is drained.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
+/// The most one read takes from the transport.
 const READ_BUFFER: usize = 4 * 1024;
 /// Idle time before the first TCP keepalive probe, then the time between probes.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
@@ -56,7 +60,6 @@ pub(crate) async fn serve(
         framer: Framer::new(shared.settings.pre_auth_limits),
         io,
         shutdown,
-        rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
         out: Vec::with_capacity(1024),
     };
     // On the heap, and gone once the session is bound: an idle session keeps only what the
@@ -115,6 +118,47 @@ pub(crate) async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+thread_local! {
+    /// The buffer reads land in before the framer copies them: one per runtime thread rather
+    /// than one per connection, since a read only borrows it while it is polled.
+    static READ_SCRATCH: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; READ_BUFFER].into_boxed_slice());
+}
+
+/// Reads what the transport has into `framer`: the number of bytes, 0 at the end of the
+/// stream. While the transport has nothing to read, the framer releases its buffers
+/// ([`Framer::release_idle`]): an idle connection keeps no input buffer of its own.
+pub(crate) async fn read_into(io: &mut Transport, framer: &mut Framer) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_into(io, framer, cx)).await
+}
+
+fn poll_read_into(
+    io: &mut Transport,
+    framer: &mut Framer,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let mut read = |scratch: &mut [u8]| {
+        let mut buf = ReadBuf::new(scratch);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                framer.feed(buf.filled());
+                Poll::Ready(Ok(buf.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                framer.release_idle();
+                Poll::Pending
+            }
+        }
+    };
+    READ_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => read(&mut scratch),
+        // Not reached (a transport's read does not read another connection), but a nested
+        // read would get a buffer of its own rather than a panic.
+        Err(_) => read(&mut vec![0; READ_BUFFER]),
+    })
+}
+
 /// Why a stream ends.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -150,7 +194,6 @@ pub(crate) struct Conn {
     pub(crate) io: Transport,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) framer: Framer,
-    pub(crate) rbuf: Box<[u8]>,
     /// Pending output, written by [`Conn::flush`].
     pub(crate) out: Vec<u8>,
 }
@@ -211,9 +254,9 @@ impl Conn {
         if matches!(closed, Ok(Ok(()))) {
             // Closing a socket with unread input makes the kernel send a reset, which can
             // destroy the stream error before the client reads it: drain a little first.
-            let (sink, mut budget) = (&mut self.rbuf, LINGER_BYTES);
+            let (mut sink, mut budget) = (vec![0; READ_BUFFER], LINGER_BYTES);
             let _ = tokio::time::timeout(LINGER, async {
-                while let Ok(n @ 1..) = io.read(sink).await {
+                while let Ok(n @ 1..) = io.read(&mut sink).await {
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         break;

@@ -7,7 +7,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use xmppd_auth::AuthError;
 use xmppd_core::{user_ref, ClientSession, QueueReceiver, SessionInfo};
@@ -20,7 +19,7 @@ use xmppd_stream::{Event as Framed, StreamErrorCondition as Cond, NS_CLIENT};
 use xmpp_parsers::stanza_error::DefinedCondition;
 use xmppd_core::detached::{NotResumed, ResumeId};
 
-use crate::conn::{shutdown_requested, Conn, Stop};
+use crate::conn::{read_into, shutdown_requested, Conn, Stop};
 use crate::sm::{self, Counters, Sm, NS_SM};
 use crate::{ListenerKind, Shared};
 
@@ -209,17 +208,19 @@ impl Driver<'_> {
                 }
             }
             let Conn {
-                io, rbuf, shutdown, ..
+                io,
+                framer,
+                shutdown,
+                ..
             } = &mut *self.conn;
-            let n = tokio::select! {
-                read = io.read(rbuf) => match read {
+            tokio::select! {
+                read = read_into(io, framer) => match read {
                     Ok(0) | Err(_) => return Err(Stop::Gone),
-                    Ok(n) => n,
+                    Ok(_) => {}
                 },
                 _ = tokio::time::sleep_until(self.deadline) => return Ok(Event::DeadlinePassed),
                 _ = shutdown_requested(shutdown) => return Ok(Event::ShuttingDown),
             };
-            self.conn.framer.feed(&self.conn.rbuf[..n]);
         }
     }
 

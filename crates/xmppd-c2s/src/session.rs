@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jid::Jid;
 use minidom::Element;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::ping::Ping;
@@ -18,7 +18,7 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 use xmppd_core::{Class, ClientSession, Outbound, QueueReceiver, Server};
 use xmppd_stream::{Event, StreamErrorCondition as Cond, NS_CLIENT};
 
-use crate::conn::{shutdown_requested, Conn, Stop, WRITE_TIMEOUT};
+use crate::conn::{read_into, shutdown_requested, Conn, Stop, WRITE_TIMEOUT};
 use crate::shaper::Shaper;
 use crate::sm::{self, Request, Sm, SmSettings, NS_SM};
 use crate::Shared;
@@ -252,7 +252,7 @@ impl Conn {
             let wake = if let Some(wake) = first.take() {
                 wake
             } else {
-                let Conn { io, rbuf, .. } = self;
+                let Conn { io, framer, .. } = self;
                 let resumed = std::future::poll_fn(|cx| match resume.as_mut() {
                     Some(sleep) => sleep.as_mut().poll(cx),
                     None => Poll::Pending,
@@ -267,7 +267,7 @@ impl Conn {
                 });
                 tokio::select! {
                     out = &mut recv, if writable => Wake::Outbound(out),
-                    read = io.read(rbuf), if read_at.is_none() => Wake::Read(read),
+                    read = read_into(io, framer), if read_at.is_none() => Wake::Read(read),
                     () = resumed, if read_at.is_some() => Wake::Resume,
                     () = probe_due => Wake::Probe,
                     () = taken => Wake::Takeover,
@@ -302,7 +302,6 @@ impl Conn {
                             None => resume = Some(Box::pin(tokio::time::sleep_until(at))),
                         }
                     }
-                    self.framer.feed(&self.rbuf[..n]);
                     if let Err(stop) = self.framed(&mut cx).await {
                         return Ending::ended(stop);
                     }

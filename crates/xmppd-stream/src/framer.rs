@@ -151,6 +151,19 @@ impl Framer {
         self.fed += data.len() as u64;
     }
 
+    /// Frees what the framer holds for input it has no more of: the spent input buffer and
+    /// the XML parser's token scratch space (rxml reserves [`MAX_TOKEN_BYTES`] for it). Called
+    /// when the connection has nothing more to read, so that an idle stream holds neither;
+    /// both grow back with the next input. What is fed but not parsed yet, and a partial
+    /// token, are kept. The small vectors of the element being built keep their capacity.
+    pub fn release_idle(&mut self) {
+        if self.pos == self.buf.len() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+        self.parser.release_temporaries();
+    }
+
     /// Bytes fed but not yet consumed into an event (STARTTLS requires 0 at `<proceed/>`).
     ///
     /// This includes bytes the XML parser has read but not turned into a complete event yet,

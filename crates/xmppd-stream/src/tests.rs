@@ -723,3 +723,48 @@ fn serialize_replaces_characters_xml_forbids() {
     let back = parse_elements(xml.as_bytes());
     assert_eq!(back[0].text(), "bell\u{FFFD} esc\u{FFFD}[0m tab\tok");
 }
+
+/// Releasing the buffers whenever the input runs dry, wherever the chunks cut the stream
+/// (inside names, attribute values, text, entities), yields the same events as not releasing.
+#[test]
+fn release_idle_between_reads_changes_nothing() {
+    let input = sample_stream();
+    let (expected, err) = run_whole(input.as_bytes(), Limits::DEFAULT);
+    assert_eq!(err, None);
+    for size in [1, 2, 3, 7, 64, 500] {
+        let mut framer = Framer::new(Limits::DEFAULT);
+        let mut events = Vec::new();
+        for chunk in input.as_bytes().chunks(size) {
+            framer.feed(chunk);
+            while let Some(ev) = framer.next_event().unwrap() {
+                events.push(ev);
+            }
+            framer.release_idle();
+        }
+        assert_eq!(events, expected, "chunks of {size}");
+        assert_eq!(framer.buffered(), 0);
+    }
+}
+
+/// Between stanzas an idle framer holds no input buffer.
+#[test]
+fn release_idle_frees_the_input_buffer() {
+    let mut framer = Framer::new(Limits::DEFAULT);
+    framer.feed(HEADER.as_bytes());
+    framer.feed(b"<presence/>");
+    while framer.next_event().unwrap().is_some() {}
+    framer.release_idle();
+    assert_eq!(framer.input_capacity(), 0);
+    // A stanza cut short is kept, and completes with the next input.
+    framer.feed(b"<message><bo");
+    assert_eq!(framer.next_event().unwrap(), None);
+    framer.release_idle();
+    framer.feed(b"dy>hi</body></message>");
+    let Some(Event::Element(el)) = framer.next_event().unwrap() else {
+        panic!("no message");
+    };
+    assert_eq!(
+        el.get_child("body", NS_CLIENT).map(Element::text),
+        Some("hi".into())
+    );
+}
