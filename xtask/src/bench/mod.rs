@@ -353,6 +353,16 @@ impl Default for Options {
 }
 
 impl Options {
+    /// One of the modes that measure something else than the message phase.
+    fn own_measurement(&self) -> bool {
+        self.pep_fanout
+            || self.websocket
+            || self.s2s
+            || self.resume
+            || self.memory
+            || self.callgrind
+    }
+
     fn mode(&self) -> String {
         let load = match self.rate {
             Some(rate) => format!("open loop, {rate} msg/s per client, spread evenly"),
@@ -498,16 +508,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     {
         return steps_options(opts, clients, account_flags, &load_flags).map(Some);
     }
-    let other_mode = archive_scale
-        || upload
-        || opts.pep_fanout
-        || opts.websocket
-        || opts.s2s
-        || opts.resume
-        || opts.memory
-        || opts.callgrind
-        || opts.muc
-        || opts.markdown;
+    let other_mode = archive_scale || upload || opts.own_measurement() || opts.muc || opts.markdown;
     if opts.smoke && other_mode {
         bail!("--smoke is the plain one-to-one run of its own; it takes only the load options");
     }
@@ -713,12 +714,7 @@ fn steps_options(
         );
     }
     let other_mode = opts.smoke
-        || opts.pep_fanout
-        || opts.websocket
-        || opts.s2s
-        || opts.resume
-        || opts.memory
-        || opts.callgrind
+        || opts.own_measurement()
         || opts.archive_scale.is_some()
         || opts.upload_mib.is_some()
         || opts.json;
