@@ -178,15 +178,13 @@ pub(super) fn run_vs(opts: &Options, binary: &Path) -> Result<()> {
         },
     )?;
     register_users(binary, &config, opts.clients)?;
-    let mut command = match pin {
-        true => {
-            let mut c = std::process::Command::new("taskset");
-            c.args(["-c", SERVER_CPU]).arg(binary);
-            c
-        }
-        false => std::process::Command::new(binary),
+    let command = if pin {
+        let mut c = std::process::Command::new("taskset");
+        c.args(["-c", SERVER_CPU]).arg(binary);
+        c
+    } else {
+        std::process::Command::new(binary)
     };
-    command.env("RUST_LOG", "info");
     let mut server = ServerProcess::spawn(command, &config, Duration::from_secs(30))?;
     let subject = Subject {
         label: "xmppd".into(),
