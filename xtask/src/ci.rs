@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the gate every change must pass, in the order CI runs it.
 //!
 //! Steps, failing fast: `cargo fmt --check`, `cargo clippy -D warnings`, cargo-deny's licence
-//! and duplicate-version checks (`deny.toml`), `cargo build -p xmppd`, `cargo test --workspace`,
+//! and duplicate-version checks (`deny.toml`), `cargo build -p xmppd`, a short smoke of the load
+//! benchmark against that debug binary (`cargo xtask bench --smoke`, which fails on a lost
+//! message), `cargo test --workspace`,
 //! a Python virtualenv with the end-to-end test dependencies, the JavaScript clients of
 //! `tests/node` (`npm ci`), and `pytest tests/e2e` against the freshly built debug binary. `--quick` skips fmt, clippy and cargo-deny; arguments after `--`
 //! are handed to pytest (e.g. `cargo xtask ci --quick -- -k sasl`).
@@ -147,6 +149,11 @@ fn plan(root: &Path, options: &Options) -> Vec<Step> {
         "cargo build -p xmppd",
         &["build", "-p", "xmppd"],
     ));
+    let smoke_root = root.to_path_buf();
+    steps.push(Step {
+        name: "bench smoke",
+        action: Box::new(move || bench_smoke(&smoke_root)),
+    });
     steps.push(cargo_step(
         root,
         "cargo test --workspace",
@@ -185,6 +192,20 @@ fn cargo_step(root: &Path, name: &'static str, args: &'static [&'static str]) ->
             run_command(&mut command)
         }),
     }
+}
+
+/// `cargo xtask bench --smoke` on the debug binary just built: a few seconds of open-loop
+/// messages between 20 clients, failing when one is lost or a connection fails. The numbers
+/// mean nothing on a debug build; what is checked is that every message arrives.
+fn bench_smoke(root: &Path) -> Result<()> {
+    let binary = target_dir(root).join("debug").join("xmppd");
+    let args = [
+        "--smoke".to_owned(),
+        "--server".to_owned(),
+        binary.display().to_string(),
+    ];
+    println!("    $ cargo xtask bench {}", args.join(" "));
+    crate::bench::run(&args)
 }
 
 /// What `cargo deny` checks: licences and duplicate versions, as `deny.toml` allows them. The
@@ -563,6 +584,7 @@ mod tests {
                 "cargo clippy",
                 "cargo deny",
                 "cargo build -p xmppd",
+                "bench smoke",
                 "cargo test --workspace",
                 "system packages for e2e tests",
                 "python venv for e2e tests",

@@ -25,7 +25,7 @@ use xmppd_sasl::client::ScramClient;
 use xmppd_sasl::HashAlg;
 use xmppd_stream::{Event, Framer, Limits};
 
-use super::{user_name, Sasl, DOMAIN, LOGIN_CONCURRENCY, LOGIN_TIMEOUT, PASSWORD};
+use super::{Sasl, DOMAIN, LOGIN_CONCURRENCY, LOGIN_TIMEOUT, PASSWORD, USER_PREFIX};
 
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 
@@ -40,13 +40,17 @@ pub(super) enum Transport {
     Http,
 }
 
-/// Where a client logs in: the server's listener for the transport, and the domain its users
-/// live on (each server of a federation has its own).
+/// Where a client logs in: the server's listener for the transport, the domain its users
+/// live on (each server of a federation has its own), and the accounts: user `i` is
+/// `{prefix}{i}`, all with one password (`bench0`, `bench1`, … and [`PASSWORD`] unless the
+/// server is one the bench did not start).
 #[derive(Clone)]
 pub(super) struct Target {
     pub(super) addr: SocketAddr,
     pub(super) domain: Arc<str>,
     pub(super) transport: Transport,
+    pub(super) prefix: Arc<str>,
+    pub(super) password: Arc<str>,
     connector: TlsConnector,
 }
 
@@ -62,8 +66,22 @@ impl Target {
             addr,
             domain: domain.into(),
             transport,
+            prefix: USER_PREFIX.into(),
+            password: PASSWORD.into(),
             connector: TlsConnector::from(Arc::new(tls_client_config(alpn)?)),
         })
+    }
+
+    /// The same server with other accounts: `{prefix}{i}` with `password`.
+    pub(super) fn with_accounts(mut self, prefix: &str, password: &str) -> Self {
+        self.prefix = prefix.into();
+        self.password = password.into();
+        self
+    }
+
+    /// The local part of user `index`.
+    pub(super) fn user(&self, index: usize) -> String {
+        format!("{}{index}", self.prefix)
     }
 
     /// Direct TLS to the bench's one server and domain.
@@ -88,6 +106,9 @@ pub(super) struct Shared {
     pub(super) epoch: Instant,
     pub(super) sent: AtomicU64,
     pub(super) received: AtomicU64,
+    /// Connections that have seen the end of [`Phase::Run`] and send no more: until all
+    /// have, `sent` may still grow, and comparing it with `received` proves nothing.
+    pub(super) stopped: AtomicU64,
 }
 
 impl Shared {
@@ -96,6 +117,7 @@ impl Shared {
             epoch: Instant::now(),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            stopped: AtomicU64::new(0),
         }
     }
 
@@ -110,6 +132,8 @@ pub(super) struct ConnStats {
     pub(super) latencies: Vec<u64>,
     pub(super) reordered: u64,
     pub(super) error_stanzas: u64,
+    /// Open loop: messages sent more than 2 ms after they were due, the generator being busy.
+    pub(super) late_sends: u64,
 }
 
 /// The connection under a stream; both boxed, each is over a kilobyte of TLS state.
@@ -169,7 +193,7 @@ impl Target {
 }
 
 impl Session {
-    async fn connect(target: &Target) -> Result<Session> {
+    pub(super) async fn connect(target: &Target) -> Result<Session> {
         let tls = target.connect_tls().await?;
         let link = match target.transport {
             Transport::Http => bail!("an XMPP stream needs direct TLS or WebSocket"),
@@ -228,7 +252,7 @@ impl Session {
     }
 
     /// The client's stream header (RFC 6120 §4.7), or `<open/>` (RFC 7395 §3.4).
-    async fn open_stream(&mut self) -> Result<()> {
+    pub(super) async fn open_stream(&mut self) -> Result<()> {
         let domain = self.domain.clone();
         let open = match self.link {
             Link::Tcp(_) => format!(
@@ -304,7 +328,7 @@ impl Session {
         }
     }
 
-    async fn expect_header(&mut self) -> Result<()> {
+    pub(super) async fn expect_header(&mut self) -> Result<()> {
         match self.next_event().await? {
             Event::Header(_) => Ok(()),
             other => bail!("expected a stream header, got {}", describe(&other)),
@@ -359,10 +383,11 @@ pub(super) async fn login_all(
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            tokio::time::timeout(LOGIN_TIMEOUT, login(&target, &user_name(i), sasl))
+            let user = target.user(i);
+            tokio::time::timeout(LOGIN_TIMEOUT, login(&target, &user, sasl))
                 .await
                 .map_err(|_| anyhow!("login timed out after {LOGIN_TIMEOUT:?}"))?
-                .with_context(|| format!("login of {}@{}", user_name(i), target.domain))
+                .with_context(|| format!("login of {user}@{}", target.domain))
         }));
     }
     let mut sessions = Vec::with_capacity(tasks.len());
@@ -430,6 +455,7 @@ pub(super) async fn login(target: &Target, user: &str, sasl: Sasl) -> Result<Ses
 /// binding: a stream on which the client binds a resource or resumes a session (XEP-0198 §5).
 /// Its `jid` is empty.
 pub(super) async fn authenticate(target: &Target, user: &str, sasl: Sasl) -> Result<Session> {
+    let password: &str = &target.password;
     let mut s = Session::connect(target).await?;
     s.open_stream().await?;
     s.expect_header().await?;
@@ -439,11 +465,12 @@ pub(super) async fn authenticate(target: &Target, user: &str, sasl: Sasl) -> Res
     }
     let mut scram = match sasl {
         Sasl::Plain => None,
-        Sasl::ScramSha256 => Some(ScramClient::new(HashAlg::Sha256, user, PASSWORD, None)),
+        Sasl::ScramSha1 => Some(ScramClient::new(HashAlg::Sha1, user, password, None)),
+        Sasl::ScramSha256 => Some(ScramClient::new(HashAlg::Sha256, user, password, None)),
     };
     let initial = match &mut scram {
         Some(client) => B64.encode(client.client_first()),
-        None => plain_initial_response(user, PASSWORD),
+        None => plain_initial_response(user, password),
     };
     let auth = format!(
         "<auth xmlns='{NS_SASL}' mechanism='{}'>{initial}</auth>",
@@ -555,28 +582,83 @@ pub(super) struct ConnCtx {
     pub(super) rate: Option<f64>,
     pub(super) in_flight: usize,
     pub(super) padding: String,
+    /// Open loop: where in the send period this client's sends fall, as a fraction of it in
+    /// `[0, 1)`. Client `i` of `n` gets `i / n`, so that the clients' sends are spread evenly
+    /// in time instead of all firing at once.
+    pub(super) offset: f64,
+    /// Messages sent before this time (ns since [`Shared::epoch`]) are the warm-up: they are
+    /// delivered and counted, but their latency is not a sample.
+    pub(super) measure_from_ns: u64,
+}
+
+impl ConnCtx {
+    /// The context of client `index` of `count`, sending to `peer`, as `opts` say.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        phase: watch::Receiver<Phase>,
+        peer: String,
+        (index, count): (usize, usize),
+        load: &Load,
+    ) -> Self {
+        ConnCtx {
+            shared,
+            phase,
+            peer,
+            fan_out: load.fan_out,
+            rate: load.rate,
+            in_flight: load.in_flight,
+            padding: "x".repeat(load.payload),
+            offset: index as f64 / count.max(1) as f64,
+            measure_from_ns: load.measure_from_ns,
+        }
+    }
+}
+
+/// What every connection of a message phase does alike.
+pub(super) struct Load {
+    pub(super) fan_out: u64,
+    /// Messages per second per client (open loop), or `None` (closed loop).
+    pub(super) rate: Option<f64>,
+    pub(super) in_flight: usize,
+    pub(super) payload: usize,
+    pub(super) measure_from_ns: u64,
 }
 
 /// Sends to and receives from the peer until told to finish, then closes the stream.
 pub(super) async fn exchange(mut session: Session, mut ctx: ConnCtx) -> Result<ConnStats> {
+    let stats = converse(&mut session, &mut ctx).await?;
+    if session.close_stream().await.is_ok() {
+        // The server answers with its own close; waiting for it is courtesy, not correctness.
+        session.linger(Duration::from_millis(500)).await;
+    }
+    session.shutdown().await;
+    Ok(stats)
+}
+
+/// Sends to and receives from the peer until told to finish; the stream stays open.
+///
+/// Open loop (`ctx.rate`): message `k` is due at `start + (k + offset) / rate`, each written
+/// on its own (one message per TLS record, as a client typing sends them), whatever happened
+/// to earlier ones. A send that could not be made on time (the generator was busy) is made
+/// at once and counted in [`ConnStats::late_sends`]; it carries its actual send time.
+/// Closed loop: `ctx.in_flight` messages at first, then one for each one received, written
+/// in one batch per read.
+pub(super) async fn converse(session: &mut Session, ctx: &mut ConnCtx) -> Result<ConnStats> {
     let mut stats = ConnStats::default();
     let mut out = Outbox::default();
     let mut next_seq = 0u64;
     let mut last_seen: Option<u64> = None;
     let to = xml_escape(&ctx.peer);
-    let started = Instant::now();
-    // Open loop ticks at most every millisecond and sends what is due: the timer's resolution
-    // caps how often, not how many.
-    let period = match ctx.rate {
-        Some(rate) => Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1)),
-        None => Duration::from_secs(3600),
+    let start = tokio::time::Instant::now();
+    let due = |seq: u64, rate: f64| {
+        start + Duration::from_secs_f64(((seq as f64 + ctx.offset) / rate).min(1e9))
     };
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let far = start + Duration::from_secs(86_400);
+    let mut next_due = ctx.rate.map_or(far, |rate| due(0, rate));
 
     if ctx.rate.is_none() {
         for _ in 0..ctx.in_flight {
-            push_message(&mut out, &to, &mut next_seq, &ctx);
+            push_message(&mut out, &to, &mut next_seq, ctx);
         }
     }
     let mut phase = *ctx.phase.borrow();
@@ -603,38 +685,38 @@ pub(super) async fn exchange(mut session: Session, mut ctx: ConnCtx) -> Result<C
                         Event::Close => bail!("server closed the stream"),
                         Event::Header(_) => bail!("unexpected stream header"),
                     };
-                    match incoming(&el, &ctx.shared, &mut stats, &mut last_seen)? {
+                    match incoming(&el, &ctx.shared, ctx.measure_from_ns, &mut stats, &mut last_seen)? {
                         Incoming::Message if phase == Phase::Run && ctx.rate.is_none() => {
-                            push_message(&mut out, &to, &mut next_seq, &ctx);
+                            push_message(&mut out, &to, &mut next_seq, ctx);
                         }
                         Incoming::Reply(reply) => out.push(&reply),
                         Incoming::Message | Incoming::Ignored => {}
                     }
                 }
             }
-            _ = ticker.tick(), if phase == Phase::Run && ctx.rate.is_some() => {
-                let rate = ctx.rate.unwrap_or(0.0);
-                let due = (started.elapsed().as_secs_f64() * rate) as u64;
-                // Bounded catch-up after a stall keeps one write from growing without limit.
-                let owed = due.saturating_sub(next_seq).min(1000);
-                for _ in 0..owed {
-                    push_message(&mut out, &to, &mut next_seq, &ctx);
+            _ = tokio::time::sleep_until(next_due), if phase == Phase::Run && ctx.rate.is_some() => {
+                let rate = ctx.rate.unwrap_or(1.0);
+                // Timer granularity is a millisecond: more than that behind is the generator's
+                // own delay.
+                if tokio::time::Instant::now() > next_due + Duration::from_millis(2) {
+                    stats.late_sends += 1;
                 }
+                push_message(&mut out, &to, &mut next_seq, ctx);
+                next_due = due(next_seq, rate);
             }
             changed = ctx.phase.changed() => {
+                let was = phase;
                 phase = match changed {
                     Ok(()) => *ctx.phase.borrow_and_update(),
                     // The driver is gone: nothing more will be measured.
                     Err(_) => Phase::Finish,
                 };
+                if was == Phase::Run && phase != Phase::Run {
+                    ctx.shared.stopped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
-    if session.close_stream().await.is_ok() {
-        // The server answers with its own close; waiting for it is courtesy, not correctness.
-        session.linger(Duration::from_millis(500)).await;
-    }
-    session.shutdown().await;
     Ok(stats)
 }
 
@@ -671,9 +753,11 @@ enum Incoming {
     Ignored,
 }
 
+/// `measure_from_ns`: messages sent before it are the warm-up, counted but not sampled.
 fn incoming(
     el: &Element,
     shared: &Shared,
+    measure_from_ns: u64,
     stats: &mut ConnStats,
     last_seen: &mut Option<u64>,
 ) -> Result<Incoming> {
@@ -689,9 +773,11 @@ fn incoming(
             let Some((seq, sent_ns)) = decode_body(&body.text()) else {
                 return Ok(Incoming::Ignored);
             };
-            stats
-                .latencies
-                .push(shared.now_ns().saturating_sub(sent_ns));
+            if sent_ns >= measure_from_ns {
+                stats
+                    .latencies
+                    .push(shared.now_ns().saturating_sub(sent_ns));
+            }
             if last_seen.is_some_and(|last| seq <= last) {
                 stats.reordered += 1;
             }
@@ -893,6 +979,7 @@ mod tests {
             epoch: Instant::now(),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            stopped: AtomicU64::new(0),
         });
         let (_tx, rx) = watch::channel(Phase::Run);
         let ctx = ConnCtx {
@@ -903,6 +990,8 @@ mod tests {
             rate: None,
             in_flight: 1,
             padding: String::new(),
+            offset: 0.0,
+            measure_from_ns: 0,
         };
         let mut out = Outbox::default();
         let mut seq = 5;
@@ -941,6 +1030,7 @@ mod tests {
             epoch: Instant::now() - Duration::from_secs(1),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            stopped: AtomicU64::new(0),
         };
         let mut stats = ConnStats::default();
         let mut last = None;
@@ -948,7 +1038,7 @@ mod tests {
         for seq in [0, 1, 1] {
             let el = message(&encode_body(seq, sent_ns, ""), Some("chat"));
             assert_eq!(
-                incoming(&el, &shared, &mut stats, &mut last).unwrap(),
+                incoming(&el, &shared, 0, &mut stats, &mut last).unwrap(),
                 Incoming::Message
             );
         }
@@ -960,18 +1050,18 @@ mod tests {
 
         let err = message(&encode_body(2, 0, ""), Some("error"));
         assert_eq!(
-            incoming(&err, &shared, &mut stats, &mut last).unwrap(),
+            incoming(&err, &shared, 0, &mut stats, &mut last).unwrap(),
             Incoming::Ignored
         );
         assert_eq!(stats.error_stanzas, 1);
         let junk = message("not a bench body", None);
         assert_eq!(
-            incoming(&junk, &shared, &mut stats, &mut last).unwrap(),
+            incoming(&junk, &shared, 0, &mut stats, &mut last).unwrap(),
             Incoming::Ignored
         );
         let presence = Element::builder("presence", "jabber:client").build();
         assert_eq!(
-            incoming(&presence, &shared, &mut stats, &mut last).unwrap(),
+            incoming(&presence, &shared, 0, &mut stats, &mut last).unwrap(),
             Incoming::Ignored
         );
         assert_eq!(shared.received.load(Ordering::Relaxed), 3);
@@ -979,7 +1069,17 @@ mod tests {
         let stream_err = Element::builder("error", xmppd_stream::NS_STREAM)
             .append(Element::builder("conflict", xmppd_stream::NS_STREAM_ERRORS).build())
             .build();
-        assert!(incoming(&stream_err, &shared, &mut stats, &mut last).is_err());
+        assert!(incoming(&stream_err, &shared, 0, &mut stats, &mut last).is_err());
+
+        // A message sent during the warm-up is counted as delivered but is no sample.
+        let mut stats = ConnStats::default();
+        let warm = message(&encode_body(9, sent_ns, ""), Some("chat"));
+        assert_eq!(
+            incoming(&warm, &shared, sent_ns + 1, &mut stats, &mut None).unwrap(),
+            Incoming::Message
+        );
+        assert_eq!(shared.received.load(Ordering::Relaxed), 4);
+        assert!(stats.latencies.is_empty());
     }
 
     #[test]

@@ -17,8 +17,8 @@ use anyhow::{bail, Context as _, Result};
 use super::client::{login_all, wait_for, Session, Target, Transport};
 use super::report::percentiles;
 use super::server::{
-    clock_ticks_per_second, read_cpu_ticks, read_rss_kib, register_users_on, utc_date,
-    write_config_for, ConfigExtra, ServerProcess, TempDir,
+    clock_ticks_per_second, read_rss_kib, register_users_on, utc_date, write_config_for,
+    ConfigExtra, ServerProcess, TempDir,
 };
 use super::{message_phase, pair_peers, runtime, Options, PhaseOutcome, DOMAIN, SETTLE_TIME};
 
@@ -190,7 +190,7 @@ pub(super) fn run_s2s(opts: &Options, binary: &Path) -> Result<()> {
 }
 
 /// A TCP port free on 127.0.0.1 a moment ago, for a listener that must be named in advance.
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
@@ -235,15 +235,13 @@ async fn run_lanes(
     let mut results = Vec::new();
     for (label, sessions, login_secs, rss_growth_kib, served) in logged_in {
         eprintln!("bench: {label}: message phase");
-        let cpu_before = pids
-            .iter()
-            .map(|&pid| read_cpu_ticks(pid))
-            .collect::<Result<Vec<_>>>()?;
         let count = sessions.len();
         let peers = pair_peers(&sessions);
         let phase = message_phase(sessions, peers, 1, opts, &pids).await?;
-        let cpu_secs = (phase.cpu_run.iter().zip(&cpu_before))
-            .map(|(after, before)| after.saturating_sub(*before) as f64 / clk_tck)
+        let cpu_secs = phase
+            .cpu_run
+            .iter()
+            .map(|&ticks| ticks as f64 / clk_tck)
             .collect();
         results.push(LaneResult {
             label,

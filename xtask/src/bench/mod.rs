@@ -25,12 +25,15 @@ mod archive_scale;
 mod callgrind;
 mod client;
 mod compare;
+mod external;
 mod memory;
 mod muc;
+mod peers;
 mod pep;
 mod report;
 mod resume;
 mod server;
+mod steps;
 mod upload;
 
 use std::net::SocketAddr;
@@ -43,7 +46,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use tokio::sync::watch;
 
-use client::{exchange, login_all, ConnCtx, Phase, Session, Shared, Target};
+use client::{converse, exchange, login_all, ConnCtx, Load, Phase, Session, Shared, Target};
 use muc::{join_room, BENCH_ROOM};
 use report::{percentiles, update_results_block, Report};
 use server::{
@@ -55,6 +58,10 @@ use server::{
 const DOMAIN: &str = "localhost";
 /// All benchmark users share one password: logins are not what is being measured.
 const PASSWORD: &str = "bench-password";
+/// Benchmark user `i` is `bench{i}`.
+const USER_PREFIX: &str = "bench";
+/// Of the message phase, what comes first and is not measured, unless `--warmup` says.
+const DEFAULT_WARMUP: Duration = Duration::from_secs(2);
 /// Logins in progress at once; more only fills the server's accept queue.
 const LOGIN_CONCURRENCY: usize = 64;
 /// One login (TCP + TLS + SASL + bind + presence) must finish within this.
@@ -65,6 +72,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Presence broadcasts after login settle within this before memory is sampled.
 const SETTLE_TIME: Duration = Duration::from_millis(500);
+/// `--smoke`: clients, messages per second per client, measured seconds.
+const SMOKE_CLIENTS: usize = 20;
+const SMOKE_RATE: f64 = 5.0;
+const SMOKE_DURATION: Duration = Duration::from_secs(5);
 /// Set on the optimized re-run, so that it never re-runs itself again.
 const REEXEC_ENV: &str = "XMPPD_BENCH_OPTIMIZED";
 
@@ -76,6 +87,8 @@ usage: cargo xtask bench [options]
   --rate R          open loop: each client sends R messages/s (default: closed loop)
   --in-flight K     closed loop: messages each client keeps in flight (default 4)
   --payload BYTES   extra filler bytes in each message body (default 0)
+  --warmup SECS     first part of the message phase, not measured (default 2): messages are
+                    sent and counted, their latency and the CPU time are not
   --sasl MECH       plain or scram-sha-256 (default plain)
   --server PATH     use this xmppd binary instead of building target/release/xmppd
   --archive         with the message archive on (XEP-0313; off by default, so that figures
@@ -117,6 +130,21 @@ usage: cargo xtask bench [options]
   --purge           with --archive-scale: then time archive appends while the retention
                     job deletes the oldest million rows (at most half of them), and
                     delete the database
+  --smoke           a short check that nothing is lost, as CI runs it: 20 clients, open loop
+                    5 msg/s each, 5 s after the warm-up, against target/debug/xmppd (or
+                    --server) without building it, the client unoptimized
+  --steps R1,R2,…   open-loop steps of R messages/s in all (default 500,1000,2000,4000,8000)
+                    on --clients sessions (default 500), each after --warmup, --duration
+                    long; logins per CPU-second, KiB per idle session, CPU-µs per message
+                    and p50/p99/max latency per step, the highest rate with p99 < 50 ms
+  --vs LIST         the steps on xmppd and on each of LIST (prosody, ejabberd: the Debian
+                    packages, started on loopback), server pinned to CPU 0 and the load
+                    generator to CPU 1; one table
+  --connect ADDR    the steps on a server the bench did not start, at its direct-TLS
+                    (XEP-0368) address; with --domain D (default localhost), --prefix P
+                    (accounts P0, P1, …; default bench), --password PW, --server-pid PID
+                    (its process group's CPU and memory are reported) and --register
+                    (create the accounts in-band first, XEP-0077)
   -h, --help        this text
 ";
 
@@ -127,16 +155,28 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     };
     let root = workspace_root();
-    if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() {
+    if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() && !opts.smoke {
         return rerun_optimized(&root, args);
     }
     if let Some(scale) = &opts.archive_scale {
         return archive_scale::run(&root, scale);
     }
+    if opts.external.is_some() {
+        // Someone else's server: nothing to build.
+        return steps::run_steps(&opts, Path::new(""));
+    }
     let binary = match &opts.server {
         Some(path) => path.clone(),
+        // The smoke checks the binary the tests run: whatever `cargo build` made last.
+        None if opts.smoke => target_dir(&root).join("debug/xmppd"),
         None => build_release(&root)?,
     };
+    if !opts.vs.is_empty() {
+        return steps::run_vs(&opts, &binary);
+    }
+    if !opts.steps.is_empty() {
+        return steps::run_steps(&opts, &binary);
+    }
     if opts.callgrind {
         return callgrind::run(&opts, &binary, &target_dir(&root).join("callgrind"));
     }
@@ -219,6 +259,8 @@ struct Options {
     rate: Option<f64>,
     in_flight: usize,
     payload: usize,
+    /// The first part of the message phase, whose latencies and CPU are not measured.
+    warmup: Duration,
     sasl: Sasl,
     server: Option<PathBuf>,
     json: bool,
@@ -247,6 +289,14 @@ struct Options {
     upload_mib: Option<u64>,
     /// Load a large archive and query it instead (no server).
     archive_scale: Option<archive_scale::ScaleOptions>,
+    /// A short open-loop run of the debug build that fails on a lost message (CI).
+    smoke: bool,
+    /// Open-loop steps: total messages per second of each (`--steps`, `--vs`).
+    steps: Vec<f64>,
+    /// Servers to run the steps on beside xmppd.
+    vs: Vec<peers::Kind>,
+    /// Run the steps on a server the bench did not start.
+    external: Option<external::External>,
 }
 
 /// How clients authenticate. PLAIN by default: the message phase is what is measured, and
@@ -254,6 +304,8 @@ struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sasl {
     Plain,
+    /// What every server offers (Prosody 0.12 stores SHA-1 keys only).
+    ScramSha1,
     ScramSha256,
 }
 
@@ -261,6 +313,7 @@ impl Sasl {
     fn name(self) -> &'static str {
         match self {
             Sasl::Plain => "PLAIN",
+            Sasl::ScramSha1 => "SCRAM-SHA-1",
             Sasl::ScramSha256 => "SCRAM-SHA-256",
         }
     }
@@ -274,6 +327,7 @@ impl Default for Options {
             rate: None,
             in_flight: 4,
             payload: 0,
+            warmup: DEFAULT_WARMUP,
             sasl: Sasl::Plain,
             server: None,
             json: false,
@@ -290,14 +344,28 @@ impl Default for Options {
             s2s: false,
             upload_mib: None,
             archive_scale: None,
+            smoke: false,
+            steps: Vec::new(),
+            vs: Vec::new(),
+            external: None,
         }
     }
 }
 
 impl Options {
+    /// One of the modes that measure something else than the message phase.
+    fn own_measurement(&self) -> bool {
+        self.pep_fanout
+            || self.websocket
+            || self.s2s
+            || self.resume
+            || self.memory
+            || self.callgrind
+    }
+
     fn mode(&self) -> String {
         let load = match self.rate {
-            Some(rate) => format!("open loop, {rate} msg/s per client"),
+            Some(rate) => format!("open loop, {rate} msg/s per client, spread evenly"),
             None => format!("closed loop, {} in flight per client", self.in_flight),
         };
         let archive = if self.archive { "; archive on" } else { "" };
@@ -332,6 +400,15 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut contacts: Option<usize> = None;
     let mut upload = false;
     let mut size: Option<u64> = None;
+    let mut account_flags: Vec<(&str, String)> = Vec::new();
+    if args.iter().any(|a| a == "--smoke") {
+        // Small and gentle, so that an unoptimized client and server keep up; the options
+        // that follow may change it.
+        opts.smoke = true;
+        opts.clients = SMOKE_CLIENTS;
+        opts.rate = Some(SMOKE_RATE);
+        opts.duration = SMOKE_DURATION;
+    }
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -348,8 +425,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             }
         };
         match flag {
-            "--duration" | "--rate" | "--in-flight" | "--payload" | "--markdown" | "--muc"
-            | "--occupants" => load_flags.push(flag),
+            "--duration" | "--rate" | "--in-flight" | "--payload" | "--warmup" | "--markdown"
+            | "--muc" | "--occupants" => load_flags.push(flag),
             "--messages" => callgrind_flags.push(flag),
             "--queries" | "--reload" | "--purge" => scale_flags.push(flag),
             _ => {}
@@ -363,10 +440,18 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--rate" => opts.rate = Some(parse_num(&value(flag)?, flag)?),
             "--in-flight" => opts.in_flight = parse_num(&value(flag)?, flag)?,
             "--payload" => opts.payload = parse_num(&value(flag)?, flag)?,
+            "--warmup" => {
+                let secs: f64 = parse_num(&value(flag)?, flag)?;
+                if !(0.0..=600.0).contains(&secs) {
+                    bail!("--warmup must be between 0 and 600 seconds");
+                }
+                opts.warmup = Duration::from_secs_f64(secs);
+            }
             "--sasl" => {
                 opts.sasl = match value(flag)?.to_ascii_lowercase().as_str() {
                     "plain" => Sasl::Plain,
                     "scram-sha-256" | "scram" => Sasl::ScramSha256,
+                    "scram-sha-1" => Sasl::ScramSha1,
                     other => bail!("--sasl: unknown mechanism {other:?}"),
                 }
             }
@@ -387,12 +472,45 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--size" => size = Some(parse_num(&value(flag)?, flag)?),
             "--contacts" => contacts = Some(parse_num(&value(flag)?, flag)?),
             "--archive" => opts.archive = true,
+            "--smoke" => {}
+            "--steps" => {
+                opts.steps = value(flag)?
+                    .split(',')
+                    .map(|r| parse_num(r, flag))
+                    .collect::<Result<_>>()?
+            }
+            "--vs" => {
+                opts.vs = value(flag)?
+                    .split(',')
+                    .map(peers::Kind::parse)
+                    .collect::<Result<_>>()?
+            }
+            "--connect" => opts.external = Some(external::External::new(&value(flag)?)?),
+            "--domain" | "--prefix" | "--password" | "--server-pid" | "--register" => {
+                let v = if flag == "--register" {
+                    String::new()
+                } else {
+                    value(flag)?
+                };
+                account_flags.push((flag, v));
+            }
             "--archive-scale" => archive_scale = true,
             "--queries" => scale.queries = parse_num(&value(flag)?, flag)?,
             "--reload" => scale.reload = true,
             "--purge" => scale.purge = true,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
+    }
+    if !account_flags.is_empty()
+        || opts.external.is_some()
+        || !opts.vs.is_empty()
+        || !opts.steps.is_empty()
+    {
+        return steps_options(opts, clients, account_flags, &load_flags).map(Some);
+    }
+    let other_mode = archive_scale || upload || opts.own_measurement() || opts.muc || opts.markdown;
+    if opts.smoke && other_mode {
+        bail!("--smoke is the plain one-to-one run of its own; it takes only the load options");
     }
     if archive_scale {
         let other = args
@@ -574,6 +692,73 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     check_load(opts).map(Some)
 }
 
+/// `--steps`, `--vs` and `--connect` with its account options.
+fn steps_options(
+    mut opts: Options,
+    clients: Option<usize>,
+    account_flags: Vec<(&str, String)>,
+    load_flags: &[&str],
+) -> Result<Options> {
+    if let Some(flag) = load_flags.iter().find(|f| {
+        [
+            "--rate",
+            "--in-flight",
+            "--muc",
+            "--occupants",
+            "--markdown",
+        ]
+        .contains(f)
+    }) {
+        bail!(
+            "{flag} does not apply to --steps, --vs or --connect (open loop at each step's rate)"
+        );
+    }
+    let other_mode = opts.smoke
+        || opts.own_measurement()
+        || opts.archive_scale.is_some()
+        || opts.upload_mib.is_some()
+        || opts.json;
+    if other_mode {
+        bail!("--steps, --vs and --connect are a measurement of their own; run them apart");
+    }
+    match &mut opts.external {
+        Some(external) => {
+            if !opts.vs.is_empty() {
+                bail!("--vs starts its servers itself; --connect does not apply");
+            }
+            for (flag, value) in account_flags {
+                match flag {
+                    "--domain" => external.domain = value,
+                    "--prefix" => external.prefix = value,
+                    "--password" => external.password = value,
+                    "--server-pid" => external.pid = Some(parse_num(&value, flag)?),
+                    _ => external.register = true,
+                }
+            }
+        }
+        None => {
+            if let Some((flag, _)) = account_flags.first() {
+                bail!("{flag} needs --connect (a server the bench did not start)");
+            }
+        }
+    }
+    if opts.steps.is_empty() {
+        opts.steps = steps::DEFAULT_STEPS.to_vec();
+    }
+    if opts
+        .steps
+        .iter()
+        .any(|r| !(r.is_finite() && *r > 0.0 && *r <= 1_000_000.0))
+    {
+        bail!("--steps: each rate must be above 0 and at most 1000000 messages per second");
+    }
+    opts.clients = clients.unwrap_or(steps::DEFAULT_SESSIONS);
+    if opts.clients < 2 || !opts.clients.is_multiple_of(2) || opts.clients > 100_000 {
+        bail!("--clients must be an even number between 2 and 100000 (clients talk in pairs)");
+    }
+    check_load(opts)
+}
+
 /// The limits of the message phase's options.
 fn check_load(opts: Options) -> Result<Options> {
     if opts.duration.is_zero() || opts.duration > Duration::from_secs(3600) {
@@ -699,8 +884,9 @@ async fn drive(opts: &Options, pid: u32, addr: SocketAddr) -> Result<Report> {
         rss_sessions_kib,
         rss_end_kib: phase.rss_end_kib[0],
         server_cpu_login_secs: secs(cpu_login.saturating_sub(cpu_start)),
-        server_cpu_run_secs: secs(phase.cpu_run[0].saturating_sub(cpu_login)),
+        server_cpu_run_secs: secs(phase.cpu_run[0]),
         client_cpu_run_secs: secs(phase.client_cpu_run),
+        late_sends: phase.late_sends,
         archive_bytes_per_message: None,
     })
 }
@@ -723,10 +909,13 @@ struct PhaseOutcome {
     reordered: u64,
     error_stanzas: u64,
     connection_errors: u64,
-    /// CPU ticks of each server process at the end of the run (before the drain).
+    /// CPU ticks each server process used over the measured part of the run (after the
+    /// warm-up, before the drain).
     cpu_run: Vec<u64>,
-    /// The bench client's CPU ticks over the run.
+    /// The bench client's CPU ticks over the same time.
     client_cpu_run: u64,
+    /// Open loop: messages the generator sent late, being busy (see [`client::converse`]).
+    late_sends: u64,
     /// Resident memory of each server process after the drain.
     rss_end_kib: Vec<u64>,
 }
@@ -738,9 +927,9 @@ impl PhaseOutcome {
 }
 
 /// The message phase: every session sends to its peer (a JID, or the room's) for
-/// `opts.duration`, then stops and waits for what is in flight, then closes its stream.
-/// `fan_out` is how many deliveries one message makes. `pids` are the server processes whose
-/// CPU and memory are read.
+/// `opts.duration` after `opts.warmup`, then stops and waits for what is in flight, then
+/// closes its stream. `fan_out` is how many deliveries one message makes. `pids` are the
+/// server processes whose CPU and memory are read.
 async fn message_phase(
     sessions: Vec<Session>,
     peers: Vec<String>,
@@ -748,41 +937,76 @@ async fn message_phase(
     opts: &Options,
     pids: &[u32],
 ) -> Result<PhaseOutcome> {
-    let shared = Arc::new(Shared::new());
-    let client_cpu_start = read_cpu_ticks_self()?;
-    let (phase_tx, phase_rx) = watch::channel(Phase::Run);
-    let body_padding = "x".repeat(opts.payload);
     eprintln!(
-        "bench: exchanging messages for {}s ({})",
-        opts.duration.as_secs(),
+        "bench: exchanging messages for {:.0}s after a {:.0}s warm-up ({})",
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
         opts.mode()
     );
-    let run_started = Instant::now();
-    let mut tasks = Vec::with_capacity(sessions.len());
-    for (session, peer) in sessions.into_iter().zip(peers) {
-        let ctx = ConnCtx {
-            shared: shared.clone(),
-            phase: phase_rx.clone(),
-            peer,
-            fan_out,
-            rate: opts.rate,
-            in_flight: opts.in_flight,
-            padding: body_padding.clone(),
-        };
-        tasks.push(tokio::spawn(exchange(session, ctx)));
+    let load = Load {
+        fan_out,
+        rate: opts.rate,
+        in_flight: opts.in_flight,
+        payload: opts.payload,
+        measure_from_ns: u64::try_from(opts.warmup.as_nanos()).unwrap_or(u64::MAX),
+    };
+    let (outcome, _) = run_phase(sessions, peers, &load, opts.duration, pids, false).await?;
+    Ok(outcome)
+}
+
+/// A message phase of `load`, measured for `duration` after `load.measure_from_ns`. With
+/// `keep_open` the streams stay open and the sessions come back (in their order) for the
+/// next phase, unless a connection failed; otherwise each stream is closed.
+async fn run_phase(
+    sessions: Vec<Session>,
+    peers: Vec<String>,
+    load: &Load,
+    duration: Duration,
+    pids: &[u32],
+    keep_open: bool,
+) -> Result<(PhaseOutcome, Vec<Session>)> {
+    let shared = Arc::new(Shared::new());
+    let (phase_tx, phase_rx) = watch::channel(Phase::Run);
+    let count = sessions.len();
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<_>>> = Vec::with_capacity(count);
+    for (index, (mut session, peer)) in sessions.into_iter().zip(peers).enumerate() {
+        let mut ctx = ConnCtx::new(shared.clone(), phase_rx.clone(), peer, (index, count), load);
+        tasks.push(tokio::spawn(async move {
+            if keep_open {
+                let stats = converse(&mut session, &mut ctx).await?;
+                Ok((stats, Some(session)))
+            } else {
+                Ok((exchange(session, ctx).await?, None))
+            }
+        }));
     }
-    tokio::time::sleep(opts.duration).await;
-    let _ = phase_tx.send(Phase::Drain);
-    let run_secs = run_started.elapsed().as_secs_f64();
-    let delivered_in_run = shared.received.load(Ordering::Relaxed);
-    let cpu_run = pids
+    let warmup = Duration::from_nanos(load.measure_from_ns);
+    tokio::time::sleep_until((shared.epoch + warmup).into()).await;
+    let delivered_in_warmup = shared.received.load(Ordering::Relaxed);
+    let cpu_start = pids
         .iter()
         .map(|&pid| read_cpu_ticks(pid))
+        .collect::<Result<Vec<_>>>()?;
+    let client_cpu_start = read_cpu_ticks_self()?;
+    let run_started = Instant::now();
+    tokio::time::sleep(duration).await;
+    let _ = phase_tx.send(Phase::Drain);
+    let run_secs = run_started.elapsed().as_secs_f64();
+    let delivered_in_run = shared
+        .received
+        .load(Ordering::Relaxed)
+        .saturating_sub(delivered_in_warmup);
+    let cpu_run = pids
+        .iter()
+        .zip(&cpu_start)
+        .map(|(&pid, start)| Ok(read_cpu_ticks(pid)?.saturating_sub(*start)))
         .collect::<Result<Vec<_>>>()?;
     let client_cpu_run = read_cpu_ticks_self()?.saturating_sub(client_cpu_start);
 
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
-    while shared.received.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed)
+    // First every connection stops sending, then what it sent arrives.
+    while (shared.stopped.load(Ordering::Relaxed) < count as u64
+        || shared.received.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed))
         && Instant::now() < drain_deadline
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -796,17 +1020,21 @@ async fn message_phase(
     let mut latencies = Vec::new();
     let mut reordered = 0;
     let mut error_stanzas = 0;
+    let mut late_sends = 0;
     let mut connection_errors = 0u64;
+    let mut kept = Vec::new();
     let close_deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
     for task in tasks {
         match tokio::time::timeout_at(close_deadline, task).await {
-            Ok(Ok(Ok(stats))) => {
+            Ok(Ok(Ok((stats, session)))) => {
+                kept.extend(session);
                 latencies.extend_from_slice(&stats.latencies);
                 // Several senders share a room: one sequence per connection means nothing there.
-                if fan_out == 1 {
+                if load.fan_out == 1 {
                     reordered += stats.reordered;
                 }
                 error_stanzas += stats.error_stanzas;
+                late_sends += stats.late_sends;
             }
             Ok(Ok(Err(err))) => {
                 if connection_errors == 0 {
@@ -822,7 +1050,11 @@ async fn message_phase(
         }
     }
     latencies.sort_unstable();
-    Ok(PhaseOutcome {
+    if connection_errors != 0 {
+        // The pairs are broken: nothing more can run on these sessions.
+        kept.clear();
+    }
+    let outcome = PhaseOutcome {
         run_secs,
         sent: shared.sent.load(Ordering::Relaxed),
         delivered: shared.received.load(Ordering::Relaxed),
@@ -833,8 +1065,10 @@ async fn message_phase(
         connection_errors,
         cpu_run,
         client_cpu_run,
+        late_sends,
         rss_end_kib,
-    })
+    };
+    Ok((outcome, kept))
 }
 
 /// The bench client's runtime: one worker per core.
@@ -846,7 +1080,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn user_name(index: usize) -> String {
-    format!("bench{index}")
+    format!("{USER_PREFIX}{index}")
 }
 
 #[cfg(test)]
@@ -967,6 +1201,56 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(opts.upload_mib, Some(2));
+        // The CI smoke: small, open loop, a warm-up, overridable.
+        let opts = parse_args(&args(&["--smoke"])).unwrap().unwrap();
+        assert!(opts.smoke);
+        assert_eq!(
+            (opts.clients, opts.rate, opts.duration, opts.warmup),
+            (
+                SMOKE_CLIENTS,
+                Some(SMOKE_RATE),
+                SMOKE_DURATION,
+                DEFAULT_WARMUP
+            )
+        );
+        let opts = parse_args(&args(&["--smoke", "--clients", "4", "--warmup", "0.5"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((opts.clients, opts.warmup), (4, Duration::from_millis(500)));
+        // Rate steps, on xmppd, beside the peers, or on a server the bench did not start.
+        let opts = parse_args(&args(&["--steps", "100,200"])).unwrap().unwrap();
+        assert_eq!(opts.steps, [100.0, 200.0]);
+        assert_eq!(opts.clients, steps::DEFAULT_SESSIONS);
+        let opts = parse_args(&args(&["--vs", "prosody,ejabberd", "--clients", "10"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opts.vs, [peers::Kind::Prosody, peers::Kind::Ejabberd]);
+        assert_eq!(
+            (opts.steps.len(), opts.clients),
+            (steps::DEFAULT_STEPS.len(), 10)
+        );
+        let opts = parse_args(&args(&[
+            "--connect",
+            "127.0.0.1:5223",
+            "--domain",
+            "example.org",
+            "--prefix",
+            "load",
+            "--password",
+            "pw",
+            "--server-pid",
+            "42",
+            "--register",
+        ]))
+        .unwrap()
+        .unwrap();
+        let external = opts.external.unwrap();
+        assert_eq!(
+            (external.domain.as_str(), external.prefix.as_str()),
+            ("example.org", "load")
+        );
+        assert_eq!((external.password.as_str(), external.pid), ("pw", Some(42)));
+        assert!(external.register);
     }
 
     #[test]
@@ -1021,6 +1305,19 @@ mod tests {
             &["--upload", "--size", "0"],
             &["--upload", "--clients", "2"],
             &["--upload", "--s2s"],
+            &["--smoke", "--muc"],
+            &["--smoke", "--memory"],
+            &["--warmup", "-1"],
+            &["--steps", "100,x"],
+            &["--steps", "0"],
+            &["--steps", "100", "--rate", "5"],
+            &["--steps", "100", "--clients", "3"],
+            &["--vs", "openfire"],
+            &["--vs", "prosody", "--connect", "127.0.0.1:5223"],
+            &["--domain", "example.org"],
+            &["--register"],
+            &["--connect", "nowhere"],
+            &["--steps", "100", "--memory"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }

@@ -31,6 +31,8 @@ pub(super) struct Report {
     pub(super) server_cpu_login_secs: f64,
     pub(super) server_cpu_run_secs: f64,
     pub(super) client_cpu_run_secs: f64,
+    /// Open loop: sends the generator made more than 2 ms after they were due.
+    pub(super) late_sends: u64,
     /// With the archive on: growth of the database files over the run, per message delivered
     /// (each one-to-one message is archived twice, once per side).
     pub(super) archive_bytes_per_message: Option<f64>,
@@ -122,6 +124,7 @@ impl Report {
                 "bench client CPU, message phase",
                 format!("{:.2} s", self.client_cpu_run_secs),
             ),
+            ("generator sends >2 ms late", self.late_sends.to_string()),
             (
                 "lost messages",
                 format!("{} ({})", self.lost, pass(self.lost == 0)),
@@ -189,6 +192,7 @@ impl Report {
             ),
             ("server_cpu_run_secs", json_f64(self.server_cpu_run_secs)),
             ("client_cpu_run_secs", json_f64(self.client_cpu_run_secs)),
+            ("late_sends", self.late_sends.to_string()),
             ("lost", self.lost.to_string()),
             ("reordered", self.reordered.to_string()),
             ("error_stanzas", self.error_stanzas.to_string()),
@@ -328,6 +332,7 @@ mod tests {
             server_cpu_login_secs: 0.1,
             server_cpu_run_secs: 1.5,
             client_cpu_run_secs: 1.0,
+            late_sends: 0,
             archive_bytes_per_message: Some(512.0),
         };
         assert_eq!(report.msgs_per_sec(), 450.0);
