@@ -63,7 +63,7 @@ macro_rules! on_every_engine {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let db = $crate::SqliteDb::new();
-                    crate::$module::$case(&db).await;
+                    super::$module::$case(&db).await;
                 }
             )*
         }
@@ -72,7 +72,7 @@ macro_rules! on_every_engine {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let Some(db) = $crate::PgDb::new().await else { return };
-                    crate::$module::$case(&db).await;
+                    super::$module::$case(&db).await;
                 }
             )*
         }
@@ -81,7 +81,7 @@ macro_rules! on_every_engine {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let Some(db) = $crate::MariaDb::new().await else { return };
-                    crate::$module::$case(&db).await;
+                    super::$module::$case(&db).await;
                 }
             )*
         }
