@@ -79,7 +79,7 @@ pub struct TestAuthority {
 
 impl TestAuthority {
     /// A new authority of its own (so two are never the same).
-    pub fn new() -> TestAuthority {
+    pub fn generate() -> TestAuthority {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -62,7 +62,7 @@ async fn a_service_schema_migrates_once_and_refuses_a_newer_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_checks_the_server_certificate_against_the_given_authority() {
-    let authority = TestAuthority::new();
+    let authority = TestAuthority::generate();
     let (ca_pem, cert_pem, key_pem) = (
         authority.ca_pem.clone(),
         authority.cert_pem.clone(),
@@ -83,7 +83,7 @@ async fn tls_checks_the_server_certificate_against_the_given_authority() {
     let right = dir.path().join("ca.pem");
     let wrong = dir.path().join("other-ca.pem");
     std::fs::write(&right, &authority.ca_pem).unwrap();
-    std::fs::write(&wrong, TestAuthority::new().ca_pem).unwrap();
+    std::fs::write(&wrong, TestAuthority::generate().ca_pem).unwrap();
     let with_query = |query: &str| {
         let mut settings = cluster.settings(&db);
         settings.url = format!("{}?{query}", settings.url);
