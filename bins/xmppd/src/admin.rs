@@ -15,7 +15,6 @@ use std::io::BufRead;
 
 use xmppd_auth::{AuthBackend, AuthError, InternalBackend};
 use xmppd_config::ValidatedConfig;
-use xmppd_mam::ArchiveStore;
 use xmppd_storage::{SessionRecord, StorageError, UserRef};
 
 use crate::{admin_socket, stores, Failure};
@@ -65,7 +64,6 @@ pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> R
         xmppd_core::remove_stored_account(stores.credentials.as_ref(), &account, tombstone)
             .await
             .map_err(|e| explain(e.into(), &account))?;
-        let store = stores.services;
         // A running server deletes the archive through the module's account-removal hook.
         let archive = crate::serve::open_archive(&stores.engine).await?;
         (archive.remove_owner(&jid(&account)).await).map_err(|e| explain(e.into(), &account))?;
@@ -308,7 +306,6 @@ pub async fn mam_purge(
 /// The tokens themselves are not stored, so they cannot be shown.
 pub async fn fast_list(config: &ValidatedConfig, user: Option<&str>) -> Result<(), Failure> {
     let user = user.map(|u| fast_user(config, u)).transpose()?;
-    use xmppd_fast::TokenStore as _;
     let tokens = fast_tokens(config).await?;
     let rows = (tokens.list(user.as_ref()).await).map_err(|e| format!("listing tokens: {e}"))?;
     for r in rows {
@@ -330,7 +327,6 @@ pub async fn fast_revoke(
     user: &str,
     client: Option<&str>,
 ) -> Result<(), Failure> {
-    use xmppd_fast::TokenStore as _;
     let user = fast_user(config, user)?;
     let tokens = fast_tokens(config).await?;
     let n = (tokens.revoke(&user, client).await).map_err(|e| format!("revoking tokens: {e}"))?;

@@ -32,7 +32,7 @@ use xmppd_pubsub::{Pep, PepWatcher, PubSubService};
 use xmppd_push::Push;
 use xmppd_register::{Register, RegistrationPolicy};
 use xmppd_shared_roster::{GroupSource, SharedRoster, StaticGroup};
-use xmppd_storage::{CredentialStore, SqliteStore, UserDataStore};
+use xmppd_storage::{CredentialStore, UserDataStore};
 use xmppd_stream::Limits;
 
 use crate::stores::{self, Engine, Stores};
@@ -107,7 +107,6 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
     xmppd_storage::create_private_dir_all(&server_cfg.data_dir)
         .map_err(|e| format!("creating {}: {e}", server_cfg.data_dir.display()))?;
     let stores = stores::open(&config).await?;
-    let store = stores.services.clone();
     // A previous run of this node may have crashed with sessions recorded as live.
     stores
         .core

@@ -39,8 +39,8 @@ mod roster;
 mod tls;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 /// The drivers, for a service crate's own tables.
