@@ -51,7 +51,7 @@ use muc::{join_room, BENCH_ROOM};
 use report::{percentiles, update_results_block, Report};
 use server::{
     clock_ticks_per_second, cpu_model, database_bytes, read_cpu_ticks, read_cpu_ticks_self,
-    read_rss_kib, register_users, utc_date, write_config, ServerProcess, TempDir,
+    read_rss_kib, register_users, utc_date, write_config_for, ConfigExtra, ServerProcess, TempDir,
 };
 
 /// The domain every benchmark user lives on.
@@ -91,6 +91,10 @@ usage: cargo xtask bench [options]
                     sent and counted, their latency and the CPU time are not
   --sasl MECH       plain or scram-sha-256 (default plain)
   --server PATH     use this xmppd binary instead of building target/release/xmppd
+  --backend ENGINE  where the server stores its data: sqlite (default), postgres or mariadb;
+                    postgres and mariadb run on a private server started for the run (as
+                    the storage tests start it), a database of its own; with the plain run
+                    and --smoke only
   --archive         with the message archive on (XEP-0313; off by default, so that figures
                     compare with those from before it); reports bytes on disk per message
   --muc             chat room fan-out: every client joins one room and sends groupchat
@@ -199,9 +203,22 @@ pub fn run(args: &[String]) -> Result<()> {
         return upload::run(&opts, &binary, mib);
     }
     let work = TempDir::create()?;
-    let config = write_config(&work.0, opts.archive)?;
+    let storage = server::storage_section(opts.backend, &work.0)?;
+    let config = write_config_for(
+        &work.0,
+        &ConfigExtra {
+            sections: &storage,
+            ..ConfigExtra::new(opts.archive)
+        },
+    )?;
     register_users(&binary, &config, opts.clients)?;
-    let db_before = database_bytes(&binary, &config, &work.0)?;
+    // Bytes on disk are measured on SQLite's file only.
+    let on_file = opts.backend == Backend::Sqlite;
+    let db_before = if on_file {
+        database_bytes(&binary, &config, &work.0)?
+    } else {
+        0
+    };
     let mut server = ServerProcess::start(&binary, &config)?;
     eprintln!(
         "bench: server pid {} on {}",
@@ -216,7 +233,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let server_log = server.stop();
     let report = match outcome {
         Ok(mut report) => {
-            if opts.archive {
+            if opts.archive && on_file {
                 let grown = database_bytes(&binary, &config, &work.0)?.saturating_sub(db_before);
                 report.archive_bytes_per_message =
                     Some(grown as f64 / report.delivered.max(1) as f64);
@@ -277,6 +294,8 @@ struct Options {
     memory: bool,
     /// Run the server with the message archive on (`[mam] enabled`).
     archive: bool,
+    /// Where the server stores its data.
+    backend: Backend,
     /// Park sessions and resume them all at once instead.
     resume: bool,
     /// Personal eventing fan-out to `clients` contacts instead.
@@ -297,6 +316,33 @@ struct Options {
     vs: Vec<peers::Kind>,
     /// Run the steps on a server the bench did not start.
     external: Option<external::External>,
+}
+
+/// The storage engine of the server under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+    Mariadb,
+}
+
+impl Backend {
+    fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "mariadb" | "mysql" => Ok(Backend::Mariadb),
+            other => bail!("--backend: unknown engine {other:?} (sqlite, postgres or mariadb)"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+            Backend::Mariadb => "MariaDB",
+        }
+    }
 }
 
 /// How clients authenticate. PLAIN by default: the message phase is what is measured, and
@@ -338,6 +384,7 @@ impl Default for Options {
             repeat: 1,
             memory: false,
             archive: false,
+            backend: Backend::Sqlite,
             resume: false,
             pep_fanout: false,
             websocket: false,
@@ -368,7 +415,12 @@ impl Options {
             Some(rate) => format!("open loop, {rate} msg/s per client, spread evenly"),
             None => format!("closed loop, {} in flight per client", self.in_flight),
         };
-        let archive = if self.archive { "; archive on" } else { "" };
+        let archive = match (self.archive, self.backend) {
+            (false, Backend::Sqlite) => String::new(),
+            (true, Backend::Sqlite) => "; archive on".to_owned(),
+            (false, b) => format!("; {} storage", b.name()),
+            (true, b) => format!("; archive on, {} storage", b.name()),
+        };
         if self.muc {
             return format!(
                 "MUC fan-out: {} occupants in one room, {load}; SASL {}{archive}",
@@ -472,6 +524,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--size" => size = Some(parse_num(&value(flag)?, flag)?),
             "--contacts" => contacts = Some(parse_num(&value(flag)?, flag)?),
             "--archive" => opts.archive = true,
+            "--backend" => opts.backend = Backend::parse(&value(flag)?)?,
             "--smoke" => {}
             "--steps" => {
                 opts.steps = value(flag)?
@@ -501,11 +554,21 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
     }
-    if !account_flags.is_empty()
+    let steps_mode = !account_flags.is_empty()
         || opts.external.is_some()
         || !opts.vs.is_empty()
-        || !opts.steps.is_empty()
+        || !opts.steps.is_empty();
+    if opts.backend != Backend::Sqlite
+        && (steps_mode
+            || archive_scale
+            || upload
+            || opts.own_measurement()
+            || opts.muc
+            || opts.markdown)
     {
+        bail!("--backend applies to the plain one-to-one run and --smoke only");
+    }
+    if steps_mode {
         return steps_options(opts, clients, account_flags, &load_flags).map(Some);
     }
     let other_mode = archive_scale || upload || opts.own_measurement() || opts.muc || opts.markdown;
@@ -1089,6 +1152,75 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn args_backend() {
+        assert_eq!(parse_args(&[]).unwrap().unwrap().backend, Backend::Sqlite);
+        for (given, backend) in [
+            ("sqlite", Backend::Sqlite),
+            ("postgres", Backend::Postgres),
+            ("PostgreSQL", Backend::Postgres),
+            ("mariadb", Backend::Mariadb),
+            ("mysql", Backend::Mariadb),
+        ] {
+            let opts = parse_args(&args(&["--backend", given])).unwrap().unwrap();
+            assert_eq!(opts.backend, backend, "{given}");
+            assert_eq!(opts.clients, 200);
+        }
+        let opts = parse_args(&args(&[
+            "--backend=postgres",
+            "--archive",
+            "--clients",
+            "20",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(opts.backend, Backend::Postgres);
+        assert!(opts.archive);
+        assert_eq!(opts.clients, 20);
+        assert!(opts.mode().contains("archive on, PostgreSQL storage"));
+        // With the smoke run, which keeps its own small load.
+        let opts = parse_args(&args(&["--smoke", "--backend", "mariadb"]))
+            .unwrap()
+            .unwrap();
+        assert!(opts.smoke);
+        assert_eq!(opts.backend, Backend::Mariadb);
+        assert_eq!(opts.clients, SMOKE_CLIENTS);
+        assert!(opts.mode().contains("MariaDB storage"));
+        assert!(!parse_args(&[]).unwrap().unwrap().mode().contains("storage"));
+
+        let err = parse_args(&args(&["--backend", "oracle"])).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown engine \"oracle\""),
+            "{err}"
+        );
+        let err = parse_args(&args(&["--backend"])).unwrap_err();
+        assert!(err.to_string().contains("--backend needs a value"), "{err}");
+        // Every other mode starts its server(s) on SQLite; naming the default is allowed there.
+        for other in [
+            &["--muc"][..],
+            &["--memory"],
+            &["--callgrind"],
+            &["--resume"],
+            &["--websocket"],
+            &["--s2s"],
+            &["--upload"],
+            &["--archive-scale"],
+            &["--markdown"],
+            &["--steps", "100"],
+            &["--pep-fanout"],
+        ] {
+            let mut list = vec!["--backend", "postgres"];
+            list.extend_from_slice(other);
+            let err = parse_args(&args(&list)).unwrap_err();
+            assert!(
+                err.to_string().contains("--backend applies to the plain"),
+                "{other:?}: {err}"
+            );
+        }
+        assert!(parse_args(&args(&["--backend", "sqlite", "--muc"])).is_ok());
+        assert!(parse_args(&args(&["--backend", "sqlite", "--steps", "100"])).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::{user_name, DOMAIN, PASSWORD};
+use super::{user_name, Backend, DOMAIN, PASSWORD};
 
 /// How long the server may take to print its listening addresses.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,6 +106,51 @@ fn config_text(data_dir: &Path, extra: &ConfigExtra<'_>) -> String {
          [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n\n[mam]\nenabled = {archive}\n\
          {sections}",
         toml_string(&data_dir.to_string_lossy())
+    )
+}
+
+/// The `[storage]` section for `backend`: nothing for SQLite (the file in the data
+/// directory), else a database of its own on a private PostgreSQL cluster or MariaDB server
+/// started for this run as the storage tests start theirs (`xmppd-dbtest`; stopped when the
+/// bench exits). The password goes in a file beside the configuration, never on a command
+/// line nor in the configuration.
+pub(super) fn storage_section(backend: Backend, dir: &Path) -> Result<String> {
+    if backend == Backend::Sqlite {
+        return Ok(String::new());
+    }
+    eprintln!("bench: starting a private {} server", backend.name());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let (engine, settings) = match backend {
+        Backend::Postgres => {
+            let cluster = xmppd_dbtest::pg::shared()
+                .ok_or_else(|| anyhow!("PostgreSQL could not be started here"))?;
+            let db = runtime.block_on(cluster.create_database());
+            ("postgres", cluster.settings(&db))
+        }
+        Backend::Mariadb => {
+            let server = xmppd_dbtest::mariadb::shared()
+                .ok_or_else(|| anyhow!("MariaDB could not be started here"))?;
+            let db = runtime.block_on(server.create_database());
+            ("mysql", server.settings(&db))
+        }
+        Backend::Sqlite => unreachable!("handled above"),
+    };
+    let password_file = dir.join("db-password");
+    let password = settings.password.clone().unwrap_or_default();
+    std::fs::write(&password_file, password)
+        .with_context(|| format!("writing {}", password_file.display()))?;
+    Ok(storage_text(engine, &settings.url, &password_file))
+}
+
+fn storage_text(engine: &str, url: &str, password_file: &Path) -> String {
+    format!(
+        "\n[storage]\nbackend = \"{engine}\"\nurl = {}\npassword_file = {}\n",
+        toml_string(url),
+        toml_string(&password_file.to_string_lossy())
     )
 }
 
@@ -545,6 +590,24 @@ mod tests {
         assert!(other.contains("hosts = [\"a.localhost\"]"));
         assert!(text.contains("direct_tls_listen = [\"127.0.0.1:0\"]"));
         assert!(text.contains("hosts = [\"localhost\"]"));
+    }
+
+    #[test]
+    fn storage_section_names_the_engine_and_keeps_the_password_apart() {
+        let text = storage_text(
+            "postgres",
+            "postgres://xmppd@127.0.0.1:5432/t1_0",
+            Path::new("/tmp/bench/db-password"),
+        );
+        let full = format!(
+            "{}{text}",
+            config_text(Path::new("/tmp/bench/data"), &ConfigExtra::new(false))
+        );
+        assert!(full.contains(
+            "\n[storage]\nbackend = \"postgres\"\nurl = \"postgres://xmppd@127.0.0.1:5432/t1_0\"\n\
+             password_file = \"/tmp/bench/db-password\"\n"
+        ));
+        assert_eq!(full.matches("[storage]").count(), 1);
     }
 
     #[test]
