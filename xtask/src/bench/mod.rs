@@ -225,6 +225,14 @@ pub fn run(args: &[String]) -> Result<()> {
         server.pid(),
         server.direct_tls
     );
+    // The server names its storage when it opens it, before it listens.
+    let storage_line = format!("storage: {}", opts.backend.name());
+    if opts.backend != Backend::Sqlite && !server.printed(&storage_line, Duration::from_secs(5)) {
+        bail!(
+            "the server did not report {storage_line:?}; output:\n{}",
+            server.stop()
+        );
+    }
 
     let runtime = runtime()?;
     let pid = server.pid();

@@ -326,6 +326,23 @@ impl ServerProcess {
             .ok_or_else(|| anyhow!("the server reported no {kind} listener"))
     }
 
+    /// Whether the server has printed a line containing `text` among its last lines, waiting
+    /// up to `timeout` for it (its two pipes are read by two threads).
+    pub(super) fn printed(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(log) = self.log.lock() {
+                if log.iter().any(|line| line.contains(text)) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// How many lines the server prints from now on that contain `text`: what a client cannot
     /// see for itself (that the server noticed a dropped connection).
     pub(super) fn counter(&self, text: &'static str) -> Arc<AtomicU64> {
