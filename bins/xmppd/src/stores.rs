@@ -133,6 +133,17 @@ pub async fn open_services(stores: &Stores) -> Result<(), Failure> {
     xmppd_api::token::ApiTokens::open(store.clone())
         .await
         .map_err(failed("the API tokens"))?;
+    // The same services on the configured engine (the target of a migration): every one of
+    // them keeps its store there, so their tables must exist before the copy looks for them.
+    let engine = &stores.engine;
+    crate::service_stores::push(engine).await?;
+    crate::service_stores::blocks(engine).await?;
+    crate::service_stores::fast_tokens(engine).await?;
+    crate::service_stores::api_tokens(engine).await?;
+    crate::service_stores::uploads(engine).await?;
+    crate::serve::open_archive(engine).await?;
+    engine.nodes().await.map_err(failed("the pubsub nodes"))?;
+    (engine.personal().await).map_err(failed("the personal data tables"))?;
     Ok(())
 }
 
