@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use tokio::sync::Semaphore;
 
 use super::client::{wait_for, Session, Target, Transport};
-use super::server::{read_cpu_ticks, read_rss_kib};
+use super::server::read_cpu_ticks;
 use super::{PASSWORD, USER_PREFIX};
 
 /// Registrations in progress at once.
@@ -102,7 +102,12 @@ impl Processes {
         }
         let mut total = 0;
         for &pid in &self.0 {
-            total += read_rss_kib(pid)?;
+            // A zombie (exited, not reaped yet) has no VmRSS, and a process gone since the
+            // group was listed has no status: neither holds memory.
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                continue;
+            };
+            total += super::server::parse_status_kib(&status, "VmRSS").unwrap_or(0);
         }
         Ok(Some(total))
     }

@@ -489,7 +489,7 @@ fn read_stat_ticks(path: &str) -> Result<u64> {
 }
 
 /// `VmRSS:   12345 kB` (for `field` `VmRSS`) from /proc/PID/status.
-fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+pub(super) fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     let line = status
         .lines()
         .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
