@@ -53,6 +53,7 @@ async fn hold_writer(
 ) -> (mpsc::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (entered_tx, entered_rx) = oneshot::channel::<()>();
+    let before = store.submitted.load(Ordering::SeqCst);
     let s = store.clone();
     let handle = tokio::spawn(async move {
         s.write(move |_| {
@@ -63,6 +64,9 @@ async fn hold_writer(
         .await
     });
     entered_rx.await.unwrap();
+    // The writer may enter the job before its submitter has counted it: wait for the count,
+    // or a caller's own count would take the hold's late increment for one of its jobs.
+    wait_submitted(store, before + 1).await;
     (release_tx, handle)
 }
 
