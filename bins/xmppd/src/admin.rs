@@ -65,7 +65,7 @@ pub async fn unregister(config: &ValidatedConfig, user: &str, domain: &str) -> R
             .await
             .map_err(|e| explain(e.into(), &account))?;
         // A running server deletes the archive through the module's account-removal hook.
-        let archive = crate::serve::open_archive(&stores.engine).await?;
+        let archive = crate::service_stores::archive(&stores.engine).await?;
         (archive.remove_owner(&jid(&account)).await).map_err(|e| explain(e.into(), &account))?;
         // So are the push registrations: nothing may wake a device for a gone account.
         let push = crate::service_stores::push(&stores.engine).await?;
@@ -104,8 +104,7 @@ pub async fn passwd(
 /// The stores an import or export works on: the core's and the personal data's.
 async fn portable_stores(config: &ValidatedConfig) -> Result<xmppd_portable::Stores, Failure> {
     let stores = stores::open(config).await?;
-    let personal = (stores.engine.personal().await)
-        .map_err(|e| format!("opening the personal data tables: {e}"))?;
+    let personal = crate::service_stores::personal(&stores.engine).await?;
     Ok(xmppd_portable::Stores {
         core: stores.core,
         personal,
@@ -293,7 +292,7 @@ pub async fn mam_purge(
         ),
         None => i64::MAX,
     };
-    let archive = crate::serve::open_archive(&stores::open(config).await?.engine).await?;
+    let archive = crate::service_stores::archive(&stores::open(config).await?.engine).await?;
     let batch = config.mam.purge_batch;
     let deleted = xmppd_mam::retention::purge(&*archive, owner.as_deref(), before_ms, batch)
         .await

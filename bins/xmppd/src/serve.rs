@@ -26,7 +26,7 @@ use xmppd_csi::{CsiModule, HeldLimits};
 use xmppd_ldap::{Directory, LdapBackend, LdapConfig, Nesting, TlsMode};
 use xmppd_mam::module::{MamModule, MamSettings};
 use xmppd_mam::query::PageLimits;
-use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives, SqliteArchive};
+use xmppd_mam::{ArchiveStore, DefaultPolicy, Retention, RoomArchives};
 use xmppd_personal::{PrivateStorage, VCards};
 use xmppd_pubsub::{Pep, PepWatcher, PubSubService};
 use xmppd_push::Push;
@@ -85,8 +85,7 @@ async fn personal_modules(
     stores: &Stores,
     pep: &Arc<Pep>,
 ) -> Result<(Arc<PrivateStorage>, Arc<VCards>), Failure> {
-    let personal = (stores.engine.personal().await)
-        .map_err(|e| format!("opening the personal data tables: {e}"))?;
+    let personal = service_stores::personal(&stores.engine).await?;
     let limits = &config.personal;
     let private = Arc::new(PrivateStorage::new(
         personal.clone(),
@@ -699,7 +698,7 @@ async fn mam_module(
     if !m.enabled {
         return Ok(None);
     }
-    let archive = open_archive(engine).await?;
+    let archive = service_stores::archive(engine).await?;
     let settings = MamSettings {
         default_policy: match m.default {
             xmppd_config::MamDefault::Always => DefaultPolicy::Always,
@@ -727,25 +726,6 @@ async fn mam_module(
     )))
 }
 
-/// The message archive (accounts' and rooms') on the configured engine: in the SQLite file,
-/// or beside the core's tables on PostgreSQL or MariaDB.
-pub(crate) async fn open_archive(engine: &Engine) -> Result<Arc<dyn ArchiveStore>, Failure> {
-    let opened: Result<Arc<dyn ArchiveStore>, _> = match engine {
-        Engine::Sqlite(store) => SqliteArchive::open(store.clone())
-            .await
-            .map(|a| Arc::new(a) as _),
-        #[cfg(feature = "postgres")]
-        Engine::Postgres(store) => xmppd_mam::PgArchive::open(store.clone())
-            .await
-            .map(|a| Arc::new(a) as _),
-        #[cfg(feature = "mysql")]
-        Engine::Mysql(store) => xmppd_mam::MysqlArchive::open(store.clone())
-            .await
-            .map(|a| Arc::new(a) as _),
-    };
-    Ok(opened.map_err(|e| format!("opening the message archive: {e}"))?)
-}
-
 type MamParts = (
     Arc<MamModule>,
     tokio::task::JoinHandle<()>,
@@ -768,8 +748,7 @@ async fn pubsub(
     Failure,
 > {
     let p = &config.pubsub;
-    let nodes =
-        (stores.engine.nodes().await).map_err(|e| format!("opening the pubsub nodes: {e}"))?;
+    let nodes = service_stores::nodes(&stores.engine).await?;
     let limits = xmppd_pubsub::Limits {
         max_items: p.max_items,
         max_payload_bytes: p.max_payload_bytes,

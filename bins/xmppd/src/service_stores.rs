@@ -1,8 +1,9 @@
-//! The stores of the services that exist on every engine (push registrations, FAST tokens,
-//! block lists, upload slots, REST API tokens), opened on the configured one: with
-//! `[storage] backend = "postgres"` or `"mysql"` their tables live beside the core's on that
-//! server, with `"sqlite"` in the SQLite file. The server and the command line open them here
-//! alike, so both work on the same tables.
+//! The stores of the services, each opened on the configured engine: the message archive,
+//! pubsub and personal eventing nodes, private XML and vCards, push registrations, FAST
+//! tokens, block lists, upload slots, REST API tokens. With `[storage] backend = "postgres"`
+//! or `"mysql"` their tables live beside the core's on that server, with `"sqlite"` in the
+//! SQLite file. The server and the command line open them here alike, so both work on the
+//! same tables; [`open_all`] opens every one (what `xmppd migrate` needs before a copy).
 
 use std::sync::Arc;
 
@@ -22,6 +23,39 @@ macro_rules! open_on {
         };
         opened.map_err(|e| Failure(format!("opening the {}: {e}", $what)))
     }};
+}
+
+pub async fn archive(engine: &Engine) -> Result<Arc<dyn xmppd_mam::ArchiveStore>, Failure> {
+    use xmppd_mam as s;
+    open_on!(
+        engine,
+        "message archive",
+        s::SqliteArchive::open,
+        s::PgArchive::open,
+        s::MysqlArchive::open
+    )
+}
+
+pub async fn nodes(engine: &Engine) -> Result<Arc<dyn xmppd_pubsub::NodeStore>, Failure> {
+    use xmppd_pubsub as s;
+    open_on!(
+        engine,
+        "pubsub nodes",
+        s::SqliteNodes::open,
+        s::PgNodes::open,
+        s::MysqlNodes::open
+    )
+}
+
+pub async fn personal(engine: &Engine) -> Result<Arc<dyn xmppd_personal::PersonalStore>, Failure> {
+    use xmppd_personal as s;
+    open_on!(
+        engine,
+        "personal data tables",
+        s::SqlitePersonal::open,
+        s::PgPersonal::open,
+        s::MysqlPersonal::open
+    )
 }
 
 pub async fn push(engine: &Engine) -> Result<Arc<dyn xmppd_push::PushStore>, Failure> {
@@ -80,4 +114,18 @@ pub async fn uploads(
         s::PgUploads::open,
         s::MysqlUploads::open
     )
+}
+
+/// Opens the store of every service once on `engine`, so that each one's tables exist and are
+/// migrated as at the server's start-up.
+pub async fn open_all(engine: &Engine) -> Result<(), Failure> {
+    archive(engine).await?;
+    nodes(engine).await?;
+    personal(engine).await?;
+    push(engine).await?;
+    blocks(engine).await?;
+    fast_tokens(engine).await?;
+    api_tokens(engine).await?;
+    uploads(engine).await?;
+    Ok(())
 }

@@ -3,19 +3,14 @@
 //! With `[storage] backend = "sqlite"` everything is in one SQLite file. With `"postgres"` or
 //! `"mysql"` (MariaDB) the core's data (accounts and SCRAM keys, rosters, offline messages,
 //! user data, session records, chat rooms) is on that database server, and so are the stores
-//! of the services, each opened on [`Stores::engine`]: push registrations, FAST tokens, block
-//! lists, upload slots and usage, REST API tokens (`service_stores`), the message archive,
-//! accounts' and rooms' (`serve::open_archive`), pubsub and personal eventing nodes
-//! ([`Engine::nodes`]), private XML and vCards ([`Engine::personal`]). The SQLite file of
+//! of the services, each opened on [`Stores::engine`] by `service_stores`. The SQLite file of
 //! `storage.sqlite_path` then holds nothing a service still needs; `xmppd migrate` copies an
 //! SQLite server's tables to the database server. See `docs/STORAGE.md`.
 
 use std::sync::Arc;
 
 use xmppd_config::{StorageBackend, ValidatedConfig};
-use xmppd_personal::PersonalStore;
-use xmppd_pubsub::NodeStore;
-use xmppd_storage::{CredentialStore, RoomStore, SqliteStore, StorageError, Store, UserDataStore};
+use xmppd_storage::{CredentialStore, RoomStore, SqliteStore, Store, UserDataStore};
 
 use crate::Failure;
 
@@ -41,30 +36,6 @@ pub enum Engine {
     Postgres(Arc<xmppd_storage::PgStore>),
     #[cfg(feature = "mysql")]
     Mysql(Arc<xmppd_storage::MysqlStore>),
-}
-
-impl Engine {
-    /// The nodes, items and subscriptions of pubsub and personal eventing.
-    pub async fn nodes(&self) -> Result<Arc<dyn NodeStore>, StorageError> {
-        Ok(match self {
-            Engine::Sqlite(s) => Arc::new(xmppd_pubsub::SqliteNodes::open(s.clone()).await?),
-            #[cfg(feature = "postgres")]
-            Engine::Postgres(s) => Arc::new(xmppd_pubsub::PgNodes::open(s.clone()).await?),
-            #[cfg(feature = "mysql")]
-            Engine::Mysql(s) => Arc::new(xmppd_pubsub::MysqlNodes::open(s.clone()).await?),
-        })
-    }
-
-    /// Private XML and vCards.
-    pub async fn personal(&self) -> Result<Arc<dyn PersonalStore>, StorageError> {
-        Ok(match self {
-            Engine::Sqlite(s) => Arc::new(xmppd_personal::SqlitePersonal::open(s.clone()).await?),
-            #[cfg(feature = "postgres")]
-            Engine::Postgres(s) => Arc::new(xmppd_personal::PgPersonal::open(s.clone()).await?),
-            #[cfg(feature = "mysql")]
-            Engine::Mysql(s) => Arc::new(xmppd_personal::MysqlPersonal::open(s.clone()).await?),
-        })
-    }
 }
 
 impl Stores {
@@ -99,51 +70,16 @@ pub async fn open(config: &ValidatedConfig) -> Result<Stores, Failure> {
     }
 }
 
-/// Opens the store of every service once, where the server keeps it with this configuration,
-/// so that each one's tables exist and are migrated as at the server's start-up (`serve` opens
-/// the same stores, with what it needs of each). `xmppd migrate` calls it on the source and the
-/// target before copying. A service whose store moves to the database servers opens it here on
-/// [`Stores::engine`] as `serve` does; the copy then finds its tables on the target by name.
+/// Opens the store of every service once in the SQLite file and, with a database server, on
+/// [`Stores::engine`] too (where `serve` opens them), so that each one's tables exist and are
+/// migrated to this build's schema on both. `xmppd migrate` calls it before copying: the
+/// SQLite file is its source, and the copy finds each table on the target by name.
 pub async fn open_services(stores: &Stores) -> Result<(), Failure> {
-    let store = &stores.services;
-    fn failed(what: &'static str) -> impl Fn(xmppd_storage::StorageError) -> Failure {
-        move |e| Failure(format!("opening {what}: {e}"))
+    let file = Engine::Sqlite(stores.services.clone());
+    crate::service_stores::open_all(&file).await?;
+    if !matches!(stores.engine, Engine::Sqlite(_)) {
+        crate::service_stores::open_all(&stores.engine).await?;
     }
-    xmppd_blocking::SqliteBlocks::open(store.clone())
-        .await
-        .map_err(failed("the block lists"))?;
-    xmppd_pubsub::SqliteNodes::open(store.clone())
-        .await
-        .map_err(failed("the pubsub nodes"))?;
-    xmppd_push::SqlitePush::open(store.clone())
-        .await
-        .map_err(failed("the push registrations"))?;
-    xmppd_personal::SqlitePersonal::open(store.clone())
-        .await
-        .map_err(failed("the personal data tables"))?;
-    xmppd_mam::SqliteArchive::open(store.clone())
-        .await
-        .map_err(failed("the message archive"))?;
-    xmppd_upload::store::SqliteUploads::open(store.clone())
-        .await
-        .map_err(failed("the upload slots"))?;
-    xmppd_fast::SqliteTokens::open(store.clone())
-        .await
-        .map_err(failed("the FAST tokens"))?;
-    xmppd_api::token::ApiTokens::open(store.clone())
-        .await
-        .map_err(failed("the API tokens"))?;
-    // The same services on the configured engine (the target of a migration): every one of
-    // them keeps its store there, so their tables must exist before the copy looks for them.
-    let engine = &stores.engine;
-    crate::service_stores::push(engine).await?;
-    crate::service_stores::blocks(engine).await?;
-    crate::service_stores::fast_tokens(engine).await?;
-    crate::service_stores::api_tokens(engine).await?;
-    crate::service_stores::uploads(engine).await?;
-    crate::serve::open_archive(engine).await?;
-    engine.nodes().await.map_err(failed("the pubsub nodes"))?;
-    (engine.personal().await).map_err(failed("the personal data tables"))?;
     Ok(())
 }
 

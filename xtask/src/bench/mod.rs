@@ -28,6 +28,7 @@ mod compare;
 mod external;
 mod memory;
 mod muc;
+mod offline;
 mod peers;
 mod pep;
 mod report;
@@ -97,6 +98,10 @@ usage: cargo xtask bench [options]
                     and --smoke only
   --archive         with the message archive on (XEP-0313; off by default, so that figures
                     compare with those from before it); reports bytes on disk per message
+  --offline         offline storage (XEP-0160): half the --clients (default 500) send
+                    --messages each (default 200) to their partner, who is offline; then the
+                    partners log in and read them. Stored and delivered msg/s, server CPU per
+                    message, login-to-last-message p50/p99; with --backend and --archive
   --muc             chat room fan-out: every client joins one room and sends groupchat
                     messages (open loop, default --rate 1); each delivery is counted
   --occupants N     with --muc: occupants of the room (default 100)
@@ -202,6 +207,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(mib) = opts.upload_mib {
         return upload::run(&opts, &binary, mib);
     }
+    if opts.offline {
+        return offline::run(&opts, &binary);
+    }
     let work = TempDir::create()?;
     let storage = server::storage_section(opts.backend, &work.0)?;
     let config = write_config_for(
@@ -219,20 +227,7 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         0
     };
-    let mut server = ServerProcess::start(&binary, &config)?;
-    eprintln!(
-        "bench: server pid {} on {}",
-        server.pid(),
-        server.direct_tls
-    );
-    // The server names its storage when it opens it, before it listens.
-    let storage_line = format!("storage: {}", opts.backend.name());
-    if opts.backend != Backend::Sqlite && !server.printed(&storage_line, Duration::from_secs(5)) {
-        bail!(
-            "the server did not report {storage_line:?}; output:\n{}",
-            server.stop()
-        );
-    }
+    let mut server = start_server(&binary, &config, opts.backend)?;
 
     let runtime = runtime()?;
     let pid = server.pid();
@@ -275,6 +270,25 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Starts the server on `config`; it must report that it opened `backend`.
+fn start_server(binary: &Path, config: &Path, backend: Backend) -> Result<ServerProcess> {
+    let mut server = ServerProcess::start(binary, config)?;
+    eprintln!(
+        "bench: server pid {} on {}",
+        server.pid(),
+        server.direct_tls
+    );
+    // The server names its storage when it opens it, before it listens.
+    let storage_line = format!("storage: {}", backend.name());
+    if backend != Backend::Sqlite && !server.printed(&storage_line, Duration::from_secs(5)) {
+        bail!(
+            "the server did not report {storage_line:?}; output:\n{}",
+            server.stop()
+        );
+    }
+    Ok(server)
+}
+
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq)]
 struct Options {
@@ -314,6 +328,8 @@ struct Options {
     s2s: bool,
     /// Upload a file of this many MiB and download it again instead.
     upload_mib: Option<u64>,
+    /// Messages to offline accounts, then their retrieval at login, instead.
+    offline: bool,
     /// Load a large archive and query it instead (no server).
     archive_scale: Option<archive_scale::ScaleOptions>,
     /// A short open-loop run of the debug build that fails on a lost message (CI).
@@ -398,6 +414,7 @@ impl Default for Options {
             websocket: false,
             s2s: false,
             upload_mib: None,
+            offline: false,
             archive_scale: None,
             smoke: false,
             steps: Vec::new(),
@@ -529,6 +546,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--websocket" => opts.websocket = true,
             "--s2s" => opts.s2s = true,
             "--upload" => upload = true,
+            "--offline" => opts.offline = true,
             "--size" => size = Some(parse_num(&value(flag)?, flag)?),
             "--contacts" => contacts = Some(parse_num(&value(flag)?, flag)?),
             "--archive" => opts.archive = true,
@@ -562,6 +580,33 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
     }
+    if opts.offline {
+        let allowed = [
+            "--offline",
+            "--clients",
+            "--messages",
+            "--payload",
+            "--backend",
+            "--archive",
+            "--server",
+            "--sasl",
+        ];
+        if let Some(flag) = flag_outside(args, &allowed) {
+            bail!("{flag} does not apply to --offline");
+        }
+        opts.clients = clients.unwrap_or(offline::DEFAULT_CLIENTS);
+        if opts.clients < 2 || !opts.clients.is_multiple_of(2) || opts.clients > 100_000 {
+            bail!("--clients must be an even number between 2 and 100000 (senders and recipients)");
+        }
+        opts.messages = match messages {
+            Some(m) => usize::try_from(m)?,
+            None => offline::DEFAULT_PER_RECIPIENT,
+        };
+        if !(1..=100_000).contains(&opts.messages) {
+            bail!("--messages must be between 1 and 100000 with --offline");
+        }
+        return check_load(opts).map(Some);
+    }
     let steps_mode = !account_flags.is_empty()
         || opts.external.is_some()
         || !opts.vs.is_empty()
@@ -584,21 +629,16 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         bail!("--smoke is the plain one-to-one run of its own; it takes only the load options");
     }
     if archive_scale {
-        let other = args
-            .iter()
-            .map(|a| a.split_once('=').map_or(a.as_str(), |(f, _)| f))
-            .find(|a| {
-                a.starts_with("--")
-                    && ![
-                        "--archive-scale",
-                        "--messages",
-                        "--queries",
-                        "--reload",
-                        "--purge",
-                    ]
-                    .contains(a)
-            });
-        if let Some(flag) = other {
+        if let Some(flag) = flag_outside(
+            args,
+            &[
+                "--archive-scale",
+                "--messages",
+                "--queries",
+                "--reload",
+                "--purge",
+            ],
+        ) {
             bail!("{flag} does not apply to --archive-scale (no server, no clients)");
         }
         scale.messages = messages.unwrap_or(scale.messages);
@@ -646,13 +686,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         bail!("--size needs --upload");
     }
     if upload {
-        let other = args
-            .iter()
-            .map(|a| a.split_once('=').map_or(a.as_str(), |(f, _)| f))
-            .find(|a| {
-                a.starts_with("--") && !["--upload", "--size", "--server", "--sasl"].contains(a)
-            });
-        if let Some(flag) = other {
+        if let Some(flag) = flag_outside(args, &["--upload", "--size", "--server", "--sasl"]) {
             bail!("{flag} does not apply to --upload");
         }
         let mib = size.unwrap_or(upload::DEFAULT_MIB);
@@ -761,6 +795,13 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         bail!("--clients must be an even number of at least 2 (clients talk in pairs)");
     }
     check_load(opts).map(Some)
+}
+
+/// The first `--flag` of `args` (its name, without an inline value) that `allowed` lacks.
+fn flag_outside<'a>(args: &'a [String], allowed: &[&str]) -> Option<&'a str> {
+    args.iter()
+        .map(|a| a.split_once('=').map_or(a.as_str(), |(f, _)| f))
+        .find(|a| a.starts_with("--") && !allowed.contains(a))
 }
 
 /// `--steps`, `--vs` and `--connect` with its account options.
@@ -1160,6 +1201,50 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn args_offline() {
+        let opts = parse_args(&args(&["--offline"])).unwrap().unwrap();
+        assert!(opts.offline);
+        assert_eq!(
+            (opts.clients, opts.messages),
+            (offline::DEFAULT_CLIENTS, offline::DEFAULT_PER_RECIPIENT)
+        );
+        let opts = parse_args(&args(&[
+            "--offline",
+            "--clients=40",
+            "--messages",
+            "7",
+            "--backend",
+            "postgres",
+            "--archive",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((opts.clients, opts.messages), (40, 7));
+        assert_eq!((opts.backend, opts.archive), (Backend::Postgres, true));
+        for (list, want) in [
+            (
+                &["--offline", "--rate", "5"][..],
+                "--rate does not apply to --offline",
+            ),
+            (
+                &["--offline", "--muc"][..],
+                "--muc does not apply to --offline",
+            ),
+            (
+                &["--offline", "--clients", "3"][..],
+                "--clients must be an even",
+            ),
+            (
+                &["--offline", "--messages", "0"][..],
+                "--messages must be between",
+            ),
+        ] {
+            let err = parse_args(&args(list)).unwrap_err().to_string();
+            assert!(err.contains(want), "{list:?}: {err}");
+        }
     }
 
     #[test]
