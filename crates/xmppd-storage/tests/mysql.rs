@@ -143,3 +143,65 @@ async fn tls_to_the_database_is_taken_when_the_url_asks_for_it() {
     let version = cipher.map(|(_, v)| v).unwrap_or_default();
     assert!(version.starts_with("TLS"), "{version:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_lock_never_outlives_its_holder_and_sessions_are_kept() {
+    use xmppd_storage::mysql::{named_lock, named_unlock};
+    let Some(server) = tokio::task::spawn_blocking(mariadb::shared).await.unwrap() else {
+        return;
+    };
+    let (_db, store) = server.fresh_store().await;
+    // Released by its holder: the connection goes back to the pool with its session, so a
+    // user variable set on it is still there for the next checkout.
+    let mut conn = store.conn().await.unwrap();
+    let id: Option<u64> = conn.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    conn.query_drop("SET @kept = 7").await.unwrap();
+    named_lock(&mut conn, "test:", "k").await.unwrap();
+    named_unlock(&mut conn, "test:", "k").await.unwrap();
+    drop(conn);
+    assert!(lock_is_free(&store).await);
+    let kept = async {
+        loop {
+            let mut conn = store.conn().await.unwrap();
+            let (again, kept): (Option<u64>, Option<i64>) = conn
+                .query_first("SELECT CONNECTION_ID(), @kept")
+                .await
+                .unwrap()
+                .unwrap();
+            if again == id {
+                return kept;
+            }
+        }
+    };
+    let kept = tokio::time::timeout(std::time::Duration::from_secs(10), kept)
+        .await
+        .expect("the pool gives the connection back");
+    assert_eq!(kept, Some(7), "the session was kept");
+
+    // A holder dropped before it released (a cancelled caller): the connection is reset on
+    // its way back to the pool, and the lock with it.
+    let mut conn = store.conn().await.unwrap();
+    named_lock(&mut conn, "test:", "k").await.unwrap();
+    assert!(!lock_is_free(&store).await);
+    drop(conn);
+    let released = async {
+        while !lock_is_free(&store).await {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), released)
+        .await
+        .expect("the lock of a dropped holder is released");
+}
+
+/// Whether the named lock `test:k` of the store's database is free.
+async fn lock_is_free(store: &MysqlStore) -> bool {
+    let mut conn = store.conn().await.unwrap();
+    let free: Option<i64> = conn
+        .query_first(
+            "SELECT IS_FREE_LOCK(CONCAT('xmppd:', 'test:', SHA1(CONCAT(DATABASE(), '/k'))))",
+        )
+        .await
+        .unwrap();
+    free == Some(1)
+}

@@ -200,8 +200,10 @@ async fn ping_all(sessions: Vec<Session>) -> Result<Vec<Session>> {
 }
 
 async fn ping(s: &mut Session) -> Result<()> {
-    s.send("<iq type='get' id='stored'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await?;
+    s.send(&format!(
+        "<iq type='get' id='stored' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ))
+    .await?;
     // An error message bounced for one of ours fails the run: nothing may be refused.
     let answer = wait_for(s, |el| {
         (el.name() == "iq" && el.attr("id") == Some("stored")) || el.attr("type") == Some("error")

@@ -12,12 +12,11 @@
 //! subscriptions with its row.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use xmppd_storage::mysql::mysql_async::prelude::{FromValue, Queryable};
 use xmppd_storage::mysql::mysql_async::{Conn, Params, Row, Value};
-use xmppd_storage::mysql::{exec_count, my_err, write};
+use xmppd_storage::mysql::{exec_count, my_err, named_lock, named_unlock, write};
 use xmppd_storage::{MysqlStore, Schema, StorageError};
 
 use super::{
@@ -84,13 +83,6 @@ CREATE TRIGGER pubsub_account_removed AFTER DELETE ON users FOR EACH ROW BEGIN
 END;
 "],
 };
-
-/// How long a creation waits for another one on the same owner.
-const CREATE_LOCK_WAIT: Duration = Duration::from_secs(30);
-
-/// The name of the lock on an owner's nodes: `GET_LOCK` names are per server and at most 64
-/// characters, so the database's name and the owner go into it as a digest.
-const CREATE_LOCK: &str = "CONCAT('xmppd:pubsub:', SHA1(CONCAT(DATABASE(), '/', ?)))";
 
 /// The pubsub tables of a [`MysqlStore`].
 pub struct MysqlNodes {
@@ -307,23 +299,9 @@ impl NodeStore for MysqlNodes {
         quota: Quota,
     ) -> Result<Created, StorageError> {
         let mut conn = self.store.conn().await?;
-        let locked: Option<Option<i64>> = conn
-            .exec_first(
-                format!("SELECT GET_LOCK({CREATE_LOCK}, ?)"),
-                (owner, CREATE_LOCK_WAIT.as_secs()),
-            )
-            .await
-            .map_err(my_err)?;
-        if locked.flatten() != Some(1) {
-            return Err(StorageError::Backend(format!(
-                "the nodes of a pubsub owner stayed locked for {CREATE_LOCK_WAIT:?}"
-            )));
-        }
+        named_lock(&mut conn, "pubsub:", owner).await?;
         let created = create_locked(&mut conn, owner, &node, quota).await;
-        let released = conn
-            .exec_drop(format!("DO RELEASE_LOCK({CREATE_LOCK})"), (owner,))
-            .await
-            .map_err(my_err);
+        let released = named_unlock(&mut conn, "pubsub:", owner).await;
         let created = created?;
         released?;
         Ok(created)

@@ -134,6 +134,9 @@ CREATE TABLE muc_leases (
 /// in MariaDB, so a failed one leaves the earlier ones applied and recorded). Returns the
 /// version before.
 pub async fn apply_schema_locked(conn: &mut Conn, schema: Schema) -> Result<usize> {
+    // A migration may change its session (`SET SESSION`) and holds a named lock: the
+    // connection is reset when it goes back to the pool.
+    conn.reset_connection(true);
     let lock: Option<i64> = conn
         .exec_first(
             "SELECT GET_LOCK(CONCAT(?, DATABASE()), ?)",

@@ -75,6 +75,9 @@ const SESSION_SETUP: [&str; 3] = [
     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 ];
 
+/// How long a pooled connection may stay idle before it is closed.
+const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
+
 /// The driver's options for `settings`: its URL (with `mariadb://` read as `mysql://` and our
 /// `ssl_ca` taken out), the password apart, the pool's bounds.
 fn options(settings: &MysqlSettings) -> Result<Opts> {
@@ -93,9 +96,22 @@ fn options(settings: &MysqlSettings) -> Result<Opts> {
     let opts = Opts::from_url(&url).map_err(|e| bad(&e))?;
     let ssl = opts.ssl_opts().cloned().unwrap_or_default();
     let mut builder = OptsBuilder::from_opts(opts)
-        .pool_opts(PoolOpts::default().with_constraints(
-            PoolConstraints::new(0, settings.pool_size.max(1)).ok_or_else(|| bad(&"pool size"))?,
-        ))
+        // Connections stay in the pool up to its size, and one idle for IDLE_CONNECTION_TTL
+        // is closed (with no idle time, the driver closes every connection given back beyond
+        // the lower bound, here 0: each use would open a connection). A connection keeps its
+        // session (and its prepared statements) when it goes back: the session is only what
+        // `SESSION_SETUP` made it, transactions left open are rolled back by the driver, and a
+        // connection holding a named lock is reset (see `named_lock`). Resetting every time
+        // cost four round trips and a statement re-prepared at each use.
+        .pool_opts(
+            PoolOpts::default()
+                .with_constraints(
+                    PoolConstraints::new(0, settings.pool_size.max(1))
+                        .ok_or_else(|| bad(&"pool size"))?,
+                )
+                .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
+                .with_reset_connection(false),
+        )
         .stmt_cache_size(128)
         .setup(SESSION_SETUP.to_vec());
     if let Some(password) = &settings.password {
@@ -195,8 +211,10 @@ const NAMED_LOCK_WAIT_SECS: i64 = 30;
 /// server and at most 64 characters, so the database's name and the key go into it as a
 /// digest), waiting for another connection holding it. For a check-and-write that a row lock
 /// cannot cover (a bound over rows that may not exist yet); the caller releases it with
-/// [`named_unlock`] after its commit, or it goes with the connection.
+/// [`named_unlock`] after its commit. Until then the connection is reset when it goes back to
+/// the pool (which releases the lock): a caller dropped half-way leaves no lock behind.
 pub async fn named_lock(conn: &mut Conn, kind: &str, key: &str) -> Result<()> {
+    conn.reset_connection(true);
     let sql = "SELECT GET_LOCK(CONCAT('xmppd:', ?, SHA1(CONCAT(DATABASE(), '/', ?))), ?)";
     let locked: Option<Option<i64>> = conn
         .exec_first(sql, (kind, key, NAMED_LOCK_WAIT_SECS))
@@ -210,10 +228,12 @@ pub async fn named_lock(conn: &mut Conn, kind: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Releases what [`named_lock`] took.
+/// Releases what [`named_lock`] took; the connection then goes back to the pool as it is.
 pub async fn named_unlock(conn: &mut Conn, kind: &str, key: &str) -> Result<()> {
     let sql = "DO RELEASE_LOCK(CONCAT('xmppd:', ?, SHA1(CONCAT(DATABASE(), '/', ?))))";
-    conn.exec_drop(sql, (kind, key)).await.map_err(my_err)
+    conn.exec_drop(sql, (kind, key)).await.map_err(my_err)?;
+    conn.reset_connection(false);
+    Ok(())
 }
 
 /// What a driver error says: a server error with its code, anything else as the driver

@@ -4,12 +4,9 @@ use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::{exec_count, my_err, write, MysqlStore};
+use super::{exec_count, my_err, named_lock, named_unlock, write, MysqlStore};
 use crate::remote::{corrupt, fit_page, limit};
-use crate::{OfflineMessage, OfflineStore, Result, StorageError, UserRef};
-
-/// How long a push waits for another one to the same account (the cap's lock).
-const CAP_LOCK_WAIT_SECS: i64 = 30;
+use crate::{OfflineMessage, OfflineStore, Result, UserRef};
 
 async fn count_offline(q: &mut impl Queryable, user: &UserRef) -> Result<usize> {
     let n: Option<i64> = q
@@ -21,10 +18,6 @@ async fn count_offline(q: &mut impl Queryable, user: &UserRef) -> Result<usize> 
         .map_err(my_err)?;
     usize::try_from(n.unwrap_or(0)).map_err(|_| corrupt("offline count"))
 }
-
-/// The name of the lock on `user`'s offline store: `GET_LOCK` names are per server and at most
-/// 64 characters, so the database's name and the account go into it as a digest.
-const CAP_LOCK: &str = "CONCAT('xmppd:offline:', SHA1(CONCAT(DATABASE(), '/', ?)))";
 
 /// Stores the message under the account's named lock (held to the commit and released after
 /// it), so that two pushes, from two processes, cannot both take the last place.
@@ -60,23 +53,9 @@ impl OfflineStore for MysqlStore {
     ) -> Result<bool> {
         let mut conn = self.conn().await?;
         let jid = user.jid();
-        let locked: Option<Option<i64>> = conn
-            .exec_first(
-                format!("SELECT GET_LOCK({CAP_LOCK}, ?)"),
-                (&jid, CAP_LOCK_WAIT_SECS),
-            )
-            .await
-            .map_err(my_err)?;
-        if locked.flatten() != Some(1) {
-            return Err(StorageError::Backend(format!(
-                "the offline store of an account stayed locked for {CAP_LOCK_WAIT_SECS} s"
-            )));
-        }
+        named_lock(&mut conn, "offline:", &jid).await?;
         let pushed = push_locked(&mut conn, user, stamp_ms, xml, max).await;
-        let released = conn
-            .exec_drop(format!("DO RELEASE_LOCK({CAP_LOCK})"), (&jid,))
-            .await
-            .map_err(my_err);
+        let released = named_unlock(&mut conn, "offline:", &jid).await;
         let pushed = pushed?;
         released?;
         Ok(pushed)
