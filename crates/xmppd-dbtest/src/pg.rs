@@ -254,6 +254,35 @@ impl Cluster {
         )
     }
 
+    /// Turns the durability the tests do without back on (`fsync`, and each commit flushed
+    /// before it is answered), as a benchmark against SQLite's `synchronous=FULL` needs.
+    pub async fn make_durable(&self) -> Result<(), String> {
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={SUPERUSER} password={PASSWORD} dbname=postgres",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET synchronous_commit = on; \
+                 SELECT pg_reload_conf()",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let fsync: String = (client.query_one("SHOW fsync", &[]).await)
+            .map_err(|e| e.to_string())?
+            .get(0);
+        match fsync.as_str() {
+            "on" => Ok(()),
+            other => Err(format!("fsync is still {other} after the reload")),
+        }
+    }
+
     /// A new, empty database of its own for one test.
     pub async fn create_database(&self) -> String {
         let name = database_name();

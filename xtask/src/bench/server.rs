@@ -112,7 +112,8 @@ fn config_text(data_dir: &Path, extra: &ConfigExtra<'_>) -> String {
 /// The `[storage]` section for `backend`: nothing for SQLite (the file in the data
 /// directory), else a database of its own on a private PostgreSQL cluster or MariaDB server
 /// started for this run as the storage tests start theirs (`xmppd-dbtest`; stopped when the
-/// bench exits). The password goes in a file beside the configuration, never on a command
+/// bench exits), with the durability the tests relax turned back on (every commit on disk
+/// before it is answered, as SQLite's `synchronous=FULL`). The password goes in a file beside the configuration, never on a command
 /// line nor in the configuration.
 pub(super) fn storage_section(backend: Backend, dir: &Path) -> Result<String> {
     if backend == Backend::Sqlite {
@@ -128,12 +129,15 @@ pub(super) fn storage_section(backend: Backend, dir: &Path) -> Result<String> {
         Backend::Postgres => {
             let cluster = xmppd_dbtest::pg::shared()
                 .ok_or_else(|| anyhow!("PostgreSQL could not be started here"))?;
+            (runtime.block_on(cluster.make_durable()))
+                .map_err(|e| anyhow!("turning PostgreSQL's fsync on: {e}"))?;
             let db = runtime.block_on(cluster.create_database());
             ("postgres", cluster.settings(&db))
         }
         Backend::Mariadb => {
             let server = xmppd_dbtest::mariadb::shared()
                 .ok_or_else(|| anyhow!("MariaDB could not be started here"))?;
+            (server.make_durable()).map_err(|e| anyhow!("making MariaDB durable: {e}"))?;
             let db = runtime.block_on(server.create_database());
             ("mysql", server.settings(&db))
         }
