@@ -165,15 +165,16 @@ def _stop_group(proc: subprocess.Popen | None) -> None:
 
 # --- DNS -----------------------------------------------------------------------------------
 
-def dns_query(server: str, name: str, qtype: int, timeout: float = 2.0) -> tuple[int, int]:
-    """One query over UDP; returns (rcode, number of answers)."""
+def dns_query(server: str, name: str, qtype: int, timeout: float = 2.0,
+              port: int = DNS_PORT) -> tuple[int, int]:
+    """One query over UDP to ``server``:``port``; returns (rcode, number of answers)."""
     ident = random.randrange(1 << 16)
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split("."))
     packet = struct.pack(">HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question + b"\0" + \
         struct.pack(">HH", qtype, 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        s.sendto(packet, (server, DNS_PORT))
+        s.sendto(packet, (server, port))
         while True:
             reply, _ = s.recvfrom(4096)
             rid, flags, _qd, answers = struct.unpack(">HHHH", reply[:8])

@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 
 from ldap_fixture import make_ca_signed_cert
+from s2s_fixture import QTYPE_A, dns_query
 
 DOMAIN = "acme.test"
 ORDER_TIMEOUT = 120
@@ -48,6 +49,14 @@ def _wait_until(what: str, check, proc: subprocess.Popen, log: pathlib.Path,
         time.sleep(0.1)
 
 
+def _resolves(port: int, name: str) -> bool:
+    """Whether the DNS server on 127.0.0.1:port answers an A record for ``name``."""
+    try:
+        return dns_query("127.0.0.1", name, QTYPE_A, timeout=0.5, port=port) == (0, 1)
+    except OSError:
+        return False
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -72,14 +81,28 @@ class Pebble:
 
     def __init__(self, tmp: pathlib.Path) -> None:
         dnsmasq, pebble = _require("dnsmasq"), _require("pebble")
-        self.dns_port = _free_port(socket.SOCK_DGRAM)
         self.dns_log = tmp / "dnsmasq.log"
-        self.dns = subprocess.Popen(
-            [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-             "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
-             f"--port={self.dns_port}", f"--address=/{DOMAIN}/127.0.0.1", "--user=root",
-             "--pid-file=", f"--log-facility={self.dns_log}", "--log-queries"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        # dnsmasq binds the port on UDP and TCP: a port free on UDP may be taken on TCP, and
+        # dnsmasq then exits. Try another port, and start pebble only once names resolve.
+        for _ in range(5):
+            self.dns_port = _free_port(socket.SOCK_DGRAM)
+            self.dns = subprocess.Popen(
+                [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+                 "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
+                 f"--port={self.dns_port}", f"--address=/{DOMAIN}/127.0.0.1", "--user=root",
+                 "--pid-file=", f"--log-facility={self.dns_log}", "--log-queries"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 30
+            while self.dns.poll() is None and not _resolves(self.dns_port, DOMAIN):
+                if time.monotonic() > deadline:
+                    _stop(self.dns)
+                    pytest.fail("dnsmasq did not answer within 30 s")
+                time.sleep(0.1)
+            if self.dns.poll() is None:
+                break
+        else:
+            log = self.dns_log.read_text(errors="replace") if self.dns_log.exists() else ""
+            pytest.fail(f"dnsmasq did not start on any of five ports:\n{log}")
         self.tls_cert, tls_key = tmp / "pebble-cert.pem", tmp / "pebble-key.pem"
         self.ca_file = tmp / "pebble-listener-ca.pem"
         ca, _ = make_ca_signed_cert("xmppd ACME test CA", self.tls_cert, tls_key)
