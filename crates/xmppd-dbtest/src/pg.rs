@@ -254,9 +254,8 @@ impl Cluster {
         )
     }
 
-    /// Turns the durability the tests do without back on (`fsync`, and each commit flushed
-    /// before it is answered), as a benchmark against SQLite's `synchronous=FULL` needs.
-    pub async fn make_durable(&self) -> Result<(), String> {
+    /// The superuser on the `postgres` database, over TCP.
+    async fn admin_client(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, conn) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user={SUPERUSER} password={PASSWORD} dbname=postgres",
@@ -264,9 +263,15 @@ impl Cluster {
             ),
             tokio_postgres::NoTls,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Turns the durability the tests do without back on (`fsync`, and each commit flushed
+    /// before it is answered), as a benchmark against SQLite's `synchronous=FULL` needs.
+    pub async fn make_durable(&self) -> Result<(), String> {
+        let client = self.admin_client().await.map_err(|e| e.to_string())?;
         client
             .batch_execute(
                 "ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET synchronous_commit = on; \
@@ -286,16 +291,7 @@ impl Cluster {
     /// A new, empty database of its own for one test.
     pub async fn create_database(&self) -> String {
         let name = database_name();
-        let (client, conn) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user={SUPERUSER} password={PASSWORD} dbname=postgres",
-                self.port
-            ),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .expect("connecting to the test cluster");
-        tokio::spawn(conn);
+        let client = (self.admin_client().await).expect("connecting to the test cluster");
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
