@@ -67,6 +67,8 @@ pub struct Cluster {
     watchdog: Option<Watchdog>,
     /// TLS on (`ssl=on`), with the certificate and key in its directory.
     tls: bool,
+    /// Whether `fsync` stays on (the tests turn it off; see [`Cluster::start_durable`]).
+    durable: bool,
 }
 
 /// A test certificate authority: its certificate as PEM, and a server certificate it signed
@@ -101,15 +103,22 @@ impl TestAuthority {
 impl Cluster {
     /// A new cluster, or why there can be none here (a failure under CI).
     pub fn start() -> Option<Cluster> {
-        required("PostgreSQL", Self::try_start(None))
+        required("PostgreSQL", Self::try_start(None, false))
+    }
+
+    /// A new cluster that keeps the durability the tests do without (`fsync` on: each commit
+    /// on disk before it is answered), as a benchmark against SQLite's `synchronous=FULL`
+    /// needs.
+    pub fn start_durable() -> Option<Cluster> {
+        required("PostgreSQL", Self::try_start(None, true))
     }
 
     /// A new cluster with TLS on (`ssl=on`), serving the certificate `authority` signed.
     pub fn start_tls(authority: &TestAuthority) -> Option<Cluster> {
-        required("PostgreSQL", Self::try_start(Some(authority)))
+        required("PostgreSQL", Self::try_start(Some(authority), false))
     }
 
-    fn try_start(tls: Option<&TestAuthority>) -> Result<Cluster, String> {
+    fn try_start(tls: Option<&TestAuthority>, durable: bool) -> Result<Cluster, String> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("xmppd-pg-")
@@ -170,6 +179,7 @@ impl Cluster {
             port: 0,
             watchdog: None,
             tls: tls.is_some(),
+            durable,
         };
         cluster.arm_watchdog()?;
         // A free port may be taken between our probe and the server's bind: try another.
@@ -187,10 +197,13 @@ impl Cluster {
     /// Starts the server (again) on `self.port`, waiting until it accepts connections.
     pub fn pg_ctl_start(&self) -> Result<(), String> {
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
             self.dir.display()
         );
+        if !self.durable {
+            options += " -c fsync=off";
+        }
         if self.tls {
             options += &format!(
                 " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
@@ -268,26 +281,6 @@ impl Cluster {
         Ok(client)
     }
 
-    /// Turns the durability the tests do without back on (`fsync`, and each commit flushed
-    /// before it is answered), as a benchmark against SQLite's `synchronous=FULL` needs.
-    pub async fn make_durable(&self) -> Result<(), String> {
-        let client = self.admin_client().await.map_err(|e| e.to_string())?;
-        client
-            .batch_execute(
-                "ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET synchronous_commit = on; \
-                 SELECT pg_reload_conf()",
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let fsync: String = (client.query_one("SHOW fsync", &[]).await)
-            .map_err(|e| e.to_string())?
-            .get(0);
-        match fsync.as_str() {
-            "on" => Ok(()),
-            other => Err(format!("fsync is still {other} after the reload")),
-        }
-    }
-
     /// A new, empty database of its own for one test.
     pub async fn create_database(&self) -> String {
         let name = database_name();
@@ -312,4 +305,10 @@ impl Cluster {
 pub fn shared() -> Option<&'static Cluster> {
     static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
     SHARED.get_or_init(Cluster::start).as_ref()
+}
+
+/// A durable cluster ([`Cluster::start_durable`]) shared by the callers of one process.
+pub fn shared_durable() -> Option<&'static Cluster> {
+    static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+    SHARED.get_or_init(Cluster::start_durable).as_ref()
 }

@@ -127,10 +127,8 @@ pub(super) fn storage_section(backend: Backend, dir: &Path) -> Result<String> {
         .context("building the tokio runtime")?;
     let (engine, settings) = match backend {
         Backend::Postgres => {
-            let cluster = xmppd_dbtest::pg::shared()
+            let cluster = xmppd_dbtest::pg::shared_durable()
                 .ok_or_else(|| anyhow!("PostgreSQL could not be started here"))?;
-            (runtime.block_on(cluster.make_durable()))
-                .map_err(|e| anyhow!("turning PostgreSQL's fsync on: {e}"))?;
             let db = runtime.block_on(cluster.create_database());
             ("postgres", cluster.settings(&db))
         }
