@@ -671,7 +671,8 @@ async fn upload_service(
         xmppd_config::UploadBackend::Local { dir, public_url } => {
             let (secret, url) = (u.secret.clone(), public_url.clone());
             let store = service_stores::uploads(engine).await?;
-            xmppd_upload::Uploads::local(settings, store, dir, secret, url).await?
+            let node = &config.server.node_name;
+            xmppd_upload::Uploads::local(settings, store, dir, node, secret, url).await?
         }
         xmppd_config::UploadBackend::External { url, secret } => {
             xmppd_upload::Uploads::external(settings, url.clone(), secret.clone())

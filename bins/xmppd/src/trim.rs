@@ -26,17 +26,19 @@ pub(crate) fn spawn() -> Option<tokio::task::JoinHandle<()>> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            // SAFETY: mallinfo2 only reads the allocator's statistics (glibc ≥ 2.33).
-            let info = unsafe { libc::mallinfo2() };
-            let mapped = info.arena.saturating_add(info.hblkhd);
-            if should_trim(info.fordblks, mapped) {
-                // The walk over the arenas takes their locks: off the runtime's threads.
-                let trimmed = tokio::task::spawn_blocking(|| {
-                    // SAFETY: malloc_trim releases free memory; it has no precondition.
-                    unsafe { libc::malloc_trim(0) }
-                })
-                .await;
-                tracing::debug!(free = info.fordblks, ?trimmed, "returned free memory");
+            // Both walk the arenas under their locks: off the runtime's threads.
+            let done = tokio::task::spawn_blocking(|| {
+                // SAFETY: mallinfo2 only reads the allocator's statistics (glibc ≥ 2.33).
+                let info = unsafe { libc::mallinfo2() };
+                let mapped = info.arena.saturating_add(info.hblkhd);
+                // SAFETY: malloc_trim releases free memory; it has no precondition.
+                let trimmed =
+                    should_trim(info.fordblks, mapped).then(|| unsafe { libc::malloc_trim(0) });
+                (info.fordblks, trimmed)
+            })
+            .await;
+            if let Ok((free, Some(trimmed))) = done {
+                tracing::debug!(free, trimmed, "returned free memory");
             }
         }
     }))

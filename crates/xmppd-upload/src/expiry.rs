@@ -95,7 +95,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
         let store = Arc::new(SqliteUploads::open(store).await.unwrap());
-        let uploads = Uploads::local(settings(), store, dir.path(), None, None)
+        let uploads = Uploads::local(settings(), store, dir.path(), "node", None, None)
             .await
             .unwrap();
         let files = uploads.files().unwrap();
@@ -119,7 +119,7 @@ mod tests {
                 .unwrap();
             std::fs::write(files.path(id), b"x").unwrap();
             if i < 2 {
-                files.store.claim(id).await.unwrap();
+                files.store.claim(id, "node").await.unwrap();
                 let at = if i == 0 { 1_000 } else { 50_000 };
                 files.store.finish(id, at, None).await.unwrap();
             }

@@ -195,7 +195,7 @@ async fn put(
         _ => {}
     }
     let content_type = given.map(str::to_owned);
-    match files.store.claim(&slot.id).await {
+    match files.store.claim(&slot.id, &files.holder).await {
         Ok(true) => {}
         Ok(false) => return text(StatusCode::CONFLICT, "This slot was already used"),
         Err(e) => {

@@ -64,6 +64,11 @@ enum PublicUrl {
 pub(crate) struct Files {
     pub(crate) store: Arc<dyn UploadStore>,
     dir: PathBuf,
+    /// This process's node name: it holds the slots it is uploading ([`UploadStore::claim`]).
+    pub(crate) holder: String,
+    /// Where this process writes files until they are complete (`tmp/NODE`): processes
+    /// sharing the directory never touch each other's.
+    tmp: PathBuf,
     pub(crate) key: Vec<u8>,
     public_url: OnceLock<PublicUrl>,
 }
@@ -77,7 +82,7 @@ impl Files {
 
     /// Where a file is written until it is complete.
     pub(crate) fn temp_path(&self, id: &str) -> PathBuf {
-        self.dir.join("tmp").join(id)
+        self.tmp.join(id)
     }
 
     /// The URL of [`PATH`] for an account of `host`, without a final `/`.
@@ -103,27 +108,35 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Files kept in `dir` (created owner-only), slots in `store` (opened: uploads a stop
-    /// interrupted are issued again); URLs signed with `secret`, or a stored one. Partial files
-    /// of uploads a stop interrupted are removed.
+    /// Files kept in `dir` (created owner-only), slots in `store`; URLs signed with `secret`,
+    /// or a stored one. `holder` is this process's node name: the uploads a stop of this
+    /// node interrupted are issued again and their partial files removed, while those of
+    /// other processes on the same database (and directory) go on.
     pub async fn local(
         settings: Settings,
         store: Arc<dyn UploadStore>,
         dir: &Path,
+        holder: &str,
         secret: Option<String>,
         public_url: Option<String>,
     ) -> Result<Arc<Uploads>, String> {
-        for sub in ["files", "tmp"] {
-            let path = dir.join(sub);
+        let tmp = dir.join("tmp").join(holder_dir(holder));
+        for path in [dir.join("files"), tmp.clone()] {
             xmppd_storage::create_private_dir_all(&path)
                 .map_err(|e| format!("creating {}: {e}", path.display()))?;
         }
-        let tmp = dir.join("tmp");
-        let entries =
-            std::fs::read_dir(&tmp).map_err(|e| format!("reading {}: {e}", tmp.display()))?;
-        for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+        // This node's partial files, and those of versions that wrote them in `tmp` itself.
+        for dir in [&tmp, &dir.join("tmp")] {
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
         }
+        (store.release_held(holder).await)
+            .map_err(|e| format!("giving back interrupted uploads: {e}"))?;
         let key = match secret {
             Some(s) => s.into_bytes(),
             None => (store.secret().await).map_err(|e| format!("the upload secret: {e}"))?,
@@ -131,6 +144,8 @@ impl Uploads {
         let files = Files {
             store,
             dir: dir.to_owned(),
+            holder: holder.to_owned(),
+            tmp,
             key,
             public_url: OnceLock::new(),
         };
@@ -188,6 +203,37 @@ impl Uploads {
         match &self.backend {
             Backend::Local(files) => Some(files),
             Backend::External { .. } => None,
+        }
+    }
+}
+
+/// The directory name of `holder`'s partial files: the node name itself when it is a plain
+/// name, else its bytes in hex (a node name is free text in the configuration).
+fn holder_dir(holder: &str) -> String {
+    let plain = !holder.is_empty()
+        && !holder.starts_with('.')
+        && (holder.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if plain {
+        holder.to_owned()
+    } else {
+        format!("x{}", hex::encode(holder))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holder_dir;
+
+    #[test]
+    fn a_node_name_becomes_a_directory_name_that_stays_inside_tmp() {
+        assert_eq!(holder_dir("node-1.example"), "node-1.example");
+        for (name, want) in [
+            ("", "x"),
+            ("..", "x2e2e"),
+            ("a/b", "x612f62"),
+            (".x", "x2e78"),
+        ] {
+            assert_eq!(holder_dir(name), want, "{name:?}");
         }
     }
 }

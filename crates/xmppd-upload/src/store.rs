@@ -30,7 +30,8 @@ pub use postgres::{PgUploads, PG_SCHEMA};
 /// Migrations of the upload tables: append, never edit.
 pub const SCHEMA: Schema = Schema {
     name: "upload",
-    migrations: &[r"
+    migrations: &[
+        r"
 CREATE TABLE upload_slots (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -47,7 +48,11 @@ CREATE TABLE upload_secret (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     secret TEXT NOT NULL
 );
-"],
+",
+        r"
+ALTER TABLE upload_slots ADD COLUMN holder TEXT;
+",
+    ],
 };
 
 /// Where a slot stands.
@@ -165,10 +170,14 @@ pub trait UploadStore: Send + Sync {
         Ok(hex::decode(&stored).unwrap_or_else(|_| stored.into_bytes()))
     }
 
-    /// Takes an issued slot for one PUT; false when it is not issued.
-    async fn claim(&self, id: &str) -> Result<bool, StorageError> {
-        (self.transition(id, State::Issued, State::Uploading, None, None)).await
-    }
+    /// Takes an issued slot for one PUT by the process `holder` (its node name); false when
+    /// it is not issued.
+    async fn claim(&self, id: &str, holder: &str) -> Result<bool, StorageError>;
+
+    /// Gives back the slots `holder` was uploading (and those claimed before claims named
+    /// their holder): what a stop of that process interrupted, issued again so the client may
+    /// retry. Other processes' uploads in progress are left alone. Returns how many.
+    async fn release_held(&self, holder: &str) -> Result<u64, StorageError>;
 
     /// Gives a slot back after a failed PUT.
     async fn release(&self, id: &str) -> Result<bool, StorageError> {
@@ -234,16 +243,10 @@ fn slot_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Slot> {
 const COLUMNS: &str = "id, owner, name, size, content_type, state, stamp_ms, expires_ms";
 
 impl SqliteUploads {
-    /// Creates or migrates the tables. Uploads a stop interrupted go back to issued (their
-    /// partial files are the caller's to remove).
+    /// Creates or migrates the tables. Uploads a stop interrupted are given back by
+    /// [`UploadStore::release_held`].
     pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteUploads, StorageError> {
         store.extend(SCHEMA).await?;
-        store
-            .write(|c| {
-                c.execute("UPDATE upload_slots SET state = 0 WHERE state = 1", [])?;
-                Ok(())
-            })
-            .await?;
         Ok(SqliteUploads { store })
     }
 
@@ -358,6 +361,28 @@ impl UploadStore for SqliteUploads {
             .read(move |c| {
                 let sql = format!("SELECT {COLUMNS} FROM upload_slots WHERE id = ?1");
                 Ok(c.query_row(&sql, params![id], slot_from_row).optional()?)
+            })
+            .await
+    }
+
+    async fn claim(&self, id: &str, holder: &str) -> Result<bool, StorageError> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        self.store
+            .write(move |c| {
+                let sql =
+                    "UPDATE upload_slots SET state = 1, holder = ?2 WHERE id = ?1 AND state = 0";
+                Ok(c.execute(sql, params![id, holder])? == 1)
+            })
+            .await
+    }
+
+    async fn release_held(&self, holder: &str) -> Result<u64, StorageError> {
+        let holder = holder.to_owned();
+        self.store
+            .write(move |c| {
+                let sql = "UPDATE upload_slots SET state = 0, holder = NULL \
+                           WHERE state = 1 AND (holder = ?1 OR holder IS NULL)";
+                Ok(c.execute(sql, params![holder])? as u64)
             })
             .await
     }

@@ -55,17 +55,17 @@ mod slots {
             up.reserve(slot("c", "v@x", 60), q, cap).await.unwrap(),
             Err(Refusal::Full)
         );
-        assert!(up.claim("a").await.unwrap());
-        assert!(!up.claim("a").await.unwrap(), "one PUT at a time");
+        assert!(up.claim("a", "n1").await.unwrap());
+        assert!(!up.claim("a", "n1").await.unwrap(), "one PUT at a time");
         assert!(up.release("a").await.unwrap());
         assert!(
-            up.claim("a").await.unwrap(),
+            up.claim("a", "n1").await.unwrap(),
             "a failed upload may be retried"
         );
         let t = Some("image/png".to_string());
         assert!(up.finish("a", 9_000, t.clone()).await.unwrap());
         assert!(
-            !up.claim("a").await.unwrap(),
+            !up.claim("a", "n1").await.unwrap(),
             "a stored slot takes no second PUT"
         );
         let a = up.get("a").await.unwrap().unwrap();
@@ -86,10 +86,10 @@ mod slots {
             up.reserve(s, None, None).await.unwrap().unwrap();
         }
         for (id, at) in [("old", 2_000), ("new", 20_000)] {
-            up.claim(id).await.unwrap();
+            up.claim(id, "n1").await.unwrap();
             up.finish(id, at, None).await.unwrap();
         }
-        up.claim("busy").await.unwrap();
+        up.claim("busy", "n1").await.unwrap();
         let taken = up.take_expired(10_000, Some(10_000), 100).await.unwrap();
         let mut ids: Vec<_> = taken.iter().map(|s| s.id.as_str()).collect();
         ids.sort();
@@ -112,7 +112,7 @@ mod slots {
                 .unwrap()
                 .unwrap();
         }
-        up.claim("a").await.unwrap();
+        up.claim("a", "n1").await.unwrap();
         up.finish("a", 2_000, None).await.unwrap();
         let usage = |owner: &str, bytes, files| Usage {
             owner: owner.into(),
@@ -147,18 +147,28 @@ mod slots {
         assert_eq!(up.secret().await.unwrap(), s);
     }
 
-    pub async fn an_interrupted_upload_is_issued_again_on_reopening(db: &dyn Db) {
+    pub async fn an_interrupted_upload_is_given_back_by_its_own_node_only(db: &dyn Db) {
         {
             let up = open(db).await;
-            up.reserve(slot("a", "u@x", 1), None, None)
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(up.claim("a").await.unwrap());
+            for id in ["a", "b"] {
+                up.reserve(slot(id, "u@x", 1), None, None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            assert!(up.claim("a", "n1").await.unwrap());
+            assert!(up.claim("b", "n2").await.unwrap());
         }
+        // n1 restarts: its upload is issued again, n2's goes on.
         let up = open(db).await;
+        assert_eq!(up.release_held("n1").await.unwrap(), 1);
         assert_eq!(up.get("a").await.unwrap().unwrap().state, State::Issued);
-        assert!(up.claim("a").await.unwrap());
+        assert_eq!(up.get("b").await.unwrap().unwrap().state, State::Uploading);
+        assert!(up.claim("a", "n1").await.unwrap());
+        assert!(!up.claim("b", "n1").await.unwrap(), "n2 still holds it");
+        assert!(up.finish("b", 2_000, None).await.unwrap());
+        assert_eq!(up.release_held("n1").await.unwrap(), 1);
+        assert_eq!(up.get("b").await.unwrap().unwrap().state, State::Stored);
     }
 
     pub async fn names_owners_and_sizes_come_back_as_they_went_in(db: &dyn Db) {
@@ -208,7 +218,7 @@ xmppd_dbtest::on_every_engine!(
     slots::expiry_takes_old_files_and_unused_slots_only,
     slots::usage_counts_what_the_quota_counts_most_first,
     slots::the_secret_is_made_once,
-    slots::an_interrupted_upload_is_issued_again_on_reopening,
+    slots::an_interrupted_upload_is_given_back_by_its_own_node_only,
     slots::names_owners_and_sizes_come_back_as_they_went_in,
     slots::concurrent_reservations_from_two_stores_respect_the_quota,
 );

@@ -15,7 +15,8 @@ use super::{size_column, Columns, Refusal, Slot, State, UploadStore, Usage, COLU
 /// string, matched exactly.
 pub const MYSQL_SCHEMA: Schema = Schema {
     name: "upload",
-    migrations: &[r"
+    migrations: &[
+        r"
 CREATE TABLE upload_slots (
     id VARCHAR(64) NOT NULL PRIMARY KEY,
     owner VARBINARY(1023) NOT NULL,
@@ -32,7 +33,11 @@ CREATE TABLE upload_secret (
     id INTEGER NOT NULL PRIMARY KEY CHECK (id = 0),
     secret TEXT NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;
-"],
+",
+        r"
+ALTER TABLE upload_slots ADD COLUMN holder TEXT;
+",
+    ],
 };
 
 /// The upload tables over a [`MysqlStore`].
@@ -41,12 +46,10 @@ pub struct MysqlUploads {
 }
 
 impl MysqlUploads {
-    /// Creates or migrates the tables. Uploads a stop interrupted go back to issued (their
-    /// partial files are the caller's to remove).
+    /// Creates or migrates the tables. Uploads a stop interrupted are given back by
+    /// [`UploadStore::release_held`].
     pub async fn open(store: Arc<MysqlStore>) -> Result<MysqlUploads, StorageError> {
         store.extend(MYSQL_SCHEMA).await?;
-        let sql = "UPDATE upload_slots SET state = 0 WHERE state = 1";
-        store.conn().await?.query_drop(sql).await.map_err(my_err)?;
         Ok(MysqlUploads { store })
     }
 }
@@ -181,6 +184,19 @@ impl UploadStore for MysqlUploads {
         let before = stored_before_ms.unwrap_or(i64::MIN);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.take(sql, (before, now_ms, limit)).await
+    }
+
+    async fn claim(&self, id: &str, holder: &str) -> Result<bool, StorageError> {
+        let mut c = self.store.conn().await?;
+        let sql = "UPDATE upload_slots SET state = 1, holder = ? WHERE id = ? AND state = 0";
+        Ok(exec_count(&mut c, sql, (holder, id)).await? == 1)
+    }
+
+    async fn release_held(&self, holder: &str) -> Result<u64, StorageError> {
+        let mut c = self.store.conn().await?;
+        let sql = "UPDATE upload_slots SET state = 0, holder = NULL
+                   WHERE state = 1 AND (holder = ? OR holder IS NULL)";
+        exec_count(&mut c, sql, (holder,)).await
     }
 
     async fn take_owner(&self, owner: &str) -> Result<Vec<Slot>, StorageError> {

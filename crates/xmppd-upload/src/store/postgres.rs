@@ -13,7 +13,8 @@ use super::{size_column, Refusal, Slot, State, UploadStore, Usage, COLUMNS};
 /// The SQLite schema's tables and columns.
 pub const PG_SCHEMA: Schema = Schema {
     name: "upload",
-    migrations: &[r"
+    migrations: &[
+        r"
 CREATE TABLE upload_slots (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -30,7 +31,11 @@ CREATE TABLE upload_secret (
     id BIGINT PRIMARY KEY CHECK (id = 0),
     secret TEXT NOT NULL
 );
-"],
+",
+        r"
+ALTER TABLE upload_slots ADD COLUMN holder TEXT;
+",
+    ],
 };
 
 /// The upload tables over a [`PgStore`].
@@ -39,12 +44,10 @@ pub struct PgUploads {
 }
 
 impl PgUploads {
-    /// Creates or migrates the tables. Uploads a stop interrupted go back to issued (their
-    /// partial files are the caller's to remove).
+    /// Creates or migrates the tables. Uploads a stop interrupted are given back by
+    /// [`UploadStore::release_held`].
     pub async fn open(store: Arc<PgStore>) -> Result<PgUploads, StorageError> {
         store.extend(PG_SCHEMA).await?;
-        let c = store.client().await?;
-        exec(&c, "UPDATE upload_slots SET state = 0 WHERE state = 1", &[]).await?;
         Ok(PgUploads { store })
     }
 }
@@ -179,6 +182,19 @@ impl UploadStore for PgUploads {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = query(&c, &sql, &[&now_ms, &before, &limit]).await?;
         Ok(rows.iter().map(slot).collect())
+    }
+
+    async fn claim(&self, id: &str, holder: &str) -> Result<bool, StorageError> {
+        let c = self.store.client().await?;
+        let sql = "UPDATE upload_slots SET state = 1, holder = $2 WHERE id = $1 AND state = 0";
+        Ok(exec(&c, sql, &[&id, &holder]).await? == 1)
+    }
+
+    async fn release_held(&self, holder: &str) -> Result<u64, StorageError> {
+        let c = self.store.client().await?;
+        let sql = "UPDATE upload_slots SET state = 0, holder = NULL
+                   WHERE state = 1 AND (holder = $1 OR holder IS NULL)";
+        exec(&c, sql, &[&holder]).await
     }
 
     async fn take_owner(&self, owner: &str) -> Result<Vec<Slot>, StorageError> {
