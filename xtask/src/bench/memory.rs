@@ -51,6 +51,10 @@ const READ_INTERVAL: Duration = Duration::from_millis(200);
 /// …or after this long, whatever it reads then.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
+/// After the flood is closed, the wait before its memory is read: two of the server's
+/// once-a-second checks of its allocator's free memory, and a margin.
+const TRIM_WAIT: Duration = Duration::from_millis(2500);
+
 /// Connections of the pre-authentication flood.
 const FLOOD: usize = 3000;
 /// Flood connections set up at once.
@@ -203,7 +207,10 @@ async fn flood(pid: u32, addr: std::net::SocketAddr) -> Result<Flood> {
     }
     let up = settled_rss(pid).await?;
     drop(open);
-    // The server sees every connection end (a reset or EOF) before its memory settles.
+    // The server sees every connection end (a reset or EOF) before its memory settles. Its
+    // allocator is asked to return free memory once a second (`bins/xmppd/src/trim.rs`):
+    // memory may read the same for 600 ms before that, so the reading waits past two ticks.
+    tokio::time::sleep(TRIM_WAIT).await;
     let closed = settled_rss(pid).await?;
     Ok(Flood {
         idle,
