@@ -175,6 +175,107 @@ impl<P: Clone + Send + 'static> Ordered<P> {
     }
 }
 
+/// One offline message to store ([`crate::OfflineStore::push_offline`]).
+#[derive(Clone)]
+pub(crate) struct Push {
+    pub(crate) user: crate::UserRef,
+    pub(crate) stamp_ms: i64,
+    pub(crate) xml: String,
+    pub(crate) max: usize,
+}
+
+/// Pushes written in one transaction at most.
+const MAX_PUSHES: usize = 256;
+
+type PushJob = (Push, oneshot::Sender<Result<bool, StorageError>>);
+
+/// How an engine writes a batch of pushes in one transaction: for each, whether it was stored
+/// (false: its account's store was full), in the batch's order.
+pub(crate) type WritePushes<P> = fn(P, Vec<Push>) -> Queued<Vec<bool>>;
+
+/// Group commit of offline messages on a database server: one task per store takes the pushes
+/// queued while the previous transaction ran (up to [`MAX_PUSHES`]) and writes them in one
+/// transaction, answering each after its commit. Each push alone would be a transaction of its
+/// own, and with a transaction's flush per push the pool's size would bound the rate. Pushes
+/// are written in the order they were queued, so the ids of one account's messages follow the
+/// order its senders' messages came in. When the database refuses a batch, its pushes are
+/// written again one transaction each, so that only the push it refuses fails.
+pub(crate) struct PushQueue {
+    jobs: mpsc::UnboundedSender<PushJob>,
+}
+
+impl PushQueue {
+    /// Starts the task on the current tokio runtime; `write` runs each batch on `pool`.
+    pub(crate) fn start<P: Clone + Send + 'static>(pool: P, write: WritePushes<P>) -> PushQueue {
+        let (jobs, mut queued) = mpsc::unbounded_channel::<PushJob>();
+        tokio::spawn(async move {
+            while let Some(first) = queued.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_PUSHES {
+                    match queued.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let (pushes, answers): (Vec<Push>, Vec<_>) = batch.into_iter().unzip();
+                let one_by_one = pushes.len() > 1;
+                match write(pool.clone(), pushes.clone()).await {
+                    Ok(stored) => {
+                        for (answer, stored) in answers.into_iter().zip(stored) {
+                            let _ = answer.send(Ok(stored));
+                        }
+                    }
+                    Err(e) if !one_by_one => {
+                        if let Some(answer) = answers.into_iter().next() {
+                            let _ = answer.send(Err(e));
+                        }
+                    }
+                    Err(_) => {
+                        for (push, answer) in pushes.into_iter().zip(answers) {
+                            let alone = write(pool.clone(), vec![push]).await;
+                            let _ = answer.send(alone.map(|s| s.first().copied().unwrap_or(false)));
+                        }
+                    }
+                }
+            }
+        });
+        PushQueue { jobs }
+    }
+
+    /// Queues `push`; answers once its transaction committed.
+    pub(crate) async fn push(&self, push: Push) -> Result<bool, StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send((push, tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Which of `pushes` fit, given the messages each account holds (`held`, by account): in
+/// order, each push takes a place while its account holds fewer than its `max`.
+pub(crate) fn fitting(
+    pushes: &[Push],
+    mut held: std::collections::HashMap<crate::UserRef, usize>,
+) -> Vec<bool> {
+    pushes
+        .iter()
+        .map(|p| {
+            let n = held.entry(p.user.clone()).or_insert(0);
+            let fits = *n < p.max;
+            *n += usize::from(fits);
+            fits
+        })
+        .collect()
+}
+
+/// The distinct accounts of `pushes`, in the order of their JIDs: locks taken in this order
+/// by every process cannot deadlock.
+pub(crate) fn accounts(pushes: &[Push]) -> Vec<crate::UserRef> {
+    let mut users: Vec<crate::UserRef> = pushes.iter().map(|p| p.user.clone()).collect();
+    users.sort_by_key(|u| u.jid());
+    users.dedup();
+    users
+}
+
 /// The messages of `rows` (id, stamp, xml, in id order) that fit: at most `max_bytes` of XML
 /// unless the first alone is larger.
 pub(crate) fn fit_page(

@@ -48,7 +48,7 @@ pub use {deadpool_postgres, tokio_postgres};
 
 pub(crate) use crate::remote::{corrupt, now_ms};
 pub use crate::remote::{redact_url, DbSettings};
-use crate::remote::{take_query_param, unavailable, Ordered};
+use crate::remote::{take_query_param, unavailable, Ordered, PushQueue};
 use crate::{Queued, Result, StorageError};
 pub use migrations::{apply_schema_locked, CORE_SCHEMA};
 
@@ -63,6 +63,8 @@ pub struct PgStore {
     pool: Pool,
     /// The writes queued in order ([`PgStore::queue`]).
     ordered: Ordered<Pool>,
+    /// Offline messages, group-committed.
+    pushes: PushQueue,
 }
 
 impl PgStore {
@@ -116,7 +118,12 @@ impl PgStore {
             .build()
             .map_err(|e| StorageError::Backend(format!("database pool: {e}")))?;
         let ordered = Ordered::start(pool.clone());
-        let store = PgStore { pool, ordered };
+        let pushes = PushQueue::start(pool.clone(), offline::write_pushes);
+        let store = PgStore {
+            pool,
+            ordered,
+            pushes,
+        };
         (store.extend(CORE_SCHEMA).await).map_err(|e| settings.opening_failed(e))?;
         Ok(store)
     }

@@ -3,9 +3,13 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
-use super::{corrupt, pg_err, PgStore};
-use crate::remote::{fit_page, limit};
-use crate::{OfflineMessage, OfflineStore, Result, UserRef};
+use std::collections::HashMap;
+
+use deadpool_postgres::Pool;
+
+use super::{corrupt, get, pg_err, PgStore};
+use crate::remote::{accounts, fit_page, fitting, limit, Push};
+use crate::{OfflineMessage, OfflineStore, Queued, Result, UserRef};
 
 async fn count_offline(c: &impl GenericClient, user: &UserRef) -> Result<usize> {
     let stmt = c
@@ -25,6 +29,75 @@ fn messages(rows: &[tokio_postgres::Row]) -> impl Iterator<Item = (i64, i64, Str
     rows.iter().map(|r| (r.get(0), r.get(1), r.get(2)))
 }
 
+/// Writes `pushes` in one transaction (see [`crate::remote::PushQueue`]): a lock on each
+/// account's offline store, taken in the order of the JIDs and held to the commit (another
+/// process's push to the same account waits, so two cannot both take the last place), the
+/// messages each account holds counted once, then the pushes that fit inserted in one
+/// statement, in their order.
+pub(super) fn write_pushes(pool: Pool, pushes: Vec<Push>) -> Queued<Vec<bool>> {
+    Box::pin(async move {
+        let mut client = get(&pool).await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let users = accounts(&pushes);
+        let jids: Vec<String> = users.iter().map(UserRef::jid).collect();
+        let domains: Vec<&str> = users.iter().map(|u| u.domain.as_str()).collect();
+        let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock(hashtextextended(j, 7)) FROM unnest($1::text[]) AS j",
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(&stmt, &[&jids]).await.map_err(pg_err)?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT o.domain, o.username, COUNT(*) FROM offline o
+                 JOIN unnest($1::text[], $2::text[]) AS u(d, n)
+                   ON o.domain = u.d AND o.username = u.n
+                 GROUP BY o.domain, o.username",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = tx.query(&stmt, &[&domains, &names]).await.map_err(pg_err)?;
+        let mut held = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let n: i64 = r.get(2);
+            let n = usize::try_from(n).map_err(|_| corrupt("offline count"))?;
+            held.insert(
+                UserRef::new(r.get::<_, String>(1), r.get::<_, String>(0)),
+                n,
+            );
+        }
+        let fits = fitting(&pushes, held);
+        let kept = || {
+            pushes
+                .iter()
+                .zip(&fits)
+                .filter(|(_, f)| **f)
+                .map(|(p, _)| p)
+        };
+        let (d, n): (Vec<&str>, Vec<&str>) = kept()
+            .map(|p| (p.user.domain.as_str(), p.user.user.as_str()))
+            .unzip();
+        let (stamps, xml): (Vec<i64>, Vec<&str>) =
+            kept().map(|p| (p.stamp_ms, p.xml.as_str())).unzip();
+        if !d.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO offline (domain, username, stamp_ms, xml)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])",
+                )
+                .await
+                .map_err(pg_err)?;
+            tx.execute(&stmt, &[&d, &n, &stamps, &xml])
+                .await
+                .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(fits)
+    })
+}
+
 #[async_trait]
 impl OfflineStore for PgStore {
     async fn push_offline(
@@ -34,29 +107,17 @@ impl OfflineStore for PgStore {
         xml: &str,
         max: usize,
     ) -> Result<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        // The cap is checked and kept under a lock on the account's offline store, held to
-        // the commit: two pushes (from two processes) cannot both take the last place.
-        let stmt = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-            .await
-            .map_err(pg_err)?;
-        tx.execute(&stmt, &[&user.jid()]).await.map_err(pg_err)?;
-        if count_offline(&tx, user).await? >= max {
+        if max == 0 {
             return Ok(false);
         }
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO offline (domain, username, stamp_ms, xml) VALUES ($1, $2, $3, $4)",
-            )
+        self.pushes
+            .push(Push {
+                user: user.clone(),
+                stamp_ms,
+                xml: xml.to_owned(),
+                max,
+            })
             .await
-            .map_err(pg_err)?;
-        tx.execute(&stmt, &[&user.domain, &user.user, &stamp_ms, &xml])
-            .await
-            .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(true)
     }
 
     async fn offline_messages(&self, user: &UserRef) -> Result<Vec<OfflineMessage>> {

@@ -132,6 +132,7 @@ conformance!(
     offline::offline_pages_follow_the_cursor_and_both_bounds,
     offline::offline_ids_are_not_reused_after_removal,
     offline::taking_offline_messages_removes_them_in_order,
+    offline::concurrent_pushes_from_two_stores_respect_each_cap_and_keep_order,
     data::user_data_roundtrip,
     data::sessions_open_close_clear,
     rooms::rooms_save_replace_list_delete,

@@ -116,3 +116,48 @@ pub async fn taking_offline_messages_removes_them_in_order(db: &dyn Db) {
     assert_eq!(store.offline_count(&alice()).await.unwrap(), 0);
     assert_eq!(store.offline_count(&bob()).await.unwrap(), 1);
 }
+
+/// Two stores on one database (two processes), each pushing to four accounts at once: every
+/// account's cap holds across both, each push is answered as it was stored, and one sender's
+/// messages are stored in the order it sent them.
+pub async fn concurrent_pushes_from_two_stores_respect_each_cap_and_keep_order(db: &dyn Db) {
+    const PER_TASK: usize = 30;
+    const CAP: usize = 40;
+    let stores = [db.open().await, db.open().await];
+    let users: Vec<UserRef> = (0..4)
+        .map(|i| UserRef::new(format!("u{i}"), "example.org"))
+        .collect();
+    let mut tasks = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for user in &users {
+            let (store, user) = (store.clone(), user.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut stored = 0;
+                for i in 0..PER_TASK {
+                    let xml = format!("<m s='{s}' i='{i:02}'/>");
+                    let ok = store.push_offline(&user, i as i64, &xml, CAP).await;
+                    stored += usize::from(ok.unwrap());
+                }
+                stored
+            }));
+        }
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap();
+    }
+    assert_eq!(accepted, users.len() * CAP, "each push answered as stored");
+    for user in &users {
+        let msgs = stores[0].offline_messages(user).await.unwrap();
+        assert_eq!(msgs.len(), CAP, "{user:?}");
+        for s in 0..2 {
+            let mine: Vec<&str> = (msgs.iter())
+                .map(|m| m.xml.as_str())
+                .filter(|x| x.contains(&format!("s='{s}'")))
+                .collect();
+            let mut sorted = mine.clone();
+            sorted.sort_unstable();
+            assert_eq!(mine, sorted, "one sender's messages in its order");
+        }
+    }
+}
