@@ -193,7 +193,8 @@ type PushJob = (Push, oneshot::Sender<Result<bool, StorageError>>);
 /// (false: its account's store was full), in the batch's order.
 pub(crate) type WritePushes<P> = fn(P, Vec<Push>) -> Queued<Vec<bool>>;
 
-/// Group commit of offline messages on a database server: one task per store takes the pushes
+/// Group commit of offline messages on PostgreSQL (MariaDB stores each push in a transaction
+/// of its own: batched the same way it measured slower, see docs/BENCHMARKS.md): one task per store takes the pushes
 /// queued while the previous transaction ran (up to [`MAX_PUSHES`]) and writes them in one
 /// transaction, answering each after its commit. Each push alone would be a transaction of its
 /// own, and with a transaction's flush per push the pool's size would bound the rate. Pushes

@@ -214,8 +214,8 @@ async fn a_push_the_database_refuses_fails_alone_in_its_batch() {
     };
     let (_db, store) = server.fresh_store().await;
     let store = std::sync::Arc::new(store);
-    // A user name longer than the column: strict mode refuses the row, and with it the batch
-    // it was written in; the pushes queued with it are written again without it.
+    // A user name longer than the column: strict mode refuses the row; the pushes made at the
+    // same time are stored.
     let long = UserRef::new("x".repeat(300), "example.org");
     let tasks: Vec<_> = (0..40)
         .map(|i| {

@@ -43,13 +43,13 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{
     Conn, IsolationLevel, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Transaction,
-    TxOpts, Value,
+    TxOpts,
 };
 
 /// The driver, for a service crate's own tables.
 pub use mysql_async;
 
-use crate::remote::{take_query_param, unavailable, DbSettings, Ordered, PushQueue};
+use crate::remote::{take_query_param, unavailable, DbSettings, Ordered};
 use crate::{Queued, Result, StorageError};
 pub use migrations::CORE_SCHEMA;
 
@@ -64,8 +64,6 @@ pub struct MysqlStore {
     timeout: Duration,
     /// The writes queued in order ([`MysqlStore::queue`]).
     ordered: Ordered<(Pool, Duration)>,
-    /// Offline messages, group-committed.
-    pushes: PushQueue,
 }
 
 /// The SQL every new connection runs first: the character set and collation of what it sends,
@@ -136,12 +134,10 @@ impl MysqlStore {
         // has no timeouts of its own.
         let timeout = settings.connect_timeout + settings.wait_timeout;
         let ordered = Ordered::start((pool.clone(), timeout));
-        let pushes = PushQueue::start((pool.clone(), timeout), offline::write_pushes);
         let store = MysqlStore {
             pool,
             timeout,
             ordered,
-            pushes,
         };
         (store.extend(CORE_SCHEMA).await).map_err(|e| settings.opening_failed(e))?;
         Ok(store)
@@ -229,46 +225,6 @@ pub async fn named_lock(conn: &mut Conn, kind: &str, key: &str) -> Result<()> {
             "the lock {kind} stayed taken for {NAMED_LOCK_WAIT_SECS} s"
         )));
     }
-    Ok(())
-}
-
-/// [`named_lock`] on each of `keys` (sorted by the caller, so that two callers cannot take
-/// them in opposite orders), in one statement.
-pub async fn named_locks(conn: &mut Conn, kind: &str, keys: &[String]) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    conn.reset_connection(true);
-    let one = "GET_LOCK(CONCAT('xmppd:', ?, SHA1(CONCAT(DATABASE(), '/', ?))), ?)";
-    let sql = format!("SELECT {}", vec![one; keys.len()].join(", "));
-    let params: Vec<Value> = (keys.iter())
-        .flat_map(|k| {
-            [
-                Value::from(kind),
-                Value::from(k),
-                Value::from(NAMED_LOCK_WAIT_SECS),
-            ]
-        })
-        .collect();
-    let row: Option<mysql_async::Row> =
-        (conn.exec_first(sql, Params::Positional(params)).await).map_err(my_err)?;
-    let taken = row
-        .is_some_and(|r| (0..keys.len()).all(|i| r.get::<Option<i64>, _>(i).flatten() == Some(1)));
-    if !taken {
-        return Err(StorageError::Backend(format!(
-            "a lock {kind} stayed taken for {NAMED_LOCK_WAIT_SECS} s"
-        )));
-    }
-    Ok(())
-}
-
-/// Releases every named lock of `conn`'s session ([`named_lock`], [`named_locks`]); the
-/// connection then goes back to the pool as it is.
-pub async fn named_unlock_all(conn: &mut Conn) -> Result<()> {
-    conn.query_drop("DO RELEASE_ALL_LOCKS()")
-        .await
-        .map_err(my_err)?;
-    conn.reset_connection(false);
     Ok(())
 }
 

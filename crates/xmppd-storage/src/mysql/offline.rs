@@ -1,15 +1,12 @@
 //! Offline messages (XEP-0160).
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Params, Pool, Value};
+use mysql_async::Conn;
 
-use super::{exec_count, get, my_err, named_locks, named_unlock_all, write, MysqlStore};
-use crate::remote::{accounts, corrupt, fit_page, fitting, limit, Push};
-use crate::{OfflineMessage, OfflineStore, Queued, Result, UserRef};
+use super::{exec_count, my_err, named_lock, named_unlock, write, MysqlStore};
+use crate::remote::{corrupt, fit_page, limit};
+use crate::{OfflineMessage, OfflineStore, Result, UserRef};
 
 async fn count_offline(q: &mut impl Queryable, user: &UserRef) -> Result<usize> {
     let n: Option<i64> = q
@@ -22,65 +19,27 @@ async fn count_offline(q: &mut impl Queryable, user: &UserRef) -> Result<usize> 
     usize::try_from(n.unwrap_or(0)).map_err(|_| corrupt("offline count"))
 }
 
-/// Writes `pushes` in one transaction (see [`crate::remote::PushQueue`]): a named lock on
-/// each account's offline store, taken in the order of the JIDs in one statement and held to
-/// the commit (another process's push to the same account waits, so two cannot both take the
-/// last place), the messages each account holds counted once, then the pushes that fit
-/// inserted in one statement, in their order.
-pub(super) fn write_pushes(
-    (pool, timeout): (Pool, Duration),
-    pushes: Vec<Push>,
-) -> Queued<Vec<bool>> {
-    Box::pin(async move {
-        let mut conn = get(&pool, timeout).await?;
-        let users = accounts(&pushes);
-        let jids: Vec<String> = users.iter().map(UserRef::jid).collect();
-        named_locks(&mut conn, "offline:", &jids).await?;
-        let mut tx = write(&mut conn).await?;
-        let which = vec!["(domain = ? AND username = ?)"; users.len()].join(" OR ");
-        let sql = format!(
-            "SELECT domain, username, COUNT(*) FROM offline WHERE {which} \
-             GROUP BY domain, username"
-        );
-        let params: Vec<Value> = (users.iter())
-            .flat_map(|u| [Value::from(&u.domain), Value::from(&u.user)])
-            .collect();
-        let rows: Vec<(String, String, i64)> = tx
-            .exec(sql, Params::Positional(params))
-            .await
-            .map_err(my_err)?;
-        let mut held = HashMap::with_capacity(rows.len());
-        for (domain, user, n) in rows {
-            let n = usize::try_from(n).map_err(|_| corrupt("offline count"))?;
-            held.insert(UserRef::new(user, domain), n);
-        }
-        let fits = fitting(&pushes, held);
-        let kept: Vec<&Push> = (pushes.iter().zip(&fits))
-            .filter(|(_, f)| **f)
-            .map(|(p, _)| p)
-            .collect();
-        if !kept.is_empty() {
-            let rows = vec!["(?, ?, ?, ?)"; kept.len()].join(", ");
-            let sql =
-                format!("INSERT INTO offline (domain, username, stamp_ms, xml) VALUES {rows}");
-            let params: Vec<Value> = (kept.iter())
-                .flat_map(|p| {
-                    [
-                        Value::from(&p.user.domain),
-                        Value::from(&p.user.user),
-                        Value::from(p.stamp_ms),
-                        Value::from(&p.xml),
-                    ]
-                })
-                .collect();
-            tx.exec_drop(sql, Params::Positional(params))
-                .await
-                .map_err(my_err)?;
-        }
-        tx.commit().await.map_err(my_err)?;
-        named_unlock_all(&mut conn).await?;
-        Ok(fits)
-    })
+/// Stores the message under the account's named lock (held to the commit and released after
+/// it), so that two pushes, from two processes, cannot both take the last place.
+async fn push_locked(
+    conn: &mut Conn,
+    user: &UserRef,
+    stamp_ms: i64,
+    xml: &str,
+    max: usize,
+) -> Result<bool> {
+    let mut tx = write(conn).await?;
+    if count_offline(&mut tx, user).await? >= max {
+        return Ok(false);
+    }
+    tx.exec_drop(
+        "INSERT INTO offline (domain, username, stamp_ms, xml) VALUES (?, ?, ?, ?)",
+        (&user.domain, &user.user, stamp_ms, xml),
+    )
+    .await
+    .map_err(my_err)?;
+    tx.commit().await.map_err(my_err)?;
+    Ok(true)
 }
 
 #[async_trait]
@@ -92,17 +51,14 @@ impl OfflineStore for MysqlStore {
         xml: &str,
         max: usize,
     ) -> Result<bool> {
-        if max == 0 {
-            return Ok(false);
-        }
-        self.pushes
-            .push(Push {
-                user: user.clone(),
-                stamp_ms,
-                xml: xml.to_owned(),
-                max,
-            })
-            .await
+        let mut conn = self.conn().await?;
+        let jid = user.jid();
+        named_lock(&mut conn, "offline:", &jid).await?;
+        let pushed = push_locked(&mut conn, user, stamp_ms, xml, max).await;
+        let released = named_unlock(&mut conn, "offline:", &jid).await;
+        let pushed = pushed?;
+        released?;
+        Ok(pushed)
     }
 
     async fn offline_messages(&self, user: &UserRef) -> Result<Vec<OfflineMessage>> {
