@@ -66,8 +66,17 @@ impl Server {
             "kill -9 $(cat \"$0/pid\") >/dev/null 2>&1; rm -rf \"$0\"",
             &[dir.as_os_str()],
         )?;
+        // A temporary directory of its own: two bootstraps at once (a test binary's shared
+        // server and a test's own) otherwise collide on their temporary tables in /tmp.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+        if running_as_root() {
+            let (uid, gid) = uid_of("mysql").ok_or("no mysql user")?;
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
         let mut install = Command::new("mariadb-install-db");
         install
+            .env("TMPDIR", &tmp)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .args(["--auth-root-authentication-method=socket", "--skip-test-db"]);
@@ -125,6 +134,7 @@ impl Server {
         command
             .arg("--no-defaults")
             .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))
             .arg(format!("--log-error={}", self.dir.join("log").display()))
