@@ -191,7 +191,7 @@ type PushJob = (Push, oneshot::Sender<Result<bool, StorageError>>);
 
 /// How an engine writes a batch of pushes in one transaction: for each, whether it was stored
 /// (false: its account's store was full), in the batch's order.
-pub(crate) type WritePushes<P> = fn(P, Vec<Push>) -> Queued<Vec<bool>>;
+pub(crate) type WritePushes<P> = fn(P, std::sync::Arc<[Push]>) -> Queued<Vec<bool>>;
 
 /// Group commit of offline messages on PostgreSQL (MariaDB stores each push in a transaction
 /// of its own: batched the same way it measured slower, see docs/BENCHMARKS.md): one task per store takes the pushes
@@ -219,21 +219,24 @@ impl PushQueue {
                     }
                 }
                 let (pushes, answers): (Vec<Push>, Vec<_>) = batch.into_iter().unzip();
-                let one_by_one = pushes.len() > 1;
+                // Shared with the write, kept for the rare retry push by push: no copy of the
+                // stanzas per batch.
+                let pushes: std::sync::Arc<[Push]> = pushes.into();
+                let several = pushes.len() > 1;
                 match write(pool.clone(), pushes.clone()).await {
                     Ok(stored) => {
                         for (answer, stored) in answers.into_iter().zip(stored) {
                             let _ = answer.send(Ok(stored));
                         }
                     }
-                    Err(e) if !one_by_one => {
+                    Err(e) if !several => {
                         if let Some(answer) = answers.into_iter().next() {
                             let _ = answer.send(Err(e));
                         }
                     }
                     Err(_) => {
-                        for (push, answer) in pushes.into_iter().zip(answers) {
-                            let alone = write(pool.clone(), vec![push]).await;
+                        for (push, answer) in pushes.iter().zip(answers) {
+                            let alone = write(pool.clone(), [push.clone()].into()).await;
                             let _ = answer.send(alone.map(|s| s.first().copied().unwrap_or(false)));
                         }
                     }

@@ -34,7 +34,7 @@ fn messages(rows: &[tokio_postgres::Row]) -> impl Iterator<Item = (i64, i64, Str
 /// process's push to the same account waits, so two cannot both take the last place), the
 /// messages each account holds counted once, then the pushes that fit inserted in one
 /// statement, in their order.
-pub(super) fn write_pushes(pool: Pool, pushes: Vec<Push>) -> Queued<Vec<bool>> {
+pub(super) fn write_pushes(pool: Pool, pushes: std::sync::Arc<[Push]>) -> Queued<Vec<bool>> {
     Box::pin(async move {
         let mut client = get(&pool).await?;
         let tx = client.transaction().await.map_err(pg_err)?;
