@@ -169,12 +169,54 @@ pub fn bound_jid(user: &BareJid, requested: Option<&str>) -> Option<FullJid> {
     user.with_resource_str(&resource).ok()
 }
 
+/// A JID without its resourcepart, made by cutting the JID's own string: `jid`'s `to_bare`
+/// formats the parts into a new string (about 900 instructions, several times per message on
+/// the routing path), this copies it once. The workspace's clippy configuration refuses
+/// `to_bare` so that the routing path does not drift back to it.
+pub trait Bare {
+    /// The bare JID (RFC 7622 §3: localpart and domainpart) of this one.
+    fn bare(&self) -> BareJid;
+}
+
+impl Bare for Jid {
+    fn bare(&self) -> BareJid {
+        self.clone().into_bare()
+    }
+}
+
+impl Bare for FullJid {
+    fn bare(&self) -> BareJid {
+        self.clone().into_bare()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn canonical(input: &str) -> Option<String> {
         parse_jid(input).ok().map(|j| j.to_string())
+    }
+
+    #[test]
+    fn bare_cuts_the_resource_and_keeps_the_rest() {
+        for (full, bare) in [
+            ("juliet@example.org/balcony", "juliet@example.org"),
+            ("juliet@example.org/a/b@c", "juliet@example.org"),
+            ("example.org/res", "example.org"),
+            ("juliet@example.org", "juliet@example.org"),
+            ("example.org", "example.org"),
+        ] {
+            let jid = parse_jid(full).unwrap();
+            #[allow(clippy::disallowed_methods)] // what `bare` replaces, as the reference
+            let reference = jid.to_bare();
+            assert_eq!(jid.bare(), reference, "{full}");
+            assert_eq!(jid.bare().as_str(), bare, "{full}");
+            assert_eq!(jid.bare().node(), reference.node(), "{full}");
+            if let Ok(full_jid) = jid.clone().try_into_full() {
+                assert_eq!(full_jid.bare(), reference, "{full}");
+            }
+        }
     }
 
     #[test]
@@ -331,7 +373,7 @@ mod tests {
         assert_eq!(jid.as_str(), "juliet@example.org/balcony");
         for none in [None, Some(""), Some("  ")] {
             let jid = bound_jid(&user, none).expect("generated");
-            assert_eq!(jid.to_bare(), user);
+            assert_eq!(jid.bare(), user);
             assert!(jid.resource().as_str().starts_with("xmppd-"));
         }
         assert!(bound_jid(&user, Some("a\u{7}b")).is_none());

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, Jid};
@@ -72,7 +73,7 @@ pub fn end_session(cx: &Context<'_>, jid: &Jid) -> usize {
     match jid.try_as_full() {
         Ok(full) => cx
             .sessions()
-            .resources(&jid.to_bare())
+            .resources(&jid.bare())
             .iter()
             .filter(|r| &r.jid == full)
             .filter(|r| {
@@ -81,7 +82,7 @@ pub fn end_session(cx: &Context<'_>, jid: &Jid) -> usize {
             })
             .count(),
         Err(_) => cx.end_sessions(
-            &jid.to_bare(),
+            &jid.bare(),
             StreamErrorCondition::PolicyViolation,
             Some(TEXT),
         ),
@@ -334,7 +335,7 @@ impl Admin {
                 let jids = local_jids(cx, f, "accountjids")?;
                 let disable = self.op == Op::Disable;
                 for jid in &jids {
-                    let user = jid.to_bare();
+                    let user = jid.bare();
                     self.existing(&user).await?;
                     if let Err(e) = cx.set_disabled(&user, disable).await {
                         return Err(Step::error(format!("Could not change {user}: {e}")));
@@ -361,7 +362,7 @@ impl Admin {
                 }
             }
             (Op::ChangePassword, Some(f)) => {
-                let jid = local_jids(cx, f, "accountjid")?.remove(0).to_bare();
+                let jid = local_jids(cx, f, "accountjid")?.remove(0).bare();
                 // Not trimmed: spaces may be part of a password.
                 let password = f.values("password").first().cloned().unwrap_or_default();
                 if password.is_empty() {
@@ -427,7 +428,7 @@ fn online_users(cx: &Context<'_>, host: &str) -> Vec<String> {
         .online()
         .into_iter()
         .filter(|j| j.domain().as_str() == host)
-        .map(|j| j.to_bare().to_string())
+        .map(|j| j.bare().to_string())
         .collect();
     set.into_iter().collect()
 }

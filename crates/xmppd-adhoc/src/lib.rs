@@ -27,6 +27,7 @@ pub mod payload;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::BareJid;
@@ -104,7 +105,7 @@ pub trait Command: Send + Sync {
     fn name(&self) -> &str;
     /// Whether `ctx.requester` may see and run it. Administrators only unless overridden.
     fn allowed(&self, cx: &xmppd_core::Context<'_>, requester: &Jid) -> bool {
-        cx.is_admin(&requester.to_bare())
+        cx.is_admin(&requester.bare())
     }
     /// Stage `forms.len()`: `forms` are the forms submitted at the earlier stages, in order.
     async fn step(

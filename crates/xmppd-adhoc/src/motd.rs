@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid};
@@ -163,7 +164,7 @@ impl Module for Motd {
         let Some(m) = self.get(cx.store(), host).await else {
             return;
         };
-        if first_sight(cx.store(), &jid.to_bare(), m.version).await {
+        if first_sight(cx.store(), &jid.bare(), m.version).await {
             let msg = crate::notice(host, jid, m.subject.as_deref(), &m.body);
             cx.deliver(jid, msg);
         }
@@ -176,7 +177,7 @@ async fn send_to_online(cx: &mut Context<'_>, host: &str, m: &Message) -> usize 
     let mut users: BTreeMap<BareJid, Vec<FullJid>> = BTreeMap::new();
     for jid in cx.online() {
         if jid.domain().as_str().eq_ignore_ascii_case(host) {
-            users.entry(jid.to_bare()).or_default().push(jid);
+            users.entry(jid.bare()).or_default().push(jid);
         }
     }
     let mut sent = 0;

@@ -13,6 +13,7 @@ pub mod token;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use http_body_util::BodyExt;
@@ -357,7 +358,7 @@ fn account(cx: &Context<'_>, name: &'static str, text: &str) -> Result<BareJid, 
 /// `text` if it is a user's bare JID (a localpart, no resource).
 fn user_bare(text: &str) -> Option<BareJid> {
     let jid = parse_jid(text).ok()?;
-    (jid.node().is_some() && jid.resource().is_none()).then(|| jid.to_bare())
+    (jid.node().is_some() && jid.resource().is_none()).then(|| jid.bare())
 }
 
 fn host<'h>(cx: &Context<'_>, text: &'h str) -> Result<&'h str, ApiError> {
@@ -466,7 +467,7 @@ impl Api {
                         let addr = peer.and_then(|p| p.parse::<std::net::SocketAddr>().ok());
                         json!({
                             "jid": jid.as_str(),
-                            "user": jid.to_bare().as_str(),
+                            "user": jid.bare().as_str(),
                             "resource": jid.resource().as_str(),
                             "ip": addr.map(|a| a.ip().to_string()).or(peer.map(str::to_owned)),
                             "port": addr.map(|a| a.port()),
@@ -591,7 +592,7 @@ impl Api {
                     accounts += counted.map_err(ApiError::internal)?.0;
                 }
                 let online = cx.online();
-                let users: BTreeSet<BareJid> = online.iter().map(|j| j.to_bare()).collect();
+                let users: BTreeSet<BareJid> = online.iter().map(|j| j.bare()).collect();
                 let rooms: usize = self.rooms.iter().map(|s| s.room_count()).sum();
                 json!({
                     "accounts": accounts,

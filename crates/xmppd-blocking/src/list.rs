@@ -4,6 +4,7 @@
 //! itself, and `domain` the domain and every address on it.
 
 use std::collections::HashSet;
+use xmppd_core::address::Bare;
 
 use jid::Jid;
 
@@ -47,7 +48,7 @@ impl BlockList {
         // A full JID with a node is `user@domain/resource`; without one, `domain/resource`:
         // either way the whole address is one of the four forms.
         self.index.contains(entity.as_str())
-            || (entity.node().is_some() && self.index.contains(entity.to_bare().as_str()))
+            || (entity.node().is_some() && self.index.contains(entity.bare().as_str()))
             || self.index.contains(entity.domain().as_str())
     }
 

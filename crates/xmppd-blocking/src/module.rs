@@ -27,11 +27,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
-use dashmap::{DashMap, DashSet};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use xmppd_core::hash::{DashMap, DashSet};
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};
 use xmppd_core::{user_ref, Addressing, ClientSession, Context, PresenceState, SessionId};
@@ -92,11 +93,11 @@ impl Blocking {
             store,
             settings,
             owners: tokio::sync::OnceCell::new(),
-            lists: DashMap::new(),
+            lists: DashMap::default(),
             empty: Arc::default(),
             edits: tokio::sync::Mutex::new(()),
-            interested: DashMap::new(),
-            directed: DashMap::new(),
+            interested: DashMap::default(),
+            directed: DashMap::default(),
             quota: Quota::new(settings.reports),
         }
     }
@@ -151,7 +152,7 @@ impl Blocking {
 
     /// The account of a local address, for the checks made on behalf of the sender.
     fn local_account(cx: &Context<'_>, jid: &Jid) -> Option<BareJid> {
-        (jid.node().is_some() && cx.is_local_host(jid.domain().as_str())).then(|| jid.to_bare())
+        (jid.node().is_some() && cx.is_local_host(jid.domain().as_str())).then(|| jid.bare())
     }
 
     /// Applies a change to `user`'s list under the edit lock: storage first, then the kept
@@ -414,20 +415,23 @@ enum Write {
 /// `other` is `user`'s own account or server.
 fn own(user: &BareJid, other: &Jid) -> bool {
     match other.node() {
-        Some(_) => other.to_bare() == *user,
+        Some(_) => other.bare() == *user,
         None => other.resource().is_none() && other.domain() == user.domain(),
     }
 }
 
 /// `stanza`'s sender and addressee (for a message, as the core parsed them).
 fn addresses(cx: &Context<'_>, stanza: &Element) -> Option<(Jid, Jid)> {
-    cx.addressing(stanza).map(|a| (a.from, a.to))
+    cx.addressing(stanza).map(|a| {
+        let a = a.into_owned();
+        (a.from, a.to)
+    })
 }
 
 /// The account whose list an IQ of the blocking namespace is about: the sender's, when it
 /// asks its own account or its own server.
 fn owner(req: &IqRequest) -> Option<BareJid> {
-    let user = req.from.to_bare();
+    let user = req.from.bare();
     (req.from.node().is_some() && own(&user, &req.to)).then_some(user)
 }
 
@@ -501,16 +505,19 @@ impl Module for Blocking {
             _ => return,
         };
         if let Ok((jids, _)) = payload::parse_items(items) {
-            self.push(cx, &from.to_bare(), payload::push_payload(block, jids));
+            self.push(cx, &from.bare(), payload::push_payload(block, jids));
         }
     }
 
     async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        match addresses(cx, msg) {
-            Some((from, to)) if self.blocks(cx, &from.to_bare(), &to).await => {
-                HookAction::Stop(Some(payload::blocked_error()))
-            }
-            _ => HookAction::Continue,
+        let blocked = match cx.addressing(msg) {
+            Some(a) => self.blocks(cx, &a.from.bare(), &a.to).await,
+            None => false,
+        };
+        if blocked {
+            HookAction::Stop(Some(payload::blocked_error()))
+        } else {
+            HookAction::Continue
         }
     }
 
@@ -521,7 +528,7 @@ impl Module for Blocking {
         addressing: &Addressing,
     ) -> HookAction {
         let Addressing { from, to } = addressing;
-        if !self.blocks(cx, &to.to_bare(), from).await {
+        if !self.blocks(cx, &to.bare(), from).await {
             HookAction::Continue
         } else if msg.attr("type") == Some("groupchat") {
             HookAction::Stop(None)
@@ -537,7 +544,7 @@ impl Module for Blocking {
         _state: &mut PresenceState,
         pres: &mut Element,
     ) -> HookAction {
-        let user = session.jid.to_bare();
+        let user = session.jid.bare();
         let kind = pres.attr("type");
         let Some(to) = pres.attr("to").and_then(|t| Jid::new(t).ok()) else {
             if kind == Some("unavailable") {
@@ -570,7 +577,7 @@ impl Module for Blocking {
         let Some((from, to)) = addresses(cx, pres) else {
             return HookAction::Continue;
         };
-        if self.blocks(cx, &to.to_bare(), &from).await {
+        if self.blocks(cx, &to.bare(), &from).await {
             return HookAction::Stop(None);
         }
         // Presence the server sends on a user's behalf: broadcasts, answers to probes.
@@ -589,7 +596,7 @@ impl Module for Blocking {
         iq: &mut Element,
     ) -> HookAction {
         match iq.attr("to").and_then(|t| Jid::new(t).ok()) {
-            Some(to) if self.blocks(cx, &session.jid.to_bare(), &to).await => {
+            Some(to) if self.blocks(cx, &session.jid.bare(), &to).await => {
                 HookAction::Stop(Some(payload::blocked_error()))
             }
             _ => HookAction::Continue,
@@ -601,7 +608,7 @@ impl Module for Blocking {
             return HookAction::Continue;
         };
         let request = matches!(iq.attr("type"), Some("get" | "set"));
-        if self.blocks(cx, &to.to_bare(), &from).await {
+        if self.blocks(cx, &to.bare(), &from).await {
             let err = request.then(|| StanzaError::new(Condition::ServiceUnavailable));
             return HookAction::Stop(err);
         }
@@ -629,7 +636,7 @@ impl Module for Blocking {
     async fn on_session_closed(&self, cx: &mut Context<'_>, jid: &FullJid) {
         self.interested.remove(jid);
         self.directed.remove(jid);
-        let user = jid.to_bare();
+        let user = jid.bare();
         if cx.resources(&user).is_empty() {
             self.lists.remove(&user);
         }

@@ -126,15 +126,23 @@ thread_local! {
 }
 
 /// Reads what the transport has into `framer`: the number of bytes, 0 at the end of the
-/// stream. While the transport has nothing to read, the framer releases its buffers
-/// ([`Framer::release_idle`]): an idle connection keeps no input buffer of its own.
-pub(crate) async fn read_into(io: &mut Transport, framer: &mut Framer) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read_into(io, framer, cx)).await
+/// stream. With `release`, while the transport has nothing to read the framer releases its
+/// buffers ([`Framer::release_idle`]): a connection waiting in negotiation keeps no input
+/// buffer of its own. A bound session, which reads often, releases them once it has been
+/// quiet a while instead (`session::IDLE_RELEASE`): released at every pause, they were
+/// allocated again for every message.
+pub(crate) async fn read_into(
+    io: &mut Transport,
+    framer: &mut Framer,
+    release: bool,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_into(io, framer, release, cx)).await
 }
 
 fn poll_read_into(
     io: &mut Transport,
     framer: &mut Framer,
+    release: bool,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
     let mut read = |scratch: &mut [u8]| {
@@ -146,7 +154,9 @@ fn poll_read_into(
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                framer.release_idle();
+                if release {
+                    framer.release_idle();
+                }
                 Poll::Pending
             }
         }

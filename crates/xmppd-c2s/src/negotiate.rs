@@ -214,7 +214,7 @@ impl Driver<'_> {
                 ..
             } = &mut *self.conn;
             tokio::select! {
-                read = read_into(io, framer) => match read {
+                read = read_into(io, framer, true) => match read {
                     Ok(0) | Err(_) => return Err(Stop::Gone),
                     Ok(_) => {}
                 },

@@ -161,6 +161,52 @@ enum Due {
     Gone,
 }
 
+/// How long a bound session reads nothing before its framer's buffers (rxml's 8 KiB token
+/// space, the spent input) and its empty write buffer are freed: long enough that a session
+/// in a conversation keeps them from message to message, short enough that an idle one
+/// costs no more than its state.
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(2);
+
+/// The timer of [`IDLE_RELEASE`], moved lazily like [`Probe`]'s: a read notes its time; the
+/// timer exists only while the session has read since it last released, so an idle session
+/// holds none.
+struct Quiet {
+    last_read: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Quiet {
+    fn new(now: Instant) -> Quiet {
+        Quiet {
+            last_read: now,
+            timer: Some(Box::pin(tokio::time::sleep_until(now + IDLE_RELEASE))),
+        }
+    }
+
+    fn read(&mut self, now: Instant) {
+        self.last_read = now;
+        if self.timer.is_none() {
+            self.timer = Some(Box::pin(tokio::time::sleep_until(now + IDLE_RELEASE)));
+        }
+    }
+
+    /// The timer went off: whether the session has been quiet long enough (then the timer
+    /// is gone until the next read), else the timer is moved to when it will have been.
+    fn due(&mut self, now: Instant) -> bool {
+        let at = self.last_read + IDLE_RELEASE;
+        match self.timer.as_mut() {
+            Some(timer) if at > now => {
+                timer.as_mut().reset(at);
+                false
+            }
+            _ => {
+                self.timer = None;
+                true
+            }
+        }
+    }
+}
+
 /// What the established loop woke up for.
 enum Wake {
     Outbound((Outbound, Class)),
@@ -173,6 +219,8 @@ enum Wake {
     Probe,
     /// A new connection resumes the session.
     Takeover,
+    /// The session may have read nothing for [`IDLE_RELEASE`].
+    Quiet,
     Shutdown,
 }
 
@@ -237,6 +285,7 @@ impl Conn {
         let mut probe = (settings.ping_interval)
             .map(|every| Probe::new(every, settings.ping_timeout, Instant::now()));
         let mut takeover: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        let mut quiet = Quiet::new(Instant::now());
         // What the client sent behind its login in the same write (a SASL2 login carries the
         // session's first stanzas, XEP-0388 §2.6.1) is already framed: handled first.
         let mut first = Some(Wake::Framed);
@@ -265,12 +314,17 @@ impl Conn {
                     Some(t) => t.as_mut().poll(cx),
                     None => Poll::Pending,
                 });
+                let quiet_due = std::future::poll_fn(|cx| match quiet.timer.as_mut() {
+                    Some(t) => t.as_mut().poll(cx),
+                    None => Poll::Pending,
+                });
                 tokio::select! {
                     out = &mut recv, if writable => Wake::Outbound(out),
-                    read = read_into(io, framer), if read_at.is_none() => Wake::Read(read),
+                    read = read_into(io, framer, false), if read_at.is_none() => Wake::Read(read),
                     () = resumed, if read_at.is_some() => Wake::Resume,
                     () = probe_due => Wake::Probe,
                     () = taken => Wake::Takeover,
+                    () = quiet_due => Wake::Quiet,
                     () = &mut shutdown => Wake::Shutdown,
                 }
             };
@@ -294,6 +348,7 @@ impl Conn {
                     if let Some(p) = cx.probe.as_deref_mut() {
                         p.last_read = now;
                     }
+                    quiet.read(now);
                     read_at = shaper.take(n, now);
                     if let Some(at) = read_at {
                         match resume.as_mut() {
@@ -312,6 +367,14 @@ impl Conn {
                     }
                 }
                 Wake::Resume => read_at = None,
+                Wake::Quiet => {
+                    if quiet.due(Instant::now()) {
+                        self.framer.release_idle();
+                        if self.out.is_empty() {
+                            self.out = Vec::new();
+                        }
+                    }
+                }
                 Wake::Probe => {
                     if let Err(stop) = self.probe(&mut cx).await {
                         return Ending::ended(stop);
@@ -588,6 +651,27 @@ fn split_written(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_session_releases_its_buffers_only_once_quiet_for_the_whole_period() {
+        let start = Instant::now();
+        let mut quiet = Quiet::new(start);
+        let step = IDLE_RELEASE / 4;
+        // Reads keep coming: each time the timer goes off it moves to the last read's period.
+        quiet.read(start + step);
+        assert!(!quiet.due(start + IDLE_RELEASE));
+        let moved = quiet.timer.as_ref().map(|t| t.deadline());
+        assert_eq!(moved, Some(start + step + IDLE_RELEASE));
+        // Quiet since: released, and no timer is kept until the next read.
+        assert!(quiet.due(start + step + IDLE_RELEASE));
+        assert!(quiet.timer.is_none());
+        let later = start + 10 * IDLE_RELEASE;
+        quiet.read(later);
+        let armed = quiet.timer.as_ref().map(|t| t.deadline());
+        assert_eq!(armed, Some(later + IDLE_RELEASE));
+        assert!(!quiet.due(later + step));
+        assert!(quiet.due(later + IDLE_RELEASE));
+    }
 
     #[test]
     fn unwritten_stanzas_of_a_batch_go_back_to_the_queue() {

@@ -24,15 +24,34 @@
 pub mod rules;
 
 use async_trait::async_trait;
-use dashmap::DashSet;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmpp_parsers::carbons::{Disable, Enable};
+use xmppd_core::address::Bare;
+use xmppd_core::hash::DashSet;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::{Addressing, ClientSession, Context};
 
 pub use rules::{eligible, Direction, NS_CARBONS, NS_CARBONS_RULES};
+
+/// Sent copies of one message, made by [`CarbonsModule::sent_copies`].
+struct Copies {
+    original: Element,
+    account: BareJid,
+    targets: Vec<FullJid>,
+}
+
+impl Copies {
+    fn queue(self, cx: &mut Context<'_>) {
+        let Copies {
+            original,
+            account,
+            targets,
+        } = self;
+        CarbonsModule::copy_to(cx, &original, Direction::Sent, &account, &targets);
+    }
+}
 
 /// The message carbons module.
 #[derive(Default)]
@@ -51,41 +70,67 @@ impl CarbonsModule {
         self.enabled.contains(jid)
     }
 
-    /// Queues a copy of `msg` for each carbons-enabled session of `account` other than those
-    /// in `skip`.
+    /// The carbons-enabled sessions of `account` other than those in `skip`: none, without
+    /// looking at the account, while no session has carbons on.
+    fn copy_targets(&self, cx: &Context<'_>, account: &BareJid, skip: &[&FullJid]) -> Vec<FullJid> {
+        let mut targets = Vec::new();
+        if self.enabled.is_empty() {
+            return targets;
+        }
+        cx.sessions().with_resources(account, &mut |resources| {
+            targets.extend(
+                resources
+                    .iter()
+                    .filter(|r| self.enabled.contains(&r.jid) && !skip.contains(&&r.jid))
+                    .map(|r| r.jid.clone()),
+            )
+        });
+        targets
+    }
+
+    /// Queues a copy of `msg` for each of `targets`, clients of `account`.
     fn copy_to(
-        &self,
         cx: &mut Context<'_>,
         msg: &Element,
         direction: Direction,
         account: &BareJid,
-        skip: &[&FullJid],
+        targets: &[FullJid],
     ) {
-        if self.enabled.is_empty() {
-            return;
-        }
-        for r in cx.resources(account) {
-            if self.enabled.contains(&r.jid) && !skip.contains(&&r.jid) {
-                let copy = rules::copy(msg, direction, account.as_str(), r.jid.as_str());
-                cx.deliver(&r.jid, copy);
-            }
+        for to in targets {
+            let copy = rules::copy(msg, direction, account.as_str(), to.as_str());
+            cx.deliver(to, copy);
         }
     }
 
-    /// The `<sent/>` copy of `msg`, which the session `from` sends to `to`, for the other
-    /// clients of its account; the sender archive's id moves from `msg` onto the copy.
-    fn sent_copy(&self, cx: &mut Context<'_>, msg: &mut Element, from: &FullJid, to: &BareJid) {
-        let account = from.to_bare();
+    /// The `<sent/>` copies of `msg`, which the session `from` sends to `to`, for the other
+    /// clients of its account; the sender archive's id moves from `msg` onto the copy. Made
+    /// while the caller still borrows the message's addressing, queued by [`Copies::queue`].
+    fn sent_copies(
+        &self,
+        cx: &Context<'_>,
+        msg: &mut Element,
+        from: &FullJid,
+        to: &Jid,
+    ) -> Option<Copies> {
+        let account = from.bare();
         let own_id = rules::take_stanza_id(msg, account.as_str());
-        if *to == account || !rules::eligible(msg, Direction::Sent) {
-            return;
+        if to.node() == account.node() && to.domain() == account.domain() {
+            return None;
+        }
+        let targets = self.copy_targets(cx, &account, &[from]);
+        if targets.is_empty() || !rules::eligible(msg, Direction::Sent) {
+            return None;
         }
         let mut original = msg.clone();
         rules::strip_stanza_ids(&mut original);
         if let Some(id) = own_id {
             original.append_child(id);
         }
-        self.copy_to(cx, &original, Direction::Sent, &account, &[from]);
+        Some(Copies {
+            original,
+            account,
+            targets,
+        })
     }
 
     /// Whether `from` may switch carbons for itself through an IQ to `to` (§4.1, §5.1): a
@@ -93,11 +138,19 @@ impl CarbonsModule {
     fn may_switch(cx: &Context<'_>, from: &Jid, to: &Jid) -> Option<FullJid> {
         let full = from.try_as_full().ok()?;
         let own = match to.node() {
-            Some(_) => to.to_bare() == full.to_bare(),
+            Some(_) => to.bare() == full.bare(),
             None => to.domain() == full.domain(),
         };
-        let bound = cx.resources(&full.to_bare()).iter().any(|r| &r.jid == full);
-        (own && bound).then(|| full.clone())
+        (own && Self::bound(cx, full)).then(|| full.clone())
+    }
+
+    /// Whether the session `jid` is bound here.
+    fn bound(cx: &Context<'_>, jid: &FullJid) -> bool {
+        let mut bound = false;
+        (cx.sessions()).with_resources(&jid.bare(), &mut |resources| {
+            bound = resources.iter().any(|r| &r.jid == jid)
+        });
+        bound
     }
 }
 
@@ -179,48 +232,61 @@ impl Module for CarbonsModule {
     async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
         // Without 'to' it goes to the sender's own account (RFC 6120 §10.3), whose clients
         // get it, or a received copy, as it arrives; so does one to the account's JIDs.
-        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+        let Some(addressing) = cx.addressing(msg) else {
             return HookAction::Continue;
         };
+        let Addressing { from, to } = &*addressing;
         // To a local account: copied as it reaches it, once its archive has the sender's row.
         let local_account = to.node().is_some() && cx.is_local_host(to.domain().as_str());
-        if let Ok(from) = from.try_into_full() {
-            if !local_account {
-                self.sent_copy(cx, msg, &from, &to.to_bare());
-            }
+        let copies = match from.try_as_full() {
+            Ok(from) if !local_account => self.sent_copies(cx, msg, from, to),
+            _ => None,
+        };
+        drop(addressing);
+        if let Some(copies) = copies {
+            copies.queue(cx);
         }
         HookAction::Continue
     }
 
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+        let Some(addressing) = cx.addressing(msg) else {
             return HookAction::Continue;
         };
-        if rules::claims_to_be_a_copy(msg) && from != to.to_bare() {
+        let Addressing { from, to } = &*addressing;
+        if rules::claims_to_be_a_copy(msg) && *from != to.bare() {
             tracing::debug!(from = ?msg.attr("from"), "forged carbon copy removed");
             rules::strip_claimed_copies(msg);
         }
         // A local session's message, copied for its other clients (see `on_message_out`).
-        if let Ok(from) = from.try_into_full() {
-            let bound = cx.resources(&from.to_bare()).iter().any(|r| r.jid == from);
-            if bound {
-                self.sent_copy(cx, msg, &from, &to.to_bare());
+        let copies = match from.try_as_full() {
+            Ok(from) if cx.is_local_host(from.domain().as_str()) && Self::bound(cx, from) => {
+                self.sent_copies(cx, msg, from, to)
             }
+            _ => None,
+        };
+        drop(addressing);
+        if let Some(copies) = copies {
+            copies.queue(cx);
         }
         HookAction::Continue
     }
 
     async fn on_message_delivered(&self, cx: &mut Context<'_>, msg: &Element, targets: &[FullJid]) {
-        if !rules::eligible(msg, Direction::Received) {
+        if self.enabled.is_empty() || !rules::eligible(msg, Direction::Received) {
             return;
         }
-        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+        let Some(addressing) = cx.addressing(msg) else {
             return;
         };
+        let Addressing { from, to } = &*addressing;
         // The sending session of a message to its own account has it already.
-        let from = from.try_into_full().ok();
         let mut skip: Vec<&FullJid> = targets.iter().collect();
-        skip.extend(from.as_ref());
-        self.copy_to(cx, msg, Direction::Received, &to.to_bare(), &skip);
+        skip.extend(from.try_as_full().ok());
+        let account = to.bare();
+        let copies = self.copy_targets(cx, &account, &skip);
+        drop(skip);
+        drop(addressing);
+        Self::copy_to(cx, msg, Direction::Received, &account, &copies);
     }
 }

@@ -8,6 +8,7 @@
 //! runs in a task started with [`Context::spawn`], which alone hands out a [`ServerHandle`] to
 //! dispatch from, never while holding a lock.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
@@ -25,9 +26,10 @@ use crate::stanza::{error_reply, Condition, StanzaError};
 
 /// One queued output of a handler.
 pub(crate) enum Outgoing {
-    /// A stanza with `to` set, routed like any other; with that `to` already parsed when the
-    /// sender had it (used only while the attribute still reads the same).
-    Route(Element, Option<Jid>),
+    /// A stanza with `to` set, routed like any other; with that `to`, and its `from`, already
+    /// parsed when the sender had them (each used only while its attribute still reads the
+    /// same).
+    Route(Element, Option<Jid>, Option<Jid>),
     /// One element of a fan-out, routed like any other to this recipient, which it is
     /// addressed to only as it is written (see [`Context::send_shared`]).
     RouteShared(Arc<Element>, FullJid),
@@ -83,16 +85,16 @@ impl<'a> Context<'a> {
     }
 
     /// `stanza`'s `from` and `to`, parsed: in a message hook, the core's own parse of the
-    /// message (no second parse) as long as its attributes still read the same; otherwise
-    /// parsed here. None when either is missing or malformed.
-    pub fn addressing(&self, stanza: &Element) -> Option<Addressing> {
+    /// message, borrowed (no second parse, no copy) as long as its attributes still read the
+    /// same; otherwise parsed here. None when either is missing or malformed.
+    pub fn addressing(&self, stanza: &Element) -> Option<Cow<'_, Addressing>> {
         let (from, to) = (stanza.attr("from")?, stanza.attr("to")?);
         match &self.addressing {
-            Some(a) if a.from.as_str() == from && a.to.as_str() == to => Some(a.clone()),
-            _ => Some(Addressing {
+            Some(a) if a.from.as_str() == from && a.to.as_str() == to => Some(Cow::Borrowed(a)),
+            _ => Some(Cow::Owned(Addressing {
                 from: crate::address::parse_jid(from).ok()?,
                 to: crate::address::parse_jid(to).ok()?,
-            }),
+            })),
         }
     }
 
@@ -104,13 +106,21 @@ impl<'a> Context<'a> {
 
     /// Queues `stanza` (with `to` set) for routing once the handler has returned.
     pub fn send(&mut self, stanza: Element) {
-        self.outbox.queue.push_back(Outgoing::Route(stanza, None));
+        self.outbox
+            .queue
+            .push_back(Outgoing::Route(stanza, None, None));
     }
 
     /// [`Context::send`] of a stanza whose `to` the caller has parsed into `to` already, so
     /// that routing does not parse it again.
     pub(crate) fn send_to(&mut self, stanza: Element, to: Jid) {
-        (self.outbox.queue).push_back(Outgoing::Route(stanza, Some(to)));
+        (self.outbox.queue).push_back(Outgoing::Route(stanza, Some(to), None));
+    }
+
+    /// [`Context::send_to`] of a stanza whose `from` the caller has parsed too (a session's
+    /// own JID), so that the recipient's hooks do not parse it again.
+    pub(crate) fn send_from_to(&mut self, stanza: Element, from: Jid, to: Jid) {
+        (self.outbox.queue).push_back(Outgoing::Route(stanza, Some(to), Some(from)));
     }
 
     /// Queues `stanza` for routing to `to`, sharing the element with the other recipients of

@@ -26,6 +26,7 @@
 //! the core keeps the session and, opaque, what the driver wants back on resumption (its
 //! counters), also for a while after the session ended, so that a late resume can be told them.
 
+use crate::address::Bare;
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -157,7 +158,7 @@ impl Detached {
         if inner.ended.len() >= REMEMBERED {
             inner.ended.pop_front();
         }
-        let user = p.session.jid.to_bare();
+        let user = p.session.jid.bare();
         inner
             .ended
             .push_back((id.clone(), user, Arc::clone(&p.state)));
@@ -171,7 +172,7 @@ impl Server {
     /// when the connection breaks, or [`Server::forget_resumable`] when the session ends.
     pub fn resumable(&self, session: &ClientSession) -> (ResumeId, Takeover) {
         let id = ResumeId::random();
-        let takeover = self.detached.connected(&id, session.jid.to_bare());
+        let takeover = self.detached.connected(&id, session.jid.bare());
         (id, takeover)
     }
 
@@ -273,7 +274,7 @@ impl Server {
         let found = inner
             .parked
             .get(id)
-            .map(|p| p.session.jid.to_bare() == *user && !p.rx.queue().is_closing());
+            .map(|p| p.session.jid.bare() == *user && !p.rx.queue().is_closing());
         if found != Some(true) {
             let ended = inner
                 .ended
@@ -306,7 +307,7 @@ impl Server {
         let oldest = {
             let inner = self.detached.lock();
             (inner.parked.iter())
-                .filter(|(_, p)| p.session.jid.to_bare() == *user)
+                .filter(|(_, p)| p.session.jid.bare() == *user)
                 .min_by_key(|(_, p)| p.since)
                 .map(|(id, _)| id.clone())
         };

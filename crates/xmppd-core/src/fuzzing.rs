@@ -17,6 +17,7 @@
 //!   account whose resource is the trimmed request prepared (or generated, when blank), and
 //!   which parses back to itself; a refused request is not a valid resourcepart.
 
+use crate::address::Bare;
 use jid::{BareJid, DomainPart, FullJid, Jid, NodePart, ResourcePart};
 
 use crate::address::{account_jid, bound_jid, parse_jid};
@@ -62,7 +63,7 @@ fn check_parse(input: &str) {
     check_parts(&plain, &canonical);
 
     let bare_prefix = canonical.split('/').next().unwrap_or_default();
-    assert_eq!(jid.to_bare().as_str(), bare_prefix, "{canonical:?}");
+    assert_eq!(jid.bare().as_str(), bare_prefix, "{canonical:?}");
     match jid.resource() {
         Some(_) => {
             let full = FullJid::new(&canonical)
@@ -159,7 +160,7 @@ fn check_account(authcid: &str, resource: Option<&str>, host: &str) {
     let wanted = requested.trim();
     match bound_jid(&user, Some(requested)) {
         Some(full) => {
-            assert_eq!(full.to_bare(), user, "{requested:?}");
+            assert_eq!(full.bare(), user, "{requested:?}");
             if !wanted.is_empty() {
                 let prepared = ResourcePart::new(wanted).expect("bound, so valid");
                 assert_eq!(full.resource().as_str(), prepared.as_str());

@@ -22,6 +22,7 @@ pub use xmppd_address as address;
 pub mod context;
 pub mod detached;
 pub mod fuzzing;
+pub mod hash;
 pub mod module;
 pub mod pending;
 pub mod queue;

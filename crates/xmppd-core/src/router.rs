@@ -11,10 +11,11 @@
 //! several nodes; [`LocalRouter`] is the single-process one. Both maps are sharded (no global
 //! lock on the hot path): a lookup locks one shard, for the time of a copy.
 
+use crate::address::Bare;
 use std::fmt;
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::hash::DashMap;
 use jid::{BareJid, FullJid};
 use minidom::Element;
 use xmppd_stream::StreamErrorCondition;
@@ -219,7 +220,7 @@ impl Router for LocalRouter {
     fn insert(&self, res: Resource, local: LocalSession) -> Option<Replaced> {
         self.locals.insert(res.session, local);
         let replaced = {
-            let mut entry = self.table.entry(Account(res.jid.to_bare())).or_default();
+            let mut entry = self.table.entry(Account(res.jid.bare())).or_default();
             match entry.iter_mut().find(|r| r.jid == res.jid) {
                 Some(slot) => Some(std::mem::replace(slot, res)),
                 None => {

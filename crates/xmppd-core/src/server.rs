@@ -8,6 +8,7 @@
 //! component's subdomain, or a remote domain (the registered [`RemoteRouter`], else
 //! `<remote-server-not-found/>`).
 
+use crate::address::Bare;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -648,7 +649,7 @@ impl Server {
     /// Ends a session: unavailable presence to subscribers and directed-presence targets,
     /// unregisters the resource, re-routes what was still queued for it.
     pub async fn unbind(self: &Arc<Self>, session: ClientSession) {
-        let bare = session.jid.to_bare();
+        let bare = session.jid.bare();
         let resources = self.router.resources(&bare);
         let priority = (resources.iter())
             .find(|r| r.session == session.id)
@@ -746,7 +747,7 @@ impl Server {
         let mut outbox = Outbox::default();
         outbox
             .queue
-            .extend(stanzas.into_iter().map(|s| Outgoing::Route(s, None)));
+            .extend(stanzas.into_iter().map(|s| Outgoing::Route(s, None, None)));
         self.drain(&mut outbox).await;
     }
 
@@ -769,8 +770,8 @@ impl Server {
                 return;
             }
             match next {
-                Outgoing::Route(stanza, to) => {
-                    self.route_one(&mut Context::new(self, outbox), stanza, to)
+                Outgoing::Route(stanza, to, from) => {
+                    self.route_one(&mut Context::new(self, outbox), stanza, to, from)
                         .await
                 }
                 Outgoing::RouteShared(stanza, to) => {
@@ -778,7 +779,8 @@ impl Server {
                     if !self.deliver_shared(&mut cx, &stanza, &to).await {
                         let mut copy = (*stanza).clone();
                         stanza::set_attr(&mut copy, "to", to.as_str());
-                        self.route_one(&mut cx, copy, Some(Jid::from(to))).await
+                        self.route_one(&mut cx, copy, Some(Jid::from(to)), None)
+                            .await
                     }
                 }
                 Outgoing::Deliver(jid, stanza) => {
@@ -796,12 +798,13 @@ impl Server {
     /// The one routing decision: a served host (its accounts and itself), a component's
     /// subdomain, or a remote domain (the [`RemoteRouter`]; without one, or when it refuses,
     /// the stanza bounces).
-    /// `parsed` is `to` as the sender parsed it, if it did.
+    /// `parsed` is `to` as the sender parsed it, if it did; `from` the same for `from`.
     async fn route_one(
         self: &Arc<Self>,
         cx: &mut Context<'_>,
         stanza: Element,
         parsed: Option<Jid>,
+        from: Option<Jid>,
     ) {
         let written = stanza.attr("to");
         let to = match parsed {
@@ -819,7 +822,7 @@ impl Server {
         if self.is_local_host(domain) {
             match to.node() {
                 None => self.to_server(cx, stanza, to).await,
-                Some(_) => self.to_account(cx, stanza, to).await,
+                Some(_) => self.to_account(cx, stanza, to, from).await,
             }
         } else if let Some(c) = self.components.get(domain) {
             c.handle(cx, stanza).await;
@@ -859,7 +862,7 @@ impl Server {
         cx.set_addressing(None);
         // RFC 6120 §10.3: no 'to' means the sender's own bare JID.
         let to = to.unwrap_or_else(|| own_bare(&mut msg, session));
-        cx.send_to(msg, to);
+        cx.send_from_to(msg, Jid::from(session.jid.clone()), to);
     }
 
     async fn iq_from_client(
@@ -959,9 +962,19 @@ impl Server {
     }
 
     /// Stanzas to an account (bare or full JID) on a served domain: RFC 6121 §8.5.
-    async fn to_account(self: &Arc<Self>, cx: &mut Context<'_>, stanza: Element, to: Jid) {
+    /// `from` is the stanza's `from` as its sender parsed it, if it did.
+    async fn to_account(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        stanza: Element,
+        to: Jid,
+        from: Option<Jid>,
+    ) {
         match stanza.name() {
-            "message" => self.message_to_account(cx, stanza, to).await,
+            "message" => {
+                self.message_to_account(cx, stanza, to, from).await;
+                cx.set_addressing(None);
+            }
             "presence" => {
                 let mut pres = stanza;
                 if self.intercepted(cx, &self.presence_in, &mut pres).await {
@@ -1031,7 +1044,15 @@ impl Server {
         }
     }
 
-    async fn message_to_account(self: &Arc<Self>, cx: &mut Context<'_>, mut msg: Element, to: Jid) {
+    /// The message hooks see its addressing parsed once ([`Context::addressing`]) until the
+    /// caller clears it, the delivered hooks included.
+    async fn message_to_account(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        mut msg: Element,
+        to: Jid,
+        from: Option<Jid>,
+    ) {
         // RFC 6121 §5.2.2: a type the server does not understand is treated as "normal".
         let kind = match msg.attr("type") {
             Some("chat") => "chat",
@@ -1040,10 +1061,16 @@ impl Server {
             Some("error") => "error",
             _ => "normal",
         };
-        if !(self.message_in.is_empty() && self.message_check.is_empty()) {
+        let hooked = !(self.message_in.is_empty()
+            && self.message_check.is_empty()
+            && self.delivered.is_empty());
+        if hooked {
             // Stamped by the server (a session's full JID, a room occupant, a domain): in
-            // canonical form, so the parse is one check.
-            let from = msg.attr("from").map(crate::address::parse_jid);
+            // canonical form, so the parse is one check; none when the sender parsed it.
+            let from = match (from, msg.attr("from")) {
+                (Some(from), Some(written)) if from.as_str() == written => Some(Ok(from)),
+                (_, written) => written.map(crate::address::parse_jid),
+            };
             if let Some(Ok(from)) = from {
                 let to = to.clone();
                 let addressing = Addressing { from, to };
@@ -1060,14 +1087,12 @@ impl Server {
         }
         for m in &self.message_in {
             if let HookAction::Stop(err) = m.on_message_in(cx, &mut msg).await {
-                cx.set_addressing(None);
                 if let Some(err) = err {
                     cx.bounce(&msg, err);
                 }
                 return;
             }
         }
-        cx.set_addressing(None);
         let msg = Arc::new(msg);
         if let Ok(full) = to.try_as_full() {
             if self.try_deliver(full, msg.clone()).is_ok() {
@@ -1087,8 +1112,7 @@ impl Server {
                 _ => return,
             }
         }
-        self.message_to_bare(cx, msg, &to.to_bare(), kind, true)
-            .await;
+        self.message_to_bare(cx, msg, &to.bare(), kind, true).await;
     }
 
     /// RFC 6121 §8.5.2: a message of type `kind` for the account `bare` goes to its resources
@@ -1164,7 +1188,7 @@ const MAX_DISPATCH: usize = 1_000_000;
 /// Addresses `stanza` to the sender's own bare JID (RFC 6120 §10.3), for a client stanza
 /// without `to`.
 fn own_bare(stanza: &mut Element, session: &ClientSession) -> Jid {
-    let bare = session.jid.to_bare();
+    let bare = session.jid.bare();
     stanza::set_attr(stanza, "to", bare.as_str());
     Jid::from(bare)
 }

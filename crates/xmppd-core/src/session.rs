@@ -1,5 +1,6 @@
 //! What the core knows of one bound client session, and what it sends to it.
 
+use crate::address::Bare;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -173,7 +174,7 @@ pub(crate) async fn end_queue(server: &Arc<Server>, session: &ClientSession, pri
     if !left.is_empty() {
         tracing::debug!(jid = %session.jid, count = left.len(), "re-routing what was queued");
     }
-    let bare = session.jid.to_bare();
+    let bare = session.jid.bare();
     for (out, class) in left {
         // A stored offline message stays stored until written; its next session gets it.
         if class == Class::Stored {

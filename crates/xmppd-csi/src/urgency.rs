@@ -2,6 +2,7 @@
 //! (XEP-0352 §3.2 leaves the choice to the server). Pure functions over the stanza.
 
 use std::collections::HashMap;
+use xmppd_core::address::Bare;
 
 use jid::BareJid;
 use minidom::Element;
@@ -43,7 +44,7 @@ pub fn self_presence(pres: &Element) -> Option<(BareJid, String, bool)> {
     }
     let from = jid::FullJid::new(pres.attr("from")?).ok()?;
     let leaving = pres.attr("type") == Some("unavailable");
-    Some((from.to_bare(), from.resource().to_string(), leaving))
+    Some((from.bare(), from.resource().to_string(), leaving))
 }
 
 /// How urgent `stanza` is for a session joined to the rooms in `nicks`.
@@ -112,7 +113,7 @@ fn mentioned(msg: &Element, body: Option<&str>, nicks: &Nicks) -> bool {
     let Some(from) = msg.attr("from").and_then(|f| jid::Jid::new(f).ok()) else {
         return false;
     };
-    let Some(nick) = nicks.get(&from.to_bare()) else {
+    let Some(nick) = nicks.get(&from.bare()) else {
         return false;
     };
     if from.resource().is_some_and(|r| r.as_str() == nick) {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use xmppd_core::address::Bare;
 
 use minidom::Element;
 use xmppd_core::testing::TestClient;
@@ -46,7 +47,7 @@ async fn a_resumed_session_is_active_and_gets_what_it_held() {
         Arc::new(()),
     );
     let Ok(resumed) = server
-        .resume(&id, &jid.to_bare(), Duration::from_secs(1))
+        .resume(&id, &jid.bare(), Duration::from_secs(1))
         .await
     else {
         panic!("the parked session resumes");

@@ -15,6 +15,7 @@ mod credentials;
 pub mod payload;
 
 use async_trait::async_trait;
+use xmppd_core::address::Bare;
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, Condition, StanzaError};
 use xmppd_core::Context;
@@ -109,7 +110,7 @@ impl Module for ExtDisco {
         if !local {
             return Err(StanzaError::new(Condition::Forbidden));
         }
-        let user = req.from.to_bare().to_string();
+        let user = req.from.bare().to_string();
         let now = cx.now_ms();
         if CredentialsQuery::is_credentials(&req.payload) {
             // XEP-0215 §3.3: credentials for the one service named by host and type.

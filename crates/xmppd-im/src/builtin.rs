@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -84,7 +85,7 @@ fn caps_hash(identities: &str, features: &[String], forms: &[DataForm]) -> Strin
 /// Whether `from` may see presence-like facts of the account `to` (self, subscribed, or a
 /// shared group member).
 async fn is_trusted(cx: &Context<'_>, from: &Jid, to: &Jid) -> bool {
-    crate::im::shares_presence(cx, &to.to_bare(), &from.to_bare()).await
+    crate::im::shares_presence(cx, &to.bare(), &from.bare()).await
 }
 
 /// The typed form of a request's payload, or `<bad-request/>` (the core hands over only
@@ -282,7 +283,7 @@ impl Module for Disco {
             }
             return Ok(Some(items_query(None, items)));
         }
-        let user = user_ref(&req.to.to_bare());
+        let user = user_ref(&req.to.bare());
         if !cx.store().user_exists(&user).await.unwrap_or(false) {
             return Err(StanzaError::new(Condition::ServiceUnavailable));
         }
@@ -423,7 +424,7 @@ impl Module for Last {
 
     /// Remembers when the last resource of the account went offline.
     async fn on_session_closed(&self, cx: &mut Context<'_>, jid: &FullJid) {
-        let user = jid.to_bare();
+        let user = jid.bare();
         if cx.sessions().resource_count(&user) > 0 {
             return;
         }
@@ -452,7 +453,7 @@ impl Module for Last {
         if !is_trusted(cx, &req.from, &req.to).await {
             return Err(StanzaError::new(Condition::Forbidden));
         }
-        let bare = req.to.to_bare();
+        let bare = req.to.bare();
         if cx.sessions().resources(&bare).iter().any(|r| r.available) {
             return query(0, "");
         }
@@ -523,7 +524,7 @@ impl Module for Offline {
         let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return Ok(false);
         };
-        let bare = to.to_bare();
+        let bare = to.bare();
         let now = stanza::now_ms();
         let mut stored = msg.clone();
         stored.append_child(stanza::elem(
@@ -557,7 +558,7 @@ impl Module for Offline {
     }
 
     async fn on_available(&self, cx: &mut Context<'_>, jid: &FullJid) {
-        self.wanted(cx, &jid.to_bare(), Some(jid));
+        self.wanted(cx, &jid.bare(), Some(jid));
     }
 
     async fn on_written(&self, cx: &mut Context<'_>, session: &ClientSession) {
@@ -567,7 +568,7 @@ impl Module for Offline {
     /// If `session` was taking its account's backlog, another available session takes over
     /// what it had not written yet.
     async fn on_queue_ended(&self, cx: &mut Context<'_>, session: &ClientSession) {
-        let user = session.jid.to_bare();
+        let user = session.jid.bare();
         let was_taking = {
             let mut drains = self.drains.lock();
             match drains.get(&user) {
@@ -652,7 +653,7 @@ impl Offline {
     /// The session's writer wrote everything up to its last [`Outbound::Written`]: removes the
     /// page it had been handed and hands it the next one, followed by another `Written`.
     async fn written(&self, cx: &Context<'_>, session: &ClientSession) {
-        let user = session.jid.to_bare();
+        let user = session.jid.bare();
         let after = match self.drains.lock().get(&user) {
             Some(d) if d.session == session.id => d.after,
             _ => return,

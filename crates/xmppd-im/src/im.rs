@@ -3,6 +3,7 @@
 //! module that applies them through the core's hooks.
 
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
@@ -332,7 +333,7 @@ impl Module for Im {
         let Some(query) = iq.get_child("query", NS_ROSTER) else {
             return HookAction::Continue;
         };
-        if own.as_ref() != Some(&session.jid.to_bare()) {
+        if own.as_ref() != Some(&session.jid.bare()) {
             return HookAction::Continue;
         }
         let kind = match iq.attr("type") {
@@ -393,11 +394,11 @@ async fn own_presence(
         return;
     }
     let kind = pres.attr("type").map(str::to_owned);
-    let user = session.jid.to_bare();
+    let user = session.jid.bare();
     if let Some(to) = pres.attr("to").and_then(|t| Jid::new(t).ok()) {
         match kind.as_deref() {
             Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
-                let contact = to.to_bare();
+                let contact = to.bare();
                 if let Err(e) = outbound_subscription(cx, &user, k, &contact, pres.clone()).await {
                     if let Some(reply) = stanza::error_reply(&pres, &e) {
                         cx.deliver(&session.jid, reply);
@@ -505,7 +506,7 @@ async fn go_unavailable(
         r.available = false;
         r.presence = None;
     });
-    let user = jid.to_bare();
+    let user = jid.bare();
     let items = effective_roster(cx, &user).await;
     let mut sent: Vec<Jid> = Vec::new();
     for it in items
@@ -518,7 +519,7 @@ async fn go_unavailable(
         }
     }
     for target in std::mem::take(&mut state.directed) {
-        if !sent.contains(&target.to_bare().into()) {
+        if !sent.contains(&target.bare().into()) {
             cx.send(with_to(&pres, target.as_str()));
         }
     }
@@ -887,11 +888,11 @@ fn to_available(cx: &mut Context<'_>, user: &BareJid, p: &Element) {
 /// Presence addressed to a local account (RFC 6121 §4 and §3, inbound side).
 async fn presence_to_account(cx: &mut Context<'_>, pres: Element, to: &Jid) {
     let kind = pres.attr("type").map(str::to_owned);
-    let user = to.to_bare();
+    let user = to.bare();
     let Some(from) = pres.attr("from").and_then(|f| Jid::new(f).ok()) else {
         return;
     };
-    let contact = from.to_bare();
+    let contact = from.bare();
     match kind.as_deref() {
         None | Some("unavailable") | Some("error") => match to.try_as_full() {
             Ok(full) => {
@@ -1024,7 +1025,7 @@ async fn roster_iq(
     kind: IqKind,
     query: Element,
 ) {
-    let user = session.jid.to_bare();
+    let user = session.jid.bare();
     let reply = match kind {
         IqKind::Get => {
             cx.sessions()
@@ -1077,7 +1078,7 @@ async fn roster_set(
         .attr("jid")
         .and_then(|j| xmppd_core::address::parse_jid(j).ok())
         .ok_or_else(|| StanzaError::new(Condition::BadRequest))?
-        .to_bare();
+        .bare();
     let uref = user_ref(user);
     if el.attr("subscription") == Some("remove") {
         let Some(item) =

@@ -21,8 +21,10 @@
 //!   archive and in a local recipient's, when the sender sent it in that conversation
 //!   ([`crate::retract`]), before the retraction itself is archived and passed on.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -239,7 +241,7 @@ impl MamModule {
             .iter()
             .map(|&(owner, with, direction)| NewMessage {
                 owner: owner.to_string(),
-                with_bare: with.to_bare().to_string(),
+                with_bare: with.bare().to_string(),
                 with_resource: with.resource().map(|r| r.to_string()).unwrap_or_default(),
                 direction,
                 stanza: stanza.clone(),
@@ -330,7 +332,7 @@ impl MamModule {
             .find_map(|m| {
                 let el: Element = m.xml.parse().ok()?;
                 let from = Jid::new(el.attr("from")?).ok()?;
-                if from.to_bare() != *sender || !retract::names_message(&r, &el) {
+                if from.bare() != *sender || !retract::names_message(&r, &el) {
                     return None;
                 }
                 let mut tomb = retract::tombstone(&m.xml, &r, sender.as_str(), now)?;
@@ -416,9 +418,9 @@ impl Module for MamModule {
     }
 
     async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
-        let owner = req.to.to_bare();
+        let owner = req.to.bare();
         // XEP-0313 §3.3 / §4: an account's archive is its owner's alone.
-        if req.from.to_bare() != owner {
+        if req.from.bare() != owner {
             return Err(StanzaError::new(Condition::Forbidden));
         }
         match (req.payload.name(), req.kind) {
@@ -460,19 +462,19 @@ impl Module for MamModule {
 
     async fn on_message_out(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
         strip_stanza_ids(msg, |by| ours(cx, by.domain().as_str()));
-        let Some(Addressing { from, to }) = cx.addressing(msg) else {
+        let Some(Addressing { from, to }) = cx.addressing(msg).map(Cow::into_owned) else {
             // No `to`: to the sender's own account, archived once, as it arrives there.
             return HookAction::Continue;
         };
-        let owner = from.to_bare();
-        if to.to_bare() == owner {
+        let owner = from.bare();
+        if to.bare() == owner {
             return HookAction::Continue;
         }
         // The tombstone first: the retraction, archived next, may not name itself.
-        self.retract(&owner, &to.to_bare(), Direction::Outgoing, &owner, msg)
+        self.retract(&owner, &to.bare(), Direction::Outgoing, &owner, msg)
             .await;
         if !policy::archivable(msg, self.settings.markers)
-            || !self.wanted(cx, &owner, &to.to_bare()).await
+            || !self.wanted(cx, &owner, &to.bare()).await
         {
             return HookAction::Continue;
         }
@@ -494,16 +496,16 @@ impl Module for MamModule {
     }
 
     async fn on_message_in(&self, cx: &mut Context<'_>, msg: &mut Element) -> HookAction {
-        let Some(Addressing { from: with, to }) = cx.addressing(msg) else {
+        let Some(Addressing { from: with, to }) = cx.addressing(msg).map(Cow::into_owned) else {
             return HookAction::Continue;
         };
-        let owner = to.to_bare();
-        strip_stanza_ids(msg, |by| by.to_bare() == owner);
+        let owner = to.bare();
+        strip_stanza_ids(msg, |by| by.bare() == owner);
         let (Some(from_attr), Some(to_attr)) = (msg.attr("from"), msg.attr("to")) else {
             return HookAction::Continue;
         };
         let senders = self.take_pending(from_attr, to_attr);
-        let sender = with.to_bare();
+        let sender = with.bare();
         self.retract(&owner, &sender, Direction::Incoming, &sender, msg)
             .await;
         self.retract_offline(cx, &owner, &sender, msg).await;
@@ -545,7 +547,7 @@ impl Module for MamModule {
         iq: &mut Element,
     ) -> HookAction {
         // Its own archive, not a room's.
-        let own = iq.attr("to") == Some(session.jid.to_bare().as_str());
+        let own = iq.attr("to") == Some(session.jid.bare().as_str());
         if own && iq.attr("type") == Some("set") && iq.children().any(|c| c.is("query", NS_MAM)) {
             session.mark_archive_sync();
         }

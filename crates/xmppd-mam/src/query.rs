@@ -3,6 +3,7 @@
 //! the query form, the metadata and the preferences. Pure functions over elements, no I/O.
 
 use std::str::FromStr;
+use xmppd_core::address::Bare;
 
 use jid::Jid;
 use minidom::Element;
@@ -108,7 +109,7 @@ pub fn parse_query(el: &Element, limits: PageLimits) -> Result<MamQuery, StanzaE
                     let jid = Jid::new(single(field, var)?)
                         .map_err(|_| bad("Field with is not a JID"))?;
                     filter.with = Some(With {
-                        bare: jid.to_bare().to_string(),
+                        bare: jid.bare().to_string(),
                         resource: jid.resource().map(|r| r.as_str().to_owned()),
                     });
                 }
@@ -279,7 +280,7 @@ pub fn metadata(bounds: Option<((i64, i64), (i64, i64))>) -> Element {
 pub fn parse_prefs(el: &Element) -> Result<Prefs, StanzaError> {
     let p = PrefsElement::try_from(el.clone()).map_err(|e| bad(&format!("Bad prefs: {e}")))?;
     let bare = |v: Vec<Jid>| {
-        let mut v: Vec<String> = v.into_iter().map(|j| j.to_bare().to_string()).collect();
+        let mut v: Vec<String> = v.into_iter().map(|j| j.bare().to_string()).collect();
         v.sort();
         v.dedup();
         v

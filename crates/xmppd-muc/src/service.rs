@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -723,7 +724,7 @@ impl MucService {
         let Some(from) = st.attr("from").and_then(crate::full_address) else {
             return Ok(None);
         };
-        let user = from.to_bare();
+        let user = from.bare();
         let allowed = match self.settings.creation {
             Creation::LocalUsers => cx.is_local_host(user.domain().as_str()),
             Creation::Admins => cx.is_admin(&user),
@@ -820,7 +821,7 @@ impl MucService {
         if !self.owners.get(room).is_some_and(|o| o.is_empty()) {
             return None;
         }
-        let from = st.attr("from").and_then(crate::address)?.to_bare();
+        let from = st.attr("from").and_then(crate::address)?.bare();
         cx.is_admin(&from).then_some(from)
     }
 
@@ -1188,7 +1189,7 @@ impl Component for MucService {
         if to.node().is_none() {
             self.handle_service(cx, stanza);
         } else {
-            self.to_leased_room(cx, to.to_bare(), stanza).await;
+            self.to_leased_room(cx, to.bare(), stanza).await;
         }
     }
 

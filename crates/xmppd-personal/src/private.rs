@@ -13,6 +13,7 @@
 //! `#compat-pep`).
 
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::BareJid;
@@ -211,9 +212,9 @@ impl Module for PrivateStorage {
     }
 
     async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
-        let owner = req.to.to_bare();
+        let owner = req.to.bare();
         // XEP-0049 §3: an account's own storage only.
-        if req.from.to_bare() != owner {
+        if req.from.bare() != owner {
             return Err(StanzaError::new(Condition::Forbidden));
         }
         let query = Query::try_from(req.payload).map_err(|e| {

@@ -11,6 +11,7 @@
 //!   of what the client put there, once the account has a vCard.
 
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -222,7 +223,7 @@ impl Module for VCards {
     }
 
     async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
-        let owner = req.to.to_bare();
+        let owner = req.to.bare();
         if req.payload.name() != "vCard" {
             return Err(StanzaError::new(Condition::BadRequest));
         }
@@ -243,7 +244,7 @@ impl Module for VCards {
             }
             IqKind::Set => {
                 // XEP-0054 §3.2: one's own vCard only.
-                if req.from.to_bare() != owner {
+                if req.from.bare() != owner {
                     return Err(StanzaError::new(Condition::Forbidden));
                 }
                 let typed = VCard::try_from(req.payload.clone()).map_err(|e| {
@@ -271,7 +272,7 @@ impl Module for VCards {
         if pres.attr("type").is_some() {
             return HookAction::Continue;
         }
-        let Some(hash) = self.photo_state(&session.jid.to_bare()).await else {
+        let Some(hash) = self.photo_state(&session.jid.bare()).await else {
             return HookAction::Continue;
         };
         pres.remove_child("x", ns::VCARD_UPDATE);

@@ -4,6 +4,7 @@
 //! (XEP-0163 §4.3 for an account, the subscribers for the service).
 
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use jid::{BareJid, Jid};
 use minidom::Element;
@@ -174,7 +175,7 @@ pub fn items_event(node: &StoredNode, item: &StoredItem) -> Event {
 }
 
 fn bare(jid: &Jid) -> BareJid {
-    jid.to_bare()
+    jid.bare()
 }
 
 impl Engine {
@@ -652,11 +653,11 @@ impl Engine {
             return Err(pubsub_error(Condition::NotAcceptable, "nodeid-required"));
         };
         // §6.1.3.1: only for oneself.
-        if s.jid.to_bare() != from.to_bare() {
+        if s.jid.bare() != from.bare() {
             return Err(pubsub_error(Condition::BadRequest, "invalid-jid"));
         }
         let node = self.existing(scope, &name).await?;
-        self.may_access(cx, scope, &node, &from.to_bare()).await?;
+        self.may_access(cx, scope, &node, &from.bare()).await?;
         (self.nodes)
             .set_subscription(&scope.owner, &name, s.jid.as_str(), true)
             .await
@@ -694,7 +695,7 @@ impl Engine {
         let Some(name) = u.node.map(|n| n.0) else {
             return Err(pubsub_error(Condition::NotAcceptable, "nodeid-required"));
         };
-        if u.jid.to_bare() != from.to_bare() {
+        if u.jid.bare() != from.bare() {
             return Err(pubsub_error(Condition::BadRequest, "invalid-jid"));
         }
         self.existing(scope, &name).await?;
@@ -716,7 +717,7 @@ impl Engine {
         node: Option<NodeName>,
     ) -> Result<Answer, StanzaError> {
         let mut subscriptions = Vec::new();
-        for jid in [Jid::from(from.to_bare()), from.clone()] {
+        for jid in [Jid::from(from.bare()), from.clone()] {
             let nodes = (self.nodes)
                 .subscriptions_of(&scope.owner, jid.as_str())
                 .await
@@ -960,7 +961,7 @@ impl Engine {
         let mut changes = Vec::new();
         for entry in request.affiliations {
             // §4.1: affiliations are of bare JIDs.
-            let jid = entry.jid.to_bare();
+            let jid = entry.jid.bare();
             // §8.9.2.4: one element per entity.
             if !seen.insert(jid.clone()) {
                 return Err(StanzaError::with_text(
@@ -1027,7 +1028,7 @@ impl Engine {
                     ))
                 }
             };
-            let bare = s.jid.to_bare();
+            let bare = s.jid.bare();
             let outcast = (affiliations.iter())
                 .any(|(j, a)| *j == bare.as_str() && *a == Affiliation::Outcast);
             if subscribed && outcast {

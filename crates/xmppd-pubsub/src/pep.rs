@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
@@ -100,7 +101,7 @@ impl Pep {
         owner: &BareJid,
         req: IqRequest,
     ) -> Result<(Option<Element>, Vec<String>), StanzaError> {
-        let scope = pep_scope(owner, req.from.to_bare() == *owner);
+        let scope = pep_scope(owner, req.from.bare() == *owner);
         let answer = self.engine.handle(cx, &scope, req).await?;
         // Told or not: a node may keep quiet about retractions, purges and its deletion.
         let changed: Vec<String> = answer.changed.into_iter().collect();
@@ -139,7 +140,7 @@ impl Pep {
     ) {
         match pres.attr("type") {
             None => {
-                (self.remote().entry(jid.to_bare()).or_default())
+                (self.remote().entry(jid.bare()).or_default())
                     .entry(jid.clone())
                     .or_default()
                     .insert(account.clone());
@@ -147,7 +148,7 @@ impl Pep {
             }
             Some("unavailable") => {
                 let mut remote = self.remote();
-                let Some(resources) = remote.get_mut(&jid.to_bare()) else {
+                let Some(resources) = remote.get_mut(&jid.bare()) else {
                     return;
                 };
                 if let Some(accounts) = resources.get_mut(jid) {
@@ -158,7 +159,7 @@ impl Pep {
                     }
                 }
                 if resources.is_empty() {
-                    remote.remove(&jid.to_bare());
+                    remote.remove(&jid.bare());
                 }
             }
             _ => {}
@@ -168,7 +169,7 @@ impl Pep {
     /// Whether `jid` is available: a local session, or a remote resource whose presence
     /// reached an account here.
     fn available(&self, cx: &Context<'_>, jid: &FullJid) -> bool {
-        let bare = jid.to_bare();
+        let bare = jid.bare();
         if !cx.is_local_host(bare.domain().as_str()) {
             return self
                 .remote()
@@ -197,7 +198,7 @@ impl Pep {
     /// XEP-0163 §4.3.4: the last item of each node in `nodes` of every account whose events
     /// `jid` may receive: its own, and those of the contacts it is subscribed to.
     async fn send_last_items(&self, cx: &mut Context<'_>, jid: &FullJid, nodes: &HashSet<String>) {
-        let me = jid.to_bare();
+        let me = jid.bare();
         if !cx.is_local_host(me.domain().as_str()) {
             // A remote resource: the items of the accounts here it is available to that
             // share their presence with it; its own server sends the rest.
@@ -243,7 +244,7 @@ impl Pep {
         jid: &FullJid,
         nodes: &HashSet<String>,
     ) {
-        let me = jid.to_bare();
+        let me = jid.bare();
         let owners = accounts.iter().map(|a| a.to_string()).collect();
         let wanted = nodes.iter().cloned().collect();
         let found = match (self.engine.nodes)
@@ -322,7 +323,7 @@ impl Pep {
         // Explicit subscriptions (XEP-0060 §6.1), checked against the access model when made.
         for s in &ev.subscribers {
             let Ok(jid) = Jid::new(s) else { continue };
-            if ev.affiliation(jid.to_bare().as_str()) == Some(Affiliation::Outcast) {
+            if ev.affiliation(jid.bare().as_str()) == Some(Affiliation::Outcast) {
                 continue;
             }
             match jid.try_into_full() {
@@ -434,20 +435,20 @@ impl Module for Pep {
         };
         if !cx.is_local_host(from.domain().as_str()) {
             if let Ok(full) = from.try_into_full() {
-                self.remote_presence(cx, &full, &to.to_bare(), pres).await;
+                self.remote_presence(cx, &full, &to.bare(), pres).await;
             }
             return HookAction::Continue;
         }
         if pres.attr("type") != Some("subscribed") {
             return HookAction::Continue;
         }
-        let account = from.to_bare();
+        let account = from.bare();
         if !cx.is_local_host(account.domain().as_str()) {
             return HookAction::Continue;
         }
         let wanting: Vec<(FullJid, Interest)> = {
             let interests = self.interests();
-            (cx.sessions().resources(&to.to_bare()).into_iter())
+            (cx.sessions().resources(&to.bare()).into_iter())
                 .filter(|r| r.available)
                 .filter_map(|r| interests.get(&r.jid).map(|i| (r.jid, i.clone())))
                 .collect()
@@ -472,7 +473,7 @@ impl Module for Pep {
     }
 
     async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
-        let owner = req.to.to_bare();
+        let owner = req.to.bare();
         if !cx
             .store()
             .user_exists(&user_ref(&owner))
@@ -510,7 +511,7 @@ impl Module for Pep {
         }
         match pres.attr("type") {
             None => {
-                let own = session.jid.to_bare();
+                let own = session.jid.bare();
                 self.caps_from_presence(cx, &session.jid, &own, pres).await
             }
             Some("unavailable") => {

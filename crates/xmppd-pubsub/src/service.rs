@@ -2,6 +2,7 @@
 //! users that created them, within the creation policy; notifications to the subscribers.
 
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::Jid;
@@ -45,7 +46,7 @@ impl PubSubService {
     }
 
     fn may_create(&self, cx: &Context<'_>, from: &Jid) -> bool {
-        let bare = from.to_bare();
+        let bare = from.bare();
         match self.policy {
             CreatePolicy::Local => {
                 cx.is_local_host(bare.domain().as_str()) && bare.node().is_some()

@@ -2,6 +2,7 @@
 //! capabilities are verified before they are cached, and a service's creation policy.
 
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use base64::Engine as _;
 use minidom::Element;
@@ -79,7 +80,7 @@ async fn present(server: &Arc<Server>, c: &mut TestClient, ver: &str) -> Option<
 
 /// `c` answers the query `id` with `info`, to its own account.
 async fn answer(server: &Arc<Server>, c: &mut TestClient, id: &str, info: &DiscoInfoResult) {
-    let to = c.session.jid.to_bare().to_string();
+    let to = c.session.jid.bare().to_string();
     answer_to(server, c, &to, id, info).await;
 }
 

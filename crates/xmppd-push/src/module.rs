@@ -23,6 +23,7 @@
 //! current: every change goes through here, storage first, under one lock.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -293,10 +294,10 @@ impl Module for Push {
 
     async fn handle_iq(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
         let _ = cx;
-        let owner = req.to.to_bare();
+        let owner = req.to.bare();
         // Only the account's own sessions manage its registrations (XEP-0357 §5).
         let session = match req.from.try_as_full() {
-            Ok(full) if full.to_bare() == owner => full.clone(),
+            Ok(full) if full.bare() == owner => full.clone(),
             _ => return Err(StanzaError::new(Condition::Forbidden)),
         };
         if req.kind != IqKind::Set {
@@ -322,7 +323,7 @@ impl Module for Push {
         // every hook has run, so after the message was stored.
         if payload::notifies(msg) {
             let owner = msg.attr("to").and_then(|t| Jid::new(t).ok());
-            if let Some(owner) = owner.map(|o| o.to_bare()) {
+            if let Some(owner) = owner.map(|o| o.bare()) {
                 self.notify(cx, &owner, msg, |_| true).await;
             }
         }
@@ -330,14 +331,17 @@ impl Module for Push {
     }
 
     async fn on_message_delivered(&self, cx: &mut Context<'_>, msg: &Element, targets: &[FullJid]) {
-        let Some(owner) = targets.first().map(|t| t.to_bare()) else {
-            return;
-        };
-        if !payload::notifies(msg) || self.registrations(&owner).await.is_none() {
+        // Only a session that stream management keeps while its client is away is notified:
+        // most messages reach none, and are done with before the account's registrations are
+        // looked up.
+        if !payload::notifies(msg) {
             return;
         }
         let parked: Vec<&FullJid> = targets.iter().filter(|t| cx.is_detached(t)).collect();
-        if parked.is_empty() {
+        let Some(owner) = parked.first().map(|t| t.bare()) else {
+            return;
+        };
+        if self.registrations(&owner).await.is_none() {
             return;
         }
         let enabled_by_parked =

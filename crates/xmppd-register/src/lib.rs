@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, NodePart};
@@ -222,13 +223,13 @@ impl Register {
     }
 
     async fn answer(&self, cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
-        let user = req.from.to_bare();
+        let user = req.from.bare();
         // Only to one's own server (or own bare JID, when the client left out 'to').
         let to = &req.to;
         let own = if to.node().is_none() {
             to.is_bare() && to.domain() == user.domain()
         } else {
-            to.to_bare() == user
+            to.bare() == user
         };
         if !own || !cx.is_local_host(user.domain().as_str()) || user.node().is_none() {
             return Err(Condition::NotAllowed.into());
@@ -362,7 +363,7 @@ impl Module for Register {
         let from = iq.attr("from").and_then(|f| xmppd_core::Jid::new(f).ok());
         if let (true, Some(from)) = (removed, from) {
             cx.end_sessions(
-                &from.to_bare(),
+                &from.bare(),
                 StreamErrorCondition::NotAuthorized,
                 Some("Account removed"),
             );

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use xmppd_core::address::Bare;
 
 use base64::Engine;
 use minidom::Element;
@@ -626,8 +627,8 @@ async fn from_stranger(
     {
         return false;
     }
-    let user = xmppd_core::user_ref(&to.to_bare());
-    let contact = from.to_bare();
+    let user = xmppd_core::user_ref(&to.bare());
+    let contact = from.bare();
     !matches!(
         server.store().roster_item(&user, contact.as_str()).await,
         Ok(Some(_))

@@ -153,8 +153,9 @@ impl Framer {
 
     /// Frees what the framer holds for input it has no more of: the spent input buffer and
     /// the XML parser's token scratch space (rxml reserves [`MAX_TOKEN_BYTES`] for it). Called
-    /// when the connection has nothing more to read, so that an idle stream holds neither;
-    /// both grow back with the next input. What is fed but not parsed yet, and a partial
+    /// when the connection has nothing more to read, or has read nothing for a while, so that
+    /// an idle stream holds neither; both grow back with the next input (two allocations, so
+    /// not after every read of a busy stream). What is fed but not parsed yet, and a partial
     /// token, are kept. The small vectors of the element being built keep their capacity.
     pub fn release_idle(&mut self) {
         if self.pos == self.buf.len() && self.buf.capacity() > 0 {

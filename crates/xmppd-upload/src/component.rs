@@ -1,6 +1,7 @@
 //! The upload service on `upload.HOST` (XEP-0363): disco and slot requests.
 
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, Jid};
@@ -117,7 +118,7 @@ impl UploadComponent {
             let from = iq.attr("from").and_then(|f| Jid::new(f).ok());
             let from = from.ok_or_else(|| StanzaError::new(Condition::BadRequest))?;
             let req = SlotRequest::try_from(payload).map_err(bad)?;
-            return self.slot(cx, &from.to_bare(), req).await.map(Element::from);
+            return self.slot(cx, &from.bare(), req).await.map(Element::from);
         }
         Err(StanzaError::new(Condition::ServiceUnavailable))
     }

@@ -24,6 +24,7 @@ pub mod session;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use http_body_util::BodyExt;
@@ -223,7 +224,7 @@ impl WebAdmin {
         };
         let server = &self.api.server;
         let jid = match parse_jid(name) {
-            Ok(j) if j.node().is_some() && j.resource().is_none() => j.to_bare(),
+            Ok(j) if j.node().is_some() && j.resource().is_none() => j.bare(),
             _ => return refused("Give the account's address, as user@host."),
         };
         let Some(backend) = self.api.backends.get(jid.domain().as_str()) else {
@@ -504,7 +505,7 @@ impl WebAdmin {
     async fn room(&self, call: &Call<'_>, session: &Session) -> Result<Markup, PageError> {
         let text = call.query.get("jid").map(String::as_str).unwrap_or("");
         let jid = match parse_jid(text) {
-            Ok(j) if j.node().is_some() && j.resource().is_none() => j.to_bare(),
+            Ok(j) if j.node().is_some() && j.resource().is_none() => j.bare(),
             _ => {
                 return Err(PageError::bad_request(format!(
                     "{text:?} is not a room's address"
@@ -645,7 +646,7 @@ impl WebAdmin {
     /// A served account's bare JID that exists.
     async fn account(&self, text: &str) -> Result<BareJid, PageError> {
         let jid = match parse_jid(text) {
-            Ok(j) if j.node().is_some() && j.resource().is_none() => j.to_bare(),
+            Ok(j) if j.node().is_some() && j.resource().is_none() => j.bare(),
             _ => {
                 let why = format!("{text:?} is not an account's address");
                 return Err(PageError::bad_request(why));

@@ -55,6 +55,11 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 /// once-a-second checks of its allocator's free memory, and a margin.
 const TRIM_WAIT: Duration = Duration::from_millis(2500);
 
+/// Before the sessions' memory is read: the server frees an established session's input
+/// buffers once it has read nothing for two seconds (`IDLE_RELEASE` in xmppd-c2s), and a
+/// margin.
+const IDLE_WAIT: Duration = Duration::from_millis(2500);
+
 /// Connections of the pre-authentication flood.
 const FLOOD: usize = 3000;
 /// Flood connections set up at once.
@@ -275,6 +280,7 @@ async fn drive(
     let mut half = idle;
     for i in 0..opts.clients {
         if i == opts.clients / 2 {
+            tokio::time::sleep(IDLE_WAIT).await;
             half = settled_rss(pid).await?;
         }
         let user = user_name(i);
@@ -288,6 +294,7 @@ async fn drive(
         }
         sessions.push(session);
     }
+    tokio::time::sleep(IDLE_WAIT).await;
     let all = settled_rss(pid).await?;
     // Closed streams let the server exit at once instead of waiting on unread stream errors.
     for (i, s) in sessions.into_iter().enumerate() {

@@ -4,6 +4,7 @@
 use jid::{BareJid, FullJid};
 use minidom::Element;
 use xmppd_core::address::parse_jid;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{elem, set_attr, text_elem, Condition, StanzaError, NS_CLIENT};
 
 use super::{status, AffItem, Affiliation, Extra, Outcome, Role, Room, NS_MUC_ADMIN, NS_MUC_USER};
@@ -15,7 +16,7 @@ impl Room {
             .get_child("item", NS_MUC_ADMIN)
             .ok_or(Condition::BadRequest)?;
         let mut out = Element::bare("query", NS_MUC_ADMIN);
-        let actor_aff = self.affiliation(&from.to_bare());
+        let actor_aff = self.affiliation(&from.bare());
         if let Some(a) = item.attr("affiliation") {
             let wanted = Affiliation::parse(a).ok_or(Condition::BadRequest)?;
             if !self.may_list(actor_aff, wanted) {
@@ -99,7 +100,7 @@ impl Room {
                 let aff = Affiliation::parse(a).ok_or(Condition::BadRequest)?;
                 let target = match (item.attr("jid"), item.attr("nick")) {
                     (Some(j), _) => parse_jid(j)
-                        .map(|j| j.to_bare())
+                        .map(|j| j.bare())
                         .map_err(|_| Condition::JidMalformed)?,
                     (None, Some(n)) => self
                         .occupants
@@ -130,7 +131,7 @@ impl Room {
         reason: Option<&str>,
         o: &mut Outcome,
     ) -> Result<(), StanzaError> {
-        let actor_aff = self.affiliation(&actor.to_bare());
+        let actor_aff = self.affiliation(&actor.bare());
         let current = self.affiliation(&target);
         let needs_owner = aff >= Affiliation::Admin || current >= Affiliation::Admin;
         let needed = if needs_owner {

@@ -3,6 +3,7 @@
 
 use jid::FullJid;
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{elem, set_attr, text_elem, Condition, StanzaError, NS_CLIENT};
 
 use super::{
@@ -13,7 +14,7 @@ use crate::form::{RoomConfig, Whois};
 
 impl Room {
     pub(super) fn owner_get(&self, from: &FullJid) -> Result<Element, StanzaError> {
-        if self.affiliation(&from.to_bare()) != Affiliation::Owner {
+        if self.affiliation(&from.bare()) != Affiliation::Owner {
             return Err(StanzaError::new(Condition::Forbidden));
         }
         let mut q = Element::bare("query", NS_MUC_OWNER);
@@ -27,7 +28,7 @@ impl Room {
         q: &Element,
         o: &mut Outcome,
     ) -> Result<(), StanzaError> {
-        if self.affiliation(&from.to_bare()) != Affiliation::Owner {
+        if self.affiliation(&from.bare()) != Affiliation::Owner {
             return Err(StanzaError::new(Condition::Forbidden));
         }
         if let Some(d) = q.get_child("destroy", NS_MUC_OWNER) {

@@ -4,6 +4,7 @@
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_core::address::parse_jid;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{elem, set_attr, text_elem, Condition, StanzaError, NS_CLIENT};
 
 use super::{AffItem, Affiliation, Outcome, Role, Room, NS_MUC_USER};
@@ -34,7 +35,7 @@ impl Room {
         now_ms: i64,
     ) -> Result<(), StanzaError> {
         let nick = self.occupant_nick(from)?.to_owned();
-        let inviter = from.to_bare();
+        let inviter = from.bare();
         let inviter_aff = self.affiliation(&inviter);
         let may_invite = if self.config.members_only {
             inviter_aff >= Affiliation::Admin
@@ -55,7 +56,7 @@ impl Room {
                 .and_then(|t| parse_jid(t).ok())
                 .ok_or(Condition::JidMalformed)?;
             self.user_outside_service(&to)?;
-            if self.affiliation(&to.to_bare()) == Affiliation::Outcast {
+            if self.affiliation(&to.bare()) == Affiliation::Outcast {
                 // Only the admins lift a ban, through the outcast list.
                 return Err(StanzaError::with_text(
                     Condition::Forbidden,
@@ -65,7 +66,7 @@ impl Room {
             invitees.push((to, inv.get_child("reason", NS_MUC_USER).map(|r| r.text())));
         }
         for (to, reason) in invitees {
-            let bare = to.to_bare();
+            let bare = to.bare();
             if self.config.members_only && self.affiliation(&bare) < Affiliation::Member {
                 self.affiliations.insert(
                     bare.clone(),
@@ -156,8 +157,8 @@ impl Room {
             self.user_outside_service(to)?;
         }
         self.expire_invites(now_ms);
-        let invitee = from.to_bare();
-        let named = named.map(|j| j.to_bare());
+        let invitee = from.bare();
+        let named = named.map(|j| j.bare());
         let mine = |p: &PendingInvite| p.invitee == invitee;
         let pending = self
             .pending_invites

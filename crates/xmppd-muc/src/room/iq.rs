@@ -4,6 +4,7 @@
 
 use jid::FullJid;
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{self, elem, iq_result, set_attr, Condition, StanzaError};
 
 use super::{
@@ -52,7 +53,7 @@ impl Room {
         let answer = match (ns.as_str(), kind) {
             (NS_DISCO_INFO, "get") => match payload.attr("node") {
                 None => Some(self.disco_info()),
-                Some(NODE_ROOMUSER) => Some(self.roomuser_item(&from.to_bare())),
+                Some(NODE_ROOMUSER) => Some(self.roomuser_item(&from.bare())),
                 Some(_) => return Err(Condition::ItemNotFound.into()),
             },
             (NS_DISCO_ITEMS, "get") => Some(self.disco_items(from)),

@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use xmppd_core::address::Bare;
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
@@ -437,7 +438,7 @@ impl Room {
     /// room, else to moderators only (occupants with that role, and admins and owners, who
     /// have it whenever they are in).
     pub fn archive_reader(&self, from: &FullJid) -> Result<bool, StanzaError> {
-        let user = from.to_bare();
+        let user = from.bare();
         let aff = self.affiliation(&user);
         let occupant = self.occupants.values().find(|o| o.real == user);
         let may = match aff {

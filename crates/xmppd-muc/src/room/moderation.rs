@@ -4,6 +4,7 @@
 
 use jid::FullJid;
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{elem, set_attr, Condition, StanzaError, NS_CLIENT};
 
 use super::{Affiliation, Extra, Outcome, Role, Room};
@@ -73,7 +74,7 @@ impl Room {
         for ns in [NS_RETRACT, NS_MODERATE] {
             msg.append_child(elem("fallback", NS_FALLBACK, &[("for", ns)]));
         }
-        let sender = from.to_bare();
+        let sender = from.bare();
         o.retract = Some(RetractRequest {
             target: target.to_owned(),
             sender: sender.clone(),
@@ -156,7 +157,7 @@ impl Room {
         reason: Option<&str>,
         o: &mut Outcome,
     ) -> Result<(), StanzaError> {
-        let actor_aff = self.affiliation(&actor.to_bare());
+        let actor_aff = self.affiliation(&actor.bare());
         if self.role_of(actor) != Role::Moderator {
             return Err(StanzaError::new(Condition::Forbidden));
         }

@@ -4,6 +4,7 @@
 
 use jid::FullJid;
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{
     self, elem, set_attr, text_elem, Condition, ErrorType, StanzaError, NS_CLIENT,
 };
@@ -63,7 +64,7 @@ impl Room {
         o: &mut Outcome,
         now_ms: i64,
     ) -> Result<(), StanzaError> {
-        let real = from.to_bare();
+        let real = from.bare();
         let aff = self.affiliation(&real);
         let creating = self.locked && self.occupants.is_empty() && aff == Affiliation::Owner;
         if aff == Affiliation::Outcast {
@@ -190,7 +191,7 @@ impl Room {
         p: &Element,
         o: &mut Outcome,
     ) -> Result<(), StanzaError> {
-        let real = from.to_bare();
+        let real = from.bare();
         if self.occupants.contains_key(new) || self.reserved_by_other(new, &real) {
             return Err(StanzaError::with_text(
                 Condition::Conflict,

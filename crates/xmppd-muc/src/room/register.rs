@@ -2,6 +2,7 @@
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{elem, text_elem, Condition, StanzaError};
 
 use super::{data_form, Affiliation, Outcome, Room, NODE_ROOMUSER, NS_DISCO_INFO, NS_REGISTER};
@@ -34,7 +35,7 @@ impl Room {
 
     /// The registration form, or the user's registration (`<registered/>` and the nick).
     pub(super) fn register_get(&self, from: &FullJid) -> Result<Element, StanzaError> {
-        let real = from.to_bare();
+        let real = from.bare();
         self.may_register(&real)?;
         let mut q = Element::bare("query", NS_REGISTER);
         if let Some(n) = self.reserved_nick(&real) {
@@ -69,7 +70,7 @@ impl Room {
         q: &Element,
         o: &mut Outcome,
     ) -> Result<(), StanzaError> {
-        let real = from.to_bare();
+        let real = from.bare();
         let aff = self.may_register(&real)?;
         if q.get_child("remove", NS_REGISTER).is_some() {
             if aff == Affiliation::Member {
