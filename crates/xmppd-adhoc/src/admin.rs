@@ -14,12 +14,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, Jid};
 use xmppd_auth::{AuthBackend, AuthError};
-use xmppd_core::address::parse_jid;
+use xmppd_core::address::{parse_jid, Bare};
 use xmppd_core::stanza::StanzaError;
 use xmppd_core::{user_ref, Context};
 use xmppd_storage::Store;

@@ -27,13 +27,13 @@ pub mod payload;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::BareJid;
 use jid::Jid;
 use minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, Identity, Item};
+use xmppd_core::address::Bare;
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, elem, text_elem, Condition, StanzaError};
 

@@ -16,10 +16,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid};
+use xmppd_core::address::Bare;
 use xmppd_core::module::{Hooks, Module};
 use xmppd_core::stanza;
 use xmppd_core::{user_ref, Context};

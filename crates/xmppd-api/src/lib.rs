@@ -13,7 +13,6 @@ pub mod token;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use http_body_util::BodyExt;
@@ -24,7 +23,7 @@ use serde_json::{json, Map, Value};
 use xmppd_adhoc::admin::{AccountCounts, Backends};
 use xmppd_adhoc::motd::Motd;
 use xmppd_auth::AuthError;
-use xmppd_core::address::parse_jid;
+use xmppd_core::address::{parse_jid, Bare};
 use xmppd_core::stanza::{self, elem, text_elem, NS_CLIENT};
 use xmppd_core::{user_ref, Context, Outbox, Server};
 use xmppd_http::{full, Peer, RequestBody, ResponseBody};

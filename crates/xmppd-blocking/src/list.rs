@@ -4,9 +4,9 @@
 //! itself, and `domain` the domain and every address on it.
 
 use std::collections::HashSet;
-use xmppd_core::address::Bare;
 
 use jid::Jid;
+use xmppd_core::address::Bare;
 
 /// The JIDs an account blocks, in the order they were blocked, normalised.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

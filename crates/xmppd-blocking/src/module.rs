@@ -27,11 +27,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::hash::{DashMap, DashSet};
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};

@@ -101,11 +101,11 @@ impl Drop for Bound {
 
 /// The liveness check (XEP-0199 §4.3, or an `<r/>` under stream management, XEP-0198 §4): a
 /// client quiet for `every` is asked to answer, and one that sends nothing within `timeout`
-/// is gone. The timer is moved lazily: a read only notes its time.
+/// is gone. The timer is moved lazily: a read only notes its time (in [`Quiet`], which both
+/// timers go by).
 struct Probe {
     every: Duration,
     timeout: Duration,
-    last_read: Instant,
     /// When the question went out, while it waits for an answer.
     asked: Option<Instant>,
     /// The id of the ping IQ out, whose answer the connection takes.
@@ -118,21 +118,21 @@ impl Probe {
         Probe {
             every,
             timeout,
-            last_read: now,
             asked: None,
             ping_id: None,
             timer: Box::pin(tokio::time::sleep_until(now + every)),
         }
     }
 
-    /// The timer went off: whether the client is gone, else whether to ask it now.
-    fn due(&mut self, now: Instant) -> Due {
+    /// The timer went off: whether the client, which last sent something at `last_read`, is
+    /// gone, else whether to ask it now.
+    fn due(&mut self, now: Instant, last_read: Instant) -> Due {
         if let Some(asked) = self.asked.take() {
-            if self.last_read <= asked {
+            if last_read <= asked {
                 return Due::Gone;
             }
         }
-        let next = self.last_read + self.every;
+        let next = last_read + self.every;
         if next > now {
             self.timer.as_mut().reset(next);
             return Due::Quiet;
@@ -167,9 +167,9 @@ enum Due {
 /// costs no more than its state.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
-/// The timer of [`IDLE_RELEASE`], moved lazily like [`Probe`]'s: a read notes its time; the
-/// timer exists only while the session has read since it last released, so an idle session
-/// holds none.
+/// When the session last read, and the timer of [`IDLE_RELEASE`], moved lazily like
+/// [`Probe`]'s: a read notes its time; the timer exists only while the session has read since
+/// it last released, so an idle session holds none.
 struct Quiet {
     last_read: Instant,
     timer: Option<Pin<Box<Sleep>>>,
@@ -345,9 +345,6 @@ impl Conn {
                 Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Ending::ended(Stop::Gone),
                 Wake::Read(Ok(n)) => {
                     let now = Instant::now();
-                    if let Some(p) = cx.probe.as_deref_mut() {
-                        p.last_read = now;
-                    }
                     quiet.read(now);
                     read_at = shaper.take(n, now);
                     if let Some(at) = read_at {
@@ -376,7 +373,7 @@ impl Conn {
                     }
                 }
                 Wake::Probe => {
-                    if let Err(stop) = self.probe(&mut cx).await {
+                    if let Err(stop) = self.probe(&mut cx, quiet.last_read).await {
                         return Ending::ended(stop);
                     }
                 }
@@ -411,11 +408,11 @@ impl Conn {
 
     /// The liveness timer went off: asks the client to answer (an `<r/>` under stream
     /// management, else an XEP-0199 ping), or gives up on a client that did not.
-    async fn probe(&mut self, cx: &mut Ctx<'_>) -> Result<(), Stop> {
+    async fn probe(&mut self, cx: &mut Ctx<'_>, last_read: Instant) -> Result<(), Stop> {
         let Some(probe) = cx.probe.as_deref_mut() else {
             return Ok(());
         };
-        match probe.due(Instant::now()) {
+        match probe.due(Instant::now(), last_read) {
             Due::Quiet => Ok(()),
             Due::Gone => {
                 tracing::info!(jid = %cx.session.jid, "no answer to the liveness check");

@@ -26,7 +26,6 @@
 //! the core keeps the session and, opaque, what the driver wants back on resumption (its
 //! counters), also for a while after the session ended, so that a late resume can be told them.
 
-use crate::address::Bare;
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -37,6 +36,7 @@ use jid::{BareJid, FullJid};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::address::Bare;
 use crate::queue::{Class, QueueReceiver};
 use crate::session::{ClientSession, Outbound};
 use crate::Server;

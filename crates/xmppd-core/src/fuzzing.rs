@@ -17,10 +17,9 @@
 //!   account whose resource is the trimmed request prepared (or generated, when blank), and
 //!   which parses back to itself; a refused request is not a valid resourcepart.
 
-use crate::address::Bare;
 use jid::{BareJid, DomainPart, FullJid, Jid, NodePart, ResourcePart};
 
-use crate::address::{account_jid, bound_jid, parse_jid};
+use crate::address::{account_jid, bound_jid, parse_jid, Bare};
 use crate::server::user_ref;
 
 /// Served hosts as the configuration hands them over: lowercase, ASCII, no final dot.

@@ -11,10 +11,10 @@
 //! several nodes; [`LocalRouter`] is the single-process one. Both maps are sharded (no global
 //! lock on the hot path): a lookup locks one shard, for the time of a copy.
 
-use crate::address::Bare;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::address::Bare;
 use crate::hash::DashMap;
 use jid::{BareJid, FullJid};
 use minidom::Element;

@@ -8,7 +8,6 @@
 //! component's subdomain, or a remote domain (the registered [`RemoteRouter`], else
 //! `<remote-server-not-found/>`).
 
-use crate::address::Bare;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,6 +18,7 @@ use minidom::Element;
 use xmppd_storage::{SessionRecord, Store, UserRef};
 use xmppd_stream::StreamErrorCondition;
 
+use crate::address::Bare;
 use crate::context::{Addressing, Context, Outbox, Outgoing};
 use crate::module::{
     Component, HookAction, Hooks, IqKind, IqRequest, Module, Outlet, RemoteRouter,
@@ -971,10 +971,7 @@ impl Server {
         from: Option<Jid>,
     ) {
         match stanza.name() {
-            "message" => {
-                self.message_to_account(cx, stanza, to, from).await;
-                cx.set_addressing(None);
-            }
+            "message" => self.message_to_account(cx, stanza, to, from).await,
             "presence" => {
                 let mut pres = stanza;
                 if self.intercepted(cx, &self.presence_in, &mut pres).await {
@@ -1044,8 +1041,9 @@ impl Server {
         }
     }
 
-    /// The message hooks see its addressing parsed once ([`Context::addressing`]) until the
-    /// caller clears it, the delivered hooks included.
+    /// Every message hook, the delivered ones included, sees its addressing parsed once
+    /// ([`Context::addressing`]); left set afterwards, it is harmless, as it is only used while
+    /// the attributes read the same, and the context ends with this stanza's routing.
     async fn message_to_account(
         self: &Arc<Self>,
         cx: &mut Context<'_>,

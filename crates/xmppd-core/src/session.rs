@@ -1,6 +1,5 @@
 //! What the core knows of one bound client session, and what it sends to it.
 
-use crate::address::Bare;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +8,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmppd_stream::StreamErrorCondition;
 
+use crate::address::Bare;
 use crate::context::{Context, Outbox};
 use crate::queue::{Class, SessionQueue};
 use crate::router::SessionId;

@@ -2,10 +2,10 @@
 //! (XEP-0352 §3.2 leaves the choice to the server). Pure functions over the stanza.
 
 use std::collections::HashMap;
-use xmppd_core::address::Bare;
 
 use jid::BareJid;
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{self, NS_CLIENT};
 
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";

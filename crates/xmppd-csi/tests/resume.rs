@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use xmppd_core::address::Bare;
 
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::testing::TestClient;
 use xmppd_core::{CoreConfig, Server};
 use xmppd_csi::CsiModule;

@@ -215,6 +215,37 @@ pub trait ServerEngine: Sized + Send + Sync + 'static {
     async fn connect(settings: &DbSettings) -> xmppd_storage::Result<Arc<dyn FullStore>>;
 }
 
+/// Forty pushes to alice's offline store at once, the twenty-first of which the database
+/// refuses (`refused`: its account and stanza): that one fails, the other 39 are stored,
+/// whether the engine writes pushes queued together in one batch (then written again one by
+/// one) or each on its own. Returns the refused push's error for the engine's own checks.
+pub async fn a_refused_push_fails_alone(
+    store: Arc<dyn FullStore>,
+    refused: (UserRef, String),
+) -> StorageError {
+    let alice = UserRef::new("alice", "example.org");
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let (user, xml) = match i {
+                20 => refused.clone(),
+                _ => (alice.clone(), format!("<m i='{i:02}'/>")),
+            };
+            tokio::spawn(async move { (i, store.push_offline(&user, i, &xml, 100).await) })
+        })
+        .collect();
+    let mut refusal = None;
+    for t in tasks {
+        match t.await.unwrap() {
+            (20, Err(e)) => refusal = Some(e),
+            (20, Ok(stored)) => panic!("the refused push was answered {stored}"),
+            (i, outcome) => assert!(outcome.unwrap(), "push {i}"),
+        }
+    }
+    assert_eq!(store.offline_count(&alice).await.unwrap(), 39);
+    refusal.expect("the refused push's outcome")
+}
+
 pub async fn the_pool_recovers_when_the_database_comes_back<S: ServerEngine>() {
     let alice = UserRef::new("alice", "example.org");
     let Some(server) = tokio::task::spawn_blocking(S::start_own).await.unwrap() else {

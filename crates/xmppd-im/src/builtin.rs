@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -21,6 +20,7 @@ use xmpp_parsers::disco::{
 };
 use xmpp_parsers::ping::Ping as PingQuery;
 use xmpp_parsers::version::{VersionQuery, VersionResult};
+use xmppd_core::address::Bare;
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::router::{message_targets, SendError, SessionId};
 use xmppd_core::stanza::{self, Condition, StanzaError, NS_CLIENT};

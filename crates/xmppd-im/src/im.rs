@@ -3,11 +3,11 @@
 //! module that applies them through the core's hooks.
 
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::module::{HookAction, Hooks, IqKind, Module};
 use xmppd_core::router::SessionId;
 use xmppd_core::stanza::{self, iq_result, Condition, StanzaError, NS_CLIENT, NS_ROSTER};

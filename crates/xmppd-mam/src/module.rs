@@ -24,12 +24,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use jid::{BareJid, Jid};
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{self, Condition, StanzaError};
 use xmppd_core::{user_ref, Addressing, ClientSession, Context};

@@ -3,7 +3,6 @@
 //! the query form, the metadata and the preferences. Pure functions over elements, no I/O.
 
 use std::str::FromStr;
-use xmppd_core::address::Bare;
 
 use jid::Jid;
 use minidom::Element;
@@ -12,6 +11,7 @@ use xmpp_parsers::date::DateTime;
 use xmpp_parsers::mam::{End, Fin, MetadataResponse, Query, Start};
 use xmpp_parsers::mam_prefs::{DefaultPrefs, Prefs as PrefsElement};
 use xmpp_parsers::rsm::{First, SetQuery, SetResult};
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{self, Condition, StanzaError};
 
 use crate::sqlite::MAX_IDS;

@@ -25,13 +25,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid};
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
+use xmppd_core::address::Bare;
 use xmppd_core::module::Component;
 use xmppd_core::stanza::{
     self, elem, error_reply, iq_result, set_attr, Condition, StanzaError, NS_DISCO_INFO,

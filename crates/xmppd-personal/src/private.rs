@@ -13,13 +13,13 @@
 //! `#compat-pep`).
 
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::BareJid;
 use minidom::Element;
 use xmpp_parsers::bookmarks::Storage;
 use xmpp_parsers::ns;
+use xmppd_core::address::Bare;
 use xmppd_core::module::{IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::{user_ref, Context};

@@ -11,7 +11,6 @@
 //!   of what the client put there, once the account has a vCard.
 
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -21,6 +20,7 @@ use xmpp_parsers::avatar::{Data, Metadata};
 use xmpp_parsers::ns;
 use xmpp_parsers::vcard::{Photo, VCard};
 use xmpp_parsers::vcard_update::{Photo as UpdatePhoto, VCardUpdate};
+use xmppd_core::address::Bare;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::{user_ref, ClientSession, Context, PresenceState};

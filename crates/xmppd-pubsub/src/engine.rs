@@ -4,7 +4,6 @@
 //! (XEP-0163 §4.3 for an account, the subscribers for the service).
 
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use jid::{BareJid, Jid};
 use minidom::Element;
@@ -14,6 +13,7 @@ use xmpp_parsers::pubsub::event::{self, Payload};
 use xmpp_parsers::pubsub::owner::{self, Owner};
 use xmpp_parsers::pubsub::pubsub::{self as ps, PubSub};
 use xmpp_parsers::pubsub::{AffiliationAttribute, ItemId, NodeName, Subscription};
+use xmppd_core::address::Bare;
 use xmppd_core::module::{IqKind, IqRequest};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::Context;

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
@@ -15,6 +14,7 @@ use minidom::Element;
 use xmpp_parsers::caps::Caps;
 use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult};
 use xmpp_parsers::ns;
+use xmppd_core::address::Bare;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{Condition, StanzaError, NS_CLIENT};
 use xmppd_core::{user_ref, ClientSession, Context, PresenceState};

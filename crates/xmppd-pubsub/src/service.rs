@@ -2,7 +2,6 @@
 //! users that created them, within the creation policy; notifications to the subscribers.
 
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::Jid;
@@ -10,6 +9,7 @@ use minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult};
 use xmpp_parsers::disco::{Identity, Item};
 use xmpp_parsers::ns;
+use xmppd_core::address::Bare;
 use xmppd_core::module::{Component, IqKind, IqRequest};
 use xmppd_core::stanza::{iq_result, Condition, StanzaError};
 use xmppd_core::Context;

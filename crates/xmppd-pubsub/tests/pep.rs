@@ -2,13 +2,13 @@
 //! capabilities are verified before they are cached, and a service's creation policy.
 
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use base64::Engine as _;
 use minidom::Element;
 use xmpp_parsers::caps::{compute_disco, hash_caps};
 use xmpp_parsers::disco::{DiscoInfoResult, Identity};
 use xmpp_parsers::hashes::Algo;
+use xmppd_core::address::Bare;
 use xmppd_core::testing::{store_with_users, TestClient};
 use xmppd_core::{CoreConfig, Server};
 use xmppd_pubsub::{CreatePolicy, Engine, Limits, Pep, PubSubService, SqliteNodes};

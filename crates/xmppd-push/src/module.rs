@@ -23,13 +23,13 @@
 //! current: every change goes through here, storage first, under one lock.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmpp_parsers::data_forms::DataForm;
+use xmppd_core::address::Bare;
 use xmppd_core::module::{HookAction, Hooks, IqKind, IqRequest, IqResponse, Module};
 use xmppd_core::stanza::{Condition, StanzaError};
 use xmppd_core::Context;

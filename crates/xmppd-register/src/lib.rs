@@ -20,13 +20,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, NodePart};
 use minidom::Element;
 use xmpp_parsers::ibr::{LegacyQuery, RemoveQuery};
 use xmppd_auth::{AuthBackend, AuthError};
+use xmppd_core::address::Bare;
 use xmppd_core::module::{Hooks, IqKind, IqRequest, IqResponse, Module, PreAuthService};
 use xmppd_core::stanza::{error_reply, iq_result, Condition, StanzaError};
 use xmppd_core::{user_ref, Context};

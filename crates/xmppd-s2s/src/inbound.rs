@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use xmppd_core::address::Bare;
 
 use base64::Engine;
 use minidom::Element;
@@ -16,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::timeout;
+use xmppd_core::address::Bare;
 use xmppd_core::pending::PendingGuard;
 use xmppd_core::stanza::{elem, error_reply, Condition, StanzaError};
 use xmppd_negotiation::{NS_SASL, NS_TLS};

@@ -194,9 +194,9 @@ type PushJob = (Push, oneshot::Sender<Result<bool, StorageError>>);
 pub(crate) type WritePushes<P> = fn(P, std::sync::Arc<[Push]>) -> Queued<Vec<bool>>;
 
 /// Group commit of offline messages on PostgreSQL (MariaDB stores each push in a transaction
-/// of its own: batched the same way it measured slower, see docs/BENCHMARKS.md): one task per store takes the pushes
-/// queued while the previous transaction ran (up to [`MAX_PUSHES`]) and writes them in one
-/// transaction, answering each after its commit. Each push alone would be a transaction of its
+/// of its own: batched the same way it measured slower, see docs/BENCHMARKS.md): one task
+/// per store takes the pushes queued while the previous transaction ran (up to
+/// [`MAX_PUSHES`]) and writes them in one transaction, answering each after its commit. Each push alone would be a transaction of its
 /// own, and with a transaction's flush per push the pool's size would bound the rate. Pushes
 /// are written in the order they were queued, so the ids of one account's messages follow the
 /// order its senders' messages came in. When the database refuses a batch, its pushes are

@@ -208,32 +208,14 @@ async fn lock_is_free(store: &MysqlStore) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_the_database_refuses_fails_alone_in_its_batch() {
-    use xmppd_storage::OfflineStore;
     let Some(server) = tokio::task::spawn_blocking(mariadb::shared).await.unwrap() else {
         return;
     };
     let (_db, store) = server.fresh_store().await;
-    let store = std::sync::Arc::new(store);
     // A user name longer than the column: strict mode refuses the row; the pushes made at the
     // same time are stored.
     let long = UserRef::new("x".repeat(300), "example.org");
-    let tasks: Vec<_> = (0..40)
-        .map(|i| {
-            let store = store.clone();
-            let user = if i == 20 { long.clone() } else { alice() };
-            tokio::spawn(async move {
-                let xml = format!("<m i='{i:02}'/>");
-                (i, store.push_offline(&user, i, &xml, 100).await)
-            })
-        })
-        .collect();
-    for t in tasks {
-        let (i, outcome) = t.await.unwrap();
-        match (i, outcome) {
-            (20, Err(e)) => assert!(e.to_string().contains("too long"), "{e}"),
-            (20, Ok(stored)) => panic!("the refused push was answered {stored}"),
-            (_, outcome) => assert!(outcome.unwrap(), "push {i}"),
-        }
-    }
-    assert_eq!(store.offline_count(&alice()).await.unwrap(), 39);
+    let refused = (long, "<m i='20'/>".to_owned());
+    let e = support::a_refused_push_fails_alone(std::sync::Arc::new(store), refused).await;
+    assert!(e.to_string().contains("too long"), "{e}");
 }

@@ -141,35 +141,14 @@ async fn tls_checks_the_server_certificate_against_the_given_authority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_the_database_refuses_fails_alone_in_its_batch() {
-    use xmppd_storage::{OfflineStore, UserRef};
+    use xmppd_storage::UserRef;
     let Some(cluster) = tokio::task::spawn_blocking(pg::shared).await.unwrap() else {
         return;
     };
     let (_db, store) = cluster.fresh_store().await;
-    let store = std::sync::Arc::new(store);
-    let alice = UserRef::new("alice", "example.org");
     // PostgreSQL's text refuses a NUL character: the batch holding that push fails, and the
     // pushes queued with it are written again one by one.
-    let tasks: Vec<_> = (0..40)
-        .map(|i| {
-            let (store, alice) = (store.clone(), alice.clone());
-            tokio::spawn(async move {
-                let xml = if i == 20 {
-                    "<m>\0</m>".to_owned()
-                } else {
-                    format!("<m i='{i:02}'/>")
-                };
-                (i, store.push_offline(&alice, i, &xml, 100).await)
-            })
-        })
-        .collect();
-    for t in tasks {
-        let (i, outcome) = t.await.unwrap();
-        match (i, outcome) {
-            (20, Err(StorageError::Backend(_))) => {}
-            (20, other) => panic!("the refused push was answered {other:?}"),
-            (_, outcome) => assert!(outcome.unwrap(), "push {i}"),
-        }
-    }
-    assert_eq!(store.offline_count(&alice).await.unwrap(), 39);
+    let refused = (UserRef::new("alice", "example.org"), "<m>\0</m>".to_owned());
+    let e = support::a_refused_push_fails_alone(std::sync::Arc::new(store), refused).await;
+    assert!(matches!(e, StorageError::Backend(_)), "{e:?}");
 }

@@ -1,7 +1,6 @@
 //! The upload service on `upload.HOST` (XEP-0363): disco and slot requests.
 
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use jid::{BareJid, Jid};
@@ -11,6 +10,7 @@ use xmpp_parsers::disco::Identity;
 use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult};
 use xmpp_parsers::http_upload::{Get, Put, SlotResult};
 use xmpp_parsers::ns;
+use xmppd_core::address::Bare;
 use xmppd_core::module::Component;
 use xmppd_core::stanza::{iq_result, Condition, ErrorType, StanzaError};
 use xmppd_core::Context;

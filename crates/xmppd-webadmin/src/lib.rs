@@ -24,7 +24,6 @@ pub mod session;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xmppd_core::address::Bare;
 
 use async_trait::async_trait;
 use http_body_util::BodyExt;
@@ -40,7 +39,7 @@ use xmppd_api::routes::Op;
 use xmppd_api::Api;
 use xmppd_auth::AuthError;
 use xmppd_c2s::AuthThrottle;
-use xmppd_core::address::parse_jid;
+use xmppd_core::address::{parse_jid, Bare};
 use xmppd_core::user_ref;
 use xmppd_http::{full, Peer, RequestBody, ResponseBody};
 use xmppd_upload::Uploads;

@@ -3,8 +3,7 @@
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use xmppd_core::address::parse_jid;
-use xmppd_core::address::Bare;
+use xmppd_core::address::{parse_jid, Bare};
 use xmppd_core::stanza::{elem, set_attr, text_elem, Condition, StanzaError, NS_CLIENT};
 
 use super::{AffItem, Affiliation, Outcome, Role, Room, NS_MUC_USER};

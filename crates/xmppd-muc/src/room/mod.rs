@@ -34,10 +34,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use xmppd_core::address::Bare;
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
+use xmppd_core::address::Bare;
 use xmppd_core::stanza::{self, elem, error_reply, Condition, StanzaError};
 use xmppd_storage::{RoomAffiliation, StoredRoom};
 
