@@ -104,6 +104,11 @@ impl<'a> Context<'a> {
         self.addressing = addressing;
     }
 
+    /// Takes back what [`Context::set_addressing`] set, for routing the message on.
+    pub(crate) fn take_addressing(&mut self) -> Option<Addressing> {
+        self.addressing.take()
+    }
+
     /// Queues `stanza` (with `to` set) for routing once the handler has returned.
     pub fn send(&mut self, stanza: Element) {
         self.outbox

@@ -841,14 +841,14 @@ impl Server {
         cx: &mut Context<'_>,
         session: &ClientSession,
         mut msg: Element,
-        to: Option<Jid>,
+        mut to: Option<Jid>,
     ) {
-        if let (false, Some(to)) = (self.message_out.is_empty(), &to) {
-            let from = Jid::from(session.jid.clone());
-            cx.set_addressing(Some(Addressing {
-                from,
-                to: to.clone(),
-            }));
+        // The hooks read the addressing from the context, which gives it back for routing.
+        if !self.message_out.is_empty() {
+            if let Some(to) = to.take() {
+                let from = Jid::from(session.jid.clone());
+                cx.set_addressing(Some(Addressing { from, to }));
+            }
         }
         for m in &self.message_out {
             if let HookAction::Stop(err) = m.on_message_out(cx, &mut msg).await {
@@ -859,10 +859,13 @@ impl Server {
                 return;
             }
         }
-        cx.set_addressing(None);
+        let (from, to) = match cx.take_addressing() {
+            Some(Addressing { from, to }) => (from, Some(to)),
+            None => (Jid::from(session.jid.clone()), to),
+        };
         // RFC 6120 §10.3: no 'to' means the sender's own bare JID.
         let to = to.unwrap_or_else(|| own_bare(&mut msg, session));
-        cx.send_from_to(msg, Jid::from(session.jid.clone()), to);
+        cx.send_from_to(msg, from, to);
     }
 
     async fn iq_from_client(
