@@ -75,14 +75,21 @@ async fn writes_survive_reopening_the_file() {
 #[tokio::test]
 async fn pragmas_are_applied() {
     let (_dir, store) = file_store();
-    let (mode, sync, fk, version): (String, i64, i64, i64) = store
-        .write(|c| {
-            let get = |p: &str| c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));
+    let get = |c: &rusqlite::Connection, p: &str| {
+        c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0))
+    };
+    let (mode, sync, fk, version, writer): (String, i64, i64, i64, [i64; 3]) = store
+        .write(move |c| {
             Ok((
                 c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
-                get("synchronous")?,
-                get("foreign_keys")?,
-                get("user_version")?,
+                get(c, "synchronous")?,
+                get(c, "foreign_keys")?,
+                get(c, "user_version")?,
+                [
+                    get(c, "temp_store")?,
+                    get(c, "cache_size")?,
+                    get(c, "wal_autocheckpoint")?,
+                ],
             ))
         })
         .await
@@ -91,6 +98,15 @@ async fn pragmas_are_applied() {
     assert_eq!(sync, 2, "synchronous=FULL");
     assert_eq!(fk, 1);
     assert_eq!(version, MIGRATIONS.len() as i64);
+    // The writer keeps its sub-journals in memory (2 = MEMORY), a larger page cache, and
+    // checkpoints less often (docs/BENCHMARKS.md, *The writer's settings*).
+    assert_eq!(writer, [2, -16 * 1024, 10_000]);
+    // Readers keep SQLite's defaults.
+    let reader = store
+        .read(move |c| Ok([get(c, "temp_store")?, get(c, "cache_size")?]))
+        .await
+        .unwrap();
+    assert_eq!(reader, [0, -2000]);
     // Reader connections refuse writes.
     let write_on_reader = store
         .read(|c| Ok(c.execute("DELETE FROM users", [])?))
