@@ -315,7 +315,11 @@ fn module_items(items: Vec<Element>) -> impl Iterator<Item = Item> {
     })
 }
 
-/// XEP-0199: the server answers pings to its domain (and to the sender's own account).
+/// XEP-0199: the server answers pings to its domain, and to the sender's own account: an IQ
+/// without `to` is addressed to the sender's bare JID (RFC 6120 §10.3.3), and clients that
+/// keep their connection alive that way expect a result. A ping from anyone else to an
+/// account's bare JID gets `<service-unavailable/>`, the answer for any namespace the server
+/// does not handle for accounts, so it does not tell whether the account exists.
 struct Ping;
 
 #[async_trait]
@@ -336,7 +340,14 @@ impl Module for Ping {
         vec![stanza::NS_PING]
     }
 
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![stanza::NS_PING]
+    }
+
     async fn handle_iq(&self, _cx: &mut Context<'_>, req: IqRequest) -> IqResponse {
+        if req.to.node().is_some() && req.from.bare().as_str() != req.to.as_str() {
+            return Err(StanzaError::new(Condition::ServiceUnavailable));
+        }
         match req.kind {
             IqKind::Get => parse::<PingQuery>(req.payload).map(|_| None),
             IqKind::Set => Err(StanzaError::new(Condition::BadRequest)),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use minidom::Element;
+use xmppd_core::stanza::NS_CLIENT;
 use xmppd_core::testing::{TestClient as Client, CLOSE_NS};
 use xmppd_core::{BareJid, CoreConfig, QueueLimits, Server, SessionInfo};
 use xmppd_storage::{CredentialStore, SqliteStore, UserRef};
@@ -590,6 +591,45 @@ async fn roster_versioning_and_disco() {
             .attr("type"),
         Some("error")
     );
+}
+
+/// A ping without `to` (the sender's own bare JID, RFC 6120 §10.3.3) or to the sender's own
+/// bare JID is answered by the server; a ping to another account's bare JID gets the error any
+/// unhandled namespace gets there, whether or not the account exists.
+#[tokio::test]
+async fn a_ping_to_the_own_account_is_answered_and_to_another_is_not() {
+    let server = setup(&["alice", "bob"], CoreConfig::default()).await;
+    let mut a = login(&server, "alice", "pc").await;
+    for (id, to) in [
+        ("none", ""),
+        ("own", " to='alice@localhost'"),
+        ("other", " to='bob@localhost'"),
+        ("nobody", " to='nobody@localhost'"),
+    ] {
+        a.send(
+            &server,
+            &format!(
+                "<iq {} type='get' id='{id}'{to}><ping xmlns='urn:xmpp:ping'/></iq>",
+                ns()
+            ),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let got = a.drain();
+    let answer = |id: &str| {
+        let iq = got.iter().find(|e| e.attr("id") == Some(id)).unwrap();
+        let condition = iq
+            .get_child("error", NS_CLIENT)
+            .and_then(|e| e.children().next())
+            .map(|c| c.name().to_string());
+        (iq.attr("type").unwrap().to_string(), condition)
+    };
+    assert_eq!(answer("none"), ("result".into(), None));
+    assert_eq!(answer("own"), ("result".into(), None));
+    let unavailable = ("error".to_string(), Some("service-unavailable".to_string()));
+    assert_eq!(answer("other"), unavailable);
+    assert_eq!(answer("nobody"), unavailable);
 }
 
 /// A payload of the right namespace that is not what XEP-0030, XEP-0199, XEP-0092 or XEP-0012
