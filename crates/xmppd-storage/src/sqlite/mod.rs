@@ -335,11 +335,11 @@ fn configure(conn: &Connection) -> Result<()> {
 /// Settings of the writer connection only.
 fn configure_writer(conn: &Connection) -> Result<()> {
     // Each job runs in a savepoint, and a statement that fires a trigger keeps a statement
-    // journal: SQLite copies every page a job changes first into a sub-journal. That is a
-    // temporary file once it outgrows 64 KiB, which a batch of a few hundred jobs does, and
-    // never shrinks back to memory within the transaction: a write system call per page and
-    // job. In memory, the sub-journal is emptied at each released savepoint and holds one
-    // job's pages at most.
+    // journal: SQLite copies every page a job changes first into a sub-journal. On SQLite's
+    // default, a job whose pages outgrow 64 KiB (an insert that splits index pages) turns it
+    // into a temporary file for the rest of the transaction, which a batch of a few hundred
+    // jobs nearly always holds: then a write system call per page and job. In memory, it is
+    // emptied at each released savepoint and holds one job's pages at most.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // The pages a batch of appends touches (the last leaves of each table and index, the
     // full-text index's segments) stay cached between batches, and with them the upper
