@@ -13,12 +13,13 @@
 //! The trait's contract is tested on every engine alike by `tests/conformance`; the tests
 //! here are of what only this engine has (the index's migration, the writer's batches).
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use tokio::sync::oneshot;
 use xmppd_storage::{Deferred, Queued, Schema, SqliteStore, StorageError};
 
 use crate::sql::Arg;
@@ -72,6 +73,12 @@ CREATE TRIGGER mam_messages_removed AFTER DELETE ON mam_messages BEGIN
     DELETE FROM mam_text WHERE rowid = old.id;
 END;
 ",
+        // 3: appends count their bytes themselves, once per writer job (`append_group`): the
+        // trigger made every insert a statement that may abort, and SQLite copied each page
+        // the insert touched into a statement journal first.
+        r"
+DROP TRIGGER mam_messages_added;
+",
     ],
 };
 
@@ -81,11 +88,42 @@ const REINDEX_BATCH: usize = 5_000;
 /// Most ids one `ids` filter may name.
 pub const MAX_IDS: usize = 256;
 
+/// Most appends one writer job holds (see [`SqliteArchive`]'s `append_all`).
+const GROUP_MAX: usize = 256;
+
 /// The archive over a [`SqliteStore`].
+///
+/// Appends made while an earlier one still waits for the writer join its job, as long as
+/// nothing else was queued for the writer since (the store's submission count tells): one
+/// job, one savepoint and one byte-count update for many messages, in the order they were
+/// appended and in order with every other write. SQLite copies every page a savepoint first
+/// changes, so a savepoint per message cost more than its rows.
 pub struct SqliteArchive {
     store: Arc<SqliteStore>,
     /// The latest stamp given, so stamps never decrease along ids when the clock steps back.
     last_stamp: Arc<AtomicI64>,
+    /// The job later appends may join: the store's submission count right after it was
+    /// queued, and what it holds.
+    open: Mutex<Option<(u64, Arc<Mutex<Group>>)>>,
+    /// Appends asked for so far.
+    appended: AtomicU64,
+}
+
+/// One append's archive ids and stamps, in the order of its messages.
+type Stored = Vec<(i64, i64)>;
+
+/// The appends one writer job stores.
+#[derive(Default)]
+struct Group {
+    /// Each append's messages; taken by the job when the writer runs it.
+    msgs: Option<Vec<Vec<NewMessage>>>,
+    /// Where each append's ids and stamps go, in the same order.
+    answers: Vec<oneshot::Sender<Result<Stored, StorageError>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these locks but a push; the data stays consistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SqliteArchive {
@@ -105,7 +143,16 @@ impl SqliteArchive {
         Ok(SqliteArchive {
             store,
             last_stamp: Arc::new(AtomicI64::new(last)),
+            open: Mutex::new(None),
+            appended: AtomicU64::new(0),
         })
+    }
+
+    /// Number of appends queued so far (several share one writer job; see
+    /// [`SqliteStore::submitted_count`] for the jobs).
+    #[doc(hidden)]
+    pub fn appended_count(&self) -> u64 {
+        self.appended.load(Ordering::SeqCst)
     }
 }
 
@@ -247,16 +294,73 @@ pub fn load_messages(
     msgs: impl IntoIterator<Item = (NewMessage, i64)>,
 ) -> rusqlite::Result<()> {
     let mut texts = Vec::new();
+    let mut bytes = 0;
     for (msg, stamp_ms) in msgs {
         let id = insert_row(c, &msg, stamp_ms)?;
+        bytes += msg.stanza.len();
         if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
             texts.push((id, msg.owner, text));
         }
     }
+    count_bytes(c, bytes)?;
     for (id, owner, text) in texts {
         index_text(c, id, &owner, &text)?;
     }
     Ok(())
+}
+
+/// Adds `bytes` of newly archived stanzas to the archive's size (deletions take theirs off by
+/// trigger).
+fn count_bytes(c: &Connection, bytes: usize) -> rusqlite::Result<()> {
+    if bytes > 0 {
+        c.prepare_cached("UPDATE mam_size SET bytes = bytes + ?1")?
+            .execute(params![bytes as i64])?;
+    }
+    Ok(())
+}
+
+/// Stores the appends `groups` on the writer's connection `c`, all with one stamp: each
+/// append's ids and stamps, in order, and the full-text indexing left to the end of the batch.
+fn append_group(
+    c: &Connection,
+    groups: Vec<Vec<NewMessage>>,
+    last: &AtomicI64,
+) -> Result<(Vec<Stored>, Option<Deferred>), StorageError> {
+    // Runs on the single writer thread, in id order: the stamp follows the ids.
+    let stamp = now_ms().max(last.load(Ordering::SeqCst));
+    let mut got = Vec::with_capacity(groups.len());
+    let mut texts = Vec::new();
+    let mut bytes = 0;
+    for msgs in groups {
+        let mut ids = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let id = insert_row(c, &msg, stamp)?;
+            bytes += msg.stanza.len();
+            if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
+                texts.push((id, msg.owner, text));
+            }
+            ids.push((id, stamp));
+        }
+        got.push(ids);
+    }
+    count_bytes(c, bytes)?;
+    last.store(stamp, Ordering::SeqCst);
+    // Indexed at the end of the batch, in its transaction: one new FTS5 segment per batch
+    // instead of one per job (see `SqliteStore::write_deferring`).
+    let index = (!texts.is_empty()).then(|| -> Deferred {
+        Box::new(move |c: &Connection| {
+            // A later job of the batch may have deleted the row (the owner's account
+            // removed): its body is not indexed then.
+            let mut kept = c.prepare_cached("SELECT 1 FROM mam_messages WHERE id = ?1")?;
+            for (id, owner, text) in texts {
+                if kept.exists(params![id])? {
+                    index_text(c, id, &owner, &text)?;
+                }
+            }
+            Ok(())
+        })
+    });
+    Ok((got, index))
 }
 
 fn values(args: Vec<Arg>) -> Vec<Value> {
@@ -300,37 +404,63 @@ fn run_query(c: &Connection, owner: &str, req: &PageRequest) -> Result<Page, Arc
 #[async_trait]
 impl ArchiveStore for SqliteArchive {
     fn append_all(&self, msgs: Vec<NewMessage>) -> Queued<Vec<(i64, i64)>> {
-        let last = self.last_stamp.clone();
-        self.store.queue_deferring(move |c| {
-            // Runs on the single writer thread, in id order: the stamp follows the ids.
-            let stamp = now_ms().max(last.load(Ordering::SeqCst));
-            let mut got = Vec::with_capacity(msgs.len());
-            let mut texts = Vec::new();
-            for msg in msgs {
-                let id = insert_row(c, &msg, stamp)?;
-                if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
-                    texts.push((id, msg.owner, text));
+        let (tx, rx) = oneshot::channel();
+        let answer = Box::pin(async move {
+            rx.await
+                .map_err(|_| StorageError::Backend("archive append dropped".into()))?
+        });
+        let mut open = lock(&self.open);
+        self.appended.fetch_add(1, Ordering::SeqCst);
+        if let Some((at, group)) = open.as_ref() {
+            if *at == self.store.submitted_count() {
+                let mut g = lock(group);
+                if let Some(waiting) = g.msgs.as_mut().filter(|w| w.len() < GROUP_MAX) {
+                    waiting.push(msgs);
+                    g.answers.push(tx);
+                    return answer;
                 }
-                got.push((id, stamp));
             }
-            last.store(stamp, Ordering::SeqCst);
-            // Indexed at the end of the batch, in its transaction: one new FTS5 segment
-            // per batch instead of one per job (see `SqliteStore::write_deferring`).
-            let index = (!texts.is_empty()).then(|| -> Deferred {
-                Box::new(move |c: &Connection| {
-                    // A later job of the batch may have deleted the row (the owner's
-                    // account removed): its body is not indexed then.
-                    let mut kept = c.prepare_cached("SELECT 1 FROM mam_messages WHERE id = ?1")?;
-                    for (id, owner, text) in texts {
-                        if kept.exists(params![id])? {
-                            index_text(c, id, &owner, &text)?;
+        }
+        let group = Arc::new(Mutex::new(Group {
+            msgs: Some(vec![msgs]),
+            answers: vec![tx],
+        }));
+        let (job, then) = (group.clone(), group.clone());
+        let last = self.last_stamp.clone();
+        let before = self.store.submitted_count();
+        self.store.queue_then(
+            move |c| {
+                let groups = lock(&job).msgs.take().unwrap_or_default();
+                append_group(c, groups, &last)
+            },
+            move |outcome: Result<Vec<Stored>, StorageError>| {
+                let answers = {
+                    let mut g = lock(&then);
+                    g.msgs = None;
+                    std::mem::take(&mut g.answers)
+                };
+                match outcome {
+                    Ok(got) => {
+                        for (answer, ids) in answers.into_iter().zip(got) {
+                            let _ = answer.send(Ok(ids));
                         }
                     }
-                    Ok(())
-                })
-            });
-            Ok((got, index))
-        })
+                    Err(e) => {
+                        let e = match e {
+                            StorageError::Backend(e) => e,
+                            e => e.to_string(),
+                        };
+                        for answer in answers {
+                            let _ = answer.send(Err(StorageError::Backend(e.clone())));
+                        }
+                    }
+                }
+            },
+        );
+        // Later appends may join only while nothing was queued behind this job.
+        let after = self.store.submitted_count();
+        *open = (after == before + 1).then_some((after, group));
+        answer
     }
 
     async fn query(&self, owner: &str, req: PageRequest) -> Result<Page, ArchiveError> {
@@ -686,10 +816,14 @@ mod tests {
         .await
     }
 
-    #[tokio::test]
-    async fn one_batch_indexes_its_appends_once_and_not_what_it_deleted() {
-        let (store, a) = archive().await;
-        // Hold the writer so that what follows is queued behind it and forms one batch.
+    /// Holds the store's writer until the returned sender sends, so that what is queued
+    /// meanwhile waits behind it; returns once the writer holds.
+    async fn hold_writer(
+        store: &Arc<SqliteStore>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), StorageError>>,
+    ) {
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (entered, in_writer) = tokio::sync::oneshot::channel();
         let writer = store.clone();
@@ -703,6 +837,58 @@ mod tests {
                 .await
         });
         in_writer.await.unwrap();
+        (release, hold)
+    }
+
+    #[tokio::test]
+    async fn appends_waiting_for_the_writer_share_a_job_and_keep_order_with_other_writes() {
+        let (store, a) = archive().await;
+        let (release, hold) = hold_writer(&store).await;
+        let jobs = store.submitted_count();
+        let first: Vec<_> = (0..5)
+            .map(|i| a.append_all(vec![msg("a@x", "b@x", &format!("first {i}"))]))
+            .collect();
+        assert_eq!(store.submitted_count() - jobs, 1, "five appends, one job");
+        // A write queued after them: what is appended later must be stored after it.
+        let mut removal = Box::pin(a.remove_owner("a@x"));
+        queue(&mut removal).await;
+        let later = a.append_all(vec![msg("a@x", "b@x", "later")]);
+        assert_eq!(
+            store.submitted_count() - jobs,
+            3,
+            "the removal ended the group"
+        );
+        release.send(()).unwrap();
+        hold.await.unwrap().unwrap();
+        let mut got = Vec::new();
+        for f in first {
+            got.push(f.await.unwrap()[0].0);
+        }
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+        assert_eq!(removal.await.unwrap(), 5, "the removal found the five");
+        let later = later.await.unwrap()[0].0;
+        let req = PageRequest {
+            filter: Filter::default(),
+            paging: Paging::Forward { after: None },
+            max: 10,
+        };
+        assert_eq!(ids(&a.query("a@x", req).await.unwrap()), [later]);
+        let bytes: i64 = store
+            .read(|c| Ok(c.query_row("SELECT bytes FROM mam_size", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(
+            bytes as usize,
+            msg("a@x", "b@x", "later").stanza.len(),
+            "the size counts what is left"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_batch_indexes_its_appends_once_and_not_what_it_deleted() {
+        let (store, a) = archive().await;
+        // Hold the writer so that what follows is queued behind it and forms one batch.
+        let (release, hold) = hold_writer(&store).await;
         let commits = store.commit_count();
         let mut both = Box::pin(a.append_all(vec![
             msg("a@x", "b@x", "shared words"),

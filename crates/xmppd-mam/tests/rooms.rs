@@ -284,7 +284,7 @@ async fn a_room_keeps_order_through_group_commit_and_does_not_wait_for_each_comm
         let _ = gate.recv();
         Ok(())
     });
-    let base = store.submitted_count();
+    let base = archive.appended_count();
     let mut sent = Vec::new();
     for i in 0..N {
         bob.send(
@@ -309,7 +309,7 @@ async fn a_room_keeps_order_through_group_commit_and_does_not_wait_for_each_comm
         }
     }
     let queued = async {
-        while store.submitted_count() < base + N as u64 {
+        while archive.appended_count() < base + N as u64 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
@@ -323,6 +323,7 @@ async fn a_room_keeps_order_through_group_commit_and_does_not_wait_for_each_comm
             .all(|e| e.attr("from") != Some(&*format!("{ROOM}/bob"))),
         "nothing bob sent went out before its write committed: {early:?}"
     );
+    let commits = store.commit_count();
     open.send(()).unwrap();
     held.await.unwrap();
 
@@ -343,6 +344,11 @@ async fn a_room_keeps_order_through_group_commit_and_does_not_wait_for_each_comm
     }
     assert_eq!(got, sent, "in the order sent");
     assert_eq!(ids.len(), N, "every message carries its archive id");
+    assert!(
+        store.commit_count() - commits <= 3,
+        "{} commits for {N} messages queued together",
+        store.commit_count() - commits
+    );
     assert_eq!(
         archived(&archive).await,
         ids,

@@ -154,8 +154,11 @@ impl SqliteStore {
         Self::start(conn.clone(), vec![conn])
     }
 
-    /// Number of write jobs queued for this store's writer so far.
-    #[doc(hidden)]
+    /// Number of write jobs queued for this store's writer so far, counted once each job is
+    /// in the queue. A caller that queued a job and reads the count again, finding it one
+    /// higher than just before queueing, knows that no other job was queued between: while
+    /// the count stays at that value, nothing is queued behind its job, so work added to the
+    /// job still runs in the order it was asked for with every other write.
     pub fn submitted_count(&self) -> u64 {
         self.submitted.load(Ordering::SeqCst)
     }
@@ -242,15 +245,35 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<(T, Option<Deferred>)> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job = Box::new(Job::new(f, tx));
-        let sent = (self.writer_tx.as_ref())
-            .ok_or_else(stopped)
-            .and_then(|w| w.send(job).map_err(|_| stopped()));
-        if let Err(e) = sent {
-            return Box::pin(std::future::ready(Err(e)));
+        self.submit(Box::new(Job::new(f, writer::send_to(tx))));
+        Box::pin(async move { rx.await.map_err(|_| stopped())? })
+    }
+
+    /// [`SqliteStore::queue_deferring`] whose outcome goes to `then` instead of to a future:
+    /// `then` is called on the writer thread once the job's batch is committed or failed
+    /// (or at once, with the error, when the store is stopping). For a caller that answers
+    /// many waiters from one job (the archive gathers the messages appended while its job
+    /// waits for the writer). `then` holds up the writer while it runs: it must only hand the
+    /// outcome on, never block.
+    pub fn queue_then<T, F, A>(&self, f: F, then: A)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Option<Deferred>)> + Send + 'static,
+        A: FnOnce(Result<T>) + Send + 'static,
+    {
+        self.submit(Box::new(Job::new(f, then)));
+    }
+
+    fn submit(&self, job: Box<dyn WriteJob>) {
+        let Some(writer) = self.writer_tx.as_ref() else {
+            job.finish(&Err(STOPPED.into()));
+            return;
+        };
+        if let Err(mpsc::SendError(job)) = writer.send(job) {
+            job.finish(&Err(STOPPED.into()));
+            return;
         }
         self.submitted.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move { rx.await.map_err(|_| stopped())? })
     }
 
     /// Runs `f` on one of the reader connections (read-only).
@@ -292,8 +315,10 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
+const STOPPED: &str = "storage threads stopped";
+
 fn stopped() -> StorageError {
-    StorageError::Backend("storage threads stopped".into())
+    StorageError::Backend(STOPPED.into())
 }
 
 /// Switches the file to WAL and returns the journal mode it ends up in.

@@ -30,17 +30,18 @@ pub(super) trait WriteJob: Send {
     fn finish(self: Box<Self>, batch: &std::result::Result<(), String>);
 }
 
-pub(super) struct Job<T, F> {
+pub(super) struct Job<T, F, A> {
     f: Option<F>,
     out: Option<Result<T>>,
     deferred: Option<Deferred>,
-    answer: oneshot::Sender<Result<T>>,
+    answer: A,
 }
 
-impl<T, F> Job<T, F> {
-    /// A job that runs `f` and sends its outcome, once the batch is committed, to `answer`.
-    /// `f` answers with what it leaves to the end of the batch, if anything.
-    pub(super) fn new(f: F, answer: oneshot::Sender<Result<T>>) -> Self {
+impl<T, F, A> Job<T, F, A> {
+    /// A job that runs `f` and gives its outcome, once the batch is committed, to `answer`
+    /// (on the writer thread). `f` answers with what it leaves to the end of the batch, if
+    /// anything.
+    pub(super) fn new(f: F, answer: A) -> Self {
         Job {
             f: Some(f),
             out: None,
@@ -50,10 +51,21 @@ impl<T, F> Job<T, F> {
     }
 }
 
-impl<T, F> WriteJob for Job<T, F>
+/// The answer of a job whose caller awaits it.
+pub(super) fn send_to<T>(tx: oneshot::Sender<Result<T>>) -> impl FnOnce(Result<T>) + Send
+where
+    T: Send,
+{
+    move |out| {
+        let _ = tx.send(out);
+    }
+}
+
+impl<T, F, A> WriteJob for Job<T, F, A>
 where
     T: Send,
     F: FnOnce(&Connection) -> Result<(T, Option<Deferred>)> + Send,
+    A: FnOnce(Result<T>) + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(f) = self.f.take() else { return false };
@@ -80,7 +92,7 @@ where
             (_, Err(msg)) => Err(StorageError::Backend(msg.clone())),
             (None, Ok(())) => Err(StorageError::Backend("write job was not run".into())),
         };
-        let _ = self.answer.send(answer);
+        (self.answer)(answer);
     }
 }
 
