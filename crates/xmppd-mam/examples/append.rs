@@ -159,6 +159,7 @@ fn main() {
             let mut seed = seed ^ (t + 1).wrapping_mul(0x1000_0000_01b3);
             let (owners, total) = (args.owners, args.messages);
             tasks.push(tokio::spawn(async move {
+                let mut waits = Vec::new();
                 loop {
                     let n = done.fetch_add(1, Ordering::Relaxed);
                     if n >= total {
@@ -166,13 +167,19 @@ fn main() {
                     }
                     let from = next(&mut seed) % owners;
                     let to = (from + 1 + next(&mut seed) % (owners - 1)) % owners;
+                    let asked = Instant::now();
                     archive.append_all(rows(from, to, n)).await.expect("append");
+                    waits.push(asked.elapsed());
                 }
+                waits
             }));
         }
+        let mut waits = Vec::new();
         for task in tasks {
-            task.await.expect("task");
+            waits.extend(task.await.expect("task"));
         }
+        waits.sort();
+        let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
         let wall = began.elapsed().as_secs_f64();
         let cpu = thread_cpu_ns("xmppd-sqlite-wr") - cpu;
         let commits = store.commit_count() - commits;
@@ -184,6 +191,9 @@ fn main() {
         println!("commits                {commits}");
         println!("messages per commit    {:.1}", n / commits.max(1) as f64);
         println!("writer CPU per message {:.1} µs", cpu as f64 / 1e3 / n);
+        println!("append to commit p50   {:.1} ms", at(0.5));
+        println!("append to commit p99   {:.1} ms", at(0.99));
+        println!("append to commit max   {:.1} ms", at(1.0));
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         println!("database bytes         {size}");
     });

@@ -49,7 +49,7 @@ use crate::{Queued, Result, StorageError};
 use migrations::migrate;
 pub use rooms::ROOMS_SCHEMA;
 pub use writer::Deferred;
-use writer::{reader_loop, writer_loop, Job, ReadJob, WriteJob};
+use writer::{checkpoint_loop, reader_loop, writer_loop, Job, ReadJob, WriteJob};
 
 /// Upper bound of jobs committed together, so one huge burst does not delay its first callers
 /// for too long.
@@ -59,8 +59,12 @@ pub const MAX_BATCH: usize = 512;
 const WRITER_CACHE_KIB: i64 = -16 * 1024;
 
 /// WAL frames after which a commit copies the log back into the database (SQLite's default is
-/// 1 000).
+/// 1 000). The checkpoint thread has copied most of them by then (see [`CHECKPOINT_EVERY`]).
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
+/// How often, at most, the checkpoint thread copies what was committed since back into the
+/// database, while anything is committed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// How long a connection waits for a lock held by another connection or process.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,6 +135,8 @@ impl SqliteStore {
             )));
         }
         migrate(&mut writer)?;
+        let checkpointer = Connection::open(path)?;
+        configure(&checkpointer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open(path)?;
@@ -139,7 +145,7 @@ impl SqliteStore {
             reader.pragma_update(None, "query_only", "ON")?;
             readers.push(Arc::new(Mutex::new(reader)));
         }
-        Self::start(Arc::new(Mutex::new(writer)), readers)
+        Self::start(Arc::new(Mutex::new(writer)), readers, Some(checkpointer))
     }
 
     /// A private, empty in-memory database, for tests.
@@ -151,7 +157,7 @@ impl SqliteStore {
         configure(&conn)?;
         migrate(&mut conn)?;
         let conn = Arc::new(Mutex::new(conn));
-        Self::start(conn.clone(), vec![conn])
+        Self::start(conn.clone(), vec![conn], None)
     }
 
     /// Number of write jobs queued for this store's writer so far, counted once each job is
@@ -169,7 +175,12 @@ impl SqliteStore {
         self.commits.load(Ordering::SeqCst)
     }
 
-    fn start(writer: Arc<Mutex<Connection>>, readers: Vec<Arc<Mutex<Connection>>>) -> Result<Self> {
+    /// Starts the writer, the readers and, for a file, the checkpoint thread on `checkpointer`.
+    fn start(
+        writer: Arc<Mutex<Connection>>,
+        readers: Vec<Arc<Mutex<Connection>>>,
+        checkpointer: Option<Connection>,
+    ) -> Result<Self> {
         let commits = Arc::new(AtomicU64::new(0));
         let (writer_tx, writer_rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
@@ -177,16 +188,31 @@ impl SqliteStore {
         let mut store = SqliteStore {
             writer_tx: Some(writer_tx),
             read_tx: Some(read_tx),
-            threads: Vec::with_capacity(readers.len() + 1),
+            threads: Vec::with_capacity(readers.len() + 2),
             commits: commits.clone(),
             submitted: AtomicU64::new(0),
             rooms_ready: Arc::new(AtomicBool::new(false)),
         };
         // On a spawn failure `store` is dropped, which closes the channels and joins the threads
         // already started.
+        let committed = match checkpointer {
+            Some(conn) => {
+                // Ends when the writer does (its sender dropped).
+                let (tx, rx) = mpsc::sync_channel(1);
+                let handle = std::thread::Builder::new()
+                    .name("xmppd-sqlite-checkpoint".into())
+                    .spawn(move || checkpoint_loop(&conn, &rx, CHECKPOINT_EVERY))
+                    .map_err(|e| {
+                        StorageError::Backend(format!("spawning checkpoint thread: {e}"))
+                    })?;
+                store.threads.push(handle);
+                Some(tx)
+            }
+            None => None,
+        };
         let handle = std::thread::Builder::new()
             .name("xmppd-sqlite-writer".into())
-            .spawn(move || writer_loop(&writer, &writer_rx, &commits))
+            .spawn(move || writer_loop(&writer, &writer_rx, &commits, committed))
             .map_err(|e| StorageError::Backend(format!("spawning writer thread: {e}")))?;
         store.threads.push(handle);
         for (i, conn) in readers.into_iter().enumerate() {

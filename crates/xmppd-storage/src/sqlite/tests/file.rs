@@ -180,3 +180,39 @@ fn cached_statements_are_not_compiled_again_for_other_values() {
         assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{user}");
     }
 }
+
+/// What the writer commits is copied back into the database file by the checkpoint thread,
+/// long before the writer's own checkpoint (every 10 000 WAL pages) would do it; and a store
+/// stops at once, whatever that thread is waiting for.
+#[tokio::test]
+async fn commits_are_checkpointed_beside_the_writer() {
+    let (dir, store) = file_store();
+    let db = dir.path().join("xmppd.db");
+    store
+        .write(|c| Ok(c.execute_batch("CREATE TABLE filler (b BLOB)")?))
+        .await
+        .unwrap();
+    let before = std::fs::metadata(&db).unwrap().len();
+    for _ in 0..8 {
+        store
+            .write(|c| Ok(c.execute("INSERT INTO filler (b) VALUES (zeroblob(64 * 1024))", [])?))
+            .await
+            .unwrap();
+    }
+    // 512 KiB in about 130 WAL pages: far below the writer's threshold.
+    let copied = async {
+        while std::fs::metadata(&db).unwrap().len() < before + 512 * 1024 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), copied)
+        .await
+        .expect("the committed pages reach the database file without the writer's checkpoint");
+    let began = std::time::Instant::now();
+    drop(store);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(2),
+        "the store stopped in {:?}",
+        began.elapsed()
+    );
+}
