@@ -148,7 +148,7 @@ impl SqliteArchive {
         })
     }
 
-    /// Number of appends queued so far (several share one writer job; see
+    /// Number of appends queued so far, counted once queued (several share one writer job; see
     /// [`SqliteStore::submitted_count`] for the jobs).
     #[doc(hidden)]
     pub fn appended_count(&self) -> u64 {
@@ -410,13 +410,13 @@ impl ArchiveStore for SqliteArchive {
                 .map_err(|_| StorageError::Backend("archive append dropped".into()))?
         });
         let mut open = lock(&self.open);
-        self.appended.fetch_add(1, Ordering::SeqCst);
         if let Some((at, group)) = open.as_ref() {
             if *at == self.store.submitted_count() {
                 let mut g = lock(group);
                 if let Some(waiting) = g.msgs.as_mut().filter(|w| w.len() < GROUP_MAX) {
                     waiting.push(msgs);
                     g.answers.push(tx);
+                    self.appended.fetch_add(1, Ordering::SeqCst);
                     return answer;
                 }
             }
@@ -460,6 +460,7 @@ impl ArchiveStore for SqliteArchive {
         // Later appends may join only while nothing was queued behind this job.
         let after = self.store.submitted_count();
         *open = (after == before + 1).then_some((after, group));
+        self.appended.fetch_add(1, Ordering::SeqCst);
         answer
     }
 
@@ -640,7 +641,7 @@ impl ArchiveStore for SqliteArchive {
                     "UPDATE mam_messages SET stanza = ?1 WHERE id = ?2",
                     params![stanza, id],
                 )?;
-                // The triggers count inserts and deletes only.
+                // Appends count their bytes and the trigger deletions': a new stanza, here.
                 c.execute(
                     "UPDATE mam_size SET bytes = bytes - ?1 + octet_length(?2)",
                     params![old, stanza],

@@ -77,7 +77,7 @@ pub struct SqliteStore {
     read_tx: Option<mpsc::Sender<ReadJob>>,
     threads: Vec<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
-    /// Write jobs handed to the writer; lets tests know when a burst is fully queued.
+    /// Write jobs handed to the writer (see [`SqliteStore::submitted_count`]).
     submitted: AtomicU64,
     /// Whether the `muc` schema is known to be applied (see `rooms.rs`).
     rooms_ready: Arc<AtomicBool>,
@@ -162,9 +162,10 @@ impl SqliteStore {
 
     /// Number of write jobs queued for this store's writer so far, counted once each job is
     /// in the queue. A caller that queued a job and reads the count again, finding it one
-    /// higher than just before queueing, knows that no other job was queued between: while
-    /// the count stays at that value, nothing is queued behind its job, so work added to the
-    /// job still runs in the order it was asked for with every other write.
+    /// higher than just before queueing, knows that no other job was counted between: while
+    /// the count stays at that value, no job whose queueing has returned is behind its job,
+    /// so work added to the job still runs in order with every write asked for before it
+    /// (a job being queued at that very moment is concurrent with it, in no given order).
     pub fn submitted_count(&self) -> u64 {
         self.submitted.load(Ordering::SeqCst)
     }
@@ -341,7 +342,7 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
-const STOPPED: &str = "storage threads stopped";
+pub(super) const STOPPED: &str = "storage threads stopped";
 
 fn stopped() -> StorageError {
     StorageError::Backend(STOPPED.into())

@@ -31,14 +31,15 @@ pub(super) trait WriteJob: Send {
     fn finish(self: Box<Self>, batch: &std::result::Result<(), String>);
 }
 
-pub(super) struct Job<T, F, A> {
+pub(super) struct Job<T, F, A: FnOnce(Result<T>)> {
     f: Option<F>,
     out: Option<Result<T>>,
     deferred: Option<Deferred>,
-    answer: A,
+    /// Taken when called; a job dropped unanswered (the writer thread gone) answers on drop.
+    answer: Option<A>,
 }
 
-impl<T, F, A> Job<T, F, A> {
+impl<T, F, A: FnOnce(Result<T>)> Job<T, F, A> {
     /// A job that runs `f` and gives its outcome, once the batch is committed, to `answer`
     /// (on the writer thread). `f` answers with what it leaves to the end of the batch, if
     /// anything.
@@ -47,7 +48,17 @@ impl<T, F, A> Job<T, F, A> {
             f: Some(f),
             out: None,
             deferred: None,
-            answer,
+            answer: Some(answer),
+        }
+    }
+}
+
+impl<T, F, A: FnOnce(Result<T>)> Drop for Job<T, F, A> {
+    fn drop(&mut self) {
+        // Only when `finish` never ran: every caller, and every waiter behind a
+        // `queue_then`, gets an answer even if the writer thread died.
+        if let Some(answer) = self.answer.take() {
+            answer(Err(StorageError::Backend(super::STOPPED.into())));
         }
     }
 }
@@ -85,15 +96,17 @@ where
         self.deferred.take()
     }
 
-    fn finish(self: Box<Self>, batch: &std::result::Result<(), String>) {
-        let answer = match (self.out, batch) {
+    fn finish(mut self: Box<Self>, batch: &std::result::Result<(), String>) {
+        let answer = match (self.out.take(), batch) {
             // The job's own failure is more useful to its caller than the batch's.
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
             (_, Err(msg)) => Err(StorageError::Backend(msg.clone())),
             (None, Ok(())) => Err(StorageError::Backend("write job was not run".into())),
         };
-        (self.answer)(answer);
+        if let Some(then) = self.answer.take() {
+            then(answer);
+        }
     }
 }
 

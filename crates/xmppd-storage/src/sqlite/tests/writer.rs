@@ -299,3 +299,28 @@ async fn deferred_parts_run_after_the_batch_and_fail_it_whole() {
         }
     }
 }
+
+/// A job dropped without its batch's outcome (the writer thread gone) still answers, with an
+/// error; a job that was answered is not answered again when dropped.
+#[test]
+fn a_job_answers_once_even_when_dropped_unrun() {
+    use crate::sqlite::writer::{Job, WriteJob};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let answers =
+        move |tx: std::sync::mpsc::Sender<bool>| move |r: Result<i32>| tx.send(r.is_ok()).unwrap();
+    let unrun = Job::new(
+        |_: &rusqlite::Connection| -> Result<(i32, Option<crate::Deferred>)> { Ok((1, None)) },
+        answers(tx.clone()),
+    );
+    drop(unrun);
+    assert_eq!(rx.try_recv(), Ok(false), "dropped unrun: an error");
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let mut job = Box::new(Job::new(
+        |_: &rusqlite::Connection| -> Result<(i32, Option<crate::Deferred>)> { Ok((1, None)) },
+        answers(tx),
+    ));
+    assert!(job.run(&conn));
+    job.finish(&Ok(()));
+    assert_eq!(rx.try_recv(), Ok(true), "run and committed: its value");
+    assert!(rx.try_recv().is_err(), "answered once");
+}
