@@ -192,7 +192,7 @@ fn run_batch(
 /// at most every `every` while commits come, until the writer stops. A passive checkpoint
 /// never waits for the writer nor makes it wait; the writer's own automatic checkpoint then
 /// finds little left to copy, so the copy and the database file's `fsync` are not in the
-/// commit path (they were a pause of tens of milliseconds every few thousand messages).
+/// commit path (they paused the writer each time the log reached 10 000 pages).
 pub(super) fn checkpoint_loop(conn: &Connection, committed: &mpsc::Receiver<()>, every: Duration) {
     let mut pending = false;
     loop {
