@@ -293,20 +293,35 @@ pub fn load_messages(
     c: &Connection,
     msgs: impl IntoIterator<Item = (NewMessage, i64)>,
 ) -> rusqlite::Result<()> {
-    let mut texts = Vec::new();
-    let mut bytes = 0;
+    let mut rows = Inserted::default();
     for (msg, stamp_ms) in msgs {
-        let id = insert_row(c, &msg, stamp_ms)?;
-        bytes += msg.stanza.len();
-        if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
-            texts.push((id, msg.owner, text));
-        }
+        rows.insert(c, msg, stamp_ms)?;
     }
-    count_bytes(c, bytes)?;
-    for (id, owner, text) in texts {
+    count_bytes(c, rows.bytes)?;
+    for (id, owner, text) in rows.texts {
         index_text(c, id, &owner, &text)?;
     }
     Ok(())
+}
+
+/// The rows one writer job or one load inserted: their bodies, left to index, and their bytes,
+/// left to count.
+#[derive(Default)]
+struct Inserted {
+    texts: Vec<(i64, String, String)>,
+    bytes: usize,
+}
+
+impl Inserted {
+    /// Inserts `msg`'s row with `stamp_ms` ([`insert_row`]), noting its body and its size.
+    fn insert(&mut self, c: &Connection, msg: NewMessage, stamp_ms: i64) -> rusqlite::Result<i64> {
+        let id = insert_row(c, &msg, stamp_ms)?;
+        self.bytes += msg.stanza.len();
+        if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
+            self.texts.push((id, msg.owner, text));
+        }
+        Ok(id)
+    }
 }
 
 /// Adds `bytes` of newly archived stanzas to the archive's size (deletions take theirs off by
@@ -329,21 +344,16 @@ fn append_group(
     // Runs on the single writer thread, in id order: the stamp follows the ids.
     let stamp = now_ms().max(last.load(Ordering::SeqCst));
     let mut got = Vec::with_capacity(groups.len());
-    let mut texts = Vec::new();
-    let mut bytes = 0;
+    let mut rows = Inserted::default();
     for msgs in groups {
         let mut ids = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            let id = insert_row(c, &msg, stamp)?;
-            bytes += msg.stanza.len();
-            if let Some(text) = msg.text.filter(|t| !t.trim().is_empty()) {
-                texts.push((id, msg.owner, text));
-            }
-            ids.push((id, stamp));
+            ids.push((rows.insert(c, msg, stamp)?, stamp));
         }
         got.push(ids);
     }
-    count_bytes(c, bytes)?;
+    count_bytes(c, rows.bytes)?;
+    let texts = rows.texts;
     last.store(stamp, Ordering::SeqCst);
     // Indexed at the end of the batch, in its transaction: one new FTS5 segment per batch
     // instead of one per job (see `SqliteStore::write_deferring`).

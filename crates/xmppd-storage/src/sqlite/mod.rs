@@ -291,16 +291,14 @@ impl SqliteStore {
         self.submit(Box::new(Job::new(f, then)));
     }
 
+    /// Queues `job`; a job the writer cannot take (the store stopping) is dropped, and a
+    /// dropped job answers that the store stopped.
     fn submit(&self, job: Box<dyn WriteJob>) {
-        let Some(writer) = self.writer_tx.as_ref() else {
-            job.finish(&Err(STOPPED.into()));
-            return;
-        };
-        if let Err(mpsc::SendError(job)) = writer.send(job) {
-            job.finish(&Err(STOPPED.into()));
-            return;
+        if let Some(writer) = self.writer_tx.as_ref() {
+            if writer.send(job).is_ok() {
+                self.submitted.fetch_add(1, Ordering::SeqCst);
+            }
         }
-        self.submitted.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Runs `f` on one of the reader connections (read-only).
@@ -342,10 +340,8 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
-pub(super) const STOPPED: &str = "storage threads stopped";
-
-fn stopped() -> StorageError {
-    StorageError::Backend(STOPPED.into())
+pub(super) fn stopped() -> StorageError {
+    StorageError::Backend("storage threads stopped".into())
 }
 
 /// Switches the file to WAL and returns the journal mode it ends up in.

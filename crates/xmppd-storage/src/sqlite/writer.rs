@@ -58,7 +58,7 @@ impl<T, F, A: FnOnce(Result<T>)> Drop for Job<T, F, A> {
         // Only when `finish` never ran: every caller, and every waiter behind a
         // `queue_then`, gets an answer even if the writer thread died.
         if let Some(answer) = self.answer.take() {
-            answer(Err(StorageError::Backend(super::STOPPED.into())));
+            answer(Err(super::stopped()));
         }
     }
 }
