@@ -126,8 +126,10 @@ class RawClient:
         timeout: float = 10.0,
         rcvbuf: int | None = None,
         source: str | None = None,
+        tls_session: ssl.SSLSession | None = None,
     ) -> None:
-        """``rcvbuf`` shrinks the socket's receive buffer (set before connecting, so the TCP
+        """``tls_session``: a TLS session of an earlier connection to resume.
+        ``rcvbuf`` shrinks the socket's receive buffer (set before connecting, so the TCP
         window stays that small): a client on a slow link, for back-pressure tests.
         ``source``: the local address to connect from (any of 127.0.0.0/8 on loopback), for
         per-address limits."""
@@ -143,7 +145,7 @@ class RawClient:
         self.tls = False
         if direct_tls:
             ctx = tls_context or trust_all_context(alpn=["xmpp-client"])
-            sock = ctx.wrap_socket(sock, server_hostname="localhost")
+            sock = ctx.wrap_socket(sock, server_hostname="localhost", session=tls_session)
             self.tls = True
         self.sock = sock
         self.reader = _StreamReader()
@@ -262,12 +264,13 @@ class RawClient:
         self.features = self.expect(q(STREAM_NS, "features"))
         return self.features
 
-    def starttls(self, ctx: ssl.SSLContext | None = None) -> None:
+    def starttls(self, ctx: ssl.SSLContext | None = None,
+                 session: ssl.SSLSession | None = None) -> None:
         self.send(f"<starttls xmlns='{TLS_NS}'/>")
         self.expect(q(TLS_NS, "proceed"))
         ctx = ctx or trust_all_context()
         self.sock.settimeout(self.timeout)
-        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost", session=session)
         self.tls = True
 
     def auth_plain(self, user: str, password: str) -> ET.Element:

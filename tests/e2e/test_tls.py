@@ -119,6 +119,55 @@ def test_tls_1_2_and_1_3_work(server):
         client.close()
 
 
+
+# --- session resumption ------------------------------------------------------------------
+
+
+def _login_keeping_session(server, ctx, *, direct: bool, session=None):
+    """Logs alice in with OpenSSL's client (Python's ``ssl``), resuming ``session`` if given;
+    returns whether the TLS session was resumed and the session to resume next time. Under
+    TLS 1.3 the ticket arrives after the handshake: reading the stream's features reads it."""
+    if direct:
+        client = RawClient(server.direct_tls_port, direct_tls=True, tls_context=ctx,
+                           tls_session=session)
+    else:
+        client = RawClient(server.starttls_port)
+        client.open(server.domain)
+        client.starttls(ctx, session=session)
+    try:
+        assert client.login("alice", PASSWORD, domain=server.domain).startswith("alice@")
+        return client.sock.session_reused, client.sock.session
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("version", ["TLSv1_3", "TLSv1_2"])
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "starttls"])
+def test_a_returning_client_resumes_its_tls_session(make_server, version, direct):
+    server = make_server()
+    tls_version = getattr(ssl.TLSVersion, version)
+    ctx = trust_all_context(alpn=["xmpp-client"] if direct else None,
+                            min_version=tls_version, max_version=tls_version)
+    reused, session = _login_keeping_session(server, ctx, direct=direct)
+    assert not reused
+    assert session is not None
+    reused, session = _login_keeping_session(server, ctx, direct=direct, session=session)
+    assert reused, "the second connection did a full handshake"
+    # The keys of the tickets live in memory: after a restart the old session is refused and
+    # the client falls back to a full handshake, which still logs in.
+    server.restart()
+    reused, _ = _login_keeping_session(server, ctx, direct=direct, session=session)
+    assert not reused
+
+
+def test_session_resumption_can_be_turned_off(make_server):
+    server = make_server(tls={"session_resumption": False})
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = trust_all_context(alpn=["xmpp-client"], min_version=version, max_version=version)
+        _, session = _login_keeping_session(server, ctx, direct=True)
+        reused, _ = _login_keeping_session(server, ctx, direct=True, session=session)
+        assert not reused, version
+
 # --- certificate reload ------------------------------------------------------------------
 
 

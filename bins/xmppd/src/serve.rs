@@ -217,6 +217,7 @@ async fn serve(config: ValidatedConfig, config_arg: String) -> Result<(), Failur
         data_dir: server_cfg.data_dir.clone(),
         hosts: server_cfg.hosts.clone(),
         reload_interval: config.tls.reload_interval,
+        session_resumption: config.tls.session_resumption,
     })
     .map_err(|e| format!("tls: {e}"))?;
     let reloader = tls.spawn_reloader();

@@ -49,6 +49,10 @@ pub struct TlsSettings {
     /// The virtual hosts; the first one's certificate is served to clients without SNI.
     pub hosts: Vec<String>,
     pub reload_interval: Duration,
+    /// Offer session resumption: TLS 1.3 tickets (stateless: encrypted under keys kept in
+    /// memory and rotated every six hours), TLS 1.2 tickets and session IDs. A client that
+    /// reconnects within hours skips the certificate and the server's signature.
+    pub session_resumption: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,12 +138,22 @@ impl Tls {
             table: RwLock::new(Arc::new(table)),
             acme: RwLock::default(),
         });
-        let starttls_config = server_config(&provider, &resolver, &[])?;
+        let resumption = settings.session_resumption;
+        let starttls_config = server_config(&provider, &resolver, &[], resumption)?;
         // An ACME server validates on port 443 (RFC 8737 §3), where either listener may be.
-        let direct_config =
-            server_config(&provider, &resolver, &[ALPN_XMPP_CLIENT, ALPN_ACME_TLS])?;
+        let direct_config = server_config(
+            &provider,
+            &resolver,
+            &[ALPN_XMPP_CLIENT, ALPN_ACME_TLS],
+            resumption,
+        )?;
         // HTTP/1.1 only: WebSocket (RFC 6455) upgrades an HTTP/1.1 connection.
-        let http_config = server_config(&provider, &resolver, &[ALPN_HTTP_1_1, ALPN_ACME_TLS])?;
+        let http_config = server_config(
+            &provider,
+            &resolver,
+            &[ALPN_HTTP_1_1, ALPN_ACME_TLS],
+            resumption,
+        )?;
         Ok(Arc::new(Tls {
             provider,
             hosts,
@@ -445,16 +459,33 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// How many TLS 1.2 sessions (by session ID) each listener kind remembers for resumption;
+/// a client that offers a ticket needs no entry.
+const SESSION_CACHE: usize = 1024;
+
 fn server_config(
     provider: &Arc<CryptoProvider>,
     resolver: &Arc<SniResolver>,
     alpn: &[&[u8]],
+    resumption: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::clone(resolver) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if resumption {
+        // Stateless tickets: the server keeps nothing per session, so a reconnect storm of
+        // every client resumes. Each listener kind has keys of its own, so a session resumes
+        // only where it was made. TLS 1.3 resumption still runs an ECDHE exchange (rustls
+        // offers only psk_dhe_ke), so it keeps forward secrecy; keys live in memory only, and
+        // a restart makes every client do a full handshake once.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    } else {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
 }
 
@@ -696,6 +727,7 @@ mod tests {
             data_dir: dir.join("data"),
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             reload_interval: Duration::from_secs(60),
+            session_resumption: true,
         }
     }
 

@@ -67,6 +67,7 @@ async fn start_with(adjust: impl FnOnce(&mut C2sSettings)) -> TestServer {
         data_dir: dir.path().to_owned(),
         hosts: vec![HOST.into()],
         reload_interval: Duration::from_secs(60),
+        session_resumption: true,
     })
     .unwrap();
     let mut settings = C2sSettings {
@@ -646,6 +647,82 @@ async fn scram_plus_with_server_end_point_over_tls12() {
     );
     let outcome = scram(&mut client, &features, scram_client).await;
     assert!(outcome.is("success", NS_SASL), "{outcome:?}");
+}
+
+/// A client that comes back resumes its TLS session (a ticket under TLS 1.3, a ticket or
+/// session ID under 1.2) on either port, and SCRAM-PLUS then binds to the resumed
+/// connection: the exporter of its new keys under 1.3, the certificate's hash under 1.2.
+#[tokio::test]
+async fn a_returning_client_resumes_its_tls_session_and_logs_in_with_scram_plus() {
+    use rustls::HandshakeKind;
+    let server = start(true, 3).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(server.tls.served_chain(Some(HOST))[0].clone())
+        .unwrap();
+    let end_point =
+        <sha2::Sha256 as sha2::Digest>::digest(server.tls.served_chain(Some(HOST))[0].as_ref())
+            .to_vec();
+    async fn connect(
+        server: &TestServer,
+        connector: &tokio_rustls::TlsConnector,
+        direct: bool,
+    ) -> (TlsClient, Element, Option<HandshakeKind>) {
+        let tcp = if direct {
+            TcpStream::connect(server.direct).await.unwrap()
+        } else {
+            let mut plain = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+            plain.open(HOST).await;
+            plain.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
+            assert!(plain.element().await.is("proceed", NS_TLS));
+            plain.io
+        };
+        let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        let kind = stream.get_ref().1.handshake_kind();
+        let mut client = Client::new(stream);
+        // Reading the features also reads the tickets the server sent first.
+        let features = client.open(HOST).await;
+        (client, features, kind)
+    }
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        for direct in [true, false] {
+            // A client configuration holds its session cache: one per client, as in a client.
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let case = format!("{:?}, direct TLS {direct}", version.version);
+            let (first, _, kind) = connect(&server, &connector, direct).await;
+            assert_eq!(kind, Some(HandshakeKind::Full), "{case}");
+            drop(first);
+            let (mut client, features, kind) = connect(&server, &connector, direct).await;
+            assert_eq!(kind, Some(HandshakeKind::Resumed), "{case}");
+            let binding = if version.version == rustls::ProtocolVersion::TLSv1_3 {
+                let mut exporter = vec![0u8; 32];
+                client
+                    .io
+                    .get_ref()
+                    .1
+                    .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
+                    .unwrap();
+                (CbType::TlsExporter, exporter)
+            } else {
+                (CbType::TlsServerEndPoint, end_point.clone())
+            };
+            let scram_client = ScramClient::new(HashAlg::Sha256, USER, PASSWORD, Some(binding));
+            let outcome = scram(&mut client, &features, scram_client).await;
+            assert!(outcome.is("success", NS_SASL), "{case}: {outcome:?}");
+            assert_eq!(
+                bind(&mut client, "again").await,
+                format!("{USER}@{HOST}/again"),
+                "{case}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -187,6 +187,10 @@ fn render(c: &ValidatedConfig) -> String {
         "tls".into(),
         table([
             ("reload_interval_secs", int(c.tls.reload_interval.as_secs())),
+            (
+                "session_resumption",
+                Value::Boolean(c.tls.session_resumption),
+            ),
             ("certificate", Value::Array(certificates)),
         ]),
     );

@@ -158,6 +158,7 @@ impl Default for C2sSection {
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
     pub reload_interval_secs: u64,
+    pub session_resumption: bool,
     #[serde(rename = "certificate")]
     pub certificates: Vec<CertificateEntry>,
 }
@@ -166,6 +167,7 @@ impl Default for TlsSection {
     fn default() -> Self {
         TlsSection {
             reload_interval_secs: 60,
+            session_resumption: true,
             certificates: Vec::new(),
         }
     }

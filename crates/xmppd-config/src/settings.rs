@@ -119,6 +119,8 @@ pub struct C2sSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     pub reload_interval: Duration,
+    /// TLS session resumption offered to clients (tickets, and session IDs for TLS 1.2).
+    pub session_resumption: bool,
     pub certificates: Vec<CertificateSettings>,
 }
 

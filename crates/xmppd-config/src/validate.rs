@@ -330,6 +330,7 @@ impl Config {
             },
             tls: TlsSettings {
                 reload_interval: Duration::from_secs(reload_secs as u64),
+                session_resumption: self.tls.session_resumption,
                 certificates,
             },
             offline_max_per_user,
