@@ -51,8 +51,20 @@ pub(super) struct Target {
     pub(super) transport: Transport,
     pub(super) prefix: Arc<str>,
     pub(super) password: Arc<str>,
+    /// Every connection makes a full TLS handshake: the configuration keeps no sessions.
     connector: TlsConnector,
+    /// With [`Target::resuming`]: a connector per account, each with a session cache of its
+    /// own, so that an account's next connection resumes its last TLS session as a client
+    /// that reconnects does (a shared cache would hand one client's tickets to another).
+    per_account: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, TlsConnector>>>>,
+    /// With [`Target::spread_over_sources`]: connections taken so far, each from the next of
+    /// [`SPREAD_SOURCES`] loopback addresses.
+    sources: Option<Arc<std::sync::atomic::AtomicU32>>,
 }
+
+/// Loopback addresses [`Target::spread_over_sources`] spreads connections over, from
+/// 127.1.0.0 on.
+pub(super) const SPREAD_SOURCES: u32 = 4096;
 
 impl Target {
     pub(super) fn new(addr: SocketAddr, domain: &str, transport: Transport) -> Result<Self> {
@@ -69,7 +81,58 @@ impl Target {
             prefix: USER_PREFIX.into(),
             password: PASSWORD.into(),
             connector: TlsConnector::from(Arc::new(tls_client_config(alpn)?)),
+            per_account: None,
+            sources: None,
         })
+    }
+
+    /// The same clients, their sessions and addresses, to a server now at `addr`.
+    pub(super) fn at(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// The same server, each connection from the next of [`SPREAD_SOURCES`] addresses of
+    /// 127.0.0.0/8, so that the server's limits per address apply as to clients on a network
+    /// rather than being lifted for one address.
+    pub(super) fn spread_over_sources(mut self) -> Self {
+        self.sources = Some(Arc::default());
+        self
+    }
+
+    async fn tcp_connect(&self) -> Result<TcpStream> {
+        let Some(counter) = &self.sources else {
+            return TcpStream::connect(self.addr).await.context("connecting");
+        };
+        let n = counter.fetch_add(1, Ordering::Relaxed) % SPREAD_SOURCES;
+        let source = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0)) + n);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .with_context(|| format!("binding to {source}"))?;
+        socket.connect(self.addr).await.context("connecting")
+    }
+
+    /// The same server, each account resuming its own last TLS session when it connects
+    /// again (after its first connection through this target, or a clone of it).
+    pub(super) fn resuming(mut self) -> Self {
+        self.per_account = Some(Arc::default());
+        self
+    }
+
+    fn connector_of(&self, user: Option<&str>) -> TlsConnector {
+        let (Some(user), Some(table)) = (user, &self.per_account) else {
+            return self.connector.clone();
+        };
+        let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .entry(user.to_owned())
+            .or_insert_with(|| {
+                let mut config = rustls::ClientConfig::clone(self.connector.config());
+                config.resumption = rustls::client::Resumption::in_memory_sessions(1);
+                TlsConnector::from(Arc::new(config))
+            })
+            .clone()
     }
 
     /// The same server with other accounts: `{prefix}{i}` with `password`.
@@ -151,6 +214,8 @@ pub(super) struct Session {
     pub(super) jid: String,
     domain: Arc<str>,
     buf: Vec<u8>,
+    /// The TLS handshake resumed an earlier session.
+    pub(super) resumed: bool,
 }
 
 /// Stanzas queued for one write, each element's end marked: over WebSocket each element is a
@@ -179,13 +244,18 @@ impl Outbox {
 }
 
 impl Target {
-    /// A TCP connection to the target's address with TLS naming its domain.
+    /// A TCP connection to the target's address with TLS naming its domain, a full handshake.
     pub(super) async fn connect_tls(&self) -> Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await.context("connecting")?;
+        self.connect_tls_as(None).await
+    }
+
+    /// The same for `user`'s connection: with [`Target::resuming`], resuming its last session.
+    async fn connect_tls_as(&self, user: Option<&str>) -> Result<TlsStream<TcpStream>> {
+        let tcp = self.tcp_connect().await?;
         // Small stanzas each matter for latency; batching is done by the client itself.
         tcp.set_nodelay(true)?;
         let name = rustls_pki_types::ServerName::try_from(self.domain.as_ref())?.to_owned();
-        self.connector
+        self.connector_of(user)
             .connect(name, tcp)
             .await
             .context("TLS handshake")
@@ -193,8 +263,10 @@ impl Target {
 }
 
 impl Session {
-    pub(super) async fn connect(target: &Target) -> Result<Session> {
-        let tls = target.connect_tls().await?;
+    /// `user`'s connection to the target (TLS, and the WebSocket upgrade), no stream yet.
+    pub(super) async fn connect(target: &Target, user: &str) -> Result<Session> {
+        let tls = target.connect_tls_as(Some(user)).await?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let link = match target.transport {
             Transport::Http => bail!("an XMPP stream needs direct TLS or WebSocket"),
             Transport::Tcp => Link::Tcp(Box::new(tls)),
@@ -217,6 +289,7 @@ impl Session {
             jid: String::new(),
             domain: target.domain.clone(),
             buf: vec![0u8; 16 * 1024],
+            resumed,
         })
     }
 
@@ -456,7 +529,7 @@ pub(super) async fn login(target: &Target, user: &str, sasl: Sasl) -> Result<Ses
 /// Its `jid` is empty.
 pub(super) async fn authenticate(target: &Target, user: &str, sasl: Sasl) -> Result<Session> {
     let password: &str = &target.password;
-    let mut s = Session::connect(target).await?;
+    let mut s = Session::connect(target, user).await?;
     s.open_stream().await?;
     s.expect_header().await?;
     let features = s.next_element().await?;
@@ -842,6 +915,8 @@ fn tls_client_config(alpn: &[u8]) -> Result<rustls::ClientConfig> {
         .with_custom_certificate_verifier(Arc::new(danger::AcceptAnyCert(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
+    // Logins are measured as full handshakes unless asked otherwise (`Target::resuming`).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

@@ -158,7 +158,7 @@ pub(super) async fn register_all(target: &Target, count: usize) -> Result<()> {
 /// XEP-0077 §3.1 before authentication: one `<iq type='set'/>` with the username and
 /// password, on a TLS stream of its own.
 async fn register(target: &Target, user: &str) -> Result<()> {
-    let mut s = Session::connect(target).await?;
+    let mut s = Session::connect(target, user).await?;
     s.open_stream().await?;
     s.expect_header().await?;
     s.next_element().await?;

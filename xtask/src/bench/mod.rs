@@ -35,6 +35,7 @@ mod report;
 mod resume;
 mod server;
 mod steps;
+mod storm;
 mod upload;
 
 use std::net::SocketAddr;
@@ -119,6 +120,9 @@ usage: cargo xtask bench [options]
   --resume          stream management: park --clients sessions (default 1000), send each
                     messages, resume them all at once; time, exactly-once delivery, memory
                     per parked session (see docs/BENCHMARKS.md)
+  --storm           reconnect storm: --clients sessions (default 1000) from 4096 addresses
+                    of 127.0.0.0/8, the server restarted, all reconnecting at once; time
+                    until all are admitted, refusals, login p50/p99, server CPU
   --websocket       WebSocket beside TCP: --clients sessions (default 1000) over XMPP over
                     WebSocket (RFC 7395, TLS) and as many over direct TLS, pairs on each,
                     one phase after the other; msg/s, latency, memory per session of each
@@ -194,6 +198,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if opts.resume {
         return resume::run(&opts, &binary);
+    }
+    if opts.storm {
+        return storm::run(&opts, &binary);
     }
     if opts.pep_fanout {
         return pep::run(&opts, &binary);
@@ -320,6 +327,8 @@ struct Options {
     backend: Backend,
     /// Park sessions and resume them all at once instead.
     resume: bool,
+    /// A reconnect storm after a restart instead.
+    storm: bool,
     /// Personal eventing fan-out to `clients` contacts instead.
     pep_fanout: bool,
     /// Pairs over WebSocket and over direct TLS, one phase each.
@@ -410,6 +419,7 @@ impl Default for Options {
             archive: false,
             backend: Backend::Sqlite,
             resume: false,
+            storm: false,
             pep_fanout: false,
             websocket: false,
             s2s: false,
@@ -542,6 +552,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--repeat" => opts.repeat = parse_num(&value(flag)?, flag)?,
             "--memory" => opts.memory = true,
             "--resume" => opts.resume = true,
+            "--storm" => opts.storm = true,
             "--pep-fanout" => opts.pep_fanout = true,
             "--websocket" => opts.websocket = true,
             "--s2s" => opts.s2s = true,
@@ -679,6 +690,16 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         opts.clients = contacts.unwrap_or(pep::DEFAULT_CONTACTS);
         if !(1..=100_000).contains(&opts.clients) {
             bail!("--contacts must be between 1 and 100000");
+        }
+        return Ok(Some(opts));
+    }
+    if opts.storm {
+        if let Some(flag) = flag_outside(args, &["--storm", "--clients", "--server", "--sasl"]) {
+            bail!("{flag} does not apply to --storm");
+        }
+        opts.clients = clients.unwrap_or(storm::DEFAULT_SESSIONS);
+        if !(1..=100_000).contains(&opts.clients) {
+            bail!("--clients must be between 1 and 100000");
         }
         return Ok(Some(opts));
     }
@@ -1402,6 +1423,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(opts.clients, 7);
+        // The reconnect storm: a thousand sessions unless told otherwise.
+        let opts = parse_args(&args(&["--storm"])).unwrap().unwrap();
+        assert!(opts.storm && !opts.resume);
+        assert_eq!(opts.clients, storm::DEFAULT_SESSIONS);
+        let opts = parse_args(&args(&["--storm", "--clients", "18000", "--sasl", "scram"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((opts.clients, opts.sasl), (18000, Sasl::ScramSha256));
         // PEP fan-out: contacts, a thousand unless told otherwise.
         let opts = parse_args(&args(&["--pep-fanout"])).unwrap().unwrap();
         assert!(opts.pep_fanout && !opts.resume);
@@ -1514,6 +1543,9 @@ mod tests {
             &["--resume", "--duration", "5"],
             &["--resume", "--clients", "1"],
             &["--resume", "--repeat", "2"],
+            &["--storm", "--resume"],
+            &["--storm", "--duration", "5"],
+            &["--storm", "--clients", "0"],
             &["--contacts", "5"],
             &["--pep-fanout", "--clients", "5"],
             &["--pep-fanout", "--contacts", "0"],

@@ -66,6 +66,9 @@ pub(super) struct ConfigExtra<'a> {
     pub(super) c2s: &'a str,
     /// Whole sections of TOML added at the end (`[http]`, `[s2s]`, `[upload]`).
     pub(super) sections: &'a str,
+    /// The server's limit of connections per address before login stays as it is by default:
+    /// for clients spread over many addresses. Otherwise it is lifted.
+    pub(super) per_address_limit: bool,
 }
 
 impl ConfigExtra<'_> {
@@ -75,6 +78,7 @@ impl ConfigExtra<'_> {
             archive,
             c2s: "",
             sections: "",
+            per_address_limit: false,
         }
     }
 }
@@ -98,11 +102,17 @@ fn config_text(data_dir: &Path, extra: &ConfigExtra<'_>) -> String {
         archive,
         c2s,
         sections,
+        per_address_limit,
     } = extra;
+    let pending = if *per_address_limit {
+        ""
+    } else {
+        "max_pending_per_ip = 1000000\n"
+    };
     format!(
         "[server]\nhosts = [\"{domain}\"]\ndata_dir = {}\n\n[c2s]\n\
          starttls_listen = [\"127.0.0.1:0\"]\ndirect_tls_listen = [\"127.0.0.1:0\"]\n\
-         max_pending_per_ip = 1000000\nshaper_bytes_per_sec = 0\n{c2s}\n\
+         {pending}shaper_bytes_per_sec = 0\n{c2s}\n\
          [muc]\nmessages_per_second = 0\nmax_occupants = 100000\n\n[mam]\nenabled = {archive}\n\
          {sections}",
         toml_string(&data_dir.to_string_lossy())

@@ -84,7 +84,12 @@ struct LadderResult {
     label: String,
     sessions: usize,
     login_secs: f64,
+    /// Server CPU over the first logins: full TLS handshakes.
     login_cpu_secs: Option<f64>,
+    /// … over the second ones, each client resuming its TLS session if it can.
+    relogin_cpu_secs: Option<f64>,
+    /// Second logins whose TLS handshake resumed the session.
+    resumed: usize,
     rss_idle_kib: Option<u64>,
     rss_sessions_kib: Option<u64>,
     steps: Vec<StepResult>,
@@ -92,11 +97,17 @@ struct LadderResult {
     stopped: Option<String>,
 }
 
+fn per_cpu_second(count: usize, cpu_secs: Option<f64>) -> Option<f64> {
+    cpu_secs.filter(|&s| s > 0.0).map(|s| count as f64 / s)
+}
+
 impl LadderResult {
     fn logins_per_cpu_second(&self) -> Option<f64> {
-        self.login_cpu_secs
-            .filter(|&s| s > 0.0)
-            .map(|s| self.sessions as f64 / s)
+        per_cpu_second(self.sessions, self.login_cpu_secs)
+    }
+
+    fn relogins_per_cpu_second(&self) -> Option<f64> {
+        per_cpu_second(self.sessions, self.relogin_cpu_secs)
     }
 
     fn kib_per_session(&self) -> Option<f64> {
@@ -266,9 +277,11 @@ async fn ladder(subject: &Subject, opts: &Options) -> Result<LadderResult> {
         "bench: {}: logging in {} clients",
         subject.label, opts.clients
     );
+    // Each account keeps its TLS session, as a client does, for the second round.
+    let target = subject.target.clone().resuming();
     let started = Instant::now();
-    let logins = (0..opts.clients).map(|i| (subject.target.clone(), i));
-    let mut sessions = login_all(logins, opts.sasl).await?;
+    let logins = (0..opts.clients).map(|i| (target.clone(), i));
+    let first = login_all(logins, opts.sasl).await?;
     let login_secs = started.elapsed().as_secs_f64();
     let cpu_after = procs.cpu_ticks()?;
     tokio::time::sleep(SETTLE_TIME).await;
@@ -276,6 +289,23 @@ async fn ladder(subject: &Subject, opts: &Options) -> Result<LadderResult> {
     let login_cpu_secs = cpu_before
         .zip(cpu_after)
         .map(|(b, a)| a.saturating_sub(b) as f64 / clk_tck);
+
+    // Every client leaves and logs in again, resuming its TLS session where the server
+    // offered one: what a restart of the clients' network costs the server.
+    eprintln!(
+        "bench: {}: the same {} clients again, resuming their TLS sessions",
+        subject.label, opts.clients
+    );
+    close_all(first).await;
+    tokio::time::sleep(SETTLE_TIME).await;
+    let cpu_before = procs.cpu_ticks()?;
+    let logins = (0..opts.clients).map(|i| (target.clone(), i));
+    let mut sessions = login_all(logins, opts.sasl).await?;
+    let cpu_after = procs.cpu_ticks()?;
+    let relogin_cpu_secs = cpu_before
+        .zip(cpu_after)
+        .map(|(b, a)| a.saturating_sub(b) as f64 / clk_tck);
+    let resumed = sessions.iter().filter(|s| s.resumed).count();
 
     let mut steps = Vec::new();
     let mut stopped = None;
@@ -321,20 +351,31 @@ async fn ladder(subject: &Subject, opts: &Options) -> Result<LadderResult> {
             break;
         }
     }
-    for session in sessions {
-        // Closing is courtesy; what was measured is measured.
-        let _ = tokio::time::timeout(Duration::from_secs(5), close(session)).await;
-    }
+    close_all(sessions).await;
     Ok(LadderResult {
         label: subject.label.clone(),
         sessions: opts.clients,
         login_secs,
         login_cpu_secs,
+        relogin_cpu_secs,
+        resumed,
         rss_idle_kib,
         rss_sessions_kib,
         steps,
         stopped,
     })
+}
+
+/// Closes the streams, a few at a time; closing is courtesy, what was measured is measured.
+async fn close_all(sessions: Vec<super::client::Session>) {
+    let mut closing = tokio::task::JoinSet::new();
+    for session in sessions {
+        if closing.len() >= 64 {
+            closing.join_next().await;
+        }
+        closing.spawn(tokio::time::timeout(Duration::from_secs(5), close(session)));
+    }
+    while closing.join_next().await.is_some() {}
 }
 
 /// A lost message anywhere fails the run, as in the other modes; a step that was merely not
@@ -361,10 +402,21 @@ fn table(opts: &Options, results: &[LadderResult]) -> String {
     let dash = || "-".to_string();
     row("sessions".into(), &|r| r.sessions.to_string());
     row(
-        format!("logins per CPU-second ({})", opts.sasl.name()),
+        format!(
+            "logins per CPU-second ({}, full TLS handshake)",
+            opts.sasl.name()
+        ),
         &|r| {
             r.logins_per_cpu_second()
                 .map_or_else(dash, |v| format!("{v:.0}"))
+        },
+    );
+    row(
+        "logins again per CPU-second (TLS sessions resumed)".into(),
+        &|r| {
+            r.relogins_per_cpu_second().map_or_else(dash, |v| {
+                format!("{v:.0} ({} of {} resumed)", r.resumed, r.sessions)
+            })
         },
     );
     row("login of all sessions".into(), &|r| {
