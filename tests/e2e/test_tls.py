@@ -120,6 +120,18 @@ def test_tls_1_2_and_1_3_work(server):
 
 
 
+
+def test_the_server_chooses_aes_128_gcm_over_the_clients_first_choice(server):
+    """OpenSSL's client lists AES-256-GCM first; the server's order decides."""
+    for version, suite in ((ssl.TLSVersion.TLSv1_3, "TLS_AES_128_GCM_SHA256"),
+                           (ssl.TLSVersion.TLSv1_2, "AES128-GCM-SHA256")):
+        ctx = trust_all_context(alpn=["xmpp-client"], min_version=version, max_version=version)
+        client = RawClient(server.direct_tls_port, direct_tls=True, tls_context=ctx)
+        try:
+            assert client.sock.cipher()[0].endswith(suite), client.sock.cipher()
+        finally:
+            client.close()
+
 # --- session resumption ------------------------------------------------------------------
 
 

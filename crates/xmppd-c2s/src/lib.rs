@@ -38,6 +38,28 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// How many connections the kernel may hold for a listener before they are accepted (the
+/// kernel caps it at `net.core.somaxconn`, 4096 on current Linux). When every client of a
+/// restarted server reconnects at once, those beyond it wait for a SYN retransmission, a
+/// second or more; tokio's default is 1024.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (so a restart does not
+/// wait for the last run's connections in TIME_WAIT); the error names the address.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let bound = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bound().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
 pub use shaper::ShaperSettings;
 pub use sm::SmSettings;
 pub use throttle::AuthThrottle;
@@ -176,10 +198,7 @@ impl C2s {
                     .map(|a| (ListenerKind::DirectTls, *a)),
             );
         for (kind, addr) in addrs {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-            })?;
-            listeners.push((kind, listener));
+            listeners.push((kind, listen(addr)?));
         }
         let negotiation = Arc::new(negotiation_settings(&settings, &server, &auth, &pre_auth));
         let features_of = |host: &str| {

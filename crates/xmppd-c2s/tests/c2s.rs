@@ -725,6 +725,57 @@ async fn a_returning_client_resumes_its_tls_session_and_logs_in_with_scram_plus(
     }
 }
 
+/// The server's order of cipher suites decides: AES-128-GCM-SHA256 although the client lists
+/// AES-256-GCM-SHA384 first (as rustls and OpenSSL clients do); a client that offers only
+/// another suite still gets it, under TLS 1.3 and 1.2.
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm_and_still_offers_every_suite() {
+    use rustls::crypto::ring::cipher_suite::*;
+    let server = start(true, 3).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(server.tls.served_chain(Some(HOST))[0].clone())
+        .unwrap();
+    let cases = [
+        (
+            vec![TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256],
+            TLS13_AES_128_GCM_SHA256,
+        ),
+        (vec![TLS13_AES_256_GCM_SHA384], TLS13_AES_256_GCM_SHA384),
+        (
+            vec![TLS13_CHACHA20_POLY1305_SHA256],
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            vec![
+                TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ],
+            // The test's certificate is the self-signed ECDSA one.
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ];
+    for (offered, expected) in cases {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: offered.clone(),
+            ..rustls::crypto::ring::default_provider()
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+        let tcp = TcpStream::connect(server.direct).await.unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        let chosen = stream.get_ref().1.negotiated_cipher_suite().unwrap();
+        assert_eq!(chosen.suite(), expected.suite(), "offered {offered:?}");
+    }
+}
+
 #[tokio::test]
 async fn oversized_element_before_auth_ends_the_stream() {
     let server = start(true, 3).await;

@@ -260,10 +260,7 @@ impl Http {
         let addrs = (settings.listen.iter().map(|a| (false, *a)))
             .chain(settings.tls_listen.iter().map(|a| (true, *a)));
         for (secure, addr) in addrs {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-            })?;
-            listeners.push((secure, listener));
+            listeners.push((secure, xmppd_c2s::listen(addr)?));
         }
         let shared = Shared {
             connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),

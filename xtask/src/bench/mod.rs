@@ -19,7 +19,8 @@
 //! from run to run on a shared machine, so they can tell a small regression from noise.
 //! `--memory` measures the server's memory per idle TLS session (see [`memory`]).
 //! `--resume` measures stream management resumption of many sessions at once and the memory
-//! of parked sessions (see [`resume`]).
+//! of parked sessions (see [`resume`]). `--storm` restarts a server with many sessions on it
+//! and times their reconnecting all at once (see [`storm`]).
 
 mod archive_scale;
 mod callgrind;
@@ -153,6 +154,8 @@ usage: cargo xtask bench [options]
   --vs LIST         the steps on xmppd and on each of LIST (prosody, ejabberd: the Debian
                     packages, started on loopback), server pinned to CPU 0 and the load
                     generator to CPU 1; one table
+  --key KIND        with --vs: the certificate's key, rsa (RSA-2048, the default) or
+                    ecdsa (P-256)
   --connect ADDR    the steps on a server the bench did not start, at its direct-TLS
                     (XEP-0368) address; with --domain D (default localhost), --prefix P
                     (accounts P0, P1, …; default bench), --password PW, --server-pid PID
@@ -347,6 +350,8 @@ struct Options {
     steps: Vec<f64>,
     /// Servers to run the steps on beside xmppd.
     vs: Vec<peers::Kind>,
+    /// With `vs`: the key of the run's certificate.
+    key: peers::KeyKind,
     /// Run the steps on a server the bench did not start.
     external: Option<external::External>,
 }
@@ -429,6 +434,7 @@ impl Default for Options {
             smoke: false,
             steps: Vec::new(),
             vs: Vec::new(),
+            key: peers::KeyKind::Rsa2048,
             external: None,
         }
     }
@@ -487,6 +493,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut contacts: Option<usize> = None;
     let mut upload = false;
     let mut size: Option<u64> = None;
+    let mut key: Option<peers::KeyKind> = None;
     let mut account_flags: Vec<(&str, String)> = Vec::new();
     if args.iter().any(|a| a == "--smoke") {
         // Small and gentle, so that an unoptimized client and server keep up; the options
@@ -575,6 +582,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
                     .map(peers::Kind::parse)
                     .collect::<Result<_>>()?
             }
+            "--key" => key = Some(peers::KeyKind::parse(&value(flag)?)?),
             "--connect" => opts.external = Some(external::External::new(&value(flag)?)?),
             "--domain" | "--prefix" | "--password" | "--server-pid" | "--register" => {
                 let v = if flag == "--register" {
@@ -631,6 +639,12 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             || opts.markdown)
     {
         bail!("--backend applies to the plain one-to-one run and --smoke only");
+    }
+    if let Some(key) = key {
+        if opts.vs.is_empty() {
+            bail!("--key needs --vs (the certificate made for the run)");
+        }
+        opts.key = key;
     }
     if steps_mode {
         return steps_options(opts, clients, account_flags, &load_flags).map(Some);
@@ -1431,6 +1445,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((opts.clients, opts.sasl), (18000, Sasl::ScramSha256));
+        // The certificate of --vs: RSA-2048 unless told otherwise.
+        let opts = parse_args(&args(&["--vs", "prosody"])).unwrap().unwrap();
+        assert_eq!(opts.key, peers::KeyKind::Rsa2048);
+        let opts = parse_args(&args(&["--vs", "prosody", "--key", "ecdsa"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opts.key, peers::KeyKind::EcdsaP256);
         // PEP fan-out: contacts, a thousand unless told otherwise.
         let opts = parse_args(&args(&["--pep-fanout"])).unwrap().unwrap();
         assert!(opts.pep_fanout && !opts.resume);
@@ -1544,6 +1565,8 @@ mod tests {
             &["--resume", "--clients", "1"],
             &["--resume", "--repeat", "2"],
             &["--storm", "--resume"],
+            &["--steps", "500", "--key", "ecdsa"],
+            &["--vs", "prosody", "--key", "dsa"],
             &["--storm", "--duration", "5"],
             &["--storm", "--clients", "0"],
             &["--contacts", "5"],

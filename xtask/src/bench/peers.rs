@@ -52,13 +52,44 @@ pub(super) struct Certificate {
     pub(super) combined: PathBuf,
 }
 
+/// The key of the run's certificate: what each full TLS handshake signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyKind {
+    Rsa2048,
+    EcdsaP256,
+}
+
+impl KeyKind {
+    pub(super) fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "rsa" | "rsa2048" => Ok(KeyKind::Rsa2048),
+            "ecdsa" | "p256" => Ok(KeyKind::EcdsaP256),
+            other => bail!("--key: unknown key {other:?} (rsa or ecdsa)"),
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            KeyKind::Rsa2048 => "RSA-2048",
+            KeyKind::EcdsaP256 => "ECDSA P-256",
+        }
+    }
+
+    fn openssl_args(self) -> &'static [&'static str] {
+        match self {
+            KeyKind::Rsa2048 => &["-newkey", "rsa:2048"],
+            KeyKind::EcdsaP256 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        }
+    }
+}
+
 impl Certificate {
-    pub(super) fn create(dir: &Path, domain: &str) -> Result<Self> {
+    pub(super) fn create(dir: &Path, domain: &str, kind: KeyKind) -> Result<Self> {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
-            ])
+            .args(["req", "-x509"])
+            .args(kind.openssl_args())
+            .args(["-nodes", "-days", "7"])
             .arg("-subj")
             .arg(format!("/CN={domain}"))
             .arg("-addext")

@@ -10,8 +10,9 @@
 //! stayed under 50 ms; the ladder stops after the first step that was not.
 //!
 //! With `--vs`, each server runs alone, pinned to the first CPU (`taskset -c 0`), the load
-//! generator pinned to the second, all three presenting one RSA-2048 certificate made for the
-//! run; xmppd's accounts are made with `xmppd register`, the others' in-band (XEP-0077).
+//! generator pinned to the second, all three presenting one certificate made for the run
+//! (RSA-2048, or ECDSA P-256 with `--key ecdsa`); xmppd's accounts are made with
+//! `xmppd register`, the others' in-band (XEP-0077).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -166,7 +167,7 @@ pub(super) fn run_steps(opts: &Options, binary: &Path) -> Result<()> {
 /// `--vs`: xmppd, then each server of `opts.vs`, the same ladder on each.
 pub(super) fn run_vs(opts: &Options, binary: &Path) -> Result<()> {
     let work = TempDir::create()?;
-    let cert = Certificate::create(&work.0, DOMAIN)?;
+    let cert = Certificate::create(&work.0, DOMAIN, opts.key)?;
     // Counted before pinning, which leaves this process one CPU to see.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = pin_self(cpus)?;
@@ -231,8 +232,9 @@ pub(super) fn run_vs(opts: &Options, binary: &Path) -> Result<()> {
         peer.stop();
     }
     println!(
-        "machine: {cpus} CPUs, {}; server pinned: {}",
+        "machine: {cpus} CPUs, {}; certificate: {}; server pinned: {}",
         cpu_model(),
+        opts.key.name(),
         if pin {
             format!("CPU {SERVER_CPU}, load generator CPU {CLIENT_CPU}")
         } else {
