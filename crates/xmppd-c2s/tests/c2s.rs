@@ -198,9 +198,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
-fn client_tls_config(tls: &Tls) -> Arc<rustls::ClientConfig> {
+/// Trust in the certificate the server serves for [`HOST`] (self-signed).
+fn served_roots(tls: &Tls) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(tls.served_chain(Some(HOST))[0].clone()).unwrap();
+    roots
+}
+
+fn client_tls_config(tls: &Tls) -> Arc<rustls::ClientConfig> {
+    let roots = served_roots(tls);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -211,6 +217,15 @@ fn client_tls_config(tls: &Tls) -> Arc<rustls::ClientConfig> {
 }
 
 type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// The client's `tls-exporter` channel binding (RFC 9266) of its connection.
+fn tls_exporter(client: &TlsClient) -> Vec<u8> {
+    let mut exporter = vec![0u8; 32];
+    (client.io.get_ref().1)
+        .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
+        .unwrap();
+    exporter
+}
 
 /// Connects to the STARTTLS port and upgrades; returns the client and the post-TLS features.
 async fn starttls(server: &TestServer) -> (TlsClient, Element) {
@@ -376,13 +391,7 @@ async fn starttls_scram_bind_and_message_to_self() {
 async fn scram_plus_with_tls_exporter() {
     let server = start(true, 3).await;
     let (mut client, features) = starttls(&server).await;
-    let mut exporter = vec![0u8; 32];
-    client
-        .io
-        .get_ref()
-        .1
-        .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
-        .unwrap();
+    let exporter = tls_exporter(&client);
     let scram_client = ScramClient::new(
         HashAlg::Sha512,
         USER,
@@ -612,10 +621,7 @@ async fn scram_plus_with_server_end_point_over_tls12() {
     plain.open(HOST).await;
     plain.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
     assert!(plain.element().await.is("proceed", NS_TLS));
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(server.tls.served_chain(Some(HOST))[0].clone())
-        .unwrap();
+    let roots = served_roots(&server.tls);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS12])
@@ -656,10 +662,7 @@ async fn scram_plus_with_server_end_point_over_tls12() {
 async fn a_returning_client_resumes_its_tls_session_and_logs_in_with_scram_plus() {
     use rustls::HandshakeKind;
     let server = start(true, 3).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(server.tls.served_chain(Some(HOST))[0].clone())
-        .unwrap();
+    let roots = served_roots(&server.tls);
     let end_point =
         <sha2::Sha256 as sha2::Digest>::digest(server.tls.served_chain(Some(HOST))[0].as_ref())
             .to_vec();
@@ -702,14 +705,7 @@ async fn a_returning_client_resumes_its_tls_session_and_logs_in_with_scram_plus(
             let (mut client, features, kind) = connect(&server, &connector, direct).await;
             assert_eq!(kind, Some(HandshakeKind::Resumed), "{case}");
             let binding = if version.version == rustls::ProtocolVersion::TLSv1_3 {
-                let mut exporter = vec![0u8; 32];
-                client
-                    .io
-                    .get_ref()
-                    .1
-                    .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
-                    .unwrap();
-                (CbType::TlsExporter, exporter)
+                (CbType::TlsExporter, tls_exporter(&client))
             } else {
                 (CbType::TlsServerEndPoint, end_point.clone())
             };
@@ -732,10 +728,7 @@ async fn a_returning_client_resumes_its_tls_session_and_logs_in_with_scram_plus(
 async fn the_server_prefers_aes_128_gcm_and_still_offers_every_suite() {
     use rustls::crypto::ring::cipher_suite::*;
     let server = start(true, 3).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(server.tls.served_chain(Some(HOST))[0].clone())
-        .unwrap();
+    let roots = served_roots(&server.tls);
     let cases = [
         (
             vec![TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256],
@@ -842,11 +835,7 @@ async fn scram_plus_through_an_independent_sasl_client() {
     let server = start(true, 3).await;
     for (i, sha256) in [true, false].into_iter().enumerate() {
         let (mut client, _) = starttls(&server).await;
-        let mut exporter = vec![0u8; 32];
-        (client.io.get_ref().1)
-            .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
-            .unwrap();
-        let cb = ChannelBinding::TlsExporter(exporter);
+        let cb = ChannelBinding::TlsExporter(tls_exporter(&client));
         let mech: Box<dyn sasl::client::Mechanism> = if sha256 {
             Box::new(Scram::<Sha256>::new(USER, PASSWORD, cb).unwrap())
         } else {
@@ -864,10 +853,7 @@ async fn scram_plus_through_an_independent_sasl_client() {
 
     // Binding data of another connection: the proof is right, the channel is not.
     let (other, _) = starttls(&server).await;
-    let mut foreign = vec![0u8; 32];
-    (other.io.get_ref().1)
-        .export_keying_material(&mut foreign, b"EXPORTER-Channel-Binding", None)
-        .unwrap();
+    let foreign = tls_exporter(&other);
     let (mut client, _) = starttls(&server).await;
     let mech = Scram::<Sha256>::new(USER, PASSWORD, ChannelBinding::TlsExporter(foreign)).unwrap();
     let outcome = run(&mut client, Box::new(mech)).await;
@@ -1157,10 +1143,7 @@ async fn scram_plus_over_direct_tls_behind_a_proxy_header() {
     let mut client = Client::new(stream);
     let features = client.open(HOST).await;
     assert!(mechanisms(&features).iter().any(|m| m.ends_with("-PLUS")));
-    let mut exporter = vec![0u8; 32];
-    let conn = client.io.get_ref().1;
-    (conn.export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)).unwrap();
-    let binding = Some((CbType::TlsExporter, exporter));
+    let binding = Some((CbType::TlsExporter, tls_exporter(&client)));
     let scram_client = ScramClient::new(HashAlg::Sha256, USER, PASSWORD, binding);
     let outcome = scram(&mut client, &features, scram_client).await;
     assert!(outcome.is("success", NS_SASL), "{outcome:?}");

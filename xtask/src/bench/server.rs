@@ -406,14 +406,20 @@ impl ServerProcess {
                 return Err(err);
             }
         };
-        let status = self.terminate(exit_timeout)?;
+        self.terminate_cleanly(exit_timeout)?;
+        Ok(out)
+    }
+
+    /// [`Self::terminate`], and an exit status other than success is an error.
+    pub(super) fn terminate_cleanly(&mut self, timeout: Duration) -> Result<()> {
+        let status = self.terminate(timeout)?;
         if !status.success() {
             bail!(
                 "the server exited with {status}; output:\n{}",
                 self.last_output()
             );
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The server's last output lines.

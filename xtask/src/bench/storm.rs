@@ -83,10 +83,7 @@ pub(super) fn run(opts: &Options, binary: &Path) -> Result<()> {
 
     eprintln!("bench: restarting the server with {n} sessions on it");
     let restarted = Instant::now();
-    let status = server.terminate(EXIT_TIMEOUT)?;
-    if !status.success() {
-        bail!("the server exited with {status}:\n{}", server.last_output());
-    }
+    server.terminate_cleanly(EXIT_TIMEOUT)?;
     // The clients learn of it as they would: their connections end. Nothing more to read.
     drop(first);
     let mut server = ServerProcess::start(binary, &config)?;
@@ -153,10 +150,7 @@ pub(super) fn run(opts: &Options, binary: &Path) -> Result<()> {
             return Err(err);
         }
     };
-    let status = server.terminate(EXIT_TIMEOUT)?;
-    if !status.success() {
-        bail!("the server exited with {status}:\n{}", server.last_output());
-    }
+    server.terminate_cleanly(EXIT_TIMEOUT)?;
     print!("{}", table(opts, &storm));
     let refused: usize = storm.refused.values().sum();
     if refused != 0 {
