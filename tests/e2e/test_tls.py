@@ -119,8 +119,6 @@ def test_tls_1_2_and_1_3_work(server):
         client.close()
 
 
-
-
 def test_the_server_chooses_aes_128_gcm_over_the_clients_first_choice(server):
     """OpenSSL's client lists AES-256-GCM first; the server's order decides."""
     for version, suite in ((ssl.TLSVersion.TLSv1_3, "TLS_AES_128_GCM_SHA256"),

@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 /// How many connections the kernel may hold for a listener before they are accepted (the
 /// kernel caps it at `net.core.somaxconn`, 4096 on current Linux). When every client of a
 /// restarted server reconnects at once, those beyond it wait for a SYN retransmission, a
-/// second or more; tokio's default is 1024.
+/// second or more; tokio's `TcpListener::bind` (mio) uses 128, as the standard library does.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// A TCP listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (so a restart does not

@@ -82,13 +82,46 @@ pub struct Tls {
     provider: Arc<CryptoProvider>,
     hosts: Vec<String>,
     resolver: Arc<SniResolver>,
-    starttls_config: Arc<ServerConfig>,
-    direct_config: Arc<ServerConfig>,
-    http_config: Arc<ServerConfig>,
+    session_resumption: bool,
+    /// Made again, with new ticket keys and session caches, whenever the certificates change.
+    configs: RwLock<Configs>,
     reload_interval: Duration,
     /// Configured certificates with the file stamps they were loaded from.
     configured: Mutex<Vec<Loaded>>,
     self_signed: Option<Arc<ServedCert>>,
+}
+
+/// The server configurations of the three listener kinds.
+struct Configs {
+    starttls: Arc<ServerConfig>,
+    direct: Arc<ServerConfig>,
+    http: Arc<ServerConfig>,
+}
+
+impl Configs {
+    fn new(
+        provider: &Arc<CryptoProvider>,
+        resolver: &Arc<SniResolver>,
+        resumption: bool,
+    ) -> Result<Configs, TlsError> {
+        Ok(Configs {
+            starttls: server_config(provider, resolver, &[], resumption)?,
+            // An ACME server validates on port 443 (RFC 8737 §3), where either listener may be.
+            direct: server_config(
+                provider,
+                resolver,
+                &[ALPN_XMPP_CLIENT, ALPN_ACME_TLS],
+                resumption,
+            )?,
+            // HTTP/1.1 only: WebSocket (RFC 6455) upgrades an HTTP/1.1 connection.
+            http: server_config(
+                provider,
+                resolver,
+                &[ALPN_HTTP_1_1, ALPN_ACME_TLS],
+                resumption,
+            )?,
+        })
+    }
 }
 
 impl std::fmt::Debug for Tls {
@@ -141,29 +174,13 @@ impl Tls {
             table: RwLock::new(Arc::new(table)),
             acme: RwLock::default(),
         });
-        let resumption = settings.session_resumption;
-        let starttls_config = server_config(&provider, &resolver, &[], resumption)?;
-        // An ACME server validates on port 443 (RFC 8737 §3), where either listener may be.
-        let direct_config = server_config(
-            &provider,
-            &resolver,
-            &[ALPN_XMPP_CLIENT, ALPN_ACME_TLS],
-            resumption,
-        )?;
-        // HTTP/1.1 only: WebSocket (RFC 6455) upgrades an HTTP/1.1 connection.
-        let http_config = server_config(
-            &provider,
-            &resolver,
-            &[ALPN_HTTP_1_1, ALPN_ACME_TLS],
-            resumption,
-        )?;
+        let configs = Configs::new(&provider, &resolver, settings.session_resumption)?;
         Ok(Arc::new(Tls {
             provider,
             hosts,
             resolver,
-            starttls_config,
-            direct_config,
-            http_config,
+            session_resumption: settings.session_resumption,
+            configs: RwLock::new(configs),
             reload_interval: settings.reload_interval,
             configured: Mutex::new(configured),
             self_signed,
@@ -218,6 +235,7 @@ impl Tls {
         if swapped > 0 {
             let table = build_table(&self.hosts, &configured, self.self_signed.as_ref());
             self.resolver.replace(table);
+            self.forget_sessions();
         }
         swapped
     }
@@ -240,7 +258,31 @@ impl Tls {
         configured.push(Loaded { spec, stamp, cert });
         let table = build_table(&self.hosts, &configured, self.self_signed.as_ref());
         self.resolver.replace(table);
+        self.forget_sessions();
         Ok(())
+    }
+
+    /// After a change of certificates, no session made before it resumes: a resumed
+    /// handshake sends no certificate, so its client still holds the old one, and the
+    /// `tls-server-end-point` binding (computed from the certificate served now) would not
+    /// match. New configurations with new ticket keys and empty session caches make every
+    /// client's next handshake a full one.
+    fn forget_sessions(&self) {
+        if !self.session_resumption {
+            return;
+        }
+        match Configs::new(&self.provider, &self.resolver, true) {
+            Ok(configs) => *self.configs.write().unwrap_or_else(|p| p.into_inner()) = configs,
+            // Only the ticket keys' generation can fail (the system's random source).
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS sessions of before the certificate change kept")
+            }
+        }
+    }
+
+    fn config(&self, pick: impl Fn(&Configs) -> &Arc<ServerConfig>) -> Arc<ServerConfig> {
+        let configs = self.configs.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(pick(&configs))
     }
 
     /// Serves `cert` (DER) with `key` (PKCS#8 DER) to tls-alpn-01 validations of `name` until
@@ -291,22 +333,24 @@ impl Tls {
     }
 
     pub(crate) fn starttls_acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.starttls_config))
+        tokio_rustls::TlsAcceptor::from(self.config(|c| &c.starttls))
     }
 
     pub(crate) fn direct_acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.direct_config))
+        tokio_rustls::TlsAcceptor::from(self.config(|c| &c.direct))
     }
 
     /// The acceptor of the HTTPS listeners (`xmppd-http`): the same certificates, by SNI, with
     /// ALPN `http/1.1`.
     pub fn http_acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.http_config))
+        tokio_rustls::TlsAcceptor::from(self.config(|c| &c.http))
     }
 
     /// Channel-binding data of an established connection. The served certificate is looked up
-    /// again by SNI; a reload racing with a handshake can at worst make `-PLUS` fail for that
-    /// one connection, which the client then sees as an authentication failure.
+    /// again by SNI (a resumed session was made under the certificates served now: sessions
+    /// are forgotten when they change); a reload racing with a handshake can at worst make
+    /// `-PLUS` fail for that one connection, which the client then sees as an authentication
+    /// failure.
     pub fn channel_bindings(&self, conn: &ServerConnection) -> ChannelBindings {
         let tls_exporter = if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
             conn.export_keying_material(vec![0u8; 32], EXPORTER_LABEL, None)

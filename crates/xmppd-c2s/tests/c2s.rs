@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use minidom::Element;
+use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -655,54 +656,64 @@ async fn scram_plus_with_server_end_point_over_tls12() {
     assert!(outcome.is("success", NS_SASL), "{outcome:?}");
 }
 
+/// A client of one TLS version trusting `roots`, with a session cache of its own (rustls keeps
+/// it in the configuration): one per client, as a real client has.
+fn resuming_connector(
+    roots: rustls::RootCertStore,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS connection to the direct or the STARTTLS port through `connector` (whose session
+/// cache it uses), how its handshake went, and the stream's features.
+async fn connect_tls(
+    server: &TestServer,
+    connector: &tokio_rustls::TlsConnector,
+    direct: bool,
+) -> (TlsClient, Element, Option<HandshakeKind>) {
+    let tcp = if direct {
+        TcpStream::connect(server.direct).await.unwrap()
+    } else {
+        let mut plain = Client::new(TcpStream::connect(server.starttls).await.unwrap());
+        plain.open(HOST).await;
+        plain.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
+        assert!(plain.element().await.is("proceed", NS_TLS));
+        plain.io
+    };
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let kind = stream.get_ref().1.handshake_kind();
+    let mut client = Client::new(stream);
+    // Reading the features also reads the tickets the server sent first.
+    let features = client.open(HOST).await;
+    (client, features, kind)
+}
+
 /// A client that comes back resumes its TLS session (a ticket under TLS 1.3, a ticket or
 /// session ID under 1.2) on either port, and SCRAM-PLUS then binds to the resumed
 /// connection: the exporter of its new keys under 1.3, the certificate's hash under 1.2.
 #[tokio::test]
 async fn a_returning_client_resumes_its_tls_session_and_logs_in_with_scram_plus() {
-    use rustls::HandshakeKind;
     let server = start(true, 3).await;
     let roots = served_roots(&server.tls);
     let end_point =
         <sha2::Sha256 as sha2::Digest>::digest(server.tls.served_chain(Some(HOST))[0].as_ref())
             .to_vec();
-    async fn connect(
-        server: &TestServer,
-        connector: &tokio_rustls::TlsConnector,
-        direct: bool,
-    ) -> (TlsClient, Element, Option<HandshakeKind>) {
-        let tcp = if direct {
-            TcpStream::connect(server.direct).await.unwrap()
-        } else {
-            let mut plain = Client::new(TcpStream::connect(server.starttls).await.unwrap());
-            plain.open(HOST).await;
-            plain.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
-            assert!(plain.element().await.is("proceed", NS_TLS));
-            plain.io
-        };
-        let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
-        let stream = connector.connect(name, tcp).await.unwrap();
-        let kind = stream.get_ref().1.handshake_kind();
-        let mut client = Client::new(stream);
-        // Reading the features also reads the tickets the server sent first.
-        let features = client.open(HOST).await;
-        (client, features, kind)
-    }
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         for direct in [true, false] {
-            // A client configuration holds its session cache: one per client, as in a client.
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let connector = resuming_connector(roots.clone(), version);
             let case = format!("{:?}, direct TLS {direct}", version.version);
-            let (first, _, kind) = connect(&server, &connector, direct).await;
+            let (first, _, kind) = connect_tls(&server, &connector, direct).await;
             assert_eq!(kind, Some(HandshakeKind::Full), "{case}");
             drop(first);
-            let (mut client, features, kind) = connect(&server, &connector, direct).await;
+            let (mut client, features, kind) = connect_tls(&server, &connector, direct).await;
             assert_eq!(kind, Some(HandshakeKind::Resumed), "{case}");
             let binding = if version.version == rustls::ProtocolVersion::TLSv1_3 {
                 (CbType::TlsExporter, tls_exporter(&client))
@@ -719,6 +730,66 @@ async fn a_returning_client_resumes_its_tls_session_and_logs_in_with_scram_plus(
             );
         }
     }
+}
+
+/// Each listener kind has ticket keys of its own: a session made on the direct TLS port does
+/// not resume on the STARTTLS port (the same client, the same name, a full handshake there).
+#[tokio::test]
+async fn a_session_resumes_only_on_the_listener_that_made_it() {
+    let server = start(true, 3).await;
+    let connector = resuming_connector(served_roots(&server.tls), &rustls::version::TLS13);
+    let (_, _, kind) = connect_tls(&server, &connector, true).await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    // The client does offer its tickets: the direct port resumes one…
+    let (_, _, kind) = connect_tls(&server, &connector, true).await;
+    assert_eq!(kind, Some(HandshakeKind::Resumed));
+    // …and the STARTTLS port, offered another, refuses it.
+    let (_, _, kind) = connect_tls(&server, &connector, false).await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+}
+
+/// A certificate change ends resumption: a resumed handshake sends no certificate, so a client
+/// would bind SCRAM-PLUS to the old one. The next handshake is a full one with the new
+/// certificate, and `tls-server-end-point` binds to it.
+#[tokio::test]
+async fn after_a_certificate_change_no_session_resumes_and_scram_plus_binds_to_the_new_one() {
+    let server = start(true, 3).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![HOST.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut roots = served_roots(&server.tls);
+    roots.add(cert.der().clone()).unwrap();
+    // TLS 1.2, whose only binding is the certificate's hash.
+    let connector = resuming_connector(roots, &rustls::version::TLS12);
+    let (_, _, kind) = connect_tls(&server, &connector, true).await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    let (_, _, kind) = connect_tls(&server, &connector, true).await;
+    assert_eq!(kind, Some(HandshakeKind::Resumed));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("new.crt"), dir.path().join("new.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    server
+        .tls
+        .install(xmppd_c2s::CertificateSpec {
+            domain: HOST.into(),
+            cert: cert_path,
+            key: key_path,
+        })
+        .unwrap();
+
+    let (mut client, features, kind) = connect_tls(&server, &connector, true).await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    let served = client.io.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(served.as_ref(), cert.der().as_ref());
+    let end_point = <sha2::Sha256 as sha2::Digest>::digest(served.as_ref()).to_vec();
+    let binding = Some((CbType::TlsServerEndPoint, end_point));
+    let scram_client = ScramClient::new(HashAlg::Sha256, USER, PASSWORD, binding);
+    let outcome = scram(&mut client, &features, scram_client).await;
+    assert!(outcome.is("success", NS_SASL), "{outcome:?}");
 }
 
 /// The server's order of cipher suites decides: AES-128-GCM-SHA256 although the client lists

@@ -109,7 +109,8 @@ impl Target {
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket
             .bind(SocketAddr::from((source, 0)))
-            .with_context(|| format!("binding to {source}"))?;
+            // Not the address itself: errors of the storm are counted by their text.
+            .context("binding to a loopback source address")?;
         socket.connect(self.addr).await.context("connecting")
     }
 

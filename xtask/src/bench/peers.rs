@@ -295,8 +295,8 @@ fn lua_string(s: &str) -> String {
 /// ejabberd: a node of its own (random name and cookie, a fixed distribution port and no
 /// epmd), as the current user, its configuration, spool and logs in `dir`. Passwords are
 /// stored as SCRAM-SHA-1 keys, as Prosody's and xmppd's are, so neither a SCRAM nor a PLAIN
-/// login costs it more than the others. The listener's backlog is 1024, as xmppd's (ejabberd's
-/// example configuration sets 1000): with its default, the bench's 64 concurrent logins with
+/// login costs it more than the others. The listener's backlog is 1024 (ejabberd's example
+/// configuration sets 1000; xmppd's is 4096, Prosody's default 128): with its default, the bench's 64 concurrent logins with
 /// full TLS handshakes overflowed it, and connections waited for SYN retransmissions.
 fn ejabberd(dir: &Path, domain: &str, cert: &Certificate, port: u16) -> Result<Launch> {
     let (spool, logs) = (dir.join("spool"), dir.join("logs"));

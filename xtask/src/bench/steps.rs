@@ -288,9 +288,7 @@ async fn ladder(subject: &Subject, opts: &Options) -> Result<LadderResult> {
     let cpu_after = procs.cpu_ticks()?;
     tokio::time::sleep(SETTLE_TIME).await;
     let rss_sessions_kib = procs.rss_kib()?;
-    let login_cpu_secs = cpu_before
-        .zip(cpu_after)
-        .map(|(b, a)| a.saturating_sub(b) as f64 / clk_tck);
+    let login_cpu_secs = cpu_secs(cpu_before, cpu_after, clk_tck);
 
     // Every client leaves and logs in again, resuming its TLS session where the server
     // offered one: what a restart of the clients' network costs the server.
@@ -304,9 +302,7 @@ async fn ladder(subject: &Subject, opts: &Options) -> Result<LadderResult> {
     let logins = (0..opts.clients).map(|i| (target.clone(), i));
     let mut sessions = login_all(logins, opts.sasl).await?;
     let cpu_after = procs.cpu_ticks()?;
-    let relogin_cpu_secs = cpu_before
-        .zip(cpu_after)
-        .map(|(b, a)| a.saturating_sub(b) as f64 / clk_tck);
+    let relogin_cpu_secs = cpu_secs(cpu_before, cpu_after, clk_tck);
     let resumed = sessions.iter().filter(|s| s.resumed).count();
 
     let mut steps = Vec::new();
@@ -366,6 +362,13 @@ async fn ladder(subject: &Subject, opts: &Options) -> Result<LadderResult> {
         steps,
         stopped,
     })
+}
+
+/// Seconds of CPU between two readings of clock ticks, when both could be read.
+fn cpu_secs(before: Option<u64>, after: Option<u64>, clk_tck: f64) -> Option<f64> {
+    before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b) as f64 / clk_tck)
 }
 
 /// Closes the streams, a few at a time; closing is courtesy, what was measured is measured.
