@@ -371,11 +371,11 @@ fn cpu_secs(before: Option<u64>, after: Option<u64>, clk_tck: f64) -> Option<f64
         .map(|(b, a)| a.saturating_sub(b) as f64 / clk_tck)
 }
 
-/// Closes the streams, a few at a time; closing is courtesy, what was measured is measured.
+/// Closes the streams, as many at a time as logins run; closing is courtesy, what was measured is measured.
 async fn close_all(sessions: Vec<super::client::Session>) {
     let mut closing = tokio::task::JoinSet::new();
     for session in sessions {
-        if closing.len() >= 64 {
+        if closing.len() >= super::LOGIN_CONCURRENCY {
             closing.join_next().await;
         }
         closing.spawn(tokio::time::timeout(Duration::from_secs(5), close(session)));
